@@ -1,0 +1,372 @@
+"""The data contract: table schemas (pyarrow) and the request/response models (pydantic).
+
+This module is the one source of truth for the shape of every table that crosses a stage
+boundary (simulator or raw logs -> ingest -> labels -> features -> training -> serving) and
+for the post-checkout request and response. Nothing else defines a column list.
+
+Conventions
+-----------
+* Identifiers are ``int64`` (``request_id`` and ``order_id`` are strings: they come from the
+  checkout page).
+* Times are ``timestamp[us, tz=UTC]`` in a column named ``event_timestamp`` unless the column
+  says otherwise (``listed_at``, ``joined_at``, ``signup_at``).
+* Money is ``float64`` in the listing's currency units; rates and probabilities are ``float64``
+  in [0, 1].
+* ``docs/data-contract.md`` documents every column; ``tests/code/test_contract.py`` checks that
+  the document and this module agree.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Literal
+
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+TS = pa.timestamp("us", tz="UTC")
+
+#: Number of recommendations on the post-checkout page. Not configurable: the page has six slots.
+SLATE_SIZE = 6
+#: Upper bound on the items in one checkout basket that a request may carry.
+MAX_BASKET_ITEMS = 50
+#: Length of the recent-item sequence kept per user (feature ``recent_listing_ids``).
+RECENT_SEQUENCE_LEN = 20
+
+DEVICES = ("web", "ios", "android")
+INVENTORY_EVENT_TYPES = ("listed", "locked", "unlocked", "sold", "delisted")
+
+# --------------------------------------------------------------------------------------------
+# Raw tables (what the simulator writes and ingest validates)
+# --------------------------------------------------------------------------------------------
+
+CATEGORIES = pa.schema(
+    [
+        pa.field("category_id", pa.int32(), nullable=False),
+        pa.field("parent_id", pa.int32(), nullable=True),  # null for a top-level category
+        pa.field("top_category_id", pa.int32(), nullable=False),
+        pa.field("name", pa.string(), nullable=False),
+    ]
+)
+
+SELLERS = pa.schema(
+    [
+        pa.field("seller_id", pa.int64(), nullable=False),
+        pa.field("region", pa.string(), nullable=False),
+        pa.field("joined_at", TS, nullable=False),
+        pa.field("rating", pa.float64(), nullable=True),  # 1..5 stars; null before any rating
+        pa.field("linked_history", pa.bool_(), nullable=False),  # history linked from elsewhere
+    ]
+)
+
+LISTINGS = pa.schema(
+    [
+        pa.field("listing_id", pa.int64(), nullable=False),
+        pa.field("seller_id", pa.int64(), nullable=False),
+        pa.field("category_id", pa.int32(), nullable=False),
+        pa.field("region", pa.string(), nullable=False),
+        pa.field("title", pa.string(), nullable=False),
+        pa.field("price", pa.float64(), nullable=False),  # currency units, > 0
+        pa.field("take_rate", pa.float64(), nullable=False),  # share of price, in (0, 1)
+        pa.field("quantity", pa.int32(), nullable=False),  # >= 1 at listing time
+        pa.field("listed_at", TS, nullable=False),
+    ]
+)
+
+USERS = pa.schema(
+    [
+        pa.field("user_id", pa.int64(), nullable=False),
+        pa.field("region", pa.string(), nullable=False),
+        pa.field("device", pa.string(), nullable=False),  # primary device, one of DEVICES
+        pa.field("signup_at", TS, nullable=False),
+    ]
+)
+
+#: One row per order line. An order is a checkout; each checkout triggers one request.
+ORDERS = pa.schema(
+    [
+        pa.field("order_id", pa.string(), nullable=False),
+        pa.field("user_id", pa.int64(), nullable=False),
+        pa.field("listing_id", pa.int64(), nullable=False),
+        pa.field("price", pa.float64(), nullable=False),
+        pa.field("quantity", pa.int32(), nullable=False),
+        pa.field("region", pa.string(), nullable=False),
+        pa.field("device", pa.string(), nullable=False),
+        pa.field("event_timestamp", TS, nullable=False),
+    ]
+)
+
+#: One row per shown slot. ``propensity`` is the probability that the logging policy put this
+#: listing in this slot for this request, in (0, 1].
+IMPRESSIONS = pa.schema(
+    [
+        pa.field("request_id", pa.string(), nullable=False),
+        pa.field("order_id", pa.string(), nullable=True),
+        pa.field("user_id", pa.int64(), nullable=False),
+        pa.field("listing_id", pa.int64(), nullable=False),
+        pa.field("slot", pa.int8(), nullable=False),  # 0..5, 0 is the top slot
+        pa.field("policy", pa.string(), nullable=False),
+        pa.field("propensity", pa.float64(), nullable=False),
+        pa.field("region", pa.string(), nullable=False),
+        pa.field("device", pa.string(), nullable=False),
+        pa.field("event_timestamp", TS, nullable=False),
+    ]
+)
+
+CLICKS = pa.schema(
+    [
+        pa.field("request_id", pa.string(), nullable=False),
+        pa.field("user_id", pa.int64(), nullable=False),
+        pa.field("listing_id", pa.int64(), nullable=False),
+        pa.field("event_timestamp", TS, nullable=False),
+    ]
+)
+
+#: Purchases of recommended listings (made after a click). Labels attribute a purchase to the
+#: click of the same (user, listing) within ``LabelConfig.purchase_window``.
+PURCHASES = pa.schema(
+    [
+        pa.field("purchase_id", pa.string(), nullable=False),
+        pa.field("user_id", pa.int64(), nullable=False),
+        pa.field("listing_id", pa.int64(), nullable=False),
+        pa.field("price", pa.float64(), nullable=False),
+        pa.field("event_timestamp", TS, nullable=False),
+    ]
+)
+
+#: Inventory changes, ordered per listing by ``sequence`` (strictly increasing per listing).
+#: ``lock_ttl_s`` is set on ``locked`` events only.
+INVENTORY_EVENTS = pa.schema(
+    [
+        pa.field("event_id", pa.string(), nullable=False),
+        pa.field("listing_id", pa.int64(), nullable=False),
+        pa.field("event_type", pa.string(), nullable=False),  # one of INVENTORY_EVENT_TYPES
+        pa.field("sequence", pa.int64(), nullable=False),
+        pa.field("lock_ttl_s", pa.int32(), nullable=True),
+        pa.field("event_timestamp", TS, nullable=False),
+    ]
+)
+
+RAW_TABLES: dict[str, pa.Schema] = {
+    "categories": CATEGORIES,
+    "sellers": SELLERS,
+    "listings": LISTINGS,
+    "users": USERS,
+    "orders": ORDERS,
+    "impressions": IMPRESSIONS,
+    "clicks": CLICKS,
+    "purchases": PURCHASES,
+    "inventory_events": INVENTORY_EVENTS,
+}
+
+#: Primary key of each raw table (used for duplicate detection and idempotent re-ingest).
+PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
+    "categories": ("category_id",),
+    "sellers": ("seller_id",),
+    "listings": ("listing_id",),
+    "users": ("user_id",),
+    "orders": ("order_id", "listing_id"),
+    "impressions": ("request_id", "slot"),
+    "clicks": ("request_id", "listing_id"),
+    "purchases": ("purchase_id",),
+    "inventory_events": ("event_id",),
+}
+
+#: Quarantine rows: the offending row as JSON, which table, and why.
+QUARANTINE = pa.schema(
+    [
+        pa.field("table", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("detail", pa.string(), nullable=True),
+        pa.field("row_json", pa.string(), nullable=False),
+        pa.field("ingest_run_id", pa.string(), nullable=False),
+    ]
+)
+
+# --------------------------------------------------------------------------------------------
+# Derived tables (labels and feature views)
+# --------------------------------------------------------------------------------------------
+
+#: IMPRESSIONS plus labels. ``purchased`` implies ``clicked``.
+LABELLED_IMPRESSIONS = pa.schema(
+    list(IMPRESSIONS)
+    + [
+        pa.field("clicked", pa.int8(), nullable=False),
+        pa.field("purchased", pa.int8(), nullable=False),
+        pa.field("price", pa.float64(), nullable=False),
+        pa.field("take_rate", pa.float64(), nullable=False),
+    ]
+)
+
+#: Time-decayed co-purchase strength between two categories (complements after checkout).
+CATEGORY_PAIR_FEATURES = pa.schema(
+    [
+        pa.field("category_a", pa.int32(), nullable=False),
+        pa.field("category_b", pa.int32(), nullable=False),
+        pa.field("co_purchase_strength", pa.float64(), nullable=False),  # decayed count, >= 0
+        pa.field("event_timestamp", TS, nullable=False),
+    ]
+)
+
+#: Feature view ``user``; entity ``user_id``.
+USER_FEATURES = pa.schema(
+    [
+        pa.field("user_id", pa.int64(), nullable=False),
+        pa.field("n_purchases", pa.int64(), nullable=False),
+        pa.field("avg_price_paid", pa.float64(), nullable=False),  # 0 when no purchase
+        pa.field("last_price_paid", pa.float64(), nullable=False),
+        pa.field("days_since_last_purchase", pa.float64(), nullable=False),  # 365 when none
+        pa.field("top_category_id", pa.int32(), nullable=False),  # -1 when none
+        pa.field("recent_listing_ids", pa.list_(pa.int64()), nullable=False),  # newest last
+        pa.field("recent_category_ids", pa.list_(pa.int32()), nullable=False),
+        pa.field("region", pa.string(), nullable=False),
+        pa.field("mobile_share", pa.float64(), nullable=False),  # share of orders on ios/android
+        pa.field("event_timestamp", TS, nullable=False),
+    ]
+)
+
+#: Feature view ``seller``; entity ``seller_id``.
+SELLER_FEATURES = pa.schema(
+    [
+        pa.field("seller_id", pa.int64(), nullable=False),
+        pa.field("seller_age_days", pa.float64(), nullable=False),
+        pa.field("seller_rating", pa.float64(), nullable=False),  # prior mean when unrated
+        pa.field("seller_is_new", pa.int8(), nullable=False),
+        pa.field("seller_linked_history", pa.int8(), nullable=False),
+        pa.field("seller_sales_velocity", pa.float64(), nullable=False),  # sales/day, decayed
+        pa.field("event_timestamp", TS, nullable=False),
+    ]
+)
+
+#: Feature view ``listing``; entity ``listing_id``. Smoothed rates use empirical-Bayes priors.
+LISTING_FEATURES = pa.schema(
+    [
+        pa.field("listing_id", pa.int64(), nullable=False),
+        pa.field("seller_id", pa.int64(), nullable=False),
+        pa.field("category_id", pa.int32(), nullable=False),
+        pa.field("top_category_id", pa.int32(), nullable=False),
+        pa.field("region", pa.string(), nullable=False),
+        pa.field("price", pa.float64(), nullable=False),
+        pa.field("take_rate", pa.float64(), nullable=False),
+        pa.field("age_days", pa.float64(), nullable=False),
+        pa.field("views_decayed", pa.float64(), nullable=False),
+        pa.field("clicks_decayed", pa.float64(), nullable=False),
+        pa.field("purchases_decayed", pa.float64(), nullable=False),
+        pa.field("ctr_smoothed", pa.float64(), nullable=False),
+        pa.field("cvr_smoothed", pa.float64(), nullable=False),
+        pa.field("event_timestamp", TS, nullable=False),
+    ]
+)
+
+FEATURE_TABLES: dict[str, pa.Schema] = {
+    "user": USER_FEATURES,
+    "listing": LISTING_FEATURES,
+    "seller": SELLER_FEATURES,
+    "category_pair": CATEGORY_PAIR_FEATURES,
+}
+
+
+def field_names(schema: pa.Schema) -> list[str]:
+    """Column names of ``schema`` in order."""
+    return [f.name for f in schema]
+
+
+def empty_table(schema: pa.Schema) -> pa.Table:
+    """A zero-row table with ``schema`` (for stages that legitimately produce nothing)."""
+    return schema.empty_table()
+
+
+# --------------------------------------------------------------------------------------------
+# Request / response
+# --------------------------------------------------------------------------------------------
+
+Device = Literal["web", "ios", "android"]
+PolicyName = Literal["ranker", "fallback"]
+FallbackReason = Literal[
+    "unknown_user",
+    "kill_switch",
+    "drift_flag",
+    "predictor_error",
+    "predictor_timeout",
+    "inventory_unavailable",
+    "features_unavailable",
+    "stale_features",
+    "too_few_candidates",
+]
+
+
+class PostCheckoutRequest(BaseModel):
+    """What the checkout page sends right after a buyer completes checkout.
+
+    Limits are part of the contract: a basket holds 0..``MAX_BASKET_ITEMS`` listing ids, ids are
+    non-negative, unknown fields are refused (a typo must not pass silently).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    user_id: int = Field(ge=0, description="Buyer id.")
+    purchased_item_ids: list[int] = Field(
+        default_factory=list,
+        max_length=MAX_BASKET_ITEMS,
+        description="Listing ids just bought (the basket); may be empty.",
+    )
+    region: str = Field(min_length=1, max_length=32, pattern=r"^[a-z0-9][a-z0-9-]*$")
+    device: Device = "web"
+    timestamp: dt.datetime | None = Field(
+        default=None, description="Checkout time (UTC); the server's clock when absent."
+    )
+    request_id: str | None = Field(
+        default=None, min_length=1, max_length=64, description="Set by the caller or generated."
+    )
+
+    @field_validator("purchased_item_ids")
+    @classmethod
+    def _ids_non_negative(cls, ids: list[int]) -> list[int]:
+        if any(i < 0 for i in ids):
+            raise ValueError("purchased_item_ids must be non-negative integers")
+        return ids
+
+    @field_validator("timestamp")
+    @classmethod
+    def _utc(cls, ts: dt.datetime | None) -> dt.datetime | None:
+        if ts is not None and ts.tzinfo is None:
+            return ts.replace(tzinfo=dt.UTC)
+        return ts
+
+    def resolved_request_id(self) -> str:
+        """The caller's request id, or a fresh uuid4 hex when none was given."""
+        return self.request_id or uuid.uuid4().hex
+
+
+class RecommendedItem(BaseModel):
+    """One of the six slots."""
+
+    listing_id: int
+    slot: int = Field(ge=0, lt=SLATE_SIZE)
+    score: float = Field(description="Expected revenue of the slot, currency units.")
+    p_click: float | None = Field(default=None, ge=0, le=1)
+    p_purchase: float | None = Field(default=None, ge=0, le=1, description="P(purchase | click).")
+    propensity: float = Field(gt=0, le=1, description="P(this listing in this slot | request).")
+    source: str = Field(description="Candidate source: ann, complement, popular, cold_start, ...")
+    reason: str = Field(description="Non-personal explanation shown to sellers and support.")
+
+
+class PostCheckoutResponse(BaseModel):
+    """Exactly ``SLATE_SIZE`` distinct in-stock listings, and how they were chosen."""
+
+    request_id: str
+    items: list[RecommendedItem] = Field(min_length=SLATE_SIZE, max_length=SLATE_SIZE)
+    policy: PolicyName
+    fallback_reason: FallbackReason | None = None
+    model_version: str | None = None
+    index_version: str | None = None
+    latency_ms: float | None = None
+
+    @field_validator("items")
+    @classmethod
+    def _distinct(cls, items: list[RecommendedItem]) -> list[RecommendedItem]:
+        ids = [it.listing_id for it in items]
+        if len(set(ids)) != len(ids):
+            raise ValueError("the six items must be distinct listings")
+        return items
