@@ -1,0 +1,240 @@
+"""Measurement commands, part two: experiments (design / analyze / simulate), OPE coverage,
+fairness audit. Heavy imports (matplotlib, the simulator) happen inside the command bodies.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from checkout_recs.commands.measure import _fail, _write_results
+
+experiment_app = typer.Typer(help="Online experiments: design, analyze, simulate (geo holdout + DiD).")
+
+
+def _sessions(run: Path):  # noqa: ANN202 - pandas imported lazily
+    import pandas as pd
+
+    from checkout_recs.evaluation.experiments import sessions_from_impressions
+
+    f = run / "labels" / "impressions_labelled.parquet"
+    if not f.exists():
+        raise _fail(f"no labelled impressions at {f} (run `checkout-recs label` first)")
+    return sessions_from_impressions(pd.read_parquet(f))
+
+
+@experiment_app.command("design")
+def design(
+    name: Annotated[str, typer.Option(help="Experiment name (salts the user hash).")],
+    run: Annotated[
+        Path, typer.Option(help="Run folder with labels/ (pre-period data for balance and power).")
+    ],
+    out: Annotated[Path, typer.Option(help="Design JSON to write.")],
+    unit: Annotated[str, typer.Option(help="'user' (hash split) or 'region' (geo holdout).")] = "user",
+    treatment_share: Annotated[float, typer.Option(help="Share of users (or regions) treated.")] = 0.5,
+    seed: Annotated[int, typer.Option(help="Seed of the region draw.")] = 7,
+) -> None:
+    """Assignment rule, arms and minimum detectable effects from pre-period data."""
+    import pandas as pd
+
+    from checkout_recs.evaluation.experiments import design_geo_holdout, minimum_detectable_effect
+
+    if unit not in ("user", "region"):
+        raise _fail("unit must be 'user' or 'region'")
+    s = _sessions(run)
+    key = "user_id" if unit == "user" else "region"
+    per_unit = s.groupby(key)[["gmv", "sessions"]].sum()
+    n_units = len(per_unit)
+    n_treated = max(1, int(n_units * treatment_share))
+    gmv_unit = per_unit["gmv"]
+    mde = {f"n_per_arm={n}": minimum_detectable_effect(gmv_unit.mean(), gmv_unit.std(), n) for n in
+           sorted({min(n_treated, n_units - n_treated), 1_000, 10_000, 100_000})}  # fmt: skip
+    spec: dict = {"name": name, "unit": unit, "treatment_share": treatment_share, "mde_gmv_per_unit": mde}
+    if unit == "region":
+        spec["arms"] = design_geo_holdout(per_unit["gmv"], holdout_share=1 - treatment_share, seed=seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(spec, indent=2))
+    typer.echo(pd.Series(spec, dtype=object).to_string())
+    typer.echo(f"design written to {out}")
+
+
+@experiment_app.command("analyze")
+def analyze(
+    design_file: Annotated[Path, typer.Option("--design", help="Design JSON from `experiment design`.")],
+    run: Annotated[Path, typer.Option(help="Run folder with labels/ covering the experiment.")],
+    out: Annotated[Path, typer.Option(help="Folder for report.html and results.json.")],
+    start: Annotated[str | None, typer.Option(help="Region designs: first treated day (YYYY-MM-DD).")] = None,
+) -> None:
+    """Lifts with delta-method and bootstrap intervals (user designs) or DiD (region designs)."""
+    import numpy as np
+    import pandas as pd
+
+    from checkout_recs.evaluation.did import diff_in_diff
+    from checkout_recs.evaluation.experiment_report import ab_report, geo_report
+    from checkout_recs.evaluation.experiments import analyze_ab, assign_by_user_hash
+
+    spec = json.loads(design_file.read_text())
+    s = _sessions(run)
+    if spec["unit"] == "user":
+        treated = assign_by_user_hash(s["user_id"].to_numpy(), spec["name"], spec["treatment_share"])
+        res = analyze_ab(s.assign(arm=np.where(treated, "treatment", "control")))
+        path = ab_report(res, out / "report.html", f"Experiment {spec['name']}")
+        (out / "results.json").write_text(res.to_json(orient="records", indent=2))
+        typer.echo(res.to_string(index=False))
+    else:
+        if start is None:
+            raise _fail("--start is required for a region design")
+        panel = (
+            s.assign(day=s["event_timestamp"].dt.floor("D"))
+            .groupby(["region", "day"])["gmv"]
+            .sum()
+            .reset_index()
+        )
+        t0 = pd.Timestamp(start, tz="UTC")
+        try:
+            res = diff_in_diff(panel, spec["arms"], start=t0)
+        except ValueError as exc:
+            raise _fail(str(exc)) from exc
+        path = geo_report(panel, spec["arms"], t0, res, out / "report.html", f"Geo experiment {spec['name']}")
+        (out / "results.json").write_text(json.dumps(res.as_dict(), indent=2, default=str))
+        typer.echo(f"DiD uplift {res.uplift:+.2%} [{res.lower:+.2%}, {res.upper:+.2%}]; parallel trends "
+                   f"{'ok' if res.parallel_trends.passed else 'FAILED'}")  # fmt: skip
+    typer.echo(f"report: {path}")
+
+
+@experiment_app.command("simulate")
+def simulate(
+    out: Annotated[Path, typer.Option(help="Folder for report.html, results.json and panel.parquet.")],
+    treated: Annotated[
+        str,
+        typer.Option(
+            help="Treated policy: 'serving' (our policy; needs --bundle) or 'oracle' (upper bound)."
+        ),
+    ] = "serving",
+    bundle: Annotated[Path | None, typer.Option(help="Serving bundle folder for --treated serving.")] = None,
+    users: Annotated[
+        Path | None, typer.Option(help="User feature table (default: found in the bundle).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Simulator seed.")] = 5,
+    pre_days: Annotated[int, typer.Option(help="Days with every region on the heuristic.")] = 14,
+    test_days: Annotated[int, typer.Option(help="Days with treated regions on the new policy.")] = 14,
+    holdout: Annotated[list[str] | None, typer.Option(help="Holdout region (repeat).")] = None,
+    requests_per_day: Annotated[int, typer.Option(help="Checkouts per day (all regions).")] = 150,
+    raw: Annotated[
+        Path | None, typer.Option(help="Simulated raw folder the bundle was trained on: its world is used.")
+    ] = None,
+) -> None:
+    """Geo holdout in the simulator: DiD incremental GMV next to the true uplift, cold start, exposure."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from checkout_recs.evaluation.experiment_report import geo_report
+    from checkout_recs.evaluation.experiment_sim import run_geo_experiment
+    from checkout_recs.evaluation.html_report import table_html
+    from checkout_recs.simulate import SimConfig
+    from checkout_recs.simulate.evaluate import heuristic_policy, oracle_policy
+    from checkout_recs.simulate.scenario import SimWorld
+
+    regions = ("north", "south", "east", "west")
+    cfg = SimConfig(seed=seed, n_sellers=300, n_listings=8_000, n_users=1_500, days=pre_days + test_days,
+                    checkouts_per_day=requests_per_day, regions=regions)  # fmt: skip
+    world = SimWorld.from_raw(raw) if raw is not None else SimWorld.build(cfg)
+    if tuple(world.cfg.regions) != regions and not holdout:
+        raise _fail(f"the world's regions are {world.cfg.regions}: pass --holdout")
+    stats: dict = {}
+    make_treated = _treated_factory(treated, world, bundle, users, oracle_policy, stats)
+    with Progress() as bar:
+        task = bar.add_task("simulating days", total=pre_days + test_days)
+        res = run_geo_experiment(
+            world, make_treated, lambda: heuristic_policy(world, seed), list(holdout or ["north", "west"]),
+            pre_days, test_days, progress=lambda d, n: bar.update(task, completed=d),
+        )  # fmt: skip
+    label = (
+        "our serving policy" if treated == "serving" else "ORACLE (reads the hidden truth: an upper bound)"
+    )
+    path = geo_report(
+        res.panel, res.arms, res.start_day, res.did, out / "report.html", f"Simulated geo holdout: {label}",
+        extra=[("Results table", table_html(res.table))],
+    )  # fmt: skip
+    res.panel.to_parquet(out / "panel.parquet")
+    if "serving" in stats:
+        typer.echo(f"serving path statistics (treated arm): {dict(stats['serving'])}")
+    payload = {"treated_policy": treated, "true_uplift": res.true_uplift, "did": res.did.as_dict(),
+               "serving_stats": dict(stats.get("serving", {})),
+               "table": res.table.astype(str).to_dict(orient="records")}  # fmt: skip
+    (out / "results.json").write_text(json.dumps(payload, indent=2, default=str))
+    Console().print(res.table.to_string(index=False))
+    typer.echo(f"report: {path}")
+
+
+def _treated_factory(kind: str, world, bundle: Path | None, users: Path | None, oracle, stats: dict):  # noqa: ANN001, ANN202
+    if kind == "oracle":
+        return lambda: oracle(world)
+    if kind != "serving":
+        raise _fail("--treated must be 'serving' or 'oracle'")
+    if bundle is None:
+        raise _fail("--bundle is required with --treated serving")
+    from checkout_recs.evaluation.experiment_serving import serving_policy
+
+    def make():  # noqa: ANN202
+        policy, counts = serving_policy(bundle, users)
+        stats["serving"] = counts
+        return policy
+
+    return make
+
+
+def ope_coverage(
+    seeds: Annotated[int, typer.Option(help="Number of seeds.")] = 50,
+    results: Annotated[Path, typer.Option(help="JSON file for the figures.")] = Path(
+        "benchmarks/results/ope_coverage.json"
+    ),
+) -> None:
+    """Share of seeds whose 95% interval covers the true value, for every OPE estimator."""
+    from checkout_recs.evaluation.ope_coverage import coverage_study
+
+    r = coverage_study(n_seeds=seeds)
+    typer.echo(f"true value {r['truth']:.4f} clicks per request; {seeds} seeds")
+    for name, cov in r["coverage"].items():
+        flag = "ok" if cov >= 0.9 else "BELOW 90%"
+        typer.echo(f"  {name:6s} coverage {cov:5.0%}  mean estimate {r['mean_estimate'][name]:.4f}  "
+                   f"mean width {r['mean_width'][name]:.4f}  {flag}")  # fmt: skip
+    _write_results(results, r)
+
+
+def fairness(
+    run: Annotated[
+        Path, typer.Option(help="Run folder: raw/ (or ingested/validated/) tables, labels/ optional.")
+    ],
+    out: Annotated[Path, typer.Option(help="Folder for fairness_report.html and fairness_summary.json.")],
+) -> None:
+    """Exposure and clicks by seller cohort and proxy audit bucket, disparity over time."""
+    import pandas as pd
+
+    from checkout_recs.evaluation.fairness import run_audit, write_report
+
+    def find(table: str) -> Path:
+        for base in (run / "raw", run / "ingested" / "validated", run):
+            if (base / table).exists():
+                return base / table
+        raise _fail(f"no {table} table under {run}")
+
+    labelled = run / "labels" / "impressions_labelled.parquet"
+    imp = pd.read_parquet(labelled if labelled.exists() else find("impressions"))
+    try:
+        audit = run_audit(imp, pd.read_parquet(find("listings")), pd.read_parquet(find("sellers")))
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    path = write_report(audit, out)
+    typer.echo(audit.published.to_string(index=False))
+    typer.echo(f"report: {path}")
+
+
+def register(app: typer.Typer) -> None:
+    """Register experiment, OPE-coverage and fairness commands."""
+    app.add_typer(experiment_app, name="experiment")
+    app.command("ope-coverage")(ope_coverage)
+    app.command("fairness")(fairness)

@@ -1,0 +1,113 @@
+"""Hourly index refresh of the serving bundle: new listings embedded and added, sold ones removed.
+
+The two-tower model is not retrained: new listings are embedded by the item tower from their
+content (id embedding masked, as for any cold-start listing), added to the FAISS index and the
+snapshot; listings whose latest inventory event is ``sold`` or ``delisted`` are removed. The
+result is a new bundle folder (same model, new ``index/``), published as a new version; serving's
+live inventory filter still drops sold/locked items between refreshes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel
+
+GONE_EVENTS = ("sold", "delisted")
+
+
+class RefreshSummary(BaseModel):
+    """What one refresh changed."""
+
+    added: int
+    removed: int
+    n_items_before: int
+    n_items_after: int
+    index_version: str
+
+
+def gone_listings(events: pd.DataFrame) -> np.ndarray:
+    """Listing ids whose latest event (by ``sequence``) is sold or delisted; int64 (m,)."""
+    if events.empty:
+        return np.empty(0, np.int64)
+    last = events.sort_values(["listing_id", "sequence"]).groupby("listing_id").tail(1)
+    return last.loc[last["event_type"].isin(GONE_EVENTS), "listing_id"].to_numpy(np.int64)
+
+
+def new_listings(listings: pd.DataFrame, known: np.ndarray, gone: np.ndarray) -> pd.DataFrame:
+    """Rows of ``listings`` not in the index (``known``) and not gone."""
+    ids = listings["listing_id"].to_numpy(np.int64)
+    keep = ~np.isin(ids, known) & ~np.isin(ids, gone)
+    return listings.loc[keep].drop_duplicates("listing_id").reset_index(drop=True)
+
+
+def refresh_bundle(bundle_dir: Path, ingested_dir: Path, out_dir: Path, version: str | None = None) -> RefreshSummary:
+    """Write to ``out_dir`` a copy of ``bundle_dir`` whose index reflects the ingested inventory.
+
+    Parameters
+    ----------
+    bundle_dir : Path
+        A published bundle (``model/``, ``index/``, ``candidates/``, ``bundle.json``).
+    ingested_dir : Path
+        An ingest output with recent ``listings`` and ``inventory_events``.
+    out_dir : Path
+        Receives the refreshed bundle (must not exist).
+    version : str, optional
+        New index version; default ``idx-<timestamp>``.
+
+    Returns
+    -------
+    RefreshSummary
+        Counts added/removed. Raises ``FileNotFoundError`` when an input is missing.
+    """
+    from checkout_recs.data.ingest import read_validated
+    from checkout_recs.models.two_tower import TwoTowerModel
+    from checkout_recs.retrieval.index import RetrievalIndex
+    from checkout_recs.storage import new_version
+
+    bundle_dir, out_dir = Path(bundle_dir), Path(out_dir)
+    index = RetrievalIndex.load(bundle_dir / "index")
+    before = int(len(index.live_ids))
+    gone = gone_listings(read_validated(ingested_dir, "inventory_events"))
+    removed = index.remove(gone)
+    fresh = new_listings(read_validated(ingested_dir, "listings"), index.live_ids, gone)
+    if len(fresh):
+        rows = snapshot_rows(fresh, index.snapshot, read_validated(ingested_dir, "categories"))
+        tt = TwoTowerModel.load(bundle_dir / "model" / "two_tower")
+        index.add(rows["listing_id"].to_numpy(np.int64), tt.embed_items(rows), rows)
+    shutil.copytree(bundle_dir, out_dir, ignore=shutil.ignore_patterns("index"))
+    manifest = index.save(out_dir / "index", version=version or new_version("idx-"))
+    info_path = out_dir / "bundle.json"
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    info.update({"index_version": manifest.version, "n_items": manifest.n_items, "refreshed_from": str(bundle_dir)})
+    info_path.write_text(json.dumps(info, indent=2))
+    return RefreshSummary(added=int(len(fresh)), removed=removed, n_items_before=before,
+                          n_items_after=manifest.n_items, index_version=manifest.version)
+
+
+def snapshot_rows(fresh: pd.DataFrame, snapshot: pd.DataFrame, categories: pd.DataFrame) -> pd.DataFrame:
+    """Snapshot-shaped rows for new listings (same columns and dtypes as ``snapshot``).
+
+    Content columns come from the listing; ``top_category_id`` from the category table; seller
+    columns from the seller's existing snapshot row when there is one; any other numeric feature
+    gets the snapshot's median (a neutral prior for a listing with no history yet), text "".
+    """
+    rows = pd.DataFrame(index=range(len(fresh)))
+    top = categories.set_index("category_id")["top_category_id"]
+    seller_cols = [c for c in snapshot.columns if c.startswith("seller_")]
+    sellers = snapshot.drop_duplicates("seller_id").set_index("seller_id")[seller_cols] if seller_cols else None
+    for c in snapshot.columns:
+        if c in fresh:
+            rows[c] = fresh[c].to_numpy()
+        elif c == "top_category_id":
+            rows[c] = fresh["category_id"].map(top).fillna(-1).to_numpy()
+        elif sellers is not None and c in seller_cols:
+            rows[c] = fresh["seller_id"].map(sellers[c]).to_numpy()
+        if c not in rows or rows[c].isna().any():
+            fill = snapshot[c].median() if pd.api.types.is_numeric_dtype(snapshot[c]) else ""
+            rows[c] = rows[c].fillna(fill) if c in rows else fill
+    return rows.astype(snapshot.dtypes.to_dict())

@@ -1,0 +1,118 @@
+"""Feature views ``listing`` and ``seller``: daily end-of-day snapshots.
+
+Counts are exponentially time-decayed (half-life ``HALF_LIFE_DAYS``) and evaluated at each
+snapshot, so a snapshot at ``t`` contains only events at or before ``t``. Smoothed CTR and
+conversion use a Beta prior fitted per snapshot (``priors.fit_beta_prior``), so a listing never
+shown gets the population's rate rather than 0 or NaN.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from checkout_recs import contract
+from checkout_recs.features.priors import (
+    DEFAULT_CTR_PRIOR,
+    DEFAULT_CVR_PRIOR,
+    fit_beta_prior,
+    smoothed_rate,
+)
+from checkout_recs.features.tables import DAY, decayed_daily, utc
+
+HALF_LIFE_DAYS = 14.0
+#: A seller younger than this is "new" (``seller_is_new``).
+NEW_SELLER_DAYS = 30.0
+#: Rating of an unrated seller when no seller is rated at all.
+DEFAULT_RATING = 4.5
+
+
+def _index(ids: pd.Series, keys: pd.Series) -> np.ndarray:
+    """Row of each key in ``ids`` (-1 when absent); shape ``(len(keys),)``."""
+    pos = pd.Index(ids).get_indexer(keys)
+    return np.asarray(pos)
+
+
+def _expand(entities: pd.DataFrame, key: str, since_col: str, grid: pd.DatetimeIndex) -> pd.DataFrame:
+    """One row per (entity, snapshot) for snapshots at or after the entity's ``since_col``."""
+    e = entities.reset_index(drop=True).assign(_row=np.arange(len(entities)))
+    d = pd.DataFrame({"event_timestamp": grid, "_day": np.arange(len(grid))})
+    out = e.merge(d, how="cross")
+    return out[out["event_timestamp"] >= out[since_col]].reset_index(drop=True)
+
+
+def _decayed(entity_ids: pd.Series, events: pd.DataFrame, key: str, grid: pd.DatetimeIndex,
+             weights: np.ndarray | None = None) -> np.ndarray:
+    idx = _index(entity_ids, events[key])
+    ok = idx >= 0
+    w = None if weights is None else np.asarray(weights)[ok]
+    return decayed_daily(idx[ok], events.loc[ok, "event_timestamp"], grid, len(entity_ids), HALF_LIFE_DAYS, w)
+
+
+def build_listing_view(listings: pd.DataFrame, categories: pd.DataFrame, impressions: pd.DataFrame,
+                       clicks: pd.DataFrame, purchases: pd.DataFrame, grid: pd.DatetimeIndex) -> pd.DataFrame:
+    """Daily listing snapshots.
+
+    Parameters
+    ----------
+    listings, categories, impressions, clicks, purchases : pd.DataFrame
+        Validated tables in their ``contract`` schemas.
+    grid : pd.DatetimeIndex
+        Shape ``(D,)`` snapshot times.
+
+    Returns
+    -------
+    pd.DataFrame
+        ``contract.LISTING_FEATURES`` columns, one row per (listing, snapshot at or after
+        ``listed_at``). ``views/clicks/purchases_decayed`` are decayed counts; ``ctr_smoothed =
+        (clicks + a) / (views + a + b)``, ``cvr_smoothed = (purchases + a') / (clicks + a' + b')``.
+    """
+    lst = listings.assign(listed_at=utc(listings["listed_at"])).reset_index(drop=True)
+    top = categories.set_index("category_id")["top_category_id"]
+    lst["top_category_id"] = lst["category_id"].map(top).fillna(lst["category_id"]).astype(np.int32)
+    views = _decayed(lst["listing_id"], impressions, "listing_id", grid)
+    clk = _decayed(lst["listing_id"], clicks, "listing_id", grid)
+    buy = _decayed(lst["listing_id"], purchases, "listing_id", grid)
+    ctr, cvr = np.zeros_like(views), np.zeros_like(views)
+    for d in range(len(grid)):
+        live = (lst["listed_at"] <= grid[d]).to_numpy()
+        p_ctr = fit_beta_prior(clk[live, d], views[live, d], DEFAULT_CTR_PRIOR)
+        p_cvr = fit_beta_prior(buy[live, d], clk[live, d], DEFAULT_CVR_PRIOR, min_trials=2.0)
+        ctr[:, d] = smoothed_rate(clk[:, d], views[:, d], p_ctr)
+        cvr[:, d] = smoothed_rate(buy[:, d], clk[:, d], p_cvr)
+    out = _expand(lst, "listing_id", "listed_at", grid)
+    r, d = out["_row"].to_numpy(), out["_day"].to_numpy()
+    out["age_days"] = (out["event_timestamp"] - out["listed_at"]) / DAY
+    for name, mat in (("views_decayed", views), ("clicks_decayed", clk), ("purchases_decayed", buy),
+                      ("ctr_smoothed", ctr), ("cvr_smoothed", cvr)):
+        out[name] = mat[r, d]
+    return out.sort_values(["listing_id", "event_timestamp"])[contract.field_names(contract.LISTING_FEATURES)]
+
+
+def seller_sales(orders: pd.DataFrame, purchases: pd.DataFrame, listings: pd.DataFrame) -> pd.DataFrame:
+    """Sales events (order lines and recommended purchases) with the listing's seller."""
+    ev = pd.concat([orders[["listing_id", "event_timestamp"]], purchases[["listing_id", "event_timestamp"]]])
+    return ev.merge(listings[["listing_id", "seller_id"]], on="listing_id", how="inner")
+
+
+def build_seller_view(sellers: pd.DataFrame, sales: pd.DataFrame, grid: pd.DatetimeIndex) -> pd.DataFrame:
+    """Daily seller snapshots.
+
+    Returns
+    -------
+    pd.DataFrame
+        ``contract.SELLER_FEATURES`` columns, one row per (seller, snapshot at or after
+        ``joined_at``). ``seller_sales_velocity`` is sales/day: the decayed count times the decay
+        rate ``ln 2 / HALF_LIFE_DAYS``. An unrated seller gets the mean rating of rated sellers.
+    """
+    s = sellers.assign(joined_at=utc(sellers["joined_at"])).reset_index(drop=True)
+    rated = s["rating"].dropna()
+    prior = float(rated.mean()) if len(rated) else DEFAULT_RATING
+    vel = _decayed(s["seller_id"], sales, "seller_id", grid) * (np.log(2.0) / HALF_LIFE_DAYS)
+    out = _expand(s, "seller_id", "joined_at", grid)
+    out["seller_age_days"] = (out["event_timestamp"] - out["joined_at"]) / DAY
+    out["seller_rating"] = out["rating"].fillna(prior).astype(float)
+    out["seller_is_new"] = (out["seller_age_days"] < NEW_SELLER_DAYS).astype(np.int8)
+    out["seller_linked_history"] = out["linked_history"].astype(np.int8)
+    out["seller_sales_velocity"] = vel[out["_row"].to_numpy(), out["_day"].to_numpy()]
+    return out.sort_values(["seller_id", "event_timestamp"])[contract.field_names(contract.SELLER_FEATURES)]

@@ -1,0 +1,76 @@
+"""Reading the training stage's inputs from the working folders (labels/, features/, validated/).
+
+Feature tables hold daily snapshots (``event_timestamp``); the models want the latest row per
+entity. Listing content (title) lives in the validated ``listings`` table, so the listing
+snapshot joins validated listings with the latest listing and seller features.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read a parquet file or a folder of parquet parts; raises FileNotFoundError when absent."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"missing input table: {path}")
+    return pd.read_parquet(path)
+
+
+def latest_per_entity(frame: pd.DataFrame, key: str) -> pd.DataFrame:
+    """The newest row (by ``event_timestamp`` when present) of each ``key``."""
+    if "event_timestamp" in frame:
+        frame = frame.sort_values("event_timestamp", kind="stable")
+    return frame.drop_duplicates(key, keep="last").reset_index(drop=True)
+
+
+def find_validated_listings(*roots: Path) -> Path | None:
+    """Locate the validated ``listings`` table near the given working folders, or None."""
+    for root in roots:
+        root = Path(root)
+        for cand in (root / "listing_snapshot.parquet", root / "validated" / "listings",
+                     root.parent / "ingested" / "validated" / "listings",
+                     root.parent / "validated" / "listings"):
+            if cand.exists():
+                return cand
+    return None
+
+
+def listing_snapshot(features_dir: Path, listings: pd.DataFrame | None = None,
+                     labels_dir: Path | None = None) -> pd.DataFrame:
+    """One row per listing: content (title, category, price, region) + latest listing and seller
+    features.
+
+    Parameters
+    ----------
+    features_dir : folder with ``listing.parquet`` and ``seller.parquet`` (contract views).
+    listings : validated listings frame (``contract.LISTINGS``), optional; located on disk
+        next to ``features_dir`` / ``labels_dir`` when None. Without it titles are empty.
+
+    Returns
+    -------
+    DataFrame with ``listing_id, seller_id, category_id, top_category_id, region, title, price,
+    take_rate`` and the listing/seller feature columns; sorted by ``listing_id``.
+    """
+    features_dir = Path(features_dir)
+    feats = latest_per_entity(read_table(features_dir / "listing.parquet"), "listing_id")
+    feats = feats.drop(columns=["event_timestamp"], errors="ignore")
+    if listings is None:
+        found = find_validated_listings(features_dir, *(p for p in [labels_dir] if p is not None))
+        listings = read_table(found) if found is not None else None
+    if listings is not None:
+        extra = [c for c in ("title", "quantity", "listed_at") if c in listings]
+        feats = feats.merge(listings[["listing_id", *extra]].drop_duplicates("listing_id"),
+                            on="listing_id", how="left")
+    if "title" not in feats:
+        feats["title"] = ""
+    feats["title"] = feats["title"].fillna("")
+    seller_path = features_dir / "seller.parquet"
+    if seller_path.exists():
+        sellers = latest_per_entity(read_table(seller_path), "seller_id").drop(
+            columns=["event_timestamp"], errors="ignore")
+        feats = feats.merge(sellers, on="seller_id", how="left")
+    return feats.sort_values("listing_id").reset_index(drop=True)

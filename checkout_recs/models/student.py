@@ -1,0 +1,113 @@
+"""Distilled student ranker: a one-hidden-layer MLP trained on the teacher's two logits.
+
+Loss: ``(1 − α)`` · MSE to the teacher's click and cvr logits (soft targets over every row)
++ ``α`` · the ESMM label loss. The student is a ``RankerModel`` (same artifact format,
+``RankerModel.load`` reads it) so serving swaps it in without new code; ``NumpyScorer``
+evaluates it in plain numpy, and ``quantized_scorer`` gives the int8 dynamic-quantised torch
+variant, for the latency comparison.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, Field
+from torch import nn
+
+from checkout_recs.models.optim import Adam
+from checkout_recs.models.ranker import RankerConfig, RankerModel, RankerNet, _esmm_loss, _labels
+from checkout_recs.models.ranker_features import ranker_matrix
+
+
+class StudentConfig(BaseModel):
+    """Hyper-parameters of the distilled student."""
+
+    hidden: int = Field(default=16, ge=1, description="Width of the single hidden layer.")
+    epochs: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=512, ge=8)
+    lr: float = Field(default=5e-3, gt=0)
+    label_weight: float = Field(default=0.2, ge=0, le=1, description="α: weight of the label loss.")
+    seed: int = 7
+
+
+def distill(teacher: RankerModel, train_df: pd.DataFrame, cfg: StudentConfig | None = None) -> RankerModel:
+    """Train a small student to reproduce ``teacher`` on ``train_df`` (same features).
+
+    Returns a ``RankerModel`` whose ``metrics`` hold ``distill_seconds`` and ``n_params``.
+    """
+    cfg = cfg or StudentConfig()
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    X = ranker_matrix(train_df, teacher.feature_names)
+    with torch.inference_mode():
+        t_click, t_cvr = teacher.net(torch.from_numpy(X))
+    y_click, y_buy = _labels(train_df)
+    rcfg = RankerConfig(hidden=[cfg.hidden], seed=cfg.seed, version=f"{teacher.version}-student")
+    net = RankerNet(X.shape[1], rcfg.hidden)
+    net.mean.copy_(teacher.net.mean)
+    net.std.copy_(teacher.net.std)
+    opt = Adam(net.parameters(), lr=cfg.lr)
+    Xt, yc, yb = torch.from_numpy(X), torch.from_numpy(y_click), torch.from_numpy(y_buy)
+    t_click, t_cvr = t_click.clone(), t_cvr.clone()
+    net.train()
+    for _ in range(cfg.epochs):
+        perm = torch.from_numpy(rng.permutation(len(X)))
+        for s in range(0, len(perm), cfg.batch_size):
+            b = perm[s : s + cfg.batch_size]
+            a, c = net(Xt[b])
+            soft = nn.functional.mse_loss(a, t_click[b]) + nn.functional.mse_loss(c, t_cvr[b])
+            loss = (1 - cfg.label_weight) * soft + cfg.label_weight * _esmm_loss(a, c, yc[b], yb[b], rcfg)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    net.eval()
+    n_params = sum(p.numel() for p in net.parameters())
+    return RankerModel(net, list(teacher.feature_names), rcfg,
+                       {"distill_seconds": time.perf_counter() - t0, "n_params": float(n_params)})
+
+
+class NumpyScorer:
+    """A shared-bottom ``RankerModel`` evaluated in numpy: X (n, d) → (p_click, p_cvr), (n,) each."""
+
+    def __init__(self, model: RankerModel) -> None:
+        if model.net.architecture != "shared_bottom":
+            raise ValueError("NumpyScorer handles shared-bottom rankers only")
+        sd = {k: v.detach().numpy().astype(np.float32) for k, v in model.net.state_dict().items()}
+        self.inv_std = 1.0 / sd["std"]
+        self.mean = sd["mean"]
+        self.layers = [(sd[f"bottom.{i}.weight"].T.copy(), sd[f"bottom.{i}.bias"])
+                       for i in range(0, 2 * len(model.cfg.hidden), 2)]
+        self.head_w = np.stack([sd["click_head.weight"][0], sd["cvr_head.weight"][0]], 1)  # (h, 2)
+        self.head_b = np.array([sd["click_head.bias"][0], sd["cvr_head.bias"][0]], np.float32)
+
+    def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities (p_click, p_purchase_given_click), float32 (n,) each."""
+        h = (X - self.mean) * self.inv_std
+        for w, b in self.layers:
+            h = np.maximum(h @ w + b, 0.0)
+        z = h @ self.head_w + self.head_b
+        p = 1.0 / (1.0 + np.exp(-z))
+        return p[:, 0], p[:, 1]
+
+
+def quantized_scorer(model: RankerModel) -> nn.Module:
+    """int8 dynamic-quantised copy of the model's network (Linear layers), for CPU inference."""
+    from torch.ao.quantization import quantize_dynamic
+
+    return quantize_dynamic(model.net, {nn.Linear}, dtype=torch.qint8)
+
+
+def median_latency_ms(fn, X: np.ndarray, repeats: int = 300) -> float:
+    """Median wall time of ``fn(X)`` in milliseconds over ``repeats`` calls (after 20 warm-ups)."""
+    for _ in range(20):
+        fn(X)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn(X)
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1e3)

@@ -1,0 +1,179 @@
+"""Stage ``train``: the multi-task ranker and the two-tower model from the working folders.
+
+``train_all`` is what the CLI (``checkout-recs train``), the KFP component and the tests call.
+It writes ``out_dir/ranker/`` (safetensors + config.json), ``out_dir/ranker.pt`` (TorchScript),
+``out_dir/two_tower/`` and ``out_dir/metrics.json``, and logs to MLflow when a tracking URI is
+given.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, Field
+
+from checkout_recs.models.inputs import latest_per_entity, listing_snapshot, read_table
+from checkout_recs.models.metrics import auc
+from checkout_recs.models.ranker import RankerConfig, RankerModel, train_ranker
+from checkout_recs.models.student import StudentConfig, distill
+from checkout_recs.models.two_tower import TwoTowerConfig, TwoTowerModel, train_two_tower
+
+
+class TrainConfig(BaseModel):
+    """Everything ``train_all`` needs besides its folders."""
+
+    ranker: RankerConfig = Field(default_factory=RankerConfig)
+    two_tower: TwoTowerConfig = Field(default_factory=TwoTowerConfig)
+    validation_share: float = Field(default=0.2, ge=0, lt=1,
+                                    description="Latest share of requests held out for metrics.")
+    student: bool = Field(default=True, description="Also distil a student ranker (model/student/).")
+    student_cfg: StudentConfig = Field(default_factory=StudentConfig)
+    tracking_uri: str | None = Field(default=None, description="MLflow URI; None: no logging.")
+    experiment: str = Field(default="checkout-recs", description="MLflow experiment name.")
+    seed: int = 7
+
+
+class TrainSummary(BaseModel):
+    """What ``train_all`` produced."""
+
+    out_dir: str
+    ranker_version: str
+    two_tower_version: str
+    metrics: dict[str, float]
+    mlflow_run_id: str | None = None
+
+
+def split_by_time(df: pd.DataFrame, share: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Hold out the latest ``share`` of requests (whole requests, by ``event_timestamp``)."""
+    if share <= 0 or "event_timestamp" not in df:
+        return df, df.iloc[:0]
+    key = "request_id" if "request_id" in df else None
+    first = df.groupby(key)["event_timestamp"].min() if key else df["event_timestamp"]
+    cut = first.quantile(1 - share) if len(first) else None
+    if key:
+        val_ids = first.index[first > cut]
+        is_val = df[key].isin(val_ids)
+    else:
+        is_val = df["event_timestamp"] > cut
+    return df[~is_val], df[is_val]
+
+
+def ranker_metrics(model: RankerModel, val: pd.DataFrame) -> dict[str, float]:
+    """AUC of the click head (all rows) and of P(purchase | click) (clicked rows) on ``val``."""
+    if len(val) == 0:
+        return {}
+    p_click, p_cvr = model.predict_frame(val)
+    clicked = val["clicked"].to_numpy()
+    out = {"auc_click": auc(clicked, p_click),
+           "auc_purchase": auc(val["purchased"].to_numpy(), p_click * p_cvr)}
+    if clicked.sum() > 0:
+        m = clicked > 0
+        out["auc_cvr_given_click"] = auc(val["purchased"].to_numpy()[m], p_cvr[m])
+    return out
+
+
+def _load_interactions(labels_dir: Path) -> pd.DataFrame:
+    inter = read_table(Path(labels_dir) / "interactions.parquet")
+    return inter[["user_id", "listing_id", "event_timestamp"]]
+
+
+def _users(features_dir: Path) -> pd.DataFrame | None:
+    p = Path(features_dir) / "user.parquet"
+    return latest_per_entity(read_table(p), "user_id") if p.exists() else None
+
+
+def train_all(training_set_path: Path, labels_dir: Path, features_dir: Path, out_dir: Path,
+              cfg: TrainConfig | None = None) -> TrainSummary:
+    """Train ranker and two-tower; write artifacts and metrics.
+
+    Parameters
+    ----------
+    training_set_path : parquet of impressions with labels (``clicked, purchased``) and
+        point-in-time features (the features engineer's ``build_training_set``).
+    labels_dir : folder with ``interactions.parquet`` (two-tower training pairs).
+    features_dir : folder with the feature views (``listing``, ``seller``, ``user``).
+    out_dir : receives ``ranker/``, ``ranker.pt``, ``student/`` (when ``cfg.student``),
+        ``two_tower/``, ``metrics.json``.
+
+    Returns
+    -------
+    TrainSummary. Raises ``FileNotFoundError`` for a missing input and ``ValueError`` for an
+    empty one.
+    """
+    cfg = cfg or TrainConfig()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    ts = read_table(Path(training_set_path))
+    train, val = split_by_time(ts, cfg.validation_share)
+    ranker = train_ranker(train, cfg.ranker)
+    metrics = {f"ranker_{k}": float(v) for k, v in ranker.metrics.items()}
+    metrics.update(ranker_metrics(ranker, val))
+    ranker.metrics = metrics
+    ranker.save(out_dir / "ranker")
+    ranker.export_torchscript(out_dir / "ranker.pt")
+    if cfg.student:
+        student = distill(ranker, train, cfg.student_cfg)
+        st = ranker_metrics(student, val)
+        metrics.update({f"student_{k}": float(v) for k, v in st.items()})
+        student.metrics.update(st)
+        student.save(out_dir / "student")
+    snapshot = listing_snapshot(features_dir, labels_dir=labels_dir)
+    tt = train_two_tower(_load_interactions(labels_dir), snapshot, cfg.two_tower, _users(features_dir))
+    tt.save(out_dir / "two_tower")
+    metrics.update({f"two_tower_{k}": float(v) for k, v in tt.metrics.items()})
+    metrics["train_all_seconds"] = time.perf_counter() - t0
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    run_id = None
+    if cfg.tracking_uri:
+        from checkout_recs.tracking import log_training_run
+
+        run_id = log_training_run(cfg.tracking_uri, cfg.experiment, cfg.model_dump(mode="json"),
+                                  metrics, out_dir)
+    return TrainSummary(out_dir=str(out_dir), ranker_version=ranker.version,
+                        two_tower_version=tt.cfg.version, metrics=metrics, mlflow_run_id=run_id)
+
+
+def load_models(model_dir: Path) -> tuple[RankerModel, TwoTowerModel]:
+    """Load ``ranker/`` and ``two_tower/`` from a ``train_all`` output folder."""
+    model_dir = Path(model_dir)
+    return RankerModel.load(model_dir / "ranker"), TwoTowerModel.load(model_dir / "two_tower")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed numpy and torch global generators (the trainers also seed their own)."""
+    import torch
+
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build_bundle(training_set_path: Path, labels_dir: Path, features_dir: Path, out_dir: Path,
+                 cfg: TrainConfig | None = None, index_cfg=None) -> Path:
+    """Train, build the index and collect candidate tables into one serving bundle folder.
+
+    Layout: ``model/`` (``train_all`` output), ``index/`` (``build_index`` output),
+    ``candidates/`` (``write_candidate_tables``), ``features/user.parquet`` (latest user
+    features, for the embedded user store), ``bundle.json`` (versions). Returns ``out_dir``.
+    """
+    from checkout_recs.retrieval.candidates import write_candidate_tables
+    from checkout_recs.retrieval.index import build_index
+
+    out_dir = Path(out_dir)
+    summary = train_all(training_set_path, labels_dir, features_dir, out_dir / "model", cfg)
+    snapshot = listing_snapshot(features_dir, labels_dir=labels_dir)
+    manifest = build_index(out_dir / "model", snapshot, out_dir / "index", index_cfg)
+    tables = write_candidate_tables(labels_dir, features_dir, out_dir / "candidates")
+    users = _users(features_dir)
+    if users is not None:
+        (out_dir / "features").mkdir(parents=True, exist_ok=True)
+        users.to_parquet(out_dir / "features" / "user.parquet", index=False)
+    (out_dir / "bundle.json").write_text(json.dumps({
+        "ranker_version": summary.ranker_version, "two_tower_version": summary.two_tower_version,
+        "index_version": manifest.version, "n_items": manifest.n_items, "candidate_tables": tables,
+        "mlflow_run_id": summary.mlflow_run_id}, indent=2))
+    return out_dir

@@ -1,0 +1,90 @@
+"""Typed configuration of the six-slot policy: diversity, exploration budget, exposure.
+
+One ``PolicyConfig`` drives the transformer, offline evaluation and the CLI; every field is
+documented here and in ``docs/serving.md`` (with the trade-offs). Load it from JSON/YAML with
+``PolicyConfig.model_validate(dict)``; unknown fields are refused.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SESSION_CLASSES = ("new_user", "returning", "high_value")
+
+
+class ExplorationConfig(BaseModel):
+    """Capped exploration of uncertain and cold listings in one slot of the six.
+
+    With probability ``epsilon[session_class]`` the exploration slot (the last one) shows a
+    listing drawn from the exploration pool with softmax(UCB bonus / ``temperature``) weights
+    instead of the greedy choice, so each slot's propensity is known exactly. Exploration is
+    only allowed while the money it may give up fits the day's budget (see ``daily_share``).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(default=True, description="Master switch for exploration.")
+    epsilon: dict[str, float] = Field(
+        default_factory=lambda: {"new_user": 0.15, "returning": 0.10, "high_value": 0.03},
+        description="Probability of exploring, per session class (new_user, returning, high_value).",
+    )
+    daily_share: float = Field(
+        default=0.03, ge=0, le=1,
+        description="Cap on expected revenue given up to exploration, as a share of the expected "
+        "revenue served that day (currency / currency).",
+    )
+    min_daily_budget: float = Field(
+        default=0.0, ge=0, description="Budget (currency) available from the first request of the day."
+    )
+    pool_size: int = Field(default=20, ge=1, le=200, description="Candidates in the exploration pool.")
+    ucb_alpha: float = Field(default=1.0, ge=0, description="Weight of the uncertainty bonus.")
+    temperature: float = Field(default=0.5, gt=0, description="Softmax temperature over pool scores.")
+    high_value_min_basket: float = Field(
+        default=200.0, ge=0, description="Basket value (currency) above which a session is high_value."
+    )
+
+
+class ExposureConfig(BaseModel):
+    """Exposure constraints, enforced over a sliding window of served slots."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    min_new_seller_share: float = Field(
+        default=1 / 6, ge=0, le=1,
+        description="Target minimum share of slots for new sellers' or cold-start listings.",
+    )
+    min_quality: float = Field(
+        default=0.5, ge=0,
+        description="A new/cold listing may take a reserved slot only if its expected revenue is at "
+        "least this fraction of the slate's 6th-best expected revenue (quality prior).",
+    )
+    max_seller_share: float = Field(
+        default=0.02, gt=0, le=1, description="Maximum share of all served slots for one seller."
+    )
+    seller_share_min_slots: int = Field(
+        default=600, ge=1, description="Served slots before the per-seller cap is enforced."
+    )
+    audit_buckets: int = Field(default=8, ge=1, description="Proxy audit buckets (hash of seller id).")
+    skew_penalty: float = Field(
+        default=0.5, ge=0,
+        description="Score multiplier penalty per unit of a bucket's over-exposure ratio.",
+    )
+    window_slots: int = Field(default=60_000, ge=60, description="Slots in the sliding window.")
+
+
+class PolicyConfig(BaseModel):
+    """Everything the policy needs besides the candidates and their scores."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_per_seller: int = Field(default=1, ge=1, le=6, description="Items per seller in the six.")
+    max_per_category: int = Field(default=2, ge=1, le=6, description="Items per category in the six.")
+    exploration: ExplorationConfig = Field(default_factory=ExplorationConfig)
+    exposure: ExposureConfig = Field(default_factory=ExposureConfig)
+    predictor_deadline_ms: float = Field(
+        default=40.0, gt=0, description="Deadline for the predictor answer; past it the fallback answers."
+    )
+    switch_cache_ttl_s: float = Field(
+        default=1.0, ge=0, description="How long drift flag and kill switch reads are cached (s)."
+    )

@@ -1,0 +1,105 @@
+"""The policy stage: from scored candidates (or none) to the six, with exact propensities.
+
+``PolicyEngine.choose`` is the one entry point used by serving and offline evaluation:
+
+1. expected revenue per candidate (``slate.expected_revenue``), or the fallback ranking when no
+   scores are available;
+2. exposure adjustments (``exposure.ExposureController``): over-exposed sellers removed,
+   over-exposed audit buckets penalised, a slot reserved for a new seller / cold-start listing
+   when the running share is below target and quality allows;
+3. greedy diverse pick (``slate.assemble_slate``), filling from the fallback when short;
+4. capped exploration of the last slot (``exploration.Explorer``) with exact propensities.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from checkout_recs.policy.catalog import ItemCatalog
+from checkout_recs.policy.config import PolicyConfig
+from checkout_recs.policy.exploration import Explorer
+from checkout_recs.policy.exposure import ExposureController
+from checkout_recs.policy.fallback import ComplementMap
+from checkout_recs.policy.reasons import slot_reasons
+from checkout_recs.policy.slate import Slate, assemble_slate, expected_revenue
+
+if TYPE_CHECKING:
+    from checkout_recs.recommend import Prepared
+
+
+class PolicyEngine:
+    """Stateful policy (exploration budget and exposure counters live here).
+
+    Parameters
+    ----------
+    catalog : item catalogue.
+    cfg : policy configuration.
+    seed : seed of the exploration random stream.
+    """
+
+    def __init__(self, catalog: ItemCatalog, cfg: PolicyConfig, complements: ComplementMap | None = None,
+                 seed: int = 7) -> None:
+        self.catalog = catalog
+        self.cfg = cfg
+        self.complements = complements or ComplementMap({})
+        self.explorer = Explorer(catalog, cfg.exploration, seed=seed)
+        self.exposure = ExposureController(catalog, cfg.exposure)
+
+    def session_class(self, user: dict[str, Any] | None, catalog: ItemCatalog, basket_rows: np.ndarray) -> str:
+        """``new_user`` (unknown or no purchase yet), ``high_value`` (basket value over the
+        threshold) or ``returning``."""
+        if user is None or float(user.get("n_purchases", 0) or 0) <= 0:
+            return "new_user"
+        if float(catalog.price[basket_rows].sum()) >= self.cfg.exploration.high_value_min_basket:
+            return "high_value"
+        return "returning"
+
+    def choose(self, prep: Prepared, scores: tuple[np.ndarray, np.ndarray] | None) -> Slate:
+        """The six for a prepared request.
+
+        Parameters
+        ----------
+        prep : output of ``Recommender.prepare`` (in-stock candidates and fallback pool).
+        scores : (p_click, p_purchase|click) float (n,) aligned with ``prep.cand_rows``; None
+            means the fallback answers (no exploration, no exposure re-ranking).
+
+        Returns
+        -------
+        Slate of six rows (fewer only when fewer than six in-stock listings were offered).
+        """
+        cat = self.catalog
+        rows = prep.cand_rows
+        if scores is None:
+            slate = assemble_slate(cat, np.empty(0, np.int64), np.empty(0), None, None, np.empty(0, object),
+                                   prep.fb_rows, prep.fb_sources, self.cfg.max_per_seller, self.cfg.max_per_category)
+            self.exposure.record(slate.rows)
+            return slate
+        pc, pp = (np.asarray(s, np.float64) for s in scores)
+        er = expected_revenue(pc, pp, cat.price[rows], cat.take_rate[rows])
+        keep, adj = self.exposure.adjust(rows, er)
+        slate = assemble_slate(cat, rows[keep], adj[keep], pc[keep], pp[keep], prep.cand_sources[keep],
+                               prep.fb_rows, prep.fb_sources, self.cfg.max_per_seller, self.cfg.max_per_category)
+        # report true expected revenue, not the exposure-adjusted ranking score
+        true_er = dict(zip(rows.tolist(), er.tolist(), strict=True))
+        slate.scores = np.array([true_er.get(int(r), s) for r, s in zip(slate.rows, slate.scores, strict=True)])
+        slate = self.exposure.reserve(slate, rows, er, pc, pp, prep.cand_sources, self.cfg)
+        slate = self.explorer.explore(slate, prep, rows, er, pc, pp, self.cfg)
+        self.exposure.record(slate.rows)
+        slate.notes["candidate_er"] = er
+        return slate
+
+    def reasons(self, prep: Prepared, slate: Slate) -> list[str]:
+        """Non-personal reason per slot (``reasons.slot_reasons``)."""
+        cat = self.catalog
+        basket_cats = cat.category_id[prep.basket_rows]
+        complement_of: dict[int, int] = {}
+        for b in np.unique(basket_cats).tolist():
+            partners, _ = self._partners(int(b))
+            for p in partners.tolist():
+                complement_of.setdefault(int(p), int(b))
+        return slot_reasons(cat, slate.rows, slate.sources, prep.basket_rows, complement_of, prep.request.region)
+
+    def _partners(self, category: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.complements.partners.get(category, (np.empty(0, np.int32), np.empty(0)))

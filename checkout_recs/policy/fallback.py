@@ -1,0 +1,96 @@
+"""The deterministic fallback: complements of the basket x regional popularity.
+
+Used when the user is unknown, the kill switch or the drift flag is on, the predictor fails or
+misses its deadline, or Redis is down; also fills the six when the ranked candidates run short.
+It reads only the item catalogue and the category co-purchase table, both loaded at start-up,
+so it answers in well under a millisecond and cannot fail for lack of a live dependency.
+
+Score of a listing ``i`` for a basket ``B`` in region ``r``::
+
+    fallback(i) = (1 + w_c * max_{b in B} strength(cat(b) -> cat(i)) / max_strength)
+                  * (popularity(i) + 1) * (1 + w_r * [region(i) == r])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from checkout_recs.policy.catalog import ItemCatalog
+
+COMPLEMENT_WEIGHT = 2.0
+REGION_WEIGHT = 0.5
+PARTNERS_PER_CATEGORY = 8
+
+
+@dataclass
+class ComplementMap:
+    """For each category, its strongest co-purchased partner categories.
+
+    ``partners[c]`` is ``(partner_ids int32 (k,), strength float64 (k,))``, strongest first,
+    strength normalised to [0, 1] by the table's maximum.
+    """
+
+    partners: dict[int, tuple[np.ndarray, np.ndarray]]
+
+    @classmethod
+    def from_frame(cls, df: pd.DataFrame | None, k: int = PARTNERS_PER_CATEGORY) -> ComplementMap:
+        """Build from ``contract.CATEGORY_PAIR_FEATURES`` rows (latest snapshot per pair wins)."""
+        if df is None or len(df) == 0:
+            return cls({})
+        if "event_timestamp" in df.columns:
+            df = df.sort_values("event_timestamp").drop_duplicates(["category_a", "category_b"], keep="last")
+        df = df[df["category_a"] != df["category_b"]]
+        top = float(df["co_purchase_strength"].max() or 1.0)
+        partners: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for a, grp in df.groupby("category_a", sort=False):
+            g = grp.nlargest(k, "co_purchase_strength")
+            partners[int(a)] = (g["category_b"].to_numpy(np.int32),
+                                g["co_purchase_strength"].to_numpy(np.float64) / top)
+        return cls(partners)
+
+    def for_basket(self, basket_categories: np.ndarray) -> dict[int, float]:
+        """Partner category -> strongest normalised strength over the basket's categories."""
+        out: dict[int, float] = {}
+        for c in np.unique(basket_categories).tolist():
+            ids, strength = self.partners.get(int(c), (np.empty(0, np.int32), np.empty(0)))
+            for p, s in zip(ids.tolist(), strength.tolist(), strict=True):
+                if s > out.get(p, 0.0):
+                    out[p] = s
+        return out
+
+
+def fallback_candidates(catalog: ItemCatalog, complements: ComplementMap, basket_ids: np.ndarray,
+                        region: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fallback pool and scores for one checkout.
+
+    Parameters
+    ----------
+    catalog : item catalogue.
+    complements : category co-purchase map.
+    basket_ids : int64 (b,) listing ids just bought (unknown ids are ignored).
+    region : buyer's region.
+
+    Returns
+    -------
+    rows : int64 (m,) catalogue rows, best first (ties broken by listing id), basket excluded.
+    scores : float64 (m,) fallback scores (unitless, higher is better).
+    sources : object (m,) ``complement`` or ``popular``.
+    """
+    basket_rows = catalog.rows(basket_ids)
+    basket_rows = basket_rows[basket_rows >= 0]
+    partner = complements.for_basket(catalog.category_id[basket_rows])
+    rcode = catalog.region_code_of(region)
+    pools = [catalog.by_category.get(c, np.empty(0, np.int64)) for c in partner]
+    pools.append(catalog.by_region.get(rcode, np.empty(0, np.int64)))
+    pools.extend(catalog.by_region.get(r, np.empty(0, np.int64)) for r in range(len(catalog.regions)))
+    rows = np.unique(np.concatenate(pools).astype(np.int64)) if pools else np.empty(0, np.int64)
+    rows = rows[~np.isin(rows, basket_rows)]
+    strength = np.array([partner.get(int(c), 0.0) for c in catalog.category_id[rows].tolist()])
+    scores = ((1.0 + COMPLEMENT_WEIGHT * strength) * (catalog.popularity[rows] + 1.0)
+              * (1.0 + REGION_WEIGHT * (catalog.region_code[rows] == rcode)))
+    order = np.lexsort((catalog.listing_id[rows], -scores))
+    sources = np.where(strength[order] > 0, "complement", "popular").astype(object)
+    return rows[order], scores[order], sources

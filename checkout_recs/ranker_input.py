@@ -1,0 +1,125 @@
+"""Fast assembly of the ranker's input matrix on the request path, identical to ``ranker_matrix``.
+
+``models.ranker_features.ranker_matrix`` is the one definition of every feature. Calling it on a
+pandas frame of a few hundred candidates costs milliseconds; most columns, though, depend on the
+listing alone. ``RankerInputPlan`` splits the model's feature names into
+
+* **item** features (snapshot columns and what derives from them): computed once at load for the
+  whole snapshot by ``ranker_matrix`` -> float32 (N, d_item), then gathered by row;
+* **request** features (user view, request features, device, hour): one ``ranker_matrix`` row per
+  request, broadcast;
+* **pair** features (interaction features, ``price_to_user_avg``, ``same_top_category_as_user``):
+  ``ranker_matrix`` over a narrow frame of the candidates only.
+
+Every column is still produced by ``ranker_matrix``; ``tests/code/test_serving_ranker_input.py``
+checks the result equals ``ranker_matrix`` on the full frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from checkout_recs import contract
+
+_REQUEST_DERIVED = {"hour_sin", "hour_cos", "device_ios", "device_android"}
+_PAIR_DERIVED = {"price_to_user_avg", "same_top_category_as_user"}
+_USER_SKIP = {"user_id", "region", "event_timestamp", "recent_listing_ids", "recent_category_ids"}
+
+
+def _on_demand_sets() -> tuple[set[str], set[str]]:
+    try:
+        from checkout_recs.features import on_demand
+    except ImportError:
+        return set(), set()
+    return set(on_demand.REQUEST_FEATURES), set(on_demand.INTERACTION_FEATURES)
+
+
+class RankerInputPlan:
+    """Precomputed item block + per-request assembly (see module docstring).
+
+    Parameters
+    ----------
+    names : the model's feature names, in order (length d).
+    snapshot : the item snapshot frame (N rows, ``ItemCatalog.frame``).
+    """
+
+    def __init__(self, names: Sequence[str], snapshot: pd.DataFrame) -> None:
+        from checkout_recs.models.ranker_features import ranker_matrix
+
+        req_od, pair_od = _on_demand_sets()
+        user_cols = {f.name for f in contract.USER_FEATURES} - _USER_SKIP
+        request = req_od | _REQUEST_DERIVED | (user_cols - set(snapshot.columns))
+        pair = pair_od | _PAIR_DERIVED
+        self.names = list(names)
+        self.item_idx = [j for j, n in enumerate(self.names) if n not in request and n not in pair]
+        self.request_idx = [j for j, n in enumerate(self.names) if n in request and n not in pair]
+        self.pair_idx = [j for j, n in enumerate(self.names) if n in pair]
+        self.item_block = ranker_matrix(snapshot, [self.names[j] for j in self.item_idx])  # (N, d_item)
+        from checkout_recs.models.ranker_features import DERIVED
+
+        self._ranker_matrix = ranker_matrix
+        self._derived = set(DERIVED) - set(snapshot.columns)
+        self._memo: dict[tuple, float] = {}
+        self._price = snapshot["price"].to_numpy(np.float64)
+        self._top = snapshot["top_category_id"].to_numpy() if "top_category_id" in snapshot else None
+
+    def build(self, rows: np.ndarray, user: dict[str, Any] | None, device: str, ts: pd.Timestamp,
+              request_feats: dict[str, float], pair_feats: dict[str, np.ndarray]) -> np.ndarray:
+        """The matrix float32 (n, d) for catalogue ``rows`` (int64 (n,)).
+
+        ``user`` holds user-view values, ``request_feats`` the request's on-demand features,
+        ``pair_feats`` one (n,) array per interaction feature. Plain columns get exactly
+        ``ranker_matrix``'s transform (log1p for ``LOG_FEATURES``, non-finite -> 0); derived
+        columns are computed by ``ranker_matrix`` itself (hour/device ones memoised per minute).
+        """
+        n = len(rows)
+        out = np.empty((n, len(self.names)), dtype=np.float32)
+        out[:, self.item_idx] = self.item_block[rows]
+        one: dict[str, Any] = dict(request_feats)
+        for k, v in (user or {}).items():
+            if k not in _USER_SKIP and not isinstance(v, list | np.ndarray):
+                one["user_top_category_id" if k == "top_category_id" else k] = v
+        minute = int(ts.value // 60_000_000_000)
+        for j in self.request_idx:
+            name = self.names[j]
+            out[:, j] = (self._derived_request(name, device, minute) if name in self._derived
+                         else _plain(name, one.get(name)))
+        derived_pairs = [j for j in self.pair_idx if self.names[j] in self._derived]
+        for j in self.pair_idx:
+            if self.names[j] not in self._derived:
+                out[:, j] = _plain(self.names[j], pair_feats.get(self.names[j], 0.0))
+        if derived_pairs:
+            frame: dict[str, Any] = {"price": self._price[rows], **{k: np.full(n, one[k]) for k in
+                                                                   ("avg_price_paid", "user_top_category_id") if k in one}}
+            if self._top is not None:
+                frame["top_category_id"] = self._top[rows]
+            out[:, derived_pairs] = self._ranker_matrix(pd.DataFrame(frame), [self.names[j] for j in derived_pairs])
+        out[~np.isfinite(out)] = 0.0
+        return out
+
+    def _derived_request(self, name: str, device: str, minute: int) -> float:
+        key = (name, device, minute)
+        hit = self._memo.get(key)
+        if hit is None:
+            if len(self._memo) > 10_000:
+                self._memo.clear()
+            frame = pd.DataFrame({"device": [device],
+                                  "event_timestamp": [pd.Timestamp(minute * 60_000_000_000, tz="UTC")]})
+            hit = float(self._ranker_matrix(frame, [name])[0, 0])
+            self._memo[key] = hit
+        return hit
+
+
+def _plain(name: str, value: Any) -> Any:
+    """``ranker_matrix``'s transform of a plain (non-derived) column value or array."""
+    from checkout_recs.models.ranker_features import LOG_FEATURES
+
+    x = np.asarray(0.0 if value is None else value, dtype=np.float32)  # float32 like ``_col``
+    x = np.where(np.isfinite(x), x, np.float32(0.0))
+    if name in LOG_FEATURES:
+        x = np.log1p(np.maximum(x, np.float32(0.0)))
+    return x

@@ -1,0 +1,249 @@
+"""The request-path core shared by the KServe transformer and offline evaluation.
+
+One request goes through five visible stages, each timed (milliseconds in ``Prepared.timings``):
+
+1. **features** — user features (one row) from a ``UserFeatureSource`` (Feast online in serving,
+   a table offline); unknown user -> fallback ``unknown_user``;
+2. **retrieval** — candidates from the bundle (``CandidateSource``) and the fallback pool;
+3. **inventory** — one batched lookup drops sold / delisted / locked listings;
+4. **rank** — the ranker's input matrix (``models.ranker_features.ranker_matrix``) scored by
+   the predictor (a remote hop in serving, in-process offline);
+5. **policy** — expected revenue, diversity, exploration, exposure -> exactly six.
+
+``Recommender.prepare`` runs stages 1-3 and builds the matrix, ``Recommender.decide`` runs
+stage 5 on whatever the scorer answered (or on nothing, with a fallback reason), so the
+transformer can put its deadline-bound predictor call in between and offline code can call
+``Recommender.recommend`` with an in-process ranker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from checkout_recs import contract
+from checkout_recs.inventory import InventoryStore, InventoryUnavailable, MemoryInventoryStore
+from checkout_recs.policy.config import PolicyConfig
+from checkout_recs.policy.engine import PolicyEngine
+from checkout_recs.policy.fallback import fallback_candidates
+from checkout_recs.policy.slate import Slate
+from checkout_recs.policy.switches import Switches
+from checkout_recs.serving_bundle import ServingBundle
+
+Scores = tuple[np.ndarray, np.ndarray]
+#: Ranked candidates kept in each decision's snapshot (for disputes).
+SNAPSHOT_CANDIDATES = 30
+
+
+class UserFeatureSource(Protocol):
+    """Where user features come from (Feast online in serving, a table offline)."""
+
+    async def get(self, user_id: int) -> dict[str, Any] | None:
+        """One user's features (``contract.USER_FEATURES`` names), None when unknown.
+
+        Raises any exception when the store cannot answer (the caller degrades)."""
+        ...
+
+
+class TableUserFeatures:
+    """User features from an in-memory table keyed by ``user_id`` (embedded mode, offline)."""
+
+    def __init__(self, frame: pd.DataFrame | None) -> None:
+        self._rows: dict[int, dict[str, Any]] = {}
+        if frame is not None and len(frame):
+            if "event_timestamp" in frame.columns:
+                frame = frame.sort_values("event_timestamp").drop_duplicates("user_id", keep="last")
+            self._rows = {int(r["user_id"]): r for r in frame.to_dict("records")}
+
+    async def get(self, user_id: int) -> dict[str, Any] | None:
+        """See ``UserFeatureSource.get``."""
+        return self._rows.get(int(user_id))
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
+@dataclass
+class Prepared:
+    """A request after stages 1-3: what the scorer and the policy need."""
+
+    request: contract.PostCheckoutRequest
+    request_id: str
+    started: float
+    user: dict[str, Any] | None
+    session_class: str
+    fallback_reason: str | None
+    basket_rows: np.ndarray
+    cand_rows: np.ndarray
+    cand_sources: np.ndarray
+    fb_rows: np.ndarray
+    fb_sources: np.ndarray
+    matrix: np.ndarray | None = None  # float32 (n, d) ranker input, None on the fallback path
+    filtered_out: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Decision:
+    """The answer and the facts behind it (for the decision log and metrics)."""
+
+    response: contract.PostCheckoutResponse
+    prepared: Prepared
+    slate: Slate
+    reasons: list[str]
+    user_id: int
+    snapshot: tuple[list[int], list[float]] = ([], [])  # top candidates: listing ids, expected revenue
+
+
+class Recommender:
+    """Request-path core: ``prepare`` -> (scorer) -> ``decide``.
+
+    Parameters
+    ----------
+    bundle : loaded serving bundle (catalogue, complements, candidate source, versions).
+    users : user feature source.
+    inventory : live inventory store (memory or Redis).
+    cfg : policy configuration.
+    switches : kill switch / drift flag reader (None: both off).
+    seed : seed of the exploration random stream.
+    """
+
+    def __init__(self, bundle: ServingBundle, users: UserFeatureSource, inventory: InventoryStore | None = None,
+                 cfg: PolicyConfig | None = None, switches: Switches | None = None, seed: int = 7) -> None:
+        self.bundle = bundle
+        self.users = users
+        self.inventory = inventory or MemoryInventoryStore()
+        self.cfg = cfg or PolicyConfig()
+        self.switches = switches or Switches(None)
+        self.policy = PolicyEngine(bundle.catalog, self.cfg, bundle.complements, seed=seed)
+
+    # ---------------------------------------------------------------- stages 1-3
+    async def prepare(self, req: contract.PostCheckoutRequest, now: float | None = None) -> Prepared:
+        """Stages features, retrieval and inventory, and the ranker matrix.
+
+        Never raises for a dependency failure: the failure becomes ``fallback_reason``.
+        """
+        t0 = time.perf_counter()
+        cat = self.bundle.catalog
+        reason: str | None = None
+        state = await self.switches.state()
+        if state.kill_switch:
+            reason = "kill_switch"
+        elif state.drift_flag:
+            reason = "drift_flag"
+        user: dict[str, Any] | None = None
+        try:
+            user = await self.users.get(req.user_id)
+        except Exception:  # noqa: BLE001 - any feature-store failure degrades to the fallback
+            reason = reason or "features_unavailable"
+        if user is None:
+            reason = reason or "unknown_user"
+        t1 = time.perf_counter()
+        basket_rows = cat.rows(np.asarray(req.purchased_item_ids, np.int64))
+        basket_rows = basket_rows[basket_rows >= 0]
+        cand_rows, cand_sources = (np.empty(0, np.int64), np.empty(0, object))
+        if reason is None:
+            cand_rows, cand_sources = self.bundle.candidates.generate(cat, req, user, basket_rows)
+        fb_rows, _, fb_sources = fallback_candidates(cat, self.bundle.complements,
+                                                     np.asarray(req.purchased_item_ids, np.int64), req.region)
+        t2 = time.perf_counter()
+        cand_rows, cand_sources, fb_rows, fb_sources, dropped, inv_ok = await self._filter_inventory(
+            cand_rows, cand_sources, fb_rows, fb_sources)
+        if not inv_ok:
+            reason = reason or "inventory_unavailable"
+        if reason is None and len(cand_rows) == 0:
+            reason = "too_few_candidates"
+        t3 = time.perf_counter()
+        prep = Prepared(request=req, request_id=req.resolved_request_id(), started=t0, user=user,
+                        session_class=self.policy.session_class(user, cat, basket_rows),
+                        fallback_reason=reason, basket_rows=basket_rows, cand_rows=cand_rows,
+                        cand_sources=cand_sources, fb_rows=fb_rows, fb_sources=fb_sources,
+                        filtered_out=dropped)
+        if reason is None:
+            prep.matrix = self.bundle.ranker_input(req, user, cand_rows, basket_rows)
+        t4 = time.perf_counter()
+        prep.timings.update(features=(t1 - t0) * 1e3, retrieval=(t2 - t1) * 1e3,
+                            inventory=(t3 - t2) * 1e3, rank_input=(t4 - t3) * 1e3)
+        return prep
+
+    async def _filter_inventory(self, cand_rows: np.ndarray, cand_sources: np.ndarray, fb_rows: np.ndarray,
+                                fb_sources: np.ndarray) -> tuple[Any, ...]:
+        cat = self.bundle.catalog
+        ids = np.concatenate([cat.listing_id[cand_rows], cat.listing_id[fb_rows]])
+        ok = True
+        try:
+            gone = await self.inventory.unavailable_async(ids)
+        except InventoryUnavailable:
+            ok = False
+            gone = self.inventory.last_known_unavailable(ids)
+        n = len(cand_rows)
+        keep_c, keep_f = ~gone[:n], ~gone[n:]
+        dropped = int(gone.sum())
+        return cand_rows[keep_c], cand_sources[keep_c], fb_rows[keep_f], fb_sources[keep_f], dropped, ok
+
+    # ---------------------------------------------------------------- stage 5
+    def decide(self, prep: Prepared, scores: Scores | None, failure: str | None = None) -> Decision:
+        """Stage policy: exactly six (when six in-stock listings exist at all).
+
+        Parameters
+        ----------
+        scores : (p_click, p_purchase|click), float (n,) aligned with ``prep.cand_rows``, or None.
+        failure : fallback reason from the scorer hop (``predictor_error`` / ``predictor_timeout``).
+        """
+        t0 = time.perf_counter()
+        reason = prep.fallback_reason or failure
+        if reason is None and scores is None:
+            reason = "predictor_error"
+        if reason is not None:
+            scores = None
+        slate = self.policy.choose(prep, scores)
+        reasons = self.policy.reasons(prep, slate)
+        cat = self.bundle.catalog
+        items = [
+            contract.RecommendedItem(
+                listing_id=int(cat.listing_id[r]), slot=j, score=float(slate.scores[j]),
+                p_click=_prob(slate.p_click[j]), p_purchase=_prob(slate.p_purchase[j]),
+                propensity=float(slate.propensity[j]), source=slate.sources[j], reason=reasons[j])
+            for j, r in enumerate(slate.rows.tolist())
+        ]
+        prep.timings["policy"] = (time.perf_counter() - t0) * 1e3
+        resp = contract.PostCheckoutResponse(
+            request_id=prep.request_id, items=items, policy="fallback" if reason else "ranker",
+            fallback_reason=reason, model_version=self.bundle.model_version,
+            index_version=self.bundle.index_version,
+            latency_ms=round((time.perf_counter() - prep.started) * 1e3, 3))
+        return Decision(response=resp, prepared=prep, slate=slate, reasons=reasons, user_id=prep.request.user_id,
+                        snapshot=self._snapshot(prep, slate))
+
+    def _snapshot(self, prep: Prepared, slate: Slate) -> tuple[list[int], list[float]]:
+        er = slate.notes.get("candidate_er")
+        if er is None or len(er) == 0:
+            return [], []
+        top = np.argsort(-er, kind="stable")[:SNAPSHOT_CANDIDATES]
+        return self.bundle.catalog.listing_id[prep.cand_rows[top]].tolist(), er[top].tolist()
+
+    # ---------------------------------------------------------------- offline path
+    def recommend(self, req: contract.PostCheckoutRequest, scorer: Callable[[np.ndarray], Scores] | None) -> Decision:
+        """All stages in-process (offline evaluation, tests).
+
+        ``scorer`` maps the ranker matrix float32 (n, d) to (p_click, p_purchase); None or a
+        raising scorer gives the fallback with ``predictor_error``.
+        """
+        prep = asyncio.run(self.prepare(req))
+        if prep.fallback_reason is not None or scorer is None or prep.matrix is None:
+            return self.decide(prep, None, None if scorer else "predictor_error")
+        try:
+            scores = scorer(prep.matrix)
+        except Exception:  # noqa: BLE001 - a failing scorer degrades, like the remote one
+            return self.decide(prep, None, "predictor_error")
+        return self.decide(prep, scores)
+
+
+def _prob(x: float) -> float | None:
+    return None if not np.isfinite(x) else float(min(max(x, 0.0), 1.0))

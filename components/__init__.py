@@ -1,0 +1,15 @@
+"""KFP v2 lightweight components, one per pipeline step, thin: parse inputs, call the core.
+
+Every component runs in the component image (``docker/components.Dockerfile``), which has this
+project installed, so no component lists ``packages_to_install`` and none installs kfp at start
+(``kfp.local.SubprocessRunner(use_venv=False)`` would otherwise pip-install into our venv).
+Imports of the core happen inside the function bodies: KFP ships only the function's source.
+
+Modules: ``data`` (simulate, ingest, label), ``features`` (build, Feast apply + materialize,
+training set), ``train``, ``bundle`` (index + candidate tables), ``evaluate``, ``register``
+(promotion gate + publish), ``deploy`` (canary), ``monitor`` (drift), ``index_refresh``.
+
+
+The decorator and image live in ``components._base`` (not here): the editable install's finder
+may present this folder as a namespace package, in which case this file is not executed.
+"""

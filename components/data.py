@@ -1,0 +1,67 @@
+"""Components of the data steps: simulate (or take real logs), ingest, label."""
+
+from kfp.dsl import Dataset, Input, Metrics, Output
+
+from components._base import component
+
+
+@component
+def simulate_op(source: str, seed: int, sim_config_json: str, raw: Output[Dataset]) -> str:
+    """Simulate raw logs into ``raw`` when ``source`` is empty; else leave ``raw`` empty.
+
+    ``sim_config_json``: ``SimConfig`` overrides as JSON (``"{}"`` for the demo size).
+    Returns what ingest should read: ``source`` itself, or ``""`` meaning the ``raw`` artifact.
+    """
+    import json
+    from pathlib import Path
+
+    Path(raw.path).mkdir(parents=True, exist_ok=True)
+    if source:
+        raw.metadata["source"] = source
+        return source
+    from checkout_recs.simulate import SimConfig, run_simulation
+
+    cfg = SimConfig.model_validate({**json.loads(sim_config_json or "{}"), "seed": seed})
+    summary = run_simulation(cfg, Path(raw.path))
+    raw.metadata.update({"source": "simulator", "seed": seed, "rows": summary.rows})
+    return ""
+
+
+@component
+def ingest_op(source: str, raw: Input[Dataset], s3_endpoint_url: str, ingested: Output[Dataset],
+              metrics: Output[Metrics]) -> None:
+    """Validate raw tables against the contract; bad rows quarantined with a reason.
+
+    Reads ``source`` (folder or ``s3://``) when set, else the ``raw`` artifact. Fails when the
+    counts do not add up (read = accepted + quarantined) or nothing was accepted.
+    """
+    from pathlib import Path
+
+    from checkout_recs.data.ingest import ingest
+
+    report = ingest(source or raw.path, Path(ingested.path), endpoint_url=s3_endpoint_url or None)
+    totals = {"read": 0, "accepted": 0, "quarantined": 0}
+    for name, t in report.tables.items():
+        if t.read != t.accepted + t.quarantined:
+            raise RuntimeError(f"{name}: read {t.read} != accepted {t.accepted} + quarantined {t.quarantined}")
+        for k in totals:
+            totals[k] += getattr(t, k)
+    if totals["accepted"] == 0:
+        raise RuntimeError(f"ingest accepted no rows from {source or raw.path}")
+    for k, v in totals.items():
+        metrics.log_metric(f"rows_{k}", v)
+    ingested.metadata.update({"run_id": report.run_id, **totals})
+
+
+@component
+def label_op(ingested: Input[Dataset], labels: Output[Dataset], metrics: Output[Metrics]) -> None:
+    """Click and purchase labels per impression, co-purchase counts, user sequences."""
+    from pathlib import Path
+
+    from checkout_recs.data.labels import build_labels
+
+    summary = build_labels(Path(ingested.path), Path(labels.path))
+    metrics.log_metric("click_rate", summary.click_rate)
+    metrics.log_metric("purchase_rate", summary.purchase_rate)
+    for name, n in summary.rows.items():
+        metrics.log_metric(f"rows_{name}", n)

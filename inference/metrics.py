@@ -1,0 +1,43 @@
+"""Prometheus metrics of the transformer (served on ``/metrics`` by the KServe REST server).
+
+* ``checkout_recs_stage_seconds{stage}`` — histogram per request-path stage: features,
+  retrieval, inventory, rank_input, rank (predictor hop), policy, total;
+* ``checkout_recs_fallback_total{reason}`` — answers given by the fallback, by reason;
+* ``checkout_recs_answers_total{policy}`` — answers by policy;
+* ``checkout_recs_exploration_spend_total`` — expected revenue given up to exploration (currency);
+* ``checkout_recs_exploration_budget`` — today's exploration cap (currency);
+* ``checkout_recs_new_seller_exposure_share`` — share of recent slots given to new sellers or
+  cold-start listings;
+* ``checkout_recs_decision_log_dropped_total`` — decision records dropped (queue full / write error).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+STAGE_SECONDS = Histogram("checkout_recs_stage_seconds", "Request-path stage latency", ["stage"], buckets=_BUCKETS)
+FALLBACKS = Counter("checkout_recs_fallback_total", "Answers from the fallback, by reason", ["reason"])
+ANSWERS = Counter("checkout_recs_answers_total", "Answers by policy", ["policy"])
+EXPLORATION_SPEND = Counter("checkout_recs_exploration_spend_total",
+                            "Expected revenue given up to exploration (currency units)")
+EXPLORATION_BUDGET = Gauge("checkout_recs_exploration_budget", "Exploration cap so far today (currency units)")
+NEW_SELLER_SHARE = Gauge("checkout_recs_new_seller_exposure_share",
+                         "Share of recent slots for new sellers / cold-start listings")
+DECISIONS_DROPPED = Gauge("checkout_recs_decision_log_dropped_total", "Decision records dropped")
+
+
+def observe(timings_ms: dict[str, float], policy: str, fallback_reason: str | None, exploration_cost: float,
+            budget: float, new_share: float, dropped: int) -> None:
+    """Record one answer's figures (timings in milliseconds)."""
+    for stage, ms in timings_ms.items():
+        STAGE_SECONDS.labels(stage=stage).observe(ms / 1e3)
+    ANSWERS.labels(policy=policy).inc()
+    if fallback_reason:
+        FALLBACKS.labels(reason=fallback_reason).inc()
+    if exploration_cost > 0:
+        EXPLORATION_SPEND.inc(exploration_cost)
+    EXPLORATION_BUDGET.set(budget)
+    NEW_SELLER_SHARE.set(new_share)
+    DECISIONS_DROPPED.set(dropped)

@@ -1,0 +1,110 @@
+"""KServe predictor: the multi-task ranker scoring all candidates of a request in one call.
+
+v2 only: input ``features`` FP32 [n, d] (the ranker matrix built by the transformer with
+``models.ranker_features.ranker_matrix`` in the model's feature order); outputs ``p_click``
+and ``p_purchase`` FP32 [n] (purchase given click). The model is the bundle's student when it
+has one, else the ranker (``checkout_recs.models.ranker.RankerModel``, safetensors).
+
+Entry point: ``python -m inference.predictor --bundle DIR --http_port P --grpc_port G``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from kserve import Model
+from kserve.errors import InvalidInput
+from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+
+PREDICTOR_NAME = "ranker"
+MAX_ROWS = 5000
+
+
+class RankerPredictor(Model):
+    """Scores a candidate matrix with the bundle's ranker (student preferred)."""
+
+    def __init__(self, bundle_dir: Path, name: str = PREDICTOR_NAME) -> None:
+        super().__init__(name)
+        self.bundle_dir = Path(bundle_dir)
+        self.model: Any = None
+        self.version: str | None = None
+
+    def load(self) -> bool:
+        """Load the ranker from ``model/student`` or ``model/ranker``; raises when neither exists."""
+        import torch
+
+        from checkout_recs.models.ranker import RankerModel
+
+        torch.set_num_threads(1)  # two cores shared by two servers: no oversubscription
+        for sub in ("model/student", "model/ranker", "student", "ranker"):
+            d = self.bundle_dir / sub
+            if (d / "config.json").exists() and (d / "weights.safetensors").exists():
+                self.model = RankerModel.load(d)
+                self.version = self.model.version
+                break
+        if self.model is None:
+            raise FileNotFoundError(f"no ranker under {self.bundle_dir}/model/")
+        self.model.predict(np.zeros((2, len(self.model.feature_names)), np.float32))  # warm up
+        self.ready = True
+        return self.ready
+
+    def validate(self, payload: Any) -> Any:
+        """Accept v2 requests only (the transformer speaks v2)."""
+        return payload
+
+    def score(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(p_click, p_purchase|click) float32 (n,) for x float32 (n, d); InvalidInput on bad shape."""
+        d = len(self.model.feature_names)
+        if x.ndim != 2 or x.shape[1] != d or x.shape[0] > MAX_ROWS:
+            raise InvalidInput(f"'features' must be FP32 [n<={MAX_ROWS}, {d}], got shape {list(x.shape)}")
+        if x.shape[0] == 0:
+            return np.zeros(0, np.float32), np.zeros(0, np.float32)
+        return self.model.predict(x)
+
+    async def predict(self, payload: Any, headers: dict[str, str] | None = None,
+                      response_headers: dict[str, str] | None = None) -> InferResponse:
+        """Score the ``features`` tensor; answers in the request's binary/JSON form."""
+        if not isinstance(payload, InferRequest):
+            raise InvalidInput("the ranker predictor speaks v2 only: send an FP32 tensor 'features'")
+        inp = payload.get_input_by_name("features")
+        if inp is None or inp.datatype != "FP32":
+            raise InvalidInput("input 'features' (FP32 [n, d]) is required")
+        try:
+            x = np.asarray(inp.as_numpy(), dtype=np.float32)
+        except Exception as exc:  # noqa: BLE001 - undecodable tensor is bad input
+            raise InvalidInput(f"input 'features' could not be decoded: {exc}") from None
+        pc, pp = self.score(x)
+        binary = payload.use_binary_outputs if hasattr(payload, "use_binary_outputs") else False
+        outs = []
+        for name, arr in (("p_click", pc), ("p_purchase", pp)):
+            o = InferOutput(name=name, shape=[int(arr.shape[0])], datatype="FP32")
+            o.set_data_from_numpy(np.ascontiguousarray(arr, np.float32), binary_data=bool(binary))
+            outs.append(o)
+        return InferResponse(response_id=payload.id or "", model_name=self.name, infer_outputs=outs,
+                             use_binary_outputs=bool(binary), parameters={"model_version": self.version or ""})
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Start the predictor server (see module docstring)."""
+    from inference.server import DEFAULT_HOST, LoopbackModelServer
+
+    p = argparse.ArgumentParser(description="Checkout recs ranker predictor (KServe)")
+    p.add_argument("--bundle", required=True, type=Path)
+    p.add_argument("--http_port", type=int, default=8081)
+    p.add_argument("--grpc_port", type=int, default=8091)
+    p.add_argument("--host", default=DEFAULT_HOST)
+    p.add_argument("--max_body_bytes", type=int, default=8 * 1024 * 1024)
+    args, _ = p.parse_known_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    model = RankerPredictor(args.bundle)
+    model.load()
+    LoopbackModelServer(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
+                        max_body_bytes=args.max_body_bytes, enable_latency_logging=False).start([model])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""The transformer's hop to the predictor: v2 over REST (JSON or binary tensors) or gRPC.
+
+All three are async (httpx / grpc.aio) and bounded by a deadline; a slow or failing predictor
+raises ``PredictorTimeout`` / ``PredictorError`` and the transformer answers from the fallback.
+
+* ``rest-json``   — ``POST /v2/models/<name>/infer`` with the tensor as a JSON list;
+* ``rest-binary`` — the same route with the binary tensor extension
+  (``Inference-Header-Content-Length``; raw little-endian FP32 after the JSON header), binary
+  outputs requested;
+* ``grpc``        — ``GRPCInferenceService/ModelInfer`` with ``raw_input_contents``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+import orjson
+
+PROTOCOLS = ("rest-json", "rest-binary", "grpc")
+
+
+class PredictorError(RuntimeError):
+    """The predictor answered with an error or an unreadable body."""
+
+
+class PredictorTimeout(PredictorError):
+    """The predictor missed the deadline."""
+
+
+class PredictorClient:
+    """Async v2 client for the ranker predictor.
+
+    Parameters
+    ----------
+    rest_url : ``http://127.0.0.1:PORT`` of the predictor's REST server.
+    grpc_target : ``127.0.0.1:PORT`` of its gRPC server (protocol ``grpc``).
+    model : predictor model name.
+    protocol : one of ``PROTOCOLS``.
+    """
+
+    def __init__(self, rest_url: str, grpc_target: str | None = None, model: str = "ranker",
+                 protocol: str = "rest-binary") -> None:
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+        self.rest_url, self.grpc_target, self.model, self.protocol = rest_url.rstrip("/"), grpc_target, model, protocol
+        import httpx  # imported here, not on the first request (it would eat the first deadline)
+
+        self._httpx = httpx
+        self._http: Any = None
+        self._stub: Any = None
+        self._channel: Any = None
+
+    def _client(self) -> Any:
+        if self._http is None:
+            httpx = self._httpx
+            self._http = httpx.AsyncClient(base_url=self.rest_url, timeout=5.0,
+                                           limits=httpx.Limits(max_keepalive_connections=32))
+        return self._http
+
+    async def score(self, x: np.ndarray, deadline_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """(p_click, p_purchase) float32 (n,) for x float32 (n, d), within ``deadline_s`` seconds."""
+        call = {"rest-json": self._rest_json, "rest-binary": self._rest_binary, "grpc": self._grpc}[self.protocol]
+        try:
+            return await asyncio.wait_for(call(np.ascontiguousarray(x, np.float32)), timeout=deadline_s)
+        except TimeoutError:
+            raise PredictorTimeout(f"predictor missed its {deadline_s * 1e3:.0f} ms deadline") from None
+        except PredictorError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - connection refused, reset, bad body...
+            raise PredictorError(f"predictor call failed: {type(exc).__name__}: {exc}") from None
+
+    async def _rest_json(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        body = orjson.dumps({"inputs": [{"name": "features", "shape": list(x.shape), "datatype": "FP32",
+                                         "data": x.reshape(-1)}]}, option=orjson.OPT_SERIALIZE_NUMPY)
+        r = await self._client().post(f"/v2/models/{self.model}/infer", content=body,
+                                      headers={"content-type": "application/json"})
+        if r.status_code != 200:
+            raise PredictorError(f"predictor HTTP {r.status_code}: {r.text[:200]}")
+        outs = {o["name"]: np.asarray(o["data"], np.float32) for o in orjson.loads(r.content)["outputs"]}
+        return outs["p_click"], outs["p_purchase"]
+
+    async def _rest_binary(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        raw = x.astype("<f4").tobytes()
+        header = orjson.dumps({
+            "inputs": [{"name": "features", "shape": list(x.shape), "datatype": "FP32",
+                        "parameters": {"binary_data_size": len(raw)}}],
+            "outputs": [{"name": "p_click", "parameters": {"binary_data": True}},
+                        {"name": "p_purchase", "parameters": {"binary_data": True}}],
+        })
+        r = await self._client().post(
+            f"/v2/models/{self.model}/infer", content=header + raw,
+            headers={"content-type": "application/octet-stream",
+                     "inference-header-content-length": str(len(header))})
+        if r.status_code != 200:
+            raise PredictorError(f"predictor HTTP {r.status_code}: {r.text[:200]}")
+        return _decode_rest(r.content, r.headers.get("inference-header-content-length"))
+
+    async def _grpc(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+
+        if self._stub is None:
+            import grpc
+            from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pbg
+
+            if not self.grpc_target:
+                raise PredictorError("no gRPC target configured for the predictor")
+            self._channel = grpc.aio.insecure_channel(self.grpc_target)
+            self._stub = pbg.GRPCInferenceServiceStub(self._channel)
+        req = pb.ModelInferRequest(
+            model_name=self.model,
+            inputs=[pb.ModelInferRequest.InferInputTensor(name="features", datatype="FP32", shape=list(x.shape))],
+            raw_input_contents=[x.astype("<f4").tobytes()])
+        resp = await self._stub.ModelInfer(req)
+        names = [o.name for o in resp.outputs]
+        arrs = {n: np.frombuffer(resp.raw_output_contents[i], dtype="<f4") if resp.raw_output_contents
+                else np.asarray(resp.outputs[i].contents.fp32_contents, np.float32) for i, n in enumerate(names)}
+        return arrs["p_click"], arrs["p_purchase"]
+
+    async def close(self) -> None:
+        """Close connections."""
+        if self._http is not None:
+            await self._http.aclose()
+        if self._channel is not None:
+            await self._channel.close()
+
+
+def _decode_rest(content: bytes, header_len: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """Outputs of a v2 REST answer, binary extension or plain JSON."""
+    if header_len is None:
+        outs = {o["name"]: np.asarray(o["data"], np.float32) for o in orjson.loads(content)["outputs"]}
+        return outs["p_click"], outs["p_purchase"]
+    n = int(header_len)
+    head = orjson.loads(content[:n])
+    pos, arrs = n, {}
+    for o in head["outputs"]:
+        size = (o.get("parameters") or {}).get("binary_data_size")
+        if size is None:
+            arrs[o["name"]] = np.asarray(o["data"], np.float32)
+            continue
+        arrs[o["name"]] = np.frombuffer(content[pos : pos + size], dtype="<f4")
+        pos += size
+    return arrs["p_click"], arrs["p_purchase"]

@@ -1,0 +1,146 @@
+"""A ``kserve.ModelServer`` that binds one host (127.0.0.1 by default) and limits body size.
+
+kserve 0.21 binds REST to ``0.0.0.0`` and gRPC to ``[::]`` with no flag. ``LoopbackModelServer``
+extends (does not fork) the server: the same REST and gRPC servers and data plane, with the
+uvicorn config's host set and the gRPC port added on the chosen host only. It also installs a
+request-body limit (HTTP 413 with a reason) and stops both servers on SIGTERM / SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from concurrent import futures
+from typing import Any
+
+import orjson
+from grpc import aio
+from kserve import ModelServer
+from kserve.logging import logger
+from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
+from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor, LoggingInterceptor
+from kserve.protocol.grpc.server import GRPCServer
+from kserve.protocol.grpc.servicer import InferenceServicer
+from kserve.protocol.rest.server import RESTServer
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
+
+
+class BodyLimit:
+    """ASGI middleware: refuse request bodies over ``max_bytes`` with 413 and a JSON reason."""
+
+    def __init__(self, app: Any, max_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._refuse(send)
+            return
+        seen = 0
+
+        async def limited() -> dict:
+            nonlocal seen
+            msg = await receive()
+            seen += len(msg.get("body", b""))
+            if seen > self.max_bytes:
+                raise _TooLarge
+            return msg
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Any) -> None:
+        body = orjson.dumps({"error": f"request body exceeds {self.max_bytes} bytes"})
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _HostGRPCServer(GRPCServer):
+    """kserve's gRPC server, listening on one host instead of ``[::]``."""
+
+    def __init__(self, host: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._host = host
+
+    async def start(self, max_workers: int) -> None:
+        servicer = InferenceServicer(self._data_plane, self._model_repository_extension)
+        limit = int(self._kwargs.get("grpc_max_receive_message_length") or DEFAULT_MAX_BODY_BYTES)
+        self._server = aio.server(
+            futures.ThreadPoolExecutor(max_workers=max_workers),
+            interceptors=(LoggingInterceptor(), ExceptionToStatusInterceptor()),
+            options=[("grpc.max_receive_message_length", limit),
+                     ("grpc.max_send_message_length", limit * 4)],
+        )
+        grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, self._server)
+        self._server.add_insecure_port(f"{self._host}:{self._port}")
+        logger.info("gRPC server on %s:%s", self._host, self._port)
+        await self._server.start()
+        await self._server.wait_for_termination()
+
+
+class LoopbackModelServer(ModelServer):
+    """``kserve.ModelServer`` bound to ``host`` with a request-body limit.
+
+    Parameters
+    ----------
+    host : address for both REST and gRPC (default 127.0.0.1).
+    max_body_bytes : largest accepted request body (REST and gRPC message), bytes.
+    **kwargs : passed to ``kserve.ModelServer`` (``http_port``, ``grpc_port``, ``enable_grpc``...).
+    """
+
+    def __init__(self, host: str = DEFAULT_HOST, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+                 **kwargs: Any) -> None:
+        super().__init__(workers=1, **kwargs)
+        self.host = host
+        self.max_body_bytes = max_body_bytes
+        self._models: list[Any] = []
+
+    def start(self, models: list[Any]) -> None:
+        """Register ``models`` and serve until SIGTERM / SIGINT; then stop the models."""
+        self._models = models
+        self._register_and_check_atleast_one_model_is_ready(models)
+        from kserve.model_server import app
+
+        app.add_middleware(BodyLimit, max_bytes=self.max_body_bytes)
+        self._rest_server = RESTServer(
+            "kserve.model_server:app", self.dataplane, self.model_repository_extension, self.http_port,
+            access_log_format=self.access_log_format, workers=1, grace_period=2,
+            event_loop=self.event_loop, timeout_keep_alive=self.timeout_keep_alive)
+        self._rest_server.config.host = self.host  # the one change: no 0.0.0.0
+        if self.enable_grpc:
+            self._grpc_server = _HostGRPCServer(
+                self.host, self.grpc_port, self.dataplane, self.model_repository_extension,
+                kwargs={"grpc_max_receive_message_length": self.max_body_bytes}, grace_period=1)
+        self.setup_event_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: None)  # uvicorn captures, then re-raises after shutdown
+        try:
+            asyncio.run(self._serve_both())
+        finally:
+            for m in models:
+                m.stop()
+
+    async def _serve_both(self) -> None:
+        grpc_task = None
+        if self._grpc_server is not None:
+            grpc_task = asyncio.create_task(self._grpc_server.start(self.max_threads))
+        try:
+            await self._rest_server.start()  # returns after SIGTERM / SIGINT
+        finally:
+            if self._grpc_server is not None:
+                await self._grpc_server.stop()
+            if grpc_task is not None:
+                grpc_task.cancel()

@@ -1,0 +1,34 @@
+"""The monitoring pipeline (daily): drift report on features and scores → drift flag.
+
+When the report finds drift, the flag that serving reads is set: serving switches to the
+deterministic fallback and on-call is paged (PrometheusRule on the flag) — see docs/runbook.md.
+"""
+
+from kfp import dsl
+
+from components.monitor import drift_report_op, set_drift_flag_op
+
+
+@dsl.pipeline(name="checkout-recs-monitoring",
+              description="Daily drift report (Evidently) on features; sets the drift flag on drift.")
+def monitoring_pipeline(
+    reference: str = "store:features/LATEST/listing.parquet",
+    current: str = "store:features/LATEST/listing.parquet",
+    artifact_root: str = "artifacts",
+    s3_endpoint_url: str = "",
+    redis_url: str = "",
+    set_flag: bool = True,
+) -> str:
+    """``reference``: what the champion was trained on; ``current``: today's table (see
+    ``drift_report_op`` for the ``store:`` form). Returns the published report URI."""
+    rep = drift_report_op(reference=reference, current=current, artifact_root=artifact_root,
+                          s3_endpoint_url=s3_endpoint_url)
+    rep.set_display_name("drift-report").set_caching_options(False)
+    rep.set_cpu_request("1").set_memory_request("4Gi").set_retry(num_retries=1, backoff_duration="60s")
+    with (dsl.If(rep.outputs["drift"] == True, name="drift-detected"),  # noqa: E712 - KFP condition
+          dsl.If(set_flag == True, name="flag-enabled")):  # noqa: E712
+        flag = set_drift_flag_op(reason=rep.outputs["reason"], report_uri=rep.outputs["report_uri"],
+                                 redis_url=redis_url)
+        flag.set_display_name("set-drift-flag").set_caching_options(False)
+        flag.set_cpu_request("0.1").set_memory_request("256Mi").set_retry(num_retries=3, backoff_duration="10s")
+    return rep.outputs["report_uri"]
