@@ -9,7 +9,7 @@ database ``checkout_recs_features_bench``, on a throwaway project torn down at t
 * ``online_listing_300``: one call for 300 listing rows, the read the design avoids;
 * baseline, same run: 300 rows taken from the listing snapshot in memory (what serving does).
 
-    .venv/bin/python benchmarks/features.py [--users 2000 --listings 5000 --days 7] [--reads 300]
+    .venv/bin/python benchmarks/features.py [--users 1000 --listings 3000 --days 5] [--reads 200]
 
 Writes ``benchmarks/results/features.json`` and prints a table. Needs Redis and PostgreSQL on
 127.0.0.1 for the production column (it is skipped, and says so, when they do not answer).
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -162,10 +163,10 @@ def _print(console: Console, res: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--users", type=int, default=2000)
-    ap.add_argument("--listings", type=int, default=5000)
-    ap.add_argument("--days", type=int, default=7)
-    ap.add_argument("--reads", type=int, default=300)
+    ap.add_argument("--users", type=int, default=1000)
+    ap.add_argument("--listings", type=int, default=3000)
+    ap.add_argument("--days", type=int, default=5)
+    ap.add_argument("--reads", type=int, default=200)
     ap.add_argument("--envs", nargs="+", default=["embedded", "production"])
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "features.json")
     args = ap.parse_args()
@@ -179,6 +180,7 @@ def main() -> None:
         as_of = pd.read_parquet(run / "features" / "listing.parquet")["event_timestamp"].max()
         snapshot = export_listing_snapshot(run / "features", as_of.to_pydatetime())
         res = {"machine": platform.platform(), "python": platform.python_version(),
+               "cpus": os.cpu_count(), "load_avg_1m_at_start": os.getloadavg()[0],
                "config": vars(args) | {"out": str(args.out)}, "build": build,
                "in_memory": _bench_in_memory(snapshot, run, args.reads), "environments": {}}
         for env in args.envs:
@@ -186,6 +188,7 @@ def main() -> None:
                 res["environments"][env] = _bench_env(env, run, work, args.reads, snapshot)
             except Exception as exc:  # a missing Redis/PostgreSQL skips that column, loudly
                 res["environments"][env] = {"error": f"{type(exc).__name__}: {exc}"}
+    res["load_avg_1m_at_end"] = os.getloadavg()[0]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2, default=str))
     _print(console, res)

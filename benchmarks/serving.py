@@ -183,6 +183,15 @@ def rss_mb(pid: int) -> float:
     return (p.memory_info().rss + sum(c.memory_info().rss for c in p.children(recursive=True))) / 2**20
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and its children."""
+    import psutil
+
+    p = psutil.Process(pid)
+    procs = [p, *p.children(recursive=True)]
+    return sum(sum(q.cpu_times()[:2]) for q in procs)
+
+
 def hop_bench(servers, d: int, n_rows: int = 300, calls: int = 200) -> dict:
     """The transformer->predictor hop alone, per protocol (p50/p95 ms)."""
     from inference.predictor_client import PredictorClient
@@ -234,9 +243,9 @@ def main() -> None:
     with private_redis() as redis_proc:
         redis_url = f"redis://127.0.0.1:{PRIVATE_REDIS_PORT}/0"
         base = ["--users", "feast", "--feast_features", str(bundle / "features"), "--feast_work_dir", str(feast_work),
-                "--feast_timeout_ms", "200", "--inventory", "redis", "--redis_url", redis_url,
+                "--feast_timeout_ms", "200", "--feast_project", project, "--inventory", "redis", "--redis_url", redis_url,
                 "--candidates", "builtin", "--deadline_ms", "40"]
-        scenarios = [("design", ["--ranker_protocol", "rest-binary"]),
+        scenarios = [("design", ["--ranker_protocol", "grpc"]),
                      ("naive", ["--naive", "--ranker_protocol", "rest-json"]),
                      ("inprocess", ["--scoring", "inprocess"])]
         for name, extra in scenarios:
@@ -245,8 +254,12 @@ def main() -> None:
                                  ready_timeout_s=300, log_dir=args.workdir / f"logs-{name}") as s:
                 con.print(f"[bold]{name}[/]: servers ready in {time.perf_counter() - t:.0f} s; "
                           f"{args.rate:.0f} rps for {args.duration:.0f} s")
+                cpu0 = {k: cpu_s(p) for k, p in s.pids().items()}
                 res[name] = asyncio.run(open_loop(s.v1_url, bodies, args.rate, args.duration))
                 res[name]["rss_mb"] = {k: rss_mb(p) for k, p in s.pids().items()}
+                res[name]["cpu_ms_per_request"] = {k: (cpu_s(p) - cpu0[k]) * 1e3 / max(res[name]["ok"], 1)
+                                                   for k, p in s.pids().items()}
+                res[name]["load_avg"] = os.getloadavg()
                 con.print(res[name])
                 if name == "design":
                     res["hop"] = hop_bench(s, d)
@@ -285,19 +298,24 @@ def fault_run(s, bodies: list[dict], rate: float, duration: float, redis_proc, c
 
 def _summarise(res: dict, con: Console) -> None:
     t = Table(title="serving benchmark (latency from scheduled send, open loop)")
-    for c in ("path", "rps", "p50 ms", "p95 ms", "p99 ms", "errors", "5xx", "ranker share", "RSS MiB"):
+    for c in ("path", "rps", "p50 ms", "p95 ms", "p99 ms", "errors", "5xx", "ranker share", "RSS MiB",
+              "CPU ms/req"):
         t.add_column(c)
     for name in ("design", "inprocess", "naive", "fault"):
         r = res.get(name)
         if not r:
             continue
         rss = sum(r.get("rss_mb", {}).values()) if r.get("rss_mb") else float("nan")
+        cpu = sum(r.get("cpu_ms_per_request", {}).values()) if r.get("cpu_ms_per_request") else float("nan")
         t.add_row(name, f"{r['throughput_rps']:.1f}", f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}", f"{r['p99_ms']:.1f}",
-                  str(r["errors"]), str(r["http_5xx"]), f"{r['ranker_share']:.2f}", f"{rss:.0f}")
+                  str(r["errors"]), str(r["http_5xx"]), f"{r['ranker_share']:.2f}", f"{rss:.0f}", f"{cpu:.1f}")
     con.print(t)
     if res.get("design") and res.get("naive"):
         res["naive_over_design_p95"] = res["naive"]["p95_ms"] / res["design"]["p95_ms"]
-        con.print(f"naive p95 / design p95 = {res['naive_over_design_p95']:.2f}x; "
+        res["naive_over_design_cpu"] = (sum(res["naive"]["cpu_ms_per_request"].values())
+                                        / sum(res["design"]["cpu_ms_per_request"].values()))
+        con.print(f"naive p95 / design p95 = {res['naive_over_design_p95']:.2f}x; naive CPU / design CPU per "
+                  f"request = {res['naive_over_design_cpu']:.2f}x; "
                   f"max rate with p95 <= 25 ms: {res.get('max_rate_p95_le_25ms')}")
 
 

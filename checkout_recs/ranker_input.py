@@ -92,12 +92,16 @@ class RankerInputPlan:
         for j in self.pair_idx:
             if self.names[j] not in self._derived:
                 out[:, j] = _plain(self.names[j], pair_feats.get(self.names[j], 0.0))
-        if derived_pairs:
+        slow = [j for j in derived_pairs if self.names[j] not in _FAST_PAIR or not _FAST_PAIR_NEEDS[self.names[j]] <= set(one)]
+        for j in derived_pairs:
+            if j not in slow:
+                out[:, j] = _FAST_PAIR[self.names[j]](self, rows, one)
+        if slow:
             frame: dict[str, Any] = {"price": self._price[rows], **{k: np.full(n, one[k]) for k in
                                                                    ("avg_price_paid", "user_top_category_id") if k in one}}
             if self._top is not None:
                 frame["top_category_id"] = self._top[rows]
-            out[:, derived_pairs] = self._ranker_matrix(pd.DataFrame(frame), [self.names[j] for j in derived_pairs])
+            out[:, slow] = self._ranker_matrix(pd.DataFrame(frame), [self.names[j] for j in slow])
         out[~np.isfinite(out)] = 0.0
         return out
 
@@ -112,6 +116,23 @@ class RankerInputPlan:
             hit = float(self._ranker_matrix(frame, [name])[0, 0])
             self._memo[key] = hit
         return hit
+
+
+def _f32(x: Any) -> np.ndarray:
+    return np.asarray(x, dtype=np.float32)
+
+
+#: numpy versions of ``ranker_features.DERIVED`` pair features, bit-identical to the pandas path
+#: (float32 throughout, like ``_col``); ``test_serving_core`` asserts equality with
+#: ``ranker_matrix`` on the full frame, so a change in ``DERIVED`` fails that test, not silently.
+_FAST_PAIR = {
+    "price_to_user_avg": lambda plan, rows, one: np.log1p(_f32(plan._price[rows]))
+    - np.log1p(_f32(np.nan_to_num(float(one["avg_price_paid"])))),
+    "same_top_category_as_user": lambda plan, rows, one: (
+        _f32(plan._top[rows]) == _f32(-3 if one["user_top_category_id"] is None else one["user_top_category_id"])
+    ).astype(np.float32),
+}
+_FAST_PAIR_NEEDS = {"price_to_user_avg": {"avg_price_paid"}, "same_top_category_as_user": {"user_top_category_id"}}
 
 
 def _plain(name: str, value: Any) -> Any:

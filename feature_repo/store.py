@@ -17,6 +17,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import yaml
@@ -130,7 +131,8 @@ class FeatureStoreAdapter:
         intervals = self._view(view).materialization_intervals
         return max(end for _, end in intervals) if intervals else None
 
-    def materialize(self, start: dt.datetime | None, end: dt.datetime) -> list[dict]:
+    def materialize(self, start: dt.datetime | None, end: dt.datetime,
+                    views: list[str] | None = None) -> list[dict]:
         """Load feature rows with ``start < event_timestamp <= end`` into the online store.
 
         Parameters
@@ -140,6 +142,9 @@ class FeatureStoreAdapter:
             first time).
         end : datetime
             UTC end of the window.
+        views : list of str, optional
+            Subset of ``VIEWS`` (default all). Serving reads only ``user`` online (listing and
+            seller rows ship in the index snapshot), so a fast path may materialize just that.
 
         Returns
         -------
@@ -150,8 +155,11 @@ class FeatureStoreAdapter:
         end = _utc(end)
         if self.source_uri != self.cfg.features_uri:
             self.mirror_s3()
+        unknown = set(views or ()) - set(VIEWS)
+        if unknown:
+            raise ValueError(f"unknown feature views {sorted(unknown)}; known: {list(VIEWS)}")
         records = []
-        for view in VIEWS:
+        for view in views or VIEWS:
             lo = _utc(start) if start is not None else (self.materialized_until(view) or _EPOCH)
             if lo >= end:
                 records.append({"view": view, "start": lo.isoformat(), "end": end.isoformat(), "seconds": 0.0,
@@ -287,7 +295,7 @@ def _read_timestamps(uri: str, s3_endpoint: str | None) -> pd.Series:
     return pd.to_datetime(table.column("event_timestamp").to_pandas(), utc=True)
 
 
-def open_store(env: str, features_uri: str | Path, work_dir: Path, **kwargs: object) -> FeatureStoreAdapter:
+def open_store(env: str, features_uri: str | Path, work_dir: Path, **kwargs: Any) -> FeatureStoreAdapter:
     """Shorthand: ``FeatureStoreAdapter(StoreConfig(env, str(features_uri), work_dir, **kwargs))``."""
     uri = str(features_uri) if str(features_uri).startswith("s3://") else str(Path(features_uri).resolve())
     return FeatureStoreAdapter(StoreConfig(env=env, features_uri=uri, work_dir=Path(work_dir),

@@ -152,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--predictor_url", default="http://127.0.0.1:8081")
     p.add_argument("--predictor_grpc", default="127.0.0.1:8091")
-    p.add_argument("--ranker_protocol", default="rest-binary", choices=["rest-json", "rest-binary", "grpc"])
+    p.add_argument("--ranker_protocol", default="grpc", choices=["rest-json", "rest-binary", "grpc"])
     p.add_argument("--scoring", default="remote", choices=["remote", "inprocess"])
     p.add_argument("--deadline_ms", type=float, default=40.0)
     p.add_argument("--inventory", default="memory", choices=["memory", "redis"])
@@ -167,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feast_features", default=None)
     p.add_argument("--feast_work_dir", default="artifacts/feast")
     p.add_argument("--feast_timeout_ms", type=float, default=50.0)
+    p.add_argument("--feast_project", default=None, help="Feast project (default: the feature repo's)")
     p.add_argument("--policy_config", type=Path, default=None, help="JSON file of PolicyConfig")
     p.add_argument("--decision_log", default=None, help="artifact store root for the decision log")
     p.add_argument("--naive", action="store_true", help="benchmark baseline: candidate features from Feast")
@@ -193,7 +194,7 @@ def build_transformer(args: argparse.Namespace) -> CheckoutTransformer:
         from inference.user_features import open_feast_users
 
         users: Any = open_feast_users(args.feast_features or str(args.bundle / "features"), args.feast_work_dir,
-                                      timeout_s=args.feast_timeout_ms / 1e3)
+                                      timeout_s=args.feast_timeout_ms / 1e3, project=args.feast_project)
     elif args.users == "table" or args.user_table:
         import pandas as pd
 

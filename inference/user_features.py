@@ -34,13 +34,15 @@ class FeastUserFeatures:
         return row
 
 
-def open_feast_users(features_uri: str, work_dir: str, env: str = "embedded", timeout_s: float = 0.05) -> FeastUserFeatures:
+def open_feast_users(features_uri: str, work_dir: str, env: str = "embedded", timeout_s: float = 0.05,
+                     project: str | None = None) -> FeastUserFeatures:
     """A Feast-backed user source (imports Feast; call at server start only)."""
     from pathlib import Path
 
     from feature_repo.store import open_store
 
-    adapter = open_store(env, features_uri, Path(work_dir))
+    kwargs = {"project": project} if project else {}
+    adapter = open_store(env, features_uri, Path(work_dir), **kwargs)
     # Feast builds its online-read machinery lazily on the first call (seconds); pay it here, at
     # start-up, so the first checkout does not miss its deadline and fall back.
     adapter.online_user_features([0])

@@ -109,6 +109,47 @@ def make_feature_inputs(tmp_path: Path, seed: int = 3) -> tuple[Path, Path]:
     return validated, labels
 
 
+def write_poisoned_features(f: dict[str, Path], dest: Path) -> pd.Series:
+    """Copy the feature tables to ``dest`` plus, per impression ``i``, one row per view stamped
+    1 us after the impression whose value encodes ``i`` (user ``n_purchases = 1e9 + i``,
+    listing ``views_decayed`` and seller ``seller_sales_velocity = -1 - i``).
+
+    Returns the poison times (``after[i]``). A poison row is legitimately visible to later
+    impressions of the same entity; ``assert_no_future_poison`` checks that no row sees one
+    stamped after its own time.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    imp = pd.read_parquet(f["labels"] / "impressions_labelled.parquet")
+    listings = pd.read_parquet(f["validated"] / "listings")
+    imp = imp.merge(listings[["listing_id", "seller_id"]], on="listing_id", how="left")
+    after = (imp["event_timestamp"] + pd.Timedelta(microseconds=1)).reset_index(drop=True)
+    code = np.arange(len(imp))
+    for view, key, col, value in (("user", "user_id", "n_purchases", 10**9 + code),
+                                  ("listing", "listing_id", "views_decayed", -1.0 - code),
+                                  ("seller", "seller_id", "seller_sales_velocity", -1.0 - code)):
+        base = pd.read_parquet(f["features"] / f"{view}.parquet")
+        rows = base.drop_duplicates(key).set_index(key).reindex(imp[key]).reset_index()
+        rows[col], rows["event_timestamp"] = value, after.to_numpy()
+        out = pd.concat([base, rows.dropna(subset=["event_timestamp"])], ignore_index=True)
+        _write(out.astype({col: base[col].dtype}), contract.FEATURE_TABLES[view], dest / f"{view}.parquet")
+    (dest / "category_pair.parquet").write_bytes((f["features"] / "category_pair.parquet").read_bytes())
+    return after
+
+
+def assert_no_future_poison(df: pd.DataFrame, after: pd.Series) -> None:
+    """Every poison value in the training set ``df`` was stamped at or before its row's time,
+    none is the row's own impression's, and at least one poison value is reachable at all."""
+    seen = 0
+    for col, decode in (("user_n_purchases", lambda v: v - 10**9), ("listing_views_decayed", lambda v: -v - 1),
+                        ("seller_sales_velocity", lambda v: -v - 1)):
+        poisoned = (df[col] >= 10**9) if col == "user_n_purchases" else (df[col] < 0)
+        src = decode(df.loc[poisoned, col]).round().astype(int).to_numpy()
+        assert (after.iloc[src].to_numpy() <= df.loc[poisoned, "event_timestamp"].to_numpy()).all(), col
+        assert not (src == df.index[poisoned].to_numpy()).any(), col
+        seen += int(poisoned.sum())
+    assert seen > 0
+
+
 # ------------------------------------------------------------------------------------------
 # pytest fixtures (import them explicitly in a test module: ``from tests.fixtures_features
 # import synthetic_features, demo_features``)

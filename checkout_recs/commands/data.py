@@ -40,6 +40,8 @@ def ingest_cmd(
     out: Annotated[Path, typer.Option(help="Ingested folder to publish (validated/, quarantine/, report).")],
     now: Annotated[str | None, typer.Option(help="ISO time; later timestamps are quarantined (default: now).")] = None,
     endpoint_url: Annotated[str | None, typer.Option(help="S3-compatible endpoint for s3:// sources.")] = None,
+    publish_to: Annotated[str | None, typer.Option(help="Artifact store root (folder or s3://) to publish the "
+                                                        "result to as kind 'ingested'.")] = None,
 ) -> None:
     """Validate raw tables against the contract; quarantine bad rows with a reason."""
     from rich import print as rprint
@@ -49,6 +51,11 @@ def ingest_cmd(
     when = dt.datetime.fromisoformat(now) if now else None
     report = ingest(source, out, when, endpoint_url, progress=True)
     rprint({t: (r.read, r.accepted, r.quarantined, r.by_reason) for t, r in report.tables.items()})
+    if publish_to:
+        from checkout_recs.storage import new_version, open_store
+
+        uri = open_store(publish_to, endpoint_url).publish("ingested", new_version(), out)
+        rprint({"published": uri})
 
 
 def label(

@@ -66,9 +66,11 @@ def materialize(
     start: Annotated[str | None, typer.Option(help="Window start, ISO time (UTC); default: incremental "
                                               "from the end of the last window.")] = None,
     end: Annotated[str | None, typer.Option(help="Window end, ISO time (UTC); default: now.")] = None,
+    view: Annotated[list[str] | None, typer.Option(help="Only this view (repeatable); default: all.")] = None,
 ) -> None:
     """Load feature rows into the online store; the window is logged in materializations.jsonl."""
-    records = _store(features, work_dir, env, project).materialize(_when(start), _when(end) or dt.datetime.now(dt.UTC))
+    records = _store(features, work_dir, env, project).materialize(
+        _when(start), _when(end) or dt.datetime.now(dt.UTC), views=view or None)
     typer.echo(json.dumps(records, indent=2))
 
 

@@ -98,7 +98,7 @@ def snapshot_rows(fresh: pd.DataFrame, snapshot: pd.DataFrame, categories: pd.Da
     """
     rows = pd.DataFrame(index=range(len(fresh)))
     top = categories.set_index("category_id")["top_category_id"]
-    seller_cols = [c for c in snapshot.columns if c.startswith("seller_")]
+    seller_cols = [c for c in snapshot.columns if c.startswith("seller_") and c != "seller_id"]
     sellers = snapshot.drop_duplicates("seller_id").set_index("seller_id")[seller_cols] if seller_cols else None
     for c in snapshot.columns:
         if c in fresh:

@@ -146,6 +146,10 @@ class _Estimator:
     def _terms(self, **data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
+    def round_terms(self, **data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-round (numerator, denominator), each (n,): the value is ``sum(num) / sum(den)``."""
+        return self._terms(**data)
+
     def estimate_policy_value(self, **data: np.ndarray) -> float:
         """Point estimate of the evaluation policy's value (reward units per round)."""
         num, den = self._terms(**data)

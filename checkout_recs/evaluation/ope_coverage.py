@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -29,6 +30,7 @@ from checkout_recs.evaluation.ope import (
     Interval,
     InverseProbabilityWeighting,
     SelfNormalizedIPS,
+    _Estimator,
     bootstrap_ratio_interval,
 )
 from checkout_recs.evaluation.ope_slate import IndependentIPS, PositionBasedIPS
@@ -161,20 +163,25 @@ def seed_intervals(w: CoverageWorld, seed: int, n_boot: int = 100) -> dict[str, 
         return {k: logs[k][rows] for k in per_round}
 
     out: dict[str, Interval] = {}
-    for name, est in (("ips", InverseProbabilityWeighting()), ("snips", SelfNormalizedIPS())):
-        num, den = est._terms(**rows_data(np.arange(len(logs["reward"]))))
+    weighting: tuple[tuple[str, _Estimator], ...] = (
+        ("ips", InverseProbabilityWeighting()),
+        ("snips", SelfNormalizedIPS()),
+    )
+    for name, est in weighting:
+        num, den = est.round_terms(**rows_data(np.arange(len(logs["reward"]))))
         iv = bootstrap_ratio_interval(
             num, den, logs["slate_id"], n_bootstrap_samples=n_boot, random_state=seed
         )
         out[name] = _scale(iv, L)
-    for name, est in (("dm", DirectMethod()), ("dr", DoublyRobust())):
+    model_based: tuple[tuple[str, _Estimator], ...] = (("dm", DirectMethod()), ("dr", DoublyRobust()))
+    for name, mest in model_based:
 
-        def value(rows: np.ndarray, est=est) -> float:
+        def value(rows: np.ndarray, mest: _Estimator = mest) -> float:
             q = fit_binned_model(logs, rows, w)
-            return L * est.estimate_policy_value(**rows_data(rows), estimated_rewards_by_reg_model=q)
+            return L * mest.estimate_policy_value(**rows_data(rows), estimated_rewards_by_reg_model=q)
 
         out[name] = refit_interval(value, logs["slate_id"], n_bootstrap_samples=n_boot, random_state=seed)
-    slate = {k: v for k, v in logs.items() if k not in ("action_dist", "bin")}
+    slate: dict[str, Any] = {k: v for k, v in logs.items() if k not in ("action_dist", "bin")}
     out["iips"] = IndependentIPS().estimate_interval(n_bootstrap_samples=n_boot, random_state=seed, **slate)
     out["pbm"] = PositionBasedIPS().estimate_interval(
         n_bootstrap_samples=n_boot, random_state=seed, examination=w.examination, **slate

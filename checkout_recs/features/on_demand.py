@@ -66,12 +66,12 @@ def request_features(basket_prices: np.ndarray, basket_category_ids: np.ndarray,
     dict[str, float]
         One float per name in ``REQUEST_FEATURES``.
     """
-    ts = pd.Timestamp(ts)
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    t = pd.Timestamp(ts)
+    t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
     prices = np.asarray(basket_prices, dtype=np.float64)
     return {
-        "hour_of_day": float(ts.hour),
-        "day_of_week": float(ts.dayofweek),
+        "hour_of_day": float(t.hour),
+        "day_of_week": float(t.dayofweek),
         "is_mobile": float(device in MOBILE_DEVICES),
         "basket_size": float(prices.size),
         "basket_price": float(prices.sum()),

@@ -3,8 +3,8 @@
 Columns: ``contract.LABELLED_IMPRESSIONS`` + ``TRAINING_FEATURE_COLUMNS``. View features (user,
 listing, seller) are joined as of the impression time by ``join`` (pure pandas by default, Feast
 ``get_historical_features`` through ``feature_repo.store``); request and interaction features are
-computed by ``on_demand`` exactly as serving computes them, with lookup tables as of the last
-end-of-day snapshot before the impression. Rows whose entity has no feature row at or before the
+computed by ``on_demand`` exactly as serving computes them, with lookup tables as of the start of
+the impression's UTC day (the newest labels snapshot serving had that day). Rows whose entity has no feature row at or before the
 impression are counted per view and filled with ``VIEW_DEFAULTS``; no row is dropped.
 """
 

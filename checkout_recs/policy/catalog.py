@@ -56,6 +56,7 @@ class ItemCatalog:
     by_category: dict[int, np.ndarray] = field(init=False, repr=False)
     by_region: dict[int, np.ndarray] = field(init=False, repr=False)
     cold_by_region: dict[int, np.ndarray] = field(init=False, repr=False)
+    global_top: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._order = np.argsort(self.listing_id, kind="stable")
@@ -63,6 +64,7 @@ class ItemCatalog:
         pop_rank = np.lexsort((self.listing_id, -self.popularity))  # most popular first
         self.by_category = _top_per_group(self.category_id[pop_rank], pop_rank, self.top_k)
         self.by_region = _top_per_group(self.region_code[pop_rank], pop_rank, self.top_k)
+        self.global_top = pop_rank[: self.top_k].astype(np.int64)
         quality = self.ctr * self.cvr * self.price * self.take_rate
         cold_rank = np.lexsort((self.listing_id, -quality))
         cold_rank = cold_rank[self.cold[cold_rank] | self.seller_is_new[cold_rank]]

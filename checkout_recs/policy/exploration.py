@@ -96,12 +96,9 @@ class Explorer:
         greedy = int(slate.rows[-1])
         head = slate.rows[:-1]
         eps = float(cfg.epsilon.get(session_class, 0.0)) if cfg.enabled else 0.0
-        taken = set(head.tolist())
-        sellers = cat.seller_id[head].tolist()
-        cats = cat.category_id[head].tolist()
-        ok = np.array([r not in taken and sellers.count(int(cat.seller_id[r])) < max_per_seller
-                       and cats.count(int(cat.category_id[r])) < max_per_category for r in rows.tolist()],
-                      dtype=bool)
+        same_seller = (cat.seller_id[rows][:, None] == cat.seller_id[head][None, :]).sum(axis=1)
+        same_cat = (cat.category_id[rows][:, None] == cat.category_id[head][None, :]).sum(axis=1)
+        ok = ~np.isin(rows, head) & (same_seller < max_per_seller) & (same_cat < max_per_category)
         if eps <= 0 or slate.from_fallback[-1] or not ok.any():
             return SlotDraw(np.empty(0, np.int64), np.empty(0), 0.0, greedy)
         cand, cer = rows[ok], er[ok]

@@ -35,6 +35,7 @@ class ExposureController:
         self.seller_counts: Counter[int] = Counter()
         self.bucket_counts = np.zeros(cfg.audit_buckets, dtype=np.int64)
         self.new_count = 0
+        self.capped: set[int] = set()  # sellers at or over the per-seller cap
 
     def bucket(self, seller_ids: np.ndarray) -> np.ndarray:
         """Proxy audit bucket of each seller (multiplicative hash), int64 (n,)."""
@@ -71,6 +72,9 @@ class ExposureController:
             self.seller_counts[s] -= 1
             self.bucket_counts[b] -= 1
             self.new_count -= int(n)
+        limit = self.cfg.max_seller_share * self.slots
+        self.capped.update(s for s in sellers if self.seller_counts[s] >= limit)
+        self.capped = {s for s in self.capped if self.seller_counts[s] >= limit}
 
     def adjust(self, rows: np.ndarray, er: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Seller cap and bucket-skew penalty.
@@ -83,11 +87,8 @@ class ExposureController:
         score = np.asarray(er, np.float64).copy()
         if not self.cfg.enabled or self.slots == 0:
             return keep, score
-        if self.slots >= self.cfg.seller_share_min_slots:
-            limit = self.cfg.max_seller_share * self.slots
-            counts = np.fromiter((self.seller_counts.get(int(s), 0) for s in self.catalog.seller_id[rows]),
-                                 dtype=np.float64, count=len(rows))
-            keep = counts < limit
+        if self.slots >= self.cfg.seller_share_min_slots and self.capped:
+            keep = ~np.isin(self.catalog.seller_id[rows], np.fromiter(self.capped, np.int64, len(self.capped)))
         share = self.bucket_counts / self.slots
         over = np.maximum(share * self.cfg.audit_buckets - 1.0, 0.0)
         factor = np.maximum(0.1, 1.0 - self.cfg.skew_penalty * over)

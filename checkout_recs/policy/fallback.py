@@ -23,6 +23,8 @@ from checkout_recs.policy.catalog import ItemCatalog
 COMPLEMENT_WEIGHT = 2.0
 REGION_WEIGHT = 0.5
 PARTNERS_PER_CATEGORY = 8
+#: Listings taken from each partner category's popularity list.
+POOL_PER_LIST = 25
 
 
 @dataclass
@@ -83,12 +85,20 @@ def fallback_candidates(catalog: ItemCatalog, complements: ComplementMap, basket
     basket_rows = basket_rows[basket_rows >= 0]
     partner = complements.for_basket(catalog.category_id[basket_rows])
     rcode = catalog.region_code_of(region)
-    pools = [catalog.by_category.get(c, np.empty(0, np.int64)) for c in partner]
+    pools = [catalog.by_category.get(c, np.empty(0, np.int64))[:POOL_PER_LIST] for c in partner]
     pools.append(catalog.by_region.get(rcode, np.empty(0, np.int64)))
-    pools.extend(catalog.by_region.get(r, np.empty(0, np.int64)) for r in range(len(catalog.regions)))
-    rows = np.unique(np.concatenate(pools).astype(np.int64)) if pools else np.empty(0, np.int64)
+    pools.append(catalog.global_top)  # never empty while the catalogue is not
+    rows = np.unique(np.concatenate(pools).astype(np.int64))
     rows = rows[~np.isin(rows, basket_rows)]
-    strength = np.array([partner.get(int(c), 0.0) for c in catalog.category_id[rows].tolist()])
+    strength = np.zeros(len(rows))
+    if partner:
+        keys = np.fromiter(partner.keys(), np.int64, len(partner))
+        vals = np.fromiter(partner.values(), np.float64, len(partner))
+        order = np.argsort(keys)
+        keys, vals = keys[order], vals[order]
+        cats = catalog.category_id[rows].astype(np.int64)
+        pos = np.clip(np.searchsorted(keys, cats), 0, len(keys) - 1)
+        strength = np.where(keys[pos] == cats, vals[pos], 0.0)
     scores = ((1.0 + COMPLEMENT_WEIGHT * strength) * (catalog.popularity[rows] + 1.0)
               * (1.0 + REGION_WEIGHT * (catalog.region_code[rows] == rcode)))
     order = np.lexsort((catalog.listing_id[rows], -scores))

@@ -116,8 +116,9 @@ def assemble_slate(catalog: ItemCatalog, cand_rows: np.ndarray, er: np.ndarray,
     order = np.lexsort((catalog.listing_id[cand_rows], -er)) if len(cand_rows) else np.empty(0, np.int64)
     ranked = cand_rows[order]
     rows, origin = greedy_rows(catalog, [ranked, fb_rows], max_per_seller, max_per_category)
-    pos_c = {int(r): i for i, r in enumerate(cand_rows.tolist())}
-    pos_f = {int(r): i for i, r in enumerate(fb_rows.tolist())}
+    def pos(pool: np.ndarray, r: int) -> int:
+        return int(np.flatnonzero(pool == r)[0])
+
     k = len(rows)
     scores, pc, pp = np.zeros(k), np.full(k, np.nan), np.full(k, np.nan)
     sources: list[str] = []
@@ -125,13 +126,13 @@ def assemble_slate(catalog: ItemCatalog, cand_rows: np.ndarray, er: np.ndarray,
     prior = prior_expected_revenue(catalog, np.asarray(rows, np.int64)) if k else np.zeros(0)
     for j, (r, o) in enumerate(zip(rows, origin, strict=True)):
         if o == 0:
-            i = pos_c[r]
+            i = pos(cand_rows, r)
             scores[j] = er[i]
             if p_click is not None and p_purchase is not None:
                 pc[j], pp[j] = p_click[i], p_purchase[i]
             sources.append(str(cand_sources[i]))
         else:
             scores[j] = prior[j]
-            sources.append(str(fb_sources[pos_f[r]]))
+            sources.append(str(fb_sources[pos(fb_rows, r)]))
     return Slate(rows=np.asarray(rows, np.int64), scores=scores, p_click=pc, p_purchase=pp,
                  propensity=np.ones(k), sources=sources, from_fallback=from_fb)

@@ -57,7 +57,8 @@ class SimConfig(BaseModel):
     )
     lock_ttl_s: int = Field(default=900, ge=1, description="Lock time-to-live of a checkout lock, s.")
     chunk_rows: int = Field(
-        default=500_000, ge=1_000, description="Listings per parquet part (big catalogues stream)."
+        default=500_000, ge=1_000, multiple_of=1_000,
+        description="Listings per parquet part (big catalogues stream); does not change the data.",
     )
     progress: bool = Field(default=False, description="Show progress bars.")
 

@@ -74,7 +74,7 @@ class SimWorld:
         sellers, users = make_sellers(cfg), make_users(cfg, len(tax.top_ids))
         cat: Catalogue | None = None
         for k, (a, b) in enumerate(chunk_bounds(cfg)):
-            chunk = make_listing_chunk(cfg, tax, sellers, k, b - a)
+            chunk = make_listing_chunk(cfg, tax, sellers, a, b - a)
             if on_chunk is not None:
                 on_chunk(k, a, chunk)
             if cat is None:

@@ -20,7 +20,7 @@ from checkout_recs.simulate.taxonomy import CONDITION_WORDS, Taxonomy
 US_PER_S = 1_000_000
 US_PER_DAY = 86_400 * US_PER_S
 #: Seed streams, so that adding a draw to one stage never changes another stage's numbers.
-STREAM_SELLERS, STREAM_USERS, STREAM_LISTINGS, STREAM_MARKET, STREAM_TRUTH = 1, 2, 3, 4, 5
+STREAM_SELLERS, STREAM_USERS, STREAM_LISTINGS, STREAM_MARKET, STREAM_TRUTH, STREAM_TITLES = 1, 2, 3, 4, 5, 7
 
 
 def rng_for(seed: int, stream: int, part: int = 0) -> np.random.Generator:
@@ -131,32 +131,54 @@ def make_users(cfg: SimConfig, n_top: int) -> Users:
     )
 
 
+#: Listings drawn from one seeded generator. Chunks are whole blocks, so the catalogue does not
+#: depend on ``chunk_rows``: one seed, one catalogue, however it is written.
+RNG_BLOCK = 1_000
+
+
 def chunk_bounds(cfg: SimConfig) -> list[tuple[int, int]]:
-    """[(first index, end index)] of the listing chunks; each chunk has its own seed."""
+    """[(first index, end index)] of the listing chunks (``chunk_rows`` is a multiple of ``RNG_BLOCK``)."""
     n, c = cfg.n_listings, cfg.chunk_rows
     return [(a, min(a + c, n)) for a in range(0, n, c)]
 
 
-def make_listing_chunk(cfg: SimConfig, tax: Taxonomy, sellers: Sellers, part: int, n: int) -> Catalogue:
-    """Draw ``n`` listings of chunk ``part`` (deterministic per (seed, part))."""
-    rng, t0 = rng_for(cfg.seed, STREAM_LISTINGS, part), start_us(cfg)
-    seller = rng.choice(len(sellers.weight), size=n, p=sellers.weight).astype(np.int32)
-    leaf = rng.integers(0, tax.n_leaf, n).astype(np.int16)
-    price = np.round(np.exp(tax.price_mu[leaf] + rng.normal(0, 0.5, n)), 2).clip(1.0)
-    initial = rng.random(n) < cfg.initial_listing_share
+def block_draws(seed: int, stream: int, first: int, n: int, n_uniform: int, n_normal: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Uniforms (n, n_uniform) and standard normals (n, n_normal) for listings ``first .. first + n``.
+
+    One generator per ``RNG_BLOCK`` block of listings; ``first`` must be a multiple of
+    ``RNG_BLOCK``. The same listing gets the same numbers whatever the chunking.
+    """
+    u, z = np.empty((n, n_uniform)), np.empty((n, n_normal))
+    for a in range(0, n, RNG_BLOCK):
+        m = min(RNG_BLOCK, n - a)
+        rng = rng_for(seed, stream, (first + a) // RNG_BLOCK)
+        u[a : a + m] = rng.random((m, n_uniform))
+        z[a : a + m] = rng.standard_normal((m, n_normal))
+    return u, z
+
+
+def make_listing_chunk(cfg: SimConfig, tax: Taxonomy, sellers: Sellers, first: int, n: int) -> Catalogue:
+    """Draw listings ``first .. first + n`` (deterministic per seed; ``first`` a multiple of ``RNG_BLOCK``)."""
+    (u, z), t0 = block_draws(cfg.seed, STREAM_LISTINGS, first, n, 8, 2), start_us(cfg)
+    cdf = np.cumsum(sellers.weight)
+    seller = np.minimum(np.searchsorted(cdf, u[:, 0] * cdf[-1]), len(cdf) - 1).astype(np.int32)
+    leaf = (u[:, 1] * tax.n_leaf).astype(np.int16)
+    price = np.round(np.exp(tax.price_mu[leaf] + 0.5 * z[:, 0]), 2).clip(1.0)
+    initial = u[:, 3] < cfg.initial_listing_share
     listed = np.where(
-        initial, t0 - rng.uniform(0.01, 60, n) * US_PER_DAY, t0 + rng.uniform(0, cfg.days, n) * US_PER_DAY
+        initial, t0 - (0.01 + 59.99 * u[:, 4]) * US_PER_DAY, t0 + u[:, 4] * cfg.days * US_PER_DAY
     ).astype(np.int64)
     listed = np.maximum(listed, sellers.joined_at[seller] + 60 * US_PER_S)
-    life_days = rng.exponential(1.0 / cfg.delist_rate_per_day, n) if cfg.delist_rate_per_day > 0 else 1e6
-    multi = rng.random(n) < cfg.multi_quantity_share
-    quantity = np.where(multi, rng.integers(2, 11, n), 1).astype(np.int16)
+    rate = cfg.delist_rate_per_day
+    life_days = -np.log1p(-u[:, 5]) / rate if rate > 0 else np.full(n, 1e6)
+    multi = u[:, 6] < cfg.multi_quantity_share
+    quantity = np.where(multi, 2 + (u[:, 7] * 9).astype(np.int64), 1).astype(np.int16)
     return Catalogue(
         leaf=leaf,
         seller=seller,
         region=sellers.region[seller],
         price=price,
-        quality=rng.normal(0, 1, n).astype(np.float32),
+        quality=z[:, 1].astype(np.float32),
         quantity=quantity,
         listed_at=listed,
         delist_at=(listed + np.minimum(life_days, 1e5) * US_PER_DAY).astype(np.int64),
@@ -180,17 +202,17 @@ def listing_chunk_table(
     """The chunk as a ``contract.LISTINGS`` table, with titles drawn from the leaf's words."""
     import pyarrow.compute as pc
 
-    rng = rng_for(cfg.seed, STREAM_LISTINGS, 10_000 + first_index // max(cfg.chunk_rows, 1))
     n = len(chunk)
+    u, _ = block_draws(cfg.seed, STREAM_TITLES, first_index, n, 3)
     width = max(len(w) for w in tax.words)
     vocab = pa.array([w[k % len(w)] for w in tax.words for k in range(width)])  # (n_leaf * width,)
     leaf = chunk.leaf.astype(np.int64)
     lens = np.asarray([len(w) for w in tax.words])[leaf]
-    i1 = rng.integers(0, width, n) % lens
-    i2 = (i1 + 1 + rng.integers(0, width, n) % (lens - 1)) % lens  # a different word of the leaf
+    i1 = (u[:, 0] * lens).astype(np.int64)
+    i2 = (i1 + 1 + (u[:, 1] * (lens - 1)).astype(np.int64)) % lens  # a different word of the leaf
     first = vocab.take(pa.array(leaf * width + i1))
     second = vocab.take(pa.array(leaf * width + i2))
-    cond = pa.array(CONDITION_WORDS).take(pa.array(rng.integers(0, len(CONDITION_WORDS), n)))
+    cond = pa.array(CONDITION_WORDS).take(pa.array((u[:, 2] * len(CONDITION_WORDS)).astype(np.int64)))
     titles = pc.binary_join_element_wise(cond, first, second, " ")
     ids = np.arange(first_index + 1, first_index + n + 1, dtype=np.int64)
     regions = pa.array(list(cfg.regions))

@@ -25,8 +25,12 @@ def test_simulate_ingest_label_through_the_cli(tmp_path: Path) -> None:
                             "--sellers", "80", "--days", "2", "--checkouts-per-day", "40"])
     assert r.exit_code == 0, r.output
     assert json.loads((raw / "manifest.json").read_text())["rows"]["listings"] == 1500
-    r = runner.invoke(app, ["ingest", str(raw), "--out", str(ing), "--now", "2026-11-01T00:00:00+00:00"])
+    store = tmp_path / "store"
+    r = runner.invoke(app, ["ingest", str(raw), "--out", str(ing), "--now", "2026-11-01T00:00:00+00:00",
+                            "--publish-to", str(store)])
     assert r.exit_code == 0, r.output
+    version = (store / "ingested" / "LATEST").read_text().strip()
+    assert (store / "ingested" / version / "ingest_report.json").read_bytes() == (ing / "ingest_report.json").read_bytes()
     report = json.loads((ing / "ingest_report.json").read_text())
     assert report["tables"]["listings"]["accepted"] == 1500
     r = runner.invoke(app, ["label", str(ing), "--out", str(lab)])

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from checkout_recs.cli import app
 from tests.fixtures_features import make_feature_inputs
 
 
+@pytest.mark.slow
 def test_build_then_training_set(tmp_path):
     validated, labels = make_feature_inputs(tmp_path)
     runner = CliRunner()

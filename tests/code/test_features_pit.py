@@ -13,7 +13,11 @@ from checkout_recs.features.training import (
     VIEW_DEFAULTS,
     build_training_set,
 )
-from tests.fixtures_features import synthetic_features  # noqa: F401
+from tests.fixtures_features import (  # noqa: F401
+    assert_no_future_poison,
+    synthetic_features,
+    write_poisoned_features,
+)
 
 T0 = pd.Timestamp("2026-03-01", tz="UTC")
 
@@ -56,35 +60,8 @@ def test_training_set_rows_columns_and_counts(synthetic_features, tmp_path):  # 
 
 
 def test_no_value_from_after_an_impression_reaches_its_row(synthetic_features, tmp_path):  # noqa: F811
-    """Poison every view with a row 1 us after each impression, its value encoding that time.
-
-    A poison row is legitimately visible to later impressions of the same entity, so each row
-    may only carry poison stamped at or before its own time, and never its own impression's.
-    """
+    """Poison every view with a row 1 us after each impression (see ``write_poisoned_features``)."""
     f = synthetic_features
-    feats = tmp_path / "features"
-    feats.mkdir()
-    imp = pd.read_parquet(f["labels"] / "impressions_labelled.parquet")
-    listings = pd.read_parquet(f["validated"] / "listings")
-    imp = imp.merge(listings[["listing_id", "seller_id"]], on="listing_id", how="left")
-    after = (imp["event_timestamp"] + pd.Timedelta(microseconds=1)).reset_index(drop=True)
-    code = np.arange(len(imp))
-    for view, key, col, value in (("user", "user_id", "n_purchases", 10**9 + code),
-                                  ("listing", "listing_id", "views_decayed", -1.0 - code),
-                                  ("seller", "seller_id", "seller_sales_velocity", -1.0 - code)):
-        base = pd.read_parquet(f["features"] / f"{view}.parquet")
-        rows = base.drop_duplicates(key).set_index(key).reindex(imp[key]).reset_index()
-        rows[col], rows["event_timestamp"] = value, after.to_numpy()
-        pd.concat([base, rows.dropna(subset=["event_timestamp"])]).to_parquet(feats / f"{view}.parquet")
-    (feats / "category_pair.parquet").write_bytes((f["features"] / "category_pair.parquet").read_bytes())
-    build_training_set(f["labels"], feats, f["validated"], tmp_path / "t.parquet")
-    df = pd.read_parquet(tmp_path / "t.parquet")
-    seen = 0
-    for col, decode in (("user_n_purchases", lambda v: v - 10**9), ("listing_views_decayed", lambda v: -v - 1),
-                        ("seller_sales_velocity", lambda v: -v - 1)):
-        poisoned = (df[col] >= 10**9) if col == "user_n_purchases" else (df[col] < 0)
-        src = decode(df.loc[poisoned, col]).astype(int).to_numpy()
-        assert (after.iloc[src].to_numpy() <= df.loc[poisoned, "event_timestamp"].to_numpy()).all(), col
-        assert not (src == df.index[poisoned].to_numpy()).any(), col
-        seen += int(poisoned.sum())
-    assert seen > 0  # the poison is reachable at all: the check above can fail
+    after = write_poisoned_features(f, tmp_path / "features")
+    build_training_set(f["labels"], tmp_path / "features", f["validated"], tmp_path / "t.parquet")
+    assert_no_future_poison(pd.read_parquet(tmp_path / "t.parquet"), after)

@@ -23,7 +23,9 @@ def test_rules_are_well_formed_and_cover_the_guarded_figures() -> None:
     for r in rules:
         assert r["expr"].strip() and re.fullmatch(r"\d+[smh]", r["for"])
         assert r["labels"]["severity"] in {"page", "ticket"}
-        assert r["annotations"]["summary"] and r["annotations"]["runbook_url"].startswith("docs/monitoring.md#")
+        assert r["annotations"]["summary"] and r["annotations"]["runbook_url"].startswith(
+            "docs/monitoring.md#"
+        )
         assert r["expr"].count("(") == r["expr"].count(")")
     text = " ".join(r["expr"] for r in rules)
     for metric in ("revision_app_request_latencies_bucket", "checkout_recs_fallback_total",
@@ -34,7 +36,10 @@ def test_rules_are_well_formed_and_cover_the_guarded_figures() -> None:
 
 def test_runbook_anchors_exist() -> None:
     doc = (ROOT / "docs" / "monitoring.md").read_text()
-    anchors = {re.sub(r"[^a-z0-9 -]", "", h.lower()).strip().replace(" ", "-") for h in re.findall(r"^#+ (.+)$", doc, re.M)}
+    anchors = {
+        re.sub(r"[^a-z0-9 -]", "", h.lower()).strip().replace(" ", "-")
+        for h in re.findall(r"^#+ (.+)$", doc, re.M)
+    }
     for r in _rules():
         assert r["annotations"]["runbook_url"].split("#")[1] in anchors
 

@@ -83,7 +83,11 @@ def test_sessions_from_labelled_impressions() -> None:
         }
     )
     s = sessions_from_impressions(li).set_index("request_id")
-    assert s.loc["a", "clicks"] == 2 and s.loc["a", "gmv"] == 20.0 and s.loc["a", "revenue"] == pytest.approx(2.0)
+    assert (
+        s.loc["a", "clicks"] == 2
+        and s.loc["a", "gmv"] == 20.0
+        and s.loc["a", "revenue"] == pytest.approx(2.0)
+    )
     assert s.loc["b", "impressions"] == 6 and s["sessions"].sum() == 2
 
 
@@ -124,7 +128,13 @@ def test_did_flags_broken_parallel_trends_and_level_scale() -> None:
 
 
 def test_guardrails_continue_hold_rollback() -> None:
-    ok = {"requests": 5_000, "p95_latency_ms": 40, "error_rate": 0.001, "fallback_rate": 0.02, "gmv_ratio": 1.02}
+    ok = {
+        "requests": 5_000,
+        "p95_latency_ms": 40,
+        "error_rate": 0.001,
+        "fallback_rate": 0.02,
+        "gmv_ratio": 1.02,
+    }
     assert evaluate_guardrails(ok).action == "continue"
     slow = evaluate_guardrails({**ok, "p95_latency_ms": 180})
     assert slow.action == "rollback" and slow.breaches[0].name == "p95_latency_ms"

@@ -39,7 +39,9 @@ def test_building_blocks() -> None:
 
 def test_audit_shares_add_up(run: Path) -> None:
     imp = pd.read_parquet(run / "labels" / "impressions_labelled.parquet")
-    audit = run_audit(imp, pd.read_parquet(run / "raw" / "listings"), pd.read_parquet(run / "raw" / "sellers"))
+    audit = run_audit(
+        imp, pd.read_parquet(run / "raw" / "listings"), pd.read_parquet(run / "raw" / "sellers")
+    )
     assert audit.by_cohort["exposure_share"].sum() == pytest.approx(1.0)
     assert audit.by_bucket["impressions"].sum() == audit.by_cohort["impressions"].sum() == len(imp)
     assert audit.by_cohort["clicks"].sum() == imp["clicked"].sum()
@@ -65,7 +67,10 @@ def test_cli_fairness_experiment_and_bad_input(run: Path, tmp_path: Path) -> Non
     assert res.exit_code == 0, res.output
     spec = json.loads(design.read_text())
     assert spec["unit"] == "user" and all(v > 0 for v in spec["mde_gmv_per_unit"].values())
-    res = r.invoke(app, ["experiment", "analyze", "--design", str(design), "--run", str(run), "--out", str(tmp_path / "ab")])
+    res = r.invoke(
+        app,
+        ["experiment", "analyze", "--design", str(design), "--run", str(run), "--out", str(tmp_path / "ab")],
+    )
     assert res.exit_code == 0, res.output
     results = json.loads((tmp_path / "ab" / "results.json").read_text())
     assert {x["metric"] for x in results} == {"revenue_per_session", "gmv_per_session", "ctr", "conversion"}

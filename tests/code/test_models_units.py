@@ -144,3 +144,29 @@ def test_promotion_gate_refuses_worse_and_accepts_equal():
     assert promotion_gate({**champ, "ndcg@6": 0.0996}, champ, tolerance=0.005).promote
     assert promotion_gate(champ, None).promote
     assert not promotion_gate({"ndcg@6": 0.2}, champ).promote  # missing metrics never pass
+
+
+def test_student_distils_teacher_and_numpy_scorer_agrees(tmp_path):
+    from checkout_recs.models.student import NumpyScorer, StudentConfig, distill
+
+    train, test = _frame(1200, seed=2), _frame(600, seed=3)
+    teacher = train_ranker(train, RankerConfig(epochs=4, hidden=[32, 16]))
+    student = distill(teacher, train, StudentConfig(hidden=8, epochs=20))
+    Xt = ranker_matrix(test, teacher.feature_names)
+    t_auc = auc(test["clicked"], teacher.predict(Xt)[0])
+    s_auc = auc(test["clicked"], student.predict(Xt)[0])
+    assert t_auc > 0.7 and abs(t_auc - s_auc) < 0.02
+    assert student.metrics["n_params"] < sum(p.numel() for p in teacher.net.parameters())
+    np.testing.assert_allclose(NumpyScorer(student).predict(Xt)[0], student.predict(Xt)[0], atol=1e-5)
+    again = RankerModel.load(student.save(tmp_path / "student"))  # same artifact format as the teacher
+    np.testing.assert_allclose(again.predict(Xt)[1], student.predict(Xt)[1], rtol=1e-6)
+
+
+def test_ddp_shard_partitions_whole_requests():
+    from checkout_recs.models.ddp import shard
+
+    f = _frame(600)
+    parts = [shard(f, r, 2) for r in range(2)]
+    assert sum(len(p) for p in parts) == len(f)
+    assert not set(parts[0]["request_id"]) & set(parts[1]["request_id"])
+    assert all(len(p) % 6 == 0 for p in parts)  # whole slates

@@ -119,6 +119,7 @@ def test_semantics_catch_each_fault(rendered):  # noqa: F811
         find(docs, "Role")["rules"].append({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]})
         docs.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "stringData": {"k": "v"}})
         find(docs, "InferenceService")["spec"]["transformer"]["serviceAccountName"] = "ghost"
+        find(docs, "InferenceService")["spec"]["predictor"]["containers"][0]["args"].append("--x=$(NOT_DEFINED)")
 
     found = {(f.check, f.resource) for f in semantic_findings(_mutated(rendered, fault))}
     assert ("image", "Deployment/checkout-recs-redis") in found
@@ -130,6 +131,8 @@ def test_semantics_catch_each_fault(rendered):  # noqa: F811
     assert ("rbac", "Role/checkout-recs-deployer") in found
     assert ("secrets", "Secret/s") in found
     assert ("references", "InferenceService/checkout-recs") in found
+    msgs = [f.message for f in semantic_findings(_mutated(rendered, fault))]
+    assert any("$(NOT_DEFINED)" in m for m in msgs) and any("ghost" in m for m in msgs)
 
 
 def test_semantics_clean_on_the_real_build(rendered):  # noqa: F811

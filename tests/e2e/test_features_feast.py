@@ -12,7 +12,14 @@ import pytest
 
 from checkout_recs.features.pit import pit_join_views
 from checkout_recs.features.training import _entity_rows
-from tests.fixtures_features import START, open_test_store, s3_features, synthetic_features  # noqa: F401
+from tests.fixtures_features import (  # noqa: F401
+    START,
+    assert_no_future_poison,
+    open_test_store,
+    s3_features,
+    synthetic_features,
+    write_poisoned_features,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -106,6 +113,10 @@ def test_cli_apply_materialize_freshness_exit_codes(synthetic_features, tmp_path
               "--env", "embedded"]
     runner = CliRunner()
     assert runner.invoke(app, ["features", "apply", *common]).exit_code == 0
+    bad = runner.invoke(app, ["features", "materialize", *common, "--view", "users"])
+    assert bad.exit_code != 0 and "unknown feature views" in str(bad.exception)
+    res = runner.invoke(app, ["features", "materialize", *common, "--end", DAY6.isoformat(), "--view", "user"])
+    assert res.exit_code == 0 and '"view": "user"' in res.output and '"listing"' not in res.output, res.output
     res = runner.invoke(app, ["features", "materialize", *common, "--end", DAY6.isoformat()])
     assert res.exit_code == 0, res.output
     ok = runner.invoke(app, ["features", "freshness", *common, "--now", "2026-03-06T10:00:00"])
@@ -127,3 +138,17 @@ def test_production_config_renders_redis_and_sql_registry(tmp_path):
     assert redis_connection_string("redis://127.0.0.1:6379") == "127.0.0.1:6379,db=0"
     with pytest.raises(ValueError, match="unknown feature environment"):
         StoreConfig(env="staging").render()
+
+
+def test_no_future_value_through_feast_historical_retrieval(synthetic_features, tmp_path):  # noqa: F811
+    """The poison test of tests/code/test_features_pit.py, with Feast doing the join."""
+    from checkout_recs.features.training import build_training_set
+
+    f = synthetic_features
+    after = write_poisoned_features(f, tmp_path / "features")
+    store = open_test_store("embedded", tmp_path / "features", tmp_path / "feast")
+    store.apply()
+    rep = build_training_set(f["labels"], tmp_path / "features", f["validated"], tmp_path / "t.parquet",
+                             join=store.training_join())
+    assert rep.rows_in == rep.rows_out and sum(rep.dropped_by_join.values()) > 0
+    assert_no_future_poison(pd.read_parquet(tmp_path / "t.parquet"), after)

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
+from checkout_recs.deploy.kill_switch import set_kill_switch
 from checkout_recs.deploy.kube import DeployError, IsvcRef, KubeApi
 from checkout_recs.deploy.metrics import MetricsSpec, PrometheusTextSource
-from checkout_recs.deploy.kill_switch import set_kill_switch
 from checkout_recs.deploy.rollout import RampPlan, Rollout, storage_uri
 from checkout_recs.evaluation.guardrails import GuardrailConfig
 from tests.fixtures_ops import OPS_REDIS_URL, TrafficSimulator, fake_kube, ops_redis, staging_docs  # noqa: F401
@@ -143,3 +143,31 @@ def test_status_reports_split_and_annotations(fake_kube):  # noqa: F811
     assert st["storage_uri"] == NEW and st["ready"]
     assert sorted(t["percent"] for t in st["traffic"]["predictor"]) == [5, 95]
     assert st["rollout"]["candidate-uri"] == NEW and st["rollout"]["rollout-state"] == "canary-5"
+
+
+def test_cli_canary_status_rollback_and_kill_switch(fake_kube, ops_redis, tmp_path):  # noqa: F811
+    from typer.testing import CliRunner
+
+    from checkout_recs.cli import app
+
+    fake, host, set_metrics = fake_kube
+    set_metrics(TrafficSimulator(fake, REF.namespace, REF.name, error_rate=lambda pct: 0.002))
+    common = ["--host", host, "--namespace", REF.namespace]
+    limits = tmp_path / "limits.yaml"
+    limits.write_text("min_requests: 20\nmax_error_rate: 0.02\n")
+    res = CliRunner().invoke(app, ["deploy", "canary", NEW, "--metrics-url", f"{host}/metrics", *common,
+                                   "--steps", "5,100", "--hold-s", "0.1", "--poll-s", "0.05",
+                                   "--guardrails", str(limits), "--result-json", str(tmp_path / "r.json")])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "r.json").read_text())["outcome"] == "promoted"
+    res = CliRunner().invoke(app, ["deploy", "rollback", "--reason", "drill", *common])
+    assert res.exit_code == 0, res.output
+    status = CliRunner().invoke(app, ["deploy", "status", *common])
+    assert status.exit_code == 0 and "rolled-back" in status.output
+    ks = CliRunner().invoke(app, ["deploy", "kill-switch", "on", "--who", "me", "--reason", "drill",
+                                  "--redis-url", OPS_REDIS_URL, *common])
+    assert ks.exit_code == 0, ks.output
+    assert ops_redis.exists("checkout_recs:kill_switch")
+    assert fake.configmaps[(REF.namespace, "checkout-recs-policy")]["data"]["kill_switch"] == "true"
+    bad = CliRunner().invoke(app, ["deploy", "kill-switch", "maybe", "--who", "me", "--reason", "x", *common])
+    assert bad.exit_code == 2

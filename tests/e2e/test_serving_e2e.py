@@ -260,3 +260,24 @@ def test_metrics_expose_stage_histograms_and_fallbacks(env):
         assert f'checkout_recs_stage_seconds_count{{stage="{stage}"}}' in text
     assert 'checkout_recs_fallback_total{reason="unknown_user"}' in text
     assert "checkout_recs_new_seller_exposure_share" in text
+
+
+def test_predictor_hop_protocols_agree(env):
+    from inference.predictor_client import PredictorClient
+
+    d = len(json.loads((env["s"].log_dir.parent / "bundle" / "model" / "ranker" / "config.json").read_text())
+            ["feature_names"])
+    x = np.random.default_rng(0).normal(size=(40, d)).astype(np.float32)
+
+    async def score(proto: str):
+        c = PredictorClient(env["s"].predictor_url, env["s"].predictor_grpc, protocol=proto)
+        try:
+            return await c.score(x, 10.0)
+        finally:
+            await c.close()
+
+    outs = {p: asyncio.run(score(p)) for p in ("rest-json", "rest-binary", "grpc")}
+    for p in ("rest-binary", "grpc"):
+        np.testing.assert_allclose(outs[p][0], outs["rest-json"][0], rtol=1e-6)
+        np.testing.assert_allclose(outs[p][1], outs["rest-json"][1], rtol=1e-6)
+    assert outs["grpc"][0].shape == (40,)

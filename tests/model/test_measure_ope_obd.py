@@ -34,7 +34,11 @@ def obd() -> dict:
     ds = OpenBanditDataset(behavior_policy="random", campaign="all", data_path=path)
     bf = ds.obtain_batch_bandit_feedback()
     bts = BernoulliTS(
-        n_actions=ds.n_actions, len_list=ds.len_list, is_zozotown_prior=True, campaign="all", random_state=12345
+        n_actions=ds.n_actions,
+        len_list=ds.len_list,
+        is_zozotown_prior=True,
+        campaign="all",
+        random_state=12345,
     )
     action_dist = bts.compute_batch_action_dist(n_sim=10_000, n_rounds=bf["n_rounds"])
     q_hat = tabular_reward_model(bf["reward"], bf["action"], bf["position"], ds.n_actions, ds.len_list)

@@ -1,0 +1,1 @@
+"""Ingestion (validate, quarantine, publish atomically), labels and importers for real data sets."""

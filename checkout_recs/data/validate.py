@@ -1,0 +1,284 @@
+"""Row-level validation of raw tables against ``checkout_recs.contract``.
+
+Each check marks the rows it rejects with a reason (the first failing check wins), so every row
+read ends up either accepted or quarantined with exactly one reason. Reasons, in check order:
+
+``schema`` (a required column is missing from the file), ``wrong_type`` (a value cannot be cast
+to the contract type), ``null`` (null in a non-null column), ``out_of_range`` (price <= 0,
+take_rate outside (0, 1), propensity outside (0, 1], slot outside 0..5, quantity < 1, rating
+outside [1, 5], unknown device or event type, ...), ``future_timestamp`` (after ``now``),
+``duplicate`` (primary key seen before; the first occurrence is kept), ``unknown_foreign_key``
+(e.g. an impression of an unknown listing), ``out_of_order`` (inventory ``sequence`` not strictly
+increasing per listing in time order).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from checkout_recs import contract
+
+REASONS = (
+    "schema", "wrong_type", "null", "out_of_range", "future_timestamp",
+    "duplicate", "unknown_foreign_key", "out_of_order",
+)
+
+#: (column, parent table, parent column) per table; checked against *accepted* parent rows.
+FOREIGN_KEYS: dict[str, list[tuple[str, str, str]]] = {
+    "categories": [("parent_id", "categories", "category_id"), ("top_category_id", "categories", "category_id")],
+    "sellers": [],
+    "users": [],
+    "listings": [("seller_id", "sellers", "seller_id"), ("category_id", "categories", "category_id")],
+    "orders": [("user_id", "users", "user_id"), ("listing_id", "listings", "listing_id")],
+    "impressions": [("user_id", "users", "user_id"), ("listing_id", "listings", "listing_id")],
+    "clicks": [("user_id", "users", "user_id"), ("listing_id", "listings", "listing_id"),
+               ("request_id", "impressions", "request_id")],
+    "purchases": [("user_id", "users", "user_id"), ("listing_id", "listings", "listing_id")],
+    "inventory_events": [("listing_id", "listings", "listing_id")],
+}
+
+#: Validation order: parents before children.
+TABLE_ORDER = ("categories", "sellers", "users", "listings", "orders", "impressions", "clicks",
+               "purchases", "inventory_events")
+
+
+class Verdict:
+    """Per-row reason (None = accepted so far) and detail, (n,) object arrays."""
+
+    def __init__(self, n: int) -> None:
+        self.reason = np.full(n, None, dtype=object)
+        self.detail = np.full(n, None, dtype=object)
+        self._ok = np.ones(n, bool)
+
+    def mark(self, bad: np.ndarray, reason: str, detail: str | np.ndarray) -> None:
+        """Give ``reason`` to rows in boolean mask ``bad`` (n,) that have no reason yet."""
+        new = np.asarray(bad, bool) & self._ok
+        if not new.any():
+            return
+        self.reason[new] = reason
+        self.detail[new] = detail if isinstance(detail, str) else np.asarray(detail, dtype=object)[new]
+        self._ok &= ~new
+
+    @property
+    def ok(self) -> np.ndarray:
+        """(n,) bool: rows with no reason (a copy)."""
+        return self._ok.copy()
+
+
+def coerce(df: pd.DataFrame, schema: pa.Schema, v: Verdict) -> pd.DataFrame:
+    """Cast each column of ``df`` to its contract type; uncastable values mark ``wrong_type``.
+
+    Columns already of the right kind pass through (fast path); object columns are cast value by value.
+    """
+    out = {}
+    for f in schema:
+        col, t = df[f.name], f.type
+        present = col.notna().to_numpy(dtype=bool)
+        if pa.types.is_integer(t):
+            out[f.name], bad = _to_int(col, present, t)
+        elif pa.types.is_floating(t):
+            out[f.name], bad = _to_float(col, present)
+        elif pa.types.is_boolean(t):
+            ok = pd.api.types.is_bool_dtype(col)
+            bad = np.zeros(len(col), bool) if ok else present & ~col.map(lambda x: isinstance(x, bool | np.bool_)).to_numpy(bool)
+            out[f.name] = col.astype("boolean") if ok else col.where(~bad).astype("boolean")
+        elif pa.types.is_timestamp(t):
+            out[f.name], bad = _to_timestamp(col, present)
+        else:  # strings
+            ok = isinstance(col.dtype, pd.StringDtype)
+            bad = np.zeros(len(col), bool) if ok else present & ~col.map(lambda x: isinstance(x, str)).to_numpy(bool)
+            out[f.name] = col if ok else col.where(~bad).astype(pd.StringDtype("pyarrow"))
+        v.mark(bad, "wrong_type", f"{f.name}: not castable to {t}")
+    return pd.DataFrame(out, index=df.index)
+
+
+def _to_int(col: pd.Series, present: np.ndarray, t: pa.DataType) -> tuple[pd.Series, np.ndarray]:
+    info = np.iinfo(t.to_pandas_dtype())
+    dtype = f"Int{t.bit_width}"
+    if pd.api.types.is_integer_dtype(col) and not pd.api.types.is_bool_dtype(col):
+        vals = col.astype("Int64")
+        bad = present & ((vals < info.min) | (vals > info.max)).fillna(False).to_numpy(bool)
+        return col.where(~bad).astype(dtype), bad
+    num = pd.to_numeric(col.where(~col.map(lambda x: isinstance(x, bool)), None), errors="coerce")
+    vals = num.to_numpy(dtype="float64", na_value=np.nan)
+    with np.errstate(invalid="ignore"):
+        bad = present & (np.isnan(vals) | (vals != np.round(vals)) | (vals < info.min) | (vals > info.max))
+    clean = np.where(bad | ~present, np.nan, vals)
+    return pd.array(clean, dtype="Float64").round().astype(dtype), bad
+
+
+def _to_float(col: pd.Series, present: np.ndarray) -> tuple[pd.Series, np.ndarray]:
+    if pd.api.types.is_float_dtype(col) or (pd.api.types.is_integer_dtype(col) and not pd.api.types.is_bool_dtype(col)):
+        return col.astype("float64"), np.zeros(len(col), bool)
+    is_bool = col.map(lambda x: isinstance(x, bool)).to_numpy(bool)
+    num = pd.to_numeric(col.where(~is_bool, None), errors="coerce").astype("float64")
+    return num, present & (num.isna().to_numpy() | is_bool)
+
+
+def _to_timestamp(col: pd.Series, present: np.ndarray) -> tuple[pd.Series, np.ndarray]:
+    if isinstance(col.dtype, pd.DatetimeTZDtype):
+        return col.dt.tz_convert("UTC").dt.as_unit("us"), np.zeros(len(col), bool)
+    if _is_numeric(col):  # bare numbers are not times: the unit would be a guess
+        return pd.Series(pd.NaT, index=col.index, dtype="datetime64[us, UTC]"), present
+    ts = pd.to_datetime(col.map(lambda x: x if isinstance(x, str | dt.datetime) else None), utc=True,
+                        errors="coerce", format="mixed")
+    return ts.dt.as_unit("us"), present & ts.isna().to_numpy()
+
+
+def _is_numeric(col: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
+
+
+def check_nulls(df: pd.DataFrame, schema: pa.Schema, v: Verdict) -> None:
+    """Null in a non-nullable column -> ``null``."""
+    for f in schema:
+        if not f.nullable:
+            v.mark(df[f.name].isna().to_numpy(), "null", f"{f.name} is null")
+
+
+def _between(s: pd.Series, lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> np.ndarray:
+    x = s.astype("float64").to_numpy(na_value=np.nan)
+    ok = (x > lo if lo_open else x >= lo) & (x < hi if hi_open else x <= hi)
+    return ~ok & ~np.isnan(x)
+
+
+def check_ranges(table: str, df: pd.DataFrame, v: Verdict) -> None:
+    """Domain ranges of the contract -> ``out_of_range`` (detail names the column)."""
+    rules: list[tuple[str, np.ndarray]] = []
+    if "price" in df:
+        rules.append(("price <= 0", _between(df["price"], 0, np.inf, lo_open=True)))
+    if "take_rate" in df:
+        rules.append(("take_rate outside (0, 1)", _between(df["take_rate"], 0, 1, True, True)))
+    if "quantity" in df:
+        rules.append(("quantity < 1", _between(df["quantity"], 1, np.inf)))
+    if "propensity" in df:
+        rules.append(("propensity outside (0, 1]", _between(df["propensity"], 0, 1, lo_open=True)))
+    if "slot" in df:
+        rules.append(("slot outside 0..5", _between(df["slot"], 0, contract.SLATE_SIZE - 1)))
+    if "rating" in df:
+        rules.append(("rating outside [1, 5]", _between(df["rating"], 1, 5)))
+    if "sequence" in df:
+        rules.append(("sequence < 1", _between(df["sequence"], 1, np.inf)))
+    if "lock_ttl_s" in df:
+        rules.append(("lock_ttl_s <= 0", _between(df["lock_ttl_s"], 0, np.inf, lo_open=True)))
+    if "device" in df:
+        rules.append(("unknown device", df["device"].notna().to_numpy() & ~df["device"].isin(contract.DEVICES).to_numpy()))
+    if "event_type" in df:
+        rules.append(("unknown event_type", df["event_type"].notna().to_numpy()
+                      & ~df["event_type"].isin(contract.INVENTORY_EVENT_TYPES).to_numpy()))
+    for detail, bad in rules:
+        v.mark(bad, "out_of_range", detail)
+
+
+def check_future(df: pd.DataFrame, schema: pa.Schema, now: dt.datetime, v: Verdict) -> None:
+    """Any timestamp column after ``now`` -> ``future_timestamp``."""
+    stamp = pd.Timestamp(now).tz_convert("UTC") if pd.Timestamp(now).tzinfo else pd.Timestamp(now, tz="UTC")
+    for f in schema:
+        if pa.types.is_timestamp(f.type):
+            v.mark((df[f.name] > stamp).fillna(False).to_numpy(bool), "future_timestamp", f"{f.name} after {stamp.isoformat()}")
+
+
+def _codes(col: pd.Series) -> np.ndarray:
+    """Integer codes of a key column (strings dictionary-encoded in Arrow: fast at millions of rows)."""
+    if isinstance(col.dtype, pd.StringDtype):
+        enc = pa.chunked_array([pa.array(col, pa.string())]).combine_chunks().dictionary_encode()
+        return enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    return col.to_numpy(dtype=np.int64, na_value=-1)
+
+
+def check_duplicates(table: str, df: pd.DataFrame, v: Verdict) -> None:
+    """Second and later rows with the same primary key (among rows still accepted) -> ``duplicate``."""
+    keys = list(contract.PRIMARY_KEYS[table])
+    idx = np.flatnonzero(v.ok)
+    if len(idx) < 2:
+        return
+    codes = [_codes(df[k].iloc[idx]) for k in keys]
+    order = np.lexsort((idx, *reversed(codes)))  # by key, then by position: the first occurrence first
+    same = np.ones(len(idx) - 1, bool)
+    for c in codes:
+        same &= c[order][1:] == c[order][:-1]
+    dup = np.zeros(len(df), bool)
+    dup[idx[order[1:][same]]] = True
+    v.mark(dup, "duplicate", f"duplicate key {tuple(keys)}")
+
+
+def check_foreign_keys(table: str, df: pd.DataFrame, accepted: dict[str, pd.DataFrame], v: Verdict) -> None:
+    """Values not present among the accepted rows of the parent table -> ``unknown_foreign_key``."""
+    for col, parent, pcol in FOREIGN_KEYS[table]:
+        if parent == table:
+            known = df.loc[v.ok, pcol]
+        elif parent in accepted:
+            known = accepted[parent][pcol]
+        else:
+            continue
+        vals = df[col]
+        present = vals.notna().to_numpy()
+        if isinstance(vals.dtype, pd.StringDtype):
+            import pyarrow.compute as pc
+
+            value_set = pa.array(known.dropna().unique(), pa.string())
+            member = pc.is_in(pa.array(vals, pa.string()), value_set=value_set).to_numpy(zero_copy_only=False)
+        else:
+            member = vals.isin(known.dropna().unique()).to_numpy()
+        bad = present & ~np.asarray(member, bool)
+        v.mark(bad, "unknown_foreign_key", f"{col} not in {parent}.{pcol}")
+
+
+def check_inventory_order(df: pd.DataFrame, v: Verdict) -> None:
+    """Per listing, in (event_timestamp, sequence) order, ``sequence`` must strictly increase."""
+    idx = np.flatnonzero(v.ok)
+    bad = np.zeros(len(df), bool)
+    if len(idx) < 2:
+        return
+    listing = df["listing_id"].iloc[idx].to_numpy(np.int64)
+    ts = df["event_timestamp"].iloc[idx].dt.as_unit("us").astype("int64").to_numpy()
+    seq = df["sequence"].iloc[idx].to_numpy(np.int64)
+    order = np.lexsort((idx, seq, ts, listing))
+    listing, seq = listing[order], seq[order]
+    start = np.r_[True, listing[1:] != listing[:-1]]  # first event of each listing
+    group = np.cumsum(start)
+    previous = np.where(start, np.iinfo(np.int64).min, np.r_[0, seq[:-1]])  # the row before, same listing
+    prev_max = _group_cummax(previous, group)  # max sequence seen so far for this listing
+    bad[idx[order[seq <= prev_max]]] = True
+    v.mark(bad, "out_of_order", "sequence not increasing for this listing")
+
+
+def _group_cummax(x: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """Running maximum of ``x`` (n,) restarting at each new value of sorted ``group`` (n,)."""
+    return pd.Series(x).groupby(group, sort=False).cummax().to_numpy()
+
+
+def validate_table(
+    table: str, df: pd.DataFrame, now: dt.datetime, accepted: dict[str, pd.DataFrame], pre: Verdict | None = None
+) -> tuple[pd.DataFrame, Verdict]:
+    """Type, null, range, time, duplicate, foreign-key and order checks of one raw table.
+
+    Parameters
+    ----------
+    table : name in ``contract.RAW_TABLES``.
+    df : (n rows) raw values, every contract column present (missing ones filled with None and
+        pre-marked ``schema`` in ``pre``).
+    now : timestamps after it are rejected.
+    accepted : typed accepted rows of the tables validated before (parents).
+    pre : verdict carrying reasons found while reading (``schema``), or None.
+
+    Returns
+    -------
+    typed : (n rows) the values cast to contract types (rejected rows may hold nulls).
+    verdict : reason and detail per row (None where accepted).
+    """
+    schema = contract.RAW_TABLES[table]
+    v = pre or Verdict(len(df))
+    typed = coerce(df, schema, v)
+    check_nulls(typed, schema, v)
+    check_ranges(table, typed, v)
+    check_future(typed, schema, now, v)
+    check_duplicates(table, typed, v)
+    check_foreign_keys(table, typed, accepted, v)
+    if table == "inventory_events":
+        check_inventory_order(typed, v)
+    return typed, v
