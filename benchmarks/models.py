@@ -88,13 +88,46 @@ def bench_sim(work: Path, days: int = 14) -> dict:
                "student_torch_ms": median_latency_ms(student.predict, X300),
                "student_numpy_ms": median_latency_ms(NumpyScorer(student).predict, X300),
                "student_int8_torch_ms": median_latency_ms(q, X300)}
+    cand = bench_candidates(bundle)
+    _progress(f"candidates: {cand}")
     last = list(range(max(0, days - 3), days))
     revenue = evaluate_simulator(bundle, run / "raw", last)
     _progress(f"revenue ratio vs heuristic {revenue['ratio_vs_heuristic']:.2f}")
     return {"sim_config": cfg.model_dump(mode="json"), "train_metrics": metrics, "train_seconds": train_s,
             "auc_vs_logistic": aucs, "student": {"auc": student_aucs, "latency_300_candidates": latency,
                                                   "n_params": student.metrics.get("n_params")},
-            "revenue_days": last, "revenue": revenue}
+            "candidates": cand, "revenue_days": last, "revenue": revenue}
+
+
+def bench_candidates(bundle: Path, n: int = 300) -> dict:
+    """Per-request cost and size of ``CandidateGenerator.generate`` on the bundle (one thread)."""
+    import faiss
+    import pandas as pd
+
+    from checkout_recs.retrieval.candidates import CandidateGenerator, CandidateRequest
+
+    faiss.omp_set_num_threads(1)
+    gen = CandidateGenerator.from_bundle(bundle)
+    users = pd.read_parquet(bundle / "features" / "user.parquet")
+    live = gen.index.live_ids
+    rng = np.random.default_rng(0)
+    reqs = []
+    for i in range(n):
+        u = users.iloc[i % len(users)]
+        reqs.append(CandidateRequest(region=str(u["region"]), basket=rng.choice(live, 2).tolist(),
+                                     recent_listing_ids=list(u["recent_listing_ids"]), hour=float(i % 24)))
+    for r in reqs[:20]:
+        gen.generate(r)
+    times, sizes, sources = [], [], {}
+    for r in reqs:
+        t = time.perf_counter()
+        c = gen.generate(r)
+        times.append(time.perf_counter() - t)
+        sizes.append(len(c))
+        for k, v in c.counts().items():
+            sources[k] = sources.get(k, 0) + v
+    return {"median_ms": float(np.median(times) * 1e3), "p95_ms": float(np.percentile(times, 95) * 1e3),
+            "mean_candidates": float(np.mean(sizes)), "by_source": {k: v / n for k, v in sources.items()}}
 
 
 def _clustered(n: int, d: int, seed: int = 0) -> np.ndarray:

@@ -199,9 +199,9 @@ class RedisInventoryStore(InventoryStore):
         import redis.asyncio as aredis
 
         self.url, self.prefix = url, prefix
-        self._sync = redis.Redis.from_url(url, socket_timeout=max(timeout_s, 1.0),
+        self._sync: Any = redis.Redis.from_url(url, socket_timeout=max(timeout_s, 1.0),
                                           socket_connect_timeout=max(timeout_s, 1.0))
-        self._async = aredis.Redis.from_url(url, socket_timeout=timeout_s,
+        self._async: Any = aredis.Redis.from_url(url, socket_timeout=timeout_s,
                                             socket_connect_timeout=timeout_s)
         self._script = self._sync.register_script(self._SET_IF_NEWER)
         self._errors = (redis.RedisError, OSError)
@@ -230,7 +230,7 @@ class RedisInventoryStore(InventoryStore):
 
     def _set(self, listing_id: int, state: str | None, ttl_s: int | None, sequence: int) -> bool:
         keys = [self.key(listing_id), f"{self.prefix}:seq"]
-        args = [listing_id, sequence, state or "", "" if ttl_s is None else ttl_s]
+        args: list[Any] = [listing_id, sequence, state or "", "" if ttl_s is None else ttl_s]
         try:
             return bool(self._script(keys=keys, args=args))
         except self._errors as exc:

@@ -22,7 +22,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 import pandas as pd
@@ -215,7 +215,7 @@ class Recommender:
         prep.timings["policy"] = (time.perf_counter() - t0) * 1e3
         resp = contract.PostCheckoutResponse(
             request_id=prep.request_id, items=items, policy="fallback" if reason else "ranker",
-            fallback_reason=reason, model_version=self.bundle.model_version,
+            fallback_reason=cast(contract.FallbackReason | None, reason), model_version=self.bundle.model_version,
             index_version=self.bundle.index_version,
             latency_ms=round((time.perf_counter() - prep.started) * 1e3, 3))
         return Decision(response=resp, prepared=prep, slate=slate, reasons=reasons, user_id=prep.request.user_id,

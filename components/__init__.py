@@ -9,7 +9,7 @@ Modules: ``data`` (simulate, ingest, label), ``features`` (build, Feast apply + 
 training set), ``train``, ``bundle`` (index + candidate tables), ``evaluate``, ``register``
 (promotion gate + publish), ``deploy`` (canary), ``monitor`` (drift), ``index_refresh``.
 
-
-The decorator and image live in ``components._base`` (not here): the editable install's finder
-may present this folder as a namespace package, in which case this file is not executed.
+The decorator and the pinned image live in ``components._base`` (kept out of this file so the
+component modules work even where ``components`` is imported as a namespace package, as an
+editable install made before this file existed does).
 """

@@ -28,12 +28,14 @@ def simulate_op(source: str, seed: int, sim_config_json: str, raw: Output[Datase
 
 
 @component
-def ingest_op(source: str, raw: Input[Dataset], s3_endpoint_url: str, ingested: Output[Dataset],
-              metrics: Output[Metrics]) -> None:
+def ingest_op(source: str, raw: Input[Dataset], s3_endpoint_url: str, artifact_root: str,
+              ingested: Output[Dataset], metrics: Output[Metrics]) -> str:
     """Validate raw tables against the contract; bad rows quarantined with a reason.
 
     Reads ``source`` (folder or ``s3://``) when set, else the ``raw`` artifact. Fails when the
-    counts do not add up (read = accepted + quarantined) or nothing was accepted.
+    counts do not add up (read = accepted + quarantined) or nothing was accepted. When
+    ``artifact_root`` is set the result is also published as kind ``ingested`` (the monitoring
+    pipeline's reference); returns that version, or ``""``.
     """
     from pathlib import Path
 
@@ -51,6 +53,13 @@ def ingest_op(source: str, raw: Input[Dataset], s3_endpoint_url: str, ingested: 
     for k, v in totals.items():
         metrics.log_metric(f"rows_{k}", v)
     ingested.metadata.update({"run_id": report.run_id, **totals})
+    if not artifact_root:
+        return ""
+    from checkout_recs.storage import new_version, open_store
+
+    version = new_version("ingested-")
+    open_store(artifact_root, endpoint_url=s3_endpoint_url or None).publish("ingested", version, Path(ingested.path))
+    return version
 
 
 @component

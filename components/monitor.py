@@ -1,30 +1,33 @@
 """Components of the monitoring pipeline: drift report (Evidently), then the drift flag."""
 
-from typing import NamedTuple
-
 from kfp.dsl import HTML, Metrics, Output
 
 from components._base import component
 
 
 @component
-def drift_report_op(reference: str, current: str, artifact_root: str, s3_endpoint_url: str,
-                    report: Output[HTML], summary: Output[Metrics]
-                    ) -> NamedTuple("Drift", [("drift", bool), ("reason", str), ("report_uri", str)]):
+def drift_report_op(reference: str, current: str, mode: str, artifact_root: str, s3_endpoint_url: str,
+                    report: Output[HTML], summary: Output[Metrics]) -> str:
     """Compare ``current`` with ``reference`` and publish the report (artifact kind ``drift``).
 
-    ``reference`` / ``current``: a parquet file or folder, or ``store:<kind>/<version|LATEST>/<path>``
-    to read a published artifact (e.g. ``store:features/LATEST/listing.parquet``).
-    Returns ``(drift, reason, report_uri)``.
+    ``mode``: ``traffic`` = served traffic vs the training reference, run folders with raw or
+    validated tables (feature, score and outcome drift, ``monitoring.traffic``); ``table`` = two
+    tables column by column (``monitoring.drift``).
+    ``reference`` / ``current``: a path, or ``store:<kind>/<version|LATEST>/<path>`` to read a
+    published artifact (e.g. ``store:features/LATEST/listing.parquet``, ``store:ingested/LATEST/``).
+    Returns the published report's version when drift was detected, else ``""`` (one ``Output``
+    so the pipeline's condition resolves under kfp.local too); the verdict is in ``summary``.
     """
+    import json
     import shutil
     import tempfile
-    from collections import namedtuple
     from pathlib import Path
 
     from checkout_recs.storage import new_version, open_store
     from monitoring.drift import drift_report
 
+    if not reference or not current:
+        raise ValueError("reference and current are required (paths or store:<kind>/<version>/<path>)")
     store = open_store(artifact_root, endpoint_url=s3_endpoint_url or None)
     tmp = Path(tempfile.mkdtemp(prefix="drift-"))
 
@@ -36,22 +39,51 @@ def drift_report_op(reference: str, current: str, artifact_root: str, s3_endpoin
         return Path(dest) / rel
 
     out = tmp / "report"
-    s = drift_report(resolve(reference, "reference"), resolve(current, "current"), out)
-    shutil.copyfile(out / "drift_report.html", report.path)
-    uri = store.publish("drift", new_version("drift-"), out)
-    summary.log_metric("drifted_share", s.drifted_share)
-    summary.log_metric("n_drifted", s.n_drifted)
-    summary.log_metric("drift_detected", int(s.drift_detected))
+    ref, cur = resolve(reference, "reference"), resolve(current, "current")
+    if mode == "traffic":
+        from monitoring.simcheck import load_traffic
+        from monitoring.traffic import traffic_drift
+
+        t = traffic_drift(load_traffic(ref), load_traffic(cur), out)
+        detected, reason, html = t.confirmed, "; ".join(t.reasons) or "no drift", out / "index.html"
+        shares = {"features_drifted_share": t.features.drifted_share}
+    elif mode == "table":
+        d = drift_report(ref, cur, out)
+        detected, reason, html = d.drift_detected, d.reason, out / "drift_report.html"
+        shares = {"drifted_share": d.drifted_share, "n_drifted": d.n_drifted}
+    else:
+        raise ValueError(f"mode must be 'traffic' or 'table', got {mode!r}")
+    if not (out / "drift_summary.json").exists():  # traffic mode: one verdict file at the top too
+        (out / "drift_summary.json").write_text(json.dumps({"drift_detected": detected, "reason": reason}))
+    shutil.copyfile(html, report.path)
+    version = new_version("drift-")
+    uri = store.publish("drift", version, out)
+    for k, v in shares.items():
+        summary.log_metric(k, float(v))
+    summary.log_metric("drift_detected", int(detected))
+    summary.metadata.update({"reason": reason, "report_uri": uri})
     shutil.rmtree(tmp, ignore_errors=True)
-    return namedtuple("Drift", ["drift", "reason", "report_uri"])(s.drift_detected, s.reason, uri)
+    print(("DRIFT: " if detected else "no drift: ") + reason, uri)
+    return version if detected else ""
 
 
 @component
-def set_drift_flag_op(reason: str, report_uri: str, redis_url: str) -> str:
-    """Set the drift flag serving reads (Redis): serving answers with the deterministic fallback
-    until on-call clears it (docs/runbook.md). Raises when Redis cannot be written."""
+def set_drift_flag_op(drift_version: str, artifact_root: str, s3_endpoint_url: str, redis_url: str) -> str:
+    """Set the drift flag serving reads (Redis) with the published report's reason: serving
+    answers with the deterministic fallback until on-call clears it (docs/runbook.md).
+    Raises when Redis cannot be written."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from checkout_recs.storage import open_store
     from monitoring.flag import redis_client, set_drift_flag
 
-    flag = set_drift_flag(redis_client(redis_url or None), who="monitoring-pipeline", why=reason, report=report_uri)
+    store = open_store(artifact_root, endpoint_url=s3_endpoint_url or None)
+    with tempfile.TemporaryDirectory() as tmp:
+        verdict = json.loads((store.fetch("drift", drift_version, Path(tmp)) / "drift_summary.json").read_text())
+    uri = store.uri("drift", drift_version)
+    flag = set_drift_flag(redis_client(redis_url or None), who="monitoring-pipeline", why=verdict["reason"],
+                          report=uri)
     print(f"drift flag set: {flag.why} ({flag.report})")
     return flag.when

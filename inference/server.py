@@ -98,13 +98,15 @@ class LoopbackModelServer(ModelServer):
     ----------
     host : address for both REST and gRPC (default 127.0.0.1).
     max_body_bytes : largest accepted request body (REST and gRPC message), bytes.
+    quiet : drop the per-request access and timing log lines (errors are still logged).
     **kwargs : passed to ``kserve.ModelServer`` (``http_port``, ``grpc_port``, ``enable_grpc``...).
     """
 
     def __init__(self, host: str = DEFAULT_HOST, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-                 **kwargs: Any) -> None:
+                 quiet: bool = True, **kwargs: Any) -> None:
         super().__init__(workers=1, **kwargs)
         self.host = host
+        self.quiet = quiet
         self.max_body_bytes = max_body_bytes
         self._models: list[Any] = []
 
@@ -125,6 +127,11 @@ class LoopbackModelServer(ModelServer):
                 self.host, self.grpc_port, self.dataplane, self.model_repository_extension,
                 kwargs={"grpc_max_receive_message_length": self.max_body_bytes}, grace_period=1)
         self.setup_event_loop()
+        if self.quiet:  # one log line per request costs CPU on the request path; metrics say the rest
+            import logging
+
+            for name in ("uvicorn.access", "kserve.trace"):
+                logging.getLogger(name).setLevel(logging.WARNING)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: None)  # uvicorn captures, then re-raises after shutdown
         try:

@@ -22,7 +22,8 @@ def index_refresh_pipeline(
     one (local demo). Returns the published bundle URI."""
     sim = simulate_op(source=source, seed=seed, sim_config_json=sim_config_json)
     sim.set_display_name("simulate-or-take-logs").set_cpu_request("1").set_memory_request("2Gi")
-    ing = ingest_op(source=sim.outputs["Output"], raw=sim.outputs["raw"], s3_endpoint_url=s3_endpoint_url)
+    ing = ingest_op(source=sim.outputs["Output"], raw=sim.outputs["raw"], s3_endpoint_url=s3_endpoint_url,
+                    artifact_root="")  # hourly slices are not published as a reference
     ing.set_display_name("ingest").set_cpu_request("1").set_memory_request("4Gi")
     ing.set_retry(num_retries=2, backoff_duration="30s", backoff_factor=2.0)
     ref = refresh_index_op(ingested=ing.outputs["ingested"], artifact_root=artifact_root,

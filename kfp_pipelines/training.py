@@ -53,8 +53,8 @@ def training_pipeline(
     """
     sim = _resources(simulate_op(source=source, seed=seed, sim_config_json=sim_config_json), "1", "2Gi")
     sim.set_display_name("simulate-or-take-logs")
-    ing = _resources(ingest_op(source=sim.outputs["Output"], raw=sim.outputs["raw"], s3_endpoint_url=s3_endpoint_url),
-                     "1", "4Gi")
+    ing = _resources(ingest_op(source=sim.outputs["Output"], raw=sim.outputs["raw"], s3_endpoint_url=s3_endpoint_url,
+                               artifact_root=artifact_root), "1", "4Gi")
     ing.set_display_name("ingest")
     lab = _resources(label_op(ingested=ing.outputs["ingested"]), "1", "4Gi").set_display_name("label")
     feats = _resources(build_features_op(ingested=ing.outputs["ingested"], labels=lab.outputs["labels"]),
@@ -82,10 +82,10 @@ def training_pipeline(
                                  mlflow_tracking_uri=mlflow_tracking_uri, artifact_root=artifact_root,
                                  s3_endpoint_url=s3_endpoint_url, tolerance=gate_tolerance), "1", "2Gi")
     reg.set_display_name("register-gate-publish").set_caching_options(False)  # moves aliases, publishes
-    with dsl.If(reg.outputs["promote"] == True, name="gate-passed"):  # noqa: E712 - KFP condition
+    with dsl.If(reg.outputs["Output"] != "", name="gate-passed"):  # a URI only when the gate promotes
         dep = _resources(deploy_canary_op(
-            bundle_uri=reg.outputs["bundle_uri"], k8s_host=k8s_host, namespace=namespace, isvc_name=isvc_name,
+            bundle_uri=reg.outputs["Output"], k8s_host=k8s_host, namespace=namespace, isvc_name=isvc_name,
             metrics_url=metrics_url, steps=ramp_steps, hold_s=ramp_hold_s, guardrails_json=guardrails_json),
             "0.5", "512Mi", retries=0)
         dep.set_display_name("deploy-canary").set_caching_options(False)
-    return reg.outputs["bundle_uri"]
+    return reg.outputs["Output"]

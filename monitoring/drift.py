@@ -10,7 +10,6 @@ table-level ``dataset_drift`` flag; the verdict here is ours: the share of drift
 from __future__ import annotations
 
 import datetime as dt
-import json
 from pathlib import Path
 from typing import Any
 
@@ -269,8 +268,3 @@ def _summarise(
         report_html=str(html),
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
-
-
-def summary_json(summary: DriftSummary) -> str:
-    """The summary as compact JSON (for logs and the drift flag's payload)."""
-    return json.dumps(summary.model_dump(exclude={"columns"}))

@@ -18,7 +18,13 @@ import pandas as pd
 from pydantic import BaseModel
 
 from monitoring.thresholds import DriftThresholds
-from monitoring.traffic import TrafficDriftSummary, traffic_drift, traffic_table, window
+from monitoring.traffic import (
+    TrafficDriftSummary,
+    impressions_from_decisions,
+    traffic_drift,
+    traffic_table,
+    window,
+)
 
 REFERENCE_DAY, CURRENT_DAY, WINDOW_DAYS = 0, 14, 7
 
@@ -35,30 +41,46 @@ class SimCheckResult(BaseModel):
     reasons_quiet: list[list[str]]
 
 
-def load_traffic(run_dir: Path) -> pd.DataFrame:
+def load_traffic(run_dir: Path, decisions: Path | None = None) -> pd.DataFrame:
     """``traffic_table`` of a run folder holding raw tables (``raw/<table>`` or ``<table>``).
 
     Uses ``labels/impressions_labelled.parquet`` for the impressions when it exists, so outcomes
-    are monitored too. Raises ``FileNotFoundError`` when impressions or listings are missing.
+    are monitored too. With ``decisions`` (a folder of decision-log parquet parts, e.g. the
+    artifact store's ``decisions/`` kind), the served slots come from the decision log instead
+    (with the ranker's ``score``), and ``run_dir`` only supplies listings, sellers, categories.
+    Raises ``FileNotFoundError`` when impressions (or decisions) or listings are missing.
     """
     run_dir = Path(run_dir)
-
-    def find(table: str) -> Path | None:
-        for base in (run_dir, run_dir / "raw", run_dir / "ingested" / "validated", run_dir / "validated"):
-            if (base / table).exists():
-                return base / table
-        return None
+    if decisions is not None:
+        parts = sorted(p for p in Path(decisions).rglob("*.parquet") if not p.name.startswith("."))
+        if not parts:
+            raise FileNotFoundError(f"no decision-log parquet under {decisions}")
+        log = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+        return _with_tables(run_dir, impressions_from_decisions(log))
 
     labelled = run_dir / "labels" / "impressions_labelled.parquet"
-    imp_path = labelled if labelled.exists() else find("impressions")
-    lst_path = find("listings")
-    if imp_path is None or lst_path is None:
-        raise FileNotFoundError(f"no impressions or listings under {run_dir}")
-    optional = {t: find(t) for t in ("sellers", "categories")}
+    imp_path = labelled if labelled.exists() else _find(run_dir, "impressions")
+    if imp_path is None:
+        raise FileNotFoundError(f"no impressions under {run_dir}")
+    return _with_tables(run_dir, pd.read_parquet(imp_path))
+
+
+def _find(run_dir: Path, table: str) -> Path | None:
+    for base in (run_dir, run_dir / "raw", run_dir / "ingested" / "validated", run_dir / "validated"):
+        if (base / table).exists():
+            return base / table
+    return None
+
+
+def _with_tables(run_dir: Path, impressions: pd.DataFrame) -> pd.DataFrame:
+    lst_path = _find(run_dir, "listings")
+    if lst_path is None:
+        raise FileNotFoundError(f"no listings under {run_dir}")
+    optional = [_find(run_dir, t) for t in ("sellers", "categories")]
     return traffic_table(
-        pd.read_parquet(imp_path),
+        impressions,
         pd.read_parquet(lst_path),
-        *(pd.read_parquet(p) if p is not None else None for p in optional.values()),
+        *(pd.read_parquet(p) if p is not None else None for p in optional),
     )
 
 

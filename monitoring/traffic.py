@@ -103,6 +103,27 @@ def traffic_table(
     return df[keep].reset_index(drop=True)
 
 
+def impressions_from_decisions(decisions: pd.DataFrame) -> pd.DataFrame:
+    """Explode decision-log rows (``checkout_recs.decisions.DECISIONS``) into one row per slot.
+
+    Returns
+    -------
+    pd.DataFrame
+        ``contract.IMPRESSIONS`` columns (``order_id`` null) plus ``score`` (the slot's expected
+        revenue, currency units) and ``fallback_reason``; empty when ``decisions`` is empty.
+    """
+    cols = ["request_id", "user_id", "region", "device", "event_timestamp", "policy", "fallback_reason"]
+    if decisions.empty:
+        return pd.DataFrame(columns=[*cols, "listing_id", "slot", "propensity", "score", "order_id"])
+    d = decisions[[*cols, "item_ids", "scores", "propensities"]].copy()
+    d["slot"] = d["item_ids"].map(lambda ids: list(range(len(ids))))
+    long = d.explode(["item_ids", "scores", "propensities", "slot"], ignore_index=True)
+    long = long.rename(columns={"item_ids": "listing_id", "scores": "score", "propensities": "propensity"})
+    return long.astype({"listing_id": "int64", "slot": "int8", "score": float, "propensity": float}).assign(
+        order_id=None
+    )
+
+
 def _top_category(category_id: pd.Series, categories: pd.DataFrame | None) -> pd.Series:
     if categories is None:
         return category_id.astype(str)

@@ -37,6 +37,9 @@ print(f"[bootstrap] MovieLens-100K unpacked from {pathlib.Path(whl).name} into {
 PY
   rm -rf "$tmp"
 fi
+# PYTHONDONTWRITEBYTECODE is set on these machines: without compiled files every process (each
+# kfp.local step, each server) would recompile pandas, torch and feast on import.
+.venv/bin/python -m compileall -q -j 0 .venv/lib/python3*/site-packages >/dev/null 2>&1 || true
 rm -f .venv/.installed-*
 touch "$stamp"
 echo "[bootstrap] done"

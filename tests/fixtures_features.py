@@ -1,8 +1,14 @@
-"""Synthetic validated + labelled folders for the feature tests (small, deterministic).
+"""Shared helpers and fixtures of the feature tests (small, deterministic).
 
-``make_feature_inputs(tmp_path)`` writes tables in their contract schemas: 12 categories under
-3 top categories, 20 sellers, 200 listings, 60 users, 10 days of orders, impressions (six per
-order), clicks and purchases, plus the labels folder (labelled impressions, category pairs).
+* ``make_feature_inputs(tmp_path)`` writes validated + labels folders in their contract schemas:
+  12 categories under 3 top categories, 20 sellers, 200 listings, 60 users, 10 days of orders,
+  impressions (six per order), clicks and purchases, labelled impressions, daily category-pair
+  and co-purchase snapshots.
+* fixtures ``synthetic_features`` / ``demo_features`` (inputs + built feature tables) and
+  ``s3_features`` (the tables on a moto S3 server); import them explicitly.
+* ``write_poisoned_features`` / ``assert_no_future_poison``: the point-in-time leak test.
+* ``open_test_store(env, ...)``: a Feast store on a fresh project; production uses Redis db 13
+  and the PostgreSQL database ``checkout_recs_features_test`` (created on first use).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from checkout_recs import contract
 
@@ -154,7 +161,6 @@ def assert_no_future_poison(df: pd.DataFrame, after: pd.Series) -> None:
 # pytest fixtures (import them explicitly in a test module: ``from tests.fixtures_features
 # import synthetic_features, demo_features``)
 # ------------------------------------------------------------------------------------------
-import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="module")

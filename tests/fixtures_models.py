@@ -129,10 +129,12 @@ def make_model_inputs(tmp_path: Path, seed: int = 5) -> dict[str, Path]:
 def tiny_train_config(seed: int = 7):
     """A ``TrainConfig`` small enough for tests (a few seconds on one core)."""
     from checkout_recs.models.ranker import RankerConfig
+    from checkout_recs.models.student import StudentConfig
     from checkout_recs.models.train import TrainConfig
     from checkout_recs.models.two_tower import TwoTowerConfig
 
     return TrainConfig(ranker=RankerConfig(epochs=6, hidden=[32, 16], seed=seed),
+                       student_cfg=StudentConfig(epochs=6, batch_size=256, seed=seed),
                        two_tower=TwoTowerConfig(dim=16, id_buckets=1 << 12, token_buckets=1 << 10,
                                                 cat_buckets=64, epochs=3, seed=seed), seed=seed)
 
@@ -140,8 +142,9 @@ def tiny_train_config(seed: int = 7):
 def make_demo_bundle(tmp_path: Path, seed: int = 7) -> Path:
     """Train tiny models on synthetic inputs and assemble a serving bundle; returns its folder.
 
-    Layout: ``model/ranker/``, ``model/ranker.pt``, ``model/two_tower/``, ``model/metrics.json``,
-    ``index/`` (``RetrievalIndex``), ``candidates/`` (co-purchase, category pairs).
+    Layout: ``model/ranker/``, ``model/student/``, ``model/ranker.pt``, ``model/two_tower/``,
+    ``model/metrics.json``, ``index/`` (``RetrievalIndex``), ``candidates/`` (co-purchase,
+    category pairs), ``features/user.parquet``.
     """
     from checkout_recs.models.train import build_bundle
 

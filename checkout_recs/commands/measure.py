@@ -101,6 +101,9 @@ def monitor(
     current_days: Annotated[
         float | None, typer.Option(help="Keep only the LAST this many days of the current.")
     ] = None,
+    decisions: Annotated[
+        Path | None, typer.Option(help="Decision-log folder: served slots (with scores) for the current side.")
+    ] = None,
     set_flag: Annotated[bool, typer.Option(help="Set the drift flag when drift is confirmed.")] = False,
     redis_url: Annotated[
         str | None, typer.Option(help="Redis URL for --set-flag; default from settings.")
@@ -116,7 +119,7 @@ def monitor(
     try:
         ref, cur = (
             _last_days(load_traffic(reference), reference_days),
-            _last_days(load_traffic(current), current_days),
+            _last_days(load_traffic(current, decisions), current_days),
         )
         summary = traffic_drift(ref, cur, out)
     except (DriftInputError, FileNotFoundError) as exc:

@@ -22,7 +22,7 @@ def train(
     out: Annotated[Path, typer.Option(help="Output model folder (ranker/, two_tower/, metrics.json).")],
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI; omit to skip logging.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for both models.")] = 7,
-    epochs: Annotated[int, typer.Option(help="Ranker epochs.")] = 8,
+    epochs: Annotated[int, typer.Option(help="Ranker epochs.")] = 6,
     architecture: Annotated[str, typer.Option(help="Ranker: shared_bottom or mmoe.")] = "shared_bottom",
 ) -> None:
     """Train the multi-task ranker and the two-tower model."""

@@ -42,14 +42,14 @@ def pipeline_compile(
 
     names = sorted(PIPELINES) if all_ or name is None else [_pipeline_name(name)]
     if check:
-        problems = [p for p in (stale(n) for n in names) if p]
-        for p in problems:
-            typer.echo(p, err=True)
+        problems = [msg for msg in (stale(n) for n in names) if msg]
+        for msg in problems:
+            typer.echo(msg, err=True)
         raise typer.Exit(code=1 if problems else 0)
     paths = compile_all(out_dir) if all_ or name is None else [
         compile_pipeline(names[0], out_dir / f"{names[0]}.yaml" if out_dir else None)]
-    for p in paths:
-        typer.echo(f"compiled {p}")
+    for path in paths:
+        typer.echo(f"compiled {path}")
 
 
 def _pipeline_name(name: str) -> str:
@@ -255,7 +255,8 @@ def deploy_kill_switch(
     result = set_kill_switch(api, ref, state == "on", who, reason, client)
     typer.echo(f"redis: {'written' if result.redis_written else 'FAILED: ' + str(result.redis_error)}")
     if cluster:
-        typer.echo(f"configmap: {result.configmap_error or 'kill_switch=' + result.configmap['kill_switch']}")
+        data = result.configmap or {}
+        typer.echo(f"configmap: {result.configmap_error or 'kill_switch=' + data.get('kill_switch', '?')}")
     if not result.effective or result.configmap_error:
         raise typer.Exit(code=1)
 

@@ -175,19 +175,18 @@ def results_table(
     gap_red = (
         1 - gap.loc["treatment", "gap"] / gap.loc["control", "gap"] if gap.loc["control", "gap"] else np.nan
     )
-    cold_lift = (
-        cold.loc["treatment", "median"] / cold.loc["control", "median"] - 1
-        if cold.loc["control", "median"]
-        else np.nan
-    )
+    med_t, med_c = cold.loc["treatment", "median"], cold.loc["control", "median"]
+    cold_note = f"change {med_t / med_c - 1:+.0%}" if med_c else "holdout median is 0: ratio undefined"
+    mean_t, mean_c = cold.loc["treatment", "mean"], cold.loc["control", "mean"]
+    mean_note = f"change {mean_t / mean_c - 1:+.0%}" if mean_c else ""
     rows = [
         ("incremental GMV (DiD)", f"{did.uplift:+.1%} [{did.lower:+.1%}, {did.upper:+.1%}]", "", f"true uplift {true_uplift:+.1%}; truth in CI: {did.lower <= true_uplift <= did.upper}"),
-        ("cold-start first-week impressions, median", cold.loc["treatment", "median"], cold.loc["control", "median"], f"change {cold_lift:+.0%}"),
-        ("cold-start first-week impressions, mean", cold.loc["treatment", "mean"], cold.loc["control", "mean"], f"{int(cold.loc['treatment', 'listings'])} / {int(cold.loc['control', 'listings'])} listings"),
+        ("cold-start first-week impressions, median", med_t, med_c, cold_note),
+        ("cold-start first-week impressions, mean", mean_t, mean_c, f"{mean_note} ({int(cold.loc['treatment', 'listings'])} / {int(cold.loc['control', 'listings'])} listings)"),
         ("new-seller exposure / opportunity", gap.loc["treatment", "ratio_new"], gap.loc["control", "ratio_new"], ""),
         ("incumbent exposure / opportunity", gap.loc["treatment", "ratio_incumbent"], gap.loc["control", "ratio_incumbent"], ""),
         ("new vs incumbent exposure gap", gap.loc["treatment", "gap"], gap.loc["control", "gap"], f"gap reduced by {gap_red:.0%}"),
-        ("share of slots explored (propensity < 1)", explore.get("treatment", np.nan), explore.get("control", np.nan), "test period"),
+        ("share of slots with propensity < 1 (randomised)", explore.get("treatment", np.nan), explore.get("control", np.nan), "test period"),
         ("parallel trends", "passed" if did.parallel_trends.passed else "FAILED", "", f"pre-trend p={did.parallel_trends.slope_p_value:.2f}"),
     ]  # fmt: skip
     return pd.DataFrame(rows, columns=["quantity", "treated", "holdout", "note"])

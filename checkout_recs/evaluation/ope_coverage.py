@@ -44,7 +44,7 @@ class CoverageWorld:
 
     n_requests: int = 3_000
     n_candidates: int = 12
-    n_bins: int = 16  # feature bins of the tabular reward model used by DM and DR
+    n_bins: int = 8  # feature bins of the tabular reward model used by DM and DR
     log_epsilon: float = 0.5
     eval_epsilon: float = 0.2
     examination: np.ndarray = field(default_factory=lambda: EXAMINATION.copy())

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--training-set", required=True, type=Path)
     ap.add_argument("--out", required=True, type=Path)
-    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args(argv)
     dist.init_process_group("gloo")

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from checkout_recs.models.attention import AttentionBlock
 from checkout_recs.models.optim import Adam
 
 
@@ -45,12 +46,10 @@ class SASRecNet(nn.Module):
         super().__init__()
         self.item = nn.Embedding(n_items + 1, cfg.dim, padding_idx=0)  # index 0 pads; item i → i+1
         self.pos = nn.Embedding(cfg.max_len, cfg.dim)
-        layer = nn.TransformerEncoderLayer(cfg.dim, cfg.heads, 2 * cfg.dim, cfg.dropout, batch_first=True,
-                                           norm_first=True)
-        self.enc = nn.TransformerEncoder(layer, cfg.blocks, enable_nested_tensor=False)
+        self.blocks = nn.ModuleList([AttentionBlock(cfg.dim, cfg.heads, 2 * cfg.dim, cfg.dropout, norm_first=True)
+                                     for _ in range(cfg.blocks)])
         self.norm = nn.LayerNorm(cfg.dim)
         self.drop = nn.Dropout(cfg.dropout)
-        self.register_buffer("causal", torch.triu(torch.ones(cfg.max_len, cfg.max_len, dtype=torch.bool), 1))
 
     def hidden(self, seq: torch.Tensor) -> torch.Tensor:
         """seq (n, L) padded item tokens (0 pads, left-padded) → (n, L, dim)."""
@@ -58,7 +57,8 @@ class SASRecNet(nn.Module):
         pos = torch.arange(L, device=seq.device)
         h = self.item(seq) * (self.item.embedding_dim**0.5) + self.pos(pos).unsqueeze(0)
         h = self.drop(h) * (seq > 0).unsqueeze(-1)
-        h = self.enc(h, mask=self.causal[:L, :L])
+        for block in self.blocks:
+            h = block(h, None, causal=True)
         return self.norm(h)
 
     def logits(self, h: torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,7 @@ class StudentConfig(BaseModel):
     batch_size: int = Field(default=128, ge=8)
     lr: float = Field(default=5e-3, gt=0)
     label_weight: float = Field(default=0.2, ge=0, le=1, description="α: weight of the label loss.")
+    wide: bool = Field(default=True, description="Linear term per logit (as the teacher's).")
     seed: int = 7
 
 
@@ -46,8 +47,9 @@ def distill(teacher: RankerModel, train_df: pd.DataFrame, cfg: StudentConfig | N
     with torch.inference_mode():
         t_click, t_cvr = teacher.net(torch.from_numpy(X))
     y_click, y_buy = _labels(train_df)
-    rcfg = RankerConfig(hidden=[cfg.hidden], seed=cfg.seed, version=f"{teacher.version}-student")
-    net = RankerNet(X.shape[1], rcfg.hidden)
+    rcfg = RankerConfig(hidden=[cfg.hidden], seed=cfg.seed, version=f"{teacher.version}-student",
+                        wide=cfg.wide)
+    net = RankerNet(X.shape[1], rcfg.hidden, wide=cfg.wide)
     net.mean.copy_(teacher.net.mean)
     net.std.copy_(teacher.net.std)
     opt = Adam(net.parameters(), lr=cfg.lr)
@@ -83,13 +85,17 @@ class NumpyScorer:
                        for i in range(0, 2 * len(model.cfg.hidden), 2)]
         self.head_w = np.stack([sd["click_head.weight"][0], sd["cvr_head.weight"][0]], 1)  # (h, 2)
         self.head_b = np.array([sd["click_head.bias"][0], sd["cvr_head.bias"][0]], np.float32)
+        self.wide_w = sd["wide.weight"].T.copy() if "wide.weight" in sd else None  # (d, 2)
 
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities (p_click, p_purchase_given_click), float32 (n,) each."""
-        h = (X - self.mean) * self.inv_std
+        x = (X - self.mean) * self.inv_std
+        h = x
         for w, b in self.layers:
             h = np.maximum(h @ w + b, 0.0)
         z = h @ self.head_w + self.head_b
+        if self.wide_w is not None:
+            z += x @ self.wide_w
         p = 1.0 / (1.0 + np.exp(-z))
         return p[:, 0], p[:, 1]
 

@@ -31,6 +31,7 @@ from pydantic import BaseModel, Field
 from torch import nn
 
 from checkout_recs.contract import RECENT_SEQUENCE_LEN
+from checkout_recs.models.attention import AttentionBlock
 from checkout_recs.models.optim import Adam
 
 _TOKEN = re.compile(r"[a-z0-9]+")
@@ -108,9 +109,9 @@ class ItemTower(nn.Module):
     def __init__(self, cfg: TwoTowerConfig) -> None:
         super().__init__()
         d = cfg.dim
-        self.id_emb = nn.Embedding(cfg.id_buckets, d, padding_idx=0)
-        self.tok_emb = nn.EmbeddingBag(cfg.token_buckets, d, mode="mean", padding_idx=0)
-        self.cat_emb = nn.Embedding(cfg.cat_buckets, d, padding_idx=0)
+        self.id_emb = nn.Embedding(cfg.id_buckets, d, padding_idx=0, sparse=True)
+        self.tok_emb = nn.EmbeddingBag(cfg.token_buckets, d, mode="mean", padding_idx=0, sparse=True)
+        self.cat_emb = nn.Embedding(cfg.cat_buckets, d, padding_idx=0, sparse=True)
         self.price_emb = nn.Embedding(cfg.price_buckets, 8)
         self.region_emb = nn.Embedding(64, 8)
         self.mlp = nn.Sequential(nn.Linear(3 * d + 16 + 4, 2 * d), nn.ReLU(), nn.Linear(2 * d, d))
@@ -129,10 +130,9 @@ class UserTower(nn.Module):
     def __init__(self, cfg: TwoTowerConfig) -> None:
         super().__init__()
         d = cfg.dim
-        self.seq_emb = nn.Embedding(cfg.id_buckets, d, padding_idx=0)
+        self.seq_emb = nn.Embedding(cfg.id_buckets, d, padding_idx=0, sparse=True)
         self.pos_emb = nn.Embedding(cfg.seq_len, d)
-        self.block = nn.TransformerEncoderLayer(d, nhead=2, dim_feedforward=2 * d, dropout=0.0,
-                                                batch_first=True)
+        self.block = AttentionBlock(d, heads=2, ff=2 * d)
         self.region_emb = nn.Embedding(64, 8)
         self.device_emb = nn.Embedding(4, 4)
         self.mlp = nn.Sequential(nn.Linear(d + 8 + 4 + 2, 2 * d), nn.ReLU(), nn.Linear(2 * d, d))
@@ -143,8 +143,7 @@ class UserTower(nn.Module):
         pad = seq == 0
         pos = torch.arange(seq.shape[1]).unsqueeze(0).expand_as(seq)
         h = self.seq_emb(seq) + self.pos_emb(pos)
-        all_pad = pad.all(1, keepdim=True)
-        h = self.block(h, src_key_padding_mask=pad & ~all_pad)
+        h = self.block(h, pad)
         keep = (~pad).float().unsqueeze(-1)
         pooled = (h * keep).sum(1) / keep.sum(1).clamp(min=1.0)
         ang = hour * (2 * torch.pi / 24.0)
@@ -257,7 +256,7 @@ class FastUserEncoder:
         self.cfg = model.cfg
         sd = {k: v.detach().numpy().astype(np.float32) for k, v in model.net.user.state_dict().items()}
         self.w = sd
-        self.heads = model.net.user.block.self_attn.num_heads
+        self.heads = model.net.user.block.heads
 
     def encode(self, recent_ids: Sequence[int], region: str, device: str, hour: float) -> np.ndarray:
         """recent listing ids (newest last) + context → float32 (dim,), unit norm."""
@@ -279,7 +278,7 @@ class FastUserEncoder:
 
     def _block(self, x: np.ndarray) -> np.ndarray:
         w, d = self.w, x.shape[1]
-        qkv = x @ w["block.self_attn.in_proj_weight"].T + w["block.self_attn.in_proj_bias"]
+        qkv = x @ w["block.qkv.weight"].T + w["block.qkv.bias"]
         q, k, v = qkv[:, :d], qkv[:, d : 2 * d], qkv[:, 2 * d :]
         dh = d // self.heads
         outs = []
@@ -288,10 +287,10 @@ class FastUserEncoder:
             a = q[:, sl] @ k[:, sl].T / np.sqrt(dh)
             a = np.exp(a - a.max(1, keepdims=True))
             outs.append((a / a.sum(1, keepdims=True)) @ v[:, sl])
-        att = np.concatenate(outs, 1) @ w["block.self_attn.out_proj.weight"].T + w["block.self_attn.out_proj.bias"]
+        att = np.concatenate(outs, 1) @ w["block.out.weight"].T + w["block.out.bias"]
         x = _layer_norm(x + att, w["block.norm1.weight"], w["block.norm1.bias"])
-        ff = np.maximum(x @ w["block.linear1.weight"].T + w["block.linear1.bias"], 0)
-        ff = ff @ w["block.linear2.weight"].T + w["block.linear2.bias"]
+        ff = np.maximum(x @ w["block.ff1.weight"].T + w["block.ff1.bias"], 0)
+        ff = ff @ w["block.ff2.weight"].T + w["block.ff2.bias"]
         return _layer_norm(x + ff, w["block.norm2.weight"], w["block.norm2.bias"])
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+import pytest
 
 from checkout_recs import contract
 from checkout_recs.features.build import build_feature_tables
@@ -78,6 +79,7 @@ def test_user_snapshot_counts_only_events_up_to_its_time(synthetic_features):  #
             assert list(row["recent_listing_ids"])[-1] == last["listing_id"]
 
 
+@pytest.mark.slow
 def test_future_events_do_not_change_past_snapshots(tmp_path):
     validated, labels = make_feature_inputs(tmp_path)
     build_feature_tables(validated, labels, tmp_path / "before")

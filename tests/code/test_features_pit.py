@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from checkout_recs import contract
 from checkout_recs.features.pit import point_in_time_join
@@ -65,3 +67,22 @@ def test_no_value_from_after_an_impression_reaches_its_row(synthetic_features, t
     after = write_poisoned_features(f, tmp_path / "features")
     build_training_set(f["labels"], tmp_path / "features", f["validated"], tmp_path / "t.parquet")
     assert_no_future_poison(pd.read_parquet(tmp_path / "t.parquet"), after)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 48), st.floats(-5, 5)), min_size=0, max_size=25),
+       st.lists(st.tuples(st.integers(0, 4), st.integers(0, 60)), min_size=1, max_size=25),
+       st.one_of(st.none(), st.integers(1, 30)))
+def test_join_matches_brute_force(feature_rows, entity_rows, ttl_h):
+    feats = pd.DataFrame(feature_rows, columns=["k", "h", "v"]).drop_duplicates(["k", "h"])
+    feats = feats.assign(event_timestamp=feats["h"].map(_h))
+    ent = pd.DataFrame(entity_rows, columns=["k", "h"]).assign(event_timestamp=lambda d: d["h"].map(_h))
+    ttl = None if ttl_h is None else pd.Timedelta(hours=ttl_h)
+    out, found = point_in_time_join(ent[["k", "event_timestamp"]], feats[["k", "event_timestamp", "v"]], "k", ["v"],
+                                    ttl=ttl)
+    for i, (k, h) in enumerate(zip(ent["k"], ent["h"], strict=True)):
+        ok = feats[(feats["k"] == k) & (feats["h"] <= h) & ((feats["h"] >= h - ttl_h) if ttl_h else True)]
+        if ok.empty:
+            assert not found[i] and np.isnan(out["v"].iloc[i])
+        else:
+            assert found[i] and out["v"].iloc[i] == ok.sort_values("h")["v"].iloc[-1]

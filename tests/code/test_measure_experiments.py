@@ -99,6 +99,7 @@ def test_power_and_sample_size_are_inverse() -> None:
     assert minimum_detectable_effect(0.0, 1.0, 100) == float("inf")
 
 
+@pytest.mark.slow
 def test_did_recovers_planted_uplift_within_ci() -> None:
     covered = []
     for seed in range(20):

@@ -84,3 +84,21 @@ def test_cli_fairness_experiment_and_bad_input(run: Path, tmp_path: Path) -> Non
     assert res.exit_code == 2 and "--start" in res.output
     res = r.invoke(app, ["fairness", "--run", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")])
     assert res.exit_code == 2
+
+
+def test_cli_monitor_same_traffic_is_quiet(run: Path, tmp_path: Path) -> None:
+    from checkout_recs.cli import app
+
+    args = ["monitor", "--reference", str(run), "--current", str(run), "--out", str(tmp_path / "m")]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "no drift confirmed" in res.output
+    summary = json.loads((tmp_path / "m" / "traffic_summary.json").read_text())
+    assert summary["confirmed"] is False and {o["metric"] for o in summary["outcomes"]} == {
+        "ctr",
+        "conversion",
+    }
+    assert (tmp_path / "m" / "features" / "drift_report.html").is_file()
+    res = CliRunner().invoke(app, ["monitor", "--reference", str(tmp_path / "none"), "--current", str(run),
+                                   "--out", str(tmp_path / "m2")])  # fmt: skip
+    assert res.exit_code == 2

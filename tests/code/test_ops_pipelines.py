@@ -44,7 +44,7 @@ def test_deploy_runs_only_when_the_gate_promotes():
     gate = root["condition-1"] if "condition-1" in root else next(
         t for t in root.values() if t.get("triggerPolicy"))
     cond = gate["triggerPolicy"]["condition"]
-    assert "register-op-promote" in cond and "== true" in cond
+    assert "register-op-Output" in cond and "!= ''" in cond  # the bundle URI is empty when refused
     assert gate["dependentTasks"] == ["register-op"]
 
 
@@ -62,7 +62,7 @@ def test_training_tasks_have_resources_and_the_side_effect_steps_no_cache():
 
 def test_monitoring_flag_is_conditional_on_drift():
     text = PIPELINES["monitoring"].compiled_path.read_text()
-    assert "drift-report-op-drift" in text and "set-drift-flag-op" in text
+    assert "pipelinechannel--drift-report-op-Output']\n            != ''" in text and "set-drift-flag-op" in text
 
 
 def test_cli_param_parsing_keeps_json_documents_as_strings():

@@ -39,3 +39,24 @@ def test_unknown_listings_are_dropped_and_raw_layout_reads(run: Path) -> None:
     assert len(t) == len(imp)
     assert "clicked" not in t.columns  # raw impressions carry no labels
     assert (t["seller_cohort"] == "unknown").all()  # no sellers table given
+
+
+def test_decision_log_rows_become_one_row_per_slot(run: Path, tmp_path: Path) -> None:
+    from monitoring.traffic import impressions_from_decisions
+
+    imp = pd.read_parquet(run / "raw" / "impressions").sort_values(["request_id", "slot"])
+    log = imp.groupby("request_id", sort=False).agg(
+        user_id=("user_id", "first"), region=("region", "first"), device=("device", "first"),
+        event_timestamp=("event_timestamp", "first"), policy=("policy", "first"),
+        item_ids=("listing_id", list), propensities=("propensity", list),
+    ).reset_index()  # fmt: skip
+    log["scores"] = log["item_ids"].map(lambda ids: [1.0 / (s + 1) for s in range(len(ids))])
+    log["fallback_reason"] = None
+    (tmp_path / "decisions" / "v1").mkdir(parents=True)
+    log.to_parquet(tmp_path / "decisions" / "v1" / "part-0.parquet")
+    long = impressions_from_decisions(log)
+    assert len(long) == len(imp) and long["slot"].max() == 5
+    assert long.groupby("request_id")["listing_id"].nunique().eq(6).all()
+    traffic = load_traffic(run, decisions=tmp_path / "decisions")
+    assert len(traffic) == len(imp) and traffic["score"].between(0, 1).all()
+    assert impressions_from_decisions(log.iloc[:0]).empty

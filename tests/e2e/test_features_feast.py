@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -152,3 +153,24 @@ def test_no_future_value_through_feast_historical_retrieval(synthetic_features, 
                              join=store.training_join())
     assert rep.rows_in == rep.rows_out and sum(rep.dropped_by_join.values()) > 0
     assert_no_future_poison(pd.read_parquet(tmp_path / "t.parquet"), after)
+
+
+def test_feature_repo_module_defines_what_feast_apply_registers(monkeypatch, synthetic_features):  # noqa: F811
+    import importlib
+
+    from feast import Entity, FeatureView
+
+    from checkout_recs.features.sla import FEATURE_SLAS
+
+    monkeypatch.setenv("CHECKOUT_RECS_FEATURES_DIR", str(synthetic_features["features"]))
+    repo = importlib.reload(importlib.import_module("feature_repo.repo"))
+    entities = [v for v in vars(repo).values() if isinstance(v, Entity)]
+    views = {v.name: v for v in vars(repo).values() if isinstance(v, FeatureView)}
+    assert {e.name for e in entities} == {"user", "listing", "seller", "category_a", "category_b"}
+    assert set(views) == {"user", "listing", "seller", "category_pair"}
+    for name, view in views.items():
+        assert view.ttl == FEATURE_SLAS[name] and view.tags["staleness_sla_s"] == str(int(view.ttl.total_seconds()))
+        assert view.batch_source.path == f"{synthetic_features['features']}/{name}.parquet"
+    assert views["category_pair"].entities == ["category_a", "category_b"]
+    ignored = (Path(repo.__file__).parent / ".feastignore").read_text().split()
+    assert "store.py" in ignored

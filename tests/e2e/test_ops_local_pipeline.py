@@ -50,16 +50,32 @@ def test_every_task_left_its_artifacts_in_the_pipeline_root(training_run):
     assert (root / "evaluate-op" / "report").read_text().lstrip().lower().startswith("<")
 
 
-def test_monitoring_pipeline_reports_no_drift_on_identical_tables(training_run):
+def test_monitoring_pipeline_reports_no_drift_on_identical_traffic(training_run):
     from kfp_pipelines.local import run_local
 
     out = Path(training_run["out"])
-    summary = run_local("monitoring", out, {"reference": "store:features/LATEST/listing.parquet",
-                                            "current": "store:features/LATEST/listing.parquet",
-                                            "redis_url": "redis://127.0.0.1:6379/13"})
-    uri = Path(summary["output"])
-    assert uri.parent.name == "drift" and (uri / "drift_report.html").exists()
-    verdict = json.loads((uri / "drift_summary.json").read_text())
+    store = LocalArtifactStore(out / "artifacts")
+    assert store.latest("ingested") is not None  # the training run published its ingested tables
+    summary = run_local("monitoring", out, {"reference": "store:ingested/LATEST/", "current": "store:ingested/LATEST/",
+                                            "mode": "traffic", "redis_url": "redis://127.0.0.1:6379/13"})
+    assert summary["output"] == ""  # no drift version returned
+    report = store.path("drift")  # but the report is published
+    assert (report / "index.html").exists() and (report / "features" / "drift_report.html").exists()
+    verdict = json.loads((report / "drift_summary.json").read_text())
     assert verdict["drift_detected"] is False  # so the flag step did not run
     root = next(Path(summary["pipeline_root"]).glob("checkout-recs-monitoring-*"))
     assert not (root / "set-drift-flag-op").exists()
+
+
+def test_index_refresh_pipeline_publishes_a_new_bundle_version(training_run):
+    from kfp_pipelines.local import run_local
+
+    out = Path(training_run["out"])
+    store = LocalArtifactStore(out / "artifacts")
+    before = store.latest("bundle")
+    summary = run_local("index_refresh", out, {"source": "", "seed": 12, "sim_config_json": TINY})
+    after = store.latest("bundle")
+    assert after != before and summary["output"] == str(store.path("bundle", after))
+    old, new = (json.loads((store.path("bundle", v) / "bundle.json").read_text()) for v in (before, after))
+    assert new["index_version"] != old["index_version"] and new["refreshed_from"]
+    assert new["ranker_version"] == old["ranker_version"]  # same models, new index

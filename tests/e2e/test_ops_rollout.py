@@ -12,7 +12,7 @@ from checkout_recs.deploy.kube import DeployError, IsvcRef, KubeApi
 from checkout_recs.deploy.metrics import MetricsSpec, PrometheusTextSource
 from checkout_recs.deploy.rollout import RampPlan, Rollout, storage_uri
 from checkout_recs.evaluation.guardrails import GuardrailConfig
-from tests.fixtures_ops import OPS_REDIS_URL, TrafficSimulator, fake_kube, ops_redis, staging_docs  # noqa: F401
+from tests.fixtures_ops_servers import OPS_REDIS_URL, TrafficSimulator, fake_kube, ops_redis, staging_docs  # noqa: F401
 
 pytestmark = pytest.mark.e2e
 

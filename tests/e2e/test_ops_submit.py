@@ -7,7 +7,7 @@ import yaml
 
 from kfp_pipelines.registry import get
 from kfp_pipelines.submit import submit
-from tests.fixtures_ops import fake_kfp  # noqa: F401
+from tests.fixtures_ops_servers import fake_kfp  # noqa: F401
 
 pytestmark = pytest.mark.e2e
 

@@ -43,7 +43,7 @@ def test_results_table_rows(geo) -> None:
     ratio_new = t.loc["new-seller exposure / opportunity"]
     assert float(ratio_new["treated"]) >= 0 and np.isfinite(float(ratio_new["holdout"]))
     assert (
-        float(t.loc["share of slots explored (propensity < 1)", "treated"]) == 0.0
+        float(t.loc["share of slots with propensity < 1 (randomised)", "treated"]) == 0.0
     )  # oracle is deterministic
 
 
