@@ -222,6 +222,7 @@ def main() -> None:
     ap.add_argument("--sweep", default="50,100,150,200,300", help="rates for the max-rate sweep")
     ap.add_argument("--sweep-duration", type=float, default=15.0)
     ap.add_argument("--fault-duration", type=float, default=30.0)
+    ap.add_argument("--scenarios", default="design,naive,inprocess", help="which paths to run")
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "checkout-recs-bench-serving")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serving.json")
     args = ap.parse_args()
@@ -248,7 +249,7 @@ def main() -> None:
     scenarios = [("design", ["--ranker_protocol", "grpc"]),
                  ("naive", ["--naive", "--ranker_protocol", "rest-json"]),
                  ("inprocess", ["--scoring", "inprocess"])]
-    for name, extra in scenarios:
+    for name, extra in [(n, e) for n, e in scenarios if n in args.scenarios.split(",")]:
         with private_redis() as redis_proc:  # a fresh one per scenario: the fault run kills it
             redis_url = f"redis://127.0.0.1:{PRIVATE_REDIS_PORT}/0"
             base = ["--users", "feast", "--feast_features", str(bundle / "features"), "--feast_work_dir",

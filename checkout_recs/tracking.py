@@ -131,6 +131,8 @@ def alias_metrics(tracking_uri: str, alias: str, name: str = MODEL_NAME) -> dict
         mv = client.get_model_version_by_alias(name, alias)
     except mlflow.exceptions.MlflowException:
         return None
+    if mv.run_id is None:
+        return None
     data = client.get_run(mv.run_id).data.metrics
     return {k.replace("_at_", "@"): v for k, v in data.items()}
 

@@ -4,7 +4,7 @@ Layout under ``out_dir`` (mirrors the S3 layout of a cluster run)::
 
     pipeline_root/<pipeline>-<timestamp>/<task>/<output>   every task's artifacts (KFP's layout)
     artifacts/<kind>/<version>/ + LATEST                    published artifacts (storage.py)
-    artifacts/feast/, artifacts/mlflow.db                   Feast registry/online store, MLflow
+    artifacts/feast/, artifacts/mlflow.db, artifacts/mlruns/  Feast registry/online store, MLflow
     run.json                                                arguments, outputs, seconds
 
 ``use_venv=False`` runs each component with this interpreter; no component lists packages, so
@@ -31,6 +31,19 @@ def local_defaults(name: str, out_dir: Path) -> dict[str, Any]:
     return {"artifact_root": str(artifacts)}
 
 
+def _mlflow_artifacts_under(tracking_uri: str, folder: Path) -> None:
+    """Create the training experiment with its artifact location in ``folder``: with a SQLite
+    tracking URI MLflow would otherwise put run artifacts in ``./mlruns`` of the working directory."""
+    from mlflow import MlflowClient
+
+    from checkout_recs.models.train import TrainConfig
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    name = TrainConfig().experiment
+    if client.get_experiment_by_name(name) is None:
+        client.create_experiment(name, artifact_location=folder.resolve().as_uri())
+
+
 def run_local(name: str, out_dir: Path, arguments: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run pipeline ``name`` locally; returns the run summary also written to ``out_dir/run.json``.
 
@@ -54,6 +67,8 @@ def run_local(name: str, out_dir: Path, arguments: dict[str, Any] | None = None)
     out_dir = Path(out_dir).resolve()
     (out_dir / "artifacts").mkdir(parents=True, exist_ok=True)
     args = {**local_defaults(name, out_dir), **(arguments or {})}
+    if str(args.get("mlflow_tracking_uri", "")).startswith("sqlite:"):
+        _mlflow_artifacts_under(args["mlflow_tracking_uri"], out_dir / "artifacts" / "mlruns")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(out_dir / "pipeline_root"),
                workspace_root=str(out_dir / "workspace"), raise_on_error=True)
     t0 = time.perf_counter()

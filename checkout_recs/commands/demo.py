@@ -42,21 +42,22 @@ def demo(
     raw = _simulate(workdir / "raw", seed, console)
 
     console.rule("[bold]2 · training pipeline (kfp.local)")
-    bundle = _train(raw, workdir, seed, console)
+    run = _train(raw, workdir / "pipeline", seed, console)
+    bundle, artifacts = Path(run["output"]), Path(run["arguments"]["artifact_root"])
 
     console.rule("[bold]3 · serve: KServe transformer + predictor on 127.0.0.1")
-    checkouts = _sample_checkouts(raw, requests, seed)
-    answers = _serve_and_ask(bundle, checkouts, workdir, console)
+    checkouts = sample_checkouts(raw, requests, seed)
+    answers = serve_and_ask(bundle, artifacts, checkouts, workdir / "server-logs", console)
 
     console.rule("[bold]4 · drift report for on-call")
-    drift = _drift(workdir, console)
+    drift = drift_halves(training_set_path(Path(run["pipeline_root"])), workdir / "drift", console)
 
     summary = {
         "seconds": round(time.perf_counter() - t0, 1),
         "bundle": str(bundle),
         "requests": len(answers),
         "all_six_distinct": all(len(set(a["ids"])) == 6 == len(a["ids"]) for a in answers),
-        "drift_report": drift,
+        "drift_report": str(drift),
     }
     (workdir / "demo_summary.json").write_text(json.dumps(summary, indent=2))
     console.rule("[bold green]done")
@@ -74,18 +75,24 @@ def _simulate(out: Path, seed: int, console: Any) -> Path:
     return out
 
 
-def _train(raw: Path, workdir: Path, seed: int, console: Any) -> Path:
+def _train(raw: Path, out: Path, seed: int, console: Any) -> dict[str, Any]:
+    import logging
+
     from kfp_pipelines.local import run_local
 
-    summary = run_local("training", workdir / "pipeline", {"source": str(raw.resolve()), "seed": seed})
-    bundle_uri = summary["output"]
-    if not bundle_uri:
+    logging.getLogger("kfp").setLevel(logging.WARNING)  # task logs stay in the pipeline root
+    with console.status("running the training pipeline: ingest → label → features → Feast → train → "
+                        "index → evaluate → register"):
+        run = run_local("training", out, {"source": str(raw.resolve()), "seed": seed})
+    if not run["output"]:
         raise RuntimeError("the promotion gate refused the trained model; nothing to serve")
-    console.print(f"pipeline finished in {summary['seconds']:.1f} s; bundle → {bundle_uri}")
-    return Path(bundle_uri)
+    for task in sorted(p.name for p in next(Path(run["pipeline_root"]).glob("*")).iterdir() if p.is_dir()):
+        console.print(f"  [green]✓[/green] {task}")
+    console.print(f"pipeline finished in {run['seconds']:.1f} s; bundle → {run['output']}")
+    return run
 
 
-def _sample_checkouts(raw: Path, n: int, seed: int) -> list[dict[str, Any]]:
+def sample_checkouts(raw: Path, n: int, seed: int) -> list[dict[str, Any]]:
     """The last day's real checkouts from the simulated logs, plus an unknown user and an empty basket."""
     import pandas as pd
 
@@ -107,7 +114,14 @@ def _sample_checkouts(raw: Path, n: int, seed: int) -> list[dict[str, Any]]:
     return out
 
 
-def _serve_and_ask(bundle: Path, checkouts: list[dict[str, Any]], workdir: Path, console: Any) -> list[dict[str, Any]]:
+def serve_and_ask(bundle: Path, artifacts: Path, checkouts: list[dict[str, Any]], log_dir: Path,
+                  console: Any) -> list[dict[str, Any]]:
+    """Start both servers on ``bundle`` (user features from the run's Feast store), send ``checkouts``
+    over v1 and the first one over v2, print the answers as a table, stop the servers.
+
+    Returns one dict per checkout: ``ids`` (the six listing ids), ``policy``, ``fallback_reason``,
+    ``note``, ``status`` (HTTP status).
+    """
     import httpx
     from rich.table import Table
 
@@ -117,10 +131,9 @@ def _serve_and_ask(bundle: Path, checkouts: list[dict[str, Any]], workdir: Path,
     table = Table(title="post-checkout recommendations (six per checkout)")
     for col in ("user", "basket", "policy", "six listing ids", "top reason", "ms"):
         table.add_column(col)
-    artifacts = workdir / "pipeline" / "artifacts"
     feast_args = ["--users", "feast", "--feast_features", str(artifacts / "features" / _latest(artifacts / "features")),
                   "--feast_work_dir", str(artifacts / "feast")]
-    with running_servers(bundle, log_dir=workdir / "server-logs", transformer_args=feast_args, ready_timeout_s=300) as servers, \
+    with running_servers(bundle, log_dir=log_dir, transformer_args=feast_args, ready_timeout_s=300) as servers, \
             httpx.Client(timeout=10) as http:
         console.print(f"transformer {servers.transformer_url}   predictor {servers.predictor_url}")
         for c in checkouts:
@@ -132,7 +145,8 @@ def _serve_and_ask(bundle: Path, checkouts: list[dict[str, Any]], workdir: Path,
                 raise RuntimeError(f"request failed: {r.status_code} {r.text}")
             pred = r.json()["predictions"][0]
             ids = [it["listing_id"] for it in pred["items"]]
-            answers.append({"ids": ids, "policy": pred["policy"], "note": c["note"]})
+            answers.append({"ids": ids, "policy": pred["policy"], "fallback_reason": pred.get("fallback_reason"),
+                            "note": c["note"], "status": r.status_code, "basket": c["purchased_item_ids"]})
             policy = pred["policy"] + (f" ({pred['fallback_reason']})" if pred.get("fallback_reason") else "")
             table.add_row(f"{c['user_id']} [{c['note']}]", str(c["purchased_item_ids"][:3]), policy,
                           " ".join(map(str, ids)), pred["items"][0]["reason"], f"{ms:.1f}")
@@ -161,23 +175,26 @@ def _ask_v2(http: Any, url: str, c: dict[str, Any]) -> list[int]:
     return [int(i) for i in out["item_ids"]]
 
 
-def _drift(workdir: Path, console: Any) -> str:
-    """Listing features of the first simulated week (reference) against the last days (current)."""
+def drift_halves(training_set: Path, out: Path, console: Any) -> Path:
+    """Drift report of the training set's first half of days (reference) against its second half.
+
+    Returns the path of the HTML report; ``drift_summary.json`` lies beside it.
+    """
     import pandas as pd
 
     from monitoring.drift import drift_report
 
-    ts = pd.read_parquet(_training_set(workdir))
+    ts = pd.read_parquet(training_set)
     cut = ts["event_timestamp"].min() + (ts["event_timestamp"].max() - ts["event_timestamp"].min()) / 2
     reference, current = ts[ts["event_timestamp"] < cut], ts[ts["event_timestamp"] >= cut]
-    out = workdir / "drift"
     s = drift_report(reference, current, out)
     console.print(f"drift detected: {s.drift_detected} ({s.reason}); report → {out / 'drift_report.html'}")
-    return str(out / "drift_report.html")
+    return out / "drift_report.html"
 
 
-def _training_set(workdir: Path) -> Path:
-    hits = sorted((workdir / "pipeline").rglob("training_set*.parquet"))
+def training_set_path(pipeline_root: Path) -> Path:
+    """The training set a local pipeline run wrote (``training-set-op/training_set/*.parquet``)."""
+    hits = sorted(pipeline_root.glob("*/training-set-op/training_set/training_set.parquet"))
     if not hits:
-        raise FileNotFoundError(f"no training set under {workdir / 'pipeline'}")
-    return hits[0]
+        raise FileNotFoundError(f"no training set under {pipeline_root}")
+    return hits[-1]

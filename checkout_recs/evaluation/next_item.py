@@ -21,6 +21,7 @@ import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -71,7 +72,7 @@ def _components(split: Split, stage: str, sas_cfg: SASRecConfig, decay: float, s
     seqs = split.fit_seqs(stage)
     t0 = time.perf_counter()
     sas = SASRec(sas_cfg).fit(seqs, split.n_items, seed)
-    out = {"sasrec": zscore(sas.score(seqs))}
+    out: dict[str, Any] = {"sasrec": zscore(sas.score(seqs))}
     out["knn"] = zscore(ItemKNN(100, decay, truncate="col").fit(seqs, split.n_items).score(seqs))
     out["markov"] = zscore(np.log1p(Markov1().fit(seqs, split.n_items).score(seqs)))
     out["seconds"] = time.perf_counter() - t0
@@ -119,9 +120,9 @@ def _best_a(split: Split, comp: dict, seqs: list[np.ndarray]) -> float:
     return best_a
 
 
-def _baseline_factories() -> dict[str, tuple[Callable[[], object], bool]]:
+def _baseline_factories() -> dict[str, tuple[Callable[[], Any], bool]]:
     """name → (factory, stochastic)."""
-    out: dict[str, tuple[Callable[[], object], bool]] = {
+    out: dict[str, tuple[Callable[[], Any], bool]] = {
         "popularity": (Popularity, False),
         "item_knn": (lambda: ItemKNN(100, 0.47, "row"), False),
         "markov1": (Markov1, False),
@@ -138,7 +139,7 @@ def _baseline_factories() -> dict[str, tuple[Callable[[], object], bool]]:
 
 def _aggregate(runs: list[dict]) -> dict:
     keys = [k for k, v in runs[0].items() if isinstance(v, float)]
-    agg = {k: float(np.mean([r[k] for r in runs])) for k in keys}
+    agg: dict[str, Any] = {k: float(np.mean([r[k] for r in runs])) for k in keys}
     agg["std"] = {k: float(np.std([r[k] for r in runs])) for k in keys}
     agg["untied"] = {k: float(np.mean([r["untied"][k] for r in runs])) for k in keys if k in runs[0]["untied"]}
     agg["seeds"] = len(runs)

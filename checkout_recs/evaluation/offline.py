@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -162,10 +163,10 @@ def head_auc_vs_logistic(model: RankerModel, train: pd.DataFrame, test: pd.DataF
     scores = {"auc_click": ("clicked", p_click), "auc_purchase": ("purchased", p_click * p_cvr),
               "lr_auc_click": ("clicked", lr["clicked"].predict_proba(Xte)[:, 1]),
               "lr_auc_purchase": ("purchased", lr["purchased"].predict_proba(Xte)[:, 1])}
-    out = {}
+    out: dict[str, dict[str, float]] = {}
     for seg, sel in SIM_SEGMENTS.items():
         m = np.asarray(sel(test), bool)
-        out[seg] = {"n": int(m.sum())}
+        out[seg] = {"n": float(m.sum())}
         for name, (y, s) in scores.items():
             out[seg][name] = auc(test[y].to_numpy()[m], s[m]) if m.any() else float("nan")
     return out
@@ -184,6 +185,8 @@ def ranker_policy(bundle_dir: Path):
     from checkout_recs.serving_bundle import ServingBundle
 
     bundle = ServingBundle.load(Path(bundle_dir), candidates="builtin")
+    if bundle.model_dir is None:
+        raise FileNotFoundError(f"no ranker in bundle {bundle_dir}")
     model = RankerModel.load(bundle.model_dir)
     users = TableUserFeatures(bundle.users)
     cat = bundle.catalog
@@ -199,6 +202,8 @@ def ranker_policy(bundle_dir: Path):
         value = np.full(len(rows), np.nan)
         if known.any():
             X = bundle.ranker_input(req, user, rows[known], basket[basket >= 0])
+            if X is None:
+                raise RuntimeError("bundle has no ranker feature names")
             pc, pb = model.predict(X)
             value[known] = pc * pb * cands.price[known] * cands.take_rate[known]
         value[~known] = np.nanmedian(value) if known.any() else 0.0
@@ -218,7 +223,7 @@ def evaluate_simulator(bundle_dir: Path, raw_dir: Path, days: list[int], request
     from checkout_recs.simulate.scenario import SimWorld
 
     world = SimWorld.from_raw(Path(raw_dir))
-    out = {}
+    out: dict[str, Any] = {}
     for name, pol in (("ranker", ranker_policy(bundle_dir)), ("heuristic", heuristic_policy(world)),
                       ("oracle", oracle_policy(world))):
         v = evaluate_policy(pol, days, world=world, requests_per_day=requests_per_day)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -142,7 +143,7 @@ def evaluate_scores(split: Split, stage: str, scores: np.ndarray) -> dict:
     seqs = split.fit_seqs(stage)
     counts = fit_counts(seqs, split.n_items)
     ranks, tops = rank_and_top(scores, seqs, split.targets(stage), counts)
-    res = metrics_from_ranks(ranks, tops, counts, split.n_items)
+    res: dict[str, Any] = dict(metrics_from_ranks(ranks, tops, counts, split.n_items))
     m = ~split.tied
     res["untied"] = metrics_from_ranks(ranks[m], tops[m], counts, split.n_items)
     return res

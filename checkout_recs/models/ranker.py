@@ -57,6 +57,9 @@ class RankerNet(nn.Module):
     """Normalise → shared bottom (or MMoE) → two logits (click, cvr), plus an optional linear
     ("wide") term per logit so the network is never less expressive than a logistic regression."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, d_in: int, hidden: Sequence[int], architecture: str = "shared_bottom",
                  n_experts: int = 3, wide: bool = False) -> None:
         super().__init__()

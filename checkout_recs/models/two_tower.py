@@ -73,7 +73,7 @@ def hash_tokens(titles: Sequence[str], buckets: int, max_tokens: int = _MAX_TOKE
     return out
 
 
-def _str_hash(values: Sequence[str], buckets: int) -> np.ndarray:
+def _str_hash(values: Sequence[str] | np.ndarray, buckets: int) -> np.ndarray:
     return np.array([1 + zlib.crc32(str(v).encode()) % (buckets - 1) for v in values], np.int64)
 
 
@@ -164,7 +164,8 @@ class TwoTowerNet(nn.Module):
 _DEVICES = {"web": 1, "ios": 2, "android": 3}
 
 
-def user_inputs(seqs: np.ndarray, regions: Sequence[str], devices: Sequence[str], hours: np.ndarray,
+def user_inputs(seqs: np.ndarray, regions: Sequence[str] | np.ndarray, devices: Sequence[str] | np.ndarray,
+                hours: np.ndarray,
                 cfg: TwoTowerConfig) -> tuple[torch.Tensor, ...]:
     """seqs (n, L) listing ids, -1 pads, newest last → the user tower's tensors."""
     seqs = np.asarray(seqs, dtype=np.int64)[:, -cfg.seq_len :]

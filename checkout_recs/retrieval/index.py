@@ -21,6 +21,7 @@ import json
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -33,11 +34,11 @@ class IndexConfig(BaseModel):
     """How the index is built and searched."""
 
     exact_below: int = Field(default=50_000, description="Exact search below this many items.")
-    nlist: int | None = Field(default=None, description="IVF lists; None: 4·sqrt(n).")
-    nprobe: int = Field(default=48, description="IVF lists probed per query.")
+    nlist: int | None = Field(default=None, description="IVF lists; None: sqrt(n).")
+    nprobe: int = Field(default=64, description="IVF lists probed per query.")
     rerank: int = Field(default=1000, description="ANN hits re-scored exactly per query.")
     selective_below: int = Field(default=20_000, description="Exact category search below this.")
-    train_sample: int = Field(default=100_000, description="Vectors used to train IVF.")
+    train_sample: int = Field(default=50_000, description="Vectors used to train IVF (k-means).")
     per_region: bool = Field(default=True, description="Build one index per region too.")
 
 
@@ -74,12 +75,12 @@ def make_faiss_index(emb: np.ndarray, ids: np.ndarray, cfg: IndexConfig):
         index = faiss.IndexIDMap2(faiss.IndexFlatIP(d))
         kind = "flat"
     else:
-        nlist = cfg.nlist or int(4 * np.sqrt(n))
+        nlist = cfg.nlist or int(np.sqrt(n))
         quant = faiss.IndexFlatIP(d)
         index = faiss.IndexIVFScalarQuantizer(quant, d, nlist, faiss.ScalarQuantizer.QT_8bit,
                                               faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(0)
-        sample = emb[rng.choice(n, min(n, max(cfg.train_sample, 40 * nlist)), replace=False)]
+        sample = emb[rng.choice(n, min(n, max(cfg.train_sample, 39 * nlist)), replace=False)]
         index.train(np.ascontiguousarray(sample, dtype=np.float32))
         index.nprobe = cfg.nprobe
         kind = "ivf_sq8"
@@ -92,9 +93,10 @@ class RetrievalIndex:
     """Embeddings + FAISS indexes + snapshot, searchable globally, per region or per category."""
 
     def __init__(self, ids: np.ndarray, emb: np.ndarray, snapshot: pd.DataFrame,
-                 cfg: IndexConfig, indexes: dict[str, object], manifest: IndexManifest) -> None:
+                 cfg: IndexConfig, indexes: dict[str, Any], manifest: IndexManifest) -> None:
         self.ids = np.asarray(ids, np.int64)
-        self.emb = np.asarray(emb, np.float16)
+        self.emb = np.asarray(emb, np.float16)  # stored compressed (embeddings.npy)
+        self._emb32 = self.emb.astype(np.float32)  # exact re-scoring in memory
         self.snapshot = snapshot.reset_index(drop=True)
         self.cfg = cfg
         self.indexes = indexes  # "" is the global index, else a region
@@ -105,6 +107,10 @@ class RetrievalIndex:
     def _reindex(self) -> None:
         order = np.argsort(self.ids, kind="stable")
         self._sorted_ids, self._sorted_rows = self.ids[order], order
+        self._lookup = None  # dense id → row table when ids are small non-negative integers
+        if len(self.ids) and self.ids.min() >= 0 and self.ids.max() < 4 * len(self.ids) + 1024:
+            self._lookup = np.full(int(self.ids.max()) + 1, -1, np.int64)
+            self._lookup[self.ids] = np.arange(len(self.ids))  # a re-added id: the newest row wins
         self._region = self.snapshot["region"].to_numpy() if "region" in self.snapshot else None
         self._category = (self.snapshot["category_id"].to_numpy()
                           if "category_id" in self.snapshot else None)
@@ -119,7 +125,7 @@ class RetrievalIndex:
         t0 = time.perf_counter()
         emb = np.ascontiguousarray(emb, np.float32)
         ids = np.asarray(ids, np.int64)
-        indexes: dict[str, object] = {}
+        indexes: dict[str, Any] = {}
         indexes[""], kind = make_faiss_index(emb, ids, cfg)
         regions: dict[str, int] = {}
         if "region" in snapshot:
@@ -171,6 +177,9 @@ class RetrievalIndex:
         ids = np.asarray(ids, np.int64)
         if len(self._sorted_ids) == 0:
             return np.full(ids.shape, -1, np.int64)
+        if self._lookup is not None:
+            inside = (ids >= 0) & (ids < len(self._lookup))
+            return np.where(inside, self._lookup[np.where(inside, ids, 0)], -1)
         pos = np.searchsorted(self._sorted_ids, ids, side="right") - 1
         pos = np.clip(pos, 0, len(self._sorted_ids) - 1)
         hit = self._sorted_ids[pos] == ids
@@ -190,7 +199,7 @@ class RetrievalIndex:
         return np.flatnonzero(m)
 
     def _exact(self, q: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        sc = q @ self.emb[rows].astype(np.float32).T  # (q, r)
+        sc = q @ self._emb32[rows].T  # (q, r)
         kk = min(k, len(rows))
         top = np.argsort(-sc, axis=1, kind="stable")[:, :kk]
         return _pad(self.ids[rows][top], np.take_along_axis(sc, top, 1), k)
@@ -211,12 +220,14 @@ class RetrievalIndex:
             cand = ids[i][ids[i] >= 0]
             rows = self.rows_of(cand)
             rows = rows[(rows >= 0) & self.alive[np.maximum(rows, 0)]]
-            sc = self.emb[rows].astype(np.float32) @ q[i]
-            top = np.argsort(-sc, kind="stable")[:k]
+            sc = self._emb32[rows] @ q[i]
+            top = _top_k(sc, k)
             out_i[i, : len(top)], out_s[i, : len(top)] = self.ids[rows[top]], sc[top]
         return out_i, out_s
 
     def _filter(self, ids: np.ndarray, sc: np.ndarray, k: int, category: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._category is None:
+            raise ValueError("category filter needs a category_id column in the snapshot")
         rows = self.rows_of(ids)
         ok = (rows >= 0) & (self._category[np.maximum(rows, 0)] == category)
         out_i = np.full((len(ids), k), -1, np.int64)
@@ -244,6 +255,7 @@ class RetrievalIndex:
                 index.add_with_ids(emb32[reg == r], ids[reg == r])
         self.ids = np.concatenate([self.ids, ids])
         self.emb = np.concatenate([self.emb, emb32.astype(np.float16)])
+        self._emb32 = np.concatenate([self._emb32, emb32])
         self.alive = np.concatenate([self.alive, np.ones(len(ids), bool)])
         self.snapshot = pd.concat([self.snapshot, snapshot_rows], ignore_index=True)
         self._reindex()
@@ -292,7 +304,7 @@ class RetrievalIndex:
         index_dir = Path(index_dir)
         manifest = IndexManifest(**json.loads((index_dir / "manifest.json").read_text()))
         cfg = IndexConfig(**manifest.config)
-        indexes: dict[str, object] = {"": faiss.read_index(str(index_dir / "index.faiss"))}
+        indexes: dict[str, Any] = {"": faiss.read_index(str(index_dir / "index.faiss"))}
         for p in sorted(index_dir.glob("index.*.faiss")):
             indexes[p.name[len("index.") : -len(".faiss")]] = faiss.read_index(str(p))
         for index in indexes.values():
@@ -301,6 +313,14 @@ class RetrievalIndex:
         return cls(np.load(index_dir / "ids.npy", allow_pickle=False),
                    np.load(index_dir / "embeddings.npy", allow_pickle=False),
                    pd.read_parquet(index_dir / "snapshot.parquet"), cfg, indexes, manifest)
+
+
+def _top_k(sc: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest scores of a 1-d array, best first."""
+    if len(sc) > k:
+        part = np.argpartition(-sc, k - 1)[:k]
+        return part[np.argsort(-sc[part], kind="stable")]
+    return np.argsort(-sc, kind="stable")
 
 
 def _pad(ids: np.ndarray, sc: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -150,12 +150,12 @@ def test_student_distils_teacher_and_numpy_scorer_agrees(tmp_path):
     from checkout_recs.models.student import NumpyScorer, StudentConfig, distill
 
     train, test = _frame(1200, seed=2), _frame(600, seed=3)
-    teacher = train_ranker(train, RankerConfig(epochs=4, hidden=[32, 16]))
+    teacher = train_ranker(train, RankerConfig(epochs=20, hidden=[32, 16]))
     student = distill(teacher, train, StudentConfig(hidden=8, epochs=20))
     Xt = ranker_matrix(test, teacher.feature_names)
     t_auc = auc(test["clicked"], teacher.predict(Xt)[0])
     s_auc = auc(test["clicked"], student.predict(Xt)[0])
-    assert t_auc > 0.7 and abs(t_auc - s_auc) < 0.02
+    assert t_auc > 0.7 and s_auc > t_auc - 0.02  # the student may not lose more than 0.02 AUC
     assert student.metrics["n_params"] < sum(p.numel() for p in teacher.net.parameters())
     np.testing.assert_allclose(NumpyScorer(student).predict(Xt)[0], student.predict(Xt)[0], atol=1e-5)
     again = RankerModel.load(student.save(tmp_path / "student"))  # same artifact format as the teacher

@@ -8,19 +8,11 @@ from pathlib import Path
 import pytest
 
 from checkout_recs.storage import LocalArtifactStore
+from tests.fixtures_e2e import TINY_SIM
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-TINY = '{"n_listings": 600, "n_users": 300, "n_sellers": 80, "days": 5, "checkouts_per_day": 80}'
-
-
-@pytest.fixture(scope="module")
-def training_run(tmp_path_factory) -> dict:
-    from kfp_pipelines.local import run_local
-
-    out = tmp_path_factory.mktemp("ops_pipeline")
-    summary = run_local("training", out, {"sim_config_json": TINY, "seed": 11})
-    return {"out": out, **summary}
+TINY = TINY_SIM  # the same tiny marketplace as the shared training run (tests/e2e/conftest.py)
 
 
 def test_training_publishes_a_gated_bundle(training_run):
@@ -34,6 +26,7 @@ def test_training_publishes_a_gated_bundle(training_run):
     assert info["n_items"] > 0 and info["mlflow_run_id"]
     assert store.latest("features") is not None  # the views Feast reads were published too
     assert (out / "artifacts" / "feast" / "online_store.db").exists()  # materialized
+    assert any((out / "artifacts" / "mlruns").iterdir())  # MLflow run artifacts stay in the run folder
     assert json.loads((out / "run.json").read_text())["arguments"]["training_join"] == "pandas"
 
 
