@@ -29,9 +29,13 @@ def demo(
 ) -> None:
     """Simulate, train with the local pipeline, serve, answer checkouts, report drift."""
     import shutil
+    import signal
+    import sys
 
     from rich.console import Console
 
+    # SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so the servers' process groups are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     console = Console()
     if workdir.exists():
         shutil.rmtree(workdir)
@@ -76,19 +80,45 @@ def _simulate(out: Path, seed: int, console: Any) -> Path:
 
 
 def _train(raw: Path, out: Path, seed: int, console: Any) -> dict[str, Any]:
-    import logging
+    """Run the training pipeline with kfp.local; its task logs go to ``out/pipeline.log``.
+
+    A watcher prints each task as it finishes (KFP writes ``executor_output.json`` last).
+    """
+    import contextlib
+    import sys
+    import threading
+
+    from rich.console import Console
 
     from kfp_pipelines.local import run_local
 
-    logging.getLogger("kfp").setLevel(logging.WARNING)  # task logs stay in the pipeline root
-    with console.status("running the training pipeline: ingest → label → features → Feast → train → "
-                        "index → evaluate → register"):
-        run = run_local("training", out, {"source": str(raw.resolve()), "seed": seed})
+    out.mkdir(parents=True, exist_ok=True)
+    screen = Console(file=sys.stdout)  # bound now: stdout is redirected to the log below
+    done = threading.Event()
+
+    def watch() -> None:
+        seen: set[str] = set()
+        while True:
+            finished = done.wait(1.0)
+            for f in sorted((out / "pipeline_root").glob("*/*/executor_output.json"), key=lambda p: p.stat().st_mtime):
+                if f.parent.name not in seen:
+                    seen.add(f.parent.name)
+                    screen.print(f"  [green]✓[/green] {f.parent.name}")
+            if finished:
+                return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    with open(out / "pipeline.log", "w") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        try:
+            run = run_local("training", out, {"source": str(raw.resolve()), "seed": seed})
+        finally:
+            done.set()
+    watcher.join()
     if not run["output"]:
         raise RuntimeError("the promotion gate refused the trained model; nothing to serve")
-    for task in sorted(p.name for p in next(Path(run["pipeline_root"]).glob("*")).iterdir() if p.is_dir()):
-        console.print(f"  [green]✓[/green] {task}")
-    console.print(f"pipeline finished in {run['seconds']:.1f} s; bundle → {run['output']}")
+    console.print(f"pipeline finished in {run['seconds']:.1f} s (task logs: {out / 'pipeline.log'}); "
+                  f"bundle → {run['output']}")
     return run
 
 

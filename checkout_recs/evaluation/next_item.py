@@ -40,7 +40,7 @@ PUBLISHED = {
 }
 #: Chosen on MovieLens-100K validation by ``run_protocol(tune=True)`` (docs/models.md).
 DEFAULT_CHOICE = {"sasrec": {"epochs": 200, "dropout": 0.2, "max_len": 50, "dim": 64},
-                  "knn_decay": 0.8, "a": 0.5, "b": 1.0, "c": 0.25}
+                  "knn_decay": 0.6, "a": 0.5, "b": 1.0, "c": 0.25}
 
 
 def _log(msg: str) -> None:

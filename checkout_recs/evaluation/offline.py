@@ -65,7 +65,7 @@ def _scores(model: RankerModel, frame: pd.DataFrame) -> dict[str, tuple[np.ndarr
     out = {"model": (p_click, p_click * p_cvr * value)}
     slot = frame["slot"].to_numpy(np.float64) if "slot" in frame else np.zeros(len(frame))
     out["logged"] = (-slot, -slot)
-    ctr = frame["ctr_smoothed"].to_numpy(np.float64) if "ctr_smoothed" in frame else np.zeros(len(frame))
+    ctr = _num(frame, "ctr_smoothed").astype(np.float64)  # the view column, prefixed or not
     out["popular"] = (ctr, ctr)
     return out
 

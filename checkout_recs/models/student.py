@@ -26,8 +26,8 @@ class StudentConfig(BaseModel):
     """Hyper-parameters of the distilled student."""
 
     hidden: int = Field(default=16, ge=1, description="Width of the single hidden layer.")
-    epochs: int = Field(default=10, ge=1)
-    batch_size: int = Field(default=256, ge=8)
+    epochs: int = Field(default=20, ge=1)
+    batch_size: int = Field(default=128, ge=8)
     lr: float = Field(default=5e-3, gt=0)
     label_weight: float = Field(default=0.2, ge=0, le=1, description="α: weight of the label loss.")
     wide: bool = Field(default=True, description="Linear term per logit (as the teacher's).")
