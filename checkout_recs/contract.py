@@ -267,6 +267,36 @@ FEATURE_TABLES: dict[str, pa.Schema] = {
 }
 
 
+#: Decision log: one row per answered post-checkout request (serving writes; explain, replay and
+#: OPE read). ``snapshot_ids``/``snapshot_scores`` are the ranked candidates behind the six.
+DECISIONS = pa.schema([
+    pa.field("request_id", pa.string(), nullable=False),
+    pa.field("event_timestamp", TS, nullable=False),
+    pa.field("user_id", pa.int64(), nullable=False),
+    pa.field("region", pa.string(), nullable=False),
+    pa.field("device", pa.string(), nullable=False),
+    pa.field("basket_ids", pa.list_(pa.int64()), nullable=False),
+    pa.field("policy", pa.string(), nullable=False),
+    pa.field("fallback_reason", pa.string(), nullable=True),
+    pa.field("session_class", pa.string(), nullable=False),
+    pa.field("model_version", pa.string(), nullable=True),
+    pa.field("index_version", pa.string(), nullable=True),
+    pa.field("item_ids", pa.list_(pa.int64()), nullable=False),
+    pa.field("scores", pa.list_(pa.float64()), nullable=False),
+    pa.field("propensities", pa.list_(pa.float64()), nullable=False),
+    pa.field("sources", pa.list_(pa.string()), nullable=False),
+    pa.field("reasons", pa.list_(pa.string()), nullable=False),
+    pa.field("explored", pa.bool_(), nullable=False),
+    pa.field("exploration_cost", pa.float64(), nullable=False),
+    pa.field("n_candidates", pa.int32(), nullable=False),
+    pa.field("n_filtered_out", pa.int32(), nullable=False),
+    pa.field("snapshot_ids", pa.list_(pa.int64()), nullable=False),
+    pa.field("snapshot_scores", pa.list_(pa.float64()), nullable=False),
+    pa.field("latency_ms", pa.float64(), nullable=True),
+    pa.field("timings_json", pa.string(), nullable=False),
+])
+
+
 def field_names(schema: pa.Schema) -> list[str]:
     """Column names of ``schema`` in order."""
     return [f.name for f in schema]

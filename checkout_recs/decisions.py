@@ -24,40 +24,13 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from checkout_recs import contract
+from checkout_recs.contract import DECISIONS
 from checkout_recs.storage import ArtifactStore, LocalArtifactStore, new_version
 
 if TYPE_CHECKING:
     from checkout_recs.recommend import Decision
 
 KIND = "decisions"
-#: One row per answered request. (Proposed for ``contract.py``; defined here until moved.)
-DECISIONS = pa.schema([
-    pa.field("request_id", pa.string(), nullable=False),
-    pa.field("event_timestamp", contract.TS, nullable=False),
-    pa.field("user_id", pa.int64(), nullable=False),
-    pa.field("region", pa.string(), nullable=False),
-    pa.field("device", pa.string(), nullable=False),
-    pa.field("basket_ids", pa.list_(pa.int64()), nullable=False),
-    pa.field("policy", pa.string(), nullable=False),
-    pa.field("fallback_reason", pa.string(), nullable=True),
-    pa.field("session_class", pa.string(), nullable=False),
-    pa.field("model_version", pa.string(), nullable=True),
-    pa.field("index_version", pa.string(), nullable=True),
-    pa.field("item_ids", pa.list_(pa.int64()), nullable=False),
-    pa.field("scores", pa.list_(pa.float64()), nullable=False),
-    pa.field("propensities", pa.list_(pa.float64()), nullable=False),
-    pa.field("sources", pa.list_(pa.string()), nullable=False),
-    pa.field("reasons", pa.list_(pa.string()), nullable=False),
-    pa.field("explored", pa.bool_(), nullable=False),
-    pa.field("exploration_cost", pa.float64(), nullable=False),
-    pa.field("n_candidates", pa.int32(), nullable=False),
-    pa.field("n_filtered_out", pa.int32(), nullable=False),
-    pa.field("snapshot_ids", pa.list_(pa.int64()), nullable=False),
-    pa.field("snapshot_scores", pa.list_(pa.float64()), nullable=False),
-    pa.field("latency_ms", pa.float64(), nullable=True),
-    pa.field("timings_json", pa.string(), nullable=False),
-])
 
 
 def decision_record(decision: Decision) -> dict[str, Any]:

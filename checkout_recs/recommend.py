@@ -19,6 +19,7 @@ transformer can put its deadline-bound predictor call in between and offline cod
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -115,13 +116,16 @@ class Recommender:
     """
 
     def __init__(self, bundle: ServingBundle, users: UserFeatureSource, inventory: InventoryStore | None = None,
-                 cfg: PolicyConfig | None = None, switches: Switches | None = None, seed: int = 7) -> None:
+                 cfg: PolicyConfig | None = None, switches: Switches | None = None, seed: int = 7,
+                 max_snapshot_age: dt.timedelta | None = None) -> None:
         self.bundle = bundle
         self.users = users
         self.inventory = inventory or MemoryInventoryStore()
         self.cfg = cfg or PolicyConfig()
         self.switches = switches or Switches(None)
         self.policy = PolicyEngine(bundle.catalog, self.cfg, bundle.complements, seed=seed)
+        #: Staleness SLA of the listing snapshot, checked at the checkout's time (None: not checked).
+        self.max_snapshot_age = max_snapshot_age
 
     # ---------------------------------------------------------------- stages 1-3
     async def prepare(self, req: contract.PostCheckoutRequest, now: float | None = None) -> Prepared:
@@ -137,6 +141,9 @@ class Recommender:
             reason = "kill_switch"
         elif state.drift_flag:
             reason = "drift_flag"
+        elif self.max_snapshot_age is not None and not self.bundle.snapshot_fresh(
+                req.timestamp or dt.datetime.now(dt.UTC), self.max_snapshot_age):
+            reason = "stale_features"
         user: dict[str, Any] | None = None
         try:
             user = await self.users.get(req.user_id)

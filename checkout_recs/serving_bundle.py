@@ -131,6 +131,7 @@ class ServingBundle:
     users: pd.DataFrame | None
     interactions: Any = None  # features.on_demand.InteractionTables when available
     plan: Any = None  # ranker_input.RankerInputPlan, built on first use
+    snapshot_time: dt.datetime | None = None  # when the listing snapshot's features were taken (UTC)
 
     @classmethod
     def load(cls, path: Path, top_k: int = 50, candidates: str = "auto") -> ServingBundle:
@@ -150,14 +151,22 @@ class ServingBundle:
         model_dir = next((path / m for m in _MODELS if (path / m / "config.json").exists()), None)
         meta = json.loads((model_dir / "config.json").read_text()) if model_dir else {}
         manifest = _first(path, ("index/manifest.json", "manifest.json"))
-        index_version = json.loads(manifest.read_text()).get("version") if manifest else None
+        info = json.loads(manifest.read_text()) if manifest else {}
+        index_version = info.get("version")
+        snapshot_time = pd.Timestamp(info["snapshot_time"]).to_pydatetime() if info.get("snapshot_time") else None
         return cls(path=path, catalog=catalog, complements=complements,
                    candidates=CatalogCandidates(complements, top_k) if candidates == "builtin"
                    else load_candidate_source(path, catalog, complements, top_k),
                    feature_names=list(meta["feature_names"]) if "feature_names" in meta else None,
                    model_dir=model_dir, model_version=meta.get("version"),
                    index_version=index_version or path.name, users=_read(_first(path, _USERS)),
-                   interactions=_interaction_tables(pairs, co))
+                   interactions=_interaction_tables(pairs, co), snapshot_time=snapshot_time)
+
+    def snapshot_fresh(self, at: dt.datetime, max_age: dt.timedelta) -> bool:
+        """Whether the listing snapshot is within ``max_age`` at time ``at`` (True when its time is unknown)."""
+        from checkout_recs.features.sla import snapshot_age_ok
+
+        return self.snapshot_time is None or snapshot_age_ok(self.snapshot_time, at, max_age)
 
     def ranker_input(self, req: contract.PostCheckoutRequest, user: dict[str, Any] | None, rows: np.ndarray,
                      basket_rows: np.ndarray) -> np.ndarray | None:

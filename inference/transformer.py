@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decision_log_rotate_s", type=float, default=30.0)
     p.add_argument("--max_body_bytes", type=int, default=64 * 1024)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--max_snapshot_age_h", type=float, default=0.0,
+                   help="staleness SLA of the listing snapshot, hours, checked at the checkout's time "
+                        "(stale: fallback 'stale_features'); 0 = not checked. Production sets 48 (features.sla).")
     return p
 
 
@@ -204,7 +208,8 @@ def build_transformer(args: argparse.Namespace) -> CheckoutTransformer:
     switches = Switches(args.redis_url if args.switches == "redis" else None, ttl_s=cfg.switch_cache_ttl_s,
                         kill_key=args.kill_key, drift_key=args.drift_key)
     inventory = open_inventory(args.inventory, args.redis_url, prefix=args.redis_prefix)
-    rec = Recommender(bundle, users, inventory, cfg, switches, seed=args.seed)
+    max_age = dt.timedelta(hours=args.max_snapshot_age_h) if args.max_snapshot_age_h > 0 else None
+    rec = Recommender(bundle, users, inventory, cfg, switches, seed=args.seed, max_snapshot_age=max_age)
     scorer, client = None, None
     if args.scoring == "inprocess":
         import torch

@@ -104,7 +104,7 @@ def traffic_table(
 
 
 def impressions_from_decisions(decisions: pd.DataFrame) -> pd.DataFrame:
-    """Explode decision-log rows (``checkout_recs.decisions.DECISIONS``) into one row per slot.
+    """Explode decision-log rows (``checkout_recs.contract.DECISIONS``) into one row per slot.
 
     Returns
     -------

@@ -50,7 +50,7 @@ def demo(
     bundle, artifacts = Path(run["output"]), Path(run["arguments"]["artifact_root"])
 
     console.rule("[bold]3 · serve: KServe transformer + predictor on 127.0.0.1")
-    checkouts = sample_checkouts(raw, requests, seed)
+    checkouts = sample_checkouts(raw, requests, seed, bundle)
     answers = serve_and_ask(bundle, artifacts, checkouts, workdir / "server-logs", console)
 
     console.rule("[bold]4 · drift report for on-call")
@@ -122,8 +122,14 @@ def _train(raw: Path, out: Path, seed: int, console: Any) -> dict[str, Any]:
     return run
 
 
-def sample_checkouts(raw: Path, n: int, seed: int) -> list[dict[str, Any]]:
-    """The last day's real checkouts from the simulated logs, plus an unknown user and an empty basket."""
+def sample_checkouts(raw: Path, n: int, seed: int, bundle: Path | None = None) -> list[dict[str, Any]]:
+    """The last day's real checkouts from the simulated logs, plus an unknown user, an empty basket
+    and, when ``bundle`` is given, a checkout three days after its snapshot (stale features).
+
+    The serving clock is the simulated world's "now": an hour after the bundle's listing snapshot
+    was taken (the simulated data lies in the past, so the wall clock would make every snapshot
+    stale). Each checkout carries that time as its ``timestamp``.
+    """
     import pandas as pd
 
     orders = pd.read_parquet(raw / "orders")
@@ -141,7 +147,21 @@ def sample_checkouts(raw: Path, n: int, seed: int) -> list[dict[str, Any]]:
     first = out[0]
     out.append({**first, "user_id": DEMO_UNKNOWN_USER, "note": "unknown user"})
     out.append({**first, "purchased_item_ids": [], "note": "empty basket"})
+    snapshot_time = _snapshot_time(bundle) if bundle is not None else None
+    if snapshot_time is not None:
+        now = snapshot_time + pd.Timedelta(hours=1)
+        for c in out:
+            c["timestamp"] = now.isoformat()
+        out.append({**first, "timestamp": (now + pd.Timedelta(days=3)).isoformat(), "note": "stale snapshot"})
     return out
+
+
+def _snapshot_time(bundle: Path) -> Any:
+    import pandas as pd
+
+    manifest = bundle / "index" / "manifest.json"
+    t = json.loads(manifest.read_text()).get("snapshot_time") if manifest.exists() else None
+    return pd.Timestamp(t) if t else None
 
 
 def serve_and_ask(bundle: Path, artifacts: Path, checkouts: list[dict[str, Any]], log_dir: Path,
@@ -155,6 +175,7 @@ def serve_and_ask(bundle: Path, artifacts: Path, checkouts: list[dict[str, Any]]
     import httpx
     from rich.table import Table
 
+    from checkout_recs.features.sla import SNAPSHOT_SLA
     from inference.launch import running_servers
 
     answers: list[dict[str, Any]] = []
@@ -162,7 +183,7 @@ def serve_and_ask(bundle: Path, artifacts: Path, checkouts: list[dict[str, Any]]
     for col in ("user", "basket", "policy", "six listing ids", "top reason", "ms"):
         table.add_column(col)
     feast_args = ["--users", "feast", "--feast_features", str(artifacts / "features" / _latest(artifacts / "features")),
-                  "--feast_work_dir", str(artifacts / "feast")]
+                  "--feast_work_dir", str(artifacts / "feast"), "--max_snapshot_age_h", str(SNAPSHOT_SLA.total_seconds() / 3600)]
     with running_servers(bundle, log_dir=log_dir, transformer_args=feast_args, ready_timeout_s=300) as servers, \
             httpx.Client(timeout=10) as http:
         console.print(f"transformer {servers.transformer_url}   predictor {servers.predictor_url}")

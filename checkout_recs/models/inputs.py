@@ -53,10 +53,13 @@ def listing_snapshot(features_dir: Path, listings: pd.DataFrame | None = None,
     Returns
     -------
     DataFrame with ``listing_id, seller_id, category_id, top_category_id, region, title, price,
-    take_rate`` and the listing/seller feature columns; sorted by ``listing_id``.
+    take_rate``, the listing/seller feature columns and ``snapshot_time`` (UTC, the newest
+    feature time; the same on every row); sorted by ``listing_id``.
     """
     features_dir = Path(features_dir)
     feats = latest_per_entity(read_table(features_dir / "listing.parquet"), "listing_id")
+    # The time the features were taken: serving checks the snapshot's age against its SLA.
+    snapshot_time = pd.to_datetime(feats["event_timestamp"], utc=True).max() if len(feats) else pd.NaT
     feats = feats.drop(columns=["event_timestamp"], errors="ignore")
     if listings is None:
         found = find_validated_listings(features_dir, *(p for p in [labels_dir] if p is not None))
@@ -73,4 +76,5 @@ def listing_snapshot(features_dir: Path, listings: pd.DataFrame | None = None,
         sellers = latest_per_entity(read_table(seller_path), "seller_id").drop(
             columns=["event_timestamp"], errors="ignore")
         feats = feats.merge(sellers, on="seller_id", how="left")
+    feats["snapshot_time"] = snapshot_time
     return feats.sort_values("listing_id").reset_index(drop=True)

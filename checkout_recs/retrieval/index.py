@@ -136,8 +136,9 @@ class RetrievalIndex:
                 if cfg.per_region and _SAFE.match(str(r)):
                     indexes[str(r)] = make_faiss_index(emb[m], ids[m], cfg)[0]
         snap_time = None
-        if "event_timestamp" in snapshot and len(snapshot):
-            snap_time = str(pd.to_datetime(snapshot["event_timestamp"], utc=True).max())
+        time_col = next((c for c in ("snapshot_time", "event_timestamp") if c in snapshot), None)
+        if time_col is not None and len(snapshot) and snapshot[time_col].notna().any():
+            snap_time = str(pd.to_datetime(snapshot[time_col], utc=True).max())
         manifest = IndexManifest(version=version, kind=kind, n_items=len(ids), dim=emb.shape[1],
                                  regions=regions, built_at=dt.datetime.now(dt.UTC).isoformat(),
                                  snapshot_time=snap_time, model_version=model_version,

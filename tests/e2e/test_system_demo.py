@@ -27,14 +27,14 @@ def answers(training_run: dict[str, Any], training_run_raw: Path, tmp_path_facto
             ) -> dict[str, Any]:
     bundle = Path(training_run["output"])
     artifacts = Path(training_run["arguments"]["artifact_root"])
-    checkouts = demo.sample_checkouts(training_run_raw, 5, seed=3)
+    checkouts = demo.sample_checkouts(training_run_raw, 5, seed=3, bundle=bundle)
     logs = tmp_path_factory.mktemp("system_logs")
     out = demo.serve_and_ask(bundle, artifacts, checkouts, logs, Console(quiet=True))
     return {"bundle": bundle, "checkouts": checkouts, "answers": out}
 
 
 def test_every_checkout_gets_six_distinct_listings(answers: dict[str, Any]) -> None:
-    assert len(answers["answers"]) == len(answers["checkouts"]) == 7
+    assert len(answers["answers"]) == len(answers["checkouts"]) == 8
     for a in answers["answers"]:
         assert a["status"] == 200
         assert len(a["ids"]) == 6 and len(set(a["ids"])) == 6, a
@@ -59,6 +59,14 @@ def test_known_users_are_ranked_by_the_model_and_unknown_users_fall_back(answers
     for a in by_note["checkout"]:
         assert a["policy"] == "ranker" or a["fallback_reason"] in {"predictor_timeout", "unknown_user"}, a
     assert any(a["policy"] == "ranker" for a in by_note["checkout"]), by_note["checkout"]
+
+
+def test_a_checkout_past_the_snapshot_sla_is_answered_by_the_fallback(answers: dict[str, Any]) -> None:
+    manifest = json.loads((answers["bundle"] / "index" / "manifest.json").read_text())
+    assert manifest["snapshot_time"]  # the index records when its listing features were taken
+    (stale,) = [a for a in answers["answers"] if a["note"] == "stale snapshot"]
+    assert stale["policy"] == "fallback" and stale["fallback_reason"] == "stale_features"
+    assert len(set(stale["ids"])) == 6
 
 
 def test_drift_report_is_written_with_a_verdict(training_run: dict[str, Any], tmp_path: Path) -> None:

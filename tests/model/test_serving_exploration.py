@@ -57,6 +57,7 @@ def test_exploration_spend_never_exceeds_its_cap_over_a_simulated_day(catalog):
     start = dt.datetime(2026, 11, 22, tzinfo=dt.UTC)
     ledger = eng.explorer.ledger
     days_spent = []
+    prev = (0.0, 0.0, 0)  # (spent, served, explored) after the previous request
     for i in range(3000):
         ts = start + dt.timedelta(seconds=i * 40)  # ~1.4 simulated days
         rows = rng.choice(len(catalog), 80, replace=False)
