@@ -112,6 +112,19 @@ def is_ready_at(isvc: dict[str, Any], percent: int) -> bool:
     return ready and all(latest_traffic(isvc, c)[1] == percent for c in components_of(isvc))
 
 
+def rolled_back(isvc: dict[str, Any]) -> bool:
+    """True when the controller has applied this generation and, in every component that still
+    has a previous revision, the latest revision gets no traffic."""
+    meta, status = isvc.get("metadata", {}), isvc.get("status", {})
+    if int(status.get("observedGeneration") or 0) < int(meta.get("generation") or 0):
+        return False
+    for c in components_of(isvc):
+        _, pct, prev = latest_traffic(isvc, c)
+        if prev is not None and pct not in (0, None):
+            return False
+    return True
+
+
 def _containers_with_uri(spec: dict[str, Any], uri: str) -> list[dict[str, Any]]:
     containers = copy.deepcopy(spec.get("containers") or [])
     for c in containers:
@@ -176,10 +189,22 @@ class Rollout:
         return self._patch_components({"canaryTrafficPercent": None}, {"rollout-state": "promoted"})
 
     def rollback(self, reason: str) -> dict[str, Any]:
-        """All traffic back to the previous rolled-out revision (the champion)."""
+        """All traffic back to the previous rolled-out revision (the champion).
+
+        Waits (up to ``plan.ready_timeout_s``) until the controller reports it: the latest
+        revision at 0% wherever a previous revision exists. Returns the confirmed object, or the
+        patched one (with a log line) when the controller did not confirm in time.
+        """
         self.log(f"rollback: {reason}")
-        return self._patch_components({"canaryTrafficPercent": 0},
-                                      {"rollout-state": "rolled-back", "rollback-reason": reason[:250]})
+        after = self._patch_components({"canaryTrafficPercent": 0},
+                                       {"rollout-state": "rolled-back", "rollback-reason": reason[:250]})
+        if rolled_back(after):
+            return after
+        rv = after.get("metadata", {}).get("resourceVersion")
+        confirmed = self.api.watch_isvc(self.ref, rolled_back, self.plan.ready_timeout_s, rv)
+        if confirmed is None:
+            self.log(f"rollback not confirmed by the controller within {self.plan.ready_timeout_s:.0f}s")
+        return confirmed or after
 
     def wait_for(self, percent: int, after: dict[str, Any]) -> dict[str, Any] | None:
         """Watch until the controller reports ``percent``; the object, or None on timeout."""
