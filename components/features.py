@@ -21,8 +21,13 @@ def build_features_op(ingested: Input[Dataset], labels: Input[Dataset], features
 
 @component
 def materialize_features_op(features: Input[Dataset], artifact_root: str, feature_env: str,
-                            feast_work_dir: str, s3_endpoint_url: str, metrics: Output[Metrics]) -> str:
-    """Publish the views to the artifact store (kind ``features``), Feast apply, materialize.
+                            feast_work_dir: str, s3_endpoint_url: str, metrics: Output[Metrics],
+                            freshness_at: str = "") -> str:
+    """Publish the views to the artifact store (kind ``features``), Feast apply, materialize, and
+    check every view's freshness against its SLA: the step fails when one is broken.
+
+    ``freshness_at``: when to judge freshness — empty = now (production), ``data`` = the newest
+    feature time in the views (replays of past or simulated logs), or an ISO time.
 
     Feast's offline source points at the published copy (a folder locally, ``s3://`` in
     production) so serving and later runs read the same files. ``feast_work_dir`` empty means
@@ -43,6 +48,17 @@ def materialize_features_op(features: Input[Dataset], artifact_root: str, featur
     records = fs.materialize(None, dt.datetime.now(dt.UTC))
     metrics.log_metric("feast_objects", len(applied))
     metrics.log_metric("materialize_seconds", sum(r.get("seconds", 0.0) for r in records))
+    if freshness_at == "data":
+        import pandas as pd
+
+        at = max(pd.read_parquet(p, columns=["event_timestamp"])["event_timestamp"].max()
+                 for p in Path(features.path).glob("*.parquet")).to_pydatetime()
+    else:
+        at = dt.datetime.fromisoformat(freshness_at) if freshness_at else dt.datetime.now(dt.UTC)
+    report = fs.freshness(at)
+    metrics.log_metric("freshness_ok", int(report.ok))
+    if not report.ok:
+        raise RuntimeError(f"feature SLA broken at {at.isoformat()} for views {report.broken}: {report.to_dict()}")
     return uri
 
 

@@ -37,6 +37,7 @@ def training_pipeline(
     validation_share: float = 0.2,
     gate_tolerance: float = 0.005,
     training_join: str = "feast",
+    feature_freshness_at: str = "",
     k8s_host: str = "",
     namespace: str = "checkout-recs",
     isvc_name: str = "checkout-recs",
@@ -48,6 +49,8 @@ def training_pipeline(
     """Parameters: ``source`` empty = simulate (demo); else a raw-log folder or ``s3://`` prefix.
     ``training_join``: ``feast`` (historical retrieval) or ``pandas`` (the same point-in-time
     join without Feast: minutes faster on one machine). ``k8s_host`` empty: no canary (local).
+    ``feature_freshness_at``: when feature SLAs are judged after materialization (empty = now;
+    ``data`` = the newest feature time, for replays of past or simulated logs).
 
     Returns the published bundle URI (empty when the gate refused the model).
     """
@@ -61,7 +64,8 @@ def training_pipeline(
                        "1", "4Gi").set_display_name("build-features")
     mat = _resources(materialize_features_op(
         features=feats.outputs["features"], artifact_root=artifact_root, feature_env=feature_env,
-        feast_work_dir=feast_work_dir, s3_endpoint_url=s3_endpoint_url), "1", "2Gi")
+        feast_work_dir=feast_work_dir, s3_endpoint_url=s3_endpoint_url, freshness_at=feature_freshness_at),
+        "1", "2Gi")
     mat.set_display_name("feast-apply-materialize").set_caching_options(False)  # writes the online store
     tset = _resources(training_set_op(
         ingested=ing.outputs["ingested"], labels=lab.outputs["labels"], features=feats.outputs["features"],

@@ -41,6 +41,8 @@ def test_every_task_left_its_artifacts_in_the_pipeline_root(training_run):
     for t in report["tables"].values():
         assert t["read"] == t["accepted"] + t["quarantined"]
     assert (root / "evaluate-op" / "report").read_text().lstrip().lower().startswith("<")
+    mat = json.loads((root / "materialize-features-op" / "executor_output.json").read_text())
+    assert mat["artifacts"]["metrics"]["artifacts"][0]["metadata"]["freshness_ok"] == 1  # SLAs checked
 
 
 def test_monitoring_pipeline_reports_no_drift_on_identical_traffic(training_run):
