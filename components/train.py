@@ -1,4 +1,5 @@
-"""Component of the train step: two-tower retrieval + multi-task ranker, logged to MLflow."""
+"""Components of the train step, one per model: ranker → distil (student), two-tower retrieval in
+parallel, and a merge that assembles one model folder and logs the MLflow run."""
 
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
@@ -6,21 +7,71 @@ from components._base import component
 
 
 @component
-def train_op(training_set: Input[Dataset], labels: Input[Dataset], features: Input[Dataset],
-             mlflow_tracking_uri: str, seed: int, model: Output[Model], metrics: Output[Metrics]) -> str:
-    """``train_all``: ranker (click, purchase heads) and two-tower embeddings. Returns the MLflow run id."""
+def train_ranker_op(training_set: Input[Dataset], seed: int, model: Output[Model],
+                    metrics: Output[Metrics]) -> str:
+    """``train_ranker_stage``: the multi-task ranker (click, purchase heads). Returns its version."""
     import math
     from pathlib import Path
 
-    from checkout_recs.models.train import TrainConfig, train_all
+    from checkout_recs.models.train import TrainConfig, train_ranker_stage
+
+    out = train_ranker_stage(Path(training_set.path) / "training_set.parquet", Path(model.path),
+                             TrainConfig(seed=seed))
+    for k, v in out["metrics"].items():
+        if math.isfinite(v):
+            metrics.log_metric(k, v)
+    model.metadata["ranker_version"] = out["version"]
+    return out["version"]
+
+
+@component
+def distil_op(ranker: Input[Model], training_set: Input[Dataset], seed: int, model: Output[Model],
+              metrics: Output[Metrics]):
+    """``distil_stage``: copies the ranker folder and adds ``student/`` next to ``ranker/``."""
+    import math
+    import shutil
+    from pathlib import Path
+
+    from checkout_recs.models.train import TrainConfig, distil_stage
+
+    shutil.copytree(ranker.path, model.path, dirs_exist_ok=True)
+    out = distil_stage(Path(model.path), Path(training_set.path) / "training_set.parquet",
+                       TrainConfig(seed=seed))
+    for k, v in out["metrics"].items():
+        if math.isfinite(v):
+            metrics.log_metric(k, v)
+    model.metadata.update(ranker.metadata)
+
+
+@component
+def train_retrieval_op(labels: Input[Dataset], features: Input[Dataset], seed: int,
+                       model: Output[Model], metrics: Output[Metrics]) -> str:
+    """``train_retrieval_stage``: the two-tower retrieval model. Returns its version."""
+    import math
+    from pathlib import Path
+
+    from checkout_recs.models.train import TrainConfig, train_retrieval_stage
+
+    out = train_retrieval_stage(Path(labels.path), Path(features.path), Path(model.path),
+                                TrainConfig(seed=seed))
+    for k, v in out["metrics"].items():
+        if math.isfinite(v):
+            metrics.log_metric(k, v)
+    model.metadata["two_tower_version"] = out["version"]
+    return out["version"]
+
+
+@component
+def merge_models_op(ranker: Input[Model], retrieval: Input[Model], mlflow_tracking_uri: str, seed: int,
+                    model: Output[Model]) -> str:
+    """``merge_model_dirs``: one ``train_all``-shaped folder, logged to MLflow. Returns the run id."""
+    from pathlib import Path
+
+    from checkout_recs.models.train import TrainConfig, merge_model_dirs
 
     cfg = TrainConfig(tracking_uri=mlflow_tracking_uri or None, seed=seed)
-    ts = Path(training_set.path) / "training_set.parquet"
-    summary = train_all(ts, Path(labels.path), Path(features.path), Path(model.path), cfg)
-    for k, v in summary.metrics.items():
-        if isinstance(v, float | int) and math.isfinite(v):
-            metrics.log_metric(k, float(v))
-    model.metadata.update({"ranker_version": summary.ranker_version,
-                           "two_tower_version": summary.two_tower_version,
-                           "mlflow_run_id": summary.mlflow_run_id or ""})
-    return summary.mlflow_run_id or ""
+    out = merge_model_dirs([Path(ranker.path), Path(retrieval.path)], Path(model.path), cfg)
+    model.metadata.update({"ranker_version": ranker.metadata.get("ranker_version", ""),
+                           "two_tower_version": retrieval.metadata.get("two_tower_version", ""),
+                           "mlflow_run_id": out["mlflow_run_id"] or ""})
+    return out["mlflow_run_id"] or ""

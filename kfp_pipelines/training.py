@@ -1,6 +1,7 @@
 """The training pipeline: simulate-or-ingest → label → features (build, Feast apply +
-materialize, training set) → train → bundle (index + candidates) → evaluate → register (gate)
-→ canary deploy (only when the gate promotes).
+materialize, training set) → train (ranker → distil; retrieval in parallel; merge + MLflow run)
+→ bundle (index + candidates) → evaluate → register (gate) → canary deploy (only when the gate
+promotes).
 """
 
 from kfp import dsl
@@ -11,7 +12,7 @@ from components.deploy import deploy_canary_op
 from components.evaluate import evaluate_op
 from components.features import build_features_op, materialize_features_op, training_set_op
 from components.register import register_op
-from components.train import train_op
+from components.train import distil_op, merge_models_op, train_ranker_op, train_retrieval_op
 
 
 def _resources(task: dsl.PipelineTask, cpu: str, memory: str, retries: int = 1) -> dsl.PipelineTask:
@@ -72,10 +73,16 @@ def training_pipeline(
         features_uri=mat.outputs["Output"], feature_env=feature_env, feast_work_dir=feast_work_dir,
         artifact_root=artifact_root, s3_endpoint_url=s3_endpoint_url, join=training_join), "1", "4Gi")
     tset.set_display_name("training-set")
-    train = _resources(train_op(training_set=tset.outputs["training_set"], labels=lab.outputs["labels"],
-                                features=feats.outputs["features"], mlflow_tracking_uri=mlflow_tracking_uri,
-                                seed=seed), "2", "8Gi", retries=0)
-    train.set_display_name("train").set_caching_options(False)  # logs an MLflow run
+    ranker = _resources(train_ranker_op(training_set=tset.outputs["training_set"], seed=seed), "2", "8Gi",
+                        retries=0).set_display_name("train-ranker")
+    distil = _resources(distil_op(ranker=ranker.outputs["model"], training_set=tset.outputs["training_set"],
+                                  seed=seed), "2", "4Gi", retries=0).set_display_name("distil-student")
+    retrieval = _resources(train_retrieval_op(labels=lab.outputs["labels"], features=feats.outputs["features"],
+                                              seed=seed), "2", "8Gi", retries=0)
+    retrieval.set_display_name("train-retrieval")
+    train = _resources(merge_models_op(ranker=distil.outputs["model"], retrieval=retrieval.outputs["model"],
+                                       mlflow_tracking_uri=mlflow_tracking_uri, seed=seed), "1", "2Gi", retries=0)
+    train.set_display_name("merge-models").set_caching_options(False)  # logs an MLflow run
     bundle = _resources(build_bundle_op(model=train.outputs["model"], labels=lab.outputs["labels"],
                                         features=feats.outputs["features"]), "2", "8Gi")
     bundle.set_display_name("build-index")

@@ -86,9 +86,138 @@ def _users(features_dir: Path) -> pd.DataFrame | None:
     return latest_per_entity(read_table(p), "user_id") if p.exists() else None
 
 
+def _merge_metrics(out_dir: Path, new: dict[str, float]) -> dict[str, float]:
+    """Add ``new`` to ``out_dir/metrics.json`` (created when absent); return the merged dict."""
+    path = Path(out_dir) / "metrics.json"
+    merged = json.loads(path.read_text()) if path.exists() else {}
+    merged.update({k: float(v) for k, v in new.items()})
+    path.write_text(json.dumps(merged, indent=2))
+    return merged
+
+
+def _split_training_set(training_set_path: Path, cfg: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return split_by_time(read_table(Path(training_set_path)), cfg.validation_share)
+
+
+def train_ranker_stage(training_set_path: Path, out_dir: Path, cfg: TrainConfig | None = None) -> dict:
+    """Train the multi-task ranker; write ``ranker/``, ``ranker.pt`` and ``metrics.json``.
+
+    Parameters
+    ----------
+    training_set_path : parquet of labelled impressions with point-in-time features.
+    out_dir : receives ``ranker/`` (safetensors + config.json), ``ranker.pt`` (TorchScript);
+        its ``metrics.json`` gets the ranker metrics merged in.
+
+    Returns
+    -------
+    dict with ``version`` (str) and ``metrics`` (name -> float: training metrics prefixed
+    ``ranker_`` and validation AUCs). Raises ``FileNotFoundError``/``ValueError`` on a missing or
+    empty training set.
+    """
+    cfg = cfg or TrainConfig()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train, val = _split_training_set(training_set_path, cfg)
+    ranker = train_ranker(train, cfg.ranker)
+    metrics = {f"ranker_{k}": float(v) for k, v in ranker.metrics.items()}
+    metrics.update(ranker_metrics(ranker, val))
+    ranker.metrics = metrics
+    ranker.save(out_dir / "ranker")
+    ranker.export_torchscript(out_dir / "ranker.pt")
+    _merge_metrics(out_dir, metrics)
+    return {"version": ranker.version, "metrics": metrics}
+
+
+def distil_stage(model_dir: Path, training_set_path: Path, cfg: TrainConfig | None = None) -> dict:
+    """Distil a student from ``model_dir/ranker``; write ``model_dir/student/``.
+
+    Uses the same time split as ``train_ranker_stage`` (train part to distil, held-out part for
+    the ``student_`` AUCs, merged into ``model_dir/metrics.json``).
+
+    Returns
+    -------
+    dict with ``metrics`` (name -> float, prefixed ``student_``). Raises ``FileNotFoundError``
+    when ``model_dir/ranker`` or the training set is missing.
+    """
+    cfg = cfg or TrainConfig()
+    model_dir = Path(model_dir)
+    ranker = RankerModel.load(model_dir / "ranker")
+    train, val = _split_training_set(training_set_path, cfg)
+    student = distill(ranker, train, cfg.student_cfg)
+    st = ranker_metrics(student, val)
+    student.metrics.update(st)
+    student.save(model_dir / "student")
+    metrics = {f"student_{k}": float(v) for k, v in st.items()}
+    _merge_metrics(model_dir, metrics)
+    return {"metrics": metrics}
+
+
+def train_retrieval_stage(labels_dir: Path, features_dir: Path, out_dir: Path,
+                          cfg: TrainConfig | None = None) -> dict:
+    """Train the two-tower retrieval model; write ``out_dir/two_tower/`` and its metrics.
+
+    Parameters
+    ----------
+    labels_dir : folder with ``interactions.parquet`` (training pairs).
+    features_dir : folder with the feature views (``listing``, ``seller``, ``user``).
+    out_dir : receives ``two_tower/``; ``metrics.json`` gets ``two_tower_*`` merged in.
+
+    Returns
+    -------
+    dict with ``version`` (str) and ``metrics`` (name -> float, prefixed ``two_tower_``).
+    """
+    cfg = cfg or TrainConfig()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    snapshot = listing_snapshot(features_dir, labels_dir=labels_dir)
+    tt = train_two_tower(_load_interactions(labels_dir), snapshot, cfg.two_tower, _users(features_dir))
+    tt.save(out_dir / "two_tower")
+    metrics = {f"two_tower_{k}": float(v) for k, v in tt.metrics.items()}
+    _merge_metrics(out_dir, metrics)
+    return {"version": tt.cfg.version, "metrics": metrics}
+
+
+def merge_model_dirs(model_dirs: list[Path], out_dir: Path, cfg: TrainConfig | None = None) -> dict:
+    """Copy the per-model stage folders into one ``train_all``-shaped folder and log it.
+
+    ``metrics.json`` files are merged (later folders win on a clash). Logs one MLflow run when
+    ``cfg.tracking_uri`` is set.
+
+    Returns
+    -------
+    dict with ``metrics`` (merged) and ``mlflow_run_id`` (str, or None without tracking).
+    """
+    import shutil
+
+    cfg = cfg or TrainConfig()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics: dict[str, float] = {}
+    for d in map(Path, model_dirs):
+        part = json.loads((d / "metrics.json").read_text()) if (d / "metrics.json").exists() else {}
+        metrics.update(part)
+        for child in d.iterdir():
+            if child.name == "metrics.json":
+                continue
+            if child.is_dir():
+                shutil.copytree(child, out_dir / child.name, dirs_exist_ok=True)
+            else:
+                shutil.copy2(child, out_dir / child.name)
+    metrics = _merge_metrics(out_dir, metrics)
+    return {"metrics": metrics, "mlflow_run_id": _log_run(cfg, metrics, out_dir)}
+
+
+def _log_run(cfg: TrainConfig, metrics: dict[str, float], out_dir: Path) -> str | None:
+    if not cfg.tracking_uri:
+        return None
+    from checkout_recs.tracking import log_training_run
+
+    return log_training_run(cfg.tracking_uri, cfg.experiment, cfg.model_dump(mode="json"), metrics, out_dir)
+
+
 def train_all(training_set_path: Path, labels_dir: Path, features_dir: Path, out_dir: Path,
               cfg: TrainConfig | None = None) -> TrainSummary:
-    """Train ranker and two-tower; write artifacts and metrics.
+    """Train ranker, student and two-tower (the three stage functions); write artifacts and metrics.
 
     Parameters
     ----------
@@ -107,35 +236,16 @@ def train_all(training_set_path: Path, labels_dir: Path, features_dir: Path, out
     cfg = cfg or TrainConfig()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").unlink(missing_ok=True)
     t0 = time.perf_counter()
-    ts = read_table(Path(training_set_path))
-    train, val = split_by_time(ts, cfg.validation_share)
-    ranker = train_ranker(train, cfg.ranker)
-    metrics = {f"ranker_{k}": float(v) for k, v in ranker.metrics.items()}
-    metrics.update(ranker_metrics(ranker, val))
-    ranker.metrics = metrics
-    ranker.save(out_dir / "ranker")
-    ranker.export_torchscript(out_dir / "ranker.pt")
+    rk = train_ranker_stage(training_set_path, out_dir, cfg)
     if cfg.student:
-        student = distill(ranker, train, cfg.student_cfg)
-        st = ranker_metrics(student, val)
-        metrics.update({f"student_{k}": float(v) for k, v in st.items()})
-        student.metrics.update(st)
-        student.save(out_dir / "student")
-    snapshot = listing_snapshot(features_dir, labels_dir=labels_dir)
-    tt = train_two_tower(_load_interactions(labels_dir), snapshot, cfg.two_tower, _users(features_dir))
-    tt.save(out_dir / "two_tower")
-    metrics.update({f"two_tower_{k}": float(v) for k, v in tt.metrics.items()})
-    metrics["train_all_seconds"] = time.perf_counter() - t0
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    run_id = None
-    if cfg.tracking_uri:
-        from checkout_recs.tracking import log_training_run
-
-        run_id = log_training_run(cfg.tracking_uri, cfg.experiment, cfg.model_dump(mode="json"),
-                                  metrics, out_dir)
-    return TrainSummary(out_dir=str(out_dir), ranker_version=ranker.version,
-                        two_tower_version=tt.cfg.version, metrics=metrics, mlflow_run_id=run_id)
+        distil_stage(out_dir, training_set_path, cfg)
+    tt = train_retrieval_stage(labels_dir, features_dir, out_dir, cfg)
+    metrics = _merge_metrics(out_dir, {"train_all_seconds": time.perf_counter() - t0})
+    run_id = _log_run(cfg, metrics, out_dir)
+    return TrainSummary(out_dir=str(out_dir), ranker_version=rk["version"],
+                        two_tower_version=tt["version"], metrics=metrics, mlflow_run_id=run_id)
 
 
 def load_models(model_dir: Path) -> tuple[RankerModel, TwoTowerModel]:

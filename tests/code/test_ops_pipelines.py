@@ -54,7 +54,7 @@ def test_training_tasks_have_resources_and_the_side_effect_steps_no_cache():
         res = ex["container"].get("resources", {})
         assert res.get("resourceCpuRequest") and res.get("resourceMemoryRequest"), name
     tasks = spec["root"]["dag"]["tasks"]
-    for side_effect in ("materialize-features-op", "train-op", "register-op"):
+    for side_effect in ("materialize-features-op", "merge-models-op", "register-op"):
         assert tasks[side_effect]["cachingOptions"].get("enableCache") in (False, None), side_effect
     assert tasks["ingest-op"]["retryPolicy"]["maxRetryCount"] == 1
     assert tasks["ingest-op"]["cachingOptions"]["enableCache"] is True

@@ -34,7 +34,8 @@ def test_every_task_left_its_artifacts_in_the_pipeline_root(training_run):
     root = next(Path(training_run["pipeline_root"]).glob("checkout-recs-training-*"))
     tasks = {p.name for p in root.iterdir() if p.is_dir()}
     expected = {"simulate-op", "ingest-op", "label-op", "build-features-op", "materialize-features-op",
-                "training-set-op", "train-op", "build-bundle-op", "evaluate-op", "register-op"}
+                "training-set-op", "train-ranker-op", "distil-op", "train-retrieval-op",
+                "merge-models-op", "build-bundle-op", "evaluate-op", "register-op"}
     assert expected <= tasks
     assert "deploy-canary-op" in tasks  # ran under the gate's condition, skipped without a cluster
     report = json.loads((root / "ingest-op" / "ingested" / "ingest_report.json").read_text())
