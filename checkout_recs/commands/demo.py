@@ -212,18 +212,22 @@ def _latest(kind_dir: Path) -> str:
     return (kind_dir / "LATEST").read_text().strip()
 
 
-def _ask_v2(http: Any, url: str, c: dict[str, Any]) -> list[int]:
-    body = {"inputs": [
+def _ask_v2(http: Any, url: str, c: dict[str, Any]) -> str:
+    """One checkout over the v2 (Open Inference Protocol) REST endpoint; a one-line summary."""
+    inputs = [
         {"name": "user_id", "datatype": "INT64", "shape": [1], "data": [c["user_id"]]},
         {"name": "purchased_item_ids", "datatype": "INT64", "shape": [len(c["purchased_item_ids"])],
          "data": c["purchased_item_ids"]},
         {"name": "region", "datatype": "BYTES", "shape": [1], "data": [c["region"]]},
         {"name": "device", "datatype": "BYTES", "shape": [1], "data": [c["device"]]},
-    ]}
-    r = http.post(url, json=body)
+    ]
+    if c.get("timestamp"):
+        inputs.append({"name": "timestamp", "datatype": "BYTES", "shape": [1], "data": [c["timestamp"]]})
+    r = http.post(url, json={"inputs": inputs})
     r.raise_for_status()
     out = {o["name"]: o["data"] for o in r.json()["outputs"]}
-    return [int(i) for i in out["item_ids"]]
+    reason = out.get("fallback_reason", [""])[0]
+    return f"{[int(i) for i in out['item_ids']]} policy={out['policy'][0]}" + (f" ({reason})" if reason else "")
 
 
 def drift_halves(training_set: Path, out: Path, console: Any) -> Path:
