@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from checkout_recs.evaluation.ope import Interval, bootstrap_ratio_interval
+from checkout_recs.evaluation.ope import Interval, _Estimator
 
 __all__ = ["IndependentIPS", "PositionBasedIPS", "estimate_examination"]
 
@@ -36,16 +36,10 @@ def _per_slate_denominator(slate_id: np.ndarray) -> np.ndarray:
     return 1.0 / counts[inv]
 
 
-class _SlateEstimator:
-    def _terms(self, **data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        raise NotImplementedError
+class _SlateEstimator(_Estimator):
+    """``ope._Estimator`` whose bootstrap resamples whole requests (``slate_id``)."""
 
-    def estimate_policy_value(self, **data: np.ndarray) -> float:
-        """Point estimate: expected summed slot reward per request under the evaluation policy."""
-        num, den = self._terms(**data)
-        return float(num.sum() / den.sum())
-
-    def estimate_interval(
+    def estimate_interval(  # type: ignore[override]
         self,
         alpha: float = 0.05,
         n_bootstrap_samples: int = 1000,
@@ -53,10 +47,8 @@ class _SlateEstimator:
         **data: np.ndarray,
     ) -> Interval:
         """Bootstrap interval, resampling whole requests (``slate_id``)."""
-        num, den = self._terms(**data)
-        return bootstrap_ratio_interval(
-            num, den, np.asarray(data["slate_id"]), alpha, n_bootstrap_samples, random_state
-        )
+        return super().estimate_interval(alpha, n_bootstrap_samples, random_state,
+                                         groups=np.asarray(data["slate_id"]), **data)
 
 
 @dataclass
