@@ -1,4 +1,4 @@
-"""Component of the evaluate step: offline metrics per segment on the held-out share."""
+"""Component of the evaluate step: challenger and champion side by side on the held-out share."""
 
 from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
 
@@ -7,39 +7,37 @@ from components._base import component
 
 @component
 def evaluate_op(bundle: Input[Model], training_set: Input[Dataset], validation_share: float,
-                metrics: Output[Metrics], report: Output[HTML]) -> str:
-    """AUC per head, NDCG@6, expected revenue vs logged and popularity orders, per segment, and
-    off-policy estimates (SNIPS, DR) of the ranker's greedy order vs the logged policy.
+                mlflow_tracking_uri: str, metrics: Output[Metrics], report: Output[HTML]) -> str:
+    """Offline metrics per segment and off-policy estimates (SNIPS, DR) of the new model AND of
+    the current champion (MLflow alias ``champion``), on the same held-out rows
+    (``deploy.challenge.evaluate_side_by_side``).
 
     Evaluates on the latest ``validation_share`` of requests (the same time split training
-    held out). Overall figures go to ``metrics`` and are returned as JSON (the gate's input);
-    the HTML report goes to ``report``.
+    held out). The challenger's figures go to ``metrics`` (the champion's as ``champion_*``);
+    the comparison page to ``report``. Returns the side-by-side result as JSON (the gate's input).
     """
     import json
-    import math
     import shutil
     import tempfile
     from pathlib import Path
 
     import pandas as pd
 
-    from checkout_recs.evaluation.offline import evaluate_run
-    from checkout_recs.evaluation.ope_heldout import ranker_greedy_ope
-    from checkout_recs.models.ranker import RankerModel
+    from checkout_recs.deploy.challenge import evaluate_side_by_side
     from checkout_recs.models.train import split_by_time
+    from checkout_recs.tracking import alias_version, champion_model_dir
 
     frame = pd.read_parquet(Path(training_set.path) / "training_set.parquet")
     _, held_out = split_by_time(frame, validation_share)
     with tempfile.TemporaryDirectory() as tmp:
-        test_path = Path(tmp) / "test.parquet"
-        held_out.to_parquet(test_path)
-        result = evaluate_run(Path(bundle.path) / "model", test_path, Path(tmp) / "eval")
-        shutil.copyfile(Path(tmp) / "eval" / "report.html", report.path)
-    overall = {k: float(v) for k, v in result["overall"].items()
-               if isinstance(v, float | int) and math.isfinite(v)}
-    ope = ranker_greedy_ope(RankerModel.load(Path(bundle.path) / "model" / "ranker"), held_out)
-    overall.update({k: float(v) for k, v in ope.items() if math.isfinite(v)})  # ope_* keys, not gated
-    for k, v in overall.items():
+        champ = alias_version(mlflow_tracking_uri, "champion") if mlflow_tracking_uri else None
+        champ_dir = champion_model_dir(mlflow_tracking_uri, Path(tmp) / "champion_model") if champ else None
+        result = evaluate_side_by_side(Path(bundle.path) / "model", held_out, Path(tmp) / "eval", champ_dir,
+                                       champ[0] if champ else None)
+        shutil.copyfile(result.pop("report_html"), report.path)
+    for k, v in result["challenger"].items():
         metrics.log_metric(k, v)
-    metrics.log_metric("n_rows", result["n_rows"])
-    return json.dumps(overall)
+    for k, v in (result["champion"] or {}).items():
+        metrics.log_metric(f"champion_{k}", v)
+    print("champion:", result["champion_version"] or "none", result["champion_note"])
+    return json.dumps(result)

@@ -1,7 +1,8 @@
 """The training pipeline: simulate-or-ingest → label → features (build, Feast apply +
 materialize, training set) → train (ranker → distil; retrieval in parallel; merge + MLflow run)
-→ bundle (index + candidates) → evaluate → register (gate) → canary deploy (only when the gate
-promotes).
+→ bundle (index + candidates) → evaluate (challenger and champion side by side) → register
+(gate: ``challenger`` alias, publish) → canary deploy (only when the gate passes; ``champion``
+moves when the ramp reaches 100 %).
 """
 
 from kfp import dsl
@@ -46,12 +47,15 @@ def training_pipeline(
     ramp_steps: str = "5,25,50,100",
     ramp_hold_s: float = 600.0,
     guardrails_json: str = "{}",
+    outcomes_dir: str = "",
 ) -> str:
     """Parameters: ``source`` empty = simulate (demo); else a raw-log folder or ``s3://`` prefix.
     ``training_join``: ``feast`` (historical retrieval) or ``pandas`` (the same point-in-time
     join without Feast: minutes faster on one machine). ``k8s_host`` empty: no canary (local).
     ``feature_freshness_at``: when feature SLAs are judged after materialization (empty = now;
     ``data`` = the newest feature time, for replays of past or simulated logs).
+    ``outcomes_dir``: clicks/purchases/listings the canary's GMV guardrail joins to the decision
+    log in ``artifact_root`` (empty: the metrics endpoint's GMV counters).
 
     Returns the published bundle URI (empty when the gate refused the model).
     """
@@ -87,8 +91,9 @@ def training_pipeline(
                                         features=feats.outputs["features"]), "2", "8Gi")
     bundle.set_display_name("build-index")
     ev = _resources(evaluate_op(bundle=bundle.outputs["bundle"], training_set=tset.outputs["training_set"],
-                                validation_share=validation_share), "1", "4Gi")
-    ev.set_display_name("evaluate")
+                                validation_share=validation_share, mlflow_tracking_uri=mlflow_tracking_uri),
+                    "1", "4Gi")
+    ev.set_display_name("evaluate").set_caching_options(False)  # reads the current champion
     reg = _resources(register_op(bundle=bundle.outputs["bundle"], evaluation_json=ev.outputs["Output"],
                                  mlflow_tracking_uri=mlflow_tracking_uri, artifact_root=artifact_root,
                                  s3_endpoint_url=s3_endpoint_url, tolerance=gate_tolerance), "1", "2Gi")
@@ -96,7 +101,9 @@ def training_pipeline(
     with dsl.If(reg.outputs["Output"] != "", name="gate-passed"):  # a URI only when the gate promotes
         dep = _resources(deploy_canary_op(
             bundle_uri=reg.outputs["Output"], k8s_host=k8s_host, namespace=namespace, isvc_name=isvc_name,
-            metrics_url=metrics_url, steps=ramp_steps, hold_s=ramp_hold_s, guardrails_json=guardrails_json),
+            metrics_url=metrics_url, steps=ramp_steps, hold_s=ramp_hold_s, guardrails_json=guardrails_json,
+            mlflow_tracking_uri=mlflow_tracking_uri, artifact_root=artifact_root, s3_endpoint_url=s3_endpoint_url,
+            outcomes_dir=outcomes_dir),
             "0.5", "512Mi", retries=0)
         dep.set_display_name("deploy-canary").set_caching_options(False)
     return reg.outputs["Output"]

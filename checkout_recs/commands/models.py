@@ -71,7 +71,7 @@ def register_model(
     tracking_uri: Annotated[str, typer.Option(help="MLflow tracking URI.")] = "sqlite:///artifacts/mlflow.db",
     tolerance: Annotated[float, typer.Option(help="Allowed relative loss per gated metric.")] = 0.005,
 ) -> None:
-    """Register a run as challenger; promote it to champion if the gate allows."""
+    """Register a run; the gate marks it challenger (champion moves at `deploy promote`)."""
     from checkout_recs.tracking import promote_if_better
 
     data = json.loads(metrics.read_text())

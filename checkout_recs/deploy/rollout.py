@@ -8,11 +8,17 @@ KServe keeps the last fully rolled-out revision of each component and splits tra
 2. watch the InferenceService until the controller reports the split (``status.components.*.
    traffic``) and the Ready condition for the new generation;
 3. observe the canary revision's guardrails (``checkout_recs.evaluation.guardrails.
-   evaluate_guardrails``) on counters scraped at the start and during the step;
+   evaluate_guardrails``) on counters scraped at the start and during the step; GMV per session
+   of the canary vs the champion comes from the decision log joined with outcome events
+   (``GmvSource``, ``deploy.attribution.DecisionLogGmv``) over every answer since the ramp
+   started, with a confidence interval; from ``plan.gmv_required_from`` percent on, a step
+   does not pass until that comparison is measurable;
 4. ``continue`` after ``hold_s`` → next step (25, 50); ``rollback`` at any time → traffic back to
    the champion (``canaryTrafficPercent: 0``); ``hold`` longer than ``max_hold_s`` → rollback
    (not enough evidence is not a reason to ship);
-5. the last step (100) promotes: ``canaryTrafficPercent`` is removed.
+5. the last step (100) promotes: ``canaryTrafficPercent`` is removed; once the controller
+   reports it, the registry hook moves the MLflow ``champion`` alias (``tracking.MlflowAliases``).
+   A rollback tells the hook too; the champion alias stays.
 
 Every decision is kept in the ``RolloutResult`` and in annotations on the InferenceService
 (``checkout-recs.io/*``) so ``deploy status`` shows who is serving and why.
@@ -20,121 +26,38 @@ Every decision is kept in the ``RolloutResult`` and in annotations on the Infere
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import time
 from collections.abc import Callable
-from typing import Any, Literal, Protocol
+from typing import Any
 
-from pydantic import BaseModel, Field
-
+from checkout_recs.deploy.isvc import (
+    components_of,
+    containers_with_uri,
+    is_ready_at,
+    latest_traffic,
+    rolled_back,
+    storage_uri,
+)
 from checkout_recs.deploy.kube import DeployError, IsvcRef, KubeApi
 from checkout_recs.deploy.metrics import VariantCounters, guardrail_metrics
-from checkout_recs.evaluation.guardrails import GuardrailConfig, GuardrailDecision, evaluate_guardrails
+from checkout_recs.deploy.ramp import (  # noqa: F401 - re-exported: the rollout's public types
+    GmvSource,
+    MetricsSource,
+    RampPlan,
+    RegistryHook,
+    RolloutResult,
+    StepRecord,
+)
+from checkout_recs.evaluation.guardrails import (
+    Breach,
+    GuardrailConfig,
+    GuardrailDecision,
+    GuardrailMetrics,
+    evaluate_guardrails,
+)
 
 ANN = "checkout-recs.io/"
-COMPONENTS = ("transformer", "predictor", "explainer")
-
-
-class MetricsSource(Protocol):
-    """Anything that returns cumulative per-revision counters (``PrometheusTextSource``)."""
-
-    def scrape(self) -> dict[str, VariantCounters]: ...
-
-
-class RampPlan(BaseModel):
-    """Traffic steps and timings of a ramp (seconds)."""
-
-    steps: tuple[int, ...] = Field(default=(5, 25, 50, 100), description="Canary traffic percent per step.")
-    hold_s: float = Field(default=600.0, ge=0, description="Healthy observation needed before the next step.")
-    poll_s: float = Field(default=30.0, gt=0, description="Seconds between metric scrapes.")
-    max_hold_s: float = Field(default=1800.0, ge=0, description="Longest wait for conclusive metrics.")
-    ready_timeout_s: float = Field(default=600.0, gt=0, description="Longest wait for the controller.")
-
-
-class StepRecord(BaseModel):
-    """What happened at one traffic step."""
-
-    percent: int
-    action: str
-    summary: str
-    canary_revision: str | None = None
-    metrics: dict[str, Any] | None = None
-    notes: list[str] = Field(default_factory=list)
-    at: str = Field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
-
-
-class RolloutResult(BaseModel):
-    """Outcome of ``Rollout.run``."""
-
-    outcome: Literal["promoted", "rolled_back", "failed"]
-    reason: str
-    candidate_uri: str
-    champion_uri: str | None
-    steps: list[StepRecord] = Field(default_factory=list)
-
-
-# ---------------------------------------------------------------------------- reading the object
-
-
-def components_of(isvc: dict[str, Any]) -> list[str]:
-    """Components present in the spec (transformer first)."""
-    return [c for c in COMPONENTS if isvc.get("spec", {}).get(c)]
-
-
-def storage_uri(isvc: dict[str, Any]) -> str | None:
-    """The bundle URI the predictor loads (``STORAGE_URI`` env, else ``model.storageUri``)."""
-    pred = isvc.get("spec", {}).get("predictor", {})
-    for c in pred.get("containers") or []:
-        for e in c.get("env") or []:
-            if e.get("name") == "STORAGE_URI":
-                return e.get("value")
-    return (pred.get("model") or {}).get("storageUri")
-
-
-def latest_traffic(isvc: dict[str, Any], component: str) -> tuple[str | None, int | None, str | None]:
-    """``(latest revision, its percent, previous revision)`` from the component's status."""
-    traffic = (isvc.get("status", {}).get("components", {}).get(component) or {}).get("traffic") or []
-    latest = next((t for t in traffic if t.get("latestRevision")), None)
-    prev = next((t for t in traffic if not t.get("latestRevision")), None)
-    if latest is None:
-        return None, None, prev and prev.get("revisionName")
-    return latest.get("revisionName"), int(latest.get("percent") or 0), prev and prev.get("revisionName")
-
-
-def is_ready_at(isvc: dict[str, Any], percent: int) -> bool:
-    """True when the controller has applied this generation and the latest revision of every
-    component gets ``percent`` of the traffic (100: all of it)."""
-    meta, status = isvc.get("metadata", {}), isvc.get("status", {})
-    if int(status.get("observedGeneration") or 0) < int(meta.get("generation") or 0):
-        return False
-    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
-    return ready and all(latest_traffic(isvc, c)[1] == percent for c in components_of(isvc))
-
-
-def rolled_back(isvc: dict[str, Any]) -> bool:
-    """True when the controller has applied this generation and, in every component that still
-    has a previous revision, the latest revision gets no traffic."""
-    meta, status = isvc.get("metadata", {}), isvc.get("status", {})
-    if int(status.get("observedGeneration") or 0) < int(meta.get("generation") or 0):
-        return False
-    for c in components_of(isvc):
-        _, pct, prev = latest_traffic(isvc, c)
-        if prev is not None and pct not in (0, None):
-            return False
-    return True
-
-
-def _containers_with_uri(spec: dict[str, Any], uri: str) -> list[dict[str, Any]]:
-    containers = copy.deepcopy(spec.get("containers") or [])
-    for c in containers:
-        for e in c.get("env") or []:
-            if e.get("name") == "STORAGE_URI":
-                e["value"] = uri
-    return containers
-
-
-# --------------------------------------------------------------------------------------- rollout
 
 
 class Rollout:
@@ -150,6 +73,11 @@ class Rollout:
         Guardrail counters; required by ``run``.
     plan, guardrails :
         Ramp steps/timings and guardrail limits.
+    gmv : GmvSource, optional
+        GMV per session canary vs champion; without it the GMV guardrail uses the metrics
+        endpoint's exporter counters (point ratio only) or is skipped.
+    registry : RegistryHook, optional
+        Moves the model registry's aliases when a ramp is promoted or rolled back.
     sleep, clock, log :
         Injectable for tests (defaults: ``time.sleep``, ``time.monotonic``, no logging).
     """
@@ -157,10 +85,13 @@ class Rollout:
     def __init__(self, api: KubeApi, ref: IsvcRef, source: MetricsSource | None = None,
                  plan: RampPlan | None = None, guardrails: GuardrailConfig | None = None,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
-                 log: Callable[[str], None] = lambda _msg: None) -> None:
+                 log: Callable[[str], None] = lambda _msg: None, gmv: GmvSource | None = None,
+                 registry: RegistryHook | None = None) -> None:
         self.api, self.ref, self.source = api, ref, source
         self.plan, self.guardrails = plan or RampPlan(), guardrails or GuardrailConfig()
         self.sleep, self.clock, self.log = sleep, clock, log
+        self.gmv, self.registry = gmv, registry
+        self._arms: tuple[str, str, dt.datetime] | None = None  # candidate, champion, ramp start
 
     # ----------------------------------------------------------------------------- primitives
     def _patch_components(self, fields: dict[str, Any], annotations: dict[str, str | None],
@@ -174,7 +105,7 @@ class Rollout:
         """Point every component at ``bundle_uri`` with ``percent`` canary traffic."""
         isvc = self.api.get_isvc(self.ref)
         champion = storage_uri(isvc)
-        spec = {c: {"containers": _containers_with_uri(isvc["spec"][c], bundle_uri), "canaryTrafficPercent": percent}
+        spec = {c: {"containers": containers_with_uri(isvc["spec"][c], bundle_uri), "canaryTrafficPercent": percent}
                 for c in components_of(isvc)}
         ann = {ANN + "champion-uri": champion or "", ANN + "candidate-uri": bundle_uri,
                ANN + "rollout-state": f"canary-{percent}", ANN + "rollback-reason": None}
@@ -198,6 +129,7 @@ class Rollout:
         self.log(f"rollback: {reason}")
         after = self._patch_components({"canaryTrafficPercent": 0},
                                        {"rollout-state": "rolled-back", "rollback-reason": reason[:250]})
+        self._tell_registry("rolled_back", after, reason)
         if rolled_back(after):
             return after
         rv = after.get("metadata", {}).get("resourceVersion")
@@ -205,6 +137,28 @@ class Rollout:
         if confirmed is None:
             self.log(f"rollback not confirmed by the controller within {self.plan.ready_timeout_s:.0f}s")
         return confirmed or after
+
+    def promote_confirmed(self) -> dict[str, Any] | None:
+        """``promote``, wait until the controller reports all traffic on the latest revision,
+        then tell the registry (the ``champion`` alias moves). None when not confirmed in time
+        (the registry is not told)."""
+        ready = self.wait_for(100, self.promote())
+        if ready is not None:
+            self._tell_registry("promoted", ready)
+        return ready
+
+    def _tell_registry(self, event: str, isvc: dict[str, Any], reason: str = "") -> None:
+        if self.registry is None:
+            return
+        uri = (isvc.get("metadata", {}).get("annotations") or {}).get(ANN + "candidate-uri") or storage_uri(isvc)
+        if not uri:
+            self.log(f"registry: no candidate URI on the InferenceService, {event} not recorded")
+            return
+        try:
+            note = self.registry.promoted(uri) if event == "promoted" else self.registry.rolled_back(uri, reason)
+        except Exception as e:  # noqa: BLE001 - the traffic decision stands; say the registry lags
+            note = f"registry not updated ({event}): {type(e).__name__}: {e}"
+        self.log(f"registry: {note}")
 
     def wait_for(self, percent: int, after: dict[str, Any]) -> dict[str, Any] | None:
         """Watch until the controller reports ``percent``; the object, or None on timeout."""
@@ -247,8 +201,11 @@ class Rollout:
                     window = now.get(canary or "", VariantCounters()).minus(base.get(canary or "", VariantCounters()))
                     ctrl = now.get(control or "", VariantCounters()).minus(base.get(control or "", VariantCounters()))
                     gm, notes = guardrail_metrics(window, ctrl)
+                    if self.gmv is not None:
+                        gm, notes = self._with_gmv(gm, notes)
                     metrics, decision = gm.model_dump(), evaluate_guardrails(gm, self.guardrails)
-            except ConnectionError as e:
+                    decision = self._require_gmv(decision, gm.gmv_ratio, percent)
+            except (ConnectionError, OSError) as e:
                 notes = [f"metrics unavailable: {e}"]
                 decision = None
             elapsed = self.clock() - t0
@@ -264,6 +221,27 @@ class Rollout:
         return StepRecord(percent=percent, action=action, summary=summary, canary_revision=canary,
                           metrics=metrics, notes=notes)
 
+    def _with_gmv(self, gm: GuardrailMetrics, notes: list[str]) -> tuple[GuardrailMetrics, list[str]]:
+        """Replace the exporter's GMV ratio by the decision-log comparison (ratio and interval)."""
+        assert self.gmv is not None and self._arms is not None
+        notes = [n for n in notes if "GMV" not in n]
+        try:
+            reading = self.gmv.compare(*self._arms)
+        except Exception as e:  # noqa: BLE001 - unreadable logs: GMV unmeasured (holds from gmv_required_from)
+            return gm.model_copy(update={"gmv_ratio": None, "gmv_ratio_upper": None}), [
+                *notes, f"GMV source failed: {type(e).__name__}: {e}"]
+        return gm.model_copy(update={"gmv_ratio": reading.ratio, "gmv_ratio_upper": reading.ratio_upper}), [
+            *notes, reading.note]
+
+    def _require_gmv(self, decision: GuardrailDecision, ratio: float | None, percent: int) -> GuardrailDecision:
+        """Hold a passing step at or above ``plan.gmv_required_from`` while GMV is unmeasured."""
+        if self.gmv is None or ratio is not None or decision.action != "continue" \
+                or percent < self.plan.gmv_required_from:
+            return decision
+        why = Breach(name="gmv_unmeasured", value=0.0, limit=1.0, severity="hold",
+                     reason=f"GMV per session not measurable yet (needed from {self.plan.gmv_required_from}%)")
+        return decision.model_copy(update={"action": "hold", "passed": False, "breaches": [*decision.breaches, why]})
+
     def run(self, bundle_uri: str) -> RolloutResult:
         """Ramp ``bundle_uri`` through ``plan.steps``; promote, or roll back on a broken guardrail.
 
@@ -272,18 +250,19 @@ class Rollout:
         RolloutResult
             ``promoted``; ``rolled_back`` (a guardrail broke or stayed inconclusive past
             ``max_hold_s``); ``failed`` (the controller never reported the split, or the
-            bundle is already the one serving). API errors raise ``DeployError`` after an
-            attempted rollback.
+            bundle is already the one serving). API errors raise ``DeployError`` (any other
+            unexpected error raises as is) after an attempted rollback.
         """
         champion = storage_uri(self.api.get_isvc(self.ref))
         result = RolloutResult(outcome="failed", reason="", candidate_uri=bundle_uri, champion_uri=champion)
         if champion == bundle_uri:
             result.reason = f"{bundle_uri} is already serving"
             return result
+        self._arms = (bundle_uri, champion or "", dt.datetime.now(dt.UTC))
         try:
             return self._ramp(bundle_uri, result)
-        except DeployError as e:
-            self._safe_rollback(f"API error during the ramp: {e}")
+        except Exception as e:
+            self._safe_rollback(f"{'API error' if isinstance(e, DeployError) else type(e).__name__} during the ramp: {e}")
             raise
 
     def _ramp(self, bundle_uri: str, result: RolloutResult) -> RolloutResult:
@@ -296,6 +275,7 @@ class Rollout:
                 result.reason = f"not ready at {pct}%"
                 return result
             if pct >= 100:
+                self._tell_registry("promoted", ready)
                 result.steps.append(StepRecord(percent=100, action="promoted", summary="all traffic on the candidate"))
                 result.outcome, result.reason = "promoted", "every guardrail held at every step"
                 return result

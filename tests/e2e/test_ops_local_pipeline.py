@@ -75,3 +75,34 @@ def test_index_refresh_pipeline_publishes_a_new_bundle_version(training_run):
     old, new = (json.loads((store.path("bundle", v) / "bundle.json").read_text()) for v in (before, after))
     assert new["index_version"] != old["index_version"] and new["refreshed_from"]
     assert new["ranker_version"] == old["ranker_version"]  # same models, new index
+
+
+def test_gate_marks_a_challenger_and_the_champion_is_scored_beside_the_next_one(training_run, tmp_path):
+    import shutil
+
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    from checkout_recs.deploy.challenge import challenger_gate, evaluate_side_by_side
+    from checkout_recs.models.train import split_by_time
+    from checkout_recs.tracking import MODEL_NAME, alias_version, champion_model_dir, promote_bundle
+
+    out = Path(training_run["out"])
+    root = next(Path(training_run["pipeline_root"]).glob("checkout-recs-training-*"))
+    evaluation = json.loads(json.loads((root / "evaluate-op" / "executor_output.json").read_text())
+                            ["parameterValues"]["Output"])
+    assert evaluation["champion"] is None and "logged policy" in evaluation["champion_note"]  # first model
+    shutil.copyfile(out / "artifacts" / "mlflow.db", tmp_path / "mlflow.db")  # leave the shared run as it is
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    version, _ = alias_version(uri, "challenger")
+    assert alias_version(uri, "champion") is None  # the gate does not crown; no cluster ramped it
+    tags = MlflowClient(tracking_uri=uri).get_model_version(MODEL_NAME, version).tags
+    assert tags["gate"] == "passed" and tags["bundle_uri"] == training_run["output"]
+    promote_bundle(uri, training_run["output"])  # what `deploy promote` does once the ramp is at 100 %
+    champ_dir = champion_model_dir(uri, tmp_path / "champion")
+    assert champ_dir is not None and (champ_dir / "ranker").is_dir()
+    frame = pd.read_parquet(next(root.glob("training-set-op/training_set")) / "training_set.parquet")
+    _, held_out = split_by_time(frame, 0.2)
+    res = evaluate_side_by_side(Path(training_run["output"]) / "model", held_out, tmp_path / "eval", champ_dir, version)
+    assert res["champion"]["auc_click"] == pytest.approx(res["challenger"]["auc_click"])  # the same model twice
+    assert challenger_gate(res).promote
