@@ -1,17 +1,23 @@
 """Candidate generation: a few hundred listings per post-checkout request, each with its source.
 
-Sources, blended in this order (a listing keeps the first source that found it):
+Sources, blended in this order (a listing keeps the first source that found it, and a source's
+quota counts only the listings it adds):
 
-``ann``          user-tower vector → FAISS (region index)
+``ann``          user-tower vector → FAISS (the request region's index)
+``cf_residual``  item-kNN neighbours of the user's recent items and basket (collaborative
+                 filtering) that the tower did not already retrieve: what CF finds and it misses
 ``co_purchase``  listings bought together with the basket's items (labels' co-purchase table)
-``complement``   popular listings of the categories most often bought with the basket's
-                 categories (category-pair strengths)
+``complement``   the categories most often bought with the basket's categories, each searched
+                 with the user vector restricted to that category and region (exact search when
+                 the category is selective: ``RetrievalIndex.search(category=...)``); without a
+                 user vector, the category's popular listings
 ``popular``      popular in the request's region (decayed purchases, clicks)
 ``cold_start``   newest listings of the region with little exposure (new listings get a chance)
 
 Everything that does not depend on the request is precomputed in ``CandidateGenerator``'s
-constructor; ``generate`` costs one user-tower pass, one index search and a few array joins.
-Basket items and listings removed from the index (sold) are never returned.
+constructor; ``generate`` costs one user-tower pass, one ANN search, a few exact in-category
+searches and array joins (numpy only). Basket items and listings removed from the index (sold)
+are never returned.
 """
 
 from __future__ import annotations
@@ -24,17 +30,22 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from checkout_recs.retrieval.index import RetrievalIndex
+from checkout_recs.retrieval.neighbours import NeighbourTable, item_knn_table
 
 
 class CandidateConfig(BaseModel):
-    """How many candidates each source contributes (before de-duplication)."""
+    """How many candidates each source contributes (after de-duplication)."""
 
     ann: int = Field(default=150, ge=0)
+    cf_residual: int = Field(default=40, ge=0, description="Item-kNN finds the ANN did not return.")
     co_purchase: int = Field(default=60, ge=0)
     complement: int = Field(default=60, ge=0)
     popular: int = Field(default=50, ge=0)
     cold_start: int = Field(default=30, ge=0)
     complement_categories: int = Field(default=3, ge=1, description="Complement categories per basket category.")
+    max_complement_categories: int = Field(default=4, ge=1, description="Categories searched per request.")
+    cf_history: int = Field(default=20, ge=1, description="Recent items (with the basket) the CF source reads.")
+    cf_decay: float = Field(default=0.7, gt=0, le=1, description="Weight per step back in the history.")
     cold_start_age_days: float = Field(default=7.0, description="Listings younger than this are 'new'.")
 
 
@@ -66,7 +77,8 @@ class Candidates:
         return {str(a): int(b) for a, b in zip(s, c, strict=True)}
 
 
-SOURCES = ("ann", "co_purchase", "complement", "popular", "cold_start")
+SOURCES = ("ann", "cf_residual", "co_purchase", "complement", "popular", "cold_start")
+_NONE = np.empty(0, np.int64)
 
 
 def _popularity(snap: pd.DataFrame) -> np.ndarray:
@@ -81,7 +93,8 @@ class CandidateGenerator:
     """Blends the candidate sources for one request; build once per bundle."""
 
     def __init__(self, index: RetrievalIndex, two_tower=None, co_purchase: pd.DataFrame | None = None,
-                 category_pairs: pd.DataFrame | None = None, cfg: CandidateConfig | None = None) -> None:
+                 category_pairs: pd.DataFrame | None = None, cfg: CandidateConfig | None = None,
+                 item_knn: pd.DataFrame | None = None) -> None:
         self.index = index
         self.tt = two_tower
         self._user_enc = None
@@ -91,45 +104,34 @@ class CandidateGenerator:
             self._user_enc = FastUserEncoder(two_tower)
         self.cfg = cfg or CandidateConfig()
         snap = index.snapshot
-        self._cat_of = dict(zip(snap["listing_id"].to_numpy(), snap["category_id"].to_numpy(), strict=True))
-        pop = _popularity(snap)
-        order = np.argsort(-pop, kind="stable")
-        ranked = snap.iloc[order]
-        self._popular = {r: g["listing_id"].to_numpy(np.int64)[: 4 * self.cfg.popular]
+        ranked = snap.iloc[np.argsort(-_popularity(snap), kind="stable")]
+        self._popular = {str(r): g["listing_id"].to_numpy(np.int64)[: 4 * self.cfg.popular]
                          for r, g in ranked.groupby("region", sort=False)}
-        self._by_cat = {c: g["listing_id"].to_numpy(np.int64)[:200] for c, g in ranked.groupby("category_id")}
+        self._by_cat = {int(c): g["listing_id"].to_numpy(np.int64)[:200] for c, g in ranked.groupby("category_id")}
         self._cold = self._cold_pool(snap)
-        self._co = self._co_table(co_purchase)
-        self._comp = self._complements(category_pairs)
+        self._co = NeighbourTable.from_frame(co_purchase, "listing_a", "listing_b", "strength", 100)
+        self._knn = NeighbourTable.from_frame(item_knn, "listing_a", "listing_b", "similarity", 100)
+        self._comp = self._complement_categories(category_pairs)
 
     # ---------------------------------------------------------------- precomputation
     def _cold_pool(self, snap: pd.DataFrame) -> dict[str, np.ndarray]:
         if "age_days" in snap:
-            young = snap[snap["age_days"] <= self.cfg.cold_start_age_days].sort_values("age_days")
+            young = snap[snap["age_days"] <= self.cfg.cold_start_age_days].sort_values("age_days", kind="stable")
         else:
             young = snap.iloc[0:0]
-        return {r: g["listing_id"].to_numpy(np.int64)[: 4 * self.cfg.cold_start]
+        return {str(r): g["listing_id"].to_numpy(np.int64)[: 4 * self.cfg.cold_start]
                 for r, g in young.groupby("region", sort=False)}
 
-    def _co_table(self, co: pd.DataFrame | None) -> dict[int, np.ndarray]:
-        if co is None or co.empty:
-            return {}
-        co = co.sort_values(["listing_a", "strength"], ascending=[True, False])
-        return {int(a): g["listing_b"].to_numpy(np.int64)[:100] for a, g in co.groupby("listing_a")}
-
-    def _complements(self, pairs: pd.DataFrame | None) -> dict[int, np.ndarray]:
+    def _complement_categories(self, pairs: pd.DataFrame | None) -> dict[int, np.ndarray]:
+        """category → its strongest complement categories (int64, strongest first)."""
         if pairs is None or pairs.empty:
             return {}
         if "event_timestamp" in pairs:
             pairs = pairs[pairs["event_timestamp"] == pairs["event_timestamp"].max()]
         pairs = pairs[pairs["category_a"] != pairs["category_b"]]
-        pairs = pairs.sort_values(["category_a", "co_purchase_strength"], ascending=[True, False])
-        out: dict[int, np.ndarray] = {}
-        for a, g in pairs.groupby("category_a"):
-            cats = g["category_b"].to_numpy()[: self.cfg.complement_categories]
-            lists = [self._by_cat.get(c, np.empty(0, np.int64))[:40] for c in cats]
-            out[int(a)] = _interleave(lists)
-        return out
+        pairs = pairs.sort_values(["category_a", "co_purchase_strength"], ascending=[True, False], kind="stable")
+        return {int(a): g["category_b"].to_numpy(np.int64)[: self.cfg.complement_categories]
+                for a, g in pairs.groupby("category_a")}
 
     # ---------------------------------------------------------------- per request
     def user_vector(self, req: CandidateRequest) -> np.ndarray | None:
@@ -146,42 +148,61 @@ class CandidateGenerator:
 
         Returns
         -------
-        Candidates with at most ``sum(cfg counts)`` ids (typically 250-350).
+        Candidates with at most ``sum(cfg counts)`` ids (typically 300-390).
         """
         cfg = self.cfg
         basket = np.asarray(req.basket, np.int64)
-        parts: list[np.ndarray] = []
         vec = self.user_vector(req)
+        region = req.region if req.region in self.index.indexes else None
+        ann = _NONE
         if vec is not None and cfg.ann:
-            region = req.region if req.region in self.index.indexes else None
             ids, _ = self.index.search(vec[None, :], cfg.ann + len(basket), region=region)
-            parts.append(ids[0][ids[0] >= 0])
-        else:
-            parts.append(np.empty(0, np.int64))
-        parts.append(_interleave([self._co.get(int(b), np.empty(0, np.int64)) for b in basket]))
-        cats = pd.unique(np.array([self._cat_of.get(int(b), -1) for b in basket]))
-        parts.append(_interleave([self._comp.get(int(c), np.empty(0, np.int64)) for c in cats if c >= 0]))
-        parts.append(self._popular.get(req.region, np.empty(0, np.int64)))
-        parts.append(self._cold.get(req.region, np.empty(0, np.int64)))
+            ann = ids[0][ids[0] >= 0]
+        history = np.asarray(list(req.recent_listing_ids) + list(req.basket), np.int64)[-cfg.cf_history:]
+        cf = self._knn.scored(history, cfg.cf_decay) if cfg.cf_residual and len(self._knn) else _NONE
+        co = _interleave([a for a, _ in self._co.lookup(basket)]) if len(self._co) else _NONE
+        parts = [ann, cf, co, self._complement(vec, basket, req.region),
+                 self._popular.get(req.region, _NONE), self._cold.get(req.region, _NONE)]
         return self._blend(parts, basket)
 
+    def _complement(self, vec: np.ndarray | None, basket: np.ndarray, region: str) -> np.ndarray:
+        """Listings of the basket's complement categories: user-vector search inside each."""
+        cats = [c for c in dict.fromkeys(self.index.categories_of(basket).tolist()) if c >= 0]
+        comp = [c for c in dict.fromkeys(int(b) for a in cats for b in self._comp.get(a, _NONE)) if c not in cats]
+        comp = comp[: self.cfg.max_complement_categories]
+        if not comp or not self.cfg.complement:
+            return _NONE
+        if vec is None:
+            return _interleave([self._by_cat.get(c, _NONE)[:40] for c in comp])
+        per = -(-self.cfg.complement // len(comp)) + 10  # a margin for listings other sources took
+        reg = region if region in self.index.manifest.regions else None
+        lists = []
+        for c in comp:
+            ids, _ = self.index.search(vec[None, :], per, region=reg, category=c)
+            lists.append(ids[0][ids[0] >= 0])
+        return _interleave(lists)
+
     def _blend(self, parts: list[np.ndarray], basket: np.ndarray) -> Candidates:
-        limits = [self.cfg.ann, self.cfg.co_purchase, self.cfg.complement, self.cfg.popular, self.cfg.cold_start]
-        ids_out, src_out = [], []
+        """Sources in order; each adds up to its quota of live listings not taken before."""
+        limits = [getattr(self.cfg, s) for s in SOURCES]
+        parts = [p[: 2 * lim + len(basket) + 100] if lim else p[:0] for p, lim in zip(parts, limits, strict=True)]
+        flat = np.concatenate(parts) if parts else _NONE
+        live = self.index.is_live(flat).tolist()
         taken = set(basket.tolist())
-        for name, ids, lim in zip(SOURCES, parts, limits, strict=True):
-            if len(ids) == 0 or lim == 0:
-                continue
-            ok = self.index.is_live(ids)
+        ids_out: list[int] = []
+        src_out: list[str] = []
+        pos = 0
+        for name, part, lim in zip(SOURCES, parts, limits, strict=True):
             n = 0
-            for i in ids[ok].tolist():
+            for i, ok in zip(part.tolist(), live[pos : pos + len(part)], strict=True):
                 if n >= lim:
                     break
-                if i not in taken:
+                if ok and i not in taken:
                     taken.add(i)
                     ids_out.append(i)
                     src_out.append(name)
                     n += 1
+            pos += len(part)
         return Candidates(np.array(ids_out, np.int64), np.array(src_out, dtype=object))
 
     # ---------------------------------------------------------------- loading
@@ -194,9 +215,8 @@ class CandidateGenerator:
         index = RetrievalIndex.load(bundle_dir / "index")
         tt = TwoTowerModel.load(bundle_dir / "model" / "two_tower")
         cand = bundle_dir / "candidates"
-        co = _maybe(cand / "co_purchase_items.parquet")
-        pairs = _maybe(cand / "category_pairs.parquet")
-        return cls(index, tt, co, pairs, cfg)
+        return cls(index, tt, _maybe(cand / "co_purchase_items.parquet"), _maybe(cand / "category_pairs.parquet"),
+                   cfg, item_knn=_maybe(cand / "item_knn.parquet"))
 
 
 def _maybe(path: Path) -> pd.DataFrame | None:
@@ -221,7 +241,8 @@ def _interleave(lists: list[np.ndarray]) -> np.ndarray:
 def write_candidate_tables(labels_dir: Path, features_dir: Path, out_dir: Path) -> dict[str, int]:
     """Copy the candidate sources' tables into a bundle's ``candidates/`` folder.
 
-    Reads ``labels_dir/co_purchase_items.parquet`` and the latest day of
+    Reads ``labels_dir/co_purchase_items.parquet``, ``labels_dir/interactions.parquet`` (→
+    ``item_knn.parquet``, the CF source's neighbours) and the latest day of
     ``features_dir/category_pair.parquet`` (or ``labels_dir/category_pairs.parquet``).
     Returns rows written per table (0 when a table is absent).
     """
@@ -232,6 +253,11 @@ def write_candidate_tables(labels_dir: Path, features_dir: Path, out_dir: Path) 
     if co is not None:
         co.to_parquet(out_dir / "co_purchase_items.parquet", index=False)
     written["co_purchase_items"] = 0 if co is None else len(co)
+    inter = _maybe(Path(labels_dir) / "interactions.parquet")
+    knn = item_knn_table(inter) if inter is not None else None
+    if knn is not None:
+        knn.to_parquet(out_dir / "item_knn.parquet", index=False)
+    written["item_knn"] = 0 if knn is None else len(knn)
     pairs = _maybe(Path(features_dir) / "category_pair.parquet")
     if pairs is None:
         pairs = _maybe(Path(labels_dir) / "category_pairs.parquet")

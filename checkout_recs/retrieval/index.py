@@ -1,10 +1,10 @@
-"""FAISS index over item-tower embeddings, aligned with an item feature snapshot.
+"""The retrieval index: FAISS indexes over item-tower embeddings, aligned with an item snapshot.
 
-Index kind is chosen by size: exact inner product (``IndexFlatIP``) below
-``IndexConfig.exact_below`` items, else IVF with 8-bit scalar quantisation whose top
-``rerank`` hits are re-scored exactly from the float16 embedding store. One index per region
-plus a global one; a category filter whose items are few (``selective_below``) is answered by
-exact search over that category's rows (a filter inside a global ANN collapses recall).
+Which FAISS index a catalogue gets is decided in ``index_build`` (exact below
+``IndexConfig.exact_below`` items, else IVF with float32 lists, or 8-bit lists + exact re-rank).
+One index per region plus a global one. A category filter whose items are few
+(``selective_below``) is answered by exact search over that category's rows, looked up from a
+precomputed (category, region) → rows table (a filter inside a global ANN collapses recall).
 
 Listings are added and removed in place (``add`` / ``remove``); a removed (sold) listing can
 never be returned: it leaves every FAISS index and its row is masked out of the store.
@@ -16,77 +16,27 @@ Folder (``save``): ``index.faiss`` (global), ``index.<region>.faiss``, ``ids.npy
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import re
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field
 
-_SAFE = re.compile(r"^[A-Za-z0-9_-]+$")
+from checkout_recs.retrieval.index_build import (
+    IndexConfig,
+    IndexManifest,
+    build_faiss,
+    build_index,
+    faiss_module,
+    group_order,
+    needs_rerank,
+    publish_index,
+)
 
+__all__ = ["IndexConfig", "IndexManifest", "RetrievalIndex", "build_index", "publish_index"]
 
-class IndexConfig(BaseModel):
-    """How the index is built and searched."""
-
-    exact_below: int = Field(default=50_000, description="Exact search below this many items.")
-    nlist: int | None = Field(default=None, description="IVF lists; None: sqrt(n).")
-    nprobe: int = Field(default=64, description="IVF lists probed per query.")
-    rerank: int = Field(default=1000, description="ANN hits re-scored exactly per query.")
-    selective_below: int = Field(default=20_000, description="Exact category search below this.")
-    train_sample: int = Field(default=50_000, description="Vectors used to train IVF (k-means).")
-    per_region: bool = Field(default=True, description="Build one index per region too.")
-
-
-class IndexManifest(BaseModel):
-    """What an index folder holds (``manifest.json``)."""
-
-    version: str
-    kind: str
-    n_items: int
-    dim: int
-    regions: dict[str, int]
-    built_at: str
-    snapshot_time: str | None = None
-    model_version: str | None = None
-    build_seconds: float = 0.0
-    config: dict = Field(default_factory=dict)
-
-
-def _faiss():
-    import faiss
-
-    return faiss
-
-
-def make_faiss_index(emb: np.ndarray, ids: np.ndarray, cfg: IndexConfig):
-    """A FAISS index over ``emb`` (n, d) float32 with external ``ids`` (n,) int64.
-
-    Exact (``IDMap2(FlatIP)``) below ``cfg.exact_below`` rows, else ``IVF{nlist},SQ8`` (inner
-    product). Returns ``(index, kind)``.
-    """
-    faiss = _faiss()
-    n, d = emb.shape
-    if n < cfg.exact_below:
-        index = faiss.IndexIDMap2(faiss.IndexFlatIP(d))
-        kind = "flat"
-    else:
-        nlist = cfg.nlist or int(np.sqrt(n))
-        quant = faiss.IndexFlatIP(d)
-        index = faiss.IndexIVFScalarQuantizer(quant, d, nlist, faiss.ScalarQuantizer.QT_8bit,
-                                              faiss.METRIC_INNER_PRODUCT)
-        rng = np.random.default_rng(0)
-        sample = emb[rng.choice(n, min(n, max(cfg.train_sample, 39 * nlist)), replace=False)]
-        index.train(np.ascontiguousarray(sample, dtype=np.float32))
-        index.nprobe = cfg.nprobe
-        kind = "ivf_sq8"
-    if n:
-        index.add_with_ids(np.ascontiguousarray(emb, dtype=np.float32), ids.astype(np.int64))
-    return index, kind
+_EMPTY = np.empty(0, np.int64)
 
 
 class RetrievalIndex:
@@ -95,25 +45,41 @@ class RetrievalIndex:
     def __init__(self, ids: np.ndarray, emb: np.ndarray, snapshot: pd.DataFrame,
                  cfg: IndexConfig, indexes: dict[str, Any], manifest: IndexManifest) -> None:
         self.ids = np.asarray(ids, np.int64)
-        self.emb = np.asarray(emb, np.float16)  # stored compressed (embeddings.npy)
-        self._emb32 = self.emb.astype(np.float32)  # exact re-scoring in memory
         self.snapshot = snapshot.reset_index(drop=True)
         self.cfg = cfg
         self.indexes = indexes  # "" is the global index, else a region
+        self._needs_rerank = {k: needs_rerank(v) for k, v in indexes.items()}
         self.manifest = manifest
         self.alive = np.ones(len(self.ids), bool)
-        self._reindex()
+        # float16 on disk (embeddings.npy); float32 in memory, grouped by (category, region)
+        self._reindex(np.asarray(emb, np.float16).astype(np.float32))
 
-    def _reindex(self) -> None:
+    @property
+    def emb(self) -> np.ndarray:
+        """float16 (n, d) embeddings in row order (a copy; the store is grouped by category)."""
+        return self._store[self._pos].astype(np.float16)
+
+    def _reindex(self, vectors: np.ndarray) -> None:
+        """Rebuild the lookups from ``vectors`` float32 (n, d) in row order (after build or add)."""
         order = np.argsort(self.ids, kind="stable")
         self._sorted_ids, self._sorted_rows = self.ids[order], order
         self._lookup = None  # dense id → row table when ids are small non-negative integers
         if len(self.ids) and self.ids.min() >= 0 and self.ids.max() < 4 * len(self.ids) + 1024:
             self._lookup = np.full(int(self.ids.max()) + 1, -1, np.int64)
             self._lookup[self.ids] = np.arange(len(self.ids))  # a re-added id: the newest row wins
-        self._region = self.snapshot["region"].to_numpy() if "region" in self.snapshot else None
-        self._category = (self.snapshot["category_id"].to_numpy()
+        self._region: np.ndarray | None = None  # int32 region code per row
+        self._region_code: dict[str, int] = {}
+        if "region" in self.snapshot:
+            codes, names = pd.factorize(self.snapshot["region"].astype(str))
+            self._region = codes.astype(np.int32)
+            self._region_code = {str(r): i for i, r in enumerate(names)}
+        self._category = (self.snapshot["category_id"].to_numpy(np.int64)
                           if "category_id" in self.snapshot else None)
+        self._order, self._groups = group_order(self._category, self._region, len(self.ids))
+        self._pos = np.empty(len(self.ids), np.int64)  # row → position in the store
+        self._pos[self._order] = np.arange(len(self.ids))
+        # each (category, region) is a contiguous block: exact in-category search reads no scattered rows
+        self._store = np.ascontiguousarray(vectors[self._order], np.float32)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -122,27 +88,7 @@ class RetrievalIndex:
                         model_version: str | None = None) -> RetrievalIndex:
         """Build every index for ``emb`` (n, d) with ids (n,) and the aligned ``snapshot``."""
         cfg = cfg or IndexConfig()
-        t0 = time.perf_counter()
-        emb = np.ascontiguousarray(emb, np.float32)
-        ids = np.asarray(ids, np.int64)
-        indexes: dict[str, Any] = {}
-        indexes[""], kind = make_faiss_index(emb, ids, cfg)
-        regions: dict[str, int] = {}
-        if "region" in snapshot:
-            reg = snapshot["region"].to_numpy()
-            for r in sorted(pd.unique(reg)):
-                m = reg == r
-                regions[str(r)] = int(m.sum())
-                if cfg.per_region and _SAFE.match(str(r)):
-                    indexes[str(r)] = make_faiss_index(emb[m], ids[m], cfg)[0]
-        snap_time = None
-        time_col = next((c for c in ("snapshot_time", "event_timestamp") if c in snapshot), None)
-        if time_col is not None and len(snapshot) and snapshot[time_col].notna().any():
-            snap_time = str(pd.to_datetime(snapshot[time_col], utc=True).max())
-        manifest = IndexManifest(version=version, kind=kind, n_items=len(ids), dim=emb.shape[1],
-                                 regions=regions, built_at=dt.datetime.now(dt.UTC).isoformat(),
-                                 snapshot_time=snap_time, model_version=model_version,
-                                 build_seconds=time.perf_counter() - t0, config=cfg.model_dump())
+        indexes, manifest = build_faiss(ids, emb, snapshot, cfg, version, model_version)
         return cls(ids, emb, snapshot, cfg, indexes, manifest)
 
     # ------------------------------------------------------------------ search
@@ -164,13 +110,15 @@ class RetrievalIndex:
         """
         q = np.ascontiguousarray(np.atleast_2d(queries), np.float32)
         if category is not None:
-            rows = self._rows(region, category)
-            if len(rows) <= self.cfg.selective_below:
-                return self._exact(q, rows, k)
-            ids, sc = self._ann(q, max(4 * k, self.cfg.rerank), region)
-            return self._filter(ids, sc, k, category)
+            a, b = self._span(category, region)
+            if b - a <= self.cfg.selective_below:
+                return self._exact_block(q, a, b, k)
+            # not selective: ANN, then keep the category's hits (region checked per row)
+            key = region if region in self.indexes else None
+            ids, sc = self._ann(q, max(4 * k, self.cfg.rerank), key)
+            return self._filter(ids, sc, k, category, region)
         if region is not None and region not in self.indexes:
-            return self._exact(q, self._rows(region, None), k)
+            return self._exact(q, self._region_rows(region), k)
         return self._ann(q, k, region)
 
     def rows_of(self, ids: np.ndarray) -> np.ndarray:
@@ -186,32 +134,69 @@ class RetrievalIndex:
         hit = self._sorted_ids[pos] == ids
         return np.where(hit, self._sorted_rows[pos], -1)
 
+    def categories_of(self, ids: np.ndarray) -> np.ndarray:
+        """Category of each id (int64, same shape), -1 for ids absent or without a category column."""
+        r = self.rows_of(ids)
+        if self._category is None:
+            return np.full(r.shape, -1, np.int64)
+        return np.where(r >= 0, self._category[np.maximum(r, 0)], -1)
+
     def is_live(self, ids: np.ndarray) -> np.ndarray:
         """bool array: which ``ids`` can be returned (present and not removed)."""
         r = self.rows_of(ids)
         return (r >= 0) & self.alive[np.maximum(r, 0)]
 
-    def _rows(self, region: str | None, category: int | None) -> np.ndarray:
-        m = self.alive.copy()
+    def _span(self, category: int, region: str | None) -> tuple[int, int]:
+        """[start, end) of (category, region) in the store; (0, 0) when it holds nothing."""
+        if self._category is None:
+            raise ValueError("category filter needs a category_id column in the snapshot")
+        code = -1
         if region is not None and self._region is not None:
-            m &= self._region == region
-        if category is not None and self._category is not None:
-            m &= self._category == category
+            if region not in self._region_code:
+                return 0, 0
+            code = self._region_code[region]
+        return self._groups.get((int(category), code), (0, 0))
+
+    def category_rows(self, category: int, region: str | None = None) -> np.ndarray:
+        """Live rows (int64) of one category, in one region or in all (None)."""
+        a, b = self._span(category, region)
+        rows = self._order[a:b]
+        return rows[self.alive[rows]]
+
+    def _region_rows(self, region: str) -> np.ndarray:
+        m = self.alive.copy()
+        if self._region is not None:
+            m &= self._region == self._region_code.get(region, -2)
         return np.flatnonzero(m)
 
     def _exact(self, q: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        sc = q @ self._emb32[rows].T  # (q, r)
-        kk = min(k, len(rows))
-        top = np.argsort(-sc, axis=1, kind="stable")[:, :kk]
-        return _pad(self.ids[rows][top], np.take_along_axis(sc, top, 1), k)
+        sc = q @ self._store[self._pos[rows]].T  # (q, r)
+        return self._top(sc, rows, k)
+
+    def _exact_block(self, q: np.ndarray, a: int, b: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        rows = self._order[a:b]
+        sc = q @ self._store[a:b].T  # (q, b - a), a contiguous block
+        dead = ~self.alive[rows]
+        if dead.any():
+            sc[:, dead] = -np.inf
+        return self._top(sc, rows, k)
+
+    def _top(self, sc: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k of scores (q, r) over ``rows`` (r,) → ids, scores (q, k); -inf scores dropped."""
+        out_i = np.full((len(sc), k), -1, np.int64)
+        out_s = np.full((len(sc), k), -np.inf, np.float32)
+        for i in range(len(sc)):
+            top = _top_k(sc[i], k)
+            top = top[np.isfinite(sc[i, top])]
+            out_i[i, : len(top)], out_s[i, : len(top)] = self.ids[rows[top]], sc[i, top]
+        return out_i, out_s
 
     def _ann(self, q: np.ndarray, k: int, region: str | None) -> tuple[np.ndarray, np.ndarray]:
-        index = self.indexes[region or ""]
-        is_ivf = hasattr(index, "nprobe")
-        kk = max(k, self.cfg.rerank) if is_ivf else k
-        sc, ids = index.search(q, kk)
-        if is_ivf:
+        key = region or ""
+        if self._needs_rerank[key]:
+            _, ids = self.indexes[key].search(q, max(k, self.cfg.rerank))
             return self._rerank(q, ids, k)
+        sc, ids = self.indexes[key].search(q, k)
         return _pad(ids, sc, k)
 
     def _rerank(self, q: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -221,16 +206,19 @@ class RetrievalIndex:
             cand = ids[i][ids[i] >= 0]
             rows = self.rows_of(cand)
             rows = rows[(rows >= 0) & self.alive[np.maximum(rows, 0)]]
-            sc = self._emb32[rows] @ q[i]
+            sc = self._store[self._pos[rows]] @ q[i]
             top = _top_k(sc, k)
             out_i[i, : len(top)], out_s[i, : len(top)] = self.ids[rows[top]], sc[top]
         return out_i, out_s
 
-    def _filter(self, ids: np.ndarray, sc: np.ndarray, k: int, category: int) -> tuple[np.ndarray, np.ndarray]:
-        if self._category is None:
-            raise ValueError("category filter needs a category_id column in the snapshot")
+    def _filter(self, ids: np.ndarray, sc: np.ndarray, k: int, category: int,
+                region: str | None) -> tuple[np.ndarray, np.ndarray]:
+        assert self._category is not None  # category_rows raised otherwise
         rows = self.rows_of(ids)
-        ok = (rows >= 0) & (self._category[np.maximum(rows, 0)] == category)
+        r0 = np.maximum(rows, 0)
+        ok = (rows >= 0) & (self._category[r0] == category)
+        if region is not None and self._region is not None:
+            ok &= self._region[r0] == self._region_code.get(region, -2)
         out_i = np.full((len(ids), k), -1, np.int64)
         out_s = np.full((len(ids), k), -np.inf, np.float32)
         for i in range(len(ids)):
@@ -254,16 +242,15 @@ class RetrievalIndex:
         for r, index in self.indexes.items():
             if r and reg is not None and (reg == r).any():
                 index.add_with_ids(emb32[reg == r], ids[reg == r])
+        vectors = np.concatenate([self._store[self._pos], emb32.astype(np.float16).astype(np.float32)])
         self.ids = np.concatenate([self.ids, ids])
-        self.emb = np.concatenate([self.emb, emb32.astype(np.float16)])
-        self._emb32 = np.concatenate([self._emb32, emb32])
         self.alive = np.concatenate([self.alive, np.ones(len(ids), bool)])
         self.snapshot = pd.concat([self.snapshot, snapshot_rows], ignore_index=True)
-        self._reindex()
+        self._reindex(vectors)
 
     def remove(self, ids: np.ndarray) -> int:
         """Remove listings (sold, delisted) from every index; returns how many were live."""
-        faiss = _faiss()
+        faiss = faiss_module()
         ids = np.asarray(ids, np.int64)
         if len(ids) == 0:
             return 0
@@ -283,7 +270,7 @@ class RetrievalIndex:
     # ------------------------------------------------------------------ persistence
     def save(self, out_dir: Path, version: str | None = None) -> IndexManifest:
         """Write the folder (compacting removed rows out of the store and snapshot)."""
-        faiss = _faiss()
+        faiss = faiss_module()
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         keep = self.alive
@@ -301,7 +288,7 @@ class RetrievalIndex:
     @classmethod
     def load(cls, index_dir: Path) -> RetrievalIndex:
         """Load a folder written by ``save`` (numpy files read with ``allow_pickle=False``)."""
-        faiss = _faiss()
+        faiss = faiss_module()
         index_dir = Path(index_dir)
         manifest = IndexManifest(**json.loads((index_dir / "manifest.json").read_text()))
         cfg = IndexConfig(**manifest.config)
@@ -333,41 +320,3 @@ def _pad(ids: np.ndarray, sc: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarra
         ids = np.pad(ids, ((0, 0), (0, extra)), constant_values=-1)
         sc = np.pad(sc, ((0, 0), (0, extra)), constant_values=-np.inf)
     return ids, sc
-
-
-def build_index(model_dir: Path, snapshot: pd.DataFrame | Path, out_dir: Path,
-                cfg: IndexConfig | None = None, version: str | None = None) -> IndexManifest:
-    """Embed every listing of ``snapshot`` with the item tower and write the index folder.
-
-    Parameters
-    ----------
-    model_dir : ``train_all`` output (holding ``two_tower/``) or the ``two_tower`` folder.
-    snapshot : listing snapshot frame (``models.inputs.listing_snapshot``) or a features folder.
-    out_dir : receives the index folder (see module docstring).
-
-    Returns
-    -------
-    IndexManifest (also written as ``manifest.json``).
-    """
-    from checkout_recs.models.inputs import listing_snapshot
-    from checkout_recs.models.two_tower import TwoTowerModel
-    from checkout_recs.storage import new_version
-
-    model_dir = Path(model_dir)
-    tt = TwoTowerModel.load(model_dir / "two_tower" if (model_dir / "two_tower").is_dir() else model_dir)
-    if not isinstance(snapshot, pd.DataFrame):
-        snapshot = listing_snapshot(Path(snapshot))
-    snapshot = snapshot.drop_duplicates("listing_id").reset_index(drop=True)
-    emb = tt.embed_items(snapshot)
-    version = version or new_version("idx-")
-    index = RetrievalIndex.from_embeddings(snapshot["listing_id"].to_numpy(), emb, snapshot, cfg,
-                                           version=version, model_version=tt.cfg.version)
-    return index.save(out_dir)
-
-
-def publish_index(index_dir: Path, store_root: str, version: str | None = None) -> str:
-    """Publish an index folder to the artifact store as kind ``index`` (atomic); returns the URI."""
-    from checkout_recs.storage import open_store
-
-    manifest = json.loads((Path(index_dir) / "manifest.json").read_text())
-    return open_store(store_root).publish("index", version or manifest["version"], Path(index_dir))

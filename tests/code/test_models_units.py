@@ -117,7 +117,7 @@ def test_index_region_and_category_filters():
 
 
 def test_index_ivf_path_recall_against_exact():
-    idx, emb = _index(n=3000, d=16, cfg=IndexConfig(exact_below=1000, nlist=32, nprobe=16, rerank=300))
+    idx, emb = _index(n=3000, d=16, cfg=IndexConfig(exact_below=1000, kind="ivf_sq8", nlist=32, nprobe=16, rerank=300))
     assert idx.manifest.kind == "ivf_sq8"
     exact, _ = _index(n=3000, d=16)
     a, _ = idx.search(emb[:20], 50)
