@@ -7,9 +7,47 @@ documented here and in ``docs/serving.md`` (with the trade-offs). Load it from J
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 SESSION_CLASSES = ("new_user", "returning", "high_value")
+
+
+class LedgerConfig(BaseModel):
+    """Where the exploration budget is tracked (``checkout_recs.policy.ledger``).
+
+    ``local`` keeps the day's money in the process (embedded default, one replica). ``redis``
+    shares it across replicas: each replica leases budget from one Redis hash per UTC day with an
+    atomic Lua script and spends only what it leased, so all replicas together never exceed the cap.
+    ``auto`` is ``redis`` when ``url`` is set (the transformer sets it to its inventory Redis).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["auto", "local", "redis"] = Field(
+        default="auto", description="local | redis | auto (redis when url is set, else local)."
+    )
+    url: str | None = Field(default=None, description="Redis URL, e.g. redis://127.0.0.1:6379/0.")
+    prefix: str = Field(default="checkout_recs:explore", min_length=1,
+                        description="Key prefix; the day's hash is '<prefix>:<YYYY-MM-DD>' (UTC).")
+    lease_factor: float = Field(
+        default=4.0, ge=1.0,
+        description="A lease is this many times the worst-case cost of the request asking for it "
+        "(more: fewer round trips, more budget idle in other replicas' leases).",
+    )
+    sync_every: int = Field(
+        default=200, ge=1,
+        description="Requests between flushes of served revenue and spend to Redis (the shared cap grows).",
+    )
+    timeout_ms: float = Field(
+        default=20.0, gt=0,
+        description="Redis connect and read timeout (ms); the call blocks the policy stage at most this long.",
+    )
+    retry_after_s: float = Field(
+        default=5.0, ge=0, description="After a Redis failure, seconds without exploration before retrying."
+    )
+    ttl_days: int = Field(default=3, ge=1, description="Days a day's hash is kept in Redis.")
 
 
 class ExplorationConfig(BaseModel):
@@ -42,6 +80,8 @@ class ExplorationConfig(BaseModel):
     high_value_min_basket: float = Field(
         default=200.0, ge=0, description="Basket value (currency) above which a session is high_value."
     )
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig,
+                                 description="Where the day's budget is tracked (per process or shared).")
 
 
 class ExposureConfig(BaseModel):

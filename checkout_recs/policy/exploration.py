@@ -10,25 +10,27 @@ Design (chosen so every logged propensity is exact, not estimated):
   uncertain). The propensity of the shown item ``x`` is exactly
   ``(1 - eps) * [x == g] + eps * q(x)``;
 * ``eps`` depends on the session class (new user, returning, high value) and is set to 0
-  **before** sampling whenever the worst possible cost of this request's exploration,
-  ``er(g) - min_P er``, does not fit the remaining daily budget. The budget is
-  ``daily_share * (expected revenue served today) + min_daily_budget``; the spend is the
-  expected revenue actually given up, ``er(g) - er(x)``. Hence spend <= cap at every moment.
+  **before** sampling whenever the ledger refuses to hold the worst possible cost of this
+  request's exploration, ``er(g) - min_P er`` (budget exhausted, or the shared ledger is
+  unreachable). The budget is ``daily_share * (expected revenue served today) +
+  min_daily_budget``; the spend charged is the expected revenue actually given up,
+  ``er(g) - er(x)``. Hence spend <= cap at every moment.
 
-The state (today's served revenue and spend) is per process; ``ExplorationLedger`` is small
-and can be swapped for a shared one (Redis ``INCRBYFLOAT``) when replicas scale out.
+The day's money is kept by a ledger (``checkout_recs.policy.ledger``): per process by default,
+or shared by all replicas through Redis (``ExplorationConfig.ledger``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from checkout_recs.policy.catalog import ItemCatalog
 from checkout_recs.policy.config import ExplorationConfig, PolicyConfig
+from checkout_recs.policy.ledger import ExplorationLedger, open_ledger, utc_day
 from checkout_recs.policy.slate import Slate
 
 if TYPE_CHECKING:
@@ -36,33 +38,15 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class ExplorationLedger:
-    """Today's money: expected revenue served and expected revenue given up (currency units)."""
-
-    day: dt.date | None = None
-    served: float = 0.0
-    spent: float = 0.0
-    explored: int = 0
-    requests: int = 0
-
-    def roll(self, today: dt.date) -> None:
-        """Start a new day (counters to zero) when ``today`` differs from the ledger's day."""
-        if self.day != today:
-            self.day, self.served, self.spent, self.explored, self.requests = today, 0.0, 0.0, 0, 0
-
-    def cap(self, cfg: ExplorationConfig) -> float:
-        """Money that may be given up today so far (currency units)."""
-        return cfg.daily_share * self.served + cfg.min_daily_budget
-
-
-@dataclass
 class SlotDraw:
-    """The last slot's distribution for one request: pool rows, weights, eps, greedy row."""
+    """The last slot's distribution for one request: pool rows, weights, eps, greedy row, and the
+    worst-case cost of exploring (currency: greedy er minus the pool's lowest er)."""
 
     pool: np.ndarray  # int64 (m,) catalogue rows
     q: np.ndarray  # float64 (m,) softmax weights, sum 1
     eps: float
     greedy: int
+    worst: float = 0.0
 
     def propensity(self, row: int) -> float:
         """Exact P(last slot shows ``row``)."""
@@ -74,13 +58,23 @@ class SlotDraw:
 
 
 class Explorer:
-    """Exploration of the last slot (see module docstring)."""
+    """Exploration of the last slot (see module docstring).
 
-    def __init__(self, catalog: ItemCatalog, cfg: ExplorationConfig, seed: int = 7) -> None:
+    Parameters
+    ----------
+    catalog : item catalogue.
+    cfg : exploration configuration.
+    seed : seed of the sampling stream.
+    ledger : the day's budget; default ``open_ledger(cfg)`` (per process unless ``cfg.ledger``
+        names Redis).
+    """
+
+    def __init__(self, catalog: ItemCatalog, cfg: ExplorationConfig, seed: int = 7,
+                 ledger: ExplorationLedger | None = None) -> None:
         self.catalog = catalog
         self.cfg = cfg
         self.rng = np.random.default_rng(seed)
-        self.ledger = ExplorationLedger()
+        self.ledger = ledger or open_ledger(cfg)
 
     def uncertainty(self, rows: np.ndarray, er: np.ndarray) -> np.ndarray:
         """sigma(i) = scale / sqrt(1 + n_obs(i)), n_obs from decayed views (popularity proxy)."""
@@ -91,7 +85,7 @@ class Explorer:
 
     def draw(self, slate: Slate, rows: np.ndarray, er: np.ndarray, session_class: str,
              max_per_seller: int, max_per_category: int) -> SlotDraw:
-        """The last slot's exact distribution (no sampling, no state change)."""
+        """The last slot's exact distribution before the budget check (no sampling, no state change)."""
         cfg, cat = self.cfg, self.catalog
         greedy = int(slate.rows[-1])
         head = slate.rows[:-1]
@@ -110,19 +104,26 @@ class Explorer:
         q = w / w.sum()
         g_er = float(slate.scores[-1])
         worst = max(g_er - float(pool_er.min()), 0.0)
-        if self.ledger.spent + worst > self.ledger.cap(cfg):
-            eps = 0.0
-        return SlotDraw(pool, q, eps, greedy)
+        return SlotDraw(pool, q, eps, greedy, worst)
 
     def explore(self, slate: Slate, prep: Prepared, rows: np.ndarray, er: np.ndarray, pc: np.ndarray,
                 pp: np.ndarray, pcfg: PolicyConfig) -> Slate:
-        """Sample the last slot, set exact propensities, charge the ledger. Returns the slate."""
+        """Sample the last slot, set exact propensities, charge the ledger. Returns the slate.
+
+        ``slate.notes["exploration"]["budget"]`` says why exploration was allowed or not: ``ok``,
+        ``exhausted`` (the day's cap), ``ledger_unavailable`` (shared ledger unreachable: no
+        exploration, no error) or None (nothing to explore).
+        """
         if len(slate.rows) == 0:
             return slate
         ts = prep.request.timestamp or dt.datetime.now(dt.UTC)
-        self.ledger.roll(ts.date())
-        self.ledger.requests += 1
+        self.ledger.roll(utc_day(ts))
         d = self.draw(slate, rows, er, prep.session_class, pcfg.max_per_seller, pcfg.max_per_category)
+        budget: str | None = None
+        if d.eps > 0:
+            budget = self.ledger.reserve(d.worst) or "ok"
+            if budget != "ok":
+                d = replace(d, eps=0.0)
         shown = d.greedy
         if d.eps > 0 and self.rng.random() < d.eps:
             shown = int(d.pool[self.rng.choice(len(d.pool), p=d.q)])
@@ -133,9 +134,10 @@ class Explorer:
             slate.p_click[-1], slate.p_purchase[-1] = pc[i], pp[i]
             slate.sources[-1] = "explore"
             slate.explored, slate.exploration_cost = True, cost
-            self.ledger.spent += cost
-            self.ledger.explored += 1
+        if d.eps > 0:
+            self.ledger.settle(slate.exploration_cost, shown != d.greedy)
         slate.propensity[-1] = d.propensity(shown) if d.eps > 0 else 1.0
-        slate.notes["exploration"] = {"eps": d.eps, "pool": len(d.pool), "session_class": prep.session_class}
-        self.ledger.served += float(np.sum(slate.scores))
+        slate.notes["exploration"] = {"eps": d.eps, "pool": len(d.pool), "session_class": prep.session_class,
+                                      "budget": budget}
+        self.ledger.serve(float(np.sum(slate.scores)))
         return slate

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from checkout_recs.policy.catalog import ItemCatalog
-from checkout_recs.policy.config import ExplorationConfig, ExposureConfig, PolicyConfig
+from checkout_recs.policy.config import ExplorationConfig, ExposureConfig, LedgerConfig, PolicyConfig
 from checkout_recs.policy.engine import PolicyEngine
+from tests.fixtures_ledger import LEDGER_REDIS_URL, ledger_prefix  # noqa: F401
 from tests.fixtures_serving import make_prepared, make_snapshot
 
 
@@ -22,17 +23,27 @@ def _scores(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
     return rng.uniform(0.01, 0.3, n), rng.uniform(0.05, 0.5, n)
 
 
+@pytest.fixture(params=["local", "redis"])
+def ledger(request) -> LedgerConfig:
+    """The per-process ledger, or the shared Redis one (DB 12, fresh prefix, keys deleted after)."""
+    if request.param == "local":
+        return LedgerConfig(backend="local")
+    prefix = request.getfixturevalue("ledger_prefix")
+    return LedgerConfig(backend="redis", url=LEDGER_REDIS_URL, prefix=prefix, timeout_ms=250)  # loaded CI box
+
+
 @pytest.mark.slow
-def test_logged_propensities_equal_empirical_slot_frequencies(catalog):
-    cfg = PolicyConfig(exploration=ExplorationConfig(epsilon={"returning": 0.5}, min_daily_budget=1e12,
-                                                     pool_size=8, temperature=0.3),
+def test_logged_propensities_equal_empirical_slot_frequencies(catalog, ledger):
+    cfg = PolicyConfig(exploration=ExplorationConfig(epsilon={"returning": 0.5}, min_daily_budget=1e9,
+                                                     pool_size=8, temperature=0.3, ledger=ledger),
                        exposure=ExposureConfig(enabled=False))
     eng = PolicyEngine(catalog, cfg, seed=11)
     rng = np.random.default_rng(0)
     rows = rng.choice(len(catalog), 120, replace=False)
     scores = _scores(rng, 120)
     n = 4000
-    shown, logged = [], {}
+    shown: list[int] = []
+    logged: dict[int, float] = {}
     for _ in range(n):
         slate = eng.choose(make_prepared(catalog, rows), scores)
         x = int(slate.rows[-1])
@@ -48,9 +59,9 @@ def test_logged_propensities_equal_empirical_slot_frequencies(catalog):
         assert abs(c / n - p) < 4 * np.sqrt(p * (1 - p) / n) + 1e-3
 
 
-def test_exploration_spend_never_exceeds_its_cap_over_a_simulated_day(catalog):
+def test_exploration_spend_never_exceeds_its_cap_over_a_simulated_day(catalog, ledger):
     cfg = PolicyConfig(exploration=ExplorationConfig(epsilon={"returning": 0.5, "new_user": 0.5, "high_value": 0.5},
-                                                     daily_share=0.01, pool_size=20),
+                                                     daily_share=0.01, pool_size=20, ledger=ledger),
                        exposure=ExposureConfig(enabled=False))
     eng = PolicyEngine(catalog, cfg, seed=3)
     rng = np.random.default_rng(1)
