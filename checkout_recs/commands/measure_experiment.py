@@ -122,55 +122,90 @@ def simulate(
     pre_days: Annotated[int, typer.Option(help="Days with every region on the heuristic.")] = 14,
     test_days: Annotated[int, typer.Option(help="Days with treated regions on the new policy.")] = 14,
     holdout: Annotated[list[str] | None, typer.Option(help="Holdout region (repeat).")] = None,
-    requests_per_day: Annotated[int, typer.Option(help="Checkouts per day (all regions).")] = 150,
-    raw: Annotated[
-        Path | None, typer.Option(help="Simulated raw folder the bundle was trained on: its world is used.")
+    requests_per_day: Annotated[
+        int | None, typer.Option(help="Checkouts per day, all regions (default: the world's).")
     ] = None,
+    raw: Annotated[
+        Path | None,
+        typer.Option(help="Simulated raw folder whose world is used (the bundle's training run: its "
+                     "pre-period, see checkout_recs.simulate.pre_period)."),
+    ] = None,
+    policy_config: Annotated[
+        Path | None, typer.Option(help="PolicyConfig JSON for the treated serving policy.")
+    ] = None,
+    results: Annotated[Path | None, typer.Option(help="Also write the figures to this JSON file.")] = None,
 ) -> None:
     """Geo holdout in the simulator: DiD incremental GMV next to the true uplift, cold start, exposure."""
     from rich.console import Console
     from rich.progress import Progress
 
     from checkout_recs.evaluation.experiment_report import geo_report
-    from checkout_recs.evaluation.experiment_sim import run_geo_experiment
+    from checkout_recs.evaluation.experiment_sim import geo_world_config, run_geo_experiment, with_cap_row
     from checkout_recs.evaluation.html_report import table_html
-    from checkout_recs.simulate import SimConfig
     from checkout_recs.simulate.evaluate import heuristic_policy, oracle_policy
     from checkout_recs.simulate.scenario import SimWorld
 
-    regions = ("north", "south", "east", "west")
-    cfg = SimConfig(seed=seed, n_sellers=300, n_listings=8_000, n_users=1_500, days=pre_days + test_days,
-                    checkouts_per_day=requests_per_day, regions=regions)  # fmt: skip
-    world = SimWorld.from_raw(raw) if raw is not None else SimWorld.build(cfg)
-    if tuple(world.cfg.regions) != regions and not holdout:
-        raise _fail(f"the world's regions are {world.cfg.regions}: pass --holdout")
+    world = SimWorld.from_raw(raw) if raw is not None else SimWorld.build(geo_world_config(seed, pre_days + test_days))
+    regions = tuple(world.cfg.regions)
+    if not holdout and not {"north", "west"} < set(regions):
+        raise _fail(f"the world's regions are {regions}: pass --holdout")
     stats: dict = {}
-    make_treated = _treated_factory(treated, world, bundle, users, oracle_policy, stats)
+    make_treated = _treated_factory(treated, world, bundle, users, oracle_policy, stats, policy_config)
     with Progress() as bar:
-        task = bar.add_task("simulating days", total=pre_days + test_days)
+        task = bar.add_task("simulating days (experiment, then counterfactual)", total=2 * (pre_days + test_days))
         res = run_geo_experiment(
             world, make_treated, lambda: heuristic_policy(world, seed), list(holdout or ["north", "west"]),
-            pre_days, test_days, progress=lambda d, n: bar.update(task, completed=d),
+            pre_days, test_days, requests_per_day, progress=lambda d, n: bar.update(task, completed=d),
         )  # fmt: skip
+    table = res.table
+    serving = stats.get("serving")
+    if serving is not None:
+        table = with_cap_row(table, serving.ledger)
     label = (
         "our serving policy" if treated == "serving" else "ORACLE (reads the hidden truth: an upper bound)"
     )
     path = geo_report(
         res.panel, res.arms, res.start_day, res.did, out / "report.html", f"Simulated geo holdout: {label}",
-        extra=[("Results table", table_html(res.table))],
+        extra=[("Results table", table_html(table))],
     )  # fmt: skip
     res.panel.to_parquet(out / "panel.parquet")
-    if "serving" in stats:
-        typer.echo(f"serving path statistics (treated arm): {dict(stats['serving'])}")
-    payload = {"treated_policy": treated, "true_uplift": res.true_uplift, "did": res.did.as_dict(),
-               "serving_stats": dict(stats.get("serving", {})),
-               "table": res.table.astype(str).to_dict(orient="records")}  # fmt: skip
+    if serving is not None:
+        typer.echo(f"serving path statistics (treated arm): {dict(serving)}")
+    import datetime as dt
+    import sys
+
+    payload = {"command": " ".join(["checkout-recs", *sys.argv[1:]]), "measured_at": dt.datetime.now(dt.UTC).isoformat(),
+               "treated_policy": treated, "world": world.cfg.model_dump(mode="json"),
+               "pre_days": pre_days, "test_days": test_days, "true_uplift": res.true_uplift,
+               "did": res.did.as_dict(), "did_realised": res.did_realised.as_dict(),
+               "serving_stats": dict(serving or {}), "exploration_ledger": getattr(serving, "ledger", {}),
+               "table": table.astype(str).to_dict(orient="records")}  # fmt: skip
     (out / "results.json").write_text(json.dumps(payload, indent=2, default=str))
-    Console().print(res.table.to_string(index=False))
+    if results is not None:
+        _write_results(results, payload)
+    Console().print(table.to_string(index=False))
     typer.echo(f"report: {path}")
 
 
-def _treated_factory(kind: str, world, bundle: Path | None, users: Path | None, oracle, stats: dict):  # noqa: ANN001, ANN202
+@experiment_app.command("pre-period")
+def pre_period(
+    raw: Annotated[Path, typer.Option(help="Simulated raw folder of the whole run.")],
+    out: Annotated[Path, typer.Option(help="Raw folder to write with the pre-period rows only.")],
+    days: Annotated[int, typer.Option(help="Pre-period length, days from the run's start.")] = 14,
+) -> None:
+    """Keep a simulated run's pre-period logs: what the treated system may be trained on."""
+    from checkout_recs.simulate.pre_period import pre_period_raw
+
+    try:
+        kept = pre_period_raw(raw, out, days)
+    except FileNotFoundError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(json.dumps(kept, indent=2))
+    typer.echo(f"pre-period raw folder: {out}")
+
+
+def _treated_factory(kind: str, world, bundle: Path | None, users: Path | None, oracle, stats: dict,  # noqa: ANN001, ANN202
+                     policy_config: Path | None = None):
     if kind == "oracle":
         return lambda: oracle(world)
     if kind != "serving":
@@ -178,9 +213,12 @@ def _treated_factory(kind: str, world, bundle: Path | None, users: Path | None, 
     if bundle is None:
         raise _fail("--bundle is required with --treated serving")
     from checkout_recs.evaluation.experiment_serving import serving_policy
+    from checkout_recs.policy.config import PolicyConfig
+
+    cfg = PolicyConfig.model_validate_json(policy_config.read_text()) if policy_config else None
 
     def make():  # noqa: ANN202
-        policy, counts = serving_policy(bundle, users)
+        policy, counts = serving_policy(bundle, users, cfg=cfg)
         stats["serving"] = counts
         return policy
 
@@ -189,20 +227,40 @@ def _treated_factory(kind: str, world, bundle: Path | None, users: Path | None, 
 
 def ope_coverage(
     seeds: Annotated[int, typer.Option(help="Number of seeds.")] = 50,
+    world: Annotated[
+        str, typer.Option(help="'simulator' (the marketplace simulator) or 'standin' (small position-based world).")
+    ] = "simulator",
     results: Annotated[Path, typer.Option(help="JSON file for the figures.")] = Path(
         "benchmarks/results/ope_coverage.json"
     ),
+    report: Annotated[Path | None, typer.Option(help="Also write an HTML report with plots here.")] = None,
 ) -> None:
     """Share of seeds whose 95% interval covers the true value, for every OPE estimator."""
-    from checkout_recs.evaluation.ope_coverage import coverage_study
+    from rich.progress import Progress
 
-    r = coverage_study(n_seeds=seeds)
-    typer.echo(f"true value {r['truth']:.4f} clicks per request; {seeds} seeds")
+    if world not in ("simulator", "standin"):
+        raise _fail("--world must be 'simulator' or 'standin'")
+    with Progress() as bar:
+        task = bar.add_task(f"seeds ({world})", total=seeds)
+        if world == "simulator":
+            from checkout_recs.evaluation.ope_sim_coverage import sim_coverage_study
+
+            r = sim_coverage_study(n_seeds=seeds, progress=lambda d, n: bar.update(task, completed=d))
+        else:
+            from checkout_recs.evaluation.ope_coverage import coverage_study
+
+            r = coverage_study(n_seeds=seeds)
+            bar.update(task, completed=seeds)
+    typer.echo(f"{world}: true value {r['truth']:.4f} clicks per request; {seeds} seeds")
     for name, cov in r["coverage"].items():
         flag = "ok" if cov >= 0.9 else "BELOW 90%"
         typer.echo(f"  {name:6s} coverage {cov:5.0%}  mean estimate {r['mean_estimate'][name]:.4f}  "
                    f"mean width {r['mean_width'][name]:.4f}  {flag}")  # fmt: skip
-    _write_results(results, r)
+    _write_results(results, {"world_kind": world, "command": f"checkout-recs ope-coverage --seeds {seeds} --world {world}", **r})
+    if report is not None:
+        from checkout_recs.evaluation.ope_sim_coverage import coverage_report
+
+        typer.echo(f"report: {coverage_report(r, report)}")
 
 
 def fairness(

@@ -8,6 +8,12 @@ exposure constraints) with one change: the candidate stage returns the simulator
 pool. When the answer contains listings outside that pool (the fallback fills from catalogue
 lists), those slots are replaced by the next unused simulator candidates with propensity 1 and
 the request is counted in ``stats["replaced"]``; fallback answers are counted by reason.
+
+The bundle's listing snapshot is kept current as near-line indexing would (``SnapshotRefresh``):
+a listing the simulator offers that the snapshot does not know (listed after it) is added before
+the request is answered, from its observable fields with no history (zero views, prior rates);
+at least hourly on the simulated clock every listing's and seller's age moves to the refresh time.
+Histories (views, clicks, purchases) are not recomputed: that needs the feature pipeline.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from checkout_recs import contract
+from checkout_recs.policy.config import PolicyConfig
 
 
 class SimulatorCandidates:
@@ -36,6 +43,93 @@ class SimulatorCandidates:
         return rows, np.full(len(rows), "simulator", dtype=object)
 
 
+US_PER_DAY = 86_400_000_000
+US_PER_HOUR = 3_600_000_000
+
+
+class ServingStats(Counter):
+    """Counts (requests, fallback:<reason>, replaced, listings_added) plus ``ledger``: per simulated
+    day, the exploration ledger's expected revenue served and given up (currency) and slots explored."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ledger: dict[str, dict[str, float]] = {}
+
+
+class SnapshotRefresh:
+    """Adds unknown offered listings to the serving catalogue at once, and ages it at least hourly.
+
+    Parameters
+    ----------
+    rec : the ``Recommender`` whose bundle catalogue, ranker plan and policy engine are updated.
+    every_us : minimum simulated time between refreshes, µs.
+    """
+
+    def __init__(self, rec: Any, every_us: int = US_PER_HOUR) -> None:
+        self.rec, self.every_us = rec, every_us
+        frame = rec.bundle.catalog.frame
+        fresh = frame[frame["views_decayed"].fillna(0) == 0] if "views_decayed" in frame else frame
+        self.priors = {c: float(fresh[c].median()) for c in ("ctr_smoothed", "cvr_smoothed") if c in frame}
+        t0 = pd.Timestamp(frame["snapshot_time"].iloc[0]) if "snapshot_time" in frame and len(frame) else None
+        self.last_us = int(t0.value // 1_000) if t0 is not None else None
+        self.pending: dict[int, dict[str, Any]] = {}
+        self.added = 0
+
+    def offer(self, ctx: Any, cands: Any) -> None:
+        """Add offered listings unknown to the catalogue (refresh now); else refresh hourly."""
+        unknown = np.flatnonzero(self.rec.bundle.catalog.rows(np.asarray(cands.listing_id, np.int64)) < 0)
+        for k in unknown.tolist():
+            lid = int(cands.listing_id[k])
+            if lid not in self.pending:
+                self.pending[lid] = {
+                    "listing_id": lid, "seller_id": int(cands.seller_id[k]), "category_id": int(cands.category_id[k]),
+                    "top_category_id": int(cands.top_category_id[k]), "region": ctx.region,
+                    "price": float(cands.price[k]), "take_rate": float(cands.take_rate[k]),
+                    "listed_at_us": int(ctx.t_us - cands.age_days[k] * US_PER_DAY),
+                    "seller_rating": float(cands.seller_rating[k]),
+                    "seller_joined_us": int(ctx.t_us - cands.seller_age_days[k] * US_PER_DAY),
+                }  # fmt: skip
+        if self.pending or self.last_us is None or ctx.t_us - self.last_us >= self.every_us:
+            self.refresh(int(ctx.t_us))
+
+    def refresh(self, t_us: int) -> None:
+        """Append pending listings, move ages to ``t_us`` (µs) and swap the catalogue in."""
+        from checkout_recs.policy.catalog import ItemCatalog
+
+        frame = self.rec.bundle.catalog.frame
+        now = pd.Timestamp(t_us * 1_000, tz="UTC")
+        elapsed = 0.0 if self.last_us is None else (t_us - self.last_us) / US_PER_DAY
+        frame = frame.assign(seller_age_days=frame["seller_age_days"] + elapsed) if "seller_age_days" in frame else frame
+        if self.pending:
+            frame = pd.concat([frame, self._new_rows(frame, now)], ignore_index=True)
+            self.added += len(self.pending)
+            self.pending = {}
+        if "listed_at" in frame:
+            age = (now - pd.to_datetime(frame["listed_at"], utc=True)).dt.total_seconds() / 86_400
+            frame["age_days"] = age.fillna(frame["age_days"]) if "age_days" in frame else age
+        if "seller_age_days" in frame:
+            frame["seller_is_new"] = (frame["seller_age_days"] < 30).astype(np.int8)
+        frame["snapshot_time"] = now
+        cat = ItemCatalog.from_frame(frame, top_k=self.rec.bundle.catalog.top_k)
+        bundle, policy = self.rec.bundle, self.rec.policy
+        bundle.catalog = policy.catalog = policy.explorer.catalog = policy.exposure.catalog = cat
+        bundle.prepare_plan()
+        self.last_us = t_us
+
+    def _new_rows(self, frame: pd.DataFrame, now: pd.Timestamp) -> pd.DataFrame:
+        new = pd.DataFrame(list(self.pending.values()))
+        known = frame.drop_duplicates("seller_id", keep="last").set_index("seller_id")
+        for col in ("seller_linked_history", "seller_sales_velocity"):
+            if col in frame:
+                new[col] = new["seller_id"].map(known[col]).fillna(0)
+        new["listed_at"] = pd.to_datetime(new.pop("listed_at_us") * 1_000, utc=True)
+        new["seller_age_days"] = (now.value // 1_000 - new.pop("seller_joined_us")) / US_PER_DAY
+        for col in ("views_decayed", "clicks_decayed", "purchases_decayed"):
+            new[col] = 0.0
+        new = new.assign(title="", quantity=1, **self.priors)
+        return new.astype({c: frame[c].dtype for c in new.columns if c in frame and c != "listed_at"}, errors="ignore")
+
+
 def _users_table(bundle_dir: Path, users: Path | None) -> pd.DataFrame | None:
     if users is not None:
         return pd.read_parquet(users)
@@ -43,7 +137,8 @@ def _users_table(bundle_dir: Path, users: Path | None) -> pd.DataFrame | None:
     return pd.read_parquet(hits[0]) if hits else None
 
 
-def serving_policy(bundle_dir: Path, users: Path | None = None, seed: int = 7) -> tuple[Any, Counter]:
+def serving_policy(bundle_dir: Path, users: Path | None = None, seed: int = 7,
+                   cfg: PolicyConfig | None = None) -> tuple[Any, ServingStats]:
     """A simulator ``Policy`` backed by the serving path, and its running statistics.
 
     Parameters
@@ -53,11 +148,15 @@ def serving_policy(bundle_dir: Path, users: Path | None = None, seed: int = 7) -
     users
         User feature table (``features/user.parquet``); default: the bundle's own, else the
         first ``user.parquet`` found under ``bundle_dir``.
+    cfg
+        Policy configuration (exploration, exposure, diversity); the serving default when None.
 
     Returns
     -------
     (policy, stats)
-        ``stats`` counts ``requests``, ``fallback:<reason>`` and ``replaced``.
+        ``stats`` counts ``requests``, ``fallback:<reason>``, ``replaced`` and ``listings_added``
+        (by the snapshot refresh); ``stats.ledger`` maps each simulated day to the exploration
+        ledger's expected revenue served and given up (currency) and slots explored.
     """
     from checkout_recs.models.ranker import RankerModel
     from checkout_recs.recommend import Recommender, TableUserFeatures
@@ -70,10 +169,13 @@ def serving_policy(bundle_dir: Path, users: Path | None = None, seed: int = 7) -
     bundle.candidates = source
     frame = bundle.users if bundle.users is not None else _users_table(Path(bundle_dir), users)
     model = RankerModel.load(bundle.model_dir)
-    rec = Recommender(bundle, TableUserFeatures(frame), seed=seed)
-    stats: Counter = Counter()
+    rec = Recommender(bundle, TableUserFeatures(frame), cfg=cfg, seed=seed)
+    stats = ServingStats()
+    refresh = SnapshotRefresh(rec)
 
     def policy(ctx, cands):  # noqa: ANN001, ANN202 - the simulator's Policy protocol
+        refresh.offer(ctx, cands)
+        stats["listings_added"] = refresh.added
         source.listing_ids = np.asarray(cands.listing_id, np.int64)
         req = contract.PostCheckoutRequest(
             user_id=int(ctx.user_id), purchased_item_ids=[int(i) for i in ctx.basket_listing_ids],
@@ -84,6 +186,8 @@ def serving_policy(bundle_dir: Path, users: Path | None = None, seed: int = 7) -
         stats["requests"] += 1
         if resp.fallback_reason:
             stats[f"fallback:{resp.fallback_reason}"] += 1
+        led = rec.policy.explorer.ledger
+        stats.ledger[str(led.day)] = {"served": led.served, "spent": led.spent, "explored": led.explored}
         return _within_candidates(resp, source.listing_ids, stats)
 
     return policy, stats

@@ -1,60 +1,69 @@
 """The seed's results table, reproduced in simulation: a geo holdout analysed by DiD.
 
-The simulated marketplace runs a pre-period with every region on the old heuristic, then a test
-period in which holdout regions stay on the heuristic and treated regions get the new policy.
-Per region and day the simulator's ``evaluate_policy`` gives expected GMV from its hidden truth
-(common random numbers: every policy sees the same requests), so the *true* uplift of the treated
-regions is known exactly: the same treated requests are also evaluated under the heuristic.
+The simulated marketplace (``simulate.policy_market``: inventory consumed as in the logged
+market) runs a pre-period with every region on the control policy (the old heuristic), then a
+test period in which holdout regions stay on it and treated regions get the new policy. The panel
+holds, per region and day, the expected GMV of the recommendations on that path (truth's
+P(click) * P(purchase | click) * still available * price) and the realised GMV. A second run with
+the control policy everywhere (common random numbers) is the counterfactual, so the *true*
+uplift of the treated regions over the test period is known.
 
-Reported, treated vs holdout: (a) DiD incremental GMV with its interval next to the true uplift;
-(b) median first-week impressions of cold-start listings (listed during the test period, counted
-among those the candidate generator surfaced in their first week); (c) exposure disparity between
-new and incumbent sellers: each cohort's share of impressions divided by its share of candidate
-slots (its opportunity), and ``gap = 1 - ratio_new / ratio_incumbent``; (d) the share of slots
-shown with propensity < 1 (exploration spend).
+Reported, treated vs holdout: (a) DiD incremental GMV with its interval next to the true uplift
+(on expected GMV, and on realised GMV as an analyst would see it); (b) median first-week
+impressions of cold-start listings (listed during the test period, counted among those the
+candidate generator surfaced in their first week); (c) exposure disparity between new and
+incumbent sellers: each cohort's share of impressions divided by its share of candidate slots
+(its opportunity), and ``gap = 1 - ratio_new / ratio_incumbent``; (d) the share of slots shown
+with propensity < 1 (exploration).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from checkout_recs.evaluation.did import DidResult, diff_in_diff
 
+if TYPE_CHECKING:
+    from checkout_recs.simulate.config import SimConfig
+
 US_PER_DAY = 86_400_000_000
-
-
-@dataclass
-class Recorder:
-    """Wraps a simulator policy and records what it was offered and what it showed."""
-
-    policy: Callable
-    arm: str
-    shown: list[tuple[str, int, int, float]] = field(default_factory=list)  # arm, listing, t_us, propensity
-    offered: list[tuple[str, int, int]] = field(default_factory=list)  # arm, listing, t_us
-
-    def __call__(self, ctx, cands):  # noqa: ANN001, ANN204 - the simulator's Policy protocol
-        ids, prop = self.policy(ctx, cands)
-        for lid in cands.listing_id.tolist():
-            self.offered.append((self.arm, lid, ctx.t_us))
-        for lid, p in zip(np.asarray(ids).tolist(), np.asarray(prop, float).tolist(), strict=True):
-            self.shown.append((self.arm, lid, ctx.t_us, p))
-        return ids, prop
+#: Arms of the results: treated regions, holdout regions, treated regions under the control policy.
+ARMS = ("treatment", "control", "counterfactual")
 
 
 @dataclass
 class GeoSimResult:
-    """Everything ``experiment simulate`` prints and reports."""
+    """Everything ``experiment simulate`` prints and reports.
+
+    ``panel``: region, day, gmv (expected, currency), gmv_realised, requests.
+    ``shown`` / ``offered``: the real run's impressions and candidates (``MarketRecord``) with
+    ``arm`` (pre / treatment / control).
+    """
 
     did: DidResult
+    did_realised: DidResult
     true_uplift: float
     panel: pd.DataFrame
     arms: dict[str, str]
     start_day: int
     table: pd.DataFrame  # the results table: quantity, treated, holdout, note
+    shown: pd.DataFrame
+    offered: pd.DataFrame
+    counterfactual_panel: pd.DataFrame  # the same panel with the control policy everywhere
+
+
+def _panel(rec, regions: list[str], n_days: int) -> pd.DataFrame:  # noqa: ANN001 - a MarketRecord
+    e = rec.expected()
+    e = e.assign(gmv=e["exp_gmv"], gmv_realised=e["purchased"] * e["price"])
+    g = e.groupby(["region", "day"]).agg(gmv=("gmv", "sum"), gmv_realised=("gmv_realised", "sum"),
+                                          requests=("request", "nunique"))
+    full = pd.MultiIndex.from_product([regions, range(n_days)], names=["region", "day"])
+    return g.reindex(full, fill_value=0).reset_index()
 
 
 def run_geo_experiment(
@@ -65,7 +74,7 @@ def run_geo_experiment(
     pre_days: int,
     test_days: int,
     requests_per_day: int | None = None,
-    n_candidates: int = 60,
+    n_candidates: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> GeoSimResult:
     """Run the holdout experiment on ``world`` and analyse it.
@@ -78,58 +87,59 @@ def run_geo_experiment(
         Regions kept on the control policy during the test period.
     pre_days, test_days
         Lengths of the two periods, days (>= 2 each).
+    requests_per_day, n_candidates
+        Checkouts per day (all regions) and candidates per request (defaults: the world's config).
     progress
-        Called with (day, total days) after each simulated day.
+        Called with (days done, total) over both runs (real, then counterfactual).
 
     Returns
     -------
     GeoSimResult. Raises ``ValueError`` if ``holdout`` is empty or covers every region.
     """
-    from checkout_recs.simulate.evaluate import evaluate_policy
+    from checkout_recs.simulate.policy_market import run_policy_market
 
     regions = list(world.cfg.regions)
     if not holdout or set(holdout) >= set(regions):
         raise ValueError(f"holdout must be a non-empty strict subset of {regions}")
     arms = {r: ("control" if r in holdout else "treatment") for r in regions}
-    treated_rec = Recorder(make_treated(), "treatment")
-    control_rec = Recorder(make_control(), "control")
-    counterfactual, pre_policy = make_control(), make_control()
-    rows, truth = [], {"treated": 0.0, "counterfactual": 0.0}
+    treated, control, everywhere = make_treated(), make_control(), make_control()
     total = pre_days + test_days
-    for day in range(total):
-        for region in regions:
-            in_test = day >= pre_days and arms[region] == "treatment"
-            pol = treated_rec if in_test else (control_rec if day >= pre_days else pre_policy)
-            v = evaluate_policy(pol, [day], [region], world, requests_per_day, n_candidates)
-            rows.append({"region": region, "day": day, "gmv": v.gmv, "requests": v.n_requests})
-            if in_test:
-                truth["treated"] += v.gmv
-                truth["counterfactual"] += evaluate_policy(
-                    counterfactual, [day], [region], world, requests_per_day, n_candidates
-                ).gmv
-        if progress:
-            progress(day + 1, total)
-    panel = pd.DataFrame(rows)
+
+    def real(day: int, region: str):  # noqa: ANN202
+        return treated if day >= pre_days and arms[region] == "treatment" else control
+
+    def step(offset: int) -> Callable[[int, int], None] | None:
+        return None if progress is None else (lambda d, n: progress(offset + d, 2 * total))
+
+    rec = run_policy_market(world, real, total, requests_per_day, n_candidates, step(0))
+    cf = run_policy_market(world, lambda day, region: everywhere, total, requests_per_day, n_candidates, step(total))
+    panel = _panel(rec, regions, total)
     did = diff_in_diff(panel, arms, start=pre_days, value="gmv")
-    true_uplift = truth["treated"] / truth["counterfactual"] - 1 if truth["counterfactual"] else float("nan")
-    table = results_table(world, did, true_uplift, treated_rec, control_rec)
-    return GeoSimResult(did, true_uplift, panel, arms, pre_days, table)
+    did_realised = diff_in_diff(panel, arms, start=pre_days, value="gmv_realised", scale="level")
+    cf_panel = _panel(cf, regions, total)
+    sel = (panel["day"] >= pre_days) & panel["region"].map(arms).eq("treatment")
+    base = float(cf_panel.loc[sel, "gmv"].sum())
+    true_uplift = float(panel.loc[sel, "gmv"].sum()) / base - 1 if base else float("nan")
+    shown, offered = (_with_arm(world, f, arms, pre_days) for f in (rec.shown, rec.offered))
+    # the treated regions' test period under the control policy: the counterfactual arm
+    cf_arms = {r: ("counterfactual" if a == "treatment" else "unused") for r, a in arms.items()}
+    cf_shown, cf_offered = (_with_arm(world, f, cf_arms, pre_days) for f in (cf.shown, cf.offered))
+    shown_all = pd.concat([shown, cf_shown[cf_shown["arm"] == "counterfactual"]], ignore_index=True)
+    offered_all = pd.concat([offered, cf_offered[cf_offered["arm"] == "counterfactual"]], ignore_index=True)
+    table = results_table(shown_all, offered_all, did, did_realised, true_uplift)
+    return GeoSimResult(did, did_realised, true_uplift, panel, arms, pre_days, table, shown, offered, cf_panel)
 
 
-def _frames(world, recs: list[Recorder]) -> tuple[pd.DataFrame, pd.DataFrame]:  # noqa: ANN001
-    shown = pd.DataFrame(
-        [r for rec in recs for r in rec.shown], columns=["arm", "listing_id", "t_us", "propensity"]
+def _with_arm(world, df: pd.DataFrame, arms: dict[str, str], pre_days: int) -> pd.DataFrame:  # noqa: ANN001
+    """``df`` plus arm (pre / treatment / control), listed_at and seller cohort at the request time."""
+    idx = df["listing_id"].to_numpy() - 1
+    seller = world.cat.seller[idx]
+    age = (df["t_us"].to_numpy() - world.sellers.joined_at[seller]) / US_PER_DAY
+    return df.assign(
+        arm=np.where(df["day"] < pre_days, "pre", df["region"].map(arms)),
+        listed_at=world.cat.listed_at[idx],
+        cohort=np.where(age < 30, "new", np.where(world.sellers.incumbent[seller], "incumbent", "regular")),
     )
-    offered = pd.DataFrame([r for rec in recs for r in rec.offered], columns=["arm", "listing_id", "t_us"])
-    for df in (shown, offered):
-        idx = df["listing_id"].to_numpy() - 1
-        df["listed_at"] = world.cat.listed_at[idx]
-        seller = world.cat.seller[idx]
-        age = (df["t_us"].to_numpy() - world.sellers.joined_at[seller]) / US_PER_DAY
-        df["cohort"] = np.where(
-            age < 30, "new", np.where(world.sellers.incumbent[seller], "incumbent", "regular")
-        )
-    return shown, offered
 
 
 def cold_start_impressions(shown: pd.DataFrame, offered: pd.DataFrame, first_day_us: int) -> pd.DataFrame:
@@ -139,7 +149,7 @@ def cold_start_impressions(shown: pd.DataFrame, offered: pd.DataFrame, first_day
     7 days of listing (zero impressions count). Returns columns ``arm, listings, median, mean``.
     """
     out = []
-    for arm in ("treatment", "control"):
+    for arm in ARMS:
         o = offered[(offered["arm"] == arm) & (offered["listed_at"] >= first_day_us)]
         o = o[o["t_us"] - o["listed_at"] < 7 * US_PER_DAY]
         ids = pd.Index(o["listing_id"].unique())
@@ -154,7 +164,7 @@ def cold_start_impressions(shown: pd.DataFrame, offered: pd.DataFrame, first_day
 def exposure_gap(shown: pd.DataFrame, offered: pd.DataFrame) -> pd.DataFrame:
     """Per arm: exposure-to-opportunity ratio of new and incumbent sellers and their gap."""
     out = []
-    for arm in ("treatment", "control"):
+    for arm in ARMS:
         s = shown[shown["arm"] == arm]["cohort"].value_counts(normalize=True)
         o = offered[offered["arm"] == arm]["cohort"].value_counts(normalize=True)
         r_new = s.get("new", 0.0) / o.get("new", np.nan)
@@ -164,29 +174,69 @@ def exposure_gap(shown: pd.DataFrame, offered: pd.DataFrame) -> pd.DataFrame:
 
 
 def results_table(
-    world, did: DidResult, true_uplift: float, treated: Recorder, control: Recorder
-) -> pd.DataFrame:  # noqa: ANN001
-    """The seed's results table: quantity, treated, holdout, note."""
-    shown, offered = _frames(world, [treated, control])
-    first_test_us = int(shown["t_us"].min()) - (int(shown["t_us"].min()) % US_PER_DAY) if len(shown) else 0
-    cold = cold_start_impressions(shown, offered, first_test_us).set_index("arm")
-    gap = exposure_gap(shown, offered).set_index("arm")
-    explore = shown.assign(x=shown["propensity"] < 1).groupby("arm")["x"].mean()
-    gap_red = (
-        1 - gap.loc["treatment", "gap"] / gap.loc["control", "gap"] if gap.loc["control", "gap"] else np.nan
-    )
-    med_t, med_c = cold.loc["treatment", "median"], cold.loc["control", "median"]
-    cold_note = f"change {med_t / med_c - 1:+.0%}" if med_c else "holdout median is 0: ratio undefined"
-    mean_t, mean_c = cold.loc["treatment", "mean"], cold.loc["control", "mean"]
-    mean_note = f"change {mean_t / mean_c - 1:+.0%}" if mean_c else ""
+    shown: pd.DataFrame, offered: pd.DataFrame, did: DidResult, did_realised: DidResult, true_uplift: float
+) -> pd.DataFrame:
+    """The seed's results table from arm-labelled frames (``ARMS``; ``pre`` rows are ignored).
+
+    Columns: quantity, treated, holdout, counterfactual (the treated regions under the control
+    policy: the truth the holdout stands in for), note.
+    """
+    test = shown[shown["arm"] != "pre"]
+    off = offered[offered["arm"] != "pre"]
+    first_test_us = int(test["t_us"].min()) - (int(test["t_us"].min()) % US_PER_DAY) if len(test) else 0
+    cold = cold_start_impressions(test, off, first_test_us).set_index("arm")
+    gap = exposure_gap(test, off).set_index("arm")
+    explore = test.assign(x=test["propensity"] < 1).groupby("arm")["x"].mean()
+
+    def change(col: pd.Series, base: str) -> str:
+        return f"{col['treatment'] / col[base] - 1:+.0%}" if col[base] else "base is 0"
+
+    def did_row(name: str, d: DidResult) -> tuple:
+        return (name, f"{d.uplift:+.1%} [{d.lower:+.1%}, {d.upper:+.1%}]", "", f"{true_uplift:+.1%} (true)",
+                f"truth in CI: {d.lower <= true_uplift <= d.upper}")
+
+    def arm_row(name: str, col: pd.Series, note: str = "") -> tuple:
+        return (name, col["treatment"], col["control"], col["counterfactual"], note)
+
+    reduced = 1 - gap["gap"] / gap["gap"]["control"]
     rows = [
-        ("incremental GMV (DiD)", f"{did.uplift:+.1%} [{did.lower:+.1%}, {did.upper:+.1%}]", "", f"true uplift {true_uplift:+.1%}; truth in CI: {did.lower <= true_uplift <= did.upper}"),
-        ("cold-start first-week impressions, median", med_t, med_c, cold_note),
-        ("cold-start first-week impressions, mean", mean_t, mean_c, f"{mean_note} ({int(cold.loc['treatment', 'listings'])} / {int(cold.loc['control', 'listings'])} listings)"),
-        ("new-seller exposure / opportunity", gap.loc["treatment", "ratio_new"], gap.loc["control", "ratio_new"], ""),
-        ("incumbent exposure / opportunity", gap.loc["treatment", "ratio_incumbent"], gap.loc["control", "ratio_incumbent"], ""),
-        ("new vs incumbent exposure gap", gap.loc["treatment", "gap"], gap.loc["control", "gap"], f"gap reduced by {gap_red:.0%}"),
-        ("share of slots with propensity < 1 (randomised)", explore.get("treatment", np.nan), explore.get("control", np.nan), "test period"),
-        ("parallel trends", "passed" if did.parallel_trends.passed else "FAILED", "", f"pre-trend p={did.parallel_trends.slope_p_value:.2f}"),
+        did_row("incremental GMV (DiD, expected GMV)", did),
+        did_row("incremental GMV (DiD, realised GMV)", did_realised),
+        arm_row("cold-start first-week impressions, median", cold["median"],
+                f"vs holdout {change(cold['median'], 'control')}, vs counterfactual {change(cold['median'], 'counterfactual')}"),
+        arm_row("cold-start first-week impressions, mean", cold["mean"],
+                f"vs holdout {change(cold['mean'], 'control')}, vs counterfactual {change(cold['mean'], 'counterfactual')}"),
+        arm_row("cold-start listings (offered in first week)", cold["listings"]),
+        arm_row("new-seller exposure / opportunity", gap["ratio_new"]),
+        arm_row("incumbent exposure / opportunity", gap["ratio_incumbent"]),
+        arm_row("new vs incumbent exposure gap", gap["gap"],
+                f"reduced by {reduced['treatment']:.0%} vs holdout, by {1 - gap['gap']['treatment'] / gap['gap']['counterfactual']:.0%} vs counterfactual"),
+        arm_row("share of slots with propensity < 1 (randomised)", explore.reindex(list(ARMS)), "test period"),
+        ("parallel trends (pre-period)", "passed" if did.parallel_trends.passed else "FAILED", "", "",
+         f"pre-trend p={did.parallel_trends.slope_p_value:.2f}"),
     ]  # fmt: skip
-    return pd.DataFrame(rows, columns=["quantity", "treated", "holdout", "note"])
+    return pd.DataFrame(rows, columns=["quantity", "treated", "holdout", "counterfactual", "note"])
+
+
+def geo_world_config(seed: int, days: int, checkouts_per_day: int = 300) -> SimConfig:
+    """The simulated world of ``experiment simulate``: four regions, a catalogue of mostly older
+    listings (70% listed before the start) and inventory near steady state (about as many listings
+    arrive per day as sell, so sales do not empty the catalogue over ``days``)."""
+    from checkout_recs.simulate.config import SimConfig
+
+    return SimConfig(seed=seed, n_sellers=1_500, n_listings=40_000, n_users=4_000, days=days,
+                     checkouts_per_day=checkouts_per_day, regions=("north", "south", "east", "west"))
+
+
+def with_cap_row(table: pd.DataFrame, ledger: dict[str, dict[str, float]], cap: float | None = None) -> pd.DataFrame:
+    """``table`` plus the exploration-cap row: the worst day's expected revenue given up to
+    exploration as a share of expected revenue served (``ledger``: ``ServingStats.ledger``),
+    against ``cap`` (default ``ExplorationConfig.daily_share``)."""
+    from checkout_recs.policy.config import PolicyConfig
+
+    cap = PolicyConfig().exploration.daily_share if cap is None else cap
+    shares = [d["spent"] / d["served"] for d in ledger.values() if d["served"] > 0]
+    worst = max(shares, default=0.0)
+    row = {"quantity": "exploration spend, worst day (share of expected revenue)", "treated": round(worst, 4),
+           "holdout": "", "counterfactual": "", "note": f"cap {cap:.0%}: {'holds' if worst <= cap else 'BROKEN'}"}
+    return pd.concat([table, pd.DataFrame([row])], ignore_index=True) if len(table) else pd.DataFrame([row])

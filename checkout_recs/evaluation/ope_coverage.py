@@ -154,8 +154,20 @@ def refit_interval(
 
 def seed_intervals(w: CoverageWorld, seed: int, n_boot: int = 100) -> dict[str, Interval]:
     """Intervals of every estimator for one seed, in summed clicks per request."""
-    logs = simulate_logs(w, seed)
+    return intervals_from_logs(simulate_logs(w, seed), w.n_bins, w.examination, seed, n_boot)
+
+
+def intervals_from_logs(
+    logs: dict[str, np.ndarray], n_bins: int, examination: np.ndarray, seed: int, n_boot: int = 100
+) -> dict[str, Interval]:
+    """95% intervals of IPS, SNIPS, DM, DR (refit), IIPS and PBM from long-format slate logs.
+
+    ``logs`` has the keys of ``simulate_logs`` (one row per shown slot; ``bin`` (N, K) the
+    candidates' feature bins in ``range(n_bins)`` for the tabular reward model). Values are in
+    summed reward per request; ``seed`` seeds the bootstraps.
+    """
     L = SLATE_SIZE
+    w = CoverageWorld(n_bins=n_bins, examination=np.asarray(examination, float))
 
     per_round = ("reward", "action", "pscore", "action_dist")
 

@@ -1,34 +1,28 @@
 """What any policy *would have* earned in the simulated marketplace, computed from the hidden truth.
 
-The policy interface
---------------------
-A policy is any callable ``policy(ctx, cands) -> (listing_ids, propensities)``:
+The policy interface (``policy(ctx, cands) -> (listing_ids, propensities)``) is described in
+``policy_api``; ``RequestContext``, ``CandidateSet`` and ``Policy`` are re-exported here.
 
-* ``ctx`` is a ``RequestContext``: request id, user id, region, device, time, and the basket
-  (listing ids and category ids just bought).
-* ``cands`` is a ``CandidateSet`` of K listings available at that time in the user's region
-  (arrays of shape (K,): ids, category, seller, price, take rate, listing age, seller age,
-  rating, whether the seller is new). Only observable fields: nothing of the hidden truth.
-* it returns six distinct listing ids taken from ``cands`` (shape (6,), slot order) and the
-  probability that it would put each in its slot (shape (6,), in (0, 1]; 1.0 for a deterministic
-  policy). ``evaluate_policy`` raises ``ValueError`` on anything else.
+``evaluate_policy`` runs the marketplace (``policy_market``) with the policy answering the
+requests of the chosen days and regions, the logged heuristic everywhere else (earlier days, other
+regions), and sums the truth's expectations over the policy's impressions::
 
-``evaluate_policy`` draws the same requests for every policy (common random numbers per day: a
-paired comparison), asks the policy for its six, and sums the truth's expectations::
-
-    clicks    = sum P(click)                      (position bias included)
-    purchases = sum P(click) * P(purchase | click)
-    gmv       = sum P(click) * P(purchase | click) * price
+    clicks    = sum P(click)                                   (position bias included)
+    purchases = sum P(click) * P(purchase | click) * available
+    gmv       = sum P(click) * P(purchase | click) * available * price
     revenue   = gmv weighted by take rate
 
-Inventory is static here (listed and not delisted at the request time; sales by other buyers are
-ignored), so that policies are compared on the same candidates.
+``available``: the listing is still free (not sold out, locked or delisted) when the purchase
+would happen on this path. Inventory is consumed as in the logged market: baskets, other buyers'
+purchases and the policy's own sales make listings unavailable from then on, and candidates are
+drawn among free listings (K = ``cfg.n_candidates`` by default, half from complements of the
+basket, as the logs were). Every policy sees the same checkouts (common random numbers per day),
+so comparisons are paired until inventory makes the paths differ.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -37,47 +31,23 @@ from pydantic import BaseModel
 
 from checkout_recs import contract
 from checkout_recs.simulate.logging_policy import HeuristicPolicy
-from checkout_recs.simulate.scenario import DayDraw, SimWorld, draw_day
-from checkout_recs.simulate.world import US_PER_DAY, US_PER_S, rng_for
+from checkout_recs.simulate.policy_api import CandidateSet, Policy, RequestContext, candidate_set
+from checkout_recs.simulate.policy_market import MarketRecord, run_policy_market
+from checkout_recs.simulate.scenario import SimWorld
+from checkout_recs.simulate.world import US_PER_DAY
 
-STREAM_EVAL = 6
+__all__ = ["AGE_BUCKETS", "CandidateSet", "Policy", "PolicyValue", "RequestContext", "candidate_set",
+           "evaluate_policy", "heuristic_policy", "logged_expectations", "oracle_policy", "policy_value",
+           "random_policy"]
+
 AGE_BUCKETS = ((0.0, 1.0, "<1d"), (1.0, 7.0, "1-7d"), (7.0, 30.0, "7-30d"), (30.0, np.inf, ">30d"))
 
 
-@dataclass(frozen=True)
-class RequestContext:
-    """One post-checkout request: who, where, when, and the basket (B items)."""
-
-    request_id: str
-    user_id: int
-    region: str
-    device: str
-    t_us: int  # µs since epoch, UTC
-    basket_listing_ids: np.ndarray  # (B,) int64
-    basket_category_ids: np.ndarray  # (B,) int32
-
-
-@dataclass(frozen=True)
-class CandidateSet:
-    """K available listings with their observable fields, all arrays of shape (K,)."""
-
-    listing_id: np.ndarray  # int64
-    category_id: np.ndarray  # int32, leaf
-    top_category_id: np.ndarray  # int32
-    seller_id: np.ndarray  # int64
-    price: np.ndarray  # float64, currency units
-    take_rate: np.ndarray  # float64 in (0, 1)
-    age_days: np.ndarray  # float64, days since listed
-    seller_age_days: np.ndarray  # float64, days since the seller joined (may be < 30 for new)
-    seller_rating: np.ndarray  # float64, NaN when unrated
-    seller_is_new: np.ndarray  # bool, joined within 30 days
-
-
-Policy = Callable[[RequestContext, CandidateSet], tuple[np.ndarray, np.ndarray]]
-
-
 class PolicyValue(BaseModel):
-    """Expected outcomes of a policy over the evaluated requests (sums; per-request means in ``per_request``)."""
+    """Expected outcomes of a policy over the evaluated requests (sums; per-request means in ``per_request``).
+
+    ``realised`` holds the sums actually drawn on the simulated path (clicks, purchases, gmv).
+    """
 
     n_requests: int
     clicks: float
@@ -85,23 +55,10 @@ class PolicyValue(BaseModel):
     gmv: float
     revenue: float
     per_request: dict[str, float]
+    realised: dict[str, float]
     impressions_by_seller_cohort: dict[str, int]  # incumbent / regular / new
     impressions_by_listing_age: dict[str, int]  # <1d / 1-7d / 7-30d / >30d
     purchases_by_seller_cohort: dict[str, float]
-
-
-def candidate_set(world: SimWorld, items: np.ndarray, t_us: int) -> CandidateSet:
-    """Observable fields of listing indices ``items`` (K,) at time ``t_us``."""
-    c, s, tax = world.cat, world.sellers, world.tax
-    seller = c.seller[items]
-    seller_age = (t_us - s.joined_at[seller]) / US_PER_DAY
-    return CandidateSet(
-        listing_id=items.astype(np.int64) + 1, category_id=tax.leaf_ids[c.leaf[items]],
-        top_category_id=tax.top[tax.leaf_ids[c.leaf[items]]], seller_id=seller.astype(np.int64) + 1,
-        price=c.price[items].astype(np.float64), take_rate=tax.take_rate[c.leaf[items]],
-        age_days=(t_us - c.listed_at[items]) / US_PER_DAY, seller_age_days=seller_age,
-        seller_rating=s.rating[seller], seller_is_new=seller_age < 30,
-    )
 
 
 def _cohort(world: SimWorld, items: np.ndarray) -> np.ndarray:
@@ -110,14 +67,33 @@ def _cohort(world: SimWorld, items: np.ndarray) -> np.ndarray:
     return np.where(s.incumbent[seller], "incumbent", np.where(s.new[seller], "new", "regular"))
 
 
-def _check_slate(ids: np.ndarray, prop: np.ndarray, cands: CandidateSet) -> None:
-    ids, prop = np.asarray(ids), np.asarray(prop)
-    if ids.shape != (contract.SLATE_SIZE,) or prop.shape != (contract.SLATE_SIZE,):
-        raise ValueError(f"a policy must return six ids and six propensities, got {ids.shape} and {prop.shape}")
-    if len(set(ids.tolist())) != contract.SLATE_SIZE or not np.isin(ids, cands.listing_id).all():
-        raise ValueError("a policy must return six distinct listing ids taken from the candidates")
-    if not ((prop > 0) & (prop <= 1)).all():
-        raise ValueError("propensities must lie in (0, 1]")
+def policy_value(world: SimWorld, shown: pd.DataFrame) -> PolicyValue:
+    """Aggregate impressions of a ``MarketRecord.shown`` frame (already filtered) into a ``PolicyValue``."""
+    e = MarketRecord(shown, pd.DataFrame()).expected() if len(shown) else None
+    n_req = int(shown["request"].nunique()) if len(shown) else 0
+    acc = {"clicks": 0.0, "purchases": 0.0, "gmv": 0.0, "revenue": 0.0}
+    real = {"clicks": 0.0, "purchases": 0.0, "gmv": 0.0}
+    by_cohort: dict[str, int] = {"incumbent": 0, "regular": 0, "new": 0}
+    buys_cohort: dict[str, float] = dict.fromkeys(by_cohort, 0.0)
+    by_age: dict[str, int] = {name: 0 for *_, name in AGE_BUCKETS}
+    if e is not None:
+        acc = {"clicks": float(e["p_click"].sum()), "purchases": float(e["exp_purchase"].sum()),
+               "gmv": float(e["exp_gmv"].sum()), "revenue": float(e["exp_revenue"].sum())}
+        real = {"clicks": float(e["clicked"].sum()), "purchases": float(e["purchased"].sum()),
+                "gmv": float((e["purchased"] * e["price"]).sum())}
+        items = e["listing_id"].to_numpy() - 1
+        cohort = _cohort(world, items)
+        for name in by_cohort:
+            by_cohort[name] = int((cohort == name).sum())
+            buys_cohort[name] = float(e["exp_purchase"].to_numpy()[cohort == name].sum())
+        age = (e["t_us"].to_numpy() - world.cat.listed_at[items]) / US_PER_DAY
+        for lo, hi, name in AGE_BUCKETS:
+            by_age[name] = int(((age >= lo) & (age < hi)).sum())
+    n = max(n_req, 1)
+    return PolicyValue(
+        n_requests=n_req, **acc, per_request={k: v / n for k, v in acc.items()}, realised=real,
+        impressions_by_seller_cohort=by_cohort, impressions_by_listing_age=by_age, purchases_by_seller_cohort=buys_cohort,
+    )
 
 
 def evaluate_policy(
@@ -126,19 +102,21 @@ def evaluate_policy(
     regions: Sequence[str] | None = None,
     world: SimWorld | None = None,
     requests_per_day: int | None = None,
-    n_candidates: int = 60,
+    n_candidates: int | None = None,
 ) -> PolicyValue:
     """Expected clicks, purchases, GMV and exposure of ``policy`` on simulated requests.
 
     Parameters
     ----------
-    policy : see the module docstring.
-    days : day indices (0 = ``cfg.start``), or a count meaning ``range(days)``.
-    regions : only requests from these regions (geo holdouts); all when None.
+    policy : see ``policy_api``.
+    days : day indices (0 = ``cfg.start``), or a count meaning ``range(days)``. Days before the
+        first one are simulated with the logged heuristic (the inventory the policy inherits).
+    regions : only requests from these regions (geo holdouts); all when None. Other regions are
+        served by the logged heuristic.
     world : the simulated world (``SimWorld.build(cfg)`` or ``SimWorld.from_raw(raw_dir)``);
         the demo world when None.
-    requests_per_day : requests drawn per day before the region filter (default ``cfg.checkouts_per_day``).
-    n_candidates : K, candidates offered to the policy per request.
+    requests_per_day : checkouts drawn per day, all regions (default ``cfg.checkouts_per_day``).
+    n_candidates : K, candidates offered per request (default ``cfg.n_candidates``, as logged).
 
     Returns
     -------
@@ -147,77 +125,17 @@ def evaluate_policy(
     from checkout_recs.simulate.config import SimConfig
 
     world = world or SimWorld.build(SimConfig())
-    cfg = world.cfg
-    day_list = list(range(days)) if isinstance(days, int) else list(days)
-    keep_regions = set(regions) if regions is not None else set(cfg.regions)
-    n_req = 0
-    acc = {"clicks": 0.0, "purchases": 0.0, "gmv": 0.0, "revenue": 0.0}
-    by_cohort: dict[str, int] = {"incumbent": 0, "regular": 0, "new": 0}
-    buys_cohort: dict[str, float] = dict.fromkeys(by_cohort, 0.0)
-    by_age: dict[str, int] = {name: 0 for *_, name in AGE_BUCKETS}
-    for day in day_list:
-        rng = rng_for(cfg.seed, STREAM_EVAL, day)
-        d = draw_day(world, rng, day, requests_per_day or cfg.checkouts_per_day, n_candidates)
-        for r in range(len(d.t)):
-            if cfg.regions[d.region[r]] not in keep_regions:
-                continue
-            shown = _one_request(world, policy, d, r, day, n_candidates)
-            if shown is None:
-                continue
-            items, p_click, p_buy = shown
-            price = world.cat.price[items]
-            n_req += 1
-            acc["clicks"] += float(p_click.sum())
-            acc["purchases"] += float((p_click * p_buy).sum())
-            acc["gmv"] += float((p_click * p_buy * price).sum())
-            acc["revenue"] += float((p_click * p_buy * price * world.tax.take_rate[world.cat.leaf[items]]).sum())
-            for cohort, pb in zip(_cohort(world, items).tolist(), (p_click * p_buy).tolist(), strict=True):
-                by_cohort[cohort] += 1
-                buys_cohort[cohort] += pb
-            age = (int(d.t[r]) - world.cat.listed_at[items]) / US_PER_DAY
-            for lo, hi, name in AGE_BUCKETS:
-                by_age[name] += int(((age >= lo) & (age < hi)).sum())
-    n = max(n_req, 1)
-    return PolicyValue(
-        n_requests=n_req, clicks=acc["clicks"], purchases=acc["purchases"], gmv=acc["gmv"], revenue=acc["revenue"],
-        per_request={k: acc[k] / n for k in ("clicks", "purchases", "gmv", "revenue")},
-        impressions_by_seller_cohort=by_cohort, impressions_by_listing_age=by_age, purchases_by_seller_cohort=buys_cohort,
-    )
+    day_set = set(range(days)) if isinstance(days, int) else {int(d) for d in days}
+    keep = set(regions) if regions is not None else set(world.cfg.regions)
+    if not day_set:
+        return policy_value(world, pd.DataFrame())
 
+    def policy_for(day: int, region: str) -> Policy | None:
+        return policy if day in day_set and region in keep else None
 
-def _one_request(
-    world: SimWorld, policy: Policy, d: DayDraw, r: int, day: int, k: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Basket and candidates of request ``r`` (static inventory), the policy's six and their truth."""
-    t = int(d.t[r])
-    first = [i for i in d.basket_picks[r].tolist() if i >= 0][:1]
-    if not first:
-        return None
-    second = [i for i in d.second_picks[r].tolist() if i >= 0 and i != first[0]][:1]
-    basket = np.asarray(first + second, np.int64)
-    taken: set[int] = set(basket.tolist())
-    cands: list[int] = []
-    for i in d.comp_picks[r].tolist()[: 2 * k] + d.other_picks[r].tolist():
-        if i >= 0 and i not in taken and len(cands) < k:
-            taken.add(i)
-            cands.append(i)
-    if len(cands) < contract.SLATE_SIZE:
-        return None
-    cand_idx = np.asarray(cands, np.int64)
-    cs = candidate_set(world, cand_idx, t)
-    ctx = RequestContext(
-        request_id=f"eval-{day}-{r}", user_id=int(d.user[r]) + 1, region=world.cfg.regions[d.region[r]],
-        device=contract.DEVICES[d.device[r]], t_us=t + 2 * US_PER_S, basket_listing_ids=basket + 1,
-        basket_category_ids=world.tax.leaf_ids[world.cat.leaf[basket]],
-    )
-    ids, prop = policy(ctx, cs)
-    _check_slate(np.asarray(ids), np.asarray(prop, dtype=float), cs)
-    items = np.asarray(ids, np.int64) - 1
-    bl = np.tile(world.cat.leaf[basket].astype(np.int64), (contract.SLATE_SIZE, 1))
-    u = np.full(contract.SLATE_SIZE, d.user[r])
-    slots = np.arange(contract.SLATE_SIZE)
-    p_click = world.truth.click_prob(u, bl, items, slots, np.full(6, ctx.t_us), np.full(6, d.device[r]))
-    return items, p_click, world.truth.purchase_prob(u, bl, items)
+    rec = run_policy_market(world, policy_for, max(day_set) + 1, requests_per_day, n_candidates)
+    s = rec.shown
+    return policy_value(world, s[s["day"].isin(day_set) & s["region"].isin(keep) & ~s["logged"]])
 
 
 # ---- reference policies -------------------------------------------------------------------------
@@ -262,10 +180,6 @@ def oracle_policy(world: SimWorld) -> Policy:
 
     return policy
 
-
-
-
-
 def logged_expectations(world: SimWorld, raw_dir: Path) -> pd.DataFrame:
     """The truth's P(click) and P(purchase | click) for every logged impression of a run.
 
@@ -293,3 +207,29 @@ def logged_expectations(world: SimWorld, raw_dir: Path) -> pd.DataFrame:
     p_click = world.truth.click_prob(u, bl, items, imp["slot"].to_numpy().astype(np.int64), t, dev)
     return pd.DataFrame({"request_id": imp["request_id"], "slot": imp["slot"], "listing_id": imp["listing_id"],
                          "p_click": p_click, "p_purchase": world.truth.purchase_prob(u, bl, items)})
+
+
+def logged_outcomes(raw_dir: Path) -> pd.DataFrame:
+    """What the logged requests of a run realised: one row per request.
+
+    Parameters
+    ----------
+    raw_dir : a run's raw folder (``impressions``, ``clicks``, ``purchases`` are read).
+
+    Returns
+    -------
+    DataFrame indexed by request_id with clicks, purchases (counts) and gmv (currency).
+    """
+    import pyarrow.parquet as pq
+
+    raw = Path(raw_dir)
+    ids = pd.Index(pq.read_table(raw / "impressions", columns=["request_id"]).column(0).unique().to_pylist())
+    clicks = pq.read_table(raw / "clicks", columns=["request_id"]).to_pandas()
+    pur = pq.read_table(raw / "purchases", columns=["purchase_id", "price"]).to_pandas()
+    # purchase_id = p-<seed>-<request number>-<slot>; request_id = r-<seed>-<request number>
+    pur["request_id"] = "r-" + pur["purchase_id"].str.split("-").str[1:3].str.join("-")
+    return pd.DataFrame({
+        "clicks": clicks.groupby("request_id").size().reindex(ids, fill_value=0),
+        "purchases": pur.groupby("request_id").size().reindex(ids, fill_value=0),
+        "gmv": pur.groupby("request_id")["price"].sum().reindex(ids, fill_value=0.0),
+    })

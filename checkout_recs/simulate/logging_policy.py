@@ -51,6 +51,21 @@ class HeuristicPolicy:
         s = 2.0 * goes_with + 0.5 * same_top + 1.5 * incumbent
         return np.where(candidates >= 0, s, -np.inf)
 
+    def top6(self, basket_leaf: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        """The greedy six: basket_leaf (M, B), candidates (M, K) -> (M, 6) listing indices, slot order
+        (heuristic score, ties by listing index)."""
+        m = len(candidates)
+        s = self.scores(basket_leaf, candidates)
+        row = np.repeat(np.arange(m), candidates.shape[1])
+        order = np.lexsort((candidates.ravel(), -s.ravel(), row)).reshape(m, -1) % candidates.shape[1]
+        return np.take_along_axis(candidates, order[:, :SLATE_SIZE], axis=1)
+
+    def marginals(self, basket_leaf: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        """Exact P(candidate k at slot j | x): (M, B), (M, K) (no padding) -> (M, K, 6)."""
+        k = candidates.shape[1]
+        top = self.top6(basket_leaf, candidates)
+        return (1 - self.epsilon) * (candidates[:, :, None] == top[:, None, :]) + self.epsilon / k
+
     def slate_batch(
         self, rng: np.random.Generator, basket_leaf: np.ndarray, candidates: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -68,10 +83,7 @@ class HeuristicPolicy:
         propensity : (M, 6) float   P(that listing in that slot | context), in (0, 1].
         """
         m = len(candidates)
-        s = self.scores(basket_leaf, candidates)
-        row = np.repeat(np.arange(m), candidates.shape[1])
-        order = np.lexsort((candidates.ravel(), -s.ravel(), row)).reshape(m, -1) % candidates.shape[1]
-        top6 = np.take_along_axis(candidates, order[:, :SLATE_SIZE], axis=1)
+        top6 = self.top6(basket_leaf, candidates)
         keys = np.where(candidates >= 0, rng.random(candidates.shape), np.inf)
         rand6 = np.take_along_axis(candidates, np.argsort(keys, axis=1)[:, :SLATE_SIZE], axis=1)
         explore = rng.random(m) < self.epsilon

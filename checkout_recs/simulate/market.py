@@ -64,6 +64,9 @@ class Market:
         self.log = MarketLog()
         self._inv: dict[str, list] = {"item": [], "code": [], "t": []}
         self._n = 0  # checkouts so far (order and request numbers)
+        self.k, self.n_per_day = world.cfg.n_candidates, world.cfg.checkouts_per_day
+        #: True: ``_settle`` checks every impression's availability at its purchase time (evaluation).
+        self.track_availability = False
 
     # ---- inventory ---------------------------------------------------------------------------
     def _free(self, i: int, t: int) -> bool:
@@ -91,7 +94,7 @@ class Market:
 
     # ---- pass 1: baskets and candidates -----------------------------------------------------------
     def _pass1(self, d: DayDraw) -> tuple[np.ndarray, np.ndarray]:
-        n, k = len(d.t), self.cfg.n_candidates
+        n, k = len(d.t), self.k
         basket = np.full((n, 2), -1, np.int64)
         cands = np.full((n, k), -1, np.int64)
         ab, bp, sp = d.abandon_picks.tolist(), d.basket_picks.tolist(), d.second_picks.tolist()
@@ -132,7 +135,7 @@ class Market:
         if len(rows) == 0:
             return
         bl = np.where(basket[rows] >= 0, self.w.cat.leaf[np.maximum(basket[rows], 0)], -1).astype(np.int64)
-        items, prop = self.policy.slate_batch(self.rng, bl, cands[rows])
+        items, prop = self._choose(d, rows, basket[rows], bl, cands[rows])
         m = len(rows)
         t_req = np.repeat(d.t[rows] + 2 * US_PER_S, SLATE_SIZE)
         user = np.repeat(d.user[rows], SLATE_SIZE)
@@ -149,29 +152,69 @@ class Market:
         self.log.add("impressions", n=req, user=user, item=flat, slot=slot, prop=prop.ravel(), t=t_req)
         c = np.flatnonzero(clicked)
         self.log.add("clicks", n=req[c], user=user[c], item=flat[c], t=t_click[c])
-        b = c[wants[c]]
-        b = b[np.argsort(t_buy[b], kind="stable")]
-        ok = self.w.static_available(flat[b], t_buy[b])
+        dn, avail = self._settle(flat, t_buy, clicked & wants)
+        self.log.add("purchases", n=req[dn], slot=slot[dn], user=user[dn], item=flat[dn], t=t_buy[dn])
+        self._observe(d, rows, req, items, prop, p_click, p_buy, avail, clicked, dn)
+
+    def _choose(
+        self, d: DayDraw, rows: np.ndarray, basket: np.ndarray, basket_leaf: np.ndarray, cands: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Six per request of ``rows`` (M,): basket (M, 2), basket_leaf (M, 2), cands (M, K) listing
+        indices (-1 pad) -> items (M, 6), propensities (M, 6). The logged heuristic here."""
+        return self.policy.slate_batch(self.rng, basket_leaf, cands)
+
+    def _observe(self, d: DayDraw, rows: np.ndarray, req: np.ndarray, items: np.ndarray, prop: np.ndarray,
+                 p_click: np.ndarray, p_buy: np.ndarray, avail: np.ndarray, clicked: np.ndarray,
+                 done: np.ndarray) -> None:
+        """Hook after each day's requests (arrays flat over the M x 6 impressions); no-op here."""
+
+    def _settle(self, flat: np.ndarray, t_buy: np.ndarray, attempt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Purchase attempts in time order: one succeeds only if the listing is still free, and sells it.
+
+        Parameters
+        ----------
+        flat : (n,) listing index per impression.  t_buy : (n,) purchase time, µs.
+        attempt : (n,) bool, clicked and wanting to buy.
+
+        Returns
+        -------
+        done : (m,) indices of the impressions that became purchases.
+        avail : (n,) bool, free at ``t_buy`` (only attempts are checked unless ``track_availability``;
+            unchecked entries are False).
+        """
+        visit = np.arange(len(flat)) if self.track_availability else np.flatnonzero(attempt)
+        visit = visit[np.argsort(t_buy[visit], kind="stable")]
+        ok = self.w.static_available(flat[visit], t_buy[visit])
+        avail = np.zeros(len(flat), bool)
         done = []
-        for x, okx in zip(b.tolist(), ok.tolist(), strict=True):
+        for x, okx in zip(visit.tolist(), ok.tolist(), strict=True):
             i, tb = int(flat[x]), int(t_buy[x])
             if okx and self._free(i, tb):
-                self._sell(i, tb - 20 * US_PER_S, tb)
-                done.append(x)
-        dn = np.asarray(done, np.int64)
-        self.log.add("purchases", n=req[dn], slot=slot[dn], user=user[dn], item=flat[dn], t=t_buy[dn])
+                avail[x] = True
+                if attempt[x]:
+                    self._sell(i, tb - 20 * US_PER_S, tb)
+                    done.append(x)
+        return np.asarray(done, np.int64), avail
 
     # ---- the run ----------------------------------------------------------------------------
+    def _draw(self, day: int) -> DayDraw:
+        """The day's checkout contexts (from the market stream here)."""
+        return draw_day(self.w, self.rng, day, self.n_per_day, self.k)
+
+    def run_day(self, day: int) -> None:
+        """One day: draw checkouts, baskets and candidates (pass 1), then slates and outcomes."""
+        d = self._draw(day)
+        basket, cands = self._pass1(d)
+        self._requests(d, basket, cands)
+        self._n += len(d.t)
+
     def run(self, progress: bool = False) -> MarketLog:
         """Every day's checkouts; then the delistings of listings still live. Returns the log."""
         from tqdm import tqdm
 
         cfg = self.cfg
         for day in tqdm(range(cfg.days), desc="market days", disable=not progress):
-            d = draw_day(self.w, self.rng, day, cfg.checkouts_per_day)
-            basket, cands = self._pass1(d)
-            self._requests(d, basket, cands)
-            self._n += len(d.t)
+            self.run_day(day)
         end = start_us(cfg) + cfg.days * US_PER_DAY
         c = self.w.cat
         gone = np.flatnonzero(c.delist_at < end)

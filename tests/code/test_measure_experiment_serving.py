@@ -43,3 +43,45 @@ def test_slots_outside_the_offered_pool_are_replaced_and_counted() -> None:
     ids, prop = _within_candidates(bad, offered, stats)
     assert set(ids.tolist()) <= set(offered.tolist()) and len(set(ids.tolist())) == 6
     assert prop[1] == prop[3] == 1.0 and stats["replaced"] == 1
+
+
+def test_listings_newer_than_the_snapshot_are_indexed_before_the_answer(tmp_path) -> None:  # noqa: ANN001
+    """A listing offered by the simulator but unknown to the bundle's snapshot is added (no history,
+    prior rates, its observable fields) before the request is answered, so it may be shown."""
+    import pandas as pd
+
+    from checkout_recs.evaluation.experiment_serving import serving_policy
+    from checkout_recs.simulate.policy_api import CandidateSet, RequestContext
+    from tests.fixtures_serving import make_serving_bundle
+
+    bundle = make_serving_bundle(tmp_path / "b", n_listings=400, n_users=50)
+    snap = pd.read_parquet(bundle / "index" / "snapshot.parquet")
+    known = snap[snap["region"] == "north"].head(8)
+    policy, stats = serving_policy(bundle)
+    new_ids = np.array([10_001, 10_002, 10_003, 10_004])
+    k = len(known) + len(new_ids)
+    cands = CandidateSet(
+        listing_id=np.r_[known["listing_id"].to_numpy(np.int64), new_ids],
+        category_id=np.r_[known["category_id"].to_numpy(np.int32), np.full(4, 3, np.int32)],
+        top_category_id=np.zeros(k, np.int32), seller_id=np.r_[known["seller_id"].to_numpy(np.int64), [1, 2, 3, 4]],
+        price=np.full(k, 20.0), take_rate=np.full(k, 0.1), age_days=np.r_[np.full(8, 30.0), np.full(4, 0.1)],
+        seller_age_days=np.full(k, 400.0), seller_rating=np.full(k, 4.5), seller_is_new=np.zeros(k, bool),
+    )  # fmt: skip
+    t_us = int(pd.Timestamp("2026-10-20T12:00:00Z").value // 1_000)
+    ctx = RequestContext("q1", 1, "north", "web", t_us, np.array([int(snap["listing_id"].iloc[-1])]), np.array([0]))
+    ids, prop = policy(ctx, cands)
+    assert stats["listings_added"] == 4 and stats["requests"] == 1 and stats["replaced"] == 0
+    assert len(set(ids.tolist())) == 6 and set(ids.tolist()) <= set(cands.listing_id.tolist())
+    assert ((prop > 0) & (prop <= 1)).all()
+
+
+def test_exploration_cap_row_reports_the_worst_day() -> None:
+    import pandas as pd
+
+    from checkout_recs.evaluation.experiment_sim import with_cap_row
+
+    table = pd.DataFrame(columns=["quantity", "treated", "holdout", "counterfactual", "note"])
+    ok = with_cap_row(table, {"d1": {"served": 100.0, "spent": 1.0}, "d2": {"served": 50.0, "spent": 1.0}}, cap=0.03)
+    assert ok.iloc[-1]["treated"] == 0.02 and "holds" in ok.iloc[-1]["note"]
+    bad = with_cap_row(table, {"d1": {"served": 10.0, "spent": 1.0}}, cap=0.03)
+    assert "BROKEN" in bad.iloc[-1]["note"]

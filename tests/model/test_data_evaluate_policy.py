@@ -68,3 +68,37 @@ def test_invalid_slates_are_refused(world: SimWorld) -> None:
     for bad in (repeats, outsider, zero_prop):
         with pytest.raises(ValueError):
             evaluate_policy(bad, [0], world=world, requests_per_day=5)
+
+
+def test_logging_policy_expectation_matches_what_its_logs_realised(tmp_path) -> None:  # noqa: ANN001
+    """Inventory is consumed as in the logged market: the heuristic evaluated on its own world
+    expects what its logs realised (within the logs' 95% interval), per request."""
+    from checkout_recs.simulate import run_simulation
+    from checkout_recs.simulate.evaluate import logged_outcomes
+
+    cfg = TINY.model_copy(update={"n_listings": 2_000, "days": 8, "checkouts_per_day": 80})
+    run_simulation(cfg, tmp_path / "raw")
+    world = SimWorld.from_raw(tmp_path / "raw")
+    logs = logged_outcomes(tmp_path / "raw")
+    value = evaluate_policy(heuristic_policy(world), cfg.days, world=world)
+    assert abs(value.n_requests - len(logs)) <= 0.05 * len(logs)
+    for name in ("clicks", "purchases", "gmv"):
+        half = 1.96 * logs[name].std() / np.sqrt(len(logs))
+        assert abs(value.per_request[name] - logs[name].mean()) <= half, name
+
+
+def test_sold_listings_are_not_offered_again(world: SimWorld) -> None:
+    """A one-off listing bought through a recommendation is never a candidate on a later day, and
+    only listings still free are credited with expected purchases."""
+    from checkout_recs.simulate.policy_market import run_policy_market
+
+    pol = random_policy(0)
+    rec = run_policy_market(world, lambda day, region: pol, 4, requests_per_day=120)
+    s, o = rec.shown, rec.offered
+    assert len(s) > 0 and not s["logged"].any()
+    one_off = world.cat.quantity[s["listing_id"].to_numpy() - 1] == 1
+    sold = s[s["purchased"] & one_off].groupby("listing_id")["day"].min()
+    assert len(sold) > 0
+    later = o.merge(sold.rename("sold_day"), left_on="listing_id", right_index=True)
+    assert not (later["day"] > later["sold_day"] + 1).any()
+    assert (s.loc[s["purchased"], "available"]).all() and (~s["available"]).any()

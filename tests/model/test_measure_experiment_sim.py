@@ -37,14 +37,23 @@ def test_did_interval_covers_true_uplift(geo) -> None:
 
 def test_results_table_rows(geo) -> None:
     t = geo.table.set_index("quantity")
-    assert (
-        "incremental GMV (DiD)" in t.index and "truth in CI: True" in t.loc["incremental GMV (DiD)", "note"]
-    )
+    assert "truth in CI: True" in t.loc["incremental GMV (DiD, expected GMV)", "note"]
+    assert "incremental GMV (DiD, realised GMV)" in t.index
     ratio_new = t.loc["new-seller exposure / opportunity"]
     assert float(ratio_new["treated"]) >= 0 and np.isfinite(float(ratio_new["holdout"]))
-    assert (
-        float(t.loc["share of slots with propensity < 1 (randomised)", "treated"]) == 0.0
-    )  # oracle is deterministic
+    assert np.isfinite(float(ratio_new["counterfactual"]))
+    explore = t.loc["share of slots with propensity < 1 (randomised)"]
+    assert float(explore["treated"]) == 0.0 and float(explore["counterfactual"]) == 1.0  # oracle deterministic
+
+
+def test_counterfactual_run_is_the_control_policy_on_the_same_checkouts(geo) -> None:
+    """Pre-period rows are identical in the experiment and its counterfactual (same streams, same
+    policy), so the true uplift compares like with like."""
+    pre = geo.panel["day"] < geo.start_day
+    assert geo.panel.loc[pre, "gmv"].to_numpy() == pytest.approx(geo.counterfactual_panel.loc[pre, "gmv"].to_numpy())
+    post = ~pre & geo.panel["region"].map(geo.arms).eq("treatment")
+    assert geo.panel.loc[post, "gmv"].sum() > geo.counterfactual_panel.loc[post, "gmv"].sum()
+    assert set(geo.shown["arm"]) == {"pre", "treatment", "control"}
 
 
 def test_geo_report_html(geo, tmp_path: Path) -> None:

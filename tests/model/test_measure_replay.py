@@ -149,6 +149,9 @@ def test_same_bundle_with_exploration_on_differs_only_partly(logged):
     cfg.exploration.epsilon = {k: 1.0 for k in cfg.exploration.epsilon}
     cfg.exploration.min_daily_budget = 1e9
     report = replay(frame, champion, labels=_clicks(frame), cfg=cfg, seed=11, n_bootstrap=50)
-    # exploration rewrites at most the exploration slot: the greedy five stay
     assert 0.0 < report.mean_overlap < 1.0 and report.share_identical < 1.0
-    assert report.mean_overlap >= 5 / 6 - 1e-9
+    # exploration rewrites at most the exploration slot: the greedy five stay *given the policy
+    # state*; the exposure counters then record different slates, so later requests' greedy
+    # choices may differ. On the first request the state is the logging run's: five stay.
+    first = replay(frame.head(1), champion, cfg=cfg, seed=11)
+    assert first.mean_overlap >= 5 / 6 - 1e-9
