@@ -1,24 +1,30 @@
 """Serving benchmark: six recommendations over a 1M-listing catalogue, open-loop load on 127.0.0.1.
 
-One run, same machine, same catalogue, same requests:
+One run, same machine, same catalogue, same requests, scenario by scenario:
 
+* **profile** — the request path in-process, one request at a time (``serving_profile.py``):
+  CPU ms / request per stage (features, retrieval, inventory, rank_input, rank, policy, other);
 * **design path** — transformer (snapshot-aligned item features precomputed at load, user
-  features from Feast online (embedded SQLite), Redis inventory + switches) -> predictor over v2
-  REST binary tensors; open-loop load at ``--rate`` for ``--duration`` seconds;
-* **hop micro-benchmark** — the transformer->predictor hop alone: REST JSON vs REST binary vs gRPC;
-* **rate sweep** — the highest rate with p95 <= 25 ms;
-* **fault run** — the private Redis (never the shared one on 6379) is stopped mid-load: answers
-  must keep coming, through the fallback, with no 5xx;
+  features from Feast's online store (embedded SQLite), Redis inventory + switches) -> predictor
+  over v2 gRPC under a deadline;
 * **naive path** — candidate listing + seller features read from Feast online per request and the
-  hop as a JSON tensor (what the design avoids); the ratio of p95s is reported;
+  hop as a JSON tensor (what the design avoids); the ratio of p95s and of CPU is reported;
 * **in-process path** — the ranker scored inside the transformer (no hop).
 
+For each path: a *sequential* probe (one request at a time: latency without queueing and CPU ms
+per request of each process, the load-insensitive figures), then *open-loop* load at ``--rate``
+for ``--duration`` s: p50 / p95 / p99, errors, 5xx, throughput, CPU ms / request, RSS per process
+and per-stage mean wall ms (from the transformer's Prometheus histograms). The design path adds
+the **hop micro-benchmark** (REST JSON vs REST binary vs gRPC), the **rate sweep** (highest rate
+with p95 <= 25 ms) and the **fault run** (the private Redis, never the shared one on 6379, is
+stopped mid-load: answers keep coming through the fallback, no 5xx).
+
 Latency is measured from each request's *scheduled* send time (open loop: no coordinated
-omission). RSS is summed over each server's process tree.
+omission); the load generator shares the machine (``serving_load.py``).
 
     .venv/bin/python benchmarks/serving.py [--listings 1000000 --rate 50 --duration 60]
 
-Writes ``benchmarks/results/serving.json`` and prints a table.
+Writes ``benchmarks/results/serving.json`` (``--out``) and prints a table.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks import serving_load  # noqa: E402
 from tests.fixtures_serving import RICH_NAMES, make_pairs, make_snapshot, make_users, train_tiny_ranker  # noqa: E402
 
 PRIVATE_REDIS_PORT = 6391
@@ -133,103 +140,61 @@ def make_requests(n: int, users: int, listings: int, seed: int = 0) -> list[dict
             for i in range(n)]
 
 
-async def open_loop(url: str, bodies: list[dict], rate: float, duration: float,
-                    on_tick=None) -> dict:
-    """Send ``rate`` requests/s for ``duration`` s regardless of answers; latency from schedule."""
-    import httpx
-
-    n = int(rate * duration)
-    lat, status, policies, reasons = np.full(n, np.nan), np.zeros(n, int), [None] * n, [None] * n
-    async with httpx.AsyncClient(timeout=10.0, limits=httpx.Limits(max_connections=512)) as client:
-        t0 = time.perf_counter() + 0.2
-
-        async def one(i: int) -> None:
-            sched = t0 + i / rate
-            try:
-                r = await client.post(url, json=bodies[i % len(bodies)])
-                status[i] = r.status_code
-                if r.status_code == 200:
-                    pred = r.json()["predictions"][0]
-                    policies[i], reasons[i] = pred["policy"], pred["fallback_reason"]
-            except httpx.HTTPError:
-                status[i] = -1
-            lat[i] = time.perf_counter() - sched
-
-        tasks = []
-        for i in range(n):
-            delay = t0 + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            if on_tick is not None:
-                on_tick(i / rate)
-            tasks.append(asyncio.create_task(one(i)))
-        await asyncio.gather(*tasks)
-        wall = time.perf_counter() - t0
-    ok = status == 200
-    ms = lat[ok] * 1e3
-    pct = (lambda q: float(np.percentile(ms, q))) if ms.size else (lambda q: float("nan"))
-    fb = pd.Series([r for r in reasons if r]).value_counts().to_dict()
-    return {"rate_rps": rate, "duration_s": duration, "sent": n, "ok": int(ok.sum()),
-            "errors": int((~ok).sum()), "http_5xx": int((status >= 500).sum()), "throughput_rps": float(ok.sum() / wall),
-            "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99), "max_ms": pct(100),
-            "ranker_share": float(np.mean([p == "ranker" for p in policies])), "fallback_reasons": fb}
+def profile_stages(workdir: Path, listings: int, users: int, n: int = 400) -> dict:
+    """Per-stage CPU ms / request of the request path in-process (``serving_profile.py``, one
+    request at a time, in-process scoring, no HTTP): the load-insensitive breakdown."""
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "serving_profile.py"), "--workdir", str(workdir),
+                          "--listings", str(listings), "--users", str(users), "-n", str(n),
+                          "--redis_url", f"redis://127.0.0.1:{PRIVATE_REDIS_PORT}/0"],
+                         capture_output=True, text=True, check=True, cwd=ROOT)
+    return json.loads(out.stdout)
 
 
-def rss_mb(pid: int) -> float:
-    """RSS of a process and its children, MiB."""
-    import psutil
+def run_scenario(name: str, s, bodies: list[dict], args: argparse.Namespace, con: Console) -> dict:
+    """Sequential probe, then open-loop load; CPU per request, RSS and per-stage wall means."""
+    metrics_url = f"{s.transformer_url}/metrics"
+    seq = asyncio.run(serving_load.sequential(s.v1_url, bodies, args.sequential, s.pids()))
+    con.print(f"  sequential ({args.sequential} requests, one at a time): p50 {seq['p50_ms']:.2f} ms, "
+              f"p95 {seq['p95_ms']:.2f} ms, CPU ms/request {_fmt(seq['cpu_ms_per_request'])}")
+    cpu0 = {k: serving_load.cpu_s(p) for k, p in s.pids().items()}
+    st0 = serving_load.stage_totals(metrics_url)
+    res = asyncio.run(serving_load.open_loop(s.v1_url, bodies, args.rate, args.duration))
+    res["cpu_ms_per_request"] = {k: (serving_load.cpu_s(p) - cpu0[k]) * 1e3 / max(res["ok"], 1)
+                                 for k, p in s.pids().items()}
+    res["stage_wall_ms_mean"] = serving_load.stage_means_ms(st0, serving_load.stage_totals(metrics_url))
+    res["rss_mb"] = {k: serving_load.rss_mb(p) for k, p in s.pids().items()}
+    res["load_avg"] = os.getloadavg()
+    res["sequential"] = seq
+    con.print(f"  open loop {args.rate:.0f} rps: p50 {res['p50_ms']:.1f} / p95 {res['p95_ms']:.1f} / p99 "
+              f"{res['p99_ms']:.1f} ms, errors {res['errors']}, 5xx {res['http_5xx']}, CPU ms/request "
+              f"{_fmt(res['cpu_ms_per_request'])}, stages (wall ms) {_fmt(res['stage_wall_ms_mean'])}, "
+              f"load {res['load_avg'][0]:.1f}")
+    return res
 
-    p = psutil.Process(pid)
-    return (p.memory_info().rss + sum(c.memory_info().rss for c in p.children(recursive=True))) / 2**20
 
-
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) used so far by a process and its children."""
-    import psutil
-
-    p = psutil.Process(pid)
-    procs = [p, *p.children(recursive=True)]
-    return sum(sum(q.cpu_times()[:2]) for q in procs)
-
-
-def hop_bench(servers, d: int, n_rows: int = 300, calls: int = 200) -> dict:
-    """The transformer->predictor hop alone, per protocol (p50/p95 ms)."""
-    from inference.predictor_client import PredictorClient
-
-    x = np.random.default_rng(0).normal(size=(n_rows, d)).astype(np.float32)
-
-    async def run(proto: str) -> dict:
-        c = PredictorClient(servers.predictor_url, servers.predictor_grpc, protocol=proto)
-        for _ in range(10):
-            await c.score(x, 5.0)
-        ts = []
-        for _ in range(calls):
-            t = time.perf_counter()
-            await c.score(x, 5.0)
-            ts.append((time.perf_counter() - t) * 1e3)
-        await c.close()
-        return {"p50_ms": float(np.percentile(ts, 50)), "p95_ms": float(np.percentile(ts, 95))}
-
-    return {p: asyncio.run(run(p)) for p in ("rest-json", "rest-binary", "grpc")}
+def _fmt(d: dict) -> str:
+    return "{" + ", ".join(f"{k} {v:.2f}" for k, v in d.items()) + "}"
 
 
 def main() -> None:
+    """Build (or reuse) the bundle and Feast store, run the scenarios, write the JSON."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--listings", type=int, default=1_000_000)
     ap.add_argument("--users", type=int, default=20_000)
     ap.add_argument("--rate", type=float, default=50.0)
     ap.add_argument("--duration", type=float, default=60.0)
-    ap.add_argument("--sweep", default="50,100,150,200,300", help="rates for the max-rate sweep")
+    ap.add_argument("--sequential", type=int, default=300, help="requests of the one-at-a-time probe")
+    ap.add_argument("--sweep", default="50,75,100,150,200,300", help="rates for the max-rate sweep")
     ap.add_argument("--sweep-duration", type=float, default=15.0)
     ap.add_argument("--fault-duration", type=float, default=30.0)
-    ap.add_argument("--scenarios", default="design,naive,inprocess", help="which paths to run")
+    ap.add_argument("--scenarios", default="profile,design,naive,inprocess", help="which paths to run")
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "checkout-recs-bench-serving")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serving.json")
     args = ap.parse_args()
     sys.argv = sys.argv[:1]  # kserve parses sys.argv at import (and would take --w... for --workers)
     from inference.launch import running_servers
 
-    con = Console()
+    con = Console(width=160)
     args.workdir.mkdir(parents=True, exist_ok=True)
     bundle = build_bundle(args.workdir, args.listings, args.users, con)
     feast_work = args.workdir / f"feast-{bundle.name}"
@@ -245,11 +210,18 @@ def main() -> None:
     d = len(json.loads((bundle / "model" / "ranker" / "config.json").read_text())["feature_names"])
     res: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                              "load_avg_at_start": os.getloadavg()},
-                 "catalogue_listings": args.listings, "ranker_features": d, "feast_project": project}
+                 "catalogue_listings": args.listings, "ranker_features": d, "feast_project": project,
+                 "offered_rate_rps": args.rate, "duration_s": args.duration}
+    wanted = args.scenarios.split(",")
     scenarios = [("design", ["--ranker_protocol", "grpc"]),
                  ("naive", ["--naive", "--ranker_protocol", "rest-json"]),
                  ("inprocess", ["--scoring", "inprocess"])]
-    for name, extra in [(n, e) for n, e in scenarios if n in args.scenarios.split(",")]:
+    with private_redis() as redis_proc:
+        if "profile" in wanted:
+            res["profile"] = profile_stages(args.workdir, args.listings, args.users)
+            con.print(f"[bold]profile[/] (in-process, one at a time) CPU ms/request by stage: "
+                      f"{_fmt(res['profile']['stage_cpu_ms_mean'])}; total {res['profile']['cpu_ms_mean']['total']:.2f}")
+    for name, extra in [(n, e) for n, e in scenarios if n in wanted]:
         with private_redis() as redis_proc:  # a fresh one per scenario: the fault run kills it
             redis_url = f"redis://127.0.0.1:{PRIVATE_REDIS_PORT}/0"
             base = ["--users", "feast", "--feast_features", str(bundle / "features"), "--feast_work_dir",
@@ -258,17 +230,10 @@ def main() -> None:
             t = time.perf_counter()
             with running_servers(bundle, transformer_args=base + extra, start_predictor=name != "inprocess",
                                  ready_timeout_s=300, log_dir=args.workdir / f"logs-{name}") as s:
-                con.print(f"[bold]{name}[/]: servers ready in {time.perf_counter() - t:.0f} s; "
-                          f"{args.rate:.0f} rps for {args.duration:.0f} s")
-                cpu0 = {k: cpu_s(p) for k, p in s.pids().items()}
-                res[name] = asyncio.run(open_loop(s.v1_url, bodies, args.rate, args.duration))
-                res[name]["rss_mb"] = {k: rss_mb(p) for k, p in s.pids().items()}
-                res[name]["cpu_ms_per_request"] = {k: (cpu_s(p) - cpu0[k]) * 1e3 / max(res[name]["ok"], 1)
-                                                   for k, p in s.pids().items()}
-                res[name]["load_avg"] = os.getloadavg()
-                con.print(res[name])
+                con.print(f"[bold]{name}[/]: servers ready in {time.perf_counter() - t:.0f} s")
+                res[name] = run_scenario(name, s, bodies, args, con)
                 if name == "design":
-                    res["hop"] = hop_bench(s, d)
+                    res["hop"] = serving_load.hop_bench(s.predictor_url, s.predictor_grpc, d)
                     con.print({"hop": res["hop"]})
                     res["sweep"] = sweep(s, bodies, args, con)
                     ok = [r["rate_rps"] for r in res["sweep"] if r["p95_ms"] <= 25 and r["errors"] == 0]
@@ -281,20 +246,22 @@ def main() -> None:
 
 
 def sweep(s, bodies: list[dict], args: argparse.Namespace, con: Console) -> list[dict]:
-    """Open-loop runs at increasing rates until p95 passes 50 ms."""
+    """Open-loop runs at increasing rates until p95 passes 50 ms or errors appear."""
     out = []
     for rate in [float(r) for r in args.sweep.split(",")]:
-        r = asyncio.run(open_loop(s.v1_url, bodies, rate, args.sweep_duration))
+        r = asyncio.run(serving_load.open_loop(s.v1_url, bodies, rate, args.sweep_duration))
+        r["load_avg"] = os.getloadavg()
         out.append(r)
-        con.print(f"sweep {rate:.0f} rps: p95 {r['p95_ms']:.1f} ms, errors {r['errors']}")
-        if r["p95_ms"] > 50:
+        con.print(f"sweep {rate:.0f} rps: p50 {r['p50_ms']:.1f} / p95 {r['p95_ms']:.1f} / p99 {r['p99_ms']:.1f} ms, "
+                  f"errors {r['errors']}, load {r['load_avg'][0]:.1f}")
+        if r["p95_ms"] > 50 or r["errors"]:
             break
     return out
 
 
 def fault_run(s, bodies: list[dict], rate: float, duration: float, redis_proc, con: Console) -> dict:
     """Stop the private Redis at a third of the run; the answers must keep coming."""
-    state = {"stopped_at": None}
+    state: dict[str, float | None] = {"stopped_at": None}
 
     def tick(elapsed: float) -> None:
         if state["stopped_at"] is None and elapsed >= duration / 3:
@@ -302,7 +269,7 @@ def fault_run(s, bodies: list[dict], rate: float, duration: float, redis_proc, c
             state["stopped_at"] = elapsed
 
     con.print(f"[bold]fault[/]: {rate:.0f} rps for {duration:.0f} s, private Redis killed at {duration / 3:.0f} s")
-    r = asyncio.run(open_loop(s.v1_url, bodies, rate, duration, on_tick=tick))
+    r = asyncio.run(serving_load.open_loop(s.v1_url, bodies, rate, duration, on_tick=tick))
     r["redis_killed_at_s"] = state["stopped_at"]
     con.print(r)
     return r
@@ -310,8 +277,8 @@ def fault_run(s, bodies: list[dict], rate: float, duration: float, redis_proc, c
 
 def _summarise(res: dict, con: Console) -> None:
     t = Table(title="serving benchmark (latency from scheduled send, open loop)")
-    for c in ("path", "rps", "p50 ms", "p95 ms", "p99 ms", "errors", "5xx", "ranker share", "RSS MiB",
-              "CPU ms/req"):
+    for c in ("path", "rps", "p50 ms", "p95 ms", "p99 ms", "errors", "5xx", "ranker", "RSS MiB", "CPU ms/req",
+              "seq p50 ms", "seq CPU ms/req"):
         t.add_column(c)
     for name in ("design", "inprocess", "naive", "fault"):
         r = res.get(name)
@@ -319,16 +286,23 @@ def _summarise(res: dict, con: Console) -> None:
             continue
         rss = sum(r.get("rss_mb", {}).values()) if r.get("rss_mb") else float("nan")
         cpu = sum(r.get("cpu_ms_per_request", {}).values()) if r.get("cpu_ms_per_request") else float("nan")
+        seq = r.get("sequential") or {}
         t.add_row(name, f"{r['throughput_rps']:.1f}", f"{r['p50_ms']:.1f}", f"{r['p95_ms']:.1f}", f"{r['p99_ms']:.1f}",
-                  str(r["errors"]), str(r["http_5xx"]), f"{r['ranker_share']:.2f}", f"{rss:.0f}", f"{cpu:.1f}")
+                  str(r["errors"]), str(r["http_5xx"]), f"{r['ranker_share']:.2f}", f"{rss:.0f}", f"{cpu:.1f}",
+                  f"{seq.get('p50_ms', float('nan')):.1f}",
+                  f"{sum(seq.get('cpu_ms_per_request', {}).values()) or float('nan'):.1f}")
     con.print(t)
     if res.get("design") and res.get("naive"):
         res["naive_over_design_p95"] = res["naive"]["p95_ms"] / res["design"]["p95_ms"]
         res["naive_over_design_cpu"] = (sum(res["naive"]["cpu_ms_per_request"].values())
                                         / sum(res["design"]["cpu_ms_per_request"].values()))
+        # one request at a time every naive answer does its Feast reads (under load most fall back)
+        seq = {k: sum(res[k]["sequential"]["cpu_ms_per_request"].values()) for k in ("naive", "design")}
+        res["naive_over_design_sequential_cpu"] = seq["naive"] / seq["design"]
         con.print(f"naive p95 / design p95 = {res['naive_over_design_p95']:.2f}x; naive CPU / design CPU per "
-                  f"request = {res['naive_over_design_cpu']:.2f}x; "
-                  f"max rate with p95 <= 25 ms: {res.get('max_rate_p95_le_25ms')}")
+                  f"request = {res['naive_over_design_cpu']:.2f}x under load, "
+                  f"{res['naive_over_design_sequential_cpu']:.2f}x one at a time")
+    con.print(f"max rate with p95 <= 25 ms: {res.get('max_rate_p95_le_25ms')}")
 
 
 if __name__ == "__main__":

@@ -201,8 +201,8 @@ class RedisInventoryStore(InventoryStore):
         self.url, self.prefix = url, prefix
         self._sync: Any = redis.Redis.from_url(url, socket_timeout=max(timeout_s, 1.0),
                                           socket_connect_timeout=max(timeout_s, 1.0))
-        self._async: Any = aredis.Redis.from_url(url, socket_timeout=timeout_s,
-                                            socket_connect_timeout=timeout_s)
+        self._async: Any = aredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                                                 connection_class=_packed_connection_class())
         self._script = self._sync.register_script(self._SET_IF_NEWER)
         self._errors = (redis.RedisError, OSError)
         self._seen_gone: dict[int, float] = {}  # listing id -> monotonic time last seen unavailable
@@ -252,8 +252,9 @@ class RedisInventoryStore(InventoryStore):
         ids = np.asarray(listing_ids, dtype=np.int64)
         if len(ids) == 0:
             return np.zeros(0, dtype=bool)
+        pre = f"{self.prefix}:inv:"  # == self.key(i), without a call per listing
         try:
-            vals = await self._async.mget([self.key(i) for i in ids.tolist()])
+            vals = await self._async.mget([f"{pre}{i}" for i in ids.tolist()])
         except self._errors as exc:
             raise InventoryUnavailable(f"redis inventory read failed: {exc}") from exc
         return self._remember(ids, np.fromiter((v is not None for v in vals), dtype=bool, count=len(ids)))
@@ -269,6 +270,29 @@ class RedisInventoryStore(InventoryStore):
     def close(self) -> None:
         """Close the sync client (the async one closes with its event loop)."""
         self._sync.close()
+
+
+def _packed_connection_class() -> type:
+    """redis-py's asyncio connection, packing ``MGET`` with hiredis (C) when it is installed.
+
+    redis-py packs asyncio commands in Python: ~0.4 ms for the request path's ``MGET`` of ~450
+    keys (all ``str``), 8x what ``hiredis.pack_command`` takes for the same bytes. Every other
+    command goes through redis-py's own packer.
+    """
+    from redis.asyncio.connection import Connection
+
+    try:
+        import hiredis
+    except ImportError:
+        return Connection
+
+    class HiredisPackedConnection(Connection):
+        def pack_command(self, *args: Any) -> list[bytes]:
+            if args and args[0] == "MGET":
+                return [hiredis.pack_command(args)]
+            return super().pack_command(*args)
+
+    return HiredisPackedConnection
 
 
 def open_inventory(backend: str = "memory", redis_url: str = "redis://127.0.0.1:6379/0",

@@ -7,7 +7,8 @@ raises ``PredictorTimeout`` / ``PredictorError`` and the transformer answers fro
 * ``rest-binary`` — the same route with the binary tensor extension
   (``Inference-Header-Content-Length``; raw little-endian FP32 after the JSON header), binary
   outputs requested;
-* ``grpc``        — ``GRPCInferenceService/ModelInfer`` with ``raw_input_contents``.
+* ``grpc``        — ``GRPCInferenceService/ModelInfer`` with ``raw_input_contents``; the deadline is
+  the call's gRPC deadline (the predictor sees it too).
 """
 
 from __future__ import annotations
@@ -61,9 +62,12 @@ class PredictorClient:
 
     async def score(self, x: np.ndarray, deadline_s: float) -> tuple[np.ndarray, np.ndarray]:
         """(p_click, p_purchase) float32 (n,) for x float32 (n, d), within ``deadline_s`` seconds."""
-        call = {"rest-json": self._rest_json, "rest-binary": self._rest_binary, "grpc": self._grpc}[self.protocol]
+        x = np.ascontiguousarray(x, np.float32)
         try:
-            return await asyncio.wait_for(call(np.ascontiguousarray(x, np.float32)), timeout=deadline_s)
+            if self.protocol == "grpc":  # the deadline travels with the call (no extra task)
+                return await self._grpc(x, deadline_s)
+            call = self._rest_json if self.protocol == "rest-json" else self._rest_binary
+            return await asyncio.wait_for(call(x), timeout=deadline_s)
         except TimeoutError:
             raise PredictorTimeout(f"predictor missed its {deadline_s * 1e3:.0f} ms deadline") from None
         except PredictorError:
@@ -97,11 +101,11 @@ class PredictorClient:
             raise PredictorError(f"predictor HTTP {r.status_code}: {r.text[:200]}")
         return _decode_rest(r.content, r.headers.get("inference-header-content-length"))
 
-    async def _grpc(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    async def _grpc(self, x: np.ndarray, deadline_s: float) -> tuple[np.ndarray, np.ndarray]:
+        import grpc
         from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 
         if self._stub is None:
-            import grpc
             from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pbg
 
             if not self.grpc_target:
@@ -112,7 +116,12 @@ class PredictorClient:
             model_name=self.model,
             inputs=[pb.ModelInferRequest.InferInputTensor(name="features", datatype="FP32", shape=list(x.shape))],
             raw_input_contents=[x.astype("<f4").tobytes()])
-        resp = await self._stub.ModelInfer(req)
+        try:
+            resp = await self._stub.ModelInfer(req, timeout=deadline_s)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise PredictorTimeout(f"predictor missed its {deadline_s * 1e3:.0f} ms deadline") from None
+            raise PredictorError(f"predictor gRPC {exc.code().name}: {exc.details()}") from None
         names = [o.name for o in resp.outputs]
         arrs = {n: np.frombuffer(resp.raw_output_contents[i], dtype="<f4") if resp.raw_output_contents
                 else np.asarray(resp.outputs[i].contents.fp32_contents, np.float32) for i, n in enumerate(names)}

@@ -102,19 +102,21 @@ class CheckoutTransformer(Model):
     async def _score(self, prep: Prepared) -> tuple[Any, str | None, float]:
         if prep.fallback_reason is not None or prep.matrix is None:
             return None, None, 0.0
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
+        scores, failure = None, None
         try:
             if self.scorer is not None:
                 scores = self.scorer(prep.matrix)
             elif self.predictor is not None:
                 scores = await self.predictor.score(prep.matrix, self.deadline_s)
             else:
-                return None, "predictor_error", 0.0
-            return scores, None, (time.perf_counter() - t0) * 1e3
+                failure = "predictor_error"
         except PredictorTimeout:
-            return None, "predictor_timeout", (time.perf_counter() - t0) * 1e3
+            failure = "predictor_timeout"
         except (PredictorError, ValueError, RuntimeError):
-            return None, "predictor_error", (time.perf_counter() - t0) * 1e3
+            failure = "predictor_error"
+        prep.cpu_ms["rank"] = (time.thread_time() - c0) * 1e3
+        return scores, failure, (time.perf_counter() - t0) * 1e3
 
     async def postprocess(self, job: _Job, headers: dict[str, str] | None = None,
                           response_headers: dict[str, str] | None = None) -> Any:
@@ -194,6 +196,10 @@ def build_transformer(args: argparse.Namespace) -> CheckoutTransformer:
     bundle = ServingBundle.load(args.bundle, candidates=args.candidates)
     cfg = PolicyConfig.model_validate(json.loads(args.policy_config.read_text())) if args.policy_config \
         else PolicyConfig()
+    led = cfg.exploration.ledger  # replicas share the exploration budget in the inventory's Redis
+    if args.inventory == "redis" and led.url is None:
+        led.url = args.redis_url
+        led.prefix = led.prefix if "prefix" in led.model_fields_set else f"{args.redis_prefix}:explore"
     if args.users == "feast":
         from inference.user_features import open_feast_users
 

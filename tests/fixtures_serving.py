@@ -139,10 +139,38 @@ def make_prepared(catalog, cand_rows: np.ndarray, session_class: str = "returnin
     from checkout_recs import contract
     from checkout_recs.recommend import Prepared
 
-    req = contract.PostCheckoutRequest(user_id=user_id, purchased_item_ids=[], region=catalog.regions[0],
-                                       timestamp=timestamp)
+    req = contract.PostCheckoutRequest.model_validate({"user_id": user_id, "purchased_item_ids": [],
+                                                       "region": catalog.regions[0], "timestamp": timestamp})
     fb = np.empty(0, np.int64) if fb_rows is None else np.asarray(fb_rows, np.int64)
     return Prepared(request=req, request_id="r", started=0.0, user={"n_purchases": 3}, session_class=session_class,
                     fallback_reason=None, basket_rows=np.empty(0, np.int64), cand_rows=np.asarray(cand_rows, np.int64),
                     cand_sources=np.full(len(cand_rows), "ann", dtype=object), fb_rows=fb,
                     fb_sources=np.full(len(fb), "popular", dtype=object))
+
+
+def make_feast_user_store(root: Path, users: pd.DataFrame, env: str = "embedded") -> object:
+    """A Feast store under ``root`` with ``users`` materialized in the ``user`` view (the only view
+    serving reads online); returns the ``FeatureStoreAdapter`` (``.teardown()`` removes it).
+
+    ``embedded``: SQLite online store; ``production``: Redis DB 11 + the feature tests' registry
+    database on PostgreSQL, on a fresh project name.
+    """
+    import uuid
+
+    from checkout_recs import contract
+    from feature_repo.store import open_store
+
+    features = root / "features"
+    features.mkdir(parents=True, exist_ok=True)
+    ts = pd.Timestamp("2026-11-01", tz="UTC")
+    users.assign(event_timestamp=ts)[contract.field_names(contract.USER_FEATURES)].to_parquet(
+        features / "user.parquet")
+    kw: dict = {"project": f"crserve_{uuid.uuid4().hex[:6]}"}
+    if env == "production":
+        from tests.fixtures_features import feature_test_registry_url
+
+        kw.update(redis_url="redis://127.0.0.1:6379/11", registry_url=feature_test_registry_url())
+    store = open_store(env, str(features), root / "feast", **kw)
+    store.apply()
+    store.materialize(None, pd.Timestamp("2026-11-02", tz="UTC").to_pydatetime(), views=["user"])
+    return store

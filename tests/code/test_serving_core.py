@@ -86,6 +86,20 @@ def test_in_process_scorer_answers_with_the_ranker_and_sold_items_never_appear(b
     assert not set(gone) & {i["listing_id"] for i in again["items"]}
 
 
+def test_every_stage_reports_wall_and_cpu_ms(bundle):
+    from checkout_recs.models.ranker import RankerModel
+
+    rec = Recommender(bundle, TableUserFeatures(bundle.users))
+    p = asyncio.run(rec.prepare(_req()))
+    assert p.matrix is not None and bundle.model_dir is not None
+    d = rec.decide(p, RankerModel.load(bundle.model_dir).predict(p.matrix))
+    stages = {"features", "retrieval", "inventory", "rank_input", "policy"}
+    assert stages <= set(d.prepared.timings) and stages <= set(d.prepared.cpu_ms)
+    assert all(v >= 0 for v in d.prepared.cpu_ms.values())
+    # CPU of this thread cannot exceed the wall time of the same stage (plus clock granularity)
+    assert all(d.prepared.cpu_ms[k] <= d.prepared.timings[k] + 1.0 for k in stages)
+
+
 def test_v2_parse_reads_tensors_and_refuses_bad_ones():
     def req(*inputs: InferInput) -> InferRequest:
         return InferRequest(model_name="recommender", infer_inputs=list(inputs))

@@ -111,3 +111,16 @@ def test_redis_down_raises_inventory_unavailable():
 def test_unknown_backend_is_refused():
     with pytest.raises(ValueError, match="unknown inventory backend"):
         open_inventory("sqlite")
+
+
+def test_hiredis_packed_mget_is_byte_identical_to_redis_py():
+    from redis.asyncio.connection import Connection
+
+    from checkout_recs.inventory import _packed_connection_class
+
+    keys = [f"checkout_recs:inv:{i}" for i in range(1000, 1460)]
+    fast, ref = _packed_connection_class()(), Connection()
+    assert b"".join(fast.pack_command("MGET", *keys)) == b"".join(ref.pack_command("MGET", *keys))
+    # other commands (multi-word names, ints) keep redis-py's packer
+    assert fast.pack_command("CLIENT SETNAME", "x") == ref.pack_command("CLIENT SETNAME", "x")
+    assert fast.pack_command("SET", "k", 5, "EX", 10) == ref.pack_command("SET", "k", 5, "EX", 10)

@@ -216,7 +216,7 @@ def test_v2_wrongly_typed_tensor_is_a_400(env):
     assert r.status_code == 400 and "INT64" in r.json()["error"]
 
 
-_json = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False)
+_json = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False, allow_infinity=False)
                      | st.text(max_size=20), lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=12), c,
                                                                                                    max_size=4), max_leaves=12)
 _instance = st.fixed_dictionaries({}, optional={
