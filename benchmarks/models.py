@@ -5,9 +5,12 @@ Sections (``--only`` runs a subset):
 ``sim``      demo-size simulation → ingest → labels → features → training set → bundle; AUC per
              head vs a logistic regression per segment; expected revenue per request from the
              hidden truth vs the logged heuristic (same requests); student AUC and latency.
-``faiss``    1M synthetic listings (clustered 32-d unit vectors): IVF-SQ8 + exact re-rank vs
-             exact search: build time, recall@300, single-query latency, memory; category filter;
-             add/remove without rebuild.
+``faiss``    1M listings (the demo simulation's 5,000 + simulator-drawn ones) embedded by the
+             trained item tower; user-tower queries. IVF-Flat (global + per region) vs exact:
+             build time, recall@300, single-query latency, memory when loaded; exact in-category
+             search; add/remove without rebuild; candidate generation at 1M (latency, per-source
+             counts); the same index on diffuse synthetic vectors (stress case). Also writes
+             ``benchmarks/results/faiss_1m.html`` (recall-vs-latency plot and tables).
 ``ml100k``   the shared next-item protocol (``checkout-recs evaluate-offline``), baselines only
              here by default (``--ml100k-project`` adds the project's model: SASRec training is
              slow on a busy 2-core CPU; ``docs/models.md`` says where the project figures came from).
@@ -24,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,32 +39,46 @@ def _progress(msg: str) -> None:
     print(f"[bench models {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def bench_sim(work: Path, days: int = 14) -> dict:
-    """Simulator pipeline at demo size, ranker + student, revenue from the hidden truth."""
-    import pandas as pd
+def _sim_run(work: Path, days: int, seed: int = 7) -> Path:
+    """Simulation → ingest → labels → features → ``train.parquet`` under ``work/sim-<seed>``."""
+    import datetime as dt
 
     from checkout_recs.data.ingest import ingest
     from checkout_recs.data.labels import build_labels
-    from checkout_recs.evaluation.offline import evaluate_simulator, head_auc_vs_logistic
     from checkout_recs.features.build import build_feature_tables
     from checkout_recs.features.training import build_training_set
-    from checkout_recs.models.ranker import RankerModel
-    from checkout_recs.models.ranker_features import ranker_matrix
-    from checkout_recs.models.student import NumpyScorer, median_latency_ms, quantized_scorer
-    from checkout_recs.models.train import TrainConfig, build_bundle, split_by_time
     from checkout_recs.simulate import run_simulation
     from checkout_recs.simulate.config import SimConfig
 
-    cfg = SimConfig(days=days)
-    run = work / "sim"
-    t0 = time.perf_counter()
+    cfg = SimConfig(days=days, seed=seed)
+    run = work / f"sim-{seed}"
     run_simulation(cfg, run / "raw")
-    import datetime as dt
-
     ingest(str(run / "raw"), run / "ingested", now=cfg.start + dt.timedelta(days=days + 1))
     build_labels(run / "ingested", run / "labels")
     build_feature_tables(run / "ingested", run / "labels", run / "features")
     build_training_set(run / "labels", run / "features", run / "ingested", run / "train.parquet")
+    return run
+
+
+def bench_sim(work: Path, days: int = 14, ablation_seeds: tuple[int, ...] = (7, 1, 2, 3, 4)) -> dict:
+    """Simulator pipeline at demo size, ranker + student, revenue from the hidden truth; the
+    ranker ablation (architecture × loss, training procedure) over ``ablation_seeds`` runs."""
+    import pandas as pd
+
+    from checkout_recs.evaluation.head_auc import attach_truth, head_auc_vs_logistic, truth_auc_vs_logistic
+    from checkout_recs.evaluation.offline import evaluate_simulator
+    from checkout_recs.evaluation.ranker_ablation import run_ablation
+    from checkout_recs.models.ranker import RankerModel
+    from checkout_recs.models.ranker_features import ranker_matrix
+    from checkout_recs.models.student import NumpyScorer, median_latency_ms, quantized_scorer
+    from checkout_recs.models.train import TrainConfig, build_bundle, split_by_time
+    from checkout_recs.simulate.config import SimConfig
+    from checkout_recs.simulate.evaluate import logged_expectations
+    from checkout_recs.simulate.scenario import SimWorld
+
+    cfg = SimConfig(days=days)
+    t0 = time.perf_counter()
+    run = _sim_run(work, days, cfg.seed)
     _progress(f"sim pipeline {time.perf_counter() - t0:.0f}s")
     t1 = time.perf_counter()
     bundle = build_bundle(run / "train.parquet", run / "labels", run / "features", run / "bundle", TrainConfig())
@@ -72,7 +90,12 @@ def bench_sim(work: Path, days: int = 14) -> dict:
     teacher = RankerModel.load(bundle / "model" / "ranker")
     student = RankerModel.load(bundle / "model" / "student")
     aucs = head_auc_vs_logistic(teacher, tr, te)
-    student_aucs = head_auc_vs_logistic(student, tr, te)["all"]
+    truth = logged_expectations(SimWorld.from_raw(run / "raw"), run / "raw")
+    truth_aucs = truth_auc_vs_logistic(teacher, tr, te, truth)
+    student_aucs = head_auc_vs_logistic(student, tr, te, n_boot=0)["all"]
+    student_aucs.update({f"{h}_vs_teacher": student_aucs[f"auc_{h}"] - aucs["all"][f"auc_{h}"]
+                         for h in ("click", "purchase")})
+    _progress(f"teacher vs LR: {json.dumps({s: {h: round(r[f'{h}_ci']['diff'], 4) for h in ('click', 'purchase')} for s, r in aucs.items()})}")
     X = ranker_matrix(te, teacher.feature_names)
     X300 = np.resize(X, (300, X.shape[1])).astype(np.float32)
     import torch
@@ -93,20 +116,24 @@ def bench_sim(work: Path, days: int = 14) -> dict:
     last = list(range(max(0, days - 3), days))
     revenue = evaluate_simulator(bundle, run / "raw", last)
     _progress(f"revenue ratio vs heuristic {revenue['ratio_vs_heuristic']:.2f}")
+    runs = []
+    for seed in ablation_seeds:
+        r = run if seed == cfg.seed else _sim_run(work, days, seed)
+        a, b = split_by_time(pd.read_parquet(r / "train.parquet"), 0.2)
+        runs.append((a, attach_truth(b, logged_expectations(SimWorld.from_raw(r / "raw"), r / "raw"))))
+    ablation = {"sim_seeds": list(ablation_seeds), **run_ablation(runs, progress=_progress)}
     return {"sim_config": cfg.model_dump(mode="json"), "train_metrics": metrics, "train_seconds": train_s,
-            "auc_vs_logistic": aucs, "student": {"auc": student_aucs, "latency_300_candidates": latency,
+            "auc_vs_logistic": aucs, "auc_vs_logistic_truth": truth_aucs, "student": {"auc": student_aucs, "latency_300_candidates": latency,
                                                   "n_params": student.metrics.get("n_params")},
-            "candidates": cand, "revenue_days": last, "revenue": revenue}
+            "candidates": cand, "revenue_days": last, "revenue": revenue, "ranker_ablation": ablation}
 
 
 def bench_candidates(bundle: Path, n: int = 300) -> dict:
     """Per-request cost and size of ``CandidateGenerator.generate`` on the bundle (one thread)."""
-    import faiss
     import pandas as pd
 
     from checkout_recs.retrieval.candidates import CandidateGenerator, CandidateRequest
 
-    faiss.omp_set_num_threads(1)
     gen = CandidateGenerator.from_bundle(bundle)
     users = pd.read_parquet(bundle / "features" / "user.parquet")
     live = gen.index.live_ids
@@ -116,88 +143,266 @@ def bench_candidates(bundle: Path, n: int = 300) -> dict:
         u = users.iloc[i % len(users)]
         reqs.append(CandidateRequest(region=str(u["region"]), basket=rng.choice(live, 2).tolist(),
                                      recent_listing_ids=list(u["recent_listing_ids"]), hour=float(i % 24)))
-    for r in reqs[:20]:
-        gen.generate(r)
+    return _time_candidates(gen, reqs)
+
+
+def _time_candidates(gen: Any, reqs: list) -> dict:
+    """Median/p95 ms of ``gen.generate`` over ``reqs`` on one thread (after 20 warm-up calls),
+    mean candidates and mean count per source."""
+    import faiss
+    from threadpoolctl import threadpool_limits
+
+    faiss.omp_set_num_threads(1)
     times, sizes, sources = [], [], {}
-    for r in reqs:
-        t = time.perf_counter()
-        c = gen.generate(r)
-        times.append(time.perf_counter() - t)
-        sizes.append(len(c))
-        for k, v in c.counts().items():
-            sources[k] = sources.get(k, 0) + v
-    return {"median_ms": float(np.median(times) * 1e3), "p95_ms": float(np.percentile(times, 95) * 1e3),
-            "mean_candidates": float(np.mean(sizes)), "by_source": {k: v / n for k, v in sources.items()}}
+    with threadpool_limits(1):
+        for r in reqs[:20]:
+            gen.generate(r)
+        for r in reqs:
+            t = time.perf_counter()
+            c = gen.generate(r)
+            times.append(time.perf_counter() - t)
+            sizes.append(len(c))
+            for k, v in c.counts().items():
+                sources[k] = sources.get(k, 0) + v
+    return {"n_requests": len(reqs), "median_ms": float(np.median(times) * 1e3),
+            "p95_ms": float(np.percentile(times, 95) * 1e3), "mean_candidates": float(np.mean(sizes)),
+            "by_source": {k: v / len(reqs) for k, v in sorted(sources.items())}}
 
 
 def _clustered(n: int, d: int, seed: int = 0) -> np.ndarray:
+    """Diffuse synthetic unit vectors (n, d): 2,000 Gaussian centres, heavy noise (a stress case)."""
     rng = np.random.default_rng(seed)
     centers = rng.normal(size=(2000, d)).astype(np.float32)
     x = centers[rng.integers(0, 2000, n)] + 0.6 * rng.normal(size=(n, d)).astype(np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def bench_faiss(n: int = 1_000_000, d: int = 32, n_queries: int = 200) -> dict:
-    """IVF-SQ8 + exact re-rank at ``n`` items vs exact search (see module docstring)."""
+def _exact_top(emb: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
+    """Row indices (q, k) of the exact top-k inner products (faiss flat, all threads)."""
+    import faiss
+
+    flat = faiss.IndexFlatIP(emb.shape[1])
+    flat.add(np.ascontiguousarray(emb, np.float32))
+    return flat.search(np.ascontiguousarray(q, np.float32), k)[1]
+
+
+def _sweep(index: Any, q: np.ndarray, exact_ids: np.ndarray, nprobes: tuple[int, ...], k: int = 300,
+           region: str | None = None) -> list[dict]:
+    """recall@k vs exact and single-query latency (one thread) of ``index.search`` per nprobe."""
+    import faiss
+    from threadpoolctl import threadpool_limits
+
+    from checkout_recs.models.metrics import overlap_recall
+
+    faiss.omp_set_num_threads(1)
+    rows = []
+    for nprobe in nprobes:
+        for ix in index.indexes.values():
+            if hasattr(ix, "nprobe"):
+                ix.nprobe = nprobe
+        times, res = [], []
+        with threadpool_limits(1):
+            for i in range(len(q)):
+                t = time.perf_counter()
+                r, _ = index.search(q[i : i + 1], k, region=region)
+                times.append(time.perf_counter() - t)
+                res.append(r[0])
+        rows.append({"nprobe": nprobe, f"recall@{k}": overlap_recall(np.array(res), exact_ids),
+                     "median_ms": float(np.median(times) * 1e3), "p95_ms": float(np.percentile(times, 95) * 1e3)})
+        _progress(f"  nprobe={nprobe}: {rows[-1]}")
+    return rows
+
+
+def _loaded_rss_bytes(index_dir: Path) -> int:
+    """Resident memory added by ``RetrievalIndex.load(index_dir)`` in a fresh process, bytes."""
+    import subprocess
+
+    code = ("import re,sys; from pathlib import Path; import faiss, numpy, pandas, pyarrow\n"
+            "from checkout_recs.retrieval.index import RetrievalIndex\n"
+            "rss=lambda: int(re.search(r'VmRSS:\\s+(\\d+)', open('/proc/self/status').read()).group(1))*1024\n"
+            "a=rss(); ix=RetrievalIndex.load(Path(sys.argv[1])); print(rss()-a)")
+    out = subprocess.run([sys.executable, "-c", code, str(index_dir)], check=True, capture_output=True, text=True)
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+def _scale_inputs() -> Any:
+    """``benchmarks/retrieval_scale.py`` (this folder is not a package)."""
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    import retrieval_scale
+
+    return retrieval_scale
+
+
+def _tower_catalogue(work: Path, n: int) -> tuple[dict, Any, np.ndarray, Any, float]:
+    """Demo tower + an ``n``-listing catalogue: the demo's 5,000 listings and simulated new ones.
+
+    Returns (paths, snapshot frame, float32 (n, d) item-tower embeddings, TwoTowerModel, embed s).
+    """
+    import pandas as pd
+
+    from checkout_recs.models.inputs import listing_snapshot
+    from checkout_recs.models.two_tower import TwoTowerModel
+
+    scale = _scale_inputs()
+    paths = scale.demo_tower(work / "tower")
+    demo = listing_snapshot(paths["features"], labels_dir=paths["labels"])
+    more = scale.scaled_snapshot(n - len(demo))
+    more["listing_id"] += int(demo["listing_id"].max())
+    snap = pd.concat([demo[[c for c in more.columns if c in demo]], more], ignore_index=True)
+    tt = TwoTowerModel.load(paths["model"] / "two_tower")
+    t = time.perf_counter()
+    emb = tt.embed_items(snap)
+    return paths, snap, emb, tt, time.perf_counter() - t
+
+
+def bench_faiss(n: int = 1_000_000, n_queries: int = 200) -> dict:
+    """The retrieval index at ``n`` listings embedded by the trained item tower (module docstring)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        return _bench_faiss(Path(tmp), n, n_queries)
+
+
+def _bench_faiss(work: Path, n: int, n_queries: int) -> dict:
     import faiss
     import pandas as pd
 
+    from checkout_recs.retrieval.candidates import CandidateGenerator, CandidateRequest
+    from checkout_recs.retrieval.index import IndexConfig, RetrievalIndex
+
+    load0 = os.getloadavg()[0]
+    paths, snap, emb, tt, embed_s = _tower_catalogue(work, n)
+    ids = snap["listing_id"].to_numpy(np.int64)
+    _progress(f"{len(ids)} listings embedded by the item tower in {embed_s:.1f}s")
+    user_requests = _scale_inputs().user_requests
+    reqs = user_requests(paths["model"], paths["features"], n_queries)
+    q = np.stack([r["vector"] for r in reqs])
+    faiss.omp_set_num_threads(2)
+    cfg = IndexConfig()
+    t0 = time.perf_counter()
+    index = RetrievalIndex.from_embeddings(ids, emb, snap, cfg)
+    build_s = time.perf_counter() - t0
+    _progress(f"build {build_s:.1f}s (global + {len(index.indexes) - 1} region indexes, 2 threads)")
+    out: dict = {"data": {"n_items": len(ids), "dim": int(emb.shape[1]), "trained_listings": int(len(tt.known_ids)),
+                          "source": "demo simulation (seed 7) listings + simulator-drawn listings, embedded by "
+                                    "the trained item tower (content only for listings unseen in training)",
+                          "queries": f"{n_queries} user-tower vectors of demo users (recent items, region, hour)"},
+                 "embed_seconds": embed_s, "kind": index.manifest.kind, "config": cfg.model_dump(),
+                 "build_seconds": build_s}
+    faiss.omp_set_num_threads(2)
+    ex_ids = ids[_exact_top(emb, q, 300)]
+    out["sweep_global"] = _sweep(index, q, ex_ids, (8, 16, 24, 32, 48, 64))
+    ok = [r for r in out["sweep_global"] if r["recall@300"] >= 0.95]
+    out["fastest_at_0.95"] = min(ok, key=lambda r: r["median_ms"]) if ok else None
+    out["at_config"] = next(r for r in out["sweep_global"] if r["nprobe"] == cfg.nprobe)
+    out["region"] = _bench_region(index, snap, emb, q, [r["region"] for r in reqs], cfg.nprobe)
+    _set_nprobe(index, cfg.nprobe)
+    out["category"] = _bench_category(index, snap, emb, reqs)
+    with tempfile.TemporaryDirectory() as tmp:
+        index.save(Path(tmp))
+        out["disk_bytes"] = sum(p.stat().st_size for p in Path(tmp).iterdir())
+        out["memory_bytes_loaded"] = _loaded_rss_bytes(Path(tmp))
+    _progress(f"memory when loaded {out['memory_bytes_loaded'] / 1e9:.2f} GB")
+    c = paths["candidates"]
+    gen = CandidateGenerator(index, tt, pd.read_parquet(c / "co_purchase_items.parquet"),
+                             pd.read_parquet(c / "category_pairs.parquet"),
+                             item_knn=pd.read_parquet(c / "item_knn.parquet"))
+    cand_reqs = [CandidateRequest(region=r["region"], basket=r["basket"], recent_listing_ids=r["recent_listing_ids"],
+                                  hour=r["hour"]) for r in user_requests(paths["model"], paths["features"], 300, seed=1)]
+    out["candidates"] = _time_candidates(gen, cand_reqs)
+    _progress(f"candidates at {len(ids)}: {out['candidates']}")
+    out["add_remove"] = _bench_add_remove(index, tt, snap, q, ex_ids)
+    out["diffuse_synthetic"] = _bench_diffuse(n, int(emb.shape[1]))
+    out["load_average_1m_start_end"] = [load0, os.getloadavg()[0]]  # the machine is shared: timings are noisy
+    _scale_inputs().faiss_report(out, RESULTS / "faiss_1m.html")
+    return out
+
+
+def _set_nprobe(index: Any, nprobe: int) -> None:
+    for ix in index.indexes.values():
+        if hasattr(ix, "nprobe"):
+            ix.nprobe = nprobe
+
+
+def _bench_region(index: Any, snap: Any, emb: np.ndarray, q: np.ndarray, regions: list[str],
+                  nprobe: int) -> dict:
+    """Region index (what candidates use) vs exact search inside the region, at ``nprobe``."""
+    reg = snap["region"].astype(str).to_numpy()
+    ids = snap["listing_id"].to_numpy(np.int64)
+    out = {}
+    for r in sorted(set(regions)):
+        sel = np.flatnonzero(np.array(regions) == r)
+        rows = np.flatnonzero(reg == r)
+        ex = ids[rows][_exact_top(emb[rows], q[sel], 300)]
+        out[r] = _sweep(index, q[sel], ex, (nprobe,), region=r)[0] | {"n_queries": len(sel), "n_items": len(rows)}
+    return out
+
+
+def _bench_category(index: Any, snap: Any, emb: np.ndarray, reqs: list[dict], k: int = 60) -> dict:
+    """Exact in-category search (region + category) vs brute force, and vs a post-filtered ANN."""
+    import faiss
+    from threadpoolctl import threadpool_limits
+
     from checkout_recs.models.metrics import overlap_recall
+
+    cat = snap["category_id"].to_numpy(np.int64)
+    reg = snap["region"].astype(str).to_numpy()
+    ids = snap["listing_id"].to_numpy(np.int64)
+    rng = np.random.default_rng(2)
+    cats = rng.choice(np.unique(cat), len(reqs))
+    faiss.omp_set_num_threads(1)
+    got, post, exact, times, sizes = [], [], [], [], []
+    with threadpool_limits(1):
+        for r, c in zip(reqs, cats, strict=True):
+            v = r["vector"][None, :]
+            t = time.perf_counter()
+            a, _ = index.search(v, k, region=r["region"], category=int(c))
+            times.append(time.perf_counter() - t)
+            rows = np.flatnonzero((cat == c) & (reg == r["region"]))
+            sizes.append(len(rows))
+            exact.append(ids[rows][np.argsort(-(emb[rows] @ v[0]), kind="stable")[:k]])
+            got.append(a[0])
+            wide, _ = index.search(v, 1000, region=r["region"])
+            keep = np.isin(wide[0], ids[rows])
+            post.append(np.pad(wide[0][keep][:k], (0, max(0, k - int(keep.sum()))), constant_values=-1))
+    return {"k": k, "n_queries": len(reqs), "median_items_in_category_region": float(np.median(sizes)),
+            "recall_vs_exact": overlap_recall(np.array(got), np.array(exact)),
+            "post_filtered_ann_1000_recall": overlap_recall(np.array(post), np.array(exact)),
+            "median_ms": float(np.median(times) * 1e3), "p95_ms": float(np.percentile(times, 95) * 1e3)}
+
+
+def _bench_add_remove(index: Any, tt: Any, snap: Any, q: np.ndarray, ex_ids: np.ndarray) -> dict:
+    """Remove 1,000 listings (sold) and add 1,000 new ones (embedded from content) in place."""
+    sold = np.unique(ex_ids[:, :50].ravel())[:1000]
+    new = snap.iloc[:1000].copy()
+    new["listing_id"] = np.arange(1000, dtype=np.int64) + int(snap["listing_id"].max()) + 10
+    t = time.perf_counter()
+    index.remove(sold)
+    index.add(new["listing_id"].to_numpy(), tt.embed_items(new), new)
+    seconds = time.perf_counter() - t
+    after = np.concatenate([index.search(q, 300)[0], index.search(q, 300, region="north")[0]])
+    return {"removed": int(len(sold)), "added": 1000, "seconds": seconds,
+            "sold_returned_after_removal": int(np.isin(sold, after).sum())}
+
+
+def _bench_diffuse(n: int, d: int, n_queries: int = 100) -> dict:
+    """The same index kind on diffuse synthetic vectors (a harder case than tower embeddings)."""
+    import faiss
+    import pandas as pd
+
     from checkout_recs.retrieval.index import IndexConfig, RetrievalIndex
 
     emb = _clustered(n, d)
     ids = np.arange(n, dtype=np.int64) + 1
-    rng = np.random.default_rng(1)
-    snap = pd.DataFrame({"listing_id": ids, "region": rng.choice(["north", "south", "east"], n),
-                         "category_id": rng.integers(0, 2000, n).astype(np.int32),
-                         "price": rng.uniform(1, 500, n).round(2)})
     faiss.omp_set_num_threads(2)
-    t0 = time.perf_counter()
-    index = RetrievalIndex.from_embeddings(ids, emb, snap, IndexConfig(per_region=False))
-    build_s = time.perf_counter() - t0
-    _progress(f"faiss build {build_s:.1f}s kind={index.manifest.kind}")
+    t = time.perf_counter()
+    index = RetrievalIndex.from_embeddings(ids, emb, pd.DataFrame({"listing_id": ids}), IndexConfig(per_region=False))
+    build_s = time.perf_counter() - t
     q = _clustered(n_queries, d, seed=9)
-    exact = faiss.IndexFlatIP(d)
-    exact.add(emb)
-    _, ex_rows = exact.search(q, 300)
-    ex_ids = ids[ex_rows]
-    faiss.omp_set_num_threads(1)
-    out = {"n_items": n, "dim": d, "kind": index.manifest.kind, "build_seconds": build_s, "sweep": []}
-    for nprobe, rerank in ((16, 600), (32, 600), (48, 600), (64, 600), (64, 1000), (96, 1000)):
-        index.indexes[""].nprobe = nprobe
-        index.cfg.rerank = rerank
-        times, res = [], []
-        for i in range(n_queries):
-            t = time.perf_counter()
-            r, _ = index.search(q[i : i + 1], 300)
-            times.append(time.perf_counter() - t)
-            res.append(r[0])
-        row = {"nprobe": nprobe, "rerank": rerank, "recall@300": overlap_recall(np.array(res), ex_ids),
-               "median_ms": float(np.median(times) * 1e3), "p95_ms": float(np.percentile(times, 95) * 1e3)}
-        out["sweep"].append(row)
-        _progress(f"nprobe={nprobe}: {row}")
-    ok = [r for r in out["sweep"] if r["recall@300"] >= 0.95]
-    out["chosen"] = min(ok, key=lambda r: r["median_ms"]) if ok else max(out["sweep"], key=lambda r: r["recall@300"])
-    index.indexes[""].nprobe = out["chosen"]["nprobe"]
-    index.cfg.rerank = out["chosen"]["rerank"]
-    with tempfile.TemporaryDirectory() as tmp:
-        index.save(Path(tmp))
-        out["disk_bytes"] = sum(p.stat().st_size for p in Path(tmp).iterdir())
-    out["memory_bytes_estimate"] = int(index.emb.nbytes + index._emb32.nbytes + faiss.serialize_index(index.indexes[""]).nbytes
-                                       + snap.memory_usage(deep=True).sum())
-    t = time.perf_counter()
-    cat_ids, _ = index.search(q[:20], 300, category=7)
-    out["category_filter_ms_per_query"] = (time.perf_counter() - t) / 20 * 1e3
-    out["category_filter_all_match"] = bool(np.isin(cat_ids[cat_ids >= 0], ids[snap["category_id"].to_numpy() == 7]).all())
-    t = time.perf_counter()
-    sold = ex_ids[:, :5].ravel()
-    index.remove(sold)
-    new = _clustered(1000, d, seed=3)
-    index.add(np.arange(1000, dtype=np.int64) + n + 10, new, snap.iloc[:1000].assign(listing_id=np.arange(1000) + n + 10))
-    out["add_1000_remove_1000_seconds"] = time.perf_counter() - t
-    after, _ = index.search(q, 300)
-    out["sold_returned_after_removal"] = int(np.isin(sold, after).sum())
-    return out
+    ex = ids[_exact_top(emb, q, 300)]
+    _progress(f"diffuse synthetic: build {build_s:.1f}s")
+    return {"what": "2,000 Gaussian centres + N(0, 0.6²) noise per dim, unit-normalised", "build_seconds": build_s,
+            "sweep": _sweep(index, q, ex, (32, 64, 128, 192))}
 
 
 def bench_ml100k(project: bool, seeds: int) -> dict:
@@ -222,7 +427,10 @@ def main(argv: list[str] | None = None) -> int:
     results = json.loads(path.read_text()) if path.exists() else {}
     with tempfile.TemporaryDirectory() as tmp:
         if "sim" in args.only:
+            from checkout_recs.evaluation.ranker_report import ranker_report_html
+
             results["sim"] = bench_sim(Path(tmp))
+            (RESULTS / "ranker_sim.html").write_text(ranker_report_html(results["sim"]))
         if "faiss" in args.only:
             results["faiss"] = bench_faiss(args.faiss_n)
         if "ml100k" in args.only:

@@ -151,3 +151,25 @@ def make_demo_bundle(tmp_path: Path, seed: int = 7) -> Path:
     paths = make_model_inputs(Path(tmp_path) / "inputs", seed=5)
     return build_bundle(paths["training_set"], paths["labels"], paths["features"],
                         Path(tmp_path) / "bundle", tiny_train_config(seed))
+
+
+#: The three features ``make_slates`` fills (standard normal each).
+SLATE_FEATURES = ["ctr_smoothed", "seller_rating", "cvr_smoothed"]
+
+
+def make_slates(n_requests: int, seed: int, interaction: bool) -> pd.DataFrame:
+    """Six-slot requests spread over 10 days with ``SLATE_FEATURES``, ``clicked``, ``purchased``.
+
+    The click logit is linear in the features, or, when ``interaction``, the product of the
+    first two (an XOR-like signal a linear model cannot see at all); 30% of clicks buy.
+    """
+    rng = np.random.default_rng(seed)
+    n = 6 * n_requests
+    x = rng.normal(size=(n, 3))
+    logit = 3.0 * x[:, 0] * x[:, 1] - 1.5 if interaction else 1.5 * x[:, 0] - x[:, 1] - 1.5
+    clicked = rng.uniform(size=n) < 1 / (1 + np.exp(-logit))
+    ts = START + pd.to_timedelta(np.repeat(np.sort(rng.uniform(0, 10, n_requests)), 6), unit="D")
+    return pd.DataFrame({"request_id": np.repeat(np.arange(n_requests), 6).astype(str), "event_timestamp": ts,
+                         **{name: x[:, j] for j, name in enumerate(SLATE_FEATURES)},
+                         "clicked": clicked.astype(np.int8),
+                         "purchased": (clicked & (rng.uniform(size=n) < 0.3)).astype(np.int8)})

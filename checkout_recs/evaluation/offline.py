@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from checkout_recs.evaluation.head_auc import numeric_column
 from checkout_recs.models.metrics import auc
 from checkout_recs.models.ranker import RankerModel
 
@@ -65,7 +66,7 @@ def _scores(model: RankerModel, frame: pd.DataFrame) -> dict[str, tuple[np.ndarr
     out = {"model": (p_click, p_click * p_cvr * value)}
     slot = frame["slot"].to_numpy(np.float64) if "slot" in frame else np.zeros(len(frame))
     out["logged"] = (-slot, -slot)
-    ctr = _num(frame, "ctr_smoothed").astype(np.float64)  # the view column, prefixed or not
+    ctr = numeric_column(frame, "ctr_smoothed").astype(np.float64)  # the view column, prefixed or not
     out["popular"] = (ctr, ctr)
     return out
 
@@ -128,48 +129,7 @@ def _html(result: dict) -> str:
 
 
 # ---------------------------------------------------------------------------- simulator
-SIM_SEGMENTS = {
-    "all": lambda f: np.ones(len(f), bool),
-    "new_listings": lambda f: _num(f, "age_days") <= 7,
-    "new_sellers": lambda f: _num(f, "seller_is_new") == 1,
-    "new_users": lambda f: _num(f, "n_purchases") == 0,
-}
-
-
-def _num(frame: pd.DataFrame, name: str) -> np.ndarray:
-    from checkout_recs.models.ranker_features import _col
-
-    return _col(frame, name, default=np.nan)
-
-
-def head_auc_vs_logistic(model: RankerModel, train: pd.DataFrame, test: pd.DataFrame) -> dict:
-    """AUC per head of ``model`` beside a logistic regression on the same features, per segment.
-
-    The LR baselines: one for clicks, one for purchases over every impression (the ESMM target),
-    on standardised ``ranker_matrix`` features. Returns ``{segment: {"n", "auc_click",
-    "lr_auc_click", "auc_purchase", "lr_auc_purchase"}}`` (NaN where a segment has one class).
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    from checkout_recs.models.ranker_features import ranker_matrix
-
-    Xtr, Xte = ranker_matrix(train, model.feature_names), ranker_matrix(test, model.feature_names)
-    lr = {}
-    for y in ("clicked", "purchased"):
-        lr[y] = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(Xtr, train[y].to_numpy())
-    p_click, p_cvr = model.predict(Xte)
-    scores = {"auc_click": ("clicked", p_click), "auc_purchase": ("purchased", p_click * p_cvr),
-              "lr_auc_click": ("clicked", lr["clicked"].predict_proba(Xte)[:, 1]),
-              "lr_auc_purchase": ("purchased", lr["purchased"].predict_proba(Xte)[:, 1])}
-    out: dict[str, dict[str, float]] = {}
-    for seg, sel in SIM_SEGMENTS.items():
-        m = np.asarray(sel(test), bool)
-        out[seg] = {"n": float(m.sum())}
-        for name, (y, s) in scores.items():
-            out[seg][name] = auc(test[y].to_numpy()[m], s[m]) if m.any() else float("nan")
-    return out
+# per-head AUC vs logistic regression with bootstrap intervals: ``evaluation.head_auc``
 
 
 def ranker_policy(bundle_dir: Path):

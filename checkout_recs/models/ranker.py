@@ -4,7 +4,11 @@ The click head is trained on every impression; the purchase head is never traine
 rows alone (that biases it to the clicked population) but through the product
 ``p_ctcvr = p_click * p_cvr`` against the purchase label over all impressions (Ma et al., 2018,
 "Entire Space Multi-Task Model"). An optional listwise term (softmax over each request's slots
-on the p_ctcvr logit) can be mixed in.
+on the p_ctcvr logit) or pairwise term (BPR over a slate's ordered pairs) can be mixed in.
+
+Wide & deep: each logit is a linear ("wide") term plus the deep part. Training
+(``ranker_fit``) fits the linear part to convergence first, then the deep part as a residual
+for as many epochs as a time-ordered hold-out supports (0 = the linear model alone).
 
 Artifacts (nothing pickled): ``weights.safetensors`` and ``config.json`` (feature names,
 normalisation statistics, architecture, version). ``export_torchscript`` writes ``model.pt``
@@ -24,6 +28,7 @@ import torch
 from pydantic import BaseModel, Field
 from torch import nn
 
+from checkout_recs.models import ranker_fit as fit
 from checkout_recs.models.optim import Adam
 from checkout_recs.models.ranker_features import available_features, ranker_matrix
 
@@ -35,13 +40,19 @@ class RankerConfig(BaseModel):
     architecture: str = Field(default="shared_bottom", description="'shared_bottom' or 'mmoe'.")
     n_experts: int = Field(default=3, description="Experts when architecture is 'mmoe'.")
     wide: bool = Field(default=True, description="Add a linear (wide) term to each head's logit.")
-    epochs: int = Field(default=6, ge=1)
+    epochs: int = Field(default=6, ge=0, description="Deep epochs; with early stopping, the most tried.")
     batch_size: int = Field(default=512, ge=8)
     lr: float = Field(default=3e-3, gt=0)
     weight_decay: float = Field(default=1e-3, ge=0, description="L2 on every weight (chosen on a "
                                 "validation split of the demo simulation's training rows).")
     ctcvr_weight: float = Field(default=1.0, ge=0, description="Weight of the purchase loss.")
     listwise_weight: float = Field(default=0.0, ge=0, description="Weight of the listwise loss.")
+    pairwise_weight: float = Field(default=0.0, ge=0, description="Weight of the pairwise (BPR in a slate) loss.")
+    linear_warm_start: bool = Field(default=True, description="With ``wide``: fit the linear part to "
+                                    "convergence first, start the deep heads at zero, freeze the linear part.")
+    early_stopping_share: float = Field(default=0.1, ge=0, lt=1, description="Latest share of training "
+                                        "requests held out to choose the deep epochs (0: train ``epochs``).")
+    patience: int = Field(default=3, ge=1, description="Deep epochs without held-out improvement before stopping.")
     seed: int = 7
     version: str = "ranker-0"
 
@@ -183,53 +194,24 @@ class RankerModel:
         return Path(path)
 
 
-def _labels(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    clicked = df["clicked"].to_numpy(np.float32)
-    purchased = df["purchased"].to_numpy(np.float32) * (clicked > 0)
-    return clicked, purchased.astype(np.float32)
-
-
-def _esmm_loss(a: torch.Tensor, b: torch.Tensor, y_click: torch.Tensor, y_buy: torch.Tensor,
-               cfg: RankerConfig) -> torch.Tensor:
-    bce = nn.functional.binary_cross_entropy_with_logits
-    p_ctcvr = (torch.sigmoid(a) * torch.sigmoid(b)).clamp(1e-7, 1 - 1e-7)
-    loss_ctcvr = nn.functional.binary_cross_entropy(p_ctcvr, y_buy)
-    return bce(a, y_click) + cfg.ctcvr_weight * loss_ctcvr
-
-
-def _listwise_loss(a: torch.Tensor, b: torch.Tensor, y_buy: torch.Tensor, y_click: torch.Tensor,
-                   group: torch.Tensor) -> torch.Tensor:
-    """Softmax cross-entropy per request group on the log p_ctcvr score, clicks as targets."""
-    s = nn.functional.logsigmoid(a) + nn.functional.logsigmoid(b)
-    target = y_click + y_buy
-    n_groups = int(group.max().item()) + 1
-    mx = torch.full((n_groups,), -1e9).scatter_reduce(0, group, s.detach(), reduce="amax")
-    e = torch.exp(s - mx[group])
-    denom = torch.zeros(n_groups).index_add(0, group, e)
-    logp = s - mx[group] - torch.log(denom[group] + 1e-12)
-    tsum = torch.zeros(n_groups).index_add(0, group, target)
-    has = tsum[group] > 0
-    if not bool(has.any()):
-        return s.sum() * 0.0
-    return -(target * logp)[has].sum() / tsum[tsum > 0].sum()
-
-
 def train_ranker(train_df: pd.DataFrame, cfg: RankerConfig | None = None,
                  feature_names: Sequence[str] | None = None) -> RankerModel:
-    """Train the multi-task ranker on labelled impressions.
+    """Train the multi-task ranker on labelled impressions (procedure: ``ranker_fit``).
 
     Parameters
     ----------
     train_df : pandas.DataFrame, n rows
         Rows with ranker features (see ``ranker_features``) and int labels ``clicked``,
-        ``purchased`` (purchase implies click); ``request_id`` is used by the listwise loss.
+        ``purchased`` (purchase implies click); ``request_id`` groups slates (listwise loss,
+        batches) and ``event_timestamp`` orders them for the early-stopping hold-out.
     cfg : RankerConfig, optional
     feature_names : list of str, optional
         Features to use; default: every ``RANKER_FEATURES`` name the frame carries.
 
     Returns
     -------
-    RankerModel, with ``metrics`` holding train-time figures (``train_seconds``, ``n_rows``).
+    RankerModel, with ``metrics`` holding train-time figures (``train_seconds``, ``n_rows``,
+    ``deep_epochs``: deep epochs chosen on the hold-out, 0 = the linear model alone).
 
     Raises
     ------
@@ -243,75 +225,83 @@ def train_ranker(train_df: pd.DataFrame, cfg: RankerConfig | None = None,
     if not names:
         raise ValueError("train_ranker: the frame carries none of the ranker features")
     t0 = time.perf_counter()
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
     X = ranker_matrix(train_df, names)
-    y_click, y_buy = _labels(train_df)
-    groups = _group_codes(train_df)
-    net = RankerNet(X.shape[1], cfg.hidden, cfg.architecture, cfg.n_experts, cfg.wide)
-    mean, std = _feature_stats(X)
-    net.mean.copy_(torch.from_numpy(mean))
-    net.std.copy_(torch.from_numpy(std))
-    _fit(net, X, y_click, y_buy, groups, cfg, rng)
+    y_click, y_buy = fit.labels(train_df)
+    groups = fit.group_codes(train_df)
+    hold = fit.holdout_mask(train_df, cfg.early_stopping_share)
+    epochs, curve = cfg.epochs, list[float]()
+    with fit.torch_threads(1):
+        if fit.all_ranks(bool(hold.any() and (~hold).any())):
+            keep = ~hold
+            _, curve = _fit_once(X[keep], y_click[keep], y_buy[keep], groups[keep], cfg, cfg.epochs,
+                                 heldout=(X[hold], y_click[hold], y_buy[hold]))
+            epochs = int(np.argmin(curve))
+        net, _ = _fit_once(X, y_click, y_buy, groups, cfg, epochs)
     metrics = {"train_seconds": time.perf_counter() - t0, "n_rows": len(train_df),
-               "click_rate": float(y_click.mean()), "purchase_rate": float(y_buy.mean())}
+               "click_rate": float(y_click.mean()), "purchase_rate": float(y_buy.mean()),
+               "deep_epochs": float(epochs)}
+    metrics.update({f"heldout_loss_epoch_{i}": v for i, v in enumerate(curve)})
     return RankerModel(net, names, cfg, metrics)
 
 
-def _distributed() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
-
-
-def _feature_stats(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std (d,) of the rows; over every rank's shard when torch.distributed is up."""
-    s = torch.from_numpy(np.stack([X.sum(0), (X.astype(np.float64) ** 2).sum(0).astype(np.float32),
-                                   np.full(X.shape[1], len(X), np.float32)]))
-    if _distributed():
-        torch.distributed.all_reduce(s)
-    tot, sq, n = s.double().numpy()
-    mean = tot / np.maximum(n, 1)
-    std = np.sqrt(np.maximum(sq / np.maximum(n, 1) - mean**2, 0))
-    return mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32)
-
-
-def _group_codes(df: pd.DataFrame) -> np.ndarray:
-    if "request_id" in df:
-        return pd.factorize(df["request_id"])[0].astype(np.int64)
-    return np.arange(len(df), dtype=np.int64)
-
-
-def _fit(net: RankerNet, X: np.ndarray, y_click: np.ndarray, y_buy: np.ndarray,
-         groups: np.ndarray, cfg: RankerConfig, rng: np.random.Generator) -> None:
-    opt = Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+def _fit_once(X: np.ndarray, y_click: np.ndarray, y_buy: np.ndarray, groups: np.ndarray,
+              cfg: RankerConfig, epochs: int,
+              heldout: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> tuple[RankerNet, list[float]]:
+    """Linear warm start, then ``epochs`` deep epochs; returns the net and, with ``heldout``
+    rows, the held-out ESMM loss after 0, 1, ... deep epochs (stops after ``cfg.patience``
+    epochs without improvement)."""
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    net = RankerNet(X.shape[1], cfg.hidden, cfg.architecture, cfg.n_experts, cfg.wide)
+    mean, std = fit.feature_stats(X)
+    net.mean.copy_(torch.from_numpy(mean))
+    net.std.copy_(torch.from_numpy(std))
     Xt, yc, yb = torch.from_numpy(X), torch.from_numpy(y_click), torch.from_numpy(y_buy)
-    # batches are whole request groups, so the listwise term sees complete slates
-    uniq = np.unique(groups)
-    starts = np.searchsorted(np.sort(groups), uniq)
-    order_by_group = np.argsort(groups, kind="stable")
-    sizes = np.diff(np.append(starts, len(groups)))
-    per_batch = max(1, int(cfg.batch_size / max(sizes.mean(), 1)))
-    n_batches = -(-len(uniq) // per_batch)
+    if cfg.wide and cfg.linear_warm_start:
+        _warm_start(net, Xt, yc, yb, cfg)
+    ho = None if heldout is None else (torch.from_numpy(heldout[0]), torch.from_numpy(heldout[1]),
+                                       torch.from_numpy(heldout[2]))
+    curve = [] if ho is None else [fit.heldout_loss(net, *ho, cfg.ctcvr_weight)]
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    batches = fit.Batches(groups, cfg.batch_size)
     module: nn.Module = net
-    if _distributed():  # DDP: gradients averaged across ranks; every rank takes as many steps
+    if fit.distributed():  # DDP: gradients averaged across ranks
         from torch.nn.parallel import DistributedDataParallel
 
         module = DistributedDataParallel(net)
-        nb = torch.tensor([n_batches])
-        torch.distributed.all_reduce(nb, op=torch.distributed.ReduceOp.MIN)
-        n_batches = int(nb.item())
-    net.train()
-    for _ in range(cfg.epochs):
-        perm = rng.permutation(len(uniq))
-        for i in range(0, n_batches * per_batch, per_batch):
-            sel = perm[i : i + per_batch]
-            idx = np.concatenate([order_by_group[starts[g] : starts[g] + sizes[g]] for g in sel])
-            it = torch.from_numpy(idx)
+    for _ in range(epochs):
+        net.train()
+        for it, g in batches.epoch(rng):
             a, b = module(Xt[it])
-            loss = _esmm_loss(a, b, yc[it], yb[it], cfg)
+            loss = fit.esmm_loss(a, b, yc[it], yb[it], cfg.ctcvr_weight)
             if cfg.listwise_weight > 0:
-                g = torch.from_numpy(np.repeat(np.arange(len(sel)), sizes[sel]))
-                loss = loss + cfg.listwise_weight * _listwise_loss(a, b, yb[it], yc[it], g)
+                loss = loss + cfg.listwise_weight * fit.listwise_loss(a, b, yb[it], yc[it], g)
+            if cfg.pairwise_weight > 0:
+                loss = loss + cfg.pairwise_weight * fit.pairwise_loss(a, b, yb[it], yc[it], g)
             opt.zero_grad()
             loss.backward()
             opt.step()
+        net.eval()
+        if ho is not None:
+            curve.append(fit.heldout_loss(net, *ho, cfg.ctcvr_weight))
+            if len(curve) - 1 - int(np.argmin(curve)) >= cfg.patience:
+                break
     net.eval()
+    net.requires_grad_(True)  # the frozen linear part was frozen for this fit only
+    return net, curve
+
+
+def _warm_start(net: RankerNet, Xt: torch.Tensor, yc: torch.Tensor, yb: torch.Tensor, cfg: RankerConfig) -> None:
+    """Start ``net`` as the converged linear model: wide weights and head biases from
+    ``fit_linear``, deep head weights zero; the wide weights are then frozen."""
+    with torch.no_grad():
+        z = (Xt - net.mean) / net.std
+    lin = fit.fit_linear(z, yc, yb, cfg.ctcvr_weight)
+    assert net.wide is not None
+    with torch.no_grad():
+        net.wide.weight.copy_(lin.weight)
+        for j, head in enumerate((net.click_head, net.cvr_head)):
+            head.weight.zero_()
+            head.bias.fill_(float(lin.bias[j]))
+    net.wide.weight.requires_grad_(False)

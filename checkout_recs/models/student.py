@@ -18,8 +18,9 @@ from pydantic import BaseModel, Field
 from torch import nn
 
 from checkout_recs.models.optim import Adam
-from checkout_recs.models.ranker import RankerConfig, RankerModel, RankerNet, _esmm_loss, _labels
+from checkout_recs.models.ranker import RankerConfig, RankerModel, RankerNet
 from checkout_recs.models.ranker_features import ranker_matrix
+from checkout_recs.models.ranker_fit import esmm_loss, labels, torch_threads
 
 
 class StudentConfig(BaseModel):
@@ -40,13 +41,18 @@ def distill(teacher: RankerModel, train_df: pd.DataFrame, cfg: StudentConfig | N
     Returns a ``RankerModel`` whose ``metrics`` hold ``distill_seconds`` and ``n_params``.
     """
     cfg = cfg or StudentConfig()
+    with torch_threads(1):
+        return _distill(teacher, train_df, cfg)
+
+
+def _distill(teacher: RankerModel, train_df: pd.DataFrame, cfg: StudentConfig) -> RankerModel:
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     X = ranker_matrix(train_df, teacher.feature_names)
     with torch.inference_mode():
         t_click, t_cvr = teacher.net(torch.from_numpy(X))
-    y_click, y_buy = _labels(train_df)
+    y_click, y_buy = labels(train_df)
     rcfg = RankerConfig(hidden=[cfg.hidden], seed=cfg.seed, version=f"{teacher.version}-student",
                         wide=cfg.wide)
     net = RankerNet(X.shape[1], rcfg.hidden, wide=cfg.wide)
@@ -62,7 +68,7 @@ def distill(teacher: RankerModel, train_df: pd.DataFrame, cfg: StudentConfig | N
             b = perm[s : s + cfg.batch_size]
             a, c = net(Xt[b])
             soft = nn.functional.mse_loss(a, t_click[b]) + nn.functional.mse_loss(c, t_cvr[b])
-            loss = (1 - cfg.label_weight) * soft + cfg.label_weight * _esmm_loss(a, c, yc[b], yb[b], rcfg)
+            loss = (1 - cfg.label_weight) * soft + cfg.label_weight * esmm_loss(a, c, yc[b], yb[b], rcfg.ctcvr_weight)
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -1,0 +1,86 @@
+"""The ranker's training procedure: linear warm start, early stopping, pairwise loss; and the
+paired bootstrap of the head-AUC comparison."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fixtures_models import SLATE_FEATURES as NAMES  # noqa: E402
+from fixtures_models import make_slates as _slates  # noqa: E402
+
+from checkout_recs.evaluation.head_auc import logistic_baseline, paired_auc_bootstrap  # noqa: E402
+from checkout_recs.models import ranker_fit as fit  # noqa: E402
+from checkout_recs.models.metrics import auc  # noqa: E402
+from checkout_recs.models.ranker import RankerConfig, train_ranker  # noqa: E402
+
+
+def test_holdout_mask_takes_whole_latest_requests():
+    f = _slates(200, 0, False)
+    m = fit.holdout_mask(f, 0.25)
+    assert 0.2 < m.mean() < 0.3
+    held = f[m]
+    assert held["event_timestamp"].min() >= f[~m]["event_timestamp"].max()
+    assert (held.groupby("request_id").size() == 6).all()  # whole slates
+    assert not fit.holdout_mask(f.drop(columns="event_timestamp"), 0.25).any()
+    assert not fit.holdout_mask(f.iloc[:60], 0.25).any()  # under 10 requests held out: none
+
+
+def test_fit_linear_matches_logistic_regression():
+    f = _slates(600, 1, False)
+    X = f[NAMES].to_numpy(np.float32)
+    yc, yb = fit.labels(f)
+    z = torch.from_numpy((X - X.mean(0)) / X.std(0))
+    lin = fit.fit_linear(z, torch.from_numpy(yc), torch.from_numpy(yb), ctcvr_weight=0.0)
+    ours = (z @ lin.weight[0].detach()).numpy()
+    lr = logistic_baseline(f, f, NAMES)["clicked"]
+    assert np.corrcoef(ours, np.log(lr / (1 - lr)))[0, 1] > 0.999
+
+
+def test_linear_data_keeps_linear_model_and_ties_logistic_regression():
+    train, test = _slates(800, 2, False), _slates(400, 3, False)
+    m = train_ranker(train, RankerConfig(seed=1), NAMES)
+    assert m.metrics["deep_epochs"] <= 6 and "heldout_loss_epoch_0" in m.metrics
+    zero = train_ranker(train, RankerConfig(epochs=0, early_stopping_share=0.0), NAMES)
+    assert zero.metrics["deep_epochs"] == 0
+    p_lin = zero.predict_frame(test)[0]
+    lr = logistic_baseline(train, test, NAMES)["clicked"]
+    y = test["clicked"].to_numpy()
+    assert abs(auc(y, p_lin) - auc(y, lr)) < 0.002  # 0 deep epochs: the linear model itself
+    assert auc(y, m.predict_frame(test)[0]) > auc(y, lr) - 0.005
+
+
+def test_interaction_data_uses_deep_part_and_beats_logistic_regression():
+    train, test = _slates(1500, 4, True), _slates(500, 5, True)
+    m = train_ranker(train, RankerConfig(epochs=15, seed=0), NAMES)
+    assert m.metrics["deep_epochs"] > 0
+    y = test["clicked"].to_numpy()
+    lr = logistic_baseline(train, test, NAMES)["clicked"]
+    assert auc(y, m.predict_frame(test)[0]) > auc(y, lr) + 0.1  # LR sees no signal in a product
+
+
+def test_pairwise_loss_prefers_positive_above_negative():
+    g = torch.tensor([0, 0, 1, 1])
+    yc, yb = torch.tensor([1.0, 0.0, 0.0, 0.0]), torch.zeros(4)
+    good = fit.pairwise_loss(torch.tensor([3.0, -3.0, 0.0, 0.0]), torch.zeros(4), yb, yc, g)
+    bad = fit.pairwise_loss(torch.tensor([-3.0, 3.0, 0.0, 0.0]), torch.zeros(4), yb, yc, g)
+    assert float(good) < float(bad)
+    none = fit.pairwise_loss(torch.zeros(4), torch.zeros(4), yb, torch.zeros(4), g)
+    assert float(none) == 0.0
+
+
+def test_paired_bootstrap_interval_and_direction():
+    rng = np.random.default_rng(0)
+    y = rng.uniform(size=3000) < 0.2
+    good = y + rng.normal(0, 1.0, 3000)
+    groups = np.repeat(np.arange(500), 6)
+    same = paired_auc_bootstrap(y, good, good, groups, n_boot=50)
+    assert same["diff"] == 0 and same["diff_lo"] == 0 and same["diff_hi"] == 0
+    r = paired_auc_bootstrap(y, good, good + rng.normal(0, 2.0, 3000), groups, n_boot=100)
+    assert r["diff"] > 0 and r["diff_lo"] > 0 and r["p_model_better"] > 0.95
+    assert r["auc_lo"] < r["auc"] < r["auc_hi"]
