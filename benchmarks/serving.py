@@ -187,7 +187,10 @@ def main() -> None:
     ap.add_argument("--sweep", default="50,75,100,150,200,300", help="rates for the max-rate sweep")
     ap.add_argument("--sweep-duration", type=float, default=15.0)
     ap.add_argument("--fault-duration", type=float, default=30.0)
-    ap.add_argument("--scenarios", default="profile,design,naive,inprocess", help="which paths to run")
+    ap.add_argument("--scenarios", default="profile,design,naive,inprocess",
+                    help="which paths to run; also design_log (design + decision log) and design_inline_ledger "
+                         "(design with the exploration lease renewed inline), for A/B runs")
+    ap.add_argument("--decision_log_rotate_s", type=float, default=30.0, help="design_log: part rotation (s)")
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "checkout-recs-bench-serving")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serving.json")
     args = ap.parse_args()
@@ -215,13 +218,18 @@ def main() -> None:
     wanted = args.scenarios.split(",")
     scenarios = [("design", ["--ranker_protocol", "grpc"]),
                  ("naive", ["--naive", "--ranker_protocol", "rest-json"]),
-                 ("inprocess", ["--scoring", "inprocess"])]
+                 ("inprocess", ["--scoring", "inprocess"]),
+                 ("design_log", ["--ranker_protocol", "grpc", "--decision_log", str(args.workdir / "decision-store"),
+                                 "--decision_log_rotate_s", str(args.decision_log_rotate_s)]),
+                 ("design_inline_ledger", ["--ranker_protocol", "grpc", "--ledger_renewal", "inline"])]
+    order = {n: i for i, n in enumerate(wanted)}  # scenarios run in the order asked (A/B/A/B)
+    scenarios = sorted([sc for sc in scenarios if sc[0] in order], key=lambda sc: order[sc[0]])
     with private_redis() as redis_proc:
         if "profile" in wanted:
             res["profile"] = profile_stages(args.workdir, args.listings, args.users)
             con.print(f"[bold]profile[/] (in-process, one at a time) CPU ms/request by stage: "
                       f"{_fmt(res['profile']['stage_cpu_ms_mean'])}; total {res['profile']['cpu_ms_mean']['total']:.2f}")
-    for name, extra in [(n, e) for n, e in scenarios if n in wanted]:
+    for name, extra in scenarios:
         with private_redis() as redis_proc:  # a fresh one per scenario: the fault run kills it
             redis_url = f"redis://127.0.0.1:{PRIVATE_REDIS_PORT}/0"
             base = ["--users", "feast", "--feast_features", str(bundle / "features"), "--feast_work_dir",
@@ -232,13 +240,16 @@ def main() -> None:
                                  ready_timeout_s=300, log_dir=args.workdir / f"logs-{name}") as s:
                 con.print(f"[bold]{name}[/]: servers ready in {time.perf_counter() - t:.0f} s")
                 res[name] = run_scenario(name, s, bodies, args, con)
-                if name == "design":
+                if name == "design_log":
+                    res[name]["decision_log_rows"] = serving_load.decision_log_rows(f"{s.transformer_url}/metrics")
+                if name == "design" and args.sweep:
                     res["hop"] = serving_load.hop_bench(s.predictor_url, s.predictor_grpc, d)
                     con.print({"hop": res["hop"]})
                     res["sweep"] = sweep(s, bodies, args, con)
                     ok = [r["rate_rps"] for r in res["sweep"] if r["p95_ms"] <= 25 and r["errors"] == 0]
                     res["max_rate_p95_le_25ms"] = max(ok) if ok else None
-                    res["fault"] = fault_run(s, bodies, args.rate, args.fault_duration, redis_proc, con)
+                    if args.fault_duration > 0:
+                        res["fault"] = fault_run(s, bodies, args.rate, args.fault_duration, redis_proc, con)
     _summarise(res, con)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2, default=str))
@@ -280,7 +291,7 @@ def _summarise(res: dict, con: Console) -> None:
     for c in ("path", "rps", "p50 ms", "p95 ms", "p99 ms", "errors", "5xx", "ranker", "RSS MiB", "CPU ms/req",
               "seq p50 ms", "seq CPU ms/req"):
         t.add_column(c)
-    for name in ("design", "inprocess", "naive", "fault"):
+    for name in ("design", "design_log", "design_inline_ledger", "inprocess", "naive", "fault"):
         r = res.get(name)
         if not r:
             continue

@@ -38,7 +38,8 @@ async def open_loop(url: str, bodies: list[dict], rate: float, duration: float,
 
     Returns sent / ok / errors / http_5xx counts, throughput (answers/s), p50/p95/p99/max latency
     in ms from the scheduled send time (answered requests only), the share answered by the
-    ranker and the fallback reasons seen. ``on_tick(elapsed_s)`` runs before each send.
+    ranker, the fallback reasons seen and ``over_50ms``: up to 50 (unix time of the scheduled
+    send, latency ms) pairs of answers slower than 50 ms (to line them up with server events). ``on_tick(elapsed_s)`` runs before each send.
     """
     import aiohttp
 
@@ -74,12 +75,15 @@ async def open_loop(url: str, bodies: list[dict], rate: float, duration: float,
             tasks.append(asyncio.create_task(one(i)))
         await asyncio.gather(*tasks)
         wall = time.perf_counter() - t0
+        start_unix = time.time() - (time.perf_counter() - t0)
     ok = status == 200
+    slow = np.flatnonzero(ok & (lat > 0.05))  # answers over 50 ms: when (unix s of the scheduled send), how long
+    outliers = [(round(start_unix + i / rate, 3), round(float(lat[i] * 1e3), 1)) for i in slow[:50]]
     fb = pd.Series([r for r in reasons if r], dtype=object).value_counts().to_dict()
     return {"rate_rps": rate, "duration_s": duration, "sent": n, "ok": int(ok.sum()), "errors": int((~ok).sum()),
             "http_5xx": int((status >= 500).sum()), "throughput_rps": float(ok.sum() / wall),
             **_pct(lat[ok] * 1e3), "ranker_share": float(np.mean([p == "ranker" for p in policies])),
-            "fallback_reasons": fb}
+            "fallback_reasons": fb, "over_50ms": outliers}
 
 
 async def sequential(url: str, bodies: list[dict], n: int, pids: dict[str, int]) -> dict[str, Any]:
@@ -102,9 +106,8 @@ async def sequential(url: str, bodies: list[dict], n: int, pids: dict[str, int])
     return {"requests": n, **_pct(np.asarray(ms)), "cpu_ms_per_request": cpu}
 
 
-def stage_totals(metrics_url: str) -> dict[str, tuple[float, float]]:
-    """Per stage (sum of seconds, count) of ``checkout_recs_stage_seconds`` on ``/metrics``
-    ({} when the server does not answer within 30 s)."""
+def _families(metrics_url: str) -> list[Any]:
+    """The metric families on ``/metrics`` ([] when the server does not answer within 30 s)."""
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
@@ -112,10 +115,22 @@ def stage_totals(metrics_url: str) -> dict[str, tuple[float, float]]:
     try:
         with urllib.request.urlopen(metrics_url, timeout=30.0) as r:  # noqa: S310 - loopback only
             text = r.read().decode()
-    except OSError:  # a saturated server may not answer in time: no stage figures then
-        return {}
+    except OSError:  # a saturated server may not answer in time: no figures then
+        return []
+    return list(text_string_to_metric_families(text))
+
+
+def decision_log_rows(metrics_url: str) -> dict[str, float]:
+    """The transformer's decision-log row counts by state (accepted, written, pending, spilled, dropped)."""
+    return {s.labels["state"]: s.value for fam in _families(metrics_url) if fam.name == "checkout_recs_decision_log_rows"
+            for s in fam.samples}
+
+
+def stage_totals(metrics_url: str) -> dict[str, tuple[float, float]]:
+    """Per stage (sum of seconds, count) of ``checkout_recs_stage_seconds`` on ``/metrics``
+    ({} when the server does not answer within 30 s)."""
     out: dict[str, list[float]] = {}
-    for fam in text_string_to_metric_families(text):
+    for fam in _families(metrics_url):
         if fam.name != "checkout_recs_stage_seconds":
             continue
         for s in fam.samples:

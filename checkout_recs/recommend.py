@@ -34,6 +34,7 @@ from checkout_recs.inventory import InventoryStore, InventoryUnavailable, Memory
 from checkout_recs.policy.config import PolicyConfig
 from checkout_recs.policy.engine import PolicyEngine
 from checkout_recs.policy.fallback import fallback_candidates
+from checkout_recs.policy.ledger import LocalLedger, open_ledger
 from checkout_recs.policy.slate import Slate
 from checkout_recs.policy.switches import Switches
 from checkout_recs.serving_bundle import ServingBundle
@@ -117,19 +118,29 @@ class Recommender:
     cfg : policy configuration.
     switches : kill switch / drift flag reader (None: both off).
     seed : seed of the exploration random stream.
+    max_snapshot_age : staleness SLA of the listing snapshot (None: not checked).
+    background_ledger : serving: a shared (Redis) exploration ledger renews its lease in a
+        background thread, so ``decide`` never waits on Redis (``ledger_background``); offline
+        code keeps the default inline, deterministic ledger.
     """
 
     def __init__(self, bundle: ServingBundle, users: UserFeatureSource, inventory: InventoryStore | None = None,
                  cfg: PolicyConfig | None = None, switches: Switches | None = None, seed: int = 7,
-                 max_snapshot_age: dt.timedelta | None = None) -> None:
+                 max_snapshot_age: dt.timedelta | None = None, background_ledger: bool = False) -> None:
         self.bundle = bundle
         self.users = users
         self.inventory = inventory or MemoryInventoryStore()
         self.cfg = cfg or PolicyConfig()
         self.switches = switches or Switches(None)
         self.policy = PolicyEngine(bundle.catalog, self.cfg, bundle.complements, seed=seed)
+        if background_ledger and not isinstance(self.policy.explorer.ledger, LocalLedger):
+            self.policy.explorer.ledger = open_ledger(self.cfg.exploration, background=True)
         #: Staleness SLA of the listing snapshot, checked at the checkout's time (None: not checked).
         self.max_snapshot_age = max_snapshot_age
+
+    def close(self) -> None:
+        """Give back what the exploration ledger holds of the shared budget (shutdown)."""
+        self.policy.explorer.ledger.close()
 
     # ---------------------------------------------------------------- stages 1-3
     async def prepare(self, req: contract.PostCheckoutRequest, now: float | None = None) -> Prepared:

@@ -8,7 +8,10 @@
 * ``checkout_recs_exploration_budget`` — today's exploration cap (currency);
 * ``checkout_recs_new_seller_exposure_share`` — share of recent slots given to new sellers or
   cold-start listings;
-* ``checkout_recs_decision_log_dropped_total`` — decision records dropped (queue full / write error).
+* ``checkout_recs_decision_log_dropped_total`` — decision rows dropped (inbox full / spill failed);
+* ``checkout_recs_decision_log_rows{state}`` — decision rows ``accepted``, ``written``, ``pending``
+  (in memory or spilled to disk), ``spilled``, ``dropped``: accepted = written + pending + dropped
+  (set by the writer thread, never on the request path).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ EXPLORATION_BUDGET = Gauge("checkout_recs_exploration_budget", "Exploration cap 
 NEW_SELLER_SHARE = Gauge("checkout_recs_new_seller_exposure_share",
                          "Share of recent slots for new sellers / cold-start listings")
 DECISIONS_DROPPED = Gauge("checkout_recs_decision_log_dropped_total", "Decision records dropped")
+DECISION_ROWS = Gauge("checkout_recs_decision_log_rows", "Decision log rows by state", ["state"])
 
 
 def observe(timings_ms: dict[str, float], policy: str, fallback_reason: str | None, exploration_cost: float,
@@ -41,3 +45,10 @@ def observe(timings_ms: dict[str, float], policy: str, fallback_reason: str | No
     EXPLORATION_BUDGET.set(budget)
     NEW_SELLER_SHARE.set(new_share)
     DECISIONS_DROPPED.set(dropped)
+
+
+def observe_decision_log(stats: dict[str, int]) -> None:
+    """Set the decision-log gauges from ``DecisionLog.stats()`` (row counts); called off the request path."""
+    for state in ("accepted", "written", "pending", "spilled", "dropped"):
+        DECISION_ROWS.labels(state=state).set(stats[state])
+    DECISIONS_DROPPED.set(stats["dropped"])

@@ -141,9 +141,11 @@ class CheckoutTransformer(Model):
             self.decision_log.submit(decision_record(d))
 
     def stop(self) -> None:
-        """Flush the decision log on shutdown."""
+        """On shutdown (SIGTERM too): publish the decision log's buffer (spilled to disk if the store
+        refuses) and give the exploration ledger's unspent lease back."""
         if self.decision_log is not None:
             self.decision_log.close()
+        self.recommender.close()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,6 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decision_log", default=None, help="artifact store root for the decision log")
     p.add_argument("--naive", action="store_true", help="benchmark baseline: candidate features from Feast")
     p.add_argument("--decision_log_rotate_s", type=float, default=30.0)
+    p.add_argument("--ledger_renewal", default="background", choices=["background", "inline"],
+                   help="shared exploration ledger: lease renewed by a background thread (the request path "
+                        "never waits on Redis) or inline in the policy stage (the earlier way; benchmarks)")
+    p.add_argument("--decision_log_spill_dir", default=None,
+                   help="local folder for decision parts the store could not take (default: a temporary "
+                        "folder); parts left there by an earlier process are published at start")
+    p.add_argument("--decision_log_max_memory_rows", type=int, default=50_000,
+                   help="decision rows kept in memory while the store fails before parts spill to disk")
     p.add_argument("--max_body_bytes", type=int, default=64 * 1024)
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--max_snapshot_age_h", type=float, default=0.0,
@@ -215,7 +225,8 @@ def build_transformer(args: argparse.Namespace) -> CheckoutTransformer:
                         kill_key=args.kill_key, drift_key=args.drift_key)
     inventory = open_inventory(args.inventory, args.redis_url, prefix=args.redis_prefix)
     max_age = dt.timedelta(hours=args.max_snapshot_age_h) if args.max_snapshot_age_h > 0 else None
-    rec = Recommender(bundle, users, inventory, cfg, switches, seed=args.seed, max_snapshot_age=max_age)
+    rec = Recommender(bundle, users, inventory, cfg, switches, seed=args.seed, max_snapshot_age=max_age,
+                      background_ledger=args.ledger_renewal == "background")
     scorer, client = None, None
     if args.scoring == "inprocess":
         import torch
@@ -226,7 +237,13 @@ def build_transformer(args: argparse.Namespace) -> CheckoutTransformer:
         scorer = RankerModel.load(bundle.model_dir).predict if bundle.model_dir else None
     else:
         client = PredictorClient(args.predictor_url, args.predictor_grpc, protocol=args.ranker_protocol)
-    log = DecisionLog(args.decision_log, rotate_s=args.decision_log_rotate_s) if args.decision_log else None
+    log = None
+    if args.decision_log:
+        from checkout_recs.storage import open_store
+
+        log = DecisionLog(open_store(args.decision_log), rotate_s=args.decision_log_rotate_s,
+                          spill_dir=args.decision_log_spill_dir, max_memory_rows=args.decision_log_max_memory_rows,
+                          on_stats=metrics.observe_decision_log)
     t = CheckoutTransformer(rec, client, scorer, log, deadline_ms=args.deadline_ms or cfg.predictor_deadline_ms)
     if args.naive:
         from inference.naive import NaiveItemFeatures

@@ -95,6 +95,9 @@ class ExplorationLedger(ABC):
     def reserve(self, worst: float) -> str | None:
         """Hold ``worst`` (currency) for this request: None if allowed, else the reason it is not."""
 
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Give back what this process holds of the shared budget (shutdown); no-op when local."""
+
     def _new_day(self, old: dt.date | None) -> None:  # noqa: B027 - optional hook
         """Hook: the day changed from ``old`` to ``self.day``."""
 
@@ -176,6 +179,12 @@ class RedisLedger(ExplorationLedger):
         self._open = w
         return None
 
+    def close(self) -> None:
+        """Flush today's pending deltas and release the lease (one round trip; nothing on failure)."""
+        if self.day is not None and self._held + self._pend_served + self._pend_requests > 0 and self.available:
+            self._sync(0)
+        self._lease = 0
+
     def _worth_syncing(self, w: int) -> bool:
         """A lease request may succeed: the last one was granted in full, or asked for less than
         ``w``, or this replica's own unflushed revenue would fund ``w``."""
@@ -201,24 +210,35 @@ class RedisLedger(ExplorationLedger):
             self._sync(0, day=old)  # flush yesterday and release its lease
         self._reset(new_day=True)
 
-    def _sync(self, want: int, day: dt.date | None = None) -> bool:
-        """One script call: flush pending deltas, release the held lease, lease ``want``."""
+    def _call(self, day: dt.date | None, served: int, spent: int, held_delta: int, want: int, explored: int,
+              requests: int) -> tuple[int, int] | None:
+        """One script call on ``day``'s hash (micro-currency): add ``served``, ``spent``, ``explored``,
+        ``requests``; add ``held_delta`` to held; lease up to ``want``. Returns (grant, cap), or None on a
+        Redis failure (counted; no exploration from new leases for ``retry_after_s``)."""
         key = self.key(day or self.day or utc_day(dt.datetime.now(dt.UTC)))
         min_budget = min(round(self.cfg.min_daily_budget * MICRO), 2**53)
-        args: list[int | str] = [self._pend_served, self._pend_spent, -self._held, max(want, 0),
-                                 repr(self.cfg.daily_share), min_budget, self._pend_explored,
-                                 self._pend_requests, self.cfg.ledger.ttl_days * 86400]
+        args: list[int | str] = [served, spent, held_delta, max(want, 0), repr(self.cfg.daily_share), min_budget,
+                                 explored, requests, self.cfg.ledger.ttl_days * 86400]
         self.syncs += 1
         try:
             grant, cap, *_ = self._script(keys=[key], args=args)
         except self._errors:
             self.failures += 1
             self._down_until = time.monotonic() + self.cfg.ledger.retry_after_s
+            return None
+        return int(grant), int(cap)
+
+    def _sync(self, want: int, day: dt.date | None = None) -> bool:
+        """One script call: flush pending deltas, release the held lease, lease ``want``."""
+        got = self._call(day, self._pend_served, self._pend_spent, -self._held, want, self._pend_explored,
+                         self._pend_requests)
+        if got is None:
             self._reset(new_day=False)  # whatever we held stays held in Redis for the day: safe
             return False
-        self._lease = self._held = int(grant)
-        self._cap, self._want, self._since_sync = int(cap), max(want, self._want), 0
-        self._starved = int(grant) < want
+        grant, cap = got
+        self._lease = self._held = grant
+        self._cap, self._want, self._since_sync = cap, max(want, self._want), 0
+        self._starved = grant < want
         self._pend_served = self._pend_spent = self._pend_explored = self._pend_requests = 0
         return True
 
@@ -236,12 +256,20 @@ class RedisLedger(ExplorationLedger):
         return {k: (v / MICRO if k in ("served", "spent", "held") else float(v)) for k, v in out.items()}
 
 
-def open_ledger(cfg: ExplorationConfig) -> ExplorationLedger:
+def open_ledger(cfg: ExplorationConfig, background: bool = False) -> ExplorationLedger:
     """The ledger ``cfg.ledger`` asks for: ``RedisLedger`` for backend ``redis`` (or ``auto`` with a
-    URL), else ``LocalLedger``. ValueError for backend ``redis`` without a URL."""
+    URL), else ``LocalLedger``. ValueError for backend ``redis`` without a URL.
+
+    ``background=True`` (serving) gives the Redis ledger whose round trips all run in a renewer
+    thread (``ledger_background.BackgroundRedisLedger``): the request path never waits on Redis.
+    The default (offline evaluation, simulations) makes the calls inline, deterministically."""
     lc = cfg.ledger
     if lc.backend == "redis" and not lc.url:
         raise ValueError("exploration ledger backend 'redis' needs ledger.url")
     if lc.backend == "redis" or (lc.backend == "auto" and lc.url):
+        if background:
+            from checkout_recs.policy.ledger_background import BackgroundRedisLedger
+
+            return BackgroundRedisLedger(cfg, str(lc.url))
         return RedisLedger(cfg, str(lc.url))
     return LocalLedger(cfg)
