@@ -178,6 +178,7 @@ def simulate(
                "treated_policy": treated, "world": world.cfg.model_dump(mode="json"),
                "pre_days": pre_days, "test_days": test_days, "true_uplift": res.true_uplift,
                "did": res.did.as_dict(), "did_realised": res.did_realised.as_dict(),
+               "policy_config": _policy_config(policy_config) if treated == "serving" else None,
                "serving_stats": dict(serving or {}), "exploration_ledger": getattr(serving, "ledger", {}),
                "table": table.astype(str).to_dict(orient="records")}  # fmt: skip
     (out / "results.json").write_text(json.dumps(payload, indent=2, default=str))
@@ -202,6 +203,14 @@ def pre_period(
         raise _fail(str(exc)) from exc
     typer.echo(json.dumps(kept, indent=2))
     typer.echo(f"pre-period raw folder: {out}")
+
+
+def _policy_config(path: Path | None) -> dict:
+    """The effective treated ``PolicyConfig`` (the file's, else the serving default) as JSON-ready dict."""
+    from checkout_recs.policy.config import PolicyConfig
+
+    cfg = PolicyConfig.model_validate_json(path.read_text()) if path else PolicyConfig()
+    return cfg.model_dump(mode="json")
 
 
 def _treated_factory(kind: str, world, bundle: Path | None, users: Path | None, oracle, stats: dict,  # noqa: ANN001, ANN202

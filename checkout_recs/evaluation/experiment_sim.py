@@ -146,7 +146,9 @@ def cold_start_impressions(shown: pd.DataFrame, offered: pd.DataFrame, first_day
     """Per arm: median and mean first-week impressions of cold-start listings.
 
     Cold-start listings: listed at or after ``first_day_us`` and offered as a candidate within
-    7 days of listing (zero impressions count). Returns columns ``arm, listings, median, mean``.
+    7 days of listing (zero impressions count). Returns columns ``arm, listings, median, mean,
+    shown`` (share of them with at least one first-week impression: the median is >= 1 exactly
+    when it exceeds 0.5).
     """
     out = []
     for arm in ARMS:
@@ -157,7 +159,8 @@ def cold_start_impressions(shown: pd.DataFrame, offered: pd.DataFrame, first_day
         s = s[s["t_us"] - s["listed_at"] < 7 * US_PER_DAY]
         counts = s["listing_id"].value_counts().reindex(ids, fill_value=0)
         out.append({"arm": arm, "listings": len(ids), "median": float(counts.median()) if len(ids) else float("nan"),
-                    "mean": float(counts.mean()) if len(ids) else float("nan")})  # fmt: skip
+                    "mean": float(counts.mean()) if len(ids) else float("nan"),
+                    "shown": float((counts > 0).mean()) if len(ids) else float("nan")})  # fmt: skip
     return pd.DataFrame(out)
 
 
@@ -207,6 +210,8 @@ def results_table(
         arm_row("cold-start first-week impressions, mean", cold["mean"],
                 f"vs holdout {change(cold['mean'], 'control')}, vs counterfactual {change(cold['mean'], 'counterfactual')}"),
         arm_row("cold-start listings (offered in first week)", cold["listings"]),
+        arm_row("cold-start listings shown at least once in first week (share)", cold["shown"],
+                "the median is >= 1 exactly when this exceeds 0.5"),
         arm_row("new-seller exposure / opportunity", gap["ratio_new"]),
         arm_row("incumbent exposure / opportunity", gap["ratio_incumbent"]),
         arm_row("new vs incumbent exposure gap", gap["gap"],

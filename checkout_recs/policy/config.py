@@ -92,12 +92,30 @@ class ExposureConfig(BaseModel):
     enabled: bool = True
     min_new_seller_share: float = Field(
         default=1 / 6, ge=0, le=1,
-        description="Target minimum share of slots for new sellers' or cold-start listings.",
+        description="Target minimum share of slots for new sellers' listings (seller younger than 30 days).",
+    )
+    min_cold_share: float = Field(
+        default=1 / 6, ge=0, le=1,
+        description="Target minimum share of slots for cold-start listings (see cold_days, cold_max_impressions); "
+        "a floor of its own, counted apart from the new-seller floor.",
+    )
+    cold_slots: int = Field(
+        default=1, ge=0, le=3,
+        description="While the cold-start share is below target, the floor tops each slate up to this many "
+        "cold-start listings (reserved slots, when quality allows).",
+    )
+    cold_days: float = Field(
+        default=14.0, gt=0, description="A listing younger than this (days, snapshot age) is cold-start."
+    )
+    cold_max_impressions: int | None = Field(
+        default=3, ge=1,
+        description="A young listing stops being cold-start once the window holds this many of its "
+        "impressions (little exposure history left to gain); None: age only.",
     )
     min_quality: float = Field(
         default=0.5, ge=0,
-        description="A new/cold listing may take a reserved slot only if its expected revenue is at "
-        "least this fraction of the slate's 6th-best expected revenue (quality prior).",
+        description="A new-seller or cold-start listing may take a reserved slot only if its expected revenue "
+        "is at least this fraction of the slate's 6th-best expected revenue (quality prior).",
     )
     max_seller_share: float = Field(
         default=0.02, gt=0, le=1, description="Maximum share of all served slots for one seller."

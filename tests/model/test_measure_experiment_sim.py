@@ -42,6 +42,10 @@ def test_results_table_rows(geo) -> None:
     ratio_new = t.loc["new-seller exposure / opportunity"]
     assert float(ratio_new["treated"]) >= 0 and np.isfinite(float(ratio_new["holdout"]))
     assert np.isfinite(float(ratio_new["counterfactual"]))
+    shown = t.loc["cold-start listings shown at least once in first week (share)"]
+    assert all(0.0 <= float(shown[c]) <= 1.0 for c in ("treated", "holdout", "counterfactual"))
+    median = t.loc["cold-start first-week impressions, median"]
+    assert all((float(median[c]) >= 1) == (float(shown[c]) > 0.5) for c in ("treated", "holdout", "counterfactual"))
     explore = t.loc["share of slots with propensity < 1 (randomised)"]
     assert float(explore["treated"]) == 0.0 and float(explore["counterfactual"]) == 1.0  # oracle deterministic
 
@@ -62,3 +66,15 @@ def test_geo_report_html(geo, tmp_path: Path) -> None:
     path = geo_report(geo.panel, geo.arms, geo.start_day, geo.did, tmp_path / "r.html", "t")
     html = path.read_text()
     assert html.count("data:image/png;base64,") == 1 and "DiD uplift" in html
+
+
+def test_results_record_the_treated_policy_config(tmp_path: Path) -> None:
+    """The JSON of ``experiment simulate`` says which exposure floors the treated arm ran with."""
+    from checkout_recs.commands.measure_experiment import _policy_config
+
+    default = _policy_config(None)["exposure"]
+    assert default["min_cold_share"] > 0 and default["cold_slots"] >= 1
+    f = tmp_path / "pc.json"
+    f.write_text('{"exposure": {"min_cold_share": 0.5, "cold_slots": 3}}')
+    got = _policy_config(f)["exposure"]
+    assert (got["min_cold_share"], got["cold_slots"], got["min_new_seller_share"]) == (0.5, 3, default["min_new_seller_share"])
