@@ -62,9 +62,13 @@ def demo_tower(work: Path, days: int = 14) -> dict[str, Path]:
 def scaled_snapshot(n: int, days: int = 14, seed: int = 7, listings_per_seller: int = 50) -> pd.DataFrame:
     """``n`` simulated listings as a snapshot frame (ids 1..n, sorted).
 
-    Columns: ``listing_id, seller_id, category_id, region, title, price, take_rate, age_days,
-    seller_rating, seller_is_new, seller_age_days, views_decayed, clicks_decayed,
-    purchases_decayed``. Deterministic for ``seed``; one seller per ``listings_per_seller``.
+    Columns: ``listing_id, seller_id, category_id, top_category_id, region, title, price,
+    take_rate, age_days, views_decayed, clicks_decayed, purchases_decayed, ctr_smoothed,
+    cvr_smoothed, seller_rating, seller_is_new, seller_age_days, seller_linked_history,
+    seller_sales_velocity`` (the contract's listing + seller feature columns; the smoothed rates
+    use the feature pipeline's fitted Beta priors, sales velocity is the seller's decayed
+    purchases per day over ``days``). Deterministic for ``seed``; one seller per
+    ``listings_per_seller``.
     """
     from checkout_recs.simulate.config import SimConfig
     from checkout_recs.simulate.taxonomy import build_taxonomy
@@ -98,13 +102,45 @@ def scaled_snapshot(n: int, days: int = 14, seed: int = 7, listings_per_seller: 
     snap["seller_rating"] = np.where(np.isnan(rating), np.nanmean(sellers.rating), rating)
     snap["seller_is_new"] = sellers.new[s].astype(np.int8)
     snap["seller_age_days"] = np.maximum((now - sellers.joined_at[s]) / US_PER_DAY, 0.0)
+    snap["top_category_id"] = tax.top[snap["category_id"].to_numpy()].astype(np.int32)
+    _add_rates(snap, days)
     return snap[snap["age_days"] >= 0].reset_index(drop=True)
+
+
+def _add_rates(snap: pd.DataFrame, days: int) -> None:
+    """Smoothed CTR / CVR (the feature pipeline's priors) and seller sales velocity, in place."""
+    from checkout_recs.features.priors import (
+        DEFAULT_CTR_PRIOR,
+        DEFAULT_CVR_PRIOR,
+        fit_beta_prior,
+        smoothed_rate,
+    )
+
+    views, clicks, buys = (snap[c].to_numpy(np.float64) for c in ("views_decayed", "clicks_decayed",
+                                                                   "purchases_decayed"))
+    snap["ctr_smoothed"] = smoothed_rate(clicks, views, fit_beta_prior(clicks, views, DEFAULT_CTR_PRIOR))
+    snap["cvr_smoothed"] = smoothed_rate(buys, clicks, fit_beta_prior(buys, clicks, DEFAULT_CVR_PRIOR,
+                                                                      min_trials=2.0))
+    snap["seller_linked_history"] = np.zeros(len(snap), np.int8)
+    snap["seller_sales_velocity"] = snap.groupby("seller_id")["purchases_decayed"].transform("sum") / max(days, 1)
+
+
+def scaled_catalogue(paths: dict[str, Path], n: int) -> pd.DataFrame:
+    """An ``n``-listing snapshot: the demo run's listings (``demo_tower`` ``paths``) followed by
+    ``n - len(demo)`` simulator-drawn ones with ids after the demo's; the demo's columns that
+    ``scaled_snapshot`` also has (contract listing + seller features, title), sorted by id."""
+    from checkout_recs.models.inputs import listing_snapshot
+
+    demo = listing_snapshot(paths["features"], labels_dir=paths["labels"])
+    more = scaled_snapshot(n - len(demo))
+    more["listing_id"] += int(demo["listing_id"].max())
+    return pd.concat([demo[[c for c in more.columns if c in demo]], more], ignore_index=True)
 
 
 def user_requests(model_dir: Path, features_dir: Path, n: int, seed: int = 0) -> list[dict]:
     """``n`` requests of the demo run's users (with at least two recent items).
 
-    Each: ``region``, ``basket`` (the newest recent item: what was just bought),
+    Each: ``user_id``, ``region``, ``basket`` (the newest recent item: what was just bought),
     ``recent_listing_ids`` (the ones before), ``hour`` (uniform in [0, 24)) and ``vector``
     (float32 (dim,), the user tower's output for that request).
     """
@@ -119,7 +155,8 @@ def user_requests(model_dir: Path, features_dir: Path, n: int, seed: int = 0) ->
     for i in rng.choice(len(users), n, replace=n > len(users)):
         recent = [int(x) for x in users.at[i, "recent_listing_ids"]]
         region, hour = str(users.at[i, "region"]), float(rng.uniform(0, 24))
-        out.append({"region": region, "basket": recent[-1:], "recent_listing_ids": recent[:-1], "hour": hour,
+        out.append({"user_id": int(users.at[i, "user_id"]), "region": region, "basket": recent[-1:],
+                    "recent_listing_ids": recent[:-1], "hour": hour,
                     "vector": enc.encode(recent, region, "web", hour)})
     return out
 

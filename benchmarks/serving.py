@@ -1,6 +1,10 @@
 """Serving benchmark: six recommendations over a 1M-listing catalogue, open-loop load on 127.0.0.1.
 
-One run, same machine, same catalogue, same requests, scenario by scenario:
+One run, same machine, same catalogue, same requests, scenario by scenario. The bundle
+(``--bundle ann``, the default; ``serving_bundle_1m.py``) carries the real retrieval stack: the
+two-tower model, a FAISS index over the catalogue's item-tower embeddings, the training pipeline's
+candidate tables, and requests of real (simulated) users with recent items; ``--bundle synthetic``
+is the earlier catalogue-lists-only bundle (no ANN, no user vector), kept for comparison.
 
 * **profile** — the request path in-process, one request at a time (``serving_profile.py``):
   CPU ms / request per stage (features, retrieval, inventory, rank_input, rank, policy, other);
@@ -22,7 +26,7 @@ stopped mid-load: answers keep coming through the fallback, no 5xx).
 Latency is measured from each request's *scheduled* send time (open loop: no coordinated
 omission); the load generator shares the machine (``serving_load.py``).
 
-    .venv/bin/python benchmarks/serving.py [--listings 1000000 --rate 50 --duration 60]
+    .venv/bin/python benchmarks/serving.py [--listings 1000000 --rate 50 --duration 60] [--bundle ann|synthetic]
 
 Writes ``benchmarks/results/serving.json`` (``--out``) and prints a table.
 """
@@ -52,13 +56,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import serving_load  # noqa: E402
+from benchmarks.serving_bundle_1m import build_ann_bundle, bundle_requests, write_feature_tables  # noqa: E402
 from tests.fixtures_serving import RICH_NAMES, make_pairs, make_snapshot, make_users, train_tiny_ranker  # noqa: E402
 
 PRIVATE_REDIS_PORT = 6391
 
 
 def build_bundle(root: Path, listings: int, users: int, console: Console) -> Path:
-    """1M-listing bundle (snapshot, candidate tables, ranker) + Feast feature tables; cached."""
+    """Synthetic bundle (snapshot, candidate tables, ranker; no index, no two-tower model) + Feast
+    feature tables of the listings the catalogue lists can reach; cached."""
     bundle = root / f"bundle-{listings}"
     if (bundle / "model" / "ranker" / "config.json").exists():
         return bundle
@@ -73,28 +79,18 @@ def build_bundle(root: Path, listings: int, users: int, console: Console) -> Pat
     co.to_parquet(bundle / "candidates" / "co_purchase_items.parquet")
     user_df = make_users(users, seed=1)
     train_tiny_ranker(snap, user_df, bundle / "model" / "ranker", names=RICH_NAMES, n=20000, hidden=[64, 32])
-    _feature_tables(snap, user_df, pairs, bundle / "features")
+    write_feature_tables(snap.iloc[_reachable(snap)], user_df, pairs, bundle / "features")
     console.print(f"bundle built in {time.perf_counter() - t:.0f} s: {listings} listings, {users} users")
     return bundle
 
 
-def _feature_tables(snap: pd.DataFrame, users: pd.DataFrame, pairs: pd.DataFrame, out: Path) -> None:
-    """Contract feature views for Feast: users, and the listings/sellers candidates can reach."""
-    from checkout_recs import contract
+def _reachable(snap: pd.DataFrame) -> np.ndarray:
+    """Rows (int64) the built-in catalogue candidates can return (by category, region, cold start)."""
     from checkout_recs.policy.catalog import ItemCatalog
 
-    out.mkdir(parents=True, exist_ok=True)
-    ts = pd.Timestamp("2026-11-01", tz="UTC")
     cat = ItemCatalog.from_frame(snap)
-    reach = np.unique(np.concatenate([*cat.by_category.values(), *cat.by_region.values(),
-                                      *cat.cold_by_region.values()]))
-    lst = snap.iloc[reach].assign(event_timestamp=ts)
-    lst[contract.field_names(contract.LISTING_FEATURES)].to_parquet(out / "listing.parquet")
-    sel = lst.drop_duplicates("seller_id")
-    sel[contract.field_names(contract.SELLER_FEATURES)].to_parquet(out / "seller.parquet")
-    u = users.assign(recent_listing_ids=[[] for _ in range(len(users))])
-    u[contract.field_names(contract.USER_FEATURES)].to_parquet(out / "user.parquet")
-    pairs[contract.field_names(contract.CATEGORY_PAIR_FEATURES)].to_parquet(out / "category_pair.parquet")
+    return np.unique(np.concatenate([*cat.by_category.values(), *cat.by_region.values(),
+                                     *cat.cold_by_region.values()]))
 
 
 def materialize_feast(bundle: Path, work: Path) -> str:
@@ -140,11 +136,11 @@ def make_requests(n: int, users: int, listings: int, seed: int = 0) -> list[dict
             for i in range(n)]
 
 
-def profile_stages(workdir: Path, listings: int, users: int, n: int = 400) -> dict:
+def profile_stages(workdir: Path, bundle: Path, listings: int, users: int, n: int = 400) -> dict:
     """Per-stage CPU ms / request of the request path in-process (``serving_profile.py``, one
     request at a time, in-process scoring, no HTTP): the load-insensitive breakdown."""
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "serving_profile.py"), "--workdir", str(workdir),
-                          "--listings", str(listings), "--users", str(users), "-n", str(n),
+                          "--bundle", str(bundle), "--listings", str(listings), "--users", str(users), "-n", str(n),
                           "--redis_url", f"redis://127.0.0.1:{PRIVATE_REDIS_PORT}/0"],
                          capture_output=True, text=True, check=True, cwd=ROOT)
     return json.loads(out.stdout)
@@ -180,7 +176,9 @@ def main() -> None:
     """Build (or reuse) the bundle and Feast store, run the scenarios, write the JSON."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--listings", type=int, default=1_000_000)
-    ap.add_argument("--users", type=int, default=20_000)
+    ap.add_argument("--users", type=int, default=20_000, help="synthetic bundle: known users")
+    ap.add_argument("--bundle", default="ann", choices=["ann", "synthetic"],
+                    help="ann: two-tower + FAISS + candidate tables (real retrieval); synthetic: catalogue lists")
     ap.add_argument("--rate", type=float, default=50.0)
     ap.add_argument("--duration", type=float, default=60.0)
     ap.add_argument("--sequential", type=int, default=300, help="requests of the one-at-a-time probe")
@@ -199,7 +197,10 @@ def main() -> None:
 
     con = Console(width=160)
     args.workdir.mkdir(parents=True, exist_ok=True)
-    bundle = build_bundle(args.workdir, args.listings, args.users, con)
+    if args.bundle == "ann":
+        bundle = build_ann_bundle(args.workdir, args.listings, con.print)
+    else:
+        bundle = build_bundle(args.workdir, args.listings, args.users, con)
     feast_work = args.workdir / f"feast-{bundle.name}"
     marker = feast_work / "bench_project.txt"
     if marker.exists():  # materialized by an earlier run over the same bundle
@@ -209,11 +210,12 @@ def main() -> None:
         project = materialize_feast(bundle, feast_work)
         marker.write_text(project)
         con.print(f"Feast (embedded SQLite) applied + materialized in {time.perf_counter() - t:.0f} s")
-    bodies = make_requests(4000, args.users, args.listings)
+    bodies = bundle_requests(bundle) or make_requests(4000, args.users, args.listings)
     d = len(json.loads((bundle / "model" / "ranker" / "config.json").read_text())["feature_names"])
     res: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                              "load_avg_at_start": os.getloadavg()},
-                 "catalogue_listings": args.listings, "ranker_features": d, "feast_project": project,
+                 "catalogue_listings": args.listings, "bundle": args.bundle, "ranker_features": d,
+                 "feast_project": project,
                  "offered_rate_rps": args.rate, "duration_s": args.duration}
     wanted = args.scenarios.split(",")
     scenarios = [("design", ["--ranker_protocol", "grpc"]),
@@ -226,15 +228,16 @@ def main() -> None:
     scenarios = sorted([sc for sc in scenarios if sc[0] in order], key=lambda sc: order[sc[0]])
     with private_redis() as redis_proc:
         if "profile" in wanted:
-            res["profile"] = profile_stages(args.workdir, args.listings, args.users)
+            res["profile"] = prof = profile_stages(args.workdir, bundle, args.listings, args.users)
             con.print(f"[bold]profile[/] (in-process, one at a time) CPU ms/request by stage: "
-                      f"{_fmt(res['profile']['stage_cpu_ms_mean'])}; total {res['profile']['cpu_ms_mean']['total']:.2f}")
+                      f"{_fmt(prof['stage_cpu_ms_mean'])}; total {prof['cpu_ms_mean']['total']:.2f}; candidates "
+                      f"per source {_fmt(prof['candidates_per_source_mean'])}; answers {prof['answers']}")
     for name, extra in scenarios:
         with private_redis() as redis_proc:  # a fresh one per scenario: the fault run kills it
             redis_url = f"redis://127.0.0.1:{PRIVATE_REDIS_PORT}/0"
             base = ["--users", "feast", "--feast_features", str(bundle / "features"), "--feast_work_dir",
                     str(feast_work), "--feast_timeout_ms", "200", "--feast_project", project, "--inventory", "redis",
-                    "--redis_url", redis_url, "--candidates", "builtin", "--deadline_ms", "40"]
+                    "--redis_url", redis_url, "--candidates", "auto", "--deadline_ms", "40"]
             t = time.perf_counter()
             with running_servers(bundle, transformer_args=base + extra, start_predictor=name != "inprocess",
                                  ready_timeout_s=300, log_dir=args.workdir / f"logs-{name}") as s:

@@ -3,14 +3,18 @@
 Builds the transformer exactly as ``python -m inference.transformer`` would (same flags), then
 drives ``preprocess -> predict -> postprocess`` for N requests one at a time on one event loop
 and reports, per stage, wall and CPU milliseconds per request (``time.process_time``: CPU of
-this process, all threads, so the Feast worker thread counts). ``--cprofile K`` also prints the
+this process, all threads, so the Feast worker thread counts), the mean candidates per source
+(``ann``, ``cf_residual``, ... when the bundle carries an index and a two-tower model) and the
+answers' policies (``answers``: how many had six distinct items, per policy / fallback reason). ``--cprofile K`` also prints the
 K most expensive functions (cumulative). The predictor hop needs a running predictor; by default
 the ranker is scored in-process (``--scoring inprocess``).
 
-    .venv/bin/python benchmarks/serving_profile.py --workdir /tmp/crbench-1m [-n 400] [--cprofile 30]
-        [-- extra transformer flags, e.g. --users feast]
+    .venv/bin/python benchmarks/serving_profile.py --workdir /tmp/crbench-ann [-n 400] [--cprofile 30]
+        [--bundle DIR] [-- extra transformer flags, e.g. --users feast]
 
-Reads the bundle and Feast store built by ``benchmarks/serving.py`` (same ``--workdir``).
+Reads the bundle and Feast store built by ``benchmarks/serving.py`` (same ``--workdir``; the
+bundle defaults to ``bundle-ann-<listings>`` when built, else the synthetic ``bundle-<listings>``)
+and the bundle's own requests (``requests.json``) when it has them.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import json
 import pstats
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +38,22 @@ sys.path.insert(0, str(ROOT))
 STAGES = ("features", "retrieval", "inventory", "rank_input", "rank", "policy")
 
 
-def transformer_flags(workdir: Path, listings: int, redis_url: str, extra: list[str]) -> list[str]:
-    """The benchmark's design-path transformer flags for the bundle under ``workdir``."""
-    bundle = workdir / f"bundle-{listings}"
+def default_bundle(workdir: Path, listings: int) -> Path:
+    """The ANN bundle under ``workdir`` when built, else the synthetic one."""
+    from benchmarks.serving_bundle_1m import ann_bundle_dir
+
+    ann = ann_bundle_dir(workdir, listings)
+    return ann if ann.is_dir() else workdir / f"bundle-{listings}"
+
+
+def transformer_flags(workdir: Path, bundle: Path, redis_url: str, extra: list[str]) -> list[str]:
+    """The benchmark's design-path transformer flags for ``bundle`` (Feast store under ``workdir``)."""
     feast_work = workdir / f"feast-{bundle.name}"
     project = (feast_work / "bench_project.txt").read_text().strip()
     return ["--bundle", str(bundle), "--users", "feast", "--feast_features", str(bundle / "features"),
             "--feast_work_dir", str(feast_work), "--feast_timeout_ms", "200", "--feast_project", project,
             "--inventory", "redis", "--redis_url", redis_url, "--redis_prefix", "crprofile",
-            "--switches", "none", "--candidates", "builtin", "--scoring", "inprocess", *extra]
+            "--switches", "none", "--candidates", "auto", "--scoring", "inprocess", *extra]
 
 
 async def drive(model: Any, bodies: list[dict], n: int) -> dict[str, Any]:
@@ -50,6 +62,8 @@ async def drive(model: Any, bodies: list[dict], n: int) -> dict[str, Any]:
     cpu: dict[str, list[float]] = {k: [] for k in wall}
     stages: dict[str, list[float]] = {k: [] for k in STAGES}
     stage_cpu: dict[str, list[float]] = {k: [] for k in STAGES}
+    sources: Counter[str] = Counter()
+    answers: Counter[str] = Counter()
     for i in range(n):
         body = bodies[i % len(bodies)]
         c0, w0 = time.process_time(), time.perf_counter()
@@ -57,7 +71,7 @@ async def drive(model: Any, bodies: list[dict], n: int) -> dict[str, Any]:
         c1, w1 = time.process_time(), time.perf_counter()
         job = await model.predict(job)
         c2, w2 = time.process_time(), time.perf_counter()
-        await model.postprocess(job)
+        resp = await model.postprocess(job)
         c3, w3 = time.process_time(), time.perf_counter()
         for k, a, b, x, y in (("preprocess", c0, c1, w0, w1), ("predict", c1, c2, w1, w2),
                               ("postprocess", c2, c3, w2, w3), ("total", c0, c3, w0, w3)):
@@ -67,6 +81,10 @@ async def drive(model: Any, bodies: list[dict], n: int) -> dict[str, Any]:
         for k in STAGES:
             stages[k].append(p.timings.get(k, job.rank_ms[0] if k == "rank" else 0.0))
             stage_cpu[k].append(p.cpu_ms.get(k, 0.0))
+        sources.update(str(x) for x in p.cand_sources)
+        for pred in resp["predictions"]:
+            six = len({it["listing_id"] for it in pred["items"]}) == 6
+            answers[f"{pred['policy']}/{pred.get('fallback_reason') or '-'}{'' if six else '/not-six'}"] += 1
     out: dict[str, Any] = {"requests": n}
     out["cpu_ms_mean"] = {k: float(np.mean(v)) for k, v in cpu.items()}
     out["wall_ms_p50"] = {k: float(np.median(v)) for k, v in wall.items()}
@@ -74,6 +92,8 @@ async def drive(model: Any, bodies: list[dict], n: int) -> dict[str, Any]:
     out["stage_cpu_ms_mean"] = {k: float(np.mean(v)) for k, v in stage_cpu.items()}
     # CPU of the three kserve stages outside the request-path stages (parsing, encoding, metrics)
     out["stage_cpu_ms_mean"]["other"] = out["cpu_ms_mean"]["total"] - sum(out["stage_cpu_ms_mean"].values())
+    out["candidates_per_source_mean"] = {k: v / n for k, v in sorted(sources.items())}
+    out["answers"] = dict(answers)
     return out
 
 
@@ -82,6 +102,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/crbench-1m"))
     ap.add_argument("--listings", type=int, default=1_000_000)
+    ap.add_argument("--bundle", type=Path, default=None, help="bundle folder (default: see module docstring)")
     ap.add_argument("--users", type=int, default=20_000)
     ap.add_argument("-n", type=int, default=400)
     ap.add_argument("--redis_url", default="redis://127.0.0.1:6379/11")
@@ -89,14 +110,16 @@ def main() -> None:
     args, extra = ap.parse_known_args()
     sys.argv = sys.argv[:1]
     from benchmarks.serving import make_requests
+    from benchmarks.serving_bundle_1m import bundle_requests
     from inference.transformer import build_parser, build_transformer
 
-    targs, _ = build_parser().parse_known_args(transformer_flags(args.workdir, args.listings, args.redis_url,
+    bundle = args.bundle or default_bundle(args.workdir, args.listings)
+    targs, _ = build_parser().parse_known_args(transformer_flags(args.workdir, bundle, args.redis_url,
                                                                  [e for e in extra if e != "--"]))
     t0 = time.perf_counter()
     model = build_transformer(targs)
     print(f"transformer built in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    bodies = make_requests(4000, args.users, args.listings)
+    bodies = bundle_requests(bundle) or make_requests(4000, args.users, args.listings)
 
     async def run() -> dict[str, Any]:
         await drive(model, bodies, 50)  # warm-up
