@@ -240,17 +240,11 @@ def _tower_catalogue(work: Path, n: int) -> tuple[dict, Any, np.ndarray, Any, fl
 
     Returns (paths, snapshot frame, float32 (n, d) item-tower embeddings, TwoTowerModel, embed s).
     """
-    import pandas as pd
-
-    from checkout_recs.models.inputs import listing_snapshot
     from checkout_recs.models.two_tower import TwoTowerModel
 
     scale = _scale_inputs()
     paths = scale.demo_tower(work / "tower")
-    demo = listing_snapshot(paths["features"], labels_dir=paths["labels"])
-    more = scale.scaled_snapshot(n - len(demo))
-    more["listing_id"] += int(demo["listing_id"].max())
-    snap = pd.concat([demo[[c for c in more.columns if c in demo]], more], ignore_index=True)
+    snap = scale.scaled_catalogue(paths, n)
     tt = TwoTowerModel.load(paths["model"] / "two_tower")
     t = time.perf_counter()
     emb = tt.embed_items(snap)
