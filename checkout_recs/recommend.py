@@ -173,7 +173,8 @@ class Recommender:
         if reason is None:
             cand_rows, cand_sources = self.bundle.candidates.generate(cat, req, user, basket_rows)
         fb_rows, _, fb_sources = fallback_candidates(cat, self.bundle.complements,
-                                                     np.asarray(req.purchased_item_ids, np.int64), req.region)
+                                                     np.asarray(req.purchased_item_ids, np.int64), req.region,
+                                                     basket_rows=basket_rows)
         t2, c2 = time.perf_counter(), time.thread_time()
         # Stage 3 overlaps the ranker input: the inventory lookup is sent first, and while Redis
         # answers the matrix of every candidate is built (row-wise, so the rows of candidates found

@@ -13,7 +13,7 @@ Score of a listing ``i`` for a basket ``B`` in region ``r``::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -25,6 +25,8 @@ REGION_WEIGHT = 0.5
 PARTNERS_PER_CATEGORY = 8
 #: Listings taken from each partner category's popularity list.
 POOL_PER_LIST = 25
+#: Ranked pools kept per (basket categories, region); the cache is emptied when full.
+POOL_CACHE_SIZE = 4096
 
 
 @dataclass
@@ -36,6 +38,9 @@ class ComplementMap:
     """
 
     partners: dict[int, tuple[np.ndarray, np.ndarray]]
+    _pools: dict[tuple[tuple[int, ...], int], tuple[np.ndarray, np.ndarray, np.ndarray]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
+    _pool_catalog: ItemCatalog | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def from_frame(cls, df: pd.DataFrame | None, k: int = PARTNERS_PER_CATEGORY) -> ComplementMap:
@@ -63,17 +68,43 @@ class ComplementMap:
                     out[p] = s
         return out
 
+    def pool(self, catalog: ItemCatalog, basket_categories: tuple[int, ...],
+             rcode: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Ranked fallback pool (rows int64, scores float64, sources object; basket not removed)
+        for distinct basket categories and a region code, cached per catalogue (read-only arrays)."""
+        if catalog is not self._pool_catalog:
+            self._pools.clear()
+            self._pool_catalog = catalog
+        key = (basket_categories, rcode)
+        hit = self._pools.get(key)
+        if hit is None:
+            if len(self._pools) >= POOL_CACHE_SIZE:
+                self._pools.clear()
+            hit = _ranked_pool(catalog, self.for_basket(np.asarray(basket_categories, np.int64)), rcode)
+            for a in hit:
+                a.flags.writeable = False
+            self._pools[key] = hit
+        return hit
+
 
 def fallback_candidates(catalog: ItemCatalog, complements: ComplementMap, basket_ids: np.ndarray,
-                        region: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                        region: str, basket_rows: np.ndarray | None = None,
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fallback pool and scores for one checkout.
+
+    The ranked pool depends only on the basket's distinct categories and the region, so it is
+    computed once per (categories, region) and kept in ``complements`` (bounded, per catalogue);
+    the basket's own listings are then dropped from it (the order is a total one: dropping after
+    ranking gives the same answer as before).
 
     Parameters
     ----------
-    catalog : item catalogue.
+    catalog : item catalogue (treated as immutable once built).
     complements : category co-purchase map.
     basket_ids : int64 (b,) listing ids just bought (unknown ids are ignored).
     region : buyer's region.
+    basket_rows : int64 catalogue rows of ``basket_ids`` (unknown dropped) when the caller has
+        them already; ``basket_ids`` is then not looked up again.
 
     Returns
     -------
@@ -81,15 +112,25 @@ def fallback_candidates(catalog: ItemCatalog, complements: ComplementMap, basket
     scores : float64 (m,) fallback scores (unitless, higher is better).
     sources : object (m,) ``complement`` or ``popular``.
     """
-    basket_rows = catalog.rows(basket_ids)
-    basket_rows = basket_rows[basket_rows >= 0]
-    partner = complements.for_basket(catalog.category_id[basket_rows])
+    if basket_rows is None:
+        basket_rows = catalog.rows(basket_ids)
+        basket_rows = basket_rows[basket_rows >= 0]
     rcode = catalog.region_code_of(region)
+    cats = tuple(np.unique(catalog.category_id[basket_rows]).tolist())
+    rows, scores, sources = complements.pool(catalog, cats, rcode)
+    if len(basket_rows):
+        keep = ~np.isin(rows, basket_rows)
+        return rows[keep], scores[keep], sources[keep]
+    return rows.copy(), scores.copy(), sources.copy()
+
+
+def _ranked_pool(catalog: ItemCatalog, partner: dict[int, float],
+                 rcode: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The fallback pool of a basket whose partner categories are ``partner``, ranked, basket kept."""
     pools = [catalog.by_category.get(c, np.empty(0, np.int64))[:POOL_PER_LIST] for c in partner]
     pools.append(catalog.by_region.get(rcode, np.empty(0, np.int64)))
     pools.append(catalog.global_top)  # never empty while the catalogue is not
     rows = np.unique(np.concatenate(pools).astype(np.int64))
-    rows = rows[~np.isin(rows, basket_rows)]
     strength = np.zeros(len(rows))
     if partner:
         keys = np.fromiter(partner.keys(), np.int64, len(partner))

@@ -15,8 +15,8 @@ quota counts only the listings it adds):
 ``cold_start``   newest listings of the region with little exposure (new listings get a chance)
 
 Everything that does not depend on the request is precomputed in ``CandidateGenerator``'s
-constructor; ``generate`` costs one user-tower pass, one ANN search, a few exact in-category
-searches and array joins (numpy only). Basket items and listings removed from the index (sold)
+constructor; ``generate`` costs one user-tower pass, one ANN search, one batched exact search
+over the complement categories' blocks and array joins (numpy only). Basket items and listings removed from the index (sold)
 are never returned.
 """
 
@@ -176,11 +176,7 @@ class CandidateGenerator:
             return _interleave([self._by_cat.get(c, _NONE)[:40] for c in comp])
         per = -(-self.cfg.complement // len(comp)) + 10  # a margin for listings other sources took
         reg = region if region in self.index.manifest.regions else None
-        lists = []
-        for c in comp:
-            ids, _ = self.index.search(vec[None, :], per, region=reg, category=c)
-            lists.append(ids[0][ids[0] >= 0])
-        return _interleave(lists)
+        return _interleave(self.index.search_categories(vec, per, comp, region=reg))
 
     def _blend(self, parts: list[np.ndarray], basket: np.ndarray) -> Candidates:
         """Sources in order; each adds up to its quota of live listings not taken before."""

@@ -50,7 +50,7 @@ class RetrievalIndex:
         self.indexes = indexes  # "" is the global index, else a region
         self._needs_rerank = {k: needs_rerank(v) for k, v in indexes.items()}
         self.manifest = manifest
-        self.alive = np.ones(len(self.ids), bool)
+        self.alive = np.ones(len(self.ids), bool)  # change only through add / remove (a store-order copy follows)
         # float16 on disk (embeddings.npy); float32 in memory, grouped by (category, region)
         self._reindex(np.asarray(emb, np.float16).astype(np.float32))
 
@@ -80,6 +80,7 @@ class RetrievalIndex:
         self._pos[self._order] = np.arange(len(self.ids))
         # each (category, region) is a contiguous block: exact in-category search reads no scattered rows
         self._store = np.ascontiguousarray(vectors[self._order], np.float32)
+        self._alive_store = self.alive[self._order]  # ``alive`` in store order (kept in step by remove)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -120,6 +121,52 @@ class RetrievalIndex:
         if region is not None and region not in self.indexes:
             return self._exact(q, self._region_rows(region), k)
         return self._ann(q, k, region)
+
+    def search_categories(self, query: np.ndarray, k: int, categories: list[int],
+                          region: str | None = None) -> list[np.ndarray]:
+        """Top-k live ids of each category for one query, the selective ones in one pass.
+
+        Same answer as ``search(query[None], k, region, category=c)`` per category with the -1
+        padding dropped. The selective (category, region) blocks are scored block by block (each a
+        contiguous slice of the store: no gather copy), then masked and ranked together, so the
+        per-call overhead is paid once; a non-selective category goes through ``search``.
+
+        Parameters
+        ----------
+        query : float32 (d,) or (1, d) user-tower vector.
+        k : results per category.
+        categories : category ids, in the order of the answer.
+        region : restrict to one region (None: all).
+
+        Returns
+        -------
+        One int64 (<= k,) array of listing ids per category, best first.
+        """
+        q = np.ascontiguousarray(np.atleast_2d(query)[:1], np.float32)
+        out: list[np.ndarray] = [_EMPTY] * len(categories)
+        spans: list[tuple[int, int, int]] = []  # (answer slot, start, end) of the selective blocks
+        for i, c in enumerate(categories):
+            a, b = self._span(c, region)
+            if b - a <= self.cfg.selective_below:
+                spans.append((i, a, b))
+            else:
+                ids, _ = self.search(q, k, region, c)
+                out[i] = ids[0][ids[0] >= 0]
+        if not spans:
+            return out
+        sc = np.concatenate([(q @ self._store[a:b].T)[0] for _, a, b in spans])  # as _exact_block
+        rows = np.concatenate([self._order[a:b] for _, a, b in spans])
+        dead = ~np.concatenate([self._alive_store[a:b] for _, a, b in spans])
+        if dead.any():
+            sc[dead] = -np.inf
+        s = 0
+        for i, a, b in spans:
+            seg = sc[s : s + b - a]
+            top = _top_k(seg, k)
+            top = top[np.isfinite(seg[top])]
+            out[i] = self.ids[rows[s + top]]
+            s += b - a
+        return out
 
     def rows_of(self, ids: np.ndarray) -> np.ndarray:
         """Row of each id in the store (the newest row when an id was re-added), -1 if absent."""
@@ -176,7 +223,7 @@ class RetrievalIndex:
     def _exact_block(self, q: np.ndarray, a: int, b: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         rows = self._order[a:b]
         sc = q @ self._store[a:b].T  # (q, b - a), a contiguous block
-        dead = ~self.alive[rows]
+        dead = ~self._alive_store[a:b]
         if dead.any():
             sc[:, dead] = -np.inf
         return self._top(sc, rows, k)
@@ -260,6 +307,7 @@ class RetrievalIndex:
         n = int(self.is_live(np.unique(ids)).sum())
         # every row of a removed id dies (an id re-added later gets a fresh row)
         self.alive[np.isin(self.ids, ids)] = False
+        self._alive_store = self.alive[self._order]
         return n
 
     @property
