@@ -99,7 +99,7 @@ class CandidateGenerator:
         self.tt = two_tower
         self._user_enc = None
         if two_tower is not None:
-            from checkout_recs.models.two_tower import FastUserEncoder
+            from checkout_recs.models.user_encoder import FastUserEncoder
 
             self._user_enc = FastUserEncoder(two_tower)
         self.cfg = cfg or CandidateConfig()

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fixtures_models import make_demo_bundle, make_model_inputs, tiny_train_config  # noqa: E402
 
 from checkout_recs.models.train import load_models  # noqa: E402
-from checkout_recs.models.two_tower import FastUserEncoder  # noqa: E402
+from checkout_recs.models.user_encoder import FastUserEncoder  # noqa: E402
 from checkout_recs.retrieval.candidates import CandidateGenerator, CandidateRequest  # noqa: E402
 from checkout_recs.retrieval.index import RetrievalIndex  # noqa: E402
 
