@@ -64,13 +64,16 @@ def test_first_model_is_gated_against_the_logged_policy(two_models, tmp_path):
     res = evaluate_side_by_side(two_models["good"], two_models["held_out"], tmp_path)
     assert res["champion"] is None and "logged policy" in res["champion_note"]
     chal = res["challenger"]
-    decision = challenger_gate(res, ope_tolerance=0.5, min_ess=1.0)  # OPE judged on this small set
+    default = challenger_gate(res, min_ess=1.0)  # a first model: OPE reported, not gated
+    assert default.compared == {} and default.promote == (chal["auc_click"] > 0.5 and chal["auc_purchase"] > 0.5)
+    assert any("ope_dr_purchase" in r and "not gated for a first model" in r for r in default.reasons)
+    decision = challenger_gate(res, ope_tolerance=0.5, min_ess=1.0, first_model_ope=True)  # opt in
     assert set(decision.compared) == {"ope_dr_purchase"}
     assert decision.compared["ope_dr_purchase"] == (chal["ope_dr_purchase"], chal["ope_logged_purchase"])
     ope_ok = chal["ope_dr_purchase"] >= chal["ope_logged_purchase"] * 0.5
     assert decision.promote == (ope_ok and chal["auc_click"] > 0.5 and chal["auc_purchase"] > 0.5)
     assert any("vs logged policy: ndcg@6" in r and "not gated" in r for r in decision.reasons)
-    noisy = challenger_gate(res, min_ess=1e9)  # too few effective rounds: OPE reported, not gated
+    noisy = challenger_gate(res, min_ess=1e9, first_model_ope=True)  # too few effective rounds: not gated
     assert noisy.promote and "ope_dr_purchase" not in noisy.compared
     assert any("not gated (ESS" in r for r in noisy.reasons)
     chance = challenger_gate({**res, "challenger": {**chal, "auc_purchase": 0.49}}, min_ess=1e9)
