@@ -16,6 +16,7 @@ So the next gate always compares with the model that actually serves.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import BaseModel, Field
@@ -78,6 +79,11 @@ def _nan(x: float) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x))
 
 
+def finite_metrics(values: Mapping[str, object]) -> dict[str, float]:
+    """The numeric, finite entries of ``values`` as floats (what a metrics store can hold)."""
+    return {k: float(v) for k, v in values.items() if isinstance(v, int | float) and math.isfinite(v)}
+
+
 def _flatten(d: dict, prefix: str = "") -> dict[str, str]:
     out: dict[str, str] = {}
     for k, v in d.items():
@@ -98,8 +104,7 @@ def log_training_run(tracking_uri: str, experiment: str, params: dict, metrics: 
     mlflow.set_experiment(experiment)
     with mlflow.start_run() as run:
         mlflow.log_params(_flatten(params))
-        mlflow.log_metrics({_metric_key(k): float(v) for k, v in metrics.items()
-                            if isinstance(v, int | float) and math.isfinite(v)})
+        mlflow.log_metrics({_metric_key(k): v for k, v in finite_metrics(metrics).items()})
         if artifact_dir is not None:
             mlflow.log_artifacts(str(artifact_dir), artifact_path="model")
         return run.info.run_id

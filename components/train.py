@@ -10,16 +10,15 @@ from components._base import component
 def train_ranker_op(training_set: Input[Dataset], seed: int, model: Output[Model],
                     metrics: Output[Metrics]) -> str:
     """``train_ranker_stage``: the multi-task ranker (click, purchase heads). Returns its version."""
-    import math
     from pathlib import Path
 
     from checkout_recs.models.train import TrainConfig, train_ranker_stage
+    from checkout_recs.tracking import finite_metrics
 
     out = train_ranker_stage(Path(training_set.path) / "training_set.parquet", Path(model.path),
                              TrainConfig(seed=seed))
-    for k, v in out["metrics"].items():
-        if math.isfinite(v):
-            metrics.log_metric(k, v)
+    for k, v in finite_metrics(out["metrics"]).items():
+        metrics.log_metric(k, v)
     model.metadata["ranker_version"] = out["version"]
     return out["version"]
 
@@ -28,18 +27,17 @@ def train_ranker_op(training_set: Input[Dataset], seed: int, model: Output[Model
 def distil_op(ranker: Input[Model], training_set: Input[Dataset], seed: int, model: Output[Model],
               metrics: Output[Metrics]):
     """``distil_stage``: copies the ranker folder and adds ``student/`` next to ``ranker/``."""
-    import math
     import shutil
     from pathlib import Path
 
     from checkout_recs.models.train import TrainConfig, distil_stage
+    from checkout_recs.tracking import finite_metrics
 
     shutil.copytree(ranker.path, model.path, dirs_exist_ok=True)
     out = distil_stage(Path(model.path), Path(training_set.path) / "training_set.parquet",
                        TrainConfig(seed=seed))
-    for k, v in out["metrics"].items():
-        if math.isfinite(v):
-            metrics.log_metric(k, v)
+    for k, v in finite_metrics(out["metrics"]).items():
+        metrics.log_metric(k, v)
     model.metadata.update(ranker.metadata)
 
 
@@ -47,16 +45,15 @@ def distil_op(ranker: Input[Model], training_set: Input[Dataset], seed: int, mod
 def train_retrieval_op(labels: Input[Dataset], features: Input[Dataset], seed: int,
                        model: Output[Model], metrics: Output[Metrics]) -> str:
     """``train_retrieval_stage``: the two-tower retrieval model. Returns its version."""
-    import math
     from pathlib import Path
 
     from checkout_recs.models.train import TrainConfig, train_retrieval_stage
+    from checkout_recs.tracking import finite_metrics
 
     out = train_retrieval_stage(Path(labels.path), Path(features.path), Path(model.path),
                                 TrainConfig(seed=seed))
-    for k, v in out["metrics"].items():
-        if math.isfinite(v):
-            metrics.log_metric(k, v)
+    for k, v in finite_metrics(out["metrics"]).items():
+        metrics.log_metric(k, v)
     model.metadata["two_tower_version"] = out["version"]
     return out["version"]
 

@@ -15,9 +15,30 @@ import pytest
 from checkout_recs.policy.catalog import ItemCatalog
 from checkout_recs.policy.config import ExplorationConfig, ExposureConfig, LedgerConfig, PolicyConfig
 from checkout_recs.policy.engine import PolicyEngine
+from checkout_recs.policy.ledger import ExplorationLedger
 from tests.fixtures_serving import make_prepared
 
 LEDGER_REDIS_URL = "redis://127.0.0.1:6379/12"  # DB 12 + a per-test prefix: no collision with other suites
+
+
+def drive_ledger(led: ExplorationLedger, seed: int, totals: np.ndarray, n: int = 400, pause_s: float = 0.0) -> None:
+    """``n`` requests against ``led``: reserve a random worst case,
+    settle a random cost when granted, serve a random revenue; adds (served, spent) to
+    ``totals`` float (2,), currency units. ``pause_s`` sleeps between requests."""
+    import time
+
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        worst = float(rng.uniform(0.1, 2.0))
+        if led.reserve(worst) is None:
+            cost = float(rng.uniform(0, worst))
+            led.settle(cost, explored=True)
+            totals[1] += cost
+        revenue = float(rng.uniform(1.0, 10.0))
+        led.serve(revenue)
+        totals[0] += revenue
+        if pause_s:
+            time.sleep(pause_s)
 
 
 @pytest.fixture()

@@ -30,7 +30,7 @@ from typing import Any
 
 import pandas as pd
 
-from checkout_recs.tracking import GateDecision, promotion_gate
+from checkout_recs.tracking import GateDecision, finite_metrics, promotion_gate
 
 #: Metrics the logged policy has on the same logs (its slot order): reported for a first model.
 LOGGED_REPORTED = ("ndcg@6", "expected_revenue@6")
@@ -53,10 +53,10 @@ def model_metrics(model_dir: Path, held_out: pd.DataFrame, work_dir: Path) -> tu
     if not test_path.exists():
         held_out.to_parquet(test_path)
     result = evaluate_run(model_dir, test_path, work_dir / "eval")
-    out = {k: float(v) for k, v in result["overall"].items() if isinstance(v, float | int) and math.isfinite(v)}
+    out = finite_metrics(result["overall"])
     ranker = model_dir / "ranker" if (model_dir / "ranker").is_dir() else model_dir
     ope = ranker_greedy_ope(RankerModel.load(ranker), held_out)
-    out.update({k: float(v) for k, v in ope.items() if math.isfinite(v)})
+    out.update(finite_metrics(ope))
     out["n_rows"] = float(result["n_rows"])
     return out, work_dir / "eval" / "report.html"
 

@@ -17,6 +17,7 @@ from checkout_recs.policy.ledger import ExplorationLedger, LocalLedger, RedisLed
 from tests.fixtures_ledger import (
     LEDGER_REDIS_URL,
     Books,
+    drive_ledger,
     ledger_prefix,  # noqa: F401
     policy_config,
     simulate,
@@ -108,18 +109,9 @@ def test_ledger_level_threads_hammering_one_day_stay_within_the_cap(ledger_prefi
     totals = np.zeros((6, 2))  # per thread: served, spent
 
     def worker(i: int) -> None:
-        rng = np.random.default_rng(i)
         led = RedisLedger(cfg, LEDGER_REDIS_URL)
         led.roll(DAY)
-        for _ in range(400):
-            worst = float(rng.uniform(0.1, 2.0))
-            if led.reserve(worst) is None:
-                cost = float(rng.uniform(0, worst))
-                led.settle(cost, explored=True)
-                totals[i, 1] += cost
-            revenue = float(rng.uniform(1.0, 10.0))
-            led.serve(revenue)
-            totals[i, 0] += revenue
+        drive_ledger(led, i, totals[i])
         led.roll(DAY + dt.timedelta(days=1))  # flushes the day and releases the lease
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]

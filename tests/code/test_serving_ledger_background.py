@@ -20,6 +20,7 @@ from checkout_recs.policy.ledger_background import BackgroundRedisLedger
 from tests.fixtures_ledger import (
     LEDGER_REDIS_URL,
     Books,
+    drive_ledger,
     ledger_prefix,  # noqa: F401
     policy_config,
     simulate,
@@ -109,18 +110,8 @@ def test_background_replicas_in_threads_never_exceed_the_cap(ledger_prefix):  # 
     leds = [BackgroundRedisLedger(cfg, LEDGER_REDIS_URL) for _ in range(6)]
 
     def worker(i: int) -> None:
-        rng, led = np.random.default_rng(i), leds[i]
-        led.roll(DAY)
-        for _ in range(400):
-            worst = float(rng.uniform(0.1, 2.0))
-            if led.reserve(worst) is None:
-                cost = float(rng.uniform(0, worst))
-                led.settle(cost, explored=True)
-                totals[i, 1] += cost
-            revenue = float(rng.uniform(1.0, 10.0))
-            led.serve(revenue)
-            totals[i, 0] += revenue
-            time.sleep(0.0005)
+        leds[i].roll(DAY)
+        drive_ledger(leds[i], i, totals[i], pause_s=0.0005)
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
     for t in threads:
