@@ -89,14 +89,22 @@ def run(n: int, url: str, eps: float, pause_ms: float = 0.0) -> dict[str, object
 
 
 def main() -> None:
-    """Command line: print the figures as JSON, one line per epsilon."""
+    """Command line: print the figures as JSON, one line per epsilon, and write them all to
+    ``--out`` (default ``benchmarks/results/exploration_ledger.json``)."""
+    from pathlib import Path
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--requests", type=int, default=20_000)
     p.add_argument("--redis_url", default="redis://127.0.0.1:6379/12")
     p.add_argument("--pause_ms", type=float, default=0.0, help="pause between requests (ms)")
+    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "exploration_ledger.json")
     args = p.parse_args()
+    runs = []
     for eps in (0.1, 0.5):
-        print(json.dumps(run(args.requests, args.redis_url, eps, args.pause_ms)), flush=True)
+        runs.append(run(args.requests, args.redis_url, eps, args.pause_ms))
+        print(json.dumps(runs[-1]), flush=True)
+    args.out.write_text(json.dumps({"load_average_1m": os.getloadavg()[0], "runs": runs}, indent=2))
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
