@@ -104,7 +104,9 @@ def scaled_snapshot(n: int, days: int = 14, seed: int = 7, listings_per_seller: 
     snap["seller_age_days"] = np.maximum((now - sellers.joined_at[s]) / US_PER_DAY, 0.0)
     snap["top_category_id"] = tax.top[snap["category_id"].to_numpy()].astype(np.int32)
     _add_rates(snap, days)
-    return snap[snap["age_days"] >= 0].reset_index(drop=True)
+    from checkout_recs.features.item_views import snapshot_category_columns
+
+    return snapshot_category_columns(snap[snap["age_days"] >= 0].reset_index(drop=True))
 
 
 def _add_rates(snap: pd.DataFrame, days: int) -> None:

@@ -255,6 +255,8 @@ LISTING_FEATURES = pa.schema(
         pa.field("purchases_decayed", pa.float64(), nullable=False),
         pa.field("ctr_smoothed", pa.float64(), nullable=False),
         pa.field("cvr_smoothed", pa.float64(), nullable=False),
+        pa.field("category_ctr_lift", pa.float64(), nullable=False),  # log(top-category CTR / all), recent
+        pa.field("price_vs_category", pa.float64(), nullable=False),  # log price - leaf median log price
         pa.field("event_timestamp", TS, nullable=False),
     ]
 )

@@ -30,6 +30,7 @@ _LISTING_SCHEMA = [
     Field(name="age_days", dtype=Float64), Field(name="views_decayed", dtype=Float64),
     Field(name="clicks_decayed", dtype=Float64), Field(name="purchases_decayed", dtype=Float64),
     Field(name="ctr_smoothed", dtype=Float64), Field(name="cvr_smoothed", dtype=Float64),
+    Field(name="category_ctr_lift", dtype=Float64), Field(name="price_vs_category", dtype=Float64),
 ]
 _SELLER_SCHEMA = [
     Field(name="seller_age_days", dtype=Float64), Field(name="seller_rating", dtype=Float64),

@@ -11,7 +11,9 @@ Configurations (``ABLATION``):
   hold-out) and the previous one (no warm start, 6 fixed epochs);
 * ``<shared_bottom|mmoe>/<pointwise|pairwise|listwise>``: architecture × loss with the linear
   warm start and a fixed 6 deep epochs, so that the deep part is actually trained in every row
-  (with early stopping it is often switched off, which would make the rows identical).
+  (with early stopping it is often switched off, which would make the rows identical);
+* ``cross/fm<k>``: the default procedure plus a rank-``k`` factorisation-machine term per head
+  (``RankerConfig.fm_factors``): pairwise feature interactions a logistic regression lacks.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ ABLATION: dict[str, dict] = {
     "procedure/previous (no warm start, 6 epochs)": {"linear_warm_start": False, **_FIXED},
     **{f"{arch}/{loss}": {"architecture": arch, **_FIXED, **extra}
        for arch in ("shared_bottom", "mmoe") for loss, extra in _LOSSES.items()},
+    **{f"cross/fm{k}": {"fm_factors": k} for k in (2, 4)},
 }
 
 

@@ -4,6 +4,12 @@ Counts are exponentially time-decayed (half-life ``HALF_LIFE_DAYS``) and evaluat
 snapshot, so a snapshot at ``t`` contains only events at or before ``t``. Smoothed CTR and
 conversion use a Beta prior fitted per snapshot (``priors.fit_beta_prior``), so a listing never
 shown gets the population's rate rather than 0 or NaN.
+
+Two listing columns describe the listing's *category* as of the snapshot:
+``category_ctr_lift`` (log of the top category's recent smoothed CTR over the recent CTR of all
+listings, half-life ``CATEGORY_HALF_LIFE_DAYS``: seasonal swings of a category's demand) and
+``price_vs_category`` (log price minus the median log price of the listings of its leaf category
+listed by then: cheap or dear for what it is).
 """
 
 from __future__ import annotations
@@ -21,6 +27,10 @@ from checkout_recs.features.priors import (
 from checkout_recs.features.tables import DAY, decayed_daily, utc
 
 HALF_LIFE_DAYS = 14.0
+#: Half-life of the category CTR behind ``category_ctr_lift``, days (short: it follows seasons).
+CATEGORY_HALF_LIFE_DAYS = 2.0
+#: Pseudo-impressions of the pooled CTR added to each category's recent counts.
+CATEGORY_PRIOR_VIEWS = 20.0
 #: A seller younger than this is "new" (``seller_is_new``).
 NEW_SELLER_DAYS = 30.0
 #: Rating of an unrated seller when no seller is rated at all.
@@ -84,9 +94,87 @@ def build_listing_view(listings: pd.DataFrame, categories: pd.DataFrame, impress
     r, d = out["_row"].to_numpy(), out["_day"].to_numpy()
     out["age_days"] = (out["event_timestamp"] - out["listed_at"]) / DAY
     for name, mat in (("views_decayed", views), ("clicks_decayed", clk), ("purchases_decayed", buy),
-                      ("ctr_smoothed", ctr), ("cvr_smoothed", cvr)):
+                      ("ctr_smoothed", ctr), ("cvr_smoothed", cvr),
+                      ("category_ctr_lift", category_ctr_lift(lst, impressions, clicks, grid)),
+                      ("price_vs_category", price_vs_category(lst, grid))):
         out[name] = mat[r, d]
     return out.sort_values(["listing_id", "event_timestamp"])[contract.field_names(contract.LISTING_FEATURES)]
+
+
+def category_ctr_lift(lst: pd.DataFrame, impressions: pd.DataFrame, clicks: pd.DataFrame,
+                      grid: pd.DatetimeIndex) -> np.ndarray:
+    """log(recent CTR of the listing's top category / recent CTR of all listings), per snapshot.
+
+    Parameters
+    ----------
+    lst : listings with ``listing_id, top_category_id`` (n rows).
+    impressions, clicks : events with ``listing_id, event_timestamp``.
+    grid : (D,) snapshot times.
+
+    Returns
+    -------
+    float64 (n, D): counts decayed with half-life ``CATEGORY_HALF_LIFE_DAYS``; the category rate is
+    smoothed towards the pooled one with ``CATEGORY_PRIOR_VIEWS`` pseudo-impressions, so a
+    category never shown gets 0 (no lift).
+    """
+    codes, _ = pd.factorize(lst["top_category_id"])
+    top_of = pd.Series(codes, index=lst["listing_id"].to_numpy())
+    n_top = int(codes.max()) + 1 if len(codes) else 0
+
+    def decayed(events: pd.DataFrame) -> np.ndarray:
+        idx = events["listing_id"].map(top_of)
+        ok = idx.notna().to_numpy()
+        return decayed_daily(idx[ok].to_numpy(np.int64), events.loc[ok, "event_timestamp"], grid, n_top,
+                             CATEGORY_HALF_LIFE_DAYS)
+
+    if not n_top:
+        return np.zeros((len(lst), len(grid)))
+    return _ctr_lift(decayed(clicks), decayed(impressions))[codes]
+
+
+def _ctr_lift(clicks: np.ndarray, views: np.ndarray) -> np.ndarray:
+    """log(smoothed category CTR / pooled CTR) from (n_top, D) decayed clicks and views."""
+    pooled = (clicks.sum(0) + 1.0) / (views.sum(0) + 1.0 / DEFAULT_CTR_PRIOR.mean)  # (D,)
+    rate = (clicks + CATEGORY_PRIOR_VIEWS * pooled) / (views + CATEGORY_PRIOR_VIEWS)
+    return np.log(rate / pooled)
+
+
+def price_vs_category(lst: pd.DataFrame, grid: pd.DatetimeIndex) -> np.ndarray:
+    """log(price) minus the median log price of the listings of the same leaf category listed at
+    or before each snapshot; float64 (n, D) from listings (n rows: ``price`` currency units,
+    ``category_id``, ``listed_at`` UTC) and snapshot times (D,). 0 where no listing of the
+    category is listed yet."""
+    lp = np.log(lst["price"].clip(lower=0.01).to_numpy(np.float64))
+    cat = lst["category_id"].to_numpy()
+    listed = lst["listed_at"].to_numpy()
+    out = np.zeros((len(lst), len(grid)))
+    for d, t in enumerate(grid.to_numpy()):
+        out[:, d] = _minus_category_median(lp, cat, listed <= t)
+    return out
+
+
+def _minus_category_median(lp: np.ndarray, cat: np.ndarray, live: np.ndarray) -> np.ndarray:
+    """lp (n,) minus the median of ``lp[live]`` within each category (n,); 0 where none is live."""
+    med = pd.Series(lp[live]).groupby(cat[live]).median()
+    return lp - pd.Series(cat).map(med).fillna(pd.Series(lp)).to_numpy(np.float64)
+
+
+def snapshot_category_columns(snap: pd.DataFrame) -> pd.DataFrame:
+    """``category_ctr_lift`` and ``price_vs_category`` for a one-off snapshot frame (no history).
+
+    For catalogues made as a single snapshot (the 1M-listing benchmark's ``scaled_snapshot``):
+    ``snap`` (n rows) with ``price``, ``category_id``, ``top_category_id``, ``views_decayed``,
+    ``clicks_decayed``. The same formulas as the daily view, on the snapshot's own decayed
+    counts and every listing in it. Returns ``snap`` with the two float64 columns added.
+    """
+    codes, _ = pd.factorize(snap["top_category_id"])
+    n_top = int(codes.max()) + 1 if len(codes) else 0
+    c = np.bincount(codes, snap["clicks_decayed"].to_numpy(np.float64), n_top)[:, None]
+    v = np.bincount(codes, snap["views_decayed"].to_numpy(np.float64), n_top)[:, None]
+    lp = np.log(snap["price"].clip(lower=0.01).to_numpy(np.float64))
+    return snap.assign(category_ctr_lift=_ctr_lift(c, v)[codes, 0] if n_top else 0.0,
+                       price_vs_category=_minus_category_median(lp, snap["category_id"].to_numpy(),
+                                                                np.ones(len(snap), bool)))
 
 
 def seller_sales(orders: pd.DataFrame, purchases: pd.DataFrame, listings: pd.DataFrame) -> pd.DataFrame:

@@ -41,6 +41,7 @@ VIEW_DEFAULTS: dict[str, dict[str, object]] = {
     "user": USER_DEFAULTS,
     "listing": {"views_decayed": 0.0, "clicks_decayed": 0.0, "purchases_decayed": 0.0,
                 "ctr_smoothed": DEFAULT_CTR_PRIOR.mean, "cvr_smoothed": DEFAULT_CVR_PRIOR.mean,
+                "category_ctr_lift": 0.0, "price_vs_category": 0.0,
                 "age_days": 0.0, "region": "unknown", "price": 0.0, "take_rate": 0.0,
                 "category_id": -1, "top_category_id": -1},
     "seller": {"seller_age_days": 0.0, "seller_rating": DEFAULT_RATING, "seller_is_new": 1,

@@ -54,7 +54,7 @@ def _distill(teacher: RankerModel, train_df: pd.DataFrame, cfg: StudentConfig) -
         t_click, t_cvr = teacher.net(torch.from_numpy(X))
     y_click, y_buy = labels(train_df)
     rcfg = RankerConfig(hidden=[cfg.hidden], seed=cfg.seed, version=f"{teacher.version}-student",
-                        wide=cfg.wide)
+                        wide=cfg.wide, fm_factors=0)
     net = RankerNet(X.shape[1], rcfg.hidden, wide=cfg.wide)
     net.mean.copy_(teacher.net.mean)
     net.std.copy_(teacher.net.std)

@@ -84,3 +84,21 @@ def test_paired_bootstrap_interval_and_direction():
     r = paired_auc_bootstrap(y, good, good + rng.normal(0, 2.0, 3000), groups, n_boot=100)
     assert r["diff"] > 0 and r["diff_lo"] > 0 and r["p_model_better"] > 0.95
     assert r["auc_lo"] < r["auc"] < r["auc_hi"]
+
+
+def test_factorization_machine_term_is_the_pairwise_sum_and_survives_save_load(tmp_path):
+    from checkout_recs.models.ranker import FactorizationMachine, RankerModel
+
+    fm = FactorizationMachine(3, 2)
+    z = torch.randn(5, 3)
+    want = torch.stack([sum((fm.v[h, i] @ fm.v[h, j]) * z[:, i] * z[:, j] for i in range(3) for j in range(i + 1, 3))
+                        for h in range(2)], 1)
+    assert torch.allclose(fm(z), want, atol=1e-6)
+    train, test = _slates(1500, 4, True), _slates(500, 5, True)
+    m = train_ranker(train, RankerConfig(epochs=15, seed=0, fm_factors=2), NAMES)
+    X = test[NAMES].to_numpy(np.float32)
+    again = RankerModel.load(m.save(tmp_path / "fm"))
+    assert np.allclose(again.predict(X)[0], m.predict(X)[0])
+    y = test["clicked"].to_numpy()
+    lr = logistic_baseline(train, test, NAMES)["clicked"]
+    assert auc(y, m.predict(X)[0]) > auc(y, lr) + 0.1  # a product of two features: one FM factor pair

@@ -46,6 +46,12 @@ def test_listing_ranges(demo_features):  # noqa: F811
     assert (df["price"] > 0).all() and df["take_rate"].between(0, 1, inclusive="neither").all()
     listings = pd.read_parquet(demo_features["validated"] / "validated" / "listings")
     assert set(df["listing_id"]) <= set(listings["listing_id"])
+    # category context: a log lift around 0 (shrunk to the pooled CTR), a price centred per category
+    assert df["category_ctr_lift"].abs().max() < 3 and df["category_ctr_lift"].std() > 0
+    last = df[df["event_timestamp"] == df["event_timestamp"].max()]
+    assert last.groupby("category_id")["price_vs_category"].median().abs().max() < 1e-9
+    assert np.allclose(last["price_vs_category"],
+                       np.log(last["price"]) - np.log(last["price"]).groupby(last["category_id"]).transform("median"))
 
 
 def test_user_and_seller_ranges(demo_features):  # noqa: F811
@@ -76,3 +82,15 @@ def test_training_set_expectations(demo_features, tmp_path):  # noqa: F811
     assert (df["listing_price"] == df["price"]).all()  # the view's price is the impression's price
     assert df["basket_size"].ge(0).all() and df["price_ratio"].between(0, 100).all()
     assert sum(rep.missing_by_view.values()) < 0.5 * 3 * len(df)  # most rows find their features
+
+
+def test_snapshot_category_columns_match_the_view_formulas():
+    from checkout_recs.features.item_views import snapshot_category_columns
+
+    snap = pd.DataFrame({"price": [10.0, 20.0, 40.0, 5.0], "category_id": [1, 1, 1, 2],
+                         "top_category_id": [0, 0, 0, 9], "views_decayed": [100.0, 100.0, 100.0, 100.0],
+                         "clicks_decayed": [20.0, 20.0, 20.0, 1.0]})
+    out = snapshot_category_columns(snap)
+    assert np.allclose(out["price_vs_category"], [np.log(0.5), 0.0, np.log(2.0), 0.0])
+    lift = out["category_ctr_lift"].to_numpy()
+    assert lift[0] == lift[1] == lift[2] > 0 > lift[3]  # the busy category above the pool, the other below
