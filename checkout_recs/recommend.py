@@ -8,7 +8,9 @@ One request goes through five visible stages, each timed (milliseconds in ``Prep
 3. **inventory** — one batched lookup drops sold / delisted / locked listings;
 4. **rank** — the ranker's input matrix (``models.ranker_features.ranker_matrix``) scored by
    the predictor (a remote hop in serving, in-process offline); the matrix is built while the
-   inventory lookup is in flight and its unavailable rows are dropped when the answer comes;
+   inventory lookup is in flight, and in serving it is scored while the lookup is still in
+   flight too: the unavailable rows (and their scores) are dropped when the answer comes,
+   always before the policy sees them;
 5. **policy** — expected revenue, diversity, exploration, exposure -> exactly six.
 
 ``Recommender.prepare`` runs stages 1-3 and builds the matrix, ``Recommender.decide`` runs
@@ -89,6 +91,8 @@ class Prepared:
     fb_sources: np.ndarray
     matrix: np.ndarray | None = None  # float32 (n, d) ranker input, None on the fallback path
     filtered_out: int = 0
+    #: the inventory lookup still in flight (``prepare(defer_inventory=True)``), None once settled
+    pending: Any = None
     timings: dict[str, float] = field(default_factory=dict)
     #: CPU ms of this thread per stage (``time.thread_time``); exact when requests do not
     #: overlap on the event loop (stages that await may include other requests' CPU otherwise).
@@ -143,10 +147,14 @@ class Recommender:
         self.policy.explorer.ledger.close()
 
     # ---------------------------------------------------------------- stages 1-3
-    async def prepare(self, req: contract.PostCheckoutRequest, now: float | None = None) -> Prepared:
+    async def prepare(self, req: contract.PostCheckoutRequest, now: float | None = None,
+                      defer_inventory: bool = False) -> Prepared:
         """Stages features, retrieval and inventory, and the ranker matrix.
 
-        Never raises for a dependency failure: the failure becomes ``fallback_reason``.
+        Never raises for a dependency failure: the failure becomes ``fallback_reason``. With
+        ``defer_inventory`` the inventory lookup is left in flight (``Prepared.pending``) and the
+        candidates unfiltered, so the caller can overlap it with the ranker call; the caller must
+        then ``await settle_inventory(prep)`` before ``decide`` (the transformer does).
         """
         t0, c0 = time.perf_counter(), time.thread_time()
         cat = self.bundle.catalog
@@ -176,9 +184,9 @@ class Recommender:
                                                      np.asarray(req.purchased_item_ids, np.int64), req.region,
                                                      basket_rows=basket_rows)
         t2, c2 = time.perf_counter(), time.thread_time()
-        # Stage 3 overlaps the ranker input: the inventory lookup is sent first, and while Redis
-        # answers the matrix of every candidate is built (row-wise, so the rows of candidates found
-        # unavailable are simply dropped after). "inventory" times the send and the remaining wait.
+        # Stage 3 overlaps the ranker: the inventory lookup is sent first, and while Redis answers
+        # the matrix of every candidate is built (and, deferred, scored); the rows of candidates
+        # found unavailable are dropped after (``settle_inventory``).
         lookup = asyncio.ensure_future(self._unavailable(cand_rows, fb_rows))
         await asyncio.sleep(0)  # let the lookup write its request before the CPU work below
         t3, c3 = time.perf_counter(), time.thread_time()
@@ -190,28 +198,45 @@ class Recommender:
                 lookup.cancel()  # no orphaned lookup when the matrix cannot be built
                 raise
         t4, c4 = time.perf_counter(), time.thread_time()
-        gone, inv_ok = await lookup
-        n = len(cand_rows)
-        keep_c, keep_f = ~gone[:n], ~gone[n:]
-        cand_rows, cand_sources, fb_rows, fb_sources = (cand_rows[keep_c], cand_sources[keep_c], fb_rows[keep_f],
-                                                        fb_sources[keep_f])
-        if not inv_ok:
-            reason = reason or "inventory_unavailable"
-        if reason is None and len(cand_rows) == 0:
-            reason = "too_few_candidates"
         prep = Prepared(request=req, request_id=req.resolved_request_id(), started=t0, user=user,
                         session_class=self.policy.session_class(user, cat, basket_rows),
                         fallback_reason=reason, basket_rows=basket_rows, cand_rows=cand_rows,
                         cand_sources=cand_sources, fb_rows=fb_rows, fb_sources=fb_sources,
-                        filtered_out=int(gone.sum()))
-        if reason is None and matrix is not None:
-            prep.matrix = matrix[keep_c]
-        t5, c5 = time.perf_counter(), time.thread_time()
-        prep.timings.update(features=(t1 - t0) * 1e3, retrieval=(t2 - t1) * 1e3,
-                            inventory=(t3 - t2 + t5 - t4) * 1e3, rank_input=(t4 - t3) * 1e3)
-        prep.cpu_ms.update(features=(c1 - c0) * 1e3, retrieval=(c2 - c1) * 1e3, inventory=(c3 - c2 + c5 - c4) * 1e3,
+                        matrix=matrix if reason is None else None, pending=lookup)
+        prep.timings.update(features=(t1 - t0) * 1e3, retrieval=(t2 - t1) * 1e3, inventory=(t3 - t2) * 1e3,
+                            rank_input=(t4 - t3) * 1e3)
+        prep.cpu_ms.update(features=(c1 - c0) * 1e3, retrieval=(c2 - c1) * 1e3, inventory=(c3 - c2) * 1e3,
                            rank_input=(c4 - c3) * 1e3)
+        if not defer_inventory:
+            await self.settle_inventory(prep)
         return prep
+
+    async def settle_inventory(self, prep: Prepared) -> np.ndarray:
+        """Wait for the inventory lookup of ``prepare`` and drop what it found unavailable.
+
+        Filters ``cand_rows`` / ``cand_sources`` / ``matrix`` and the fallback pool in place; sets
+        ``fallback_reason`` to ``inventory_unavailable`` (store down) or ``too_few_candidates``
+        (nothing left). Returns the keep mask, bool (n,), over the candidates as they were before
+        (all True when already settled), to align scores computed on the unfiltered matrix.
+        """
+        if prep.pending is None:
+            return np.ones(len(prep.cand_rows), bool)
+        t0, c0 = time.perf_counter(), time.thread_time()
+        gone, inv_ok = await prep.pending
+        prep.pending = None
+        n = len(prep.cand_rows)
+        keep_c, keep_f = ~gone[:n], ~gone[n:]
+        prep.cand_rows, prep.cand_sources = prep.cand_rows[keep_c], prep.cand_sources[keep_c]
+        prep.fb_rows, prep.fb_sources = prep.fb_rows[keep_f], prep.fb_sources[keep_f]
+        prep.filtered_out = int(gone.sum())
+        if not inv_ok:
+            prep.fallback_reason = prep.fallback_reason or "inventory_unavailable"
+        if prep.fallback_reason is None and len(prep.cand_rows) == 0:
+            prep.fallback_reason = "too_few_candidates"
+        prep.matrix = prep.matrix[keep_c] if prep.fallback_reason is None and prep.matrix is not None else None
+        prep.timings["inventory"] = prep.timings.get("inventory", 0.0) + (time.perf_counter() - t0) * 1e3
+        prep.cpu_ms["inventory"] = prep.cpu_ms.get("inventory", 0.0) + (time.thread_time() - c0) * 1e3
+        return keep_c
 
     async def _unavailable(self, cand_rows: np.ndarray, fb_rows: np.ndarray) -> tuple[np.ndarray, bool]:
         """(bool (n_cand + n_fb,) unavailable mask over candidates then fallback pool, whether the

@@ -32,6 +32,7 @@ class RankerPredictor(Model):
         self.bundle_dir = Path(bundle_dir)
         self.model: Any = None
         self.version: str | None = None
+        self._predict: Any = None
 
     def load(self) -> bool:
         """Load the ranker from ``model/student`` or ``model/ranker``; raises when neither exists."""
@@ -48,9 +49,25 @@ class RankerPredictor(Model):
                 break
         if self.model is None:
             raise FileNotFoundError(f"no ranker under {self.bundle_dir}/model/")
-        self.model.predict(np.zeros((2, len(self.model.feature_names)), np.float32))  # warm up
+        self._predict = self._numpy_scorer() or self.model.predict
+        self._predict(np.zeros((2, len(self.model.feature_names)), np.float32))  # warm up
         self.ready = True
         return self.ready
+
+    def _numpy_scorer(self) -> Any:
+        """The model's forward pass in numpy (``student.NumpyScorer``: no torch dispatch, ~10x less CPU
+        on 300 rows) when the architecture allows it and it agrees with torch on a probe matrix
+        (|diff| <= 1e-5); else None and torch scores."""
+        from checkout_recs.models.student import NumpyScorer
+
+        try:
+            scorer = NumpyScorer(self.model)
+        except (ValueError, KeyError):
+            return None
+        probe = np.random.default_rng(0).normal(size=(64, len(self.model.feature_names))).astype(np.float32)
+        agree = all(np.allclose(a, b, atol=1e-5) for a, b in zip(scorer.predict(probe), self.model.predict(probe),
+                                                                   strict=True))
+        return scorer.predict if agree else None
 
     def validate(self, payload: Any) -> Any:
         """Accept v2 requests only (the transformer speaks v2)."""
@@ -63,7 +80,8 @@ class RankerPredictor(Model):
             raise InvalidInput(f"'features' must be FP32 [n<={MAX_ROWS}, {d}], got shape {list(x.shape)}")
         if x.shape[0] == 0:
             return np.zeros(0, np.float32), np.zeros(0, np.float32)
-        return self.model.predict(x)
+        pc, pp = self._predict(x)
+        return np.asarray(pc, np.float32), np.asarray(pp, np.float32)
 
     async def predict(self, payload: Any, headers: dict[str, str] | None = None,
                       response_headers: dict[str, str] | None = None) -> InferResponse:

@@ -132,14 +132,17 @@ class LoopbackModelServer(ModelServer):
     host : address for both REST and gRPC (default 127.0.0.1).
     max_body_bytes : largest accepted request body (REST and gRPC message), bytes.
     quiet : drop the per-request access and timing log lines (errors are still logged).
+    fast_route : answer ``POST /v1/models/<name>:predict`` of the served models without FastAPI
+        (``inference.fast_route``); everything else goes through kserve's app.
     **kwargs : passed to ``kserve.ModelServer`` (``http_port``, ``grpc_port``, ``enable_grpc``...).
     """
 
     def __init__(self, host: str = DEFAULT_HOST, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-                 quiet: bool = True, **kwargs: Any) -> None:
+                 quiet: bool = True, fast_route: bool = True, **kwargs: Any) -> None:
         super().__init__(workers=1, **kwargs)
         self.host = host
         self.quiet = quiet
+        self.fast_route = fast_route
         self.max_body_bytes = max_body_bytes
         self._models: list[Any] = []
 
@@ -150,6 +153,11 @@ class LoopbackModelServer(ModelServer):
         from kserve.model_server import app
 
         app.add_middleware(BodyLimit, max_bytes=self.max_body_bytes)
+        if self.fast_route:  # added last: outermost, ahead of kserve's middlewares and routing
+            from inference.fast_route import FastPredictRoute
+
+            app.add_middleware(FastPredictRoute, dataplane=self.dataplane, names={m.name for m in models},
+                               max_bytes=self.max_body_bytes, handlers=app.exception_handlers)
         self._rest_server = RESTServer(
             "kserve.model_server:app", self.dataplane, self.model_repository_extension, self.http_port,
             access_log_format=self.access_log_format, workers=1, grace_period=2,

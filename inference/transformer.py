@@ -4,7 +4,9 @@
                 then ``Recommender.prepare``: switches, user features, candidates, inventory,
                 ranker matrix;
 ``predict``     the predictor hop (v2 REST binary / JSON or gRPC) under a deadline, or the
-                student in-process (``--scoring inprocess``); failure -> fallback reason;
+                student in-process (``--scoring inprocess``), overlapped with the inventory
+                lookup (unavailable rows and their scores dropped when it answers, before the
+                policy); failure -> fallback reason;
 ``postprocess`` ``Recommender.decide`` (policy: six, propensities, reasons), metrics, decision
                 log (queued, written off the request path), v1/v2 encoding.
 
@@ -21,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from kserve import Model
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferRequest
@@ -81,7 +84,8 @@ class CheckoutTransformer(Model):
             job = _Job(v2=False, binary=False, prepared=[])
         if len({r.request_id for r in reqs if r.request_id}) < sum(1 for r in reqs if r.request_id):
             raise InvalidInput("request_id values must be distinct within one call")
-        job.prepared = list(await asyncio.gather(*(self.recommender.prepare(r) for r in reqs)))
+        job.prepared = list(await asyncio.gather(*(self.recommender.prepare(r, defer_inventory=True)
+                                                  for r in reqs)))
         if self.naive is not None:  # benchmark baseline only: Feast reads of every candidate
             for p in job.prepared:
                 if p.matrix is not None:
@@ -100,8 +104,27 @@ class CheckoutTransformer(Model):
         return job
 
     async def _score(self, prep: Prepared) -> tuple[Any, str | None, float]:
+        """Score ``prep`` while its inventory lookup is still in flight, then drop the scores of what
+        the lookup found unavailable: (scores aligned with the settled candidates or None, failure
+        reason or None, wall ms of the scoring call)."""
         if prep.fallback_reason is not None or prep.matrix is None:
+            await self.recommender.settle_inventory(prep)  # the fallback pool is filtered too
             return None, None, 0.0
+        call = asyncio.ensure_future(self._call(prep))
+        keep = await self.recommender.settle_inventory(prep)
+        if prep.fallback_reason is not None:  # inventory down or nothing left: the answer is the fallback
+            call.cancel()
+            return None, None, 0.0
+        scores, failure, wall_ms = await call
+        if scores is not None:
+            if any(len(s) != len(keep) for s in scores):
+                return None, "predictor_error", wall_ms
+            scores = (np.asarray(scores[0])[keep], np.asarray(scores[1])[keep])
+        return scores, failure, wall_ms
+
+    async def _call(self, prep: Prepared) -> tuple[Any, str | None, float]:
+        """The scorer on the unfiltered matrix: remote (deadline-bound) or in-process."""
+        assert prep.matrix is not None
         t0, c0 = time.perf_counter(), time.thread_time()
         scores, failure = None, None
         try:
@@ -186,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decision_log_max_memory_rows", type=int, default=50_000,
                    help="decision rows kept in memory while the store fails before parts spill to disk")
     p.add_argument("--max_body_bytes", type=int, default=64 * 1024)
+    p.add_argument("--no_fast_route", action="store_true",
+                   help="serve v1 predict through kserve's FastAPI route too (A/B of inference.fast_route)")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--max_snapshot_age_h", type=float, default=0.0,
                    help="staleness SLA of the listing snapshot, hours, checked at the checkout's time "
@@ -261,7 +286,8 @@ def main(argv: list[str] | None = None) -> None:
     args, _ = build_parser().parse_known_args(argv)
     model = build_transformer(args)
     LoopbackModelServer(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
-                        max_body_bytes=args.max_body_bytes, enable_latency_logging=False).start([model])
+                        max_body_bytes=args.max_body_bytes, enable_latency_logging=False,
+                        fast_route=not args.no_fast_route).start([model])
 
 
 if __name__ == "__main__":

@@ -154,18 +154,14 @@ class RetrievalIndex:
                 out[i] = ids[0][ids[0] >= 0]
         if not spans:
             return out
-        sc = np.concatenate([(q @ self._store[a:b].T)[0] for _, a, b in spans])  # as _exact_block
-        rows = np.concatenate([self._order[a:b] for _, a, b in spans])
-        dead = ~np.concatenate([self._alive_store[a:b] for _, a, b in spans])
-        if dead.any():
-            sc[dead] = -np.inf
-        s = 0
-        for i, a, b in spans:
-            seg = sc[s : s + b - a]
-            top = _top_k(seg, k)
-            top = top[np.isfinite(seg[top])]
-            out[i] = self.ids[rows[s + top]]
-            s += b - a
+        for i, a, b in spans:  # as _exact_block, per contiguous block: no gather, no concatenation
+            sc = (q @ self._store[a:b].T)[0]
+            alive = self._alive_store[a:b]
+            top = _top_k(sc, k)
+            if not alive[top].all():  # removed listings among the k best: rank the live ones only
+                live = np.flatnonzero(alive)
+                top = live[_top_k(sc[live], k)]
+            out[i] = self.ids[self._order[a + top]]
         return out
 
     def rows_of(self, ids: np.ndarray) -> np.ndarray:
@@ -352,9 +348,10 @@ class RetrievalIndex:
 
 
 def _top_k(sc: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest scores of a 1-d array, best first."""
+    """Indices of the k largest scores of a 1-d array, best first (ties: lower index first)."""
     if len(sc) > k:
-        part = np.argpartition(-sc, k - 1)[:k]
+        part = np.argpartition(sc, len(sc) - k)[len(sc) - k:]
+        part.sort()  # ties then resolve by index, as a stable sort of the whole array would
         return part[np.argsort(-sc[part], kind="stable")]
     return np.argsort(-sc, kind="stable")
 

@@ -1,0 +1,122 @@
+"""The hot route without the web framework: ``POST /v1/models/<name>:predict`` straight to kserve's data plane.
+
+kserve's REST server runs every request through uvicorn -> five ASGI middlewares (kserve's
+``TimingMiddleware`` matches the path against every route to name a metric) -> FastAPI routing
+and dependency injection -> ``V1Endpoints.predict`` -> ``DataPlane``. For the checkout call that
+framework work costs about as much CPU as a stage of the request path. ``FastPredictRoute`` is an
+ASGI middleware placed outermost: for a v1 predict of one of the server's models it does what
+``V1Endpoints.predict`` does (model ready -> ``DataPlane.decode`` -> ``DataPlane.infer`` ->
+``DataPlane.encode`` -> orjson, as ``ORJSONResponse`` renders it) and answers; an error is
+answered by the app's own exception handler for its type (kserve's: ``InvalidInput`` -> 400 with
+``{"error": reason}``, ``ModelNotReady`` -> 503, anything else -> 500). Every other request (v2,
+metadata, health, metrics) goes on to kserve's app unchanged. The body limit applies here too.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+V1_PREDICT = re.compile(r"/v1/models/([^/:]+):predict")
+_JSON = (b"content-type", b"application/json")
+
+
+class FastPredictRoute:
+    """ASGI middleware: v1 predict of ``names`` answered by ``dataplane`` directly (see module docstring).
+
+    Parameters
+    ----------
+    app : the kserve FastAPI app (everything else, and the exception handlers).
+    dataplane : the server's ``kserve.protocol.dataplane.DataPlane``.
+    names : model names served on the fast route.
+    max_bytes : largest request body, bytes (413 with a reason above it).
+    handlers : exception type -> handler ``(request, exc) -> Response`` (default: ``app.exception_handlers``).
+    """
+
+    def __init__(self, app: Any, dataplane: Any, names: set[str], max_bytes: int,
+                 handlers: dict[Any, Any] | None = None) -> None:
+        self.app, self.dataplane, self.names, self.max_bytes = app, dataplane, set(names), max_bytes
+        self._handlers = handlers
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        m = V1_PREDICT.fullmatch(scope["path"])
+        if m is None or m.group(1) not in self.names:
+            await self.app(scope, receive, send)
+            return
+        body = await self._body(scope, receive)
+        if body is None:
+            await _send(send, 413, orjson.dumps({"error": f"request body exceeds {self.max_bytes} bytes"}), [_JSON])
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers") or []}
+        try:
+            status, content, extra = 200, *await self._predict(m.group(1), body, headers)
+        except Exception as exc:  # noqa: BLE001 - answered by the app's handler for its type
+            await self._error(scope, exc, send)
+            return
+        await _send(send, status, content, extra)
+
+    async def _body(self, scope: dict, receive: Any) -> bytes | None:
+        """The whole request body, or None when it (declared or received) exceeds ``max_bytes``."""
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            return None
+        chunks, seen, more = [], 0, True
+        while more:
+            msg = await receive()
+            chunk = msg.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_bytes:
+                return None
+            chunks.append(chunk)
+            more = msg.get("more_body", False)
+        return b"".join(chunks)
+
+    async def _predict(self, name: str, body: bytes, headers: dict[str, str]) -> tuple[bytes, list]:
+        """``V1Endpoints.predict`` minus FastAPI: (response bytes, extra response headers)."""
+        from kserve.errors import ModelNotReady
+
+        dp = self.dataplane
+        if not await dp.model_ready(name, True):
+            raise ModelNotReady(name)
+        request, attributes = dp.decode(body=body, headers=headers)
+        response, response_headers = await dp.infer(model_name=name, request=request, headers=headers)
+        response, res_headers = dp.encode(model_name=name, response=response, headers=headers,
+                                          req_attributes=attributes)
+        response_headers.update(res_headers)
+        response_headers.pop("content-length", None)
+        extra = [(k.encode("latin-1"), str(v).encode("latin-1")) for k, v in response_headers.items()]
+        if isinstance(response, str | bytes):
+            content = response.encode() if isinstance(response, str) else response
+            if not any(k == b"content-type" for k, _ in extra):
+                extra.append((b"content-type", b"text/plain; charset=utf-8"))
+            return content, extra
+        if not any(k == b"content-type" for k, _ in extra):
+            extra.append(_JSON)
+        return orjson.dumps(response, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY), extra
+
+    async def _error(self, scope: dict, exc: Exception, send: Any) -> None:
+        """Answer ``exc`` with the app's handler for the nearest class in its MRO (500 if none)."""
+        from starlette.requests import Request
+
+        handlers = self._handlers if self._handlers is not None else getattr(self.app, "exception_handlers", {})
+        handler = next((handlers[c] for c in type(exc).__mro__ if c in handlers), None)
+        if handler is None:
+            await _send(send, 500, orjson.dumps({"error": f"{type(exc).__name__} : {exc}"}), [_JSON])
+            return
+        response = await handler(Request(scope), exc)
+        await response(scope, _no_body, send)
+
+
+async def _no_body() -> dict:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def _send(send: Any, status: int, content: bytes, headers: list) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*headers, (b"content-length", str(len(content)).encode())]})
+    await send({"type": "http.response.body", "body": content})
