@@ -10,7 +10,9 @@ Wide & deep (& cross): each logit is a linear ("wide") term plus the deep part, 
 factorisation-machine term ``Σ_{i<j} <v_i, v_j> z_i z_j`` (``fm_factors`` > 0; Rendle, 2010) that
 gives every pair of standardised features a low-rank interaction weight -- what a logistic
 regression on the same matrix cannot express (e.g. the user's price level x the listing's price
-relative to its category). Training
+relative to its category). The wide part also takes a piecewise-linear encoding of every feature
+(``spline_knots`` quantile bins, ``piecewise``; default 8): a per-feature curve instead of a
+slope, shrunk towards the linear model by a stronger L2 (``spline_scale``). Training
 (``ranker_fit``) fits the linear part to convergence first, then the deep part as a residual
 for as many epochs as a time-ordered hold-out supports (0 = the linear model alone).
 
@@ -34,6 +36,7 @@ from torch import nn
 
 from checkout_recs.models import ranker_fit as fit
 from checkout_recs.models.optim import Adam
+from checkout_recs.models.piecewise import PiecewiseLinear
 from checkout_recs.models.ranker_features import available_features, ranker_matrix
 
 
@@ -44,6 +47,10 @@ class RankerConfig(BaseModel):
     architecture: str = Field(default="shared_bottom", description="'shared_bottom' or 'mmoe'.")
     n_experts: int = Field(default=3, description="Experts when architecture is 'mmoe'.")
     wide: bool = Field(default=True, description="Add a linear (wide) term to each head's logit.")
+    spline_knots: int = Field(default=8, ge=0, description="Bins of the piecewise-linear encoding of "
+                              "each feature in the wide part (``piecewise``); 0 = the wide part is linear.")
+    spline_scale: float = Field(default=0.03, gt=0, description="Scale of the standardised ramps: their L2 is "
+                                "1/scale² times the linear weights', so the wide part bends only where data insist.")
     fm_factors: int = Field(default=0, ge=0, description="Rank of the pairwise (factorisation-machine) "
                             "term per head; 0 = none (default: ranks 2 and 4 tie it in the demo "
                             "simulation's 5-run ranker ablation). Trained with the deep part.")
@@ -79,7 +86,8 @@ class RankerNet(nn.Module):
     std: torch.Tensor
 
     def __init__(self, d_in: int, hidden: Sequence[int], architecture: str = "shared_bottom",
-                 n_experts: int = 3, wide: bool = False, fm_factors: int = 0) -> None:
+                 n_experts: int = 3, wide: bool = False, fm_factors: int = 0, spline_knots: int = 0,
+                 spline_scale: float = 0.03) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(d_in))
         self.register_buffer("std", torch.ones(d_in))
@@ -94,7 +102,8 @@ class RankerNet(nn.Module):
             raise ValueError(f"unknown architecture {architecture!r}")
         self.click_head = nn.Linear(hidden[-1], 1)
         self.cvr_head = nn.Linear(hidden[-1], 1)
-        self.wide = nn.Linear(d_in, 2, bias=False) if wide else None
+        self.spline = PiecewiseLinear(d_in, spline_knots, spline_scale) if wide and spline_knots > 0 else None
+        self.wide = nn.Linear(d_in * (1 + spline_knots * (self.spline is not None)), 2, bias=False) if wide else None
         self.fm = FactorizationMachine(d_in, fm_factors) if fm_factors > 0 else None
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,12 +117,23 @@ class RankerNet(nn.Module):
             h_click = h_cvr = self.bottom(z)
         a, b = self.click_head(h_click).squeeze(-1), self.cvr_head(h_cvr).squeeze(-1)
         if self.wide is not None:
-            w = self.wide(z)
+            w = self.wide(self.wide_input(x, z))
             a, b = a + w[:, 0], b + w[:, 1]
         if self.fm is not None:
             f = self.fm(z)
             a, b = a + f[:, 0], b + f[:, 1]
         return a, b
+
+    def wide_input(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Input of the wide layer: standardised ``z`` (n, d), followed by the piecewise-linear
+        ramps of the raw ``x`` (n, d·k) when ``spline_knots`` > 0."""
+        return z if self.spline is None else torch.cat([z, self.spline(x)], 1)
+
+
+def build_net(d_in: int, cfg: RankerConfig) -> RankerNet:
+    """The (untrained) ``RankerNet`` that ``cfg`` describes, for ``d_in`` features."""
+    return RankerNet(d_in, cfg.hidden, cfg.architecture, cfg.n_experts, cfg.wide, cfg.fm_factors,
+                     cfg.spline_knots, cfg.spline_scale)
 
 
 class FactorizationMachine(nn.Module):
@@ -209,9 +229,8 @@ class RankerModel:
 
         model_dir = Path(model_dir)
         meta = json.loads((model_dir / "config.json").read_text())
-        cfg = RankerConfig(**meta["config"])
-        net = RankerNet(len(meta["feature_names"]), cfg.hidden, cfg.architecture, cfg.n_experts, cfg.wide,
-                        cfg.fm_factors)
+        cfg = RankerConfig(**{"spline_knots": 0, **meta["config"]})  # saved before splines: none
+        net = build_net(len(meta["feature_names"]), cfg)
         net.load_state_dict(load_file(str(model_dir / "weights.safetensors")))
         return cls(net, list(meta["feature_names"]), cfg, meta.get("metrics"))
 
@@ -281,10 +300,12 @@ def _fit_once(X: np.ndarray, y_click: np.ndarray, y_buy: np.ndarray, groups: np.
     epochs without improvement)."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    net = RankerNet(X.shape[1], cfg.hidden, cfg.architecture, cfg.n_experts, cfg.wide, cfg.fm_factors)
+    net = build_net(X.shape[1], cfg)
     mean, std = fit.feature_stats(X)
     net.mean.copy_(torch.from_numpy(mean))
     net.std.copy_(torch.from_numpy(std))
+    if net.spline is not None:
+        net.spline.fit(X)
     Xt, yc, yb = torch.from_numpy(X), torch.from_numpy(y_click), torch.from_numpy(y_buy)
     if cfg.wide and cfg.linear_warm_start:
         _warm_start(net, Xt, yc, yb, cfg)
@@ -325,7 +346,7 @@ def _warm_start(net: RankerNet, Xt: torch.Tensor, yc: torch.Tensor, yb: torch.Te
     """Start ``net`` as the converged linear model: wide weights and head biases from
     ``fit_linear``, deep head weights zero; the wide weights are then frozen."""
     with torch.no_grad():
-        z = (Xt - net.mean) / net.std
+        z = net.wide_input(Xt, (Xt - net.mean) / net.std)
     lin = fit.fit_linear(z, yc, yb, cfg.ctcvr_weight)
     assert net.wide is not None
     with torch.no_grad():

@@ -4,8 +4,10 @@ Three steps, each one a function here (``ranker.train_ranker`` strings them toge
 
 1. **Wide (linear) part first.** ``fit_linear`` fits one linear logit per head on the
    standardised features to convergence (full-batch Adam, L2 ``1 / (2 n C)`` with ``C = 1`` as
-   scikit-learn's logistic regression) under the ESMM loss. The network starts *as* that
-   linear model: the deep heads' output weights are zero.
+   scikit-learn's logistic regression) under the ESMM loss. With ``spline_knots`` > 0 its input
+   is the standardised features followed by their scaled piecewise-linear ramps
+   (``RankerNet.wide_input``), so the "linear" part is a per-feature curve (a GAM). The network
+   starts *as* that model: the deep heads' output weights are zero.
 2. **Deep part as a residual.** ``fit_deep`` trains the bottom (or MMoE experts) and the head
    weights on top of the frozen linear part, mini-batches of whole requests, with an optional
    listwise term.

@@ -54,7 +54,7 @@ def _distill(teacher: RankerModel, train_df: pd.DataFrame, cfg: StudentConfig) -
         t_click, t_cvr = teacher.net(torch.from_numpy(X))
     y_click, y_buy = labels(train_df)
     rcfg = RankerConfig(hidden=[cfg.hidden], seed=cfg.seed, version=f"{teacher.version}-student",
-                        wide=cfg.wide, fm_factors=0)
+                        wide=cfg.wide, fm_factors=0, spline_knots=0)
     net = RankerNet(X.shape[1], rcfg.hidden, wide=cfg.wide)
     net.mean.copy_(teacher.net.mean)
     net.std.copy_(teacher.net.std)
@@ -82,8 +82,8 @@ class NumpyScorer:
     """A shared-bottom ``RankerModel`` evaluated in numpy: X (n, d) → (p_click, p_cvr), (n,) each."""
 
     def __init__(self, model: RankerModel) -> None:
-        if model.net.architecture != "shared_bottom":
-            raise ValueError("NumpyScorer handles shared-bottom rankers only")
+        if model.net.architecture != "shared_bottom" or model.net.fm is not None or model.net.spline is not None:
+            raise ValueError("NumpyScorer handles shared-bottom rankers without FM or spline terms only")
         sd = {k: v.detach().numpy().astype(np.float32) for k, v in model.net.state_dict().items()}
         self.inv_std = 1.0 / sd["std"]
         self.mean = sd["mean"]

@@ -38,10 +38,10 @@ def test_head_auc_reports_counts_intervals_per_segment():
 def test_ablation_runs_every_config_on_every_run():
     runs = [(make_slates(150, s, False), make_slates(60, s + 10, False)) for s in (0, 1)]
     runs[0] = (runs[0][0], runs[0][1].assign(p_true_clicked=0.2, p_true_purchased=0.05))  # one run with truth
-    configs = {k: ABLATION[k] for k in ("procedure/default (warm start + early stopping)", "mmoe/listwise")}
+    configs = {k: ABLATION[k] for k in ("procedure/default (warm start + early stopping)", "shared_bottom/listwise")}
     out = run_ablation(runs, configs, progress=lambda _: None)
     assert out["n_runs"] == 2 and set(out["configs"]) == set(configs)
-    row = out["configs"]["mmoe/listwise"]
+    row = out["configs"]["shared_bottom/listwise"]
     assert row["deep_epochs"] == [6.0, 6.0]  # fixed epochs: the deep part is trained
     seg = row["segments"]["all"]
     assert 0 <= seg["wins_click"] <= 2 and 0.5 < seg["auc_click"] <= 1

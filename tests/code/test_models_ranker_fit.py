@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -46,7 +47,7 @@ def test_linear_data_keeps_linear_model_and_ties_logistic_regression():
     train, test = _slates(800, 2, False), _slates(400, 3, False)
     m = train_ranker(train, RankerConfig(seed=1), NAMES)
     assert m.metrics["deep_epochs"] <= 6 and "heldout_loss_epoch_0" in m.metrics
-    zero = train_ranker(train, RankerConfig(epochs=0, early_stopping_share=0.0), NAMES)
+    zero = train_ranker(train, RankerConfig(epochs=0, early_stopping_share=0.0, spline_knots=0), NAMES)
     assert zero.metrics["deep_epochs"] == 0
     p_lin = zero.predict_frame(test)[0]
     lr = logistic_baseline(train, test, NAMES)["clicked"]
@@ -102,3 +103,58 @@ def test_factorization_machine_term_is_the_pairwise_sum_and_survives_save_load(t
     y = test["clicked"].to_numpy()
     lr = logistic_baseline(train, test, NAMES)["clicked"]
     assert auc(y, m.predict(X)[0]) > auc(y, lr) + 0.1  # a product of two features: one FM factor pair
+
+
+def _additive(n_requests: int, seed: int) -> pd.DataFrame:
+    """Slates whose click logit is ``2 x0² − 3``: additive per feature, not linear (U-shaped)."""
+    f = _slates(n_requests, seed, False)
+    rng = np.random.default_rng(seed + 100)
+    x0 = f[NAMES[0]].to_numpy()
+    clicked = rng.uniform(size=len(f)) < 1 / (1 + np.exp(-(2.0 * x0**2 - 3.0)))
+    return f.assign(clicked=clicked.astype(np.int8),
+                    purchased=(clicked & (rng.uniform(size=len(f)) < 0.3)).astype(np.int8))
+
+
+def test_piecewise_ramps_are_piecewise_linear_and_skip_empty_bins():
+    from checkout_recs.models.piecewise import PiecewiseLinear
+
+    pl = PiecewiseLinear(2, 4, scale=1.0)
+    X = np.stack([np.arange(101, dtype=np.float32), np.r_[np.zeros(90), np.ones(11)].astype(np.float32)], 1)
+    pl.fit(X)
+    r = pl.ramps(torch.from_numpy(X)).numpy()
+    assert np.allclose(pl.edges[0].numpy(), [0, 25, 50, 75, 100])
+    assert np.allclose(r[:, :4].sum(1), X[:, 0] / 25)  # ramps of one feature add up to x (linear)
+    assert np.allclose(r[30, :4], [1, 0.2, 0, 0])
+    assert (r[:, 4:7] == 0).all()  # zero-width bins of a 0/1 feature: no ramp
+    z = pl(torch.from_numpy(X)).numpy()
+    assert np.allclose(z[:, :4].mean(0), 0, atol=1e-5)
+
+
+def test_spline_wide_part_beats_logistic_regression_on_additive_curve_without_deep_part(tmp_path):
+    from checkout_recs.models.ranker import RankerModel
+
+    train, test = _additive(1500, 6), _additive(500, 7)
+    cfg = RankerConfig(epochs=0, early_stopping_share=0.0, spline_scale=1.0)
+    m = train_ranker(train, cfg, NAMES)
+    y = test["clicked"].to_numpy()
+    lr = logistic_baseline(train, test, NAMES)["clicked"]
+    assert auc(y, m.predict_frame(test)[0]) > auc(y, lr) + 0.1  # LR sees no signal in a symmetric U
+    again = RankerModel.load(m.save(tmp_path / "spline"))
+    assert np.allclose(again.predict_frame(test)[0], m.predict_frame(test)[0])
+
+
+def test_model_saved_before_splines_loads_as_linear_wide(tmp_path):
+    import json
+
+    from checkout_recs.models.ranker import RankerModel
+
+    train = _slates(300, 8, False)
+    m = train_ranker(train, RankerConfig(epochs=1, spline_knots=0), NAMES)
+    d = m.save(tmp_path / "old")
+    meta = json.loads((d / "config.json").read_text())
+    for key in ("spline_knots", "spline_scale"):
+        meta["config"].pop(key)  # config.json as written before the field existed
+    (d / "config.json").write_text(json.dumps(meta))
+    old = RankerModel.load(d)
+    assert old.cfg.spline_knots == 0 and old.net.spline is None
+    assert np.allclose(old.predict_frame(train)[0], m.predict_frame(train)[0])
