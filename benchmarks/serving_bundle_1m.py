@@ -57,7 +57,7 @@ def build_ann_bundle(root: Path, listings: int, log: Callable[[str], None] = pri
     from tests.fixtures_serving import RICH_NAMES, train_tiny_ranker
 
     bundle = ann_bundle_dir(root, listings)
-    if (bundle / "model" / "ranker" / "config.json").exists() and (bundle / "requests.json").exists():
+    if all((bundle / f).exists() for f in ("model/ranker/config.json", "model/student/config.json", "requests.json")):
         return bundle
     t = time.perf_counter()
     paths = retrieval_scale.demo_tower(Path(root) / "tower")
@@ -70,8 +70,9 @@ def build_ann_bundle(root: Path, listings: int, log: Callable[[str], None] = pri
     shutil.copytree(paths["candidates"], bundle / "candidates", dirs_exist_ok=True)
     users = latest_per_entity(read_table(paths["features"] / "user.parquet"), "user_id").reset_index(drop=True)
     t = time.perf_counter()
-    train_tiny_ranker(snap, users, bundle / "model" / "ranker", names=RICH_NAMES, n=20000, hidden=[64, 32])
-    log(f"ranker ({len(RICH_NAMES)} features) in {time.perf_counter() - t:.0f} s")
+    train_tiny_ranker(snap, users, bundle / "model" / "ranker", names=RICH_NAMES, n=20000, hidden=[64, 32],
+                      student_dir=bundle / "model" / "student")
+    log(f"ranker ({len(RICH_NAMES)} features) + distilled student in {time.perf_counter() - t:.0f} s")
     pairs = pd.read_parquet(bundle / "candidates" / "category_pairs.parquet")
     write_feature_tables(snap, users, pairs, bundle / "features")
     reqs = retrieval_scale.user_requests(paths["model"], paths["features"], N_REQUESTS)

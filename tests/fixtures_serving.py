@@ -88,8 +88,11 @@ RICH_NAMES = ["n_purchases", "avg_price_paid", "last_price_paid", "days_since_la
 
 
 def train_tiny_ranker(snapshot: pd.DataFrame, users: pd.DataFrame, out_dir: Path, seed: int = 0,
-                      names: list[str] | None = None, n: int = 4000, hidden: list[int] | None = None) -> Path:
-    """One-epoch multi-task ranker on impressions sampled from the snapshot's rates."""
+                      names: list[str] | None = None, n: int = 4000, hidden: list[int] | None = None,
+                      student_dir: Path | None = None) -> Path:
+    """One-epoch multi-task ranker on impressions sampled from the snapshot's rates; with
+    ``student_dir``, also its distilled student (``models.student.distill``) saved there, as the
+    training pipeline's bundles carry one."""
     from checkout_recs.models.ranker import RankerConfig, train_ranker
 
     rng = np.random.default_rng(seed + 3)
@@ -110,6 +113,10 @@ def train_tiny_ranker(snapshot: pd.DataFrame, users: pd.DataFrame, out_dir: Path
                          request_id=(np.arange(n) // 6).astype(str))
     cfg = RankerConfig(epochs=1, hidden=hidden or [16], seed=seed, version="tiny-ranker-1")
     model = train_ranker(frame, cfg, names or TINY_NAMES)
+    if student_dir is not None:
+        from checkout_recs.models.student import distill
+
+        distill(model, frame).save(student_dir)
     return model.save(out_dir)
 
 
