@@ -140,7 +140,12 @@ def simulate(
     from rich.progress import Progress
 
     from checkout_recs.evaluation.experiment_report import geo_report
-    from checkout_recs.evaluation.experiment_sim import geo_world_config, run_geo_experiment, with_cap_row
+    from checkout_recs.evaluation.experiment_sim import (
+        geo_world_config,
+        run_geo_experiment,
+        with_cap_row,
+        with_floor_row,
+    )
     from checkout_recs.evaluation.html_report import table_html
     from checkout_recs.simulate.evaluate import heuristic_policy, oracle_policy
     from checkout_recs.simulate.scenario import SimWorld
@@ -155,12 +160,12 @@ def simulate(
         task = bar.add_task("simulating days (experiment, then counterfactual)", total=2 * (pre_days + test_days))
         res = run_geo_experiment(
             world, make_treated, lambda: heuristic_policy(world, seed), list(holdout or ["north", "west"]),
-            pre_days, test_days, requests_per_day, progress=lambda d, n: bar.update(task, completed=d),
+            pre_days, test_days, requests_per_day, progress=_day_progress(bar, task),
         )  # fmt: skip
     table = res.table
     serving = stats.get("serving")
     if serving is not None:
-        table = with_cap_row(table, serving.ledger)
+        table = with_floor_row(with_cap_row(table, serving.ledger), serving.floors)
     label = (
         "our serving policy" if treated == "serving" else "ORACLE (reads the hidden truth: an upper bound)"
     )
@@ -180,12 +185,28 @@ def simulate(
                "did": res.did.as_dict(), "did_realised": res.did_realised.as_dict(),
                "policy_config": _policy_config(policy_config) if treated == "serving" else None,
                "serving_stats": dict(serving or {}), "exploration_ledger": getattr(serving, "ledger", {}),
+               "exposure_floors": getattr(serving, "floors", {}),
                "table": table.astype(str).to_dict(orient="records")}  # fmt: skip
     (out / "results.json").write_text(json.dumps(payload, indent=2, default=str))
     if results is not None:
         _write_results(results, payload)
     Console().print(table.to_string(index=False))
     typer.echo(f"report: {path}")
+
+
+@experiment_app.command("world")
+def world(
+    out: Annotated[Path, typer.Option(help="Raw folder to write (the simulated logs of the whole run).")],
+    seed: Annotated[int, typer.Option(help="Simulator seed.")] = 5,
+    days: Annotated[int, typer.Option(help="Simulated days (pre-period + test period).")] = 28,
+) -> None:
+    """Simulate the world of `experiment simulate` (geo_world_config) and write its raw logs."""
+    from checkout_recs.evaluation.experiment_sim import geo_world_config
+    from checkout_recs.simulate.run import run_simulation
+
+    summary = run_simulation(geo_world_config(seed, days), out)
+    typer.echo(json.dumps(summary.rows, indent=2))
+    typer.echo(f"raw folder: {out} ({summary.seconds:.0f} s)")
 
 
 @experiment_app.command("pre-period")
@@ -203,6 +224,21 @@ def pre_period(
         raise _fail(str(exc)) from exc
     typer.echo(json.dumps(kept, indent=2))
     typer.echo(f"pre-period raw folder: {out}")
+
+
+def _day_progress(bar, task):  # noqa: ANN001, ANN202 - rich Progress and its task id
+    """Progress callback: the bar on a terminal; one line per simulated day on stderr otherwise (logs)."""
+    import sys
+    import time
+
+    t0, tty = time.perf_counter(), sys.stderr.isatty()
+
+    def update(done: int, total: int) -> None:
+        bar.update(task, completed=done)
+        if not tty:
+            typer.echo(f"simulated day {done}/{total}, {time.perf_counter() - t0:.0f} s", err=True)
+
+    return update
 
 
 def _policy_config(path: Path | None) -> dict:
@@ -227,7 +263,7 @@ def _treated_factory(kind: str, world, bundle: Path | None, users: Path | None, 
     cfg = PolicyConfig.model_validate_json(policy_config.read_text()) if policy_config else None
 
     def make():  # noqa: ANN202
-        policy, counts = serving_policy(bundle, users, cfg=cfg)
+        policy, counts = serving_policy(bundle, users, cfg=cfg, world=world)
         stats["serving"] = counts
         return policy
 

@@ -112,6 +112,12 @@ class ExposureConfig(BaseModel):
         description="A young listing stops being cold-start once the window holds this many of its "
         "impressions (little exposure history left to gain); None: age only.",
     )
+    cold_order: Literal["least_shown", "best"] = Field(
+        default="least_shown",
+        description="Which qualifying cold-start listing takes a reserved slot: 'least_shown' (fewest impressions "
+        "in the window first, then expected revenue: spreads first impressions over many new listings) or "
+        "'best' (highest expected revenue first).",
+    )
     min_quality: float = Field(
         default=0.5, ge=0,
         description="A new-seller or cold-start listing may take a reserved slot only if its expected revenue "

@@ -14,7 +14,9 @@ Four levers, all configured in ``ExposureConfig`` (trade-offs in ``docs/serving.
 * **minimum share for cold-start listings** (younger than ``cold_days`` and shown fewer than
   ``cold_max_impressions`` times in the window) — counted apart: while their running share is below
   ``min_cold_share``, the six are topped up to ``cold_slots`` cold-start listings under the same
-  quality prior.
+  quality prior, least shown first (``cold_order``): the qualifying cold-start listing with the
+  fewest impressions in the window takes the slot (ties: higher expected revenue), so the floor
+  spreads first impressions over many new listings instead of re-showing the best one.
 
 Reserved listings go just before the last slot (the exploration slot keeps a greedy item), the
 weakest greedy items make room, and diversity (per seller, per category) and the seller cap still
@@ -178,16 +180,24 @@ class ExposureController:
             if target <= 0 or share >= target:
                 continue
             mask = group(rows)
+            ranked = self.least_shown_first(order, rows) if name == "cold_start" and cfg.cold_order == "least_shown" else order
             while len(picks) < _MAX_RESERVED:
                 now, after = (np.asarray([*slate.rows[: n - len(picks)].tolist(), *(int(rows[i]) for i, _ in picks)],
                                          np.int64) for n in (6, 5))
                 if int(group(now).sum()) >= want:
                     break
-                i = self._best(order, rows, mask, after, pcfg)
+                i = self._best(ranked, rows, mask, after, pcfg)
                 if i < 0:
                     break
                 picks.append((i, name))
         return self._place(slate, picks, rows, er, pc, pp) if picks else slate
+
+    def least_shown_first(self, order: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """``order`` (indices into ``rows``, best expected revenue first) re-sorted stably by the
+        listing's impressions in the window, fewest first; int64 (m,)."""
+        ids = self.catalog.listing_id[rows[order]].tolist()
+        shown = np.fromiter((self.listing_counts.get(i, 0) for i in ids), np.int64, len(ids))
+        return order[np.argsort(shown, kind="stable")]
 
     def _best(self, order: np.ndarray, rows: np.ndarray, mask: np.ndarray, held: np.ndarray,
               pcfg: PolicyConfig) -> int:

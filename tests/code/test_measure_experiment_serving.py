@@ -8,6 +8,7 @@ import numpy as np
 
 from checkout_recs import contract
 from checkout_recs.evaluation.experiment_serving import SimulatorCandidates, _within_candidates
+from checkout_recs.simulate.policy_api import RequestContext
 
 
 class _Catalog:
@@ -85,3 +86,39 @@ def test_exploration_cap_row_reports_the_worst_day() -> None:
     assert ok.iloc[-1]["treated"] == 0.02 and "holds" in ok.iloc[-1]["note"]
     bad = with_cap_row(table, {"d1": {"served": 10.0, "spent": 1.0}}, cap=0.03)
     assert "BROKEN" in bad.iloc[-1]["note"]
+
+
+def test_with_a_world_listed_listings_are_indexed_hourly_without_being_offered(tmp_path) -> None:  # noqa: ANN001
+    """Near-line indexing: the scheduled refresh adds every listing of the world already listed
+    and still live that the snapshot lacks, before any of them is offered."""
+    import pandas as pd
+
+    from checkout_recs.evaluation.experiment_serving import serving_policy
+    from checkout_recs.simulate.config import SimConfig
+    from checkout_recs.simulate.policy_api import candidate_set
+    from checkout_recs.simulate.scenario import SimWorld
+    from tests.fixtures_serving import make_serving_bundle
+
+    bundle = make_serving_bundle(tmp_path / "b", n_listings=400, n_users=50)
+    snap = pd.read_parquet(bundle / "index" / "snapshot.parquet")
+    world = SimWorld.build(SimConfig(seed=3, n_listings=1_600, n_sellers=60, n_users=50, days=4,
+                                     regions=("north", "south", "east", "west")))
+    policy, stats = serving_policy(bundle, world=world)
+    known = np.flatnonzero(np.isin(np.arange(1_600) + 1, snap["listing_id"].to_numpy()))[:12]
+    t_us = int(world.cat.listed_at.max()) + 1  # everything listed by now
+    ctx = RequestContext("q1", 1, "north", "web", t_us, np.array([int(known[-1]) + 1]), np.array([0]))
+    policy(ctx, candidate_set(world, known[:-1], t_us))
+    live = (world.cat.listed_at <= t_us) & (world.cat.delist_at > t_us)
+    unknown = ~np.isin(np.arange(1_600) + 1, snap["listing_id"].to_numpy())
+    assert stats["listings_added"] == int((live & unknown).sum()) > 0
+
+
+def test_floor_row_reports_reserved_slots_and_the_share_given_up() -> None:
+    import pandas as pd
+
+    from checkout_recs.evaluation.experiment_sim import with_floor_row
+
+    table = pd.DataFrame(columns=["quantity", "treated", "holdout", "counterfactual", "note"])
+    row = with_floor_row(table, {"d1": {"reserved": 3, "given_up": 1.0, "served": 99.0},
+                                 "d2": {"reserved": 1, "given_up": 0.0, "served": 100.0}}).iloc[-1]
+    assert row["treated"] == 0.005 and row["note"].startswith("4 reserved slots over 2 days")

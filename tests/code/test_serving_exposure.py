@@ -131,3 +131,31 @@ def test_cold_floor_does_not_fire_below_the_quality_prior(catalog):
         a, b = on.choose(prep, (pc, pp)), off.choose(prep, (pc, pp))
         assert "exposure_reserved" not in a.notes
         assert np.array_equal(a.rows, b.rows)
+
+
+def test_least_shown_first_gives_the_reserved_slot_to_the_cold_listing_shown_least(catalog):
+    rows, pc, pp = next(_requests(catalog, 1, 200, seed=11, bury=0.05))
+    picked = {}
+    for order in ("best", "least_shown"):
+        eng = _engine(catalog, min_cold_share=1.0, cold_slots=1, cold_max_impressions=3, cold_order=order)
+        first = eng.choose(make_prepared(catalog, rows), (pc, pp)).notes["exposure_reserved"]
+        # served (recorded): that listing now has one impression, still cold (< 3)
+        again = eng.choose(make_prepared(catalog, rows), (pc, pp)).notes["exposure_reserved"]
+        picked[order] = (first, again, eng.exposure.listing_counts.get(again[0], 0))
+    assert picked["best"][1] == picked["best"][0]  # best first: the same listing again
+    assert picked["least_shown"][1] != picked["least_shown"][0]  # least shown first: another one...
+    assert picked["least_shown"][2] == 1  # ...whose only impression is this one
+
+
+def test_least_shown_first_spreads_cold_impressions_more_evenly(catalog):
+    def counts(order: str) -> np.ndarray:
+        eng = _engine(catalog, min_cold_share=0.3, cold_slots=2, cold_max_impressions=3, cold_order=order)
+        shown = np.concatenate([eng.choose(make_prepared(catalog, r), (pc, pp)).rows
+                                for r, pc, pp in _requests(catalog, 300, 100, seed=12)])
+        cold = shown[catalog.cold[shown]]
+        return np.bincount(cold, minlength=len(catalog))[np.flatnonzero(catalog.cold)]
+
+    best, spread = counts("best"), counts("least_shown")
+    print(f"cold listings shown at least once: best first {np.mean(best > 0):.3f}, least shown first "
+          f"{np.mean(spread > 0):.3f}; total cold impressions {best.sum()} vs {spread.sum()}")
+    assert np.mean(spread > 0) > np.mean(best > 0)
