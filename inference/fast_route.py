@@ -19,6 +19,8 @@ from typing import Any
 
 import orjson
 
+from inference.server import declared_over, refuse_too_large, send_response
+
 V1_PREDICT = re.compile(r"/v1/models/([^/:]+):predict")
 _JSON = (b"content-type", b"application/json")
 
@@ -32,13 +34,13 @@ class FastPredictRoute:
     dataplane : the server's ``kserve.protocol.dataplane.DataPlane``.
     names : model names served on the fast route.
     max_bytes : largest request body, bytes (413 with a reason above it).
-    handlers : exception type -> handler ``(request, exc) -> Response`` (default: ``app.exception_handlers``).
+    handlers : exception type -> handler ``(request, exc) -> Response``: the FastAPI app's
+        ``exception_handlers`` (``app`` here is the next middleware, not the FastAPI app).
     """
 
-    def __init__(self, app: Any, dataplane: Any, names: set[str], max_bytes: int,
-                 handlers: dict[Any, Any] | None = None) -> None:
+    def __init__(self, app: Any, dataplane: Any, names: set[str], max_bytes: int, handlers: dict[Any, Any]) -> None:
         self.app, self.dataplane, self.names, self.max_bytes = app, dataplane, set(names), max_bytes
-        self._handlers = handlers
+        self.handlers = handlers
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -50,20 +52,19 @@ class FastPredictRoute:
             return
         body = await self._body(scope, receive)
         if body is None:
-            await _send(send, 413, orjson.dumps({"error": f"request body exceeds {self.max_bytes} bytes"}), [_JSON])
+            await refuse_too_large(send, self.max_bytes)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers") or []}
         try:
-            status, content, extra = 200, *await self._predict(m.group(1), body, headers)
+            content, extra = await self._predict(m.group(1), body, headers)
         except Exception as exc:  # noqa: BLE001 - answered by the app's handler for its type
             await self._error(scope, exc, send)
             return
-        await _send(send, status, content, extra)
+        await send_response(send, 200, content, extra)
 
     async def _body(self, scope: dict, receive: Any) -> bytes | None:
         """The whole request body, or None when it (declared or received) exceeds ``max_bytes``."""
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+        if declared_over(scope, self.max_bytes):
             return None
         chunks, seen, more = [], 0, True
         while more:
@@ -90,11 +91,8 @@ class FastPredictRoute:
         response_headers.update(res_headers)
         response_headers.pop("content-length", None)
         extra = [(k.encode("latin-1"), str(v).encode("latin-1")) for k, v in response_headers.items()]
-        if isinstance(response, str | bytes):
-            content = response.encode() if isinstance(response, str) else response
-            if not any(k == b"content-type" for k, _ in extra):
-                extra.append((b"content-type", b"text/plain; charset=utf-8"))
-            return content, extra
+        if isinstance(response, str | bytes):  # as kserve's ``Response(content=...)``: no media type added
+            return (response.encode() if isinstance(response, str) else response), extra
         if not any(k == b"content-type" for k, _ in extra):
             extra.append(_JSON)
         return orjson.dumps(response, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY), extra
@@ -103,10 +101,9 @@ class FastPredictRoute:
         """Answer ``exc`` with the app's handler for the nearest class in its MRO (500 if none)."""
         from starlette.requests import Request
 
-        handlers = self._handlers if self._handlers is not None else getattr(self.app, "exception_handlers", {})
-        handler = next((handlers[c] for c in type(exc).__mro__ if c in handlers), None)
+        handler = next((self.handlers[c] for c in type(exc).__mro__ if c in self.handlers), None)
         if handler is None:
-            await _send(send, 500, orjson.dumps({"error": f"{type(exc).__name__} : {exc}"}), [_JSON])
+            await send_response(send, 500, orjson.dumps({"error": f"{type(exc).__name__} : {exc}"}), [_JSON])
             return
         response = await handler(Request(scope), exc)
         await response(scope, _no_body, send)
@@ -114,9 +111,3 @@ class FastPredictRoute:
 
 async def _no_body() -> dict:
     return {"type": "http.request", "body": b"", "more_body": False}
-
-
-async def _send(send: Any, status: int, content: bytes, headers: list) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [*headers, (b"content-length", str(len(content)).encode())]})
-    await send({"type": "http.response.body", "body": content})

@@ -39,6 +39,7 @@ class RankerPredictor(Model):
         import torch
 
         from checkout_recs.models.ranker import RankerModel
+        from checkout_recs.models.student import fast_predict
 
         torch.set_num_threads(1)  # two cores shared by two servers: no oversubscription
         for sub in ("model/student", "model/ranker", "student", "ranker"):
@@ -49,25 +50,10 @@ class RankerPredictor(Model):
                 break
         if self.model is None:
             raise FileNotFoundError(f"no ranker under {self.bundle_dir}/model/")
-        self._predict = self._numpy_scorer() or self.model.predict
+        self._predict = fast_predict(self.model)  # numpy when exact, else torch
         self._predict(np.zeros((2, len(self.model.feature_names)), np.float32))  # warm up
         self.ready = True
         return self.ready
-
-    def _numpy_scorer(self) -> Any:
-        """The model's forward pass in numpy (``student.NumpyScorer``: no torch dispatch, ~10x less CPU
-        on 300 rows) when the architecture allows it and it agrees with torch on a probe matrix
-        (|diff| <= 1e-5); else None and torch scores."""
-        from checkout_recs.models.student import NumpyScorer
-
-        try:
-            scorer = NumpyScorer(self.model)
-        except (ValueError, KeyError):
-            return None
-        probe = np.random.default_rng(0).normal(size=(64, len(self.model.feature_names))).astype(np.float32)
-        agree = all(np.allclose(a, b, atol=1e-5) for a, b in zip(scorer.predict(probe), self.model.predict(probe),
-                                                                   strict=True))
-        return scorer.predict if agree else None
 
     def validate(self, payload: Any) -> Any:
         """Accept v2 requests only (the transformer speaks v2)."""

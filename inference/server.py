@@ -28,6 +28,25 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 
 
+def declared_over(scope: dict, max_bytes: int) -> bool:
+    """Whether the request's ``content-length`` header is malformed or over ``max_bytes``."""
+    declared = dict(scope.get("headers") or []).get(b"content-length")
+    return declared is not None and (not declared.isdigit() or int(declared) > max_bytes)
+
+
+async def send_response(send: Any, status: int, content: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    """Send a whole ASGI response: ``headers`` plus its ``content-length``, then ``content``."""
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*headers, (b"content-length", str(len(content)).encode())]})
+    await send({"type": "http.response.body", "body": content})
+
+
+async def refuse_too_large(send: Any, max_bytes: int) -> None:
+    """413 with a JSON reason."""
+    await send_response(send, 413, orjson.dumps({"error": f"request body exceeds {max_bytes} bytes"}),
+                        [(b"content-type", b"application/json")])
+
+
 class BodyLimit:
     """ASGI middleware: refuse request bodies over ``max_bytes`` with 413 and a JSON reason."""
 
@@ -38,9 +57,8 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._refuse(send)
+        if declared_over(scope, self.max_bytes):
+            await refuse_too_large(send, self.max_bytes)
             return
         seen = 0
 
@@ -55,14 +73,7 @@ class BodyLimit:
         try:
             await self.app(scope, limited, send)
         except _TooLarge:
-            await self._refuse(send)
-
-    async def _refuse(self, send: Any) -> None:
-        body = orjson.dumps({"error": f"request body exceeds {self.max_bytes} bytes"})
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+            await refuse_too_large(send, self.max_bytes)
 
 
 class _TooLarge(Exception):

@@ -10,6 +10,7 @@ variant, for the latency comparison.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -18,7 +19,7 @@ from pydantic import BaseModel, Field
 from torch import nn
 
 from checkout_recs.models.optim import Adam
-from checkout_recs.models.ranker import RankerConfig, RankerModel, RankerNet
+from checkout_recs.models.ranker import RankerConfig, RankerModel, build_net
 from checkout_recs.models.ranker_features import ranker_matrix
 from checkout_recs.models.ranker_fit import esmm_loss, labels, torch_threads
 
@@ -55,7 +56,7 @@ def _distill(teacher: RankerModel, train_df: pd.DataFrame, cfg: StudentConfig) -
     y_click, y_buy = labels(train_df)
     rcfg = RankerConfig(hidden=[cfg.hidden], seed=cfg.seed, version=f"{teacher.version}-student",
                         wide=cfg.wide, fm_factors=0, spline_knots=0)
-    net = RankerNet(X.shape[1], rcfg.hidden, wide=cfg.wide)
+    net = build_net(X.shape[1], rcfg)
     net.mean.copy_(teacher.net.mean)
     net.std.copy_(teacher.net.std)
     opt = Adam(net.parameters(), lr=cfg.lr)
@@ -104,6 +105,21 @@ class NumpyScorer:
             z += x @ self.wide_w
         p = 1.0 / (1.0 + np.exp(-z))
         return p[:, 0], p[:, 1]
+
+
+def fast_predict(model: RankerModel) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """The cheapest exact scorer of ``model``: X float32 (n, d) -> (p_click, p_cvr) float32 (n,) each.
+
+    ``NumpyScorer`` (no torch dispatch: ~10x less CPU on 300 rows) when the architecture allows it
+    and it agrees with torch on a probe matrix (|diff| <= 1e-5); else ``model.predict`` (torch).
+    """
+    try:
+        scorer = NumpyScorer(model)
+    except (ValueError, KeyError):
+        return model.predict
+    probe = np.random.default_rng(0).normal(size=(64, len(model.feature_names))).astype(np.float32)
+    agree = all(np.allclose(a, b, atol=1e-5) for a, b in zip(scorer.predict(probe), model.predict(probe), strict=True))
+    return scorer.predict if agree else model.predict
 
 
 def quantized_scorer(model: RankerModel) -> nn.Module:

@@ -160,6 +160,12 @@ def test_student_distils_teacher_and_numpy_scorer_agrees(tmp_path):
     np.testing.assert_allclose(NumpyScorer(student).predict(Xt)[0], student.predict(Xt)[0], atol=1e-5)
     again = RankerModel.load(student.save(tmp_path / "student"))  # same artifact format as the teacher
     np.testing.assert_allclose(again.predict(Xt)[1], student.predict(Xt)[1], rtol=1e-6)
+    # serving's scorer: numpy for the plain student, torch for the spline teacher numpy cannot run
+    from checkout_recs.models.student import fast_predict
+
+    assert isinstance(getattr(fast_predict(student), "__self__", None), NumpyScorer)
+    assert getattr(fast_predict(teacher), "__self__", None) is teacher
+    np.testing.assert_allclose(fast_predict(student)(Xt)[0], student.predict(Xt)[0], atol=1e-5)
 
 
 def test_ddp_shard_partitions_whole_requests():
