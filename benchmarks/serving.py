@@ -218,12 +218,13 @@ def main() -> None:
                  "feast_project": project,
                  "offered_rate_rps": args.rate, "duration_s": args.duration}
     wanted = args.scenarios.split(",")
-    scenarios = [("design", ["--ranker_protocol", "grpc"]),
+    scenarios = [("design", ["--ranker_protocol", "rest-binary"]),
+                 ("design_grpc", ["--ranker_protocol", "grpc"]),
                  ("naive", ["--naive", "--ranker_protocol", "rest-json"]),
                  ("inprocess", ["--scoring", "inprocess"]),
-                 ("design_log", ["--ranker_protocol", "grpc", "--decision_log", str(args.workdir / "decision-store"),
+                 ("design_log", ["--ranker_protocol", "rest-binary", "--decision_log", str(args.workdir / "decision-store"),
                                  "--decision_log_rotate_s", str(args.decision_log_rotate_s)]),
-                 ("design_inline_ledger", ["--ranker_protocol", "grpc", "--ledger_renewal", "inline"])]
+                 ("design_inline_ledger", ["--ranker_protocol", "rest-binary", "--ledger_renewal", "inline"])]
     order = {n: i for i, n in enumerate(wanted)}  # scenarios run in the order asked (A/B/A/B)
     scenarios = sorted([sc for sc in scenarios if sc[0] in order], key=lambda sc: order[sc[0]])
     with private_redis() as redis_proc:

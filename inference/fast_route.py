@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from inference.server import declared_over, refuse_too_large, send_response
+from inference.server import read_body, refuse_too_large, send_response
 
 V1_PREDICT = re.compile(r"/v1/models/([^/:]+):predict")
 _JSON = (b"content-type", b"application/json")
@@ -50,7 +50,7 @@ class FastPredictRoute:
         if m is None or m.group(1) not in self.names:
             await self.app(scope, receive, send)
             return
-        body = await self._body(scope, receive)
+        body = await read_body(scope, receive, self.max_bytes)
         if body is None:
             await refuse_too_large(send, self.max_bytes)
             return
@@ -61,21 +61,6 @@ class FastPredictRoute:
             await self._error(scope, exc, send)
             return
         await send_response(send, 200, content, extra)
-
-    async def _body(self, scope: dict, receive: Any) -> bytes | None:
-        """The whole request body, or None when it (declared or received) exceeds ``max_bytes``."""
-        if declared_over(scope, self.max_bytes):
-            return None
-        chunks, seen, more = [], 0, True
-        while more:
-            msg = await receive()
-            chunk = msg.get("body", b"")
-            seen += len(chunk)
-            if seen > self.max_bytes:
-                return None
-            chunks.append(chunk)
-            more = msg.get("more_body", False)
-        return b"".join(chunks)
 
     async def _predict(self, name: str, body: bytes, headers: dict[str, str]) -> tuple[bytes, list]:
         """``V1Endpoints.predict`` minus FastAPI: (response bytes, extra response headers)."""

@@ -25,7 +25,14 @@ MAX_ROWS = 5000
 
 
 class RankerPredictor(Model):
-    """Scores a candidate matrix with the bundle's ranker (student preferred)."""
+    """Scores a candidate matrix with the bundle's ranker (student preferred).
+
+    Also a ``fast_infer.BinaryTensorModel``: the server answers its v2 binary-tensor infer on
+    the fast route (``binary_outputs``), the same answer as ``predict`` gives through kserve.
+    """
+
+    input_name = "features"
+    output_names = ("p_click", "p_purchase")
 
     def __init__(self, bundle_dir: Path, name: str = PREDICTOR_NAME) -> None:
         super().__init__(name)
@@ -69,6 +76,14 @@ class RankerPredictor(Model):
         pc, pp = self._predict(x)
         return np.asarray(pc, np.float32), np.asarray(pp, np.float32)
 
+    def binary_outputs(self, x: np.ndarray) -> list[np.ndarray]:
+        """``score`` as the fast route's outputs: [p_click, p_purchase] float32 (n,)."""
+        return list(self.score(np.array(x, np.float32)))  # a writable copy (x may view the request body)
+
+    def response_parameters(self) -> dict[str, Any]:
+        """The ``parameters`` every answer carries: the model version."""
+        return {"model_version": self.version or ""}
+
     async def predict(self, payload: Any, headers: dict[str, str] | None = None,
                       response_headers: dict[str, str] | None = None) -> InferResponse:
         """Score the ``features`` tensor; answers in the request's binary/JSON form."""
@@ -88,8 +103,10 @@ class RankerPredictor(Model):
             o = InferOutput(name=name, shape=[int(arr.shape[0])], datatype="FP32")
             o.set_data_from_numpy(np.ascontiguousarray(arr, np.float32), binary_data=bool(binary))
             outs.append(o)
+        # outputs asked for by name answer as asked (binary or JSON each, v2's per-output binary_data)
         return InferResponse(response_id=payload.id or "", model_name=self.name, infer_outputs=outs,
-                             use_binary_outputs=bool(binary), parameters={"model_version": self.version or ""})
+                             use_binary_outputs=bool(binary), parameters=self.response_parameters(),
+                             requested_outputs=payload.request_outputs)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -102,12 +119,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--grpc_port", type=int, default=8091)
     p.add_argument("--host", default=DEFAULT_HOST)
     p.add_argument("--max_body_bytes", type=int, default=8 * 1024 * 1024)
+    p.add_argument("--no_fast_route", action="store_true",
+                   help="serve the binary-tensor infer through kserve's app too (A/B of inference.fast_infer)")
     args, _ = p.parse_known_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     model = RankerPredictor(args.bundle)
     model.load()
     LoopbackModelServer(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
-                        max_body_bytes=args.max_body_bytes, enable_latency_logging=False).start([model])
+                        max_body_bytes=args.max_body_bytes, enable_latency_logging=False,
+                        fast_route=not args.no_fast_route).start([model])
 
 
 if __name__ == "__main__":

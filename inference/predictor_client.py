@@ -1,12 +1,13 @@
 """The transformer's hop to the predictor: v2 over REST (JSON or binary tensors) or gRPC.
 
-All three are async (httpx / grpc.aio) and bounded by a deadline; a slow or failing predictor
+All three are async (aiohttp / grpc.aio) and bounded by a deadline; a slow or failing predictor
 raises ``PredictorTimeout`` / ``PredictorError`` and the transformer answers from the fallback.
 
 * ``rest-json``   — ``POST /v2/models/<name>/infer`` with the tensor as a JSON list;
 * ``rest-binary`` — the same route with the binary tensor extension
   (``Inference-Header-Content-Length``; raw little-endian FP32 after the JSON header), binary
-  outputs requested;
+  outputs requested; the predictor answers it on its fast route (``inference.fast_infer``): the
+  default hop;
 * ``grpc``        — ``GRPCInferenceService/ModelInfer`` with ``raw_input_contents``; the deadline is
   the call's gRPC deadline (the predictor sees it too).
 """
@@ -46,19 +47,26 @@ class PredictorClient:
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
         self.rest_url, self.grpc_target, self.model, self.protocol = rest_url.rstrip("/"), grpc_target, model, protocol
-        import httpx  # imported here, not on the first request (it would eat the first deadline)
+        import aiohttp  # imported here, not on the first request (it would eat the first deadline)
 
-        self._httpx = httpx
+        self._aiohttp = aiohttp
         self._http: Any = None
         self._stub: Any = None
         self._channel: Any = None
 
     def _client(self) -> Any:
+        """The keep-alive aiohttp session (made on first use, inside the serving loop); aiohttp
+        costs a third of httpx's CPU per call (``serving_load`` module docstring)."""
         if self._http is None:
-            httpx = self._httpx
-            self._http = httpx.AsyncClient(base_url=self.rest_url, timeout=5.0,
-                                           limits=httpx.Limits(max_keepalive_connections=32))
+            aiohttp = self._aiohttp
+            self._http = aiohttp.ClientSession(base_url=self.rest_url, timeout=aiohttp.ClientTimeout(total=5.0),
+                                               connector=aiohttp.TCPConnector(limit=32))
         return self._http
+
+    async def _post(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, str | None]:
+        """POST ``body`` to the model's v2 infer route: (status, body, inference-header-content-length)."""
+        async with self._client().post(f"/v2/models/{self.model}/infer", data=body, headers=headers) as r:
+            return r.status, await r.read(), r.headers.get("inference-header-content-length")
 
     async def score(self, x: np.ndarray, deadline_s: float) -> tuple[np.ndarray, np.ndarray]:
         """(p_click, p_purchase) float32 (n,) for x float32 (n, d), within ``deadline_s`` seconds."""
@@ -78,12 +86,10 @@ class PredictorClient:
     async def _rest_json(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         body = orjson.dumps({"inputs": [{"name": "features", "shape": list(x.shape), "datatype": "FP32",
                                          "data": x.reshape(-1)}]}, option=orjson.OPT_SERIALIZE_NUMPY)
-        r = await self._client().post(f"/v2/models/{self.model}/infer", content=body,
-                                      headers={"content-type": "application/json"})
-        if r.status_code != 200:
-            raise PredictorError(f"predictor HTTP {r.status_code}: {r.text[:200]}")
-        outs = {o["name"]: np.asarray(o["data"], np.float32) for o in orjson.loads(r.content)["outputs"]}
-        return outs["p_click"], outs["p_purchase"]
+        status, content, _ = await self._post(body, {"content-type": "application/json"})
+        if status != 200:
+            raise PredictorError(f"predictor HTTP {status}: {content[:200]!r}")
+        return _decode_rest(content, None)
 
     async def _rest_binary(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raw = x.astype("<f4").tobytes()
@@ -93,13 +99,11 @@ class PredictorClient:
             "outputs": [{"name": "p_click", "parameters": {"binary_data": True}},
                         {"name": "p_purchase", "parameters": {"binary_data": True}}],
         })
-        r = await self._client().post(
-            f"/v2/models/{self.model}/infer", content=header + raw,
-            headers={"content-type": "application/octet-stream",
-                     "inference-header-content-length": str(len(header))})
-        if r.status_code != 200:
-            raise PredictorError(f"predictor HTTP {r.status_code}: {r.text[:200]}")
-        return _decode_rest(r.content, r.headers.get("inference-header-content-length"))
+        status, content, header_length = await self._post(
+            header + raw, {"content-type": "application/octet-stream", "inference-header-content-length": str(len(header))})
+        if status != 200:
+            raise PredictorError(f"predictor HTTP {status}: {content[:200]!r}")
+        return _decode_rest(content, header_length)
 
     async def _grpc(self, x: np.ndarray, deadline_s: float) -> tuple[np.ndarray, np.ndarray]:
         import grpc
@@ -130,7 +134,7 @@ class PredictorClient:
     async def close(self) -> None:
         """Close connections."""
         if self._http is not None:
-            await self._http.aclose()
+            await self._http.close()
         if self._channel is not None:
             await self._channel.close()
 

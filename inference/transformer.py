@@ -180,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--predictor_url", default="http://127.0.0.1:8081")
     p.add_argument("--predictor_grpc", default="127.0.0.1:8091")
-    p.add_argument("--ranker_protocol", default="grpc", choices=["rest-json", "rest-binary", "grpc"])
+    p.add_argument("--ranker_protocol", default="rest-binary", choices=["rest-json", "rest-binary", "grpc"],
+                   help="the hop to the predictor: v2 binary tensors over REST (its fast route, the cheapest), "
+                        "JSON tensors, or v2 gRPC")
     p.add_argument("--scoring", default="remote", choices=["remote", "inprocess"])
     p.add_argument("--deadline_ms", type=float, default=40.0)
     p.add_argument("--inventory", default="memory", choices=["memory", "redis"])

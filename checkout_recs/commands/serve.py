@@ -28,7 +28,7 @@ def serve(
     transformer_port: Annotated[int, typer.Option(help="Transformer HTTP port on 127.0.0.1.")] = 8080,
     predictor_port: Annotated[int, typer.Option(help="Predictor HTTP port on 127.0.0.1.")] = 8081,
     predictor_protocol: Annotated[str, typer.Option(help="Transformer->predictor: rest-binary, rest-json, grpc.")]
-    = "grpc",
+    = "rest-binary",
     scoring: Annotated[str, typer.Option(help="'remote' (predictor hop) or 'inprocess' (student in the transformer).")]
     = "remote",
     inventory: Annotated[str, typer.Option(help="Inventory backend: memory or redis.")] = "memory",
