@@ -34,7 +34,6 @@ Writes ``benchmarks/results/serving.json`` (``--out``) and prints a table.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
@@ -149,12 +148,12 @@ def profile_stages(workdir: Path, bundle: Path, listings: int, users: int, n: in
 def run_scenario(name: str, s, bodies: list[dict], args: argparse.Namespace, con: Console) -> dict:
     """Sequential probe, then open-loop load; CPU per request, RSS and per-stage wall means."""
     metrics_url = f"{s.transformer_url}/metrics"
-    seq = asyncio.run(serving_load.sequential(s.v1_url, bodies, args.sequential, s.pids()))
+    seq = serving_load.run(serving_load.sequential(s.v1_url, bodies, args.sequential, s.pids()))
     con.print(f"  sequential ({args.sequential} requests, one at a time): p50 {seq['p50_ms']:.2f} ms, "
               f"p95 {seq['p95_ms']:.2f} ms, CPU ms/request {_fmt(seq['cpu_ms_per_request'])}")
     cpu0 = {k: serving_load.cpu_s(p) for k, p in s.pids().items()}
     st0 = serving_load.stage_totals(metrics_url)
-    res = asyncio.run(serving_load.open_loop(s.v1_url, bodies, args.rate, args.duration))
+    res = serving_load.run(serving_load.open_loop(s.v1_url, bodies, args.rate, args.duration))
     res["cpu_ms_per_request"] = {k: (serving_load.cpu_s(p) - cpu0[k]) * 1e3 / max(res["ok"], 1)
                                  for k, p in s.pids().items()}
     res["stage_wall_ms_mean"] = serving_load.stage_means_ms(st0, serving_load.stage_totals(metrics_url))
@@ -264,7 +263,7 @@ def sweep(s, bodies: list[dict], args: argparse.Namespace, con: Console) -> list
     """Open-loop runs at increasing rates until p95 passes 50 ms or errors appear."""
     out = []
     for rate in [float(r) for r in args.sweep.split(",")]:
-        r = asyncio.run(serving_load.open_loop(s.v1_url, bodies, rate, args.sweep_duration))
+        r = serving_load.run(serving_load.open_loop(s.v1_url, bodies, rate, args.sweep_duration))
         r["load_avg"] = os.getloadavg()
         out.append(r)
         con.print(f"sweep {rate:.0f} rps: p50 {r['p50_ms']:.1f} / p95 {r['p95_ms']:.1f} / p99 {r['p99_ms']:.1f} ms, "
@@ -284,7 +283,7 @@ def fault_run(s, bodies: list[dict], rate: float, duration: float, redis_proc, c
             state["stopped_at"] = elapsed
 
     con.print(f"[bold]fault[/]: {rate:.0f} rps for {duration:.0f} s, private Redis killed at {duration / 3:.0f} s")
-    r = asyncio.run(serving_load.open_loop(s.v1_url, bodies, rate, duration, on_tick=tick))
+    r = serving_load.run(serving_load.open_loop(s.v1_url, bodies, rate, duration, on_tick=tick))
     r["redis_killed_at_s"] = state["stopped_at"]
     con.print(r)
     return r

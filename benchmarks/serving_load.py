@@ -10,7 +10,9 @@
 
 The client is aiohttp (one keep-alive pool): it shares the two cores with the servers, and
 costs 0.17 ms CPU per request against httpx's 0.63 ms (same bodies, a trivial kserve model).
-Bodies are JSON-encoded once, before the clock starts, as a load generator sends prepared requests.
+Bodies are JSON-encoded once, before the clock starts, as a load generator sends prepared requests;
+the generator runs on uvloop (``run``) and reads answers with orjson, so that less of the client's
+own CPU lands inside the measured latency.
 
 Sends are on time: asyncio's timers wake up to ~1 ms late (the selector's timeout is rounded up
 to whole milliseconds) and the lateness is charged to the server, since latency counts from the
@@ -27,6 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 
 #: Before each scheduled send the generator stops sleeping this early and yields until due (s).
@@ -70,7 +73,7 @@ async def open_loop(url: str, bodies: list[dict], rate: float, duration: float,
                 async with client.post(url, data=payloads[i % len(payloads)], headers=_JSON) as r:
                     status[i] = r.status
                     if r.status == 200:
-                        pred = (await r.json())["predictions"][0]
+                        pred = orjson.loads(await r.read())["predictions"][0]
                         policies[i], reasons[i] = pred["policy"], pred["fallback_reason"]
                     else:
                         await r.read()
@@ -97,6 +100,16 @@ async def open_loop(url: str, bodies: list[dict], rate: float, duration: float,
             "fallback_reasons": fb, "over_50ms": outliers,
             "send_late_p50_ms": float(np.percentile(late, 50) * 1e3),
             "send_late_p95_ms": float(np.percentile(late, 95) * 1e3)}
+
+
+def run(coro: Any) -> Any:
+    """Run a load coroutine to completion on uvloop (asyncio's loop when uvloop is missing)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
 
 
 def encode_bodies(bodies: list[dict]) -> list[bytes]:

@@ -106,7 +106,8 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=20_000)
     ap.add_argument("-n", type=int, default=400)
     ap.add_argument("--redis_url", default="redis://127.0.0.1:6379/11")
-    ap.add_argument("--cprofile", type=int, default=0, help="print the top K functions by cumulative time")
+    ap.add_argument("--cprofile", type=int, default=0, help="print the top K functions by --cprofile_sort")
+    ap.add_argument("--cprofile_sort", default="cumulative", choices=["cumulative", "tottime"])
     args, extra = ap.parse_known_args()
     sys.argv = sys.argv[:1]
     from benchmarks.serving import make_requests
@@ -128,7 +129,7 @@ def main() -> None:
             prof.enable()
             res = await drive(model, bodies, args.n)
             prof.disable()
-            pstats.Stats(prof, stream=sys.stderr).sort_stats("cumulative").print_stats(args.cprofile)
+            pstats.Stats(prof, stream=sys.stderr).sort_stats(args.cprofile_sort).print_stats(args.cprofile)
             return res
         return await drive(model, bodies, args.n)
 

