@@ -1,6 +1,6 @@
 """The transformer's hop to the predictor: v2 over REST (JSON or binary tensors) or gRPC.
 
-All three are async (aiohttp / grpc.aio) and bounded by a deadline; a slow or failing predictor
+All three are async (``inference.hop_http`` / grpc.aio) and bounded by a deadline; a slow or failing predictor
 raises ``PredictorTimeout`` / ``PredictorError`` and the transformer answers from the fallback.
 
 * ``rest-json``   — ``POST /v2/models/<name>/infer`` with the tensor as a JSON list;
@@ -47,26 +47,16 @@ class PredictorClient:
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
         self.rest_url, self.grpc_target, self.model, self.protocol = rest_url.rstrip("/"), grpc_target, model, protocol
-        import aiohttp  # imported here, not on the first request (it would eat the first deadline)
+        from inference.hop_http import HopClient
 
-        self._aiohttp = aiohttp
-        self._http: Any = None
+        self._http = HopClient(self.rest_url)
         self._stub: Any = None
         self._channel: Any = None
 
-    def _client(self) -> Any:
-        """The keep-alive aiohttp session (made on first use, inside the serving loop); aiohttp
-        costs a third of httpx's CPU per call (``serving_load`` module docstring)."""
-        if self._http is None:
-            aiohttp = self._aiohttp
-            self._http = aiohttp.ClientSession(base_url=self.rest_url, timeout=aiohttp.ClientTimeout(total=5.0),
-                                               connector=aiohttp.TCPConnector(limit=32))
-        return self._http
-
     async def _post(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, str | None]:
         """POST ``body`` to the model's v2 infer route: (status, body, inference-header-content-length)."""
-        async with self._client().post(f"/v2/models/{self.model}/infer", data=body, headers=headers) as r:
-            return r.status, await r.read(), r.headers.get("inference-header-content-length")
+        status, content, head = await self._http.post(f"/v2/models/{self.model}/infer", body, headers)
+        return status, content, head.get("inference-header-content-length")
 
     async def score(self, x: np.ndarray, deadline_s: float) -> tuple[np.ndarray, np.ndarray]:
         """(p_click, p_purchase) float32 (n,) for x float32 (n, d), within ``deadline_s`` seconds."""
@@ -133,8 +123,7 @@ class PredictorClient:
 
     async def close(self) -> None:
         """Close connections."""
-        if self._http is not None:
-            await self._http.close()
+        await self._http.close()
         if self._channel is not None:
             await self._channel.close()
 
