@@ -183,11 +183,17 @@ class CandidateGenerator:
         limits = [getattr(self.cfg, s) for s in SOURCES]
         parts = [p[: 2 * lim + len(basket) + 100] if lim else p[:0] for p, lim in zip(parts, limits, strict=True)]
         flat = np.concatenate(parts) if parts else _NONE
-        live = self.index.is_live(flat).tolist()
+        live_mask = self.index.is_live(flat)
+        live = live_mask.tolist()
         taken = set(basket.tolist())
         ids_out: list[int] = []
         src_out: list[str] = []
         pos = 0
+        if len(parts[0]) and _distinct(parts[0]):  # the ANN's ids are distinct: its share in one step
+            first = parts[0][live_mask[: len(parts[0])] & ~np.isin(parts[0], basket)][: limits[0]]
+            ids_out, src_out = first.tolist(), [SOURCES[0]] * len(first)
+            taken.update(ids_out)
+            pos, parts, limits = len(parts[0]), [_NONE, *parts[1:]], [0, *limits[1:]]
         for name, part, lim in zip(SOURCES, parts, limits, strict=True):
             n = 0
             for i, ok in zip(part.tolist(), live[pos : pos + len(part)], strict=True):
@@ -217,6 +223,11 @@ class CandidateGenerator:
 
 def _maybe(path: Path) -> pd.DataFrame | None:
     return pd.read_parquet(path) if path.exists() else None
+
+
+def _distinct(ids: np.ndarray) -> bool:
+    """Whether the int64 ids (n,) are pairwise distinct."""
+    return len(np.unique(ids)) == len(ids)
 
 
 def _interleave(lists: list[np.ndarray]) -> np.ndarray:
