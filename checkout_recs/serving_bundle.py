@@ -112,7 +112,8 @@ def load_candidate_source(path: Path, catalog: ItemCatalog, complements: Complem
     if (path / "index" / "ids.npy").exists() and (path / "model" / "two_tower").is_dir():
         from checkout_recs.retrieval.candidates import CandidateGenerator
 
-        return GeneratorCandidates(CandidateGenerator.from_bundle(path))
+        # the catalogue read index/snapshot.parquet already: the index shares that frame
+        return GeneratorCandidates(CandidateGenerator.from_bundle(path, snapshot=catalog.frame))
     return CatalogCandidates(complements, top_k)
 
 

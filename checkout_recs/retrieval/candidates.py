@@ -209,12 +209,15 @@ class CandidateGenerator:
 
     # ---------------------------------------------------------------- loading
     @classmethod
-    def from_bundle(cls, bundle_dir: Path, cfg: CandidateConfig | None = None) -> CandidateGenerator:
-        """Build from a bundle folder: ``index/``, ``model/two_tower/``, ``candidates/*.parquet``."""
+    def from_bundle(cls, bundle_dir: Path, cfg: CandidateConfig | None = None,
+                    snapshot: pd.DataFrame | None = None) -> CandidateGenerator:
+        """Build from a bundle folder: ``index/``, ``model/two_tower/``, ``candidates/*.parquet``;
+        ``snapshot``: ``index/snapshot.parquet`` when the caller has read it (shared, see
+        ``RetrievalIndex.load``)."""
         from checkout_recs.models.two_tower import TwoTowerModel
 
         bundle_dir = Path(bundle_dir)
-        index = RetrievalIndex.load(bundle_dir / "index")
+        index = RetrievalIndex.load(bundle_dir / "index", snapshot=snapshot)
         tt = TwoTowerModel.load(bundle_dir / "model" / "two_tower")
         cand = bundle_dir / "candidates"
         return cls(index, tt, _maybe(cand / "co_purchase_items.parquet"), _maybe(cand / "category_pairs.parquet"),

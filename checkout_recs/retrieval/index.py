@@ -45,7 +45,9 @@ class RetrievalIndex:
     def __init__(self, ids: np.ndarray, emb: np.ndarray, snapshot: pd.DataFrame,
                  cfg: IndexConfig, indexes: dict[str, Any], manifest: IndexManifest) -> None:
         self.ids = np.asarray(ids, np.int64)
-        self.snapshot = snapshot.reset_index(drop=True)
+        # a frame already 0..n-1 is kept as is (shared with the caller, never modified in place)
+        plain = isinstance(snapshot.index, pd.RangeIndex) and snapshot.index.start == 0 and snapshot.index.step == 1
+        self.snapshot = snapshot if plain else snapshot.reset_index(drop=True)
         self.cfg = cfg
         self.indexes = indexes  # "" is the global index, else a region
         self._needs_rerank = {k: needs_rerank(v) for k, v in indexes.items()}
@@ -359,8 +361,13 @@ class RetrievalIndex:
         return m
 
     @classmethod
-    def load(cls, index_dir: Path) -> RetrievalIndex:
-        """Load a folder written by ``save`` (numpy files read with ``allow_pickle=False``)."""
+    def load(cls, index_dir: Path, snapshot: pd.DataFrame | None = None) -> RetrievalIndex:
+        """Load a folder written by ``save`` (numpy files read with ``allow_pickle=False``).
+
+        ``snapshot``: the folder's ``snapshot.parquet`` already read by the caller (serving's
+        catalogue), shared instead of read twice (~260 MB at 1M listings); used only when its
+        ``listing_id`` column equals ``ids.npy``, else the file is read.
+        """
         faiss = faiss_module()
         index_dir = Path(index_dir)
         manifest = IndexManifest(**json.loads((index_dir / "manifest.json").read_text()))
@@ -371,9 +378,11 @@ class RetrievalIndex:
         for index in indexes.values():
             if hasattr(index, "nprobe"):
                 index.nprobe = cfg.nprobe
-        return cls(np.load(index_dir / "ids.npy", allow_pickle=False),
-                   np.load(index_dir / "embeddings.npy", allow_pickle=False),
-                   pd.read_parquet(index_dir / "snapshot.parquet"), cfg, indexes, manifest)
+        ids = np.load(index_dir / "ids.npy", allow_pickle=False)
+        if snapshot is None or "listing_id" not in snapshot or not np.array_equal(
+                snapshot["listing_id"].to_numpy(np.int64), ids):
+            snapshot = pd.read_parquet(index_dir / "snapshot.parquet")
+        return cls(ids, np.load(index_dir / "embeddings.npy", allow_pickle=False), snapshot, cfg, indexes, manifest)
 
 
 def _top_k(sc: np.ndarray, k: int) -> np.ndarray:
