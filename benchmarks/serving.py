@@ -151,6 +151,11 @@ def run_scenario(name: str, s, bodies: list[dict], args: argparse.Namespace, con
     seq = serving_load.run(serving_load.sequential(s.v1_url, bodies, args.sequential, s.pids()))
     con.print(f"  sequential ({args.sequential} requests, one at a time): p50 {seq['p50_ms']:.2f} ms, "
               f"p95 {seq['p95_ms']:.2f} ms, CPU ms/request {_fmt(seq['cpu_ms_per_request'])}")
+    # the same, as far apart as the open loop leaves them idle: what idleness alone costs here
+    gap = max(1.0 / args.rate - seq["p50_ms"] / 1e3, 0.002)
+    idle = serving_load.run(serving_load.sequential(s.v1_url, bodies, args.sequential, s.pids(), gap_s=gap))
+    idle["gap_ms"] = gap * 1e3
+    con.print(f"  sequential, {gap * 1e3:.0f} ms apart: p50 {idle['p50_ms']:.2f} ms, p95 {idle['p95_ms']:.2f} ms")
     cpu0 = {k: serving_load.cpu_s(p) for k, p in s.pids().items()}
     st0 = serving_load.stage_totals(metrics_url)
     res = serving_load.run(serving_load.open_loop(s.v1_url, bodies, args.rate, args.duration))
@@ -160,6 +165,7 @@ def run_scenario(name: str, s, bodies: list[dict], args: argparse.Namespace, con
     res["rss_mb"] = {k: serving_load.rss_mb(p) for k, p in s.pids().items()}
     res["load_avg"] = os.getloadavg()
     res["sequential"] = seq
+    res["sequential_idle_gaps"] = idle
     con.print(f"  open loop {args.rate:.0f} rps: p50 {res['p50_ms']:.1f} / p95 {res['p95_ms']:.1f} / p99 "
               f"{res['p99_ms']:.1f} ms, errors {res['errors']}, 5xx {res['http_5xx']}, CPU ms/request "
               f"{_fmt(res['cpu_ms_per_request'])}, stages (wall ms) {_fmt(res['stage_wall_ms_mean'])}, "

@@ -60,6 +60,9 @@ class RankerConfig(BaseModel):
     weight_decay: float = Field(default=1e-3, ge=0, description="L2 on every weight (chosen on a "
                                 "validation split of the demo simulation's training rows).")
     ctcvr_weight: float = Field(default=1.0, ge=0, description="Weight of the purchase loss.")
+    cvr_l2: float = Field(default=1.0, gt=0, description="Multiplier of the L2 on the cvr (purchase | click) "
+                          "logit's wide weights in the linear fit (``fit_linear``); > 1 shrinks it harder "
+                          "than the click logit, which about 4x more positives inform.")
     listwise_weight: float = Field(default=0.0, ge=0, description="Weight of the listwise loss.")
     pairwise_weight: float = Field(default=0.0, ge=0, description="Weight of the pairwise (BPR in a slate) loss.")
     linear_warm_start: bool = Field(default=True, description="With ``wide``: fit the linear part to "
@@ -347,7 +350,7 @@ def _warm_start(net: RankerNet, Xt: torch.Tensor, yc: torch.Tensor, yb: torch.Te
     ``fit_linear``, deep head weights zero; the wide weights are then frozen."""
     with torch.no_grad():
         z = net.wide_input(Xt, (Xt - net.mean) / net.std)
-    lin = fit.fit_linear(z, yc, yb, cfg.ctcvr_weight)
+    lin = fit.fit_linear(z, yc, yb, cfg.ctcvr_weight, cvr_l2=cfg.cvr_l2)
     assert net.wide is not None
     with torch.no_grad():
         net.wide.weight.copy_(lin.weight)

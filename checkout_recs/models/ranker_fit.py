@@ -184,10 +184,12 @@ def _wrap(module: nn.Module) -> nn.Module:
 
 
 def fit_linear(z: torch.Tensor, y_click: torch.Tensor, y_buy: torch.Tensor, ctcvr_weight: float = 1.0,
-               c: float = 1.0, steps: int = 300, lr: float = 0.05) -> nn.Linear:
+               c: float = 1.0, steps: int = 300, lr: float = 0.05, cvr_l2: float = 1.0) -> nn.Linear:
     """The linear ESMM model on standardised features ``z`` (n, d): ``nn.Linear(d, 2)`` whose
     outputs are the (click, cvr) logits, fitted full-batch to convergence with L2 on the weights
-    ``||w||² / (2 n C)`` (the penalty of scikit-learn's ``LogisticRegression(C=c)``)."""
+    ``||w_click||² / (2 n C) + cvr_l2 · ||w_cvr||² / (2 n C)`` (with ``cvr_l2 = 1`` the penalty of
+    scikit-learn's ``LogisticRegression(C=c)``; ``cvr_l2 > 1`` shrinks the cvr logit, which only
+    the few purchases inform, harder towards its bias)."""
     lin = nn.Linear(z.shape[1], 2)
     nn.init.zeros_(lin.weight)
     with torch.no_grad():
@@ -197,12 +199,13 @@ def fit_linear(z: torch.Tensor, y_click: torch.Tensor, y_buy: torch.Tensor, ctcv
     n = torch.tensor([float(len(z))])
     if distributed():
         torch.distributed.all_reduce(n)
+    head_l2 = torch.tensor([[1.0], [float(cvr_l2)]])  # (2, 1): per-head L2 multiplier
     module = _wrap(lin)
     opt = Adam(lin.parameters(), lr=lr)
     for _ in range(steps):
         out = module(z)
         loss = esmm_loss(out[:, 0], out[:, 1], y_click, y_buy, ctcvr_weight)
-        loss = loss + (lin.weight**2).sum() / (2 * float(n.item()) * c)
+        loss = loss + (lin.weight**2 * head_l2).sum() / (2 * float(n.item()) * c)
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -43,6 +43,21 @@ def test_fit_linear_matches_logistic_regression():
     assert np.corrcoef(ours, np.log(lr / (1 - lr)))[0, 1] > 0.999
 
 
+def test_cvr_l2_shrinks_the_cvr_logit_only():
+    f = _slates(600, 1, False)
+    X = f[NAMES].to_numpy(np.float32)
+    yc, yb = (torch.from_numpy(a) for a in fit.labels(f))
+    z = torch.from_numpy((X - X.mean(0)) / X.std(0))
+    base, strong = fit.fit_linear(z, yc, yb), fit.fit_linear(z, yc, yb, cvr_l2=1e4)
+    assert float(strong.weight[1].norm()) < 0.2 * float(base.weight[1].norm())
+    assert float((strong.weight[0] - base.weight[0]).norm()) < 0.1 * float(base.weight[0].norm())
+    cfg = {"epochs": 0, "early_stopping_share": 0.0, "spline_knots": 0}
+    m1 = train_ranker(f, RankerConfig(**cfg), NAMES)
+    m_strong = train_ranker(f, RankerConfig(**cfg, cvr_l2=1e4), NAMES)  # the config reaches the warm start
+    assert m1.net.wide is not None and m_strong.net.wide is not None
+    assert float(m_strong.net.wide.weight[1].norm()) < 0.2 * float(m1.net.wide.weight[1].norm())
+
+
 def test_linear_data_keeps_linear_model_and_ties_logistic_regression():
     train, test = _slates(800, 2, False), _slates(400, 3, False)
     m = train_ranker(train, RankerConfig(seed=1), NAMES)
