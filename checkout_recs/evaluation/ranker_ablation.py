@@ -14,7 +14,9 @@ Configurations (``ABLATION``):
   warm start and a fixed 6 deep epochs, so that the deep part is actually trained in every row
   (with early stopping it is often switched off, which would make the rows identical);
 * ``cross/fm2``: the default procedure plus a rank-2 factorisation-machine term per head
-  (``RankerConfig.fm_factors``): pairwise feature interactions a logistic regression lacks.
+  (``RankerConfig.fm_factors``): pairwise feature interactions a logistic regression lacks;
+* ``purchase/...``: the default procedure with the cvr logit's wide weights shrunk 9x harder
+  than the click logit's (``RankerConfig.cvr_l2``), alone and with 16 spline knots at scale 0.02.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ ABLATION: dict[str, dict] = {
     "procedure/previous (no warm start, 6 epochs)": {"linear_warm_start": False, **_FIXED},
     **{f"shared_bottom/{loss}": {"architecture": "shared_bottom", **_FIXED, **extra} for loss, extra in _LOSSES.items()},
     "cross/fm2": {"fm_factors": 2},
+    "purchase/cvr_l2=9": {"cvr_l2": 9.0},
+    "purchase/cvr_l2=9 + 16 knots (scale 0.02)": {"cvr_l2": 9.0, "spline_knots": 16, "spline_scale": 0.02},
 }
 
 

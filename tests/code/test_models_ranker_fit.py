@@ -51,9 +51,9 @@ def test_cvr_l2_shrinks_the_cvr_logit_only():
     base, strong = fit.fit_linear(z, yc, yb), fit.fit_linear(z, yc, yb, cvr_l2=1e4)
     assert float(strong.weight[1].norm()) < 0.2 * float(base.weight[1].norm())
     assert float((strong.weight[0] - base.weight[0]).norm()) < 0.1 * float(base.weight[0].norm())
-    cfg = {"epochs": 0, "early_stopping_share": 0.0, "spline_knots": 0}
-    m1 = train_ranker(f, RankerConfig(**cfg), NAMES)
-    m_strong = train_ranker(f, RankerConfig(**cfg, cvr_l2=1e4), NAMES)  # the config reaches the warm start
+    m1 = train_ranker(f, RankerConfig(epochs=0, early_stopping_share=0.0, spline_knots=0), NAMES)
+    m_strong = train_ranker(f, RankerConfig(epochs=0, early_stopping_share=0.0, spline_knots=0, cvr_l2=1e4),
+                            NAMES)  # the config reaches the warm start
     assert m1.net.wide is not None and m_strong.net.wide is not None
     assert float(m_strong.net.wide.weight[1].norm()) < 0.2 * float(m1.net.wide.weight[1].norm())
 
