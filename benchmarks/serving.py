@@ -190,9 +190,10 @@ def main() -> None:
     ap.add_argument("--sweep", default="50,75,100,150,200,300", help="rates for the max-rate sweep")
     ap.add_argument("--sweep-duration", type=float, default=15.0)
     ap.add_argument("--fault-duration", type=float, default=30.0)
-    ap.add_argument("--scenarios", default="profile,design,naive,inprocess",
-                    help="which paths to run; also design_log (design + decision log) and design_inline_ledger "
-                         "(design with the exploration lease renewed inline), for A/B runs")
+    ap.add_argument("--scenarios", default="profile,design,design_grpc,naive,inprocess",
+                    help="which paths to run (design: the REST binary hop, design_grpc: the gRPC hop); also "
+                         "design_log (design + decision log) and design_inline_ledger (design with the "
+                         "exploration lease renewed inline), for A/B runs")
     ap.add_argument("--decision_log_rotate_s", type=float, default=30.0, help="design_log: part rotation (s)")
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "checkout-recs-bench-serving")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serving.json")
