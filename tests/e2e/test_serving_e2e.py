@@ -281,3 +281,32 @@ def test_predictor_hop_protocols_agree(env):
         np.testing.assert_allclose(outs[p][0], outs["rest-json"][0], rtol=1e-6)
         np.testing.assert_allclose(outs[p][1], outs["rest-json"][1], rtol=1e-6)
     assert outs["grpc"][0].shape == (40,)
+
+
+def test_tritonclient_http_binary_against_the_predictor_fast_route(env):
+    """The predictor's fast route (``inference.fast_infer``) answers tritonclient's binary request
+    as kserve would: binary outputs that decode to the scores of a JSON-tensor request."""
+    import tritonclient.http as th
+
+    from inference.predictor_client import PredictorClient
+
+    d = len(json.loads((env["s"].log_dir.parent / "bundle" / "model" / "ranker" / "config.json").read_text())
+            ["feature_names"])
+    x = np.random.default_rng(1).normal(size=(25, d)).astype(np.float32)
+    c = th.InferenceServerClient(url=env["s"].predictor_url.removeprefix("http://"))
+    inp = th.InferInput("features", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x, binary_data=True)
+    res = c.infer("ranker", [inp], outputs=[th.InferRequestedOutput(n, binary_data=True)
+                                            for n in ("p_click", "p_purchase")])
+    assert [o["parameters"]["binary_data_size"] for o in res.get_response()["outputs"]] == [4 * len(x)] * 2
+
+    async def plain() -> tuple[np.ndarray, np.ndarray]:
+        client = PredictorClient(env["s"].predictor_url, protocol="rest-json")  # through kserve's own route
+        try:
+            return await client.score(x, 10.0)
+        finally:
+            await client.close()
+
+    pc, pp = asyncio.run(plain())
+    np.testing.assert_array_equal(res.as_numpy("p_click"), pc)
+    np.testing.assert_array_equal(res.as_numpy("p_purchase"), pp)
