@@ -9,7 +9,7 @@ answers' policies (``answers``: how many had six distinct items, per policy / fa
 K most expensive functions (cumulative). The predictor hop needs a running predictor; by default
 the ranker is scored in-process (``--scoring inprocess``).
 
-    .venv/bin/python benchmarks/serving_profile.py --workdir /tmp/crbench-ann [-n 400] [--cprofile 30]
+    .venv/bin/python benchmarks/serving_profile.py --workdir /tmp/crbench-ann [-n 400] [--cprofile 30 [--cprofile_sort tottime]]
         [--bundle DIR] [-- extra transformer flags, e.g. --users feast]
 
 Reads the bundle and Feast store built by ``benchmarks/serving.py`` (same ``--workdir``; the

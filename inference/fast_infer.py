@@ -30,10 +30,11 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 
-from inference.server import read_body, refuse_too_large, send_response
+from inference.server import header, read_body_or_refuse, send_response
 
 V2_INFER = re.compile(r"/v2/models/([^/]+)/infer")
 HEADER_LENGTH = "inference-header-content-length"
+_HEADER_LENGTH_KEY = HEADER_LENGTH.encode()  # as ASGI gives header names: lower-case bytes
 
 
 class BinaryTensorModel(Protocol):
@@ -69,16 +70,15 @@ class FastInferRoute:
         self.answered = 0  # calls answered here (the rest went to kserve)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        model = self._model(scope)
-        if model is None:
+        length = header(scope, _HEADER_LENGTH_KEY) if scope["type"] == "http" else None
+        if length is None or (model := self._model(scope)) is None:
             await self.app(scope, receive, send)
             return
-        body = await read_body(scope, receive, self.max_bytes)
+        body = await read_body_or_refuse(scope, receive, send, self.max_bytes)
         if body is None:
-            await refuse_too_large(send, self.max_bytes)
             return
         try:
-            answer = self._answer(model, body, _header(scope, HEADER_LENGTH))
+            answer = self._answer(model, body, length.decode("latin-1"))
         except MalformedTensor as exc:
             await send_response(send, 400, orjson.dumps({"error": str(exc)}), [(b"content-type", b"application/json")])
             return
@@ -88,18 +88,19 @@ class FastInferRoute:
         content, json_length = answer
         self.answered += 1
         # as kserve's binary answer: the header length, no content type
-        await send_response(send, 200, content, [(b"inference-header-content-length", str(json_length).encode())])
+        await send_response(send, 200, content, [(_HEADER_LENGTH_KEY, str(json_length).encode())])
 
     def _model(self, scope: dict) -> BinaryTensorModel | None:
-        if scope["type"] != "http" or scope["method"] != "POST":
+        """The served model a binary-extension POST to its v2 infer route is for, if ready."""
+        if scope["method"] != "POST":
             return None
         m = V2_INFER.fullmatch(scope["path"])
-        if m is None or _header(scope, HEADER_LENGTH) is None:
+        if m is None:
             return None
         model = self.models.get(m.group(1))
         return model if model is not None and getattr(model, "ready", False) else None
 
-    def _answer(self, model: BinaryTensorModel, body: bytes, header_length: str | None) -> tuple[bytes, int] | None:
+    def _answer(self, model: BinaryTensorModel, body: bytes, header_length: str) -> tuple[bytes, int] | None:
         """(answer bytes, JSON header length), or None when kserve must answer instead."""
         x, req = _tensor(model, body, header_length)
         if x is None or req is None:
@@ -126,12 +127,12 @@ class MalformedTensor(ValueError):
     """A binary-extension request whose sizes contradict each other (answered 400 with the reason)."""
 
 
-def _tensor(model: BinaryTensorModel, body: bytes, header_length: str | None) -> tuple[np.ndarray | None, dict | None]:
+def _tensor(model: BinaryTensorModel, body: bytes, header_length: str) -> tuple[np.ndarray | None, dict | None]:
     """The request's input tensor float32 (n, d) and its JSON header, or (None, None) unless it is
     exactly one FP32 2-D binary input named as the model's and every output asked for as binary.
 
     Raises ``MalformedTensor`` when the header length or the binary part's size is inconsistent."""
-    if header_length is None or not header_length.isdigit() or int(header_length) > len(body):
+    if not header_length.isdigit() or int(header_length) > len(body):
         raise MalformedTensor(f"{HEADER_LENGTH} must be a byte count within the body ({len(body)} bytes), "
                               f"got {header_length!r}")
     n = int(header_length)
@@ -160,14 +161,6 @@ def _tensor(model: BinaryTensorModel, body: bytes, header_length: str | None) ->
     if req.get("id") is not None and not isinstance(req.get("id"), str):
         return None, None
     return np.frombuffer(body, "<f4", offset=n).reshape(shape), req
-
-
-def _header(scope: dict, name: str) -> str | None:
-    key = name.encode()
-    for k, v in scope.get("headers") or []:
-        if k == key:
-            return v.decode("latin-1")
-    return None
 
 
 def _replay(body: bytes, receive: Any) -> Any:

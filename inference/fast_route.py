@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from inference.server import read_body, refuse_too_large, send_response
+from inference.server import read_body_or_refuse, send_response
 
 V1_PREDICT = re.compile(r"/v1/models/([^/:]+):predict")
 _JSON = (b"content-type", b"application/json")
@@ -50,9 +50,8 @@ class FastPredictRoute:
         if m is None or m.group(1) not in self.names:
             await self.app(scope, receive, send)
             return
-        body = await read_body(scope, receive, self.max_bytes)
+        body = await read_body_or_refuse(scope, receive, send, self.max_bytes)
         if body is None:
-            await refuse_too_large(send, self.max_bytes)
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers") or []}
         try:

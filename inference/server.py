@@ -28,9 +28,17 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 
 
+def header(scope: dict, name: bytes) -> bytes | None:
+    """The value of the request's first header ``name`` (lower-case bytes, as ASGI gives them), or None."""
+    for k, v in scope.get("headers") or []:
+        if k == name:
+            return v
+    return None
+
+
 def declared_over(scope: dict, max_bytes: int) -> bool:
     """Whether the request's ``content-length`` header is malformed or over ``max_bytes``."""
-    declared = dict(scope.get("headers") or []).get(b"content-length")
+    declared = header(scope, b"content-length")
     return declared is not None and (not declared.isdigit() or int(declared) > max_bytes)
 
 
@@ -41,8 +49,16 @@ async def send_response(send: Any, status: int, content: bytes, headers: list[tu
     await send({"type": "http.response.body", "body": content})
 
 
-async def read_body(scope: dict, receive: Any, max_bytes: int) -> bytes | None:
-    """The whole request body, or None when it (declared or received) exceeds ``max_bytes``."""
+async def read_body_or_refuse(scope: dict, receive: Any, send: Any, max_bytes: int) -> bytes | None:
+    """The whole request body; None, after answering 413 with a reason, when it (declared or
+    received) exceeds ``max_bytes``."""
+    body = await _read_body(scope, receive, max_bytes)
+    if body is None:
+        await refuse_too_large(send, max_bytes)
+    return body
+
+
+async def _read_body(scope: dict, receive: Any, max_bytes: int) -> bytes | None:
     if declared_over(scope, max_bytes):
         return None
     chunks, seen, more = [], 0, True

@@ -237,17 +237,15 @@ class RetrievalIndex:
         """
         faiss = faiss_module()
         block, alive = self._store[a:b], self._alive_store[a:b]
-        rows: np.ndarray | None = None  # positions of a live-only copy (removed rows among the best)
-        kk = min(k, b - a)
-        if kk <= 0:
-            return np.full((len(q), 0), -1, np.int64), np.full((len(q), 0), -np.inf, np.float32)
-        sc, top = faiss.knn(q, block, kk, metric=faiss.METRIC_INNER_PRODUCT)
-        if not alive[top[top >= 0]].all():
+        if min(k, b - a) <= 0:
+            return _no_rows(len(q))
+        sc, top = faiss.knn(q, block, min(k, b - a), metric=faiss.METRIC_INNER_PRODUCT)
+        if not alive[top[top >= 0]].all():  # removed rows among the best: search a live-only copy
             rows = np.flatnonzero(alive)
-            kk = min(k, len(rows))
-            if kk == 0:
-                return np.full((len(q), 0), -1, np.int64), np.full((len(q), 0), -np.inf, np.float32)
-            sc, top = faiss.knn(q, np.ascontiguousarray(block[rows]), kk, metric=faiss.METRIC_INNER_PRODUCT)
+            if min(k, len(rows)) == 0:
+                return _no_rows(len(q))
+            sc, top = faiss.knn(q, np.ascontiguousarray(block[rows]), min(k, len(rows)),
+                                metric=faiss.METRIC_INNER_PRODUCT)
             top = np.where(top >= 0, rows[np.maximum(top, 0)], -1)
         for i in range(len(q)):  # equal scores: lower position first (the heap leaves them unordered)
             order = np.lexsort((top[i], -sc[i]))
@@ -383,6 +381,11 @@ class RetrievalIndex:
                 snapshot["listing_id"].to_numpy(np.int64), ids):
             snapshot = pd.read_parquet(index_dir / "snapshot.parquet")
         return cls(ids, np.load(index_dir / "embeddings.npy", allow_pickle=False), snapshot, cfg, indexes, manifest)
+
+
+def _no_rows(nq: int) -> tuple[np.ndarray, np.ndarray]:
+    """``_block_top``'s answer when nothing matches: positions int64 (nq, 0), scores float32 (nq, 0)."""
+    return np.full((nq, 0), -1, np.int64), np.full((nq, 0), -np.inf, np.float32)
 
 
 def _top_k(sc: np.ndarray, k: int) -> np.ndarray:
