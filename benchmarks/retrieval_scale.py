@@ -147,10 +147,9 @@ def user_requests(model_dir: Path, features_dir: Path, n: int, seed: int = 0) ->
     (float32 (dim,), the user tower's output for that request).
     """
     from checkout_recs.models.inputs import latest_per_entity, read_table
-    from checkout_recs.models.two_tower import TwoTowerModel
     from checkout_recs.models.user_encoder import FastUserEncoder
 
-    enc = FastUserEncoder(TwoTowerModel.load(Path(model_dir) / "two_tower"))
+    enc = FastUserEncoder.from_dir(Path(model_dir) / "two_tower")
     users = latest_per_entity(read_table(Path(features_dir) / "user.parquet"), "user_id")
     users = users[users["recent_listing_ids"].map(len) >= 2].reset_index(drop=True)
     rng = np.random.default_rng(seed)

@@ -93,11 +93,33 @@ class FeastUserFeatures:
         return await asyncio.wait_for(asyncio.to_thread(self.read_sync, user_id), timeout=self.timeout_s)
 
 
+def _import_feast_without_torch() -> None:
+    """Import Feast without it importing torch, unless this process already has torch.
+
+    ``feast.torch_wrapper`` imports torch eagerly (for ``OnlineResponse.to_tensor``, which serving
+    never calls) and catches any failure of that import. The transformer scores remotely and
+    otherwise never needs torch (~185 MiB resident), so torch is hidden while Feast is imported;
+    a later ``import torch`` (in-process scoring) works as usual, and only Feast's ``to_tensor``
+    stays unavailable in this process.
+    """
+    import sys
+
+    if "torch" in sys.modules or "feast" in sys.modules:
+        return
+    sys.modules["torch"] = None  # type: ignore[assignment]  # makes ``import torch`` raise ImportError
+    try:
+        import feast  # noqa: F401
+        import feast.online_response  # noqa: F401  (imports feast.torch_wrapper)
+    finally:
+        del sys.modules["torch"]
+
+
 def open_feast_users(features_uri: str, work_dir: str, env: str = "embedded", timeout_s: float = 0.05,
                      project: str | None = None) -> FeastUserFeatures:
     """A Feast-backed user source (imports Feast; call at server start only)."""
     from pathlib import Path
 
+    _import_feast_without_torch()
     from feature_repo.store import open_store
 
     kwargs = {"project": project} if project else {}

@@ -18,64 +18,21 @@ Loss
 from __future__ import annotations
 
 import json
-import re
 import time
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, Field
 from torch import nn
 
-from checkout_recs.contract import RECENT_SEQUENCE_LEN
 from checkout_recs.models.attention import AttentionBlock
 from checkout_recs.models.optim import Adam
+from checkout_recs.models.tower_inputs import DEVICES, USER_HEADS, TwoTowerConfig, hash_ids, hash_tokens
+from checkout_recs.models.tower_inputs import str_hash as _str_hash
 
-_TOKEN = re.compile(r"[a-z0-9]+")
-_MAX_TOKENS = 12
-
-
-class TwoTowerConfig(BaseModel):
-    """Hyper-parameters of the two-tower model."""
-
-    dim: int = Field(default=32, description="Embedding dimension of both towers.")
-    id_buckets: int = Field(default=1 << 16, description="Hash buckets for listing ids.")
-    token_buckets: int = Field(default=1 << 14, description="Hash buckets for title tokens.")
-    cat_buckets: int = Field(default=4096, description="Hash buckets for category ids.")
-    price_buckets: int = Field(default=16, description="Log-price buckets.")
-    seq_len: int = Field(default=RECENT_SEQUENCE_LEN, description="Recent items per user.")
-    temperature: float = Field(default=0.07, gt=0)
-    id_dropout: float = Field(default=0.3, ge=0, le=1, description="P(drop id embedding) in training.")
-    epochs: int = Field(default=4, ge=1)
-    batch_size: int = Field(default=256, ge=8)
-    lr: float = Field(default=3e-3, gt=0)
-    seed: int = 7
-    version: str = "two-tower-0"
-
-
-def hash_ids(ids: np.ndarray, buckets: int) -> np.ndarray:
-    """Map int64 ids (any shape) to [1, buckets) with a multiplicative hash; -1 (padding) → 0."""
-    ids = np.asarray(ids, dtype=np.int64)
-    h = ((ids.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)).astype(np.int64)
-    out = 1 + h % (buckets - 1)
-    return np.where(ids < 0, 0, out)
-
-
-def hash_tokens(titles: Sequence[str], buckets: int, max_tokens: int = _MAX_TOKENS) -> np.ndarray:
-    """Titles → (n, max_tokens) int64 token buckets in [1, buckets); 0 pads."""
-    out = np.zeros((len(titles), max_tokens), dtype=np.int64)
-    for i, t in enumerate(titles):
-        toks = _TOKEN.findall(str(t).lower())[:max_tokens]
-        out[i, : len(toks)] = [1 + zlib.crc32(w.encode()) % (buckets - 1) for w in toks]
-    return out
-
-
-def _str_hash(values: Sequence[str] | np.ndarray, buckets: int) -> np.ndarray:
-    return np.array([1 + zlib.crc32(str(v).encode()) % (buckets - 1) for v in values], np.int64)
-
+__all__ = ["TwoTowerConfig", "TwoTowerModel", "hash_ids", "hash_tokens", "train_two_tower"]
 
 def _dense_item(frame: pd.DataFrame) -> np.ndarray:
     def col(name: str, default: float) -> np.ndarray:
@@ -132,7 +89,7 @@ class UserTower(nn.Module):
         d = cfg.dim
         self.seq_emb = nn.Embedding(cfg.id_buckets, d, padding_idx=0, sparse=True)
         self.pos_emb = nn.Embedding(cfg.seq_len, d)
-        self.block = AttentionBlock(d, heads=2, ff=2 * d)
+        self.block = AttentionBlock(d, heads=USER_HEADS, ff=2 * d)
         self.region_emb = nn.Embedding(64, 8)
         self.device_emb = nn.Embedding(4, 4)
         self.mlp = nn.Sequential(nn.Linear(d + 8 + 4 + 2, 2 * d), nn.ReLU(), nn.Linear(2 * d, d))
@@ -161,9 +118,6 @@ class TwoTowerNet(nn.Module):
         self.item = ItemTower(cfg)
 
 
-_DEVICES = {"web": 1, "ios": 2, "android": 3}
-
-
 def user_inputs(seqs: np.ndarray, regions: Sequence[str] | np.ndarray, devices: Sequence[str] | np.ndarray,
                 hours: np.ndarray,
                 cfg: TwoTowerConfig) -> tuple[torch.Tensor, ...]:
@@ -171,7 +125,7 @@ def user_inputs(seqs: np.ndarray, regions: Sequence[str] | np.ndarray, devices: 
     seqs = np.asarray(seqs, dtype=np.int64)[:, -cfg.seq_len :]
     if seqs.shape[1] < cfg.seq_len:
         seqs = np.pad(seqs, ((0, 0), (cfg.seq_len - seqs.shape[1], 0)), constant_values=-1)
-    dev = np.array([_DEVICES.get(str(d), 0) for d in devices], np.int64)
+    dev = np.array([DEVICES.get(str(d), 0) for d in devices], np.int64)
     return (torch.from_numpy(hash_ids(seqs, cfg.id_buckets)), torch.from_numpy(_str_hash(regions, 64)),
             torch.from_numpy(dev), torch.from_numpy(np.asarray(hours, np.float32)))
 

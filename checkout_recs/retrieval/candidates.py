@@ -94,14 +94,15 @@ class CandidateGenerator:
 
     def __init__(self, index: RetrievalIndex, two_tower=None, co_purchase: pd.DataFrame | None = None,
                  category_pairs: pd.DataFrame | None = None, cfg: CandidateConfig | None = None,
-                 item_knn: pd.DataFrame | None = None) -> None:
+                 item_knn: pd.DataFrame | None = None, user_encoder=None) -> None:
+        """``two_tower``: a loaded ``TwoTowerModel``, or ``user_encoder``: its ``FastUserEncoder``
+        (what serving passes: no torch in the process); neither: no ANN / complement search."""
         self.index = index
-        self.tt = two_tower
-        self._user_enc = None
-        if two_tower is not None:
+        self._user_enc = user_encoder
+        if two_tower is not None and user_encoder is None:
             from checkout_recs.models.user_encoder import FastUserEncoder
 
-            self._user_enc = FastUserEncoder(two_tower)
+            self._user_enc = FastUserEncoder.from_model(two_tower)
         self.cfg = cfg or CandidateConfig()
         snap = index.snapshot
         ranked = snap.iloc[np.argsort(-_popularity(snap), kind="stable")]
@@ -214,14 +215,14 @@ class CandidateGenerator:
         """Build from a bundle folder: ``index/``, ``model/two_tower/``, ``candidates/*.parquet``;
         ``snapshot``: ``index/snapshot.parquet`` when the caller has read it (shared, see
         ``RetrievalIndex.load``)."""
-        from checkout_recs.models.two_tower import TwoTowerModel
+        from checkout_recs.models.user_encoder import FastUserEncoder
 
         bundle_dir = Path(bundle_dir)
         index = RetrievalIndex.load(bundle_dir / "index", snapshot=snapshot)
-        tt = TwoTowerModel.load(bundle_dir / "model" / "two_tower")
+        enc = FastUserEncoder.from_dir(bundle_dir / "model" / "two_tower")
         cand = bundle_dir / "candidates"
-        return cls(index, tt, _maybe(cand / "co_purchase_items.parquet"), _maybe(cand / "category_pairs.parquet"),
-                   cfg, item_knn=_maybe(cand / "item_knn.parquet"))
+        return cls(index, None, _maybe(cand / "co_purchase_items.parquet"), _maybe(cand / "category_pairs.parquet"),
+                   cfg, item_knn=_maybe(cand / "item_knn.parquet"), user_encoder=enc)
 
 
 def _maybe(path: Path) -> pd.DataFrame | None:

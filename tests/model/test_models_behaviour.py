@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -96,10 +97,24 @@ def test_same_seed_same_model(tmp_path):
     assert not np.array_equal(a.predict(X)[0], c.predict(X)[0])
 
 
-def test_fast_user_encoder_matches_torch_tower(bundle):
+@pytest.mark.parametrize("source", ["model", "saved weights, no torch"])
+def test_fast_user_encoder_matches_torch_tower(bundle, source):
     _, tt = load_models(bundle / "model")
-    enc = FastUserEncoder(tt)
+    enc = FastUserEncoder.from_model(tt) if source == "model" else FastUserEncoder.from_dir(bundle / "model" / "two_tower")
     for seq in ([1002, 1003], list(range(1000, 1030)), []):
-        fast = enc.encode(seq, "eu", "ios", 13.5)
-        ref = tt.embed_users(np.array([seq[-20:] or [-1]]), ["eu"], ["ios"], np.array([13.5]))[0]
-        np.testing.assert_allclose(fast, ref, atol=1e-5)
+        for region, device in (("eu", "ios"), ("us", "web"), ("nowhere", "fridge")):
+            fast = enc.encode(seq, region, device, 13.5)
+            ref = tt.embed_users(np.array([seq[-20:] or [-1]]), [region], [device], np.array([13.5]))[0]
+            np.testing.assert_allclose(fast, ref, atol=1e-5)
+
+
+def test_serving_bundle_loads_without_torch(bundle):
+    """The transformer's bundle (index, candidate generator with the user encoder, catalogue) needs no
+    torch: the process stays ~185 MiB smaller."""
+    code = ("import sys; from checkout_recs.serving_bundle import ServingBundle; "
+            f"b = ServingBundle.load({str(bundle)!r}, candidates='auto'); "
+            "assert type(b.candidates).__name__ == 'GeneratorCandidates', type(b.candidates); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"
