@@ -124,7 +124,7 @@ def bench_sim(work: Path, days: int = 14, ablation_seeds: tuple[int, ...] = (7, 
 
     latency = {"teacher_torch_ms": median_latency_ms(teacher.predict, X300),
                "student_torch_ms": median_latency_ms(student.predict, X300),
-               "student_numpy_ms": median_latency_ms(NumpyScorer(student).predict, X300),
+               "student_numpy_ms": median_latency_ms(NumpyScorer.from_model(student).predict, X300),
                "student_int8_torch_ms": median_latency_ms(q, X300)}
     cand = bench_candidates(bundle)
     _progress(f"candidates: {cand}")

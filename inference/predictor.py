@@ -37,30 +37,44 @@ class RankerPredictor(Model):
     def __init__(self, bundle_dir: Path, name: str = PREDICTOR_NAME) -> None:
         super().__init__(name)
         self.bundle_dir = Path(bundle_dir)
-        self.model: Any = None
+        self.feature_names: list[str] = []
         self.version: str | None = None
         self._predict: Any = None
 
     def load(self) -> bool:
-        """Load the ranker from ``model/student`` or ``model/ranker``; raises when neither exists."""
+        """Load the ranker from ``model/student`` or ``model/ranker``; raises when neither exists.
+
+        A shared-bottom model (the student) is read straight into ``NumpyScorer``, so the
+        process never imports torch (~185 MiB less resident memory); any other architecture is
+        loaded with torch and scored by ``student.fast_predict``.
+        """
+        from checkout_recs.models.numpy_scorer import NumpyScorer
+
+        for sub in ("model/student", "model/ranker", "student", "ranker"):
+            d = self.bundle_dir / sub
+            if (d / "config.json").exists() and (d / "weights.safetensors").exists():
+                try:
+                    scorer = NumpyScorer.from_dir(d)
+                    self.feature_names, self.version, self._predict = scorer.feature_names, scorer.version, scorer.predict
+                except ValueError:  # MMoE / FM / spline: torch
+                    self._load_torch(d)
+                break
+        if self._predict is None:
+            raise FileNotFoundError(f"no ranker under {self.bundle_dir}/model/")
+        self._predict(np.zeros((2, len(self.feature_names)), np.float32))  # warm up
+        self.ready = True
+        return self.ready
+
+    def _load_torch(self, model_dir: Path) -> None:
         import torch
 
         from checkout_recs.models.ranker import RankerModel
         from checkout_recs.models.student import fast_predict
 
         torch.set_num_threads(1)  # two cores shared by two servers: no oversubscription
-        for sub in ("model/student", "model/ranker", "student", "ranker"):
-            d = self.bundle_dir / sub
-            if (d / "config.json").exists() and (d / "weights.safetensors").exists():
-                self.model = RankerModel.load(d)
-                self.version = self.model.version
-                break
-        if self.model is None:
-            raise FileNotFoundError(f"no ranker under {self.bundle_dir}/model/")
-        self._predict = fast_predict(self.model)  # numpy when exact, else torch
-        self._predict(np.zeros((2, len(self.model.feature_names)), np.float32))  # warm up
-        self.ready = True
-        return self.ready
+        model = RankerModel.load(model_dir)
+        self.feature_names, self.version = list(model.feature_names), model.version
+        self._predict = fast_predict(model)  # numpy when exact, else torch
 
     def validate(self, payload: Any) -> Any:
         """Accept v2 requests only (the transformer speaks v2)."""
@@ -68,7 +82,7 @@ class RankerPredictor(Model):
 
     def score(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(p_click, p_purchase|click) float32 (n,) for x float32 (n, d); InvalidInput on bad shape."""
-        d = len(self.model.feature_names)
+        d = len(self.feature_names)
         if x.ndim != 2 or x.shape[1] != d or x.shape[0] > MAX_ROWS:
             raise InvalidInput(f"'features' must be FP32 [n<={MAX_ROWS}, {d}], got shape {list(x.shape)}")
         if x.shape[0] == 0:

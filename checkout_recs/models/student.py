@@ -18,6 +18,7 @@ import torch
 from pydantic import BaseModel, Field
 from torch import nn
 
+from checkout_recs.models.numpy_scorer import NumpyScorer
 from checkout_recs.models.optim import Adam
 from checkout_recs.models.ranker import RankerConfig, RankerModel, build_net
 from checkout_recs.models.ranker_features import ranker_matrix
@@ -79,34 +80,6 @@ def _distill(teacher: RankerModel, train_df: pd.DataFrame, cfg: StudentConfig) -
                        {"distill_seconds": time.perf_counter() - t0, "n_params": float(n_params)})
 
 
-class NumpyScorer:
-    """A shared-bottom ``RankerModel`` evaluated in numpy: X (n, d) → (p_click, p_cvr), (n,) each."""
-
-    def __init__(self, model: RankerModel) -> None:
-        if model.net.architecture != "shared_bottom" or model.net.fm is not None or model.net.spline is not None:
-            raise ValueError("NumpyScorer handles shared-bottom rankers without FM or spline terms only")
-        sd = {k: v.detach().numpy().astype(np.float32) for k, v in model.net.state_dict().items()}
-        self.inv_std = 1.0 / sd["std"]
-        self.mean = sd["mean"]
-        self.layers = [(sd[f"bottom.{i}.weight"].T.copy(), sd[f"bottom.{i}.bias"])
-                       for i in range(0, 2 * len(model.cfg.hidden), 2)]
-        self.head_w = np.stack([sd["click_head.weight"][0], sd["cvr_head.weight"][0]], 1)  # (h, 2)
-        self.head_b = np.array([sd["click_head.bias"][0], sd["cvr_head.bias"][0]], np.float32)
-        self.wide_w = sd["wide.weight"].T.copy() if "wide.weight" in sd else None  # (d, 2)
-
-    def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities (p_click, p_purchase_given_click), float32 (n,) each."""
-        x = (X - self.mean) * self.inv_std
-        h = x
-        for w, b in self.layers:
-            h = np.maximum(h @ w + b, 0.0)
-        z = h @ self.head_w + self.head_b
-        if self.wide_w is not None:
-            z += x @ self.wide_w
-        p = 1.0 / (1.0 + np.exp(-z))
-        return p[:, 0], p[:, 1]
-
-
 def fast_predict(model: RankerModel) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """The cheapest exact scorer of ``model``: X float32 (n, d) -> (p_click, p_cvr) float32 (n,) each.
 
@@ -114,7 +87,7 @@ def fast_predict(model: RankerModel) -> Callable[[np.ndarray], tuple[np.ndarray,
     and it agrees with torch on a probe matrix (|diff| <= 1e-5); else ``model.predict`` (torch).
     """
     try:
-        scorer = NumpyScorer(model)
+        scorer = NumpyScorer.from_model(model)
     except (ValueError, KeyError):
         return model.predict
     probe = np.random.default_rng(0).normal(size=(64, len(model.feature_names))).astype(np.float32)

@@ -157,9 +157,16 @@ def test_student_distils_teacher_and_numpy_scorer_agrees(tmp_path):
     s_auc = auc(test["clicked"], student.predict(Xt)[0])
     assert t_auc > 0.7 and s_auc > t_auc - 0.02  # the student may not lose more than 0.02 AUC
     assert student.metrics["n_params"] < sum(p.numel() for p in teacher.net.parameters())
-    np.testing.assert_allclose(NumpyScorer(student).predict(Xt)[0], student.predict(Xt)[0], atol=1e-5)
+    np.testing.assert_allclose(NumpyScorer.from_model(student).predict(Xt)[0], student.predict(Xt)[0], atol=1e-5)
     again = RankerModel.load(student.save(tmp_path / "student"))  # same artifact format as the teacher
     np.testing.assert_allclose(again.predict(Xt)[1], student.predict(Xt)[1], rtol=1e-6)
+    # the predictor's torch-free load of the saved student scores the same
+    saved = NumpyScorer.from_dir(tmp_path / "student")
+    assert saved.feature_names == student.feature_names and saved.version == student.version
+    for a, b in zip(saved.predict(Xt), student.predict(Xt), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    with pytest.raises(ValueError, match="needs torch"):
+        NumpyScorer.from_dir(teacher.save(tmp_path / "teacher"))
     # serving's scorer: numpy for the plain student, torch for the spline teacher numpy cannot run
     from checkout_recs.models.student import fast_predict
 

@@ -82,7 +82,7 @@ def _decode(r: httpx.Response) -> tuple[dict, dict[str, np.ndarray]]:
 
 
 def _x(model: RankerPredictor, n: int = 37, extra: int = 0) -> np.ndarray:
-    d = len(model.model.feature_names) + extra
+    d = len(model.feature_names) + extra
     return np.random.default_rng(n).random((n, d), dtype=np.float32)
 
 

@@ -118,3 +118,23 @@ def test_serving_bundle_loads_without_torch(bundle):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "False"
+
+
+def test_predictor_serves_the_student_without_torch(bundle):
+    """The predictor reads the bundle's student into the numpy scorer: no torch in the process, and
+    the scores of the torch model."""
+    from checkout_recs.models.ranker import RankerModel
+
+    student = RankerModel.load(bundle / "model" / "student")
+    X = np.random.default_rng(0).normal(size=(5, len(student.feature_names))).astype(np.float32)
+    code = ("import sys, json, numpy as np; from inference.predictor import RankerPredictor; "
+            f"p = RankerPredictor({str(bundle)!r}); p.load(); "
+            f"pc, pp = p.score(np.asarray({X.tolist()!r}, np.float32)); "
+            "print(json.dumps(['torch' in sys.modules, p.version, pc.tolist(), pp.tolist()]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    torch_loaded, version, pc, pp = json.loads(out.stdout.strip().splitlines()[-1])
+    assert torch_loaded is False and version == student.version
+    ref_c, ref_p = student.predict(X)
+    np.testing.assert_allclose(pc, ref_c, atol=1e-5)
+    np.testing.assert_allclose(pp, ref_p, atol=1e-5)
