@@ -119,8 +119,8 @@ class FastInferRoute:
         params = model.response_parameters()
         if params:
             head["parameters"] = params
-        header = orjson.dumps(head)
-        return header + b"".join(raws), len(header)
+        head_json = orjson.dumps(head)
+        return head_json + b"".join(raws), len(head_json)
 
 
 class MalformedTensor(ValueError):

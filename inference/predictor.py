@@ -46,7 +46,7 @@ class RankerPredictor(Model):
 
         A shared-bottom model (the student) is read straight into ``NumpyScorer``, so the
         process never imports torch (~185 MiB less resident memory); any other architecture is
-        loaded with torch and scored by ``student.fast_predict``.
+        loaded and scored with torch.
         """
         from checkout_recs.models.numpy_scorer import NumpyScorer
 
@@ -69,12 +69,10 @@ class RankerPredictor(Model):
         import torch
 
         from checkout_recs.models.ranker import RankerModel
-        from checkout_recs.models.student import fast_predict
 
         torch.set_num_threads(1)  # two cores shared by two servers: no oversubscription
-        model = RankerModel.load(model_dir)
-        self.feature_names, self.version = list(model.feature_names), model.version
-        self._predict = fast_predict(model)  # numpy when exact, else torch
+        model = RankerModel.load(model_dir)  # NumpyScorer refused it: torch scores
+        self.feature_names, self.version, self._predict = list(model.feature_names), model.version, model.predict
 
     def validate(self, payload: Any) -> Any:
         """Accept v2 requests only (the transformer speaks v2)."""

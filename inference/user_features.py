@@ -108,7 +108,6 @@ def _import_feast_without_torch() -> None:
         return
     sys.modules["torch"] = None  # type: ignore[assignment]  # makes ``import torch`` raise ImportError
     try:
-        import feast  # noqa: F401
         import feast.online_response  # noqa: F401  (imports feast.torch_wrapper)
     finally:
         del sys.modules["torch"]

@@ -30,7 +30,7 @@ class NumpyScorer:
                  version: str | None = None) -> None:
         sd = {k: np.asarray(v, np.float32) for k, v in state.items()}
         if any(k.startswith(("spline.", "fm.", "experts.", "gates.")) for k in sd):
-            raise ValueError("NumpyScorer handles shared-bottom rankers without FM or spline terms only")
+            raise ValueError("a ranker with MMoE, FM or spline terms needs torch (NumpyScorer: shared bottom only)")
         self.feature_names = list(feature_names or [])
         self.version = version
         self.inv_std = 1.0 / sd["std"]
@@ -43,8 +43,6 @@ class NumpyScorer:
     @classmethod
     def from_model(cls, model: Any) -> NumpyScorer:
         """From a loaded ``RankerModel``; ValueError when its architecture needs torch."""
-        if model.net.architecture != "shared_bottom" or model.net.fm is not None or model.net.spline is not None:
-            raise ValueError("NumpyScorer handles shared-bottom rankers without FM or spline terms only")
         sd = {k: v.detach().numpy() for k, v in model.net.state_dict().items()}
         return cls(sd, len(model.cfg.hidden), model.feature_names, model.version)
 
@@ -56,11 +54,7 @@ class NumpyScorer:
 
         model_dir = Path(model_dir)
         meta = json.loads((model_dir / "config.json").read_text())
-        cfg = meta["config"]
-        if cfg.get("architecture", "shared_bottom") != "shared_bottom" or cfg.get("fm_factors", 0) > 0 \
-                or (cfg.get("wide", True) and cfg.get("spline_knots", 0) > 0):
-            raise ValueError(f"{model_dir}: a {cfg.get('architecture')} ranker with FM/spline terms needs torch")
-        return cls(load_file(str(model_dir / "weights.safetensors")), len(cfg["hidden"]),
+        return cls(load_file(str(model_dir / "weights.safetensors")), len(meta["config"]["hidden"]),
                    meta["feature_names"], meta.get("version"))
 
     def predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

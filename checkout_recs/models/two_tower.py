@@ -29,8 +29,14 @@ from torch import nn
 
 from checkout_recs.models.attention import AttentionBlock
 from checkout_recs.models.optim import Adam
-from checkout_recs.models.tower_inputs import DEVICES, USER_HEADS, TwoTowerConfig, hash_ids, hash_tokens
-from checkout_recs.models.tower_inputs import str_hash as _str_hash
+from checkout_recs.models.tower_inputs import (
+    DEVICES,
+    USER_HEADS,
+    TwoTowerConfig,
+    hash_ids,
+    hash_tokens,
+    str_hash,
+)
 
 __all__ = ["TwoTowerConfig", "TwoTowerModel", "hash_ids", "hash_tokens", "train_two_tower"]
 
@@ -55,7 +61,7 @@ def item_inputs(frame: pd.DataFrame, cfg: TwoTowerConfig) -> dict[str, torch.Ten
         "tokens": torch.from_numpy(hash_tokens(titles, cfg.token_buckets)),
         "cat": torch.from_numpy(hash_ids(frame["category_id"].to_numpy(np.int64), cfg.cat_buckets)),
         "price": torch.from_numpy(pb),
-        "region": torch.from_numpy(_str_hash(region, 64)),
+        "region": torch.from_numpy(str_hash(region, 64)),
         "dense": torch.from_numpy(_dense_item(frame)),
     }
 
@@ -126,7 +132,7 @@ def user_inputs(seqs: np.ndarray, regions: Sequence[str] | np.ndarray, devices: 
     if seqs.shape[1] < cfg.seq_len:
         seqs = np.pad(seqs, ((0, 0), (cfg.seq_len - seqs.shape[1], 0)), constant_values=-1)
     dev = np.array([DEVICES.get(str(d), 0) for d in devices], np.int64)
-    return (torch.from_numpy(hash_ids(seqs, cfg.id_buckets)), torch.from_numpy(_str_hash(regions, 64)),
+    return (torch.from_numpy(hash_ids(seqs, cfg.id_buckets)), torch.from_numpy(str_hash(regions, 64)),
             torch.from_numpy(dev), torch.from_numpy(np.asarray(hours, np.float32)))
 
 
