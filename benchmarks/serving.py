@@ -55,6 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks import serving_load  # noqa: E402
+from benchmarks.host_probe import cold_penalty  # noqa: E402
 from benchmarks.serving_bundle_1m import build_ann_bundle, bundle_requests, write_feature_tables  # noqa: E402
 from tests.fixtures_serving import RICH_NAMES, make_pairs, make_snapshot, make_users, train_tiny_ranker  # noqa: E402
 
@@ -173,6 +174,10 @@ def run_scenario(name: str, s, bodies: list[dict], args: argparse.Namespace, con
     return res
 
 
+def _probe(p: dict) -> str:
+    return f"{p['hot_us_p50']:.0f} / {p['after_idle_us_p50']:.0f} ({p['ratio']:.0f}x)"
+
+
 def _fmt(d: dict) -> str:
     return "{" + ", ".join(f"{k} {v:.2f}" for k, v in d.items()) + "}"
 
@@ -219,7 +224,7 @@ def main() -> None:
     bodies = bundle_requests(bundle) or make_requests(4000, args.users, args.listings)
     d = len(json.loads((bundle / "model" / "ranker" / "config.json").read_text())["feature_names"])
     res: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                             "load_avg_at_start": os.getloadavg()},
+                             "load_avg_at_start": os.getloadavg(), "cold_probe_start": cold_penalty()},
                  "catalogue_listings": args.listings, "bundle": args.bundle, "ranker_features": d,
                  "feast_project": project,
                  "offered_rate_rps": args.rate, "duration_s": args.duration}
@@ -260,6 +265,10 @@ def main() -> None:
                     res["max_rate_p95_le_25ms"] = max(ok) if ok else None
                     if args.fault_duration > 0:
                         res["fault"] = fault_run(s, bodies, args.rate, args.fault_duration, redis_proc, con)
+    res["machine"]["cold_probe_end"] = cold_penalty()
+    con.print(f"host cold-cache probe (5,000-float sum, hot / after {res['machine']['cold_probe_end']['idle_ms']:.0f} ms "
+              f"idle, microseconds p50): start {_probe(res['machine']['cold_probe_start'])}, "
+              f"end {_probe(res['machine']['cold_probe_end'])}")
     _summarise(res, con)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2, default=str))
