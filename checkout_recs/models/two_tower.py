@@ -40,6 +40,7 @@ from checkout_recs.models.tower_inputs import (
 
 __all__ = ["TwoTowerConfig", "TwoTowerModel", "hash_ids", "hash_tokens", "train_two_tower"]
 
+
 def _dense_item(frame: pd.DataFrame) -> np.ndarray:
     def col(name: str, default: float) -> np.ndarray:
         return frame[name].to_numpy(np.float32) if name in frame else np.full(len(frame), default, np.float32)
