@@ -28,6 +28,7 @@ lint: venv
 bench: venv services
 	@$(PY) benchmarks/data.py
 	@$(PY) benchmarks/models.py
+	@$(PY) benchmarks/ranker_segments.py --jobs 2
 	@$(PY) benchmarks/features.py
 
 bench-serving: venv services

@@ -19,7 +19,7 @@ def auc_table(aucs: dict[str, dict]) -> pd.DataFrame:
             rows.append({"segment": seg, "head": head, "rows": r["n"], "positives": r[f"n_{head}"],
                          "ranker AUC": f"{ci['auc']:.3f} [{ci['auc_lo']:.3f}, {ci['auc_hi']:.3f}]",
                          "LR AUC": f"{ci['base_auc']:.3f} [{ci['base_lo']:.3f}, {ci['base_hi']:.3f}]",
-                         "ranker − LR": f"{ci['diff']:+.4f} [{ci['diff_lo']:+.4f}, {ci['diff_hi']:+.4f}]",
+                         "ranker − LR": _interval(ci),
                          "P(ranker better)": ci["p_model_better"]})
     return pd.DataFrame(rows)
 
@@ -32,7 +32,7 @@ def truth_table(truth_aucs: dict[str, dict]) -> pd.DataFrame:
         for head in HEADS:
             ci = r[f"{head}_ci"]
             rows.append({"segment": seg, "head": head, "rows": r["n"], "ranker": ci["auc"], "LR": ci["base_auc"],
-                         "ranker − LR": f"{ci['diff']:+.4f} [{ci['diff_lo']:+.4f}, {ci['diff_hi']:+.4f}]",
+                         "ranker − LR": _interval(ci),
                          "truth (ceiling)": r[f"truth_{head}"]})
     return pd.DataFrame(rows)
 
@@ -52,31 +52,38 @@ def ablation_table(ablation: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _forest(aucs: dict[str, dict]) -> str:
+def _forest(rows: list[tuple[str, dict]], xlabel: str) -> str:
+    """A forest plot: one line per ``(label, paired_auc_bootstrap result)``, the difference and its interval."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    labels = []
-    for i, (seg, head) in enumerate((s, h) for s in aucs for h in HEADS):
-        ci = aucs[seg][f"{head}_ci"]
+    fig, ax = plt.subplots(figsize=(7, 0.8 + 0.3 * len(rows)))
+    for i, (_, ci) in enumerate(rows):
         ax.errorbar(ci["diff"], i, xerr=[[ci["diff"] - ci["diff_lo"]], [ci["diff_hi"] - ci["diff"]]],
                     fmt="o", color="#1b7f3b" if ci["diff_lo"] > 0 else "#555")
-        labels.append(f"{seg} / {head}")
     ax.axvline(0, color="#b00020", lw=1)
-    ax.set_yticks(range(len(labels)), labels)
-    ax.set_xlabel("AUC ranker − logistic regression (95% paired bootstrap, requests resampled)")
+    ax.set_yticks(range(len(rows)), [label for label, _ in rows])
+    ax.set_xlabel(xlabel)
+    fig.tight_layout()
     return figure_tag(fig, "ranker minus LR AUC per segment and head")
+
+
+_LABELS_X = "AUC ranker − logistic regression (95% paired bootstrap, requests resampled)"
+_TRUTH_X = "expected AUC against the truth, ranker − logistic regression (95% paired bootstrap)"
+
+
+def _cells(aucs: dict[str, dict], prefix: str = "") -> list[tuple[str, dict]]:
+    return [(f"{prefix}{seg} / {h}", aucs[seg][f"{h}_ci"]) for seg in aucs for h in HEADS]
 
 
 def ranker_report_html(sim: dict) -> str:
     """The page for ``sim`` (``bench_sim``'s result: ``auc_vs_logistic``, ``ranker_ablation``,
     ``student``)."""
     aucs = sim["auc_vs_logistic"]
-    above = all(aucs[s][f"{h}_ci"]["diff_lo"] > 0 for s in aucs for h in HEADS)
-    sections = [("Head AUC vs logistic regression (bench run)", _forest(aucs) + table_html(auc_table(aucs)))]
+    sections = [("Head AUC vs logistic regression (bench run)", _forest(_cells(aucs), _LABELS_X)
+                 + table_html(auc_table(aucs)))]
     if "auc_vs_logistic_truth" in sim:
         sections.append(("Expected AUC against the hidden truth (label noise removed)",
                          table_html(truth_table(sim["auc_vs_logistic_truth"]))))
@@ -91,6 +98,35 @@ def ranker_report_html(sim: dict) -> str:
         note = (f"<p>student − teacher AUC: click {st['auc'].get('click_vs_teacher', float('nan')):+.4f}, "
                 f"purchase {st['auc'].get('purchase_vs_teacher', float('nan')):+.4f}</p>")
         sections.append(("Student", note + table_html(pd.DataFrame(rows))))
-    verdict = ("ranker above LR in every segment and head (interval above 0)" if above else
-               "not shown above LR in every segment and head: see the intervals")
+    cells = _cells(sim.get("auc_vs_logistic_truth", aucs))
+    kind = "against the hidden truth" if "auc_vs_logistic_truth" in sim else "on the labels"
+    above = all(ci["diff"] > 0 for _, ci in cells)
+    verdict = (f"ranker − LR {kind}: above in {sum(ci['diff'] > 0 for _, ci in cells)} of {len(cells)} segment × head "
+               f"cells, interval above 0 in {sum(ci['diff_lo'] > 0 for _, ci in cells)}; on the labels above in "
+               f"{sum(ci['diff'] > 0 for _, ci in _cells(aucs))}")
     return page("Ranker on the simulator", sections, verdict, ok=above)
+
+
+def segments_report_html(result: dict) -> str:
+    """The page for ``benchmarks/ranker_segments.py``'s result: per run, ranker − LR per segment and
+    head against the hidden truth (forest plot and table) and on the logged labels, with the tally."""
+    runs, t = result["runs"], result["tally"]
+    truth_rows = [c for r in runs for c in _cells(r["truth"], f"seed {r['seed']}: ")]
+    table = pd.DataFrame([{"seed": r["seed"], "segment": seg, "head": h, "rows": r["labels"][seg]["n"],
+                           "positives": r["labels"][seg][f"n_{h}"],
+                           "vs truth": _interval(r["truth"][seg][f"{h}_ci"]),
+                           "on labels": _interval(r["labels"][seg][f"{h}_ci"])}
+                          for r in runs for seg in r["truth"] for h in HEADS])
+    summary = "".join(f"<p>{kind}: above in {v['above']} of {v['cells']} cells, interval above 0 in "
+                      f"{v['interval_above']}</p>" for kind, v in t.items())
+    sections = [(f"Ranker − LR against the truth, {len(runs)} runs (scale {result['scale']}×, {result['config']})",
+                 summary + _forest(truth_rows, _TRUTH_X)),
+                ("Every run, segment and head", table_html(table))]
+    ok = t["truth"]["above"] == t["truth"]["cells"]
+    verdict = (f"against the truth the ranker is above LR in {t['truth']['above']} of {t['truth']['cells']} "
+               f"run × segment × head cells; on the labels in {t['labels']['above']}")
+    return page("Ranker vs logistic regression per segment, several runs", sections, verdict, ok=ok)
+
+
+def _interval(ci: dict) -> str:
+    return f"{ci['diff']:+.4f} [{ci['diff_lo']:+.4f}, {ci['diff_hi']:+.4f}]"
