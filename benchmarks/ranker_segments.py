@@ -27,8 +27,6 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.models import RESULTS, SIM_SCALE, _progress, _sim_run  # noqa: E402
 
-HEADS = ("click", "purchase")
-
 
 def one_run(work: Path, seed: int, overrides: dict, days: int = 14, scale: int = SIM_SCALE) -> dict:
     """Simulate (seed) → training set → time split → ranker and LR; the per-segment comparison.
@@ -57,20 +55,17 @@ def one_run(work: Path, seed: int, overrides: dict, days: int = 14, scale: int =
 
 
 def tally(runs: list[dict]) -> dict:
-    """Counts over runs × segments × heads: cells above 0 and cells whose interval is above 0,
-    on the labels and against the truth. ``{"labels"|"truth": {"cells", "above", "interval_above"}}``."""
-    out = {}
-    for kind in ("labels", "truth"):
-        cis = [r[kind][seg][f"{h}_ci"] for r in runs for seg in r[kind] for h in HEADS]
-        out[kind] = {"cells": len(cis), "above": sum(c["diff"] > 0 for c in cis),
-                     "interval_above": sum(c["diff_lo"] > 0 for c in cis)}
-    return out
+    """Counts over runs × segments × heads (``ranker_report.count_above``), on the labels and against
+    the truth: ``{"labels"|"truth": {"cells", "above", "interval_above"}}``."""
+    from checkout_recs.evaluation.ranker_report import cells, count_above
+
+    return {kind: count_above([c for r in runs for c in cells(r[kind])]) for kind in ("labels", "truth")}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the seeds (``--jobs`` at a time), write the JSON and the HTML page; returns 0."""
     from checkout_recs.evaluation.ranker_ablation import ABLATION
-    from checkout_recs.evaluation.ranker_report import segments_report_html
+    from checkout_recs.evaluation.ranker_report import cells, segments_report_html
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[7, 1, 2, 11, 12, 13])
@@ -90,9 +85,8 @@ def main(argv: list[str] | None = None) -> int:
             for f in as_completed(futures):
                 r = f.result()
                 runs.append(r)
-                cells = " ".join(f"{seg}/{h} {r['truth'][seg][f'{h}_ci']['diff']:+.4f}"
-                                 for seg in r["truth"] for h in HEADS)
-                _progress(f"seed {r['seed']} ({len(runs)}/{len(args.seeds)}), vs truth: {cells}")
+                diffs = ", ".join(f"{label} {ci['diff']:+.4f}" for label, ci in cells(r["truth"]))
+                _progress(f"seed {r['seed']} ({len(runs)}/{len(args.seeds)}), vs truth: {diffs}")
     runs.sort(key=lambda r: args.seeds.index(r["seed"]))
     result = {"command": "python benchmarks/ranker_segments.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "scale": args.scale, "config": args.config, "overrides": overrides, "seeds": args.seeds,

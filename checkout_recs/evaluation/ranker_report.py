@@ -74,15 +74,23 @@ _LABELS_X = "AUC ranker − logistic regression (95% paired bootstrap, requests 
 _TRUTH_X = "expected AUC against the truth, ranker − logistic regression (95% paired bootstrap)"
 
 
-def _cells(aucs: dict[str, dict], prefix: str = "") -> list[tuple[str, dict]]:
+def cells(aucs: dict[str, dict], prefix: str = "") -> list[tuple[str, dict]]:
+    """``(label, interval)`` per segment × head of a ``head_auc_vs_logistic`` / ``truth_auc_vs_logistic`` result."""
     return [(f"{prefix}{seg} / {h}", aucs[seg][f"{h}_ci"]) for seg in aucs for h in HEADS]
+
+
+def count_above(rows: list[tuple[str, dict]]) -> dict[str, int]:
+    """``{"cells", "above", "interval_above"}``: how many ``(label, interval)`` rows have ranker − LR
+    above 0, and how many have the whole 95% interval above 0."""
+    return {"cells": len(rows), "above": sum(ci["diff"] > 0 for _, ci in rows),
+            "interval_above": sum(ci["diff_lo"] > 0 for _, ci in rows)}
 
 
 def ranker_report_html(sim: dict) -> str:
     """The page for ``sim`` (``bench_sim``'s result: ``auc_vs_logistic``, ``ranker_ablation``,
     ``student``)."""
     aucs = sim["auc_vs_logistic"]
-    sections = [("Head AUC vs logistic regression (bench run)", _forest(_cells(aucs), _LABELS_X)
+    sections = [("Head AUC vs logistic regression (bench run)", _forest(cells(aucs), _LABELS_X)
                  + table_html(auc_table(aucs)))]
     if "auc_vs_logistic_truth" in sim:
         sections.append(("Expected AUC against the hidden truth (label noise removed)",
@@ -98,20 +106,18 @@ def ranker_report_html(sim: dict) -> str:
         note = (f"<p>student − teacher AUC: click {st['auc'].get('click_vs_teacher', float('nan')):+.4f}, "
                 f"purchase {st['auc'].get('purchase_vs_teacher', float('nan')):+.4f}</p>")
         sections.append(("Student", note + table_html(pd.DataFrame(rows))))
-    cells = _cells(sim.get("auc_vs_logistic_truth", aucs))
+    main = count_above(cells(sim.get("auc_vs_logistic_truth", aucs)))
     kind = "against the hidden truth" if "auc_vs_logistic_truth" in sim else "on the labels"
-    above = all(ci["diff"] > 0 for _, ci in cells)
-    verdict = (f"ranker − LR {kind}: above in {sum(ci['diff'] > 0 for _, ci in cells)} of {len(cells)} segment × head "
-               f"cells, interval above 0 in {sum(ci['diff_lo'] > 0 for _, ci in cells)}; on the labels above in "
-               f"{sum(ci['diff'] > 0 for _, ci in _cells(aucs))}")
-    return page("Ranker on the simulator", sections, verdict, ok=above)
+    verdict = (f"ranker − LR {kind}: above in {main['above']} of {main['cells']} segment × head cells, interval "
+               f"above 0 in {main['interval_above']}; on the labels above in {count_above(cells(aucs))['above']}")
+    return page("Ranker on the simulator", sections, verdict, ok=main["above"] == main["cells"])
 
 
 def segments_report_html(result: dict) -> str:
     """The page for ``benchmarks/ranker_segments.py``'s result: per run, ranker − LR per segment and
     head against the hidden truth (forest plot and table) and on the logged labels, with the tally."""
     runs, t = result["runs"], result["tally"]
-    truth_rows = [c for r in runs for c in _cells(r["truth"], f"seed {r['seed']}: ")]
+    truth_rows = [c for r in runs for c in cells(r["truth"], f"seed {r['seed']}: ")]
     table = pd.DataFrame([{"seed": r["seed"], "segment": seg, "head": h, "rows": r["labels"][seg]["n"],
                            "positives": r["labels"][seg][f"n_{h}"],
                            "vs truth": _interval(r["truth"][seg][f"{h}_ci"]),
