@@ -91,9 +91,9 @@ def bench_sim(work: Path, days: int = 14, ablation_seeds: tuple[int, ...] = (7, 
     ranker ablation (architecture × loss, training procedure) over ``ablation_seeds`` runs."""
     import pandas as pd
 
-    from checkout_recs.evaluation.head_auc import attach_truth, head_auc_vs_logistic, truth_auc_vs_logistic
-    from checkout_recs.evaluation.offline import evaluate_simulator
-    from checkout_recs.evaluation.ranker_ablation import ABLATION, run_ablation
+    from checkout_recs.evaluation.ranking.head_auc import attach_truth, head_auc_vs_logistic, truth_auc_vs_logistic
+    from checkout_recs.evaluation.ranking.offline import evaluate_simulator
+    from checkout_recs.studies.ranker_ablation import ABLATION, run_ablation
     from checkout_recs.models.ranker import RankerModel
     from checkout_recs.models.ranker_features import ranker_matrix
     from checkout_recs.models.student import NumpyScorer, median_latency_ms, quantized_scorer
@@ -427,7 +427,7 @@ def _bench_diffuse(n: int, d: int, n_queries: int = 100) -> dict:
 
 def bench_ml100k(project: bool, seeds: int) -> dict:
     """The shared protocol on MovieLens-100K (``run_protocol``)."""
-    from checkout_recs.evaluation.next_item import run_protocol
+    from checkout_recs.evaluation.next_item.evaluate import run_protocol
 
     dataset = ROOT / "data" / "external" / "ml-100k"
     return run_protocol(dataset, RESULTS / "ml100k.json", n_seeds=seeds, tune=False, project=project)
@@ -447,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     results = json.loads(path.read_text()) if path.exists() else {}
     with tempfile.TemporaryDirectory() as tmp:
         if "sim" in args.only:
-            from checkout_recs.evaluation.ranker_report import ranker_report_html
+            from checkout_recs.evaluation.ranking.report import ranker_report_html
 
             results["sim"] = bench_sim(Path(tmp))
             (RESULTS / "ranker_sim.html").write_text(ranker_report_html(results["sim"]))

@@ -36,7 +36,7 @@ def one_run(work: Path, seed: int, overrides: dict, days: int = 14, scale: int =
     """
     import pandas as pd
 
-    from checkout_recs.evaluation.head_auc import head_auc_vs_logistic, truth_auc_vs_logistic
+    from checkout_recs.evaluation.ranking.head_auc import head_auc_vs_logistic, truth_auc_vs_logistic
     from checkout_recs.models.ranker import RankerConfig, train_ranker
     from checkout_recs.models.train import split_by_time
     from checkout_recs.simulate.evaluate import logged_expectations
@@ -57,15 +57,15 @@ def one_run(work: Path, seed: int, overrides: dict, days: int = 14, scale: int =
 def tally(runs: list[dict]) -> dict:
     """Counts over runs × segments × heads (``ranker_report.count_above``), on the labels and against
     the truth: ``{"labels"|"truth": {"cells", "above", "interval_above"}}``."""
-    from checkout_recs.evaluation.ranker_report import cells, count_above
+    from checkout_recs.evaluation.ranking.report import cells, count_above
 
     return {kind: count_above([c for r in runs for c in cells(r[kind])]) for kind in ("labels", "truth")}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the seeds (``--jobs`` at a time), write the JSON and the HTML page; returns 0."""
-    from checkout_recs.evaluation.ranker_ablation import ABLATION
-    from checkout_recs.evaluation.ranker_report import cells, segments_report_html
+    from checkout_recs.studies.ranker_ablation import ABLATION
+    from checkout_recs.evaluation.ranking.report import cells, segments_report_html
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[7, 1, 2, 11, 12, 13])

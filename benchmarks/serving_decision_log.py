@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from checkout_recs.contract import DECISIONS
-from checkout_recs.decisions import KIND, DecisionLog
+from checkout_recs.serving.decisions import KIND, DecisionLog
 from checkout_recs.storage import LocalArtifactStore, new_version
 from tests.fixtures_serving_log import decision_row
 

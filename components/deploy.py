@@ -32,7 +32,7 @@ def deploy_canary_op(bundle_uri: str, k8s_host: str, namespace: str, isvc_name: 
     from checkout_recs.deploy.kube import IsvcRef, KubeApi
     from checkout_recs.deploy.metrics import PrometheusTextSource
     from checkout_recs.deploy.rollout import RampPlan, Rollout
-    from checkout_recs.evaluation.guardrails import GuardrailConfig
+    from checkout_recs.evaluation.experiments.guardrails import GuardrailConfig
     from checkout_recs.storage import open_store
     from checkout_recs.tracking import MlflowAliases
 

@@ -28,8 +28,8 @@ from kserve import Model
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferRequest
 
-from checkout_recs.decisions import DecisionLog, decision_record
-from checkout_recs.recommend import Decision, Prepared, Recommender
+from checkout_recs.serving.decisions import DecisionLog, decision_record
+from checkout_recs.serving.recommender import Decision, Prepared, Recommender
 from inference import codec, metrics
 from inference.predictor_client import PredictorClient, PredictorError, PredictorTimeout
 
@@ -227,11 +227,11 @@ def build_transformer(args: argparse.Namespace) -> CheckoutTransformer:
     """Load the bundle and wire the stores, the predictor client and the decision log."""
     import json
 
-    from checkout_recs.inventory import open_inventory
+    from checkout_recs.serving.inventory import open_inventory
     from checkout_recs.policy.config import PolicyConfig
-    from checkout_recs.policy.switches import Switches
-    from checkout_recs.recommend import TableUserFeatures
-    from checkout_recs.serving_bundle import ServingBundle
+    from checkout_recs.serving.switches import Switches
+    from checkout_recs.serving.recommender import TableUserFeatures
+    from checkout_recs.serving.bundle import ServingBundle
 
     bundle = ServingBundle.load(args.bundle, candidates=args.candidates)
     cfg = PolicyConfig.model_validate(json.loads(args.policy_config.read_text())) if args.policy_config \

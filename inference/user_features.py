@@ -13,7 +13,7 @@ event loop) cost more than the read. Still Feast, still the same tables and valu
   ~0.05 ms, cheaper than any hand-off to a thread;
 * any other online store: ``online_read`` in a worker thread.
 
-A user with no online row is unknown (None). ``tests/code/test_serving_user_features.py`` checks
+A user with no online row is unknown (None). ``tests/code/inference/test_user_features.py`` checks
 the rows equal the SDK's ``get_online_features`` answer.
 """
 

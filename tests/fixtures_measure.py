@@ -90,7 +90,7 @@ def ab_sessions(seed: int, n_users: int = 4_000, ctr_lift: float = 0.0) -> pd.Da
     Users have heterogeneous click propensity and 1-5 sessions each; treatment multiplies the
     click probability by ``1 + ctr_lift``.
     """
-    from checkout_recs.evaluation.experiments import assign_by_user_hash
+    from checkout_recs.evaluation.experiments.ab import assign_by_user_hash
 
     rng = np.random.default_rng(seed)
     users = np.arange(n_users)

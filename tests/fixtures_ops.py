@@ -28,7 +28,7 @@ def kserve_schemas() -> CrdSchemas:
     """
     real = load_crd_dir(CRD_DIR)
     if not real.schemas:
-        from checkout_recs.commands.ops_kserve_schema import kserve_sdk_schemas
+        from cli.kserve_schema import kserve_sdk_schemas
 
         warnings.warn(
             f"real KServe CRDs absent at {CRD_DIR}: validating against the kserve SDK-derived schema",

@@ -357,7 +357,7 @@ def ops_redis() -> Iterator:
     """A client on the ops test database; the kill-switch key is removed before and after."""
     import redis
 
-    from checkout_recs.policy.switches import KILL_SWITCH_KEY
+    from checkout_recs.serving.switches import KILL_SWITCH_KEY
 
     client = redis.Redis.from_url(OPS_REDIS_URL, socket_timeout=2)
     try:

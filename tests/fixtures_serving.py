@@ -144,7 +144,7 @@ def make_prepared(catalog, cand_rows: np.ndarray, session_class: str = "returnin
                   timestamp: str = "2026-11-22T12:00:00Z", user_id: int = 1):
     """A ``recommend.Prepared`` over catalogue rows, for policy tests that bypass the stores."""
     from checkout_recs import contract
-    from checkout_recs.recommend import Prepared
+    from checkout_recs.serving.recommender import Prepared
 
     req = contract.PostCheckoutRequest.model_validate({"user_id": user_id, "purchased_item_ids": [],
                                                        "region": catalog.regions[0], "timestamp": timestamp})

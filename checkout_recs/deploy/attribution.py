@@ -89,7 +89,7 @@ def arm_sessions(decisions: pd.DataFrame, clicks: pd.DataFrame, purchases: pd.Da
         ``sessions`` (1), ``gmv`` (currency units), ``clicks``, ``purchases``, ...
     """
     from checkout_recs.data.labels import label_impressions
-    from checkout_recs.evaluation.experiments import sessions_from_impressions
+    from checkout_recs.evaluation.experiments.ab import sessions_from_impressions
 
     imp = decision_impressions(decisions, arm_key)
     imp = imp[imp["arm"].isin([canary, champion])]
@@ -108,7 +108,7 @@ def gmv_reading(sessions: pd.DataFrame, min_sessions: int = 50, alpha: float = 0
     Returns a reading with ``ratio`` None (and a note) while either arm has fewer than
     ``min_sessions`` requests or the champion has no GMV yet.
     """
-    from checkout_recs.evaluation.experiments import compare_delta, unit_totals
+    from checkout_recs.evaluation.experiments.ab import compare_delta, unit_totals
 
     n = sessions["arm"].value_counts() if len(sessions) else pd.Series(dtype=int)
     n_t, n_c = int(n.get("treatment", 0)), int(n.get("control", 0))

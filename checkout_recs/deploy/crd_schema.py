@@ -10,7 +10,7 @@ manifests offline:
 * ``nullable: true`` must allow ``null``.
 
 Where the real CRDs are absent, callers may pass schemas derived some other way (see
-``checkout_recs/commands/ops_kserve_schema.py``); :class:`CrdSchemas` records where each
+``cli/kserve_schema.py``); :class:`CrdSchemas` records where each
 schema came from so a report can say so.
 """
 

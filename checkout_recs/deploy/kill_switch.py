@@ -4,7 +4,7 @@ Two places hold it, written together:
 
 * the policy ConfigMap (``kill_switch: "true"``, with who/why/when): the audited, declarative
   record on the cluster, what ``kubectl get cm checkout-recs-policy`` shows;
-* the Redis key ``checkout_recs:kill_switch`` (``checkout_recs.policy.switches``): what the
+* the Redis key ``checkout_recs:kill_switch`` (``checkout_recs.serving.switches``): what the
   transformer reads on the request path (cached one second), so the switch acts within seconds
   without a restart. On while the key exists; the value is ``{"who", "why", "when"}``.
 
@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from checkout_recs.deploy.kube import DeployError, IsvcRef, KubeApi
-from checkout_recs.policy.switches import KILL_SWITCH_KEY
+from checkout_recs.serving.switches import KILL_SWITCH_KEY
 
 
 class KillSwitchResult(BaseModel):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, Field
 
-from checkout_recs.evaluation.guardrails import GuardrailMetrics
+from checkout_recs.evaluation.experiments.guardrails import GuardrailMetrics
 
 
 class MetricsSpec(BaseModel):

@@ -7,7 +7,7 @@ KServe keeps the last fully rolled-out revision of each component and splits tra
    ``canaryTrafficPercent`` to the first step (5);
 2. watch the InferenceService until the controller reports the split (``status.components.*.
    traffic``) and the Ready condition for the new generation;
-3. observe the canary revision's guardrails (``checkout_recs.evaluation.guardrails.
+3. observe the canary revision's guardrails (``checkout_recs.evaluation.experiments.guardrails.
    evaluate_guardrails``) on counters scraped at the start and during the step; GMV per session
    of the canary vs the champion comes from the decision log joined with outcome events
    (``GmvSource``, ``deploy.attribution.DecisionLogGmv``) over every answer since the ramp
@@ -49,7 +49,7 @@ from checkout_recs.deploy.ramp import (  # noqa: F401 - re-exported: the rollout
     RolloutResult,
     StepRecord,
 )
-from checkout_recs.evaluation.guardrails import (
+from checkout_recs.evaluation.experiments.guardrails import (
     Breach,
     GuardrailConfig,
     GuardrailDecision,

@@ -10,7 +10,7 @@ from checkout_recs.deploy.manifests import K8S_VERSION, TargetReport, discover_t
 
 
 def _sdk_fallback() -> CrdSchemas:
-    from checkout_recs.commands.ops_kserve_schema import kserve_sdk_schemas
+    from cli.kserve_schema import kserve_sdk_schemas
 
     return kserve_sdk_schemas()
 

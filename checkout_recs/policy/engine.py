@@ -26,7 +26,7 @@ from checkout_recs.policy.reasons import slot_reasons
 from checkout_recs.policy.slate import Slate, assemble_slate, expected_revenue
 
 if TYPE_CHECKING:
-    from checkout_recs.recommend import Prepared
+    from checkout_recs.serving.recommender import Prepared
 
 
 class PolicyEngine:

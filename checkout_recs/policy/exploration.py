@@ -34,7 +34,7 @@ from checkout_recs.policy.ledger import ExplorationLedger, open_ledger, utc_day
 from checkout_recs.policy.slate import Slate
 
 if TYPE_CHECKING:
-    from checkout_recs.recommend import Prepared
+    from checkout_recs.serving.recommender import Prepared
 
 
 @dataclass

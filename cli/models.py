@@ -1,0 +1,106 @@
+"""CLI: ``train``, ``build-index``, ``evaluate``, ``register``, ``evaluate-offline``.
+
+Heavy libraries (torch, faiss, mlflow) are imported inside the command bodies.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console()
+
+
+def train(
+    training_set: Annotated[Path, typer.Option(help="Parquet of labelled impressions with features.")],
+    labels: Annotated[Path, typer.Option(help="Labels folder (interactions.parquet, co-purchase).")],
+    features: Annotated[Path, typer.Option(help="Features folder (listing/seller/user views).")],
+    out: Annotated[Path, typer.Option(help="Output model folder (ranker/, two_tower/, metrics.json).")],
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI; omit to skip logging.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for both models.")] = 7,
+    epochs: Annotated[int, typer.Option(help="Ranker epochs.")] = 6,
+    architecture: Annotated[str, typer.Option(help="Ranker: shared_bottom or mmoe.")] = "shared_bottom",
+) -> None:
+    """Train the multi-task ranker and the two-tower model."""
+    from checkout_recs.models.ranker import RankerConfig
+    from checkout_recs.models.train import TrainConfig, train_all
+    from checkout_recs.models.two_tower import TwoTowerConfig
+
+    cfg = TrainConfig(ranker=RankerConfig(seed=seed, epochs=epochs, architecture=architecture),
+                      two_tower=TwoTowerConfig(seed=seed), tracking_uri=tracking_uri, seed=seed)
+    summary = train_all(training_set, labels, features, out, cfg)
+    console.print_json(summary.model_dump_json())
+
+
+def build_index_cmd(
+    model: Annotated[Path, typer.Option(help="Model folder from `train` (holds two_tower/).")],
+    features: Annotated[Path, typer.Option(help="Features folder (listing and seller views).")],
+    out: Annotated[Path, typer.Option(help="Output index folder.")],
+    labels: Annotated[Path | None, typer.Option(help="Labels folder, to find validated listings (titles).")] = None,
+    publish_to: Annotated[str | None, typer.Option(help="Artifact store root to publish to (kind 'index').")] = None,
+) -> None:
+    """Embed every listing and build the FAISS index + snapshot."""
+    from checkout_recs.models.inputs import listing_snapshot
+    from checkout_recs.retrieval.index import build_index, publish_index
+
+    manifest = build_index(model, listing_snapshot(features, labels_dir=labels), out)
+    console.print_json(manifest.model_dump_json())
+    if publish_to:
+        console.print(f"published: {publish_index(out, publish_to)}")
+
+
+def evaluate(
+    model: Annotated[Path, typer.Option(help="Model folder from `train`.")],
+    test_set: Annotated[Path, typer.Option(help="Parquet of held-out labelled impressions with features.")],
+    out: Annotated[Path, typer.Option(help="Output folder (metrics.json, report.html).")],
+) -> None:
+    """AUC per head, NDCG@6 and revenue proxy vs logged and popularity orders, per segment."""
+    from checkout_recs.evaluation.ranking.offline import evaluate_run
+
+    result = evaluate_run(model, test_set, out)
+    console.print_json(json.dumps(result["overall"], default=float))
+
+
+def register_model(
+    metrics: Annotated[Path, typer.Option(help="metrics.json of the challenger (from `evaluate`).")],
+    run_id: Annotated[str, typer.Option(help="MLflow run id of the challenger (from `train`).")],
+    tracking_uri: Annotated[str, typer.Option(help="MLflow tracking URI.")] = "sqlite:///artifacts/mlflow.db",
+    tolerance: Annotated[float, typer.Option(help="Allowed relative loss per gated metric.")] = 0.005,
+) -> None:
+    """Register a run; the gate marks it challenger (champion moves at `deploy promote`)."""
+    from checkout_recs.tracking import promote_if_better
+
+    data = json.loads(metrics.read_text())
+    flat = data.get("overall", data)
+    decision = promote_if_better(tracking_uri, run_id, flat, tolerance)
+    console.print_json(decision.model_dump_json())
+    if not decision.promote:
+        raise typer.Exit(code=3)
+
+
+def evaluate_offline(
+    dataset: Annotated[Path, typer.Option(help="Folder with an atomic-format *.inter file.")],
+    out: Annotated[Path, typer.Option(help="Output JSON file.")],
+    seeds: Annotated[int, typer.Option(help="Seeds for the stochastic models' spread.")] = 5,
+    tune: Annotated[bool, typer.Option(help="Tune on validation (else the recorded choice).")] = True,
+    device: Annotated[str, typer.Option(help="torch device for SASRec: cpu or cuda.")] = "cpu",
+    baselines_only: Annotated[bool, typer.Option(help="Only the public baselines (no project model).")] = False,
+) -> None:
+    """Run the shared next-item protocol (leave-last-two-out, full catalogue) with baselines."""
+    from checkout_recs.evaluation.next_item.evaluate import run_protocol
+
+    result = run_protocol(dataset, out, n_seeds=seeds, tune=tune, device=device, project=not baselines_only)
+    console.print_json(json.dumps(result["summary"], default=float))
+
+
+def register(app: typer.Typer) -> None:
+    """Attach the model commands to the ``checkout-recs`` app."""
+    app.command("train")(train)
+    app.command("build-index")(build_index_cmd)
+    app.command("evaluate")(evaluate)
+    app.command("register")(register_model)
+    app.command("evaluate-offline")(evaluate_offline)

@@ -1,0 +1,200 @@
+"""Operations commands: ``pipeline compile|run|submit``, ``manifests validate|sync-alerts``, and
+(from ``ops_deploy``) ``deploy canary|promote|rollback|status|kill-switch``.
+
+Thin: each command parses options and calls ``kfp_pipelines`` or ``checkout_recs.deploy``.
+Heavy imports (kfp, kubernetes, kserve) happen inside the command bodies.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+pipeline_app = typer.Typer(help="Kubeflow pipelines: compile, run locally (kfp.local), submit.", no_args_is_help=True)
+manifests_app = typer.Typer(help="Kubernetes manifests (kustomize): build and validate.", no_args_is_help=True)
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code=code)
+
+
+# ------------------------------------------------------------------------------------------- pipeline
+
+
+@pipeline_app.command("compile")
+def pipeline_compile(
+    name: Annotated[str | None, typer.Argument(help="Pipeline to compile (training, index-refresh, monitoring).")]
+    = None,
+    all_: Annotated[bool, typer.Option("--all", help="Compile every pipeline.")] = False,
+    out_dir: Annotated[Path | None, typer.Option(help="Where to write; default kfp_pipelines/compiled/.")] = None,
+    check: Annotated[bool, typer.Option(help="Do not write: exit 1 when a compiled file is stale.")] = False,
+) -> None:
+    """Compile pipelines to KFP v2 YAML."""
+    from kfp_pipelines.compile import compile_all, compile_pipeline, stale
+    from kfp_pipelines.registry import PIPELINES
+
+    names = sorted(PIPELINES) if all_ or name is None else [_pipeline_name(name)]
+    if check:
+        problems = [msg for msg in (stale(n) for n in names) if msg]
+        for msg in problems:
+            typer.echo(msg, err=True)
+        raise typer.Exit(code=1 if problems else 0)
+    paths = compile_all(out_dir) if all_ or name is None else [
+        compile_pipeline(names[0], out_dir / f"{names[0]}.yaml" if out_dir else None)]
+    for path in paths:
+        typer.echo(f"compiled {path}")
+
+
+def _pipeline_name(name: str) -> str:
+    from kfp_pipelines.registry import PIPELINES
+
+    key = name.replace("-", "_")
+    if key not in PIPELINES:
+        raise _fail(f"unknown pipeline {name!r}; known: {', '.join(sorted(PIPELINES))}")
+    return key
+
+
+def _parse_params(params: list[str] | None) -> dict[str, object]:
+    import json
+
+    out: dict[str, object] = {}
+    for item in params or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise _fail(f"--param wants KEY=VALUE, got {item!r}")
+        try:
+            decoded = json.loads(value)
+        except json.JSONDecodeError:
+            decoded = value
+        out[key] = value if isinstance(decoded, dict | list) else decoded  # JSON documents stay strings
+    return out
+
+
+@pipeline_app.command("run")
+def pipeline_run(
+    name: Annotated[str, typer.Argument(help="Pipeline to run (training, index-refresh, monitoring).")],
+    out: Annotated[Path, typer.Option(help="Folder for the run: pipeline_root/, artifacts/, run.json.")] = Path(
+        "runs/local"),
+    local: Annotated[bool, typer.Option("--local", help="Run on this machine with kfp.local (required).")] = False,
+    param: Annotated[list[str] | None, typer.Option(help="Pipeline parameter KEY=VALUE (repeat); JSON values.")]
+    = None,
+    artifact_root: Annotated[str | None, typer.Option(help="Artifact store root; default OUT/artifacts.")] = None,
+) -> None:
+    """Run a pipeline end to end on this machine (kfp.local SubprocessRunner, no venv)."""
+    from rich import print as rprint
+
+    from kfp_pipelines.local import run_local
+
+    if not local:
+        raise _fail("only --local runs here; use `checkout-recs pipeline submit` for a cluster")
+    args = _parse_params(param)
+    if artifact_root:
+        args["artifact_root"] = artifact_root
+    try:
+        summary = run_local(_pipeline_name(name), out, args)
+    except RuntimeError as exc:
+        raise _fail(f"pipeline {name} failed: {exc}", code=1) from exc
+    rprint(summary)
+
+
+@pipeline_app.command("submit")
+def pipeline_submit(
+    name: Annotated[str, typer.Argument(help="Pipeline to submit (training, index-refresh, monitoring).")],
+    host: Annotated[str, typer.Option(help="Kubeflow Pipelines API URL (e.g. http://ml-pipeline.kubeflow:8888).")],
+    schedule: Annotated[
+        str | None, typer.Option(help="Six-field cron for a recurring run; 'default' = the recommended one.")
+    ] = None,
+    param: Annotated[list[str] | None, typer.Option(help="Pipeline parameter KEY=VALUE (repeat).")] = None,
+    experiment: Annotated[str, typer.Option(help="KFP experiment name.")] = "checkout-recs",
+    namespace: Annotated[str | None, typer.Option(help="Kubeflow profile namespace (multi-user).")] = None,
+    token_env: Annotated[str, typer.Option(help="Environment variable holding a bearer token.")] = "KFP_TOKEN",
+) -> None:
+    """Submit the compiled pipeline: one run, or a recurring run with --schedule."""
+    import os
+
+    from kfp_pipelines.submit import submit
+
+    try:
+        result = submit(_pipeline_name(name), host, _parse_params(param), schedule, experiment, namespace,
+                        os.environ.get(token_env))
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(result.model_dump_json())
+
+
+# ------------------------------------------------------------------------------------------ manifests
+
+
+@manifests_app.command("validate")
+def manifests_validate(
+    manifests_dir: Annotated[Path, typer.Option(help="Folder with base/, overlays/, training/.")] = Path("manifests"),
+    crd_dir: Annotated[
+        Path, typer.Option(help="Real KServe CRDs; when absent the kserve SDK schema is used and said so.")
+    ] = Path("../shared/conformance/kserve-crds"),
+    k8s_version: Annotated[str, typer.Option(help="Kubernetes version of the core schemas.")] = "1.37.0",
+    require_crds: Annotated[
+        bool, typer.Option(help="Fail when the real CRDs are absent instead of falling back.")
+    ] = False,
+) -> None:
+    """Build every overlay with the pinned kubectl and validate it (core schemas, CRDs, semantics);
+    check the Dockerfiles next to it (``docker/*.Dockerfile``, static checks: no runtime here)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from checkout_recs.deploy import dockerfiles
+    from checkout_recs.deploy.validation import load_schemas, validate_all
+
+    console = Console()
+    try:
+        schemas, note = load_schemas(manifests_dir, crd_dir, require_crds)
+    except FileNotFoundError as exc:
+        raise _fail(str(exc)) from exc
+    if note:
+        console.print(f"[yellow]note:[/] {note}")
+    reports = validate_all(manifests_dir, schemas, k8s_version)
+    table = Table("target", "resources", "findings", "InferenceService schema")
+    for r in reports:
+        isvc = next((v for k, v in r.schema_sources.items() if k.startswith("InferenceService/")), "-")
+        table.add_row(r.target, str(len(r.resources)), str(len(r.findings)), isvc)
+    console.print(table)
+    bad: list[object] = [f for r in reports for f in r.findings]
+    for r in reports:
+        for f in r.findings:
+            console.print(f"[red]FAIL[/] {r.target} {f}")
+    repo = manifests_dir.resolve().parent
+    images = sorted((repo / "docker").glob("*.Dockerfile"))
+    for path in images:
+        for problem in dockerfiles.check(path, repo):
+            bad.append(problem)
+            console.print(f"[red]FAIL[/] docker/{path.name} {problem}")
+    if bad or not reports:
+        raise typer.Exit(code=1)
+    console.print(f"[green]ok[/]: {len(reports)} targets valid; {len(images)} Dockerfiles pass the static checks "
+                  "(not built: no container runtime)")
+
+
+@manifests_app.command("sync-alerts")
+def manifests_sync_alerts(
+    repo: Annotated[Path, typer.Option(help="Repository root.")] = Path("."),
+) -> None:
+    """Render monitoring/alerts/prometheus-rules.yaml into the base as a PrometheusRule."""
+    from checkout_recs.deploy.alerts import SOURCE, sync_alerts
+
+    written = sync_alerts(repo)
+    if written is None:
+        raise _fail(f"{repo / SOURCE} does not exist (monitoring owns it)")
+    typer.echo(f"wrote {written}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``pipeline``, ``deploy`` and ``manifests`` command groups to ``app``."""
+    app.add_typer(pipeline_app, name="pipeline")
+    from cli.ops_deploy import deploy_app
+
+    app.add_typer(deploy_app, name="deploy")
+    app.add_typer(manifests_app, name="manifests")

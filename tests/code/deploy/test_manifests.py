@@ -1,0 +1,176 @@
+"""Manifests: every overlay builds and validates; each check catches what it is for."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from checkout_recs.deploy.crd_schema import strict_schema
+from checkout_recs.deploy.manifests import validate_core, validate_resources
+from checkout_recs.deploy.semantics import semantic_findings
+from tests.fixtures_ops import CRD_DIR, MANIFESTS, find, kserve_schemas, rendered  # noqa: F401
+
+EXPECTED_TARGETS = {"overlays/local", "overlays/staging", "overlays/production",
+                    "overlays/staging-collocated", "training"}
+
+
+def _checks(report) -> set[str]:  # noqa: ANN001
+    return {f.check for f in report.findings}
+
+
+def test_every_target_builds(rendered):  # noqa: F811
+    assert set(rendered) >= EXPECTED_TARGETS
+    for name, docs in rendered.items():
+        assert docs, name
+
+
+@pytest.mark.parametrize("target", sorted(EXPECTED_TARGETS))
+def test_target_is_valid(target, rendered, kserve_schemas):  # noqa: F811
+    report = validate_resources(target, rendered[target], kserve_schemas)
+    assert report.ok, "\n".join(map(str, report.findings))
+    for res, source in report.schema_sources.items():
+        assert source != "none", res
+
+
+def test_real_crds_are_used_when_present(rendered, kserve_schemas):  # noqa: F811
+    report = validate_resources("s", rendered["overlays/staging"], kserve_schemas)
+    source = report.schema_sources["InferenceService/checkout-recs"]
+    if CRD_DIR.is_dir():
+        assert source.startswith("crd:") and "serving.kserve.io_inferenceservices" in source
+    else:  # the fixture warned; the report must say which schema replaced the CRD
+        assert source.startswith("kserve-sdk")
+
+
+def test_isvc_has_what_the_brief_asks(rendered):  # noqa: F811
+    isvc = find(rendered["overlays/production"], "InferenceService")
+    for comp in ("transformer", "predictor"):
+        spec = isvc["spec"][comp]
+        assert spec["minReplicas"] == 3 and spec["maxReplicas"] == 20
+        assert spec["scaleTarget"] and spec["timeout"]
+        assert spec["containers"][0]["resources"]["limits"]["memory"]
+    colloc = find(rendered["overlays/staging-collocated"], "InferenceService")
+    assert "transformer" not in colloc["spec"]
+    assert [c["name"] for c in colloc["spec"]["predictor"]["containers"]] == ["kserve-container", "transformer-container"]
+
+
+def test_production_uses_elasticache_and_no_plain_secret(rendered):  # noqa: F811
+    docs = rendered["overlays/production"]
+    svc = find(docs, "Service", "checkout-recs-redis")
+    assert svc["spec"]["type"] == "ExternalName" and "cache.amazonaws.com" in svc["spec"]["externalName"]
+    assert not [d for d in docs if d["kind"] == "Deployment"]
+    env = find(docs, "InferenceService")["spec"]["transformer"]["containers"][0]["env"]
+    token = next(e for e in env if e["name"] == "REDIS_AUTH_TOKEN")
+    assert "secretKeyRef" in token["valueFrom"] and "value" not in token
+    assert not [d for d in docs if d["kind"] == "Secret"]
+
+
+def test_irsa_annotation_per_environment(rendered):  # noqa: F811
+    arns = {t: find(rendered[f"overlays/{t}"], "ServiceAccount", "checkout-recs-serving")["metadata"]["annotations"]
+            ["eks.amazonaws.com/role-arn"] for t in ("staging", "production")}
+    assert "staging" in arns["staging"] and "prod" in arns["production"]
+
+
+# ------------------------------------------------------------------- each layer catches its fault
+
+
+def _mutated(rendered, fn):  # noqa: ANN001, F811
+    docs = copy.deepcopy(rendered["overlays/staging"])
+    fn(docs)
+    return docs
+
+
+def test_crd_schema_rejects_a_typo_and_a_wrong_type(rendered, kserve_schemas):  # noqa: F811
+    def fault(docs):  # noqa: ANN001
+        spec = find(docs, "InferenceService")["spec"]["predictor"]
+        spec["minReplica"] = 1
+        spec["containers"][0]["resources"]["requests"]["cpu"] = {"cores": 1}
+
+    report = validate_resources("s", _mutated(rendered, fault), kserve_schemas)
+    msgs = [f.message for f in report.findings if f.check == "crd-schema"]
+    assert any("minReplica" in m for m in msgs)
+    assert any("requests.cpu" in m for m in msgs)
+
+
+def test_unknown_custom_kind_fails_not_warns(rendered, kserve_schemas):  # noqa: F811
+    docs = _mutated(rendered, lambda d: d.append(
+        {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}))
+    report = validate_resources("s", docs, kserve_schemas)
+    assert any(f.resource == "Widget/w" and "no CRD schema" in f.message for f in report.findings)
+
+
+def test_core_kind_strict_rejects_unknown_field():
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {}, "extra": 1}
+    assert any("extra" in e for e in validate_core(cm))
+    del cm["extra"]
+    assert validate_core(cm) == []
+
+
+def test_semantics_catch_each_fault(rendered):  # noqa: F811
+    def fault(docs):  # noqa: ANN001
+        dep = find(docs, "Deployment", "checkout-recs-redis")
+        c = dep["spec"]["template"]["spec"]["containers"][0]
+        c["image"] = "redis:latest"
+        del c["resources"]["limits"]
+        c["securityContext"]["readOnlyRootFilesystem"] = False
+        c["env"] = [{"name": "REDIS_PASSWORD", "value": "hunter2"}]
+        dep["spec"]["selector"]["matchLabels"] = {"app.kubernetes.io/name": "other"}
+        find(docs, "Service", "checkout-recs-redis")["spec"]["selector"] = {"app": "nothing"}
+        find(docs, "Role")["rules"].append({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]})
+        docs.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "stringData": {"k": "v"}})
+        find(docs, "InferenceService")["spec"]["transformer"]["serviceAccountName"] = "ghost"
+        find(docs, "InferenceService")["spec"]["predictor"]["containers"][0]["args"].append("--x=$(NOT_DEFINED)")
+
+    found = {(f.check, f.resource) for f in semantic_findings(_mutated(rendered, fault))}
+    assert ("image", "Deployment/checkout-recs-redis") in found
+    assert ("resources", "Deployment/checkout-recs-redis") in found
+    assert ("pod-security", "Deployment/checkout-recs-redis") in found
+    assert ("secrets", "Deployment/checkout-recs-redis") in found
+    assert ("selectors", "Deployment/checkout-recs-redis") in found
+    assert ("selectors", "Service/checkout-recs-redis") in found
+    assert ("rbac", "Role/checkout-recs-deployer") in found
+    assert ("secrets", "Secret/s") in found
+    assert ("references", "InferenceService/checkout-recs") in found
+    msgs = [f.message for f in semantic_findings(_mutated(rendered, fault))]
+    assert any("$(NOT_DEFINED)" in m for m in msgs) and any("ghost" in m for m in msgs)
+
+
+def test_semantics_clean_on_the_real_build(rendered):  # noqa: F811
+    assert semantic_findings(rendered["overlays/production"]) == []
+
+
+def test_strict_schema_closes_objects_and_allows_null():
+    s = strict_schema({"type": "object", "properties": {"a": {"type": "string", "nullable": True}},
+                       "x": {"type": "object", "properties": {}, "x-kubernetes-preserve-unknown-fields": True}})
+    assert s["additionalProperties"] is False
+    assert s["properties"]["a"]["type"] == ["string", "null"]
+    assert "additionalProperties" not in s["x"]
+
+
+@pytest.mark.slow
+def test_sdk_fallback_schema_catches_a_typo(rendered):  # noqa: F811
+    from cli.kserve_schema import kserve_sdk_schemas
+    from checkout_recs.deploy.crd_schema import load_schema_files
+
+    schemas = load_schema_files(MANIFESTS / "schemas").merge(kserve_sdk_schemas())
+    assert validate_resources("s", rendered["overlays/staging"], schemas).ok
+
+    def fault(docs):  # noqa: ANN001
+        find(docs, "InferenceService")["spec"]["transformer"]["scaleTargt"] = 3
+
+    report = validate_resources("s", _mutated(rendered, fault), schemas)
+    assert any("scaleTargt" in f.message for f in report.findings)
+    assert report.schema_sources["InferenceService/checkout-recs"].startswith("kserve-sdk")
+
+
+@pytest.mark.slow
+def test_cli_validate_passes_and_says_when_crds_are_missing(tmp_path):
+    from typer.testing import CliRunner
+
+    from cli.app import app
+
+    ok = CliRunner().invoke(app, ["manifests", "validate", "--manifests-dir", str(MANIFESTS)])
+    assert ok.exit_code == 0, ok.output
+    missing = CliRunner().invoke(app, ["manifests", "validate", "--manifests-dir", str(MANIFESTS),
+                                       "--crd-dir", str(tmp_path), "--require-crds"])
+    assert missing.exit_code == 2
