@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CLI := $(VENV)/bin/checkout-recs
 
-.PHONY: venv demo test test-fast lint bench bench-serving validate-manifests lock compile-pipelines services clean
+.PHONY: venv demo test test-fast lint bench bench-serving validate-manifests lock requirements images base-image compile-pipelines services clean
 
 venv:
 	@bash scripts/bootstrap.sh
@@ -40,9 +40,43 @@ validate-manifests: venv
 compile-pipelines: venv
 	@$(CLI) pipeline compile --all
 
-lock: ## re-pin requirements.lock from requirements.in (needs uv)
-	@$(VENV)/bin/uv pip compile requirements.in --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
-	  --find-links $${PIP_FIND_LINKS:-/opt/wheels} --constraint /etc/xdg/pip/constraints.txt --no-header -o requirements.lock
+UV_COMPILE = $(VENV)/bin/uv pip compile --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	  --find-links $${PIP_FIND_LINKS:-/opt/wheels} --constraint /etc/xdg/pip/constraints.txt --no-header -q
+# Runtime sets of the images (requirements/*.in), pinned at requirements.lock's versions.
+IMAGE_SETS := transformer predictor predictor-torch components
+# Pulled in only by feast's SQLAlchemy[mypy] (the mypy plugin): never imported at run time, left out
+# of the image sets, which are installed with --no-deps.
+NOT_RUNTIME := mypy librt ast-serialize pathspec types-greenlet
+
+lock: ## re-pin requirements.lock from requirements.in, then the images' sets (needs uv)
+	@$(UV_COMPILE) requirements.in -o requirements.lock
+	@$(MAKE) --no-print-directory requirements
+
+requirements: ## re-pin requirements/*.lock (one runtime set per image) at requirements.lock's versions
+	@for n in $(IMAGE_SETS); do \
+	  $(UV_COMPILE) requirements/$$n.in --constraint requirements.lock \
+	    $(addprefix --no-emit-package ,$(NOT_RUNTIME)) -o requirements/$$n.lock || exit 1; done
+
+# Container images (docker/*.Dockerfile), built with podman: not part of `make test` or CI (slow).
+# Here no registry answers: BASE_IMAGE is made by scripts/base_image.sh (debootstrap) and the CPU
+# torch wheel comes from the local wheel folder. A registry-connected CI overrides BASE_IMAGE (or
+# leaves the Dockerfiles' default python:3.11.7-slim-bookworm) and needs no wheel folder.
+IMAGE_TAG ?= 0.1.0
+IMAGE_REPO ?= ghcr.io/checkout-recs
+BASE_IMAGE ?= localhost/checkout-recs/python-base:3.11-bookworm
+WHEELS ?= $(or $(PIP_FIND_LINKS),/opt/wheels)
+CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
+PIP_INDEX_URL ?= https://pypi.org/simple
+PIP_EXTRA_INDEX_URL ?=
+IMAGES ?= predictor transformer components
+export CONTAINERS_CONF ?= $(CURDIR)/docker/containers.conf
+
+base-image: ## the local base image (debootstrap; cached), when BASE_IMAGE is not pulled from a registry
+	@bash scripts/base_image.sh $(BASE_IMAGE)
+
+images: ## build the three images with podman, smoke-run them, write benchmarks/results/images.json
+	@case "$(BASE_IMAGE)" in localhost/*) bash scripts/base_image.sh $(BASE_IMAGE);; esac
+	@bash scripts/build_images.sh $(IMAGES)
 
 clean:
 	rm -rf artifacts runs .pytest_cache

@@ -26,9 +26,9 @@ import numpy as np
 from checkout_recs.policy.catalog import ItemCatalog
 from checkout_recs.policy.config import ExplorationConfig, ExposureConfig, LedgerConfig, PolicyConfig
 from checkout_recs.policy.engine import PolicyEngine
-from checkout_recs.policy.ledger import RedisLedger, open_ledger
+from checkout_recs.policy.ledger import RedisLedger
 from checkout_recs.policy.ledger_background import BackgroundRedisLedger
-from tests.fixtures_serving import make_prepared, make_snapshot
+from checkout_recs.synthetic.serving import make_prepared, make_snapshot
 
 
 def _stats(ms: list[float]) -> dict[str, float]:
@@ -44,13 +44,12 @@ def run(n: int, url: str, eps: float, pause_ms: float = 0.0) -> dict[str, object
     engines = {}
     for name in ("local", "redis", "redis_bg"):
         backend: Literal["local", "redis"] = "local" if name == "local" else "redis"
+        renewal: Literal["inline", "background"] = "background" if name == "redis_bg" else "inline"
         expl = ExplorationConfig(epsilon=dict.fromkeys(("new_user", "returning", "high_value"), eps),
                                  ledger=LedgerConfig(backend=backend, url=url if backend == "redis" else None,
-                                                     prefix=f"{prefix}_{name}"))
+                                                     prefix=f"{prefix}_{name}", renewal=renewal))
         pcfg = PolicyConfig(exploration=expl, exposure=ExposureConfig(enabled=False))
         engines[name] = PolicyEngine(cat, pcfg)
-        if name == "redis_bg":
-            engines[name].explorer.ledger = open_ledger(expl, background=True)
     rng = np.random.default_rng(0)
     start = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     lat: dict[str, list[float]] = {name: [] for name in engines}

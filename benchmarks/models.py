@@ -91,29 +91,38 @@ def bench_sim(work: Path, days: int = 14, ablation_seeds: tuple[int, ...] = (7, 
     ranker ablation (architecture × loss, training procedure) over ``ablation_seeds`` runs."""
     import pandas as pd
 
-    from checkout_recs.evaluation.ranking.head_auc import attach_truth, head_auc_vs_logistic, truth_auc_vs_logistic
+    from checkout_recs.evaluation.ranking.head_auc import (
+        attach_truth,
+        head_auc_vs_logistic,
+        truth_auc_vs_logistic,
+    )
     from checkout_recs.evaluation.ranking.offline import evaluate_simulator
-    from checkout_recs.studies.ranker_ablation import ABLATION, run_ablation
     from checkout_recs.models.ranker import RankerModel
     from checkout_recs.models.ranker_features import ranker_matrix
     from checkout_recs.models.student import NumpyScorer, median_latency_ms, quantized_scorer
-    from checkout_recs.models.train import TrainConfig, build_bundle, split_by_time
+    from checkout_recs.models.train import TrainConfig, split_by_time, train_all
+    from checkout_recs.serving.bundle_layout import BundleLayout
+    from checkout_recs.serving.bundle_writer import assemble_bundle
     from checkout_recs.simulate.evaluate import logged_expectations
     from checkout_recs.simulate.scenario import SimWorld
+    from checkout_recs.studies.ranker_ablation import ABLATION, run_ablation
 
     cfg = sim_config(days)
     t0 = time.perf_counter()
     run = _sim_run(work, days, cfg.seed)
     _progress(f"sim pipeline {time.perf_counter() - t0:.0f}s")
     t1 = time.perf_counter()
-    bundle = build_bundle(run / "train.parquet", run / "labels", run / "features", run / "bundle", TrainConfig())
+    summary = train_all(run / "train.parquet", run / "labels", run / "features", run / "model", TrainConfig())
+    bundle = run / "bundle"
+    assemble_bundle(run / "model", run / "labels", run / "features", bundle, mlflow_run_id=summary.mlflow_run_id)
+    layout = BundleLayout(bundle)
     train_s = time.perf_counter() - t1
-    metrics = json.loads((bundle / "model" / "metrics.json").read_text())
+    metrics = json.loads(layout.metrics_path.read_text())
     _progress(f"bundle {train_s:.0f}s: {metrics}")
     df = pd.read_parquet(run / "train.parquet")
     tr, te = split_by_time(df, 0.2)
-    teacher = RankerModel.load(bundle / "model" / "ranker")
-    student = RankerModel.load(bundle / "model" / "student")
+    teacher = RankerModel.load(layout.ranker_dir)
+    student = RankerModel.load(layout.student_dir)
     aucs = head_auc_vs_logistic(teacher, tr, te)
     truth = logged_expectations(SimWorld.from_raw(run / "raw"), run / "raw")
     truth_aucs = truth_auc_vs_logistic(teacher, tr, te, truth)
@@ -158,10 +167,12 @@ def bench_candidates(bundle: Path, n: int = 300) -> dict:
     """Per-request cost and size of ``CandidateGenerator.generate`` on the bundle (one thread)."""
     import pandas as pd
 
-    from checkout_recs.retrieval.candidates import CandidateGenerator, CandidateRequest
+    from checkout_recs.retrieval.candidates import CandidateRequest
+    from checkout_recs.serving.bundle import candidate_generator
+    from checkout_recs.serving.bundle_layout import BundleLayout
 
-    gen = CandidateGenerator.from_bundle(bundle)
-    users = pd.read_parquet(bundle / "features" / "user.parquet")
+    gen = candidate_generator(bundle)
+    users = pd.read_parquet(BundleLayout(bundle).user_features)
     live = gen.index.live_ids
     rng = np.random.default_rng(0)
     reqs = []
@@ -288,7 +299,9 @@ def _bench_faiss(work: Path, n: int, n_queries: int) -> dict:
     import pandas as pd
 
     from checkout_recs.retrieval.candidates import CandidateGenerator, CandidateRequest
-    from checkout_recs.retrieval.index import IndexConfig, RetrievalIndex
+    from checkout_recs.retrieval.index import RetrievalIndex
+    from checkout_recs.retrieval.index_build import IndexConfig
+    from checkout_recs.serving.bundle_layout import CANDIDATE_TABLES, candidate_table_path
 
     load0 = os.getloadavg()[0]
     paths, snap, emb, tt, embed_s = _tower_catalogue(work, n)
@@ -323,10 +336,8 @@ def _bench_faiss(work: Path, n: int, n_queries: int) -> dict:
         out["disk_bytes"] = sum(p.stat().st_size for p in Path(tmp).iterdir())
         out["memory_bytes_loaded"] = _loaded_rss_bytes(Path(tmp))
     _progress(f"memory when loaded {out['memory_bytes_loaded'] / 1e9:.2f} GB")
-    c = paths["candidates"]
-    gen = CandidateGenerator(index, tt, pd.read_parquet(c / "co_purchase_items.parquet"),
-                             pd.read_parquet(c / "category_pairs.parquet"),
-                             item_knn=pd.read_parquet(c / "item_knn.parquet"))
+    c = {name: pd.read_parquet(candidate_table_path(paths["candidates"], name)) for name in CANDIDATE_TABLES}
+    gen = CandidateGenerator(index, tt, c["co_purchase_items"], c["category_pairs"], item_knn=c["item_knn"])
     cand_reqs = [CandidateRequest(region=r["region"], basket=r["basket"], recent_listing_ids=r["recent_listing_ids"],
                                   hour=r["hour"]) for r in user_requests(paths["model"], paths["features"], 300, seed=1)]
     out["candidates"] = _time_candidates(gen, cand_reqs)
@@ -410,7 +421,8 @@ def _bench_diffuse(n: int, d: int, n_queries: int = 100) -> dict:
     import faiss
     import pandas as pd
 
-    from checkout_recs.retrieval.index import IndexConfig, RetrievalIndex
+    from checkout_recs.retrieval.index import RetrievalIndex
+    from checkout_recs.retrieval.index_build import IndexConfig
 
     emb = _clustered(n, d)
     ids = np.arange(n, dtype=np.int64) + 1

@@ -37,7 +37,7 @@ def demo_tower(work: Path, days: int = 14) -> dict[str, Path]:
     from checkout_recs.data.labels import build_labels
     from checkout_recs.features.build import build_feature_tables
     from checkout_recs.models.train import train_retrieval_stage
-    from checkout_recs.retrieval.candidates import write_candidate_tables
+    from checkout_recs.serving.bundle_writer import write_candidate_tables
     from checkout_recs.simulate import run_simulation
     from checkout_recs.simulate.config import SimConfig
 

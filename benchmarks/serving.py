@@ -57,29 +57,42 @@ sys.path.insert(0, str(ROOT))
 from benchmarks import serving_load  # noqa: E402
 from benchmarks.host_probe import cold_penalty  # noqa: E402
 from benchmarks.serving_bundle_1m import build_ann_bundle, bundle_requests, write_feature_tables  # noqa: E402
-from tests.fixtures_serving import RICH_NAMES, make_pairs, make_snapshot, make_users, train_tiny_ranker  # noqa: E402
+from checkout_recs.serving.bundle_layout import BundleLayout  # noqa: E402
+from checkout_recs.synthetic.serving import (  # noqa: E402
+    RICH_NAMES,
+    make_pairs,
+    make_snapshot,
+    make_users,
+    train_tiny_ranker,
+)
 
 PRIVATE_REDIS_PORT = 6391
 
 
 def build_bundle(root: Path, listings: int, users: int, console: Console) -> Path:
-    """Synthetic bundle (snapshot, candidate tables, ranker; no index, no two-tower model) + Feast
-    feature tables of the listings the catalogue lists can reach; cached."""
+    """Synthetic catalogue-only bundle (snapshot, candidate tables, ranker; no index, no two-tower
+    model; ``assemble_bundle``) + Feast feature tables of the listings the catalogue lists can
+    reach in its ``features/``; cached."""
+    from checkout_recs.serving.bundle_writer import assemble_bundle
+
     bundle = root / f"bundle-{listings}"
-    if (bundle / "model" / "ranker" / "config.json").exists():
+    layout = BundleLayout(bundle)
+    if layout.info_path.exists() and (layout.features_dir / "listing.parquet").exists():
         return bundle
     t = time.perf_counter()
-    (bundle / "index").mkdir(parents=True, exist_ok=True)
-    (bundle / "candidates").mkdir(exist_ok=True)
+    stage = root / f"inputs-{listings}"  # the working folders the writer reads
+    model, labels, features = BundleLayout(stage).model_dir, stage / "labels", stage / "features"
+    labels.mkdir(parents=True, exist_ok=True)
+    features.mkdir(parents=True, exist_ok=True)
     snap = make_snapshot(listings, seed=1)
-    snap.to_parquet(bundle / "index" / "snapshot.parquet")
-    (bundle / "index" / "manifest.json").write_text(json.dumps({"version": f"bench-{listings}"}))
     pairs, co = make_pairs(1)
-    pairs.to_parquet(bundle / "candidates" / "category_pairs.parquet")
-    co.to_parquet(bundle / "candidates" / "co_purchase_items.parquet")
+    pairs.to_parquet(labels / "category_pairs.parquet")
+    co.to_parquet(labels / "co_purchase_items.parquet")
     user_df = make_users(users, seed=1)
-    train_tiny_ranker(snap, user_df, bundle / "model" / "ranker", names=RICH_NAMES, n=20000, hidden=[64, 32])
-    write_feature_tables(snap.iloc[_reachable(snap)], user_df, pairs, bundle / "features")
+    user_df.to_parquet(features / "user.parquet")
+    train_tiny_ranker(snap, user_df, BundleLayout(stage).ranker_dir, names=RICH_NAMES, n=20000, hidden=[64, 32])
+    assemble_bundle(model, labels, features, bundle, snapshot=snap, index_version=f"bench-{listings}")
+    write_feature_tables(snap.iloc[_reachable(snap)], user_df, pairs, layout.features_dir)
     console.print(f"bundle built in {time.perf_counter() - t:.0f} s: {listings} listings, {users} users")
     return bundle
 
@@ -98,7 +111,7 @@ def materialize_feast(bundle: Path, work: Path) -> str:
     from feature_repo.store import open_store
 
     project = f"crserve_{uuid.uuid4().hex[:6]}"
-    store = open_store("embedded", bundle / "features", work, project=project)
+    store = open_store("embedded", BundleLayout(bundle).features_dir, work, project=project)
     store.apply()
     store.materialize(None, pd.Timestamp("2026-11-02", tz="UTC").to_pydatetime())
     return project
@@ -222,7 +235,7 @@ def main() -> None:
         marker.write_text(project)
         con.print(f"Feast (embedded SQLite) applied + materialized in {time.perf_counter() - t:.0f} s")
     bodies = bundle_requests(bundle) or make_requests(4000, args.users, args.listings)
-    d = len(json.loads((bundle / "model" / "ranker" / "config.json").read_text())["feature_names"])
+    d = len(json.loads((BundleLayout(bundle).ranker_dir / "config.json").read_text())["feature_names"])
     res: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                              "load_avg_at_start": os.getloadavg(), "cold_probe_start": cold_penalty()},
                  "catalogue_listings": args.listings, "bundle": args.bundle, "ranker_features": d,
@@ -247,7 +260,7 @@ def main() -> None:
     for name, extra in scenarios:
         with private_redis() as redis_proc:  # a fresh one per scenario: the fault run kills it
             redis_url = f"redis://127.0.0.1:{PRIVATE_REDIS_PORT}/0"
-            base = ["--users", "feast", "--feast_features", str(bundle / "features"), "--feast_work_dir",
+            base = ["--users", "feast", "--feast_features", str(BundleLayout(bundle).features_dir), "--feast_work_dir",
                     str(feast_work), "--feast_timeout_ms", "200", "--feast_project", project, "--inventory", "redis",
                     "--redis_url", redis_url, "--candidates", "auto", "--deadline_ms", "40"]
             t = time.perf_counter()

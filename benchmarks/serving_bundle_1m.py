@@ -1,16 +1,18 @@
 """The serving benchmark's bundle with the real retrieval stack at catalogue scale (default 1M).
 
-``build_ann_bundle(root, listings)`` writes ``root/bundle-ann-<listings>/`` in the layout
-``ServingBundle.load`` reads, so the transformer's ``--candidates auto`` path runs the models'
-``CandidateGenerator`` (user tower -> FAISS ANN, item-kNN CF residual, co-purchase, category-
-restricted complement search, popular, cold start):
+``build_ann_bundle(root, listings)`` writes ``root/bundle-ann-<listings>/`` with the bundle writer
+(``serving.bundle_writer.assemble_bundle``), so the transformer's ``--candidates auto`` path runs
+the models' ``CandidateGenerator`` (user tower -> FAISS ANN, item-kNN CF residual, co-purchase,
+category-restricted complement search, popular, cold start):
 
     model/two_tower/            the demo run's trained two-tower model (``retrieval_scale.demo_tower``)
     index/                      ``build_index`` over the catalogue's item-tower embeddings: FAISS
                                 indexes + ids.npy + embeddings.npy + snapshot.parquet (aligned)
     candidates/                 item_knn, co_purchase_items, category_pairs, as
                                 ``write_candidate_tables`` writes them in the training pipeline
-    model/ranker/               a multi-task ranker over ``RICH_NAMES`` (the serving path fills every one)
+    model/ranker/, student/     a multi-task ranker over ``RICH_NAMES`` (the serving path fills every
+                                one) and its distilled student
+    bundle.json                 versions, item count, candidate table rows (``BundleInfo``)
     features/                   Feast tables: user (the demo users, with recent items), listing +
                                 seller (every catalogue listing: the naive path reads candidates'),
                                 category_pair
@@ -53,33 +55,37 @@ def build_ann_bundle(root: Path, listings: int, log: Callable[[str], None] = pri
     Steps are logged through ``log`` with their seconds (about 3 minutes at 1M on 2 cores).
     """
     from checkout_recs.models.inputs import latest_per_entity, read_table
-    from checkout_recs.retrieval.index import build_index
-    from tests.fixtures_serving import RICH_NAMES, train_tiny_ranker
+    from checkout_recs.serving.bundle_layout import BundleLayout
+    from checkout_recs.serving.bundle_writer import assemble_bundle
+    from checkout_recs.synthetic.serving import RICH_NAMES, train_tiny_ranker
 
     bundle = ann_bundle_dir(root, listings)
-    if all((bundle / f).exists() for f in ("model/ranker/config.json", "model/student/config.json", "requests.json")):
+    layout = BundleLayout(bundle)
+    if layout.info_path.exists() and (bundle / "requests.json").exists():
         return bundle
     t = time.perf_counter()
     paths = retrieval_scale.demo_tower(Path(root) / "tower")
     snap = retrieval_scale.scaled_catalogue(paths, listings)
     log(f"demo tower + {len(snap)}-listing catalogue in {time.perf_counter() - t:.0f} s")
-    t = time.perf_counter()
-    manifest = build_index(paths["model"], snap, bundle / "index", version=f"bench-ann-{listings}")
-    log(f"index {manifest.kind} over {manifest.n_items} item-tower embeddings in {time.perf_counter() - t:.0f} s")
-    shutil.copytree(paths["model"] / "two_tower", bundle / "model" / "two_tower", dirs_exist_ok=True)
-    shutil.copytree(paths["candidates"], bundle / "candidates", dirs_exist_ok=True)
+    stage = BundleLayout(Path(root) / f"inputs-ann-{listings}")  # the model folder the writer copies
+    shutil.copytree(paths["model"] / "two_tower", stage.two_tower_dir, dirs_exist_ok=True)
     users = latest_per_entity(read_table(paths["features"] / "user.parquet"), "user_id").reset_index(drop=True)
     t = time.perf_counter()
-    train_tiny_ranker(snap, users, bundle / "model" / "ranker", names=RICH_NAMES, n=20000, hidden=[64, 32],
-                      student_dir=bundle / "model" / "student")
+    train_tiny_ranker(snap, users, stage.ranker_dir, names=RICH_NAMES, n=20000, hidden=[64, 32],
+                      student_dir=stage.student_dir)
     log(f"ranker ({len(RICH_NAMES)} features) + distilled student in {time.perf_counter() - t:.0f} s")
-    pairs = pd.read_parquet(bundle / "candidates" / "category_pairs.parquet")
-    write_feature_tables(snap, users, pairs, bundle / "features")
+    t = time.perf_counter()
+    info = assemble_bundle(stage.model_dir, paths["labels"], paths["features"], bundle, snapshot=snap,
+                           index_version=f"bench-ann-{listings}")
+    kind = json.loads(layout.index_manifest.read_text())["kind"]
+    log(f"bundle: index {kind} over {info.n_items} item-tower embeddings + candidate tables in "
+        f"{time.perf_counter() - t:.0f} s")
+    write_feature_tables(snap, users, pd.read_parquet(layout.category_pairs), layout.features_dir)
     reqs = retrieval_scale.user_requests(paths["model"], paths["features"], N_REQUESTS)
     devices = ("web", "ios", "android")
     bodies = [{"instances": [{"user_id": r["user_id"], "purchased_item_ids": r["basket"], "region": r["region"],
                               "device": devices[i % 3]}]} for i, r in enumerate(reqs)]
-    (bundle / "requests.json").write_text(json.dumps(bodies))
+    (bundle / "requests.json").write_text(json.dumps(bodies))  # written last: the bundle is complete
     log(f"bundle {bundle} ready: {len(bodies)} requests of {len({r['user_id'] for r in reqs})} users")
     return bundle
 

@@ -12,6 +12,11 @@ each tick wakes while a part of ``--rows`` decision rows is converted and publis
 Modes alternate ``--repeats`` times so machine load hits all alike. Reports, per mode, the tick
 lateness p50 / p99 / max (ms) and the request-path ``submit`` cost (µs per row), and the load average.
 
+``convert_us_per_chunk`` is the writer thread's cost of one ``chunk_rows`` chunk (median µs over
+``--convert_repeats`` interleaved tries): ``from_pylist`` alone (the writer before quarantine),
+``to_batches`` on a good chunk (conversion + the contract check: the good path) and ``to_batches`` on
+a chunk with one poisoned row (the bisecting fallback).
+
 Usage: ``python -m benchmarks.serving_decision_log [--rows 1500 --repeats 7]``
 """
 
@@ -24,6 +29,7 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +37,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from checkout_recs.contract import DECISIONS
+from checkout_recs.serving.decision_writer import to_batches
 from checkout_recs.serving.decisions import KIND, DecisionLog
 from checkout_recs.storage import LocalArtifactStore, new_version
-from tests.fixtures_serving_log import decision_row
+from checkout_recs.synthetic.serving import decision_row
 
 
 def _whole_part(rows: list[dict], store: LocalArtifactStore) -> None:
@@ -93,12 +100,32 @@ def one_round(mode: str, rows: list[dict], root: Path, window_s: float) -> tuple
     return late, submit_us
 
 
+def convert_cost(rows: list[dict], chunk_rows: int, repeats: int) -> dict[str, float]:
+    """Median µs per ``chunk_rows`` chunk: bare ``from_pylist``, ``to_batches`` (good, one bad row)."""
+    good = rows[:chunk_rows]
+    poisoned = [*good[:-1], dict(good[-1], user_id=2**64 - 1)]
+    ways: dict[str, Callable[[], object]] = {
+        "from_pylist": lambda: pa.RecordBatch.from_pylist(good, schema=DECISIONS),
+        "to_batches_good": lambda: to_batches(good),
+        "to_batches_one_bad": lambda: to_batches(poisoned),
+    }
+    took: dict[str, list[float]] = {k: [] for k in ways}
+    for _ in range(repeats):
+        for name, way in ways.items():
+            t0 = time.perf_counter()
+            way()
+            took[name].append((time.perf_counter() - t0) * 1e6)
+    return {k: round(float(np.median(v)), 1) for k, v in took.items()}
+
+
 def main() -> None:
     """Command line: print the figures as JSON."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=1500)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--window_s", type=float, default=0.6)
+    p.add_argument("--chunk_rows", type=int, default=128)
+    p.add_argument("--convert_repeats", type=int, default=200)
     args = p.parse_args()
     rows = [decision_row(i) for i in range(args.rows)]
     modes = ("none", "whole", "chunked")
@@ -123,6 +150,8 @@ def main() -> None:
                   "tick_late_max_ms_median_over_rounds": round(float(np.median(per_round_max)), 3),
                   "tick_late_max_ms": round(float(a.max()), 3)}
     out["submit_us_per_row_median"] = round(float(np.median(submit)), 3)
+    out["convert_us_per_chunk"] = {"chunk_rows": args.chunk_rows,
+                                   **convert_cost(rows, args.chunk_rows, args.convert_repeats)}
     print(json.dumps(out, indent=1))
 
 

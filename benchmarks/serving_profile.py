@@ -48,9 +48,11 @@ def default_bundle(workdir: Path, listings: int) -> Path:
 
 def transformer_flags(workdir: Path, bundle: Path, redis_url: str, extra: list[str]) -> list[str]:
     """The benchmark's design-path transformer flags for ``bundle`` (Feast store under ``workdir``)."""
+    from checkout_recs.serving.bundle_layout import BundleLayout
+
     feast_work = workdir / f"feast-{bundle.name}"
     project = (feast_work / "bench_project.txt").read_text().strip()
-    return ["--bundle", str(bundle), "--users", "feast", "--feast_features", str(bundle / "features"),
+    return ["--bundle", str(bundle), "--users", "feast", "--feast_features", str(BundleLayout(bundle).features_dir),
             "--feast_work_dir", str(feast_work), "--feast_timeout_ms", "200", "--feast_project", project,
             "--inventory", "redis", "--redis_url", redis_url, "--redis_prefix", "crprofile",
             "--switches", "none", "--candidates", "auto", "--scoring", "inprocess", *extra]

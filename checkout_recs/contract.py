@@ -12,6 +12,9 @@ Conventions
   says otherwise (``listed_at``, ``joined_at``, ``signup_at``).
 * Money is ``float64`` in the listing's currency units; rates and probabilities are ``float64``
   in [0, 1].
+* Value rules of the raw tables (``RANGES``, ``ALLOWED_VALUES`` with ``REGIONS``,
+  ``NON_EMPTY_STRINGS``) live here too, keyed by column name; ingest reads them from here and
+  quarantines a row that breaks one.
 * ``docs/data-contract.md`` documents every column; ``tests/code/test_contract.py`` checks that
   the document and this module agree.
 """
@@ -19,8 +22,9 @@ Conventions
 from __future__ import annotations
 
 import datetime as dt
+import math
 import uuid
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -36,6 +40,8 @@ RECENT_SEQUENCE_LEN = 20
 
 DEVICES = ("web", "ios", "android")
 INVENTORY_EVENT_TYPES = ("listed", "locked", "unlocked", "sold", "delisted")
+#: Region codes the marketplace sells in; a raw row with any other ``region`` is quarantined.
+REGIONS = ("north", "south", "east", "west")
 
 # --------------------------------------------------------------------------------------------
 # Raw tables (what the simulator writes and ingest validates)
@@ -183,6 +189,74 @@ QUARANTINE = pa.schema(
         pa.field("ingest_run_id", pa.string(), nullable=False),
     ]
 )
+
+#: Quarantined files (``quarantine/files.parquet``): a raw file that could not be read, or whose
+#: column types cannot be cast to the contract, set aside whole (a copy under ``quarantine/files/``).
+QUARANTINE_FILES = pa.schema(
+    [
+        pa.field("table", pa.string(), nullable=False),
+        pa.field("file", pa.string(), nullable=False),  # the source's name for it (path or s3 key)
+        pa.field("copied_to", pa.string(), nullable=True),  # path of the copy in the ingested folder
+        pa.field("reason", pa.string(), nullable=False),  # one of FILE_REASONS
+        pa.field("detail", pa.string(), nullable=False),
+        pa.field("size_bytes", pa.int64(), nullable=True),  # null when the file could not be fetched
+        pa.field("rows", pa.int64(), nullable=True),  # null when the footer cannot be read
+        pa.field("ingest_run_id", pa.string(), nullable=False),
+    ]
+)
+
+#: Why a whole file is quarantined: it is not readable parquet (truncated, corrupt, another
+#: format, or the read failed), or a contract column's type cannot be cast (e.g. timestamps as
+#: bare numbers, ids as strings, nested types).
+FILE_REASONS = ("unreadable", "wrong_column_type")
+
+# --------------------------------------------------------------------------------------------
+# Value rules of the raw tables (ingest quarantines a row that breaks one as ``out_of_range``)
+# --------------------------------------------------------------------------------------------
+
+
+class Range(NamedTuple):
+    """Allowed values of a numeric column: ``lo <= x <= hi`` (``<`` where open); NaN and ±inf never."""
+
+    lo: float
+    hi: float = math.inf
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def describe(self, column: str) -> str:
+        """``"price outside (0, inf)"``: the rule as ingest reports it."""
+        close = ")" if self.hi_open or math.isinf(self.hi) else "]"
+        return f"{column} outside {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{close}"
+
+
+#: Integer identifiers are positive; category ids start at 0 (the first top-level category).
+#: Negative ids never come in: derived tables use -1 as "none".
+ID_COLUMNS = ("seller_id", "listing_id", "user_id")
+CATEGORY_ID_COLUMNS = ("category_id", "parent_id", "top_category_id")
+
+#: Range of each numeric column, by name, in every raw table that has it.
+RANGES: dict[str, Range] = {
+    **{c: Range(1) for c in ID_COLUMNS},
+    **{c: Range(0) for c in CATEGORY_ID_COLUMNS},
+    "price": Range(0, lo_open=True),  # currency units, finite
+    "take_rate": Range(0, 1, lo_open=True, hi_open=True),
+    "quantity": Range(1),
+    "propensity": Range(0, 1, lo_open=True),
+    "slot": Range(0, SLATE_SIZE - 1),
+    "rating": Range(1, 5),
+    "sequence": Range(1),
+    "lock_ttl_s": Range(0, lo_open=True),  # seconds
+}
+
+#: Allowed values of each enumerated string column, by name, in every raw table that has it.
+ALLOWED_VALUES: dict[str, tuple[str, ...]] = {
+    "region": REGIONS,
+    "device": DEVICES,
+    "event_type": INVENTORY_EVENT_TYPES,
+}
+
+#: String columns that must hold a visible character (empty or whitespace-only is refused).
+NON_EMPTY_STRINGS = ("title", "name", "order_id", "request_id", "purchase_id", "event_id", "policy")
 
 # --------------------------------------------------------------------------------------------
 # Derived tables (labels and feature views)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from checkout_recs.data.ingest import IngestReport
 
 
 def simulate(
@@ -35,22 +38,61 @@ def simulate(
     rprint({"seconds": summary.seconds, "rows": summary.rows, "out": str(out)})
 
 
+def _error(message: str, code: int) -> typer.Exit:
+    """Print ``error: <message>`` as one line on stderr (never wrapped) and return the Exit to raise."""
+    typer.echo(f"error: {' '.join(message.splitlines())}", err=True)
+    return typer.Exit(code=code)
+
+
+def _parse_now(now: str | None) -> dt.datetime | None:
+    """``--now`` as a datetime (naive means UTC); a usage error (exit 2) when it is not ISO 8601."""
+    if not now:
+        return None
+    try:
+        return dt.datetime.fromisoformat(now)
+    except ValueError:
+        raise _error(f"--now {now!r} is not an ISO time (e.g. 2026-11-01T00:00:00+00:00)", code=2) from None
+
+
+def _print_ingest_notes(report: IngestReport) -> None:
+    """One line per quarantined file, extra column and ignored file; then the file counts."""
+    for table, r in report.tables.items():
+        for q in r.quarantined_files:
+            typer.echo(f"quarantined file {q.name}: {q.reason}: {q.detail}")
+        for col, files in r.extra_columns.items():
+            more = f" and {len(files) - 1} more" if len(files) > 1 else ""
+            typer.echo(f"extra column {table}.{col} (not in the contract, not ingested) in {files[0]}{more}")
+        if r.ignored:
+            typer.echo(f"ignored {len(r.ignored)} hidden file(s) of {table}, e.g. {r.ignored[0]}")
+    n_in = sum(r.files_in for r in report.tables.values())
+    typer.echo(f"files: {n_in} in, {n_in - report.files_quarantined} ingested, {report.files_quarantined} quarantined")
+
+
 def ingest_cmd(
-    source: Annotated[str, typer.Argument(help="Raw folder or s3://bucket/prefix with <table>/*.parquet.")],
+    source: Annotated[str, typer.Argument(help="Raw folder or s3://bucket/prefix with a <table>/ folder of parquet files per table.")],
     out: Annotated[Path, typer.Option(help="Ingested folder to publish (validated/, quarantine/, report).")],
     now: Annotated[str | None, typer.Option(help="ISO time; later timestamps are quarantined (default: now).")] = None,
     endpoint_url: Annotated[str | None, typer.Option(help="S3-compatible endpoint for s3:// sources.")] = None,
     publish_to: Annotated[str | None, typer.Option(help="Artifact store root (folder or s3://) to publish the "
                                                         "result to as kind 'ingested'.")] = None,
 ) -> None:
-    """Validate raw tables against the contract; quarantine bad rows with a reason."""
+    """Validate raw tables against the contract; quarantine bad rows, and unreadable files whole, with a reason.
+
+    Exit status: 0 when the run completed (even with quarantined rows or files), 1 when the
+    source cannot be read (missing folder, nothing under the s3 prefix, unreachable endpoint) or
+    the output cannot be written, 2 for a bad option.
+    """
     from rich import print as rprint
 
-    from checkout_recs.data.ingest import ingest
+    from checkout_recs.data.ingest import SourceError, ingest
 
-    when = dt.datetime.fromisoformat(now) if now else None
-    report = ingest(source, out, when, endpoint_url, progress=True)
+    when = _parse_now(now)
+    try:
+        report = ingest(source, out, when, endpoint_url, progress=True)
+    except (SourceError, OSError) as e:
+        raise _error(str(e), code=1) from None
     rprint({t: (r.read, r.accepted, r.quarantined, r.by_reason) for t, r in report.tables.items()})
+    _print_ingest_notes(report)
     if publish_to:
         from checkout_recs.storage import new_version, open_store
 

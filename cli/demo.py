@@ -157,9 +157,12 @@ def sample_checkouts(raw: Path, n: int, seed: int, bundle: Path | None = None) -
 
 
 def _snapshot_time(bundle: Path) -> Any:
+    """When the bundle's listing snapshot was taken (``index/manifest.json``), a UTC Timestamp or None."""
     import pandas as pd
 
-    manifest = bundle / "index" / "manifest.json"
+    from checkout_recs.serving.bundle_layout import BundleLayout
+
+    manifest = BundleLayout(bundle).index_manifest
     t = json.loads(manifest.read_text()).get("snapshot_time") if manifest.exists() else None
     return pd.Timestamp(t) if t else None
 

@@ -9,12 +9,7 @@ from typing import Annotated
 
 import typer
 
-
-def _fail(message: str) -> typer.Exit:
-    from rich.console import Console
-
-    Console(stderr=True).print(f"[bold red]error:[/] {message}")
-    return typer.Exit(code=2)
+from cli.common import fail, write_results
 
 
 def drift(
@@ -45,7 +40,7 @@ def drift(
         t = load_thresholds(thresholds)
         summary = drift_report(reference, current, out, thresholds=t, columns=columns or None)
     except (DriftInputError, FileNotFoundError, ValidationError) as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     print_drift_summary(summary)
     if set_flag and summary.drift_detected:
         from monitoring.flag import DriftFlagUnavailable, redis_client, set_drift_flag
@@ -53,7 +48,7 @@ def drift(
         try:
             set_drift_flag(redis_client(redis_url), who=who, why=summary.reason, report=summary.report_html)
         except DriftFlagUnavailable as exc:
-            raise _fail(f"drift detected but the flag could not be set: {exc}") from exc
+            raise fail(f"drift detected but the flag could not be set: {exc}") from exc
         typer.echo("drift flag set")
 
 
@@ -123,7 +118,7 @@ def monitor(
         )
         summary = traffic_drift(ref, cur, out)
     except (DriftInputError, FileNotFoundError) as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     for name, section in (("features", summary.features), ("scores", summary.scores)):
         if section is not None:
             typer.echo(f"--- {name}")
@@ -141,7 +136,7 @@ def monitor(
             if monitor_and_flag(summary, redis_client(redis_url), who=who):
                 typer.echo("drift flag set: serving falls back until it is cleared")
         except DriftFlagUnavailable as exc:
-            raise _fail(f"drift confirmed but the flag could not be set: {exc}") from exc
+            raise fail(f"drift confirmed but the flag could not be set: {exc}") from exc
 
 
 def _last_days(df, days: float | None):  # noqa: ANN001, ANN202 - pandas imported lazily
@@ -173,15 +168,7 @@ def drift_check(
     typer.echo(
         f"detection rate {r.detection_rate:.0%} over {seeds} seeds; false-alarm rate {r.false_alarm_rate:.0%}"
     )
-    _write_results(results, r.model_dump())
-
-
-def _write_results(path: Path, payload: dict) -> None:
-    import json
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2, default=str))
-    typer.echo(f"figures written to {path}")
+    write_results(results, r.model_dump())
 
 
 flag_app = typer.Typer(help="Set, clear or show the drift flag that sends serving to the fallback.")
@@ -204,7 +191,7 @@ def flag_set(
     try:
         flag = set_drift_flag(redis_client(redis_url), who=who, why=why, report=report, key=key)
     except DriftFlagUnavailable as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     typer.echo(f"drift flag set: {flag.model_dump_json()}")
 
 
@@ -221,7 +208,7 @@ def flag_clear(
     try:
         previous = clear_drift_flag(redis_client(redis_url), who=who, why=why, key=key)
     except DriftFlagUnavailable as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     typer.echo("drift flag cleared" if previous else "drift flag was not set")
 
 
@@ -237,7 +224,7 @@ def flag_show(redis_url: RedisUrl = None, key: FlagKey = "checkout_recs:drift_fl
         client = redis_client(redis_url)
         flag, history = read_drift_flag(client, key), flag_history(client, key)
     except DriftFlagUnavailable as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     console = Console()
     if flag is None:
         console.print("[green]drift flag: clear[/]")

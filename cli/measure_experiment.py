@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from cli.measure import _fail, _write_results
+from cli.common import fail, write_results
 
 experiment_app = typer.Typer(help="Online experiments: design, analyze, simulate (geo holdout + DiD).")
 
@@ -22,7 +22,7 @@ def _sessions(run: Path):  # noqa: ANN202 - pandas imported lazily
 
     f = run / "labels" / "impressions_labelled.parquet"
     if not f.exists():
-        raise _fail(f"no labelled impressions at {f} (run `checkout-recs label` first)")
+        raise fail(f"no labelled impressions at {f} (run `checkout-recs label` first)")
     return sessions_from_impressions(pd.read_parquet(f))
 
 
@@ -43,7 +43,7 @@ def design(
     from checkout_recs.evaluation.experiments.ab import design_geo_holdout, minimum_detectable_effect
 
     if unit not in ("user", "region"):
-        raise _fail("unit must be 'user' or 'region'")
+        raise fail("unit must be 'user' or 'region'")
     s = _sessions(run)
     key = "user_id" if unit == "user" else "region"
     per_unit = s.groupby(key)[["gmv", "sessions"]].sum()
@@ -72,9 +72,9 @@ def analyze(
     import numpy as np
     import pandas as pd
 
+    from checkout_recs.evaluation.experiments.ab import analyze_ab, assign_by_user_hash
     from checkout_recs.evaluation.experiments.did import diff_in_diff
     from checkout_recs.evaluation.experiments.report import ab_report, geo_report
-    from checkout_recs.evaluation.experiments.ab import analyze_ab, assign_by_user_hash
 
     spec = json.loads(design_file.read_text())
     s = _sessions(run)
@@ -86,7 +86,7 @@ def analyze(
         typer.echo(res.to_string(index=False))
     else:
         if start is None:
-            raise _fail("--start is required for a region design")
+            raise fail("--start is required for a region design")
         panel = (
             s.assign(day=s["event_timestamp"].dt.floor("D"))
             .groupby(["region", "day"])["gmv"]
@@ -97,7 +97,7 @@ def analyze(
         try:
             res = diff_in_diff(panel, spec["arms"], start=t0)
         except ValueError as exc:
-            raise _fail(str(exc)) from exc
+            raise fail(str(exc)) from exc
         path = geo_report(panel, spec["arms"], t0, res, out / "report.html", f"Geo experiment {spec['name']}")
         (out / "results.json").write_text(json.dumps(res.as_dict(), indent=2, default=str))
         typer.echo(f"DiD uplift {res.uplift:+.2%} [{res.lower:+.2%}, {res.upper:+.2%}]; parallel trends "
@@ -140,20 +140,20 @@ def simulate(
     from rich.progress import Progress
 
     from checkout_recs.evaluation.experiments.report import geo_report
+    from checkout_recs.evaluation.html_report import table_html
+    from checkout_recs.simulate.evaluate import heuristic_policy, oracle_policy
+    from checkout_recs.simulate.scenario import SimWorld
     from checkout_recs.studies.geo_experiment import (
         geo_world_config,
         run_geo_experiment,
         with_cap_row,
         with_floor_row,
     )
-    from checkout_recs.evaluation.html_report import table_html
-    from checkout_recs.simulate.evaluate import heuristic_policy, oracle_policy
-    from checkout_recs.simulate.scenario import SimWorld
 
     world = SimWorld.from_raw(raw) if raw is not None else SimWorld.build(geo_world_config(seed, pre_days + test_days))
     regions = tuple(world.cfg.regions)
     if not holdout and not {"north", "west"} < set(regions):
-        raise _fail(f"the world's regions are {regions}: pass --holdout")
+        raise fail(f"the world's regions are {regions}: pass --holdout")
     stats: dict = {}
     make_treated = _treated_factory(treated, world, bundle, users, oracle_policy, stats, policy_config)
     with Progress() as bar:
@@ -189,7 +189,7 @@ def simulate(
                "table": table.astype(str).to_dict(orient="records")}  # fmt: skip
     (out / "results.json").write_text(json.dumps(payload, indent=2, default=str))
     if results is not None:
-        _write_results(results, payload)
+        write_results(results, payload)
     Console().print(table.to_string(index=False))
     typer.echo(f"report: {path}")
 
@@ -201,8 +201,8 @@ def world(
     days: Annotated[int, typer.Option(help="Simulated days (pre-period + test period).")] = 28,
 ) -> None:
     """Simulate the world of `experiment simulate` (geo_world_config) and write its raw logs."""
-    from checkout_recs.studies.geo_experiment import geo_world_config
     from checkout_recs.simulate.run import run_simulation
+    from checkout_recs.studies.geo_experiment import geo_world_config
 
     summary = run_simulation(geo_world_config(seed, days), out)
     typer.echo(json.dumps(summary.rows, indent=2))
@@ -221,7 +221,7 @@ def pre_period(
     try:
         kept = pre_period_raw(raw, out, days)
     except FileNotFoundError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     typer.echo(json.dumps(kept, indent=2))
     typer.echo(f"pre-period raw folder: {out}")
 
@@ -254,11 +254,11 @@ def _treated_factory(kind: str, world, bundle: Path | None, users: Path | None, 
     if kind == "oracle":
         return lambda: oracle(world)
     if kind != "serving":
-        raise _fail("--treated must be 'serving' or 'oracle'")
+        raise fail("--treated must be 'serving' or 'oracle'")
     if bundle is None:
-        raise _fail("--bundle is required with --treated serving")
-    from checkout_recs.studies.serving_policy import serving_policy
+        raise fail("--bundle is required with --treated serving")
     from checkout_recs.policy.config import PolicyConfig
+    from checkout_recs.studies.serving_policy import serving_policy
 
     cfg = PolicyConfig.model_validate_json(policy_config.read_text()) if policy_config else None
 
@@ -284,7 +284,7 @@ def ope_coverage(
     from rich.progress import Progress
 
     if world not in ("simulator", "standin"):
-        raise _fail("--world must be 'simulator' or 'standin'")
+        raise fail("--world must be 'simulator' or 'standin'")
     with Progress() as bar:
         task = bar.add_task(f"seeds ({world})", total=seeds)
         if world == "simulator":
@@ -301,7 +301,7 @@ def ope_coverage(
         flag = "ok" if cov >= 0.9 else "BELOW 90%"
         typer.echo(f"  {name:6s} coverage {cov:5.0%}  mean estimate {r['mean_estimate'][name]:.4f}  "
                    f"mean width {r['mean_width'][name]:.4f}  {flag}")  # fmt: skip
-    _write_results(results, {"world_kind": world, "command": f"checkout-recs ope-coverage --seeds {seeds} --world {world}", **r})
+    write_results(results, {"world_kind": world, "command": f"checkout-recs ope-coverage --seeds {seeds} --world {world}", **r})
     if report is not None:
         from checkout_recs.studies.ope_sim_coverage import coverage_report
 
@@ -323,14 +323,14 @@ def fairness(
         for base in (run / "raw", run / "ingested" / "validated", run):
             if (base / table).exists():
                 return base / table
-        raise _fail(f"no {table} table under {run}")
+        raise fail(f"no {table} table under {run}")
 
     labelled = run / "labels" / "impressions_labelled.parquet"
     imp = pd.read_parquet(labelled if labelled.exists() else find("impressions"))
     try:
         audit = run_audit(imp, pd.read_parquet(find("listings")), pd.read_parquet(find("sellers")))
     except ValueError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     path = write_report(audit, out)
     typer.echo(audit.published.to_string(index=False))
     typer.echo(f"report: {path}")

@@ -1,4 +1,4 @@
-"""CLI: ``train``, ``build-index``, ``evaluate``, ``register``, ``evaluate-offline``.
+"""CLI: ``train``, ``build-index``, ``build-bundle``, ``evaluate``, ``register``, ``evaluate-offline``.
 
 Heavy libraries (torch, faiss, mlflow) are imported inside the command bodies.
 """
@@ -53,6 +53,21 @@ def build_index_cmd(
         console.print(f"published: {publish_index(out, publish_to)}")
 
 
+def build_bundle_cmd(
+    model: Annotated[Path, typer.Option(help="Model folder from `train` (ranker/, student/, two_tower/).")],
+    labels: Annotated[Path, typer.Option(help="Labels folder (co-purchase, interactions, category pairs).")],
+    features: Annotated[Path, typer.Option(help="Features folder (listing, seller, user, category_pair views).")],
+    out: Annotated[Path, typer.Option(help="Output bundle folder (what `serve --bundle` loads).")],
+    mlflow_run_id: Annotated[str | None, typer.Option(help="MLflow run of the training, kept in bundle.json.")]
+    = None,
+) -> None:
+    """Assemble a serving bundle: model, FAISS index + snapshot, candidate tables, user features."""
+    from checkout_recs.serving.bundle_writer import assemble_bundle
+
+    info = assemble_bundle(model, labels, features, out, mlflow_run_id=mlflow_run_id)
+    console.print_json(info.model_dump_json())
+
+
 def evaluate(
     model: Annotated[Path, typer.Option(help="Model folder from `train`.")],
     test_set: Annotated[Path, typer.Option(help="Parquet of held-out labelled impressions with features.")],
@@ -101,6 +116,7 @@ def register(app: typer.Typer) -> None:
     """Attach the model commands to the ``checkout-recs`` app."""
     app.command("train")(train)
     app.command("build-index")(build_index_cmd)
+    app.command("build-bundle")(build_bundle_cmd)
     app.command("evaluate")(evaluate)
     app.command("register")(register_model)
     app.command("evaluate-offline")(evaluate_offline)

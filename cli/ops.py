@@ -12,15 +12,10 @@ from typing import Annotated
 
 import typer
 
+from cli.common import fail
+
 pipeline_app = typer.Typer(help="Kubeflow pipelines: compile, run locally (kfp.local), submit.", no_args_is_help=True)
 manifests_app = typer.Typer(help="Kubernetes manifests (kustomize): build and validate.", no_args_is_help=True)
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    from rich.console import Console
-
-    Console(stderr=True).print(f"[bold red]error:[/] {message}")
-    return typer.Exit(code=code)
 
 
 # ------------------------------------------------------------------------------------------- pipeline
@@ -55,7 +50,7 @@ def _pipeline_name(name: str) -> str:
 
     key = name.replace("-", "_")
     if key not in PIPELINES:
-        raise _fail(f"unknown pipeline {name!r}; known: {', '.join(sorted(PIPELINES))}")
+        raise fail(f"unknown pipeline {name!r}; known: {', '.join(sorted(PIPELINES))}")
     return key
 
 
@@ -66,7 +61,7 @@ def _parse_params(params: list[str] | None) -> dict[str, object]:
     for item in params or []:
         key, sep, value = item.partition("=")
         if not sep:
-            raise _fail(f"--param wants KEY=VALUE, got {item!r}")
+            raise fail(f"--param wants KEY=VALUE, got {item!r}")
         try:
             decoded = json.loads(value)
         except json.JSONDecodeError:
@@ -91,14 +86,14 @@ def pipeline_run(
     from kfp_pipelines.local import run_local
 
     if not local:
-        raise _fail("only --local runs here; use `checkout-recs pipeline submit` for a cluster")
+        raise fail("only --local runs here; use `checkout-recs pipeline submit` for a cluster")
     args = _parse_params(param)
     if artifact_root:
         args["artifact_root"] = artifact_root
     try:
         summary = run_local(_pipeline_name(name), out, args)
     except RuntimeError as exc:
-        raise _fail(f"pipeline {name} failed: {exc}", code=1) from exc
+        raise fail(f"pipeline {name} failed: {exc}", code=1) from exc
     rprint(summary)
 
 
@@ -123,7 +118,7 @@ def pipeline_submit(
         result = submit(_pipeline_name(name), host, _parse_params(param), schedule, experiment, namespace,
                         os.environ.get(token_env))
     except ValueError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     typer.echo(result.model_dump_json())
 
 
@@ -148,12 +143,13 @@ def manifests_validate(
 
     from checkout_recs.deploy import dockerfiles
     from checkout_recs.deploy.validation import load_schemas, validate_all
+    from cli.kserve_schema import kserve_sdk_schemas
 
     console = Console()
     try:
-        schemas, note = load_schemas(manifests_dir, crd_dir, require_crds)
+        schemas, note = load_schemas(manifests_dir, crd_dir, require_crds, fallback=kserve_sdk_schemas)
     except FileNotFoundError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     if note:
         console.print(f"[yellow]note:[/] {note}")
     reports = validate_all(manifests_dir, schemas, k8s_version)
@@ -187,7 +183,7 @@ def manifests_sync_alerts(
 
     written = sync_alerts(repo)
     if written is None:
-        raise _fail(f"{repo / SOURCE} does not exist (monitoring owns it)")
+        raise fail(f"{repo / SOURCE} does not exist (monitoring owns it)")
     typer.echo(f"wrote {written}")
 
 

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from cli.ops import _fail
+from cli.common import fail
 
 deploy_app = typer.Typer(help="KServe rollout: canary ramp with guardrails, promote, rollback, kill switch.",
                          no_args_is_help=True)
@@ -34,7 +34,7 @@ def _gmv_source(decisions_store: str | None, outcomes: Path | None, endpoint_url
     if not decisions_store:
         return None
     if outcomes is None:
-        raise _fail("--decisions-store needs --outcomes (the folder of clicks, purchases, listings)")
+        raise fail("--decisions-store needs --outcomes (the folder of clicks, purchases, listings)")
     from checkout_recs.deploy.attribution import DecisionLogGmv, folder_outcomes
     from checkout_recs.storage import open_store
 
@@ -56,7 +56,7 @@ def _deploy_call(fn):  # noqa: ANN001, ANN202
     try:
         return fn()
     except DeployError as exc:
-        raise _fail(str(exc), code=1) from exc
+        raise fail(str(exc), code=1) from exc
 
 
 @deploy_app.command("canary")
@@ -119,7 +119,7 @@ def deploy_promote(host: HostOpt = None, namespace: NamespaceOpt = "checkout-rec
     rollout = Rollout(api, ref, plan=RampPlan(ready_timeout_s=timeout_s), log=typer.echo,
                       registry=_registry(mlflow_tracking_uri))
     if _deploy_call(rollout.promote_confirmed) is None:
-        raise _fail(f"promoted {namespace}/{name} but the controller did not confirm within {timeout_s:.0f}s; "
+        raise fail(f"promoted {namespace}/{name} but the controller did not confirm within {timeout_s:.0f}s; "
                     "registry unchanged", code=1)
     typer.echo(f"promoted {namespace}/{name}: canaryTrafficPercent removed, all traffic on the latest revision")
 
@@ -168,7 +168,7 @@ def deploy_kill_switch(
     from checkout_recs.deploy.kube import IsvcRef
 
     if state not in ("on", "off"):
-        raise _fail(f"state must be 'on' or 'off', got {state!r}")
+        raise fail(f"state must be 'on' or 'off', got {state!r}")
     import redis as redis_lib
 
     client = redis_lib.Redis.from_url(redis_url or Settings.from_env().redis_url, socket_timeout=2)

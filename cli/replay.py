@@ -11,12 +11,7 @@ from typing import Annotated
 
 import typer
 
-
-def _fail(message: str) -> typer.Exit:
-    from rich.console import Console
-
-    Console(stderr=True).print(f"[bold red]error:[/] {message}")
-    return typer.Exit(code=2)
+from cli.common import fail
 
 
 def _bundle_path(uri: str) -> Path:
@@ -58,7 +53,7 @@ def replay_cmd(
         cfg = PolicyConfig.model_validate(json.loads(policy_config.read_text())) if policy_config else None
         report = replay(frame, _bundle_path(model), labels=lab, cfg=cfg, seed=seed)
     except (ReplayInputError, FileNotFoundError, ValidationError, ValueError) as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     r = report
     typer.echo(f"replayed {r.n_replayed}/{r.n_logged} requests (skipped {r.n_skipped}: {r.skipped_reasons})")
     typer.echo(f"overlap mean |A∩B|/6 = {r.mean_overlap:.3f}   identical six = {r.share_identical:.3f}")

@@ -13,14 +13,9 @@ from typing import Annotated
 
 import typer
 
+from cli.common import fail
+
 inventory_app = typer.Typer(help="Live inventory (sold / locked listings).", no_args_is_help=True)
-
-
-def _fail(message: str) -> typer.Exit:
-    from rich.console import Console
-
-    Console(stderr=True).print(f"[bold red]error:[/] {message}")
-    return typer.Exit(code=2)
 
 
 def serve(
@@ -41,7 +36,7 @@ def serve(
     from inference.launch import start_servers, stop_servers
 
     if not bundle.is_dir():
-        raise _fail(f"no bundle folder at {bundle}")
+        raise fail(f"no bundle folder at {bundle}")
     targs = ["--ranker_protocol", predictor_protocol, "--scoring", scoring, "--inventory", inventory,
              "--redis_url", redis_url]
     if decision_log:
@@ -52,7 +47,7 @@ def serve(
         h = start_servers(bundle, transformer_port, predictor_port, transformer_args=targs,
                           start_predictor=scoring == "remote")
     except RuntimeError as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     typer.echo(f"transformer {h.transformer_url} (gRPC {h.transformer_grpc})  predictor {h.predictor_url}")
     typer.echo(f"v1: POST {h.v1_url}\nv2: POST {h.v2_url}\nlogs: {h.log_dir}  (Ctrl-C to stop)")
     stop = {"now": False}
@@ -86,12 +81,12 @@ def recommend(
     try:
         basket = [int(x) for x in items.split(",") if x.strip()]
     except ValueError as exc:
-        raise _fail(f"--items must be comma-separated integers: {exc}") from exc
+        raise fail(f"--items must be comma-separated integers: {exc}") from exc
     req = {"user_id": user, "purchased_item_ids": basket, "region": region, "device": device}
     try:
         pred = _ask(httpx, url.rstrip("/"), req, protocol)
     except (httpx.HTTPError, ValueError, KeyError) as exc:
-        raise _fail(f"request failed: {exc}") from exc
+        raise fail(f"request failed: {exc}") from exc
     table = Table(title=f"six for user {user} — policy {pred['policy']}"
                   + (f" ({pred['fallback_reason']})" if pred.get("fallback_reason") else ""))
     for col in ("slot", "listing", "expected revenue", "propensity", "source", "reason"):
@@ -142,12 +137,12 @@ def inventory_apply(
     from checkout_recs.serving.inventory import InventoryUnavailable, open_inventory
 
     if not events.exists():
-        raise _fail(f"no events at {events}")
+        raise fail(f"no events at {events}")
     try:
         store = open_inventory(backend, redis_url, prefix=prefix, timeout_s=2.0)
         report = store.apply_events(pq.read_table(events))
     except (ValueError, InventoryUnavailable) as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     typer.echo(json.dumps(report.as_dict()))
 
 
@@ -163,7 +158,7 @@ def explain(
 
     rec = find_decision(store, request_id)
     if rec is None:
-        raise _fail(f"request {request_id} is not in the decision log under {store}")
+        raise fail(f"request {request_id} is not in the decision log under {store}")
     con = Console()
     con.print(f"[bold]{rec['request_id']}[/] at {rec['event_timestamp']}  user {rec['user_id']} "
               f"region {rec['region']} device {rec['device']}  basket {rec['basket_ids']}")

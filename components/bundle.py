@@ -1,4 +1,4 @@
-"""Component of the index step: FAISS index + item snapshot + candidate tables = serving bundle."""
+"""Component of the index step: the serving bundle (``serving.bundle_writer.assemble_bundle``)."""
 
 from kfp.dsl import Dataset, Input, Model, Output
 
@@ -8,24 +8,13 @@ from components._base import component
 @component
 def build_bundle_op(model: Input[Model], labels: Input[Dataset], features: Input[Dataset],
                     bundle: Output[Model]) -> str:
-    """Assemble ``model/``, ``index/``, ``candidates/`` and ``bundle.json``. Returns the index version."""
-    import json
-    import shutil
+    """``assemble_bundle``: ``model/``, ``index/``, ``candidates/``, ``features/user.parquet`` and
+    ``bundle.json``, the same layout as ``checkout-recs build-bundle``. Returns the index version."""
     from pathlib import Path
 
-    from checkout_recs.models.inputs import listing_snapshot
-    from checkout_recs.retrieval.candidates import write_candidate_tables
-    from checkout_recs.retrieval.index import build_index
+    from checkout_recs.serving.bundle_writer import assemble_bundle
 
-    out = Path(bundle.path)
-    shutil.copytree(model.path, out / "model")
-    snapshot = listing_snapshot(Path(features.path), labels_dir=Path(labels.path))
-    manifest = build_index(out / "model", snapshot, out / "index")
-    tables = write_candidate_tables(Path(labels.path), Path(features.path), out / "candidates")
-    info = {"ranker_version": model.metadata.get("ranker_version"),
-            "two_tower_version": model.metadata.get("two_tower_version"),
-            "index_version": manifest.version, "n_items": manifest.n_items, "candidate_tables": tables,
-            "mlflow_run_id": model.metadata.get("mlflow_run_id") or None}
-    (out / "bundle.json").write_text(json.dumps(info, indent=2))
-    bundle.metadata.update({k: v for k, v in info.items() if isinstance(v, str | int)})
-    return manifest.version
+    info = assemble_bundle(Path(model.path), Path(labels.path), Path(features.path), Path(bundle.path),
+                           mlflow_run_id=model.metadata.get("mlflow_run_id") or None)
+    bundle.metadata.update({k: v for k, v in info.model_dump().items() if isinstance(v, str | int)})
+    return info.index_version or ""

@@ -25,6 +25,7 @@ def evaluate_op(bundle: Input[Model], training_set: Input[Dataset], validation_s
 
     from checkout_recs.deploy.challenge import evaluate_side_by_side
     from checkout_recs.models.train import split_by_time
+    from checkout_recs.serving.bundle_layout import BundleLayout
     from checkout_recs.tracking import alias_version, champion_model_dir
 
     frame = pd.read_parquet(Path(training_set.path) / "training_set.parquet")
@@ -32,7 +33,7 @@ def evaluate_op(bundle: Input[Model], training_set: Input[Dataset], validation_s
     with tempfile.TemporaryDirectory() as tmp:
         champ = alias_version(mlflow_tracking_uri, "champion") if mlflow_tracking_uri else None
         champ_dir = champion_model_dir(mlflow_tracking_uri, Path(tmp) / "champion_model") if champ else None
-        result = evaluate_side_by_side(Path(bundle.path) / "model", held_out, Path(tmp) / "eval", champ_dir,
+        result = evaluate_side_by_side(BundleLayout(Path(bundle.path)).model_dir, held_out, Path(tmp) / "eval", champ_dir,
                                        champ[0] if champ else None)
         shutil.copyfile(result.pop("report_html"), report.path)
     for k, v in result["challenger"].items():

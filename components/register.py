@@ -24,12 +24,12 @@ def register_op(bundle: Input[Model], evaluation_json: str, mlflow_tracking_uri:
     from pathlib import Path
 
     from checkout_recs.deploy.challenge import challenger_gate
+    from checkout_recs.serving.bundle_layout import read_bundle_info
     from checkout_recs.storage import new_version, open_store
     from checkout_recs.tracking import alias_metrics, register_run, set_challenger
 
     evaluation = json.loads(evaluation_json)
-    info = json.loads((Path(bundle.path) / "bundle.json").read_text())
-    run_id = info.get("mlflow_run_id")
+    run_id = read_bundle_info(Path(bundle.path)).mlflow_run_id
     use_mlflow = bool(mlflow_tracking_uri and run_id)
     fallback = alias_metrics(mlflow_tracking_uri, "champion") if use_mlflow else None
     decision = challenger_gate(evaluation, tolerance, champion_fallback=fallback)

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 
-from inference.server import header, read_body_or_refuse, send_response
+from inference.asgi import header, read_body_or_refuse, send_response
 
 V2_INFER = re.compile(r"/v2/models/([^/]+)/infer")
 HEADER_LENGTH = "inference-header-content-length"

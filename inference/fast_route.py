@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from inference.server import read_body_or_refuse, send_response
+from inference.asgi import read_body_or_refuse, send_response
 
 V1_PREDICT = re.compile(r"/v1/models/([^/:]+):predict")
 _JSON = (b"content-type", b"application/json")

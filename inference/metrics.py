@@ -10,7 +10,8 @@
   cold-start listings;
 * ``checkout_recs_decision_log_dropped_total`` — decision rows dropped (inbox full / spill failed);
 * ``checkout_recs_decision_log_rows{state}`` — decision rows ``accepted``, ``written``, ``pending``
-  (in memory or spilled to disk), ``spilled``, ``dropped``: accepted = written + pending + dropped
+  (in memory or spilled to disk), ``spilled``, ``dropped``, ``quarantined`` (rows that do not fit
+  the contract, kept apart with their reason): accepted = written + pending + dropped + quarantined
   (set by the writer thread, never on the request path).
 """
 
@@ -49,6 +50,6 @@ def observe(timings_ms: dict[str, float], policy: str, fallback_reason: str | No
 
 def observe_decision_log(stats: dict[str, int]) -> None:
     """Set the decision-log gauges from ``DecisionLog.stats()`` (row counts); called off the request path."""
-    for state in ("accepted", "written", "pending", "spilled", "dropped"):
+    for state in ("accepted", "written", "pending", "spilled", "dropped", "quarantined"):
         DECISION_ROWS.labels(state=state).set(stats[state])
     DECISIONS_DROPPED.set(stats["dropped"])

@@ -42,16 +42,18 @@ class RankerPredictor(Model):
         self._predict: Any = None
 
     def load(self) -> bool:
-        """Load the ranker from ``model/student`` or ``model/ranker``; raises when neither exists.
+        """Load the ranker from ``model/student`` or ``model/ranker`` (``BundleLayout.scoring_dirs``);
+        raises when neither exists.
 
         A shared-bottom model (the student) is read straight into ``NumpyScorer``, so the
         process never imports torch (~185 MiB less resident memory); any other architecture is
         loaded and scored with torch.
         """
         from checkout_recs.models.numpy_scorer import NumpyScorer
+        from checkout_recs.serving.bundle_layout import BundleLayout
 
-        for sub in ("model/student", "model/ranker", "student", "ranker"):
-            d = self.bundle_dir / sub
+        layout = BundleLayout(self.bundle_dir)
+        for d in layout.scoring_dirs:
             if (d / "config.json").exists() and (d / "weights.safetensors").exists():
                 try:
                     scorer = NumpyScorer.from_dir(d)
@@ -60,7 +62,7 @@ class RankerPredictor(Model):
                     self._load_torch(d)
                 break
         if self._predict is None:
-            raise FileNotFoundError(f"no ranker under {self.bundle_dir}/model/")
+            raise FileNotFoundError(f"no ranker under {layout.model_dir}")
         self._predict(np.zeros((2, len(self.feature_names)), np.float32))  # warm up
         self.ready = True
         return self.ready

@@ -155,10 +155,9 @@ class CheckoutTransformer(Model):
     def _account(self, d: Decision, rank_ms: float) -> None:
         p = d.prepared
         timings = dict(p.timings, rank=rank_ms, total=(time.perf_counter() - p.started) * 1e3)
-        pol = self.recommender.policy
+        g = self.recommender.gauges()
         metrics.observe(timings, d.response.policy, d.response.fallback_reason, d.slate.exploration_cost,
-                        pol.explorer.ledger.cap(pol.cfg.exploration), pol.exposure.new_share(),
-                        self.decision_log.dropped if self.decision_log else 0)
+                        g.exploration_budget, g.new_seller_share, self.decision_log.dropped if self.decision_log else 0)
         if self.decision_log is not None:
             p.timings.update(rank=rank_ms)
             self.decision_log.submit(decision_record(d))
@@ -202,9 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decision_log", default=None, help="artifact store root for the decision log")
     p.add_argument("--naive", action="store_true", help="benchmark baseline: candidate features from Feast")
     p.add_argument("--decision_log_rotate_s", type=float, default=30.0)
-    p.add_argument("--ledger_renewal", default="background", choices=["background", "inline"],
+    p.add_argument("--ledger_renewal", default=None, choices=["background", "inline"],
                    help="shared exploration ledger: lease renewed by a background thread (the request path "
-                        "never waits on Redis) or inline in the policy stage (the earlier way; benchmarks)")
+                        "never waits on Redis) or inline in the policy stage (the earlier way; benchmarks); "
+                        "sets the policy config's exploration.ledger.renewal (default: the --policy_config "
+                        "file's value if it sets one, else background)")
     p.add_argument("--decision_log_spill_dir", default=None,
                    help="local folder for decision parts the store could not take (default: a temporary "
                         "folder); parts left there by an earlier process are published at start")
@@ -227,11 +228,12 @@ def build_transformer(args: argparse.Namespace) -> CheckoutTransformer:
     """Load the bundle and wire the stores, the predictor client and the decision log."""
     import json
 
-    from checkout_recs.serving.inventory import open_inventory
     from checkout_recs.policy.config import PolicyConfig
-    from checkout_recs.serving.switches import Switches
-    from checkout_recs.serving.recommender import TableUserFeatures
     from checkout_recs.serving.bundle import ServingBundle
+    from checkout_recs.serving.bundle_layout import BundleLayout
+    from checkout_recs.serving.inventory import open_inventory
+    from checkout_recs.serving.recommender import TableUserFeatures
+    from checkout_recs.serving.switches import Switches
 
     bundle = ServingBundle.load(args.bundle, candidates=args.candidates)
     cfg = PolicyConfig.model_validate(json.loads(args.policy_config.read_text())) if args.policy_config \
@@ -240,10 +242,12 @@ def build_transformer(args: argparse.Namespace) -> CheckoutTransformer:
     if args.inventory == "redis" and led.url is None:
         led.url = args.redis_url
         led.prefix = led.prefix if "prefix" in led.model_fields_set else f"{args.redis_prefix}:explore"
+    if args.ledger_renewal or "renewal" not in led.model_fields_set:
+        led.renewal = args.ledger_renewal or "background"  # serving: the request path never waits on Redis
     if args.users == "feast":
         from inference.user_features import open_feast_users
 
-        users: Any = open_feast_users(args.feast_features or str(args.bundle / "features"), args.feast_work_dir,
+        users: Any = open_feast_users(args.feast_features or str(BundleLayout(args.bundle).features_dir), args.feast_work_dir,
                                       timeout_s=args.feast_timeout_ms / 1e3, project=args.feast_project)
     elif args.users == "table" or args.user_table:
         import pandas as pd
@@ -255,8 +259,7 @@ def build_transformer(args: argparse.Namespace) -> CheckoutTransformer:
                         kill_key=args.kill_key, drift_key=args.drift_key)
     inventory = open_inventory(args.inventory, args.redis_url, prefix=args.redis_prefix)
     max_age = dt.timedelta(hours=args.max_snapshot_age_h) if args.max_snapshot_age_h > 0 else None
-    rec = Recommender(bundle, users, inventory, cfg, switches, seed=args.seed, max_snapshot_age=max_age,
-                      background_ledger=args.ledger_renewal == "background")
+    rec = Recommender(bundle, users, inventory, cfg, switches, seed=args.seed, max_snapshot_age=max_age)
     scorer, client = None, None
     if args.scoring == "inprocess":
         import torch

@@ -140,17 +140,16 @@ def tiny_train_config(seed: int = 7):
 
 
 def make_demo_bundle(tmp_path: Path, seed: int = 7) -> Path:
-    """Train tiny models on synthetic inputs and assemble a serving bundle; returns its folder.
-
-    Layout: ``model/ranker/``, ``model/student/``, ``model/ranker.pt``, ``model/two_tower/``,
-    ``model/metrics.json``, ``index/`` (``RetrievalIndex``), ``candidates/`` (co-purchase,
-    category pairs), ``features/user.parquet``.
-    """
-    from checkout_recs.models.train import build_bundle
+    """Train tiny models on synthetic inputs (``train_all``) and assemble a serving bundle
+    (``assemble_bundle``, layout ``serving.bundle_layout``); returns its folder."""
+    from checkout_recs.models.train import train_all
+    from checkout_recs.serving.bundle_writer import assemble_bundle
 
     paths = make_model_inputs(Path(tmp_path) / "inputs", seed=5)
-    return build_bundle(paths["training_set"], paths["labels"], paths["features"],
-                        Path(tmp_path) / "bundle", tiny_train_config(seed))
+    model = Path(tmp_path) / "model"
+    train_all(paths["training_set"], paths["labels"], paths["features"], model, tiny_train_config(seed))
+    assemble_bundle(model, paths["labels"], paths["features"], Path(tmp_path) / "bundle")
+    return Path(tmp_path) / "bundle"
 
 
 #: The three features ``make_slates`` fills (standard normal each).

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from checkout_recs.retrieval.index import IndexConfig, RetrievalIndex
+from checkout_recs.retrieval.index import RetrievalIndex
+from checkout_recs.retrieval.index_build import IndexConfig
 
 
 def synthetic_catalogue(n: int = 2000, d: int = 16, n_cat: int = 8, seed: int = 0,

@@ -1,26 +1,31 @@
-"""Fixtures for the decision-log tests: a valid ``DECISIONS`` row, and artifact stores that fail."""
+"""Fixtures for the decision-log tests: a valid ``DECISIONS`` row (``checkout_recs.synthetic``), and
+artifact stores that fail."""
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import Any
 
 from checkout_recs.storage import LocalArtifactStore
+from checkout_recs.synthetic.serving import decision_row
+
+__all__ = ["FlakyStore", "decision_row", "poisoned_row"]
 
 
-def decision_row(i: int) -> dict[str, Any]:
-    """A complete ``contract.DECISIONS`` row with request id ``req-<i>`` (a top-30 snapshot, like serving)."""
-    return {
-        "request_id": f"req-{i}", "event_timestamp": dt.datetime(2026, 11, 22, tzinfo=dt.UTC) + dt.timedelta(seconds=i),
-        "user_id": i % 97, "region": "north", "device": "web", "basket_ids": [5, 6], "policy": "ranker",
-        "fallback_reason": None, "session_class": "returning", "model_version": "m1", "index_version": "i1",
-        "item_ids": list(range(i, i + 6)), "scores": [0.6, 0.5, 0.4, 0.3, 0.2, 0.1],
-        "propensities": [1.0, 1.0, 1.0, 1.0, 1.0, 0.9], "sources": ["ann"] * 6, "reasons": ["new seller"] * 6,
-        "explored": i % 10 == 0, "exploration_cost": 0.01, "n_candidates": 250, "n_filtered_out": 3,
-        "snapshot_ids": list(range(30)), "snapshot_scores": [0.5] * 30, "latency_ms": 4.2,
-        "timings_json": '{"features": 0.2, "policy": 0.5}',
-    }
+def poisoned_row(i: int, column: str) -> dict[str, Any]:
+    """``decision_row(i)`` broken in ``column``: ``user_id`` out of int64 (2**64 - 1), a NaN last
+    ``propensities`` (outside the contract's (0, 1]), a NaN ``exploration_cost`` (outside >= 0),
+    or, for any other column, the column missing (a null in a non-nullable column)."""
+    row = decision_row(i)
+    if column == "user_id":
+        row["user_id"] = 2**64 - 1
+    elif column == "propensities":
+        row["propensities"] = [*row["propensities"][:-1], float("nan")]
+    elif column == "exploration_cost":
+        row["exploration_cost"] = float("nan")
+    else:
+        del row[column]
+    return row
 
 
 class FlakyStore(LocalArtifactStore):

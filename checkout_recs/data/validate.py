@@ -4,9 +4,10 @@ Each check marks the rows it rejects with a reason (the first failing check wins
 read ends up either accepted or quarantined with exactly one reason. Reasons, in check order:
 
 ``schema`` (a required column is missing from the file), ``wrong_type`` (a value cannot be cast
-to the contract type), ``null`` (null in a non-null column), ``out_of_range`` (price <= 0,
-take_rate outside (0, 1), propensity outside (0, 1], slot outside 0..5, quantity < 1, rating
-outside [1, 5], unknown device or event type, ...), ``future_timestamp`` (after ``now``),
+to the contract type), ``null`` (null in a non-null column), ``out_of_range`` (a value rule of the
+contract: ``contract.RANGES`` such as negative ids, non-positive or infinite prices, take_rate
+outside (0, 1); ``contract.ALLOWED_VALUES`` such as unknown region codes, devices, event types;
+``contract.NON_EMPTY_STRINGS`` such as empty titles), ``future_timestamp`` (after ``now``),
 ``duplicate`` (primary key seen before; the first occurrence is kept), ``unknown_foreign_key``
 (e.g. an impression of an unknown listing), ``out_of_order`` (inventory ``sequence`` not strictly
 increasing per listing in time order).
@@ -140,38 +141,42 @@ def check_nulls(df: pd.DataFrame, schema: pa.Schema, v: Verdict) -> None:
             v.mark(df[f.name].isna().to_numpy(), "null", f"{f.name} is null")
 
 
-def _between(s: pd.Series, lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> np.ndarray:
+def _outside(s: pd.Series, rule: contract.Range) -> np.ndarray:
+    """(n,) bool: present values of ``s`` that break ``rule`` (±inf always do; nulls never)."""
     x = s.astype("float64").to_numpy(na_value=np.nan)
-    ok = (x > lo if lo_open else x >= lo) & (x < hi if hi_open else x <= hi)
-    return ~ok & ~np.isnan(x)
+    with np.errstate(invalid="ignore"):
+        lo_ok = x > rule.lo if rule.lo_open else x >= rule.lo
+        hi_ok = x < rule.hi if rule.hi_open else x <= rule.hi
+    return ~np.isnan(x) & ~(lo_ok & hi_ok & np.isfinite(x))
+
+
+def _per_row(s: pd.Series, bad: np.ndarray, template: str) -> np.ndarray:
+    """(n,) object details: ``template`` formatted with the value (``{!r}``) where ``bad``."""
+    detail = np.full(len(s), None, dtype=object)
+    if bad.any():
+        detail[bad] = [template.format(x) for x in s.iloc[np.flatnonzero(bad)].tolist()]
+    return detail
 
 
 def check_ranges(table: str, df: pd.DataFrame, v: Verdict) -> None:
-    """Domain ranges of the contract -> ``out_of_range`` (detail names the column)."""
-    rules: list[tuple[str, np.ndarray]] = []
-    if "price" in df:
-        rules.append(("price <= 0", _between(df["price"], 0, np.inf, lo_open=True)))
-    if "take_rate" in df:
-        rules.append(("take_rate outside (0, 1)", _between(df["take_rate"], 0, 1, True, True)))
-    if "quantity" in df:
-        rules.append(("quantity < 1", _between(df["quantity"], 1, np.inf)))
-    if "propensity" in df:
-        rules.append(("propensity outside (0, 1]", _between(df["propensity"], 0, 1, lo_open=True)))
-    if "slot" in df:
-        rules.append(("slot outside 0..5", _between(df["slot"], 0, contract.SLATE_SIZE - 1)))
-    if "rating" in df:
-        rules.append(("rating outside [1, 5]", _between(df["rating"], 1, 5)))
-    if "sequence" in df:
-        rules.append(("sequence < 1", _between(df["sequence"], 1, np.inf)))
-    if "lock_ttl_s" in df:
-        rules.append(("lock_ttl_s <= 0", _between(df["lock_ttl_s"], 0, np.inf, lo_open=True)))
-    if "device" in df:
-        rules.append(("unknown device", df["device"].notna().to_numpy() & ~df["device"].isin(contract.DEVICES).to_numpy()))
-    if "event_type" in df:
-        rules.append(("unknown event_type", df["event_type"].notna().to_numpy()
-                      & ~df["event_type"].isin(contract.INVENTORY_EVENT_TYPES).to_numpy()))
-    for detail, bad in rules:
-        v.mark(bad, "out_of_range", detail)
+    """Value rules of the contract -> ``out_of_range``; the detail names the column and the rule.
+
+    Rules (``contract.RANGES``, ``contract.ALLOWED_VALUES``, ``contract.NON_EMPTY_STRINGS``) are
+    keyed by column name and apply to every column of ``table`` with that name; nulls are left to
+    ``check_nulls``.
+    """
+    for col, rule in contract.RANGES.items():
+        if col in df:
+            bad = _outside(df[col], rule)
+            v.mark(bad, "out_of_range", _per_row(df[col], bad, f"{rule.describe(col)}: {{!r}}"))
+    for col, allowed in contract.ALLOWED_VALUES.items():
+        if col in df:
+            bad = df[col].notna().to_numpy(bool) & ~df[col].isin(allowed).to_numpy(bool)
+            v.mark(bad, "out_of_range", _per_row(df[col], bad, f"unknown {col} {{!r}} (allowed: {', '.join(allowed)})"))
+    for col in contract.NON_EMPTY_STRINGS:
+        if col in df:
+            blank = (df[col].astype(pd.StringDtype("pyarrow")).str.strip().str.len() == 0).fillna(False)
+            v.mark(blank.to_numpy(bool), "out_of_range", f"{col} is empty")
 
 
 def check_future(df: pd.DataFrame, schema: pa.Schema, now: dt.datetime, v: Verdict) -> None:

@@ -210,17 +210,17 @@ def bundle_arm(store: ArtifactStore, bundle_uri: str) -> str:
 
     Raises ``FileNotFoundError`` when the URI is not a bundle of this store or has no index version.
     """
-    import json
+    from checkout_recs.serving.bundle_layout import read_bundle_info
 
     prefix = store.uri("bundle", "")
     if not bundle_uri.startswith(prefix):
         raise FileNotFoundError(f"{bundle_uri} is not a bundle of {store.root}")
     version = bundle_uri[len(prefix):].strip("/")
     if isinstance(store, LocalArtifactStore):
-        info = json.loads((store.path("bundle", version) / "bundle.json").read_text())
+        info = read_bundle_info(store.path("bundle", version))
     else:
         with tempfile.TemporaryDirectory(prefix="bundle-") as tmp:
-            info = json.loads((store.fetch("bundle", version, Path(tmp)) / "bundle.json").read_text())
-    if not info.get("index_version"):
+            info = read_bundle_info(store.fetch("bundle", version, Path(tmp)))
+    if not info.index_version:
         raise FileNotFoundError(f"{bundle_uri}/bundle.json has no index_version")
-    return str(info["index_version"])
+    return str(info.index_version)

@@ -44,8 +44,8 @@ def model_metrics(model_dir: Path, held_out: pd.DataFrame, work_dir: Path) -> tu
 
     Returns ``(metrics, report_html_path)``; metrics are finite floats only (NaN dropped).
     """
-    from checkout_recs.evaluation.ranking.offline import evaluate_run
     from checkout_recs.evaluation.ope.heldout import ranker_greedy_ope
+    from checkout_recs.evaluation.ranking.offline import evaluate_run
     from checkout_recs.models.ranker import RankerModel
 
     work_dir.mkdir(parents=True, exist_ok=True)

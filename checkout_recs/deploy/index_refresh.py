@@ -4,13 +4,12 @@ The two-tower model is not retrained: new listings are embedded by the item towe
 content (id embedding masked, as for any cold-start listing), added to the FAISS index and the
 snapshot; listings whose latest inventory event is ``sold`` or ``delisted`` are removed. The
 result is a new bundle folder (same model, new ``index/``), published as a new version; serving's
-live inventory filter still drops sold/locked items between refreshes.
+live inventory filter still drops sold/locked items between refreshes. The bundle writer
+(``serving.bundle_writer.write_refreshed_bundle``) copies the rest of the bundle.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +50,7 @@ def refresh_bundle(bundle_dir: Path, ingested_dir: Path, out_dir: Path, version:
     Parameters
     ----------
     bundle_dir : Path
-        A published bundle (``model/``, ``index/``, ``candidates/``, ``bundle.json``).
+        A published bundle (layout: ``serving.bundle_layout``).
     ingested_dir : Path
         An ingest output with recent ``listings`` and ``inventory_events``.
     out_dir : Path
@@ -67,26 +66,24 @@ def refresh_bundle(bundle_dir: Path, ingested_dir: Path, out_dir: Path, version:
     from checkout_recs.data.ingest import read_validated
     from checkout_recs.models.two_tower import TwoTowerModel
     from checkout_recs.retrieval.index import RetrievalIndex
+    from checkout_recs.serving.bundle_layout import BundleLayout
+    from checkout_recs.serving.bundle_writer import write_refreshed_bundle
     from checkout_recs.storage import new_version
 
     bundle_dir, out_dir = Path(bundle_dir), Path(out_dir)
-    index = RetrievalIndex.load(bundle_dir / "index")
+    layout = BundleLayout(bundle_dir)
+    index = RetrievalIndex.load(layout.index_dir)
     before = int(len(index.live_ids))
     gone = gone_listings(read_validated(ingested_dir, "inventory_events"))
     removed = index.remove(gone)
     fresh = new_listings(read_validated(ingested_dir, "listings"), index.live_ids, gone)
     if len(fresh):
         rows = snapshot_rows(fresh, index.snapshot, read_validated(ingested_dir, "categories"))
-        tt = TwoTowerModel.load(bundle_dir / "model" / "two_tower")
+        tt = TwoTowerModel.load(layout.two_tower_dir)
         index.add(rows["listing_id"].to_numpy(np.int64), tt.embed_items(rows), rows)
-    shutil.copytree(bundle_dir, out_dir, ignore=shutil.ignore_patterns("index"))
-    manifest = index.save(out_dir / "index", version=version or new_version("idx-"))
-    info_path = out_dir / "bundle.json"
-    info = json.loads(info_path.read_text()) if info_path.exists() else {}
-    info.update({"index_version": manifest.version, "n_items": manifest.n_items, "refreshed_from": str(bundle_dir)})
-    info_path.write_text(json.dumps(info, indent=2))
+    info = write_refreshed_bundle(bundle_dir, out_dir, index, version or new_version("idx-"))
     return RefreshSummary(added=int(len(fresh)), removed=removed, n_items_before=before,
-                          n_items_after=manifest.n_items, index_version=manifest.version)
+                          n_items_after=int(info.n_items or 0), index_version=str(info.index_version))
 
 
 def snapshot_rows(fresh: pd.DataFrame, snapshot: pd.DataFrame, categories: pd.DataFrame) -> pd.DataFrame:

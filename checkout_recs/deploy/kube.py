@@ -3,7 +3,8 @@ InferenceService, and read and patch the policy ConfigMap.
 
 The API host is injectable (``KubeApi(host="http://127.0.0.1:PORT")``) so tests run against an
 in-process fake API server; without a host the in-cluster config is tried, then ``~/.kube/config``.
-The only module of ``checkout_recs`` that imports the kubernetes client.
+This module is the core's port to the kubernetes client: the only module of ``checkout_recs``
+that imports ``kubernetes`` (``tests/code/test_layers.py`` lists it).
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ Three layers, each reported per resource:
    A custom kind with no schema at all is a failure.
 3. **semantics** (``checkout_recs/deploy/semantics.py``): selectors, pinned images, resources,
    pod security, no plain-text secrets, least-privilege RBAC.
+
+This module is the core's port to ``kubernetes_validate`` (imported where core kinds are
+validated); ``tests/code/test_layers.py`` lists it.
 """
 
 from __future__ import annotations

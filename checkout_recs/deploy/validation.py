@@ -1,4 +1,9 @@
-"""Validate every kustomize target of ``manifests/``: the entry point of ``make validate-manifests``."""
+"""Validate every kustomize target of ``manifests/``: the entry point of ``make validate-manifests``.
+
+The schemas used when the real KServe CRDs are absent come from the caller (``fallback``): the
+CLI passes the ones derived from the kserve SDK (``cli.kserve_schema``), so the core imports no
+kserve and no face.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +14,11 @@ from checkout_recs.deploy.crd_schema import CrdSchemas, load_crd_dir, load_schem
 from checkout_recs.deploy.manifests import K8S_VERSION, TargetReport, discover_targets, validate_target
 
 
-def _sdk_fallback() -> CrdSchemas:
-    from cli.kserve_schema import kserve_sdk_schemas
-
-    return kserve_sdk_schemas()
-
-
 def load_schemas(
     manifests_dir: Path,
     crd_dir: Path,
     require_crds: bool = False,
-    fallback: Callable[[], CrdSchemas] = _sdk_fallback,
+    fallback: Callable[[], CrdSchemas] | None = None,
 ) -> tuple[CrdSchemas, str | None]:
     """Schemas for every custom kind we render, and a note when a fallback was used.
 
@@ -31,8 +30,9 @@ def load_schemas(
         The real KServe CRDs (``../shared/conformance/kserve-crds`` from the repository root).
     require_crds : bool
         Raise ``FileNotFoundError`` instead of falling back when ``crd_dir`` has no CRDs.
-    fallback : callable
-        Schemas used when the real CRDs are absent (default: derived from the kserve SDK).
+    fallback : callable, optional
+        Schemas used when the real CRDs are absent (the CLI passes those derived from the kserve
+        SDK). Without one, absent CRDs raise ``FileNotFoundError`` as with ``require_crds``.
 
     Returns
     -------
@@ -42,7 +42,7 @@ def load_schemas(
     real = load_crd_dir(crd_dir)
     note = None
     if not real.schemas:
-        if require_crds:
+        if require_crds or fallback is None:
             raise FileNotFoundError(f"no KServe CRDs under {crd_dir} (see ../shared/conformance/README.md)")
         real = fallback()
         note = (f"real KServe CRDs not found under {crd_dir}: InferenceService validated against "

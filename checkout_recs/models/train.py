@@ -260,30 +260,3 @@ def seed_everything(seed: int) -> None:
 
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def build_bundle(training_set_path: Path, labels_dir: Path, features_dir: Path, out_dir: Path,
-                 cfg: TrainConfig | None = None, index_cfg=None) -> Path:
-    """Train, build the index and collect candidate tables into one serving bundle folder.
-
-    Layout: ``model/`` (``train_all`` output), ``index/`` (``build_index`` output),
-    ``candidates/`` (``write_candidate_tables``), ``features/user.parquet`` (latest user
-    features, for the embedded user store), ``bundle.json`` (versions). Returns ``out_dir``.
-    """
-    from checkout_recs.retrieval.candidates import write_candidate_tables
-    from checkout_recs.retrieval.index import build_index
-
-    out_dir = Path(out_dir)
-    summary = train_all(training_set_path, labels_dir, features_dir, out_dir / "model", cfg)
-    snapshot = listing_snapshot(features_dir, labels_dir=labels_dir)
-    manifest = build_index(out_dir / "model", snapshot, out_dir / "index", index_cfg)
-    tables = write_candidate_tables(labels_dir, features_dir, out_dir / "candidates")
-    users = _users(features_dir)
-    if users is not None:
-        (out_dir / "features").mkdir(parents=True, exist_ok=True)
-        users.to_parquet(out_dir / "features" / "user.parquet", index=False)
-    (out_dir / "bundle.json").write_text(json.dumps({
-        "ranker_version": summary.ranker_version, "two_tower_version": summary.two_tower_version,
-        "index_version": manifest.version, "n_items": manifest.n_items, "candidate_tables": tables,
-        "mlflow_run_id": summary.mlflow_run_id}, indent=2))
-    return out_dir

@@ -21,6 +21,9 @@ class LedgerConfig(BaseModel):
     shares it across replicas: each replica leases budget from one Redis hash per UTC day with an
     atomic Lua script and spends only what it leased, so all replicas together never exceed the cap.
     ``auto`` is ``redis`` when ``url`` is set (the transformer sets it to its inventory Redis).
+    ``renewal`` says who makes a shared ledger's Redis round trips: the policy stage itself
+    (``inline``, deterministic: offline evaluation, simulations) or a renewer thread
+    (``background``, serving). ``ledger_factory.open_ledger`` reads both.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -48,6 +51,15 @@ class LedgerConfig(BaseModel):
         default=5.0, ge=0, description="After a Redis failure, seconds without exploration before retrying."
     )
     ttl_days: int = Field(default=3, ge=1, description="Days a day's hash is kept in Redis.")
+    renewal: Literal["inline", "background"] = Field(
+        default="inline",
+        description="Shared (Redis) ledger only: 'inline' makes the lease's script calls inside the policy "
+        "stage (RedisLedger, deterministic; offline default); 'background' makes every call in a renewer "
+        "thread, so the request path never waits on Redis (BackgroundRedisLedger; the transformer's default, "
+        "--ledger_renewal). Ignored by the local ledger.",
+    )
+    """Who renews a shared ledger's lease: the policy stage (``inline``) or a renewer thread
+    (``background``, ``policy.ledger_background``). No effect on the local ledger."""
 
 
 class ExplorationConfig(BaseModel):

@@ -13,7 +13,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -22,11 +23,20 @@ from checkout_recs.policy.config import PolicyConfig
 from checkout_recs.policy.exploration import Explorer
 from checkout_recs.policy.exposure import ExposureController
 from checkout_recs.policy.fallback import ComplementMap
+from checkout_recs.policy.inputs import PolicyInput
 from checkout_recs.policy.reasons import slot_reasons
 from checkout_recs.policy.slate import Slate, assemble_slate, expected_revenue
 
-if TYPE_CHECKING:
-    from checkout_recs.serving.recommender import Prepared
+
+@dataclass(frozen=True)
+class PolicyGauges:
+    """The policy's state as exported gauges (read after each decision)."""
+
+    #: Exploration budget of the day so far (currency): the ledger's cap (for a shared ledger,
+    #: the shared cap at its last synchronisation).
+    exploration_budget: float
+    #: Share of the exposure window's slots that went to new sellers' listings (0..1).
+    new_seller_share: float
 
 
 class PolicyEngine:
@@ -56,12 +66,13 @@ class PolicyEngine:
             return "high_value"
         return "returning"
 
-    def choose(self, prep: Prepared, scores: tuple[np.ndarray, np.ndarray] | None) -> Slate:
+    def choose(self, prep: PolicyInput, scores: tuple[np.ndarray, np.ndarray] | None) -> Slate:
         """The six for a prepared request.
 
         Parameters
         ----------
-        prep : output of ``Recommender.prepare`` (in-stock candidates and fallback pool).
+        prep : the prepared request (``inputs.PolicyInput``; in serving ``Recommender.prepare``'s
+            output): in-stock candidates and fallback pool.
         scores : (p_click, p_purchase|click) float (n,) aligned with ``prep.cand_rows``; None
             means the fallback answers (no exploration, no exposure re-ranking).
 
@@ -90,7 +101,7 @@ class PolicyEngine:
         slate.notes["candidate_er"] = er
         return slate
 
-    def reasons(self, prep: Prepared, slate: Slate) -> list[str]:
+    def reasons(self, prep: PolicyInput, slate: Slate) -> list[str]:
         """Non-personal reason per slot (``reasons.slot_reasons``)."""
         cat = self.catalog
         basket_cats = cat.category_id[prep.basket_rows]
@@ -100,6 +111,11 @@ class PolicyEngine:
             for p in partners.tolist():
                 complement_of.setdefault(int(p), int(b))
         return slot_reasons(cat, slate.rows, slate.sources, prep.basket_rows, complement_of, prep.request.region)
+
+    def gauges(self) -> PolicyGauges:
+        """The exploration budget and the new-seller exposure share now (``PolicyGauges``)."""
+        return PolicyGauges(exploration_budget=self.explorer.ledger.cap(self.cfg.exploration),
+                            new_seller_share=self.exposure.new_share())
 
     def _partners(self, category: int) -> tuple[np.ndarray, np.ndarray]:
         return self.complements.partners.get(category, (np.empty(0, np.int32), np.empty(0)))

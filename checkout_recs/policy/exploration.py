@@ -24,17 +24,15 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from checkout_recs.policy.catalog import ItemCatalog
 from checkout_recs.policy.config import ExplorationConfig, PolicyConfig
-from checkout_recs.policy.ledger import ExplorationLedger, open_ledger, utc_day
+from checkout_recs.policy.inputs import PolicyInput
+from checkout_recs.policy.ledger import ExplorationLedger, utc_day
+from checkout_recs.policy.ledger_factory import open_ledger
 from checkout_recs.policy.slate import Slate
-
-if TYPE_CHECKING:
-    from checkout_recs.serving.recommender import Prepared
 
 
 @dataclass
@@ -65,8 +63,9 @@ class Explorer:
     catalog : item catalogue.
     cfg : exploration configuration.
     seed : seed of the sampling stream.
-    ledger : the day's budget; default ``open_ledger(cfg)`` (per process unless ``cfg.ledger``
-        names Redis).
+    ledger : the day's budget; default ``ledger_factory.open_ledger(cfg)`` (per process unless
+        ``cfg.ledger`` names Redis; renewed inline or in a background thread per
+        ``cfg.ledger.renewal``).
     """
 
     def __init__(self, catalog: ItemCatalog, cfg: ExplorationConfig, seed: int = 7,
@@ -106,7 +105,7 @@ class Explorer:
         worst = max(g_er - float(pool_er.min()), 0.0)
         return SlotDraw(pool, q, eps, greedy, worst)
 
-    def explore(self, slate: Slate, prep: Prepared, rows: np.ndarray, er: np.ndarray, pc: np.ndarray,
+    def explore(self, slate: Slate, prep: PolicyInput, rows: np.ndarray, er: np.ndarray, pc: np.ndarray,
                 pp: np.ndarray, pcfg: PolicyConfig) -> Slate:
         """Sample the last slot, set exact propensities, charge the ledger. Returns the slate.
 

@@ -20,6 +20,10 @@ replicas together gave up. Rounding is conservative (cost up, revenue down, cap 
 requests touch only the local lease; a round trip happens when the lease cannot cover a request,
 every ``sync_every`` requests, and at the day's roll-over. On any Redis failure the replica
 abandons its lease (leaked for the day: safe) and explores nothing for ``retry_after_s``.
+
+This module imports no implementation built on it: serving's variant of ``RedisLedger`` lives in
+``ledger_background`` and the choice between them (``LedgerConfig.backend`` / ``renewal``) in
+``ledger_factory.open_ledger``.
 """
 
 from __future__ import annotations
@@ -255,21 +259,3 @@ class RedisLedger(ExplorationLedger):
         out = {k.decode() if isinstance(k, bytes) else str(k): int(v) for k, v in raw.items()}
         return {k: (v / MICRO if k in ("served", "spent", "held") else float(v)) for k, v in out.items()}
 
-
-def open_ledger(cfg: ExplorationConfig, background: bool = False) -> ExplorationLedger:
-    """The ledger ``cfg.ledger`` asks for: ``RedisLedger`` for backend ``redis`` (or ``auto`` with a
-    URL), else ``LocalLedger``. ValueError for backend ``redis`` without a URL.
-
-    ``background=True`` (serving) gives the Redis ledger whose round trips all run in a renewer
-    thread (``ledger_background.BackgroundRedisLedger``): the request path never waits on Redis.
-    The default (offline evaluation, simulations) makes the calls inline, deterministically."""
-    lc = cfg.ledger
-    if lc.backend == "redis" and not lc.url:
-        raise ValueError("exploration ledger backend 'redis' needs ledger.url")
-    if lc.backend == "redis" or (lc.backend == "auto" and lc.url):
-        if background:
-            from checkout_recs.policy.ledger_background import BackgroundRedisLedger
-
-            return BackgroundRedisLedger(cfg, str(lc.url))
-        return RedisLedger(cfg, str(lc.url))
-    return LocalLedger(cfg)

@@ -20,6 +20,9 @@ guarantees, but the request path only ever touches the local lease:
 
 All local state changes happen under one lock held for a few arithmetic operations (never
 across I/O), so the request path waits on nothing but that.
+
+``ledger_factory.open_ledger`` opens it when ``LedgerConfig.renewal`` is ``background`` (the
+transformer's default, ``--ledger_renewal``).
 """
 
 from __future__ import annotations

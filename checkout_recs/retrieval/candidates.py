@@ -210,19 +210,21 @@ class CandidateGenerator:
 
     # ---------------------------------------------------------------- loading
     @classmethod
-    def from_bundle(cls, bundle_dir: Path, cfg: CandidateConfig | None = None,
-                    snapshot: pd.DataFrame | None = None) -> CandidateGenerator:
-        """Build from a bundle folder: ``index/``, ``model/two_tower/``, ``candidates/*.parquet``;
-        ``snapshot``: ``index/snapshot.parquet`` when the caller has read it (shared, see
-        ``RetrievalIndex.load``)."""
+    def from_folders(cls, index_dir: Path, two_tower_dir: Path, co_purchase: pd.DataFrame | None = None,
+                     category_pairs: pd.DataFrame | None = None, item_knn: pd.DataFrame | None = None,
+                     cfg: CandidateConfig | None = None, snapshot: pd.DataFrame | None = None) -> CandidateGenerator:
+        """Build from an index folder (``RetrievalIndex.save``) and a two-tower model folder
+        (``TwoTowerModel.save``; only its user tower is loaded, as ``FastUserEncoder``).
+
+        ``co_purchase`` / ``category_pairs`` / ``item_knn``: the candidate tables
+        (``candidate_tables``), None when absent; ``snapshot``: the index folder's
+        ``snapshot.parquet`` when the caller has read it (shared, see ``RetrievalIndex.load``).
+        """
         from checkout_recs.models.user_encoder import FastUserEncoder
 
-        bundle_dir = Path(bundle_dir)
-        index = RetrievalIndex.load(bundle_dir / "index", snapshot=snapshot)
-        enc = FastUserEncoder.from_dir(bundle_dir / "model" / "two_tower")
-        cand = bundle_dir / "candidates"
-        return cls(index, None, _maybe(cand / "co_purchase_items.parquet"), _maybe(cand / "category_pairs.parquet"),
-                   cfg, item_knn=_maybe(cand / "item_knn.parquet"), user_encoder=enc)
+        index = RetrievalIndex.load(Path(index_dir), snapshot=snapshot)
+        enc = FastUserEncoder.from_dir(Path(two_tower_dir))
+        return cls(index, None, co_purchase, category_pairs, cfg, item_knn=item_knn, user_encoder=enc)
 
 
 def _maybe(path: Path) -> pd.DataFrame | None:
@@ -249,32 +251,26 @@ def _interleave(lists: list[np.ndarray]) -> np.ndarray:
     return flat[flat >= 0]
 
 
-def write_candidate_tables(labels_dir: Path, features_dir: Path, out_dir: Path) -> dict[str, int]:
-    """Copy the candidate sources' tables into a bundle's ``candidates/`` folder.
+def candidate_tables(labels_dir: Path, features_dir: Path) -> dict[str, pd.DataFrame]:
+    """The candidate sources' tables from the working folders; a table whose input is absent is left out.
 
-    Reads ``labels_dir/co_purchase_items.parquet``, ``labels_dir/interactions.parquet`` (→
-    ``item_knn.parquet``, the CF source's neighbours) and the latest day of
-    ``features_dir/category_pair.parquet`` (or ``labels_dir/category_pairs.parquet``).
-    Returns rows written per table (0 when a table is absent).
+    ``co_purchase_items``: ``labels_dir/co_purchase_items.parquet`` as is (``listing_a, listing_b,
+    strength``); ``item_knn``: ``item_knn_table`` of ``labels_dir/interactions.parquet`` (the CF
+    source's neighbours, ``listing_a, listing_b, similarity``); ``category_pairs``: the latest day
+    of ``features_dir/category_pair.parquet`` (or of ``labels_dir/category_pairs.parquet``).
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written: dict[str, int] = {}
+    tables: dict[str, pd.DataFrame] = {}
     co = _maybe(Path(labels_dir) / "co_purchase_items.parquet")
     if co is not None:
-        co.to_parquet(out_dir / "co_purchase_items.parquet", index=False)
-    written["co_purchase_items"] = 0 if co is None else len(co)
+        tables["co_purchase_items"] = co
     inter = _maybe(Path(labels_dir) / "interactions.parquet")
-    knn = item_knn_table(inter) if inter is not None else None
-    if knn is not None:
-        knn.to_parquet(out_dir / "item_knn.parquet", index=False)
-    written["item_knn"] = 0 if knn is None else len(knn)
+    if inter is not None:
+        tables["item_knn"] = item_knn_table(inter)
     pairs = _maybe(Path(features_dir) / "category_pair.parquet")
     if pairs is None:
         pairs = _maybe(Path(labels_dir) / "category_pairs.parquet")
     if pairs is not None and "event_timestamp" in pairs and len(pairs):
         pairs = pairs[pairs["event_timestamp"] == pairs["event_timestamp"].max()]
     if pairs is not None:
-        pairs.to_parquet(out_dir / "category_pairs.parquet", index=False)
-    written["category_pairs"] = 0 if pairs is None else len(pairs)
-    return written
+        tables["category_pairs"] = pairs
+    return tables

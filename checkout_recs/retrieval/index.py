@@ -9,6 +9,9 @@ precomputed (category, region) → rows table (a filter inside a global ANN coll
 Listings are added and removed in place (``add`` / ``remove``); a removed (sold) listing can
 never be returned: it leaves every FAISS index and its row is masked out of the store.
 
+``build_index`` embeds a listing snapshot with the trained item tower and writes the folder;
+``publish_index`` publishes a folder to the artifact store.
+
 Folder (``save``): ``index.faiss`` (global), ``index.<region>.faiss``, ``ids.npy`` (int64),
 ``embeddings.npy`` (float16, rows aligned with ``ids.npy``), ``snapshot.parquet`` (same order),
 ``manifest.json``.
@@ -27,14 +30,10 @@ from checkout_recs.retrieval.index_build import (
     IndexConfig,
     IndexManifest,
     build_faiss,
-    build_index,
     faiss_module,
     group_order,
     needs_rerank,
-    publish_index,
 )
-
-__all__ = ["IndexConfig", "IndexManifest", "RetrievalIndex", "build_index", "publish_index"]
 
 _EMPTY = np.empty(0, np.int64)
 
@@ -381,6 +380,44 @@ class RetrievalIndex:
                 snapshot["listing_id"].to_numpy(np.int64), ids):
             snapshot = pd.read_parquet(index_dir / "snapshot.parquet")
         return cls(ids, np.load(index_dir / "embeddings.npy", allow_pickle=False), snapshot, cfg, indexes, manifest)
+
+
+def build_index(model_dir: Path, snapshot: pd.DataFrame | Path, out_dir: Path,
+                cfg: IndexConfig | None = None, version: str | None = None) -> IndexManifest:
+    """Embed every listing of ``snapshot`` with the item tower and write the index folder.
+
+    Parameters
+    ----------
+    model_dir : ``train_all`` output (holding ``two_tower/``) or the ``two_tower`` folder.
+    snapshot : listing snapshot frame (``models.inputs.listing_snapshot``) or a features folder.
+    out_dir : receives the index folder (see module docstring).
+
+    Returns
+    -------
+    IndexManifest (also written as ``manifest.json``).
+    """
+    from checkout_recs.models.inputs import listing_snapshot
+    from checkout_recs.models.two_tower import TwoTowerModel
+    from checkout_recs.storage import new_version
+
+    model_dir = Path(model_dir)
+    tt = TwoTowerModel.load(model_dir / "two_tower" if (model_dir / "two_tower").is_dir() else model_dir)
+    if not isinstance(snapshot, pd.DataFrame):
+        snapshot = listing_snapshot(Path(snapshot))
+    snapshot = snapshot.drop_duplicates("listing_id").reset_index(drop=True)
+    emb = tt.embed_items(snapshot)
+    version = version or new_version("idx-")
+    index = RetrievalIndex.from_embeddings(snapshot["listing_id"].to_numpy(), emb, snapshot, cfg,
+                                           version=version, model_version=tt.cfg.version)
+    return index.save(out_dir)
+
+
+def publish_index(index_dir: Path, store_root: str, version: str | None = None) -> str:
+    """Publish an index folder to the artifact store as kind ``index`` (atomic); returns the URI."""
+    from checkout_recs.storage import open_store
+
+    manifest = json.loads((Path(index_dir) / "manifest.json").read_text())
+    return open_store(store_root).publish("index", version or manifest["version"], Path(index_dir))
 
 
 def _no_rows(nq: int) -> tuple[np.ndarray, np.ndarray]:

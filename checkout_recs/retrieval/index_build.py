@@ -1,5 +1,6 @@
-"""Building the retrieval index: which FAISS index a catalogue gets, how it is trained and filled,
-the (category, region) layout of the exact store, and ``build_index`` / ``publish_index``.
+"""Building the retrieval index's FAISS part: which FAISS index a catalogue gets, how it is trained
+and filled, and the (category, region) layout of the exact store. ``RetrievalIndex``
+(``retrieval.index``) builds on it; ``build_index`` / ``publish_index`` live there.
 
 Exact inner product (``IDMap2(FlatIP)``) below ``IndexConfig.exact_below`` items; above it an
 inverted file (IVF) with ``nlist`` k-means lists:
@@ -18,10 +19,8 @@ list assignment: a region index costs no second k-means and no second assignment
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 import time
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -200,42 +199,3 @@ def group_order(category: np.ndarray | None, region: np.ndarray | None,
         for a, b in zip(starts.tolist(), np.r_[starts[1:], n].tolist(), strict=True):
             groups[(int(c[a]), int(r[a]) if by_region else -1)] = (a, b)
     return order, groups
-
-
-def build_index(model_dir: Path, snapshot: pd.DataFrame | Path, out_dir: Path,
-                cfg: IndexConfig | None = None, version: str | None = None) -> IndexManifest:
-    """Embed every listing of ``snapshot`` with the item tower and write the index folder.
-
-    Parameters
-    ----------
-    model_dir : ``train_all`` output (holding ``two_tower/``) or the ``two_tower`` folder.
-    snapshot : listing snapshot frame (``models.inputs.listing_snapshot``) or a features folder.
-    out_dir : receives the index folder (see module docstring).
-
-    Returns
-    -------
-    IndexManifest (also written as ``manifest.json``).
-    """
-    from checkout_recs.models.inputs import listing_snapshot
-    from checkout_recs.models.two_tower import TwoTowerModel
-    from checkout_recs.retrieval.index import RetrievalIndex
-    from checkout_recs.storage import new_version
-
-    model_dir = Path(model_dir)
-    tt = TwoTowerModel.load(model_dir / "two_tower" if (model_dir / "two_tower").is_dir() else model_dir)
-    if not isinstance(snapshot, pd.DataFrame):
-        snapshot = listing_snapshot(Path(snapshot))
-    snapshot = snapshot.drop_duplicates("listing_id").reset_index(drop=True)
-    emb = tt.embed_items(snapshot)
-    version = version or new_version("idx-")
-    index = RetrievalIndex.from_embeddings(snapshot["listing_id"].to_numpy(), emb, snapshot, cfg,
-                                           version=version, model_version=tt.cfg.version)
-    return index.save(out_dir)
-
-
-def publish_index(index_dir: Path, store_root: str, version: str | None = None) -> str:
-    """Publish an index folder to the artifact store as kind ``index`` (atomic); returns the URI."""
-    from checkout_recs.storage import open_store
-
-    manifest = json.loads((Path(index_dir) / "manifest.json").read_text())
-    return open_store(store_root).publish("index", version or manifest["version"], Path(index_dir))

@@ -1,12 +1,11 @@
 """What serving loads: the item snapshot, candidate tables, model metadata, versions.
 
-A bundle is a folder (``artifacts/bundle/<version>/`` in the artifact store)::
-
-    index/snapshot.parquet      listing + seller features, aligned with the index   (required)
-    index/manifest.json         index version (optional)
-    model/student|ranker/       ranker weights + config.json (feature names, version)
-    candidates/ or labels/      category_pairs.parquet, co_purchase_items.parquet (optional)
-    features/user.parquet       user features for the embedded user store (optional)
+A bundle is a folder (``artifacts/bundle/<version>/`` in the artifact store) in the layout of
+``bundle_layout.BundleLayout``, written by ``bundle_writer.assemble_bundle``. Required:
+``index/snapshot.parquet``; optional: ``index/manifest.json`` (index version, snapshot time),
+``model/student/`` or ``model/ranker/`` (the scoring model's ``config.json``: feature names,
+version), ``candidates/*.parquet``, ``features/user.parquet`` (the embedded user store), and the
+FAISS index + ``model/two_tower/`` that switch on the models' candidate generator.
 
 ``ServingBundle.load`` reads it once at start-up. The transformer never loads torch: it reads
 the ranker's ``config.json`` for the feature names and sends the matrix to the predictor.
@@ -26,12 +25,7 @@ import pandas as pd
 from checkout_recs import contract
 from checkout_recs.policy.catalog import ItemCatalog
 from checkout_recs.policy.fallback import ComplementMap
-
-_PAIRS = ("candidates/category_pairs.parquet", "category_pairs.parquet", "labels/category_pairs.parquet",
-          "features/category_pair.parquet")
-_CO = ("candidates/co_purchase_items.parquet", "co_purchase_items.parquet", "labels/co_purchase_items.parquet")
-_USERS = ("features/user.parquet", "users.parquet")
-_MODELS = ("model/student", "model/ranker", "student", "ranker")
+from checkout_recs.serving.bundle_layout import BundleLayout
 
 
 class CandidateSource(Protocol):
@@ -107,13 +101,37 @@ class GeneratorCandidates:
         return rows[keep], np.asarray(c.sources, dtype=object)[keep]
 
 
-def load_candidate_source(path: Path, catalog: ItemCatalog, complements: ComplementMap, top_k: int) -> CandidateSource:
-    """The models' generator when the bundle has an index and a two-tower model, else the built-in one."""
-    if (path / "index" / "ids.npy").exists() and (path / "model" / "two_tower").is_dir():
-        from checkout_recs.retrieval.candidates import CandidateGenerator
+def candidate_generator(path: Path, snapshot: pd.DataFrame | None = None, cfg: Any = None,
+                        co_purchase: pd.DataFrame | None = None,
+                        category_pairs: pd.DataFrame | None = None) -> Any:
+    """The models' ``retrieval.candidates.CandidateGenerator`` over bundle ``path``: its index
+    folder, two-tower folder and candidate tables.
 
+    ``snapshot``: ``index/snapshot.parquet`` already read (shared with the index, not read
+    twice); ``cfg``: a ``CandidateConfig``; ``co_purchase`` / ``category_pairs``: those tables
+    already read (``ServingBundle.load``), else read here (None when the bundle has none).
+    """
+    from checkout_recs.retrieval.candidates import CandidateGenerator
+
+    layout = BundleLayout(path)
+    return CandidateGenerator.from_folders(
+        layout.index_dir, layout.two_tower_dir,
+        co_purchase=co_purchase if co_purchase is not None else _read(layout.co_purchase),
+        category_pairs=category_pairs if category_pairs is not None else _read(layout.category_pairs),
+        item_knn=_read(layout.item_knn), cfg=cfg, snapshot=snapshot)
+
+
+def load_candidate_source(path: Path, catalog: ItemCatalog, complements: ComplementMap, top_k: int,
+                          co_purchase: pd.DataFrame | None = None,
+                          category_pairs: pd.DataFrame | None = None) -> CandidateSource:
+    """The models' generator when the bundle has an index and a two-tower model, else the built-in one.
+
+    ``co_purchase`` / ``category_pairs``: the bundle's tables when the caller has read them.
+    """
+    if BundleLayout(path).has_retrieval():
         # the catalogue read index/snapshot.parquet already: the index shares that frame
-        return GeneratorCandidates(CandidateGenerator.from_bundle(path, snapshot=catalog.frame))
+        return GeneratorCandidates(candidate_generator(path, snapshot=catalog.frame, co_purchase=co_purchase,
+                                                       category_pairs=category_pairs))
     return CatalogCandidates(complements, top_k)
 
 
@@ -142,25 +160,23 @@ class ServingBundle:
         two-tower model, else built-in), ``builtin`` (catalogue lists only).
         """
         path = Path(path)
-        snap = _first(path, ("index/snapshot.parquet", "snapshot.parquet"))
-        if snap is None:
-            raise FileNotFoundError(f"no index/snapshot.parquet under {path}")
-        catalog = ItemCatalog.load(snap, top_k=top_k)
-        pairs = _read(_first(path, _PAIRS))
-        co = _read(_first(path, _CO))
+        layout = BundleLayout(path)
+        if not layout.snapshot.exists():
+            raise FileNotFoundError(f"no {layout.snapshot.relative_to(path)} under {path}")
+        catalog = ItemCatalog.load(layout.snapshot, top_k=top_k)
+        pairs, co = _read(layout.category_pairs), _read(layout.co_purchase)
         complements = ComplementMap.from_frame(pairs)
-        model_dir = next((path / m for m in _MODELS if (path / m / "config.json").exists()), None)
+        model_dir = layout.scoring_model_dir()
         meta = json.loads((model_dir / "config.json").read_text()) if model_dir else {}
-        manifest = _first(path, ("index/manifest.json", "manifest.json"))
-        info = json.loads(manifest.read_text()) if manifest else {}
+        info = json.loads(layout.index_manifest.read_text()) if layout.index_manifest.exists() else {}
         index_version = info.get("version")
         snapshot_time = pd.Timestamp(info["snapshot_time"]).to_pydatetime() if info.get("snapshot_time") else None
         return cls(path=path, catalog=catalog, complements=complements,
                    candidates=CatalogCandidates(complements, top_k) if candidates == "builtin"
-                   else load_candidate_source(path, catalog, complements, top_k),
+                   else load_candidate_source(path, catalog, complements, top_k, co, pairs),
                    feature_names=list(meta["feature_names"]) if "feature_names" in meta else None,
                    model_dir=model_dir, model_version=meta.get("version"),
-                   index_version=index_version or path.name, users=_read(_first(path, _USERS)),
+                   index_version=index_version or path.name, users=_read(layout.user_features),
                    interactions=_interaction_tables(pairs, co), snapshot_time=snapshot_time)
 
     def snapshot_fresh(self, at: dt.datetime, max_age: dt.timedelta) -> bool:
@@ -226,12 +242,8 @@ class ServingBundle:
         return req_f, pair_f
 
 
-def _first(root: Path, names: tuple[str, ...]) -> Path | None:
-    return next((root / n for n in names if (root / n).exists()), None)
-
-
-def _read(path: Path | None) -> pd.DataFrame | None:
-    return pd.read_parquet(path) if path is not None else None
+def _read(path: Path) -> pd.DataFrame | None:
+    return pd.read_parquet(path) if path.exists() else None
 
 
 def _interaction_tables(pairs: pd.DataFrame | None, co: pd.DataFrame | None) -> Any:

@@ -4,11 +4,14 @@ The request path only builds a small dict (``decision_record``) and hands it to
 ``DecisionLog.submit`` (an append to an in-memory inbox: no lock, no I/O). The writer thread of
 ``checkout_recs.serving.decision_writer`` converts, rotates and publishes parquet parts of kind
 ``decisions`` in the artifact store (atomic: readers see whole parts), retries a failing store,
-spills to local disk rather than grow without bound, and flushes on shutdown; its counts add up
-(``accepted == written + pending + dropped``).
+spills to local disk rather than grow without bound, and flushes on shutdown. A row that does not
+fit the ``DECISIONS`` contract is quarantined alone, with its reason, as a JSON line in parts of
+kind ``decisions_quarantine``; the counts add up (``accepted == written + pending + dropped +
+quarantined``).
 
 ``find_decision(store, request_id)`` returns the snapshot behind a ranking dispute; the CLI
-``checkout-recs explain REQUEST_ID`` prints it.
+``checkout-recs explain REQUEST_ID`` prints it. ``find_quarantined(store, request_id)`` returns
+the quarantine record of a row that could not be logged.
 """
 
 from __future__ import annotations
@@ -21,13 +24,13 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow.parquet as pq
 
-from checkout_recs.serving.decision_writer import KIND, DecisionLog
+from checkout_recs.serving.decision_writer import KIND, QUARANTINE_FILE, QUARANTINE_KIND, DecisionLog
 from checkout_recs.storage import ArtifactStore, LocalArtifactStore
 
 if TYPE_CHECKING:
     from checkout_recs.serving.recommender import Decision
 
-__all__ = ["KIND", "DecisionLog", "decision_record", "find_decision"]
+__all__ = ["KIND", "QUARANTINE_KIND", "DecisionLog", "decision_record", "find_decision", "find_quarantined"]
 
 
 def decision_record(decision: Decision) -> dict[str, Any]:
@@ -54,12 +57,26 @@ def find_decision(store: ArtifactStore | str | Path, request_id: str, scratch: P
     """The logged decision of ``request_id`` (newest parts first), or None when not logged."""
     store = store if isinstance(store, ArtifactStore) else LocalArtifactStore(store)
     for version in reversed(store.versions(KIND)):
-        if isinstance(store, LocalArtifactStore):
-            part_dir = store.path(KIND, version)
-        else:
-            part_dir = Path(tempfile.mkdtemp(dir=scratch)) / version
-            store.fetch(KIND, version, part_dir)
-        table = pq.read_table(part_dir, filters=[("request_id", "=", request_id)])
+        table = pq.read_table(_part_dir(store, KIND, version, scratch), filters=[("request_id", "=", request_id)])
         if table.num_rows:
             return table.slice(table.num_rows - 1).to_pylist()[0]
     return None
+
+
+def find_quarantined(store: ArtifactStore | str | Path, request_id: str, scratch: Path | None = None) -> dict | None:
+    """The quarantine record of ``request_id`` (newest parts first): ``{"request_id", "reason",
+    "quarantined_at" (ISO UTC), "row" (JSON-safe)}``, or None when none was quarantined."""
+    store = store if isinstance(store, ArtifactStore) else LocalArtifactStore(store)
+    for version in reversed(store.versions(QUARANTINE_KIND)):
+        text = (_part_dir(store, QUARANTINE_KIND, version, scratch) / QUARANTINE_FILE).read_text()
+        hits = [rec for line in text.splitlines() if line and (rec := json.loads(line))["request_id"] == request_id]
+        if hits:
+            return hits[-1]
+    return None
+
+
+def _part_dir(store: ArtifactStore, kind: str, version: str, scratch: Path | None) -> Path:
+    """A local folder holding ``kind/version``: the store's own for a local store, else a fetched copy."""
+    if isinstance(store, LocalArtifactStore):
+        return store.path(kind, version)
+    return store.fetch(kind, version, Path(tempfile.mkdtemp(dir=scratch)) / version)

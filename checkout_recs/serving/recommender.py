@@ -32,14 +32,13 @@ import numpy as np
 import pandas as pd
 
 from checkout_recs import contract
-from checkout_recs.serving.inventory import InventoryStore, InventoryUnavailable, MemoryInventoryStore
 from checkout_recs.policy.config import PolicyConfig
-from checkout_recs.policy.engine import PolicyEngine
+from checkout_recs.policy.engine import PolicyEngine, PolicyGauges
 from checkout_recs.policy.fallback import fallback_candidates
-from checkout_recs.policy.ledger import LocalLedger, open_ledger
 from checkout_recs.policy.slate import Slate
-from checkout_recs.serving.switches import Switches
 from checkout_recs.serving.bundle import ServingBundle
+from checkout_recs.serving.inventory import InventoryStore, InventoryUnavailable, MemoryInventoryStore
+from checkout_recs.serving.switches import Switches
 
 Scores = tuple[np.ndarray, np.ndarray]
 #: Ranked candidates kept in each decision's snapshot (for disputes).
@@ -119,32 +118,34 @@ class Recommender:
     bundle : loaded serving bundle (catalogue, complements, candidate source, versions).
     users : user feature source.
     inventory : live inventory store (memory or Redis).
-    cfg : policy configuration.
+    cfg : policy configuration; ``cfg.exploration.ledger`` chooses the exploration ledger (per
+        process, or shared through Redis and renewed inline or, in serving, in a background
+        thread so ``decide`` never waits on Redis: ``LedgerConfig.renewal``).
     switches : kill switch / drift flag reader (None: both off).
     seed : seed of the exploration random stream.
     max_snapshot_age : staleness SLA of the listing snapshot (None: not checked).
-    background_ledger : serving: a shared (Redis) exploration ledger renews its lease in a
-        background thread, so ``decide`` never waits on Redis (``ledger_background``); offline
-        code keeps the default inline, deterministic ledger.
     """
 
     def __init__(self, bundle: ServingBundle, users: UserFeatureSource, inventory: InventoryStore | None = None,
                  cfg: PolicyConfig | None = None, switches: Switches | None = None, seed: int = 7,
-                 max_snapshot_age: dt.timedelta | None = None, background_ledger: bool = False) -> None:
+                 max_snapshot_age: dt.timedelta | None = None) -> None:
         self.bundle = bundle
         self.users = users
         self.inventory = inventory or MemoryInventoryStore()
         self.cfg = cfg or PolicyConfig()
         self.switches = switches or Switches(None)
         self.policy = PolicyEngine(bundle.catalog, self.cfg, bundle.complements, seed=seed)
-        if background_ledger and not isinstance(self.policy.explorer.ledger, LocalLedger):
-            self.policy.explorer.ledger = open_ledger(self.cfg.exploration, background=True)
         #: Staleness SLA of the listing snapshot, checked at the checkout's time (None: not checked).
         self.max_snapshot_age = max_snapshot_age
 
     def close(self) -> None:
         """Give back what the exploration ledger holds of the shared budget (shutdown)."""
         self.policy.explorer.ledger.close()
+
+    def gauges(self) -> PolicyGauges:
+        """The policy's gauges now: exploration budget of the day (currency) and new-seller share
+        of the exposure window (``PolicyGauges``); the transformer exports them after each answer."""
+        return self.policy.gauges()
 
     # ---------------------------------------------------------------- stages 1-3
     async def prepare(self, req: contract.PostCheckoutRequest, now: float | None = None,

@@ -175,13 +175,6 @@ class SnapshotRefresh:
         return new.astype({c: frame[c].dtype for c in new.columns if c in frame and c != "listed_at"}, errors="ignore")
 
 
-def _users_table(bundle_dir: Path, users: Path | None) -> pd.DataFrame | None:
-    if users is not None:
-        return pd.read_parquet(users)
-    hits = sorted(Path(bundle_dir).rglob("user.parquet"))
-    return pd.read_parquet(hits[0]) if hits else None
-
-
 def serving_policy(bundle_dir: Path, users: Path | None = None, seed: int = 7,
                    cfg: PolicyConfig | None = None, world: Any = None) -> tuple[Any, ServingStats]:
     """A simulator ``Policy`` backed by the serving path, and its running statistics.
@@ -191,8 +184,8 @@ def serving_policy(bundle_dir: Path, users: Path | None = None, seed: int = 7,
     bundle_dir
         A serving bundle (``ServingBundle.load``) with a ranker.
     users
-        User feature table (``features/user.parquet``); default: the bundle's own, else the
-        first ``user.parquet`` found under ``bundle_dir``.
+        User feature table (``contract.USER_FEATURES`` rows), used when the bundle carries none
+        (``bundle_layout.BundleLayout.user_features``).
     cfg
         Policy configuration (exploration, exposure, diversity); the serving default when None.
     world
@@ -207,15 +200,15 @@ def serving_policy(bundle_dir: Path, users: Path | None = None, seed: int = 7,
         ledger's expected revenue served and given up (currency) and slots explored.
     """
     from checkout_recs.models.ranker import RankerModel
-    from checkout_recs.serving.recommender import Recommender, TableUserFeatures
     from checkout_recs.serving.bundle import ServingBundle
+    from checkout_recs.serving.recommender import Recommender, TableUserFeatures
 
     bundle = ServingBundle.load(Path(bundle_dir))
     if bundle.model_dir is None:
         raise ValueError(f"bundle {bundle_dir} has no ranker")
     source = SimulatorCandidates()
     bundle.candidates = source
-    frame = bundle.users if bundle.users is not None else _users_table(Path(bundle_dir), users)
+    frame = bundle.users if bundle.users is not None else (pd.read_parquet(users) if users is not None else None)
     model = RankerModel.load(bundle.model_dir)
     rec = Recommender(bundle, TableUserFeatures(frame), cfg=cfg, seed=seed)
     stats = ServingStats()

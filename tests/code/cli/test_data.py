@@ -38,10 +38,41 @@ def test_simulate_ingest_label_through_the_cli(tmp_path: Path) -> None:
     assert (lab / "impressions_labelled.parquet").exists() and (lab / "negatives.parquet").exists()
 
 
-def test_ingest_of_a_missing_folder_fails_with_a_message(tmp_path: Path) -> None:
+def test_ingest_of_a_missing_folder_is_a_one_line_error_with_exit_code_1(tmp_path: Path) -> None:
     r = runner.invoke(app, ["ingest", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
-    assert r.exit_code != 0
-    assert "source folder not found" in str(r.exception) + r.output
+    assert r.exit_code == 1
+    assert r.output.strip().splitlines() == [f"error: source folder not found: {tmp_path / 'nope'}"]
+    assert not (tmp_path / "o").exists()
+
+
+def test_ingest_with_a_bad_option_is_a_one_line_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "raw").mkdir()
+    r = runner.invoke(app, ["ingest", str(tmp_path / "raw"), "--out", str(tmp_path / "o"), "--now", "yesterday"])
+    assert r.exit_code == 2
+    assert r.output.strip().splitlines() == ["error: --now 'yesterday' is not an ISO time (e.g. 2026-11-01T00:00:00+00:00)"]
+
+
+def test_ingest_reports_quarantined_files_and_extra_columns(tmp_path: Path) -> None:
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    users = tmp_path / "raw" / "users"
+    users.mkdir(parents=True)
+    when = pa.array([dt.datetime(2026, 1, 1)] * 2, pa.timestamp("us", tz="UTC"))
+    pq.write_table(pa.table({"user_id": [1, 2], "region": ["north", "south"], "device": ["web", "ios"],
+                             "signup_at": when, "nickname": ["a", "b"]}), users / "part-0.parquet")
+    (users / "part-1.parquet").write_bytes(b"PAR1 but cut short")
+    r = runner.invoke(app, ["ingest", str(tmp_path / "raw"), "--out", str(tmp_path / "ing"),
+                            "--now", "2026-11-01T00:00:00+00:00"])
+    assert r.exit_code == 0, r.output
+    assert "Traceback" not in r.output
+    assert "quarantined file users/part-1.parquet: unreadable: " in r.output
+    assert "extra column users.nickname (not in the contract, not ingested) in users/part-0.parquet" in r.output
+    assert "files: 2 in, 1 ingested, 1 quarantined" in r.output
+    report = json.loads((tmp_path / "ing" / "ingest_report.json").read_text())["tables"]["users"]
+    assert (report["accepted"], report["files_in"], report["files_ok"], report["files_quarantined"]) == (2, 2, 1, 1)
 
 
 def test_import_obd_through_the_cli(tmp_path: Path) -> None:

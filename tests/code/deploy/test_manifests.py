@@ -147,10 +147,25 @@ def test_strict_schema_closes_objects_and_allows_null():
     assert "additionalProperties" not in s["x"]
 
 
+def test_load_schemas_uses_the_fallback_the_caller_passes(tmp_path):
+    from checkout_recs.deploy.crd_schema import CrdSchemas
+    from checkout_recs.deploy.validation import load_schemas
+
+    with pytest.raises(FileNotFoundError):  # no CRDs and no fallback: the core has none of its own
+        load_schemas(MANIFESTS, tmp_path / "no-crds")
+    given = CrdSchemas()
+    given.add("serving.kserve.io/v1beta1", "InferenceService", {"type": "object"}, "given")
+    schemas, note = load_schemas(MANIFESTS, tmp_path / "no-crds", fallback=lambda: given)
+    assert schemas.sources[("serving.kserve.io/v1beta1", "InferenceService")] == "given"
+    assert note is not None and "given" in note
+    with pytest.raises(FileNotFoundError):
+        load_schemas(MANIFESTS, tmp_path / "no-crds", require_crds=True, fallback=lambda: given)
+
+
 @pytest.mark.slow
 def test_sdk_fallback_schema_catches_a_typo(rendered):  # noqa: F811
-    from cli.kserve_schema import kserve_sdk_schemas
     from checkout_recs.deploy.crd_schema import load_schema_files
+    from cli.kserve_schema import kserve_sdk_schemas
 
     schemas = load_schema_files(MANIFESTS / "schemas").merge(kserve_sdk_schemas())
     assert validate_resources("s", rendered["overlays/staging"], schemas).ok

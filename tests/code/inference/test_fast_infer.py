@@ -13,9 +13,9 @@ import pytest
 
 pytest.importorskip("kserve")
 
+from inference.asgi import BodyLimit  # noqa: E402
 from inference.fast_infer import FastInferRoute  # noqa: E402
 from inference.predictor import MAX_ROWS, RankerPredictor  # noqa: E402
-from inference.server import BodyLimit  # noqa: E402
 from tests.fixtures_serving import make_snapshot, make_users, train_tiny_ranker  # noqa: E402
 
 MAX = 512 * 1024

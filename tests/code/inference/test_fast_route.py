@@ -14,8 +14,8 @@ pytest.importorskip("kserve")
 from kserve import Model  # noqa: E402
 from kserve.errors import InvalidInput  # noqa: E402
 
+from inference.asgi import BodyLimit  # noqa: E402
 from inference.fast_route import FastPredictRoute  # noqa: E402
-from inference.server import BodyLimit  # noqa: E402
 
 MAX = 2048
 

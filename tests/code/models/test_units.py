@@ -14,7 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from checkout_recs.models.metrics import auc  # noqa: E402
 from checkout_recs.models.ranker import RankerConfig, RankerModel, train_ranker  # noqa: E402
 from checkout_recs.models.ranker_features import RANKER_FEATURES, ranker_matrix  # noqa: E402
-from checkout_recs.retrieval.index import IndexConfig, RetrievalIndex  # noqa: E402
+from checkout_recs.retrieval.index import RetrievalIndex  # noqa: E402
+from checkout_recs.retrieval.index_build import IndexConfig  # noqa: E402
 from checkout_recs.tracking import promotion_gate  # noqa: E402
 
 

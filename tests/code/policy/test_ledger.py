@@ -13,7 +13,9 @@ import pytest
 from checkout_recs.policy.catalog import ItemCatalog
 from checkout_recs.policy.config import ExplorationConfig, LedgerConfig
 from checkout_recs.policy.engine import PolicyEngine
-from checkout_recs.policy.ledger import ExplorationLedger, LocalLedger, RedisLedger, open_ledger
+from checkout_recs.policy.ledger import ExplorationLedger, LocalLedger, RedisLedger
+from checkout_recs.policy.ledger_background import BackgroundRedisLedger
+from checkout_recs.policy.ledger_factory import open_ledger
 from tests.fixtures_ledger import (
     LEDGER_REDIS_URL,
     Books,
@@ -166,9 +168,15 @@ def test_day_rollover_starts_a_new_key_and_flushes_yesterday(catalog, ledger_pre
 def test_config_selects_the_ledger():
     assert isinstance(open_ledger(ExplorationConfig()), LocalLedger)  # embedded default: in-process
     auto = ExplorationConfig(ledger=LedgerConfig(url=LEDGER_REDIS_URL))
-    assert isinstance(open_ledger(auto), RedisLedger)
-    forced = ExplorationConfig(ledger=LedgerConfig(backend="local", url=LEDGER_REDIS_URL))
-    assert isinstance(open_ledger(forced), LocalLedger)
+    inline = open_ledger(auto)
+    assert type(inline) is RedisLedger  # renewal "inline" by default: offline code stays deterministic
+    forced = ExplorationConfig(ledger=LedgerConfig(backend="local", url=LEDGER_REDIS_URL, renewal="background"))
+    assert isinstance(open_ledger(forced), LocalLedger)  # renewal concerns a shared ledger only
+    background = open_ledger(ExplorationConfig(ledger=LedgerConfig(url=LEDGER_REDIS_URL, renewal="background")))
+    try:
+        assert isinstance(background, BackgroundRedisLedger)  # serving: round trips in a renewer thread
+    finally:
+        background.close()
     with pytest.raises(ValueError, match="needs ledger.url"):
         open_ledger(ExplorationConfig(ledger=LedgerConfig(backend="redis")))
 

@@ -15,7 +15,6 @@ import pytest
 from checkout_recs.policy.catalog import ItemCatalog
 from checkout_recs.policy.config import ExplorationConfig, LedgerConfig
 from checkout_recs.policy.engine import PolicyEngine
-from checkout_recs.policy.ledger import open_ledger
 from checkout_recs.policy.ledger_background import BackgroundRedisLedger
 from tests.fixtures_ledger import (
     LEDGER_REDIS_URL,
@@ -51,10 +50,10 @@ class _Recorder:
 
 def _engine(catalog: ItemCatalog, prefix: str, seed: int = 1, **cfg: Any) -> tuple[PolicyEngine, BackgroundRedisLedger]:
     pcfg = policy_config("redis", prefix, **cfg)
+    pcfg.exploration.ledger.renewal = "background"  # chosen by configuration, opened once by the explorer
     eng = PolicyEngine(catalog, pcfg, seed=seed)
-    led = open_ledger(pcfg.exploration, background=True)
+    led = eng.explorer.ledger
     assert isinstance(led, BackgroundRedisLedger)
-    eng.explorer.ledger = led
     return eng, led
 
 

@@ -7,11 +7,22 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
+from prometheus_client import REGISTRY
 
-from checkout_recs.serving.decisions import KIND, DecisionLog, find_decision
+from checkout_recs.contract import DECISIONS
+from checkout_recs.serving.decision_writer import to_batches
+from checkout_recs.serving.decisions import (
+    KIND,
+    QUARANTINE_KIND,
+    DecisionLog,
+    find_decision,
+    find_quarantined,
+)
 from checkout_recs.storage import LocalArtifactStore
-from tests.fixtures_serving_log import FlakyStore, decision_row
+from inference import metrics
+from tests.fixtures_serving_log import FlakyStore, decision_row, poisoned_row
 
 
 def _logged_ids(root: Path) -> list[str]:
@@ -21,7 +32,7 @@ def _logged_ids(root: Path) -> list[str]:
 
 
 def _adds_up(s: dict[str, int]) -> bool:
-    return s["accepted"] == s["written"] + s["pending"] + s["dropped"]
+    return s["accepted"] == s["written"] + s["pending"] + s["dropped"] + s.get("quarantined", 0)
 
 
 def test_rows_are_kept_while_the_store_fails_and_written_once_when_it_recovers(tmp_path):
@@ -114,3 +125,104 @@ def test_rotation_by_time_and_submit_is_an_append(tmp_path):
     assert log.stats()["written"] == 3000 and len(log.parts) >= 2  # cut by time, not by rows
     assert np.median(took) < 20e-6  # an append, no lock, no I/O
     assert np.percentile(took, 99) < 2e-3  # at worst a GIL hand-over from a ~0.5 ms conversion chunk
+
+
+POISON = {17: "user_id", 40: "propensities", 41: "region"}  # row -> the column that breaks the contract
+
+
+def test_a_poisoned_row_is_quarantined_alone_and_the_rest_of_its_chunk_is_written(tmp_path):
+    seen: list[dict[str, int]] = []  # stats after every writer cycle
+    log = DecisionLog(tmp_path / "store", rotate_rows=1000, tick_s=30, spill_dir=tmp_path / "spill",
+                      on_stats=seen.append)
+    for i in range(61):  # one 128-row chunk, as in the incident
+        log.submit(poisoned_row(i, POISON[i]) if i in POISON else decision_row(i))
+    assert log.flush()
+    log.close()
+    s = log.stats()
+    assert s["written"] == 58 and s["quarantined"] == 3 and s["pending"] == 0 and s["dropped"] == 0
+    assert seen and all(_adds_up(x) for x in seen) and _adds_up(s)
+    good = [f"req-{i}" for i in range(61) if i not in POISON]
+    assert sorted(_logged_ids(tmp_path / "store")) == sorted(good)
+    assert all(find_decision(tmp_path / "store", rid) is not None for rid in good)
+    for i, column in POISON.items():
+        assert find_decision(tmp_path / "store", f"req-{i}") is None
+        q = find_quarantined(tmp_path / "store", f"req-{i}")
+        assert q is not None and q["reason"].startswith(column) and q["quarantined_at"]
+    q = find_quarantined(tmp_path / "store", "req-17")
+    assert q is not None and q["row"]["user_id"] == 2**64 - 1  # the row as it came, exactly
+    assert find_quarantined(tmp_path / "store", "req-40")["row"]["propensities"][-1] == "nan"  # type: ignore[index]
+
+
+def test_quarantined_rows_survive_a_store_outage_and_a_restart(tmp_path):
+    store = FlakyStore(tmp_path / "store")
+    store.down = True
+    spill = tmp_path / "spill"
+    seen: list[dict[str, int]] = []
+    log = DecisionLog(store, rotate_rows=40, tick_s=30, retry_s=0.01, spill_dir=spill, on_stats=seen.append)
+    for i in range(100):
+        log.submit(poisoned_row(i, "user_id") if i % 25 == 3 else decision_row(i))
+    assert log.flush()
+    s = log.stats()
+    assert s["written"] == 0 and s["quarantined"] == 0 and s["pending"] == 100 and _adds_up(s)
+    log.close(timeout_s=0.2)  # still down: decision and quarantine parts go to disk
+    s = log.stats()
+    assert s["spilled"] == 100 and _adds_up(s) and all(_adds_up(x) for x in seen)
+    store.down = False
+    again = DecisionLog(store, rotate_rows=40, tick_s=30, spill_dir=spill)  # a restarted process
+    assert again.flush()
+    s2 = again.stats()
+    again.close()
+    assert s2["accepted"] == 100 and s2["written"] == 96 and s2["quarantined"] == 4 and s2["pending"] == 0
+    assert _adds_up(s2) and not any(spill.iterdir())
+    assert len(_logged_ids(tmp_path / "store")) == 96
+    q = find_quarantined(store, "req-28")
+    assert q is not None and q["reason"].startswith("user_id")
+
+
+def test_a_chunk_of_only_bad_rows_is_quarantined_and_cut_by_time(tmp_path):
+    log = DecisionLog(tmp_path / "store", rotate_s=0.05, tick_s=0.01, spill_dir=tmp_path / "spill")
+    for i in range(5):
+        log.submit(poisoned_row(i, "region"))
+    log.submit("not a row")  # type: ignore[arg-type]
+    deadline = time.monotonic() + 10
+    while log.stats()["quarantined"] < 6 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    s = log.stats()
+    log.close()
+    assert s["quarantined"] == 6 and s["written"] == 0 and _adds_up(s) and len(log.quarantine_parts) == 1
+    assert LocalArtifactStore(tmp_path / "store").versions(KIND) == []
+    [version] = LocalArtifactStore(tmp_path / "store").versions(QUARANTINE_KIND)
+    assert version.startswith("q")
+
+
+def test_to_batches_converts_a_good_chunk_once_and_names_the_bad_rows_in_order():
+    rows = [decision_row(i) for i in range(10)]
+    batches, bad = to_batches(rows)
+    assert bad == [] and len(batches) == 1 and batches[0].equals(pa.RecordBatch.from_pylist(rows, schema=DECISIONS))
+    rows[4] = poisoned_row(4, "user_id")
+    rows[7] = poisoned_row(7, "propensities")
+    batches, bad = to_batches(rows)
+    assert pa.Table.from_batches(batches).column("request_id").to_pylist() == [
+        f"req-{i}" for i in range(10) if i not in (4, 7)]
+    assert [r["request_id"] for r, _ in bad] == ["req-4", "req-7"]
+    assert bad[0][1].startswith("user_id: OverflowError") and bad[1][1] == "propensities: a value outside (0, 1]"
+
+
+def test_bisection_keeps_every_row_once_and_in_order_whatever_the_pattern():
+    rng = np.random.default_rng(7)
+    columns = ["user_id", "propensities", "region", "exploration_cost"]
+    for share in (0.0, 0.01, 0.2, 0.7, 1.0):
+        poisoned = set(np.flatnonzero(rng.random(128) < share).tolist())
+        rows = [poisoned_row(i, columns[i % 4]) if i in poisoned else decision_row(i) for i in range(128)]
+        batches, bad = to_batches(rows)
+        got = pa.Table.from_batches(batches, schema=DECISIONS).column("request_id").to_pylist() if batches else []
+        assert got == [f"req-{i}" for i in range(128) if i not in poisoned]
+        assert [r["request_id"] for r, _ in bad] == [f"req-{i}" for i in sorted(poisoned)]
+        assert all(reason.startswith(columns[int(r["request_id"][4:]) % 4]) for r, reason in bad)
+
+
+def test_the_quarantine_count_is_exported_on_metrics():
+    metrics.observe_decision_log({"accepted": 10, "written": 6, "pending": 1, "spilled": 0, "dropped": 1,
+                                  "quarantined": 2})
+    got = REGISTRY.get_sample_value("checkout_recs_decision_log_rows", {"state": "quarantined"})
+    assert got == 2.0

@@ -13,11 +13,11 @@ from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferInput, InferRequest
 
 from checkout_recs import contract
+from checkout_recs.serving.bundle import ServingBundle
 from checkout_recs.serving.decisions import DecisionLog, decision_record, find_decision
 from checkout_recs.serving.inventory import MemoryInventoryStore, RedisInventoryStore
-from checkout_recs.serving.switches import Switches
 from checkout_recs.serving.recommender import Recommender, TableUserFeatures
-from checkout_recs.serving.bundle import ServingBundle
+from checkout_recs.serving.switches import Switches
 from inference import codec
 from inference.predictor_client import PredictorClient
 from inference.transformer import CheckoutTransformer
@@ -41,6 +41,18 @@ def test_fast_ranker_input_equals_ranker_matrix_on_the_full_frame(bundle):
         ref = bundle.ranker_input_reference(p.request, p.user, p.cand_rows, p.basket_rows)
         assert p.matrix.shape == ref.shape and p.matrix.shape[0] > 6
         np.testing.assert_array_equal(p.matrix, ref)
+
+
+def test_gauges_report_the_exploration_budget_and_new_seller_share(bundle):
+    rec = Recommender(bundle, TableUserFeatures(bundle.users))
+    for uid in (3, 7, 11):
+        rec.recommend(_req(user_id=uid, timestamp="2026-11-22T12:00:00Z"),
+                      lambda m: (np.full(len(m), 0.1), np.full(len(m), 0.2)))
+    g = rec.gauges()
+    pol = rec.policy
+    assert g.exploration_budget == pol.explorer.ledger.cap(pol.cfg.exploration) > 0
+    assert g.new_seller_share == pol.exposure.new_share()
+    assert 0.0 <= g.new_seller_share <= 1.0
 
 
 def _transformer(bundle, inventory=None, predictor_url="http://127.0.0.1:1", deadline_ms=200.0):

@@ -17,8 +17,9 @@ from fixtures_models import make_demo_bundle, make_model_inputs, tiny_train_conf
 
 from checkout_recs.models.train import load_models  # noqa: E402
 from checkout_recs.models.user_encoder import FastUserEncoder  # noqa: E402
-from checkout_recs.retrieval.candidates import CandidateGenerator, CandidateRequest  # noqa: E402
+from checkout_recs.retrieval.candidates import CandidateRequest  # noqa: E402
 from checkout_recs.retrieval.index import RetrievalIndex  # noqa: E402
+from checkout_recs.serving.bundle import candidate_generator  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +43,7 @@ def test_bundle_layout_and_metrics(bundle):
 
 
 def test_candidates_distinct_live_basket_excluded(bundle):
-    gen = CandidateGenerator.from_bundle(bundle)
+    gen = candidate_generator(bundle)
     basket = [1000, 1001, 1002]
     c = gen.generate(CandidateRequest(region="eu", basket=basket, recent_listing_ids=[1003, 1004]))
     assert 150 <= len(c) <= 350
@@ -52,7 +53,7 @@ def test_candidates_distinct_live_basket_excluded(bundle):
 
 
 def test_sold_listing_never_returned_after_removal(bundle):
-    gen = CandidateGenerator.from_bundle(bundle)
+    gen = candidate_generator(bundle)
     req = CandidateRequest(region="eu", basket=[1010], recent_listing_ids=[1011, 1012])
     first = gen.generate(req).ids
     sold = first[:40]

@@ -97,16 +97,16 @@ def test_no_source_returns_a_sold_listing_or_the_basket(setup):
     assert len(np.unique(again.ids)) == len(again.ids)
 
 
-def test_bundle_tables_include_item_knn_from_interactions(tmp_path):
-    from checkout_recs.retrieval.candidates import write_candidate_tables
+def test_candidate_tables_include_item_knn_from_interactions(tmp_path):
+    from checkout_recs.retrieval.candidates import candidate_tables
 
     labels = tmp_path / "labels"
     labels.mkdir()
     pd.DataFrame({"user_id": [1, 1, 2, 2, 3], "listing_id": [10, 11, 10, 11, 12],
                   "event_timestamp": pd.Timestamp("2026-10-01", tz="UTC"), "kind": "order"}
                  ).to_parquet(labels / "interactions.parquet")
-    written = write_candidate_tables(labels, tmp_path / "no_features", tmp_path / "candidates")
-    knn = pd.read_parquet(tmp_path / "candidates" / "item_knn.parquet")
-    assert written["item_knn"] == len(knn) == 2  # 10 ↔ 11 (two shared users); 12 has no neighbour
+    tables = candidate_tables(labels, tmp_path / "no_features")
+    knn = tables["item_knn"]
+    assert len(knn) == 2  # 10 ↔ 11 (two shared users); 12 has no neighbour
     assert set(zip(knn["listing_a"], knn["listing_b"], strict=True)) == {(10, 11), (11, 10)}
-    assert written["co_purchase_items"] == 0 and written["category_pairs"] == 0
+    assert set(tables) == {"item_knn"}  # no co-purchase or category-pair input: no table

@@ -1,0 +1,99 @@
+"""Plain ASGI helpers shared by the servers' routes: header lookup, whole responses, reading a
+body under a limit (413 with a reason over it), and the body-limit middleware.
+
+``inference.server`` installs ``BodyLimit`` on kserve's app; the fast routes
+(``inference.fast_route``, ``inference.fast_infer``) read and answer with the same helpers. No
+kserve here: these modules import this one, never each other.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
+
+
+def header(scope: dict, name: bytes) -> bytes | None:
+    """The value of the request's first header ``name`` (lower-case bytes, as ASGI gives them), or None."""
+    for k, v in scope.get("headers") or []:
+        if k == name:
+            return v
+    return None
+
+
+def declared_over(scope: dict, max_bytes: int) -> bool:
+    """Whether the request's ``content-length`` header is malformed or over ``max_bytes``."""
+    declared = header(scope, b"content-length")
+    return declared is not None and (not declared.isdigit() or int(declared) > max_bytes)
+
+
+async def send_response(send: Any, status: int, content: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    """Send a whole ASGI response: ``headers`` plus its ``content-length``, then ``content``."""
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*headers, (b"content-length", str(len(content)).encode())]})
+    await send({"type": "http.response.body", "body": content})
+
+
+async def read_body_or_refuse(scope: dict, receive: Any, send: Any, max_bytes: int) -> bytes | None:
+    """The whole request body; None, after answering 413 with a reason, when it (declared or
+    received) exceeds ``max_bytes``."""
+    body = await _read_body(scope, receive, max_bytes)
+    if body is None:
+        await refuse_too_large(send, max_bytes)
+    return body
+
+
+async def _read_body(scope: dict, receive: Any, max_bytes: int) -> bytes | None:
+    if declared_over(scope, max_bytes):
+        return None
+    chunks, seen, more = [], 0, True
+    while more:
+        msg = await receive()
+        chunk = msg.get("body", b"")
+        seen += len(chunk)
+        if seen > max_bytes:
+            return None
+        chunks.append(chunk)
+        more = msg.get("more_body", False)
+    return b"".join(chunks)
+
+
+async def refuse_too_large(send: Any, max_bytes: int) -> None:
+    """413 with a JSON reason."""
+    await send_response(send, 413, orjson.dumps({"error": f"request body exceeds {max_bytes} bytes"}),
+                        [(b"content-type", b"application/json")])
+
+
+class BodyLimit:
+    """ASGI middleware: refuse request bodies over ``max_bytes`` with 413 and a JSON reason."""
+
+    def __init__(self, app: Any, max_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if declared_over(scope, self.max_bytes):
+            await refuse_too_large(send, self.max_bytes)
+            return
+        seen = 0
+
+        async def limited() -> dict:
+            nonlocal seen
+            msg = await receive()
+            seen += len(msg.get("body", b""))
+            if seen > self.max_bytes:
+                raise _TooLarge
+            return msg
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await refuse_too_large(send, self.max_bytes)
+
+
+class _TooLarge(Exception):
+    pass
