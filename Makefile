@@ -9,7 +9,7 @@ CLI := $(VENV)/bin/checkout-recs
 venv:
 	@bash scripts/bootstrap.sh
 
-services: ## make sure Redis (6379) and PostgreSQL (5432) answer on 127.0.0.1
+services: ## make sure Redis (6379) and PostgreSQL (5432) answer on 127.0.0.1, and prometheus + promtool are installed
 	@bash scripts/ensure_services.sh
 
 demo: venv
@@ -67,7 +67,8 @@ BASE_IMAGE ?= localhost/checkout-recs/python-base:3.11-bookworm
 WHEELS ?= $(or $(PIP_FIND_LINKS),/opt/wheels)
 CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
 PIP_INDEX_URL ?= https://pypi.org/simple
-PIP_EXTRA_INDEX_URL ?=
+# torch==2.13.0+cpu: from the wheel folder when it has it, else from PyTorch's CPU index.
+PIP_EXTRA_INDEX_URL ?= $(if $(wildcard $(WHEELS)/torch-2.13.0*.whl),,https://download.pytorch.org/whl/cpu)
 IMAGES ?= predictor transformer components
 export CONTAINERS_CONF ?= $(CURDIR)/docker/containers.conf
 
@@ -76,7 +77,9 @@ base-image: ## the local base image (debootstrap; cached), when BASE_IMAGE is no
 
 images: ## build the three images with podman, smoke-run them, write benchmarks/results/images.json
 	@case "$(BASE_IMAGE)" in localhost/*) bash scripts/base_image.sh $(BASE_IMAGE);; esac
-	@bash scripts/build_images.sh $(IMAGES)
+	@BASE_IMAGE=$(BASE_IMAGE) IMAGE_REPO=$(IMAGE_REPO) IMAGE_TAG=$(IMAGE_TAG) PIP_INDEX_URL=$(PIP_INDEX_URL) \
+	  PIP_EXTRA_INDEX_URL=$(PIP_EXTRA_INDEX_URL) WHEELS=$(WHEELS) CA_BUNDLE=$(CA_BUNDLE) \
+	  bash scripts/build_images.sh $(IMAGES)
 
 clean:
 	rm -rf artifacts runs .pytest_cache

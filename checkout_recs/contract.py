@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 import uuid
-from typing import Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -396,23 +397,44 @@ FallbackReason = Literal[
     "predictor_error",
     "predictor_timeout",
     "inventory_unavailable",
+    "inventory_stale",
     "features_unavailable",
     "stale_features",
     "too_few_candidates",
+    "overload",
 ]
+
+
+#: Largest identifier a request may carry: int64's maximum (ids are int64 in every table).
+ID_MAX = 2**63 - 1
+#: Checkout times a request may carry, inclusive (UTC): well inside pandas' nanosecond range
+#: (1677-09-21 .. 2262-04-11), so every stage can hold them.
+REQUEST_TIME_MIN = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+REQUEST_TIME_MAX = dt.datetime(2200, 1, 1, tzinfo=dt.UTC)
+#: ``request_id``: 1..64 visible ASCII characters (it names the decision in logs and disputes).
+REQUEST_ID_PATTERN = r"^[!-~]{1,64}$"
+#: A timestamp is an ISO-8601 string (date first); unix numbers are refused.
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}")
+
+#: A request's identifier: a JSON integer (no string, bool or float) in [0, ``ID_MAX``].
+RequestInt = Annotated[int, Field(strict=True, ge=0, le=ID_MAX)]
 
 
 class PostCheckoutRequest(BaseModel):
     """What the checkout page sends right after a buyer completes checkout.
 
-    Limits are part of the contract: a basket holds 0..``MAX_BASKET_ITEMS`` listing ids, ids are
-    non-negative, unknown fields are refused (a typo must not pass silently).
+    Limits are part of the contract and stated here once (the transformer, its OpenAPI document
+    and ``docs/data-contract.md`` follow them): ids are JSON integers in [0, ``ID_MAX``] (strings,
+    bools and floats such as ``1059.0`` are refused, nothing is truncated); a basket holds
+    0..``MAX_BASKET_ITEMS`` of them; ``timestamp`` is an ISO-8601 string within
+    [``REQUEST_TIME_MIN``, ``REQUEST_TIME_MAX``]; ``request_id`` matches ``REQUEST_ID_PATTERN``;
+    unknown fields are refused (a typo must not pass silently).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    user_id: int = Field(ge=0, description="Buyer id.")
-    purchased_item_ids: list[int] = Field(
+    user_id: RequestInt = Field(description="Buyer id.")
+    purchased_item_ids: list[RequestInt] = Field(
         default_factory=list,
         max_length=MAX_BASKET_ITEMS,
         description="Listing ids just bought (the basket); may be empty.",
@@ -420,24 +442,32 @@ class PostCheckoutRequest(BaseModel):
     region: str = Field(min_length=1, max_length=32, pattern=r"^[a-z0-9][a-z0-9-]*$")
     device: Device = "web"
     timestamp: dt.datetime | None = Field(
-        default=None, description="Checkout time (UTC); the server's clock when absent."
+        default=None, description="Checkout time, ISO 8601 (naive means UTC), within 1970-01-01 .. "
+                                  "2200-01-01 UTC; the server's clock when absent."
     )
     request_id: str | None = Field(
-        default=None, min_length=1, max_length=64, description="Set by the caller or generated."
+        default=None, pattern=REQUEST_ID_PATTERN, description="Set by the caller or generated."
     )
 
-    @field_validator("purchased_item_ids")
+    @field_validator("timestamp", mode="before")
     @classmethod
-    def _ids_non_negative(cls, ids: list[int]) -> list[int]:
-        if any(i < 0 for i in ids):
-            raise ValueError("purchased_item_ids must be non-negative integers")
-        return ids
+    def _iso_only(cls, ts: Any) -> Any:
+        if ts is None or isinstance(ts, dt.datetime):
+            return ts
+        if not isinstance(ts, str) or not _ISO_DATE.match(ts):
+            raise ValueError("timestamp must be an ISO-8601 string (e.g. 2026-11-22T10:00:00Z)")
+        return ts
 
     @field_validator("timestamp")
     @classmethod
-    def _utc(cls, ts: dt.datetime | None) -> dt.datetime | None:
-        if ts is not None and ts.tzinfo is None:
-            return ts.replace(tzinfo=dt.UTC)
+    def _utc_in_range(cls, ts: dt.datetime | None) -> dt.datetime | None:
+        if ts is None:
+            return None
+        if ts.tzinfo is None:
+            ts = ts.replace(tzinfo=dt.UTC)
+        if not REQUEST_TIME_MIN <= ts <= REQUEST_TIME_MAX:
+            raise ValueError(f"timestamp must lie within {REQUEST_TIME_MIN:%Y-%m-%d} .. "
+                             f"{REQUEST_TIME_MAX:%Y-%m-%d} UTC")
         return ts
 
     def resolved_request_id(self) -> str:

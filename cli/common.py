@@ -9,10 +9,9 @@ import typer
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    """Print ``message`` as an error on stderr and return the ``typer.Exit`` to raise."""
-    from rich.console import Console
-
-    Console(stderr=True).print(f"[bold red]error:[/] {message}")
+    """Print ``error: <message>`` as one line on stderr (never wrapped, whatever the terminal
+    width, so scripts can grep it) and return the ``typer.Exit`` to raise with ``code``."""
+    typer.echo(f"error: {' '.join(message.splitlines())}", err=True)
     return typer.Exit(code=code)
 
 

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from cli.common import fail
+
 if TYPE_CHECKING:
     from checkout_recs.data.ingest import IngestReport
 
@@ -38,12 +40,6 @@ def simulate(
     rprint({"seconds": summary.seconds, "rows": summary.rows, "out": str(out)})
 
 
-def _error(message: str, code: int) -> typer.Exit:
-    """Print ``error: <message>`` as one line on stderr (never wrapped) and return the Exit to raise."""
-    typer.echo(f"error: {' '.join(message.splitlines())}", err=True)
-    return typer.Exit(code=code)
-
-
 def _parse_now(now: str | None) -> dt.datetime | None:
     """``--now`` as a datetime (naive means UTC); a usage error (exit 2) when it is not ISO 8601."""
     if not now:
@@ -51,7 +47,7 @@ def _parse_now(now: str | None) -> dt.datetime | None:
     try:
         return dt.datetime.fromisoformat(now)
     except ValueError:
-        raise _error(f"--now {now!r} is not an ISO time (e.g. 2026-11-01T00:00:00+00:00)", code=2) from None
+        raise fail(f"--now {now!r} is not an ISO time (e.g. 2026-11-01T00:00:00+00:00)", code=2) from None
 
 
 def _print_ingest_notes(report: IngestReport) -> None:
@@ -90,7 +86,7 @@ def ingest_cmd(
     try:
         report = ingest(source, out, when, endpoint_url, progress=True)
     except (SourceError, OSError) as e:
-        raise _error(str(e), code=1) from None
+        raise fail(str(e), code=1) from None
     rprint({t: (r.read, r.accepted, r.quarantined, r.by_reason) for t, r in report.tables.items()})
     _print_ingest_notes(report)
     if publish_to:

@@ -70,28 +70,51 @@ def _parse_params(params: list[str] | None) -> dict[str, object]:
     return out
 
 
+PARAMS_HELP = ("Parameter file, e.g. kfp_pipelines/params/{local,staging,production}.yaml: its section for "
+               "this pipeline, validated (unknown keys and wrong types are errors). Options given explicitly "
+               "(--param; for run also --artifact-root) override its values.")
+
+
+def _resolve_params(name: str, params_file: Path | None, overrides: dict[str, object]) -> dict[str, object]:
+    """The --params file's section for ``name`` overridden by ``overrides``; a bad file exits 2 with
+    the validation message. Without a file, ``overrides`` unchanged."""
+    from kfp_pipelines.params import ParamsError, resolve_params
+
+    try:
+        return resolve_params(name, params_file, overrides)
+    except ParamsError as exc:
+        raise fail(str(exc)) from exc
+
+
 @pipeline_app.command("run")
 def pipeline_run(
     name: Annotated[str, typer.Argument(help="Pipeline to run (training, index-refresh, monitoring).")],
     out: Annotated[Path, typer.Option(help="Folder for the run: pipeline_root/, artifacts/, run.json.")] = Path(
         "runs/local"),
     local: Annotated[bool, typer.Option("--local", help="Run on this machine with kfp.local (required).")] = False,
-    param: Annotated[list[str] | None, typer.Option(help="Pipeline parameter KEY=VALUE (repeat); JSON values.")]
-    = None,
-    artifact_root: Annotated[str | None, typer.Option(help="Artifact store root; default OUT/artifacts.")] = None,
+    param: Annotated[list[str] | None, typer.Option(
+        help="Pipeline parameter KEY=VALUE (repeat); JSON values. Overrides --params.")] = None,
+    artifact_root: Annotated[str | None, typer.Option(
+        help="Artifact store root; default OUT/artifacts. Overrides --params.")] = None,
+    params: Annotated[Path | None, typer.Option("--params", help=PARAMS_HELP)] = None,
 ) -> None:
-    """Run a pipeline end to end on this machine (kfp.local SubprocessRunner, no venv)."""
+    """Run a pipeline end to end on this machine (kfp.local SubprocessRunner, no venv).
+
+    Precedence: local defaults (paths under OUT) < the --params file's section < --param and
+    --artifact-root given explicitly."""
     from rich import print as rprint
 
     from kfp_pipelines.local import run_local
 
     if not local:
         raise fail("only --local runs here; use `checkout-recs pipeline submit` for a cluster")
-    args = _parse_params(param)
+    key = _pipeline_name(name)
+    overrides = _parse_params(param)
     if artifact_root:
-        args["artifact_root"] = artifact_root
+        overrides["artifact_root"] = artifact_root
+    args = _resolve_params(key, params, overrides)
     try:
-        summary = run_local(_pipeline_name(name), out, args)
+        summary = run_local(key, out, args)
     except RuntimeError as exc:
         raise fail(f"pipeline {name} failed: {exc}", code=1) from exc
     rprint(summary)
@@ -104,19 +127,26 @@ def pipeline_submit(
     schedule: Annotated[
         str | None, typer.Option(help="Six-field cron for a recurring run; 'default' = the recommended one.")
     ] = None,
-    param: Annotated[list[str] | None, typer.Option(help="Pipeline parameter KEY=VALUE (repeat).")] = None,
+    param: Annotated[list[str] | None, typer.Option(
+        help="Pipeline parameter KEY=VALUE (repeat); JSON values. Overrides --params.")] = None,
     experiment: Annotated[str, typer.Option(help="KFP experiment name.")] = "checkout-recs",
     namespace: Annotated[str | None, typer.Option(help="Kubeflow profile namespace (multi-user).")] = None,
     token_env: Annotated[str, typer.Option(help="Environment variable holding a bearer token.")] = "KFP_TOKEN",
+    params: Annotated[Path | None, typer.Option("--params", help=PARAMS_HELP)] = None,
 ) -> None:
-    """Submit the compiled pipeline: one run, or a recurring run with --schedule."""
+    """Submit the compiled pipeline: one run, or a recurring run with --schedule.
+
+    Precedence: the pipeline's defaults < the --params file's section < --param given explicitly.
+    Task pods get env and secrets from the checkout-recs-pipeline-env ConfigMap and the
+    checkout-recs-pipeline-secrets Secret (compiled in) and run as checkout-recs-pipeline."""
     import os
 
     from kfp_pipelines.submit import submit
 
+    key = _pipeline_name(name)
+    arguments = _resolve_params(key, params, _parse_params(param))
     try:
-        result = submit(_pipeline_name(name), host, _parse_params(param), schedule, experiment, namespace,
-                        os.environ.get(token_env))
+        result = submit(key, host, arguments, schedule, experiment, namespace, os.environ.get(token_env))
     except ValueError as exc:
         raise fail(str(exc)) from exc
     typer.echo(result.model_dump_json())
@@ -177,14 +207,18 @@ def manifests_validate(
 @manifests_app.command("sync-alerts")
 def manifests_sync_alerts(
     repo: Annotated[Path, typer.Option(help="Repository root.")] = Path("."),
+    runbook_base: Annotated[str | None, typer.Option(
+        envvar="CHECKOUT_RECS_RUNBOOK_BASE",
+        help="Base URL the alerts' runbook links are made absolute under (default: the repository's docs).")] = None,
 ) -> None:
-    """Render monitoring/alerts/prometheus-rules.yaml into the base as a PrometheusRule."""
+    """Render the rule files of monitoring/alerts/ into the base as PrometheusRules."""
     from checkout_recs.deploy.alerts import SOURCE, sync_alerts
 
-    written = sync_alerts(repo)
-    if written is None:
-        raise fail(f"{repo / SOURCE} does not exist (monitoring owns it)")
-    typer.echo(f"wrote {written}")
+    written = sync_alerts(repo, runbook_base)
+    if not written:
+        raise fail(f"{repo / SOURCE.parent} holds no rule file (monitoring owns them)")
+    for path in written:
+        typer.echo(f"wrote {path}")
 
 
 def register(app: typer.Typer) -> None:

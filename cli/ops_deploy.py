@@ -62,14 +62,18 @@ def _deploy_call(fn):  # noqa: ANN001, ANN202
 @deploy_app.command("canary")
 def deploy_canary(
     bundle_uri: Annotated[str, typer.Argument(help="Published bundle, e.g. s3://bucket/bundle/<version>.")],
-    metrics_url: Annotated[str, typer.Option(help="Prometheus text endpoint (/federate or /metrics).")],
+    prometheus_url: Annotated[str, typer.Option(
+        "--prometheus-url", "--metrics-url", envvar="PROMETHEUS_URL",
+        help="Prometheus base URL; the guardrails are PromQL queries on its /api/v1/query.")],
     host: HostOpt = None,
     namespace: NamespaceOpt = "checkout-recs",
     name: NameOpt = "checkout-recs",
     token_env: TokenEnvOpt = "KUBE_TOKEN",
     steps: Annotated[str, typer.Option(help="Traffic steps in percent, comma-separated.")] = "5,25,50,100",
     hold_s: Annotated[float, typer.Option(help="Healthy seconds needed at each step.")] = 600.0,
-    poll_s: Annotated[float, typer.Option(help="Seconds between metric scrapes.")] = 30.0,
+    poll_s: Annotated[float, typer.Option(help="Seconds between guardrail queries.")] = 30.0,
+    prometheus_matchers: Annotated[str | None, typer.Option(
+        help='Label matchers on every guardrail series (default: namespace="NAMESPACE").')] = None,
     max_hold_s: Annotated[float, typer.Option(help="Longest wait for conclusive metrics per step.")] = 1800.0,
     guardrails: Annotated[Path | None, typer.Option(help="GuardrailConfig as YAML or JSON.")] = None,
     result_json: Annotated[Path | None, typer.Option(help="Write the RolloutResult here.")] = None,
@@ -85,7 +89,7 @@ def deploy_canary(
     import yaml
     from rich.console import Console
 
-    from checkout_recs.deploy.metrics import PrometheusTextSource
+    from checkout_recs.deploy.metrics import MetricsSpec, PrometheusQuerySource
     from checkout_recs.deploy.rollout import RampPlan, Rollout
     from checkout_recs.evaluation.experiments.guardrails import GuardrailConfig
 
@@ -94,7 +98,8 @@ def deploy_canary(
     limits = GuardrailConfig.model_validate(yaml.safe_load(guardrails.read_text()) if guardrails else {})
     plan = RampPlan(steps=tuple(int(x) for x in steps.split(",")), hold_s=hold_s, poll_s=poll_s,
                     max_hold_s=max_hold_s)
-    rollout = Rollout(api, ref, PrometheusTextSource(metrics_url), plan, limits, log=console.print,
+    spec = MetricsSpec(matchers=f'namespace="{namespace}"' if prometheus_matchers is None else prometheus_matchers)
+    rollout = Rollout(api, ref, PrometheusQuerySource(prometheus_url, spec), plan, limits, log=console.print,
                       gmv=_gmv_source(decisions_store, outcomes, s3_endpoint_url, gmv_min_sessions),
                       registry=_registry(mlflow_tracking_uri))
     result = _deploy_call(lambda: rollout.run(bundle_uri))

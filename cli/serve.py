@@ -1,4 +1,4 @@
-"""Serving commands: ``serve``, ``recommend``, ``inventory apply``, ``explain``.
+"""Serving commands: ``serve``, ``recommend``, ``inventory apply|publish|consume``, ``explain``.
 
 Heavy libraries (kserve, torch, redis, httpx) are imported inside the command bodies.
 """
@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from checkout_recs.serving.settings import DEFAULT_MODEL_NAME
 from cli.common import fail
 
 inventory_app = typer.Typer(help="Live inventory (sold / locked listings).", no_args_is_help=True)
@@ -26,23 +27,38 @@ def serve(
     = "rest-binary",
     scoring: Annotated[str, typer.Option(help="'remote' (predictor hop) or 'inprocess' (student in the transformer).")]
     = "remote",
-    inventory: Annotated[str, typer.Option(help="Inventory backend: memory or redis.")] = "memory",
+    inventory: Annotated[str, typer.Option(help="Inventory backend: memory, redis (one MGET per request) or "
+                                                "replica (in memory, tailing the inventory stream).")] = "memory",
     redis_url: Annotated[str, typer.Option(help="Redis for inventory, kill switch and drift flag.")]
     = "redis://127.0.0.1:6379/0",
     decision_log: Annotated[str | None, typer.Option(help="Artifact store root for the decision log.")] = None,
-    policy_config: Annotated[Path | None, typer.Option(help="JSON file of PolicyConfig.")] = None,
+    policy_config: Annotated[Path | None, typer.Option(help="JSON file of PolicyConfig (read once).")] = None,
+    policy_dir: Annotated[Path | None, typer.Option(help="Folder with policy.json (and kill_switch), re-read when "
+                                                         "it changes: the ConfigMap's layout.")] = None,
+    users: Annotated[str | None, typer.Option(help="User features: feast, bundle or table (default: "
+                                                   "CHECKOUT_RECS_USERS, else bundle).")] = None,
+    feature_env: Annotated[str | None, typer.Option(help="Feast environment for --users feast: embedded or "
+                                                         "production (default: CHECKOUT_RECS_FEATURE_ENV).")] = None,
+    feast_features: Annotated[str | None, typer.Option(help="Feature tables the Feast sources name (default: "
+                                                            "the bundle's features/).")] = None,
+    feast_work_dir: Annotated[Path | None, typer.Option(help="Feast work folder (rendered feature_store.yaml, "
+                                                             "embedded store).")] = None,
 ) -> None:
-    """Start predictor + transformer (two KServe ModelServers on 127.0.0.1); Ctrl-C stops both."""
+    """Start predictor + transformer (two KServe ModelServers on 127.0.0.1); Ctrl-C stops both.
+
+    The transformer reads the same settings as a pod (``ServingSettings``): ``CHECKOUT_RECS_*``
+    variables, overridden by the options given here."""
     from inference.launch import start_servers, stop_servers
 
     if not bundle.is_dir():
         raise fail(f"no bundle folder at {bundle}")
     targs = ["--ranker_protocol", predictor_protocol, "--scoring", scoring, "--inventory", inventory,
              "--redis_url", redis_url]
-    if decision_log:
-        targs += ["--decision_log", decision_log]
-    if policy_config:
-        targs += ["--policy_config", str(policy_config)]
+    for flag, value in (("--decision_log", decision_log), ("--policy_config", policy_config),
+                        ("--policy_dir", policy_dir), ("--users", users), ("--feature_env", feature_env),
+                        ("--feast_features", feast_features), ("--feast_work_dir", feast_work_dir)):
+        if value is not None:
+            targs += [flag, str(value)]
     try:
         h = start_servers(bundle, transformer_port, predictor_port, transformer_args=targs,
                           start_predictor=scoring == "remote")
@@ -72,6 +88,8 @@ def recommend(
     items: Annotated[str, typer.Option(help="Basket listing ids, comma-separated (may be empty).")] = "",
     device: Annotated[str, typer.Option(help="web, ios or android.")] = "web",
     protocol: Annotated[str, typer.Option(help="v1 or v2.")] = "v1",
+    model: Annotated[str, typer.Option(help="Model name the transformer answers under (the InferenceService's).")]
+    = DEFAULT_MODEL_NAME,
 ) -> None:
     """Ask the transformer for six recommendations and print them as a table."""
     import httpx
@@ -84,7 +102,7 @@ def recommend(
         raise fail(f"--items must be comma-separated integers: {exc}") from exc
     req = {"user_id": user, "purchased_item_ids": basket, "region": region, "device": device}
     try:
-        pred = _ask(httpx, url.rstrip("/"), req, protocol)
+        pred = _ask(httpx, url.rstrip("/"), req, protocol, model)
     except (httpx.HTTPError, ValueError, KeyError) as exc:
         raise fail(f"request failed: {exc}") from exc
     table = Table(title=f"six for user {user} — policy {pred['policy']}"
@@ -98,11 +116,11 @@ def recommend(
     typer.echo(f"request_id {pred['request_id']}")
 
 
-def _ask(httpx: object, url: str, req: dict, protocol: str) -> dict:
+def _ask(httpx: object, url: str, req: dict, protocol: str, model: str = DEFAULT_MODEL_NAME) -> dict:
     client = httpx.Client(timeout=10)  # type: ignore[attr-defined]
     with client:
         if protocol == "v1":
-            r = client.post(f"{url}/v1/models/recommender:predict", json={"instances": [req]})
+            r = client.post(f"{url}/v1/models/{model}:predict", json={"instances": [req]})
             if r.status_code != 200:
                 raise ValueError(f"HTTP {r.status_code}: {r.text}")
             return r.json()["predictions"][0]
@@ -112,7 +130,7 @@ def _ask(httpx: object, url: str, req: dict, protocol: str) -> dict:
              "data": req["purchased_item_ids"]},
             {"name": "region", "datatype": "BYTES", "shape": [1], "data": [req["region"]]},
             {"name": "device", "datatype": "BYTES", "shape": [1], "data": [req["device"]]}]}
-        r = client.post(f"{url}/v2/models/recommender/infer", json=body)
+        r = client.post(f"{url}/v2/models/{model}/infer", json=body)
         if r.status_code != 200:
             raise ValueError(f"HTTP {r.status_code}: {r.text}")
         out = {o["name"]: o["data"] for o in r.json()["outputs"]}
@@ -144,6 +162,59 @@ def inventory_apply(
     except (ValueError, InventoryUnavailable) as exc:
         raise fail(str(exc)) from exc
     typer.echo(json.dumps(report.as_dict()))
+
+
+@inventory_app.command("publish")
+def inventory_publish(
+    events: Annotated[Path, typer.Argument(help="Parquet file or folder of contract.INVENTORY_EVENTS rows.")],
+    redis_url: Annotated[str, typer.Option(help="Redis URL.")] = "redis://127.0.0.1:6379/0",
+    prefix: Annotated[str, typer.Option(help="Key prefix: the stream is <prefix>:inv_events.")] = "checkout_recs",
+    maxlen: Annotated[int, typer.Option(help="Entries the stream keeps, about (XADD MAXLEN ~); 0 = all.")]
+    = 1_000_000,
+) -> None:
+    """Publish inventory events to the inventory stream in time order (replays, tests)."""
+    import pyarrow.parquet as pq
+    import redis
+
+    from checkout_recs.serving.inventory_stream import events_from_table, publish_events, stream_key
+
+    if not events.exists():
+        raise fail(f"no events at {events}")
+    try:
+        evs = events_from_table(pq.read_table(events))
+        client = redis.Redis.from_url(redis_url, socket_timeout=5.0, socket_connect_timeout=5.0)
+        ids = publish_events(client, stream_key(prefix), evs, maxlen=maxlen)
+    except (ValueError, OSError, redis.RedisError) as exc:
+        raise fail(f"publish failed: {exc}") from exc
+    typer.echo(json.dumps({"published": len(ids), "stream": stream_key(prefix),
+                           "first_id": ids[0] if ids else None, "last_id": ids[-1] if ids else None}))
+
+
+@inventory_app.command("consume")
+def inventory_consume(
+    redis_url: Annotated[str, typer.Option(help="Redis URL (stream and inventory state).")]
+    = "redis://127.0.0.1:6379/0",
+    prefix: Annotated[str, typer.Option(help="Key prefix of the stream and the inventory keys.")] = "checkout_recs",
+    group: Annotated[str, typer.Option(help="Consumer group.")] = "inventory-appliers",
+    consumer: Annotated[str | None, typer.Option(help="This consumer's name (default: the host name).")] = None,
+    claim_idle_ms: Annotated[int, typer.Option(help="Take over entries pending this long at a dead consumer.")]
+    = 30_000,
+    batch: Annotated[int, typer.Option(help="Entries per read.")] = 500,
+    metrics_port: Annotated[int, typer.Option(help="Port of /metrics (lag, counts); 0 = none.")] = 9108,
+    progress_every_s: Annotated[float, typer.Option(help="Seconds between progress / lag log lines.")] = 10.0,
+) -> None:
+    """Apply the inventory stream to the Redis inventory state until SIGTERM / Ctrl-C (long-running)."""
+    import logging
+
+    from inference.inventory_consumer import build_parser, run, stop_on_signals
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(
+        ["--redis_url", redis_url, "--redis_prefix", prefix, "--group", group, "--claim_idle_ms", str(claim_idle_ms),
+         "--batch", str(batch), "--metrics_port", str(metrics_port), "--progress_every_s", str(progress_every_s)]
+        + (["--consumer", consumer] if consumer else []))
+    stats = run(args, stop_on_signals())
+    typer.echo(json.dumps(stats.as_dict()))
 
 
 def explain(

@@ -16,9 +16,10 @@ def deploy_canary_op(bundle_uri: str, k8s_host: str, namespace: str, isvc_name: 
     ServiceAccount of manifests/base/rbac.yaml); empty skips the step (a laptop run has no
     cluster) and says so. ``outcomes_dir`` (clicks, purchases, listings parquet): when set, the
     GMV guardrail compares canary and champion GMV per session from the decision log in
-    ``artifact_root`` (``deploy.attribution``); else it reads the exporter's counters at
-    ``metrics_url``. ``mlflow_tracking_uri``: promotion moves the ``champion`` alias, a rollback
-    leaves it. Returns the outcome: ``promoted``, ``rolled_back``, ``failed`` or ``skipped``.
+    ``artifact_root`` (``deploy.attribution``); else it reads the exporter's counters from
+    Prometheus. ``metrics_url``: Prometheus' base URL; the guardrails are PromQL queries on the
+    series of ``namespace`` (``deploy.metrics``). ``mlflow_tracking_uri``: promotion moves the
+    ``champion`` alias, a rollback leaves it. Returns the outcome: ``promoted``, ``rolled_back``, ``failed`` or ``skipped``.
     A rolled-back canary is a normal outcome, not a failed task.
     """
     import json
@@ -30,7 +31,7 @@ def deploy_canary_op(bundle_uri: str, k8s_host: str, namespace: str, isvc_name: 
         return "skipped"
     from checkout_recs.deploy.attribution import DecisionLogGmv, folder_outcomes
     from checkout_recs.deploy.kube import IsvcRef, KubeApi
-    from checkout_recs.deploy.metrics import PrometheusTextSource
+    from checkout_recs.deploy.metrics import MetricsSpec, PrometheusQuerySource
     from checkout_recs.deploy.rollout import RampPlan, Rollout
     from checkout_recs.evaluation.experiments.guardrails import GuardrailConfig
     from checkout_recs.storage import open_store
@@ -41,8 +42,8 @@ def deploy_canary_op(bundle_uri: str, k8s_host: str, namespace: str, isvc_name: 
     limits = GuardrailConfig.model_validate(json.loads(guardrails_json or "{}"))
     gmv = (DecisionLogGmv(open_store(artifact_root, s3_endpoint_url or None), folder_outcomes(Path(outcomes_dir)))
            if outcomes_dir else None)
-    rollout = Rollout(api, IsvcRef(name=isvc_name, namespace=namespace), PrometheusTextSource(metrics_url),
-                      plan, limits, log=print, gmv=gmv,
+    source = PrometheusQuerySource(metrics_url, MetricsSpec(matchers=f'namespace="{namespace}"'))
+    rollout = Rollout(api, IsvcRef(name=isvc_name, namespace=namespace), source, plan, limits, log=print, gmv=gmv,
                       registry=MlflowAliases(mlflow_tracking_uri) if mlflow_tracking_uri else None)
     result = rollout.run(bundle_uri)
     print(result.model_dump_json(indent=2))

@@ -29,7 +29,7 @@ def register_op(bundle: Input[Model], evaluation_json: str, mlflow_tracking_uri:
     from checkout_recs.tracking import alias_metrics, register_run, set_challenger
 
     evaluation = json.loads(evaluation_json)
-    run_id = read_bundle_info(Path(bundle.path)).mlflow_run_id
+    run_id = read_bundle_info(Path(bundle.path)).mlflow_run_id or ""
     use_mlflow = bool(mlflow_tracking_uri and run_id)
     fallback = alias_metrics(mlflow_tracking_uri, "champion") if use_mlflow else None
     decision = challenger_gate(evaluation, tolerance, champion_fallback=fallback)

@@ -1,26 +1,52 @@
-# Serving image of the KServe predictor (ghcr.io/checkout-recs/predictor:<tag>): the multi-task
-# ranker over the v2 (Open Inference) protocol. Non-root (uid 10001), read-only root filesystem.
+# syntax=docker/dockerfile:1
+# Serving image of the KServe predictor (ghcr.io/checkout-recs/predictor:<tag>): the bundle's ranker
+# over the v2 (Open Inference) protocol. The distilled student is scored in numpy
+# (checkout_recs.models.numpy_scorer): no torch in the image (requirements/predictor.lock). A bundle
+# whose ranker needs torch (no student; MMoE / FM / spline): --build-arg
+# REQUIREMENTS=requirements/predictor-torch.lock. Non-root (uid 10001), read-only root filesystem.
 #
-#   docker build -f docker/predictor.Dockerfile -t ghcr.io/checkout-recs/predictor:0.1.0 .
-FROM python:3.11.7-slim-bookworm AS build
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-WORKDIR /src
-COPY requirements.lock pyproject.toml README.md ./
-RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install --extra-index-url https://download.pytorch.org/whl/cpu torch==2.13.0 \
- && /opt/venv/bin/pip install -r requirements.lock
-COPY checkout_recs ./checkout_recs
-COPY inference ./inference
-COPY feature_repo ./feature_repo
-COPY monitoring ./monitoring
-COPY components ./components
-COPY kfp_pipelines ./kfp_pipelines
-RUN /opt/venv/bin/pip install --no-deps .
+# Build arguments (docs/deploy.md, "Images"):
+#   BASE_IMAGE            a Debian bookworm image with python3.11 + venv (default python:3.11.7-slim-bookworm;
+#                         here: scripts/base_image.sh)
+#   PIP_INDEX_URL, PIP_EXTRA_INDEX_URL   package index(es)
+#   --build-context wheels=DIR           optional local wheel folder (pip --find-links)
+#   --secret id=ca_bundle,src=FILE       optional CA bundle for an HTTPS-intercepting proxy
+#
+#   podman build -f docker/predictor.Dockerfile -t ghcr.io/checkout-recs/predictor:0.1.0 .
+ARG BASE_IMAGE=docker.io/library/python:3.11.7-slim-bookworm
 
-FROM python:3.11.7-slim-bookworm
-RUN groupadd --gid 10001 app && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin app
+# Empty unless --build-context wheels=DIR replaces it.
+FROM scratch AS wheels
+
+FROM ${BASE_IMAGE} AS build
+ARG PIP_INDEX_URL=https://pypi.org/simple
+ARG PIP_EXTRA_INDEX_URL=
+ARG REQUIREMENTS=requirements/predictor.lock
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore PIP_FIND_LINKS=/wheels
+COPY ${REQUIREMENTS} /tmp/requirements.lock
+# The lock is the whole closure: --no-deps, wheels only (no compiler).
+# Then out of the runtime venv: pip itself, and the test suites of the big numeric packages (never
+# imported; not every package's "tests" can go: evidently's is runtime code).
+RUN --mount=type=bind,from=wheels,target=/wheels \
+    --mount=type=secret,id=ca_bundle,target=/run/secrets/ca_bundle \
+    if [ -s /run/secrets/ca_bundle ]; then export PIP_CERT=/run/secrets/ca_bundle; fi \
+ && python3 -m venv /opt/venv \
+ && /opt/venv/bin/pip install --no-deps --only-binary=:all: -r /tmp/requirements.lock \
+ && /opt/venv/bin/pip uninstall -q -y pip \
+ && cd /opt/venv/lib/python3.11/site-packages \
+ && for p in numpy pandas pyarrow scipy sklearn matplotlib statsmodels sympy networkx; do \
+      if [ -d "$p" ]; then find "$p" -type d -name tests -prune -exec rm -rf {} +; fi; done
+COPY checkout_recs /opt/app/checkout_recs
+COPY inference /opt/app/inference
+RUN find /opt/app -name __pycache__ -prune -exec rm -rf {} + \
+ && python3 -m compileall -q --invalidation-mode unchecked-hash /opt/app
+
+FROM ${BASE_IMAGE}
+RUN echo "app:x:10001:10001::/tmp:/usr/sbin/nologin" >> /etc/passwd && echo "app:x:10001:" >> /etc/group
 COPY --from=build /opt/venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/tmp OMP_NUM_THREADS=1
+COPY --from=build /opt/app /opt/app
+ENV PATH=/opt/venv/bin:$PATH PYTHONPATH=/opt/app PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/tmp \
+    OMP_NUM_THREADS=1
 WORKDIR /tmp
 USER 10001:10001
 EXPOSE 8080

@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pandas as pd
 import yaml
@@ -33,12 +34,18 @@ DEFAULT_REGISTRY = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
 def redis_connection_string(url: str) -> str:
-    """``redis://host:port/db`` (the Settings form) as Feast's ``host:port,db=N``."""
+    """``redis[s]://[:password@]host:port/db`` (the Settings form) as Feast's
+    ``host:port,db=N[,password=...][,ssl=true]`` (ElastiCache: TLS and an AUTH token)."""
     if "://" not in url:
         return url
-    rest = url.split("://", 1)[1]
-    hostport, _, db = rest.partition("/")
-    return f"{hostport},db={db or 0}"
+    parts = urlsplit(url)
+    hostport = parts.netloc.rpartition("@")[2]
+    out = f"{hostport},db={parts.path.lstrip('/') or 0}"
+    if parts.password:
+        out += f",password={unquote(parts.password)}"
+    if parts.scheme == "rediss":
+        out += ",ssl=true"
+    return out
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,19 @@
 """Plain ASGI helpers shared by the servers' routes: header lookup, whole responses, reading a
-body under a limit (413 with a reason over it), and the body-limit middleware.
+body under a limit (413 with a reason over it), the body-limit middleware, and ``NeverRaise``.
 
-``inference.server`` installs ``BodyLimit`` on kserve's app; the fast routes
-(``inference.fast_route``, ``inference.fast_infer``) read and answer with the same helpers. No
-kserve here: these modules import this one, never each other.
+``inference.server`` installs ``BodyLimit`` on kserve's app and ``NeverRaise`` outermost; the fast
+routes (``inference.fast_route``, ``inference.fast_infer``) read and answer with the same helpers.
+No kserve here: these modules import this one, never each other.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import orjson
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
 
@@ -97,3 +100,35 @@ class BodyLimit:
 
 class _TooLarge(Exception):
     pass
+
+
+class NeverRaise:
+    """Outermost ASGI middleware: no exception reaches uvicorn, so no error poisons a connection.
+
+    uvicorn closes the connection when the app raises after starting its response, which
+    Starlette's ``ServerErrorMiddleware`` always does (it sends its 500, then re-raises): the next
+    request on that keep-alive connection was reset. Here an exception is logged and, if nothing
+    was sent yet, answered with a 500 and a JSON reason; the connection stays usable either way.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:  # noqa: BLE001 - the point: nothing escapes to the server
+            log.exception("unhandled error answering %s %s", scope.get("method"), scope.get("path"))
+            if not started:
+                await send_response(send, 500, orjson.dumps({"error": f"internal error ({type(exc).__name__})"}),
+                                    [(b"content-type", b"application/json")])

@@ -12,10 +12,24 @@
 * ``checkout_recs_decision_log_rows{state}`` — decision rows ``accepted``, ``written``, ``pending``
   (in memory or spilled to disk), ``spilled``, ``dropped``, ``quarantined`` (rows that do not fit
   the contract, kept apart with their reason): accepted = written + pending + dropped + quarantined
-  (set by the writer thread, never on the request path).
+  (set by the writer thread, never on the request path);
+* ``checkout_recs_inventory_replica_age_seconds`` — seconds since the inventory replica was last
+  proven current (``--inventory replica``; past ``--inventory_max_lag_s`` answers say
+  ``inventory_stale``), ``checkout_recs_inventory_replica_lag_seconds`` — apply time minus stream
+  time of the newest event it applied, ``checkout_recs_inventory_replica_stale`` (0/1),
+  ``checkout_recs_inventory_replica_unavailable`` — listings it holds sold / delisted / locked,
+  ``checkout_recs_inventory_replica_events`` — stream entries it read (all read when the scrape
+  happens, nothing on the request path);
+* ``checkout_recs_shed_total{point,answer}`` — calls not served by the full path because of their
+  deadline (``inference.deadline``): ``point`` ``admission`` (could not start in time),
+  ``before_predict`` / ``before_decide`` (deadline passed in the stages), ``disconnected`` (the
+  client left before the policy stage); ``answer`` ``fallback`` (the cheap path answered) or
+  ``refused`` (503 / UNAVAILABLE, nothing computed, logged or counted as exposure).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -31,6 +45,16 @@ NEW_SELLER_SHARE = Gauge("checkout_recs_new_seller_exposure_share",
                          "Share of recent slots for new sellers / cold-start listings")
 DECISIONS_DROPPED = Gauge("checkout_recs_decision_log_dropped_total", "Decision records dropped")
 DECISION_ROWS = Gauge("checkout_recs_decision_log_rows", "Decision log rows by state", ["state"])
+SHED = Counter("checkout_recs_shed", "Calls shed by their deadline, by point and answer (fallback | refused)",
+               ["point", "answer"])
+REPLICA_AGE = Gauge("checkout_recs_inventory_replica_age_seconds",
+                    "Seconds since the inventory replica was last proven current")
+REPLICA_LAG = Gauge("checkout_recs_inventory_replica_lag_seconds",
+                    "Apply time minus stream time of the newest inventory event the replica applied")
+REPLICA_STALE = Gauge("checkout_recs_inventory_replica_stale", "1 while the inventory replica is past its bound")
+REPLICA_UNAVAILABLE = Gauge("checkout_recs_inventory_replica_unavailable",
+                            "Listings the replica holds sold, delisted or locked")
+REPLICA_EVENTS = Gauge("checkout_recs_inventory_replica_events", "Inventory stream entries the replica read")
 
 
 def observe(timings_ms: dict[str, float], policy: str, fallback_reason: str | None, exploration_cost: float,
@@ -53,3 +77,17 @@ def observe_decision_log(stats: dict[str, int]) -> None:
     for state in ("accepted", "written", "pending", "spilled", "dropped", "quarantined"):
         DECISION_ROWS.labels(state=state).set(stats[state])
     DECISIONS_DROPPED.set(stats["dropped"])
+
+
+def watch_inventory_replica(replica: Any) -> None:
+    """Export ``replica``'s (``ReplicaInventoryStore``) age, lag, staleness and sizes, read at scrape time."""
+    REPLICA_AGE.set_function(replica.age_s)
+    REPLICA_LAG.set_function(lambda: replica.lag_s)
+    REPLICA_STALE.set_function(lambda: float(replica.stale()))
+    REPLICA_UNAVAILABLE.set_function(replica.held)
+    REPLICA_EVENTS.set_function(lambda: replica.report.read)
+
+
+def observe_shed(point: str, answer: str) -> None:
+    """Count one call shed at ``point`` and answered by ``answer`` (``fallback`` | ``refused``)."""
+    SHED.labels(point=point, answer=answer).inc()

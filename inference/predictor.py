@@ -22,6 +22,8 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 PREDICTOR_NAME = "ranker"
 MAX_ROWS = 5000
+#: Environment variables the predictor reads (BLAS threads; the manifest contract test checks the pods).
+ENV_VARS = frozenset({"OMP_NUM_THREADS"})
 
 
 class RankerPredictor(Model):
@@ -123,19 +125,24 @@ class RankerPredictor(Model):
                              requested_outputs=payload.request_outputs)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Start the predictor server (see module docstring)."""
-    from inference.server import DEFAULT_HOST, LoopbackModelServer
-
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line flags of the predictor process."""
     p = argparse.ArgumentParser(description="Checkout recs ranker predictor (KServe)")
     p.add_argument("--bundle", required=True, type=Path)
     p.add_argument("--http_port", type=int, default=8081)
     p.add_argument("--grpc_port", type=int, default=8091)
-    p.add_argument("--host", default=DEFAULT_HOST)
+    p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--max_body_bytes", type=int, default=8 * 1024 * 1024)
     p.add_argument("--no_fast_route", action="store_true",
                    help="serve the binary-tensor infer through kserve's app too (A/B of inference.fast_infer)")
-    args, _ = p.parse_known_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Start the predictor server (see module docstring)."""
+    from inference.server import LoopbackModelServer
+
+    args = build_parser().parse_args(argv)  # strict: a flag nothing reads is an error
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     model = RankerPredictor(args.bundle)
     model.load()

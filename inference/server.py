@@ -4,6 +4,21 @@ kserve 0.21 binds REST to ``0.0.0.0`` and gRPC to ``[::]`` with no flag. ``Loopb
 extends (does not fork) the server: the same REST and gRPC servers and data plane, with the
 uvicorn config's host set and the gRPC port added on the chosen host only. It also installs a
 request-body limit (HTTP 413 with a reason) and stops both servers on SIGTERM / SIGINT.
+
+Two things kserve leaves open are closed here:
+
+* **the model repository extension** — kserve registers ``POST /v2/repository/models/<name>/load``
+  and ``.../unload`` (and the gRPC ``RepositoryModelLoad|Unload``) with no authentication, and an
+  unload takes the model out while the server still says ready. kserve has no option to turn them
+  off, so an ASGI guard in front of the app answers 404 for ``/v2/repository/...`` before any
+  route is matched, and our gRPC servicer answers them ``UNIMPLEMENTED``;
+* **health that means something** — kserve's ``/v2/health/live`` answers "alive" whenever the
+  process runs and ``/v2/health/ready`` is true with no model at all. Here both require every model
+  this server started with to be registered and ``healthy()``: readiness takes a pod out of the
+  Service at once, the liveness probe (a longer threshold) restarts one whose model stays unready.
+
+Models may define ``async run_background()``: it runs as a task on the serving loop (the
+transformer's policy ConfigMap watcher) and is cancelled at shutdown.
 """
 
 from __future__ import annotations
@@ -14,18 +29,75 @@ import signal
 from concurrent import futures
 from typing import Any
 
+import grpc
 from grpc import aio
 from kserve import ModelServer
 from kserve.logging import logger
+from kserve.protocol.dataplane import DataPlane
+from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc
-from kserve.protocol.grpc.interceptors import ExceptionToStatusInterceptor, LoggingInterceptor
+from kserve.protocol.grpc.interceptors import LoggingInterceptor
 from kserve.protocol.grpc.server import GRPCServer
-from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.rest.server import RESTServer
 
-from inference.asgi import DEFAULT_MAX_BODY_BYTES, BodyLimit
+from inference.asgi import DEFAULT_MAX_BODY_BYTES, BodyLimit, NeverRaise
+from inference.grpc_guard import GuardedServicer, GuardInterceptor
 
 DEFAULT_HOST = "127.0.0.1"
+#: Path prefix of kserve's model repository extension routes (closed here).
+REPOSITORY_ROUTES = "/v2/repository/"
+_CLOSED = b'{"error":"the model repository extension is closed"}'
+
+
+class _ServedDataPlane(DataPlane):
+    """kserve's data plane, with server readiness and liveness tied to the served models."""
+
+    served: tuple[str, ...] = ()
+
+    async def models_ready(self) -> bool:
+        """Every model the server started with is still registered and ``healthy()``."""
+        if not self.served:
+            return False
+        return all([await self._model_registry.is_model_ready(name) for name in self.served])
+
+    async def ready(self) -> bool:  # type: ignore[override]
+        """Ready: the models are (and whatever kserve checks besides)."""
+        return await self.models_ready() and await super().ready()
+
+    async def live(self) -> dict[str, str]:  # type: ignore[override]
+        """``{"status": "alive"}`` while the models are ready; anything else makes kserve answer 503."""
+        return {"status": "alive" if await self.models_ready() else "models not ready"}
+
+
+class ClosedRepository:
+    """ASGI guard: 404 for kserve's model repository extension (``/v2/repository/...``: index, load,
+    unload), whatever the method, before the request reaches any route; the rest passes through."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and str(scope.get("path", "")).startswith(REPOSITORY_ROUTES):
+            await send({"type": "http.response.start", "status": 404,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(_CLOSED)).encode())]})
+            await send({"type": "http.response.body", "body": _CLOSED})
+            return
+        await self.app(scope, receive, send)
+
+
+class _ClosedRepositoryServicer(GuardedServicer):
+    """kserve's gRPC servicer whose repository load / unload are not implemented."""
+
+    async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest,  # noqa: N802 - gRPC name
+                                  context: Any) -> pb.RepositoryModelLoadResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the model repository extension is closed")
+        return pb.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest,  # noqa: N802 - gRPC name
+                                    context: Any) -> pb.RepositoryModelUnloadResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the model repository extension is closed")
+        return pb.RepositoryModelUnloadResponse()
 
 
 class _HostGRPCServer(GRPCServer):
@@ -37,13 +109,14 @@ class _HostGRPCServer(GRPCServer):
         self._quiet = quiet
 
     async def start(self, max_workers: int) -> None:
-        servicer = InferenceServicer(self._data_plane, self._model_repository_extension)
+        servicer = _ClosedRepositoryServicer(self._data_plane, self._model_repository_extension)
         limit = int(self._kwargs.get("grpc_max_receive_message_length") or DEFAULT_MAX_BODY_BYTES)
         self._server = aio.server(
             futures.ThreadPoolExecutor(max_workers=max_workers),
             # kserve's LoggingInterceptor writes one INFO line per call: dropped when quiet
-            interceptors=(ExceptionToStatusInterceptor(),) if self._quiet
-            else (LoggingInterceptor(), ExceptionToStatusInterceptor()),
+            # GuardInterceptor: bad messages and bad input are INVALID_ARGUMENT, shed calls UNAVAILABLE
+            interceptors=(GuardInterceptor(),) if self._quiet
+            else (LoggingInterceptor(), GuardInterceptor()),
             options=[("grpc.max_receive_message_length", limit),
                      ("grpc.max_send_message_length", limit * 4)],
         )
@@ -100,6 +173,7 @@ class LoopbackModelServer(ModelServer):
     def __init__(self, host: str = DEFAULT_HOST, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                  quiet: bool = True, fast_route: bool = True, **kwargs: Any) -> None:
         super().__init__(workers=1, **kwargs)
+        self.dataplane = _ServedDataPlane(model_registry=self.registered_models)
         self.host = host
         self.quiet = quiet
         self.fast_route = fast_route
@@ -110,6 +184,8 @@ class LoopbackModelServer(ModelServer):
         """Register ``models`` and serve until SIGTERM / SIGINT; then stop the models."""
         self._models = models
         self._register_and_check_atleast_one_model_is_ready(models)
+        if isinstance(self.dataplane, _ServedDataPlane):
+            self.dataplane.served = tuple(m.name for m in models)
         from kserve.model_server import app
 
         app.add_middleware(BodyLimit, max_bytes=self.max_body_bytes)
@@ -117,8 +193,9 @@ class LoopbackModelServer(ModelServer):
             "kserve.model_server:app", self.dataplane, self.model_repository_extension, self.http_port,
             access_log_format=self.access_log_format, workers=1, grace_period=2,
             event_loop=self.event_loop, timeout_keep_alive=self.timeout_keep_alive)
-        if self.fast_route:  # uvicorn serves the fast routes, which hand the rest to kserve's app
-            self._rest_server.config.app = self._fast_routes(app, models)
+        # uvicorn serves the fast routes, which hand the rest to kserve's app; no error escapes to uvicorn
+        self._rest_server.config.app = ClosedRepository(
+            NeverRaise(self._fast_routes(app, models) if self.fast_route else app))
         self._rest_server.config.host = self.host  # the one change: no 0.0.0.0
         if self.enable_grpc:
             self._grpc_server = _HostGRPCServer(
@@ -140,19 +217,20 @@ class LoopbackModelServer(ModelServer):
                 m.stop()
 
     def _fast_routes(self, app: Any, models: list[Any]) -> Any:
-        """``app`` behind the fast routes: the v1 predict of ``models`` (``fast_route``) and the v2
-        binary-tensor infer of those with ``binary_outputs`` (``fast_infer``). They wrap the
+        """``app`` behind the fast routes: the v1 predict and v2 infer of ``models`` (``fast_route``:
+        strict decoding, deadlines) and, outermost, the v2 binary-tensor infer of those with
+        ``binary_outputs`` (``fast_infer``). They wrap the
         FastAPI app itself, outside the middlewares kserve adds when its REST server starts
         (timing, telemetry, body limit: ~0.3 ms of CPU a call on the predictor's hop)."""
         from inference.fast_infer import FastInferRoute
         from inference.fast_route import FastPredictRoute
 
-        outer: Any = app
+        outer: Any = FastPredictRoute(app, self.dataplane, {m.name for m in models}, self.max_body_bytes,
+                                      handlers=app.exception_handlers)
         binary = {m.name: m for m in models if hasattr(m, "binary_outputs")}
-        if binary:
+        if binary:  # outermost: the predictor's hop is answered before anything else looks at it
             outer = FastInferRoute(outer, binary, self.max_body_bytes)
-        return FastPredictRoute(outer, self.dataplane, {m.name for m in models}, self.max_body_bytes,
-                                handlers=app.exception_handlers)
+        return outer
 
     async def _serve_both_on_loop(self) -> None:
         """``setup_event_loop`` on the loop that serves (kserve calls it on another one), then serve."""
@@ -163,9 +241,12 @@ class LoopbackModelServer(ModelServer):
         grpc_task = None
         if self._grpc_server is not None:
             grpc_task = asyncio.create_task(self._grpc_server.start(self.max_threads))
+        background = [asyncio.create_task(m.run_background()) for m in self._models if hasattr(m, "run_background")]
         try:
             await self._rest_server.start()  # returns after SIGTERM / SIGINT
         finally:
+            for task in background:
+                task.cancel()
             if self._grpc_server is not None:
                 await self._grpc_server.stop()
             if grpc_task is not None:

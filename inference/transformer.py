@@ -10,15 +10,34 @@
 ``postprocess`` ``Recommender.decide`` (policy: six, propensities, reasons), metrics, decision
                 log (queued, written off the request path), v1/v2 encoding.
 
+Deadlines (``inference.deadline``): every call's deadline is its arrival plus
+``--request_deadline_ms``, tightened by the client's ``X-Request-Deadline-Ms`` or gRPC deadline.
+At most ``--max_inflight`` calls are in the stages at once; a call that cannot start in time is
+answered by the cheap path (``--overload fallback``: the deterministic fallback, reason
+``overload``) or refused (``--overload refuse``: 503 + ``Retry-After`` / UNAVAILABLE). A call whose
+deadline passes, or whose client leaves, before the policy stage is refused without computing its
+answer (no exposure, no exploration spend, no decision row).
+
 Entry point: ``python -m inference.transformer --bundle DIR --predictor_url http://127.0.0.1:P``.
+Where its inputs and outputs are (user-feature source, decision log, policy ConfigMap, Redis) is
+``checkout_recs.serving.settings.ServingSettings``: ``CHECKOUT_RECS_*`` environment variables (what
+the manifests set) overridden by the flags of the same name (local runs). KServe's injected
+``--model_name`` (the InferenceService's name: the model answers under it), ``--predictor_host``
+and ``--http_port`` are accepted; ``--workers`` must be 1 (one process, one event loop: the
+manifests pin it, else KServe would pass the container concurrency).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextvars
 import datetime as dt
+import logging
+import os
+import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,14 +45,29 @@ from typing import Any
 import numpy as np
 from kserve import Model
 from kserve.errors import InvalidInput
+from kserve.model import InferenceVerb
 from kserve.protocol.infer_type import InferRequest
 
+from checkout_recs.log_format import (
+    add_log_format_argument,
+    configure_logging,
+    set_bundle_version,
+    set_request_id,
+)
+from checkout_recs.policy.config import PolicyConfig
 from checkout_recs.serving.decisions import DecisionLog, decision_record
+from checkout_recs.serving.policy_source import PolicyDir, PolicyReloader, parse_policy
 from checkout_recs.serving.recommender import Decision, Prepared, Recommender
+from checkout_recs.serving.settings import DEFAULT_MODEL_NAME, ServingSettings
 from inference import codec, metrics
+from inference.deadline import Admission, RequestClock, ServiceTime, Shed, current_clock
+from inference.policy_reload import observe_status, watch_policy
 from inference.predictor_client import PredictorClient, PredictorError, PredictorTimeout
 
-TRANSFORMER_NAME = "recommender"
+#: The name the transformer answers under: the InferenceService's (KServe passes it as --model_name).
+TRANSFORMER_NAME = DEFAULT_MODEL_NAME
+#: Environment variables the transformer reads (the manifest contract test checks the pods set no other).
+ENV_VARS = ServingSettings.env_names()
 
 
 @dataclass
@@ -46,6 +80,21 @@ class _Job:
     scores: list[Any] = field(default_factory=list)
     failures: list[str | None] = field(default_factory=list)
     rank_ms: list[float] = field(default_factory=list)
+
+
+@dataclass
+class _Call:
+    """One call's deadline and its place in the admission queue (``CheckoutTransformer.__call__``)."""
+
+    clock: RequestClock
+    deadline: float  # perf_counter seconds by which the answer must be out
+    admitted_at: float | None = None  # perf_counter seconds it got a slot; None: it holds none
+    cheap_since: float | None = None  # perf_counter seconds it took the cheap path
+
+
+_CALL: contextvars.ContextVar[_Call | None] = contextvars.ContextVar("checkout_recs_call", default=None)
+#: Cheap-path calls in flight at most, per admission slot (above: refused).
+CHEAP_PER_SLOT = 2
 
 
 class CheckoutTransformer(Model):
@@ -68,7 +117,97 @@ class CheckoutTransformer(Model):
         self.decision_log = decision_log
         self.deadline_s = deadline_ms / 1e3
         self.naive: Any = None  # inference.naive.NaiveItemFeatures in the benchmark's naive mode
+        self.policy_reloader: PolicyReloader | None = None  # the mounted policy ConfigMap, when given
+        self.policy_poll_s = 5.0
+        self.request_deadline_s = 0.0  # server-side budget of every call (``configure_overload``)
+        self.overload = "off"  # fallback | refuse | off
+        self.admission: Admission | None = None
+        self.cheap = ServiceTime(0.005)  # how long a cheap-path call takes, seconds
+        self._cheap_inflight = 0
         self.ready = True
+
+    def configure_overload(self, overload: str, request_deadline_ms: float, max_inflight: int) -> None:
+        """Deadlines and shedding (module docstring): ``overload`` ``fallback`` | ``refuse`` | ``off``
+        (no deadline, no admission: every call computed, as before), the server's budget of a call
+        (ms, <= 0: the client's only) and the calls in the stages at once."""
+        if overload not in ("fallback", "refuse", "off"):
+            raise ValueError(f"overload must be fallback, refuse or off, got {overload!r}")
+        self.overload, self.request_deadline_s = overload, request_deadline_ms / 1e3
+        self.admission = Admission(max_inflight) if overload != "off" else None
+
+    async def __call__(self, body: Any, headers: dict[str, str] | None = None,
+                       verb: InferenceVerb = InferenceVerb.PREDICT) -> Any:
+        """kserve's preprocess -> predict -> postprocess under the call's deadline; the admission slot
+        (or cheap-path place) is given back however the call ends."""
+        if self.admission is None:
+            return await super().__call__(body, headers=headers, verb=verb)
+        clock = current_clock() or RequestClock(time.perf_counter())
+        call = _Call(clock, clock.deadline(self.request_deadline_s))
+        token = _CALL.set(call)
+        try:
+            return await super().__call__(body, headers=headers, verb=verb)
+        finally:
+            _CALL.reset(token)
+            now = time.perf_counter()
+            if call.admitted_at is not None:
+                self.admission.leave()
+                self.admission.observe(now - call.admitted_at)
+            if call.cheap_since is not None:
+                self._cheap_inflight -= 1
+                self.cheap.observe(now - call.cheap_since)
+
+    async def _admit(self) -> str | None:
+        """Enter the stages: None for the full path (a slot held), ``"overload"`` for the cheap path;
+        ``Shed`` when the call can be answered neither way in time."""
+        call, adm = _CALL.get(), self.admission
+        if call is None or adm is None:
+            return None
+        if await adm.enter(call.deadline):
+            call.admitted_at = time.perf_counter()
+            return None
+        now = time.perf_counter()
+        if (self.overload == "fallback" and now + self.cheap.budget_s() < call.deadline
+                and self._cheap_inflight < CHEAP_PER_SLOT * adm.limit):
+            self._cheap_inflight += 1
+            call.cheap_since = now
+            metrics.observe_shed("admission", "fallback")
+            return "overload"
+        metrics.observe_shed("admission", "refused")
+        raise Shed(self.name, f"over capacity: the call could not start within its deadline; retry after a while "
+                              f"({adm.inflight} in the stages, {adm.waiting} waiting)")
+
+    def _check_deadline(self, point: str, job: _Job) -> None:
+        """``Shed`` (nothing more computed) when the client left or the deadline passed; in-flight
+        inventory lookups are cancelled."""
+        call = _CALL.get()
+        if call is None:
+            return
+        gone = call.clock.gone()
+        if not gone and time.perf_counter() < call.deadline:
+            return
+        for p in job.prepared:
+            if p.pending is not None:
+                p.pending.cancel()
+        point = "disconnected" if gone else point
+        metrics.observe_shed(point, "refused")
+        raise Shed(self.name, "the client left before the answer was computed" if gone
+                   else "the call's deadline passed before its answer was computed; retry after a while")
+
+    def _hop_deadline_s(self) -> float:
+        """The predictor hop's deadline, seconds: ``--deadline_ms``, or what is left of the call's if less."""
+        call = _CALL.get()
+        if call is None:
+            return self.deadline_s
+        return max(0.0, min(self.deadline_s, call.deadline - time.perf_counter()))
+
+    async def run_background(self) -> None:
+        """Watch the policy ConfigMap (``inference.policy_reload``) on the serving loop, if one is mounted."""
+        if self.policy_reloader is not None:
+            await watch_policy(self.policy_reloader, self.policy_poll_s)
+
+    async def healthy(self) -> bool:
+        """Ready once loaded and the inventory can answer (the replica: bootstrapped and current once)."""
+        return self.ready and self.recommender.inventory.ready()
 
     def validate(self, payload: Any) -> Any:
         """Parsing happens in ``preprocess``; nothing to check here."""
@@ -84,7 +223,11 @@ class CheckoutTransformer(Model):
             job = _Job(v2=False, binary=False, prepared=[])
         if len({r.request_id for r in reqs if r.request_id}) < sum(1 for r in reqs if r.request_id):
             raise InvalidInput("request_id values must be distinct within one call")
-        job.prepared = list(await asyncio.gather(*(self.recommender.prepare(r, defer_inventory=True)
+        for r in reqs:  # resolved here, so every log line of the call carries the ids the answers carry
+            r.request_id = r.resolved_request_id()
+        set_request_id(",".join(str(r.request_id) for r in reqs))
+        degrade = await self._admit()
+        job.prepared = list(await asyncio.gather(*(self.recommender.prepare(r, defer_inventory=True, degrade=degrade)
                                                   for r in reqs)))
         if self.naive is not None:  # benchmark baseline only: Feast reads of every candidate
             for p in job.prepared:
@@ -97,6 +240,7 @@ class CheckoutTransformer(Model):
     async def predict(self, job: _Job, headers: dict[str, str] | None = None,
                       response_headers: dict[str, str] | None = None) -> _Job:
         """Score each prepared request (remote or in-process); failures become fallback reasons."""
+        self._check_deadline("before_predict", job)
         results = await asyncio.gather(*(self._score(p) for p in job.prepared))
         job.scores = [r[0] for r in results]
         job.failures = [r[1] for r in results]
@@ -131,7 +275,7 @@ class CheckoutTransformer(Model):
             if self.scorer is not None:
                 scores = self.scorer(prep.matrix)
             elif self.predictor is not None:
-                scores = await self.predictor.score(prep.matrix, self.deadline_s)
+                scores = await self.predictor.score(prep.matrix, self._hop_deadline_s())
             else:
                 failure = "predictor_error"
         except PredictorTimeout:
@@ -143,7 +287,8 @@ class CheckoutTransformer(Model):
 
     async def postprocess(self, job: _Job, headers: dict[str, str] | None = None,
                           response_headers: dict[str, str] | None = None) -> Any:
-        """Policy, metrics, decision log, encoding."""
+        """Policy, metrics, decision log, encoding (none of it when the deadline passed: ``Shed``)."""
+        self._check_deadline("before_decide", job)
         decisions = [self.recommender.decide(p, s, f) for p, s, f in zip(job.prepared, job.scores, job.failures,
                                                                              strict=True)]
         for d, rank_ms in zip(decisions, job.rank_ms, strict=True):
@@ -168,6 +313,7 @@ class CheckoutTransformer(Model):
         if self.decision_log is not None:
             self.decision_log.close()
         self.recommender.close()
+        self.recommender.inventory.close()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,27 +323,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--http_port", type=int, default=8080)
     p.add_argument("--grpc_port", type=int, default=8090)
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--predictor_url", default="http://127.0.0.1:8081")
+    p.add_argument("--predictor_url", default=None, help="predictor base URL (default http://127.0.0.1:8081, "
+                   "or http://<--predictor_host>)")
+    p.add_argument("--predictor_host", default=None, help="KServe's injected predictor host[:port]")
+    p.add_argument("--model_name", default=None, help=f"name to answer under (KServe: the InferenceService's; "
+                   f"default {DEFAULT_MODEL_NAME})")
+    p.add_argument("--workers", type=int, default=1, choices=[1],
+                   help="KServe's worker count: one process (one event loop) only")
+    p.add_argument("--deployment", default=None, choices=["local", "cluster"],
+                   help="'cluster' refuses to start without the settings a pod needs (ServingSettings.missing)")
     p.add_argument("--predictor_grpc", default="127.0.0.1:8091")
     p.add_argument("--ranker_protocol", default="rest-binary", choices=["rest-json", "rest-binary", "grpc"],
                    help="the hop to the predictor: v2 binary tensors over REST (its fast route, the cheapest), "
                         "JSON tensors, or v2 gRPC")
     p.add_argument("--scoring", default="remote", choices=["remote", "inprocess"])
     p.add_argument("--deadline_ms", type=float, default=40.0)
-    p.add_argument("--inventory", default="memory", choices=["memory", "redis"])
-    p.add_argument("--redis_url", default="redis://127.0.0.1:6379/0")
+    p.add_argument("--request_deadline_ms", type=float, default=1000.0,
+                   help="server-side deadline of every call, ms from its arrival; a client's X-Request-Deadline-Ms "
+                        "header (REST) or gRPC deadline tightens it; <= 0: the client's only")
+    p.add_argument("--overload", default="fallback", choices=["fallback", "refuse", "off"],
+                   help="a call that cannot start within its deadline: answered by the deterministic fallback "
+                        "(reason 'overload'), refused with 503 + Retry-After (gRPC UNAVAILABLE), or off: no "
+                        "deadline and no admission control (every call computed)")
+    p.add_argument("--max_inflight", type=int, default=4,
+                   help="calls in the request path's stages at once; the others wait while they can make their "
+                        "deadline")
+    p.add_argument("--inventory", default=None, choices=["memory", "redis", "replica"],
+                   help="memory (this process), redis (one MGET per request), or replica: the whole unavailable "
+                        "set in memory, bootstrapped from Redis and tailed from the inventory stream; lookups "
+                        "never leave the process (serving/inventory_replica.py)")
+    p.add_argument("--inventory_max_lag_s", type=float, default=2.0,
+                   help="replica: not proven current for this long -> answers fall back with 'inventory_stale'")
+    p.add_argument("--inventory_in_play_s", type=float, default=900.0,
+                   help="replica, while stale: listings with an inventory event this recent are not shown")
+    p.add_argument("--inventory_group", default="inventory-appliers",
+                   help="replica: consumer group of the inventory consumer (its bootstrap position)")
+    p.add_argument("--redis_url", default=None, help="default: CHECKOUT_RECS_REDIS_URL, else the loopback Redis; "
+                   "the password comes from CHECKOUT_RECS_REDIS_PASSWORD only")
     p.add_argument("--redis_prefix", default="checkout_recs")
     p.add_argument("--switches", default="redis", choices=["redis", "none"])
     p.add_argument("--kill_key", default="checkout_recs:kill_switch")
     p.add_argument("--drift_key", default="checkout_recs:drift_flag")
-    p.add_argument("--users", default="bundle", choices=["bundle", "table", "feast"])
+    p.add_argument("--users", default=None, choices=["bundle", "table", "feast"],
+                   help="user features: Feast online store, the bundle's table, or --user_table")
+    p.add_argument("--feature_env", default=None, choices=["embedded", "production"],
+                   help="Feast environment of --users feast (feature_repo/environments)")
     p.add_argument("--user_table", default=None, help="parquet of user features (contract.USER_FEATURES)")
     p.add_argument("--candidates", default="auto", choices=["auto", "builtin"])
     p.add_argument("--feast_features", default=None)
-    p.add_argument("--feast_work_dir", default="artifacts/feast")
+    p.add_argument("--feast_work_dir", default=None, help="writable Feast work folder (default artifacts/feast)")
     p.add_argument("--feast_timeout_ms", type=float, default=50.0)
     p.add_argument("--feast_project", default=None, help="Feast project (default: the feature repo's)")
-    p.add_argument("--policy_config", type=Path, default=None, help="JSON file of PolicyConfig")
+    p.add_argument("--policy_config", type=Path, default=None, help="JSON file of PolicyConfig (read once)")
+    p.add_argument("--policy_dir", type=Path, default=None,
+                   help="mounted policy ConfigMap (policy.json, kill_switch), re-read on change; wins over "
+                        "--policy_config")
+    p.add_argument("--policy_poll_s", type=float, default=None, help="seconds between checks of --policy_dir")
     p.add_argument("--decision_log", default=None, help="artifact store root for the decision log")
     p.add_argument("--naive", action="store_true", help="benchmark baseline: candidate features from Feast")
     p.add_argument("--decision_log_rotate_s", type=float, default=30.0)
@@ -221,34 +402,66 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_snapshot_age_h", type=float, default=0.0,
                    help="staleness SLA of the listing snapshot, hours, checked at the checkout's time "
                         "(stale: fallback 'stale_features'); 0 = not checked. Production sets 48 (features.sla).")
+    add_log_format_argument(p)
     return p
+
+
+def resolve_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> ServingSettings:
+    """``ServingSettings`` from the flags and the environment (``os.environ`` by default). The
+    resolved values are written back into ``args`` so every stage reads the one answer
+    (``args.redis_url`` then carries the password, in this process only). ``ValueError`` when a
+    value is invalid or a secret comes as a flag."""
+    s = ServingSettings.from_sources(vars(args), os.environ if environ is None else environ)
+    for name in ("model_name", "users", "user_table", "feature_env", "feast_features", "feast_work_dir",
+                 "feast_project", "inventory", "decision_log", "policy_dir", "policy_config", "policy_poll_s",
+                 "predictor_url", "deployment"):
+        setattr(args, name, getattr(s, name))
+    args.redis_url = s.redis_dsn()
+    return s
+
+
+def missing_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> list[str]:
+    """What a cluster deployment of these flags and this environment lacks (``ServingSettings.missing``)."""
+    return ServingSettings.from_sources(vars(args), environ).missing()
+
+
+def serving_policy(cfg: PolicyConfig, args: argparse.Namespace) -> PolicyConfig:
+    """A copy of ``cfg`` with the serving ledger filled in: replicas share the exploration budget in
+    the inventory's Redis, and the lease is renewed in the background (``--ledger_renewal``)."""
+    cfg = cfg.model_copy(deep=True)
+    led = cfg.exploration.ledger
+    if args.inventory in ("redis", "replica") and led.url is None:
+        led.url = args.redis_url
+        led.prefix = led.prefix if "prefix" in led.model_fields_set else f"{args.redis_prefix}:explore"
+    if args.ledger_renewal or "renewal" not in led.model_fields_set:
+        led.renewal = args.ledger_renewal or "background"  # serving: the request path never waits on Redis
+    return cfg
 
 
 def build_transformer(args: argparse.Namespace) -> CheckoutTransformer:
     """Load the bundle and wire the stores, the predictor client and the decision log."""
-    import json
-
-    from checkout_recs.policy.config import PolicyConfig
     from checkout_recs.serving.bundle import ServingBundle
     from checkout_recs.serving.bundle_layout import BundleLayout
     from checkout_recs.serving.inventory import open_inventory
     from checkout_recs.serving.recommender import TableUserFeatures
     from checkout_recs.serving.switches import Switches
 
+    settings = resolve_settings(args)
     bundle = ServingBundle.load(args.bundle, candidates=args.candidates)
-    cfg = PolicyConfig.model_validate(json.loads(args.policy_config.read_text())) if args.policy_config \
-        else PolicyConfig()
-    led = cfg.exploration.ledger  # replicas share the exploration budget in the inventory's Redis
-    if args.inventory == "redis" and led.url is None:
-        led.url = args.redis_url
-        led.prefix = led.prefix if "prefix" in led.model_fields_set else f"{args.redis_prefix}:explore"
-    if args.ledger_renewal or "renewal" not in led.model_fields_set:
-        led.renewal = args.ledger_renewal or "background"  # serving: the request path never waits on Redis
+    source = PolicyDir(settings.policy_dir) if settings.policy_dir else None
+    first = source.read() if source is not None else None
+    if first is not None:
+        cfg = first.config or PolicyConfig()  # a bad file at start: the code's defaults (and valid=0)
+    else:
+        cfg = parse_policy(args.policy_config.read_text()) if args.policy_config else PolicyConfig()
+    cfg = serving_policy(cfg, args)
     if args.users == "feast":
         from inference.user_features import open_feast_users
 
+        registry = settings.feast_registry_url.get_secret_value() if settings.feast_registry_url else None
         users: Any = open_feast_users(args.feast_features or str(BundleLayout(args.bundle).features_dir), args.feast_work_dir,
-                                      timeout_s=args.feast_timeout_ms / 1e3, project=args.feast_project)
+                                      env=settings.feature_env, timeout_s=args.feast_timeout_ms / 1e3,
+                                      project=args.feast_project, redis_url=args.redis_url, registry_url=registry)
     elif args.users == "table" or args.user_table:
         import pandas as pd
 
@@ -257,7 +470,15 @@ def build_transformer(args: argparse.Namespace) -> CheckoutTransformer:
         users = TableUserFeatures(bundle.users)
     switches = Switches(args.redis_url if args.switches == "redis" else None, ttl_s=cfg.switch_cache_ttl_s,
                         kill_key=args.kill_key, drift_key=args.drift_key)
-    inventory = open_inventory(args.inventory, args.redis_url, prefix=args.redis_prefix)
+    if args.inventory == "replica":
+        from checkout_recs.serving.inventory_replica import ReplicaInventoryStore
+
+        inventory: Any = ReplicaInventoryStore(args.redis_url, prefix=args.redis_prefix, group=args.inventory_group,
+                                               max_lag_s=args.inventory_max_lag_s,
+                                               in_play_s=args.inventory_in_play_s).start()
+        metrics.watch_inventory_replica(inventory)
+    else:
+        inventory = open_inventory(args.inventory, args.redis_url, prefix=args.redis_prefix)
     max_age = dt.timedelta(hours=args.max_snapshot_age_h) if args.max_snapshot_age_h > 0 else None
     rec = Recommender(bundle, users, inventory, cfg, switches, seed=args.seed, max_snapshot_age=max_age)
     scorer, client = None, None
@@ -277,7 +498,14 @@ def build_transformer(args: argparse.Namespace) -> CheckoutTransformer:
         log = DecisionLog(open_store(args.decision_log), rotate_s=args.decision_log_rotate_s,
                           spill_dir=args.decision_log_spill_dir, max_memory_rows=args.decision_log_max_memory_rows,
                           on_stats=metrics.observe_decision_log)
-    t = CheckoutTransformer(rec, client, scorer, log, deadline_ms=args.deadline_ms or cfg.predictor_deadline_ms)
+    t = CheckoutTransformer(rec, client, scorer, log, deadline_ms=args.deadline_ms or cfg.predictor_deadline_ms,
+                            name=settings.model_name)
+    t.configure_overload(args.overload, args.request_deadline_ms, args.max_inflight)
+    if source is not None and first is not None:
+        t.policy_reloader = PolicyReloader(source, rec, prepare=lambda c: serving_policy(c, args),
+                                           on_status=observe_status)
+        t.policy_reloader.apply(first)
+        t.policy_poll_s = settings.policy_poll_s
     if args.naive:
         from inference.naive import NaiveItemFeatures
 
@@ -291,15 +519,37 @@ def main(argv: list[str] | None = None) -> None:
     """Start the transformer server."""
     from inference.server import LoopbackModelServer
 
-    args, _ = build_parser().parse_known_args(argv)
+    args = build_parser().parse_args(argv)  # strict: a flag the manifests give that nothing reads is an error
+    configure_logging(args.log_format)
+    try:
+        missing = resolve_settings(args).missing()
+    except ValueError as exc:
+        sys.exit(f"transformer settings: {exc}")
+    if missing:
+        sys.exit("transformer settings: a cluster deployment needs\n  " + "\n  ".join(missing))
     model = build_transformer(args)
+    set_bundle_version(model.recommender.bundle.index_version)
     if args.huge_pages == "collapse":
         from inference.huge_pages import collapse_large_mappings
 
-        print(f"huge pages: {collapse_large_mappings()}", flush=True)
-    LoopbackModelServer(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
-                        max_body_bytes=args.max_body_bytes, enable_latency_logging=False,
-                        fast_route=not args.no_fast_route).start([model])
+        logging.getLogger(__name__).info("huge pages: %s", collapse_large_mappings())
+    server = LoopbackModelServer(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
+                                 max_body_bytes=args.max_body_bytes, enable_latency_logging=False,
+                                 fast_route=not args.no_fast_route)
+    _gate_server_readiness(server, model)
+    server.start([model])
+
+
+def _gate_server_readiness(server: Any, model: CheckoutTransformer) -> None:
+    """Make the server's readiness (``/v2/health/ready``, gRPC ``ServerReady``) wait for
+    ``model.healthy()``: kserve's data plane answers ready as soon as the server is up, before the
+    inventory replica has caught up."""
+    plane_ready = server.dataplane.ready
+
+    async def ready() -> bool:
+        return await model.healthy() and await plane_ready()
+
+    server.dataplane.ready = ready
 
 
 if __name__ == "__main__":

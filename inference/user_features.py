@@ -114,14 +114,20 @@ def _import_feast_without_torch() -> None:
 
 
 def open_feast_users(features_uri: str, work_dir: str, env: str = "embedded", timeout_s: float = 0.05,
-                     project: str | None = None) -> FeastUserFeatures:
-    """A Feast-backed user source (imports Feast; call at server start only)."""
+                     project: str | None = None, redis_url: str | None = None,
+                     registry_url: str | None = None) -> FeastUserFeatures:
+    """A Feast-backed user source (imports Feast; call at server start only).
+
+    ``env`` names ``feature_repo/environments/<env>.yaml``; ``redis_url`` (password included) and
+    ``registry_url`` are the production store's (None: ``feature_repo.store``'s environment defaults).
+    """
     from pathlib import Path
 
     _import_feast_without_torch()
     from feature_repo.store import open_store
 
-    kwargs = {"project": project} if project else {}
+    kwargs: dict[str, Any] = {"project": project} if project else {}
+    kwargs.update({k: v for k, v in (("redis_url", redis_url), ("registry_url", registry_url)) if v})
     adapter = open_store(env, features_uri, Path(work_dir), **kwargs)
     users = FeastUserFeatures(adapter, timeout_s=timeout_s)
     # Feast opens its connection and the view's table lazily; pay that here, at start-up, so the

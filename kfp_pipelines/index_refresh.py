@@ -7,6 +7,7 @@ from kfp import dsl
 
 from components.data import ingest_op, simulate_op
 from components.index_refresh import refresh_index_op
+from kfp_pipelines.cluster import apply_cluster_env
 
 
 @dsl.pipeline(name="checkout-recs-index-refresh",
@@ -30,4 +31,5 @@ def index_refresh_pipeline(
                            s3_endpoint_url=s3_endpoint_url)
     ref.set_display_name("refresh-index").set_caching_options(False)  # reads LATEST, publishes
     ref.set_cpu_request("1").set_memory_request("4Gi").set_retry(num_retries=1, backoff_duration="60s")
+    apply_cluster_env()  # ConfigMap env + Secret credentials on every task pod (ignored by kfp.local)
     return ref.outputs["Output"]

@@ -7,6 +7,7 @@ deterministic fallback and on-call is paged (PrometheusRule on the flag) — see
 from kfp import dsl
 
 from components.monitor import drift_report_op, set_drift_flag_op
+from kfp_pipelines.cluster import apply_cluster_env
 
 
 @dsl.pipeline(name="checkout-recs-monitoring",
@@ -34,4 +35,5 @@ def monitoring_pipeline(
                                  s3_endpoint_url=s3_endpoint_url, redis_url=redis_url)
         flag.set_display_name("set-drift-flag").set_caching_options(False)
         flag.set_cpu_request("0.1").set_memory_request("256Mi").set_retry(num_retries=3, backoff_duration="10s")
+    apply_cluster_env()  # ConfigMap env + Secret credentials on every task pod (ignored by kfp.local)
     return rep.outputs["Output"]

@@ -14,6 +14,7 @@ from components.evaluate import evaluate_op
 from components.features import build_features_op, materialize_features_op, training_set_op
 from components.register import register_op
 from components.train import distil_op, merge_models_op, train_ranker_op, train_retrieval_op
+from kfp_pipelines.cluster import apply_cluster_env
 
 
 def _resources(task: dsl.PipelineTask, cpu: str, memory: str, retries: int = 1) -> dsl.PipelineTask:
@@ -43,7 +44,7 @@ def training_pipeline(
     k8s_host: str = "",
     namespace: str = "checkout-recs",
     isvc_name: str = "checkout-recs",
-    metrics_url: str = "http://prometheus-operated.monitoring:9090/federate?match[]={namespace=\"checkout-recs\"}",
+    metrics_url: str = "http://prometheus-operated.monitoring:9090",
     ramp_steps: str = "5,25,50,100",
     ramp_hold_s: float = 600.0,
     guardrails_json: str = "{}",
@@ -55,7 +56,8 @@ def training_pipeline(
     ``feature_freshness_at``: when feature SLAs are judged after materialization (empty = now;
     ``data`` = the newest feature time, for replays of past or simulated logs).
     ``outcomes_dir``: clicks/purchases/listings the canary's GMV guardrail joins to the decision
-    log in ``artifact_root`` (empty: the metrics endpoint's GMV counters).
+    log in ``artifact_root`` (empty: the exporter's GMV counters in Prometheus). ``metrics_url``:
+    the Prometheus the canary's guardrails query (PromQL, ``checkout_recs.deploy.metrics``).
 
     Returns the published bundle URI (empty when the gate refused the model).
     """
@@ -106,4 +108,5 @@ def training_pipeline(
             outcomes_dir=outcomes_dir),
             "0.5", "512Mi", retries=0)
         dep.set_display_name("deploy-canary").set_caching_options(False)
+    apply_cluster_env()  # ConfigMap env + Secret credentials on every task pod (ignored by kfp.local)
     return reg.outputs["Output"]

@@ -22,7 +22,7 @@ command -v debootstrap >/dev/null || { echo "[base-image] needs debootstrap (apt
 
 t0=$(date +%s)
 root=$(mktemp -d /var/tmp/base-image.XXXXXX)
-cleanup() { umount "$root/proc" 2>/dev/null || true; rm -rf "$root"; }
+cleanup() { umount "$root/proc" 2>/dev/null || true; rm -rf "$root" "$root.log"; }
 trap cleanup EXIT
 
 echo "[base-image] debootstrap $SUITE (minbase) from $MIRROR"
@@ -38,12 +38,15 @@ SOURCES
 cp /etc/resolv.conf "$root/etc/resolv.conf"
 mount -t proc proc "$root/proc"
 chroot "$root" /bin/sh -c 'export DEBIAN_FRONTEND=noninteractive;
-  apt-get -q update >/dev/null && apt-get -q -y upgrade >/dev/null && apt-get clean'
+  apt-get -q update && apt-get -q -y upgrade && apt-get clean' >"$root.log" 2>&1 \
+  || { tail -20 "$root.log" >&2; exit 1; }
+rm -f "$root.log"
 umount "$root/proc"
 
-# What a container never needs: package lists and caches, docs, man pages, the host's resolv.conf.
+# What a container never needs: package lists and caches, docs, man pages, message catalogues
+# (33 MB; locale.alias stays), the host's resolv.conf.
 rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/* "$root"/var/cache/debconf/*-old \
-       "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* \
+       "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/usr/share/locale/*/ \
        "$root"/var/log/* "$root"/tmp/* "$root"/root/.cache
 : >"$root/etc/resolv.conf"
 

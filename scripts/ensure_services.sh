@@ -1,12 +1,30 @@
 #!/usr/bin/env bash
 # Make sure Redis answers on 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432; start (and if need
-# be install) them when they do not. Idempotent; prints what it did.
+# be install) them when they do not. Make sure `prometheus` and `promtool` are installed (Debian's
+# `prometheus` package): the tests start their own instances on free loopback ports, so the
+# package's own service is kept from starting. Idempotent; prints what it did.
 set -uo pipefail
 answers() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 apt_install() {
   command -v apt-get >/dev/null || { echo "[services] no apt-get to install $*" >&2; return 1; }
   (apt-get update -qq || true) && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
+install_prometheus() {
+  # policy-rc.d 101: the package's service is not started (nor left running on :9090)
+  local policy=/usr/sbin/policy-rc.d created=""
+  if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && created=1; fi
+  apt_install --no-install-recommends prometheus
+  local rc=$?
+  [ -n "$created" ] && rm -f "$policy"
+  return $rc
+}
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+  if install_prometheus && command -v promtool >/dev/null; then
+    echo "[services] installed prometheus + promtool ($(prometheus --version 2>/dev/null | head -1))"
+  else
+    echo "[services] could not install prometheus; the rules and monitoring tests will fail" >&2
+  fi
+fi
 if ! answers 6379; then
   command -v redis-server >/dev/null || apt_install redis-server
   mkdir -p /var/lib/redis /var/log/redis 2>/dev/null || true

@@ -9,16 +9,16 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
-from checkout_recs.deploy.metrics import VariantCounters
+from checkout_recs.deploy.metrics import VariantWindow
 
 if TYPE_CHECKING:
     from checkout_recs.deploy.attribution import GmvReading
 
 
 class MetricsSource(Protocol):
-    """Anything that returns cumulative per-revision counters (``PrometheusTextSource``)."""
+    """Per-revision guardrail figures over the last ``window_s`` seconds (``PrometheusQuerySource``)."""
 
-    def scrape(self) -> dict[str, VariantCounters]: ...
+    def window(self, window_s: float) -> dict[str, VariantWindow]: ...
 
 
 class GmvSource(Protocol):
@@ -40,7 +40,7 @@ class RampPlan(BaseModel):
 
     steps: tuple[int, ...] = Field(default=(5, 25, 50, 100), description="Canary traffic percent per step.")
     hold_s: float = Field(default=600.0, ge=0, description="Healthy observation needed before the next step.")
-    poll_s: float = Field(default=30.0, gt=0, description="Seconds between metric scrapes.")
+    poll_s: float = Field(default=30.0, gt=0, description="Seconds between guardrail queries.")
     max_hold_s: float = Field(default=1800.0, ge=0, description="Longest wait for conclusive metrics.")
     ready_timeout_s: float = Field(default=600.0, gt=0, description="Longest wait for the controller.")
     gmv_required_from: int = Field(default=50, ge=0, le=100, description=(

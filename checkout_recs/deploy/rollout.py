@@ -8,7 +8,8 @@ KServe keeps the last fully rolled-out revision of each component and splits tra
 2. watch the InferenceService until the controller reports the split (``status.components.*.
    traffic``) and the Ready condition for the new generation;
 3. observe the canary revision's guardrails (``checkout_recs.evaluation.experiments.guardrails.
-   evaluate_guardrails``) on counters scraped at the start and during the step; GMV per session
+   evaluate_guardrails``) on PromQL figures over the step's window so far (``deploy.metrics``:
+   error and fallback rates, p95 latency from the histogram); GMV per session
    of the canary vs the champion comes from the decision log joined with outcome events
    (``GmvSource``, ``deploy.attribution.DecisionLogGmv``) over every answer since the ramp
    started, with a confidence interval; from ``plan.gmv_required_from`` percent on, a step
@@ -40,7 +41,7 @@ from checkout_recs.deploy.isvc import (
     storage_uri,
 )
 from checkout_recs.deploy.kube import DeployError, IsvcRef, KubeApi
-from checkout_recs.deploy.metrics import VariantCounters, guardrail_metrics
+from checkout_recs.deploy.metrics import VariantWindow, guardrail_metrics
 from checkout_recs.deploy.ramp import (  # noqa: F401 - re-exported: the rollout's public types
     GmvSource,
     MetricsSource,
@@ -188,34 +189,30 @@ class Rollout:
         if self.source is None:
             raise ValueError("a metrics source is needed to observe guardrails")
         canary, control = self._canary_revision(isvc)
-        base, notes = None, []
+        notes: list[str] = []
         decision: GuardrailDecision | None = None
         metrics: dict[str, Any] | None = None
-        t0 = self.clock()
+        t0 = self.clock()  # the window starts when the controller reports the split
         while True:
+            self.sleep(self.plan.poll_s)
+            elapsed = self.clock() - t0
             try:
-                now = self.source.scrape()
-                if base is None:
-                    base, t0 = now, self.clock()  # the window starts at the baseline scrape
-                else:
-                    window = now.get(canary or "", VariantCounters()).minus(base.get(canary or "", VariantCounters()))
-                    ctrl = now.get(control or "", VariantCounters()).minus(base.get(control or "", VariantCounters()))
-                    gm, notes = guardrail_metrics(window, ctrl)
-                    if self.gmv is not None:
-                        gm, notes = self._with_gmv(gm, notes)
-                    metrics, decision = gm.model_dump(), evaluate_guardrails(gm, self.guardrails)
-                    decision = self._require_gmv(decision, gm.gmv_ratio, percent)
+                now = self.source.window(elapsed)
+                gm, notes = guardrail_metrics(now.get(canary or "", VariantWindow()),
+                                              now.get(control or "", VariantWindow()))
+                if self.gmv is not None:
+                    gm, notes = self._with_gmv(gm, notes)
+                metrics, decision = gm.model_dump(), evaluate_guardrails(gm, self.guardrails)
+                decision = self._require_gmv(decision, gm.gmv_ratio, percent)
             except (ConnectionError, OSError) as e:
                 notes = [f"metrics unavailable: {e}"]
                 decision = None
-            elapsed = self.clock() - t0
             if decision is not None and decision.action == "rollback":
                 break
             if decision is not None and decision.action == "continue" and elapsed >= self.plan.hold_s:
                 break
             if elapsed >= self.plan.max_hold_s:
                 break
-            self.sleep(self.plan.poll_s)
         action = decision.action if decision else "hold"
         summary = decision.summary() if decision else "; ".join(notes) or "no metrics"
         return StepRecord(percent=percent, action=action, summary=summary, canary_revision=canary,

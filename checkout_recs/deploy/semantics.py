@@ -1,12 +1,16 @@
 """Semantic checks on rendered manifests: what a schema cannot see.
 
-* labels match selectors (workload selectors, Services, NetworkPolicies select real pods);
+* labels match selectors (workload selectors, Services, NetworkPolicies (ingress and egress),
+  PodDisruptionBudgets and Istio AuthorizationPolicies select real pods);
 * images pinned by tag (not ``latest``) or digest;
 * every container sets CPU and memory requests and limits;
 * pod security: non-root, read-only root filesystem, no privilege escalation, capabilities
   dropped;
 * no secret in plain text (no ``Secret`` objects with data, no literal values for env vars
-  named like secrets, no passwords inside URLs);
+  named like secrets, no passwords inside URLs) and none in a command line (no ``$(VAR)`` in args
+  or command where ``VAR`` comes from a Secret, directly or through another variable);
+* serving containers (InferenceService components) have a readiness and a liveness probe;
+* Istio ``ALLOW`` rules name their callers (a rule without ``from`` admits anyone);
 * references resolve (service accounts, config maps, role bindings, ``$(VAR)`` in env and
   args) and RBAC is least
   privilege (no wildcards, no secrets, no create/delete).
@@ -148,6 +152,21 @@ def _secret_env_findings(pod: PodLike) -> Iterator[Finding]:
                 yield Finding(pod.owner, "secrets", f"{pod.path} env {env['name']} has a password in a URL")
 
 
+def _secret_arg_findings(pod: PodLike) -> Iterator[Finding]:
+    """A ``$(VAR)`` in args/command whose value comes from a Secret puts the secret in the pod spec
+    the kubelet expands and in every process listing: secrets go through env only."""
+    for c in pod.containers:
+        secret: set[str] = set()
+        for env in c.get("env") or []:
+            from_secret = "secretKeyRef" in (env.get("valueFrom") or {})
+            if from_secret or set(_VAR_REF.findall(str(env.get("value") or ""))) & secret:
+                secret.add(env.get("name", ""))
+        for arg in (c.get("args") or []) + (c.get("command") or []):
+            for ref in set(_VAR_REF.findall(str(arg))) & secret:
+                yield Finding(pod.owner, "secrets", f"{pod.path} {c.get('name')}: argument uses $({ref}), which "
+                                                    "holds a secret (read it from the environment instead)")
+
+
 def _env_ref_findings(pod: PodLike) -> Iterator[Finding]:
     """``$(VAR)`` in env values must name a variable defined earlier; in args/command, any."""
     for c in pod.containers:
@@ -191,12 +210,17 @@ def _selector_findings(doc: dict[str, Any], pods: list[PodLike]) -> Iterator[Fin
             yield Finding(who, "selectors", f"selector {sel} matches no pod in this build")
     elif kind == "NetworkPolicy":
         sels = [(spec.get("podSelector") or {}).get("matchLabels") or {}]
-        for rule in spec.get("ingress") or []:
-            sels += [(p.get("podSelector") or {}).get("matchLabels") for p in rule.get("from") or []
-                     if "podSelector" in p and "namespaceSelector" not in p]
+        peers = [p for rule in spec.get("ingress") or [] for p in rule.get("from") or []]
+        peers += [p for rule in spec.get("egress") or [] for p in rule.get("to") or []]
+        sels += [(p.get("podSelector") or {}).get("matchLabels") for p in peers
+                 if "podSelector" in p and "namespaceSelector" not in p]
         for sel in sels:
             if sel is not None and not any(_matches(sel, lab) for lab in all_labels):
                 yield Finding(who, "selectors", f"pod selector {sel} matches no pod in this build")
+    elif kind in ("PodDisruptionBudget", "AuthorizationPolicy"):
+        sel = (spec.get("selector") or {}).get("matchLabels") or {}
+        if not sel or not any(_matches(sel, lab) for lab in all_labels):
+            yield Finding(who, "selectors", f"selector {sel} matches no pod in this build")
 
 
 def _rbac_findings(doc: dict[str, Any], names: dict[str, set[str]]) -> Iterator[Finding]:
@@ -237,6 +261,29 @@ def _isvc_findings(doc: dict[str, Any]) -> Iterator[Finding]:
             yield Finding(_name(doc), "canary", f"{comp}: canaryTrafficPercent {pct} not in 0..100")
 
 
+def _authz_findings(doc: dict[str, Any]) -> Iterator[Finding]:
+    """Istio ALLOW rules must name their callers and what they may call."""
+    spec, who = doc.get("spec") or {}, _name(doc)
+    if spec.get("action", "ALLOW") != "ALLOW":
+        return
+    if not spec.get("rules"):
+        yield Finding(who, "authorization", "ALLOW policy without rules: denies every request")
+    for i, rule in enumerate(spec.get("rules") or []):
+        if not rule.get("from"):
+            yield Finding(who, "authorization", f"rule {i} has no 'from': admits any caller")
+        if not rule.get("to"):
+            yield Finding(who, "authorization", f"rule {i} has no 'to': admits every path and method")
+
+
+def _probe_findings(doc: dict[str, Any]) -> Iterator[Finding]:
+    """Serving containers need a readiness probe (traffic) and a liveness probe (restart)."""
+    for comp in _ISVC_COMPONENTS:
+        for c in (doc.get("spec", {}).get(comp) or {}).get("containers") or []:
+            for probe in ("readinessProbe", "livenessProbe"):
+                if probe not in c:
+                    yield Finding(_name(doc), "probes", f"{comp} container {c.get('name')}: no {probe}")
+
+
 def _plain_secret_findings(doc: dict[str, Any]) -> Iterator[Finding]:
     if doc.get("kind") == "Secret" and (doc.get("data") or doc.get("stringData")):
         yield Finding(_name(doc), "secrets", "Secret with data in the repository (use External Secrets)")
@@ -263,7 +310,7 @@ def semantic_findings(docs: list[dict[str, Any]]) -> list[Finding]:
     out: list[Finding] = []
     for pod in pods:
         for check in (_image_findings, _resource_findings, _security_findings, _secret_env_findings,
-                      _env_ref_findings):
+                      _secret_arg_findings, _env_ref_findings):
             out.extend(check(pod))
         out.extend(_reference_findings(pod, names))
     for doc in docs:
@@ -272,4 +319,7 @@ def semantic_findings(docs: list[dict[str, Any]]) -> list[Finding]:
         out.extend(_plain_secret_findings(doc))
         if doc.get("kind") == "InferenceService":
             out.extend(_isvc_findings(doc))
+            out.extend(_probe_findings(doc))
+        if doc.get("kind") == "AuthorizationPolicy":
+            out.extend(_authz_findings(doc))
     return out

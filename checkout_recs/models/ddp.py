@@ -31,6 +31,16 @@ def shard(df: pd.DataFrame, rank: int, world: int) -> pd.DataFrame:
     return df[h == rank]
 
 
+def build_parser() -> argparse.ArgumentParser:
+    """Flags of the ``torchrun -m checkout_recs.models.ddp`` entry point (manifests/training)."""
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--training-set", required=True, type=Path)
+    ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--seed", type=int, default=7)
+    return ap
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point for ``torchrun``; returns a process exit code."""
     import torch.distributed as dist
@@ -38,12 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from checkout_recs.models.ranker import RankerConfig, train_ranker
     from checkout_recs.models.train import ranker_metrics, split_by_time
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--training-set", required=True, type=Path)
-    ap.add_argument("--out", required=True, type=Path)
-    ap.add_argument("--epochs", type=int, default=6)
-    ap.add_argument("--seed", type=int, default=7)
-    args = ap.parse_args(argv)
+    args = build_parser().parse_args(argv)
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     try:

@@ -4,11 +4,20 @@ Used by the offline protocol (MovieLens and any atomic-format data set), where t
 is small enough for a full softmax over every item at every position (Kang & McAuley, 2018,
 "Self-Attentive Sequential Recommendation", trained here with full cross-entropy instead of
 one sampled negative). The same encoder shape as the two-tower user tower, on item indices.
+
+Training cost on a CPU (issue #20): every weight matrix starts Xavier-normal (as the reference
+SASRec implementation; ``init="torch"`` keeps PyTorch's N(0, 1) embeddings, which with the √dim
+input scale and the tied output layer start the softmax saturated and needed ~200 epochs to
+reach what Xavier reaches in ~20); matrix products run in bfloat16 under autocast where the CPU
+has native bf16 (AVX512-BF16 / AMX; ``bf16=False`` or any other CPU: float32); scoring is always
+float32. ``fit(..., monitor=f)`` stops early on a validation figure.
 """
 
 from __future__ import annotations
 
+import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +33,11 @@ class SASRecConfig:
     """Hyper-parameters of SASRec-lite (a dataclass: the protocol runs where pydantic is absent).
 
     dim: embedding width; max_len: most recent items kept per user; blocks, heads: transformer
-    shape; dropout; epochs, batch_size, lr, weight_decay: training; device: "cpu" or "cuda".
+    shape; dropout; epochs (the most epochs when ``fit`` is given a monitor), batch_size, lr,
+    weight_decay: training; device: "cpu" or "cuda"; init: "xavier" (every matrix
+    Xavier-normal) or "torch" (PyTorch's defaults); bf16: bfloat16 autocast for training on a CPU
+    with native bf16; eval_every, patience: early stopping (a monitor call every ``eval_every``
+    epochs; stop after ``patience`` calls without a new best).
     """
 
     dim: int = 64
@@ -33,10 +46,14 @@ class SASRecConfig:
     heads: int = 1
     dropout: float = 0.3
     epochs: int = 60
-    batch_size: int = 128
+    batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 0.0
     device: str = "cpu"
+    init: str = "xavier"
+    bf16: bool = True
+    eval_every: int = 5
+    patience: int = 4
 
 
 class SASRecNet(nn.Module):
@@ -50,6 +67,14 @@ class SASRecNet(nn.Module):
                                      for _ in range(cfg.blocks)])
         self.norm = nn.LayerNorm(cfg.dim)
         self.drop = nn.Dropout(cfg.dropout)
+        if cfg.init == "xavier":
+            with torch.no_grad():
+                for p in self.parameters():
+                    if p.dim() > 1:
+                        nn.init.xavier_normal_(p)
+                self.item.weight[0].zero_()
+        elif cfg.init != "torch":
+            raise ValueError("init must be 'xavier' or 'torch'")
 
     def hidden(self, seq: torch.Tensor) -> torch.Tensor:
         """seq (n, L) padded item tokens (0 pads, left-padded) → (n, L, dim)."""
@@ -75,15 +100,38 @@ def _pad_left(seqs: list[np.ndarray], L: int) -> np.ndarray:
     return out
 
 
+def _bf16_autocast(cfg: SASRecConfig) -> bool:
+    """bf16 autocast only on a CPU with native bf16 (emulated bf16 is slower than float32)."""
+    if not cfg.bf16 or torch.device(cfg.device).type != "cpu":
+        return False
+    cpu = torch.cpu
+    return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+                or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
+
+
 class SASRec:
-    """Protocol-model interface: ``fit(seqs, n_items, seed)`` then ``score(seqs) -> (U, I)``."""
+    """Protocol-model interface: ``fit(seqs, n_items, seed)`` then ``score(seqs) -> (U, I)``.
+
+    After ``fit``: ``epochs_run``, ``best_epoch`` (the epoch whose weights are kept) and
+    ``history`` (``[(epoch, monitor value)]``, empty without a monitor).
+    """
 
     def __init__(self, cfg: SASRecConfig | None = None) -> None:
         self.cfg = cfg or SASRecConfig()
         self.fit_seconds = 0.0
+        self.epochs_run = self.best_epoch = 0
+        self.history: list[tuple[int, float]] = []
 
-    def fit(self, seqs: list[np.ndarray], n_items: int, seed: int = 0) -> SASRec:
-        """Train next-item prediction at every position of every sequence (full softmax)."""
+    def fit(self, seqs: list[np.ndarray], n_items: int, seed: int = 0,
+            monitor: Callable[[SASRec], float] | None = None,
+            on_epoch: Callable[[int], None] | None = None) -> SASRec:
+        """Train next-item prediction at every position of every sequence (full softmax).
+
+        ``monitor(self) -> float`` (higher is better), when given, is called every
+        ``cfg.eval_every`` epochs; training stops after ``cfg.patience`` calls without a new best
+        (or at ``cfg.epochs``) and the best call's weights are kept. ``on_epoch(epoch)`` is called
+        after every epoch (progress reporting).
+        """
         cfg = self.cfg
         t0 = time.perf_counter()
         torch.manual_seed(seed)
@@ -95,18 +143,40 @@ class SASRec:
         tgt = torch.from_numpy(full[:, 1:] - 1).to(dev)  # -1 = pad target
         self.net = SASRecNet(n_items, cfg).to(dev)
         opt = Adam(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.net.train()
-        for _ in range(cfg.epochs):
+        amp = _bf16_autocast(cfg)
+        self.history, best, best_state, stale = [], -np.inf, None, 0
+        self.best_epoch = self.epochs_run = 0
+        for epoch in range(1, cfg.epochs + 1):
+            self.net.train()
             perm = torch.from_numpy(rng.permutation(len(inp))).to(dev)
             for s in range(0, len(perm), cfg.batch_size):
                 b = perm[s : s + cfg.batch_size]
-                h = self.net.hidden(inp[b])
                 t = tgt[b]
                 keep = t >= 0
-                loss = nn.functional.cross_entropy(self.net.logits(h[keep]), t[keep])
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                    logits = self.net.logits(self.net.hidden(inp[b])[keep])
+                loss = nn.functional.cross_entropy(logits.float(), t[keep])
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
+            self.epochs_run = epoch
+            if on_epoch is not None:
+                on_epoch(epoch)
+            if monitor is None or (epoch % cfg.eval_every and epoch != cfg.epochs):
+                continue
+            self.net.eval()
+            value = float(monitor(self))
+            self.history.append((epoch, value))
+            if value > best:
+                best, best_state, stale, self.best_epoch = value, copy.deepcopy(self.net.state_dict()), 0, epoch
+            else:
+                stale += 1
+                if stale >= cfg.patience:
+                    break
+        if best_state is not None:
+            self.net.load_state_dict(best_state)
+        else:
+            self.best_epoch = self.epochs_run
         self.net.eval()
         self.fit_seconds = time.perf_counter() - t0
         return self

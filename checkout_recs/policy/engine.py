@@ -112,6 +112,30 @@ class PolicyEngine:
                 complement_of.setdefault(int(p), int(b))
         return slot_reasons(cat, slate.rows, slate.sources, prep.basket_rows, complement_of, prep.request.region)
 
+    def apply_config(self, cfg: PolicyConfig) -> list[str]:
+        """Use ``cfg`` from the next decision on, keeping the state: the exploration ledger (the
+        day's money and its lease), the exposure window and its counters, the random stream.
+
+        Two fields shape that state and keep their running value until a restart:
+        ``exploration.ledger`` (where the budget lives) and ``exposure.audit_buckets`` (the size of
+        the bucket counters). Returns the dotted names of those that differed (empty list when all
+        of ``cfg`` took effect). Call it between decisions (the transformer does, on its event loop).
+        """
+        kept = []
+        exploration, exposure = cfg.exploration, cfg.exposure
+        if exploration.ledger != self.cfg.exploration.ledger:
+            kept.append("exploration.ledger")
+            exploration = exploration.model_copy(update={"ledger": self.cfg.exploration.ledger})
+        if exposure.audit_buckets != self.cfg.exposure.audit_buckets:
+            kept.append("exposure.audit_buckets")
+            exposure = exposure.model_copy(update={"audit_buckets": self.cfg.exposure.audit_buckets})
+        new = cfg.model_copy(update={"exploration": exploration, "exposure": exposure})
+        self.explorer.cfg = new.exploration
+        self.explorer.ledger.cfg = new.exploration
+        self.exposure.reconfigure(new.exposure)
+        self.cfg = new
+        return kept
+
     def gauges(self) -> PolicyGauges:
         """The exploration budget and the new-seller exposure share now (``PolicyGauges``)."""
         return PolicyGauges(exploration_budget=self.explorer.ledger.cap(self.cfg.exploration),

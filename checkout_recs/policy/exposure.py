@@ -64,6 +64,15 @@ class ExposureController:
         self._young_of: ItemCatalog | None = None
         self._young = np.zeros(0, bool)
 
+    def reconfigure(self, cfg: ExposureConfig) -> None:
+        """Use ``cfg`` from now on, keeping the window and its counters (``cfg.audit_buckets`` must
+        equal the current one: it sizes the bucket counters). The cold-start age mask is recomputed
+        on next use; a smaller ``window_slots`` trims the window at the next ``record``."""
+        if cfg.audit_buckets != len(self.bucket_counts):
+            raise ValueError("audit_buckets cannot change on a running controller")
+        self.cfg = cfg
+        self._young_of = None
+
     def bucket(self, seller_ids: np.ndarray) -> np.ndarray:
         """Proxy audit bucket of each seller (multiplicative hash), int64 (n,)."""
         h = (np.asarray(seller_ids, np.uint64) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(33)

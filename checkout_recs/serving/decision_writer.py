@@ -53,7 +53,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from checkout_recs.contract import DECISIONS
+from checkout_recs.contract import DECISIONS, RANGES, Range
 from checkout_recs.storage import ArtifactStore, LocalArtifactStore, new_version
 
 KIND = "decisions"
@@ -63,12 +63,9 @@ QUARANTINE_FILE = "rows.jsonl"
 _PREFIX = {KIND: "d", QUARANTINE_KIND: "q"}  # version-name prefix per kind
 log = logging.getLogger(__name__)
 
-#: Ranges ``docs/data-contract.md`` gives ``DECISIONS`` columns beyond their Arrow type:
-#: column -> (the range as text, element-wise test on float64 values); NaN and nulls fail.
-_RANGES: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
-    "propensities": ("(0, 1]", lambda v: (v > 0.0) & (v <= 1.0)),
-    "exploration_cost": (">= 0", lambda v: v >= 0.0),
-}
+#: Ranges the contract gives ``DECISIONS`` columns beyond their Arrow type (the propensity rule is
+#: the raw tables' ``RANGES["propensity"]``); elements of list columns are checked one by one.
+DECISION_RANGES: dict[str, Range] = {"propensities": RANGES["propensity"], "exploration_cost": Range(0)}
 _REQUIRED = [i for i, field in enumerate(DECISIONS) if not field.nullable]  # non-nullable columns
 
 Bad = tuple[Any, str]  # a row that does not fit ``DECISIONS``, and why
@@ -119,17 +116,24 @@ def _diagnose(row: Mapping[str, Any], err: Exception) -> str:
 
 def _problem(batch: pa.RecordBatch) -> str | None:
     """Why a converted ``DECISIONS`` batch breaks the contract (a null in a non-nullable column,
-    a value outside ``_RANGES``), or None. ~30 µs per 128 rows when it holds (null counts are
-    precomputed; the ranges are two numpy passes)."""
+    a value outside ``DECISION_RANGES``), or None. ~30 µs per 128 rows when it holds (null counts
+    are precomputed; each range is one numpy pass)."""
     for i in _REQUIRED:
         if batch.column(i).null_count:
             return f"{DECISIONS.field(i).name}: null in a non-nullable column"
-    for name, (text, test) in _RANGES.items():
+    for name, rule in DECISION_RANGES.items():
         col = batch.column(name)
         values = col.flatten() if pa.types.is_list(col.type) else col
-        if not test(values.to_numpy(zero_copy_only=False)).all():  # nulls become NaN
-            return f"{name}: a value outside {text}"
+        if not _within(values.to_numpy(zero_copy_only=False), rule).all():  # nulls become NaN
+            return rule.describe(name)
     return None
+
+
+def _within(v: np.ndarray, rule: Range) -> np.ndarray:
+    """Element-wise: ``v`` inside ``rule`` (open or closed ends); NaN and ±inf never are."""
+    lo = v > rule.lo if rule.lo_open else v >= rule.lo
+    hi = v < rule.hi if rule.hi_open else v <= rule.hi
+    return lo & hi & np.isfinite(v)
 
 
 def quarantine_line(row: Any, reason: str, at: dt.datetime) -> str:

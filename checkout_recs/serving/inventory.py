@@ -12,12 +12,17 @@ Two backends behind one abstract base (the Feast pattern), chosen by ``open_inve
 The request path asks one question, ``unavailable_async(ids) -> bool mask``, answered for a few
 hundred candidates by one pipelined ``MGET`` on Redis. Inventory events
 (``contract.INVENTORY_EVENTS``) are applied in ``sequence`` order per listing by
-``apply_events``; ``checkout-recs inventory apply EVENTS_PARQUET`` calls it.
+``apply_events``; ``checkout-recs inventory apply EVENTS_PARQUET`` calls it. Streamed events
+(``InventoryEvent``, ``serving/inventory_stream.py``) go through ``apply_batch``, whose locks last
+until the event's time plus its TTL; both end in the one sequence-checked ``_set`` / ``_set_many``
+of each backend. The third backend, the in-process replica of the stream, lives in
+``serving/inventory_replica.py``.
 """
 
 from __future__ import annotations
 
 import abc
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +38,44 @@ _STATE_FOR_EVENT = {"sold": "sold", "delisted": "delisted", "locked": "locked"}
 
 
 class InventoryUnavailable(RuntimeError):
-    """The inventory backend did not answer; callers degrade to the fallback."""
+    """The inventory backend did not answer; callers degrade to the fallback.
+
+    ``reason`` is the answer's ``contract.FallbackReason`` for it."""
+
+    reason = "inventory_unavailable"
+
+
+class InventoryStale(InventoryUnavailable):
+    """The replica fell behind its bound: answers use ``last_known_unavailable`` (known state only)."""
+
+    reason = "inventory_stale"
+
+
+@dataclass(frozen=True)
+class InventoryEvent:
+    """One inventory event as it travels on the stream (a ``contract.INVENTORY_EVENTS`` row).
+
+    Attributes
+    ----------
+    listing_id : listing id.
+    event_type : one of ``contract.INVENTORY_EVENT_TYPES``.
+    sequence : per-listing sequence, strictly increasing per listing.
+    lock_ttl_s : lock lifetime, seconds (``locked`` only; None means ``DEFAULT_LOCK_TTL_S``).
+    event_ts : when the event happened, Unix seconds (the producer's clock); a lock lasts until
+        ``event_ts + lock_ttl_s``.
+    event_id : the producer's id of the event (``contract.INVENTORY_EVENTS.event_id``).
+    """
+
+    listing_id: int
+    event_type: str
+    sequence: int
+    lock_ttl_s: int | None
+    event_ts: float
+    event_id: str = ""
+
+    def lock_expires_at(self) -> float:
+        """Unix seconds when this ``locked`` event's lock ends (ValueError for a bad TTL)."""
+        return self.event_ts + _lock_ttl(self.event_type, self.lock_ttl_s)
 
 
 @dataclass
@@ -50,6 +92,23 @@ class ApplyReport:
         """Plain dict for JSON output."""
         return {"read": self.read, "applied": self.applied, "stale": self.stale,
                 "rejected": self.rejected, "by_type": dict(self.by_type)}
+
+    def count(self, event_type: str, applied: bool) -> None:
+        """Count one event that was applied (True) or found stale (False)."""
+        if applied:
+            self.applied += 1
+            self.by_type[event_type] = self.by_type.get(event_type, 0) + 1
+        else:
+            self.stale += 1
+
+    def add(self, other: ApplyReport) -> None:
+        """Add ``other``'s counts to these."""
+        self.read += other.read
+        self.applied += other.applied
+        self.stale += other.stale
+        self.rejected += other.rejected
+        for k, v in other.by_type.items():
+            self.by_type[k] = self.by_type.get(k, 0) + v
 
 
 class InventoryStore(abc.ABC):
@@ -73,16 +132,28 @@ class InventoryStore(abc.ABC):
         """``unavailable`` without blocking the event loop (same shapes and errors)."""
         return self.unavailable(listing_ids)
 
-    def last_known_unavailable(self, listing_ids: np.ndarray) -> np.ndarray:
+    def last_known_unavailable(self, listing_ids: np.ndarray, keep_at_least: int = 0) -> np.ndarray:
         """Best answer without the backend: listings seen unavailable recently (bool (n,)).
 
-        Used only while the backend is down; the memory store always knows.
+        Used only while the backend is down; the memory store always knows. ``keep_at_least``: a
+        store whose answer would leave fewer distinct listings than this may admit listings of
+        uncertain state, least risky first, never one it knows unavailable (the replica does; the
+        memory and Redis stores exclude only what they saw unavailable and ignore it).
         """
         return self.unavailable(listing_ids)
 
+    def ready(self) -> bool:
+        """Whether the store can answer for every listing (the replica: bootstrapped and caught up)."""
+        return True
+
     @abc.abstractmethod
-    def _set(self, listing_id: int, state: str | None, ttl_s: int | None, sequence: int) -> bool:
-        """Set one listing's state (None = available). False when ``sequence`` is stale."""
+    def _set(self, listing_id: int, state: str | None, ttl_s: float | None, sequence: int) -> bool:
+        """Set one listing's state (None = available; ``ttl_s`` seconds, None = no expiry).
+        False when ``sequence`` is not newer than the listing's last applied one."""
+
+    def _set_many(self, changes: list[tuple[int, str | None, float | None, int]]) -> list[bool]:
+        """``_set`` for each ``(listing_id, state, ttl_s, sequence)``, in order (backends may batch)."""
+        return [self._set(*c) for c in changes]
 
     def mark(self, listing_id: int, event_type: str, sequence: int | None = None,
              lock_ttl_s: int | None = None) -> bool:
@@ -100,15 +171,36 @@ class InventoryStore(abc.ABC):
         True when applied, False when older than the last applied event for the listing.
         Raises ``ValueError`` for an unknown event type or a non-positive TTL.
         """
+        ttl = _lock_ttl(event_type, lock_ttl_s) if event_type == "locked" else None
         if event_type not in contract.INVENTORY_EVENT_TYPES:
             raise ValueError(f"unknown inventory event type {event_type!r}")
-        ttl = None
-        if event_type == "locked":
-            ttl = int(lock_ttl_s) if lock_ttl_s is not None else DEFAULT_LOCK_TTL_S
-            if ttl <= 0:
-                raise ValueError(f"lock_ttl_s must be positive, got {lock_ttl_s}")
         seq = sequence if sequence is not None else time.time_ns()
         return self._set(int(listing_id), _STATE_FOR_EVENT.get(event_type), ttl, int(seq))
+
+    def apply_batch(self, events: list[InventoryEvent], now: float | None = None) -> ApplyReport:
+        """Apply streamed events in sequence order per listing, in one batch.
+
+        A lock lasts until ``event.lock_expires_at()`` (the event's time plus its TTL, not the
+        time it is applied): a lock already over at ``now`` (Unix seconds, default the wall
+        clock) is applied as "available", its sequence still counting.
+
+        Returns
+        -------
+        ApplyReport with ``read = applied + stale + rejected``.
+        """
+        now = time.time() if now is None else now
+        report = ApplyReport(read=len(events))
+        changes, types = [], []
+        for ev in sorted(events, key=lambda e: (e.listing_id, e.sequence)):
+            try:
+                changes.append(_change(ev, now))
+            except ValueError:
+                report.rejected += 1
+                continue
+            types.append(ev.event_type)
+        for etype, ok in zip(types, self._set_many(changes), strict=True):
+            report.count(etype, ok)
+        return report
 
     def apply_events(self, events: pa.Table) -> ApplyReport:
         """Apply a table of ``contract.INVENTORY_EVENTS`` in sequence order per listing.
@@ -129,11 +221,7 @@ class InventoryStore(abc.ABC):
             except ValueError:
                 report.rejected += 1
                 continue
-            if ok:
-                report.applied += 1
-                report.by_type[etype] = report.by_type.get(etype, 0) + 1
-            else:
-                report.stale += 1
+            report.count(etype, ok)
         return report
 
     def close(self) -> None:  # noqa: B027 - optional hook
@@ -148,7 +236,7 @@ class MemoryInventoryStore(InventoryStore):
         self._seq: dict[int, int] = {}
         self._clock = clock
 
-    def _set(self, listing_id: int, state: str | None, ttl_s: int | None, sequence: int) -> bool:
+    def _set(self, listing_id: int, state: str | None, ttl_s: float | None, sequence: int) -> bool:
         if sequence <= self._seq.get(listing_id, -1):
             return False
         self._seq[listing_id] = sequence
@@ -161,14 +249,17 @@ class MemoryInventoryStore(InventoryStore):
 
     def unavailable(self, listing_ids: np.ndarray) -> np.ndarray:
         """See ``InventoryStore.unavailable``."""
-        now = self._clock()
+        return self._mask(listing_ids, self._clock())
+
+    def _mask(self, listing_ids: np.ndarray, at: float) -> np.ndarray:
+        """bool (n,): sold / delisted, or locked with the lock still on at clock time ``at``."""
         get = self._state.get
         out = np.zeros(len(listing_ids), dtype=bool)
         if not self._state:
             return out
         for i, lid in enumerate(np.asarray(listing_ids, dtype=np.int64).tolist()):
             st = get(lid)
-            out[i] = st is not None and st[1] > now
+            out[i] = st is not None and st[1] > at
         return out
 
 
@@ -189,7 +280,7 @@ class RedisInventoryStore(InventoryStore):
     redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
     if ARGV[3] == '' then redis.call('DEL', KEYS[1])
     elseif ARGV[4] == '' then redis.call('SET', KEYS[1], ARGV[3])
-    else redis.call('SET', KEYS[1], ARGV[3], 'EX', tonumber(ARGV[4])) end
+    else redis.call('SET', KEYS[1], ARGV[3], 'PX', tonumber(ARGV[4])) end
     return 1
     """
 
@@ -217,7 +308,7 @@ class RedisInventoryStore(InventoryStore):
                 self._seen_gone.clear()
         return gone
 
-    def last_known_unavailable(self, listing_ids: np.ndarray) -> np.ndarray:
+    def last_known_unavailable(self, listing_ids: np.ndarray, keep_at_least: int = 0) -> np.ndarray:
         """Listings this process saw unavailable within ``remember_s`` (bool (n,))."""
         horizon = time.monotonic() - self.remember_s
         get = self._seen_gone.get
@@ -228,11 +319,29 @@ class RedisInventoryStore(InventoryStore):
         """Redis key of one listing's state."""
         return f"{self.prefix}:inv:{int(listing_id)}"
 
-    def _set(self, listing_id: int, state: str | None, ttl_s: int | None, sequence: int) -> bool:
-        keys = [self.key(listing_id), f"{self.prefix}:seq"]
-        args: list[Any] = [listing_id, sequence, state or "", "" if ttl_s is None else ttl_s]
+    def _script_call(self, listing_id: int, state: str | None, ttl_s: float | None,
+                     sequence: int) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of ``_SET_IF_NEWER`` for one change (a TTL goes as whole ms, at least 1)."""
+        ttl_ms = "" if ttl_s is None else max(1, math.ceil(ttl_s * 1000))
+        return [self.key(listing_id), f"{self.prefix}:seq"], [listing_id, sequence, state or "", ttl_ms]
+
+    def _set(self, listing_id: int, state: str | None, ttl_s: float | None, sequence: int) -> bool:
+        keys, args = self._script_call(listing_id, state, ttl_s, sequence)
         try:
             return bool(self._script(keys=keys, args=args))
+        except self._errors as exc:
+            raise InventoryUnavailable(f"redis inventory write failed: {exc}") from exc
+
+    def _set_many(self, changes: list[tuple[int, str | None, float | None, int]]) -> list[bool]:
+        """The same script per change, sent in one pipeline (one round trip per batch)."""
+        if not changes:
+            return []
+        pipe = self._sync.pipeline(transaction=False)
+        for c in changes:
+            keys, args = self._script_call(*c)
+            self._script(keys=keys, args=args, client=pipe)
+        try:
+            return [bool(x) for x in pipe.execute()]
         except self._errors as exc:
             raise InventoryUnavailable(f"redis inventory write failed: {exc}") from exc
 
@@ -270,6 +379,27 @@ class RedisInventoryStore(InventoryStore):
     def close(self) -> None:
         """Close the sync client (the async one closes with its event loop)."""
         self._sync.close()
+
+
+def _lock_ttl(event_type: str, lock_ttl_s: int | None) -> int:
+    """A ``locked`` event's TTL in seconds (default ``DEFAULT_LOCK_TTL_S``); ValueError when not positive."""
+    ttl = int(lock_ttl_s) if lock_ttl_s is not None else DEFAULT_LOCK_TTL_S
+    if ttl <= 0:
+        raise ValueError(f"lock_ttl_s must be positive, got {lock_ttl_s} ({event_type})")
+    return ttl
+
+
+def _change(ev: InventoryEvent, now: float) -> tuple[int, str | None, float | None, int]:
+    """``(listing_id, state, ttl_s, sequence)`` for ``_set``: a lock keeps the rest of its lifetime
+    at ``now`` (Unix s); one already over is "available". ValueError for a bad type or TTL."""
+    if ev.event_type not in contract.INVENTORY_EVENT_TYPES:
+        raise ValueError(f"unknown inventory event type {ev.event_type!r}")
+    state, ttl = _STATE_FOR_EVENT.get(ev.event_type), None
+    if ev.event_type == "locked":
+        ttl = ev.lock_expires_at() - now
+        if ttl <= 0:
+            state, ttl = None, None
+    return int(ev.listing_id), state, ttl, int(ev.sequence)
 
 
 def _packed_connection_class() -> type:

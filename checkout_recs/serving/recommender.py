@@ -41,6 +41,10 @@ from checkout_recs.serving.inventory import InventoryStore, InventoryUnavailable
 from checkout_recs.serving.switches import Switches
 
 Scores = tuple[np.ndarray, np.ndarray]
+#: Fallback reasons an inventory failure does not replace: the operators' switches. Any other reason
+#: (unknown user, stale features...) gives way to ``inventory_unavailable`` / ``inventory_stale``, so
+#: the answer and the fallback counter say that the inventory was degraded.
+_OPERATOR_REASONS = ("kill_switch", "drift_flag")
 #: Ranked candidates kept in each decision's snapshot (for disputes).
 SNAPSHOT_CANDIDATES = 30
 
@@ -138,6 +142,16 @@ class Recommender:
         #: Staleness SLA of the listing snapshot, checked at the checkout's time (None: not checked).
         self.max_snapshot_age = max_snapshot_age
 
+    def apply_config(self, cfg: PolicyConfig) -> list[str]:
+        """Use ``cfg`` from the next request on (``PolicyEngine.apply_config``: ledger and exposure
+        state kept); the switch cache lifetime follows ``cfg.switch_cache_ttl_s``. Returns the
+        fields that keep their running value until a restart. Call it between requests: on the
+        event loop that runs ``decide`` (which never awaits), the swap is atomic per request."""
+        kept = self.policy.apply_config(cfg)
+        self.switches.ttl_s = cfg.switch_cache_ttl_s
+        self.cfg = self.policy.cfg
+        return kept
+
     def close(self) -> None:
         """Give back what the exploration ledger holds of the shared budget (shutdown)."""
         self.policy.explorer.ledger.close()
@@ -149,13 +163,16 @@ class Recommender:
 
     # ---------------------------------------------------------------- stages 1-3
     async def prepare(self, req: contract.PostCheckoutRequest, now: float | None = None,
-                      defer_inventory: bool = False) -> Prepared:
+                      defer_inventory: bool = False, degrade: str | None = None) -> Prepared:
         """Stages features, retrieval and inventory, and the ranker matrix.
 
         Never raises for a dependency failure: the failure becomes ``fallback_reason``. With
         ``defer_inventory`` the inventory lookup is left in flight (``Prepared.pending``) and the
         candidates unfiltered, so the caller can overlap it with the ranker call; the caller must
-        then ``await settle_inventory(prep)`` before ``decide`` (the transformer does).
+        then ``await settle_inventory(prep)`` before ``decide`` (the transformer does). ``degrade``
+        (a fallback reason: ``overload``) takes the cheap path: no user features, no retrieval, no
+        matrix; the fallback pool, filtered by the inventory, answers (the operators' switches
+        still name the reason when on).
         """
         t0, c0 = time.perf_counter(), time.thread_time()
         cat = self.bundle.catalog
@@ -169,10 +186,13 @@ class Recommender:
                 req.timestamp or dt.datetime.now(dt.UTC), self.max_snapshot_age):
             reason = "stale_features"
         user: dict[str, Any] | None = None
-        try:
-            user = await self.users.get(req.user_id)
-        except Exception:  # noqa: BLE001 - any feature-store failure degrades to the fallback
-            reason = reason or "features_unavailable"
+        if degrade is not None:
+            reason = reason if reason in _OPERATOR_REASONS else degrade
+        else:
+            try:
+                user = await self.users.get(req.user_id)
+            except Exception:  # noqa: BLE001 - any feature-store failure degrades to the fallback
+                reason = reason or "features_unavailable"
         if user is None:
             reason = reason or "unknown_user"
         t1, c1 = time.perf_counter(), time.thread_time()
@@ -216,14 +236,16 @@ class Recommender:
         """Wait for the inventory lookup of ``prepare`` and drop what it found unavailable.
 
         Filters ``cand_rows`` / ``cand_sources`` / ``matrix`` and the fallback pool in place; sets
-        ``fallback_reason`` to ``inventory_unavailable`` (store down) or ``too_few_candidates``
-        (nothing left). Returns the keep mask, bool (n,), over the candidates as they were before
-        (all True when already settled), to align scores computed on the unfiltered matrix.
+        ``fallback_reason`` to the store's failure (``inventory_unavailable``: store down;
+        ``inventory_stale``: replica behind its bound; either replaces any reason but the operators'
+        switches) or ``too_few_candidates`` (nothing left). Returns the keep mask, bool (n,), over the
+        candidates as they were before (all True when already settled), to align scores computed on
+        the unfiltered matrix.
         """
         if prep.pending is None:
             return np.ones(len(prep.cand_rows), bool)
         t0 = time.perf_counter()
-        gone, inv_ok = await prep.pending  # other tasks (the scorer) run meanwhile: CPU counted after
+        gone, inv_failure = await prep.pending  # other tasks (the scorer) run meanwhile: CPU counted after
         c0 = time.thread_time()
         prep.pending = None
         n = len(prep.cand_rows)
@@ -231,8 +253,8 @@ class Recommender:
         prep.cand_rows, prep.cand_sources = prep.cand_rows[keep_c], prep.cand_sources[keep_c]
         prep.fb_rows, prep.fb_sources = prep.fb_rows[keep_f], prep.fb_sources[keep_f]
         prep.filtered_out = int(gone.sum())
-        if not inv_ok:
-            prep.fallback_reason = prep.fallback_reason or "inventory_unavailable"
+        if inv_failure is not None and prep.fallback_reason not in _OPERATOR_REASONS:
+            prep.fallback_reason = inv_failure
         if prep.fallback_reason is None and len(prep.cand_rows) == 0:
             prep.fallback_reason = "too_few_candidates"
         prep.matrix = prep.matrix[keep_c] if prep.fallback_reason is None and prep.matrix is not None else None
@@ -240,15 +262,19 @@ class Recommender:
         prep.cpu_ms["inventory"] = prep.cpu_ms.get("inventory", 0.0) + (time.thread_time() - c0) * 1e3
         return keep_c
 
-    async def _unavailable(self, cand_rows: np.ndarray, fb_rows: np.ndarray) -> tuple[np.ndarray, bool]:
-        """(bool (n_cand + n_fb,) unavailable mask over candidates then fallback pool, whether the
-        store answered); without the store, listings this process saw unavailable recently."""
+    async def _unavailable(self, cand_rows: np.ndarray, fb_rows: np.ndarray) -> tuple[np.ndarray, str | None]:
+        """(bool (n_cand + n_fb,) unavailable mask over candidates then fallback pool, None or the
+        fallback reason of the store's failure); on failure the store's ``last_known_unavailable``
+        (Redis: listings this process saw unavailable recently; the replica: all but known state,
+        keeping at least six of the fallback pool, which then answers, when six were offered)."""
         cat = self.bundle.catalog
         ids = np.concatenate([cat.listing_id[cand_rows], cat.listing_id[fb_rows]])
         try:
-            return await self.inventory.unavailable_async(ids), True
-        except InventoryUnavailable:
-            return self.inventory.last_known_unavailable(ids), False
+            return await self.inventory.unavailable_async(ids), None
+        except InventoryUnavailable as exc:
+            known = self.inventory.last_known_unavailable
+            n = len(cand_rows)
+            return np.concatenate([known(ids[:n]), known(ids[n:], keep_at_least=contract.SLATE_SIZE)]), exc.reason
 
     # ---------------------------------------------------------------- stage 5
     def decide(self, prep: Prepared, scores: Scores | None, failure: str | None = None) -> Decision:

@@ -5,13 +5,18 @@ A switch is on while its key exists (the value is a JSON object such as
 ``{"who": ..., "why": ..., "when": ...}``, kept as detail) — the rule of ``monitoring.flag``. Reads are
 cached for ``ttl_s`` seconds so the request path pays one Redis round trip per second at most;
 when Redis cannot be read the last known value is kept (off if never read).
+
+The policy ConfigMap's ``kill_switch`` (written with the Redis key by ``checkout-recs deploy
+kill-switch``) is a second way in: while ``pinned_kill`` is set (``serving.policy_source`` sets it
+from the mounted file) the kill switch reads on whatever Redis says, so the switch still acts
+when Redis could not be written.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 KILL_SWITCH_KEY = "checkout_recs:kill_switch"
@@ -63,6 +68,8 @@ class Switches:
                                                  socket_connect_timeout=timeout_s)
         self._state = SwitchState()
         self._read_at = float("-inf")
+        #: Kill switch on whatever Redis says (the policy ConfigMap's ``kill_switch: "true"``).
+        self.pinned_kill = False
 
     def set_local(self, kill_switch: bool | None = None, drift_flag: bool | None = None) -> None:
         """Override the switches in this process (embedded mode without Redis, tests)."""
@@ -72,7 +79,11 @@ class Switches:
             self._state.drift_flag = drift_flag
 
     async def state(self) -> SwitchState:
-        """The switches, read from Redis at most once per ``ttl_s`` seconds."""
+        """The switches, read from Redis at most once per ``ttl_s`` seconds (``pinned_kill`` ORed in)."""
+        state = await self._read()
+        return replace(state, kill_switch=True) if self.pinned_kill and not state.kill_switch else state
+
+    async def _read(self) -> SwitchState:
         now = time.monotonic()
         if self._client is None or now - self._read_at < self.ttl_s:
             return self._state

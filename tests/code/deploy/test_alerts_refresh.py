@@ -12,7 +12,14 @@ import pytest
 import yaml
 
 from checkout_recs import contract
-from checkout_recs.deploy.alerts import SOURCE, TARGET_NAME, render_prometheus_rule, sync_alerts
+from checkout_recs.deploy.alerts import (
+    RULE_SOURCES,
+    SOURCE,
+    TARGET_NAME,
+    render_prometheus_rule,
+    render_source,
+    sync_alerts,
+)
 from checkout_recs.deploy.index_refresh import gone_listings, new_listings
 from tests.fixtures_ops import REPO
 
@@ -37,21 +44,22 @@ def test_sync_writes_the_rule_and_lists_it_once(tmp_path):
     (tmp_path / "monitoring/alerts").mkdir(parents=True)
     (tmp_path / "manifests/base").mkdir(parents=True)
     (tmp_path / "manifests/base/kustomization.yaml").write_text("resources:\n  - prometheusrule.yaml\n")
-    assert sync_alerts(tmp_path) is None  # nothing to sync yet
-    (tmp_path / SOURCE).write_text("groups:\n  - name: drift\n    rules:\n      - alert: Drift\n        expr: x > 1\n")
+    assert sync_alerts(tmp_path) == []  # nothing to sync yet
+    (tmp_path / SOURCE).write_text("groups:\n  - name: drift\n    rules:\n      - alert: Drift\n        expr: x > 1\n"
+                                   "        annotations: {runbook_url: docs/monitoring.md#drift-flag}\n")
     sync_alerts(tmp_path)
-    sync_alerts(tmp_path)
+    written = sync_alerts(tmp_path, base="https://runbooks.example.com")
+    assert written == [tmp_path / "manifests/base" / TARGET_NAME]
     assert (tmp_path / "manifests/base/kustomization.yaml").read_text().count(TARGET_NAME) == 1
-    assert "GENERATED" in (tmp_path / "manifests/base" / TARGET_NAME).read_text()
+    text = (tmp_path / "manifests/base" / TARGET_NAME).read_text()
+    assert "GENERATED" in text and "runbook_url: https://runbooks.example.com/docs/monitoring.md#drift-flag" in text
 
 
-def test_repository_copy_of_monitoring_alerts_is_current():
-    src = REPO / SOURCE
-    if not src.exists():
-        pytest.skip(f"{SOURCE} not written yet by monitoring: only the serving guardrail rules are deployed")
-    target = REPO / "manifests/base" / TARGET_NAME
+@pytest.mark.parametrize("src", RULE_SOURCES, ids=lambda s: s.target)
+def test_repository_copies_of_the_rule_files_are_current(src):
+    target = REPO / "manifests/base" / src.target
     assert target.exists(), "run `checkout-recs manifests sync-alerts`"
-    assert target.read_text() == render_prometheus_rule(src, label=SOURCE.as_posix()), "stale: re-run sync-alerts"
+    assert target.read_text() == render_source(REPO, src), "stale: re-run `checkout-recs manifests sync-alerts`"
 
 
 # -------------------------------------------------------------------------------- index refresh

@@ -58,10 +58,14 @@ def test_production_uses_elasticache_and_no_plain_secret(rendered):  # noqa: F81
     docs = rendered["overlays/production"]
     svc = find(docs, "Service", "checkout-recs-redis")
     assert svc["spec"]["type"] == "ExternalName" and "cache.amazonaws.com" in svc["spec"]["externalName"]
-    assert not [d for d in docs if d["kind"] == "Deployment"]
-    env = find(docs, "InferenceService")["spec"]["transformer"]["containers"][0]["env"]
-    token = next(e for e in env if e["name"] == "REDIS_AUTH_TOKEN")
+    # no in-cluster Redis: the only Deployment is the inventory consumer (test_inventory_consumer_manifest.py)
+    assert [d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"] == ["checkout-recs-inventory-consumer"]
+    c = find(docs, "InferenceService")["spec"]["transformer"]["containers"][0]
+    token = next(e for e in c["env"] if e["name"] == "CHECKOUT_RECS_REDIS_PASSWORD")
     assert "secretKeyRef" in token["valueFrom"] and "value" not in token
+    assert not any("REDIS" in a for a in c["args"])  # the password and the URL reach the code through env
+    url = next(e for e in c["env"] if e["name"] == "CHECKOUT_RECS_REDIS_URL")["value"]
+    assert url.startswith("rediss://") and "@" not in url and "cache.amazonaws.com" in url
     assert not [d for d in docs if d["kind"] == "Secret"]
 
 
@@ -133,6 +137,43 @@ def test_semantics_catch_each_fault(rendered):  # noqa: F811
     assert ("references", "InferenceService/checkout-recs") in found
     msgs = [f.message for f in semantic_findings(_mutated(rendered, fault))]
     assert any("$(NOT_DEFINED)" in m for m in msgs) and any("ghost" in m for m in msgs)
+
+
+def test_semantics_catch_a_secret_in_args_an_open_authz_rule_and_missing_probes(rendered):  # noqa: F811
+    def fault(docs):  # noqa: ANN001
+        c = find(docs, "InferenceService")["spec"]["transformer"]["containers"][0]
+        # the earlier production shape: the AUTH token expanded into the Redis URL, the URL into an arg
+        c["env"] += [{"name": "REDIS_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {"name": "x", "key": "t"}}},
+                     {"name": "REDIS_DSN", "value": "rediss://:$(REDIS_AUTH_TOKEN)@h:6379/0"}]
+        c["args"].append("--redis_url=$(REDIS_DSN)")
+        del find(docs, "InferenceService")["spec"]["predictor"]["containers"][0]["livenessProbe"]
+        find(docs, "AuthorizationPolicy", "checkout-recs-transformer")["spec"]["rules"].append(
+            {"to": [{"operation": {"paths": ["/*"]}}]})
+        find(docs, "PodDisruptionBudget", "checkout-recs-predictor")["spec"]["selector"]["matchLabels"] = {"a": "b"}
+
+    found = [(f.check, f.message) for f in semantic_findings(_mutated(rendered, fault))]
+    assert any(c == "secrets" and "$(REDIS_DSN)" in m for c, m in found)
+    assert any(c == "probes" and "livenessProbe" in m for c, m in found)
+    assert any(c == "authorization" and "admits any caller" in m for c, m in found)
+    assert any(c == "selectors" and "{'a': 'b'}" in m for c, m in found)
+
+
+def test_serving_pods_have_pdb_egress_and_authorization(rendered):  # noqa: F811
+    for target in ("overlays/staging", "overlays/production", "overlays/staging-collocated"):
+        docs = rendered[target]
+        kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
+        assert ("PodDisruptionBudget", "checkout-recs-predictor") in kinds
+        assert ("NetworkPolicy", "checkout-recs-egress") in kinds
+        assert ("AuthorizationPolicy", "checkout-recs-transformer") in kinds
+        egress = find(docs, "NetworkPolicy", "checkout-recs-egress")["spec"]["egress"]
+        assert {p["port"] for r in egress for p in r["ports"]} >= {53, 443}
+        authz = find(docs, "AuthorizationPolicy", "checkout-recs-transformer")["spec"]
+        paths = {p for r in authz["rules"] for t in r["to"] for p in t["operation"]["paths"]}
+        assert paths == {"/v1/models/checkout-recs:predict", "/v2/models/checkout-recs/infer", "/metrics"}
+        isvc = find(docs, "InferenceService")["spec"]
+        for comp in ("transformer", "predictor"):
+            for c in (isvc.get(comp) or {}).get("containers", []):
+                assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live", (target, comp)
 
 
 def test_semantics_clean_on_the_real_build(rendered):  # noqa: F811

@@ -205,7 +205,7 @@ def test_to_batches_converts_a_good_chunk_once_and_names_the_bad_rows_in_order()
     assert pa.Table.from_batches(batches).column("request_id").to_pylist() == [
         f"req-{i}" for i in range(10) if i not in (4, 7)]
     assert [r["request_id"] for r, _ in bad] == ["req-4", "req-7"]
-    assert bad[0][1].startswith("user_id: OverflowError") and bad[1][1] == "propensities: a value outside (0, 1]"
+    assert bad[0][1].startswith("user_id: OverflowError") and bad[1][1] == "propensities outside (0, 1]"
 
 
 def test_bisection_keeps_every_row_once_and_in_order_whatever_the_pattern():

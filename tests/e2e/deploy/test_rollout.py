@@ -1,30 +1,33 @@
-"""Canary rollout against an in-process fake Kubernetes API server on loopback."""
+"""Canary rollout against an in-process fake Kubernetes API server on loopback, its guardrails
+read in PromQL from a real Prometheus scraping the simulated revisions' metrics."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 
 from checkout_recs.deploy.kill_switch import set_kill_switch
 from checkout_recs.deploy.kube import DeployError, IsvcRef, KubeApi
-from checkout_recs.deploy.metrics import MetricsSpec, PrometheusTextSource
+from checkout_recs.deploy.metrics import MetricsSpec, PrometheusQuerySource
 from checkout_recs.deploy.rollout import RampPlan, Rollout, storage_uri
 from checkout_recs.evaluation.experiments.guardrails import GuardrailConfig
 from tests.fixtures_ops_servers import OPS_REDIS_URL, TrafficSimulator, fake_kube, ops_redis, staging_docs  # noqa: F401
+from tests.fixtures_prometheus import kube_prometheus  # noqa: F401
 
 pytestmark = pytest.mark.e2e
 
 REF = IsvcRef(name="checkout-recs", namespace="checkout-recs-staging")
 NEW = "s3://checkout-recs-staging-artifacts/bundle/bundle-new"
-FAST = RampPlan(hold_s=0.15, poll_s=0.05, max_hold_s=1.0, ready_timeout_s=5.0)
+FAST = RampPlan(hold_s=1.0, poll_s=0.25, max_hold_s=6.0, ready_timeout_s=5.0)
 LIMITS = GuardrailConfig(min_requests=20, max_error_rate=0.02)
+SPEC = MetricsSpec(matchers=f'namespace="{REF.namespace}"')
 
 
-def _rollout(host: str, plan: RampPlan = FAST) -> Rollout:
-    source = PrometheusTextSource(f"{host}/metrics", MetricsSpec())
-    return Rollout(KubeApi(host=host), REF, source, plan, LIMITS)
+def _rollout(host: str, prometheus_url: str = "http://127.0.0.1:9", plan: RampPlan = FAST) -> Rollout:
+    return Rollout(KubeApi(host=host), REF, PrometheusQuerySource(prometheus_url, SPEC), plan, LIMITS)
 
 
 def _percents(fake) -> list:  # noqa: ANN001
@@ -37,11 +40,11 @@ def _percents(fake) -> list:  # noqa: ANN001
     return out
 
 
-def test_healthy_ramp_reaches_100(fake_kube):  # noqa: F811
-    fake, host, set_metrics = fake_kube
+def test_healthy_ramp_reaches_100(kube_prometheus):  # noqa: F811
+    fake, host, set_metrics, prom = kube_prometheus
     set_metrics(TrafficSimulator(fake, REF.namespace, REF.name, error_rate=lambda pct: 0.002))
     champion = storage_uri(fake.isvcs[(REF.namespace, REF.name)])
-    result = _rollout(host).run(NEW)
+    result = _rollout(host, prom.url).run(NEW)
     assert result.outcome == "promoted", result.reason
     assert result.champion_uri == champion
     assert [s.percent for s in result.steps] == [5, 25, 50, 100]
@@ -54,12 +57,12 @@ def test_healthy_ramp_reaches_100(fake_kube):  # noqa: F811
     assert watches and all(h["query"]["fieldSelector"] == "metadata.name=checkout-recs" for h in watches)
 
 
-def test_error_jump_at_25_rolls_back_to_champion(fake_kube):  # noqa: F811
-    fake, host, set_metrics = fake_kube
+def test_error_jump_at_25_rolls_back_to_champion(kube_prometheus):  # noqa: F811
+    fake, host, set_metrics, prom = kube_prometheus
     set_metrics(TrafficSimulator(fake, REF.namespace, REF.name,
                                  error_rate=lambda pct: 0.002 if pct < 25 else 0.08))
     before = fake.traffic(REF.namespace, REF.name)
-    result = _rollout(host).run(NEW)
+    result = _rollout(host, prom.url).run(NEW)
     assert result.outcome == "rolled_back"
     assert "at 25%" in result.reason and "error_rate" in result.reason
     assert [s.action for s in result.steps] == ["continue", "rollback"]
@@ -72,9 +75,27 @@ def test_error_jump_at_25_rolls_back_to_champion(fake_kube):  # noqa: F811
     assert "error_rate" in ann["checkout-recs.io/rollback-reason"]
 
 
+def test_guardrail_figures_read_in_promql_match_the_simulated_traffic(kube_prometheus):  # noqa: F811
+    fake, host, set_metrics, prom = kube_prometheus
+    set_metrics(TrafficSimulator(fake, REF.namespace, REF.name, error_rate=lambda pct: 0.08))
+    rollout = _rollout(host, prom.url)
+    rollout.wait_for(25, rollout.start(NEW, 25))
+    canary = next(r for r, pct in fake.traffic(REF.namespace, REF.name).items() if pct == 25)
+    source = PrometheusQuerySource(prom.url, SPEC)
+    prom.wait_for(f'revision_app_request_count{{revision_name="{canary}"}}', lambda r: len(r) == 2)
+    time.sleep(1.5)  # a few scrapes of the 25 % split
+    w = source.window(1.5)[canary]
+    assert w.requests > 20 and w.errors / w.requests == pytest.approx(0.08, rel=1e-6)
+    assert w.fallbacks / w.answers == pytest.approx(0.02 / 0.92, rel=1e-6)  # answers are the 2xx
+    assert w.p95_ms == pytest.approx(10 + 40 * (0.95 - 0.485) / (0.97 - 0.485), rel=1e-3)  # interpolated in (10, 50]
+    assert w.gmv / w.sessions == pytest.approx(1.5, rel=1e-6)
+    other = PrometheusQuerySource(prom.url, MetricsSpec(matchers='namespace="elsewhere"')).window(1.5)
+    assert other == {}  # the namespace matcher keeps other namespaces' revisions out
+
+
 def test_metrics_down_is_inconclusive_and_rolls_back(fake_kube):  # noqa: F811
     fake, host, _ = fake_kube
-    source = PrometheusTextSource("http://127.0.0.1:9/metrics", timeout_s=0.2)  # nothing listens there
+    source = PrometheusQuerySource("http://127.0.0.1:9", timeout_s=0.2)  # nothing listens there
     plan = RampPlan(hold_s=0.1, poll_s=0.05, max_hold_s=0.3, ready_timeout_s=5.0)
     result = Rollout(KubeApi(host=host), REF, source, plan, LIMITS).run(NEW)
     assert result.outcome == "rolled_back" and "inconclusive" in result.reason
@@ -86,7 +107,7 @@ def test_controller_never_ready_fails_and_rolls_back(fake_kube):  # noqa: F811
     fake, host, set_metrics = fake_kube
     fake.reconcile = False
     plan = RampPlan(hold_s=0.1, poll_s=0.05, max_hold_s=0.5, ready_timeout_s=1.0)
-    result = _rollout(host, plan).run(NEW)
+    result = _rollout(host, plan=plan).run(NEW)
     assert result.outcome == "failed" and "not ready at 5%" in result.reason
     assert _percents(fake) == [5, 0]
 
@@ -145,18 +166,18 @@ def test_status_reports_split_and_annotations(fake_kube):  # noqa: F811
     assert st["rollout"]["candidate-uri"] == NEW and st["rollout"]["rollout-state"] == "canary-5"
 
 
-def test_cli_canary_status_rollback_and_kill_switch(fake_kube, ops_redis, tmp_path):  # noqa: F811
+def test_cli_canary_status_rollback_and_kill_switch(kube_prometheus, ops_redis, tmp_path):  # noqa: F811
     from typer.testing import CliRunner
 
     from cli.app import app
 
-    fake, host, set_metrics = fake_kube
+    fake, host, set_metrics, prom = kube_prometheus
     set_metrics(TrafficSimulator(fake, REF.namespace, REF.name, error_rate=lambda pct: 0.002))
     common = ["--host", host, "--namespace", REF.namespace]
     limits = tmp_path / "limits.yaml"
     limits.write_text("min_requests: 20\nmax_error_rate: 0.02\n")
-    res = CliRunner().invoke(app, ["deploy", "canary", NEW, "--metrics-url", f"{host}/metrics", *common,
-                                   "--steps", "5,100", "--hold-s", "0.1", "--poll-s", "0.05",
+    res = CliRunner().invoke(app, ["deploy", "canary", NEW, "--prometheus-url", prom.url, *common,
+                                   "--steps", "5,100", "--hold-s", "1", "--poll-s", "0.25", "--max-hold-s", "6",
                                    "--guardrails", str(limits), "--result-json", str(tmp_path / "r.json")])
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "r.json").read_text())["outcome"] == "promoted"

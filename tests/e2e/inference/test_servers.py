@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from checkout_recs.serving.decisions import find_decision
 from checkout_recs.serving.inventory import RedisInventoryStore
 from inference.launch import running_servers
+from inference.transformer import TRANSFORMER_NAME
 from tests.fixtures_serving import make_serving_bundle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -130,7 +131,7 @@ def test_tritonclient_http_binary_works_unchanged(env):
     import tritonclient.http as th
 
     c = th.InferenceServerClient(url=env["s"].transformer_url.removeprefix("http://"))
-    res = c.infer("recommender", _triton_inputs(th),
+    res = c.infer(TRANSFORMER_NAME, _triton_inputs(th),
                   outputs=[th.InferRequestedOutput(n, binary_data=True) for n in ("item_ids", "propensities", "policy")])
     ids = res.as_numpy("item_ids")
     assert ids.dtype == np.int64 and len(set(ids.tolist())) == 6
@@ -147,7 +148,7 @@ ins = [tg.InferInput("user_id", [1], "INT64"), tg.InferInput("purchased_item_ids
 ins[0].set_data_from_numpy(np.array([3], np.int64))
 ins[1].set_data_from_numpy(np.array([1000, 1002], np.int64))
 ins[2].set_data_from_numpy(np.array([b"east"], dtype=object))
-res = c.infer("recommender", ins)
+res = c.infer("checkout-recs", ins)
 print(json.dumps({"ids": res.as_numpy("item_ids").tolist(), "p": res.as_numpy("propensities").tolist()}))
 """
 
@@ -171,11 +172,11 @@ def test_kserve_clients_rest_and_grpc_work_unchanged(env):
         ins[0].set_data_from_numpy(np.array([KNOWN_USER], np.int64), binary_data=False)
         ins[1].set_data_from_numpy(np.array([1000], np.int64), binary_data=False)
         ins[2].set_data_from_numpy(np.array(["west"], dtype=object), binary_data=False)
-        return InferRequest(model_name="recommender", infer_inputs=ins)
+        return InferRequest(model_name=TRANSFORMER_NAME, infer_inputs=ins)
 
     async def go():
         rest = InferenceRESTClient(RESTConfig(protocol="v2", timeout=10))
-        r1 = await rest.infer(env["s"].transformer_url, request(), model_name="recommender")
+        r1 = await rest.infer(env["s"].transformer_url, request(), model_name=TRANSFORMER_NAME)
         await rest.close()
         grpc_c = InferenceGRPCClient(env["s"].transformer_grpc, timeout=10)
         r2 = await grpc_c.infer(request())

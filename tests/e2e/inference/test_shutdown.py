@@ -64,7 +64,8 @@ def test_sigterm_publishes_buffered_decisions_and_releases_the_lease(tmp_path):
             rows = _rows(httpx.get(f"{s.transformer_url}/metrics", timeout=10).text)
             accepted = rows["accepted"]  # ours + the launcher's warm-up requests
             assert accepted >= 25 and rows["written"] == 0 and rows["dropped"] == 0
-            assert rows["accepted"] == rows["written"] + rows["pending"] + rows["dropped"]
+            assert rows["accepted"] == (rows["written"] + rows["pending"] + rows["dropped"]
+                                        + rows.get("quarantined", 0))
             day = dt.datetime.now(dt.UTC).date().isoformat()
             assert _field(r, f"{tag}:explore:{day}", "held") > 0  # a lease is held while serving
         logged = LocalArtifactStore(store)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from checkout_recs.serving.bundle_layout import read_bundle_info
 from checkout_recs.storage import LocalArtifactStore
 from tests.fixtures_e2e import TINY_SIM
 
@@ -20,14 +21,59 @@ def test_training_publishes_a_gated_bundle(training_run):
     store = LocalArtifactStore(out / "artifacts")
     assert training_run["output"] == str(store.path("bundle"))  # published and LATEST points at it
     bundle = Path(training_run["output"])
-    for part in ("model/ranker", "model/two_tower", "index/manifest.json", "candidates", "bundle.json"):
+    for part in ("model/ranker", "model/two_tower", "index/manifest.json", "candidates", "features/user.parquet",
+                 "bundle.json"):
         assert (bundle / part).exists(), part
-    info = json.loads((bundle / "bundle.json").read_text())
-    assert info["n_items"] > 0 and info["mlflow_run_id"]
+    info = read_bundle_info(bundle)
+    assert info.n_items and info.n_items > 0 and info.mlflow_run_id
     assert store.latest("features") is not None  # the views Feast reads were published too
     assert (out / "artifacts" / "feast" / "online_store.db").exists()  # materialized
     assert any((out / "artifacts" / "mlruns").iterdir())  # MLflow run artifacts stay in the run folder
     assert json.loads((out / "run.json").read_text())["arguments"]["training_join"] == "pandas"
+
+
+def test_the_pipeline_bundle_has_the_layout_of_the_cli_bundle(training_run, tmp_path):
+    """The KFP component and ``checkout-recs build-bundle`` write the same files (one writer,
+    ``serving.bundle_writer.assemble_bundle``), on the pipeline's own model and working folders."""
+    from typer.testing import CliRunner
+
+    from checkout_recs.serving.bundle_layout import BundleLayout
+    from cli.app import app
+
+    root = next(Path(training_run["pipeline_root"]).glob("checkout-recs-training-*"))
+    r = CliRunner().invoke(app, ["build-bundle", "--model", str(root / "merge-models-op" / "model"),
+                                 "--labels", str(root / "label-op" / "labels"),
+                                 "--features", str(root / "build-features-op" / "features"),
+                                 "--out", str(tmp_path / "cli_bundle")])
+    assert r.exit_code == 0, r.output
+    pipeline = BundleLayout(Path(training_run["output"]))
+    assert pipeline.files() == BundleLayout(tmp_path / "cli_bundle").files()
+    assert "features/user.parquet" in pipeline.files()  # the embedded user store travels with it
+
+
+def test_the_published_bundle_ranks_known_users_as_checkout_recs_serve_runs_it(training_run, training_run_raw,
+                                                                               tmp_path):
+    """``checkout-recs serve --bundle <the published bundle>`` (user features from the bundle, no
+    Feast) answers the demo's real checkouts with the ranker, not the ``unknown_user`` fallback."""
+    import httpx
+
+    from cli.demo import sample_checkouts
+    from inference.launch import running_servers
+
+    bundle = Path(training_run["output"])
+    checkouts = [c for c in sample_checkouts(training_run_raw, 30, seed=3, bundle=bundle) if c["note"] == "checkout"]
+    # `serve`'s own transformer flags; a generous predictor deadline: this checks which users the
+    # bundle knows, not latency on a busy machine
+    flags = ["--ranker_protocol", "rest-binary", "--scoring", "remote", "--inventory", "memory", "--deadline_ms", "2000"]
+    answers = []
+    with running_servers(bundle, transformer_args=flags, ready_timeout_s=300, log_dir=tmp_path / "logs") as servers, \
+            httpx.Client(timeout=30) as http:
+        for c in checkouts:
+            r = http.post(servers.v1_url, json={"instances": [{k: v for k, v in c.items() if k != "note"}]})
+            assert r.status_code == 200, r.text
+            answers.append(r.json()["predictions"][0])
+    ranked = sum(a["policy"] == "ranker" for a in answers)
+    assert len(answers) >= 20 and ranked >= 0.9 * len(answers), [(a["policy"], a.get("fallback_reason")) for a in answers]
 
 
 def test_every_task_left_its_artifacts_in_the_pipeline_root(training_run):

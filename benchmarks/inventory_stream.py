@@ -1,0 +1,462 @@
+"""Live inventory under load: event → excluded latency of the replica, and answers that never show
+an unavailable listing, with Redis healthy, slow and down.
+
+Usage::
+
+    .venv/bin/python benchmarks/inventory_stream.py [--listings 2000] [--latency_s 20] [--healthy_s 180]
+        [--slow_s 150] [--down_s 150] [--out benchmarks/results/inventory_stream.json]
+
+What runs, all on 127.0.0.1 (Redis 6379 is never touched):
+
+* a private ``redis-server`` on a free port (``--enable-debug-command yes`` for ``DEBUG SLEEP``);
+* a **publisher process**: inventory events (locked with a 2-30 s TTL, unlocked, sold, listed,
+  delisted on random listings; sequence = ``time.time_ns()``) appended with ``XADD`` in
+  pipelined chunks every 10 ms, each entry stamped with its send time (``bench_pub_ns``);
+* **this process**: the transformer's stages in-process (``CheckoutTransformer.preprocess →
+  predict → postprocess`` on one asyncio loop) with ``--inventory replica``
+  (``ReplicaInventoryStore`` tailing the stream in its thread), a synthetic catalogue of
+  ``--listings`` listings, and a numpy stand-in for the ranker (a fixed random projection of the
+  ranker matrix: the ranker's cost is not what is measured here).
+
+Phases:
+
+1. **latency** — the publisher at ``--rate`` (10,000 events/s) for ``--latency_s`` while this
+   process answers 50 checkouts/s; event → excluded = the replica's apply time minus the entry's
+   send time, per event (p50 / p90 / p99 / max, ms);
+2. **healthy** — cycles of: 4 adversarial events published by this process (sold / locked /
+   delisted / sold on the listings the previous burst showed most), then at once a burst of 300
+   concurrent checkouts; the publisher adds background events at ``--bg_rate``;
+3. **slow** — the same while a thread stalls Redis (``DEBUG SLEEP 0.25`` every 0.5 s, and
+   ``DEBUG SLEEP 3`` every 20 s: longer than the replica's 2 s bound, so those bursts are answered
+   ``inventory_stale`` from known state only);
+4. **down** — the publisher stops, the 4 listings shown most are sold, Redis is killed right after,
+   and bursts go on from the replica's memory for ``--down_s`` (stale after 2 s).
+
+Truth: every stream entry (read back just before Redis is killed) with its stream time. An answer
+*shows an unavailable listing* when one of its six was sold, delisted or locked (lock not over)
+per the events the stream held before the request arrived — strict, no allowance for the replica's
+propagation delay. Violations are reported with the age of the event that made the listing
+unavailable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import bisect
+import collections
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from checkout_recs.serving.bundle import ServingBundle  # noqa: E402
+from checkout_recs.serving.inventory import InventoryEvent  # noqa: E402
+from checkout_recs.serving.inventory_replica import ReplicaInventoryStore  # noqa: E402
+from checkout_recs.serving.inventory_stream import encode_event, publish_events, stream_key  # noqa: E402
+from checkout_recs.serving.recommender import Recommender, TableUserFeatures  # noqa: E402
+from inference.transformer import CheckoutTransformer  # noqa: E402
+
+PREFIX = "bench_inv"
+BURST = 300
+REGIONS = ("north", "south", "east", "west")
+_BG_TYPES = ("locked", "unlocked", "sold", "listed", "delisted")
+_BG_WEIGHTS = (0.35, 0.25, 0.15, 0.2, 0.05)
+
+
+# ---------------------------------------------------------------------------------- Redis, publisher
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_redis() -> tuple[str, subprocess.Popen]:
+    """A private redis-server on a free port: (URL, process)."""
+    import redis
+
+    port = _free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--enable-debug-command", "yes"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"redis://127.0.0.1:{port}/0"
+    r = redis.Redis.from_url(url)
+    for _ in range(100):
+        with contextlib.suppress(redis.RedisError):
+            if r.ping():
+                return url, proc
+        time.sleep(0.05)
+    raise RuntimeError("private redis-server did not start")
+
+
+def kill_redis(proc: subprocess.Popen) -> None:
+    """SIGKILL the private server."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=5)
+
+
+def publisher(url: str, stream: str, listing_ids: list[int], rate: Any, stop: Any, sent: Any) -> None:
+    """Publisher process: ``rate.value`` events/s in 10 ms pipelined chunks until ``stop`` is set."""
+    import redis
+
+    rng = np.random.default_rng(os.getpid())
+    r = redis.Redis.from_url(url, socket_timeout=10.0)
+    carry, next_tick = 0.0, time.perf_counter()
+    while not stop.is_set():
+        next_tick += 0.01
+        carry += rate.value * 0.01
+        n, carry = int(carry), carry - int(carry)
+        if n:
+            try:
+                _publish_chunk(r, stream, rng, listing_ids, n)
+            except (redis.RedisError, OSError):
+                return  # Redis is gone: no event can exist any more
+            sent.value += n
+        time.sleep(max(0.0, next_tick - time.perf_counter()))
+
+
+def _publish_chunk(r: Any, stream: str, rng: np.random.Generator, listing_ids: list[int], n: int) -> None:
+    lids = rng.choice(listing_ids, n)
+    types = rng.choice(len(_BG_TYPES), n, p=_BG_WEIGHTS)
+    ttls = rng.integers(2, 31, n)
+    pipe = r.pipeline(transaction=False)
+    now = time.time()
+    for lid, t, ttl in zip(lids.tolist(), types.tolist(), ttls.tolist(), strict=True):
+        ev = InventoryEvent(lid, _BG_TYPES[t], time.time_ns(), ttl if t == 0 else None, now)
+        pipe.xadd(stream, encode_event(ev) | {"bench_pub_ns": str(time.time_ns())})
+    pipe.execute()
+
+
+# ---------------------------------------------------------------------------------- truth
+@dataclass
+class Truth:
+    """Per listing, the state after each event in stream order (the store's sequence rule)."""
+
+    times: dict[int, list[int]] = field(default_factory=dict)  # stream ms of each effective event
+    states: dict[int, list[tuple[str | None, float]]] = field(default_factory=dict)  # (state, lock end, Unix s)
+    last_seq: dict[int, int] = field(default_factory=dict)
+
+    def add(self, entry_id: str, f: dict[str, str]) -> None:
+        """Apply one stream entry (ignored when its sequence is not newer, like the store)."""
+        lid, seq = int(f["listing_id"]), int(f["sequence"])
+        if seq <= self.last_seq.get(lid, -1):
+            return
+        self.last_seq[lid] = seq
+        etype, ts = f["event_type"], int(f["event_ts_ms"]) / 1e3
+        state = {"sold": "sold", "delisted": "delisted", "locked": "locked"}.get(etype)
+        end = ts + int(f["lock_ttl_s"]) if etype == "locked" else float("inf")
+        self.times.setdefault(lid, []).append(int(entry_id.split("-")[0]))
+        self.states.setdefault(lid, []).append((state, end))
+
+    def unavailable_at(self, lid: int, t: float) -> float | None:
+        """Stream time (Unix s) of the event that made ``lid`` unavailable at ``t``, or None."""
+        times = self.times.get(lid)
+        if not times:
+            return None
+        i = bisect.bisect_left(times, int(t * 1000)) - 1  # strictly earlier milliseconds
+        if i < 0:
+            return None
+        state, end = self.states[lid][i]
+        if state is None or (state == "locked" and end <= t):
+            return None
+        return times[i] / 1e3
+
+
+def read_truth(r: Any, stream: str, truth: Truth | None = None) -> Truth:
+    """Every entry of ``stream`` into ``truth`` (new one by default)."""
+    truth = truth or Truth()
+    last = "-"
+    while True:
+        page = r.xrange(stream, min=last, max="+", count=10_000)
+        page = [p for p in page if p[0] != last]
+        if not page:
+            return truth
+        for eid, f in page:
+            truth.add(eid, f)
+        last = page[-1][0]
+
+
+# ---------------------------------------------------------------------------------- serving
+@dataclass
+class Answers:
+    """Answers of one phase: arrival time (Unix s), the six ids, fallback reason."""
+
+    t: list[float] = field(default_factory=list)
+    ids: list[list[int]] = field(default_factory=list)
+    reasons: collections.Counter = field(default_factory=collections.Counter)
+    bursts: int = 0
+    wall_s: float = 0.0
+
+    def add(self, t: float, preds: list[dict]) -> None:
+        for p in preds:
+            self.t.append(t)
+            self.ids.append([i["listing_id"] for i in p["items"]])
+            self.reasons[p["fallback_reason"] or "none (ranker)"] += 1
+
+
+def build_bundle(workdir: Path, listings: int, users: int) -> ServingBundle:
+    """A catalogue-only synthetic bundle with the tiny ranker (its input plan builds the matrix; the
+    numpy stand-in scores it)."""
+    from checkout_recs.serving.bundle_layout import BundleLayout
+    from checkout_recs.serving.bundle_writer import assemble_bundle
+    from checkout_recs.synthetic.serving import make_pairs, make_snapshot, make_users, train_tiny_ranker
+
+    out, stage = workdir / "bundle", workdir / "inputs"
+    labels, features, model = stage / "labels", stage / "features", BundleLayout(stage)
+    for d in (labels, features, model.model_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    pairs, co = make_pairs(0)
+    pairs.to_parquet(labels / "category_pairs.parquet")
+    co.to_parquet(labels / "co_purchase_items.parquet")
+    snap, user_table = make_snapshot(listings, seed=0), make_users(users, seed=0)
+    user_table.to_parquet(features / "user.parquet")
+    train_tiny_ranker(snap, user_table, model.ranker_dir, 0)
+    assemble_bundle(model.model_dir, labels, features, out, snapshot=snap, index_version="bench-inv")
+    bundle = ServingBundle.load(out)
+    bundle.prepare_plan()
+    return bundle
+
+
+def numpy_scorer(seed: int = 0) -> Any:
+    """``matrix (n, d) -> (p_click, p_purchase)``: a fixed random projection through a sigmoid."""
+    rng = np.random.default_rng(seed)
+    w: dict[int, np.ndarray] = {}
+
+    def score(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        d = m.shape[1]
+        if d not in w:
+            w[d] = rng.normal(0, 1, d).astype(np.float32)
+        z = np.nan_to_num(m) @ w[d]
+        return 0.2 / (1 + np.exp(-z)), np.full(len(m), 0.3)
+    return score
+
+
+def make_bodies(n: int, users: int, listing_ids: np.ndarray, seed: int) -> list[dict]:
+    """``n`` v1 bodies: known users, baskets of 1-2 catalogue listings, the four regions."""
+    rng = np.random.default_rng(seed)
+    return [{"instances": [{"user_id": int(rng.integers(0, users)),
+                            "purchased_item_ids": [int(x) for x in rng.choice(listing_ids, rng.integers(1, 3))],
+                            "region": REGIONS[i % 4], "device": "web"}]} for i in range(n)]
+
+
+async def answer(t: CheckoutTransformer, body: dict) -> dict:
+    """One checkout through the transformer's three stages."""
+    job = await t.preprocess(body)
+    job = await t.predict(job)
+    return (await t.postprocess(job))["predictions"][0]
+
+
+async def burst(t: CheckoutTransformer, bodies: list[dict]) -> list[dict]:
+    """All of ``bodies`` at once."""
+    return list(await asyncio.gather(*(answer(t, b) for b in bodies)))
+
+
+def adversarial_events(last: list[dict], k: int = 4) -> list[InventoryEvent]:
+    """sold / locked / delisted / sold on the ``k`` listings ``last`` showed most."""
+    shown = collections.Counter(i["listing_id"] for p in last for i in p["items"])
+    kinds = ("sold", "locked", "delisted", "sold")
+    now = time.time()
+    return [InventoryEvent(lid, kinds[j % 4], time.time_ns(), 60 if kinds[j % 4] == "locked" else None, now)
+            for j, (lid, _) in enumerate(shown.most_common(k))]
+
+
+# ---------------------------------------------------------------------------------- phases
+def phase_latency(t: CheckoutTransformer, bodies: list[dict], seconds: float, rate: Any, target: float,
+                  lat: list[float], sent: Any) -> tuple[Answers, dict]:
+    """50 checkouts/s while the publisher runs at ``target`` events/s; event → excluded figures."""
+    lat.clear()
+    sent0 = sent.value
+    rate.value = target
+    out = Answers()
+
+    async def run() -> None:
+        t0 = time.perf_counter()
+        i = 0
+        while time.perf_counter() - t0 < seconds:
+            arrival = time.time()
+            out.add(arrival, [await answer(t, bodies[i % len(bodies)])])
+            i += 1
+            await asyncio.sleep(max(0.0, t0 + i / 50 - time.perf_counter()))
+        out.wall_s = time.perf_counter() - t0
+
+    asyncio.run(run())
+    rate.value = 0.0
+    time.sleep(0.5)
+    a = np.asarray(lat) * 1e3
+    figs = {"target_events_per_s": target, "events_sent": sent.value - sent0,
+            "events_per_s": round((sent.value - sent0) / out.wall_s, 1), "events_measured": int(a.size),
+            "checkouts_per_s": round(len(out.t) / out.wall_s, 1)}
+    if a.size:
+        figs.update({f"p{q}_ms": round(float(np.percentile(a, q)), 2) for q in (50, 90, 99)},
+                    max_ms=round(float(a.max()), 2), share_over_1s=float((a > 1000).mean()))
+    return out, figs
+
+
+def phase_bursts(t: CheckoutTransformer, bodies: list[dict], r: Any, stream: str, seconds: float,
+                 publish: bool = True) -> Answers:
+    """Cycles of [4 adversarial events, then 300 concurrent checkouts] for ``seconds``."""
+    out = Answers()
+
+    async def run() -> None:
+        last = await burst(t, bodies[:BURST])
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            if publish:
+                publish_events(r, stream, adversarial_events(last), maxlen=0)
+            arrival = time.time()
+            last = await burst(t, bodies[:BURST])
+            out.add(arrival, last)
+            out.bursts += 1
+        out.wall_s = time.perf_counter() - t0
+
+    asyncio.run(run())
+    return out
+
+
+def stall_redis(url: str, stop: threading.Event, log: list[dict]) -> None:
+    """``DEBUG SLEEP 0.25`` every 0.5 s, and ``DEBUG SLEEP 3`` every 20 s, until ``stop``."""
+    import redis
+
+    r = redis.Redis.from_url(url, socket_timeout=10.0)
+    t0, n = time.monotonic(), 0
+    while not stop.is_set():
+        long = time.monotonic() - t0 > 20 * (sum(1 for x in log if x["s"] == 3.0) + 1)
+        s = 3.0 if long else 0.25
+        with contextlib.suppress(redis.RedisError):
+            r.execute_command("DEBUG", "SLEEP", s)
+            log.append({"at": round(time.monotonic() - t0, 2), "s": s})
+        n += 1
+        stop.wait(0.25)
+
+
+def check(ans: Answers, truth: Truth) -> dict:
+    """Answers that showed a listing unavailable when the request arrived (strict), with the ages."""
+    bad, ages = 0, []
+    for t, ids in zip(ans.t, ans.ids, strict=True):
+        hit = [truth.unavailable_at(lid, t) for lid in ids]
+        hit = [h for h in hit if h is not None]
+        if hit:
+            bad += 1
+            ages.append(round((t - max(hit)) * 1e3, 2))
+    n = len(ans.t)
+    return {"answers": n, "bursts": ans.bursts, "wall_s": round(ans.wall_s, 1),
+            "answers_per_s": round(n / ans.wall_s, 1) if ans.wall_s else None,
+            "with_unavailable_shown": bad, "violating_event_age_ms": sorted(ages)[:50],
+            "fallback_reasons": dict(ans.reasons)}
+
+
+# ---------------------------------------------------------------------------------- main
+def main() -> None:
+    """Run the four phases and write the JSON figures."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--listings", type=int, default=2000)
+    ap.add_argument("--users", type=int, default=500)
+    ap.add_argument("--rate", type=float, default=10_000.0, help="events/s of the latency phase")
+    ap.add_argument("--bg_rate", type=float, default=200.0, help="background events/s of the answer phases")
+    ap.add_argument("--latency_s", type=float, default=20.0)
+    ap.add_argument("--healthy_s", type=float, default=180.0)
+    ap.add_argument("--slow_s", type=float, default=150.0)
+    ap.add_argument("--down_s", type=float, default=150.0)
+    ap.add_argument("--max_lag_s", type=float, default=2.0)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/inventory_stream.json")
+    args = ap.parse_args()
+    started = time.time()
+    url, proc = start_redis()
+    import redis
+
+    r = redis.Redis.from_url(url, decode_responses=True, socket_timeout=10.0)
+    stream = stream_key(PREFIX)
+    bundle = build_bundle(Path(tempfile.mkdtemp(prefix="bench-inv-")), args.listings, args.users)
+    listing_ids = bundle.catalog.listing_id.tolist()
+    lat: list[float] = []
+
+    def on_applied(entries: list[tuple[str, dict[str, str]]], applied_at: float) -> None:
+        lat.extend(applied_at - int(f["bench_pub_ns"]) / 1e9 for _, f in entries if "bench_pub_ns" in f)
+
+    replica = ReplicaInventoryStore(url, prefix=PREFIX, max_lag_s=args.max_lag_s, in_play_s=900.0,
+                                    on_applied=on_applied).start()
+    assert replica.wait_ready(30), "replica not ready"
+    rec = Recommender(bundle, TableUserFeatures(bundle.users), replica)
+    t = CheckoutTransformer(rec, None, numpy_scorer())
+    bodies = make_bodies(BURST, args.users, np.asarray(listing_ids), seed=1)
+    ctx = mp.get_context("spawn")
+    rate, stop, sent = ctx.Value("d", 0.0), ctx.Event(), ctx.Value("q", 0)
+    pub = ctx.Process(target=publisher, args=(url, stream, listing_ids, rate, stop, sent), daemon=True)
+    pub.start()
+    results: dict[str, Any] = {}
+    try:
+        lat_answers, results["latency"] = phase_latency(t, bodies, args.latency_s, rate, args.rate, lat, sent)
+        print("latency:", results["latency"], flush=True)
+        rate.value = args.bg_rate
+        healthy = phase_bursts(t, bodies, r, stream, args.healthy_s)
+        print("healthy:", healthy.bursts, "bursts", len(healthy.t), "answers", flush=True)
+        stall_stop, stalls = threading.Event(), []
+        staller = threading.Thread(target=stall_redis, args=(url, stall_stop, stalls), daemon=True)
+        staller.start()
+        slow = phase_bursts(t, bodies, r, stream, args.slow_s)
+        stall_stop.set()
+        staller.join(15)
+        print("slow:", slow.bursts, "bursts", len(slow.t), "answers", flush=True)
+        rate.value = 0.0
+        stop.set()
+        pub.join(10)
+        last = asyncio.run(burst(t, bodies[:BURST]))
+        truth = read_truth(r, stream)
+        final = adversarial_events(last)
+        publish_events(r, stream, final, maxlen=0)  # sold just before the outage ...
+        read_truth(r, stream, truth)
+        kill_redis(proc)  # ... and Redis is gone right after
+        down = phase_bursts(t, bodies, r, stream, args.down_s, publish=False)
+        print("down:", down.bursts, "bursts", len(down.t), "answers", flush=True)
+    finally:
+        stop.set()
+        kill_redis(proc)
+        replica.close()
+    results["latency"]["answers_check"] = check(lat_answers, truth)
+    phases = {"healthy": check(healthy, truth), "slow": check(slow, truth), "down": check(down, truth)}
+    phases["slow"]["redis_stalls"] = {"debug_sleep_0.25s": sum(1 for x in stalls if x["s"] == 0.25),
+                                      "debug_sleep_3s": sum(1 for x in stalls if x["s"] == 3.0)}
+    total = len(lat_answers.t) + sum(p["answers"] for p in phases.values())
+    bad = results["latency"]["answers_check"]["with_unavailable_shown"] + sum(
+        p["with_unavailable_shown"] for p in phases.values())
+    payload = {
+        "command": " ".join([".venv/bin/python", *sys.argv]),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                    "note": "2-core box shared with other work while this ran"},
+        "setup": {"listings": args.listings, "users": args.users, "scorer": "numpy random projection (not the ranker)",
+                  "request_path": "CheckoutTransformer preprocess/predict/postprocess in-process, one asyncio loop",
+                  "inventory": f"--inventory replica, max_lag_s={args.max_lag_s}, in_play_s=900",
+                  "burst": BURST, "bg_events_per_s": args.bg_rate,
+                  "truth": "strict: events in the stream before the request arrived"},
+        "event_to_excluded": results["latency"],
+        "answers": phases,
+        "total_answers": total, "total_with_unavailable_shown": bad, "target_answers": 1_000_000,
+        "replica": replica.stats(), "wall_s": round(time.time() - started, 1),
+        "run_id": uuid.uuid4().hex[:8],
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(payload, indent=2, default=str))
+    print(json.dumps({k: payload[k] for k in ("total_answers", "total_with_unavailable_shown")}),
+          f"figures written to {args.out}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

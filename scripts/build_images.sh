@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Builds the project's images with podman, smoke-runs each once (read-only root, uid 10001, no
+# network) and writes their sizes and build times to benchmarks/results/images.json.
+#
+#   scripts/build_images.sh [predictor] [transformer] [components]       (`make images`)
+#
+# Environment (the Makefile sets them): BASE_IMAGE, IMAGE_REPO, IMAGE_TAG, PIP_INDEX_URL,
+# PIP_EXTRA_INDEX_URL, WHEELS (local wheel folder, optional), CA_BUNDLE (CA file, optional),
+# NO_CACHE=1 (build every layer again: the build time of a cold build), CONTAINERS_CONF.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+IMAGES=("$@")
+[ ${#IMAGES[@]} -gt 0 ] || IMAGES=(predictor transformer components)
+BASE_IMAGE=${BASE_IMAGE:-docker.io/library/python:3.11.7-slim-bookworm}
+IMAGE_REPO=${IMAGE_REPO:-ghcr.io/checkout-recs}
+IMAGE_TAG=${IMAGE_TAG:-0.1.0}
+OUT=${IMAGES_JSON:-benchmarks/results/images.json}
+
+args=(--build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "PIP_INDEX_URL=${PIP_INDEX_URL:-https://pypi.org/simple}")
+# Unset: each Dockerfile's default; set (even empty): that extra index, or none.
+[ -n "${PIP_EXTRA_INDEX_URL+x}" ] && args+=(--build-arg "PIP_EXTRA_INDEX_URL=$PIP_EXTRA_INDEX_URL")
+[ -n "${WHEELS:-}" ] && [ -d "$WHEELS" ] && args+=(--build-context "wheels=$WHEELS")
+[ -n "${CA_BUNDLE:-}" ] && [ -s "$CA_BUNDLE" ] && args+=(--secret "id=ca_bundle,src=$CA_BUNDLE")
+[ "${NO_CACHE:-0}" = 1 ] && args+=(--no-cache)
+
+# What each image must import, run with a read-only root as uid 10001 without network.
+smoke_code() {
+  case $1 in
+    predictor) echo "import sys, inference.predictor, inference.server, inference.fast_infer, checkout_recs.models.numpy_scorer
+assert 'torch' not in sys.modules, 'the predictor imported torch'" ;;
+    transformer) echo "import sys, inference.transformer, inference.server, inference.user_features, checkout_recs.serving.bundle
+import feast, faiss, redis, boto3, feature_repo.store
+assert 'torch' not in sys.modules, 'the transformer imported torch'" ;;
+    components) echo "import torch, kfp.dsl.executor_main, mlflow, evidently, feast, implicit
+import components.train, components.bundle, kfp_pipelines.training, monitoring.drift, cli.app" ;;
+  esac
+}
+
+results=()
+for name in "${IMAGES[@]}"; do
+  ref="$IMAGE_REPO/$name:$IMAGE_TAG"
+  echo "[images] building $ref (base $BASE_IMAGE)"
+  t0=$(date +%s.%N)
+  podman build --layers -f "docker/$name.Dockerfile" -t "$ref" "${args[@]}" . >"/tmp/build-$name.log" 2>&1 \
+    || { tail -30 "/tmp/build-$name.log" >&2; echo "[images] $name failed (log /tmp/build-$name.log)" >&2; exit 1; }
+  t1=$(date +%s.%N)
+  secs=$(python3 -c "print(round($t1 - $t0, 1))")
+  size=$(podman image inspect --format '{{.Size}}' "$ref")
+  echo "[images] $ref: $(( size / 1000000 )) MB, ${secs} s; smoke run"
+  run=(podman run --rm --read-only --user 10001:10001 --network none --tmpfs /tmp "$ref")
+  # the entry point's own --help (imports the module, parses arguments), then the import check
+  if [ "$name" = components ]; then "${run[@]}" >/dev/null; else "${run[@]}" --help >/dev/null; fi
+  podman run --rm --read-only --user 10001:10001 --network none --tmpfs /tmp --entrypoint python "$ref" \
+    -c "$(smoke_code "$name")"
+  results+=("$name=$ref=$size=$secs")
+done
+
+mkdir -p "$(dirname "$OUT")"
+base_size=$(podman image inspect --format '{{.Size}}' "$BASE_IMAGE" 2>/dev/null || echo 0)
+python3 - "$OUT" "$BASE_IMAGE" "$base_size" "${NO_CACHE:-0}" "$(podman --version)" "${results[@]}" <<'PY'
+import datetime, json, os, sys
+out, base, base_size, no_cache, podman, *rows = sys.argv[1:]
+doc = json.load(open(out)) if os.path.exists(out) else {}
+images = doc.get("images", {})
+for row in rows:
+    name, ref, size, secs = row.split("=")
+    images[name] = {"image": ref, "size_bytes": int(size), "size_mb": round(int(size) / 1e6),
+                    "build_seconds": float(secs), "cold_build": no_cache == "1", "smoke_run": "ok"}
+doc.update({
+    "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    "builder": podman, "cpus": os.cpu_count(),
+    "base_image": base, "base_image_size_mb": round(int(base_size) / 1e6),
+    "size": "podman image inspect .Size (uncompressed, base layers included), 1 MB = 10^6 bytes",
+    "targets_mb": {"predictor": 800, "transformer": 1500},
+    "images": dict(sorted(images.items())),
+})
+with open(out, "w") as f:
+    json.dump(doc, f, indent=2)
+    f.write("\n")
+print(f"[images] wrote {out}")
+PY
+podman images --filter "reference=$IMAGE_REPO/*"
