@@ -34,9 +34,9 @@ Phases:
 
 Truth: every stream entry (read back just before Redis is killed) with its stream time. An answer
 *shows an unavailable listing* when one of its six was sold, delisted or locked (lock not over)
-per the events the stream held before the request arrived — strict, no allowance for the replica's
-propagation delay. Violations are reported with the age of the event that made the listing
-unavailable.
+from before the request arrived until its answer was complete, per the stream — strict: no
+allowance for the replica's propagation delay (an event appended a millisecond before the request
+counts). Violations are reported with the age of the event that made the listing unavailable.
 """
 
 from __future__ import annotations
@@ -113,12 +113,14 @@ def kill_redis(proc: subprocess.Popen) -> None:
     proc.wait(timeout=5)
 
 
-def publisher(url: str, stream: str, listing_ids: list[int], rate: Any, stop: Any, sent: Any) -> None:
+def publisher(url: str, stream: str, listing_ids: list[int], rate: Any, stop: Any, sent: Any, ready: Any) -> None:
     """Publisher process: ``rate.value`` events/s in 10 ms pipelined chunks until ``stop`` is set."""
     import redis
 
     rng = np.random.default_rng(os.getpid())
     r = redis.Redis.from_url(url, socket_timeout=10.0)
+    r.ping()
+    ready.set()
     carry, next_tick = 0.0, time.perf_counter()
     while not stop.is_set():
         next_tick += 0.01
@@ -166,17 +168,21 @@ class Truth:
         self.times.setdefault(lid, []).append(int(entry_id.split("-")[0]))
         self.states.setdefault(lid, []).append((state, end))
 
-    def unavailable_at(self, lid: int, t: float) -> float | None:
-        """Stream time (Unix s) of the event that made ``lid`` unavailable at ``t``, or None."""
+    def unavailable_throughout(self, lid: int, t0: float, t1: float) -> float | None:
+        """Stream time (Unix s) of the event that made ``lid`` unavailable before ``t0`` when it stayed
+        unavailable until ``t1`` (Unix s), else None."""
         times = self.times.get(lid)
         if not times:
             return None
-        i = bisect.bisect_left(times, int(t * 1000)) - 1  # strictly earlier milliseconds
+        i = bisect.bisect_left(times, int(t0 * 1000)) - 1  # strictly earlier milliseconds
+        j = bisect.bisect_left(times, int(t1 * 1000)) - 1
         if i < 0:
             return None
-        state, end = self.states[lid][i]
-        if state is None or (state == "locked" and end <= t):
-            return None
+        for k in range(i, j + 1):
+            state, end = self.states[lid][k]
+            until = times[k + 1] / 1e3 if k < j else t1
+            if state is None or (state == "locked" and end <= until):
+                return None
         return times[i] / 1e3
 
 
@@ -197,17 +203,20 @@ def read_truth(r: Any, stream: str, truth: Truth | None = None) -> Truth:
 # ---------------------------------------------------------------------------------- serving
 @dataclass
 class Answers:
-    """Answers of one phase: arrival time (Unix s), the six ids, fallback reason."""
+    """Answers of one phase: arrival and completion time (Unix s), the six ids, fallback reasons."""
 
     t: list[float] = field(default_factory=list)
+    done: list[float] = field(default_factory=list)
     ids: list[list[int]] = field(default_factory=list)
     reasons: collections.Counter = field(default_factory=collections.Counter)
     bursts: int = 0
     wall_s: float = 0.0
 
-    def add(self, t: float, preds: list[dict]) -> None:
-        for p in preds:
+    def add(self, t: float, preds: list[tuple[dict, float]]) -> None:
+        """Answers ``(prediction, completion time)`` of requests that arrived at ``t``."""
+        for p, done in preds:
             self.t.append(t)
+            self.done.append(done)
             self.ids.append([i["listing_id"] for i in p["items"]])
             self.reasons[p["fallback_reason"] or "none (ranker)"] += 1
 
@@ -257,21 +266,21 @@ def make_bodies(n: int, users: int, listing_ids: np.ndarray, seed: int) -> list[
                             "region": REGIONS[i % 4], "device": "web"}]} for i in range(n)]
 
 
-async def answer(t: CheckoutTransformer, body: dict) -> dict:
-    """One checkout through the transformer's three stages."""
+async def answer(t: CheckoutTransformer, body: dict) -> tuple[dict, float]:
+    """One checkout through the transformer's three stages: (prediction, completion Unix s)."""
     job = await t.preprocess(body)
     job = await t.predict(job)
-    return (await t.postprocess(job))["predictions"][0]
+    return (await t.postprocess(job))["predictions"][0], time.time()
 
 
-async def burst(t: CheckoutTransformer, bodies: list[dict]) -> list[dict]:
+async def burst(t: CheckoutTransformer, bodies: list[dict]) -> list[tuple[dict, float]]:
     """All of ``bodies`` at once."""
     return list(await asyncio.gather(*(answer(t, b) for b in bodies)))
 
 
-def adversarial_events(last: list[dict], k: int = 4) -> list[InventoryEvent]:
+def adversarial_events(last: list[tuple[dict, float]], k: int = 4) -> list[InventoryEvent]:
     """sold / locked / delisted / sold on the ``k`` listings ``last`` showed most."""
-    shown = collections.Counter(i["listing_id"] for p in last for i in p["items"])
+    shown = collections.Counter(i["listing_id"] for p, _ in last for i in p["items"])
     kinds = ("sold", "locked", "delisted", "sold")
     now = time.time()
     return [InventoryEvent(lid, kinds[j % 4], time.time_ns(), 60 if kinds[j % 4] == "locked" else None, now)
@@ -350,8 +359,8 @@ def stall_redis(url: str, stop: threading.Event, log: list[dict]) -> None:
 def check(ans: Answers, truth: Truth) -> dict:
     """Answers that showed a listing unavailable when the request arrived (strict), with the ages."""
     bad, ages = 0, []
-    for t, ids in zip(ans.t, ans.ids, strict=True):
-        hit = [truth.unavailable_at(lid, t) for lid in ids]
+    for t, done, ids in zip(ans.t, ans.done, ans.ids, strict=True):
+        hit = [truth.unavailable_throughout(lid, t, done) for lid in ids]
         hit = [h for h in hit if h is not None]
         if hit:
             bad += 1
@@ -398,9 +407,10 @@ def main() -> None:
     t = CheckoutTransformer(rec, None, numpy_scorer())
     bodies = make_bodies(BURST, args.users, np.asarray(listing_ids), seed=1)
     ctx = mp.get_context("spawn")
-    rate, stop, sent = ctx.Value("d", 0.0), ctx.Event(), ctx.Value("q", 0)
-    pub = ctx.Process(target=publisher, args=(url, stream, listing_ids, rate, stop, sent), daemon=True)
+    rate, stop, sent, pub_ready = ctx.Value("d", 0.0), ctx.Event(), ctx.Value("q", 0), ctx.Event()
+    pub = ctx.Process(target=publisher, args=(url, stream, listing_ids, rate, stop, sent, pub_ready), daemon=True)
     pub.start()
+    assert pub_ready.wait(120), "publisher did not start"
     results: dict[str, Any] = {}
     try:
         lat_answers, results["latency"] = phase_latency(t, bodies, args.latency_s, rate, args.rate, lat, sent)

@@ -8,9 +8,12 @@ is the earlier catalogue-lists-only bundle (no ANN, no user vector), kept for co
 
 * **profile** — the request path in-process, one request at a time (``serving_profile.py``):
   CPU ms / request per stage (features, retrieval, inventory, rank_input, rank, policy, other);
-* **design path** — transformer (snapshot-aligned item features precomputed at load, user
-  features from Feast's online store (embedded SQLite), Redis inventory + switches) -> predictor
-  over v2 gRPC under a deadline;
+* **design path** — the transformer configured as ``manifests/overlays/local`` configures the pod
+  (its args and ``CHECKOUT_RECS_*`` env, read from the rendered overlay: ``transformer_flags``;
+  user features from Feast, the inventory backend, the decision log, the policy ConfigMap's
+  ``policy.json``), with this machine's endpoints (a private Redis, a local decision-log folder,
+  the embedded SQLite Feast store: the pods' PostgreSQL registry and Redis online store are not
+  materialized here) -> predictor over v2 binary REST under a deadline;
 * **naive path** — candidate listing + seller features read from Feast online per request and the
   hop as a JSON tensor (what the design avoids); the ratio of p95s and of CPU is reported;
 * **in-process path** — the ranker scored inside the transformer (no hop).
@@ -57,6 +60,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks import serving_load  # noqa: E402
 from benchmarks.host_probe import cold_penalty  # noqa: E402
 from benchmarks.serving_bundle_1m import build_ann_bundle, bundle_requests, write_feature_tables  # noqa: E402
+from checkout_recs.deploy.manifests import build as render_overlay  # noqa: E402
 from checkout_recs.serving.bundle_layout import BundleLayout  # noqa: E402
 from checkout_recs.synthetic.serving import (  # noqa: E402
     RICH_NAMES,
@@ -65,8 +69,34 @@ from checkout_recs.synthetic.serving import (  # noqa: E402
     make_users,
     train_tiny_ranker,
 )
+from cli.manifest_contract import local_transformer_flags  # noqa: E402
 
 PRIVATE_REDIS_PORT = 6391
+#: The overlay whose transformer configuration the design path runs (one source with the pods).
+OVERLAY = ROOT / "manifests" / "overlays" / "local"
+
+
+def policy_folder(workdir: Path) -> Path:
+    """The overlay's policy ConfigMap data (``policy.json``, ``kill_switch``) as a mounted folder."""
+    cm = next(d for d in render_overlay(OVERLAY) if d["kind"] == "ConfigMap" and d["metadata"]["name"]
+              == "checkout-recs-policy")
+    folder = workdir / "policy"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in cm["data"].items():
+        (folder / name).write_text(text)
+    return folder
+
+
+def transformer_flags(bundle: Path, feast_work: Path, project: str, redis_url: str, workdir: Path) -> list[str]:
+    """The overlay's transformer flags (``cli.manifest_contract.local_transformer_flags``) with this
+    machine's endpoints and the benchmark's Feast store; everything else is what the pods run."""
+    return local_transformer_flags(OVERLAY, {
+        "--redis_url": redis_url, "--decision_log": str(workdir / "decision-store"),
+        "--policy_dir": str(policy_folder(workdir)), "--feature_env": "embedded",
+        "--feast_features": str(BundleLayout(bundle).features_dir), "--feast_work_dir": str(feast_work),
+        "--feast_project": project,
+        "--feast_timeout_ms": "200",  # two shared cores: Feast's read may wait behind the load generator
+        "--max_snapshot_age_h": "0"})  # the cached synthetic bundle is older than the 48 h SLA: not checked
 
 
 def build_bundle(root: Path, listings: int, users: int, console: Console) -> Path:
@@ -260,9 +290,7 @@ def main() -> None:
     for name, extra in scenarios:
         with private_redis() as redis_proc:  # a fresh one per scenario: the fault run kills it
             redis_url = f"redis://127.0.0.1:{PRIVATE_REDIS_PORT}/0"
-            base = ["--users", "feast", "--feast_features", str(BundleLayout(bundle).features_dir), "--feast_work_dir",
-                    str(feast_work), "--feast_timeout_ms", "200", "--feast_project", project, "--inventory", "redis",
-                    "--redis_url", redis_url, "--candidates", "auto", "--deadline_ms", "40"]
+            base = transformer_flags(bundle, feast_work, project, redis_url, args.workdir)
             t = time.perf_counter()
             with running_servers(bundle, transformer_args=base + extra, start_predictor=name != "inprocess",
                                  ready_timeout_s=300, log_dir=args.workdir / f"logs-{name}") as s:

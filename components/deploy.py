@@ -23,10 +23,12 @@ def deploy_canary_op(bundle_uri: str, k8s_host: str, namespace: str, isvc_name: 
     A rolled-back canary is a normal outcome, not a failed task.
     """
     import json
+    import logging
     from pathlib import Path
 
+    log = logging.getLogger("components.deploy")
     if not k8s_host:
-        print("deploy skipped: no k8s_host given (local run)")
+        log.info("deploy skipped: no k8s_host given (local run)")
         metrics.log_metric("deployed", 0)
         return "skipped"
     from checkout_recs.deploy.attribution import DecisionLogGmv, folder_outcomes
@@ -43,10 +45,10 @@ def deploy_canary_op(bundle_uri: str, k8s_host: str, namespace: str, isvc_name: 
     gmv = (DecisionLogGmv(open_store(artifact_root, s3_endpoint_url or None), folder_outcomes(Path(outcomes_dir)))
            if outcomes_dir else None)
     source = PrometheusQuerySource(metrics_url, MetricsSpec(matchers=f'namespace="{namespace}"'))
-    rollout = Rollout(api, IsvcRef(name=isvc_name, namespace=namespace), source, plan, limits, log=print, gmv=gmv,
+    rollout = Rollout(api, IsvcRef(name=isvc_name, namespace=namespace), source, plan, limits, log=log.info, gmv=gmv,
                       registry=MlflowAliases(mlflow_tracking_uri) if mlflow_tracking_uri else None)
     result = rollout.run(bundle_uri)
-    print(result.model_dump_json(indent=2))
+    log.info("rollout %s: %s", result.outcome, result.reason, extra={"rollout": result.model_dump(mode="json")})
     metrics.log_metric("deployed", 1 if result.outcome == "promoted" else 0)
     metrics.log_metric("steps_observed", len(result.steps))
     return result.outcome

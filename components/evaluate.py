@@ -17,6 +17,7 @@ def evaluate_op(bundle: Input[Model], training_set: Input[Dataset], validation_s
     the comparison page to ``report``. Returns the side-by-side result as JSON (the gate's input).
     """
     import json
+    import logging
     import shutil
     import tempfile
     from pathlib import Path
@@ -40,5 +41,6 @@ def evaluate_op(bundle: Input[Model], training_set: Input[Dataset], validation_s
         metrics.log_metric(k, v)
     for k, v in (result["champion"] or {}).items():
         metrics.log_metric(f"champion_{k}", v)
-    print("champion:", result["champion_version"] or "none", result["champion_note"])
+    logging.getLogger("components.evaluate").info("champion: %s %s", result["champion_version"] or "none",
+                                                  result["champion_note"])
     return json.dumps(result)

@@ -19,6 +19,7 @@ def drift_report_op(reference: str, current: str, mode: str, artifact_root: str,
     so the pipeline's condition resolves under kfp.local too); the verdict is in ``summary``.
     """
     import json
+    import logging
     import shutil
     import tempfile
     from pathlib import Path
@@ -63,7 +64,8 @@ def drift_report_op(reference: str, current: str, mode: str, artifact_root: str,
     summary.log_metric("drift_detected", int(detected))
     summary.metadata.update({"reason": reason, "report_uri": uri})
     shutil.rmtree(tmp, ignore_errors=True)
-    print(("DRIFT: " if detected else "no drift: ") + reason, uri)
+    logging.getLogger("components.monitor").info("%s%s %s", "DRIFT: " if detected else "no drift: ", reason, uri,
+                                                 extra={"drift_detected": bool(detected), "report_uri": uri})
     return version if detected else ""
 
 
@@ -73,6 +75,7 @@ def set_drift_flag_op(drift_version: str, artifact_root: str, s3_endpoint_url: s
     answers with the deterministic fallback until on-call clears it (docs/runbook.md).
     Raises when Redis cannot be written."""
     import json
+    import logging
     import tempfile
     from pathlib import Path
 
@@ -85,5 +88,5 @@ def set_drift_flag_op(drift_version: str, artifact_root: str, s3_endpoint_url: s
     uri = store.uri("drift", drift_version)
     flag = set_drift_flag(redis_client(redis_url or None), who="monitoring-pipeline", why=verdict["reason"],
                           report=uri)
-    print(f"drift flag set: {flag.why} ({flag.report})")
+    logging.getLogger("components.monitor").info("drift flag set: %s (%s)", flag.why, flag.report)
     return flag.when

@@ -21,6 +21,7 @@ def register_op(bundle: Input[Model], evaluation_json: str, mlflow_tracking_uri:
     its reasons go to ``gate``.
     """
     import json
+    import logging
     from pathlib import Path
 
     from checkout_recs.deploy.challenge import challenger_gate
@@ -55,5 +56,7 @@ def register_op(bundle: Input[Model], evaluation_json: str, mlflow_tracking_uri:
         gate.log_metric(f"reference_{name}", ref)
     gate.metadata["reasons"] = "\n".join(decision.reasons)
     gate.metadata["model_version"] = version or ""
-    print("promotion gate:", "PASS (challenger)" if decision.promote else "REFUSE", *decision.reasons, sep="\n  ")
+    logging.getLogger("components.register").info(
+        "promotion gate: %s", "PASS (challenger)" if decision.promote else "REFUSE",
+        extra={"promote": decision.promote, "reasons": list(decision.reasons)})
     return uri

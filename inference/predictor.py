@@ -11,6 +11,7 @@ Entry point: ``python -m inference.predictor --bundle DIR --http_port P --grpc_p
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,9 @@ import numpy as np
 from kserve import Model
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
+
+from checkout_recs.log_format import add_log_format_argument, configure_logging, set_bundle_version
+from checkout_recs.serving.bundle_layout import BundleLayout
 
 PREDICTOR_NAME = "ranker"
 MAX_ROWS = 5000
@@ -52,7 +56,6 @@ class RankerPredictor(Model):
         loaded and scored with torch.
         """
         from checkout_recs.models.numpy_scorer import NumpyScorer
-        from checkout_recs.serving.bundle_layout import BundleLayout
 
         layout = BundleLayout(self.bundle_dir)
         for d in layout.scoring_dirs:
@@ -135,7 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_body_bytes", type=int, default=8 * 1024 * 1024)
     p.add_argument("--no_fast_route", action="store_true",
                    help="serve the binary-tensor infer through kserve's app too (A/B of inference.fast_infer)")
+    add_log_format_argument(p)
     return p
+
+
+def bundle_version(bundle_dir: Path) -> str:
+    """The bundle's version as serving logs it: its index version (``index/manifest.json``), else
+    the folder's name (what ``ServingBundle.load`` reports as ``index_version``)."""
+    manifest = BundleLayout(bundle_dir).index_manifest
+    version = json.loads(manifest.read_text()).get("version") if manifest.exists() else None
+    return str(version or Path(bundle_dir).name)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -143,6 +155,8 @@ def main(argv: list[str] | None = None) -> None:
     from inference.server import LoopbackModelServer
 
     args = build_parser().parse_args(argv)  # strict: a flag nothing reads is an error
+    configure_logging(args.log_format)
+    set_bundle_version(bundle_version(args.bundle))
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     model = RankerPredictor(args.bundle)
     model.load()

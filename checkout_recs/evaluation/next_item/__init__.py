@@ -1,29 +1,34 @@
 """The shared next-item protocol (``../shared/protocols/offline-next-item.md``).
 
 ``protocol`` (split: leave-last-two-out, full catalogue; metrics), ``baselines`` (popularity,
-item-kNN, Markov-1, ALS, BPR), ``evaluate`` (``evaluate-offline``: baselines and the project's
-two-stage system on one split).
+item-kNN, Markov-1, ALS, BPR, and their grids), ``tuning`` (per-data-set tuning of the
+baselines on validation, the tuning cache), ``project`` (the project's two-stage model:
+SASRec-lite with early stopping, item-kNN, Markov-1), ``runner`` (worker processes, progress,
+stage clock), ``evaluate`` (``evaluate-offline``: every model on one split, in one run).
 """
 
 from __future__ import annotations
 
 from checkout_recs.evaluation.next_item.baselines import (
+    GRIDS,
     ImplicitMF,
     ItemKNN,
     Markov1,
     Popularity,
+    make_baseline,
     user_item_matrix,
 )
 from checkout_recs.evaluation.next_item.evaluate import (
-    DEFAULT_CHOICE,
     PUBLISHED,
-    RETRIEVAL_K,
-    project_scores,
-    run_baselines,
-    run_project,
+    PUBLISHED_SD,
+    TOLERANCE,
     run_protocol,
     summary_table,
-    tune_project,
+)
+from checkout_recs.evaluation.next_item.project import (
+    DEFAULT_CHOICE,
+    RETRIEVAL_K,
+    project_scores,
     two_stage,
     zscore,
 )
@@ -37,6 +42,7 @@ from checkout_recs.evaluation.next_item.protocol import (
     read_atomic,
     split_protocol,
 )
+from checkout_recs.evaluation.next_item.tuning import TABLE_CHOICE, split_hash
 
 __all__ = [
     "KS",
@@ -52,15 +58,18 @@ __all__ = [
     "ItemKNN",
     "Markov1",
     "ImplicitMF",
+    "GRIDS",
+    "make_baseline",
+    "TABLE_CHOICE",
+    "split_hash",
     "RETRIEVAL_K",
     "PUBLISHED",
+    "PUBLISHED_SD",
+    "TOLERANCE",
     "DEFAULT_CHOICE",
     "zscore",
     "two_stage",
     "project_scores",
-    "tune_project",
-    "run_baselines",
-    "run_project",
     "run_protocol",
     "summary_table",
 ]

@@ -1,148 +1,99 @@
 """``evaluate-offline``: the shared next-item protocol with public baselines and the project's
-two-stage model, all computed in one run.
+two-stage model (``project``), all computed in one run.
 
-Project model (two stages, as in serving):
+Stages (each timed, wall and CPU, in the JSON's ``timing``):
 
-* retrieval: ``a·z(SASRec) + (1−a)·z(item-kNN, per-candidate neighbours)``; its top 300 are the
-  candidate set (HR@300 is the retrieval recall);
-* ranking: inside those 300, ``z(SASRec) + b·z(item-kNN) + c·z(Markov-1)``; items outside keep
-  their retrieval order below every candidate.
+1. ``split``: read the atomic file, split by the protocol.
+2. ``tuning`` (validation target only): every baseline's grid (``baselines.GRIDS``, tuned on
+   this data set) and the project's SASRec points with early stopping and blend search
+   (``project``). Both are cached per data set (``tuning.Cache``): a second run on the same data
+   and code skips this stage.
+3. ``test``: each chosen configuration refit on train + validation and evaluated once on test;
+   stochastic models (ALS, BPR, the project) over ``n_seeds`` seeds.
 
-``z`` standardises each user's score vector. ``a, b, c``, the kNN decay and the SASRec
-configuration are chosen on the validation target only; the chosen configuration is refit on
-train + validation and evaluated once on test, for ``n_seeds`` seeds (spread reported).
+Tasks run on worker processes (``runner``); a progress bar shows fits and epochs.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import platform
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from checkout_recs.evaluation.next_item.baselines import ImplicitMF, ItemKNN, Markov1, Popularity
-from checkout_recs.evaluation.next_item.protocol import Split, evaluate_scores, read_atomic, split_protocol
-from checkout_recs.models.sequence import SASRec, SASRecConfig
+from checkout_recs.evaluation.next_item import baselines as _baselines
+from checkout_recs.evaluation.next_item import project as _project
+from checkout_recs.evaluation.next_item import protocol as _protocol
+from checkout_recs.evaluation.next_item.baselines import STOCHASTIC
+from checkout_recs.evaluation.next_item.project import (
+    DEFAULT_CHOICE,
+    RETRIEVAL_K,
+    SASREC_BASE,
+    SASREC_GRID,
+    pick_project,
+    project_scores,
+    refit_seed,
+    tune_sasrec_point,
+    two_stage,
+    zscore,
+)
+from checkout_recs.evaluation.next_item.protocol import read_atomic, split_protocol
+from checkout_recs.evaluation.next_item.runner import Runner, StageClock, children_cpu_s, default_workers
+from checkout_recs.evaluation.next_item.tuning import (
+    TABLE_CHOICE,
+    Cache,
+    baselines_fingerprint,
+    choose,
+    code_fingerprint,
+    default_cache_dir,
+    fit_score,
+    grid_tasks,
+    split_hash,
+)
+from checkout_recs.models import attention as _attention
+from checkout_recs.models import optim as _optim
+from checkout_recs.models import sequence as _sequence
 
-RETRIEVAL_K = 300
-#: Published figures of the protocol (test, MovieLens-100K) that the baselines must reproduce.
+#: The protocol's MovieLens-100K table (test): deterministic rows, and the five-seed mean of the
+#: stochastic ones (ALS, BPR) at the table's configuration (``tuning.TABLE_CHOICE``).
 PUBLISHED = {
     "popularity": {"hr@6": 0.036, "ndcg@6": 0.021, "hr@50": 0.143, "hr@300": 0.501, "coverage@6": 0.040},
     "item_knn": {"hr@6": 0.102, "ndcg@6": 0.064, "hr@50": 0.371, "hr@300": 0.726, "coverage@6": 0.433},
     "markov1": {"hr@6": 0.108, "ndcg@6": 0.069, "hr@50": 0.319, "hr@300": 0.591, "coverage@6": 0.463},
-    "als": {"hr@6": 0.056, "ndcg@6": 0.031, "hr@50": 0.270, "hr@300": 0.634, "coverage@6": 0.398},
-    "bpr": {"hr@6": 0.063, "ndcg@6": 0.036, "hr@50": 0.308, "hr@300": 0.716, "coverage@6": 0.496},
+    "als": {"hr@6": 0.054, "ndcg@6": 0.030, "hr@50": 0.279, "hr@300": 0.638, "coverage@6": 0.402},
+    "bpr": {"hr@6": 0.066, "ndcg@6": 0.038, "hr@50": 0.308, "hr@300": 0.719, "coverage@6": 0.491},
 }
-#: ``implicit`` settings besides 128 factors (the protocol states only "implicit==0.7.3, 128
-#: factors"). ALS: the library defaults. BPR: regularization 0.001 instead of the default 0.01,
-#: on one thread (BPR's multi-threaded SGD is not reproducible run to run) — the regularization
-#: is inferred, not stated: of the settings tried (iterations, learning rate, regularization,
-#: threads, negative-sample verification, matrix orientation, scoring without the item bias) it
-#: is the one change that brings every column of the table within ±0.005 (mean of seeds 0-4);
-#: with the default, coverage@6 is 0.025 and HR@50 0.011 below the table (docs/models.md).
-MF_PARAMS: dict[str, dict[str, float]] = {"als": {}, "bpr": {"regularization": 0.001, "num_threads": 1}}
-#: Chosen on MovieLens-100K validation by ``run_protocol(tune=True)`` (docs/models.md).
-DEFAULT_CHOICE = {"sasrec": {"epochs": 200, "dropout": 0.2, "max_len": 50, "dim": 64},
-                  "knn_decay": 0.6, "a": 0.5, "b": 1.0, "c": 0.25}
+#: The table's standard deviation over seeds 0-4 (stochastic rows).
+PUBLISHED_SD = {
+    "als": {"hr@6": 0.002, "ndcg@6": 0.001, "hr@50": 0.008, "hr@300": 0.006, "coverage@6": 0.003},
+    "bpr": {"hr@6": 0.004, "ndcg@6": 0.003, "hr@50": 0.001, "hr@300": 0.004, "coverage@6": 0.006},
+}
+#: The protocol's reproduction tolerance: each figure of a deterministic row; the five-seed
+#: mean of a stochastic row.
+TOLERANCE = {"deterministic": 0.005, "stochastic": 0.01}
+#: ``split_hash`` of MovieLens-100K: the published table applies to this split only.
+ML100K_SPLIT_SHA256 = "8f8f56d55c848a8b4ae154b5eaa4270b349fb184d1f49cbd8f9e421c2c0d5fe9"
+
+__all__ = ["PUBLISHED", "PUBLISHED_SD", "TOLERANCE", "DEFAULT_CHOICE", "RETRIEVAL_K", "run_protocol",
+           "summary_table", "project_scores", "two_stage", "zscore"]
 
 
 def _log(msg: str) -> None:
     print(f"[evaluate-offline {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def zscore(s: np.ndarray) -> np.ndarray:
-    """Standardise each row of (U, I) scores (rows with zero spread become 0)."""
-    s = s.astype(np.float64)
-    sd = s.std(1, keepdims=True)
-    return ((s - s.mean(1, keepdims=True)) / np.where(sd > 0, sd, 1.0)).astype(np.float32)
-
-
-def two_stage(retr: np.ndarray, rank: np.ndarray, seqs: list[np.ndarray], k: int = RETRIEVAL_K) -> np.ndarray:
-    """Scores whose order is: retrieval's top-k (excluding fit items) by ``rank``, then the rest by
-    ``retr``. Both inputs (U, I); returns (U, I) float64."""
-    r = retr.astype(np.float64).copy()
-    for u, s in enumerate(seqs):
-        r[u, s] = -np.inf
-    kth = -np.partition(-r, k - 1, axis=1)[:, k - 1 : k]
-    in_top = r >= kth
-    lo = np.nanmin(np.where(np.isfinite(rank), rank, np.nan))
-    base = np.where(in_top, rank.astype(np.float64) - lo + 1.0, 0.0)
-    rest = (r - np.nanmax(np.where(np.isfinite(r), r, np.nan))) / 1e3 - 1.0  # below every candidate
-    return np.where(in_top, base, rest)
-
-
-def _components(split: Split, stage: str, sas_cfg: SASRecConfig, decay: float, seed: int) -> dict:
-    seqs = split.fit_seqs(stage)
-    t0 = time.perf_counter()
-    sas = SASRec(sas_cfg).fit(seqs, split.n_items, seed)
-    out: dict[str, Any] = {"sasrec": zscore(sas.score(seqs))}
-    out["knn"] = zscore(ItemKNN(100, decay, truncate="col").fit(seqs, split.n_items).score(seqs))
-    out["markov"] = zscore(np.log1p(Markov1().fit(seqs, split.n_items).score(seqs)))
-    out["seconds"] = time.perf_counter() - t0
-    return out
-
-
-def project_scores(comp: dict, seqs: list[np.ndarray], a: float, b: float, c: float) -> tuple[np.ndarray, np.ndarray]:
-    """(retrieval scores, two-stage scores) from the components."""
-    retr = a * comp["sasrec"] + (1 - a) * comp["knn"]
-    rank = comp["sasrec"] + b * comp["knn"] + c * comp["markov"]
-    return retr, two_stage(retr, rank, seqs)
-
-
-def tune_project(split: Split, device: str, grid: list[dict] | None = None) -> dict:
-    """Choose SASRec config, kNN decay and blend weights on the validation target only."""
-    grid = grid or [{"epochs": e, "dropout": d, "max_len": 50, "dim": 64}
-                    for e, d in itertools.product((50, 100, 200), (0.2, 0.5))]
-    seqs = split.fit_seqs("val")
-    best: dict = {"ndcg@6": -1.0}
-    trials = []
-    for g in grid:
-        comp = _components(split, "val", SASRecConfig(**g, device=device), 0.7, seed=0)
-        for decay in (0.6, 0.7, 0.8, 0.9):
-            if decay != 0.7:
-                comp["knn"] = zscore(ItemKNN(100, decay, "col").fit(seqs, split.n_items).score(seqs))
-            a = _best_a(split, comp, seqs)
-            for b, c in itertools.product((0.0, 0.25, 0.5, 1.0), (0.0, 0.25, 0.5, 1.0)):
-                _, final = project_scores(comp, seqs, a, b, c)
-                m = evaluate_scores(split, "val", final)
-                trials.append({"sasrec": g, "knn_decay": decay, "a": a, "b": b, "c": c,
-                               "val_ndcg@6": m["ndcg@6"], "val_hr@300": m["hr@300"]})
-                if m["ndcg@6"] > best["ndcg@6"]:
-                    best = {"sasrec": g, "knn_decay": decay, "a": a, "b": b, "c": c, **m}
-        _log(f"tuned {g}: best so far val NDCG@6={best['ndcg@6']:.4f} HR@300={best['hr@300']:.4f}")
-    choice = {k: best[k] for k in ("sasrec", "knn_decay", "a", "b", "c")}
-    return {"choice": choice, "val": {k: best[k] for k in best if k not in choice}, "trials": len(trials)}
-
-
-def _best_a(split: Split, comp: dict, seqs: list[np.ndarray]) -> float:
-    best_a, best_hr = 0.0, -1.0
-    for a in (0.0, 0.25, 0.5, 0.75, 1.0):
-        m = evaluate_scores(split, "val", a * comp["sasrec"] + (1 - a) * comp["knn"])
-        if m["hr@300"] > best_hr:
-            best_a, best_hr = a, m["hr@300"]
-    return best_a
-
-
-def _baseline_factories() -> dict[str, tuple[Callable[[], Any], bool]]:
-    """name → (factory, stochastic)."""
-    out: dict[str, tuple[Callable[[], Any], bool]] = {
-        "popularity": (Popularity, False),
-        "item_knn": (lambda: ItemKNN(100, 0.47, "row"), False),
-        "markov1": (Markov1, False),
-    }
+def _baseline_names() -> list[str]:
+    names = ["popularity", "item_knn", "markov1"]
     try:
         import implicit  # noqa: F401
 
-        out["als"] = (lambda: ImplicitMF("als", 128, **MF_PARAMS["als"]), True)
-        out["bpr"] = (lambda: ImplicitMF("bpr", 128, **MF_PARAMS["bpr"]), True)
+        names += ["als", "bpr"]
     except ImportError:
         _log("implicit is not installed here: ALS and BPR skipped")
-    return out
+    return names
 
 
 def _aggregate(runs: list[dict]) -> dict:
@@ -156,68 +107,127 @@ def _aggregate(runs: list[dict]) -> dict:
     return agg
 
 
-def run_baselines(split: Split, n_seeds: int) -> dict:
-    """Every baseline on test (refit on train + validation); stochastic ones over ``n_seeds``."""
-    seqs = split.fit_seqs("test")
-    out = {}
-    for name, (factory, stochastic) in _baseline_factories().items():
-        runs = []
-        for seed in range(n_seeds if stochastic else 1):
-            t0 = time.perf_counter()
-            model = factory().fit(seqs, split.n_items, seed)
-            res = evaluate_scores(split, "test", model.score(seqs))
-            res["seconds"] = time.perf_counter() - t0
-            runs.append(res)
-        out[name] = _aggregate(runs)
-        if name in PUBLISHED:
-            out[name]["published"] = PUBLISHED[name]
-            out[name]["max_abs_diff_vs_published"] = max(abs(out[name][k] - v) for k, v in PUBLISHED[name].items())
-        _log(f"{name}: NDCG@6={out[name]['ndcg@6']:.4f} HR@300={out[name]['hr@300']:.4f}")
-    return out
-
-
-def run_project(split: Split, choice: dict, n_seeds: int, device: str) -> dict:
-    """The chosen two-stage configuration on test, refit on train + validation, per seed."""
-    seqs = split.fit_seqs("test")
-    retr_runs, final_runs = [], []
-    for seed in range(n_seeds):
-        t0 = time.perf_counter()
-        comp = _components(split, "test", SASRecConfig(**choice["sasrec"], device=device), choice["knn_decay"], seed)
-        retr, final = project_scores(comp, seqs, choice["a"], choice["b"], choice["c"])
-        secs = time.perf_counter() - t0
-        r, f = evaluate_scores(split, "test", retr), evaluate_scores(split, "test", final)
-        r["seconds"] = f["seconds"] = secs
-        retr_runs.append(r)
-        final_runs.append(f)
-        _log(f"project seed {seed}: NDCG@6={f['ndcg@6']:.4f} HR@300={r['hr@300']:.4f} ({secs:.1f}s)")
-    return {"retrieval": _aggregate(retr_runs), "two_stage": _aggregate(final_runs), "choice": choice}
+def _versus_published(name: str, row: dict, choice: dict) -> dict:
+    pub = PUBLISHED[name]
+    tol = TOLERANCE["stochastic" if name in STOCHASTIC else "deterministic"]
+    diff = {k: row[k] - v for k, v in pub.items()}
+    return {"published": pub, "diff": diff, "tolerance": tol,
+            "table_configuration": choice == TABLE_CHOICE[name],
+            "within_tolerance": all(abs(d) <= tol + 1e-9 for d in diff.values())}
 
 
 def run_protocol(dataset: Path, out: Path, n_seeds: int = 5, tune: bool = True, device: str = "cpu",
-                 project: bool = True) -> dict:
+                 project: bool = True, workers: int | None = None, threads: int | None = None,
+                 cache_dir: Path | None | bool = True, progress: bool = True,
+                 sasrec: dict[str, Any] | None = None) -> dict:
     """Run the whole protocol and write ``out`` (JSON).
+
+    Parameters
+    ----------
+    n_seeds : seeds of the stochastic models (the protocol: 5).
+    tune : tune on validation (else the protocol table's baselines and ``DEFAULT_CHOICE``).
+    device : torch device of SASRec.
+    project : also the project's model (else baselines only).
+    workers, threads : worker processes and threads each (default: ``runner.default_workers``).
+    cache_dir : tuning cache folder; True = ``tuning.default_cache_dir()``, None/False = no cache.
+    sasrec : overrides of ``project.SASREC_BASE`` (e.g. ``{"epochs": 2}`` for a smoke run).
 
     Returns
     -------
-    dict with ``data`` (users, items, tied share), ``baselines``, ``project`` (retrieval,
-    two_stage, choice), ``tuning`` (when ``tune``), ``summary`` (one line per model) and
-    ``machine``.
+    dict with ``data``, ``baselines`` (test rows; ``published`` comparison on MovieLens-100K),
+    ``project`` (retrieval, two_stage, choice), ``tuning`` (baselines, project), ``timing``
+    (per stage wall / CPU seconds), ``summary`` (one line per model) and ``machine``.
     """
-    t0 = time.perf_counter()
-    split = split_protocol(read_atomic(dataset))
-    _log(f"{len(split.train)} users, {split.n_items} items, tied share {split.tied.mean():.3f}")
-    result: dict = {"dataset": str(dataset), "data": {"users": len(split.train), "items": split.n_items,
-                                                       "tied_share": float(split.tied.mean())}}
-    result["baselines"] = run_baselines(split, n_seeds)
-    choice = DEFAULT_CHOICE
-    if project and tune:
-        result["tuning"] = tune_project(split, device)
-        choice = result["tuning"]["choice"]
+    t0, c0 = time.perf_counter(), time.process_time()
+    c_children0 = children_cpu_s()
+    clock = StageClock()
+    workers, t_default = default_workers(workers)
+    threads = threads or t_default
+    cache = Cache(default_cache_dir() if cache_dir is True else (Path(cache_dir) if cache_dir else None))
+    with clock.stage("split"):
+        split = split_protocol(read_atomic(dataset))
+        data_key = split_hash(split)
+    _log(f"{len(split.train)} users, {split.n_items} items, tied share {split.tied.mean():.3f}; "
+         f"{workers} worker(s) x {threads} thread(s)")
+    result: dict[str, Any] = {"dataset": str(dataset),
+                              "data": {"users": len(split.train), "items": split.n_items,
+                                       "tied_share": float(split.tied.mean()), "split_sha256": data_key}}
+    names = _baseline_names()
+    base_key = baselines_fingerprint(names)
+    base = {**SASREC_BASE, **(sasrec or {})}
+    proj_key = code_fingerprint(_project, _sequence, _attention, _optim, _baselines, _protocol,
+                                extra={"base": base, "grid": SASREC_GRID, "device": device})
+
+    with Runner(split, workers, threads, progress) as runner:
+        # ---- tuning (validation only) ----
+        base_tuning = proj_tuning = None
+        with clock.stage("tuning", in_workers=runner.in_workers) as st:
+            if tune:
+                base_tuning = cache.get("baselines", data_key, base_key)
+                proj_tuning = cache.get("project", data_key, proj_key) if project else None
+                st["cached"] = {"baselines": base_tuning is not None,
+                                "project": proj_tuning is not None if project else None}
+                tasks: list = []
+                if project and proj_tuning is None:
+                    tasks += [(tune_sasrec_point, (p, device, 0, base)) for p in SASREC_GRID]
+                points = grid_tasks(names) if base_tuning is None else []
+                tasks += [(fit_score, (n, p, "val", 0)) for n, p in points]
+                n_sas = len(SASREC_GRID) if project and proj_tuning is None else 0
+                res = runner.run(tasks, n_sas * base["epochs"] + len(points), "tuning") if tasks else []
+                st["task_cpu_s"] = sum(r.cpu_s for r in res)
+                st["project_task_cpu_s"] = sum(r.cpu_s for r in res[:n_sas])
+                st["baselines_task_cpu_s"] = sum(r.cpu_s for r in res[n_sas:])
+                if project and proj_tuning is None:
+                    proj_tuning = pick_project([r.value for r in res[:n_sas]])
+                    proj_tuning["seconds"] = [r.wall_s for r in res[:n_sas]]
+                    cache.put("project", data_key, proj_key, proj_tuning)
+                if base_tuning is None:
+                    base_tuning = choose(names, points, [r.value for r in res[n_sas:]], [r.wall_s for r in res[n_sas:]])
+                    cache.put("baselines", data_key, base_key, base_tuning)
+                result["tuning"] = {"baselines": base_tuning, "project": proj_tuning,
+                                    "cache": str(cache.folder) if cache.folder else None}
+        base_choice = {n: (base_tuning[n]["choice"] if base_tuning else TABLE_CHOICE[n]) for n in names}
+        proj_choice = proj_tuning["choice"] if proj_tuning else DEFAULT_CHOICE
+        for n in names:
+            _log(f"{n}: chosen {base_choice[n]}")
+        if project:
+            _log(f"project: chosen {proj_choice}")
+
+        # ---- test (refit on train + validation) ----
+        with clock.stage("test", in_workers=runner.in_workers) as st:
+            tasks = [(refit_seed, (proj_choice, device, s)) for s in range(n_seeds)] if project else []
+            n_proj = len(tasks)
+            jobs = [(n, s) for n in sorted(names, key=lambda n: n not in STOCHASTIC)
+                    for s in range(n_seeds if n in STOCHASTIC else 1)]
+            tasks += [(fit_score, (n, base_choice[n], "test", s)) for n, s in jobs]
+            res = runner.run(tasks, n_proj * int(proj_choice["sasrec"]["epochs"]) + len(jobs), "test")
+            st["task_cpu_s"] = sum(r.cpu_s for r in res)
+            st["project_task_cpu_s"] = sum(r.cpu_s for r in res[:n_proj])
+            st["baselines_task_cpu_s"] = sum(r.cpu_s for r in res[n_proj:])
+
+    result["baselines"] = {}
+    for n in names:
+        runs = [{**r.value, "seconds": r.wall_s} for (m, _), r in zip(jobs, res[n_proj:], strict=True) if m == n]
+        row = _aggregate(runs)
+        row["choice"] = base_choice[n]
+        if data_key == ML100K_SPLIT_SHA256 and n in PUBLISHED:
+            row["versus_published"] = _versus_published(n, row, base_choice[n])
+        result["baselines"][n] = row
+        _log(f"{n}: NDCG@6={row['ndcg@6']:.4f} HR@300={row['hr@300']:.4f}")
     if project:
-        result["project"] = run_project(split, choice, n_seeds, device)
+        retr = [{**r.value["retrieval"], "seconds": r.wall_s} for r in res[:n_proj]]
+        final = [{**r.value["two_stage"], "seconds": r.wall_s} for r in res[:n_proj]]
+        result["project"] = {"retrieval": _aggregate(retr), "two_stage": _aggregate(final), "choice": proj_choice}
+        p = result["project"]
+        _log(f"project: NDCG@6={p['two_stage']['ndcg@6']:.4f} ± {p['two_stage']['std']['ndcg@6']:.4f} "
+             f"HR@300={p['retrieval']['hr@300']:.4f} ± {p['retrieval']['std']['hr@300']:.4f}")
     result["summary"] = summary_table(result)
-    result["machine"] = {"platform": platform.platform(), "device": device,
-                         "seconds_total": time.perf_counter() - t0}
+    total_cpu = (time.process_time() - c0) + (children_cpu_s() - c_children0)
+    result["timing"] = {**clock.stages, "total": {"wall_s": time.perf_counter() - t0, "cpu_s": total_cpu}}
+    result["machine"] = {"platform": platform.platform(), "device": device, "workers": workers,
+                         "threads_per_worker": threads, "seconds_total": time.perf_counter() - t0,
+                         "cpu_seconds_total": total_cpu}
+    _log(f"done in {result['timing']['total']['wall_s']:.0f} s wall, {total_cpu:.0f} s CPU")
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(result, indent=2, default=float))
     return result
@@ -235,7 +245,8 @@ def summary_table(result: dict) -> dict[str, dict[str, float]]:
     return rows
 
 
-if __name__ == "__main__":  # for machines without the CLI's dependencies
+def main(argv: list[str] | None = None) -> int:
+    """``python -m checkout_recs.evaluation.next_item.evaluate`` (for machines without the CLI)."""
     import argparse
 
     ap = argparse.ArgumentParser(description="Offline next-item protocol (see module docstring).")
@@ -245,6 +256,15 @@ if __name__ == "__main__":  # for machines without the CLI's dependencies
     ap.add_argument("--no-tune", action="store_true")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--baselines-only", action="store_true")
-    a = ap.parse_args()
-    res = run_protocol(Path(a.dataset), Path(a.out), a.seeds, not a.no_tune, a.device, not a.baselines_only)
+    ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--no-cache", action="store_true")
+    ap.add_argument("--no-progress", action="store_true")
+    a = ap.parse_args(argv)
+    res = run_protocol(Path(a.dataset), Path(a.out), a.seeds, not a.no_tune, a.device, not a.baselines_only,
+                       workers=a.workers, cache_dir=not a.no_cache, progress=not a.no_progress)
     print(json.dumps(res["summary"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -115,11 +115,14 @@ def _best_a(split: Split, comp: dict) -> float:
     return best_a
 
 
-def tune_sasrec_point(split: Split, params: dict[str, Any], device: str, seed: int = 0) -> dict:
-    """Task: train SASRec at ``SASREC_BASE | params`` on train with early stopping on validation,
-    then search the blend. Returns the point's best blend (with ``sasrec`` holding the chosen
-    epoch count), the early-stopping history and the SASRec-alone validation metrics."""
-    cfg = sasrec_config({**SASREC_BASE, **params}, device)
+def tune_sasrec_point(split: Split, params: dict[str, Any], device: str, seed: int = 0,
+                      base: dict[str, Any] | None = None) -> dict:
+    """Task: train SASRec at ``base | params`` (default base ``SASREC_BASE``) on train with early
+    stopping on validation, then search the blend. Returns the point's best blend (with
+    ``sasrec`` holding the chosen epoch count), the early-stopping history and the SASRec-alone
+    validation metrics."""
+    base = SASREC_BASE if base is None else base
+    cfg = sasrec_config({**base, **params}, device)
     seqs = split.fit_seqs("val")
 
     def monitor(m: SASRec) -> float:
@@ -130,7 +133,7 @@ def tune_sasrec_point(split: Split, params: dict[str, Any], device: str, seed: i
     scores = model.score(seqs)
     alone = evaluate_scores(split, "val", scores)
     best, trials = blend_search(split, {"sasrec": zscore(scores)})
-    choice = {"sasrec": {**SASREC_BASE, **params, "epochs": model.best_epoch},
+    choice = {"sasrec": {**base, **params, "epochs": model.best_epoch},
               **{k: best[k] for k in ("knn_decay", "a", "b", "c")}}
     return {"choice": choice, "val": {k: v for k, v in best.items() if k not in choice},
             "sasrec_alone_val": {k: v for k, v in alone.items() if k != "untied"},

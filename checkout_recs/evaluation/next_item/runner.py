@@ -128,11 +128,15 @@ class Runner:
         bar = tqdm(total=units, desc=desc, disable=not self.progress, dynamic_ncols=True, leave=True)
         try:
             if not self.in_workers:
-                _SPLIT, _TICK = self.split, bar.update
+                import torch
+
+                _SPLIT, _TICK, saved = self.split, bar.update, torch.get_num_threads()
+                torch.set_num_threads(self.threads)
                 try:
                     return [TaskResult(*_timed(fn, args)) for fn, args in tasks]
                 finally:
                     _SPLIT, _TICK = None, None
+                    torch.set_num_threads(saved)
             pool = self._ensure_pool()
             futures: list[Future] = [pool.submit(_timed, fn, args) for fn, args in tasks]
             pending = set(futures)
@@ -164,10 +168,14 @@ def children_cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def default_workers(n_cpus: int | None = None) -> tuple[int, int]:
-    """(workers, threads per worker) for this machine: up to 5 workers (the protocol's seeds)."""
-    if n_cpus is None:
-        n_cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    n = max(1, n_cpus)
-    workers = max(1, min(5, n))
-    return workers, max(1, n // workers)
+def cpu_count() -> int:
+    """CPUs this process may run on."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+
+
+def default_workers(workers: int | None = None, n_cpus: int | None = None) -> tuple[int, int]:
+    """(workers, threads per worker): by default one worker per CPU up to 5 (the protocol's
+    seeds), the CPUs shared out as threads."""
+    n = n_cpus or cpu_count()
+    w = workers or min(5, n)
+    return w, max(1, n // w)
