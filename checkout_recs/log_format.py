@@ -23,6 +23,9 @@ import json
 import logging
 import os
 import sys
+import threading
+import time
+from collections.abc import Callable
 from contextvars import ContextVar, Token
 from typing import IO, Any
 
@@ -121,6 +124,29 @@ def default_log_format(default: str = "text") -> str:
 def configure_from_env(default: str = "json") -> None:
     """``configure_logging`` in the format ``$CHECKOUT_RECS_LOG_FORMAT`` names (else ``default``)."""
     configure_logging(default_log_format(default))
+
+
+class Throttle:
+    """One log line per key every ``every_s`` seconds, for lines that a failing dependency would
+    otherwise write on every request; ``allow`` says how many were held back since the last one."""
+
+    def __init__(self, every_s: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every_s, self.clock = every_s, clock
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, key: str) -> int | None:
+        """The number of lines of ``key`` held back since the last one let through, or None
+        when this one is held back too."""
+        now = self.clock()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self.every_s:
+                self._held[key] = self._held.get(key, 0) + 1
+                return None
+            self._last[key] = now
+            return self._held.pop(key, 0)
 
 
 def add_log_format_argument(parser: argparse.ArgumentParser) -> None:

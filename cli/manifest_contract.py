@@ -89,7 +89,10 @@ def local_transformer_flags(overlay: Path, overrides: dict[str, str], docker_dir
             flags[f"--{field}"] = env[var]
     flags.update(overrides)
     out: list[str] = []
-    for name, value in flags.items():
-        if name not in LAUNCHER_FLAGS:
-            out += [name] if value is None else [name, value]
+    for flag, given in flags.items():
+        if flag in LAUNCHER_FLAGS:
+            continue
+        out.append(flag)
+        if given is not None:
+            out.append(given)
     return out

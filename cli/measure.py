@@ -11,6 +11,10 @@ import typer
 
 from cli.common import fail, write_results
 
+MetricsTextfile = Annotated[Path | None, typer.Option(
+    help="Also write the run's figures (drift_metrics.prom, Prometheus text format) here, e.g. a "
+         "node-exporter textfile-collector folder; OUT always gets one.")]
+
 
 def drift(
     reference: Annotated[Path, typer.Option(help="Reference table: a parquet file or a folder of parquet.")],
@@ -29,6 +33,7 @@ def drift(
         str | None, typer.Option(help="Redis URL for --set-flag; default from settings.")
     ] = None,
     who: Annotated[str, typer.Option(help="Who sets the flag (with --set-flag).")] = "drift-cli",
+    metrics_textfile: MetricsTextfile = None,
 ) -> None:
     """Compare CURRENT with REFERENCE (Evidently); print the verdict. Exit 0 whatever the verdict."""
     from pydantic import ValidationError
@@ -42,6 +47,7 @@ def drift(
     except (DriftInputError, FileNotFoundError, ValidationError) as exc:
         raise fail(str(exc)) from exc
     print_drift_summary(summary)
+    _write_metrics(summary, out, metrics_textfile)
     if set_flag and summary.drift_detected:
         from monitoring.flag import DriftFlagUnavailable, redis_client, set_drift_flag
 
@@ -50,6 +56,15 @@ def drift(
         except DriftFlagUnavailable as exc:
             raise fail(f"drift detected but the flag could not be set: {exc}") from exc
         typer.echo("drift flag set")
+
+
+def _write_metrics(summary, out: Path, textfile: Path | None) -> None:  # noqa: ANN001 - a drift summary
+    """The run's figures as Prometheus metrics: ``OUT/drift_metrics.prom``, and ``textfile`` if given."""
+    from monitoring.drift_metrics import TEXTFILE_NAME, write_drift_metrics
+
+    for path in (out / TEXTFILE_NAME, textfile):
+        if path is not None:
+            typer.echo(f"metrics: {write_drift_metrics(summary, path)}")
 
 
 def print_drift_summary(summary) -> None:  # noqa: ANN001 - DriftSummary, imported lazily
@@ -104,6 +119,7 @@ def monitor(
         str | None, typer.Option(help="Redis URL for --set-flag; default from settings.")
     ] = None,
     who: Annotated[str, typer.Option(help="Who sets the flag (with --set-flag).")] = "monitoring-job",
+    metrics_textfile: MetricsTextfile = None,
 ) -> None:
     """Served traffic vs training reference: feature, score and outcome drift; optionally set the flag."""
     from monitoring.drift import DriftInputError
@@ -131,6 +147,7 @@ def monitor(
         ("DRIFT CONFIRMED: " + "; ".join(summary.reasons)) if summary.confirmed else "no drift confirmed"
     )
     typer.echo(f"report: {out / 'index.html'}")
+    _write_metrics(summary, out, metrics_textfile)
     if set_flag:
         try:
             if monitor_and_flag(summary, redis_client(redis_url), who=who):
@@ -240,9 +257,32 @@ def flag_show(redis_url: RedisUrl = None, key: FlagKey = "checkout_recs:drift_fl
     console.print(table)
 
 
+def drift_exporter(
+    store: Annotated[str, typer.Option(
+        help="Artifact store root the monitoring job publishes to (folder or s3://); kind drift is read.")],
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 in a pod).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of /metrics.")] = 9109,
+    refresh_s: Annotated[float, typer.Option(help="Seconds between reads of the store.")] = 60.0,
+    s3_endpoint_url: Annotated[str | None, typer.Option(help="S3-compatible endpoint of the store.")] = None,
+) -> None:
+    """Serve the newest published drift figures on /metrics for Prometheus; Ctrl-C stops."""
+    from checkout_recs.storage import open_store
+    from monitoring.exporter import DriftMetrics, make_server
+
+    server = make_server(DriftMetrics(open_store(store, s3_endpoint_url), refresh_s), host, port)
+    typer.echo(f"drift metrics of {store} on http://{host}:{server.server_address[1]}/metrics")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
 def register(app: typer.Typer) -> None:
     """Register the measurement commands on the ``checkout-recs`` app."""
     app.command("drift")(drift)
     app.command("monitor")(monitor)
+    app.command("drift-exporter")(drift_exporter)
     app.command("drift-check")(drift_check)
     app.add_typer(flag_app, name="drift-flag")

@@ -12,7 +12,7 @@ import typer
 
 from cli.common import fail, write_results
 
-experiment_app = typer.Typer(help="Online experiments: design, analyze, simulate (geo holdout + DiD).")
+experiment_app = typer.Typer(help="Online experiments: design, analyze, simulate (geo holdout + DiD), reproduce.")
 
 
 def _sessions(run: Path):  # noqa: ANN202 - pandas imported lazily
@@ -73,7 +73,7 @@ def analyze(
     import pandas as pd
 
     from checkout_recs.evaluation.experiments.ab import analyze_ab, assign_by_user_hash
-    from checkout_recs.evaluation.experiments.did import diff_in_diff
+    from checkout_recs.evaluation.experiments.did import diff_in_diff, geo_inference
     from checkout_recs.evaluation.experiments.report import ab_report, geo_report
 
     spec = json.loads(design_file.read_text())
@@ -96,10 +96,13 @@ def analyze(
         t0 = pd.Timestamp(start, tz="UTC")
         try:
             res = diff_in_diff(panel, spec["arms"], start=t0)
+            inference = geo_inference(panel, spec["arms"], t0)
         except ValueError as exc:
             raise fail(str(exc)) from exc
-        path = geo_report(panel, spec["arms"], t0, res, out / "report.html", f"Geo experiment {spec['name']}")
-        (out / "results.json").write_text(json.dumps(res.as_dict(), indent=2, default=str))
+        path = geo_report(panel, spec["arms"], t0, res, out / "report.html", f"Geo experiment {spec['name']}",
+                          inference=inference)  # fmt: skip
+        (out / "results.json").write_text(json.dumps({**res.as_dict(), "inference": inference.as_dict()},
+                                                     indent=2, default=str))  # fmt: skip
         typer.echo(f"DiD uplift {res.uplift:+.2%} [{res.lower:+.2%}, {res.upper:+.2%}]; parallel trends "
                    f"{'ok' if res.parallel_trends.passed else 'FAILED'}")  # fmt: skip
     typer.echo(f"report: {path}")
@@ -139,59 +142,24 @@ def simulate(
     from rich.console import Console
     from rich.progress import Progress
 
-    from checkout_recs.evaluation.experiments.report import geo_report
-    from checkout_recs.evaluation.html_report import table_html
-    from checkout_recs.simulate.evaluate import heuristic_policy, oracle_policy
-    from checkout_recs.simulate.scenario import SimWorld
-    from checkout_recs.studies.geo_experiment import (
-        geo_world_config,
-        run_geo_experiment,
-        with_cap_row,
-        with_floor_row,
-    )
+    from checkout_recs.studies.geo_reproduce import SimulateSpec, simulate_experiment
 
-    world = SimWorld.from_raw(raw) if raw is not None else SimWorld.build(geo_world_config(seed, pre_days + test_days))
-    regions = tuple(world.cfg.regions)
-    if not holdout and not {"north", "west"} < set(regions):
-        raise fail(f"the world's regions are {regions}: pass --holdout")
-    stats: dict = {}
-    make_treated = _treated_factory(treated, world, bundle, users, oracle_policy, stats, policy_config)
+    spec = SimulateSpec(treated=treated, bundle=bundle, users=users, raw=raw, seed=seed, pre_days=pre_days,
+                        test_days=test_days, holdout=tuple(holdout or ()), requests_per_day=requests_per_day,
+                        policy_config=policy_config)  # fmt: skip
     with Progress() as bar:
         task = bar.add_task("simulating days (experiment, then counterfactual)", total=2 * (pre_days + test_days))
-        res = run_geo_experiment(
-            world, make_treated, lambda: heuristic_policy(world, seed), list(holdout or ["north", "west"]),
-            pre_days, test_days, requests_per_day, progress=_day_progress(bar, task),
-        )  # fmt: skip
-    table = res.table
-    serving = stats.get("serving")
-    if serving is not None:
-        table = with_floor_row(with_cap_row(table, serving.ledger), serving.floors)
-    label = (
-        "our serving policy" if treated == "serving" else "ORACLE (reads the hidden truth: an upper bound)"
-    )
-    path = geo_report(
-        res.panel, res.arms, res.start_day, res.did, out / "report.html", f"Simulated geo holdout: {label}",
-        extra=[("Results table", table_html(table))],
-    )  # fmt: skip
-    res.panel.to_parquet(out / "panel.parquet")
-    if serving is not None:
-        typer.echo(f"serving path statistics (treated arm): {dict(serving)}")
-    import datetime as dt
-    import sys
-
-    payload = {"command": " ".join(["checkout-recs", *sys.argv[1:]]), "measured_at": dt.datetime.now(dt.UTC).isoformat(),
-               "treated_policy": treated, "world": world.cfg.model_dump(mode="json"),
-               "pre_days": pre_days, "test_days": test_days, "true_uplift": res.true_uplift,
-               "did": res.did.as_dict(), "did_realised": res.did_realised.as_dict(),
-               "policy_config": _policy_config(policy_config) if treated == "serving" else None,
-               "serving_stats": dict(serving or {}), "exploration_ledger": getattr(serving, "ledger", {}),
-               "exposure_floors": getattr(serving, "floors", {}),
-               "table": table.astype(str).to_dict(orient="records")}  # fmt: skip
-    (out / "results.json").write_text(json.dumps(payload, indent=2, default=str))
+        try:
+            payload, table = simulate_experiment(spec, out, _command(), _day_progress(bar, task))
+        except ValueError as exc:
+            raise fail(str(exc)) from exc
+    if payload["serving_stats"]:
+        typer.echo(f"serving path statistics (treated arm): {payload['serving_stats']}")
     if results is not None:
         write_results(results, payload)
     Console().print(table.to_string(index=False))
-    typer.echo(f"report: {path}")
+    _echo_inference(payload)
+    typer.echo(f"report: {out / 'report.html'}")
 
 
 @experiment_app.command("world")
@@ -201,10 +169,9 @@ def world(
     days: Annotated[int, typer.Option(help="Simulated days (pre-period + test period).")] = 28,
 ) -> None:
     """Simulate the world of `experiment simulate` (geo_world_config) and write its raw logs."""
-    from checkout_recs.simulate.run import run_simulation
-    from checkout_recs.studies.geo_experiment import geo_world_config
+    from checkout_recs.studies.geo_reproduce import write_world
 
-    summary = run_simulation(geo_world_config(seed, days), out)
+    summary = write_world(out, seed, days)
     typer.echo(json.dumps(summary.rows, indent=2))
     typer.echo(f"raw folder: {out} ({summary.seconds:.0f} s)")
 
@@ -226,6 +193,120 @@ def pre_period(
     typer.echo(f"pre-period raw folder: {out}")
 
 
+@experiment_app.command("train")
+def train(
+    raw: Annotated[Path, typer.Option(help="Raw folder to learn from (the pre-period of `experiment pre-period`).")],
+    out: Annotated[Path, typer.Option(help="Work folder: ingested/, labels/, features/, model/, bundle/.")],
+    seed: Annotated[int, typer.Option(help="Seed of the models (the `train` command's default).")] = 7,
+) -> None:
+    """Train the treated system on a raw folder: ingest, label, features, training set, train, bundle."""
+    from rich.progress import Progress
+
+    from checkout_recs.studies.geo_reproduce import TRAIN_STEPS, train_bundle
+
+    with Progress() as bar:
+        task = bar.add_task("training", total=len(TRAIN_STEPS))
+        trained = train_bundle(raw, out, seed, _step_progress(bar, task, TRAIN_STEPS))
+        bar.update(task, completed=len(TRAIN_STEPS))
+    typer.echo(json.dumps(trained.seconds, indent=2))
+    typer.echo(f"bundle: {trained.bundle} (users: {trained.users}; {trained.training_rows} training rows)")
+
+
+@experiment_app.command("reproduce")
+def reproduce(
+    out: Annotated[Path, typer.Option(help="Folder for everything: raw/, pre_raw/, run/, report.html, results.json.")],
+    seed: Annotated[int, typer.Option(help="World seed (the committed figures: 5, and 6 for the replication).")] = 5,
+    policy_config: Annotated[
+        Path | None, typer.Option(help="Treated PolicyConfig JSON (default: the shipped cold-start programme).")
+    ] = None,
+    serving_defaults: Annotated[
+        bool, typer.Option("--serving-defaults", help="Treat with the serving defaults instead (the README's headline row).")
+    ] = False,
+    days: Annotated[int, typer.Option(help="Simulated days, pre-period + test period.")] = 28,
+    pre_days: Annotated[int, typer.Option(help="Pre-period days (training data, every region on the heuristic).")] = 14,
+    results: Annotated[Path | None, typer.Option(help="Also write the figures to this JSON file.")] = None,
+    world_overrides: Annotated[
+        str, typer.Option(hidden=True, help="JSON of SimConfig fields replacing the world recipe's (small test worlds).")
+    ] = "{}",
+) -> None:
+    """The seed's results table in one command: world -> pre-period -> training -> simulate.
+
+    Uses the functions of `experiment world`, `pre-period`, `train` and `simulate`; writes
+    report.html and results.json (with seconds per step, and the committed figures of the same
+    seed and profile beside the reproduced ones) into OUT.
+    """
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from checkout_recs.studies.geo_reproduce import PROGRAMME, STEPS, ReproduceSpec
+    from checkout_recs.studies.geo_reproduce import reproduce as run_reproduce
+
+    if serving_defaults and policy_config is not None:
+        raise fail("--serving-defaults and --policy-config exclude each other")
+    profile = None if serving_defaults else (policy_config or PROGRAMME)
+    spec = ReproduceSpec(seed=seed, days=days, pre_days=pre_days, policy_config=profile,
+                         world_overrides=json.loads(world_overrides))  # fmt: skip
+    with Progress() as bar:
+        steps = bar.add_task("steps", total=len(STEPS))
+        days_task = bar.add_task("simulating days (experiment, then counterfactual)", total=2 * days)
+        payload, table = run_reproduce(out, spec, _command(), _step_progress(bar, steps, STEPS),
+                                       _day_progress(bar, days_task))  # fmt: skip
+        bar.update(steps, completed=len(STEPS))
+    if results is not None:
+        write_results(results, payload)
+    Console().print(table.to_string(index=False))
+    _echo_inference(payload)
+    rep = payload["reproduce"]
+    typer.echo("seconds per step: " + ", ".join(f"{k} {v:.0f}" for k, v in rep["seconds"].items()))
+    if rep["committed"] is None:
+        typer.echo(f"no committed figures for seed {seed} and profile {rep['profile']}")
+    else:
+        differ = [r for r in rep["committed"] if not r["same"]]
+        typer.echo(f"against the committed figures (seed {seed}, {rep['profile']}): "
+                   f"{len(rep['committed']) - len(differ)} of {len(rep['committed'])} identical")  # fmt: skip
+        for r in differ:
+            typer.echo(f"  differs: {r['figure']}: reproduced {r['reproduced']}, committed {r['committed']}")
+    typer.echo(f"report: {out / 'report.html'}")
+
+
+def _command() -> str:
+    """The command line as typed, for results files."""
+    import sys
+
+    return " ".join(["checkout-recs", *sys.argv[1:]])
+
+
+def _echo_inference(payload: dict) -> None:
+    """One line each: the permutation test, the HAC and clustered intervals, the placebo periods."""
+    inf = payload["inference"]
+    p, pl, hac, cl = inf["permutation"], inf["placebo"], inf["hac"], inf["cluster"]
+    typer.echo(f"permutation over {p['n_assignments']} region assignments: p one-sided {p['p_one_sided']:.3f}, "
+               f"two-sided {p['p_two_sided']:.3f} (smallest possible {p['min_p_one_sided']:.3f} / "
+               f"{p['min_p_two_sided']:.3f})")  # fmt: skip
+    for r in (hac, cl):
+        if r is not None:
+            typer.echo(f"{r['method']}: {r['uplift']:+.1%} [{r['lower']:+.1%}, {r['upper']:+.1%}]")
+    typer.echo(f"placebo periods: mean {pl['mean_uplift']:+.1%}, largest |{pl['max_abs_uplift']:.1%}|, "
+               f"{pl['share_covering_zero']:.0%} of intervals cover 0")  # fmt: skip
+
+
+def _step_progress(bar, task, names: tuple[str, ...]):  # noqa: ANN001, ANN202 - rich Progress and its task id
+    """Step callback: the bar's description and count follow the step; one line per step on stderr
+    when not on a terminal (logs)."""
+    import sys
+    import time
+
+    t0, tty = time.perf_counter(), sys.stderr.isatty()
+
+    def update(name: str) -> None:
+        done = names.index(name) if name in names else None
+        bar.update(task, description=name, **({} if done is None else {"completed": done}))
+        if not tty:
+            typer.echo(f"step {name}, {time.perf_counter() - t0:.0f} s", err=True)
+
+    return update
+
+
 def _day_progress(bar, task):  # noqa: ANN001, ANN202 - rich Progress and its task id
     """Progress callback: the bar on a terminal; one line per simulated day on stderr otherwise (logs)."""
     import sys
@@ -239,35 +320,6 @@ def _day_progress(bar, task):  # noqa: ANN001, ANN202 - rich Progress and its ta
             typer.echo(f"simulated day {done}/{total}, {time.perf_counter() - t0:.0f} s", err=True)
 
     return update
-
-
-def _policy_config(path: Path | None) -> dict:
-    """The effective treated ``PolicyConfig`` (the file's, else the serving default) as JSON-ready dict."""
-    from checkout_recs.policy.config import PolicyConfig
-
-    cfg = PolicyConfig.model_validate_json(path.read_text()) if path else PolicyConfig()
-    return cfg.model_dump(mode="json")
-
-
-def _treated_factory(kind: str, world, bundle: Path | None, users: Path | None, oracle, stats: dict,  # noqa: ANN001, ANN202
-                     policy_config: Path | None = None):
-    if kind == "oracle":
-        return lambda: oracle(world)
-    if kind != "serving":
-        raise fail("--treated must be 'serving' or 'oracle'")
-    if bundle is None:
-        raise fail("--bundle is required with --treated serving")
-    from checkout_recs.policy.config import PolicyConfig
-    from checkout_recs.studies.serving_policy import serving_policy
-
-    cfg = PolicyConfig.model_validate_json(policy_config.read_text()) if policy_config else None
-
-    def make():  # noqa: ANN202
-        policy, counts = serving_policy(bundle, users, cfg=cfg, world=world)
-        stats["serving"] = counts
-        return policy
-
-    return make
 
 
 def ope_coverage(

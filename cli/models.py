@@ -104,12 +104,16 @@ def evaluate_offline(
     tune: Annotated[bool, typer.Option(help="Tune on validation (else the recorded choice).")] = True,
     device: Annotated[str, typer.Option(help="torch device for SASRec: cpu or cuda.")] = "cpu",
     baselines_only: Annotated[bool, typer.Option(help="Only the public baselines (no project model).")] = False,
+    workers: Annotated[int | None, typer.Option(help="Worker processes (default: one per CPU, at most 5).")] = None,
+    cache: Annotated[bool, typer.Option(help="Reuse tuning results cached for this data set and code.")] = True,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Run the shared next-item protocol (leave-last-two-out, full catalogue) with baselines."""
     from checkout_recs.evaluation.next_item.evaluate import run_protocol
 
-    result = run_protocol(dataset, out, n_seeds=seeds, tune=tune, device=device, project=not baselines_only)
-    console.print_json(json.dumps(result["summary"], default=float))
+    result = run_protocol(dataset, out, n_seeds=seeds, tune=tune, device=device, project=not baselines_only,
+                          workers=workers, cache_dir=cache, progress=progress)
+    console.print_json(json.dumps({"summary": result["summary"], "timing": result["timing"]["total"]}, default=float))
 
 
 def register(app: typer.Typer) -> None:

@@ -211,13 +211,14 @@ def manifests_sync_alerts(
         envvar="CHECKOUT_RECS_RUNBOOK_BASE",
         help="Base URL the alerts' runbook links are made absolute under (default: the repository's docs).")] = None,
 ) -> None:
-    """Render the rule files of monitoring/alerts/ into the base as PrometheusRules."""
+    """Render monitoring/alerts/ into the base as PrometheusRules; copy monitoring/dashboards/ there too."""
     from checkout_recs.deploy.alerts import SOURCE, sync_alerts
+    from checkout_recs.deploy.dashboards import sync_dashboards
 
     written = sync_alerts(repo, runbook_base)
     if not written:
         raise fail(f"{repo / SOURCE.parent} holds no rule file (monitoring owns them)")
-    for path in written:
+    for path in [*written, *sync_dashboards(repo)]:
         typer.echo(f"wrote {path}")
 
 

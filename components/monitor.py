@@ -1,4 +1,5 @@
-"""Components of the monitoring pipeline: drift report (Evidently), then the drift flag."""
+"""Components of the monitoring pipeline: drift report (Evidently, with its figures as Prometheus
+metrics for ``checkout-recs drift-exporter``), then the drift flag."""
 
 from kfp.dsl import HTML, Metrics, Output
 
@@ -17,6 +18,7 @@ def drift_report_op(reference: str, current: str, mode: str, artifact_root: str,
     published artifact (e.g. ``store:features/LATEST/listing.parquet``, ``store:ingested/LATEST/``).
     Returns the published report's version when drift was detected, else ``""`` (one ``Output``
     so the pipeline's condition resolves under kfp.local too); the verdict is in ``summary``.
+    The published folder holds ``drift_metrics.prom`` too (``monitoring.drift_metrics``).
     """
     import json
     import logging
@@ -26,6 +28,7 @@ def drift_report_op(reference: str, current: str, mode: str, artifact_root: str,
 
     from checkout_recs.storage import new_version, open_store
     from monitoring.drift import drift_report
+    from monitoring.drift_metrics import write_drift_metrics
 
     if not reference or not current:
         raise ValueError("reference and current are required (paths or store:<kind>/<version>/<path>)")
@@ -56,6 +59,7 @@ def drift_report_op(reference: str, current: str, mode: str, artifact_root: str,
         raise ValueError(f"mode must be 'traffic' or 'table', got {mode!r}")
     if not (out / "drift_summary.json").exists():  # traffic mode: one verdict file at the top too
         (out / "drift_summary.json").write_text(json.dumps({"drift_detected": detected, "reason": reason}))
+    write_drift_metrics(t if mode == "traffic" else d, out)  # drift_metrics.prom: `checkout-recs drift-exporter`
     shutil.copyfile(html, report.path)
     version = new_version("drift-")
     uri = store.publish("drift", version, out)

@@ -48,7 +48,9 @@ MAX_DIMS = 8
 #: Longest reason text sent back, characters.
 MAX_REASON = 300
 _TENSOR_KEYS = {"name", "shape", "datatype", "parameters", "data"}
-_REQUEST_KEYS = {"id", "parameters", "inputs", "outputs"}
+#: Top-level keys of a v2 request: the protocol's, and the model's name / version that kserve's
+#: client adds (ignored: the path names the model).
+_REQUEST_KEYS = {"id", "parameters", "inputs", "outputs", "model_name", "model_version"}
 
 
 def printable(text: str, limit: int = MAX_REASON) -> str:
@@ -303,9 +305,10 @@ def decode_v2_rest(body: bytes, header_length: str | None, model_name: str) -> I
     inputs = head.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise InvalidInput('"inputs" must be a non-empty list of tensors')
+    for key in ("id", "model_name", "model_version"):
+        if head.get(key) is not None and not isinstance(head[key], str):
+            raise InvalidInput(f'"{key}" must be a string')
     rid = head.get("id")
-    if rid is not None and not isinstance(rid, str):
-        raise InvalidInput('"id" must be a string')
     params = _parameters(head.get("parameters"), "request")
     offset, tensors = n, []
     for i, t in enumerate(inputs):

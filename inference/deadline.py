@@ -31,7 +31,8 @@ from kserve.errors import ModelNotReady
 
 #: Request header carrying the client's own budget, milliseconds (decimal, > 0).
 DEADLINE_HEADER = "x-request-deadline-ms"
-#: Largest client budget taken from the header, milliseconds (a larger one is refused: 400).
+#: Client budgets taken from the header, milliseconds, inclusive (outside: refused with 400).
+MIN_CLIENT_DEADLINE_MS = 1.0
 MAX_CLIENT_DEADLINE_MS = 60_000.0
 #: Seconds a refused client is told to wait before it tries again (``Retry-After``).
 RETRY_AFTER_S = 1
@@ -56,11 +57,13 @@ class RequestClock:
     client_budget_s: float | None = None
     gone: Callable[[], bool] = field(default=_never_gone)
 
-    def deadline(self, default_s: float) -> float:
+    def deadline(self, default_s: float, reserve_s: float = 0.0) -> float:
         """``perf_counter`` seconds by which the answer must be out: ``received`` plus the smaller of
-        ``default_s`` (the server's budget; <= 0 means none) and the client's budget."""
+        ``default_s`` (the server's budget; <= 0 means none) and the client's budget, less
+        ``reserve_s`` (what the answer still needs after the server lets it go: writing it out, the
+        network, and the time the request waited before the server could read it)."""
         budgets = [b for b in (default_s if default_s > 0 else None, self.client_budget_s) if b is not None]
-        return self.received + min(budgets) if budgets else math.inf
+        return self.received + min(budgets) - reserve_s if budgets else math.inf
 
 
 _CLOCK: contextvars.ContextVar[RequestClock | None] = contextvars.ContextVar("checkout_recs_clock", default=None)
@@ -83,15 +86,15 @@ def reset_clock(token: contextvars.Token) -> None:
 
 def parse_budget_ms(value: str) -> float:
     """Seconds from a ``X-Request-Deadline-Ms`` value; ValueError with the reason unless it is a
-    decimal number of milliseconds in (0, ``MAX_CLIENT_DEADLINE_MS``]."""
-    text = value.strip()
+    number of milliseconds (decimal, exponent allowed) in [``MIN_CLIENT_DEADLINE_MS``,
+    ``MAX_CLIENT_DEADLINE_MS``]."""
     try:
-        ms = float(text)
+        ms = float(value) if value.strip().isascii() else math.nan
     except ValueError:
         ms = math.nan
-    if not text or not text.replace(".", "", 1).isdigit() or not 0 < ms <= MAX_CLIENT_DEADLINE_MS:
-        raise ValueError(f"{DEADLINE_HEADER} must be a number of milliseconds in (0, {MAX_CLIENT_DEADLINE_MS:g}], "
-                         f"got {value[:40]!r}")
+    if not MIN_CLIENT_DEADLINE_MS <= ms <= MAX_CLIENT_DEADLINE_MS:  # NaN fails too
+        raise ValueError(f"{DEADLINE_HEADER} must be a number of milliseconds in [{MIN_CLIENT_DEADLINE_MS:g}, "
+                         f"{MAX_CLIENT_DEADLINE_MS:g}], got {value[:40]!r}")
     return ms / 1e3
 
 
@@ -134,19 +137,23 @@ class ServiceTime:
 
 
 class Admission:
-    """At most ``limit`` calls in the stages at once; the rest wait, FIFO, while they can make it.
+    """At most ``limit`` calls in the stages at once; the rest wait, FIFO, while they can make it
+    and for at most ``max_wait_s``.
 
     Parameters
     ----------
     limit : calls in the stages at once (both cores busy: the transformer's loop and the predictor).
-    max_queue : calls waiting at most (a safety bound; the deadline test below sheds first).
+    max_wait_s : longest wait for a slot, seconds: past it a queue only adds latency to every call it
+        holds (the rate served is the same), so a call predicted to wait longer is shed at once.
+    max_queue : calls waiting at most (a safety bound; the tests above shed first).
     initial_s : expected service time before any call was measured, seconds.
     """
 
-    def __init__(self, limit: int = 4, max_queue: int = 256, initial_s: float = 0.02) -> None:
+    def __init__(self, limit: int = 4, max_wait_s: float = math.inf, max_queue: int = 256,
+                 initial_s: float = 0.02) -> None:
         if limit < 1:
             raise ValueError("limit must be >= 1")
-        self.limit, self.max_queue = limit, max_queue
+        self.limit, self.max_wait_s, self.max_queue = limit, max_wait_s, max_queue
         self.inflight = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._waiting = 0
@@ -175,13 +182,14 @@ class Admission:
         """Take a slot before ``deadline`` minus the expected service time (``perf_counter`` seconds).
 
         Returns True when admitted (the caller must ``leave()``), False at once when the predicted
-        wait already passes that point or the queue is full, or when it passes while waiting.
+        wait already passes that point or ``max_wait_s``, or the queue is full; False when that
+        point passes while waiting.
         """
         if self.inflight < self.limit and not self._waiting:
             self.inflight += 1
             return True
-        latest = deadline - self.expected_s()
         now = time.perf_counter()
+        latest = min(deadline - self.expected_s(), now + self.max_wait_s)
         if self._waiting >= self.max_queue or now + self.predicted_wait_s() > latest:
             return False
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -49,6 +49,7 @@ from kserve.model import InferenceVerb
 from kserve.protocol.infer_type import InferRequest
 
 from checkout_recs.log_format import (
+    Throttle,
     add_log_format_argument,
     configure_logging,
     set_bundle_version,
@@ -68,6 +69,18 @@ from inference.predictor_client import PredictorClient, PredictorError, Predicto
 TRANSFORMER_NAME = DEFAULT_MODEL_NAME
 #: Environment variables the transformer reads (the manifest contract test checks the pods set no other).
 ENV_VARS = ServingSettings.env_names()
+
+
+log = logging.getLogger("inference.transformer")  # not __main__ under `python -m`
+_HOP_FAILURES = Throttle(every_s=1.0)  # a predictor outage logs once a second, not once per request
+
+
+def _log_hop_failure(failure: str, detail: str) -> None:
+    """One WARNING line (throttled) for a failed predictor hop; carries the request id of the call."""
+    held = _HOP_FAILURES.allow(failure)
+    if held is not None:
+        log.warning("predictor hop failed (%s), answered by the fallback: %s", failure, detail,
+                    extra={"failure": failure, "held_back": held})
 
 
 @dataclass
@@ -120,20 +133,24 @@ class CheckoutTransformer(Model):
         self.policy_reloader: PolicyReloader | None = None  # the mounted policy ConfigMap, when given
         self.policy_poll_s = 5.0
         self.request_deadline_s = 0.0  # server-side budget of every call (``configure_overload``)
+        self.deadline_reserve_s = 0.0  # kept back from every deadline for writing the answer out
         self.overload = "off"  # fallback | refuse | off
         self.admission: Admission | None = None
         self.cheap = ServiceTime(0.005)  # how long a cheap-path call takes, seconds
         self._cheap_inflight = 0
         self.ready = True
 
-    def configure_overload(self, overload: str, request_deadline_ms: float, max_inflight: int) -> None:
+    def configure_overload(self, overload: str, request_deadline_ms: float, max_inflight: int,
+                           max_queue_ms: float = 50.0, reserve_ms: float = 20.0) -> None:
         """Deadlines and shedding (module docstring): ``overload`` ``fallback`` | ``refuse`` | ``off``
         (no deadline, no admission: every call computed, as before), the server's budget of a call
-        (ms, <= 0: the client's only) and the calls in the stages at once."""
+        (ms, <= 0: the client's only), the calls in the stages at once, the longest wait for a slot
+        (ms) and the part of every deadline kept back for writing the answer out (ms)."""
         if overload not in ("fallback", "refuse", "off"):
             raise ValueError(f"overload must be fallback, refuse or off, got {overload!r}")
         self.overload, self.request_deadline_s = overload, request_deadline_ms / 1e3
-        self.admission = Admission(max_inflight) if overload != "off" else None
+        self.deadline_reserve_s = reserve_ms / 1e3
+        self.admission = Admission(max_inflight, max_wait_s=max_queue_ms / 1e3) if overload != "off" else None
 
     async def __call__(self, body: Any, headers: dict[str, str] | None = None,
                        verb: InferenceVerb = InferenceVerb.PREDICT) -> Any:
@@ -142,7 +159,7 @@ class CheckoutTransformer(Model):
         if self.admission is None:
             return await super().__call__(body, headers=headers, verb=verb)
         clock = current_clock() or RequestClock(time.perf_counter())
-        call = _Call(clock, clock.deadline(self.request_deadline_s))
+        call = _Call(clock, clock.deadline(self.request_deadline_s, self.deadline_reserve_s))
         token = _CALL.set(call)
         try:
             return await super().__call__(body, headers=headers, verb=verb)
@@ -223,8 +240,8 @@ class CheckoutTransformer(Model):
             job = _Job(v2=False, binary=False, prepared=[])
         if len({r.request_id for r in reqs if r.request_id}) < sum(1 for r in reqs if r.request_id):
             raise InvalidInput("request_id values must be distinct within one call")
-        for r in reqs:  # resolved here, so every log line of the call carries the ids the answers carry
-            r.request_id = r.resolved_request_id()
+        # ids resolved here, so every log line of the call carries the ids its answers carry
+        reqs = [r if r.request_id else r.model_copy(update={"request_id": r.resolved_request_id()}) for r in reqs]
         set_request_id(",".join(str(r.request_id) for r in reqs))
         degrade = await self._admit()
         job.prepared = list(await asyncio.gather(*(self.recommender.prepare(r, defer_inventory=True, degrade=degrade)
@@ -254,7 +271,9 @@ class CheckoutTransformer(Model):
         if prep.fallback_reason is not None or prep.matrix is None:
             await self.recommender.settle_inventory(prep)  # the fallback pool is filtered too
             return None, None, 0.0
-        call = asyncio.ensure_future(self._call(prep))
+        # the unfiltered matrix goes with the call: an inventory that answers at once (memory, replica)
+        # settles, and filters ``prep.matrix``, before the call task has started
+        call = asyncio.ensure_future(self._call(prep, prep.matrix))
         keep = await self.recommender.settle_inventory(prep)
         if prep.fallback_reason is not None:  # inventory down or nothing left: the answer is the fallback
             call.cancel()
@@ -266,22 +285,23 @@ class CheckoutTransformer(Model):
             scores = (np.asarray(scores[0])[keep], np.asarray(scores[1])[keep])
         return scores, failure, wall_ms
 
-    async def _call(self, prep: Prepared) -> tuple[Any, str | None, float]:
-        """The scorer on the unfiltered matrix: remote (deadline-bound) or in-process."""
-        assert prep.matrix is not None
+    async def _call(self, prep: Prepared, matrix: np.ndarray) -> tuple[Any, str | None, float]:
+        """The scorer on ``matrix``, the unfiltered ranker input float32 (n, d): remote (deadline-bound)
+        or in-process."""
         t0, c0 = time.perf_counter(), time.thread_time()
         scores, failure = None, None
         try:
             if self.scorer is not None:
-                scores = self.scorer(prep.matrix)
+                scores = self.scorer(matrix)
             elif self.predictor is not None:
-                scores = await self.predictor.score(prep.matrix, self._hop_deadline_s())
+                scores = await self.predictor.score(matrix, self._hop_deadline_s())
             else:
                 failure = "predictor_error"
         except PredictorTimeout:
             failure = "predictor_timeout"
-        except (PredictorError, ValueError, RuntimeError):
+        except (PredictorError, ValueError, RuntimeError) as exc:
             failure = "predictor_error"
+            _log_hop_failure(failure, f"{type(exc).__name__}: {exc}")
         prep.cpu_ms["rank"] = (time.thread_time() - c0) * 1e3
         return scores, failure, (time.perf_counter() - t0) * 1e3
 
@@ -348,6 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_inflight", type=int, default=4,
                    help="calls in the request path's stages at once; the others wait while they can make their "
                         "deadline")
+    p.add_argument("--max_queue_ms", type=float, default=50.0,
+                   help="longest wait for a place in the stages, ms; a call predicted to wait longer is shed at "
+                        "once (a longer queue adds latency, not throughput)")
+    p.add_argument("--deadline_reserve_ms", type=float, default=20.0,
+                   help="kept back from every call's deadline for what follows the server's work: writing the "
+                        "answer, the network, the wait before the server read the request, ms")
     p.add_argument("--inventory", default=None, choices=["memory", "redis", "replica"],
                    help="memory (this process), redis (one MGET per request), or replica: the whole unavailable "
                         "set in memory, bootstrapped from Redis and tailed from the inventory stream; lookups "
@@ -500,7 +526,8 @@ def build_transformer(args: argparse.Namespace) -> CheckoutTransformer:
                           on_stats=metrics.observe_decision_log)
     t = CheckoutTransformer(rec, client, scorer, log, deadline_ms=args.deadline_ms or cfg.predictor_deadline_ms,
                             name=settings.model_name)
-    t.configure_overload(args.overload, args.request_deadline_ms, args.max_inflight)
+    t.configure_overload(args.overload, args.request_deadline_ms, args.max_inflight, args.max_queue_ms,
+                         args.deadline_reserve_ms)
     if source is not None and first is not None:
         t.policy_reloader = PolicyReloader(source, rec, prepare=lambda c: serving_policy(c, args),
                                            on_status=observe_status)
@@ -532,7 +559,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.huge_pages == "collapse":
         from inference.huge_pages import collapse_large_mappings
 
-        logging.getLogger(__name__).info("huge pages: %s", collapse_large_mappings())
+        log.info("huge pages: %s", collapse_large_mappings())
     server = LoopbackModelServer(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
                                  max_body_bytes=args.max_body_bytes, enable_latency_logging=False,
                                  fast_route=not args.no_fast_route)

@@ -1,5 +1,6 @@
 """Fake servers of the ops tests, on loopback: a Kubernetes API with a tiny KServe controller, a
-Kubeflow Pipelines API, and a Prometheus text endpoint fed by a traffic simulator. Import
+Kubeflow Pipelines API, and a Prometheus text endpoint fed by a traffic simulator (scraped by a
+real Prometheus: ``tests.fixtures_prometheus.kube_prometheus``). Import
 explicitly: ``from tests.fixtures_ops_servers import fake_kube, fake_kfp, ...``.
 """
 

@@ -137,10 +137,21 @@ def _env_values(container: dict[str, Any]) -> tuple[dict[str, str], set[str]]:
         elif src:
             env[e["name"]] = f"<{next(iter(src))}>"
         else:
-            env[e["name"]] = _VAR_REF.sub(lambda m: env.get(m.group(1), m.group(0)), str(e.get("value", "")))
+            env[e["name"]] = _expand(str(e.get("value", "")), env)
     texts = [str(e.get("value") or "") for e in container.get("env") or []]
     texts += [str(a) for a in (container.get("args") or []) + (container.get("command") or [])]
     return env, {r for t in texts for r in _VAR_REF.findall(t)}
+
+
+def _expand(text: str, env: Mapping[str, str]) -> str:
+    """``$(VAR)`` replaced by ``env[VAR]`` where defined (Kubernetes leaves the others as written)."""
+    return _VAR_REF.sub(lambda m: env.get(m.group(1), m.group(0)), text)
+
+
+def image_repository(image: str) -> str:
+    """``registry/name`` of ``registry/name:tag`` or ``registry/name@sha256:...``."""
+    base = image.split("@")[0]
+    return base.rsplit(":", 1)[0] if ":" in base.rsplit("/", 1)[-1] else base
 
 
 def _isvc_component(pod: PodLike) -> str | None:
@@ -153,13 +164,11 @@ def invocations(docs: list[dict[str, Any]], entrypoints: Mapping[str, ImageDefau
         for pod in pod_specs(doc):
             comp = _isvc_component(pod)
             for i, c in enumerate(pod.containers):
-                image = str(c.get("image") or "")
-                repo = image.split("@")[0].rsplit(":", 1)[0] if ":" in image.rsplit("/", 1)[-1] else image
+                repo = image_repository(str(c.get("image") or ""))
                 if not repo.startswith(OUR_IMAGES):
                     continue
                 env, refs = _env_values(c)
-                args = [_VAR_REF.sub(lambda m, env=env: env.get(m.group(1), m.group(0)), str(a))
-                        for a in c.get("args") or []]
+                args = [_expand(str(a), env) for a in c.get("args") or []]
                 if comp and i == 0:
                     args += kserve_injected_args(doc, comp, args)
                 if comp and i == 0 and c.get("args") is None:

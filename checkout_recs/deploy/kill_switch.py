@@ -3,7 +3,9 @@
 Two places hold it, written together:
 
 * the policy ConfigMap (``kill_switch: "true"``, with who/why/when): the audited, declarative
-  record on the cluster, what ``kubectl get cm checkout-recs-policy`` shows;
+  record on the cluster, what ``kubectl get cm checkout-recs-policy`` shows; the transformers
+  also obey it (mounted at ``CHECKOUT_RECS_POLICY_DIR``, re-read on change:
+  ``checkout_recs.serving.policy_source``), within the kubelet's sync, even when Redis was not written;
 * the Redis key ``checkout_recs:kill_switch`` (``checkout_recs.serving.switches``): what the
   transformer reads on the request path (cached one second), so the switch acts within seconds
   without a restart. On while the key exists; the value is ``{"who", "why", "when"}``.

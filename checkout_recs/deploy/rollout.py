@@ -71,12 +71,13 @@ class Rollout:
     ref : IsvcRef
         Which InferenceService.
     source : MetricsSource, optional
-        Guardrail counters; required by ``run``.
+        Guardrail figures per revision over a window (PromQL: ``PrometheusQuerySource``);
+        required by ``run``.
     plan, guardrails :
         Ramp steps/timings and guardrail limits.
     gmv : GmvSource, optional
-        GMV per session canary vs champion; without it the GMV guardrail uses the metrics
-        endpoint's exporter counters (point ratio only) or is skipped.
+        GMV per session canary vs champion; without it the GMV guardrail uses an exporter's
+        counters in Prometheus (point ratio only) or is skipped.
     registry : RegistryHook, optional
         Moves the model registry's aliases when a ramp is promoted or rolled back.
     sleep, clock, log :

@@ -85,15 +85,15 @@ def events_from_table(table: pa.Table) -> list[InventoryEvent]:
     missing = set(contract.field_names(contract.INVENTORY_EVENTS)) - set(table.column_names)
     if missing:
         raise ValueError(f"inventory events lack columns {sorted(missing)}")
-    df = table.select(["event_id", "listing_id", "event_type", "sequence", "lock_ttl_s",
-                       "event_timestamp"]).to_pandas()
-    df = df.sort_values(["event_timestamp", "sequence"], kind="stable")
-    ts = df["event_timestamp"].astype("int64") / 1e9  # ns since epoch -> s (UTC)
+    ts_us = table.column("event_timestamp").cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
+    df = table.select(["event_id", "listing_id", "event_type", "sequence", "lock_ttl_s"]).append_column(
+        "ts_us", ts_us).to_pandas()
+    df = df.sort_values(["ts_us", "sequence"], kind="stable")
     return [InventoryEvent(listing_id=int(lid), event_type=str(et), sequence=int(seq),
-                           lock_ttl_s=None if ttl is None or ttl != ttl else int(ttl), event_ts=float(t),
+                           lock_ttl_s=None if ttl is None or ttl != ttl else int(ttl), event_ts=int(t) / 1e6,
                            event_id=str(eid))
             for eid, lid, et, seq, ttl, t in zip(df["event_id"], df["listing_id"], df["event_type"],
-                                                  df["sequence"], df["lock_ttl_s"], ts, strict=True)]
+                                                  df["sequence"], df["lock_ttl_s"], df["ts_us"], strict=True)]
 
 
 def publish_events(client: Any, stream: str, events: Iterable[InventoryEvent], maxlen: int = DEFAULT_MAXLEN,

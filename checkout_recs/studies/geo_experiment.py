@@ -228,7 +228,9 @@ GEO_WORLD: dict[str, object] = {"n_sellers": 1_500, "n_listings": 50_000, "n_use
              "initial_listing_share": 0.2, "regions": ("north", "south", "east", "west")}
 
 
-def geo_world_config(seed: int, days: int, checkouts_per_day: int | None = None) -> SimConfig:
+def geo_world_config(
+    seed: int, days: int, checkouts_per_day: int | None = None, overrides: dict[str, object] | None = None
+) -> SimConfig:
     """The simulated world of ``experiment simulate``: four regions, a busy marketplace whose
     stock turns over in about a week, with inventory near steady state.
 
@@ -246,11 +248,13 @@ def geo_world_config(seed: int, days: int, checkouts_per_day: int | None = None)
     days), as in a fast-selling C2C market. Cost: ~10,500 treated serving requests per 14-day
     test period (5 minutes for `experiment simulate` at load ~2 on the 2-core box, 17-20 at load ~5).
 
-    ``checkouts_per_day`` overrides the recipe's 1,500 (the catalogue is not rescaled with it).
+    ``checkouts_per_day`` overrides the recipe's 1,500 (the catalogue is not rescaled with it);
+    ``overrides`` replaces any other ``SimConfig`` field of the recipe (small worlds for tests).
     """
     from checkout_recs.simulate.config import SimConfig
 
-    recipe = {**GEO_WORLD, **({} if checkouts_per_day is None else {"checkouts_per_day": checkouts_per_day})}
+    recipe = {**GEO_WORLD, **({} if checkouts_per_day is None else {"checkouts_per_day": checkouts_per_day}),
+              **(overrides or {})}
     return SimConfig.model_validate({"seed": seed, "days": days, **recipe})
 
 

@@ -34,7 +34,7 @@ FACES = frozenset({"cli", "inference", "components", "kfp_pipelines", "feature_r
 #: Groups of the core, lowest layer first. A group is a subpackage (``checkout_recs/<group>/``) or a
 #: top-level module (``checkout_recs/<group>.py``). Groups in one layer do not import each other.
 LAYERS: tuple[frozenset[str], ...] = (
-    frozenset({"config", "contract", "storage", "tracking"}),  # settings, the data contract, stores
+    frozenset({"config", "contract", "storage", "tracking", "log_format"}),  # settings, contract, stores, logs
     frozenset({"data", "simulate", "features", "policy"}),     # ingest; the simulator; features; the policy
     frozenset({"models"}),                                     # towers, ranker, student (features as inputs)
     frozenset({"retrieval"}),                                  # the index and candidates (embeds with the towers)

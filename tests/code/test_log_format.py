@@ -109,3 +109,15 @@ def test_serving_entry_points_take_log_format():
 
     for build in (predictor_parser, transformer_parser):
         assert build().parse_args(["--bundle", "b", "--log_format", "json"]).log_format == "json"
+
+
+def test_throttle_lets_one_line_per_key_through_and_counts_the_rest():
+    from checkout_recs.log_format import Throttle
+
+    now = [0.0]
+    t = Throttle(every_s=1.0, clock=lambda: now[0])
+    assert t.allow("predictor_error") == 0
+    assert t.allow("predictor_error") is None and t.allow("predictor_error") is None
+    assert t.allow("other") == 0  # keys are apart
+    now[0] = 1.5
+    assert t.allow("predictor_error") == 2

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -224,6 +225,7 @@ def run_protocol(dataset: Path, out: Path, n_seeds: int = 5, tune: bool = True, 
     result["summary"] = summary_table(result)
     total_cpu = (time.process_time() - c0) + (children_cpu_s() - c_children0)
     result["timing"] = {**clock.stages, "total": {"wall_s": time.perf_counter() - t0, "cpu_s": total_cpu}}
+    result["command"] = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
     result["machine"] = {"platform": platform.platform(), "device": device, "workers": workers,
                          "threads_per_worker": threads, "seconds_total": time.perf_counter() - t0,
                          "cpu_seconds_total": total_cpu}

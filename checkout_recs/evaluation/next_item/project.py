@@ -51,6 +51,7 @@ def two_stage(retr: np.ndarray, rank: np.ndarray, seqs: list[np.ndarray], k: int
     """Scores whose order is: retrieval's top-k (excluding fit items) by ``rank``, then the rest by
     ``retr``. Both inputs (U, I); returns (U, I) float64."""
     r = retr.astype(np.float64).copy()
+    k = min(k, r.shape[1])
     for u, s in enumerate(seqs):
         r[u, s] = -np.inf
     kth = -np.partition(-r, k - 1, axis=1)[:, k - 1 : k]

@@ -162,7 +162,7 @@ def test_the_call_carries_its_clock_and_the_clients_deadline(apps):
     assert not model.clock.gone()
     r = asyncio.run(_post(fast, "/v1/models/echo:predict", body, {"content-type": "application/json"}))
     assert model.clock.client_budget_s is None and model.clock.deadline(0.5) == pytest.approx(model.clock.received + 0.5)
-    for bad in ("abc", "0", "-5", "1e3", "60001", "nan"):
+    for bad in ("abc", "0", "-5", "0.5", "60001", "nan"):
         r = asyncio.run(_post(fast, "/v1/models/echo:predict", body, {"content-type": "application/json",
                                                                       "x-request-deadline-ms": bad}))
         assert r.status_code == 400 and "x-request-deadline-ms" in r.json()["error"], bad

@@ -64,9 +64,10 @@ def test_rendered_runbook_urls_are_absolute_under_one_configurable_base(monkeypa
                             for u in urls), urls
 
 
-def test_serving_exports_the_checkout_recs_metrics_the_rules_use() -> None:
-    exported = set(re.findall(r'"(checkout_recs_[a-z_]+)"', (ROOT / "inference" / "metrics.py").read_text()))
+def test_serving_and_the_monitoring_job_export_the_checkout_recs_metrics_the_rules_use() -> None:
+    exporters = (ROOT / "inference" / "metrics.py", ROOT / "monitoring" / "drift_metrics.py")
+    exported = {m for f in exporters for m in re.findall(r'"(checkout_recs_[a-z_]+)"', f.read_text())}
     doc = yaml.safe_load(RULES.read_text())
     exprs = " ".join(r["expr"] for g in doc["groups"] for r in g["rules"])
-    used = set(re.findall(r"(?<![:\w])(checkout_recs_[a-z_]+?)(?:_bucket)?\b", exprs)) - {"checkout_recs_drift"}
+    used = set(re.findall(r"(?<![:\w])(checkout_recs_[a-z_]+?)(?:_bucket)?\b", exprs))
     assert used <= exported, used - exported

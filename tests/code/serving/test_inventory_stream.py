@@ -7,15 +7,18 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import redis
 
+from checkout_recs import contract
 from checkout_recs.serving.inventory import InventoryUnavailable, MemoryInventoryStore, RedisInventoryStore
 from checkout_recs.serving.inventory_stream import (
     InventoryConsumer,
     RedisStreamSource,
     decode_event,
     encode_event,
+    events_from_table,
     publish_events,
     stream_key,
 )
@@ -63,6 +66,17 @@ def test_entry_round_trip_and_malformed_entries():
                 {"listing_id": "1", "event_type": "sold", "event_ts_ms": "0"}):
         with pytest.raises(ValueError, match="malformed"):
             decode_event(bad)
+
+
+def test_events_from_table_keep_time_order_and_seconds():
+    t = pa.table({"event_id": ["b", "a"], "listing_id": pa.array([2, 1], pa.int64()),
+                  "event_type": ["sold", "locked"], "sequence": pa.array([1, 1], pa.int64()),
+                  "lock_ttl_s": pa.array([None, 30], pa.int32()),
+                  "event_timestamp": pa.array([1_700_000_001_500_000, 1_700_000_000_000_000], contract.TS)},
+                 schema=contract.INVENTORY_EVENTS)
+    evs = events_from_table(t)
+    assert [(e.event_id, e.event_ts, e.lock_ttl_s) for e in evs] == [("a", 1_700_000_000.0, 30),
+                                                                       ("b", 1_700_000_001.5, None)]
 
 
 @pytest.mark.parametrize("backend", ["memory", "redis"])

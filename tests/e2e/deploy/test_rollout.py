@@ -126,7 +126,7 @@ def test_kill_switch_sets_configmap_and_the_redis_key_serving_reads(fake_kube, o
     fake, host, _ = fake_kube
     res = set_kill_switch(KubeApi(host=host), REF, True, who="oncall", reason="bad slates", redis=ops_redis)
     assert res.effective and res.configmap["kill_switch"] == "true" and res.configmap["kill_switch_by"] == "oncall"
-    assert res.configmap["exploration_cap"] == "0.10"  # other knobs untouched
+    assert "policy.json" in res.configmap and "max_per_seller" in res.configmap["policy.json"]  # knobs untouched
     patch = [h for h in fake.history if h["method"] == "PATCH" and "/configmaps/" in h["path"]][-1]
     assert patch["content_type"] == "application/json-patch+json"
     assert {"op": "add", "path": "/data/kill_switch", "value": "true"} in patch["body"]

@@ -137,6 +137,8 @@ def test_production_config_renders_redis_and_sql_registry(tmp_path):
     assert rendered["online_store"] == {"type": "redis", "connection_string": "10.0.0.5:6380,db=4"}
     assert rendered["registry"]["registry_type"] == "sql" and rendered["registry"]["path"].endswith("/feast")
     assert redis_connection_string("redis://127.0.0.1:6379") == "127.0.0.1:6379,db=0"
+    # ElastiCache: TLS and the AUTH token (ServingSettings.redis_dsn) in Feast's form
+    assert redis_connection_string("rediss://:t%40k@h:6379/0") == "h:6379,db=0,password=t@k,ssl=true"
     with pytest.raises(ValueError, match="unknown feature environment"):
         StoreConfig(env="staging").render()
 

@@ -13,10 +13,10 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def geo():
-    from checkout_recs.studies.geo_experiment import run_geo_experiment
     from checkout_recs.simulate import SimConfig
     from checkout_recs.simulate.evaluate import heuristic_policy, oracle_policy
     from checkout_recs.simulate.scenario import SimWorld
+    from checkout_recs.studies.geo_experiment import run_geo_experiment
 
     cfg = SimConfig(seed=5, n_sellers=200, n_listings=5_000, n_users=800, days=16, checkouts_per_day=120,
                     regions=("north", "south", "east", "west"))  # fmt: skip
@@ -70,7 +70,7 @@ def test_geo_report_html(geo, tmp_path: Path) -> None:
 
 def test_results_record_the_treated_policy_config(tmp_path: Path) -> None:
     """The JSON of ``experiment simulate`` says which exposure floors the treated arm ran with."""
-    from cli.measure_experiment import _policy_config
+    from checkout_recs.studies.geo_reproduce import effective_policy_config as _policy_config
 
     default = _policy_config(None)["exposure"]
     assert default["min_cold_share"] > 0 and default["cold_slots"] >= 1

@@ -81,3 +81,121 @@ def test_two_stage_keeps_retrieval_set_and_reorders_inside():
     assert list(order[2:4]) == [3, 4]  # the rest keep retrieval order, below every candidate
     z = zscore(np.array([[1.0, 2.0, 3.0], [4.0, 4.0, 4.0]]))
     assert z[0].mean() == pytest.approx(0, abs=1e-6) and (z[1] == 0).all()
+
+
+def test_markov_beta_damps_popular_successors():
+    seqs = [np.array([0, 1]), np.array([0, 1]), np.array([0, 2]), np.array([3, 1]), np.array([3, 1])]
+    raw = Markov1().fit(seqs, 4).score([np.array([0])])[0]
+    assert list(raw) == [0, 2, 1, 0]  # 0 → 1 twice, 0 → 2 once
+    lift = Markov1(beta=1.0).fit(seqs, 4).score([np.array([0])])[0]
+    assert lift[2] > lift[1]  # item 1 is popular (4 interactions), item 2 is not (1)
+    assert lift[1] == pytest.approx(2 / 4) and lift[2] == pytest.approx(1 / 1)
+
+
+def test_every_grid_holds_the_table_choice_and_builds():
+    from checkout_recs.evaluation.next_item.baselines import GRIDS, make_baseline
+    from checkout_recs.evaluation.next_item.tuning import TABLE_CHOICE
+
+    assert set(GRIDS) == set(TABLE_CHOICE)
+    for name, grid in GRIDS.items():
+        assert TABLE_CHOICE[name] in grid, name
+        for params in grid:
+            make_baseline(name, params)
+    with pytest.raises(ValueError):
+        make_baseline("nope", {})
+
+
+def test_choose_takes_the_best_validation_ndcg_first_on_ties():
+    from checkout_recs.evaluation.next_item.tuning import choose
+
+    points = [("m", {"x": 1}), ("m", {"x": 2}), ("m", {"x": 3}), ("p", {})]
+    res = [{"ndcg@6": 0.1, "hr@300": 0.5}, {"ndcg@6": 0.2, "hr@300": 0.4}, {"ndcg@6": 0.2, "hr@300": 0.9},
+           {"ndcg@6": 0.0, "hr@300": 0.0}]
+    out = choose(["m", "p"], points, res, [1.0, 1.0, 1.0, 1.0])
+    assert out["m"]["choice"] == {"x": 2} and out["p"]["choice"] == {}
+    assert [g["val_ndcg@6"] for g in out["m"]["grid"]] == [0.1, 0.2, 0.2]
+
+
+def test_cache_round_trip_and_keys(tmp_path):
+    from checkout_recs.evaluation.next_item.tuning import Cache, split_hash
+
+    s = split_protocol(_inter(tmp_path))
+    key = split_hash(s)
+    assert key == split_hash(split_protocol(_inter(tmp_path)))  # same data, same key
+    s.val[0] = s.val[1]
+    assert split_hash(s) != key  # the split's content is the key
+    cache = Cache(tmp_path / "c")
+    assert cache.get("baselines", key, "code") is None
+    cache.put("baselines", key, "code", {"a": {"choice": {"k": 1}}})
+    assert cache.get("baselines", key, "code") == {"a": {"choice": {"k": 1}}}
+    assert cache.get("baselines", key, "other code") is None
+    assert Cache(None).get("baselines", key, "code") is None
+
+
+def test_sasrec_early_stopping_keeps_the_best_checkpoint():
+    torch = pytest.importorskip("torch")
+    from checkout_recs.models.sequence import SASRec, SASRecConfig
+
+    rng = np.random.default_rng(0)
+    seqs = [rng.choice(12, 6, replace=False) for _ in range(20)]
+    values = iter([0.1, 0.3, 0.2, 0.25, 0.9])  # best at the 2nd check, then 2 without a new best
+    states = []
+
+    def monitor(m):
+        states.append({k: v.clone() for k, v in m.net.state_dict().items()})
+        return next(values)
+
+    cfg = SASRecConfig(dim=8, max_len=6, epochs=10, eval_every=1, patience=2, batch_size=8)
+    m = SASRec(cfg).fit(seqs, 12, seed=0, monitor=monitor)
+    assert m.epochs_run == 4 and m.best_epoch == 2 and [e for e, _ in m.history] == [1, 2, 3, 4]
+    for k, v in m.net.state_dict().items():
+        assert torch.equal(v, states[1][k]), k
+    assert m.score(seqs).shape == (20, 12)
+    fixed = SASRec(SASRecConfig(dim=8, max_len=6, epochs=3, batch_size=8)).fit(seqs, 12, seed=0)
+    assert fixed.epochs_run == fixed.best_epoch == 3 and fixed.history == []
+
+
+def _tiny_dataset(path, n_users: int = 40, n_items: int = 30):
+    rng = np.random.default_rng(1)
+    rows = []
+    for u in range(n_users):
+        for t, i in enumerate(rng.choice(n_items, rng.integers(4, 12), replace=False)):
+            rows.append((u, int(i) + 1, t))
+    path.mkdir()
+    pd.DataFrame(rows, columns=["user_id:token", "item_id:token", "timestamp:float"]).to_csv(
+        path / "tiny.inter", sep="\t", index=False)
+    return path
+
+
+def test_run_protocol_baselines_tuned_per_data_set_timed_and_cached(tmp_path):
+    from checkout_recs.evaluation.next_item.evaluate import run_protocol
+
+    data = _tiny_dataset(tmp_path / "tiny")
+    kw = {"n_seeds": 2, "project": False, "workers": 1, "cache_dir": tmp_path / "cache", "progress": False}
+    first = run_protocol(data, tmp_path / "a.json", **kw)
+    tuned = first["tuning"]["baselines"]
+    assert set(tuned) >= {"popularity", "item_knn", "markov1"}
+    for name, row in first["baselines"].items():
+        assert row["choice"] == tuned[name]["choice"]  # the test row uses this data set's choice
+        assert "versus_published" not in row  # the table is MovieLens-100K's only
+    for stage in ("split", "tuning", "test", "total"):
+        assert first["timing"][stage]["wall_s"] >= 0 and first["timing"][stage]["cpu_s"] >= 0
+    assert first["timing"]["tuning"]["cached"] == {"baselines": False, "project": None}
+    second = run_protocol(data, tmp_path / "b.json", **kw)
+    assert second["timing"]["tuning"]["cached"]["baselines"] is True
+    assert second["summary"] == first["summary"]
+    assert (tmp_path / "b.json").exists()
+
+
+@pytest.mark.slow
+def test_run_protocol_with_the_project_on_two_worker_processes(tmp_path):
+    pytest.importorskip("torch")
+    from checkout_recs.evaluation.next_item.evaluate import run_protocol
+
+    data = _tiny_dataset(tmp_path / "tiny")
+    res = run_protocol(data, tmp_path / "p.json", n_seeds=2, workers=2, cache_dir=None, progress=False,
+                       sasrec={"dim": 8, "epochs": 2, "eval_every": 1, "patience": 1})
+    p = res["project"]
+    assert p["two_stage"]["seeds"] == 2 and 1 <= p["choice"]["sasrec"]["epochs"] <= 2
+    assert res["machine"]["workers"] == 2 and res["timing"]["test"]["task_cpu_s"] > 0
+    assert len(res["tuning"]["project"]["points"]) == 2
