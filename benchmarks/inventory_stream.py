@@ -154,6 +154,7 @@ class Truth:
     """Per listing, the state after each event in stream order (the store's sequence rule)."""
 
     times: dict[int, list[int]] = field(default_factory=dict)  # stream ms of each effective event
+    entry_ids: dict[int, list[str]] = field(default_factory=dict)  # and its stream id
     states: dict[int, list[tuple[str | None, float]]] = field(default_factory=dict)  # (state, lock end, Unix s)
     last_seq: dict[int, int] = field(default_factory=dict)
 
@@ -167,11 +168,12 @@ class Truth:
         state = {"sold": "sold", "delisted": "delisted", "locked": "locked"}.get(etype)
         end = ts + int(f["lock_ttl_s"]) if etype == "locked" else float("inf")
         self.times.setdefault(lid, []).append(int(entry_id.split("-")[0]))
+        self.entry_ids.setdefault(lid, []).append(entry_id)
         self.states.setdefault(lid, []).append((state, end))
 
-    def unavailable_throughout(self, lid: int, t0: float, t1: float) -> float | None:
-        """Stream time (Unix s) of the event that made ``lid`` unavailable before ``t0`` when it stayed
-        unavailable until ``t1`` (Unix s), else None."""
+    def unavailable_throughout(self, lid: int, t0: float, t1: float) -> tuple[float, str] | None:
+        """(stream time, Unix s, and id) of the event that made ``lid`` unavailable before ``t0`` when it
+        stayed unavailable until ``t1`` (Unix s), else None."""
         times = self.times.get(lid)
         if not times:
             return None
@@ -184,7 +186,7 @@ class Truth:
             until = times[k + 1] / 1e3 if k < j else t1
             if state is None or (state == "locked" and end <= until):
                 return None
-        return times[i] / 1e3
+        return times[i] / 1e3, self.entry_ids[lid][i]
 
 
 def read_truth(r: Any, stream: str, truth: Truth | None = None) -> Truth:
@@ -334,7 +336,8 @@ def phase_bursts(t: CheckoutTransformer, bodies: list[dict], r: Any, stream: str
         t0 = time.perf_counter()
         while time.perf_counter() - t0 < seconds:
             if publish:
-                sent = pool.submit(publish_events, r, stream, adversarial_events(last), maxlen=0)
+                sent = pool.submit(publish_events, r, stream, adversarial_events(last), maxlen=0,
+                                   extra={"bench_adv": "1"})
                 concurrent.futures.wait([sent], timeout=0.05)
             arrival = time.time()
             last = await burst(t, bodies[:BURST])
@@ -363,19 +366,24 @@ def stall_redis(url: str, stop: threading.Event, log: list[dict]) -> None:
         stop.wait(0.25)
 
 
-def check(ans: Answers, truth: Truth) -> dict:
-    """Answers that showed a listing unavailable when the request arrived (strict), with the ages."""
-    bad, ages = 0, []
+def check(ans: Answers, truth: Truth, applied: dict[str, float]) -> dict:
+    """Answers that showed a listing unavailable from their arrival to their completion (strict):
+    how many, the age of the event at the request's arrival and when the replica applied it
+    (relative to the arrival, ms; None: not seen applied)."""
+    bad, cases = 0, collections.Counter()
     for t, done, ids in zip(ans.t, ans.done, ans.ids, strict=True):
-        hit = [truth.unavailable_throughout(lid, t, done) for lid in ids]
-        hit = [h for h in hit if h is not None]
+        hit = [h for h in (truth.unavailable_throughout(lid, t, done) for lid in ids) if h is not None]
         if hit:
             bad += 1
-            ages.append(round((t - max(hit)) * 1e3, 2))
+            at, eid = max(hit)
+            ap = applied.get(eid)
+            cases[(round((t - at) * 1e3, 1), None if ap is None else round((ap - t) * 1e3, 1))] += 1
     n = len(ans.t)
     return {"answers": n, "bursts": ans.bursts, "wall_s": round(ans.wall_s, 1),
             "answers_per_s": round(n / ans.wall_s, 1) if ans.wall_s else None,
-            "with_unavailable_shown": bad, "violating_event_age_ms": sorted(ages)[:50],
+            "with_unavailable_shown": bad,
+            "violations": [{"event_age_ms": a, "replica_applied_after_arrival_ms": b, "answers": c}
+                           for (a, b), c in sorted(cases.items())[:40]],
             "fallback_reasons": dict(ans.reasons)}
 
 
@@ -403,9 +411,11 @@ def main() -> None:
     bundle = build_bundle(Path(tempfile.mkdtemp(prefix="bench-inv-")), args.listings, args.users)
     listing_ids = bundle.catalog.listing_id.tolist()
     lat: list[float] = []
+    applied: dict[str, float] = {}  # entry id -> when the replica applied it (adversarial events only)
 
     def on_applied(entries: list[tuple[str, dict[str, str]]], applied_at: float) -> None:
         lat.extend(applied_at - int(f["bench_pub_ns"]) / 1e9 for _, f in entries if "bench_pub_ns" in f)
+        applied.update((eid, applied_at) for eid, f in entries if "bench_adv" in f)
 
     replica = ReplicaInventoryStore(url, prefix=PREFIX, max_lag_s=args.max_lag_s, in_play_s=900.0,
                                     on_applied=on_applied).start()
@@ -438,7 +448,7 @@ def main() -> None:
         last = asyncio.run(burst(t, bodies[:BURST]))
         truth = read_truth(r, stream)
         final = adversarial_events(last)
-        publish_events(r, stream, final, maxlen=0)  # sold just before the outage ...
+        publish_events(r, stream, final, maxlen=0, extra={"bench_adv": "1"})  # sold just before the outage ...
         read_truth(r, stream, truth)
         kill_redis(proc)  # ... and Redis is gone right after
         down = phase_bursts(t, bodies, r, stream, args.down_s, publish=False)
@@ -447,8 +457,8 @@ def main() -> None:
         stop.set()
         kill_redis(proc)
         replica.close()
-    results["latency"]["answers_check"] = check(lat_answers, truth)
-    phases = {"healthy": check(healthy, truth), "slow": check(slow, truth), "down": check(down, truth)}
+    results["latency"]["answers_check"] = check(lat_answers, truth, applied)
+    phases = {k: check(v, truth, applied) for k, v in (("healthy", healthy), ("slow", slow), ("down", down))}
     phases["slow"]["redis_stalls"] = {"debug_sleep_0.25s": sum(1 for x in stalls if x["s"] == 0.25),
                                       "debug_sleep_3s": sum(1 for x in stalls if x["s"] == 3.0)}
     total = len(lat_answers.t) + sum(p["answers"] for p in phases.values())

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cli.common import fail
+from cli.common import fail, usage_error
 
 if TYPE_CHECKING:
     from checkout_recs.data.ingest import IngestReport
@@ -47,7 +47,7 @@ def _parse_now(now: str | None) -> dt.datetime | None:
     try:
         return dt.datetime.fromisoformat(now)
     except ValueError:
-        raise fail(f"--now {now!r} is not an ISO time (e.g. 2026-11-01T00:00:00+00:00)", code=2) from None
+        raise usage_error(f"--now {now!r} is not an ISO time (e.g. 2026-11-01T00:00:00+00:00)") from None
 
 
 def _print_ingest_notes(report: IngestReport) -> None:
@@ -68,9 +68,13 @@ def ingest_cmd(
     source: Annotated[str, typer.Argument(help="Raw folder or s3://bucket/prefix with a <table>/ folder of parquet files per table.")],
     out: Annotated[Path, typer.Option(help="Ingested folder to publish (validated/, quarantine/, report).")],
     now: Annotated[str | None, typer.Option(help="ISO time; later timestamps are quarantined (default: now).")] = None,
-    endpoint_url: Annotated[str | None, typer.Option(help="S3-compatible endpoint for s3:// sources.")] = None,
-    publish_to: Annotated[str | None, typer.Option(help="Artifact store root (folder or s3://) to publish the "
-                                                        "result to as kind 'ingested'.")] = None,
+    s3_endpoint_url: Annotated[str | None, typer.Option(envvar="AWS_ENDPOINT_URL_S3",
+                                                        help="S3-compatible endpoint for s3:// sources and the store.")]
+    = None,
+    artifact_root: Annotated[str | None, typer.Option(envvar="CHECKOUT_RECS_ARTIFACT_ROOT",
+                                                      help="Artifact store root (folder or s3://) to publish the "
+                                                           "result to as kind 'ingested'; unset: not published.")]
+    = None,
 ) -> None:
     """Validate raw tables against the contract; quarantine bad rows, and unreadable files whole, with a reason.
 
@@ -84,15 +88,15 @@ def ingest_cmd(
 
     when = _parse_now(now)
     try:
-        report = ingest(source, out, when, endpoint_url, progress=True)
+        report = ingest(source, out, when, s3_endpoint_url, progress=True)
     except (SourceError, OSError) as e:
-        raise fail(str(e), code=1) from None
+        raise fail(str(e)) from None
     rprint({t: (r.read, r.accepted, r.quarantined, r.by_reason) for t, r in report.tables.items()})
     _print_ingest_notes(report)
-    if publish_to:
+    if artifact_root:
         from checkout_recs.storage import new_version, open_store
 
-        uri = open_store(publish_to, endpoint_url).publish("ingested", new_version(), out)
+        uri = open_store(artifact_root, s3_endpoint_url).publish("ingested", new_version(), out)
         rprint({"published": uri})
 
 

@@ -9,21 +9,28 @@ from typing import Annotated
 
 import typer
 
+from cli.common import EXIT_RUNTIME, progress, usage_error
+
 features_app = typer.Typer(help="Feature store: feature tables, Feast apply/materialize, freshness, training sets.",
                            no_args_is_help=True)
 
 FeaturesOpt = Annotated[str, typer.Option("--features", help="Features folder (or s3:// prefix) with <view>.parquet.")]
-WorkDirOpt = Annotated[Path, typer.Option("--work-dir", help="Feast work folder (rendered feature_store.yaml, "
+WorkDirOpt = Annotated[Path, typer.Option("--feast-work-dir", help="Feast work folder (rendered feature_store.yaml, "
                                           "embedded registry and SQLite online store).")]
-EnvOpt = Annotated[str | None, typer.Option("--env", help="'embedded' (SQLite) or 'production' (Redis + "
-                                            "PostgreSQL registry); default from CHECKOUT_RECS_FEATURE_ENV.")]
+EnvOpt = Annotated[str | None, typer.Option("--feature-env", envvar="CHECKOUT_RECS_FEATURE_ENV",
+                                            help="Feast environment: 'embedded' (SQLite) or 'production' (Redis + "
+                                                 "PostgreSQL registry); default: embedded.")]
 ProjectOpt = Annotated[str, typer.Option("--project", help="Feast project name.")]
 
 
-def _when(value: str | None) -> dt.datetime | None:
+def _when(value: str | None, option: str) -> dt.datetime | None:
+    """``value`` of ``option`` as an aware datetime (naive means UTC); a usage error when not ISO 8601."""
     if value is None:
         return None
-    t = dt.datetime.fromisoformat(value)
+    try:
+        t = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise usage_error(f"{option} {value!r} is not an ISO time (e.g. 2026-11-01T00:00:00+00:00)") from None
     return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t
 
 
@@ -69,8 +76,16 @@ def materialize(
     view: Annotated[list[str] | None, typer.Option(help="Only this view (repeatable); default: all.")] = None,
 ) -> None:
     """Load feature rows into the online store; the window is logged in materializations.jsonl."""
-    records = _store(features, work_dir, env, project).materialize(
-        _when(start), _when(end) or dt.datetime.now(dt.UTC), views=view or None)
+    from feature_repo.store import VIEWS
+
+    unknown = sorted(set(view or ()) - set(VIEWS))
+    if unknown:
+        raise usage_error(f"unknown feature views {unknown}; known: {', '.join(VIEWS)}")
+    lo, hi = _when(start, "--start"), _when(end, "--end") or dt.datetime.now(dt.UTC)
+    with progress("features materialize") as shown:
+        shown.stage("opening the feature store")
+        store = _store(features, work_dir, env, project)
+        records = store.materialize(lo, hi, views=view or None, progress=lambda v: shown.stage(f"view {v}"))
     typer.echo(json.dumps(records, indent=2))
 
 
@@ -84,7 +99,7 @@ def freshness(
     out: Annotated[Path | None, typer.Option(help="Also write the report as JSON here.")] = None,
 ) -> None:
     """Age of each view's newest online value against its SLA; exits 1 when an SLA is broken."""
-    report = _store(features, work_dir, env, project).freshness(_when(now)).to_dict()
+    report = _store(features, work_dir, env, project).freshness(_when(now, "--now")).to_dict()
     text = json.dumps(report, indent=2)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -92,7 +107,7 @@ def freshness(
     typer.echo(text)
     if not report["ok"]:
         typer.echo(f"SLA broken for: {', '.join(report['broken'])}", err=True)
-        raise typer.Exit(code=1)
+        raise typer.Exit(code=EXIT_RUNTIME)
 
 
 @features_app.command("training-set")
@@ -113,7 +128,7 @@ def training_set(
     from checkout_recs.features.training import build_training_set
 
     if join not in ("pandas", "feast"):
-        raise typer.BadParameter("--join must be 'pandas' or 'feast'")
+        raise usage_error(f"--join must be 'pandas' or 'feast', got {join!r}")
     joiner = None
     if join == "feast":
         store = _store(features, work_dir, env, project)

@@ -9,8 +9,10 @@ from typing import Annotated
 
 import typer
 
-from cli.common import fail, write_results
+from cli.common import EXIT_RUNTIME, fail, write_results
 
+RedisUrl = Annotated[str | None, typer.Option(
+    envvar="CHECKOUT_RECS_REDIS_URL", help="Redis URL of the drift flag; default: the loopback Redis.")]
 MetricsTextfile = Annotated[Path | None, typer.Option(
     help="Also write the run's figures (drift_metrics.prom, Prometheus text format) here, e.g. a "
          "node-exporter textfile-collector folder; OUT always gets one.")]
@@ -29,13 +31,17 @@ def drift(
     set_flag: Annotated[
         bool, typer.Option(help="When drift is detected, set the drift flag serving reads (Redis).")
     ] = False,
-    redis_url: Annotated[
-        str | None, typer.Option(help="Redis URL for --set-flag; default from settings.")
-    ] = None,
+    redis_url: RedisUrl = None,
     who: Annotated[str, typer.Option(help="Who sets the flag (with --set-flag).")] = "drift-cli",
     metrics_textfile: MetricsTextfile = None,
+    fail_on_drift: Annotated[
+        bool, typer.Option(help="Exit 1 when drift is detected (default: exit 0 whatever the verdict).")
+    ] = False,
 ) -> None:
-    """Compare CURRENT with REFERENCE (Evidently); print the verdict. Exit 0 whatever the verdict."""
+    """Compare CURRENT with REFERENCE (Evidently); print the verdict. Exit 1 on drift with --fail-on-drift.
+
+    Exit status: 0 after a report, whatever the verdict; with --fail-on-drift, 1 when drift is
+    detected (the report and the flag are written first); 1 when an input cannot be read."""
     from pydantic import ValidationError
 
     from monitoring.drift import DriftInputError, drift_report
@@ -56,6 +62,8 @@ def drift(
         except DriftFlagUnavailable as exc:
             raise fail(f"drift detected but the flag could not be set: {exc}") from exc
         typer.echo("drift flag set")
+    if fail_on_drift and summary.drift_detected:
+        raise typer.Exit(code=EXIT_RUNTIME)
 
 
 def _write_metrics(summary, out: Path, textfile: Path | None) -> None:  # noqa: ANN001 - a drift summary
@@ -115,9 +123,7 @@ def monitor(
         Path | None, typer.Option(help="Decision-log folder: served slots (with scores) for the current side.")
     ] = None,
     set_flag: Annotated[bool, typer.Option(help="Set the drift flag when drift is confirmed.")] = False,
-    redis_url: Annotated[
-        str | None, typer.Option(help="Redis URL for --set-flag; default from settings.")
-    ] = None,
+    redis_url: RedisUrl = None,
     who: Annotated[str, typer.Option(help="Who sets the flag (with --set-flag).")] = "monitoring-job",
     metrics_textfile: MetricsTextfile = None,
 ) -> None:
@@ -190,7 +196,6 @@ def drift_check(
 
 flag_app = typer.Typer(help="Set, clear or show the drift flag that sends serving to the fallback.")
 
-RedisUrl = Annotated[str | None, typer.Option(help="Redis URL; default CHECKOUT_RECS_REDIS_URL or settings.")]
 FlagKey = Annotated[str, typer.Option(help="Redis key of the flag.")]
 
 
@@ -258,19 +263,21 @@ def flag_show(redis_url: RedisUrl = None, key: FlagKey = "checkout_recs:drift_fl
 
 
 def drift_exporter(
-    store: Annotated[str, typer.Option(
+    artifact_root: Annotated[str, typer.Option(
+        envvar="CHECKOUT_RECS_ARTIFACT_ROOT",
         help="Artifact store root the monitoring job publishes to (folder or s3://); kind drift is read.")],
     host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 in a pod).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port of /metrics.")] = 9109,
     refresh_s: Annotated[float, typer.Option(help="Seconds between reads of the store.")] = 60.0,
-    s3_endpoint_url: Annotated[str | None, typer.Option(help="S3-compatible endpoint of the store.")] = None,
+    s3_endpoint_url: Annotated[str | None, typer.Option(
+        envvar="AWS_ENDPOINT_URL_S3", help="S3-compatible endpoint of the store.")] = None,
 ) -> None:
     """Serve the newest published drift figures on /metrics for Prometheus; Ctrl-C stops."""
     from checkout_recs.storage import open_store
     from monitoring.exporter import DriftMetrics, make_server
 
-    server = make_server(DriftMetrics(open_store(store, s3_endpoint_url), refresh_s), host, port)
-    typer.echo(f"drift metrics of {store} on http://{host}:{server.server_address[1]}/metrics")
+    server = make_server(DriftMetrics(open_store(artifact_root, s3_endpoint_url), refresh_s), host, port)
+    typer.echo(f"drift metrics of {artifact_root} on http://{host}:{server.server_address[1]}/metrics")
     try:
         server.serve_forever()
     except KeyboardInterrupt:

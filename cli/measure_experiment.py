@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import fail, write_results
+from cli.common import fail, usage_error, write_results
 
 experiment_app = typer.Typer(help="Online experiments: design, analyze, simulate (geo holdout + DiD), reproduce.")
 
@@ -43,7 +43,7 @@ def design(
     from checkout_recs.evaluation.experiments.ab import design_geo_holdout, minimum_detectable_effect
 
     if unit not in ("user", "region"):
-        raise fail("unit must be 'user' or 'region'")
+        raise usage_error(f"--unit must be 'user' or 'region', got {unit!r}")
     s = _sessions(run)
     key = "user_id" if unit == "user" else "region"
     per_unit = s.groupby(key)[["gmv", "sessions"]].sum()
@@ -86,7 +86,7 @@ def analyze(
         typer.echo(res.to_string(index=False))
     else:
         if start is None:
-            raise fail("--start is required for a region design")
+            raise usage_error("--start is required for a region design")
         panel = (
             s.assign(day=s["event_timestamp"].dt.floor("D"))
             .groupby(["region", "day"])["gmv"]
@@ -242,7 +242,7 @@ def reproduce(
     from checkout_recs.studies.geo_reproduce import reproduce as run_reproduce
 
     if serving_defaults and policy_config is not None:
-        raise fail("--serving-defaults and --policy-config exclude each other")
+        raise usage_error("--serving-defaults and --policy-config exclude each other")
     profile = None if serving_defaults else (policy_config or PROGRAMME)
     spec = ReproduceSpec(seed=seed, days=days, pre_days=pre_days, policy_config=profile,
                          world_overrides=json.loads(world_overrides))  # fmt: skip
@@ -336,7 +336,7 @@ def ope_coverage(
     from rich.progress import Progress
 
     if world not in ("simulator", "standin"):
-        raise fail("--world must be 'simulator' or 'standin'")
+        raise usage_error(f"--world must be 'simulator' or 'standin', got {world!r}")
     with Progress() as bar:
         task = bar.add_task(f"seeds ({world})", total=seeds)
         if world == "simulator":

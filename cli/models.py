@@ -12,7 +12,12 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from cli.common import EXIT_GATE_REFUSED, progress
+
 console = Console()
+
+TrackingUriOpt = Annotated[str | None, typer.Option(
+    envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI; unset: the run is not logged.")]
 
 
 def train(
@@ -20,7 +25,7 @@ def train(
     labels: Annotated[Path, typer.Option(help="Labels folder (interactions.parquet, co-purchase).")],
     features: Annotated[Path, typer.Option(help="Features folder (listing/seller/user views).")],
     out: Annotated[Path, typer.Option(help="Output model folder (ranker/, two_tower/, metrics.json).")],
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI; omit to skip logging.")] = None,
+    tracking_uri: TrackingUriOpt = None,
     seed: Annotated[int, typer.Option(help="Seed for both models.")] = 7,
     epochs: Annotated[int, typer.Option(help="Ranker epochs.")] = 6,
     architecture: Annotated[str, typer.Option(help="Ranker: shared_bottom or mmoe.")] = "shared_bottom",
@@ -32,7 +37,8 @@ def train(
 
     cfg = TrainConfig(ranker=RankerConfig(seed=seed, epochs=epochs, architecture=architecture),
                       two_tower=TwoTowerConfig(seed=seed), tracking_uri=tracking_uri, seed=seed)
-    summary = train_all(training_set, labels, features, out, cfg)
+    with progress("train") as shown:
+        summary = train_all(training_set, labels, features, out, cfg, progress=shown.stage)
     console.print_json(summary.model_dump_json())
 
 
@@ -41,16 +47,25 @@ def build_index_cmd(
     features: Annotated[Path, typer.Option(help="Features folder (listing and seller views).")],
     out: Annotated[Path, typer.Option(help="Output index folder.")],
     labels: Annotated[Path | None, typer.Option(help="Labels folder, to find validated listings (titles).")] = None,
-    publish_to: Annotated[str | None, typer.Option(help="Artifact store root to publish to (kind 'index').")] = None,
+    artifact_root: Annotated[str | None, typer.Option(
+        envvar="CHECKOUT_RECS_ARTIFACT_ROOT",
+        help="Artifact store root to publish the index to (kind 'index'); unset: not published.")] = None,
 ) -> None:
     """Embed every listing and build the FAISS index + snapshot."""
     from checkout_recs.models.inputs import listing_snapshot
     from checkout_recs.retrieval.index import build_index, publish_index
 
-    manifest = build_index(model, listing_snapshot(features, labels_dir=labels), out)
+    with progress("build-index") as shown:
+        shown.stage("listing snapshot")
+        snapshot = listing_snapshot(features, labels_dir=labels)
+        shown.stage(f"embedding {len(snapshot):,} listings and building the index")
+        manifest = build_index(model, snapshot, out)
+        if artifact_root:
+            shown.stage("publishing")
+            uri = publish_index(out, artifact_root)
     console.print_json(manifest.model_dump_json())
-    if publish_to:
-        console.print(f"published: {publish_index(out, publish_to)}")
+    if artifact_root:
+        console.print(f"published: {uri}")
 
 
 def build_bundle_cmd(
@@ -58,13 +73,13 @@ def build_bundle_cmd(
     labels: Annotated[Path, typer.Option(help="Labels folder (co-purchase, interactions, category pairs).")],
     features: Annotated[Path, typer.Option(help="Features folder (listing, seller, user, category_pair views).")],
     out: Annotated[Path, typer.Option(help="Output bundle folder (what `serve --bundle` loads).")],
-    mlflow_run_id: Annotated[str | None, typer.Option(help="MLflow run of the training, kept in bundle.json.")]
-    = None,
+    run_id: Annotated[str | None, typer.Option(help="MLflow run id of the training (from `train`), kept in "
+                                                 "bundle.json.")] = None,
 ) -> None:
     """Assemble a serving bundle: model, FAISS index + snapshot, candidate tables, user features."""
     from checkout_recs.serving.bundle_writer import assemble_bundle
 
-    info = assemble_bundle(model, labels, features, out, mlflow_run_id=mlflow_run_id)
+    info = assemble_bundle(model, labels, features, out, mlflow_run_id=run_id)
     console.print_json(info.model_dump_json())
 
 
@@ -76,17 +91,21 @@ def evaluate(
     """AUC per head, NDCG@6 and revenue proxy vs logged and popularity orders, per segment."""
     from checkout_recs.evaluation.ranking.offline import evaluate_run
 
-    result = evaluate_run(model, test_set, out)
+    with progress("evaluate") as shown:
+        result = evaluate_run(model, test_set, out, progress=lambda part: shown.stage(f"scoring {part}"))
     console.print_json(json.dumps(result["overall"], default=float))
 
 
 def register_model(
     metrics: Annotated[Path, typer.Option(help="metrics.json of the challenger (from `evaluate`).")],
     run_id: Annotated[str, typer.Option(help="MLflow run id of the challenger (from `train`).")],
-    tracking_uri: Annotated[str, typer.Option(help="MLflow tracking URI.")] = "sqlite:///artifacts/mlflow.db",
+    tracking_uri: Annotated[str, typer.Option(envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI.")]
+    = "sqlite:///artifacts/mlflow.db",
     tolerance: Annotated[float, typer.Option(help="Allowed relative loss per gated metric.")] = 0.005,
 ) -> None:
-    """Register a run; the gate marks it challenger (champion moves at `deploy promote`)."""
+    """Register a run; the gate marks it challenger (champion moves at `deploy promote`).
+
+    Exit status 3 when the gate refuses the challenger; 1 when the registry or METRICS cannot be read."""
     from checkout_recs.tracking import promote_if_better
 
     data = json.loads(metrics.read_text())
@@ -94,7 +113,7 @@ def register_model(
     decision = promote_if_better(tracking_uri, run_id, flat, tolerance)
     console.print_json(decision.model_dump_json())
     if not decision.promote:
-        raise typer.Exit(code=3)
+        raise typer.Exit(code=EXIT_GATE_REFUSED)
 
 
 def evaluate_offline(

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import fail
+from cli.common import EXIT_RUNTIME, fail, usage_error
 
 pipeline_app = typer.Typer(help="Kubeflow pipelines: compile, run locally (kfp.local), submit.", no_args_is_help=True)
 manifests_app = typer.Typer(help="Kubernetes manifests (kustomize): build and validate.", no_args_is_help=True)
@@ -38,7 +38,7 @@ def pipeline_compile(
         problems = [msg for msg in (stale(n) for n in names) if msg]
         for msg in problems:
             typer.echo(msg, err=True)
-        raise typer.Exit(code=1 if problems else 0)
+        raise typer.Exit(code=EXIT_RUNTIME if problems else 0)
     paths = compile_all(out_dir) if all_ or name is None else [
         compile_pipeline(names[0], out_dir / f"{names[0]}.yaml" if out_dir else None)]
     for path in paths:
@@ -50,7 +50,7 @@ def _pipeline_name(name: str) -> str:
 
     key = name.replace("-", "_")
     if key not in PIPELINES:
-        raise fail(f"unknown pipeline {name!r}; known: {', '.join(sorted(PIPELINES))}")
+        raise usage_error(f"unknown pipeline {name!r}; known: {', '.join(sorted(PIPELINES))}")
     return key
 
 
@@ -61,7 +61,7 @@ def _parse_params(params: list[str] | None) -> dict[str, object]:
     for item in params or []:
         key, sep, value = item.partition("=")
         if not sep:
-            raise fail(f"--param wants KEY=VALUE, got {item!r}")
+            raise usage_error(f"--param wants KEY=VALUE, got {item!r}")
         try:
             decoded = json.loads(value)
         except json.JSONDecodeError:
@@ -76,14 +76,15 @@ PARAMS_HELP = ("Parameter file, e.g. kfp_pipelines/params/{local,staging,product
 
 
 def _resolve_params(name: str, params_file: Path | None, overrides: dict[str, object]) -> dict[str, object]:
-    """The --params file's section for ``name`` overridden by ``overrides``; a bad file exits 2 with
-    the validation message. Without a file, ``overrides`` unchanged."""
+    """The --params file's section for ``name`` overridden by ``overrides``; parameters that fail
+    validation are a usage error (exit 2) with the validation message (``cli.common``: the file and
+    --param are validated together, as the invocation). Without a file, ``overrides`` unchanged."""
     from kfp_pipelines.params import ParamsError, resolve_params
 
     try:
         return resolve_params(name, params_file, overrides)
     except ParamsError as exc:
-        raise fail(str(exc)) from exc
+        raise usage_error(str(exc)) from exc
 
 
 @pipeline_app.command("run")
@@ -95,6 +96,7 @@ def pipeline_run(
     param: Annotated[list[str] | None, typer.Option(
         help="Pipeline parameter KEY=VALUE (repeat); JSON values. Overrides --params.")] = None,
     artifact_root: Annotated[str | None, typer.Option(
+        envvar="CHECKOUT_RECS_ARTIFACT_ROOT",
         help="Artifact store root; default OUT/artifacts. Overrides --params.")] = None,
     params: Annotated[Path | None, typer.Option("--params", help=PARAMS_HELP)] = None,
 ) -> None:
@@ -107,7 +109,7 @@ def pipeline_run(
     from kfp_pipelines.local import run_local
 
     if not local:
-        raise fail("only --local runs here; use `checkout-recs pipeline submit` for a cluster")
+        raise usage_error("only --local runs here; use `checkout-recs pipeline submit` for a cluster")
     key = _pipeline_name(name)
     overrides = _parse_params(param)
     if artifact_root:
@@ -116,7 +118,7 @@ def pipeline_run(
     try:
         summary = run_local(key, out, args)
     except RuntimeError as exc:
-        raise fail(f"pipeline {name} failed: {exc}", code=1) from exc
+        raise fail(f"pipeline {name} failed: {exc}") from exc
     rprint(summary)
 
 
@@ -199,7 +201,7 @@ def manifests_validate(
             bad.append(problem)
             console.print(f"[red]FAIL[/] docker/{path.name} {problem}")
     if bad or not reports:
-        raise typer.Exit(code=1)
+        raise typer.Exit(code=EXIT_RUNTIME)
     console.print(f"[green]ok[/]: {len(reports)} targets valid; {len(images)} Dockerfiles pass the static checks "
                   "(not built: no container runtime)")
 

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import fail
+from cli.common import EXIT_RUNTIME, fail, given_on_command_line, usage_error
 
 deploy_app = typer.Typer(help="KServe rollout: canary ramp with guardrails, promote, rollback, kill switch.",
                          no_args_is_help=True)
@@ -21,7 +21,7 @@ NamespaceOpt = Annotated[str, typer.Option(help="Namespace of the InferenceServi
 NameOpt = Annotated[str, typer.Option(help="InferenceService name.")]
 TokenEnvOpt = Annotated[str, typer.Option(help="Environment variable holding a bearer token (never a flag).")]
 MlflowOpt = Annotated[str | None, typer.Option(
-    envvar="MLFLOW_TRACKING_URI", help="MLflow registry: promote moves `champion`, rollback tags the version.")]
+    "--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow registry: promote moves `champion`, rollback tags the version.")]
 
 
 def _registry(tracking_uri: str | None):  # noqa: ANN202
@@ -30,16 +30,27 @@ def _registry(tracking_uri: str | None):  # noqa: ANN202
     return MlflowAliases(tracking_uri) if tracking_uri else None
 
 
-def _gmv_source(decisions_store: str | None, outcomes: Path | None, endpoint_url: str | None, min_sessions: int):  # noqa: ANN202
-    if not decisions_store:
+def _gmv_source(decisions_store: str | None, outcomes: Path | None, endpoint_url: str | None,  # noqa: ANN202
+                min_sessions: int, explicit: bool = True):
+    """The GMV-per-arm guardrail's source, or None without a store (or with only the environment's
+    store and no --outcomes: the guardrail is then off, as without a store)."""
+    if not decisions_store or (outcomes is None and not explicit):
         return None
     if outcomes is None:
-        raise fail("--decisions-store needs --outcomes (the folder of clicks, purchases, listings)")
+        raise usage_error("--artifact-root needs --outcomes (the folder of clicks, purchases, listings)")
     from checkout_recs.deploy.attribution import DecisionLogGmv, folder_outcomes
     from checkout_recs.storage import open_store
 
     return DecisionLogGmv(open_store(decisions_store, endpoint_url), folder_outcomes(outcomes),
                           min_sessions=min_sessions)
+
+
+def _steps(steps: str) -> tuple[int, ...]:
+    """``--steps`` as percentages; a usage error when one is not an integer."""
+    try:
+        return tuple(int(x) for x in steps.split(","))
+    except ValueError:
+        raise usage_error(f"--steps wants comma-separated integer percentages, got {steps!r}") from None
 
 
 def _api_and_ref(host: str | None, namespace: str, name: str, token_env: str):  # noqa: ANN202
@@ -56,11 +67,12 @@ def _deploy_call(fn):  # noqa: ANN001, ANN202
     try:
         return fn()
     except DeployError as exc:
-        raise fail(str(exc), code=1) from exc
+        raise fail(str(exc)) from exc
 
 
 @deploy_app.command("canary")
 def deploy_canary(
+    ctx: typer.Context,
     bundle_uri: Annotated[str, typer.Argument(help="Published bundle, e.g. s3://bucket/bundle/<version>.")],
     prometheus_url: Annotated[str, typer.Option(
         "--prometheus-url", "--metrics-url", envvar="PROMETHEUS_URL",
@@ -78,10 +90,12 @@ def deploy_canary(
     guardrails: Annotated[Path | None, typer.Option(help="GuardrailConfig as YAML or JSON.")] = None,
     result_json: Annotated[Path | None, typer.Option(help="Write the RolloutResult here.")] = None,
     decisions_store: Annotated[str | None, typer.Option(
+        "--artifact-root", envvar="CHECKOUT_RECS_ARTIFACT_ROOT",
         help="Artifact store root with the decision log (GMV per session per arm); also holds the bundles.")] = None,
     outcomes: Annotated[Path | None, typer.Option(
         help="Folder of clicks/, purchases/, listings/ parquet (raw or ingested) joined to the decisions.")] = None,
-    s3_endpoint_url: Annotated[str | None, typer.Option(help="S3-compatible endpoint of the store.")] = None,
+    s3_endpoint_url: Annotated[str | None, typer.Option(
+        envvar="AWS_ENDPOINT_URL_S3", help="S3-compatible endpoint of the store.")] = None,
     gmv_min_sessions: Annotated[int, typer.Option(help="Sessions per arm before GMV is judged.")] = 200,
     mlflow_tracking_uri: MlflowOpt = None,
 ) -> None:
@@ -96,11 +110,12 @@ def deploy_canary(
     console = Console()
     api, ref = _api_and_ref(host, namespace, name, token_env)
     limits = GuardrailConfig.model_validate(yaml.safe_load(guardrails.read_text()) if guardrails else {})
-    plan = RampPlan(steps=tuple(int(x) for x in steps.split(",")), hold_s=hold_s, poll_s=poll_s,
+    plan = RampPlan(steps=_steps(steps), hold_s=hold_s, poll_s=poll_s,
                     max_hold_s=max_hold_s)
     spec = MetricsSpec(matchers=f'namespace="{namespace}"' if prometheus_matchers is None else prometheus_matchers)
     rollout = Rollout(api, ref, PrometheusQuerySource(prometheus_url, spec), plan, limits, log=console.print,
-                      gmv=_gmv_source(decisions_store, outcomes, s3_endpoint_url, gmv_min_sessions),
+                      gmv=_gmv_source(decisions_store, outcomes, s3_endpoint_url, gmv_min_sessions,
+                                      given_on_command_line(ctx, "decisions_store")),
                       registry=_registry(mlflow_tracking_uri))
     result = _deploy_call(lambda: rollout.run(bundle_uri))
     if result_json:
@@ -108,7 +123,7 @@ def deploy_canary(
     color = {"promoted": "green", "rolled_back": "yellow", "failed": "red"}[result.outcome]
     console.print(f"[{color}]{result.outcome}[/]: {result.reason}")
     if result.outcome != "promoted":
-        raise typer.Exit(code=1)
+        raise typer.Exit(code=EXIT_RUNTIME)
 
 
 @deploy_app.command("promote")
@@ -125,7 +140,7 @@ def deploy_promote(host: HostOpt = None, namespace: NamespaceOpt = "checkout-rec
                       registry=_registry(mlflow_tracking_uri))
     if _deploy_call(rollout.promote_confirmed) is None:
         raise fail(f"promoted {namespace}/{name} but the controller did not confirm within {timeout_s:.0f}s; "
-                    "registry unchanged", code=1)
+                    "registry unchanged")
     typer.echo(f"promoted {namespace}/{name}: canaryTrafficPercent removed, all traffic on the latest revision")
 
 
@@ -164,7 +179,8 @@ def deploy_kill_switch(
     host: HostOpt = None, namespace: NamespaceOpt = "checkout-recs", name: NameOpt = "checkout-recs",
     token_env: TokenEnvOpt = "KUBE_TOKEN",
     configmap: Annotated[str, typer.Option(help="Policy ConfigMap name.")] = "checkout-recs-policy",
-    redis_url: Annotated[str | None, typer.Option(help="Redis serving reads; default from settings.")] = None,
+    redis_url: Annotated[str | None, typer.Option(
+        envvar="CHECKOUT_RECS_REDIS_URL", help="Redis serving reads; default: the loopback Redis.")] = None,
     cluster: Annotated[bool, typer.Option(help="Also record it in the ConfigMap (needs an API server).")] = True,
 ) -> None:
     """Kill switch: the Redis key serving reads, and the policy ConfigMap's kill_switch."""
@@ -173,7 +189,7 @@ def deploy_kill_switch(
     from checkout_recs.deploy.kube import IsvcRef
 
     if state not in ("on", "off"):
-        raise fail(f"state must be 'on' or 'off', got {state!r}")
+        raise usage_error(f"state must be 'on' or 'off', got {state!r}")
     import redis as redis_lib
 
     client = redis_lib.Redis.from_url(redis_url or Settings.from_env().redis_url, socket_timeout=2)
@@ -185,6 +201,6 @@ def deploy_kill_switch(
         data = result.configmap or {}
         typer.echo(f"configmap: {result.configmap_error or 'kill_switch=' + data.get('kill_switch', '?')}")
     if not result.effective or result.configmap_error:
-        raise typer.Exit(code=1)
+        raise typer.Exit(code=EXIT_RUNTIME)
 
 

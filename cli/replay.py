@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import fail
+from cli.common import fail, progress, usage_error
 
 
 def _bundle_path(uri: str) -> Path:
@@ -25,7 +25,7 @@ def _bundle_path(uri: str) -> Path:
 
 def replay_cmd(
     decisions: Annotated[Path, typer.Option(help="Decision log: artifact-store root, folder of parquet or a file.")],
-    model: Annotated[str, typer.Option(help="Challenger serving bundle: local folder or file:// URI.")],
+    bundle: Annotated[str, typer.Option(help="Challenger serving bundle: local folder or file:// URI.")],
     labels: Annotated[
         Path | None, typer.Option(help="Outcomes for OPE: labelled impressions or clicks parquet (file or folder).")
     ] = None,
@@ -43,15 +43,24 @@ def replay_cmd(
     from checkout_recs.policy.config import PolicyConfig
 
     try:
-        frame = read_decisions(decisions)
-        lab = None
-        if labels is not None:
-            files = [labels] if labels.is_file() else sorted(labels.rglob("*.parquet"))
-            if not files:
-                raise FileNotFoundError(f"no parquet under {labels}")
-            lab = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-        cfg = PolicyConfig.model_validate(json.loads(policy_config.read_text())) if policy_config else None
-        report = replay(frame, _bundle_path(model), labels=lab, cfg=cfg, seed=seed)
+        bundle_dir = _bundle_path(bundle)
+    except ValueError as exc:
+        raise usage_error(f"--bundle: {exc}") from exc
+    try:
+        with progress("replay") as shown:
+            shown.stage("reading the decision log")
+            frame = read_decisions(decisions)
+            lab = None
+            if labels is not None:
+                shown.stage("reading the labels")
+                files = [labels] if labels.is_file() else sorted(labels.rglob("*.parquet"))
+                if not files:
+                    raise FileNotFoundError(f"no parquet under {labels}")
+                lab = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+            cfg = PolicyConfig.model_validate(json.loads(policy_config.read_text())) if policy_config else None
+            shown.stage(f"replaying {len(frame):,} requests")
+            report = replay(frame, bundle_dir, labels=lab, cfg=cfg, seed=seed,
+                            progress=lambda done, total: shown.count(done, total, "requests"))
     except (ReplayInputError, FileNotFoundError, ValidationError, ValueError) as exc:
         raise fail(str(exc)) from exc
     r = report

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from checkout_recs.serving.settings import DEFAULT_MODEL_NAME
-from cli.common import fail
+from cli.common import fail, usage_error
 
 inventory_app = typer.Typer(help="Live inventory (sold / locked listings).", no_args_is_help=True)
 
@@ -29,16 +29,19 @@ def serve(
     = "remote",
     inventory: Annotated[str, typer.Option(help="Inventory backend: memory, redis (one MGET per request) or "
                                                 "replica (in memory, tailing the inventory stream).")] = "memory",
-    redis_url: Annotated[str, typer.Option(help="Redis for inventory, kill switch and drift flag.")]
+    redis_url: Annotated[str, typer.Option(envvar="CHECKOUT_RECS_REDIS_URL",
+                                           help="Redis for inventory, kill switch and drift flag.")]
     = "redis://127.0.0.1:6379/0",
-    decision_log: Annotated[str | None, typer.Option(help="Artifact store root for the decision log.")] = None,
+    decision_log: Annotated[str | None, typer.Option(help="Artifact store root for the decision log (default: "
+                                                          "CHECKOUT_RECS_DECISION_LOG, else none).")] = None,
     policy_config: Annotated[Path | None, typer.Option(help="JSON file of PolicyConfig (read once).")] = None,
     policy_dir: Annotated[Path | None, typer.Option(help="Folder with policy.json (and kill_switch), re-read when "
                                                          "it changes: the ConfigMap's layout.")] = None,
     users: Annotated[str | None, typer.Option(help="User features: feast, bundle or table (default: "
                                                    "CHECKOUT_RECS_USERS, else bundle).")] = None,
-    feature_env: Annotated[str | None, typer.Option(help="Feast environment for --users feast: embedded or "
-                                                         "production (default: CHECKOUT_RECS_FEATURE_ENV).")] = None,
+    feature_env: Annotated[str | None, typer.Option(envvar="CHECKOUT_RECS_FEATURE_ENV",
+                                                    help="Feast environment for --users feast: embedded or "
+                                                         "production.")] = None,
     feast_features: Annotated[str | None, typer.Option(help="Feature tables the Feast sources name (default: "
                                                             "the bundle's features/).")] = None,
     feast_work_dir: Annotated[Path | None, typer.Option(help="Feast work folder (rendered feature_store.yaml, "
@@ -99,7 +102,7 @@ def recommend(
     try:
         basket = [int(x) for x in items.split(",") if x.strip()]
     except ValueError as exc:
-        raise fail(f"--items must be comma-separated integers: {exc}") from exc
+        raise usage_error(f"--items must be comma-separated integers: {exc}") from exc
     req = {"user_id": user, "purchased_item_ids": basket, "region": region, "device": device}
     try:
         pred = _ask(httpx, url.rstrip("/"), req, protocol, model)
@@ -146,7 +149,8 @@ def _ask(httpx: object, url: str, req: dict, protocol: str, model: str = DEFAULT
 def inventory_apply(
     events: Annotated[Path, typer.Argument(help="Parquet file or folder of contract.INVENTORY_EVENTS rows.")],
     backend: Annotated[str, typer.Option(help="memory (dry run) or redis.")] = "redis",
-    redis_url: Annotated[str, typer.Option(help="Redis URL.")] = "redis://127.0.0.1:6379/0",
+    redis_url: Annotated[str, typer.Option(envvar="CHECKOUT_RECS_REDIS_URL", help="Redis URL.")]
+    = "redis://127.0.0.1:6379/0",
     prefix: Annotated[str, typer.Option(help="Redis key prefix of the inventory keys.")] = "checkout_recs",
 ) -> None:
     """Apply inventory events (sold, locked with TTL, unlocked, delisted, listed) in sequence order."""
@@ -167,7 +171,8 @@ def inventory_apply(
 @inventory_app.command("publish")
 def inventory_publish(
     events: Annotated[Path, typer.Argument(help="Parquet file or folder of contract.INVENTORY_EVENTS rows.")],
-    redis_url: Annotated[str, typer.Option(help="Redis URL.")] = "redis://127.0.0.1:6379/0",
+    redis_url: Annotated[str, typer.Option(envvar="CHECKOUT_RECS_REDIS_URL", help="Redis URL.")]
+    = "redis://127.0.0.1:6379/0",
     prefix: Annotated[str, typer.Option(help="Key prefix: the stream is <prefix>:inv_events.")] = "checkout_recs",
     maxlen: Annotated[int, typer.Option(help="Entries the stream keeps, about (XADD MAXLEN ~); 0 = all.")]
     = 1_000_000,
@@ -192,7 +197,8 @@ def inventory_publish(
 
 @inventory_app.command("consume")
 def inventory_consume(
-    redis_url: Annotated[str, typer.Option(help="Redis URL (stream and inventory state).")]
+    redis_url: Annotated[str, typer.Option(envvar="CHECKOUT_RECS_REDIS_URL",
+                                           help="Redis URL (stream and inventory state).")]
     = "redis://127.0.0.1:6379/0",
     prefix: Annotated[str, typer.Option(help="Key prefix of the stream and the inventory keys.")] = "checkout_recs",
     group: Annotated[str, typer.Option(help="Consumer group.")] = "inventory-appliers",
@@ -219,7 +225,8 @@ def inventory_consume(
 
 def explain(
     request_id: Annotated[str, typer.Argument(help="Request id of the disputed answer.")],
-    store: Annotated[str, typer.Option(help="Artifact store root the decision log writes to.")] = "artifacts",
+    artifact_root: Annotated[str, typer.Option(envvar="CHECKOUT_RECS_ARTIFACT_ROOT",
+                                               help="Artifact store root the decision log writes to.")] = "artifacts",
 ) -> None:
     """Show the logged snapshot behind one answer: the six, scores, propensities, reasons, candidates."""
     from rich.console import Console
@@ -227,9 +234,9 @@ def explain(
 
     from checkout_recs.serving.decisions import find_decision
 
-    rec = find_decision(store, request_id)
+    rec = find_decision(artifact_root, request_id)
     if rec is None:
-        raise fail(f"request {request_id} is not in the decision log under {store}")
+        raise fail(f"request {request_id} is not in the decision log under {artifact_root}")
     con = Console()
     con.print(f"[bold]{rec['request_id']}[/] at {rec['event_timestamp']}  user {rec['user_id']} "
               f"region {rec['region']} device {rec['device']}  basket {rec['basket_ids']}")

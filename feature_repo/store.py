@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,7 +140,7 @@ class FeatureStoreAdapter:
         return max(end for _, end in intervals) if intervals else None
 
     def materialize(self, start: dt.datetime | None, end: dt.datetime,
-                    views: list[str] | None = None) -> list[dict]:
+                    views: list[str] | None = None, progress: Callable[[str], None] | None = None) -> list[dict]:
         """Load feature rows with ``start < event_timestamp <= end`` into the online store.
 
         Parameters
@@ -152,6 +153,8 @@ class FeatureStoreAdapter:
         views : list of str, optional
             Subset of ``VIEWS`` (default all). Serving reads only ``user`` online (listing and
             seller rows ship in the index snapshot), so a fast path may materialize just that.
+        progress : callable, optional
+            Called with each view's name before it is materialized (the CLI's progress).
 
         Returns
         -------
@@ -167,6 +170,8 @@ class FeatureStoreAdapter:
             raise ValueError(f"unknown feature views {sorted(unknown)}; known: {list(VIEWS)}")
         records = []
         for view in views or VIEWS:
+            if progress is not None:
+                progress(view)
             lo = _utc(start) if start is not None else (self.materialized_until(view) or _EPOCH)
             if lo >= end:
                 records.append({"view": view, "start": lo.isoformat(), "end": end.isoformat(), "seconds": 0.0,

@@ -136,6 +136,31 @@ class ServiceTime:
         return self.mean_s + 2 * self.dev_s
 
 
+class LoopLag:
+    """How late the serving loop runs what is due: a timer every ``period_s`` measures its overshoot.
+
+    ``recent_s`` is the largest recent overshoot, seconds (decaying by ``decay`` per tick): on shared
+    or saturated cores every step of a call (reading it, writing its answer) waits that long, so a
+    deadline test that ignores it computes answers that reach the client too late.
+    """
+
+    def __init__(self, period_s: float = 0.01, decay: float = 0.95) -> None:
+        self.period_s, self.decay = period_s, decay
+        self.recent_s = 0.0
+
+    def observe(self, overshoot_s: float) -> None:
+        """Record one tick's overshoot, seconds."""
+        self.recent_s = max(overshoot_s, self.recent_s * self.decay)
+
+    async def run(self) -> None:
+        """Tick until cancelled (a background task on the serving loop)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            t = loop.time()
+            await asyncio.sleep(self.period_s)
+            self.observe(max(0.0, loop.time() - t - self.period_s))
+
+
 class Admission:
     """At most ``limit`` calls in the stages at once; the rest wait, FIFO, while they can make it
     and for at most ``max_wait_s``.

@@ -61,7 +61,7 @@ from checkout_recs.serving.policy_source import PolicyDir, PolicyReloader, parse
 from checkout_recs.serving.recommender import Decision, Prepared, Recommender
 from checkout_recs.serving.settings import DEFAULT_MODEL_NAME, ServingSettings
 from inference import codec, metrics
-from inference.deadline import Admission, RequestClock, ServiceTime, Shed, current_clock
+from inference.deadline import Admission, LoopLag, RequestClock, ServiceTime, Shed, current_clock
 from inference.policy_reload import observe_status, watch_policy
 from inference.predictor_client import PredictorClient, PredictorError, PredictorTimeout
 
@@ -137,6 +137,7 @@ class CheckoutTransformer(Model):
         self.overload = "off"  # fallback | refuse | off
         self.admission: Admission | None = None
         self.cheap = ServiceTime(0.005)  # how long a cheap-path call takes, seconds
+        self.loop_lag = LoopLag()  # measured on the serving loop (``run_background``)
         self._cheap_inflight = 0
         self.ready = True
 
@@ -179,11 +180,12 @@ class CheckoutTransformer(Model):
         call, adm = _CALL.get(), self.admission
         if call is None or adm is None:
             return None
-        if await adm.enter(call.deadline):
+        lag = self.loop_lag.recent_s
+        if await adm.enter(call.deadline - lag):
             call.admitted_at = time.perf_counter()
             return None
         now = time.perf_counter()
-        if (self.overload == "fallback" and now + self.cheap.budget_s() < call.deadline
+        if (self.overload == "fallback" and now + self.cheap.budget_s() + lag < call.deadline
                 and self._cheap_inflight < CHEAP_PER_SLOT * adm.limit):
             self._cheap_inflight += 1
             call.cheap_since = now
@@ -194,13 +196,14 @@ class CheckoutTransformer(Model):
                               f"({adm.inflight} in the stages, {adm.waiting} waiting)")
 
     def _check_deadline(self, point: str, job: _Job) -> None:
-        """``Shed`` (nothing more computed) when the client left or the deadline passed; in-flight
-        inventory lookups are cancelled."""
+        """``Shed`` (nothing more computed) when the client left or the deadline passed (or will have,
+        by the time the loop gets the answer out: its recent lag); in-flight inventory lookups are
+        cancelled."""
         call = _CALL.get()
         if call is None:
             return
         gone = call.clock.gone()
-        if not gone and time.perf_counter() < call.deadline:
+        if not gone and time.perf_counter() + self.loop_lag.recent_s < call.deadline:
             return
         for p in job.prepared:
             if p.pending is not None:
@@ -218,9 +221,12 @@ class CheckoutTransformer(Model):
         return max(0.0, min(self.deadline_s, call.deadline - time.perf_counter()))
 
     async def run_background(self) -> None:
-        """Watch the policy ConfigMap (``inference.policy_reload``) on the serving loop, if one is mounted."""
+        """On the serving loop: measure its lag (deadlines allow for it) and watch the policy ConfigMap
+        (``inference.policy_reload``), if one is mounted."""
+        tasks = [self.loop_lag.run()] if self.admission is not None else []
         if self.policy_reloader is not None:
-            await watch_policy(self.policy_reloader, self.policy_poll_s)
+            tasks.append(watch_policy(self.policy_reloader, self.policy_poll_s))
+        await asyncio.gather(*tasks)
 
     async def healthy(self) -> bool:
         """Ready once loaded and the inventory can answer (the replica: bootstrapped and current once)."""

@@ -29,10 +29,12 @@ smoke_code() {
     predictor) echo "import sys, inference.predictor, inference.server, inference.fast_infer, checkout_recs.models.numpy_scorer
 assert 'torch' not in sys.modules, 'the predictor imported torch'" ;;
     transformer) echo "import sys, inference.transformer, inference.server, inference.user_features, checkout_recs.serving.bundle
-import feast, faiss, redis, boto3, feature_repo.store
+import inference.inventory_consumer, checkout_recs.retrieval.candidates, checkout_recs.storage
+import feast, faiss, redis, boto3, scipy.sparse, feature_repo.store
 assert 'torch' not in sys.modules, 'the transformer imported torch'" ;;
-    components) echo "import torch, kfp.dsl.executor_main, mlflow, evidently, feast, implicit
-import components.train, components.bundle, kfp_pipelines.training, monitoring.drift, cli.app" ;;
+    components) echo "import torch, torch.distributed.run, kfp.dsl.executor_main, kfp.kubernetes, mlflow, evidently, feast, implicit
+import checkout_recs.models.train, checkout_recs.models.ddp, components.train, components.bundle, components.deploy
+import kfp_pipelines.training, kfp_pipelines.monitoring, kfp_pipelines.index_refresh, monitoring.drift, cli.app" ;;
   esac
 }
 

@@ -1,20 +1,52 @@
-"""Reading a KServe InferenceService object: components, bundle URI, traffic split, readiness.
+"""Reading a KServe InferenceService object: components, layout, bundle URI, traffic split, readiness.
 
 Pure functions over the object as the API server returns it (a dict); the rollout
 (``checkout_recs.deploy.rollout``) patches and watches, these tell it what it sees.
+
+Two layouts serve the pair (transformer + ranker):
+
+* ``collocated`` (production): one predictor component whose pod holds ``kserve-container`` (the
+  ranker, with ``STORAGE_URI``) and ``transformer-container``; one revision, one traffic split, so
+  every request is answered by the transformer and ranker of one bundle;
+* ``split``: a transformer component and a predictor component, each with its own revisions and
+  its own ``canaryTrafficPercent`` split, drawn independently per request by KServe: during a
+  canary at p %, a share 2p(1-p) of requests pairs a transformer of one bundle with the ranker of
+  the other.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Literal
 
 COMPONENTS = ("transformer", "predictor", "explainer")
+#: KServe's container names in a collocated predictor (the model volume is mounted into both).
+PREDICTOR_CONTAINER, TRANSFORMER_CONTAINER = "kserve-container", "transformer-container"
+Layout = Literal["collocated", "split", "predictor-only"]
 
 
 def components_of(isvc: dict[str, Any]) -> list[str]:
     """Components present in the spec (transformer first)."""
     return [c for c in COMPONENTS if isvc.get("spec", {}).get(c)]
+
+
+def layout(isvc: dict[str, Any]) -> Layout:
+    """``collocated`` (a ``transformer-container`` in the predictor), ``split`` (a transformer
+    component) or ``predictor-only``."""
+    spec = isvc.get("spec", {})
+    if any(c.get("name") == TRANSFORMER_CONTAINER for c in (spec.get("predictor") or {}).get("containers") or []):
+        return "collocated"
+    return "split" if spec.get("transformer") else "predictor-only"
+
+
+def transformer_container(isvc: dict[str, Any]) -> dict[str, Any] | None:
+    """The transformer's container: ``transformer-container`` of the predictor when collocated,
+    else the transformer component's first container; None without a transformer."""
+    spec = isvc.get("spec", {})
+    for c in (spec.get("predictor") or {}).get("containers") or []:
+        if c.get("name") == TRANSFORMER_CONTAINER:
+            return c
+    return next(iter((spec.get("transformer") or {}).get("containers") or []), None)
 
 
 def storage_uri(isvc: dict[str, Any]) -> str | None:

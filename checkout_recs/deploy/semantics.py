@@ -10,6 +10,11 @@
   named like secrets, no passwords inside URLs) and none in a command line (no ``$(VAR)`` in args
   or command where ``VAR`` comes from a Secret, directly or through another variable);
 * serving containers (InferenceService components) have a readiness and a liveness probe;
+* a collocated predictor (transformer and ranker in one pod, ``manifests/components/collocated``)
+  is what KServe and Knative accept and what the code expects: containers named
+  ``kserve-container`` and ``transformer-container``, ``STORAGE_URI`` in the first only, one
+  declared port in the pod (Serverless), and the transformer's ``--predictor_url`` on loopback at
+  the ranker's ``--http_port``;
 * Istio ``ALLOW`` rules name their callers (a rule without ``from`` admits anyone);
 * references resolve (service accounts, config maps, role bindings, ``$(VAR)`` in env and
   args) and RBAC is least
@@ -23,6 +28,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from checkout_recs.deploy.isvc import PREDICTOR_CONTAINER, TRANSFORMER_CONTAINER
+
 _DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 _SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|SECRET|TOKEN|API_KEY|ACCESS_KEY|PRIVATE_KEY)", re.I)
 _VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
@@ -30,6 +37,7 @@ _URL_PASSWORD = re.compile(r"://[^/@\s]*:(?!\$\()[^@/\s]+@")
 _WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "ReplicaSet"}
 _DANGEROUS_VERBS = {"create", "delete", "deletecollection", "escalate", "bind", "impersonate", "*"}
 _ISVC_COMPONENTS = ("predictor", "transformer", "explainer")
+_LOOPBACK = ("127.0.0.1", "localhost")
 
 
 @dataclass(frozen=True)
@@ -284,6 +292,44 @@ def _probe_findings(doc: dict[str, Any]) -> Iterator[Finding]:
                     yield Finding(_name(doc), "probes", f"{comp} container {c.get('name')}: no {probe}")
 
 
+def _flag(args: list[Any], name: str) -> str | None:
+    """The value of ``--name=value`` or ``--name value`` in ``args`` (the last one wins), else None."""
+    value = None
+    for i, a in enumerate(str(x) for x in args):
+        if a.startswith(name + "="):
+            value = a.split("=", 1)[1]
+        elif a == name and i + 1 < len(args):
+            value = str(args[i + 1])
+    return value
+
+
+def _collocation_findings(doc: dict[str, Any]) -> Iterator[Finding]:
+    """A predictor with a transformer container: KServe's names, one STORAGE_URI (the ranker's),
+    one declared port (Knative, Serverless), and the transformer calling the ranker on loopback."""
+    pred = doc.get("spec", {}).get("predictor") or {}
+    containers = pred.get("containers") or []
+    if len(containers) < 2:
+        return
+    who, by_name = _name(doc), {c.get("name"): c for c in containers}
+    ranker, transformer = by_name.get(PREDICTOR_CONTAINER), by_name.get(TRANSFORMER_CONTAINER)
+    if ranker is None or transformer is None:
+        yield Finding(who, "collocation", f"predictor containers {sorted(map(str, by_name))}: KServe needs "
+                      f"{PREDICTOR_CONTAINER!r} and {TRANSFORMER_CONTAINER!r} (the model volume is mounted by name)")
+        return
+    if any(e.get("name") == "STORAGE_URI" for e in transformer.get("env") or []):
+        yield Finding(who, "collocation", f"{TRANSFORMER_CONTAINER} sets STORAGE_URI: KServe refuses it "
+                      f"(the pod's one download is {PREDICTOR_CONTAINER}'s)")
+    mode = (doc.get("metadata", {}).get("annotations") or {}).get("serving.kserve.io/deploymentMode", "Serverless")
+    ports = sum(len(c.get("ports") or []) for c in containers)
+    if mode == "Serverless" and ports != 1:
+        yield Finding(who, "collocation", f"{ports} container ports declared: Knative serves exactly one per pod "
+                      f"(the transformer's)")
+    url, port = _flag(transformer.get("args") or [], "--predictor_url"), _flag(ranker.get("args") or [], "--http_port")
+    if url is None or not any(url.rstrip("/") == f"http://{h}:{port}" for h in _LOOPBACK):
+        yield Finding(who, "collocation", f"{TRANSFORMER_CONTAINER} --predictor_url={url} does not reach "
+                      f"{PREDICTOR_CONTAINER} --http_port={port} on loopback")
+
+
 def _plain_secret_findings(doc: dict[str, Any]) -> Iterator[Finding]:
     if doc.get("kind") == "Secret" and (doc.get("data") or doc.get("stringData")):
         yield Finding(_name(doc), "secrets", "Secret with data in the repository (use External Secrets)")
@@ -320,6 +366,7 @@ def semantic_findings(docs: list[dict[str, Any]]) -> list[Finding]:
         if doc.get("kind") == "InferenceService":
             out.extend(_isvc_findings(doc))
             out.extend(_probe_findings(doc))
+            out.extend(_collocation_findings(doc))
         if doc.get("kind") == "AuthorizationPolicy":
             out.extend(_authz_findings(doc))
     return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -216,7 +217,7 @@ def _log_run(cfg: TrainConfig, metrics: dict[str, float], out_dir: Path) -> str 
 
 
 def train_all(training_set_path: Path, labels_dir: Path, features_dir: Path, out_dir: Path,
-              cfg: TrainConfig | None = None) -> TrainSummary:
+              cfg: TrainConfig | None = None, progress: Callable[[str], None] | None = None) -> TrainSummary:
     """Train ranker, student and two-tower (the three stage functions); write artifacts and metrics.
 
     Parameters
@@ -227,6 +228,7 @@ def train_all(training_set_path: Path, labels_dir: Path, features_dir: Path, out
     features_dir : folder with the feature views (``listing``, ``seller``, ``user``).
     out_dir : receives ``ranker/``, ``ranker.pt``, ``student/`` (when ``cfg.student``),
         ``two_tower/``, ``metrics.json``.
+    progress : called with each stage's name as it starts (ranker, student, two-tower, mlflow).
 
     Returns
     -------
@@ -237,12 +239,18 @@ def train_all(training_set_path: Path, labels_dir: Path, features_dir: Path, out
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").unlink(missing_ok=True)
+    say = progress or (lambda _stage: None)
     t0 = time.perf_counter()
+    say("ranker")
     rk = train_ranker_stage(training_set_path, out_dir, cfg)
     if cfg.student:
+        say("student")
         distil_stage(out_dir, training_set_path, cfg)
+    say("two-tower")
     tt = train_retrieval_stage(labels_dir, features_dir, out_dir, cfg)
     metrics = _merge_metrics(out_dir, {"train_all_seconds": time.perf_counter() - t0})
+    if cfg.tracking_uri:
+        say("mlflow")
     run_id = _log_run(cfg, metrics, out_dir)
     return TrainSummary(out_dir=str(out_dir), ranker_version=rk["version"],
                         two_tower_version=tt["version"], metrics=metrics, mlflow_run_id=run_id)

@@ -6,6 +6,8 @@ Modules, in request order:
 * ``bundle`` — what serving loads (``ServingBundle``), its layout and its one writer;
 * ``ranker_input`` — the ranker's input matrix, item block precomputed at load;
 * ``inventory`` — live inventory (sold / locked / delisted listings), memory or Redis;
+  ``inventory_stream`` — the inventory event stream and its consumer; ``inventory_replica`` — the
+  in-process replica of it that the transformer's lookups read;
 * ``recommender`` — ``Recommender``: prepare (features, candidates, inventory, matrix) ->
   settle (inventory answer) -> decide (the policy: six, propensities, reasons);
 * ``decisions`` — one decision-log row per answer, and finding it again (``explain``);

@@ -191,9 +191,10 @@ class ReplicaInventoryStore(MemoryInventoryStore):
                     self._bootstrap()
                 self._tail_once()
                 backoff = 0.1
-            except self._errors as exc:
+            except Exception as exc:  # noqa: BLE001 - the thread must outlive any failure (Redis or not)
                 self.errors += 1
-                log.warning("inventory replica: %s (retrying in %.1f s)", exc, backoff)
+                log.warning("inventory replica: %s (retrying in %.1f s)", exc, backoff,
+                            exc_info=not isinstance(exc, self._errors))
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 2.0)
                 self._recover()

@@ -19,6 +19,7 @@ frame carries ``age_days``, ``seller_is_new``, ``n_purchases``.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,8 @@ def ranking_metrics(model: RankerModel, frame: pd.DataFrame) -> dict[str, float]
     return out
 
 
-def evaluate_run(model_dir: Path, test_set_path: Path, out_dir: Path) -> dict:
+def evaluate_run(model_dir: Path, test_set_path: Path, out_dir: Path,
+                 progress: Callable[[str], None] | None = None) -> dict:
     """Evaluate a trained ranker on a labelled test set; write ``metrics.json`` and ``report.html``.
 
     Parameters
@@ -96,6 +98,7 @@ def evaluate_run(model_dir: Path, test_set_path: Path, out_dir: Path) -> dict:
     model_dir : ``train_all`` output (``ranker/``) or a ranker folder.
     test_set_path : parquet of labelled impressions with ranker features.
     out_dir : receives ``metrics.json`` and ``report.html``.
+    progress : called with ``overall`` and then each segment's name as it is scored.
 
     Returns
     -------
@@ -104,11 +107,14 @@ def evaluate_run(model_dir: Path, test_set_path: Path, out_dir: Path) -> dict:
     model_dir = Path(model_dir)
     model = RankerModel.load(model_dir / "ranker" if (model_dir / "ranker").is_dir() else model_dir)
     frame = pd.read_parquet(test_set_path)
+    say = progress or (lambda _stage: None)
+    say("overall")
     result: dict = {"n_rows": len(frame), "model_version": model.version,
                     "overall": ranking_metrics(model, frame), "segments": {}}
     for name, sel in SEGMENTS.items():
         mask = sel(frame)
         if mask is not None and mask.any():
+            say(name)
             result["segments"][name] = {"n_rows": int(mask.sum()), **ranking_metrics(model, frame[mask.to_numpy()])}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

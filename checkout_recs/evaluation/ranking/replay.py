@@ -17,6 +17,7 @@ latency excludes the network hop to the predictor.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,8 @@ def read_decisions(root: Path) -> pd.DataFrame:
 
 
 def replay(decisions: pd.DataFrame, bundle_dir: Path, labels: pd.DataFrame | None = None,
-           cfg: PolicyConfig | None = None, seed: int = 7, n_bootstrap: int = 200) -> ReplayReport:
+           cfg: PolicyConfig | None = None, seed: int = 7, n_bootstrap: int = 200,
+           progress: Callable[[int, int], None] | None = None) -> ReplayReport:
     """Replay logged requests through a challenger bundle.
 
     Parameters
@@ -98,6 +100,7 @@ def replay(decisions: pd.DataFrame, bundle_dir: Path, labels: pd.DataFrame | Non
         challenger is deterministic (propensity 1 for each of its slots).
     seed : exploration seed of the challenger.
     n_bootstrap : bootstrap resamples of the OPE interval (whole requests).
+    progress : called with (rows reached, rows in all) as each logged row starts.
 
     Returns
     -------
@@ -133,7 +136,10 @@ def replay(decisions: pd.DataFrame, bundle_dir: Path, labels: pd.DataFrame | Non
     overlaps, identical, latencies, rows = [], [], [], []
     skipped: dict[str, int] = {}
     fallbacks: dict[str, int] = {}
-    for row in decisions.to_dict("records"):
+    n_rows = len(decisions)
+    for done, row in enumerate(decisions.to_dict("records"), start=1):
+        if progress is not None:
+            progress(done, n_rows)
         try:
             req = _request(row)
         except (ValidationError, TypeError, ValueError) as exc:

@@ -14,6 +14,7 @@ import json
 import pytest
 
 from checkout_recs.deploy.entrypoints import command_line, kserve_injected_args
+from checkout_recs.deploy.isvc import transformer_container
 from checkout_recs.policy.config import PolicyConfig
 from checkout_recs.serving.policy_source import POLICY_FILE, parse_policy
 from cli.manifest_contract import contract_findings
@@ -29,8 +30,9 @@ def test_every_container_runs_what_its_entry_point_accepts(target, rendered):  #
 
 
 def _planted(rendered, target="overlays/production"):  # noqa: ANN001, F811
+    """A copy of ``target`` and the transformer's container in it (production: collocated)."""
     docs = copy.deepcopy(rendered[target])
-    return docs, find(docs, "InferenceService")["spec"]
+    return docs, transformer_container(find(docs, "InferenceService"))
 
 
 def _messages(docs) -> list[str]:  # noqa: ANN001
@@ -38,21 +40,20 @@ def _messages(docs) -> list[str]:  # noqa: ANN001
 
 
 def test_an_unknown_transformer_flag_fails(rendered):  # noqa: F811
-    docs, spec = _planted(rendered)
-    spec["transformer"]["containers"][0]["args"].append("--predictor_timeout_ms=40")
+    docs, transformer = _planted(rendered)
+    transformer["args"].append("--predictor_timeout_ms=40")
     assert any("inference.transformer refuses" in m and "--predictor_timeout_ms" in m for m in _messages(docs))
 
 
 def test_an_unknown_predictor_flag_fails(rendered):  # noqa: F811
-    docs, spec = _planted(rendered)
-    spec["predictor"]["containers"][0]["args"].append("--workers=4")
+    docs, _ = _planted(rendered)
+    find(docs, "InferenceService")["spec"]["predictor"]["containers"][0]["args"].append("--workers=4")
     assert any("inference.predictor refuses" in m for m in _messages(docs))
 
 
 def test_an_env_var_nothing_reads_fails(rendered):  # noqa: F811
-    docs, spec = _planted(rendered)
-    spec["transformer"]["containers"][0]["env"].append({"name": "CHECKOUT_RECS_FEATURE_ENVIRONMENT",
-                                                        "value": "production"})
+    docs, transformer = _planted(rendered)
+    transformer["env"].append({"name": "CHECKOUT_RECS_FEATURE_ENVIRONMENT", "value": "production"})
     assert any("CHECKOUT_RECS_FEATURE_ENVIRONMENT is read by nothing" in m for m in _messages(docs))
 
 
@@ -62,22 +63,20 @@ def test_an_env_var_nothing_reads_fails(rendered):  # noqa: F811
                                         ("CHECKOUT_RECS_REDIS_URL", "no Redis URL"),
                                         ("CHECKOUT_RECS_FEAST_REGISTRY_URL", "no Feast registry")])
 def test_a_missing_production_setting_fails(rendered, drop, says):  # noqa: F811
-    docs, spec = _planted(rendered)
-    c = spec["transformer"]["containers"][0]
+    docs, c = _planted(rendered)
     c["env"] = [e for e in c["env"] if e["name"] != drop]
     assert any(says in m for m in _messages(docs)), _messages(docs)
 
 
 def test_an_embedded_feature_store_in_a_pod_fails(rendered):  # noqa: F811
-    docs, spec = _planted(rendered)
-    env = spec["transformer"]["containers"][0]["env"]
+    docs, transformer = _planted(rendered)
+    env = transformer["env"]
     next(e for e in env if e["name"] == "CHECKOUT_RECS_FEATURE_ENV")["value"] = "embedded"
     assert any("unknown_user" in m for m in _messages(docs))
 
 
 def test_without_workers_1_kserve_would_pass_the_concurrency_and_it_fails(rendered):  # noqa: F811
-    docs, spec = _planted(rendered)
-    c = spec["transformer"]["containers"][0]
+    docs, c = _planted(rendered, "overlays/staging")  # a transformer component: KServe injects --workers
     c["args"] = [a for a in c["args"] if not a.startswith("--workers")]
     assert any("--workers" in m and "16" in m for m in _messages(docs)), _messages(docs)
 

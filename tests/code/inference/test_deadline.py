@@ -16,7 +16,7 @@ from checkout_recs.serving.bundle import ServingBundle
 from checkout_recs.serving.inventory import MemoryInventoryStore
 from checkout_recs.serving.recommender import Recommender, TableUserFeatures
 from inference import metrics
-from inference.deadline import Admission, RequestClock, Shed, parse_budget_ms, reset_clock, set_clock
+from inference.deadline import Admission, LoopLag, RequestClock, Shed, parse_budget_ms, reset_clock, set_clock
 from inference.transformer import CheckoutTransformer
 from tests.fixtures_serving import make_serving_bundle
 
@@ -203,3 +203,25 @@ def test_without_shedding_every_call_is_computed(bundle):
     t, log = _transformer(bundle, "off", scorer_sleep_s=0.03)
     out = asyncio.run(_ask(t, RequestClock(time.perf_counter() - 5, client_budget_s=0.001)))
     assert out["predictions"][0]["policy"] == "ranker" and len(log.rows) == 1
+
+
+def test_loop_lag_keeps_the_recent_worst_and_decays():
+    lag = LoopLag(period_s=0.01, decay=0.5)
+    lag.observe(0.04)
+    lag.observe(0.0)
+    assert lag.recent_s == pytest.approx(0.02)
+    lag.observe(0.05)
+    assert lag.recent_s == pytest.approx(0.05)
+
+
+def test_loop_lag_measures_a_blocked_loop():
+    async def go() -> float:
+        lag = LoopLag(period_s=0.005)
+        task = asyncio.ensure_future(lag.run())
+        await asyncio.sleep(0.02)
+        time.sleep(0.05)  # the loop is blocked: the next tick is late
+        await asyncio.sleep(0.02)
+        task.cancel()
+        return lag.recent_s
+
+    assert asyncio.run(go()) > 0.02
