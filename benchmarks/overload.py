@@ -137,7 +137,8 @@ async def open_loop(url: str, bodies: list[dict], rate: float, duration: float, 
             "other_status": {str(s): int((status == s).sum()) for s in set(status.tolist()) - {200, 503, -1, -2}},
             "cheap_path_answers": sum(r == "overload" for r in reasons),
             "answered_latency": _pct(lat[ok]), "all_latency": _pct(lat[~np.isnan(lat)]),
-            "send_late_p50_ms": float(np.percentile(late, 50)), "send_late_p99_ms": float(np.percentile(late, 99))}
+            "send_late_p50_ms": float(np.percentile(late, 50)) if n else float("nan"),
+            "send_late_p99_ms": float(np.percentile(late, 99)) if n else float("nan")}
 
 
 def scrape(metrics_url: str) -> dict[str, float]:
@@ -212,8 +213,8 @@ def main() -> None:
     p.add_argument("--duration", type=float, default=30.0)
     p.add_argument("--sustainable", type=float, default=None, help="skip the calibration: this rate, calls/s")
     p.add_argument("--sustainable_p99_ms", type=float, default=100.0)
-    p.add_argument("--start_rps", type=float, default=40.0)
-    p.add_argument("--step_rps", type=float, default=20.0)
+    p.add_argument("--start_rps", type=float, default=20.0)
+    p.add_argument("--step_rps", type=float, default=10.0)
     p.add_argument("--max_rps", type=float, default=400.0)
     p.add_argument("--step_s", type=float, default=8.0)
     p.add_argument("--listings", type=int, default=20000)
@@ -237,6 +238,8 @@ def main() -> None:
     if sustainable is None:
         print("calibrating (--overload off) ...", flush=True)
         sustainable, steps = calibrate(bundle, bodies, args, log_dir)
+        if sustainable <= 0:
+            sys.exit(f"no sustainable rate from {args.start_rps:g} calls/s up: the machine is too busy")
     rate = args.factor * sustainable
     runs = {}
     for mode in args.modes.split(","):

@@ -358,6 +358,9 @@ DECISIONS = pa.schema([
     pa.field("session_class", pa.string(), nullable=False),
     pa.field("model_version", pa.string(), nullable=True),
     pa.field("index_version", pa.string(), nullable=True),
+    # the bundle version the ranker answered with (the predictor's ``bundle_version``): equal to
+    # index_version when transformer and ranker served one bundle; null when no ranker scored
+    pa.field("predictor_version", pa.string(), nullable=True),
     pa.field("item_ids", pa.list_(pa.int64()), nullable=False),
     pa.field("scores", pa.list_(pa.float64()), nullable=False),
     pa.field("propensities", pa.list_(pa.float64()), nullable=False),

@@ -32,10 +32,9 @@ DEBUG_ENV = "CHECKOUT_RECS_DEBUG"
 
 
 def _passes_through(exc: BaseException) -> bool:
-    """Exceptions click turns into an exit status itself: ``typer.Exit``, ``Abort``, usage errors."""
-    from typer._click.exceptions import ClickException
-
-    return isinstance(exc, typer.Exit | typer.Abort | ClickException | EOFError)
+    """Exceptions typer turns into an exit status itself: ``Exit``, ``Abort`` and its own errors
+    (``TyperException``: usage errors such as ``BadParameter``, exit 2), and end of input."""
+    return isinstance(exc, typer.Exit | typer.Abort | typer.TyperException | EOFError)
 
 
 class CheckoutRecsGroup(TyperGroup):

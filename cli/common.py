@@ -125,7 +125,7 @@ class ProgressReporter:
 def progress(command: str) -> Iterator[ProgressReporter]:
     """Show the progress of ``command`` on stderr while the block runs (see ``ProgressReporter``)."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
     from rich.progress import Progress as RichProgress  # noqa: F811 - the runtime import of the TYPE_CHECKING name
 
     console = Console(stderr=True)
@@ -134,7 +134,7 @@ def progress(command: str) -> Iterator[ProgressReporter]:
         yield reporter
         reporter.done()
         return
-    bar = RichProgress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+    bar = RichProgress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
                        TimeElapsedColumn(), console=console, transient=True)
     with bar:
         reporter = ProgressReporter(command, bar.console, bar)

@@ -38,7 +38,7 @@ def drift(
         bool, typer.Option(help="Exit 1 when drift is detected (default: exit 0 whatever the verdict).")
     ] = False,
 ) -> None:
-    """Compare CURRENT with REFERENCE (Evidently); print the verdict. Exit 1 on drift with --fail-on-drift.
+    """Compare CURRENT with REFERENCE (Evidently); print the verdict. Exit 1 on drift only with --fail-on-drift.
 
     Exit status: 0 after a report, whatever the verdict; with --fail-on-drift, 1 when drift is
     detected (the report and the flag are written first); 1 when an input cannot be read."""

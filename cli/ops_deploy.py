@@ -107,10 +107,11 @@ def deploy_canary(
     from checkout_recs.deploy.rollout import RampPlan, Rollout
     from checkout_recs.evaluation.experiments.guardrails import GuardrailConfig
 
+    ramp_steps = _steps(steps)  # usage errors before anything is touched
     console = Console()
     api, ref = _api_and_ref(host, namespace, name, token_env)
     limits = GuardrailConfig.model_validate(yaml.safe_load(guardrails.read_text()) if guardrails else {})
-    plan = RampPlan(steps=_steps(steps), hold_s=hold_s, poll_s=poll_s,
+    plan = RampPlan(steps=ramp_steps, hold_s=hold_s, poll_s=poll_s,
                     max_hold_s=max_hold_s)
     spec = MetricsSpec(matchers=f'namespace="{namespace}"' if prometheus_matchers is None else prometheus_matchers)
     rollout = Rollout(api, ref, PrometheusQuerySource(prometheus_url, spec), plan, limits, log=console.print,

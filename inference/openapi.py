@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -36,9 +36,6 @@ from inference.deadline import DEADLINE_HEADER, MAX_CLIENT_DEADLINE_MS, MIN_CLIE
 
 OPENAPI_PATH = Path(__file__).with_name("openapi.yaml")
 _REF = "#/components/schemas/{model}"
-
-Datatype = Literal[tuple(DTYPES)]  # type: ignore[valid-type]
-
 
 class V1Request(BaseModel):
     """v1 predict body: up to ``MAX_INSTANCES`` checkout requests (one bare request is accepted too)."""
@@ -70,7 +67,7 @@ class V2Tensor(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=128)
-    datatype: Datatype
+    datatype: str = Field(json_schema_extra={"enum": list(DTYPES)})
     shape: list[int] = Field(max_length=MAX_DIMS, json_schema_extra={"items": {"type": "integer", "minimum": 0}})
     parameters: TensorParameters | None = None
     data: list[Any] | None = None

@@ -5,6 +5,11 @@ v2 only: input ``features`` FP32 [n, d] (the ranker matrix built by the transfor
 and ``p_purchase`` FP32 [n] (purchase given click). The model is the bundle's student when it
 has one, else the ranker (``checkout_recs.models.ranker.RankerModel``, safetensors).
 
+Every answer's ``parameters`` say what answered: ``model_version`` (the model's, from its
+``config.json``: not unique per bundle, every trained ranker is ``ranker-0`` unless configured) and
+``bundle_version`` (the bundle's index version, unique per published bundle: what the transformer
+logs as ``predictor_version`` beside its own ``index_version``, so attribution sees the pair).
+
 Entry point: ``python -m inference.predictor --bundle DIR --http_port P --grpc_port G``.
 """
 
@@ -45,6 +50,7 @@ class RankerPredictor(Model):
         self.bundle_dir = Path(bundle_dir)
         self.feature_names: list[str] = []
         self.version: str | None = None
+        self.bundle_version: str | None = None
         self._predict: Any = None
 
     def load(self) -> bool:
@@ -68,6 +74,7 @@ class RankerPredictor(Model):
                 break
         if self._predict is None:
             raise FileNotFoundError(f"no ranker under {layout.model_dir}")
+        self.bundle_version = bundle_version(self.bundle_dir)
         self._predict(np.zeros((2, len(self.feature_names)), np.float32))  # warm up
         self.ready = True
         return self.ready
@@ -100,8 +107,8 @@ class RankerPredictor(Model):
         return list(self.score(np.array(x, np.float32)))  # a writable copy (x may view the request body)
 
     def response_parameters(self) -> dict[str, Any]:
-        """The ``parameters`` every answer carries: the model version."""
-        return {"model_version": self.version or ""}
+        """The ``parameters`` every answer carries: the model version and the bundle (index) version."""
+        return {"model_version": self.version or "", "bundle_version": self.bundle_version or ""}
 
     async def predict(self, payload: Any, headers: dict[str, str] | None = None,
                       response_headers: dict[str, str] | None = None) -> InferResponse:

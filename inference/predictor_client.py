@@ -10,17 +10,30 @@ raises ``PredictorTimeout`` / ``PredictorError`` and the transformer answers fro
   default hop;
 * ``grpc``        — ``GRPCInferenceService/ModelInfer`` with ``raw_input_contents``; the deadline is
   the call's gRPC deadline (the predictor sees it too).
+
+``score_versioned`` also returns the bundle version the predictor answered with (its
+``bundle_version`` response parameter, ``inference.predictor``): the transformer logs it as
+``predictor_version``, so attribution sees which ranker served each answer.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
 
 PROTOCOLS = ("rest-json", "rest-binary", "grpc")
+
+
+class Scored(NamedTuple):
+    """A predictor's answer: the two heads, float32 (n,), and the bundle version it answered with
+    (None when the answer did not say)."""
+
+    p_click: np.ndarray
+    p_purchase: np.ndarray
+    bundle_version: str | None
 
 
 class PredictorError(RuntimeError):
@@ -60,6 +73,11 @@ class PredictorClient:
 
     async def score(self, x: np.ndarray, deadline_s: float) -> tuple[np.ndarray, np.ndarray]:
         """(p_click, p_purchase) float32 (n,) for x float32 (n, d), within ``deadline_s`` seconds."""
+        scored = await self.score_versioned(x, deadline_s)
+        return scored.p_click, scored.p_purchase
+
+    async def score_versioned(self, x: np.ndarray, deadline_s: float) -> Scored:
+        """``score`` plus the bundle version the predictor answered with."""
         x = np.ascontiguousarray(x, np.float32)
         try:
             if self.protocol == "grpc":  # the deadline travels with the call (no extra task)
@@ -73,7 +91,7 @@ class PredictorClient:
         except Exception as exc:  # noqa: BLE001 - connection refused, reset, bad body...
             raise PredictorError(f"predictor call failed: {type(exc).__name__}: {exc}") from None
 
-    async def _rest_json(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    async def _rest_json(self, x: np.ndarray) -> Scored:
         body = orjson.dumps({"inputs": [{"name": "features", "shape": list(x.shape), "datatype": "FP32",
                                          "data": x.reshape(-1)}]}, option=orjson.OPT_SERIALIZE_NUMPY)
         status, content, _ = await self._post(body, {"content-type": "application/json"})
@@ -81,7 +99,7 @@ class PredictorClient:
             raise PredictorError(f"predictor HTTP {status}: {content[:200]!r}")
         return _decode_rest(content, None)
 
-    async def _rest_binary(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    async def _rest_binary(self, x: np.ndarray) -> Scored:
         raw = x.astype("<f4").tobytes()
         header = orjson.dumps({
             "inputs": [{"name": "features", "shape": list(x.shape), "datatype": "FP32",
@@ -95,7 +113,7 @@ class PredictorClient:
             raise PredictorError(f"predictor HTTP {status}: {content[:200]!r}")
         return _decode_rest(content, header_length)
 
-    async def _grpc(self, x: np.ndarray, deadline_s: float) -> tuple[np.ndarray, np.ndarray]:
+    async def _grpc(self, x: np.ndarray, deadline_s: float) -> Scored:
         import grpc
         from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 
@@ -119,7 +137,8 @@ class PredictorClient:
         names = [o.name for o in resp.outputs]
         arrs = {n: np.frombuffer(resp.raw_output_contents[i], dtype="<f4") if resp.raw_output_contents
                 else np.asarray(resp.outputs[i].contents.fp32_contents, np.float32) for i, n in enumerate(names)}
-        return arrs["p_click"], arrs["p_purchase"]
+        version = resp.parameters["bundle_version"].string_param if "bundle_version" in resp.parameters else None
+        return Scored(arrs["p_click"], arrs["p_purchase"], version or None)
 
     async def close(self) -> None:
         """Close connections."""
@@ -128,11 +147,18 @@ class PredictorClient:
             await self._channel.close()
 
 
-def _decode_rest(content: bytes, header_len: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """Outputs of a v2 REST answer, binary extension or plain JSON."""
+def _answered_version(head: dict[str, Any]) -> str | None:
+    """The ``bundle_version`` parameter of a v2 REST answer's JSON part, None when absent or empty."""
+    version = (head.get("parameters") or {}).get("bundle_version")
+    return str(version) if version else None
+
+
+def _decode_rest(content: bytes, header_len: str | None) -> Scored:
+    """Outputs of a v2 REST answer, binary extension or plain JSON, and the version it answered with."""
     if header_len is None:
-        outs = {o["name"]: np.asarray(o["data"], np.float32) for o in orjson.loads(content)["outputs"]}
-        return outs["p_click"], outs["p_purchase"]
+        body = orjson.loads(content)
+        outs = {o["name"]: np.asarray(o["data"], np.float32) for o in body["outputs"]}
+        return Scored(outs["p_click"], outs["p_purchase"], _answered_version(body))
     n = int(header_len)
     head = orjson.loads(content[:n])
     pos, arrs = n, {}
@@ -143,4 +169,4 @@ def _decode_rest(content: bytes, header_len: str | None) -> tuple[np.ndarray, np
             continue
         arrs[o["name"]] = np.frombuffer(content[pos : pos + size], dtype="<f4")
         pos += size
-    return arrs["p_click"], arrs["p_purchase"]
+    return Scored(arrs["p_click"], arrs["p_purchase"], _answered_version(head))

@@ -13,8 +13,8 @@
 Deadlines (``inference.deadline``): every call's deadline is its arrival plus
 ``--request_deadline_ms``, tightened by the client's ``X-Request-Deadline-Ms`` or gRPC deadline.
 At most ``--max_inflight`` calls are in the stages at once; a call that cannot start in time is
-answered by the cheap path (``--overload fallback``: the deterministic fallback, reason
-``overload``) or refused (``--overload refuse``: 503 + ``Retry-After`` / UNAVAILABLE). A call whose
+refused (``--overload refuse``, the default: 503 + ``Retry-After`` / UNAVAILABLE) or answered by the
+cheap path (``--overload fallback``: the deterministic fallback, reason ``overload``). A call whose
 deadline passes, or whose client leaves, before the policy stage is refused without computing its
 answer (no exposure, no exploration spend, no decision row).
 
@@ -181,7 +181,7 @@ class CheckoutTransformer(Model):
         if call is None or adm is None:
             return None
         lag = self.loop_lag.recent_s
-        if await adm.enter(call.deadline - lag):
+        if time.perf_counter() + lag < call.deadline and await adm.enter(call.deadline - lag):
             call.admitted_at = time.perf_counter()
             return None
         now = time.perf_counter()
@@ -192,6 +192,8 @@ class CheckoutTransformer(Model):
             metrics.observe_shed("admission", "fallback")
             return "overload"
         metrics.observe_shed("admission", "refused")
+        if now + lag >= call.deadline:
+            raise Shed(self.name, "the call's deadline had passed when it reached the request path; retry after a while")
         raise Shed(self.name, f"over capacity: the call could not start within its deadline; retry after a while "
                               f"({adm.inflight} in the stages, {adm.waiting} waiting)")
 
@@ -299,8 +301,10 @@ class CheckoutTransformer(Model):
         try:
             if self.scorer is not None:
                 scores = self.scorer(matrix)
+                prep.predictor_version = self.recommender.bundle.index_version  # this bundle's own model
             elif self.predictor is not None:
-                scores = await self.predictor.score(matrix, self._hop_deadline_s())
+                scored = await self.predictor.score_versioned(matrix, self._hop_deadline_s())
+                scores, prep.predictor_version = (scored.p_click, scored.p_purchase), scored.bundle_version
             else:
                 failure = "predictor_error"
         except PredictorTimeout:
@@ -367,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--request_deadline_ms", type=float, default=1000.0,
                    help="server-side deadline of every call, ms from its arrival; a client's X-Request-Deadline-Ms "
                         "header (REST) or gRPC deadline tightens it; <= 0: the client's only")
-    p.add_argument("--overload", default="fallback", choices=["fallback", "refuse", "off"],
+    p.add_argument("--overload", default="refuse", choices=["refuse", "fallback", "off"],
                    help="a call that cannot start within its deadline: answered by the deterministic fallback "
                         "(reason 'overload'), refused with 503 + Retry-After (gRPC UNAVAILABLE), or off: no "
                         "deadline and no admission control (every call computed)")
@@ -384,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="memory (this process), redis (one MGET per request), or replica: the whole unavailable "
                         "set in memory, bootstrapped from Redis and tailed from the inventory stream; lookups "
                         "never leave the process (serving/inventory_replica.py)")
-    p.add_argument("--inventory_max_lag_s", type=float, default=2.0,
+    p.add_argument("--inventory_max_lag_s", type=float, default=1.0,
                    help="replica: not proven current for this long -> answers fall back with 'inventory_stale'")
     p.add_argument("--inventory_in_play_s", type=float, default=900.0,
                    help="replica, while stale: listings with an inventory event this recent are not shown")

@@ -6,7 +6,10 @@
 answers ``per_tick`` requests split by the fake API server's current traffic, publishes them as a
 decision-log part (``contract.DECISIONS``, through ``ArtifactStore.publish`` like serving does)
 and appends the buyers' clicks and purchases to raw-log folders. GMV per session of each arm is
-set by ``buy_rate(arm, canary_percent)``.
+set by ``buy_rate(arm, canary_percent)``. Each answer's transformer and ranker are drawn as KServe
+routes them: once per request when collocated (one predictor component), independently from each
+component's split when transformer and predictor are split apart; the ranker's arm decides what
+sells, and both bundles are logged (``index_version``, ``predictor_version``).
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ class DecisionTraffic:
         self.fake, self.ns, self.name, self.store, self.outcomes = fake, namespace, name, store, Path(outcomes)
         self.arms, self.buy_rate, self.per_tick = arms, buy_rate, per_tick
         self.rng = np.random.default_rng(seed)
-        self.ticks, self.sessions = 0, {"canary": 0, "champion": 0}
+        self.ticks, self.sessions, self.mismatched = 0, {"canary": 0, "champion": 0}, 0
         self.prices = np.round(self.rng.uniform(20, 60, N_LISTINGS), 2)
         listings = pd.DataFrame({
             "listing_id": np.arange(N_LISTINGS, dtype=np.int64), "seller_id": np.arange(N_LISTINGS, dtype=np.int64),
@@ -62,24 +65,37 @@ class DecisionTraffic:
         pq.write_table(pa.Table.from_pandas(df, schema=contract.RAW_TABLES[table], preserve_index=False),
                        folder / f"part-{self.ticks:05d}.parquet")
 
-    def __call__(self) -> None:
-        traffic = self.fake.traffic(self.ns, self.name)
+    def _canary_percent(self, comp: str | None = None) -> int:
+        """The latest revision's share of ``comp`` (default: the component requests enter through);
+        0 when one revision has it all."""
+        traffic = self.fake.traffic(self.ns, self.name, comp)
         latest = max(traffic, key=lambda r: int(r.rsplit("-", 1)[1]))
-        canary_pct = traffic[latest] if len(traffic) > 1 else 0
+        return traffic[latest] if len(traffic) > 1 else 0
+
+    def _routes(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(transformer is the canary's, ranker is the canary's) per request, as KServe routes them."""
+        front = self.rng.uniform(size=n) < self._canary_percent() / 100
+        if "transformer" not in self.fake.isvcs[(self.ns, self.name)]["spec"]:  # collocated: one split
+            return front, front
+        return front, self.rng.uniform(size=n) < self._canary_percent("predictor") / 100
+
+    def __call__(self) -> None:
+        canary_pct = self._canary_percent()
         self.ticks += 1
         n, now = self.per_tick, dt.datetime.now(dt.UTC)
-        is_canary = self.rng.uniform(size=n) < canary_pct / 100
+        front, ranker = self._routes(n)
         rows, clicks, buys = [], [], []
         for i in range(n):
-            arm = "canary" if is_canary[i] else "champion"
+            arm, scored_by = ("canary" if front[i] else "champion"), ("canary" if ranker[i] else "champion")
             self.sessions[arm] += 1
+            self.mismatched += arm != scored_by
             rid, user = f"t{self.ticks}-{i}", int(self.rng.integers(1, 10_000))
             items = self.rng.choice(N_LISTINGS, 6, replace=False).astype(np.int64).tolist()
-            rows.append(_decision(rid, user, now, items, self.arms[arm]))
+            rows.append(_decision(rid, user, now, items, self.arms[arm], self.arms[scored_by]))
             if self.rng.uniform() < 0.5:  # one click per engaged session
                 item = items[int(self.rng.integers(6))]
                 clicks.append((rid, user, item, now + dt.timedelta(seconds=1)))
-                if self.rng.uniform() < 2 * self.buy_rate(arm, canary_pct):  # P(buy | click) = 2 buy_rate
+                if self.rng.uniform() < 2 * self.buy_rate(scored_by, canary_pct):  # P(buy | click) = 2 buy_rate
                     buys.append((f"p-{rid}", user, item, float(self.prices[item]), now + dt.timedelta(seconds=5)))
         with_dir = self.outcomes.parent / f"decisions-part-{self.ticks}"
         with_dir.mkdir(parents=True)
@@ -91,10 +107,12 @@ class DecisionTraffic:
             buys, columns=["purchase_id", "user_id", "listing_id", "price", "event_timestamp"]))
 
 
-def _decision(rid: str, user: int, now: dt.datetime, items: list[int], index_version: str) -> dict:
+def _decision(rid: str, user: int, now: dt.datetime, items: list[int], index_version: str,
+              predictor_version: str) -> dict:
     return {"request_id": rid, "event_timestamp": now, "user_id": user, "region": "eu", "device": "web",
             "basket_ids": [1], "policy": "ranker", "fallback_reason": None, "session_class": "known",
-            "model_version": "m-" + index_version, "index_version": index_version, "item_ids": items,
+            "model_version": "m-" + index_version, "index_version": index_version,
+            "predictor_version": predictor_version, "item_ids": items,
             "scores": [1.0] * 6, "propensities": [0.9] * 6, "sources": ["ann"] * 6, "reasons": ["r"] * 6,
             "explored": False, "exploration_cost": 0.0, "n_candidates": 50, "n_filtered_out": 0,
             "snapshot_ids": items, "snapshot_scores": [1.0] * 6, "latency_ms": 9.0, "timings_json": "{}"}

@@ -6,6 +6,7 @@ explicitly: ``from tests.fixtures_ops_servers import fake_kube, fake_kfp, ...``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import threading
@@ -55,14 +56,30 @@ def json_patch(target: dict, ops: list[dict]) -> dict:
     return out
 
 
+class Denied(ValueError):
+    """A patch KServe's validating webhook would refuse (the fake answers 403 with the reason)."""
+
+
+def kserve_admission(obj: dict) -> str | None:
+    """Why KServe's webhook refuses ``obj``, or None: the collocation rule it enforces
+    (``validateCollocationStorageURI``: no STORAGE_URI in ``transformer-container``)."""
+    for c in (obj.get("spec", {}).get("predictor") or {}).get("containers") or []:
+        if c.get("name") == "transformer-container" and any(e.get("name") == "STORAGE_URI" for e in c.get("env") or []):
+            return "the STORAGE_URI env variable is not allowed in the transformer-container"
+    return None
+
+
 class FakeKube:
     """State of the fake API server plus a tiny KServe controller.
 
     After each InferenceService patch the controller (after ``reconcile_delay`` seconds, on a
     timer, so clients must watch) creates a revision when a component's spec changed, splits
     traffic by ``canaryTrafficPercent`` between the latest and the last rolled-out revision,
-    promotes when the field is removed, and marks the object Ready for its generation.
-    ``reconcile=False`` freezes the controller (a cluster that never becomes ready).
+    promotes when the field is removed, and marks the object Ready for its generation. A
+    collocated predictor (both containers in its pod) is one component: one revision per change
+    of either container. A patch KServe's webhook would refuse (``kserve_admission``) is answered
+    403 and changes nothing. ``reconcile=False`` freezes the controller (a cluster that never
+    becomes ready).
     """
 
     def __init__(self, reconcile_delay: float = 0.05) -> None:
@@ -100,6 +117,8 @@ class FakeKube:
         with self.lock:
             old = self.isvcs[key]
             new = merge_patch(old, body)
+            if (why := kserve_admission(new)) is not None:
+                raise Denied(why)
             if new.get("spec") != old.get("spec"):
                 new["metadata"]["generation"] = int(old["metadata"].get("generation", 1)) + 1
             self.isvcs[key] = self._bump(key, new, "MODIFIED")
@@ -139,10 +158,12 @@ class FakeKube:
         return {"latestCreatedRevision": st["latest"], "latestReadyRevision": st["latest"],
                 "latestRolledoutRevision": st["rolled_out"], "traffic": traffic}
 
-    def traffic(self, namespace: str, name: str, comp: str = "transformer") -> dict[str, int]:
-        """``{revision: percent}`` of a component now."""
+    def traffic(self, namespace: str, name: str, comp: str | None = None) -> dict[str, int]:
+        """``{revision: percent}`` of a component now; by default the one requests enter through
+        (the transformer component when there is one, else the predictor)."""
         with self.lock:
-            t = self.isvcs[(namespace, name)].get("status", {}).get("components", {}).get(comp, {})
+            comps = self.isvcs[(namespace, name)].get("status", {}).get("components", {})
+            t = comps.get(comp or ("transformer" if "transformer" in comps else "predictor"), {})
             return {e["revisionName"]: e["percent"] for e in t.get("traffic", [])}
 
     def patches(self, kind: str = "inferenceservices") -> list[dict]:
@@ -255,7 +276,11 @@ def _make_handler(fake: FakeKube, metrics: Callable[[], str] | None) -> type[Bas
                     return self._not_found(f"inferenceservice {name}")
                 if "merge-patch" not in ctype:
                     return self._send(415, {"kind": "Status", "code": 415, "message": f"unsupported {ctype}"})
-                return self._send(200, fake.patch_isvc((ns, name), body))
+                try:
+                    return self._send(200, fake.patch_isvc((ns, name), body))
+                except Denied as e:
+                    return self._send(403, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 403,
+                                            "message": f"admission webhook denied the request: {e}"})
             if path.startswith(CM_PREFIX) and "/configmaps/" in path:
                 ns, _, name = path[len(CM_PREFIX):].partition("/configmaps/")
                 if (ns, name) not in fake.configmaps:
@@ -272,21 +297,27 @@ def _make_handler(fake: FakeKube, metrics: Callable[[], str] | None) -> type[Bas
 
 @pytest.fixture(scope="session")
 def staging_docs() -> list[dict]:
-    """The staging overlay rendered once (what the fake API server starts with)."""
+    """The staging overlay in production's layout (``staging-collocated``: transformer and ranker in
+    one predictor pod), rendered once: what the fake API server starts with."""
+    from checkout_recs.deploy.manifests import build
+
+    return build(MANIFESTS / "overlays" / "staging-collocated")
+
+
+@pytest.fixture(scope="session")
+def split_docs() -> list[dict]:
+    """The staging overlay with transformer and predictor as two components (the split layout)."""
     from checkout_recs.deploy.manifests import build
 
     return build(MANIFESTS / "overlays" / "staging")
 
 
-@pytest.fixture
-def fake_kube(staging_docs) -> Iterator[tuple[FakeKube, str, Callable]]:  # noqa: F811
-    """A fake API server on loopback holding the staging InferenceService and policy ConfigMap.
-
-    Yields ``(fake, host, set_metrics)``; ``set_metrics(fn)`` makes ``GET /metrics`` return
-    ``fn()`` (Prometheus text).
-    """
+@contextlib.contextmanager
+def serving_fake(docs: list[dict]) -> Iterator[tuple[FakeKube, str, Callable]]:
+    """A fake API server on loopback holding the InferenceService and policy ConfigMap of ``docs``;
+    yields ``(fake, host, set_metrics)``."""
     fake = FakeKube()
-    docs = copy.deepcopy(staging_docs)
+    docs = copy.deepcopy(docs)
     fake.add_isvc(find(docs, "InferenceService"))
     fake.add_configmap(find(docs, "ConfigMap", "checkout-recs-policy"))
     holder: dict[str, Callable[[], str]] = {"fn": lambda: ""}
@@ -303,6 +334,24 @@ def fake_kube(staging_docs) -> Iterator[tuple[FakeKube, str, Callable]]:  # noqa
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def fake_kube(staging_docs) -> Iterator[tuple[FakeKube, str, Callable]]:  # noqa: F811
+    """A fake API server holding staging in production's collocated layout (``serving_fake``).
+
+    Yields ``(fake, host, set_metrics)``; ``set_metrics(fn)`` makes ``GET /metrics`` return
+    ``fn()`` (Prometheus text).
+    """
+    with serving_fake(staging_docs) as served:
+        yield served
+
+
+@pytest.fixture
+def fake_kube_split(split_docs) -> Iterator[tuple[FakeKube, str, Callable]]:  # noqa: F811
+    """``fake_kube`` with the split layout (a transformer component and a predictor component)."""
+    with serving_fake(split_docs) as served:
+        yield served
 
 
 class TrafficSimulator:

@@ -3,13 +3,23 @@ GMV guardrail.
 
 Every answer is logged with the bundle it came from (``DECISIONS``: ``model_version`` and
 ``index_version``; the index version is unique per published bundle, so it tells a canary from
-the champion even when only the index changed). Outcome events arrive later in the raw logs:
-clicks carry the ``request_id``; purchases are attributed to the click of the same (user,
-listing) within the label window. The attribution is the labelling code's
-(``data.labels.label_impressions``) and the analysis is the experiment code's
-(``evaluation.experiments``: sessions, per-unit totals, delta-method CI), run on the two arms:
+the champion even when only the index changed) and with the bundle the ranker that scored it
+answered with (``predictor_version``, the predictor's ``bundle_version``). The pair
+``(index_version, predictor_version)`` is what served: collocated (production) it is always one
+bundle; with transformer and predictor split apart, KServe draws each component's revision
+independently, so at a p % canary a share 2p(1-p) of answers pairs one bundle's transformer with
+the other's ranker. Those **mismatched** answers belong to neither arm: they are left out of the
+comparison and counted in the reading (``served_pairs``). An answer no ranker scored (the
+fallback; ``predictor_version`` null, as in logs written before the column existed) counts for
+its transformer's bundle.
 
-    decision log ──explode──► impressions (request_id, slot, listing, propensity, arm)
+Outcome events arrive later in the raw logs: clicks carry the ``request_id``; purchases are
+attributed to the click of the same (user, listing) within the label window. The attribution is
+the labelling code's (``data.labels.label_impressions``) and the analysis is the experiment
+code's (``evaluation.experiments``: sessions, per-unit totals, delta-method CI), run on the two
+arms:
+
+    decision log ──matched pairs──explode──► impressions (request_id, slot, listing, propensity, arm)
     clicks, purchases, listings ──label_impressions──► clicked, purchased, price, take_rate
     ──sessions_from_impressions──► one row per request (gmv, sessions = 1)
     ──compare_delta("gmv_per_session")──► canary / champion ratio with its interval
@@ -45,7 +55,31 @@ class GmvReading(BaseModel):
     champion_gmv_per_session: float | None = None
     canary_sessions: int = 0
     champion_sessions: int = 0
+    mismatched_answers: int = Field(default=0, description=(
+        "Answers of either arm's bundle scored by another bundle's ranker: left out of both arms."))
+    served_pairs: dict[str, int] = Field(default_factory=dict, description=(
+        "Answers per served pair 'transformer bundle -> ranker bundle' ('-' when no ranker scored)."))
     note: str = ""
+
+
+def mismatched(decisions: pd.DataFrame) -> pd.Series:
+    """True for answers whose ranker answered with another bundle than the transformer's
+    (``predictor_version`` set and not ``index_version``); False without the column."""
+    if "predictor_version" not in decisions:
+        return pd.Series(False, index=decisions.index)
+    served = decisions["predictor_version"].astype("string")
+    return (served.notna() & served.ne(decisions["index_version"].astype("string"))).fillna(False).astype(bool)
+
+
+def served_pairs(decisions: pd.DataFrame) -> dict[str, int]:
+    """Answers per served pair ``"<index_version> -> <predictor_version>"`` (``-``: no ranker
+    scored), most answers first."""
+    if decisions.empty:
+        return {}
+    ranker = (decisions["predictor_version"] if "predictor_version" in decisions
+              else pd.Series(None, index=decisions.index)).astype("string").fillna("-")
+    counts = (decisions["index_version"].astype("string").fillna("-") + " -> " + ranker).value_counts()
+    return {str(k): int(v) for k, v in counts.items()}
 
 
 def decision_impressions(decisions: pd.DataFrame, arm_key: ArmKey = "index_version") -> pd.DataFrame:
@@ -77,7 +111,8 @@ def arm_sessions(decisions: pd.DataFrame, clicks: pd.DataFrame, purchases: pd.Da
 
     Parameters
     ----------
-    decisions : decision-log rows; answers of other bundles are left out.
+    decisions : decision-log rows; answers of other bundles, and answers whose ranker served
+        another bundle than their transformer (``mismatched``), are left out.
     clicks, purchases, listings : raw tables (``contract.CLICKS``, ``PURCHASES``, ``LISTINGS``).
     canary, champion : the ``arm_key`` values of the two bundles.
     window_s : purchase attributed to a click within this many seconds.
@@ -91,7 +126,7 @@ def arm_sessions(decisions: pd.DataFrame, clicks: pd.DataFrame, purchases: pd.Da
     from checkout_recs.data.labels import label_impressions
     from checkout_recs.evaluation.experiments.ab import sessions_from_impressions
 
-    imp = decision_impressions(decisions, arm_key)
+    imp = decision_impressions(decisions[~mismatched(decisions)], arm_key)
     imp = imp[imp["arm"].isin([canary, champion])]
     arms = imp.groupby("request_id", sort=False)["arm"].first()
     if imp.empty:
@@ -201,7 +236,24 @@ class DecisionLogGmv:
         ev = self.outcomes()
         sessions = arm_sessions(decisions, ev["clicks"], ev["purchases"], ev["listings"], canary, champion,
                                 self.window_s, self.arm_key)
-        return gmv_reading(sessions, self.min_sessions, self.alpha)
+        return with_pairs(gmv_reading(sessions, self.min_sessions, self.alpha), decisions, canary, champion,
+                          self.arm_key)
+
+
+def with_pairs(reading: GmvReading, decisions: pd.DataFrame, canary: str, champion: str,
+               arm_key: ArmKey = "index_version") -> GmvReading:
+    """``reading`` with the served pairs of the answers whose transformer is either arm's, and
+    those scored by another bundle's ranker counted (and named in the note when there are any)."""
+    if decisions.empty or arm_key not in decisions:
+        return reading
+    ours = decisions[decisions[arm_key].astype("string").isin([canary, champion]).fillna(False).astype(bool)]
+    bad = mismatched(ours)
+    note = reading.note
+    if bad.any():
+        named = ", ".join(f"{pair} {n}" for pair, n in served_pairs(ours[bad]).items())
+        note = f"{note}; {int(bad.sum())} answers left out, scored by another bundle's ranker ({named})"
+    return reading.model_copy(update={"served_pairs": served_pairs(ours), "mismatched_answers": int(bad.sum()),
+                                      "note": note})
 
 
 def bundle_arm(store: ArtifactStore, bundle_uri: str) -> str:

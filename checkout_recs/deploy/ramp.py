@@ -66,6 +66,9 @@ class RolloutResult(BaseModel):
     reason: str
     candidate_uri: str
     champion_uri: str | None
+    layout: str | None = Field(default=None, description=(
+        "collocated (one revision serves the pair), split (transformer and predictor split apart) "
+        "or predictor-only: deploy.isvc.layout of the InferenceService when the ramp started."))
     steps: list[StepRecord] = Field(default_factory=list)
 
 

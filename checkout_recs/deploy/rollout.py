@@ -1,10 +1,16 @@
 """Progressive canary rollout of a serving bundle on KServe, with guardrails and self-rollback.
 
 KServe keeps the last fully rolled-out revision of each component and splits traffic with
-``canaryTrafficPercent``. The ramp:
+``canaryTrafficPercent``. In production the transformer and the ranker are collocated
+(``deploy.isvc.layout``: one predictor component whose pod holds both containers), so there is
+one ``STORAGE_URI`` (the ranker container's, downloaded once for both), one revision and one split:
+the canary moves the pair. A split layout (a transformer component too) still ramps, every
+component patched alike, but KServe draws each component's split independently per request; the
+result records the layout and the GMV attribution keeps only answers whose transformer and
+ranker served the same bundle (``deploy.attribution``). The ramp:
 
-1. patch ``STORAGE_URI`` of every component's containers to the new bundle and set
-   ``canaryTrafficPercent`` to the first step (5);
+1. patch ``STORAGE_URI`` where the containers set it (collocated: the ranker container only) to
+   the new bundle and set ``canaryTrafficPercent`` of every component to the first step (5);
 2. watch the InferenceService until the controller reports the split (``status.components.*.
    traffic``) and the Ready condition for the new generation;
 3. observe the canary revision's guardrails (``checkout_recs.evaluation.experiments.guardrails.
@@ -37,6 +43,7 @@ from checkout_recs.deploy.isvc import (
     containers_with_uri,
     is_ready_at,
     latest_traffic,
+    layout,
     rolled_back,
     storage_uri,
 )
@@ -104,9 +111,13 @@ class Rollout:
         return self.api.patch_isvc(self.ref, body)
 
     def start(self, bundle_uri: str, percent: int) -> dict[str, Any]:
-        """Point every component at ``bundle_uri`` with ``percent`` canary traffic."""
+        """Point every component at ``bundle_uri`` with ``percent`` canary traffic (collocated: the
+        one predictor component, both containers in one revision)."""
         isvc = self.api.get_isvc(self.ref)
         champion = storage_uri(isvc)
+        if layout(isvc) == "split":
+            self.log("split layout: KServe splits transformer and predictor traffic independently; "
+                     "GMV attribution keeps only answers whose transformer and ranker served one bundle")
         spec = {c: {"containers": containers_with_uri(isvc["spec"][c], bundle_uri), "canaryTrafficPercent": percent}
                 for c in components_of(isvc)}
         ann = {ANN + "champion-uri": champion or "", ANN + "candidate-uri": bundle_uri,
@@ -175,7 +186,8 @@ class Rollout:
         ann = {k[len(ANN) :]: v for k, v in (isvc["metadata"].get("annotations") or {}).items() if k.startswith(ANN)}
         comps = {c: (isvc.get("status", {}).get("components", {}).get(c) or {}).get("traffic") or []
                  for c in components_of(isvc)}
-        return {"name": self.ref.name, "namespace": self.ref.namespace, "storage_uri": storage_uri(isvc),
+        return {"name": self.ref.name, "namespace": self.ref.namespace, "layout": layout(isvc),
+                "storage_uri": storage_uri(isvc),
                 "ready": is_ready_at(isvc, latest_traffic(isvc, components_of(isvc)[0])[1] or 0)
                 if components_of(isvc) else False, "traffic": comps, "rollout": ann}
 
@@ -251,8 +263,10 @@ class Rollout:
             bundle is already the one serving). API errors raise ``DeployError`` (any other
             unexpected error raises as is) after an attempted rollback.
         """
-        champion = storage_uri(self.api.get_isvc(self.ref))
-        result = RolloutResult(outcome="failed", reason="", candidate_uri=bundle_uri, champion_uri=champion)
+        isvc = self.api.get_isvc(self.ref)
+        champion = storage_uri(isvc)
+        result = RolloutResult(outcome="failed", reason="", candidate_uri=bundle_uri, champion_uri=champion,
+                               layout=layout(isvc))
         if champion == bundle_uri:
             result.reason = f"{bundle_uri} is already serving"
             return result

@@ -44,6 +44,7 @@ def decision_record(decision: Decision) -> dict[str, Any]:
         "basket_ids": list(p.request.purchased_item_ids), "policy": r.policy,
         "fallback_reason": r.fallback_reason, "session_class": p.session_class,
         "model_version": r.model_version, "index_version": r.index_version,
+        "predictor_version": p.predictor_version if r.policy == "ranker" else None,  # the ranker whose scores ranked it
         "item_ids": [i.listing_id for i in r.items], "scores": [i.score for i in r.items],
         "propensities": [i.propensity for i in r.items], "sources": [i.source for i in r.items],
         "reasons": [i.reason for i in r.items], "explored": bool(decision.slate.explored),

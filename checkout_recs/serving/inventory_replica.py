@@ -83,7 +83,7 @@ class ReplicaInventoryStore(MemoryInventoryStore):
     """
 
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", prefix: str = "checkout_recs",
-                 group: str = DEFAULT_GROUP, max_lag_s: float = 2.0, in_play_s: float = 900.0,
+                 group: str = DEFAULT_GROUP, max_lag_s: float = 1.0, in_play_s: float = 900.0,
                  block_ms: int = 250, batch: int = 2000, clock: Callable[[], float] = time.time,
                  on_applied: AppliedHook | None = None) -> None:
         import redis
@@ -99,6 +99,7 @@ class ReplicaInventoryStore(MemoryInventoryStore):
         self.position = "0-0"
         self.current_at = float("-inf")  # clock time the replica was last proven current
         self.bootstrapped = False
+        self._rebootstrap = False  # set when entries after the position were trimmed away
         self._ever_current = False
         self.lag_s = 0.0  # apply time minus stream time of the newest applied entry, seconds
         self.report = ApplyReport()
@@ -187,8 +188,8 @@ class ReplicaInventoryStore(MemoryInventoryStore):
         backoff = 0.1
         while not self._stop.is_set():
             try:
-                if not self.bootstrapped:
-                    self._bootstrap()
+                if not self.bootstrapped or self._rebootstrap:
+                    self._bootstrap()  # lookups keep the state in hand meanwhile
                 self._tail_once()
                 backoff = 0.1
             except Exception as exc:  # noqa: BLE001 - the thread must outlive any failure (Redis or not)
@@ -208,14 +209,14 @@ class ReplicaInventoryStore(MemoryInventoryStore):
         deleted = info.get("max-deleted-entry-id")
         if self.bootstrapped and deleted and _id_key(deleted) > _id_key(self.position):
             log.warning("inventory replica: entries after %s were trimmed; bootstrapping again", self.position)
-            self.bootstrapped = False
+            self._rebootstrap = True
 
     def _bootstrap(self) -> None:
         pos = self._applied_position()
         seqs, state = self._snapshot()
         touched = self._history(pos)
         self._seq, self._state, self._touched = seqs, state, touched
-        self.position, self.bootstrapped = pos, True
+        self.position, self.bootstrapped, self._rebootstrap = pos, True, False
         self.bootstraps += 1
         log.info("inventory replica bootstrapped at %s: %d listings with a sequence, %d unavailable",
                  pos, len(seqs), len(state))

@@ -94,6 +94,9 @@ class Prepared:
     fb_sources: np.ndarray
     matrix: np.ndarray | None = None  # float32 (n, d) ranker input, None on the fallback path
     filtered_out: int = 0
+    #: bundle (index) version of the ranker that scored this request (the remote predictor's
+    #: answered ``bundle_version``, or this bundle's for in-process scoring); None when none did
+    predictor_version: str | None = None
     #: the inventory lookup still in flight (``prepare(defer_inventory=True)``), None once settled
     pending: Any = None
     timings: dict[str, float] = field(default_factory=dict)

@@ -148,7 +148,7 @@ def decision_row(i: int) -> dict[str, Any]:
         "request_id": f"req-{i}", "event_timestamp": dt.datetime(2026, 11, 22, tzinfo=dt.UTC) + dt.timedelta(seconds=i),
         "user_id": i % 97, "region": "north", "device": "web", "basket_ids": [5, 6], "policy": "ranker",
         "fallback_reason": None, "session_class": "returning", "model_version": "m1", "index_version": "i1",
-        "item_ids": list(range(i, i + 6)), "scores": [0.6, 0.5, 0.4, 0.3, 0.2, 0.1],
+        "predictor_version": "i1", "item_ids": list(range(i, i + 6)), "scores": [0.6, 0.5, 0.4, 0.3, 0.2, 0.1],
         "propensities": [1.0, 1.0, 1.0, 1.0, 1.0, 0.9], "sources": ["ann"] * 6, "reasons": ["new seller"] * 6,
         "explored": i % 10 == 0, "exploration_cost": 0.01, "n_candidates": 250, "n_filtered_out": 3,
         "snapshot_ids": list(range(30)), "snapshot_scores": [0.5] * 30, "latency_ms": 4.2,

@@ -27,7 +27,7 @@ def test_simulate_ingest_label_through_the_cli(tmp_path: Path) -> None:
     assert json.loads((raw / "manifest.json").read_text())["rows"]["listings"] == 1500
     store = tmp_path / "store"
     r = runner.invoke(app, ["ingest", str(raw), "--out", str(ing), "--now", "2026-11-01T00:00:00+00:00",
-                            "--publish-to", str(store)])
+                            "--artifact-root", str(store)])
     assert r.exit_code == 0, r.output
     version = (store / "ingested" / "LATEST").read_text().strip()
     assert (store / "ingested" / version / "ingest_report.json").read_bytes() == (ing / "ingest_report.json").read_bytes()

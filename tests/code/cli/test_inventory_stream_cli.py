@@ -62,4 +62,4 @@ def test_publish_then_consume_until_sigterm(tmp_path, inv_prefix):  # noqa: F811
 
 def test_publish_refuses_a_missing_file(tmp_path):
     res = CliRunner().invoke(app, ["inventory", "publish", str(tmp_path / "none.parquet")])
-    assert res.exit_code == 2 and "no events at" in res.output
+    assert res.exit_code == 1 and "no events at" in res.output

@@ -50,13 +50,13 @@ def test_explain_prints_the_logged_decision(tmp_path):
         "explored": True, "exploration_cost": 0.01, "n_candidates": 250, "n_filtered_out": 3,
         "snapshot_ids": [1, 2], "snapshot_scores": [0.6, 0.5], "latency_ms": 4.2, "timings_json": "{}"})
     log.close()
-    res = runner.invoke(app, ["explain", "dispute-1", "--store", str(tmp_path / "store")])
+    res = runner.invoke(app, ["explain", "dispute-1", "--artifact-root", str(tmp_path / "store")])
     assert res.exit_code == 0, res.output
     assert "dispute-1" in res.output and "new seller" in res.output and "250 in-stock" in res.output
-    missing = runner.invoke(app, ["explain", "nope", "--store", str(tmp_path / "store")])
-    assert missing.exit_code == 2
+    missing = runner.invoke(app, ["explain", "nope", "--artifact-root", str(tmp_path / "store")])
+    assert missing.exit_code == 1
 
 
 def test_recommend_reports_a_refused_connection_cleanly():
     res = runner.invoke(app, ["recommend", "--url", "http://127.0.0.1:1", "--user", "1", "--region", "north"])
-    assert res.exit_code == 2 and "request failed" in res.output
+    assert res.exit_code == 1 and "request failed" in res.output

@@ -14,6 +14,9 @@ from checkout_recs.deploy.attribution import (
     bundle_arm,
     decision_impressions,
     gmv_reading,
+    mismatched,
+    served_pairs,
+    with_pairs,
 )
 from checkout_recs.storage import LocalArtifactStore
 
@@ -112,3 +115,46 @@ def test_decision_log_source_reads_published_parts_since_the_ramp_started(tmp_pa
     assert r.canary_gmv_per_session == pytest.approx(30.0) and r.ratio is None  # the champion has no GMV
     later = src.compare("uri-new", "uri-old", since=(T0 + pd.Timedelta(days=1)).to_pydatetime())
     assert later.canary_sessions == 0 and later.ratio is None and "too few" in later.note
+
+
+def _served(pairs: list[tuple[str, str | None]]) -> pd.DataFrame:
+    """Decision rows answered by (transformer bundle, ranker bundle) pairs, in order."""
+    dec = _decisions([t for t, _ in pairs])
+    return dec.assign(predictor_version=[r for _, r in pairs])
+
+
+def test_answers_scored_by_another_bundles_ranker_belong_to_neither_arm():
+    dec = _served([("new", "new"), ("new", "old"), ("old", "old"), ("old", "new"), ("old", None)])
+    assert mismatched(dec).tolist() == [False, True, False, True, False]  # None: the fallback, no ranker
+    assert not mismatched(dec.drop(columns="predictor_version")).any()  # logs from before the column
+    clicks = pd.DataFrame({"request_id": ["r0"], "user_id": [100], "listing_id": [10],
+                           "event_timestamp": [T0 + pd.Timedelta(minutes=1)]})
+    purchases = pd.DataFrame({"purchase_id": ["a"], "user_id": [100], "listing_id": [10], "price": [10.0],
+                              "event_timestamp": [T0 + pd.Timedelta(minutes=2)]})
+    s = arm_sessions(dec, clicks, purchases, LISTINGS, canary="new", champion="old").set_index("request_id")
+    assert s["arm"].to_dict() == {"r0": "treatment", "r2": "control", "r4": "control"}
+    assert served_pairs(dec) == {"new -> new": 1, "new -> old": 1, "old -> old": 1, "old -> new": 1, "old -> -": 1}
+    r = with_pairs(gmv_reading(s, min_sessions=1), dec, "new", "old")
+    assert r.mismatched_answers == 2 and r.served_pairs["new -> old"] == 1
+    assert "2 answers left out" in r.note and "new -> old 1" in r.note and "old -> new 1" in r.note
+
+
+def test_a_split_canary_hides_a_ranker_drop_that_the_served_pair_shows():
+    """Transformer and ranker split independently at 25 % (the split layout): a canary whose ranker
+    sells a third as much looks like the champion when answers are keyed on the transformer's
+    bundle alone; keyed on the served pair, the drop is there."""
+    rng = np.random.default_rng(5)
+    n = 8000
+    front, ranker = (np.where(rng.uniform(size=n) < 0.25, "new", "old") for _ in range(2))
+    dec = _served(list(zip(front, ranker, strict=True)))
+    clicks = pd.DataFrame({"request_id": dec["request_id"], "user_id": dec["user_id"], "listing_id": 10,
+                           "event_timestamp": T0 + pd.Timedelta(hours=1)})
+    buys = rng.uniform(size=n) < np.where(ranker == "new", 0.1, 0.3)  # the ranker decides what sells
+    purchases = pd.DataFrame({"purchase_id": dec["request_id"][buys], "user_id": dec["user_id"][buys],
+                              "listing_id": 10, "price": 10.0, "event_timestamp": T0 + pd.Timedelta(hours=2)})
+    args = (clicks, purchases, LISTINGS, "new", "old")
+    by_transformer = gmv_reading(arm_sessions(dec.drop(columns="predictor_version"), *args))
+    by_pair = with_pairs(gmv_reading(arm_sessions(dec, *args)), dec, "new", "old")
+    assert by_transformer.ratio_lower < 1.0 < by_transformer.ratio_upper  # no drop seen
+    assert by_pair.ratio_upper < 0.5 and by_pair.ratio == pytest.approx(1 / 3, abs=0.1)
+    assert by_pair.mismatched_answers == int((front != ranker).sum()) > 0.3 * n  # 2p(1-p) = 37.5 %

@@ -5,8 +5,10 @@ from __future__ import annotations
 import copy
 
 import pytest
+import yaml
 
 from checkout_recs.deploy.crd_schema import strict_schema
+from checkout_recs.deploy.isvc import layout, storage_uri, transformer_container
 from checkout_recs.deploy.manifests import validate_core, validate_resources
 from checkout_recs.deploy.semantics import semantic_findings
 from tests.fixtures_ops import CRD_DIR, MANIFESTS, find, kserve_schemas, rendered  # noqa: F401
@@ -44,14 +46,41 @@ def test_real_crds_are_used_when_present(rendered, kserve_schemas):  # noqa: F81
 
 def test_isvc_has_what_the_brief_asks(rendered):  # noqa: F811
     isvc = find(rendered["overlays/production"], "InferenceService")
-    for comp in ("transformer", "predictor"):
-        spec = isvc["spec"][comp]
-        assert spec["minReplicas"] == 3 and spec["maxReplicas"] == 20
-        assert spec["scaleTarget"] and spec["timeout"]
-        assert spec["containers"][0]["resources"]["limits"]["memory"]
-    colloc = find(rendered["overlays/staging-collocated"], "InferenceService")
-    assert "transformer" not in colloc["spec"]
-    assert [c["name"] for c in colloc["spec"]["predictor"]["containers"]] == ["kserve-container", "transformer-container"]
+    spec = isvc["spec"]["predictor"]
+    assert spec["minReplicas"] == 3 and spec["maxReplicas"] == 20
+    assert spec["scaleTarget"] and spec["timeout"]
+    assert all(c["resources"]["limits"]["memory"] for c in spec["containers"])
+    split = find(rendered["overlays/staging"], "InferenceService")
+    assert layout(split) == "split" and {"transformer", "predictor"} <= set(split["spec"])
+
+
+@pytest.mark.parametrize("target", ["overlays/production", "overlays/staging-collocated"])
+def test_production_serves_the_pair_collocated(target, rendered):  # noqa: F811
+    """One pod, one revision, one STORAGE_URI: a canary moves transformer and ranker together."""
+    isvc = find(rendered[target], "InferenceService")
+    assert layout(isvc) == "collocated" and "transformer" not in isvc["spec"]
+    pred = isvc["spec"]["predictor"]
+    assert [c["name"] for c in pred["containers"]] == ["kserve-container", "transformer-container"]
+    uris = [e for c in pred["containers"] for e in c.get("env") or [] if e["name"] == "STORAGE_URI"]
+    assert len(uris) == 1 and storage_uri(isvc) == uris[0]["value"]  # the ranker's; KServe mounts it into both
+    t = transformer_container(isvc)
+    assert "--predictor_url=http://127.0.0.1:8085" in t["args"] and "--bundle=/mnt/models" in t["args"]
+    assert [p["containerPort"] for c in pred["containers"] for p in c.get("ports") or []] == [8080]
+    base = yaml.safe_load((MANIFESTS / "base" / "inferenceservice.yaml").read_text())["spec"]["transformer"]
+    assert (pred["containerConcurrency"], pred["scaleTarget"]) == (base["containerConcurrency"], base["scaleTarget"])
+
+
+@pytest.mark.parametrize("fault, says", [
+    (lambda c: c[1]["env"].insert(0, {"name": "STORAGE_URI", "value": "s3://b/x"}), "sets STORAGE_URI"),
+    (lambda c: c[0].update(ports=[{"containerPort": 8085}]), "2 container ports"),
+    (lambda c: c[1]["args"].append("--predictor_url=http://127.0.0.1:8081"), "does not reach"),
+    (lambda c: c[1].update(name="transformer"), "KServe needs"),
+])
+def test_semantics_catch_a_broken_collocation(rendered, fault, says):  # noqa: F811
+    docs = copy.deepcopy(rendered["overlays/production"])
+    fault(find(docs, "InferenceService")["spec"]["predictor"]["containers"])
+    found = [f.message for f in semantic_findings(docs) if f.check == "collocation"]
+    assert any(says in m for m in found), found
 
 
 def test_production_uses_elasticache_and_no_plain_secret(rendered):  # noqa: F811
@@ -60,7 +89,7 @@ def test_production_uses_elasticache_and_no_plain_secret(rendered):  # noqa: F81
     assert svc["spec"]["type"] == "ExternalName" and "cache.amazonaws.com" in svc["spec"]["externalName"]
     # no in-cluster Redis: the only Deployment is the inventory consumer (test_inventory_consumer_manifest.py)
     assert [d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"] == ["checkout-recs-inventory-consumer"]
-    c = find(docs, "InferenceService")["spec"]["transformer"]["containers"][0]
+    c = transformer_container(find(docs, "InferenceService"))
     token = next(e for e in c["env"] if e["name"] == "CHECKOUT_RECS_REDIS_PASSWORD")
     assert "secretKeyRef" in token["valueFrom"] and "value" not in token
     assert not any("REDIS" in a for a in c["args"])  # the password and the URL reach the code through env
@@ -229,4 +258,4 @@ def test_cli_validate_passes_and_says_when_crds_are_missing(tmp_path):
     assert ok.exit_code == 0, ok.output
     missing = CliRunner().invoke(app, ["manifests", "validate", "--manifests-dir", str(MANIFESTS),
                                        "--crd-dir", str(tmp_path), "--require-crds"])
-    assert missing.exit_code == 2
+    assert missing.exit_code == 1

@@ -83,7 +83,7 @@ def test_cli_fairness_experiment_and_bad_input(run: Path, tmp_path: Path) -> Non
                          "--out", str(tmp_path / "geo")])  # fmt: skip
     assert res.exit_code == 2 and "--start" in res.output
     res = r.invoke(app, ["fairness", "--run", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")])
-    assert res.exit_code == 2
+    assert res.exit_code == 1
 
 
 def test_cli_monitor_same_traffic_is_quiet(run: Path, tmp_path: Path) -> None:
@@ -101,4 +101,4 @@ def test_cli_monitor_same_traffic_is_quiet(run: Path, tmp_path: Path) -> None:
     assert (tmp_path / "m" / "features" / "drift_report.html").is_file()
     res = CliRunner().invoke(app, ["monitor", "--reference", str(tmp_path / "none"), "--current", str(run),
                                    "--out", str(tmp_path / "m2")])  # fmt: skip
-    assert res.exit_code == 2
+    assert res.exit_code == 1

@@ -225,3 +225,12 @@ def test_loop_lag_measures_a_blocked_loop():
         return lag.recent_s
 
     assert asyncio.run(go()) > 0.02
+
+
+def test_a_call_arriving_past_its_deadline_is_refused_before_any_stage(bundle):
+    t, log = _transformer(bundle, "fallback")
+    before, shed0 = _state(t, log), _shed("admission", "refused")
+    with pytest.raises(Shed, match="had passed"):
+        asyncio.run(_ask(t, RequestClock(time.perf_counter() - 2.0, client_budget_s=1.0)))
+    assert _state(t, log) == before and _shed("admission", "refused") == shed0 + 1
+    assert t.admission.inflight == 0 and t._cheap_inflight == 0

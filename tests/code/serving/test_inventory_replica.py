@@ -119,3 +119,18 @@ def test_redis_down_keeps_answering_from_memory_then_stale_keeps_known_state_onl
                 [False, True, True, False, True, False, False]
         finally:
             replica.close()
+
+
+def test_entries_trimmed_behind_the_replica_make_it_bootstrap_again(inv_prefix):  # noqa: F811
+    r = redis.Redis.from_url(REDIS_URL)
+    publish_events(r, stream_key(inv_prefix), [ev(lid, "sold", 1) for lid in range(1, 11)])
+    replica = ReplicaInventoryStore(REDIS_URL, prefix=inv_prefix, block_ms=50, max_lag_s=3600).start()
+    try:
+        assert replica.wait_ready(20) and wait_for(lambda: replica.report.read == 10)
+        replica.position = "0-1"  # as if it had fallen behind ...
+        r.xtrim(stream_key(inv_prefix), maxlen=5)  # ... entries it never read are gone
+        replica._recover()
+        assert replica.bootstrapped  # the state in hand keeps answering meanwhile
+        assert wait_for(lambda: replica.bootstraps == 2, 10)
+    finally:
+        replica.close()

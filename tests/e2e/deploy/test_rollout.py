@@ -31,12 +31,14 @@ def _rollout(host: str, prometheus_url: str = "http://127.0.0.1:9", plan: RampPl
 
 
 def _percents(fake) -> list:  # noqa: ANN001
+    """``canaryTrafficPercent`` of every patch; every component present in a patch moves alike
+    (collocated: the predictor component alone, which holds both containers)."""
     out = []
     for body in fake.patches():
         spec = body.get("spec", {})
-        out.append(spec.get("transformer", {}).get("canaryTrafficPercent", "absent"))
-        assert spec["transformer"].get("canaryTrafficPercent", "absent") == \
-            spec["predictor"].get("canaryTrafficPercent", "absent")  # both components move together
+        values = {c: spec[c].get("canaryTrafficPercent", "absent") for c in ("transformer", "predictor") if c in spec}
+        assert len(set(values.values())) == 1, values  # the components present move together
+        out.append(next(iter(values.values())))
     return out
 
 

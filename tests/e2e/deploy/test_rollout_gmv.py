@@ -156,8 +156,8 @@ def test_cli_canary_reads_gmv_from_the_store_and_promote_rollback_move_aliases( 
         (src / "bundle.json").write_text(json.dumps({"index_version": idx}))
         uris[arm] = store.publish("bundle", f"bundle-{arm}", src)
     isvc = fake.isvcs[(REF.namespace, REF.name)]
-    for comp in ("transformer", "predictor"):  # the champion bundle is the one serving
-        for c in isvc["spec"][comp].get("containers") or []:
+    for comp in ("transformer", "predictor"):  # the champion bundle is the one serving (collocated: no transformer)
+        for c in isvc["spec"].get(comp, {}).get("containers") or []:
             for e in c.get("env") or []:
                 if e["name"] == "STORAGE_URI":
                     e["value"] = uris["champion"]
@@ -165,11 +165,11 @@ def test_cli_canary_reads_gmv_from_the_store_and_promote_rollback_move_aliases( 
     set_challenger(mlflow_db, new, True, uris["canary"])
     limits = tmp_path / "limits.yaml"
     limits.write_text("min_requests: 20\nmax_error_rate: 0.02\ngmv_floor_ratio: 0.5\n")
-    common = ["--host", host, "--namespace", REF.namespace, "--mlflow-tracking-uri", mlflow_db]
+    common = ["--host", host, "--namespace", REF.namespace, "--tracking-uri", mlflow_db]
     res = CliRunner().invoke(app, [
         "deploy", "canary", uris["canary"], "--prometheus-url", prom.url, *common, "--steps", "5,50,100",
         "--hold-s", "1", "--poll-s", "0.25", "--max-hold-s", "6", "--guardrails", str(limits),
-        "--decisions-store", str(tmp_path / "store"), "--outcomes", str(tmp_path / "logs"),
+        "--artifact-root", str(tmp_path / "store"), "--outcomes", str(tmp_path / "logs"),
         "--gmv-min-sessions", "100", "--result-json", str(tmp_path / "r.json")])
     assert res.exit_code == 0, res.output
     steps = json.loads((tmp_path / "r.json").read_text())["steps"]
@@ -192,7 +192,7 @@ def test_cli_promote_moves_champion_after_the_controller_confirms(fake_kube, tmp
     assert rollout.wait_for(5, rollout.start(NEW, 5)) is not None  # a canary stuck at 5 %
     assert alias_version(mlflow_db, "champion")[0] == old
     res = CliRunner().invoke(app, ["deploy", "promote", "--host", host, "--namespace", REF.namespace,
-                                   "--mlflow-tracking-uri", mlflow_db, "--timeout-s", "5"])
+                                   "--tracking-uri", mlflow_db, "--timeout-s", "5"])
     assert res.exit_code == 0, res.output
     assert list(fake.traffic(REF.namespace, REF.name).values()) == [100]
     assert alias_version(mlflow_db, "champion")[0] == new and "now champion" in res.output
@@ -201,7 +201,7 @@ def test_cli_promote_moves_champion_after_the_controller_confirms(fake_kube, tmp
     fake.reconcile = False  # a controller that never confirms: the alias must not move
     rollout.start(other, 5)
     res = CliRunner().invoke(app, ["deploy", "promote", "--host", host, "--namespace", REF.namespace,
-                                   "--mlflow-tracking-uri", mlflow_db, "--timeout-s", "0.5"])
+                                   "--tracking-uri", mlflow_db, "--timeout-s", "0.5"])
     assert res.exit_code == 1 and "registry unchanged" in res.output
     assert alias_version(mlflow_db, "champion")[0] == new
 

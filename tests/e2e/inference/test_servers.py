@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from checkout_recs.serving.decisions import find_decision
 from checkout_recs.serving.inventory import RedisInventoryStore
 from inference.launch import running_servers
+from inference.predictor import bundle_version
 from inference.transformer import TRANSFORMER_NAME
 from tests.fixtures_serving import make_serving_bundle
 
@@ -252,6 +253,8 @@ def test_explain_finds_the_logged_decision(env):
     assert rec["item_ids"] == six(pred)
     assert rec["propensities"] == [it["propensity"] for it in pred["items"]]
     assert rec["policy"] == pred["policy"] and len(rec["snapshot_ids"]) > 0
+    if rec["policy"] == "ranker":  # the ranker that scored it answered with this bundle's version: a served pair
+        assert rec["predictor_version"] == rec["index_version"] and rec["index_version"]
 
 
 def test_metrics_expose_stage_histograms_and_fallbacks(env):
@@ -273,7 +276,7 @@ def test_predictor_hop_protocols_agree(env):
     async def score(proto: str):
         c = PredictorClient(env["s"].predictor_url, env["s"].predictor_grpc, protocol=proto)
         try:
-            return await c.score(x, 10.0)
+            return await c.score_versioned(x, 10.0)
         finally:
             await c.close()
 
@@ -282,6 +285,8 @@ def test_predictor_hop_protocols_agree(env):
         np.testing.assert_allclose(outs[p][0], outs["rest-json"][0], rtol=1e-6)
         np.testing.assert_allclose(outs[p][1], outs["rest-json"][1], rtol=1e-6)
     assert outs["grpc"][0].shape == (40,)
+    # every hop says which bundle's ranker answered
+    assert {o.bundle_version for o in outs.values()} == {bundle_version(env["s"].log_dir.parent / "bundle")}
 
 
 def test_tritonclient_http_binary_against_the_predictor_fast_route(env):

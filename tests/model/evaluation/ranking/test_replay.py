@@ -133,13 +133,13 @@ def test_cli_writes_json_report(logged, tmp_path):
 
     store, champion, _ = logged
     out = tmp_path / "replay.json"
-    res = CliRunner().invoke(app, ["replay", "--decisions", str(store), "--model", f"file://{champion}",
+    res = CliRunner().invoke(app, ["replay", "--decisions", str(store), "--bundle", f"file://{champion}",
                                    "--out", str(out)])
     assert res.exit_code == 0, res.output
     body = json.loads(out.read_text())
     assert body["mean_overlap"] == 1.0 and body["n_replayed"] == N_REQUESTS
-    bad = CliRunner().invoke(app, ["replay", "--decisions", str(tmp_path / "nowhere"), "--model", str(champion)])
-    assert bad.exit_code == 2 and "no decision log" in bad.output
+    bad = CliRunner().invoke(app, ["replay", "--decisions", str(tmp_path / "nowhere"), "--bundle", str(champion)])
+    assert bad.exit_code == 1 and "no decision log" in bad.output
 
 
 def test_same_bundle_with_exploration_on_differs_only_partly(logged):
