@@ -127,10 +127,14 @@ def test_entries_trimmed_behind_the_replica_make_it_bootstrap_again(inv_prefix):
     replica = ReplicaInventoryStore(REDIS_URL, prefix=inv_prefix, block_ms=50, max_lag_s=3600).start()
     try:
         assert replica.wait_ready(20) and wait_for(lambda: replica.report.read == 10)
+        replica._stop.set()  # hold the tail still (the client stays open)
+        replica._thread.join(5)
         replica.position = "0-1"  # as if it had fallen behind ...
-        r.xtrim(stream_key(inv_prefix), maxlen=5)  # ... entries it never read are gone
+        r.xtrim(stream_key(inv_prefix), maxlen=5, approximate=False)  # ... entries it never read are gone
         replica._recover()
-        assert replica.bootstrapped  # the state in hand keeps answering meanwhile
-        assert wait_for(lambda: replica.bootstraps == 2, 10)
+        assert replica._rebootstrap and replica.bootstrapped  # the state in hand keeps answering meanwhile
+        assert replica.unavailable(np.array([1, 10, 11])).tolist() == [True, True, False]
+        replica._bootstrap()
+        assert replica.bootstraps == 2 and not replica._rebootstrap
     finally:
         replica.close()
