@@ -149,12 +149,12 @@ def publisher(url: str, stream: str, listing_ids: list[int], rate: Any, mode: An
 
 
 def _random_events(rng: np.random.Generator, listing_ids: list[int], n: int) -> list[InventoryEvent]:
-    lids = rng.choice(listing_ids, n) if n else []
+    lids: list[int] = rng.choice(listing_ids, n).tolist() if n else []
     types = rng.choice(len(_BG_TYPES), n, p=_BG_WEIGHTS)
     ttls = rng.integers(2, 31, n)
     now = time.time()
     return [InventoryEvent(lid, _BG_TYPES[t], time.time_ns(), ttl if t == 0 else None, now)
-            for lid, t, ttl in zip(list(lids), types.tolist(), ttls.tolist(), strict=True)]
+            for lid, t, ttl in zip(lids, types.tolist(), ttls.tolist(), strict=True)]
 
 
 class CheckoutFlow:
@@ -167,7 +167,7 @@ class CheckoutFlow:
 
     def step(self, n: int) -> list[InventoryEvent]:
         """About ``n`` events: the follow-ups now due, then new actions for the rest."""
-        now, out = time.time(), []
+        now, out = time.time(), list[InventoryEvent]()
         while self.due and self.due[0][0] <= now and len(out) < n:
             _, lid, kind = heapq.heappop(self.due)
             out.append(InventoryEvent(lid, kind, time.time_ns(), None, now))
@@ -309,7 +309,7 @@ def numpy_scorer(seed: int = 0) -> Any:
     def score(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         d = m.shape[1]
         if d not in w:
-            w[d] = rng.normal(0, 1, d).astype(np.float32)
+            w[d] = np.asarray(rng.normal(0, 1, d), dtype=np.float32)
         z = np.nan_to_num(m) @ w[d]
         return 0.2 / (1 + np.exp(-z)), np.full(len(m), 0.3)
     return score
@@ -436,13 +436,14 @@ def check(ans: Answers, truth: Truth, applied: dict[str, float], bound_s: float)
     """Answers that showed a listing unavailable from their arrival to their completion (strict):
     how many, the age of the event at the request's arrival and when the replica applied it
     (relative to the arrival, ms; None: not seen applied)."""
-    bad, beyond, cases = 0, 0, collections.Counter()
+    bad, beyond = 0, 0
+    cases: collections.Counter[tuple[float, float | None, str]] = collections.Counter()
     for t, done, ids, why in zip(ans.t, ans.done, ans.ids, ans.why, strict=True):
         hit = [h for h in (truth.unavailable_throughout(lid, t, done) for lid in ids) if h is not None]
         if hit:
             bad += 1
             at, eid = max(hit)
-            beyond += (t - at) > bound_s
+            beyond += int((t - at) > bound_s)
             ap = applied.get(eid)
             cases[(round((t - at) * 1e3, 1), None if ap is None else round((ap - t) * 1e3, 1), why)] += 1
     n = len(ans.t)
@@ -503,7 +504,7 @@ def main() -> None:
         mode.value, rate.value = 1, args.bg_rate
         healthy = phase_bursts(t, bodies, r, stream, args.healthy_s)
         print("healthy:", healthy.bursts, "bursts", len(healthy.t), "answers", flush=True)
-        stall_stop, stalls = threading.Event(), []
+        stall_stop, stalls = threading.Event(), list[dict[str, float]]()
         staller = threading.Thread(target=stall_redis, args=(url, stall_stop, stalls), daemon=True)
         staller.start()
         slow = phase_bursts(t, bodies, r, stream, args.slow_s)

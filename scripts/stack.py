@@ -5,7 +5,8 @@
 1. **bundle** — the newest ``runs/*/artifacts/bundle/bundle-*`` (or ``--bundle``); none: the
    training pipeline runs first (``checkout-recs pipeline run training --local --out runs/stack``,
    about 4 min);
-2. **S3** — ``moto_server`` on 127.0.0.1:9000 (the overlay's ``minio.checkout-recs-local:9000``),
+2. **S3** — ``moto_server`` on 127.0.0.1:9000 (the overlay's ``minio.checkout-recs-local:9000``;
+   ``S3_IGNORE_SUBDOMAIN_BUCKETNAME``, else moto reads ``minio`` of that host name as a bucket),
    the bundle uploaded to the rendered ``STORAGE_URI``;
 3. **PostgreSQL** (the host's, 127.0.0.1:5432) — databases ``checkout_recs_feast`` (Feast's SQL
    registry) and ``checkout_recs_mlflow`` (MLflow's backend); **Redis** (the host's, 6379, db 0) —
@@ -203,7 +204,8 @@ def up(args: argparse.Namespace) -> None:
     STATE.write_text(json.dumps(state, indent=2))
     creds = {**S3_CREDENTIALS, "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{S3_PORT}"}
     state["pids"]["moto_server"] = start_process("moto_server", [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1",
-                                                                 "-p", str(S3_PORT)])
+                                                                 "-p", str(S3_PORT)],
+                                                   env={"S3_IGNORE_SUBDOMAIN_BUCKETNAME": "true"})
     STATE.write_text(json.dumps(state, indent=2))
     wait_http(f"http://127.0.0.1:{S3_PORT}/moto-api/", 60, "moto_server")
     uri = storage_uri(docs)

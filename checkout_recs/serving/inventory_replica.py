@@ -201,13 +201,17 @@ class ReplicaInventoryStore(MemoryInventoryStore):
                 self._recover()
 
     def _recover(self) -> None:
-        """After an error: re-bootstrap when entries after our position were trimmed away."""
+        """After an error: bootstrap again when entries after our position may have been trimmed or
+        deleted (the stream's first entry is past it, or a deleted id is)."""
         try:
             info = self._r.xinfo_stream(self.stream)
         except self._errors:
             return
-        deleted = info.get("max-deleted-entry-id")
-        if self.bootstrapped and deleted and _id_key(deleted) > _id_key(self.position):
+        first = (info.get("first-entry") or [None])[0]
+        removed = int(info.get("entries-added") or 0) > int(info.get("length") or 0)  # trimmed or deleted
+        behind = (removed and first is not None and _id_key(first) > _id_key(self.position)) or \
+            _id_key(info.get("max-deleted-entry-id") or "0-0") > _id_key(self.position)
+        if self.bootstrapped and behind:
             log.warning("inventory replica: entries after %s were trimmed; bootstrapping again", self.position)
             self._rebootstrap = True
 
