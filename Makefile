@@ -48,8 +48,9 @@ IMAGE_SETS := transformer predictor predictor-torch components
 # of the image sets, which are installed with --no-deps.
 NOT_RUNTIME := mypy librt ast-serialize pathspec types-greenlet
 
-lock: ## re-pin requirements.lock from requirements.in, then the images' sets (needs uv)
+lock: ## re-pin requirements.lock (runtime) and requirements-dev.lock (runtime + dev), then the images' sets
 	@$(UV_COMPILE) requirements.in -o requirements.lock
+	@$(UV_COMPILE) requirements-dev.in --constraint requirements.lock -o requirements-dev.lock
 	@$(MAKE) --no-print-directory requirements
 
 requirements: ## re-pin requirements/*.lock (one runtime set per image) at requirements.lock's versions

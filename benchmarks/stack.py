@@ -70,9 +70,9 @@ def podman(*args: str, check: bool = True) -> str:
     return subprocess.run(["podman", *args], env=PODMAN_ENV, capture_output=True, text=True, check=check).stdout
 
 
-def make_checkouts(bundle: Path, n: int, seed: int = 0) -> list[dict[str, Any]]:
+def make_checkouts(bundle: Path, n: int, run: str, seed: int = 0) -> list[dict[str, Any]]:
     """``n`` checkouts of users of the bundle's user table (known users), timestamped an hour after
-    the bundle's snapshot; each with its own ``request_id``."""
+    the bundle's snapshot; each with its own ``request_id`` (``stack-<run>-<i>``)."""
     layout = BundleLayout(bundle)
     users = pd.read_parquet(layout.features_dir / "user.parquet")
     snap = pd.read_parquet(bundle / "index" / "snapshot.parquet", columns=["listing_id", "snapshot_time"])
@@ -84,7 +84,7 @@ def make_checkouts(bundle: Path, n: int, seed: int = 0) -> list[dict[str, Any]]:
     for i, u in enumerate(picked.itertuples()):
         recent = [int(x) for x in (u.recent_listing_ids if u.recent_listing_ids is not None else []) if int(x) in listed]
         basket = recent[: int(rng.integers(1, 4))] or [int(rng.choice(sorted(listed)))]
-        out.append({"request_id": f"stack-{seed}-{i}", "user_id": int(u.user_id), "purchased_item_ids": basket,
+        out.append({"request_id": f"stack-{run}-{i}", "user_id": int(u.user_id), "purchased_item_ids": basket,
                     "region": str(u.region), "device": ("web", "ios", "android")[i % 3], "timestamp": now})
     return out
 
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     snap = pd.read_parquet(bundle / "index" / "snapshot.parquet", columns=["listing_id", "seller_id"])
     listed, sellers = set(snap["listing_id"].astype(int)), dict(zip(snap["listing_id"].astype(int),
                                                                      snap["seller_id"].astype(int), strict=True))
-    checkouts = make_checkouts(bundle, args.checkouts)
+    checkouts = make_checkouts(bundle, args.checkouts, run=f"{time.time():.0f}")
     transformer = f"{state['pods'][-1]}-kserve-container"
     serving = [f"{pod}-kserve-container" for pod in state["pods"]]
     res: dict[str, Any] = {"at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "bundle": bundle.name,

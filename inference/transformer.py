@@ -58,7 +58,7 @@ from checkout_recs.log_format import (
 from checkout_recs.policy.config import PolicyConfig
 from checkout_recs.serving.decisions import DecisionLog, decision_record
 from checkout_recs.serving.policy_source import PolicyDir, PolicyReloader, parse_policy
-from checkout_recs.serving.recommender import Decision, Prepared, Recommender
+from checkout_recs.serving.recommender import TooFewInStock, Decision, Prepared, Recommender
 from checkout_recs.serving.settings import DEFAULT_MODEL_NAME, ServingSettings
 from inference import codec, metrics
 from inference.deadline import Admission, LoopLag, RequestClock, ServiceTime, Shed, current_clock
@@ -319,8 +319,11 @@ class CheckoutTransformer(Model):
                           response_headers: dict[str, str] | None = None) -> Any:
         """Policy, metrics, decision log, encoding (none of it when the deadline passed: ``Shed``)."""
         self._check_deadline("before_decide", job)
-        decisions = [self.recommender.decide(p, s, f) for p, s, f in zip(job.prepared, job.scores, job.failures,
-                                                                             strict=True)]
+        try:
+            decisions = [self.recommender.decide(p, s, f)
+                         for p, s, f in zip(job.prepared, job.scores, job.failures, strict=True)]
+        except TooFewInStock as exc:  # the six-item promise cannot be kept: refuse, never a short list
+            raise Shed(self.name, str(exc)) from exc
         for d, rank_ms in zip(decisions, job.rank_ms, strict=True):
             self._account(d, rank_ms)
         if job.v2:

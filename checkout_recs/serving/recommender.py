@@ -117,6 +117,17 @@ class Decision:
     snapshot: tuple[list[int], list[float]] = ([], [])  # top candidates: listing ids, expected revenue
 
 
+class TooFewInStock(RuntimeError):
+    """Fewer than six in-stock listings are known for this checkout (candidates and fallback pools
+    together): the six-item promise cannot be kept, so no answer is made (the transformer refuses
+    the call with 503 + ``Retry-After``; nothing is logged or counted as exposure)."""
+
+    def __init__(self, found: int) -> None:
+        super().__init__(f"only {found} in-stock listings are known for this checkout, fewer than "
+                         f"{contract.SLATE_SIZE}; retry after a while")
+        self.found = found
+
+
 class Recommender:
     """Request-path core: ``prepare`` -> (scorer) -> ``decide``.
 
@@ -281,7 +292,8 @@ class Recommender:
 
     # ---------------------------------------------------------------- stage 5
     def decide(self, prep: Prepared, scores: Scores | None, failure: str | None = None) -> Decision:
-        """Stage policy: exactly six (when six in-stock listings exist at all).
+        """Stage policy: exactly six, or ``TooFewInStock`` when fewer than six in-stock listings
+        are known at all (never a short list).
 
         Parameters
         ----------
@@ -295,6 +307,8 @@ class Recommender:
         if reason is not None:
             scores = None
         slate = self.policy.choose(prep, scores)
+        if len(slate.rows) < contract.SLATE_SIZE:
+            raise TooFewInStock(len(slate.rows))
         reasons = self.policy.reasons(prep, slate)
         cat = self.bundle.catalog
         items = [

@@ -16,7 +16,7 @@ from checkout_recs import contract
 from checkout_recs.serving.bundle import ServingBundle
 from checkout_recs.serving.decisions import DecisionLog, decision_record, find_decision
 from checkout_recs.serving.inventory import MemoryInventoryStore, RedisInventoryStore
-from checkout_recs.serving.recommender import Recommender, TableUserFeatures
+from checkout_recs.serving.recommender import Recommender, TableUserFeatures, TooFewInStock
 from checkout_recs.serving.switches import Switches
 from inference import codec
 from inference.predictor_client import PredictorClient
@@ -185,3 +185,21 @@ def test_switches_read_redis_keys_and_keep_last_value_when_redis_is_down():
     down.set_local(kill_switch=True)
     s = asyncio.run(down.state())
     assert s.kill_switch and not s.read_ok
+
+
+def test_fewer_than_six_in_stock_is_refused_never_a_short_list(bundle):
+    """Every listing but five sold: ``decide`` raises ``TooFewInStock`` and the transformer refuses
+    the call with ``Shed`` (HTTP 503 + Retry-After), not a validation error (a 500)."""
+    from inference.deadline import Shed
+
+    inv = MemoryInventoryStore()
+    for lid in bundle.catalog.listing_id[5:].tolist():
+        inv.mark(int(lid), "sold")
+    rec = Recommender(bundle, TableUserFeatures(bundle.users), inventory=inv)
+    prep = asyncio.run(rec.prepare(_req()))
+    with pytest.raises(TooFewInStock) as err:
+        rec.decide(prep, None)
+    assert err.value.found < contract.SLATE_SIZE
+    t = _transformer(bundle, inventory=inv)
+    with pytest.raises(Shed, match="fewer than 6"):
+        _call(t, {"instances": [_req().model_dump(mode="json")]})
