@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CLI := $(VENV)/bin/checkout-recs
 
-.PHONY: venv demo test test-fast lint bench bench-serving validate-manifests lock requirements images base-image compile-pipelines services clean
+.PHONY: venv demo test test-fast lint bench bench-serving validate-manifests lock requirements images base-image compile-pipelines services clean stack-up stack-down stack-smoke
 
 venv:
 	@bash scripts/bootstrap.sh
@@ -81,6 +81,18 @@ images: ## build the three images with podman, smoke-run them, write benchmarks/
 	@BASE_IMAGE=$(BASE_IMAGE) IMAGE_REPO=$(IMAGE_REPO) IMAGE_TAG=$(IMAGE_TAG) PIP_INDEX_URL=$(PIP_INDEX_URL) \
 	  PIP_EXTRA_INDEX_URL=$(PIP_EXTRA_INDEX_URL) WHEELS=$(WHEELS) CA_BUNDLE=$(CA_BUNDLE) \
 	  bash scripts/build_images.sh $(IMAGES)
+
+# The local overlay's InferenceService as the pods KServe's RawDeployment mode would create, played
+# with podman beside moto (S3), the host's Redis and PostgreSQL and an MLflow server (docs/deploy.md,
+# "Local stack"). Needs the images (`make images`); not part of `make test` or CI.
+stack-up: venv services ## render overlays/local, convert to pods, podman kube play; transformer on 127.0.0.1:8080
+	@$(PY) scripts/stack.py up
+
+stack-smoke: venv ## assert the targets against the running pods -> benchmarks/results/stack.json
+	@$(PY) benchmarks/stack.py
+
+stack-down: venv ## remove the pods, the ConfigMap volume, the secret; stop moto and MLflow
+	@$(PY) scripts/stack.py down
 
 clean:
 	rm -rf artifacts runs .pytest_cache

@@ -36,8 +36,9 @@ class SASRecConfig:
     shape; dropout; epochs (the most epochs when ``fit`` is given a monitor), batch_size, lr,
     weight_decay: training; device: "cpu" or "cuda"; init: "xavier" (every matrix
     Xavier-normal) or "torch" (PyTorch's defaults); bf16: bfloat16 autocast for training on a CPU
-    with native bf16; eval_every, patience: early stopping (a monitor call every ``eval_every``
-    epochs; stop after ``patience`` calls without a new best).
+    with native bf16; eval_every, patience, smooth: early stopping (a monitor call every
+    ``eval_every`` epochs; criterion: the mean of the last ``smooth`` calls; stop after
+    ``patience`` calls without a new best).
     """
 
     dim: int = 64
@@ -54,6 +55,7 @@ class SASRecConfig:
     bf16: bool = True
     eval_every: int = 5
     patience: int = 4
+    smooth: int = 3
 
 
 class SASRecNet(nn.Module):
@@ -128,9 +130,12 @@ class SASRec:
         """Train next-item prediction at every position of every sequence (full softmax).
 
         ``monitor(self) -> float`` (higher is better), when given, is called every
-        ``cfg.eval_every`` epochs; training stops after ``cfg.patience`` calls without a new best
-        (or at ``cfg.epochs``) and the best call's weights are kept. ``on_epoch(epoch)`` is called
-        after every epoch (progress reporting).
+        ``cfg.eval_every`` epochs. The criterion is the mean of the last ``cfg.smooth`` calls (a
+        single call's figure on a few hundred validation targets moves by more than the trend
+        between neighbouring checks); training stops after ``cfg.patience`` calls without a new
+        best criterion (or at ``cfg.epochs``), and the weights of the middle call of the best
+        window are kept (``best_epoch``). ``on_epoch(epoch)`` is called after every epoch
+        (progress reporting).
         """
         cfg = self.cfg
         t0 = time.perf_counter()
@@ -145,6 +150,7 @@ class SASRec:
         opt = Adam(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         amp = _bf16_autocast(cfg)
         self.history, best, best_state, stale = [], -np.inf, None, 0
+        recent: list[tuple[int, dict]] = []  # (epoch, weights) of the last ``smooth`` calls
         self.best_epoch = self.epochs_run = 0
         for epoch in range(1, cfg.epochs + 1):
             self.net.train()
@@ -165,10 +171,12 @@ class SASRec:
             if monitor is None or (epoch % cfg.eval_every and epoch != cfg.epochs):
                 continue
             self.net.eval()
-            value = float(monitor(self))
-            self.history.append((epoch, value))
+            self.history.append((epoch, float(monitor(self))))
+            recent = [*recent, (epoch, copy.deepcopy(self.net.state_dict()))][-max(1, cfg.smooth):]
+            value = float(np.mean([v for _, v in self.history[-len(recent):]]))
             if value > best:
-                best, best_state, stale, self.best_epoch = value, copy.deepcopy(self.net.state_dict()), 0, epoch
+                best, stale = value, 0
+                self.best_epoch, best_state = recent[(len(recent) - 1) // 2]
             else:
                 stale += 1
                 if stale >= cfg.patience:
