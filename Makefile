@@ -22,6 +22,7 @@ test-fast: venv services
 	@$(PY) -m pytest -q -p no:cacheprovider -m "not slow and not e2e" tests
 
 lint: venv
+	@$(VENV)/bin/ruff format --check .
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/mypy
 

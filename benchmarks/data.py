@@ -52,8 +52,13 @@ print(json.dumps({"rows": rows, "seconds": seconds, "cpu_seconds": cpu,
 
 def run_step(step: str, size: int, work: Path) -> dict:
     """Run one step in a child process; returns rows, seconds, rows_per_s, peak_rss_mb."""
-    out = subprocess.run([sys.executable, "-c", CHILD, step, str(size), str(work)], capture_output=True,
-                         text=True, cwd=ROOT, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, step, str(size), str(work)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+    )
     res = json.loads(out.stdout.strip().splitlines()[-1])
     res["rows_per_s"] = res["rows"] / res["seconds"]
     return res
@@ -61,35 +66,69 @@ def run_step(step: str, size: int, work: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000], help="catalogue sizes (listings)")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "data.json", help="JSON result file")
+    ap.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=[100_000, 1_000_000],
+        help="catalogue sizes (listings)",
+    )
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "benchmarks" / "results" / "data.json",
+        help="JSON result file",
+    )
     args = ap.parse_args()
     from rich.console import Console
     from rich.progress import track
     from rich.table import Table
 
     results: dict[str, dict] = {}
-    steps = [(size, step) for size in args.sizes for step in ("simulate", "ingest", "baseline_parquet_roundtrip")]
+    steps = [
+        (size, step)
+        for size in args.sizes
+        for step in ("simulate", "ingest", "baseline_parquet_roundtrip")
+    ]
     with tempfile.TemporaryDirectory(prefix="bench-data-") as tmp:
         for size, step in track(steps, description="data benchmark"):
             work = Path(tmp) / str(size)
             work.mkdir(exist_ok=True)
             results.setdefault(str(size), {})[step] = run_step(step, size, work)
-    table = Table("listings", "step", "rows", "wall s", "CPU s", "rows/s (wall)", "peak RSS MB", "vs baseline")
+    table = Table(
+        "listings", "step", "rows", "wall s", "CPU s", "rows/s (wall)", "peak RSS MB", "vs baseline"
+    )
     for size, steps_ in results.items():
         base = steps_["baseline_parquet_roundtrip"]["seconds"]
         for step, r in steps_.items():
             r["x_baseline_seconds"] = r["seconds"] / base
-            table.add_row(size, step, f"{r['rows']:,}", f"{r['seconds']:.1f}", f"{r['cpu_seconds']:.1f}", f"{r['rows_per_s']:,.0f}",
-                          f"{r['peak_rss_mb']:.0f}", f"{r['x_baseline_seconds']:.1f}x")
+            table.add_row(
+                size,
+                step,
+                f"{r['rows']:,}",
+                f"{r['seconds']:.1f}",
+                f"{r['cpu_seconds']:.1f}",
+                f"{r['rows_per_s']:,.0f}",
+                f"{r['peak_rss_mb']:.0f}",
+                f"{r['x_baseline_seconds']:.1f}x",
+            )
     Console().print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"benchmark": "data", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                    "machine": platform.platform(), "python": platform.python_version(),
-                                    "baseline": "parquet read+write of the same raw tables, same run",
-                                    "note": "seconds = wall clock of the step (imports excluded) on a shared machine; "
-                                            "cpu_seconds = its process CPU time",
-                                    "results": results}, indent=2))
+    args.out.write_text(
+        json.dumps(
+            {
+                "benchmark": "data",
+                "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "machine": platform.platform(),
+                "python": platform.python_version(),
+                "baseline": "parquet read+write of the same raw tables, same run",
+                "note": "seconds = wall clock of the step (imports excluded) on a shared machine; "
+                "cpu_seconds = its process CPU time",
+                "results": results,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {args.out}")
 
 

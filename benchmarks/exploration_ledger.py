@@ -24,7 +24,12 @@ from typing import Literal
 import numpy as np
 
 from checkout_recs.policy.catalog import ItemCatalog
-from checkout_recs.policy.config import ExplorationConfig, ExposureConfig, LedgerConfig, PolicyConfig
+from checkout_recs.policy.config import (
+    ExplorationConfig,
+    ExposureConfig,
+    LedgerConfig,
+    PolicyConfig,
+)
 from checkout_recs.policy.engine import PolicyEngine
 from checkout_recs.policy.ledger import RedisLedger
 from checkout_recs.policy.ledger_background import BackgroundRedisLedger
@@ -33,8 +38,11 @@ from checkout_recs.synthetic.serving import make_prepared, make_snapshot
 
 def _stats(ms: list[float]) -> dict[str, float]:
     a = np.asarray(ms)
-    return {"mean": round(float(a.mean()), 4), **{f"p{q}": round(float(np.percentile(a, q)), 4)
-                                                   for q in (50, 95, 99)}, "max": round(float(a.max()), 4)}
+    return {
+        "mean": round(float(a.mean()), 4),
+        **{f"p{q}": round(float(np.percentile(a, q)), 4) for q in (50, 95, 99)},
+        "max": round(float(a.max()), 4),
+    }
 
 
 def run(n: int, url: str, eps: float, pause_ms: float = 0.0) -> dict[str, object]:
@@ -45,9 +53,15 @@ def run(n: int, url: str, eps: float, pause_ms: float = 0.0) -> dict[str, object
     for name in ("local", "redis", "redis_bg"):
         backend: Literal["local", "redis"] = "local" if name == "local" else "redis"
         renewal: Literal["inline", "background"] = "background" if name == "redis_bg" else "inline"
-        expl = ExplorationConfig(epsilon=dict.fromkeys(("new_user", "returning", "high_value"), eps),
-                                 ledger=LedgerConfig(backend=backend, url=url if backend == "redis" else None,
-                                                     prefix=f"{prefix}_{name}", renewal=renewal))
+        expl = ExplorationConfig(
+            epsilon=dict.fromkeys(("new_user", "returning", "high_value"), eps),
+            ledger=LedgerConfig(
+                backend=backend,
+                url=url if backend == "redis" else None,
+                prefix=f"{prefix}_{name}",
+                renewal=renewal,
+            ),
+        )
         pcfg = PolicyConfig(exploration=expl, exposure=ExposureConfig(enabled=False))
         engines[name] = PolicyEngine(cat, pcfg)
     rng = np.random.default_rng(0)
@@ -58,7 +72,7 @@ def run(n: int, url: str, eps: float, pause_ms: float = 0.0) -> dict[str, object
         rows = rng.choice(len(cat), 200, replace=False)
         scores = rng.uniform(0.01, 0.3, 200), rng.uniform(0.05, 0.5, 200)
         prep = make_prepared(cat, rows, timestamp=(start + dt.timedelta(seconds=i * 4)).isoformat())
-        for which in order[i % 3:] + order[: i % 3]:
+        for which in order[i % 3 :] + order[: i % 3]:
             t0 = time.perf_counter()
             engines[which].choose(prep, scores)
             lat[which].append((time.perf_counter() - t0) * 1e3)
@@ -78,12 +92,25 @@ def run(n: int, url: str, eps: float, pause_ms: float = 0.0) -> dict[str, object
     bg.close()
     led.redis.delete(*led.redis.scan_iter(f"{prefix}_*"))
     out: dict[str, object] = {backend: _stats(v) for backend, v in lat.items()}
-    out.update(eps=eps, requests=n, pause_ms=pause_ms,
-               added_mean_ms={k: round(float(np.mean(lat[k]) - np.mean(lat["local"])), 4) for k in ("redis", "redis_bg")},
-               round_trips_per_request={"redis": round(led.syncs / n, 4), "redis_bg": round(bg.syncs / n, 4)},
-               round_trip_ms=_stats(rtt),
-               explored_share={k: round(e.explorer.ledger.explored / max(e.explorer.ledger.requests, 1), 4)
-                               for k, e in engines.items()}, load_avg=os.getloadavg()[0])
+    out.update(
+        eps=eps,
+        requests=n,
+        pause_ms=pause_ms,
+        added_mean_ms={
+            k: round(float(np.mean(lat[k]) - np.mean(lat["local"])), 4)
+            for k in ("redis", "redis_bg")
+        },
+        round_trips_per_request={
+            "redis": round(led.syncs / n, 4),
+            "redis_bg": round(bg.syncs / n, 4),
+        },
+        round_trip_ms=_stats(rtt),
+        explored_share={
+            k: round(e.explorer.ledger.explored / max(e.explorer.ledger.requests, 1), 4)
+            for k, e in engines.items()
+        },
+        load_avg=os.getloadavg()[0],
+    )
     return out
 
 
@@ -96,7 +123,9 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=20_000)
     p.add_argument("--redis_url", default="redis://127.0.0.1:6379/12")
     p.add_argument("--pause_ms", type=float, default=0.0, help="pause between requests (ms)")
-    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "exploration_ledger.json")
+    p.add_argument(
+        "--out", type=Path, default=Path(__file__).parent / "results" / "exploration_ledger.json"
+    )
     args = p.parse_args()
     runs = []
     for eps in (0.1, 0.5):

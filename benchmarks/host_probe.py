@@ -38,10 +38,17 @@ def cold_penalty(n: int = 200, idle_ms: float = 15.0) -> dict[str, float]:
         t = time.perf_counter()
         data.sum()
         cold[i] = time.perf_counter() - t
-    hot_p50, cold_p50 = round(float(np.median(hot)) * 1e6, 1), round(float(np.median(cold)) * 1e6, 1)
-    return {"hot_us_p50": hot_p50, "after_idle_us_p50": cold_p50,
-            "after_idle_us_p95": round(float(np.percentile(cold, 95)) * 1e6, 1), "idle_ms": idle_ms,
-            "ratio": round(cold_p50 / max(hot_p50, 1e-3), 1)}
+    hot_p50, cold_p50 = (
+        round(float(np.median(hot)) * 1e6, 1),
+        round(float(np.median(cold)) * 1e6, 1),
+    )
+    return {
+        "hot_us_p50": hot_p50,
+        "after_idle_us_p50": cold_p50,
+        "after_idle_us_p95": round(float(np.percentile(cold, 95)) * 1e6, 1),
+        "idle_ms": idle_ms,
+        "ratio": round(cold_p50 / max(hot_p50, 1e-3), 1),
+    }
 
 
 if __name__ == "__main__":

@@ -102,9 +102,24 @@ def start_redis() -> tuple[str, subprocess.Popen]:
     import redis
 
     port = _free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--enable-debug-command", "yes"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--enable-debug-command",
+            "yes",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     url = f"redis://127.0.0.1:{port}/0"
     r = redis.Redis.from_url(url)
     for _ in range(100):
@@ -122,8 +137,16 @@ def kill_redis(proc: subprocess.Popen) -> None:
     proc.wait(timeout=5)
 
 
-def publisher(url: str, stream: str, listing_ids: list[int], rate: Any, mode: Any, stop: Any, sent: Any,
-              ready: Any) -> None:
+def publisher(
+    url: str,
+    stream: str,
+    listing_ids: list[int],
+    rate: Any,
+    mode: Any,
+    stop: Any,
+    sent: Any,
+    ready: Any,
+) -> None:
     """Publisher process: ``rate.value`` events/s in 10 ms pipelined chunks until ``stop`` is set;
     ``mode.value`` 0 = random events, 1 = the checkout flow (``CheckoutFlow``)."""
     import redis
@@ -148,13 +171,17 @@ def publisher(url: str, stream: str, listing_ids: list[int], rate: Any, mode: An
         time.sleep(max(0.0, next_tick - time.perf_counter()))
 
 
-def _random_events(rng: np.random.Generator, listing_ids: list[int], n: int) -> list[InventoryEvent]:
+def _random_events(
+    rng: np.random.Generator, listing_ids: list[int], n: int
+) -> list[InventoryEvent]:
     lids: list[int] = rng.choice(listing_ids, n).tolist() if n else []
     types = rng.choice(len(_BG_TYPES), n, p=_BG_WEIGHTS)
     ttls = rng.integers(2, 31, n)
     now = time.time()
-    return [InventoryEvent(lid, _BG_TYPES[t], time.time_ns(), ttl if t == 0 else None, now)
-            for lid, t, ttl in zip(lids, types.tolist(), ttls.tolist(), strict=True)]
+    return [
+        InventoryEvent(lid, _BG_TYPES[t], time.time_ns(), ttl if t == 0 else None, now)
+        for lid, t, ttl in zip(lids, types.tolist(), ttls.tolist(), strict=True)
+    ]
 
 
 class CheckoutFlow:
@@ -184,7 +211,9 @@ class CheckoutFlow:
                 out.append(InventoryEvent(lid, "delisted", time.time_ns(), None, now))
                 heapq.heappush(self.due, (now + self.rng.uniform(5, 20), lid, "listed"))
                 continue
-            out.append(InventoryEvent(lid, "locked", time.time_ns(), int(self.rng.integers(5, 31)), now))
+            out.append(
+                InventoryEvent(lid, "locked", time.time_ns(), int(self.rng.integers(5, 31)), now)
+            )
             kind = "sold" if self.rng.random() < 0.7 else "unlocked"
             heapq.heappush(self.due, (now + self.rng.uniform(0.5, 5.0), lid, kind))
         return out
@@ -204,7 +233,9 @@ class Truth:
 
     times: dict[int, list[int]] = field(default_factory=dict)  # stream ms of each effective event
     entry_ids: dict[int, list[str]] = field(default_factory=dict)  # and its stream id
-    states: dict[int, list[tuple[str | None, float]]] = field(default_factory=dict)  # (state, lock end, Unix s)
+    states: dict[int, list[tuple[str | None, float]]] = field(
+        default_factory=dict
+    )  # (state, lock end, Unix s)
     last_seq: dict[int, int] = field(default_factory=dict)
 
     def add(self, entry_id: str, f: dict[str, str]) -> None:
@@ -283,7 +314,12 @@ def build_bundle(workdir: Path, listings: int, users: int) -> ServingBundle:
     numpy stand-in scores it)."""
     from checkout_recs.serving.bundle_layout import BundleLayout
     from checkout_recs.serving.bundle_writer import assemble_bundle
-    from checkout_recs.synthetic.serving import make_pairs, make_snapshot, make_users, train_tiny_ranker
+    from checkout_recs.synthetic.serving import (
+        make_pairs,
+        make_snapshot,
+        make_users,
+        train_tiny_ranker,
+    )
 
     out, stage = workdir / "bundle", workdir / "inputs"
     labels, features, model = stage / "labels", stage / "features", BundleLayout(stage)
@@ -295,7 +331,9 @@ def build_bundle(workdir: Path, listings: int, users: int) -> ServingBundle:
     snap, user_table = make_snapshot(listings, seed=0), make_users(users, seed=0)
     user_table.to_parquet(features / "user.parquet")
     train_tiny_ranker(snap, user_table, model.ranker_dir, 0)
-    assemble_bundle(model.model_dir, labels, features, out, snapshot=snap, index_version="bench-inv")
+    assemble_bundle(
+        model.model_dir, labels, features, out, snapshot=snap, index_version="bench-inv"
+    )
     bundle = ServingBundle.load(out)
     bundle.prepare_plan()
     return bundle
@@ -312,15 +350,28 @@ def numpy_scorer(seed: int = 0) -> Any:
             w[d] = np.asarray(rng.normal(0, 1, d), dtype=np.float32)
         z = np.nan_to_num(m) @ w[d]
         return 0.2 / (1 + np.exp(-z)), np.full(len(m), 0.3)
+
     return score
 
 
 def make_bodies(n: int, users: int, listing_ids: np.ndarray, seed: int) -> list[dict]:
     """``n`` v1 bodies: known users, baskets of 1-2 catalogue listings, the four regions."""
     rng = np.random.default_rng(seed)
-    return [{"instances": [{"user_id": int(rng.integers(0, users)),
-                            "purchased_item_ids": [int(x) for x in rng.choice(listing_ids, rng.integers(1, 3))],
-                            "region": REGIONS[i % 4], "device": "web"}]} for i in range(n)]
+    return [
+        {
+            "instances": [
+                {
+                    "user_id": int(rng.integers(0, users)),
+                    "purchased_item_ids": [
+                        int(x) for x in rng.choice(listing_ids, rng.integers(1, 3))
+                    ],
+                    "region": REGIONS[i % 4],
+                    "device": "web",
+                }
+            ]
+        }
+        for i in range(n)
+    ]
 
 
 async def answer(t: CheckoutTransformer, body: dict) -> tuple[dict, float]:
@@ -331,8 +382,11 @@ async def answer(t: CheckoutTransformer, body: dict) -> tuple[dict, float]:
         job = await t.predict(job)
         return (await t.postprocess(job))["predictions"][0], time.time()
     except Exception as exc:  # noqa: BLE001 - a failed answer is a figure, not the end of the run
-        return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}", "items": [],
-                "fallback_reason": "error"}, time.time()
+        return {
+            "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}",
+            "items": [],
+            "fallback_reason": "error",
+        }, time.time()
 
 
 async def burst(t: CheckoutTransformer, bodies: list[dict]) -> list[tuple[dict, float]]:
@@ -340,7 +394,9 @@ async def burst(t: CheckoutTransformer, bodies: list[dict]) -> list[tuple[dict, 
     return list(await asyncio.gather(*(answer(t, b) for b in bodies)))
 
 
-def adversarial_events(last: list[tuple[dict, float]], relist: collections.deque, k: int = 4) -> list[InventoryEvent]:
+def adversarial_events(
+    last: list[tuple[dict, float]], relist: collections.deque, k: int = 4
+) -> list[InventoryEvent]:
     """sold / locked / delisted / sold on the ``k`` listings ``last`` showed most, and ``listed`` for
     those made unavailable 20 s ago or more (``relist``: (due time, listing) in order)."""
     shown = collections.Counter(i["listing_id"] for p, _ in last for i in p["items"])
@@ -350,14 +406,25 @@ def adversarial_events(last: list[tuple[dict, float]], relist: collections.deque
     while relist and relist[0][0] <= now:
         out.append(InventoryEvent(relist.popleft()[1], "listed", time.time_ns(), None, now))
     for j, (lid, _) in enumerate(shown.most_common(k)):
-        out.append(InventoryEvent(lid, kinds[j % 4], time.time_ns(), 60 if kinds[j % 4] == "locked" else None, now))
+        out.append(
+            InventoryEvent(
+                lid, kinds[j % 4], time.time_ns(), 60 if kinds[j % 4] == "locked" else None, now
+            )
+        )
         relist.append((now + 20.0, lid))
     return out
 
 
 # ---------------------------------------------------------------------------------- phases
-def phase_latency(t: CheckoutTransformer, bodies: list[dict], seconds: float, rate: Any, target: float,
-                  lat: list[float], sent: Any) -> tuple[Answers, dict]:
+def phase_latency(
+    t: CheckoutTransformer,
+    bodies: list[dict],
+    seconds: float,
+    rate: Any,
+    target: float,
+    lat: list[float],
+    sent: Any,
+) -> tuple[Answers, dict]:
     """50 checkouts/s while the publisher runs at ``target`` events/s; event → excluded figures."""
     lat.clear()
     sent0 = sent.value
@@ -378,17 +445,30 @@ def phase_latency(t: CheckoutTransformer, bodies: list[dict], seconds: float, ra
     rate.value = 0.0
     time.sleep(0.5)
     a = np.asarray(lat) * 1e3
-    figs = {"target_events_per_s": target, "events_sent": sent.value - sent0,
-            "events_per_s": round((sent.value - sent0) / out.wall_s, 1), "events_measured": int(a.size),
-            "checkouts_per_s": round(len(out.t) / out.wall_s, 1)}
+    figs = {
+        "target_events_per_s": target,
+        "events_sent": sent.value - sent0,
+        "events_per_s": round((sent.value - sent0) / out.wall_s, 1),
+        "events_measured": int(a.size),
+        "checkouts_per_s": round(len(out.t) / out.wall_s, 1),
+    }
     if a.size:
-        figs.update({f"p{q}_ms": round(float(np.percentile(a, q)), 2) for q in (50, 90, 99)},
-                    max_ms=round(float(a.max()), 2), share_over_1s=float((a > 1000).mean()))
+        figs.update(
+            {f"p{q}_ms": round(float(np.percentile(a, q)), 2) for q in (50, 90, 99)},
+            max_ms=round(float(a.max()), 2),
+            share_over_1s=float((a > 1000).mean()),
+        )
     return out, figs
 
 
-def phase_bursts(t: CheckoutTransformer, bodies: list[dict], r: Any, stream: str, seconds: float,
-                 publish: bool = True) -> Answers:
+def phase_bursts(
+    t: CheckoutTransformer,
+    bodies: list[dict],
+    r: Any,
+    stream: str,
+    seconds: float,
+    publish: bool = True,
+) -> Answers:
     """Cycles of [4 adversarial events, then 300 concurrent checkouts] for ``seconds``.
 
     The events are sent from a helper thread and waited for 50 ms at most: while Redis is stalled
@@ -402,8 +482,14 @@ def phase_bursts(t: CheckoutTransformer, bodies: list[dict], r: Any, stream: str
         t0 = time.perf_counter()
         while time.perf_counter() - t0 < seconds:
             if publish:
-                sent = pool.submit(publish_events, r, stream, adversarial_events(last, relist), maxlen=0,
-                                   extra={"bench_adv": "1"})
+                sent = pool.submit(
+                    publish_events,
+                    r,
+                    stream,
+                    adversarial_events(last, relist),
+                    maxlen=0,
+                    extra={"bench_adv": "1"},
+                )
                 concurrent.futures.wait([sent], timeout=0.05)
             arrival = time.time()
             last = await burst(t, bodies[:BURST])
@@ -439,20 +525,37 @@ def check(ans: Answers, truth: Truth, applied: dict[str, float], bound_s: float)
     bad, beyond = 0, 0
     cases: collections.Counter[tuple[float, float | None, str]] = collections.Counter()
     for t, done, ids, why in zip(ans.t, ans.done, ans.ids, ans.why, strict=True):
-        hit = [h for h in (truth.unavailable_throughout(lid, t, done) for lid in ids) if h is not None]
+        hit = [
+            h for h in (truth.unavailable_throughout(lid, t, done) for lid in ids) if h is not None
+        ]
         if hit:
             bad += 1
             at, eid = max(hit)
             beyond += int((t - at) > bound_s)
             ap = applied.get(eid)
-            cases[(round((t - at) * 1e3, 1), None if ap is None else round((ap - t) * 1e3, 1), why)] += 1
+            cases[
+                (round((t - at) * 1e3, 1), None if ap is None else round((ap - t) * 1e3, 1), why)
+            ] += 1
     n = len(ans.t)
-    return {"answers": n, "bursts": ans.bursts, "wall_s": round(ans.wall_s, 1),
-            "answers_per_s": round(n / ans.wall_s, 1) if ans.wall_s else None,
-            "with_unavailable_shown": bad, "with_unavailable_shown_older_than_bound": beyond,
-            "violations": [{"event_age_ms": a, "replica_applied_after_arrival_ms": b, "fallback_reason": w,
-                            "answers": c} for (a, b, w), c in sorted(cases.items(), key=str)[:40]],
-            "fallback_reasons": dict(ans.reasons), "errors": dict(ans.errors)}
+    return {
+        "answers": n,
+        "bursts": ans.bursts,
+        "wall_s": round(ans.wall_s, 1),
+        "answers_per_s": round(n / ans.wall_s, 1) if ans.wall_s else None,
+        "with_unavailable_shown": bad,
+        "with_unavailable_shown_older_than_bound": beyond,
+        "violations": [
+            {
+                "event_age_ms": a,
+                "replica_applied_after_arrival_ms": b,
+                "fallback_reason": w,
+                "answers": c,
+            }
+            for (a, b, w), c in sorted(cases.items(), key=str)[:40]
+        ],
+        "fallback_reasons": dict(ans.reasons),
+        "errors": dict(ans.errors),
+    }
 
 
 # ---------------------------------------------------------------------------------- main
@@ -462,7 +565,9 @@ def main() -> None:
     ap.add_argument("--listings", type=int, default=2000)
     ap.add_argument("--users", type=int, default=500)
     ap.add_argument("--rate", type=float, default=10_000.0, help="events/s of the latency phase")
-    ap.add_argument("--bg_rate", type=float, default=100.0, help="background events/s of the answer phases")
+    ap.add_argument(
+        "--bg_rate", type=float, default=100.0, help="background events/s of the answer phases"
+    )
     ap.add_argument("--latency_s", type=float, default=20.0)
     ap.add_argument("--healthy_s", type=float, default=180.0)
     ap.add_argument("--slow_s", type=float, default=150.0)
@@ -479,27 +584,43 @@ def main() -> None:
     bundle = build_bundle(Path(tempfile.mkdtemp(prefix="bench-inv-")), args.listings, args.users)
     listing_ids = bundle.catalog.listing_id.tolist()
     lat: list[float] = []
-    applied: dict[str, float] = {}  # entry id -> when the replica applied it (adversarial events only)
+    applied: dict[
+        str, float
+    ] = {}  # entry id -> when the replica applied it (adversarial events only)
 
     def on_applied(entries: list[tuple[str, dict[str, str]]], applied_at: float) -> None:
-        lat.extend(applied_at - int(f["bench_pub_ns"]) / 1e9 for _, f in entries if "bench_pub_ns" in f)
+        lat.extend(
+            applied_at - int(f["bench_pub_ns"]) / 1e9 for _, f in entries if "bench_pub_ns" in f
+        )
         applied.update((eid, applied_at) for eid, f in entries if "bench_adv" in f)
 
-    replica = ReplicaInventoryStore(url, prefix=PREFIX, max_lag_s=args.max_lag_s, in_play_s=900.0,
-                                    on_applied=on_applied).start()
+    replica = ReplicaInventoryStore(
+        url, prefix=PREFIX, max_lag_s=args.max_lag_s, in_play_s=900.0, on_applied=on_applied
+    ).start()
     assert replica.wait_ready(30), "replica not ready"
     rec = Recommender(bundle, TableUserFeatures(bundle.users), replica)
     t = CheckoutTransformer(rec, None, numpy_scorer())
     bodies = make_bodies(BURST, args.users, np.asarray(listing_ids), seed=1)
     ctx = mp.get_context("spawn")
-    rate, mode, stop, sent, pub_ready = ctx.Value("d", 0.0), ctx.Value("i", 0), ctx.Event(), ctx.Value("q", 0), ctx.Event()
-    pub = ctx.Process(target=publisher, args=(url, stream, listing_ids, rate, mode, stop, sent, pub_ready),
-                      daemon=True)
+    rate, mode, stop, sent, pub_ready = (
+        ctx.Value("d", 0.0),
+        ctx.Value("i", 0),
+        ctx.Event(),
+        ctx.Value("q", 0),
+        ctx.Event(),
+    )
+    pub = ctx.Process(
+        target=publisher,
+        args=(url, stream, listing_ids, rate, mode, stop, sent, pub_ready),
+        daemon=True,
+    )
     pub.start()
     assert pub_ready.wait(120), "publisher did not start"
     results: dict[str, Any] = {}
     try:
-        lat_answers, results["latency"] = phase_latency(t, bodies, args.latency_s, rate, args.rate, lat, sent)
+        lat_answers, results["latency"] = phase_latency(
+            t, bodies, args.latency_s, rate, args.rate, lat, sent
+        )
         print("latency:", results["latency"], flush=True)
         mode.value, rate.value = 1, args.bg_rate
         healthy = phase_bursts(t, bodies, r, stream, args.healthy_s)
@@ -517,7 +638,9 @@ def main() -> None:
         last = asyncio.run(burst(t, bodies[:BURST]))
         truth = read_truth(r, stream)
         final = adversarial_events(last, collections.deque())
-        publish_events(r, stream, final, maxlen=0, extra={"bench_adv": "1"})  # sold just before the outage ...
+        publish_events(
+            r, stream, final, maxlen=0, extra={"bench_adv": "1"}
+        )  # sold just before the outage ...
         read_truth(r, stream, truth)
         kill_redis(proc)  # ... and Redis is gone right after
         down = phase_bursts(t, bodies, r, stream, args.down_s, publish=False)
@@ -527,36 +650,63 @@ def main() -> None:
         kill_redis(proc)
         replica.close()
     results["latency"]["answers_check"] = check(lat_answers, truth, applied, args.max_lag_s)
-    phases = {k: check(v, truth, applied, args.max_lag_s)
-              for k, v in (("healthy", healthy), ("slow", slow), ("down", down))}
-    phases["slow"]["redis_stalls"] = {"debug_sleep_0.25s": sum(1 for x in stalls if x["s"] == 0.25),
-                                      "debug_sleep_3s": sum(1 for x in stalls if x["s"] == 3.0)}
+    phases = {
+        k: check(v, truth, applied, args.max_lag_s)
+        for k, v in (("healthy", healthy), ("slow", slow), ("down", down))
+    }
+    phases["slow"]["redis_stalls"] = {
+        "debug_sleep_0.25s": sum(1 for x in stalls if x["s"] == 0.25),
+        "debug_sleep_3s": sum(1 for x in stalls if x["s"] == 3.0),
+    }
     total = len(lat_answers.t) + sum(p["answers"] for p in phases.values())
     checks = [results["latency"]["answers_check"], *phases.values()]
     bad = sum(c["with_unavailable_shown"] for c in checks)
     beyond = sum(c["with_unavailable_shown_older_than_bound"] for c in checks)
     payload = {
         "command": " ".join([".venv/bin/python", *sys.argv]),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "note": "2-core box shared with other work while this ran"},
-        "setup": {"listings": args.listings, "users": args.users, "scorer": "numpy random projection (not the ranker)",
-                  "request_path": "CheckoutTransformer preprocess/predict/postprocess in-process, one asyncio loop",
-                  "inventory": f"--inventory replica, max_lag_s={args.max_lag_s}, in_play_s=900",
-                  "events": "latency phase random; answer phases the checkout flow (CheckoutFlow)",
-                  "burst": BURST, "bg_events_per_s": args.bg_rate,
-                  "truth": "strict: events in the stream before the request arrived"},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "note": "2-core box shared with other work while this ran",
+        },
+        "setup": {
+            "listings": args.listings,
+            "users": args.users,
+            "scorer": "numpy random projection (not the ranker)",
+            "request_path": "CheckoutTransformer preprocess/predict/postprocess in-process, one asyncio loop",
+            "inventory": f"--inventory replica, max_lag_s={args.max_lag_s}, in_play_s=900",
+            "events": "latency phase random; answer phases the checkout flow (CheckoutFlow)",
+            "burst": BURST,
+            "bg_events_per_s": args.bg_rate,
+            "truth": "strict: events in the stream before the request arrived",
+        },
         "event_to_excluded": results["latency"],
         "answers": phases,
-        "total_answers": total, "total_with_unavailable_shown": bad,
-        "total_with_unavailable_shown_older_than_bound": beyond, "target_answers": 1_000_000,
-        "replica": replica.stats(), "wall_s": round(time.time() - started, 1),
+        "total_answers": total,
+        "total_with_unavailable_shown": bad,
+        "total_with_unavailable_shown_older_than_bound": beyond,
+        "target_answers": 1_000_000,
+        "replica": replica.stats(),
+        "wall_s": round(time.time() - started, 1),
         "run_id": uuid.uuid4().hex[:8],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=2, default=str))
-    print(json.dumps({k: payload[k] for k in ("total_answers", "total_with_unavailable_shown",
-                                               "total_with_unavailable_shown_older_than_bound")}),
-          f"figures written to {args.out}", flush=True)
+    print(
+        json.dumps(
+            {
+                k: payload[k]
+                for k in (
+                    "total_answers",
+                    "total_with_unavailable_shown",
+                    "total_with_unavailable_shown_older_than_bound",
+                )
+            }
+        ),
+        f"figures written to {args.out}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

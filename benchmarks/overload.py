@@ -58,7 +58,12 @@ def build_bundle(out: Path, listings: int, users: int) -> Path:
     """A synthetic serving bundle (the tests' builders at ``listings`` listings); cached in ``out``."""
     from checkout_recs.serving.bundle_layout import BundleLayout
     from checkout_recs.serving.bundle_writer import assemble_bundle
-    from checkout_recs.synthetic.serving import make_pairs, make_snapshot, make_users, train_tiny_ranker
+    from checkout_recs.synthetic.serving import (
+        make_pairs,
+        make_snapshot,
+        make_users,
+        train_tiny_ranker,
+    )
 
     bundle = out / f"bundle-{listings}"
     if BundleLayout(bundle).info_path.exists():
@@ -73,7 +78,9 @@ def build_bundle(out: Path, listings: int, users: int) -> Path:
     co.to_parquet(labels / "co_purchase_items.parquet")
     user_rows.to_parquet(features / "user.parquet")
     train_tiny_ranker(snap, user_rows, model.ranker_dir, 0)
-    assemble_bundle(model.model_dir, labels, features, bundle, snapshot=snap, index_version="idx-overload")
+    assemble_bundle(
+        model.model_dir, labels, features, bundle, snapshot=snap, index_version="idx-overload"
+    )
     return bundle
 
 
@@ -85,12 +92,23 @@ def make_bodies(bundle: Path, n: int, seed: int = 0) -> list[dict]:
     rng = np.random.default_rng(seed)
     users = b.users.sample(n, replace=True, random_state=seed)
     ids = b.catalog.listing_id
-    return [{"instances": [{"user_id": int(u.user_id), "region": str(u.region),
-                            "purchased_item_ids": [int(x) for x in rng.choice(ids, rng.integers(1, 3))]}]}
-            for u in users.itertuples()]
+    return [
+        {
+            "instances": [
+                {
+                    "user_id": int(u.user_id),
+                    "region": str(u.region),
+                    "purchased_item_ids": [int(x) for x in rng.choice(ids, rng.integers(1, 3))],
+                }
+            ]
+        }
+        for u in users.itertuples()
+    ]
 
 
-async def open_loop(url: str, bodies: list[dict], rate: float, duration: float, deadline_ms: float) -> dict[str, Any]:
+async def open_loop(
+    url: str, bodies: list[dict], rate: float, duration: float, deadline_ms: float
+) -> dict[str, Any]:
     """``rate`` calls/s for ``duration`` s, each with ``X-Request-Deadline-Ms``: what is left of
     ``deadline_ms`` from its scheduled send time when it is sent; the client gives up at that
     deadline. Latency from each call's scheduled send time, ms."""
@@ -107,12 +125,19 @@ async def open_loop(url: str, bodies: list[dict], rate: float, duration: float, 
 
         async def one(i: int) -> None:
             sched = t0 + i / rate
-            late[i] = (time.perf_counter() - sched) * 1e3  # the generator's own lateness (shared cores)
+            late[i] = (
+                time.perf_counter() - sched
+            ) * 1e3  # the generator's own lateness (shared cores)
             left_ms = max(1.0, deadline_ms - late[i])  # what the client has left of its deadline
-            headers = {"content-type": "application/json", "x-request-deadline-ms": f"{left_ms:.1f}"}
+            headers = {
+                "content-type": "application/json",
+                "x-request-deadline-ms": f"{left_ms:.1f}",
+            }
             timeout = aiohttp.ClientTimeout(total=left_ms / 1e3)
             try:
-                async with client.post(url, data=payloads[i % len(payloads)], headers=headers, timeout=timeout) as r:
+                async with client.post(
+                    url, data=payloads[i % len(payloads)], headers=headers, timeout=timeout
+                ) as r:
                     body = await r.read()
                     status[i] = r.status
                     if r.status == 200:
@@ -129,16 +154,25 @@ async def open_loop(url: str, bodies: list[dict], rate: float, duration: float, 
             tasks.append(asyncio.create_task(one(i)))
         await asyncio.gather(*tasks)
     ok = status == 200
-    return {"rate_rps": rate, "duration_s": duration, "sent": n, "answered": int(ok.sum()),
-            "answered_within_deadline": int((ok & (lat <= deadline_ms)).sum()),
-            "answered_late": int((ok & (lat > deadline_ms)).sum()),
-            "refused_503": int((status == 503).sum()), "client_timeouts": int((status == -1).sum()),
-            "client_errors": int((status == -2).sum()),
-            "other_status": {str(s): int((status == s).sum()) for s in set(status.tolist()) - {200, 503, -1, -2}},
-            "cheap_path_answers": sum(r == "overload" for r in reasons),
-            "answered_latency": _pct(lat[ok]), "all_latency": _pct(lat[~np.isnan(lat)]),
-            "send_late_p50_ms": float(np.percentile(late, 50)) if n else float("nan"),
-            "send_late_p99_ms": float(np.percentile(late, 99)) if n else float("nan")}
+    return {
+        "rate_rps": rate,
+        "duration_s": duration,
+        "sent": n,
+        "answered": int(ok.sum()),
+        "answered_within_deadline": int((ok & (lat <= deadline_ms)).sum()),
+        "answered_late": int((ok & (lat > deadline_ms)).sum()),
+        "refused_503": int((status == 503).sum()),
+        "client_timeouts": int((status == -1).sum()),
+        "client_errors": int((status == -2).sum()),
+        "other_status": {
+            str(s): int((status == s).sum()) for s in set(status.tolist()) - {200, 503, -1, -2}
+        },
+        "cheap_path_answers": sum(r == "overload" for r in reasons),
+        "answered_latency": _pct(lat[ok]),
+        "all_latency": _pct(lat[~np.isnan(lat)]),
+        "send_late_p50_ms": float(np.percentile(late, 50)) if n else float("nan"),
+        "send_late_p99_ms": float(np.percentile(late, 99)) if n else float("nan"),
+    }
 
 
 def scrape(metrics_url: str) -> dict[str, float]:
@@ -157,31 +191,63 @@ def scrape(metrics_url: str) -> dict[str, float]:
     return out
 
 
-def run_mode(bundle: Path, mode: str, bodies: list[dict], rate: float, duration: float, args: argparse.Namespace,
-             log_dir: Path) -> dict[str, Any]:
+def run_mode(
+    bundle: Path,
+    mode: str,
+    bodies: list[dict],
+    rate: float,
+    duration: float,
+    args: argparse.Namespace,
+    log_dir: Path,
+) -> dict[str, Any]:
     """Fresh servers in ``mode``; ``rate`` calls/s for ``duration`` s; the server-side counts around it."""
-    targs = ["--inventory", "memory", "--switches", "none", "--overload", mode,
-             "--request_deadline_ms", str(args.server_deadline_ms), "--max_inflight", str(args.max_inflight),
-             "--max_queue_ms", str(args.max_queue_ms), "--deadline_reserve_ms", str(args.reserve_ms)]
+    targs = [
+        "--inventory",
+        "memory",
+        "--switches",
+        "none",
+        "--overload",
+        mode,
+        "--request_deadline_ms",
+        str(args.server_deadline_ms),
+        "--max_inflight",
+        str(args.max_inflight),
+        "--max_queue_ms",
+        str(args.max_queue_ms),
+        "--deadline_reserve_ms",
+        str(args.reserve_ms),
+    ]
     with running_servers(bundle, transformer_args=targs, log_dir=log_dir / mode) as s:
         metrics_url = s.v1_url.split("/v1/")[0] + "/metrics"
-        run(open_loop(s.v1_url, bodies, rate / 4, 3.0, args.deadline_ms))  # warm-up at a quarter rate
+        run(
+            open_loop(s.v1_url, bodies, rate / 4, 3.0, args.deadline_ms)
+        )  # warm-up at a quarter rate
         time.sleep(1.0)
         before = scrape(metrics_url)
         load0 = os.getloadavg()[0]
         res = run(open_loop(s.v1_url, bodies, rate, duration, args.deadline_ms))
-        time.sleep(max(2.0, args.deadline_ms / 1e3 * 4))  # let the server finish what it still holds
+        time.sleep(
+            max(2.0, args.deadline_ms / 1e3 * 4)
+        )  # let the server finish what it still holds
         after = scrape(metrics_url)
     computed = after["answers"] - before["answers"]
-    res.update(mode=mode, server_answers_computed=int(computed),
-               computed_but_unsent=int(computed - res["answered"]),
-               shed={k[5:]: int(after[k] - before.get(k, 0.0)) for k in after if k.startswith("shed:")
-                     and after[k] - before.get(k, 0.0) > 0},
-               load_avg_1m_at_start=round(load0, 2))
+    res.update(
+        mode=mode,
+        server_answers_computed=int(computed),
+        computed_but_unsent=int(computed - res["answered"]),
+        shed={
+            k[5:]: int(after[k] - before.get(k, 0.0))
+            for k in after
+            if k.startswith("shed:") and after[k] - before.get(k, 0.0) > 0
+        },
+        load_avg_1m_at_start=round(load0, 2),
+    )
     return res
 
 
-def calibrate(bundle: Path, bodies: list[dict], args: argparse.Namespace, log_dir: Path) -> tuple[float, list[dict]]:
+def calibrate(
+    bundle: Path, bodies: list[dict], args: argparse.Namespace, log_dir: Path
+) -> tuple[float, list[dict]]:
     """The highest rate (``--overload off``) whose calls were all answered, p99 <= ``--sustainable_p99_ms``."""
     targs = ["--inventory", "memory", "--switches", "none", "--overload", "off"]
     steps, best = [], 0.0
@@ -190,10 +256,21 @@ def calibrate(bundle: Path, bodies: list[dict], args: argparse.Namespace, log_di
         rate = args.start_rps
         while rate <= args.max_rps:
             r = run(open_loop(s.v1_url, bodies, rate, args.step_s, args.deadline_ms))
-            steps.append({k: r[k] for k in ("rate_rps", "sent", "answered", "client_timeouts", "answered_latency")})
-            ok = r["answered"] == r["sent"] and r["answered_latency"]["p99_ms"] <= args.sustainable_p99_ms
-            print(f"  calibrate {rate:5.0f} rps: answered {r['answered']}/{r['sent']}, "
-                  f"p99 {r['answered_latency']['p99_ms']:.1f} ms -> {'ok' if ok else 'over'}", flush=True)
+            steps.append(
+                {
+                    k: r[k]
+                    for k in ("rate_rps", "sent", "answered", "client_timeouts", "answered_latency")
+                }
+            )
+            ok = (
+                r["answered"] == r["sent"]
+                and r["answered_latency"]["p99_ms"] <= args.sustainable_p99_ms
+            )
+            print(
+                f"  calibrate {rate:5.0f} rps: answered {r['answered']}/{r['sent']}, "
+                f"p99 {r['answered_latency']['p99_ms']:.1f} ms -> {'ok' if ok else 'over'}",
+                flush=True,
+            )
             if not ok:
                 break
             best = rate
@@ -204,14 +281,30 @@ def calibrate(bundle: Path, bodies: list[dict], args: argparse.Namespace, log_di
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--deadline_ms", type=float, default=250.0, help="the client's deadline (header and timeout)")
-    p.add_argument("--server_deadline_ms", type=float, default=1000.0, help="--request_deadline_ms of the server")
+    p.add_argument(
+        "--deadline_ms",
+        type=float,
+        default=250.0,
+        help="the client's deadline (header and timeout)",
+    )
+    p.add_argument(
+        "--server_deadline_ms",
+        type=float,
+        default=1000.0,
+        help="--request_deadline_ms of the server",
+    )
     p.add_argument("--max_inflight", type=int, default=4)
     p.add_argument("--max_queue_ms", type=float, default=50.0)
-    p.add_argument("--reserve_ms", type=float, default=20.0, help="--deadline_reserve_ms of the server")
-    p.add_argument("--factor", type=float, default=2.0, help="overload = factor x the sustainable rate")
+    p.add_argument(
+        "--reserve_ms", type=float, default=20.0, help="--deadline_reserve_ms of the server"
+    )
+    p.add_argument(
+        "--factor", type=float, default=2.0, help="overload = factor x the sustainable rate"
+    )
     p.add_argument("--duration", type=float, default=30.0)
-    p.add_argument("--sustainable", type=float, default=None, help="skip the calibration: this rate, calls/s")
+    p.add_argument(
+        "--sustainable", type=float, default=None, help="skip the calibration: this rate, calls/s"
+    )
     p.add_argument("--sustainable_p99_ms", type=float, default=100.0)
     p.add_argument("--start_rps", type=float, default=20.0)
     p.add_argument("--step_rps", type=float, default=10.0)
@@ -220,10 +313,16 @@ def main() -> None:
     p.add_argument("--listings", type=int, default=20000)
     p.add_argument("--users", type=int, default=2000)
     p.add_argument("--modes", default=",".join(MODES))
-    p.add_argument("--nice", type=int, default=0,
-                   help="add this to the benchmark's niceness (servers and load generator; < 0 needs root): on "
-                        "shared cores it keeps other work from stretching the measured latencies")
-    p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "checkout_recs_overload")
+    p.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="add this to the benchmark's niceness (servers and load generator; < 0 needs root): on "
+        "shared cores it keeps other work from stretching the measured latencies",
+    )
+    p.add_argument(
+        "--workdir", type=Path, default=Path(tempfile.gettempdir()) / "checkout_recs_overload"
+    )
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "overload.json")
     args = p.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -239,33 +338,57 @@ def main() -> None:
         print("calibrating (--overload off) ...", flush=True)
         sustainable, steps = calibrate(bundle, bodies, args, log_dir)
         if sustainable <= 0:
-            sys.exit(f"no sustainable rate from {args.start_rps:g} calls/s up: the machine is too busy")
+            sys.exit(
+                f"no sustainable rate from {args.start_rps:g} calls/s up: the machine is too busy"
+            )
     rate = args.factor * sustainable
     runs = {}
     for mode in args.modes.split(","):
         print(f"{mode}: {rate:.0f} calls/s for {args.duration:.0f} s ...", flush=True)
         runs[mode] = run_mode(bundle, mode, bodies, rate, args.duration, args, log_dir)
         _print(runs[mode], args.deadline_ms)
-    out = {"command": "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, ROOT), *sys.argv[1:]]),
-           "when": time.strftime("%Y-%m-%d %H:%M:%S"), "wall_s": round(time.time() - t0, 1),
-           "host": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "load_avg_1m_at_end": round(os.getloadavg()[0], 2)},
-           "setup": {"bundle_listings": args.listings, "users": args.users, "inventory": "memory", "switches": "none",
-                     "client_deadline_ms": args.deadline_ms, "server_request_deadline_ms": args.server_deadline_ms,
-                     "max_inflight": args.max_inflight, "max_queue_ms": args.max_queue_ms,
-                     "deadline_reserve_ms": args.reserve_ms, "factor": args.factor,
-                     "sustainable_p99_ms": args.sustainable_p99_ms, "nice": args.nice},
-           "sustainable_rps": sustainable, "calibration": steps, "overload_rps": rate, "runs": runs}
+    out = {
+        "command": "python "
+        + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, ROOT), *sys.argv[1:]]),
+        "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "wall_s": round(time.time() - t0, 1),
+        "host": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_avg_1m_at_end": round(os.getloadavg()[0], 2),
+        },
+        "setup": {
+            "bundle_listings": args.listings,
+            "users": args.users,
+            "inventory": "memory",
+            "switches": "none",
+            "client_deadline_ms": args.deadline_ms,
+            "server_request_deadline_ms": args.server_deadline_ms,
+            "max_inflight": args.max_inflight,
+            "max_queue_ms": args.max_queue_ms,
+            "deadline_reserve_ms": args.reserve_ms,
+            "factor": args.factor,
+            "sustainable_p99_ms": args.sustainable_p99_ms,
+            "nice": args.nice,
+        },
+        "sustainable_rps": sustainable,
+        "calibration": steps,
+        "overload_rps": rate,
+        "runs": runs,
+    }
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {args.out}")
 
 
 def _print(r: dict[str, Any], deadline_ms: float) -> None:
     lat = r["answered_latency"]
-    print(f"  {r['mode']:8s} sent {r['sent']}, answered {r['answered']} ({r['answered_within_deadline']} within "
-          f"{deadline_ms:g} ms; p50 {lat['p50_ms']:.1f} p99 {lat['p99_ms']:.1f} max {lat['max_ms']:.1f} ms), "
-          f"cheap path {r['cheap_path_answers']}, 503 {r['refused_503']}, client timeouts {r['client_timeouts']}, "
-          f"computed but unsent {r['computed_but_unsent']}, shed {r['shed']}", flush=True)
+    print(
+        f"  {r['mode']:8s} sent {r['sent']}, answered {r['answered']} ({r['answered_within_deadline']} within "
+        f"{deadline_ms:g} ms; p50 {lat['p50_ms']:.1f} p99 {lat['p99_ms']:.1f} max {lat['max_ms']:.1f} ms), "
+        f"cheap path {r['cheap_path_answers']}, 503 {r['refused_503']}, client timeouts {r['client_timeouts']}, "
+        f"computed but unsent {r['computed_but_unsent']}, shed {r['shed']}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -59,7 +59,9 @@ def demo_tower(work: Path, days: int = 14) -> dict[str, Path]:
     return p
 
 
-def scaled_snapshot(n: int, days: int = 14, seed: int = 7, listings_per_seller: int = 50) -> pd.DataFrame:
+def scaled_snapshot(
+    n: int, days: int = 14, seed: int = 7, listings_per_seller: int = 50
+) -> pd.DataFrame:
     """``n`` simulated listings as a snapshot frame (ids 1..n, sorted).
 
     Columns: ``listing_id, seller_id, category_id, top_category_id, region, title, price,
@@ -87,8 +89,13 @@ def scaled_snapshot(n: int, days: int = 14, seed: int = 7, listings_per_seller: 
     frames = []
     for first, end in chunk_bounds(cfg):
         chunk = make_listing_chunk(cfg, tax, sellers, first, end - first)
-        df = listing_chunk_table(cfg, tax, chunk, first).select(
-            ["listing_id", "seller_id", "category_id", "region", "title", "price", "take_rate"]).to_pandas()
+        df = (
+            listing_chunk_table(cfg, tax, chunk, first)
+            .select(
+                ["listing_id", "seller_id", "category_id", "region", "title", "price", "take_rate"]
+            )
+            .to_pandas()
+        )
         df["age_days"] = (now - chunk.listed_at) / US_PER_DAY
         rate = np.exp(chunk.quality.astype(np.float64))  # hidden quality → behavioural counts
         rng = np.random.default_rng([seed, first])
@@ -118,13 +125,20 @@ def _add_rates(snap: pd.DataFrame, days: int) -> None:
         smoothed_rate,
     )
 
-    views, clicks, buys = (snap[c].to_numpy(np.float64) for c in ("views_decayed", "clicks_decayed",
-                                                                   "purchases_decayed"))
-    snap["ctr_smoothed"] = smoothed_rate(clicks, views, fit_beta_prior(clicks, views, DEFAULT_CTR_PRIOR))
-    snap["cvr_smoothed"] = smoothed_rate(buys, clicks, fit_beta_prior(buys, clicks, DEFAULT_CVR_PRIOR,
-                                                                      min_trials=2.0))
+    views, clicks, buys = (
+        snap[c].to_numpy(np.float64)
+        for c in ("views_decayed", "clicks_decayed", "purchases_decayed")
+    )
+    snap["ctr_smoothed"] = smoothed_rate(
+        clicks, views, fit_beta_prior(clicks, views, DEFAULT_CTR_PRIOR)
+    )
+    snap["cvr_smoothed"] = smoothed_rate(
+        buys, clicks, fit_beta_prior(buys, clicks, DEFAULT_CVR_PRIOR, min_trials=2.0)
+    )
     snap["seller_linked_history"] = np.zeros(len(snap), np.int8)
-    snap["seller_sales_velocity"] = snap.groupby("seller_id")["purchases_decayed"].transform("sum") / max(days, 1)
+    snap["seller_sales_velocity"] = snap.groupby("seller_id")["purchases_decayed"].transform(
+        "sum"
+    ) / max(days, 1)
 
 
 def scaled_catalogue(paths: dict[str, Path], n: int) -> pd.DataFrame:
@@ -157,9 +171,16 @@ def user_requests(model_dir: Path, features_dir: Path, n: int, seed: int = 0) ->
     for i in rng.choice(len(users), n, replace=n > len(users)):
         recent = [int(x) for x in users.at[i, "recent_listing_ids"]]
         region, hour = str(users.at[i, "region"]), float(rng.uniform(0, 24))
-        out.append({"user_id": int(users.at[i, "user_id"]), "region": region, "basket": recent[-1:],
-                    "recent_listing_ids": recent[:-1], "hour": hour,
-                    "vector": enc.encode(recent, region, "web", hour)})
+        out.append(
+            {
+                "user_id": int(users.at[i, "user_id"]),
+                "region": region,
+                "basket": recent[-1:],
+                "recent_listing_ids": recent[:-1],
+                "hour": hour,
+                "vector": enc.encode(recent, region, "web", hour),
+            }
+        )
     return out
 
 
@@ -174,40 +195,80 @@ def faiss_report(section: dict, out: Path) -> Path:
     from checkout_recs.evaluation.html_report import figure_tag, page, table_html
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    for label, rows in (("item-tower embeddings (global)", section["sweep_global"]),
-                        ("diffuse synthetic (global)", section["diffuse_synthetic"]["sweep"])):
+    for label, rows in (
+        ("item-tower embeddings (global)", section["sweep_global"]),
+        ("diffuse synthetic (global)", section["diffuse_synthetic"]["sweep"]),
+    ):
         ax.plot([r["median_ms"] for r in rows], [r["recall@300"] for r in rows], "o-", label=label)
         for r in rows:
-            ax.annotate(str(r["nprobe"]), (r["median_ms"], r["recall@300"]), fontsize=8, xytext=(3, -10),
-                        textcoords="offset points")
+            ax.annotate(
+                str(r["nprobe"]),
+                (r["median_ms"], r["recall@300"]),
+                fontsize=8,
+                xytext=(3, -10),
+                textcoords="offset points",
+            )
     ax.axhline(0.95, color="grey", ls="--", lw=1)
     ax.axvline(2.0, color="grey", ls=":", lw=1)
-    ax.set(xlabel="median ms per single query (one thread)", ylabel="recall@300 vs exact",
-           title=f"IVF-Flat, {section['data']['n_items']:,} listings (labels: nprobe)")
+    ax.set(
+        xlabel="median ms per single query (one thread)",
+        ylabel="recall@300 vs exact",
+        title=f"IVF-Flat, {section['data']['n_items']:,} listings (labels: nprobe)",
+    )
     ax.legend(loc="lower right")
     regions = pd.DataFrame([{"region": k, **v} for k, v in section["region"].items()])
     cand = section["candidates"]
-    facts = pd.DataFrame([
-        {"figure": "build seconds (global + region indexes, 2 threads)", "value": section["build_seconds"]},
-        {"figure": "memory when loaded, GB", "value": section["memory_bytes_loaded"] / 1e9},
-        {"figure": "exact (category, region) search, median ms", "value": section["category"]["median_ms"]},
-        {"figure": "exact (category, region) search, recall vs float32", "value": section["category"]["recall_vs_exact"]},
-        {"figure": "post-filtered global ANN (top 1000), recall", "value": section["category"]["post_filtered_ann_1000_recall"]},
-        {"figure": "candidates per request, median ms", "value": cand["median_ms"]},
-        {"figure": "candidates per request, p95 ms", "value": cand["p95_ms"]},
-        {"figure": "sold listings returned after removal", "value": section["add_remove"]["sold_returned_after_removal"]},
-    ])
-    sources = pd.DataFrame([{"source": k, "mean per request": v} for k, v in cand["by_source"].items()])
+    facts = pd.DataFrame(
+        [
+            {
+                "figure": "build seconds (global + region indexes, 2 threads)",
+                "value": section["build_seconds"],
+            },
+            {"figure": "memory when loaded, GB", "value": section["memory_bytes_loaded"] / 1e9},
+            {
+                "figure": "exact (category, region) search, median ms",
+                "value": section["category"]["median_ms"],
+            },
+            {
+                "figure": "exact (category, region) search, recall vs float32",
+                "value": section["category"]["recall_vs_exact"],
+            },
+            {
+                "figure": "post-filtered global ANN (top 1000), recall",
+                "value": section["category"]["post_filtered_ann_1000_recall"],
+            },
+            {"figure": "candidates per request, median ms", "value": cand["median_ms"]},
+            {"figure": "candidates per request, p95 ms", "value": cand["p95_ms"]},
+            {
+                "figure": "sold listings returned after removal",
+                "value": section["add_remove"]["sold_returned_after_removal"],
+            },
+        ]
+    )
+    sources = pd.DataFrame(
+        [{"source": k, "mean per request": v} for k, v in cand["by_source"].items()]
+    )
     ok = section["at_config"]["recall@300"] >= 0.95 and section["at_config"]["median_ms"] <= 2.0
-    html_text = page(f"Retrieval index at {section['data']['n_items']:,} listings", [
-        ("Recall vs latency", figure_tag(fig, "recall vs latency")
-         + f"<p class='note'>{section['data']['source']}; queries: {section['data']['queries']}. "
-           f"1-min load average {section.get('load_average_1m_start_end')}.</p>"),
-        ("Global sweep (item-tower embeddings)", table_html(pd.DataFrame(section["sweep_global"]))),
-        ("Region indexes at the configured nprobe", table_html(regions)),
-        ("Figures", table_html(facts)),
-        ("Candidate sources at this scale", table_html(sources)),
-    ], verdict=f"recall@300 {section['at_config']['recall@300']:.3f} at {section['at_config']['median_ms']:.2f} ms "
-               f"(nprobe {section['at_config']['nprobe']})", ok=ok)
+    html_text = page(
+        f"Retrieval index at {section['data']['n_items']:,} listings",
+        [
+            (
+                "Recall vs latency",
+                figure_tag(fig, "recall vs latency")
+                + f"<p class='note'>{section['data']['source']}; queries: {section['data']['queries']}. "
+                f"1-min load average {section.get('load_average_1m_start_end')}.</p>",
+            ),
+            (
+                "Global sweep (item-tower embeddings)",
+                table_html(pd.DataFrame(section["sweep_global"])),
+            ),
+            ("Region indexes at the configured nprobe", table_html(regions)),
+            ("Figures", table_html(facts)),
+            ("Candidate sources at this scale", table_html(sources)),
+        ],
+        verdict=f"recall@300 {section['at_config']['recall@300']:.3f} at {section['at_config']['median_ms']:.2f} ms "
+        f"(nprobe {section['at_config']['nprobe']})",
+        ok=ok,
+    )
     Path(out).write_text(html_text)
     return Path(out)

@@ -40,8 +40,14 @@ async def answers(model: Any, bodies: list[dict], n: int) -> list[list[Any]]:
     for i in range(n):
         job = await model.predict(await model.preprocess(bodies[i % len(bodies)]))
         for p in (await model.postprocess(job))["predictions"]:
-            rows.append([p["policy"], p.get("fallback_reason"), [it["listing_id"] for it in p["items"]],
-                         [round(it["propensity"], 9) for it in p["items"]]])
+            rows.append(
+                [
+                    p["policy"],
+                    p.get("fallback_reason"),
+                    [it["listing_id"] for it in p["items"]],
+                    [round(it["propensity"], 9) for it in p["items"]],
+                ]
+            )
     return rows
 
 
@@ -50,13 +56,32 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/crbench-1m"))
     ap.add_argument("--listings", type=int, default=1_000_000)
-    ap.add_argument("-n", type=int, default=2000, help="requests (the bundle's, in order, repeated)")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "serving_answers.json")
+    ap.add_argument(
+        "-n", type=int, default=2000, help="requests (the bundle's, in order, repeated)"
+    )
+    ap.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks" / "results" / "serving_answers.json"
+    )
     args = ap.parse_args()
     bundle = build_ann_bundle(args.workdir, args.listings)
-    targs = build_parser().parse_args(["--bundle", str(bundle), "--users", "bundle", "--inventory", "memory",
-                                       "--switches", "none", "--candidates", "auto", "--scoring", "inprocess",
-                                       "--huge_pages", "off"])
+    targs = build_parser().parse_args(
+        [
+            "--bundle",
+            str(bundle),
+            "--users",
+            "bundle",
+            "--inventory",
+            "memory",
+            "--switches",
+            "none",
+            "--candidates",
+            "auto",
+            "--scoring",
+            "inprocess",
+            "--huge_pages",
+            "off",
+        ]
+    )
     bodies = bundle_requests(bundle) or []
     for body in bodies:
         for inst in body["instances"]:
@@ -64,9 +89,17 @@ def main() -> None:
     rows = asyncio.run(answers(build_transformer(targs), bodies, args.n))
     digest = hashlib.sha256(json.dumps(rows).encode()).hexdigest()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"listings": args.listings, "requests": len(rows), "sha256": digest,
-                                    "policies": {p: sum(r[0] == p for r in rows) for p in {r[0] for r in rows}},
-                                    "answers": rows}))
+    args.out.write_text(
+        json.dumps(
+            {
+                "listings": args.listings,
+                "requests": len(rows),
+                "sha256": digest,
+                "policies": {p: sum(r[0] == p for r in rows) for p in {r[0] for r in rows}},
+                "answers": rows,
+            }
+        )
+    )
     print(json.dumps({"requests": len(rows), "sha256": digest}))
 
 

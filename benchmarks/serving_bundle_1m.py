@@ -67,30 +67,68 @@ def build_ann_bundle(root: Path, listings: int, log: Callable[[str], None] = pri
     paths = retrieval_scale.demo_tower(Path(root) / "tower")
     snap = retrieval_scale.scaled_catalogue(paths, listings)
     log(f"demo tower + {len(snap)}-listing catalogue in {time.perf_counter() - t:.0f} s")
-    stage = BundleLayout(Path(root) / f"inputs-ann-{listings}")  # the model folder the writer copies
+    stage = BundleLayout(
+        Path(root) / f"inputs-ann-{listings}"
+    )  # the model folder the writer copies
     shutil.copytree(paths["model"] / "two_tower", stage.two_tower_dir, dirs_exist_ok=True)
-    users = latest_per_entity(read_table(paths["features"] / "user.parquet"), "user_id").reset_index(drop=True)
+    users = latest_per_entity(
+        read_table(paths["features"] / "user.parquet"), "user_id"
+    ).reset_index(drop=True)
     t = time.perf_counter()
-    train_tiny_ranker(snap, users, stage.ranker_dir, names=RICH_NAMES, n=20000, hidden=[64, 32],
-                      student_dir=stage.student_dir)
-    log(f"ranker ({len(RICH_NAMES)} features) + distilled student in {time.perf_counter() - t:.0f} s")
+    train_tiny_ranker(
+        snap,
+        users,
+        stage.ranker_dir,
+        names=RICH_NAMES,
+        n=20000,
+        hidden=[64, 32],
+        student_dir=stage.student_dir,
+    )
+    log(
+        f"ranker ({len(RICH_NAMES)} features) + distilled student in {time.perf_counter() - t:.0f} s"
+    )
     t = time.perf_counter()
-    info = assemble_bundle(stage.model_dir, paths["labels"], paths["features"], bundle, snapshot=snap,
-                           index_version=f"bench-ann-{listings}")
+    info = assemble_bundle(
+        stage.model_dir,
+        paths["labels"],
+        paths["features"],
+        bundle,
+        snapshot=snap,
+        index_version=f"bench-ann-{listings}",
+    )
     kind = json.loads(layout.index_manifest.read_text())["kind"]
-    log(f"bundle: index {kind} over {info.n_items} item-tower embeddings + candidate tables in "
-        f"{time.perf_counter() - t:.0f} s")
+    log(
+        f"bundle: index {kind} over {info.n_items} item-tower embeddings + candidate tables in "
+        f"{time.perf_counter() - t:.0f} s"
+    )
     write_feature_tables(snap, users, pd.read_parquet(layout.category_pairs), layout.features_dir)
     reqs = retrieval_scale.user_requests(paths["model"], paths["features"], N_REQUESTS)
     devices = ("web", "ios", "android")
-    bodies = [{"instances": [{"user_id": r["user_id"], "purchased_item_ids": r["basket"], "region": r["region"],
-                              "device": devices[i % 3]}]} for i, r in enumerate(reqs)]
-    (bundle / "requests.json").write_text(json.dumps(bodies))  # written last: the bundle is complete
-    log(f"bundle {bundle} ready: {len(bodies)} requests of {len({r['user_id'] for r in reqs})} users")
+    bodies = [
+        {
+            "instances": [
+                {
+                    "user_id": r["user_id"],
+                    "purchased_item_ids": r["basket"],
+                    "region": r["region"],
+                    "device": devices[i % 3],
+                }
+            ]
+        }
+        for i, r in enumerate(reqs)
+    ]
+    (bundle / "requests.json").write_text(
+        json.dumps(bodies)
+    )  # written last: the bundle is complete
+    log(
+        f"bundle {bundle} ready: {len(bodies)} requests of {len({r['user_id'] for r in reqs})} users"
+    )
     return bundle
 
 
-def write_feature_tables(listings: pd.DataFrame, users: pd.DataFrame, pairs: pd.DataFrame, out: Path) -> None:
+def write_feature_tables(
+    listings: pd.DataFrame, users: pd.DataFrame, pairs: pd.DataFrame, out: Path
+) -> None:
     """Contract feature views for Feast under ``out``: ``listing`` / ``seller`` from the ``listings``
     rows given (snapshot frame), ``user`` from ``users`` (``recent_listing_ids`` kept when present),
     ``category_pair`` from ``pairs``; all stamped ``FEATURE_TIME``."""
@@ -105,8 +143,9 @@ def write_feature_tables(listings: pd.DataFrame, users: pd.DataFrame, pairs: pd.
     if "recent_listing_ids" not in u:
         u["recent_listing_ids"] = [[] for _ in range(len(u))]
     u[contract.field_names(contract.USER_FEATURES)].to_parquet(out / "user.parquet")
-    pairs.assign(event_timestamp=FEATURE_TIME)[contract.field_names(contract.CATEGORY_PAIR_FEATURES)].to_parquet(
-        out / "category_pair.parquet")
+    pairs.assign(event_timestamp=FEATURE_TIME)[
+        contract.field_names(contract.CATEGORY_PAIR_FEATURES)
+    ].to_parquet(out / "category_pair.parquet")
 
 
 def bundle_requests(bundle: Path) -> list[dict] | None:

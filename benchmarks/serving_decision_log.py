@@ -71,6 +71,7 @@ def one_round(mode: str, rows: list[dict], root: Path, window_s: float) -> tuple
     go = threading.Event()
     submit_us = float("nan")
     if mode == "whole":
+
         def whole() -> None:
             go.wait()
             _whole_part(rows, store)
@@ -80,7 +81,9 @@ def one_round(mode: str, rows: list[dict], root: Path, window_s: float) -> tuple
         late = asyncio.run(_ticks(window_s, go))
         worker.join()
     elif mode == "chunked":
-        log = DecisionLog(store, rotate_rows=len(rows), rotate_s=3600, tick_s=0.01, spill_dir=root / "spill")
+        log = DecisionLog(
+            store, rotate_rows=len(rows), rotate_s=3600, tick_s=0.01, spill_dir=root / "spill"
+        )
 
         async def run() -> np.ndarray:
             task = asyncio.ensure_future(_ticks(window_s, None))
@@ -134,24 +137,32 @@ def main() -> None:
     loads = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(args.repeats):
-            for m in modes[k % 3:] + modes[: k % 3]:
+            for m in modes[k % 3 :] + modes[: k % 3]:
                 lat, us = one_round(m, rows, Path(tmp) / str(k), args.window_s)
                 late[m].append(lat)
                 if m == "chunked":
                     submit.append(us)
             print(f"  round {k + 1}/{args.repeats}", flush=True)
     loads.append(os.getloadavg()[0])
-    out: dict[str, object] = {"rows_per_part": args.rows, "repeats": args.repeats, "load_avg": loads}
+    out: dict[str, object] = {
+        "rows_per_part": args.rows,
+        "repeats": args.repeats,
+        "load_avg": loads,
+    }
     for m in modes:
         a = np.concatenate(late[m])
         per_round_max = [float(x.max()) for x in late[m]]
-        out[m] = {"tick_late_p50_ms": round(float(np.percentile(a, 50)), 3),
-                  "tick_late_p99_ms": round(float(np.percentile(a, 99)), 3),
-                  "tick_late_max_ms_median_over_rounds": round(float(np.median(per_round_max)), 3),
-                  "tick_late_max_ms": round(float(a.max()), 3)}
+        out[m] = {
+            "tick_late_p50_ms": round(float(np.percentile(a, 50)), 3),
+            "tick_late_p99_ms": round(float(np.percentile(a, 99)), 3),
+            "tick_late_max_ms_median_over_rounds": round(float(np.median(per_round_max)), 3),
+            "tick_late_max_ms": round(float(a.max()), 3),
+        }
     out["submit_us_per_row_median"] = round(float(np.median(submit)), 3)
-    out["convert_us_per_chunk"] = {"chunk_rows": args.chunk_rows,
-                                   **convert_cost(rows, args.chunk_rows, args.convert_repeats)}
+    out["convert_us_per_chunk"] = {
+        "chunk_rows": args.chunk_rows,
+        **convert_cost(rows, args.chunk_rows, args.convert_repeats),
+    }
     print(json.dumps(out, indent=1))
 
 

@@ -41,13 +41,28 @@ STAGES = ("features", "retrieval", "inventory", "rank_input", "rank", "policy", 
 
 def _pct(ms: np.ndarray) -> dict[str, float]:
     if not ms.size:
-        return {"p50_ms": float("nan"), "p95_ms": float("nan"), "p99_ms": float("nan"), "max_ms": float("nan")}
-    return {"p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
-            "p99_ms": float(np.percentile(ms, 99)), "max_ms": float(ms.max())}
+        return {
+            "p50_ms": float("nan"),
+            "p95_ms": float("nan"),
+            "p99_ms": float("nan"),
+            "max_ms": float("nan"),
+        }
+    return {
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p95_ms": float(np.percentile(ms, 95)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "max_ms": float(ms.max()),
+    }
 
 
-async def open_loop(url: str, bodies: list[dict], rate: float, duration: float,
-                    on_tick: Callable[[float], None] | None = None, timeout_s: float = 10.0) -> dict[str, Any]:
+async def open_loop(
+    url: str,
+    bodies: list[dict],
+    rate: float,
+    duration: float,
+    on_tick: Callable[[float], None] | None = None,
+    timeout_s: float = 10.0,
+) -> dict[str, Any]:
     """Send ``rate`` requests/s for ``duration`` s to a v1 URL regardless of answers.
 
     Returns sent / ok / errors / http_5xx counts, throughput (answers/s), p50/p95/p99/max latency
@@ -63,7 +78,9 @@ async def open_loop(url: str, bodies: list[dict], rate: float, duration: float,
     policies: list[str | None] = [None] * n
     reasons: list[str | None] = [None] * n
     conn = aiohttp.TCPConnector(limit=512, force_close=False)
-    async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=timeout_s)) as client:
+    async with aiohttp.ClientSession(
+        connector=conn, timeout=aiohttp.ClientTimeout(total=timeout_s)
+    ) as client:
         t0 = time.perf_counter() + 0.2
 
         async def one(i: int) -> None:
@@ -91,15 +108,26 @@ async def open_loop(url: str, bodies: list[dict], rate: float, duration: float,
         wall = time.perf_counter() - t0
         start_unix = time.time() - (time.perf_counter() - t0)
     ok = status == 200
-    slow = np.flatnonzero(ok & (lat > 0.05))  # answers over 50 ms: when (unix s of the scheduled send), how long
+    slow = np.flatnonzero(
+        ok & (lat > 0.05)
+    )  # answers over 50 ms: when (unix s of the scheduled send), how long
     outliers = [(round(start_unix + i / rate, 3), round(float(lat[i] * 1e3), 1)) for i in slow[:50]]
     fb = pd.Series([r for r in reasons if r], dtype=object).value_counts().to_dict()
-    return {"rate_rps": rate, "duration_s": duration, "sent": n, "ok": int(ok.sum()), "errors": int((~ok).sum()),
-            "http_5xx": int((status >= 500).sum()), "throughput_rps": float(ok.sum() / wall),
-            **_pct(lat[ok] * 1e3), "ranker_share": float(np.mean([p == "ranker" for p in policies])),
-            "fallback_reasons": fb, "over_50ms": outliers,
-            "send_late_p50_ms": float(np.percentile(late, 50) * 1e3),
-            "send_late_p95_ms": float(np.percentile(late, 95) * 1e3)}
+    return {
+        "rate_rps": rate,
+        "duration_s": duration,
+        "sent": n,
+        "ok": int(ok.sum()),
+        "errors": int((~ok).sum()),
+        "http_5xx": int((status >= 500).sum()),
+        "throughput_rps": float(ok.sum() / wall),
+        **_pct(lat[ok] * 1e3),
+        "ranker_share": float(np.mean([p == "ranker" for p in policies])),
+        "fallback_reasons": fb,
+        "over_50ms": outliers,
+        "send_late_p50_ms": float(np.percentile(late, 50) * 1e3),
+        "send_late_p95_ms": float(np.percentile(late, 95) * 1e3),
+    }
 
 
 def run(coro: Any) -> Any:
@@ -129,7 +157,9 @@ async def _until(when: float) -> None:
         await asyncio.sleep(0)
 
 
-async def sequential(url: str, bodies: list[dict], n: int, pids: dict[str, int], gap_s: float = 0.002) -> dict[str, Any]:
+async def sequential(
+    url: str, bodies: list[dict], n: int, pids: dict[str, int], gap_s: float = 0.002
+) -> dict[str, Any]:
     """``n`` requests one after another, ``gap_s`` seconds apart: latency percentiles (ms) and CPU
     ms/request per process. With the open loop's idle time between requests (``gap_s`` ~ 12 ms at
     50 rps) it shows what idleness alone costs on the machine (no request ever waits for another)."""
@@ -168,8 +198,12 @@ def _families(metrics_url: str) -> list[Any]:
 
 def decision_log_rows(metrics_url: str) -> dict[str, float]:
     """The transformer's decision-log row counts by state (accepted, written, pending, spilled, dropped)."""
-    return {s.labels["state"]: s.value for fam in _families(metrics_url) if fam.name == "checkout_recs_decision_log_rows"
-            for s in fam.samples}
+    return {
+        s.labels["state"]: s.value
+        for fam in _families(metrics_url)
+        if fam.name == "checkout_recs_decision_log_rows"
+        for s in fam.samples
+    }
 
 
 def stage_totals(metrics_url: str) -> dict[str, tuple[float, float]]:
@@ -188,7 +222,9 @@ def stage_totals(metrics_url: str) -> dict[str, tuple[float, float]]:
     return {k: (v[0], v[1]) for k, v in out.items()}
 
 
-def stage_means_ms(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]) -> dict[str, float]:
+def stage_means_ms(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
+) -> dict[str, float]:
     """Mean wall ms per stage between two ``stage_totals`` scrapes."""
     out = {}
     for k in STAGES:
@@ -225,7 +261,9 @@ def rss_mb(pid: int) -> float:
     import psutil
 
     p = psutil.Process(pid)
-    return (p.memory_info().rss + sum(c.memory_info().rss for c in p.children(recursive=True))) / 2**20
+    return (
+        p.memory_info().rss + sum(c.memory_info().rss for c in p.children(recursive=True))
+    ) / 2**20
 
 
 def cpu_s(pid: int) -> float:

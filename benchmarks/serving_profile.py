@@ -52,15 +52,40 @@ def transformer_flags(workdir: Path, bundle: Path, redis_url: str, extra: list[s
 
     feast_work = workdir / f"feast-{bundle.name}"
     project = (feast_work / "bench_project.txt").read_text().strip()
-    return ["--bundle", str(bundle), "--users", "feast", "--feast_features", str(BundleLayout(bundle).features_dir),
-            "--feast_work_dir", str(feast_work), "--feast_timeout_ms", "200", "--feast_project", project,
-            "--inventory", "redis", "--redis_url", redis_url, "--redis_prefix", "crprofile",
-            "--switches", "none", "--candidates", "auto", "--scoring", "inprocess", *extra]
+    return [
+        "--bundle",
+        str(bundle),
+        "--users",
+        "feast",
+        "--feast_features",
+        str(BundleLayout(bundle).features_dir),
+        "--feast_work_dir",
+        str(feast_work),
+        "--feast_timeout_ms",
+        "200",
+        "--feast_project",
+        project,
+        "--inventory",
+        "redis",
+        "--redis_url",
+        redis_url,
+        "--redis_prefix",
+        "crprofile",
+        "--switches",
+        "none",
+        "--candidates",
+        "auto",
+        "--scoring",
+        "inprocess",
+        *extra,
+    ]
 
 
 async def drive(model: Any, bodies: list[dict], n: int) -> dict[str, Any]:
     """Run ``n`` requests through the model's three stages; per-stage wall and CPU ms (mean, p50)."""
-    wall: dict[str, list[float]] = {k: [] for k in ("preprocess", "predict", "postprocess", "total")}
+    wall: dict[str, list[float]] = {
+        k: [] for k in ("preprocess", "predict", "postprocess", "total")
+    }
     cpu: dict[str, list[float]] = {k: [] for k in wall}
     stages: dict[str, list[float]] = {k: [] for k in STAGES}
     stage_cpu: dict[str, list[float]] = {k: [] for k in STAGES}
@@ -75,8 +100,12 @@ async def drive(model: Any, bodies: list[dict], n: int) -> dict[str, Any]:
         c2, w2 = time.process_time(), time.perf_counter()
         resp = await model.postprocess(job)
         c3, w3 = time.process_time(), time.perf_counter()
-        for k, a, b, x, y in (("preprocess", c0, c1, w0, w1), ("predict", c1, c2, w1, w2),
-                              ("postprocess", c2, c3, w2, w3), ("total", c0, c3, w0, w3)):
+        for k, a, b, x, y in (
+            ("preprocess", c0, c1, w0, w1),
+            ("predict", c1, c2, w1, w2),
+            ("postprocess", c2, c3, w2, w3),
+            ("total", c0, c3, w0, w3),
+        ):
             cpu[k].append((b - a) * 1e3)
             wall[k].append((y - x) * 1e3)
         p = job.prepared[0]
@@ -86,14 +115,18 @@ async def drive(model: Any, bodies: list[dict], n: int) -> dict[str, Any]:
         sources.update(str(x) for x in p.cand_sources)
         for pred in resp["predictions"]:
             six = len({it["listing_id"] for it in pred["items"]}) == 6
-            answers[f"{pred['policy']}/{pred.get('fallback_reason') or '-'}{'' if six else '/not-six'}"] += 1
+            answers[
+                f"{pred['policy']}/{pred.get('fallback_reason') or '-'}{'' if six else '/not-six'}"
+            ] += 1
     out: dict[str, Any] = {"requests": n}
     out["cpu_ms_mean"] = {k: float(np.mean(v)) for k, v in cpu.items()}
     out["wall_ms_p50"] = {k: float(np.median(v)) for k, v in wall.items()}
     out["stage_wall_ms_mean"] = {k: float(np.mean(v)) for k, v in stages.items()}
     out["stage_cpu_ms_mean"] = {k: float(np.mean(v)) for k, v in stage_cpu.items()}
     # CPU of the three kserve stages outside the request-path stages (parsing, encoding, metrics)
-    out["stage_cpu_ms_mean"]["other"] = out["cpu_ms_mean"]["total"] - sum(out["stage_cpu_ms_mean"].values())
+    out["stage_cpu_ms_mean"]["other"] = out["cpu_ms_mean"]["total"] - sum(
+        out["stage_cpu_ms_mean"].values()
+    )
     out["candidates_per_source_mean"] = {k: v / n for k, v in sorted(sources.items())}
     out["answers"] = dict(answers)
     return out
@@ -104,11 +137,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/crbench-1m"))
     ap.add_argument("--listings", type=int, default=1_000_000)
-    ap.add_argument("--bundle", type=Path, default=None, help="bundle folder (default: see module docstring)")
+    ap.add_argument(
+        "--bundle", type=Path, default=None, help="bundle folder (default: see module docstring)"
+    )
     ap.add_argument("--users", type=int, default=20_000)
     ap.add_argument("-n", type=int, default=400)
     ap.add_argument("--redis_url", default="redis://127.0.0.1:6379/11")
-    ap.add_argument("--cprofile", type=int, default=0, help="print the top K functions by --cprofile_sort")
+    ap.add_argument(
+        "--cprofile", type=int, default=0, help="print the top K functions by --cprofile_sort"
+    )
     ap.add_argument("--cprofile_sort", default="cumulative", choices=["cumulative", "tottime"])
     args, extra = ap.parse_known_args()
     sys.argv = sys.argv[:1]
@@ -117,8 +154,9 @@ def main() -> None:
     from inference.transformer import build_parser, build_transformer
 
     bundle = args.bundle or default_bundle(args.workdir, args.listings)
-    targs, _ = build_parser().parse_known_args(transformer_flags(args.workdir, bundle, args.redis_url,
-                                                                 [e for e in extra if e != "--"]))
+    targs, _ = build_parser().parse_known_args(
+        transformer_flags(args.workdir, bundle, args.redis_url, [e for e in extra if e != "--"])
+    )
     t0 = time.perf_counter()
     model = build_transformer(targs)
     print(f"transformer built in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
@@ -131,7 +169,9 @@ def main() -> None:
             prof.enable()
             res = await drive(model, bodies, args.n)
             prof.disable()
-            pstats.Stats(prof, stream=sys.stderr).sort_stats(args.cprofile_sort).print_stats(args.cprofile)
+            pstats.Stats(prof, stream=sys.stderr).sort_stats(args.cprofile_sort).print_stats(
+                args.cprofile
+            )
             return res
         return await drive(model, bodies, args.n)
 

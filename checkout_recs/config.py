@@ -29,7 +29,9 @@ class Settings(BaseModel):
     mlflow_tracking_uri: str = Field(
         default="sqlite:///artifacts/mlflow.db", description="MLflow tracking and registry URI."
     )
-    redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis for production stores.")
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0", description="Redis for production stores."
+    )
     inventory_backend: str = Field(default="memory", description="'memory' (embedded) or 'redis'.")
     seed: int = Field(default=7, description="Seed for everything stochastic.")
 

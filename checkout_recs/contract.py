@@ -197,10 +197,14 @@ QUARANTINE_FILES = pa.schema(
     [
         pa.field("table", pa.string(), nullable=False),
         pa.field("file", pa.string(), nullable=False),  # the source's name for it (path or s3 key)
-        pa.field("copied_to", pa.string(), nullable=True),  # path of the copy in the ingested folder
+        pa.field(
+            "copied_to", pa.string(), nullable=True
+        ),  # path of the copy in the ingested folder
         pa.field("reason", pa.string(), nullable=False),  # one of FILE_REASONS
         pa.field("detail", pa.string(), nullable=False),
-        pa.field("size_bytes", pa.int64(), nullable=True),  # null when the file could not be fetched
+        pa.field(
+            "size_bytes", pa.int64(), nullable=True
+        ),  # null when the file could not be fetched
         pa.field("rows", pa.int64(), nullable=True),  # null when the footer cannot be read
         pa.field("ingest_run_id", pa.string(), nullable=False),
     ]
@@ -330,8 +334,12 @@ LISTING_FEATURES = pa.schema(
         pa.field("purchases_decayed", pa.float64(), nullable=False),
         pa.field("ctr_smoothed", pa.float64(), nullable=False),
         pa.field("cvr_smoothed", pa.float64(), nullable=False),
-        pa.field("category_ctr_lift", pa.float64(), nullable=False),  # log(top-category CTR / all), recent
-        pa.field("price_vs_category", pa.float64(), nullable=False),  # log price - leaf median log price
+        pa.field(
+            "category_ctr_lift", pa.float64(), nullable=False
+        ),  # log(top-category CTR / all), recent
+        pa.field(
+            "price_vs_category", pa.float64(), nullable=False
+        ),  # log price - leaf median log price
         pa.field("event_timestamp", TS, nullable=False),
     ]
 )
@@ -346,35 +354,37 @@ FEATURE_TABLES: dict[str, pa.Schema] = {
 
 #: Decision log: one row per answered post-checkout request (serving writes; explain, replay and
 #: OPE read). ``snapshot_ids``/``snapshot_scores`` are the ranked candidates behind the six.
-DECISIONS = pa.schema([
-    pa.field("request_id", pa.string(), nullable=False),
-    pa.field("event_timestamp", TS, nullable=False),
-    pa.field("user_id", pa.int64(), nullable=False),
-    pa.field("region", pa.string(), nullable=False),
-    pa.field("device", pa.string(), nullable=False),
-    pa.field("basket_ids", pa.list_(pa.int64()), nullable=False),
-    pa.field("policy", pa.string(), nullable=False),
-    pa.field("fallback_reason", pa.string(), nullable=True),
-    pa.field("session_class", pa.string(), nullable=False),
-    pa.field("model_version", pa.string(), nullable=True),
-    pa.field("index_version", pa.string(), nullable=True),
-    # the bundle version the ranker answered with (the predictor's ``bundle_version``): equal to
-    # index_version when transformer and ranker served one bundle; null when no ranker scored
-    pa.field("predictor_version", pa.string(), nullable=True),
-    pa.field("item_ids", pa.list_(pa.int64()), nullable=False),
-    pa.field("scores", pa.list_(pa.float64()), nullable=False),
-    pa.field("propensities", pa.list_(pa.float64()), nullable=False),
-    pa.field("sources", pa.list_(pa.string()), nullable=False),
-    pa.field("reasons", pa.list_(pa.string()), nullable=False),
-    pa.field("explored", pa.bool_(), nullable=False),
-    pa.field("exploration_cost", pa.float64(), nullable=False),
-    pa.field("n_candidates", pa.int32(), nullable=False),
-    pa.field("n_filtered_out", pa.int32(), nullable=False),
-    pa.field("snapshot_ids", pa.list_(pa.int64()), nullable=False),
-    pa.field("snapshot_scores", pa.list_(pa.float64()), nullable=False),
-    pa.field("latency_ms", pa.float64(), nullable=True),
-    pa.field("timings_json", pa.string(), nullable=False),
-])
+DECISIONS = pa.schema(
+    [
+        pa.field("request_id", pa.string(), nullable=False),
+        pa.field("event_timestamp", TS, nullable=False),
+        pa.field("user_id", pa.int64(), nullable=False),
+        pa.field("region", pa.string(), nullable=False),
+        pa.field("device", pa.string(), nullable=False),
+        pa.field("basket_ids", pa.list_(pa.int64()), nullable=False),
+        pa.field("policy", pa.string(), nullable=False),
+        pa.field("fallback_reason", pa.string(), nullable=True),
+        pa.field("session_class", pa.string(), nullable=False),
+        pa.field("model_version", pa.string(), nullable=True),
+        pa.field("index_version", pa.string(), nullable=True),
+        # the bundle version the ranker answered with (the predictor's ``bundle_version``): equal to
+        # index_version when transformer and ranker served one bundle; null when no ranker scored
+        pa.field("predictor_version", pa.string(), nullable=True),
+        pa.field("item_ids", pa.list_(pa.int64()), nullable=False),
+        pa.field("scores", pa.list_(pa.float64()), nullable=False),
+        pa.field("propensities", pa.list_(pa.float64()), nullable=False),
+        pa.field("sources", pa.list_(pa.string()), nullable=False),
+        pa.field("reasons", pa.list_(pa.string()), nullable=False),
+        pa.field("explored", pa.bool_(), nullable=False),
+        pa.field("exploration_cost", pa.float64(), nullable=False),
+        pa.field("n_candidates", pa.int32(), nullable=False),
+        pa.field("n_filtered_out", pa.int32(), nullable=False),
+        pa.field("snapshot_ids", pa.list_(pa.int64()), nullable=False),
+        pa.field("snapshot_scores", pa.list_(pa.float64()), nullable=False),
+        pa.field("latency_ms", pa.float64(), nullable=True),
+        pa.field("timings_json", pa.string(), nullable=False),
+    ]
+)
 
 
 def field_names(schema: pa.Schema) -> list[str]:
@@ -445,8 +455,9 @@ class PostCheckoutRequest(BaseModel):
     region: str = Field(min_length=1, max_length=32, pattern=r"^[a-z0-9][a-z0-9-]*$")
     device: Device = "web"
     timestamp: dt.datetime | None = Field(
-        default=None, description="Checkout time, ISO 8601 (naive means UTC), within 1970-01-01 .. "
-                                  "2200-01-01 UTC; the server's clock when absent."
+        default=None,
+        description="Checkout time, ISO 8601 (naive means UTC), within 1970-01-01 .. "
+        "2200-01-01 UTC; the server's clock when absent.",
     )
     request_id: str | None = Field(
         default=None, pattern=REQUEST_ID_PATTERN, description="Set by the caller or generated."
@@ -469,8 +480,10 @@ class PostCheckoutRequest(BaseModel):
         if ts.tzinfo is None:
             ts = ts.replace(tzinfo=dt.UTC)
         if not REQUEST_TIME_MIN <= ts <= REQUEST_TIME_MAX:
-            raise ValueError(f"timestamp must lie within {REQUEST_TIME_MIN:%Y-%m-%d} .. "
-                             f"{REQUEST_TIME_MAX:%Y-%m-%d} UTC")
+            raise ValueError(
+                f"timestamp must lie within {REQUEST_TIME_MIN:%Y-%m-%d} .. "
+                f"{REQUEST_TIME_MAX:%Y-%m-%d} UTC"
+            )
         return ts
 
     def resolved_request_id(self) -> str:

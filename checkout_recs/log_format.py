@@ -41,7 +41,13 @@ REQUEST_ID: ContextVar[str | None] = ContextVar("checkout_recs_request_id", defa
 _bundle_version: list[str | None] = [None]
 
 _RECORD_KEYS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
-    "message", "asctime", "request_id", "bundle_version", "color_message", "taskName"}
+    "message",
+    "asctime",
+    "request_id",
+    "bundle_version",
+    "color_message",
+    "taskName",
+}
 
 
 def set_request_id(request_id: str | None) -> Token:
@@ -75,7 +81,8 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds")
+            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC)
+            .isoformat(timespec="milliseconds")
             .replace("+00:00", "Z"),
             "level": record.levelname,
             "logger": record.name,
@@ -83,7 +90,13 @@ class JsonFormatter(logging.Formatter):
             "request_id": getattr(record, "request_id", REQUEST_ID.get()),
             "bundle_version": getattr(record, "bundle_version", bundle_version()),
         }
-        out.update({k: v for k, v in vars(record).items() if k not in _RECORD_KEYS and not k.startswith("_")})
+        out.update(
+            {
+                k: v
+                for k, v in vars(record).items()
+                if k not in _RECORD_KEYS and not k.startswith("_")
+            }
+        )
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         elif record.stack_info:
@@ -101,7 +114,9 @@ def make_handler(fmt: str = "json", stream: IO[str] | None = None) -> logging.Ha
     return handler
 
 
-def configure_logging(fmt: str = "json", level: str | int = "INFO", stream: IO[str] | None = None) -> None:
+def configure_logging(
+    fmt: str = "json", level: str | int = "INFO", stream: IO[str] | None = None
+) -> None:
     """Route the root logger and ``LIBRARY_LOGGERS`` (kserve, uvicorn) through one handler of
     format ``fmt``; replaces earlier handlers, so calling it again switches the format."""
     handler = make_handler(fmt, stream)
@@ -151,6 +166,10 @@ class Throttle:
 
 def add_log_format_argument(parser: argparse.ArgumentParser) -> None:
     """``--log_format json|text`` (default ``$CHECKOUT_RECS_LOG_FORMAT``, else text)."""
-    parser.add_argument("--log_format", choices=LOG_FORMATS, default=default_log_format(),
-                        help="log lines as JSON objects (ts, level, logger, message, request_id, "
-                             "bundle_version, extras) or as text; the manifests set json")
+    parser.add_argument(
+        "--log_format",
+        choices=LOG_FORMATS,
+        default=default_log_format(),
+        help="log lines as JSON objects (ts, level, logger, message, request_id, "
+        "bundle_version, extras) or as text; the manifests set json",
+    )

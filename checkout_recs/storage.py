@@ -17,6 +17,7 @@ per backend, one contract test run against both (``tests/code/test_storage.py``)
 from __future__ import annotations
 
 import abc
+import datetime as dt
 import os
 import shutil
 import tempfile
@@ -118,7 +119,7 @@ class S3ArtifactStore(ArtifactStore):
         bucket, _, prefix = root[len("s3://") :].partition("/")
         self.bucket, self.prefix = bucket, prefix.strip("/")
         if client is None:
-            import boto3
+            import boto3  # lazy: boto3 costs ~0.5 s and only s3:// paths need it
 
             endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3")
             client = boto3.client("s3", endpoint_url=endpoint_url)
@@ -138,7 +139,9 @@ class S3ArtifactStore(ArtifactStore):
         self.client.put_object(
             Bucket=self.bucket, Key=self._key(kind, version, ".complete"), Body=b"%d" % len(files)
         )
-        self.client.put_object(Bucket=self.bucket, Key=self._key(kind, "LATEST"), Body=version.encode())
+        self.client.put_object(
+            Bucket=self.bucket, Key=self._key(kind, "LATEST"), Body=version.encode()
+        )
         return self.uri(kind, version)
 
     def fetch(self, kind: str, version: str | None, dest: Path) -> Path:
@@ -190,7 +193,6 @@ def open_store(root: str | Path, endpoint_url: str | None = None) -> ArtifactSto
 
 def new_version(prefix: str = "v") -> str:
     """A sortable, unique version name: ``v20261122T162233-1a2b3c``."""
-    import datetime as dt
 
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
     return f"{prefix}{stamp}-{uuid.uuid4().hex[:6]}"

@@ -31,12 +31,17 @@ class GateDecision(BaseModel):
 
     promote: bool
     reasons: list[str] = Field(default_factory=list, description="One line per gated metric.")
-    compared: dict[str, tuple[float, float]] = Field(default_factory=dict,
-                                                     description="metric → (challenger, champion).")
+    compared: dict[str, tuple[float, float]] = Field(
+        default_factory=dict, description="metric → (challenger, champion)."
+    )
 
 
-def promotion_gate(challenger_metrics: dict[str, float], champion_metrics: dict[str, float] | None,
-                   tolerance: float = 0.005, metrics: tuple[str, ...] = GATED_METRICS) -> GateDecision:
+def promotion_gate(
+    challenger_metrics: dict[str, float],
+    champion_metrics: dict[str, float] | None,
+    tolerance: float = 0.005,
+    metrics: tuple[str, ...] = GATED_METRICS,
+) -> GateDecision:
     """Decide whether a challenger may replace the champion.
 
     Parameters
@@ -67,7 +72,9 @@ def promotion_gate(challenger_metrics: dict[str, float], champion_metrics: dict[
         floor = champ - abs(champ) * tolerance
         if chal < floor:
             ok = False
-            reasons.append(f"{name}: {chal:.4f} < {floor:.4f} (champion {champ:.4f} − {tolerance:.1%})")
+            reasons.append(
+                f"{name}: {chal:.4f} < {floor:.4f} (champion {champ:.4f} − {tolerance:.1%})"
+            )
         else:
             reasons.append(f"{name}: {chal:.4f} ≥ {floor:.4f}")
     if not compared and ok:
@@ -81,7 +88,9 @@ def _nan(x: float) -> bool:
 
 def finite_metrics(values: Mapping[str, object]) -> dict[str, float]:
     """The numeric, finite entries of ``values`` as floats (what a metrics store can hold)."""
-    return {k: float(v) for k, v in values.items() if isinstance(v, int | float) and math.isfinite(v)}
+    return {
+        k: float(v) for k, v in values.items() if isinstance(v, int | float) and math.isfinite(v)
+    }
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, str]:
@@ -95,10 +104,15 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, str]:
     return out
 
 
-def log_training_run(tracking_uri: str, experiment: str, params: dict, metrics: dict[str, float],
-                     artifact_dir: Path | None = None) -> str:
+def log_training_run(
+    tracking_uri: str,
+    experiment: str,
+    params: dict,
+    metrics: dict[str, float],
+    artifact_dir: Path | None = None,
+) -> str:
     """Log one run (flattened params, finite metrics, the artifact folder); returns the run id."""
-    import mlflow
+    import mlflow  # lazy: mlflow costs seconds to import and only the tracking calls need it
 
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_experiment(experiment)
@@ -114,14 +128,17 @@ def _metric_key(name: str) -> str:
     return name.replace("@", "_at_")
 
 
-def register_run(tracking_uri: str, run_id: str, alias: str | None = None,
-                 name: str = MODEL_NAME) -> str:
+def register_run(
+    tracking_uri: str, run_id: str, alias: str | None = None, name: str = MODEL_NAME
+) -> str:
     """Register the run's ``model`` artifacts as a new version of ``name`` (and set ``alias``).
 
     Returns the new version number (as a string).
     """
-    import mlflow
-    from mlflow import MlflowClient
+    import mlflow  # lazy: mlflow costs seconds to import and only the tracking calls need it
+    from mlflow import (
+        MlflowClient,  # lazy: mlflow costs seconds to import and only the tracking calls need it
+    )
 
     mlflow.set_tracking_uri(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -135,10 +152,14 @@ def register_run(tracking_uri: str, run_id: str, alias: str | None = None,
     return str(mv.version)
 
 
-def alias_version(tracking_uri: str, alias: str, name: str = MODEL_NAME) -> tuple[str, str | None] | None:
+def alias_version(
+    tracking_uri: str, alias: str, name: str = MODEL_NAME
+) -> tuple[str, str | None] | None:
     """``(version, run id)`` behind ``name@alias``, or None when the alias is unset."""
-    import mlflow
-    from mlflow import MlflowClient
+    import mlflow  # lazy: mlflow costs seconds to import and only the tracking calls need it
+    from mlflow import (
+        MlflowClient,  # lazy: mlflow costs seconds to import and only the tracking calls need it
+    )
 
     try:
         mv = MlflowClient(tracking_uri=tracking_uri).get_model_version_by_alias(name, alias)
@@ -149,7 +170,9 @@ def alias_version(tracking_uri: str, alias: str, name: str = MODEL_NAME) -> tupl
 
 def alias_metrics(tracking_uri: str, alias: str, name: str = MODEL_NAME) -> dict[str, float] | None:
     """Metrics of the run behind ``name@alias`` (keys as logged), or None when the alias is unset."""
-    from mlflow import MlflowClient
+    from mlflow import (
+        MlflowClient,  # lazy: mlflow costs seconds to import and only the tracking calls need it
+    )
 
     found = alias_version(tracking_uri, alias, name)
     if found is None or found[1] is None:
@@ -163,26 +186,34 @@ def champion_model_dir(tracking_uri: str, dest: Path, name: str = MODEL_NAME) ->
 
     Returns the local model folder, or None when there is no champion (or its run has no model).
     """
-    import mlflow
+    import mlflow  # lazy: mlflow costs seconds to import and only the tracking calls need it
 
     found = alias_version(tracking_uri, "champion", name)
     if found is None or found[1] is None:
         return None
     mlflow.set_tracking_uri(tracking_uri)
     try:
-        path = mlflow.artifacts.download_artifacts(run_id=found[1], artifact_path="model", dst_path=str(dest),
-                                                   tracking_uri=tracking_uri)
+        path = mlflow.artifacts.download_artifacts(
+            run_id=found[1], artifact_path="model", dst_path=str(dest), tracking_uri=tracking_uri
+        )
     except (mlflow.exceptions.MlflowException, OSError):
         return None
     return Path(path)
 
 
-def set_challenger(tracking_uri: str, version: str, passed: bool, bundle_uri: str | None = None,
-                   name: str = MODEL_NAME) -> None:
+def set_challenger(
+    tracking_uri: str,
+    version: str,
+    passed: bool,
+    bundle_uri: str | None = None,
+    name: str = MODEL_NAME,
+) -> None:
     """Record the gate on ``version``: tag ``gate=passed|refused``; a pass also gets the
     ``challenger`` alias and, when given, the published ``bundle_uri`` as a tag (the rollout
     finds the version by it). ``champion`` is not touched."""
-    from mlflow import MlflowClient
+    from mlflow import (
+        MlflowClient,  # lazy: mlflow costs seconds to import and only the tracking calls need it
+    )
 
     client = MlflowClient(tracking_uri=tracking_uri)
     client.set_model_version_tag(name, version, "gate", "passed" if passed else "refused")
@@ -192,8 +223,14 @@ def set_challenger(tracking_uri: str, version: str, passed: bool, bundle_uri: st
             client.set_model_version_tag(name, version, "bundle_uri", bundle_uri)
 
 
-def promote_if_better(tracking_uri: str, run_id: str, challenger_metrics: dict[str, float],
-                      tolerance: float = 0.005, name: str = MODEL_NAME, bundle_uri: str | None = None) -> GateDecision:
+def promote_if_better(
+    tracking_uri: str,
+    run_id: str,
+    challenger_metrics: dict[str, float],
+    tolerance: float = 0.005,
+    name: str = MODEL_NAME,
+    bundle_uri: str | None = None,
+) -> GateDecision:
     """Register ``run_id`` and gate it against the champion run's logged metrics; a pass sets
     ``challenger`` (``set_challenger``). ``champion`` moves only when a rollout finishes
     (``promote_bundle``); the first model (no champion) passes."""
@@ -205,8 +242,11 @@ def promote_if_better(tracking_uri: str, run_id: str, challenger_metrics: dict[s
 
 
 def _version_of_bundle(client, name: str, bundle_uri: str) -> str | None:  # noqa: ANN001 - MlflowClient
-    hits = [mv for mv in client.search_model_versions(f"name='{name}'")
-            if (mv.tags or {}).get("bundle_uri") == bundle_uri]
+    hits = [
+        mv
+        for mv in client.search_model_versions(f"name='{name}'")
+        if (mv.tags or {}).get("bundle_uri") == bundle_uri
+    ]
     return str(max(int(mv.version) for mv in hits)) if hits else None
 
 
@@ -214,7 +254,9 @@ def promote_bundle(tracking_uri: str, bundle_uri: str, name: str = MODEL_NAME) -
     """The ramp of ``bundle_uri`` reached 100 %: ``champion`` moves to its version, the
     ``challenger`` alias is cleared when it pointed there. Returns a one-line note (also when no
     registered version carries the bundle: then nothing moves)."""
-    from mlflow import MlflowClient
+    from mlflow import (
+        MlflowClient,  # lazy: mlflow costs seconds to import and only the tracking calls need it
+    )
 
     client = MlflowClient(tracking_uri=tracking_uri)
     version = _version_of_bundle(client, name, bundle_uri)
@@ -227,9 +269,13 @@ def promote_bundle(tracking_uri: str, bundle_uri: str, name: str = MODEL_NAME) -
     return f"{name} version {version} is now champion"
 
 
-def mark_rolled_back(tracking_uri: str, bundle_uri: str, reason: str, name: str = MODEL_NAME) -> str:
+def mark_rolled_back(
+    tracking_uri: str, bundle_uri: str, reason: str, name: str = MODEL_NAME
+) -> str:
     """The ramp of ``bundle_uri`` was rolled back: tag its version; ``champion`` is not touched."""
-    from mlflow import MlflowClient
+    from mlflow import (
+        MlflowClient,  # lazy: mlflow costs seconds to import and only the tracking calls need it
+    )
 
     client = MlflowClient(tracking_uri=tracking_uri)
     version = _version_of_bundle(client, name, bundle_uri)

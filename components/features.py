@@ -6,8 +6,12 @@ from components._base import component
 
 
 @component
-def build_features_op(ingested: Input[Dataset], labels: Input[Dataset], features: Output[Dataset],
-                      metrics: Output[Metrics]) -> None:
+def build_features_op(
+    ingested: Input[Dataset],
+    labels: Input[Dataset],
+    features: Output[Dataset],
+    metrics: Output[Metrics],
+) -> None:
     """The ``user``, ``listing``, ``seller``, ``category_pair`` views (daily snapshots)."""
     from pathlib import Path
 
@@ -20,9 +24,15 @@ def build_features_op(ingested: Input[Dataset], labels: Input[Dataset], features
 
 
 @component
-def materialize_features_op(features: Input[Dataset], artifact_root: str, feature_env: str,
-                            feast_work_dir: str, s3_endpoint_url: str, metrics: Output[Metrics],
-                            freshness_at: str = "") -> str:
+def materialize_features_op(
+    features: Input[Dataset],
+    artifact_root: str,
+    feature_env: str,
+    feast_work_dir: str,
+    s3_endpoint_url: str,
+    metrics: Output[Metrics],
+    freshness_at: str = "",
+) -> str:
     """Publish the views to the artifact store (kind ``features``), Feast apply, materialize, and
     check every view's freshness against its SLA: the step fails when one is broken.
 
@@ -51,21 +61,35 @@ def materialize_features_op(features: Input[Dataset], artifact_root: str, featur
     if freshness_at == "data":
         import pandas as pd
 
-        at = max(pd.read_parquet(p, columns=["event_timestamp"])["event_timestamp"].max()
-                 for p in Path(features.path).glob("*.parquet")).to_pydatetime()
+        at = max(
+            pd.read_parquet(p, columns=["event_timestamp"])["event_timestamp"].max()
+            for p in Path(features.path).glob("*.parquet")
+        ).to_pydatetime()
     else:
         at = dt.datetime.fromisoformat(freshness_at) if freshness_at else dt.datetime.now(dt.UTC)
     report = fs.freshness(at)
     metrics.log_metric("freshness_ok", int(report.ok))
     if not report.ok:
-        raise RuntimeError(f"feature SLA broken at {at.isoformat()} for views {report.broken}: {report.to_dict()}")
+        raise RuntimeError(
+            f"feature SLA broken at {at.isoformat()} for views {report.broken}: {report.to_dict()}"
+        )
     return uri
 
 
 @component
-def training_set_op(ingested: Input[Dataset], labels: Input[Dataset], features: Input[Dataset],
-                    features_uri: str, feature_env: str, feast_work_dir: str, artifact_root: str,
-                    s3_endpoint_url: str, join: str, training_set: Output[Dataset], metrics: Output[Metrics]) -> None:
+def training_set_op(
+    ingested: Input[Dataset],
+    labels: Input[Dataset],
+    features: Input[Dataset],
+    features_uri: str,
+    feature_env: str,
+    feast_work_dir: str,
+    artifact_root: str,
+    s3_endpoint_url: str,
+    join: str,
+    training_set: Output[Dataset],
+    metrics: Output[Metrics],
+) -> None:
     """Point-in-time training set (rows in == rows out).
 
     ``join``: ``feast`` = Feast historical retrieval over the published views; ``pandas`` = the
@@ -82,11 +106,14 @@ def training_set_op(ingested: Input[Dataset], labels: Input[Dataset], features: 
         from feature_repo.store import open_store as open_feature_store
 
         work_dir = Path(feast_work_dir or str(Path(artifact_root) / "feast"))
-        joiner = open_feature_store(feature_env, features_uri, work_dir,
-                                    s3_endpoint=s3_endpoint_url or None).training_join()
+        joiner = open_feature_store(
+            feature_env, features_uri, work_dir, s3_endpoint=s3_endpoint_url or None
+        ).training_join()
     Path(training_set.path).mkdir(parents=True, exist_ok=True)
     out = Path(training_set.path) / "training_set.parquet"
-    report = build_training_set(Path(labels.path), Path(features.path), Path(ingested.path), out, join=joiner)
+    report = build_training_set(
+        Path(labels.path), Path(features.path), Path(ingested.path), out, join=joiner
+    )
     if report.rows_in != report.rows_out:
         raise RuntimeError(f"training set lost rows: {report.rows_in} in, {report.rows_out} out")
     metrics.log_metric("rows", report.rows_out)

@@ -6,8 +6,9 @@ from components._base import component
 
 
 @component
-def refresh_index_op(ingested: Input[Dataset], artifact_root: str, s3_endpoint_url: str,
-                     metrics: Output[Metrics]) -> str:
+def refresh_index_op(
+    ingested: Input[Dataset], artifact_root: str, s3_endpoint_url: str, metrics: Output[Metrics]
+) -> str:
     """Add new listings to and remove sold ones from the ``LATEST`` bundle; publish a new version.
 
     Returns the new bundle URI (the canary/deploy step or serving's reload picks it up).

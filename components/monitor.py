@@ -7,8 +7,15 @@ from components._base import component
 
 
 @component
-def drift_report_op(reference: str, current: str, mode: str, artifact_root: str, s3_endpoint_url: str,
-                    report: Output[HTML], summary: Output[Metrics]) -> str:
+def drift_report_op(
+    reference: str,
+    current: str,
+    mode: str,
+    artifact_root: str,
+    s3_endpoint_url: str,
+    report: Output[HTML],
+    summary: Output[Metrics],
+) -> str:
     """Compare ``current`` with ``reference`` and publish the report (artifact kind ``drift``).
 
     ``mode``: ``traffic`` = served traffic vs the training reference, run folders with raw or
@@ -31,14 +38,16 @@ def drift_report_op(reference: str, current: str, mode: str, artifact_root: str,
     from monitoring.drift_metrics import write_drift_metrics
 
     if not reference or not current:
-        raise ValueError("reference and current are required (paths or store:<kind>/<version>/<path>)")
+        raise ValueError(
+            "reference and current are required (paths or store:<kind>/<version>/<path>)"
+        )
     store = open_store(artifact_root, endpoint_url=s3_endpoint_url or None)
     tmp = Path(tempfile.mkdtemp(prefix="drift-"))
 
     def resolve(spec: str, name: str) -> Path:
         if not spec.startswith("store:"):
             return Path(spec)
-        kind, version, rel = spec[len("store:"):].split("/", 2)
+        kind, version, rel = spec[len("store:") :].split("/", 2)
         dest = store.fetch(kind, None if version == "LATEST" else version, tmp / name)
         return Path(dest) / rel
 
@@ -58,8 +67,12 @@ def drift_report_op(reference: str, current: str, mode: str, artifact_root: str,
     else:
         raise ValueError(f"mode must be 'traffic' or 'table', got {mode!r}")
     if not (out / "drift_summary.json").exists():  # traffic mode: one verdict file at the top too
-        (out / "drift_summary.json").write_text(json.dumps({"drift_detected": detected, "reason": reason}))
-    write_drift_metrics(t if mode == "traffic" else d, out)  # drift_metrics.prom: `checkout-recs drift-exporter`
+        (out / "drift_summary.json").write_text(
+            json.dumps({"drift_detected": detected, "reason": reason})
+        )
+    write_drift_metrics(
+        t if mode == "traffic" else d, out
+    )  # drift_metrics.prom: `checkout-recs drift-exporter`
     shutil.copyfile(html, report.path)
     version = new_version("drift-")
     uri = store.publish("drift", version, out)
@@ -68,13 +81,20 @@ def drift_report_op(reference: str, current: str, mode: str, artifact_root: str,
     summary.log_metric("drift_detected", int(detected))
     summary.metadata.update({"reason": reason, "report_uri": uri})
     shutil.rmtree(tmp, ignore_errors=True)
-    logging.getLogger("components.monitor").info("%s%s %s", "DRIFT: " if detected else "no drift: ", reason, uri,
-                                                 extra={"drift_detected": bool(detected), "report_uri": uri})
+    logging.getLogger("components.monitor").info(
+        "%s%s %s",
+        "DRIFT: " if detected else "no drift: ",
+        reason,
+        uri,
+        extra={"drift_detected": bool(detected), "report_uri": uri},
+    )
     return version if detected else ""
 
 
 @component
-def set_drift_flag_op(drift_version: str, artifact_root: str, s3_endpoint_url: str, redis_url: str) -> str:
+def set_drift_flag_op(
+    drift_version: str, artifact_root: str, s3_endpoint_url: str, redis_url: str
+) -> str:
     """Set the drift flag serving reads (Redis) with the published report's reason: serving
     answers with the deterministic fallback until on-call clears it (docs/runbook.md).
     Raises when Redis cannot be written."""
@@ -88,9 +108,15 @@ def set_drift_flag_op(drift_version: str, artifact_root: str, s3_endpoint_url: s
 
     store = open_store(artifact_root, endpoint_url=s3_endpoint_url or None)
     with tempfile.TemporaryDirectory() as tmp:
-        verdict = json.loads((store.fetch("drift", drift_version, Path(tmp)) / "drift_summary.json").read_text())
+        verdict = json.loads(
+            (store.fetch("drift", drift_version, Path(tmp)) / "drift_summary.json").read_text()
+        )
     uri = store.uri("drift", drift_version)
-    flag = set_drift_flag(redis_client(redis_url or None), who="monitoring-pipeline", why=verdict["reason"],
-                          report=uri)
+    flag = set_drift_flag(
+        redis_client(redis_url or None),
+        who="monitoring-pipeline",
+        why=verdict["reason"],
+        report=uri,
+    )
     logging.getLogger("components.monitor").info("drift flag set: %s (%s)", flag.why, flag.report)
     return flag.when

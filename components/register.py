@@ -6,8 +6,15 @@ from components._base import component
 
 
 @component
-def register_op(bundle: Input[Model], evaluation_json: str, mlflow_tracking_uri: str,
-                artifact_root: str, s3_endpoint_url: str, tolerance: float, gate: Output[Metrics]) -> str:
+def register_op(
+    bundle: Input[Model],
+    evaluation_json: str,
+    mlflow_tracking_uri: str,
+    artifact_root: str,
+    s3_endpoint_url: str,
+    tolerance: float,
+    gate: Output[Metrics],
+) -> str:
     """Register the run as a new model version; if the gate passes, publish the bundle and mark
     the version ``challenger`` (``champion`` moves only when the canary ramp reaches 100 %).
 
@@ -57,6 +64,8 @@ def register_op(bundle: Input[Model], evaluation_json: str, mlflow_tracking_uri:
     gate.metadata["reasons"] = "\n".join(decision.reasons)
     gate.metadata["model_version"] = version or ""
     logging.getLogger("components.register").info(
-        "promotion gate: %s", "PASS (challenger)" if decision.promote else "REFUSE",
-        extra={"promote": decision.promote, "reasons": list(decision.reasons)})
+        "promotion gate: %s",
+        "PASS (challenger)" if decision.promote else "REFUSE",
+        extra={"promote": decision.promote, "reasons": list(decision.reasons)},
+    )
     return uri

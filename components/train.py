@@ -7,16 +7,18 @@ from components._base import component
 
 
 @component
-def train_ranker_op(training_set: Input[Dataset], seed: int, model: Output[Model],
-                    metrics: Output[Metrics]) -> str:
+def train_ranker_op(
+    training_set: Input[Dataset], seed: int, model: Output[Model], metrics: Output[Metrics]
+) -> str:
     """``train_ranker_stage``: the multi-task ranker (click, purchase heads). Returns its version."""
     from pathlib import Path
 
     from checkout_recs.models.train import TrainConfig, train_ranker_stage
     from checkout_recs.tracking import finite_metrics
 
-    out = train_ranker_stage(Path(training_set.path) / "training_set.parquet", Path(model.path),
-                             TrainConfig(seed=seed))
+    out = train_ranker_stage(
+        Path(training_set.path) / "training_set.parquet", Path(model.path), TrainConfig(seed=seed)
+    )
     for k, v in finite_metrics(out["metrics"]).items():
         metrics.log_metric(k, v)
     model.metadata["ranker_version"] = out["version"]
@@ -24,8 +26,13 @@ def train_ranker_op(training_set: Input[Dataset], seed: int, model: Output[Model
 
 
 @component
-def distil_op(ranker: Input[Model], training_set: Input[Dataset], seed: int, model: Output[Model],
-              metrics: Output[Metrics]):
+def distil_op(
+    ranker: Input[Model],
+    training_set: Input[Dataset],
+    seed: int,
+    model: Output[Model],
+    metrics: Output[Metrics],
+):
     """``distil_stage``: copies the ranker folder and adds ``student/`` next to ``ranker/``."""
     import shutil
     from pathlib import Path
@@ -34,24 +41,31 @@ def distil_op(ranker: Input[Model], training_set: Input[Dataset], seed: int, mod
     from checkout_recs.tracking import finite_metrics
 
     shutil.copytree(ranker.path, model.path, dirs_exist_ok=True)
-    out = distil_stage(Path(model.path), Path(training_set.path) / "training_set.parquet",
-                       TrainConfig(seed=seed))
+    out = distil_stage(
+        Path(model.path), Path(training_set.path) / "training_set.parquet", TrainConfig(seed=seed)
+    )
     for k, v in finite_metrics(out["metrics"]).items():
         metrics.log_metric(k, v)
     model.metadata.update(ranker.metadata)
 
 
 @component
-def train_retrieval_op(labels: Input[Dataset], features: Input[Dataset], seed: int,
-                       model: Output[Model], metrics: Output[Metrics]) -> str:
+def train_retrieval_op(
+    labels: Input[Dataset],
+    features: Input[Dataset],
+    seed: int,
+    model: Output[Model],
+    metrics: Output[Metrics],
+) -> str:
     """``train_retrieval_stage``: the two-tower retrieval model. Returns its version."""
     from pathlib import Path
 
     from checkout_recs.models.train import TrainConfig, train_retrieval_stage
     from checkout_recs.tracking import finite_metrics
 
-    out = train_retrieval_stage(Path(labels.path), Path(features.path), Path(model.path),
-                                TrainConfig(seed=seed))
+    out = train_retrieval_stage(
+        Path(labels.path), Path(features.path), Path(model.path), TrainConfig(seed=seed)
+    )
     for k, v in finite_metrics(out["metrics"]).items():
         metrics.log_metric(k, v)
     model.metadata["two_tower_version"] = out["version"]
@@ -59,8 +73,13 @@ def train_retrieval_op(labels: Input[Dataset], features: Input[Dataset], seed: i
 
 
 @component
-def merge_models_op(ranker: Input[Model], retrieval: Input[Model], mlflow_tracking_uri: str, seed: int,
-                    model: Output[Model]) -> str:
+def merge_models_op(
+    ranker: Input[Model],
+    retrieval: Input[Model],
+    mlflow_tracking_uri: str,
+    seed: int,
+    model: Output[Model],
+) -> str:
     """``merge_model_dirs``: one ``train_all``-shaped folder, logged to MLflow. Returns the run id."""
     from pathlib import Path
 
@@ -68,7 +87,11 @@ def merge_models_op(ranker: Input[Model], retrieval: Input[Model], mlflow_tracki
 
     cfg = TrainConfig(tracking_uri=mlflow_tracking_uri or None, seed=seed)
     out = merge_model_dirs([Path(ranker.path), Path(retrieval.path)], Path(model.path), cfg)
-    model.metadata.update({"ranker_version": ranker.metadata.get("ranker_version", ""),
-                           "two_tower_version": retrieval.metadata.get("two_tower_version", ""),
-                           "mlflow_run_id": out["mlflow_run_id"] or ""})
+    model.metadata.update(
+        {
+            "ranker_version": ranker.metadata.get("ranker_version", ""),
+            "two_tower_version": retrieval.metadata.get("two_tower_version", ""),
+            "mlflow_run_id": out["mlflow_run_id"] or "",
+        }
+    )
     return out["mlflow_run_id"] or ""

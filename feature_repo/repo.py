@@ -10,7 +10,9 @@ import os
 
 from feature_repo.definitions import make_definitions
 
-_objects = make_definitions(os.environ.get("CHECKOUT_RECS_FEATURES_DIR", "runs/latest/features"),
-                            os.environ.get("CHECKOUT_RECS_S3_ENDPOINT_URL") or None)
+_objects = make_definitions(
+    os.environ.get("CHECKOUT_RECS_FEATURES_DIR", "runs/latest/features"),
+    os.environ.get("CHECKOUT_RECS_S3_ENDPOINT_URL") or None,
+)
 user, listing, seller, category_a, category_b = _objects[:5]
 user_view, listing_view, seller_view, category_pair_view = _objects[5:]

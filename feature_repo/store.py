@@ -13,6 +13,7 @@ per run and nothing is written into the repository.
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import json
 import os
 from collections.abc import Callable
@@ -22,6 +23,8 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pandas as pd
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import yaml
 from feast import FeatureStore, RepoConfig
 
@@ -64,14 +67,18 @@ class StoreConfig:
     def render(self) -> dict:
         """The ``feature_store.yaml`` of this config, as a dict (env vars expanded)."""
         if self.env not in ("embedded", "production"):
-            raise ValueError(f"unknown feature environment {self.env!r}: use 'embedded' or 'production'")
+            raise ValueError(
+                f"unknown feature environment {self.env!r}: use 'embedded' or 'production'"
+            )
         values = {
             "FEAST_PROJECT": self.project,
             "FEAST_WORK_DIR": str(Path(self.work_dir).resolve()),
             "FEAST_REDIS": redis_connection_string(
-                self.redis_url or os.environ.get("CHECKOUT_RECS_REDIS_URL", "redis://127.0.0.1:6379/0")),
-            "FEAST_REGISTRY": self.registry_url or os.environ.get("CHECKOUT_RECS_FEAST_REGISTRY_URL",
-                                                                  DEFAULT_REGISTRY),
+                self.redis_url
+                or os.environ.get("CHECKOUT_RECS_REDIS_URL", "redis://127.0.0.1:6379/0")
+            ),
+            "FEAST_REGISTRY": self.registry_url
+            or os.environ.get("CHECKOUT_RECS_FEAST_REGISTRY_URL", DEFAULT_REGISTRY),
         }
         text = (ENV_DIR / f"{self.env}.yaml").read_text()
         for k, v in values.items():
@@ -88,10 +95,13 @@ class FeatureStoreAdapter:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         rendered = cfg.render()
         (self.work_dir / "feature_store.yaml").write_text(yaml.safe_dump(rendered, sort_keys=False))
-        self.store = FeatureStore(config=RepoConfig(repo_path=self.work_dir, **rendered),
-                                  repo_path=str(self.work_dir))
+        self.store = FeatureStore(
+            config=RepoConfig(repo_path=self.work_dir, **rendered), repo_path=str(self.work_dir)
+        )
         self.source_uri = self._offline_uri()
-        self.objects = make_definitions(self.source_uri, cfg.s3_endpoint if self.source_uri.startswith("s3://") else None)
+        self.objects = make_definitions(
+            self.source_uri, cfg.s3_endpoint if self.source_uri.startswith("s3://") else None
+        )
 
     # ------------------------------------------------------------------------- offline data
     def _offline_uri(self) -> str:
@@ -109,9 +119,9 @@ class FeatureStoreAdapter:
 
     def mirror_s3(self) -> list[str]:
         """Download ``<features_uri>/<view>.parquet`` for each view; returns the local paths."""
-        import boto3
+        import boto3  # lazy: boto3 costs ~0.5 s and only s3:// paths need it
 
-        bucket, _, prefix = self.cfg.features_uri[len("s3://"):].partition("/")
+        bucket, _, prefix = self.cfg.features_uri[len("s3://") :].partition("/")
         client = boto3.client("s3", endpoint_url=self.cfg.s3_endpoint)
         dest = self.work_dir / "offline"
         dest.mkdir(parents=True, exist_ok=True)
@@ -139,8 +149,13 @@ class FeatureStoreAdapter:
         intervals = self._view(view).materialization_intervals
         return max(end for _, end in intervals) if intervals else None
 
-    def materialize(self, start: dt.datetime | None, end: dt.datetime,
-                    views: list[str] | None = None, progress: Callable[[str], None] | None = None) -> list[dict]:
+    def materialize(
+        self,
+        start: dt.datetime | None,
+        end: dt.datetime,
+        views: list[str] | None = None,
+        progress: Callable[[str], None] | None = None,
+    ) -> list[dict]:
         """Load feature rows with ``start < event_timestamp <= end`` into the online store.
 
         Parameters
@@ -174,13 +189,26 @@ class FeatureStoreAdapter:
                 progress(view)
             lo = _utc(start) if start is not None else (self.materialized_until(view) or _EPOCH)
             if lo >= end:
-                records.append({"view": view, "start": lo.isoformat(), "end": end.isoformat(), "seconds": 0.0,
-                                "skipped": "window empty"})
+                records.append(
+                    {
+                        "view": view,
+                        "start": lo.isoformat(),
+                        "end": end.isoformat(),
+                        "seconds": 0.0,
+                        "skipped": "window empty",
+                    }
+                )
                 continue
             t0 = dt.datetime.now(dt.UTC)
             self.store.materialize(lo, end, feature_views=[view])
-            records.append({"view": view, "start": lo.isoformat(), "end": end.isoformat(),
-                            "seconds": (dt.datetime.now(dt.UTC) - t0).total_seconds()})
+            records.append(
+                {
+                    "view": view,
+                    "start": lo.isoformat(),
+                    "end": end.isoformat(),
+                    "seconds": (dt.datetime.now(dt.UTC) - t0).total_seconds(),
+                }
+            )
         with (self.work_dir / "materializations.jsonl").open("a") as fh:
             for r in records:
                 fh.write(json.dumps({**r, "at": dt.datetime.now(dt.UTC).isoformat()}) + "\n")
@@ -232,16 +260,21 @@ class FeatureStoreAdapter:
             ``df.attrs["feast_dropped"]`` holds ``{view: rows dropped}``.
         """
         out = entity_df.copy().reset_index(drop=True)
-        out["event_timestamp"] = pd.to_datetime(out["event_timestamp"], utc=True).astype("datetime64[ns, UTC]")
+        out["event_timestamp"] = pd.to_datetime(out["event_timestamp"], utc=True).astype(
+            "datetime64[ns, UTC]"
+        )
         dropped_any = pd.Series(False, index=out.index)
         counts: dict[str, int] = {}
         for view, key in VIEW_KEYS.items():
             names = view_feature_names(view)
             pairs = out[[key, "event_timestamp"]].drop_duplicates().reset_index(drop=True)
             got = self.store.get_historical_features(
-                entity_df=pairs, features=[f"{view}:{c}" for c in names], full_feature_names=True).to_df()
+                entity_df=pairs, features=[f"{view}:{c}" for c in names], full_feature_names=True
+            ).to_df()
             got = got.rename(columns={f"{view}__{c}": training_column(view, c) for c in names})
-            got["event_timestamp"] = pd.to_datetime(got["event_timestamp"], utc=True).astype("datetime64[ns, UTC]")
+            got["event_timestamp"] = pd.to_datetime(got["event_timestamp"], utc=True).astype(
+                "datetime64[ns, UTC]"
+            )
             got = got[[key, "event_timestamp", *[training_column(view, c) for c in names]]]
             got = got.drop_duplicates([key, "event_timestamp"]).assign(_back=True)
             out = out.merge(got, on=[key, "event_timestamp"], how="left")
@@ -290,25 +323,33 @@ def _utc(t: dt.datetime) -> dt.datetime:
 
 
 def _has_s3fs() -> bool:
-    import importlib.util
+    pass
 
     return importlib.util.find_spec("s3fs") is not None
 
 
 def _read_timestamps(uri: str, s3_endpoint: str | None) -> pd.Series:
-    import pyarrow.fs as pafs
-    import pyarrow.parquet as pq
+    pass
 
     if uri.startswith("s3://"):
-        fs = pafs.S3FileSystem(endpoint_override=s3_endpoint) if s3_endpoint else pafs.S3FileSystem()
-        table = pq.read_table(uri[len("s3://"):], columns=["event_timestamp"], filesystem=fs)
+        fs = (
+            pafs.S3FileSystem(endpoint_override=s3_endpoint) if s3_endpoint else pafs.S3FileSystem()
+        )
+        table = pq.read_table(uri[len("s3://") :], columns=["event_timestamp"], filesystem=fs)
     else:
         table = pq.read_table(uri, columns=["event_timestamp"])
     return pd.to_datetime(table.column("event_timestamp").to_pandas(), utc=True)
 
 
-def open_store(env: str, features_uri: str | Path, work_dir: Path, **kwargs: Any) -> FeatureStoreAdapter:
+def open_store(
+    env: str, features_uri: str | Path, work_dir: Path, **kwargs: Any
+) -> FeatureStoreAdapter:
     """Shorthand: ``FeatureStoreAdapter(StoreConfig(env, str(features_uri), work_dir, **kwargs))``."""
-    uri = str(features_uri) if str(features_uri).startswith("s3://") else str(Path(features_uri).resolve())
-    return FeatureStoreAdapter(StoreConfig(env=env, features_uri=uri, work_dir=Path(work_dir),
-                                           **kwargs))
+    uri = (
+        str(features_uri)
+        if str(features_uri).startswith("s3://")
+        else str(Path(features_uri).resolve())
+    )
+    return FeatureStoreAdapter(
+        StoreConfig(env=env, features_uri=uri, work_dir=Path(work_dir), **kwargs)
+    )

@@ -32,10 +32,17 @@ def declared_over(scope: dict, max_bytes: int) -> bool:
     return declared is not None and (not declared.isdigit() or int(declared) > max_bytes)
 
 
-async def send_response(send: Any, status: int, content: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+async def send_response(
+    send: Any, status: int, content: bytes, headers: list[tuple[bytes, bytes]]
+) -> None:
     """Send a whole ASGI response: ``headers`` plus its ``content-length``, then ``content``."""
-    await send({"type": "http.response.start", "status": status,
-                "headers": [*headers, (b"content-length", str(len(content)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(content)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": content})
 
 
@@ -65,8 +72,12 @@ async def _read_body(scope: dict, receive: Any, max_bytes: int) -> bytes | None:
 
 async def refuse_too_large(send: Any, max_bytes: int) -> None:
     """413 with a JSON reason."""
-    await send_response(send, 413, orjson.dumps({"error": f"request body exceeds {max_bytes} bytes"}),
-                        [(b"content-type", b"application/json")])
+    await send_response(
+        send,
+        413,
+        orjson.dumps({"error": f"request body exceeds {max_bytes} bytes"}),
+        [(b"content-type", b"application/json")],
+    )
 
 
 class BodyLimit:
@@ -130,5 +141,9 @@ class NeverRaise:
         except Exception as exc:  # noqa: BLE001 - the point: nothing escapes to the server
             log.exception("unhandled error answering %s %s", scope.get("method"), scope.get("path"))
             if not started:
-                await send_response(send, 500, orjson.dumps({"error": f"internal error ({type(exc).__name__})"}),
-                                    [(b"content-type", b"application/json")])
+                await send_response(
+                    send,
+                    500,
+                    orjson.dumps({"error": f"internal error ({type(exc).__name__})"}),
+                    [(b"content-type", b"application/json")],
+                )

@@ -31,7 +31,13 @@ from typing import Any
 import numpy as np
 import orjson
 from kserve.errors import InvalidInput
-from kserve.protocol.infer_type import InferInput, InferOutput, InferRequest, InferResponse, RequestedOutput
+from kserve.protocol.infer_type import (
+    InferInput,
+    InferOutput,
+    InferRequest,
+    InferResponse,
+    RequestedOutput,
+)
 from pydantic import ValidationError
 
 from checkout_recs import contract
@@ -40,9 +46,21 @@ MAX_INSTANCES = 8
 _INT_INPUTS = {"user_id", "purchased_item_ids"}
 _STR_INPUTS = {"region", "device", "request_id", "timestamp"}
 #: v2 datatypes: numpy little-endian dtype of the fixed-size ones (BYTES: length-prefixed strings).
-DTYPES: dict[str, str] = {"BOOL": "?", "UINT8": "<u1", "UINT16": "<u2", "UINT32": "<u4", "UINT64": "<u8",
-                          "INT8": "<i1", "INT16": "<i2", "INT32": "<i4", "INT64": "<i8", "FP16": "<f2",
-                          "FP32": "<f4", "FP64": "<f8", "BYTES": "O"}
+DTYPES: dict[str, str] = {
+    "BOOL": "?",
+    "UINT8": "<u1",
+    "UINT16": "<u2",
+    "UINT32": "<u4",
+    "UINT64": "<u8",
+    "INT8": "<i1",
+    "INT16": "<i2",
+    "INT32": "<i4",
+    "INT64": "<i8",
+    "FP16": "<f2",
+    "FP32": "<f4",
+    "FP64": "<f8",
+    "BYTES": "O",
+}
 #: Most dimensions a tensor may have.
 MAX_DIMS = 8
 #: Longest reason text sent back, characters.
@@ -89,20 +107,33 @@ def parse_v1(payload: Any) -> list[contract.PostCheckoutRequest]:
         return [validate_request(payload)]
     inst = payload["instances"]
     if set(payload) - {"instances", "parameters"}:
-        raise InvalidInput(printable(f"unexpected top-level fields {sorted(set(payload) - {'instances', 'parameters'})}"))
+        raise InvalidInput(
+            printable(
+                f"unexpected top-level fields {sorted(set(payload) - {'instances', 'parameters'})}"
+            )
+        )
     if not isinstance(inst, list) or not inst:
         raise InvalidInput('"instances" must be a non-empty list of checkout requests')
     if len(inst) > MAX_INSTANCES:
-        raise InvalidInput(f'"instances" holds {len(inst)} requests; at most {MAX_INSTANCES} per call')
+        raise InvalidInput(
+            f'"instances" holds {len(inst)} requests; at most {MAX_INSTANCES} per call'
+        )
     return [validate_request(i) for i in inst]
 
 
 def _shape(shape: Any, name: str) -> list[int]:
     """The tensor's shape as ints; InvalidInput unless a list of at most ``MAX_DIMS`` integers >= 0."""
-    if not isinstance(shape, list | tuple) or len(shape) > MAX_DIMS or not all(
-            type(d) is int and d >= 0 for d in shape):
-        raise InvalidInput(printable(f"input {name!r}: shape must be a list of at most {MAX_DIMS} integers >= 0, "
-                                     f"got {shape!r}"))
+    if (
+        not isinstance(shape, list | tuple)
+        or len(shape) > MAX_DIMS
+        or not all(type(d) is int and d >= 0 for d in shape)
+    ):
+        raise InvalidInput(
+            printable(
+                f"input {name!r}: shape must be a list of at most {MAX_DIMS} integers >= 0, "
+                f"got {shape!r}"
+            )
+        )
     return list(shape)
 
 
@@ -111,7 +142,9 @@ def _flat(data: Any, depth: int, name: str) -> list[Any]:
     if isinstance(data, np.ndarray):
         return data.reshape(-1).tolist()
     if not isinstance(data, list | tuple):
-        raise InvalidInput(printable(f"input {name!r}: data must be a list, got {type(data).__name__}"))
+        raise InvalidInput(
+            printable(f"input {name!r}: data must be a list, got {type(data).__name__}")
+        )
     out: list[Any] = []
     for v in data:
         if isinstance(v, list | tuple):
@@ -140,7 +173,9 @@ def _check_values(values: list[Any], datatype: str, name: str) -> None:
     """InvalidInput unless every value ``_fits`` ``datatype``."""
     bad = next((v for v in values if not _fits(v, datatype)), _OK)
     if bad is not _OK:
-        raise InvalidInput(printable(f"input {name!r}: every value must be {datatype}, got {bad!r}"))
+        raise InvalidInput(
+            printable(f"input {name!r}: every value must be {datatype}, got {bad!r}")
+        )
 
 
 _OK = object()
@@ -152,8 +187,10 @@ def _from_raw(raw: bytes, datatype: str, count: int, name: str) -> np.ndarray:
         return _bytes_elements(raw, count, name)
     dtype = np.dtype(DTYPES[datatype])
     if len(raw) != count * dtype.itemsize:
-        raise InvalidInput(f"input {name!r}: binary part of {len(raw)} bytes, shape needs {count} x "
-                           f"{dtype.itemsize} = {count * dtype.itemsize}")
+        raise InvalidInput(
+            f"input {name!r}: binary part of {len(raw)} bytes, shape needs {count} x "
+            f"{dtype.itemsize} = {count * dtype.itemsize}"
+        )
     return np.frombuffer(raw, dtype)
 
 
@@ -162,12 +199,16 @@ def _bytes_elements(raw: bytes, count: int, name: str) -> np.ndarray:
     out, off = [], 0
     while off < len(raw):
         if off + 4 > len(raw):
-            raise InvalidInput(f"input {name!r}: BYTES element at byte {off} has a truncated length prefix")
+            raise InvalidInput(
+                f"input {name!r}: BYTES element at byte {off} has a truncated length prefix"
+            )
         (n,) = struct.unpack_from("<I", raw, off)
         if off + 4 + n > len(raw):
-            raise InvalidInput(f"input {name!r}: BYTES element at byte {off} says {n} bytes, "
-                               f"{len(raw) - off - 4} remain")
-        out.append(raw[off + 4: off + 4 + n])
+            raise InvalidInput(
+                f"input {name!r}: BYTES element at byte {off} says {n} bytes, "
+                f"{len(raw) - off - 4} remain"
+            )
+        out.append(raw[off + 4 : off + 4 + n])
         off += 4 + n
     if len(out) != count:
         raise InvalidInput(f"input {name!r}: {len(out)} BYTES elements, shape needs {count}")
@@ -191,7 +232,11 @@ def tensor_values(inp: InferInput) -> np.ndarray:
     if len(values) != count:
         raise InvalidInput(f"input {name!r}: {len(values)} values, shape {shape} needs {count}")
     _check_values(values, inp.datatype, name)
-    return np.array(values, dtype=DTYPES[inp.datatype]) if inp.datatype != "BYTES" else np.array(values, dtype=object)
+    return (
+        np.array(values, dtype=DTYPES[inp.datatype])
+        if inp.datatype != "BYTES"
+        else np.array(values, dtype=object)
+    )
 
 
 def _tensor(req: InferRequest, name: str) -> np.ndarray | None:
@@ -232,8 +277,10 @@ def parse_v2(req: InferRequest) -> contract.PostCheckoutRequest:
     if uid is None or uid.size != 1:
         raise InvalidInput("input 'user_id' (INT64, shape [1]) is required")
     items = _tensor(req, "purchased_item_ids")
-    obj: dict[str, Any] = {"user_id": uid.tolist()[0],
-                           "purchased_item_ids": [] if items is None else items.tolist()}
+    obj: dict[str, Any] = {
+        "user_id": uid.tolist()[0],
+        "purchased_item_ids": [] if items is None else items.tolist(),
+    }
     for name in ("region", "device", "request_id", "timestamp"):
         val = _text(_tensor(req, name), name)
         if val is not None:
@@ -245,8 +292,12 @@ def _json_length(header_length: str, size: int) -> int:
     """The JSON header's length from ``inference-header-content-length``: digits, within the body."""
     text = header_length.strip()
     if not text.isascii() or not text.isdigit() or not 0 < int(text) <= size:
-        raise InvalidInput(printable(f"inference-header-content-length must be a byte count in (0, {size}] "
-                                     f"(the body's size), got {header_length[:40]!r}"))
+        raise InvalidInput(
+            printable(
+                f"inference-header-content-length must be a byte count in (0, {size}] "
+                f"(the body's size), got {header_length[:40]!r}"
+            )
+        )
     return int(text)
 
 
@@ -254,7 +305,9 @@ def _parameters(obj: Any, where: str) -> dict[str, Any] | None:
     """A v2 ``parameters`` object: None or a dict of strings to scalars."""
     if obj is None:
         return None
-    if not isinstance(obj, dict) or not all(isinstance(v, str | int | float | bool) for v in obj.values()):
+    if not isinstance(obj, dict) or not all(
+        isinstance(v, str | int | float | bool) for v in obj.values()
+    ):
         raise InvalidInput(f"{where}: parameters must be an object of strings, numbers or booleans")
     if "binary_data_output" in obj and type(obj["binary_data_output"]) is not bool:
         raise InvalidInput(f"{where}: binary_data_output must be true or false")
@@ -270,25 +323,39 @@ def _input(t: Any, i: int) -> tuple[InferInput, int | None]:
     if not isinstance(name, str) or not 0 < len(name) <= 128:
         raise InvalidInput(f"{where}: name must be a string of 1..128 characters")
     if datatype not in DTYPES:
-        raise InvalidInput(printable(f"{where}: datatype must be one of {sorted(DTYPES)}, got {datatype!r}"))
+        raise InvalidInput(
+            printable(f"{where}: datatype must be one of {sorted(DTYPES)}, got {datatype!r}")
+        )
     shape = _shape(t.get("shape"), name)
     params = _parameters(t.get("parameters"), where)
     size = (params or {}).get("binary_data_size")
     if ("data" in t) == (size is not None):
-        raise InvalidInput(printable(f"input {name!r}: give either data or parameters.binary_data_size"))
+        raise InvalidInput(
+            printable(f"input {name!r}: give either data or parameters.binary_data_size")
+        )
     if size is not None and (type(size) is not int or size < 0):
         raise InvalidInput(printable(f"input {name!r}: binary_data_size must be an integer >= 0"))
-    return InferInput(name=name, shape=shape, datatype=datatype, data=t.get("data"), parameters=params), size
+    return InferInput(
+        name=name, shape=shape, datatype=datatype, data=t.get("data"), parameters=params
+    ), size
 
 
 def _outputs(obj: Any) -> list[RequestedOutput] | None:
     if obj is None:
         return None
-    if not isinstance(obj, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
-                                            and not set(o) - {"name", "parameters"} for o in obj):
+    if not isinstance(obj, list) or not all(
+        isinstance(o, dict)
+        and isinstance(o.get("name"), str)
+        and not set(o) - {"name", "parameters"}
+        for o in obj
+    ):
         raise InvalidInput("outputs must be a list of objects with a string name (and parameters)")
-    return [RequestedOutput(name=o["name"], parameters=_parameters(o.get("parameters"), f"output {o['name']!r}"))
-            for o in obj]
+    return [
+        RequestedOutput(
+            name=o["name"], parameters=_parameters(o.get("parameters"), f"output {o['name']!r}")
+        )
+        for o in obj
+    ]
 
 
 def decode_v2_rest(body: bytes, header_length: str | None, model_name: str) -> InferRequest:
@@ -315,9 +382,13 @@ def decode_v2_rest(body: bytes, header_length: str | None, model_name: str) -> I
         inp, size = _input(t, i)
         if size is not None:
             if offset + size > len(body):
-                raise InvalidInput(printable(f"input {inp.name!r}: binary_data_size {size} runs past the body "
-                                             f"({len(body) - offset} bytes left)"))
-            inp._raw_data = body[offset: offset + size]
+                raise InvalidInput(
+                    printable(
+                        f"input {inp.name!r}: binary_data_size {size} runs past the body "
+                        f"({len(body) - offset} bytes left)"
+                    )
+                )
+            inp._raw_data = body[offset : offset + size]
             offset += size
         values = tensor_values(inp)
         if size is None:
@@ -325,8 +396,13 @@ def decode_v2_rest(body: bytes, header_length: str | None, model_name: str) -> I
         tensors.append(inp)
     if offset != len(body):
         raise InvalidInput(f"{len(body) - offset} bytes follow the declared binary tensors")
-    return InferRequest(model_name=model_name, infer_inputs=tensors, request_id=rid, parameters=params,
-                        request_outputs=_outputs(head.get("outputs")))
+    return InferRequest(
+        model_name=model_name,
+        infer_inputs=tensors,
+        request_id=rid,
+        parameters=params,
+        request_outputs=_outputs(head.get("outputs")),
+    )
 
 
 def encode_v1(responses: list[contract.PostCheckoutResponse]) -> dict[str, Any]:
@@ -334,7 +410,9 @@ def encode_v1(responses: list[contract.PostCheckoutResponse]) -> dict[str, Any]:
     return {"predictions": [r.model_dump(mode="json") for r in responses]}
 
 
-def encode_v2(resp: contract.PostCheckoutResponse, model_name: str, binary: bool = False) -> InferResponse:
+def encode_v2(
+    resp: contract.PostCheckoutResponse, model_name: str, binary: bool = False
+) -> InferResponse:
     """v2 response tensors (see module docstring); ``binary`` for the binary tensor extension."""
     items = resp.items
 
@@ -356,7 +434,13 @@ def encode_v2(resp: contract.PostCheckoutResponse, model_name: str, binary: bool
         out("reasons", "BYTES", text([i.reason for i in items])),
         out("sources", "BYTES", text([i.source for i in items])),
     ]
-    return InferResponse(response_id=resp.request_id, model_name=model_name, infer_outputs=outputs,
-                         use_binary_outputs=binary,
-                         parameters={"model_version": resp.model_version or "",
-                                     "index_version": resp.index_version or ""})
+    return InferResponse(
+        response_id=resp.request_id,
+        model_name=model_name,
+        infer_outputs=outputs,
+        use_binary_outputs=binary,
+        parameters={
+            "model_version": resp.model_version or "",
+            "index_version": resp.index_version or "",
+        },
+    )

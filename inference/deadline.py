@@ -62,11 +62,15 @@ class RequestClock:
         ``default_s`` (the server's budget; <= 0 means none) and the client's budget, less
         ``reserve_s`` (what the answer still needs after the server lets it go: writing it out, the
         network, and the time the request waited before the server could read it)."""
-        budgets = [b for b in (default_s if default_s > 0 else None, self.client_budget_s) if b is not None]
+        budgets = [
+            b for b in (default_s if default_s > 0 else None, self.client_budget_s) if b is not None
+        ]
         return self.received + min(budgets) - reserve_s if budgets else math.inf
 
 
-_CLOCK: contextvars.ContextVar[RequestClock | None] = contextvars.ContextVar("checkout_recs_clock", default=None)
+_CLOCK: contextvars.ContextVar[RequestClock | None] = contextvars.ContextVar(
+    "checkout_recs_clock", default=None
+)
 
 
 def current_clock() -> RequestClock | None:
@@ -93,8 +97,10 @@ def parse_budget_ms(value: str) -> float:
     except ValueError:
         ms = math.nan
     if not MIN_CLIENT_DEADLINE_MS <= ms <= MAX_CLIENT_DEADLINE_MS:  # NaN fails too
-        raise ValueError(f"{DEADLINE_HEADER} must be a number of milliseconds in [{MIN_CLIENT_DEADLINE_MS:g}, "
-                         f"{MAX_CLIENT_DEADLINE_MS:g}], got {value[:40]!r}")
+        raise ValueError(
+            f"{DEADLINE_HEADER} must be a number of milliseconds in [{MIN_CLIENT_DEADLINE_MS:g}, "
+            f"{MAX_CLIENT_DEADLINE_MS:g}], got {value[:40]!r}"
+        )
     return ms / 1e3
 
 
@@ -174,8 +180,13 @@ class Admission:
     initial_s : expected service time before any call was measured, seconds.
     """
 
-    def __init__(self, limit: int = 4, max_wait_s: float = math.inf, max_queue: int = 256,
-                 initial_s: float = 0.02) -> None:
+    def __init__(
+        self,
+        limit: int = 4,
+        max_wait_s: float = math.inf,
+        max_queue: int = 256,
+        initial_s: float = 0.02,
+    ) -> None:
         if limit < 1:
             raise ValueError("limit must be >= 1")
         self.limit, self.max_wait_s, self.max_queue = limit, max_wait_s, max_queue

@@ -80,7 +80,12 @@ class FastInferRoute:
         try:
             answer = self._answer(model, body, length.decode("latin-1"))
         except MalformedTensor as exc:
-            await send_response(send, 400, orjson.dumps({"error": str(exc)}), [(b"content-type", b"application/json")])
+            await send_response(
+                send,
+                400,
+                orjson.dumps({"error": str(exc)}),
+                [(b"content-type", b"application/json")],
+            )
             return
         if answer is None:  # not ours to answer: kserve decodes it (and words any error)
             await self.app(scope, _replay(body, receive), send)
@@ -100,7 +105,9 @@ class FastInferRoute:
         model = self.models.get(m.group(1))
         return model if model is not None and getattr(model, "ready", False) else None
 
-    def _answer(self, model: BinaryTensorModel, body: bytes, header_length: str) -> tuple[bytes, int] | None:
+    def _answer(
+        self, model: BinaryTensorModel, body: bytes, header_length: str
+    ) -> tuple[bytes, int] | None:
         """(answer bytes, JSON header length), or None when kserve must answer instead."""
         x, req = _tensor(model, body, header_length)
         if x is None or req is None:
@@ -111,10 +118,18 @@ class FastInferRoute:
             return None
         raws = [np.ascontiguousarray(o, "<f4").tobytes() for o in outs]
         head: dict[str, Any] = {
-            "id": req.get("id") or "", "model_name": model.name, "model_version": None,
-            "outputs": [{"name": n, "shape": [int(o.shape[0])], "datatype": "FP32",
-                         "parameters": {"binary_data_size": len(r)}}
-                        for n, o, r in zip(model.output_names, outs, raws, strict=True)],
+            "id": req.get("id") or "",
+            "model_name": model.name,
+            "model_version": None,
+            "outputs": [
+                {
+                    "name": n,
+                    "shape": [int(o.shape[0])],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": len(r)},
+                }
+                for n, o, r in zip(model.output_names, outs, raws, strict=True)
+            ],
         }
         params = model.response_parameters()
         if params:
@@ -127,19 +142,25 @@ class MalformedTensor(ValueError):
     """A binary-extension request whose sizes contradict each other (answered 400 with the reason)."""
 
 
-def _tensor(model: BinaryTensorModel, body: bytes, header_length: str) -> tuple[np.ndarray | None, dict | None]:
+def _tensor(
+    model: BinaryTensorModel, body: bytes, header_length: str
+) -> tuple[np.ndarray | None, dict | None]:
     """The request's input tensor float32 (n, d) and its JSON header, or (None, None) unless it is
     exactly one FP32 2-D binary input named as the model's and every output asked for as binary.
 
     Raises ``MalformedTensor`` when the header length or the binary part's size is inconsistent."""
     if not header_length.isdigit() or int(header_length) > len(body):
-        raise MalformedTensor(f"{HEADER_LENGTH} must be a byte count within the body ({len(body)} bytes), "
-                              f"got {header_length!r}")
+        raise MalformedTensor(
+            f"{HEADER_LENGTH} must be a byte count within the body ({len(body)} bytes), "
+            f"got {header_length!r}"
+        )
     n = int(header_length)
     try:
         req = orjson.loads(body[:n])
     except orjson.JSONDecodeError:
-        raise MalformedTensor(f"the first {n} bytes ({HEADER_LENGTH}) are not a JSON header") from None
+        raise MalformedTensor(
+            f"the first {n} bytes ({HEADER_LENGTH}) are not a JSON header"
+        ) from None
     if not isinstance(req, dict) or set(req) - {"id", "inputs", "outputs"}:
         return None, None
     inputs, outputs = req.get("inputs"), req.get("outputs")
@@ -147,16 +168,30 @@ def _tensor(model: BinaryTensorModel, body: bytes, header_length: str) -> tuple[
         return None, None
     inp = inputs[0]
     shape, size = inp.get("shape"), (inp.get("parameters") or {}).get("binary_data_size")
-    if (inp.get("name") != model.input_name or inp.get("datatype") != "FP32" or set(inp) - {"name", "shape", "datatype", "parameters"}
-            or set(inp.get("parameters") or {}) != {"binary_data_size"} or not isinstance(shape, list) or len(shape) != 2
-            or not all(type(s) is int and s >= 0 for s in shape)):
+    if (
+        inp.get("name") != model.input_name
+        or inp.get("datatype") != "FP32"
+        or set(inp) - {"name", "shape", "datatype", "parameters"}
+        or set(inp.get("parameters") or {}) != {"binary_data_size"}
+        or not isinstance(shape, list)
+        or len(shape) != 2
+        or not all(type(s) is int and s >= 0 for s in shape)
+    ):
         return None, None
     if size != len(body) - n or size != shape[0] * shape[1] * 4:
-        raise MalformedTensor(f"input '{model.input_name}': binary_data_size {size!r}, binary part {len(body) - n} "
-                              f"bytes and FP32 shape {shape} ({shape[0] * shape[1] * 4} bytes) must agree")
-    if not isinstance(outputs, list) or [o.get("name") if isinstance(o, dict) else None for o in outputs] != list(
-            model.output_names) or any(o.get("parameters") != {"binary_data": True} or set(o) - {"name", "parameters"}
-                                       for o in outputs):
+        raise MalformedTensor(
+            f"input '{model.input_name}': binary_data_size {size!r}, binary part {len(body) - n} "
+            f"bytes and FP32 shape {shape} ({shape[0] * shape[1] * 4} bytes) must agree"
+        )
+    if (
+        not isinstance(outputs, list)
+        or [o.get("name") if isinstance(o, dict) else None for o in outputs]
+        != list(model.output_names)
+        or any(
+            o.get("parameters") != {"binary_data": True} or set(o) - {"name", "parameters"}
+            for o in outputs
+        )
+    ):
         return None, None
     if req.get("id") is not None and not isinstance(req.get("id"), str):
         return None, None

@@ -53,7 +53,12 @@ HEADER_LENGTH = "inference-header-content-length"
 _JSON = (b"content-type", b"application/json")
 #: Errors answered here: (type, HTTP status), the first match in this order.
 _STATUS: tuple[tuple[type[BaseException], int], ...] = (
-    (Shed, 503), (InvalidInput, 400), (ModelNotFound, 404), (ModelNotReady, 503), (NotImplementedError, 501))
+    (Shed, 503),
+    (InvalidInput, 400),
+    (ModelNotFound, 404),
+    (ModelNotReady, 503),
+    (NotImplementedError, 501),
+)
 
 
 class UnsupportedMediaType(InvalidInput):
@@ -81,7 +86,9 @@ class FastPredictRoute:
         ``exception_handlers`` (``app`` here is the next middleware, not the FastAPI app).
     """
 
-    def __init__(self, app: Any, dataplane: Any, names: set[str], max_bytes: int, handlers: dict[Any, Any]) -> None:
+    def __init__(
+        self, app: Any, dataplane: Any, names: set[str], max_bytes: int, handlers: dict[Any, Any]
+    ) -> None:
         self.app, self.dataplane, self.names, self.max_bytes = app, dataplane, set(names), max_bytes
         self.handlers = handlers
 
@@ -130,29 +137,46 @@ class FastPredictRoute:
             request: Any = _v1_body(body, headers.get("content-type"))
         else:
             request = decode_v2_rest(body, headers.get(HEADER_LENGTH), name)
-        response, response_headers = await dp.infer(model_name=name, request=request, headers=headers)
-        response, res_headers = dp.encode(model_name=name, response=response, headers={}, req_attributes={})
+        response, response_headers = await dp.infer(
+            model_name=name, request=request, headers=headers
+        )
+        response, res_headers = dp.encode(
+            model_name=name, response=response, headers={}, req_attributes={}
+        )
         response_headers.update(res_headers)
         response_headers.pop("content-length", None)
         if kind == "v2":
             response_headers.pop("content-type", None)
-        extra = [(k.encode("latin-1"), str(v).encode("latin-1")) for k, v in response_headers.items()]
-        if isinstance(response, str | bytes):  # as kserve's ``Response(content=...)``: no media type added
+        extra = [
+            (k.encode("latin-1"), str(v).encode("latin-1")) for k, v in response_headers.items()
+        ]
+        if isinstance(
+            response, str | bytes
+        ):  # as kserve's ``Response(content=...)``: no media type added
             return (response.encode() if isinstance(response, str) else response), extra
         if not any(k == b"content-type" for k, _ in extra):
             extra.append(_JSON)
-        if kind == "v2":  # as ``V2Endpoints.infer``: through kserve's response model (same fields, nulls kept)
+        if (
+            kind == "v2"
+        ):  # as ``V2Endpoints.infer``: through kserve's response model (same fields, nulls kept)
             response = InferenceResponse.model_validate(response).model_dump(mode="json")
-        return orjson.dumps(response, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY), extra
+        return orjson.dumps(
+            response, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+        ), extra
 
     async def _error(self, scope: dict, exc: Exception, send: Any) -> None:
         """Answer ``exc``: by ``_STATUS`` with a printable reason, else the app's handler for the
         nearest class in its MRO (500 with the reason if none, or if the handler fails)."""
-        status = 415 if isinstance(exc, UnsupportedMediaType) else next(
-            (code for cls, code in _STATUS if isinstance(exc, cls)), None)
+        status = (
+            415
+            if isinstance(exc, UnsupportedMediaType)
+            else next((code for cls, code in _STATUS if isinstance(exc, cls)), None)
+        )
         if status is not None:
             extra = [(b"retry-after", str(RETRY_AFTER_S).encode())] if isinstance(exc, Shed) else []
-            await send_response(send, status, orjson.dumps({"error": printable(str(exc))}), [_JSON, *extra])
+            await send_response(
+                send, status, orjson.dumps({"error": printable(str(exc))}), [_JSON, *extra]
+            )
             return
         handler = next((self.handlers[c] for c in type(exc).__mro__ if c in self.handlers), None)
         try:
@@ -162,13 +186,17 @@ class FastPredictRoute:
                 return
         except Exception:  # noqa: BLE001, S110 - a handler that fails to word the error: ours below
             pass
-        await send_response(send, 500, orjson.dumps({"error": printable(f"{type(exc).__name__} : {exc}")}), [_JSON])
+        await send_response(
+            send, 500, orjson.dumps({"error": printable(f"{type(exc).__name__} : {exc}")}), [_JSON]
+        )
 
 
 def _v1_body(body: bytes, content_type: str | None) -> Any:
     """A v1 body parsed as JSON; 415 unless its media type is JSON, 400 unless it parses."""
     if not is_json_media_type(content_type):
-        raise UnsupportedMediaType(printable(f"v1 predict takes application/json, got {content_type!r}"))
+        raise UnsupportedMediaType(
+            printable(f"v1 predict takes application/json, got {content_type!r}")
+        )
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:

@@ -44,16 +44,22 @@ def _safe(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
         try:
             return deserializer(raw)
         except Exception as exc:  # noqa: BLE001 - any parse failure is the caller's malformed message
-            return _Undecodable(f"the message is not a valid protobuf of this method's request type "
-                                f"({type(exc).__name__}: {printable(str(exc))})")
+            return _Undecodable(
+                f"the message is not a valid protobuf of this method's request type "
+                f"({type(exc).__name__}: {printable(str(exc))})"
+            )
+
     return decode
 
 
-def _checked(behaviour: Callable[[Any, Any], Awaitable[Any]]) -> Callable[[Any, Any], Awaitable[Any]]:
+def _checked(
+    behaviour: Callable[[Any, Any], Awaitable[Any]],
+) -> Callable[[Any, Any], Awaitable[Any]]:
     async def run(request: Any, context: grpc.aio.ServicerContext) -> Any:
         if isinstance(request, _Undecodable):
             await context.abort(StatusCode.INVALID_ARGUMENT, request.reason)
         return await behaviour(request, context)
+
     return run
 
 
@@ -64,11 +70,15 @@ class GuardInterceptor(ExceptionToStatusInterceptor):
         handler = await super().intercept_service(continuation, handler_call_details)
         if handler is None or handler.unary_unary is None or handler.request_deserializer is None:
             return handler
-        return grpc.unary_unary_rpc_method_handler(_checked(handler.unary_unary),
-                                                   request_deserializer=_safe(handler.request_deserializer),
-                                                   response_serializer=handler.response_serializer)
+        return grpc.unary_unary_rpc_method_handler(
+            _checked(handler.unary_unary),
+            request_deserializer=_safe(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
+        )
 
-    async def handle_exception(self, ex: Exception, request_or_iterator: Any, context: Any, method_name: str) -> None:
+    async def handle_exception(
+        self, ex: Exception, request_or_iterator: Any, context: Any, method_name: str
+    ) -> None:
         if isinstance(ex, grpc.aio.AbortError):
             raise ex  # the status is already set
         if isinstance(ex, Shed):
@@ -85,22 +95,30 @@ class GuardedServicer(InferenceServicer):
     """kserve's servicer; ``ModelInferRequest`` decoding failures are ``InvalidInput`` and each
     call carries a ``RequestClock`` (``inference.deadline``)."""
 
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:  # noqa: N802
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: Any
+    ) -> pb.ModelInferResponse:  # noqa: N802
         received = time.perf_counter()
         headers = to_headers(context)
         infer_request = _decode(request)
-        token = set_clock(RequestClock(received, client_budget_s=context.time_remaining(), gone=context.cancelled))
+        token = set_clock(
+            RequestClock(received, client_budget_s=context.time_remaining(), gone=context.cancelled)
+        )
         try:
-            response_body, _ = await self._data_plane.infer(request=infer_request, headers=headers,
-                                                            model_name=request.model_name)
+            response_body, _ = await self._data_plane.infer(
+                request=infer_request, headers=headers, model_name=request.model_name
+            )
         finally:
             reset_clock(token)
         if isinstance(response_body, pb.ModelInferResponse):
             return response_body
         if isinstance(response_body, InferResponse):
             return response_body.to_grpc()
-        return pb.ModelInferResponse(id=response_body["id"], model_name=response_body["model_name"],
-                                     outputs=response_body["outputs"])
+        return pb.ModelInferResponse(
+            id=response_body["id"],
+            model_name=response_body["model_name"],
+            outputs=response_body["outputs"],
+        )
 
 
 def _decode(request: pb.ModelInferRequest) -> InferRequest:
@@ -111,4 +129,6 @@ def _decode(request: pb.ModelInferRequest) -> InferRequest:
     except InvalidInput:
         raise
     except Exception as exc:  # noqa: BLE001 - any decoding failure is the caller's bad input
-        raise InvalidInput(f"malformed ModelInferRequest: {type(exc).__name__}: {printable(str(exc))}") from None
+        raise InvalidInput(
+            f"malformed ModelInferRequest: {type(exc).__name__}: {printable(str(exc))}"
+        ) from None

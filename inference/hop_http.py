@@ -64,7 +64,9 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         self.reusable = bool(self.parser.should_keep_alive())
         if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result((self.parser.get_status_code(), b"".join(self.chunks), self.headers))
+            self.waiter.set_result(
+                (self.parser.get_status_code(), b"".join(self.chunks), self.headers)
+            )
 
     # -- use
     def _fail(self, exc: Exception) -> None:
@@ -109,19 +111,32 @@ class HopClient:
             if not conn.closed:
                 return conn
         try:
-            _, conn = await asyncio.get_running_loop().create_connection(_Connection, self.host, self.port)
+            _, conn = await asyncio.get_running_loop().create_connection(
+                _Connection, self.host, self.port
+            )
         except OSError as exc:
-            raise HopError(f"cannot connect to the predictor at {self.host}:{self.port}: {exc}") from None
+            raise HopError(
+                f"cannot connect to the predictor at {self.host}:{self.port}: {exc}"
+            ) from None
         return conn
 
-    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
+    async def post(
+        self, path: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, bytes, dict[str, str]]:
         """POST ``body`` to ``path``: (status, answer body, answer headers with lower-case names).
 
         Raises ``HopError`` (connection refused or lost, unparsable answer); cancellation (a
         deadline) propagates, and the connection it interrupted is closed.
         """
-        head = [b"POST ", path.encode(), b" HTTP/1.1\r\nHost: ", self._host_header,
-                b"\r\nContent-Length: ", str(len(body)).encode(), b"\r\n"]
+        head = [
+            b"POST ",
+            path.encode(),
+            b" HTTP/1.1\r\nHost: ",
+            self._host_header,
+            b"\r\nContent-Length: ",
+            str(len(body)).encode(),
+            b"\r\n",
+        ]
         for k, v in headers.items():
             head += [k.encode("latin-1"), b": ", v.encode("latin-1"), b"\r\n"]
         head.append(b"\r\n")

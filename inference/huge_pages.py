@@ -16,6 +16,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import time
 from dataclasses import dataclass
 
 MADV_HUGEPAGE = 14
@@ -68,7 +69,6 @@ def _large_private_rw(min_bytes: int) -> list[tuple[int, int]]:
 def collapse_large_mappings(min_bytes: int = 8 * HUGE) -> CollapseReport:
     """Ask for 2 MiB pages over every large private writable mapping of this process (see the
     module docstring); never raises. Returns a ``CollapseReport``."""
-    import time
 
     rep = CollapseReport()
     if not os.path.exists("/proc/self/maps"):
@@ -85,7 +85,9 @@ def collapse_large_mappings(min_bytes: int = 8 * HUGE) -> CollapseReport:
             if libc.madvise(lo, hi - lo, advice) != 0:
                 # EINVAL / EAGAIN / ENOMEM: this range (or part of it) stays on 4 KiB pages
                 rep.refused += 1
-                rep.error = rep.error or f"madvise({advice}) failed: {os.strerror(ctypes.get_errno())}"
+                rep.error = (
+                    rep.error or f"madvise({advice}) failed: {os.strerror(ctypes.get_errno())}"
+                )
                 break
     rep.huge_bytes_after = _anon_huge_bytes()
     rep.seconds = time.perf_counter() - t0

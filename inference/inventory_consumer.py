@@ -43,23 +43,38 @@ from checkout_recs.serving.inventory_stream import (
 from checkout_recs.serving.settings import ENV as SETTINGS_ENV
 from checkout_recs.serving.settings import redis_dsn
 
-LAG_ENTRIES = Gauge("checkout_recs_inventory_consumer_lag_entries", "Inventory entries not yet applied")
-LAG_SECONDS = Gauge("checkout_recs_inventory_consumer_lag_seconds", "Age of the oldest inventory entry not yet applied")
-EVENTS = Gauge("checkout_recs_inventory_consumer_events", "Inventory entries handled since start", ["outcome"])
-FAILURES = Gauge("checkout_recs_inventory_consumer_failures", "Inventory batches replayed because Redis failed")
+LAG_ENTRIES = Gauge(
+    "checkout_recs_inventory_consumer_lag_entries", "Inventory entries not yet applied"
+)
+LAG_SECONDS = Gauge(
+    "checkout_recs_inventory_consumer_lag_seconds",
+    "Age of the oldest inventory entry not yet applied",
+)
+EVENTS = Gauge(
+    "checkout_recs_inventory_consumer_events", "Inventory entries handled since start", ["outcome"]
+)
+FAILURES = Gauge(
+    "checkout_recs_inventory_consumer_failures", "Inventory batches replayed because Redis failed"
+)
 #: Environment the consumer reads: the Redis AUTH token, from a Secret (never in the arguments).
 ENV_VARS = frozenset({SETTINGS_ENV["redis_password"]})
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Flags of the consumer process (``checkout-recs inventory consume`` has the same ones)."""
-    p = argparse.ArgumentParser(description="Apply the inventory stream to the Redis inventory state")
+    p = argparse.ArgumentParser(
+        description="Apply the inventory stream to the Redis inventory state"
+    )
     p.add_argument("--redis_url", default="redis://127.0.0.1:6379/0")
     p.add_argument("--redis_prefix", default="checkout_recs")
     p.add_argument("--group", default=DEFAULT_GROUP)
     p.add_argument("--consumer", default=None, help="this consumer's name (default: the host name)")
-    p.add_argument("--claim_idle_ms", type=int, default=30_000,
-                   help="take over entries pending this long at another (dead) consumer")
+    p.add_argument(
+        "--claim_idle_ms",
+        type=int,
+        default=30_000,
+        help="take over entries pending this long at another (dead) consumer",
+    )
     p.add_argument("--batch", type=int, default=500)
     p.add_argument("--block_ms", type=int, default=1000)
     p.add_argument("--metrics_port", type=int, default=9108, help="0: no /metrics server")
@@ -73,6 +88,7 @@ def _safe(fn: Callable[[], float]) -> Callable[[], float]:
             return float(fn())
         except Exception:  # noqa: BLE001 - a scrape must not fail because Redis is down
             return float("nan")
+
     return read
 
 
@@ -91,14 +107,20 @@ def run(args: argparse.Namespace, stop: threading.Event) -> ConsumerStats:
     """Consume until ``stop`` is set; returns what was done."""
     url = redis_dsn(args.redis_url, os.environ.get(SETTINGS_ENV["redis_password"]))
     store = RedisInventoryStore(url, prefix=args.redis_prefix, timeout_s=5.0)
-    source = RedisStreamSource(url, stream_key(args.redis_prefix), group=args.group,
-                               consumer=args.consumer, claim_idle_ms=args.claim_idle_ms)
+    source = RedisStreamSource(
+        url,
+        stream_key(args.redis_prefix),
+        group=args.group,
+        consumer=args.consumer,
+        claim_idle_ms=args.claim_idle_ms,
+    )
     consumer = InventoryConsumer(source, store, batch=args.batch, block_ms=args.block_ms)
     if args.metrics_port:
         export_metrics(source, consumer)
         start_http_server(args.metrics_port)
-    logging.getLogger(__name__).info("inventory consumer %s on %s (group %s)", source.consumer, source.stream,
-                                     args.group)
+    logging.getLogger(__name__).info(
+        "inventory consumer %s on %s (group %s)", source.consumer, source.stream, args.group
+    )
     try:
         return consumer.run(stop, progress_every_s=args.progress_every_s)
     finally:
@@ -120,7 +142,9 @@ def stop_on_signals() -> threading.Event:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the consumer process."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     args = build_parser().parse_args(argv)
     stats = run(args, stop_on_signals())
     logging.getLogger(__name__).info("inventory consumer stopped: %s", stats.as_dict())

@@ -10,6 +10,7 @@ SIGKILL to whatever is left after ``stop_timeout_s``. ``checkout-recs serve`` us
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -78,14 +79,26 @@ def _ready(url: str) -> bool:
 
 def _spawn(module: str, args: Sequence[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
     fh = log.open("w")
-    return subprocess.Popen([sys.executable, "-m", module, *args], stdout=fh, stderr=subprocess.STDOUT,
-                            env=env, start_new_session=True, cwd=Path(__file__).resolve().parents[1])
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        stdout=fh,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
 
 
-def start_servers(bundle_dir: Path, transformer_port: int | None = None, predictor_port: int | None = None,
-                  transformer_args: Sequence[str] = (), predictor_args: Sequence[str] = (),
-                  start_predictor: bool = True, ready_timeout_s: float = 90.0,
-                  log_dir: Path | None = None) -> ServerHandles:
+def start_servers(
+    bundle_dir: Path,
+    transformer_port: int | None = None,
+    predictor_port: int | None = None,
+    transformer_args: Sequence[str] = (),
+    predictor_args: Sequence[str] = (),
+    start_predictor: bool = True,
+    ready_timeout_s: float = 90.0,
+    log_dir: Path | None = None,
+) -> ServerHandles:
     """Start both servers and wait until they are ready; raises RuntimeError (with the log tail)
     when one exits or is not ready in time (both are stopped first)."""
     tp, pp = transformer_port or free_port(), predictor_port or free_port()
@@ -93,16 +106,47 @@ def start_servers(bundle_dir: Path, transformer_port: int | None = None, predict
     log_dir = Path(log_dir or tempfile.mkdtemp(prefix="checkout-recs-serve-"))
     log_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    h = ServerHandles(f"http://{HOST}:{tp}", f"http://{HOST}:{pp}", f"{HOST}:{tg}", f"{HOST}:{pg}", log_dir=log_dir)
+    h = ServerHandles(
+        f"http://{HOST}:{tp}",
+        f"http://{HOST}:{pp}",
+        f"{HOST}:{tg}",
+        f"{HOST}:{pg}",
+        log_dir=log_dir,
+    )
     try:
         if start_predictor:
             h.processes["predictor"] = _spawn(
-                "inference.predictor", ["--bundle", str(bundle_dir), "--http_port", str(pp), "--grpc_port", str(pg),
-                                        *predictor_args], log_dir / "predictor.log", env)
+                "inference.predictor",
+                [
+                    "--bundle",
+                    str(bundle_dir),
+                    "--http_port",
+                    str(pp),
+                    "--grpc_port",
+                    str(pg),
+                    *predictor_args,
+                ],
+                log_dir / "predictor.log",
+                env,
+            )
         h.processes["transformer"] = _spawn(
-            "inference.transformer", ["--bundle", str(bundle_dir), "--http_port", str(tp), "--grpc_port", str(tg),
-                                      "--predictor_url", h.predictor_url, "--predictor_grpc", h.predictor_grpc,
-                                      *transformer_args], log_dir / "transformer.log", env)
+            "inference.transformer",
+            [
+                "--bundle",
+                str(bundle_dir),
+                "--http_port",
+                str(tp),
+                "--grpc_port",
+                str(tg),
+                "--predictor_url",
+                h.predictor_url,
+                "--predictor_grpc",
+                h.predictor_grpc,
+                *transformer_args,
+            ],
+            log_dir / "transformer.log",
+            env,
+        )
         checks = {"transformer": f"{h.transformer_url}/v1/models/{TRANSFORMER_NAME}"}
         if start_predictor:
             checks["predictor"] = f"{h.predictor_url}/v1/models/{PREDICTOR_NAME}"
@@ -125,19 +169,24 @@ def _wait_ready(h: ServerHandles, checks: dict[str, str], timeout_s: float) -> N
             if _ready(url):
                 pending.pop(name)
         if time.monotonic() > deadline:
-            raise RuntimeError(f"not ready after {timeout_s:.0f} s: {sorted(pending)}\n"
-                               + "\n".join(h.log_tail(n) for n in pending))
+            raise RuntimeError(
+                f"not ready after {timeout_s:.0f} s: {sorted(pending)}\n"
+                + "\n".join(h.log_tail(n) for n in pending)
+            )
         if pending:
             time.sleep(0.2)
 
 
 def _warm_up(h: ServerHandles, n: int = 3) -> None:
     """A few throw-away requests so connections and lazy imports are warm before real traffic."""
-    import json
 
-    body = json.dumps({"instances": [{"user_id": 0, "purchased_item_ids": [], "region": "warmup"}]}).encode()
+    body = json.dumps(
+        {"instances": [{"user_id": 0, "purchased_item_ids": [], "region": "warmup"}]}
+    ).encode()
     for _ in range(n):
-        req = urllib.request.Request(h.v1_url, data=body, headers={"content-type": "application/json"})
+        req = urllib.request.Request(
+            h.v1_url, data=body, headers={"content-type": "application/json"}
+        )
         with contextlib.suppress(OSError):
             urllib.request.urlopen(req, timeout=5.0).close()  # noqa: S310 - loopback only
 
@@ -158,13 +207,27 @@ def stop_servers(h: ServerHandles, stop_timeout_s: float = 10.0) -> None:
 
 
 @contextlib.contextmanager
-def running_servers(bundle_dir: Path, transformer_port: int | None = None, predictor_port: int | None = None,
-                    transformer_args: Sequence[str] = (), predictor_args: Sequence[str] = (),
-                    start_predictor: bool = True, ready_timeout_s: float = 90.0,
-                    log_dir: Path | None = None) -> Iterator[ServerHandles]:
+def running_servers(
+    bundle_dir: Path,
+    transformer_port: int | None = None,
+    predictor_port: int | None = None,
+    transformer_args: Sequence[str] = (),
+    predictor_args: Sequence[str] = (),
+    start_predictor: bool = True,
+    ready_timeout_s: float = 90.0,
+    log_dir: Path | None = None,
+) -> Iterator[ServerHandles]:
     """Both servers running for the ``with`` block (see module docstring)."""
-    h = start_servers(bundle_dir, transformer_port, predictor_port, transformer_args, predictor_args,
-                      start_predictor, ready_timeout_s, log_dir)
+    h = start_servers(
+        bundle_dir,
+        transformer_port,
+        predictor_port,
+        transformer_args,
+        predictor_args,
+        start_predictor,
+        ready_timeout_s,
+        log_dir,
+    )
     try:
         yield h
     finally:

@@ -35,30 +35,60 @@ from prometheus_client import Counter, Gauge, Histogram
 
 _BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0)
 
-STAGE_SECONDS = Histogram("checkout_recs_stage_seconds", "Request-path stage latency", ["stage"], buckets=_BUCKETS)
-FALLBACKS = Counter("checkout_recs_fallback_total", "Answers from the fallback, by reason", ["reason"])
+STAGE_SECONDS = Histogram(
+    "checkout_recs_stage_seconds", "Request-path stage latency", ["stage"], buckets=_BUCKETS
+)
+FALLBACKS = Counter(
+    "checkout_recs_fallback_total", "Answers from the fallback, by reason", ["reason"]
+)
 ANSWERS = Counter("checkout_recs_answers_total", "Answers by policy", ["policy"])
-EXPLORATION_SPEND = Counter("checkout_recs_exploration_spend_total",
-                            "Expected revenue given up to exploration (currency units)")
-EXPLORATION_BUDGET = Gauge("checkout_recs_exploration_budget", "Exploration cap so far today (currency units)")
-NEW_SELLER_SHARE = Gauge("checkout_recs_new_seller_exposure_share",
-                         "Share of recent slots for new sellers / cold-start listings")
+EXPLORATION_SPEND = Counter(
+    "checkout_recs_exploration_spend_total",
+    "Expected revenue given up to exploration (currency units)",
+)
+EXPLORATION_BUDGET = Gauge(
+    "checkout_recs_exploration_budget", "Exploration cap so far today (currency units)"
+)
+NEW_SELLER_SHARE = Gauge(
+    "checkout_recs_new_seller_exposure_share",
+    "Share of recent slots for new sellers / cold-start listings",
+)
 DECISIONS_DROPPED = Gauge("checkout_recs_decision_log_dropped_total", "Decision records dropped")
 DECISION_ROWS = Gauge("checkout_recs_decision_log_rows", "Decision log rows by state", ["state"])
-SHED = Counter("checkout_recs_shed", "Calls shed by their deadline, by point and answer (fallback | refused)",
-               ["point", "answer"])
-REPLICA_AGE = Gauge("checkout_recs_inventory_replica_age_seconds",
-                    "Seconds since the inventory replica was last proven current")
-REPLICA_LAG = Gauge("checkout_recs_inventory_replica_lag_seconds",
-                    "Apply time minus stream time of the newest inventory event the replica applied")
-REPLICA_STALE = Gauge("checkout_recs_inventory_replica_stale", "1 while the inventory replica is past its bound")
-REPLICA_UNAVAILABLE = Gauge("checkout_recs_inventory_replica_unavailable",
-                            "Listings the replica holds sold, delisted or locked")
-REPLICA_EVENTS = Gauge("checkout_recs_inventory_replica_events", "Inventory stream entries the replica read")
+SHED = Counter(
+    "checkout_recs_shed",
+    "Calls shed by their deadline, by point and answer (fallback | refused)",
+    ["point", "answer"],
+)
+REPLICA_AGE = Gauge(
+    "checkout_recs_inventory_replica_age_seconds",
+    "Seconds since the inventory replica was last proven current",
+)
+REPLICA_LAG = Gauge(
+    "checkout_recs_inventory_replica_lag_seconds",
+    "Apply time minus stream time of the newest inventory event the replica applied",
+)
+REPLICA_STALE = Gauge(
+    "checkout_recs_inventory_replica_stale", "1 while the inventory replica is past its bound"
+)
+REPLICA_UNAVAILABLE = Gauge(
+    "checkout_recs_inventory_replica_unavailable",
+    "Listings the replica holds sold, delisted or locked",
+)
+REPLICA_EVENTS = Gauge(
+    "checkout_recs_inventory_replica_events", "Inventory stream entries the replica read"
+)
 
 
-def observe(timings_ms: dict[str, float], policy: str, fallback_reason: str | None, exploration_cost: float,
-            budget: float, new_share: float, dropped: int) -> None:
+def observe(
+    timings_ms: dict[str, float],
+    policy: str,
+    fallback_reason: str | None,
+    exploration_cost: float,
+    budget: float,
+    new_share: float,
+    dropped: int,
+) -> None:
     """Record one answer's figures (timings in milliseconds)."""
     for stage, ms in timings_ms.items():
         STAGE_SECONDS.labels(stage=stage).observe(ms / 1e3)

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from checkout_recs.models.ranker_features import ranker_matrix
+
 
 class NaiveItemFeatures:
     """Per-request Feast reads of candidate listing + seller features (see module docstring)."""
@@ -24,15 +26,19 @@ class NaiveItemFeatures:
 
     def matrix(self, prep: Any) -> np.ndarray | None:
         """Ranker matrix float32 (n, d) for ``prep.cand_rows`` built from Feast online reads."""
-        from checkout_recs.models.ranker_features import ranker_matrix
 
         b, cat = self.bundle, self.bundle.catalog
         ids = cat.listing_id[prep.cand_rows].tolist()
         listing = pd.DataFrame(self.adapter.online_features("listing", "listing_id", ids))
         sellers = [int(s) for s in listing["seller_id"].fillna(-1).tolist()]
         seller = pd.DataFrame(self.adapter.online_features("seller", "seller_id", sellers))
-        frame = pd.concat([listing.reset_index(drop=True), seller.drop(columns=["seller_id"]).reset_index(drop=True)],
-                          axis=1)
+        frame = pd.concat(
+            [
+                listing.reset_index(drop=True),
+                seller.drop(columns=["seller_id"]).reset_index(drop=True),
+            ],
+            axis=1,
+        )
         req = prep.request
         ts = pd.Timestamp(req.timestamp) if req.timestamp else pd.Timestamp.now(tz="UTC")
         extra: dict[str, Any] = {"device": req.device, "event_timestamp": ts}
@@ -43,6 +49,11 @@ class NaiveItemFeatures:
         req_f, pair_f = b._on_demand(req, ts, prep.cand_rows, prep.basket_rows)
         extra.update(req_f)
         extra.update(pair_f)
-        frame = frame.assign(**{k: v for k, v in extra.items() if k not in frame.columns or k in
-                                ("device", "event_timestamp")})
+        frame = frame.assign(
+            **{
+                k: v
+                for k, v in extra.items()
+                if k not in frame.columns or k in ("device", "event_timestamp")
+            }
+        )
         return ranker_matrix(frame, b.feature_names)

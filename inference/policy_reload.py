@@ -24,11 +24,17 @@ from checkout_recs.serving.policy_source import PolicyReloader, PolicyStatus
 
 log = logging.getLogger(__name__)
 
-CONFIG_VALID = Gauge("checkout_recs_policy_config_valid",
-                     "1 when the last read of the policy ConfigMap was a valid PolicyConfig, else 0")
-CONFIG_INFO = Gauge("checkout_recs_policy_config_info", "Content hash of the policy config in force", ["version"])
-CONFIG_LOADED = Gauge("checkout_recs_policy_config_loaded_timestamp_seconds",
-                      "When the policy config in force was applied (unix seconds)")
+CONFIG_VALID = Gauge(
+    "checkout_recs_policy_config_valid",
+    "1 when the last read of the policy ConfigMap was a valid PolicyConfig, else 0",
+)
+CONFIG_INFO = Gauge(
+    "checkout_recs_policy_config_info", "Content hash of the policy config in force", ["version"]
+)
+CONFIG_LOADED = Gauge(
+    "checkout_recs_policy_config_loaded_timestamp_seconds",
+    "When the policy config in force was applied (unix seconds)",
+)
 KILL_SWITCH = Gauge("checkout_recs_policy_kill_switch", "The policy ConfigMap's kill_switch (1 on)")
 
 

@@ -27,7 +27,9 @@ from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from checkout_recs.log_format import add_log_format_argument, configure_logging, set_bundle_version
+from checkout_recs.models.numpy_scorer import NumpyScorer
 from checkout_recs.serving.bundle_layout import BundleLayout
+from inference.server import LoopbackModelServer
 
 PREDICTOR_NAME = "ranker"
 MAX_ROWS = 5000
@@ -61,14 +63,17 @@ class RankerPredictor(Model):
         process never imports torch (~185 MiB less resident memory); any other architecture is
         loaded and scored with torch.
         """
-        from checkout_recs.models.numpy_scorer import NumpyScorer
 
         layout = BundleLayout(self.bundle_dir)
         for d in layout.scoring_dirs:
             if (d / "config.json").exists() and (d / "weights.safetensors").exists():
                 try:
                     scorer = NumpyScorer.from_dir(d)
-                    self.feature_names, self.version, self._predict = scorer.feature_names, scorer.version, scorer.predict
+                    self.feature_names, self.version, self._predict = (
+                        scorer.feature_names,
+                        scorer.version,
+                        scorer.predict,
+                    )
                 except ValueError:  # MMoE / FM / spline: torch
                     self._load_torch(d)
                 break
@@ -80,13 +85,19 @@ class RankerPredictor(Model):
         return self.ready
 
     def _load_torch(self, model_dir: Path) -> None:
-        import torch
+        import torch  # lazy: torch is optional on the serving path (the transformer and numpy predictor run without it)
 
-        from checkout_recs.models.ranker import RankerModel
+        from checkout_recs.models.ranker import (
+            RankerModel,
+        )  # lazy: keeps torch out of this module's import
 
         torch.set_num_threads(1)  # two cores shared by two servers: no oversubscription
         model = RankerModel.load(model_dir)  # NumpyScorer refused it: torch scores
-        self.feature_names, self.version, self._predict = list(model.feature_names), model.version, model.predict
+        self.feature_names, self.version, self._predict = (
+            list(model.feature_names),
+            model.version,
+            model.predict,
+        )
 
     def validate(self, payload: Any) -> Any:
         """Accept v2 requests only (the transformer speaks v2)."""
@@ -96,7 +107,9 @@ class RankerPredictor(Model):
         """(p_click, p_purchase|click) float32 (n,) for x float32 (n, d); InvalidInput on bad shape."""
         d = len(self.feature_names)
         if x.ndim != 2 or x.shape[1] != d or x.shape[0] > MAX_ROWS:
-            raise InvalidInput(f"'features' must be FP32 [n<={MAX_ROWS}, {d}], got shape {list(x.shape)}")
+            raise InvalidInput(
+                f"'features' must be FP32 [n<={MAX_ROWS}, {d}], got shape {list(x.shape)}"
+            )
         if x.shape[0] == 0:
             return np.zeros(0, np.float32), np.zeros(0, np.float32)
         pc, pp = self._predict(x)
@@ -104,17 +117,25 @@ class RankerPredictor(Model):
 
     def binary_outputs(self, x: np.ndarray) -> list[np.ndarray]:
         """``score`` as the fast route's outputs: [p_click, p_purchase] float32 (n,)."""
-        return list(self.score(np.array(x, np.float32)))  # a writable copy (x may view the request body)
+        return list(
+            self.score(np.array(x, np.float32))
+        )  # a writable copy (x may view the request body)
 
     def response_parameters(self) -> dict[str, Any]:
         """The ``parameters`` every answer carries: the model version and the bundle (index) version."""
         return {"model_version": self.version or "", "bundle_version": self.bundle_version or ""}
 
-    async def predict(self, payload: Any, headers: dict[str, str] | None = None,
-                      response_headers: dict[str, str] | None = None) -> InferResponse:
+    async def predict(
+        self,
+        payload: Any,
+        headers: dict[str, str] | None = None,
+        response_headers: dict[str, str] | None = None,
+    ) -> InferResponse:
         """Score the ``features`` tensor; answers in the request's binary/JSON form."""
         if not isinstance(payload, InferRequest):
-            raise InvalidInput("the ranker predictor speaks v2 only: send an FP32 tensor 'features'")
+            raise InvalidInput(
+                "the ranker predictor speaks v2 only: send an FP32 tensor 'features'"
+            )
         inp = payload.get_input_by_name("features")
         if inp is None or inp.datatype != "FP32":
             raise InvalidInput("input 'features' (FP32 [n, d]) is required")
@@ -130,9 +151,14 @@ class RankerPredictor(Model):
             o.set_data_from_numpy(np.ascontiguousarray(arr, np.float32), binary_data=bool(binary))
             outs.append(o)
         # outputs asked for by name answer as asked (binary or JSON each, v2's per-output binary_data)
-        return InferResponse(response_id=payload.id or "", model_name=self.name, infer_outputs=outs,
-                             use_binary_outputs=bool(binary), parameters=self.response_parameters(),
-                             requested_outputs=payload.request_outputs)
+        return InferResponse(
+            response_id=payload.id or "",
+            model_name=self.name,
+            infer_outputs=outs,
+            use_binary_outputs=bool(binary),
+            parameters=self.response_parameters(),
+            requested_outputs=payload.request_outputs,
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -143,8 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grpc_port", type=int, default=8091)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--max_body_bytes", type=int, default=8 * 1024 * 1024)
-    p.add_argument("--no_fast_route", action="store_true",
-                   help="serve the binary-tensor infer through kserve's app too (A/B of inference.fast_infer)")
+    p.add_argument(
+        "--no_fast_route",
+        action="store_true",
+        help="serve the binary-tensor infer through kserve's app too (A/B of inference.fast_infer)",
+    )
     add_log_format_argument(p)
     return p
 
@@ -159,7 +188,6 @@ def bundle_version(bundle_dir: Path) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Start the predictor server (see module docstring)."""
-    from inference.server import LoopbackModelServer
 
     args = build_parser().parse_args(argv)  # strict: a flag nothing reads is an error
     configure_logging(args.log_format)
@@ -167,9 +195,14 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     model = RankerPredictor(args.bundle)
     model.load()
-    LoopbackModelServer(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
-                        max_body_bytes=args.max_body_bytes, enable_latency_logging=False,
-                        fast_route=not args.no_fast_route).start([model])
+    LoopbackModelServer(
+        host=args.host,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        max_body_bytes=args.max_body_bytes,
+        enable_latency_logging=False,
+        fast_route=not args.no_fast_route,
+    ).start([model])
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import orjson
 
+from inference.hop_http import HopClient
+
 PROTOCOLS = ("rest-json", "rest-binary", "grpc")
 
 
@@ -55,12 +57,21 @@ class PredictorClient:
     protocol : one of ``PROTOCOLS``.
     """
 
-    def __init__(self, rest_url: str, grpc_target: str | None = None, model: str = "ranker",
-                 protocol: str = "rest-binary") -> None:
+    def __init__(
+        self,
+        rest_url: str,
+        grpc_target: str | None = None,
+        model: str = "ranker",
+        protocol: str = "rest-binary",
+    ) -> None:
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
-        self.rest_url, self.grpc_target, self.model, self.protocol = rest_url.rstrip("/"), grpc_target, model, protocol
-        from inference.hop_http import HopClient
+        self.rest_url, self.grpc_target, self.model, self.protocol = (
+            rest_url.rstrip("/"),
+            grpc_target,
+            model,
+            protocol,
+        )
 
         self._http = HopClient(self.rest_url)
         self._stub: Any = None
@@ -68,7 +79,9 @@ class PredictorClient:
 
     async def _post(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, str | None]:
         """POST ``body`` to the model's v2 infer route: (status, body, inference-header-content-length)."""
-        status, content, head = await self._http.post(f"/v2/models/{self.model}/infer", body, headers)
+        status, content, head = await self._http.post(
+            f"/v2/models/{self.model}/infer", body, headers
+        )
         return status, content, head.get("inference-header-content-length")
 
     async def score(self, x: np.ndarray, deadline_s: float) -> tuple[np.ndarray, np.ndarray]:
@@ -85,15 +98,28 @@ class PredictorClient:
             call = self._rest_json if self.protocol == "rest-json" else self._rest_binary
             return await asyncio.wait_for(call(x), timeout=deadline_s)
         except TimeoutError:
-            raise PredictorTimeout(f"predictor missed its {deadline_s * 1e3:.0f} ms deadline") from None
+            raise PredictorTimeout(
+                f"predictor missed its {deadline_s * 1e3:.0f} ms deadline"
+            ) from None
         except PredictorError:
             raise
         except Exception as exc:  # noqa: BLE001 - connection refused, reset, bad body...
             raise PredictorError(f"predictor call failed: {type(exc).__name__}: {exc}") from None
 
     async def _rest_json(self, x: np.ndarray) -> Scored:
-        body = orjson.dumps({"inputs": [{"name": "features", "shape": list(x.shape), "datatype": "FP32",
-                                         "data": x.reshape(-1)}]}, option=orjson.OPT_SERIALIZE_NUMPY)
+        body = orjson.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "features",
+                        "shape": list(x.shape),
+                        "datatype": "FP32",
+                        "data": x.reshape(-1),
+                    }
+                ]
+            },
+            option=orjson.OPT_SERIALIZE_NUMPY,
+        )
         status, content, _ = await self._post(body, {"content-type": "application/json"})
         if status != 200:
             raise PredictorError(f"predictor HTTP {status}: {content[:200]!r}")
@@ -101,24 +127,43 @@ class PredictorClient:
 
     async def _rest_binary(self, x: np.ndarray) -> Scored:
         raw = x.astype("<f4").tobytes()
-        header = orjson.dumps({
-            "inputs": [{"name": "features", "shape": list(x.shape), "datatype": "FP32",
-                        "parameters": {"binary_data_size": len(raw)}}],
-            "outputs": [{"name": "p_click", "parameters": {"binary_data": True}},
-                        {"name": "p_purchase", "parameters": {"binary_data": True}}],
-        })
+        header = orjson.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "features",
+                        "shape": list(x.shape),
+                        "datatype": "FP32",
+                        "parameters": {"binary_data_size": len(raw)},
+                    }
+                ],
+                "outputs": [
+                    {"name": "p_click", "parameters": {"binary_data": True}},
+                    {"name": "p_purchase", "parameters": {"binary_data": True}},
+                ],
+            }
+        )
         status, content, header_length = await self._post(
-            header + raw, {"content-type": "application/octet-stream", "inference-header-content-length": str(len(header))})
+            header + raw,
+            {
+                "content-type": "application/octet-stream",
+                "inference-header-content-length": str(len(header)),
+            },
+        )
         if status != 200:
             raise PredictorError(f"predictor HTTP {status}: {content[:200]!r}")
         return _decode_rest(content, header_length)
 
     async def _grpc(self, x: np.ndarray, deadline_s: float) -> Scored:
-        import grpc
-        from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
+        import grpc  # lazy: only the gRPC paths need it
+        from kserve.protocol.grpc import (
+            grpc_predict_v2_pb2 as pb,  # lazy: kserve is a serving-image dependency, not needed offline
+        )
 
         if self._stub is None:
-            from kserve.protocol.grpc import grpc_predict_v2_pb2_grpc as pbg
+            from kserve.protocol.grpc import (
+                grpc_predict_v2_pb2_grpc as pbg,  # lazy: kserve is a serving-image dependency, not needed offline
+            )
 
             if not self.grpc_target:
                 raise PredictorError("no gRPC target configured for the predictor")
@@ -126,18 +171,33 @@ class PredictorClient:
             self._stub = pbg.GRPCInferenceServiceStub(self._channel)
         req = pb.ModelInferRequest(
             model_name=self.model,
-            inputs=[pb.ModelInferRequest.InferInputTensor(name="features", datatype="FP32", shape=list(x.shape))],
-            raw_input_contents=[x.astype("<f4").tobytes()])
+            inputs=[
+                pb.ModelInferRequest.InferInputTensor(
+                    name="features", datatype="FP32", shape=list(x.shape)
+                )
+            ],
+            raw_input_contents=[x.astype("<f4").tobytes()],
+        )
         try:
             resp = await self._stub.ModelInfer(req, timeout=deadline_s)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise PredictorTimeout(f"predictor missed its {deadline_s * 1e3:.0f} ms deadline") from None
+                raise PredictorTimeout(
+                    f"predictor missed its {deadline_s * 1e3:.0f} ms deadline"
+                ) from None
             raise PredictorError(f"predictor gRPC {exc.code().name}: {exc.details()}") from None
         names = [o.name for o in resp.outputs]
-        arrs = {n: np.frombuffer(resp.raw_output_contents[i], dtype="<f4") if resp.raw_output_contents
-                else np.asarray(resp.outputs[i].contents.fp32_contents, np.float32) for i, n in enumerate(names)}
-        version = resp.parameters["bundle_version"].string_param if "bundle_version" in resp.parameters else None
+        arrs = {
+            n: np.frombuffer(resp.raw_output_contents[i], dtype="<f4")
+            if resp.raw_output_contents
+            else np.asarray(resp.outputs[i].contents.fp32_contents, np.float32)
+            for i, n in enumerate(names)
+        }
+        version = (
+            resp.parameters["bundle_version"].string_param
+            if "bundle_version" in resp.parameters
+            else None
+        )
         return Scored(arrs["p_click"], arrs["p_purchase"], version or None)
 
     async def close(self) -> None:

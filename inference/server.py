@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import signal
 from concurrent import futures
 from typing import Any
@@ -41,6 +42,8 @@ from kserve.protocol.grpc.server import GRPCServer
 from kserve.protocol.rest.server import RESTServer
 
 from inference.asgi import DEFAULT_MAX_BODY_BYTES, BodyLimit, NeverRaise
+from inference.fast_infer import FastInferRoute
+from inference.fast_route import FastPredictRoute
 from inference.grpc_guard import GuardedServicer, GuardInterceptor
 
 DEFAULT_HOST = "127.0.0.1"
@@ -78,9 +81,16 @@ class ClosedRepository:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and str(scope.get("path", "")).startswith(REPOSITORY_ROUTES):
-            await send({"type": "http.response.start", "status": 404,
-                        "headers": [(b"content-type", b"application/json"),
-                                    (b"content-length", str(len(_CLOSED)).encode())]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 404,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(_CLOSED)).encode()),
+                    ],
+                }
+            )
             await send({"type": "http.response.body", "body": _CLOSED})
             return
         await self.app(scope, receive, send)
@@ -89,14 +99,24 @@ class ClosedRepository:
 class _ClosedRepositoryServicer(GuardedServicer):
     """kserve's gRPC servicer whose repository load / unload are not implemented."""
 
-    async def RepositoryModelLoad(self, request: pb.RepositoryModelLoadRequest,  # noqa: N802 - gRPC name
-                                  context: Any) -> pb.RepositoryModelLoadResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the model repository extension is closed")
+    async def RepositoryModelLoad(
+        self,
+        request: pb.RepositoryModelLoadRequest,  # noqa: N802 - gRPC name
+        context: Any,
+    ) -> pb.RepositoryModelLoadResponse:
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED, "the model repository extension is closed"
+        )
         return pb.RepositoryModelLoadResponse()
 
-    async def RepositoryModelUnload(self, request: pb.RepositoryModelUnloadRequest,  # noqa: N802 - gRPC name
-                                    context: Any) -> pb.RepositoryModelUnloadResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the model repository extension is closed")
+    async def RepositoryModelUnload(
+        self,
+        request: pb.RepositoryModelUnloadRequest,  # noqa: N802 - gRPC name
+        context: Any,
+    ) -> pb.RepositoryModelUnloadResponse:
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED, "the model repository extension is closed"
+        )
         return pb.RepositoryModelUnloadResponse()
 
 
@@ -115,10 +135,13 @@ class _HostGRPCServer(GRPCServer):
             futures.ThreadPoolExecutor(max_workers=max_workers),
             # kserve's LoggingInterceptor writes one INFO line per call: dropped when quiet
             # GuardInterceptor: bad messages and bad input are INVALID_ARGUMENT, shed calls UNAVAILABLE
-            interceptors=(GuardInterceptor(),) if self._quiet
+            interceptors=(GuardInterceptor(),)
+            if self._quiet
             else (LoggingInterceptor(), GuardInterceptor()),
-            options=[("grpc.max_receive_message_length", limit),
-                     ("grpc.max_send_message_length", limit * 4)],
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit * 4),
+            ],
         )
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, self._server)
         self._server.add_insecure_port(f"{self._host}:{self._port}")
@@ -170,8 +193,14 @@ class LoopbackModelServer(ModelServer):
     **kwargs : passed to ``kserve.ModelServer`` (``http_port``, ``grpc_port``, ``enable_grpc``...).
     """
 
-    def __init__(self, host: str = DEFAULT_HOST, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-                 quiet: bool = True, fast_route: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        host: str = DEFAULT_HOST,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        quiet: bool = True,
+        fast_route: bool = True,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(workers=1, **kwargs)
         self.dataplane = _ServedDataPlane(model_registry=self.registered_models)
         self.host = host
@@ -186,25 +215,41 @@ class LoopbackModelServer(ModelServer):
         self._register_and_check_atleast_one_model_is_ready(models)
         if isinstance(self.dataplane, _ServedDataPlane):
             self.dataplane.served = tuple(m.name for m in models)
-        from kserve.model_server import app
+        from kserve.model_server import (
+            app,
+        )  # lazy: kserve is a serving-image dependency, not needed offline
 
         app.add_middleware(BodyLimit, max_bytes=self.max_body_bytes)
         self._rest_server = RESTServer(
-            "kserve.model_server:app", self.dataplane, self.model_repository_extension, self.http_port,
-            access_log_format=self.access_log_format, workers=1, grace_period=2,
-            event_loop=self.event_loop, timeout_keep_alive=self.timeout_keep_alive)
+            "kserve.model_server:app",
+            self.dataplane,
+            self.model_repository_extension,
+            self.http_port,
+            access_log_format=self.access_log_format,
+            workers=1,
+            grace_period=2,
+            event_loop=self.event_loop,
+            timeout_keep_alive=self.timeout_keep_alive,
+        )
         # uvicorn serves the fast routes, which hand the rest to kserve's app; no error escapes to uvicorn
         self._rest_server.config.app = ClosedRepository(
-            NeverRaise(self._fast_routes(app, models) if self.fast_route else app))
+            NeverRaise(self._fast_routes(app, models) if self.fast_route else app)
+        )
         self._rest_server.config.host = self.host  # the one change: no 0.0.0.0
         if self.enable_grpc:
             self._grpc_server = _HostGRPCServer(
-                self.host, self.grpc_port, self.dataplane, self.model_repository_extension,
-                kwargs={"grpc_max_receive_message_length": self.max_body_bytes}, grace_period=1, quiet=self.quiet)
+                self.host,
+                self.grpc_port,
+                self.dataplane,
+                self.model_repository_extension,
+                kwargs={"grpc_max_receive_message_length": self.max_body_bytes},
+                grace_period=1,
+                quiet=self.quiet,
+            )
         _use_uvloop(self.event_loop)
-        if self.quiet:  # one log line per request costs CPU on the request path; metrics say the rest
-            import logging
-
+        if (
+            self.quiet
+        ):  # one log line per request costs CPU on the request path; metrics say the rest
             for name in ("uvicorn.access", "kserve.trace"):
                 logging.getLogger(name).setLevel(logging.WARNING)
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -222,11 +267,14 @@ class LoopbackModelServer(ModelServer):
         ``binary_outputs`` (``fast_infer``). They wrap the
         FastAPI app itself, outside the middlewares kserve adds when its REST server starts
         (timing, telemetry, body limit: ~0.3 ms of CPU a call on the predictor's hop)."""
-        from inference.fast_infer import FastInferRoute
-        from inference.fast_route import FastPredictRoute
 
-        outer: Any = FastPredictRoute(app, self.dataplane, {m.name for m in models}, self.max_body_bytes,
-                                      handlers=app.exception_handlers)
+        outer: Any = FastPredictRoute(
+            app,
+            self.dataplane,
+            {m.name for m in models},
+            self.max_body_bytes,
+            handlers=app.exception_handlers,
+        )
         binary = {m.name: m for m in models if hasattr(m, "binary_outputs")}
         if binary:  # outermost: the predictor's hop is answered before anything else looks at it
             outer = FastInferRoute(outer, binary, self.max_body_bytes)
@@ -241,7 +289,11 @@ class LoopbackModelServer(ModelServer):
         grpc_task = None
         if self._grpc_server is not None:
             grpc_task = asyncio.create_task(self._grpc_server.start(self.max_threads))
-        background = [asyncio.create_task(m.run_background()) for m in self._models if hasattr(m, "run_background")]
+        background = [
+            asyncio.create_task(m.run_background())
+            for m in self._models
+            if hasattr(m, "run_background")
+        ]
         try:
             await self._rest_server.start()  # returns after SIGTERM / SIGINT
         finally:

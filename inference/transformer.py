@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from kserve import Model
 from kserve.errors import InvalidInput
 from kserve.model import InferenceVerb
@@ -56,14 +57,30 @@ from checkout_recs.log_format import (
     set_request_id,
 )
 from checkout_recs.policy.config import PolicyConfig
+from checkout_recs.serving.bundle import ServingBundle
+from checkout_recs.serving.bundle_layout import BundleLayout
 from checkout_recs.serving.decisions import DecisionLog, decision_record
+from checkout_recs.serving.inventory import open_inventory
+from checkout_recs.serving.inventory_replica import ReplicaInventoryStore
 from checkout_recs.serving.policy_source import PolicyDir, PolicyReloader, parse_policy
-from checkout_recs.serving.recommender import TooFewInStock, Decision, Prepared, Recommender
+from checkout_recs.serving.recommender import (
+    Decision,
+    Prepared,
+    Recommender,
+    TableUserFeatures,
+    TooFewInStock,
+)
 from checkout_recs.serving.settings import DEFAULT_MODEL_NAME, ServingSettings
+from checkout_recs.serving.switches import Switches
+from checkout_recs.storage import open_store
 from inference import codec, metrics
 from inference.deadline import Admission, LoopLag, RequestClock, ServiceTime, Shed, current_clock
+from inference.huge_pages import collapse_large_mappings
+from inference.naive import NaiveItemFeatures
 from inference.policy_reload import observe_status, watch_policy
 from inference.predictor_client import PredictorClient, PredictorError, PredictorTimeout
+from inference.server import LoopbackModelServer
+from inference.user_features import open_feast_users
 
 #: The name the transformer answers under: the InferenceService's (KServe passes it as --model_name).
 TRANSFORMER_NAME = DEFAULT_MODEL_NAME
@@ -79,8 +96,12 @@ def _log_hop_failure(failure: str, detail: str) -> None:
     """One WARNING line (throttled) for a failed predictor hop; carries the request id of the call."""
     held = _HOP_FAILURES.allow(failure)
     if held is not None:
-        log.warning("predictor hop failed (%s), answered by the fallback: %s", failure, detail,
-                    extra={"failure": failure, "held_back": held})
+        log.warning(
+            "predictor hop failed (%s), answered by the fallback: %s",
+            failure,
+            detail,
+            extra={"failure": failure, "held_back": held},
+        )
 
 
 @dataclass
@@ -105,7 +126,9 @@ class _Call:
     cheap_since: float | None = None  # perf_counter seconds it took the cheap path
 
 
-_CALL: contextvars.ContextVar[_Call | None] = contextvars.ContextVar("checkout_recs_call", default=None)
+_CALL: contextvars.ContextVar[_Call | None] = contextvars.ContextVar(
+    "checkout_recs_call", default=None
+)
 #: Cheap-path calls in flight at most, per admission slot (above: refused).
 CHEAP_PER_SLOT = 2
 
@@ -122,15 +145,23 @@ class CheckoutTransformer(Model):
     deadline_ms : predictor deadline (milliseconds).
     """
 
-    def __init__(self, recommender: Recommender, predictor: PredictorClient | None = None, scorer: Any = None,
-                 decision_log: DecisionLog | None = None, deadline_ms: float = 40.0,
-                 name: str = TRANSFORMER_NAME) -> None:
+    def __init__(
+        self,
+        recommender: Recommender,
+        predictor: PredictorClient | None = None,
+        scorer: Any = None,
+        decision_log: DecisionLog | None = None,
+        deadline_ms: float = 40.0,
+        name: str = TRANSFORMER_NAME,
+    ) -> None:
         super().__init__(name)
         self.recommender, self.predictor, self.scorer = recommender, predictor, scorer
         self.decision_log = decision_log
         self.deadline_s = deadline_ms / 1e3
         self.naive: Any = None  # inference.naive.NaiveItemFeatures in the benchmark's naive mode
-        self.policy_reloader: PolicyReloader | None = None  # the mounted policy ConfigMap, when given
+        self.policy_reloader: PolicyReloader | None = (
+            None  # the mounted policy ConfigMap, when given
+        )
         self.policy_poll_s = 5.0
         self.request_deadline_s = 0.0  # server-side budget of every call (``configure_overload``)
         self.deadline_reserve_s = 0.0  # kept back from every deadline for writing the answer out
@@ -141,8 +172,14 @@ class CheckoutTransformer(Model):
         self._cheap_inflight = 0
         self.ready = True
 
-    def configure_overload(self, overload: str, request_deadline_ms: float, max_inflight: int,
-                           max_queue_ms: float = 50.0, reserve_ms: float = 20.0) -> None:
+    def configure_overload(
+        self,
+        overload: str,
+        request_deadline_ms: float,
+        max_inflight: int,
+        max_queue_ms: float = 50.0,
+        reserve_ms: float = 20.0,
+    ) -> None:
         """Deadlines and shedding (module docstring): ``overload`` ``fallback`` | ``refuse`` | ``off``
         (no deadline, no admission: every call computed, as before), the server's budget of a call
         (ms, <= 0: the client's only), the calls in the stages at once, the longest wait for a slot
@@ -151,10 +188,16 @@ class CheckoutTransformer(Model):
             raise ValueError(f"overload must be fallback, refuse or off, got {overload!r}")
         self.overload, self.request_deadline_s = overload, request_deadline_ms / 1e3
         self.deadline_reserve_s = reserve_ms / 1e3
-        self.admission = Admission(max_inflight, max_wait_s=max_queue_ms / 1e3) if overload != "off" else None
+        self.admission = (
+            Admission(max_inflight, max_wait_s=max_queue_ms / 1e3) if overload != "off" else None
+        )
 
-    async def __call__(self, body: Any, headers: dict[str, str] | None = None,
-                       verb: InferenceVerb = InferenceVerb.PREDICT) -> Any:
+    async def __call__(
+        self,
+        body: Any,
+        headers: dict[str, str] | None = None,
+        verb: InferenceVerb = InferenceVerb.PREDICT,
+    ) -> Any:
         """kserve's preprocess -> predict -> postprocess under the call's deadline; the admission slot
         (or cheap-path place) is given back however the call ends."""
         if self.admission is None:
@@ -185,17 +228,26 @@ class CheckoutTransformer(Model):
             call.admitted_at = time.perf_counter()
             return None
         now = time.perf_counter()
-        if (self.overload == "fallback" and now + self.cheap.budget_s() + lag < call.deadline
-                and self._cheap_inflight < CHEAP_PER_SLOT * adm.limit):
+        if (
+            self.overload == "fallback"
+            and now + self.cheap.budget_s() + lag < call.deadline
+            and self._cheap_inflight < CHEAP_PER_SLOT * adm.limit
+        ):
             self._cheap_inflight += 1
             call.cheap_since = now
             metrics.observe_shed("admission", "fallback")
             return "overload"
         metrics.observe_shed("admission", "refused")
         if now + lag >= call.deadline:
-            raise Shed(self.name, "the call's deadline had passed when it reached the request path; retry after a while")
-        raise Shed(self.name, f"over capacity: the call could not start within its deadline; retry after a while "
-                              f"({adm.inflight} in the stages, {adm.waiting} waiting)")
+            raise Shed(
+                self.name,
+                "the call's deadline had passed when it reached the request path; retry after a while",
+            )
+        raise Shed(
+            self.name,
+            f"over capacity: the call could not start within its deadline; retry after a while "
+            f"({adm.inflight} in the stages, {adm.waiting} waiting)",
+        )
 
     def _check_deadline(self, point: str, job: _Job) -> None:
         """``Shed`` (nothing more computed) when the client left or the deadline passed (or will have,
@@ -212,8 +264,12 @@ class CheckoutTransformer(Model):
                 p.pending.cancel()
         point = "disconnected" if gone else point
         metrics.observe_shed(point, "refused")
-        raise Shed(self.name, "the client left before the answer was computed" if gone
-                   else "the call's deadline passed before its answer was computed; retry after a while")
+        raise Shed(
+            self.name,
+            "the client left before the answer was computed"
+            if gone
+            else "the call's deadline passed before its answer was computed; retry after a while",
+        )
 
     def _hop_deadline_s(self) -> float:
         """The predictor hop's deadline, seconds: ``--deadline_ms``, or what is left of the call's if less."""
@@ -242,18 +298,26 @@ class CheckoutTransformer(Model):
         """Parse and prepare every request of the call."""
         if isinstance(payload, InferRequest):
             reqs = [codec.parse_v2(payload)]
-            job = _Job(v2=True, binary=bool(getattr(payload, "use_binary_outputs", False)), prepared=[])
+            job = _Job(
+                v2=True, binary=bool(getattr(payload, "use_binary_outputs", False)), prepared=[]
+            )
         else:
             reqs = codec.parse_v1(payload)
             job = _Job(v2=False, binary=False, prepared=[])
         if len({r.request_id for r in reqs if r.request_id}) < sum(1 for r in reqs if r.request_id):
             raise InvalidInput("request_id values must be distinct within one call")
         # ids resolved here, so every log line of the call carries the ids its answers carry
-        reqs = [r if r.request_id else r.model_copy(update={"request_id": r.resolved_request_id()}) for r in reqs]
+        reqs = [
+            r if r.request_id else r.model_copy(update={"request_id": r.resolved_request_id()})
+            for r in reqs
+        ]
         set_request_id(",".join(str(r.request_id) for r in reqs))
         degrade = await self._admit()
-        job.prepared = list(await asyncio.gather(*(self.recommender.prepare(r, defer_inventory=True, degrade=degrade)
-                                                  for r in reqs)))
+        job.prepared = list(
+            await asyncio.gather(
+                *(self.recommender.prepare(r, defer_inventory=True, degrade=degrade) for r in reqs)
+            )
+        )
         if self.naive is not None:  # benchmark baseline only: Feast reads of every candidate
             for p in job.prepared:
                 if p.matrix is not None:
@@ -262,8 +326,12 @@ class CheckoutTransformer(Model):
                     p.timings["rank_input"] = (time.perf_counter() - t0) * 1e3
         return job
 
-    async def predict(self, job: _Job, headers: dict[str, str] | None = None,
-                      response_headers: dict[str, str] | None = None) -> _Job:
+    async def predict(
+        self,
+        job: _Job,
+        headers: dict[str, str] | None = None,
+        response_headers: dict[str, str] | None = None,
+    ) -> _Job:
         """Score each prepared request (remote or in-process); failures become fallback reasons."""
         self._check_deadline("before_predict", job)
         results = await asyncio.gather(*(self._score(p) for p in job.prepared))
@@ -283,7 +351,9 @@ class CheckoutTransformer(Model):
         # settles, and filters ``prep.matrix``, before the call task has started
         call = asyncio.ensure_future(self._call(prep, prep.matrix))
         keep = await self.recommender.settle_inventory(prep)
-        if prep.fallback_reason is not None:  # inventory down or nothing left: the answer is the fallback
+        if (
+            prep.fallback_reason is not None
+        ):  # inventory down or nothing left: the answer is the fallback
             call.cancel()
             return None, None, 0.0
         scores, failure, wall_ms = await call
@@ -301,10 +371,15 @@ class CheckoutTransformer(Model):
         try:
             if self.scorer is not None:
                 scores = self.scorer(matrix)
-                prep.predictor_version = self.recommender.bundle.index_version  # this bundle's own model
+                prep.predictor_version = (
+                    self.recommender.bundle.index_version
+                )  # this bundle's own model
             elif self.predictor is not None:
                 scored = await self.predictor.score_versioned(matrix, self._hop_deadline_s())
-                scores, prep.predictor_version = (scored.p_click, scored.p_purchase), scored.bundle_version
+                scores, prep.predictor_version = (
+                    (scored.p_click, scored.p_purchase),
+                    scored.bundle_version,
+                )
             else:
                 failure = "predictor_error"
         except PredictorTimeout:
@@ -315,14 +390,22 @@ class CheckoutTransformer(Model):
         prep.cpu_ms["rank"] = (time.thread_time() - c0) * 1e3
         return scores, failure, (time.perf_counter() - t0) * 1e3
 
-    async def postprocess(self, job: _Job, headers: dict[str, str] | None = None,
-                          response_headers: dict[str, str] | None = None) -> Any:
+    async def postprocess(
+        self,
+        job: _Job,
+        headers: dict[str, str] | None = None,
+        response_headers: dict[str, str] | None = None,
+    ) -> Any:
         """Policy, metrics, decision log, encoding (none of it when the deadline passed: ``Shed``)."""
         self._check_deadline("before_decide", job)
         try:
-            decisions = [self.recommender.decide(p, s, f)
-                         for p, s, f in zip(job.prepared, job.scores, job.failures, strict=True)]
-        except TooFewInStock as exc:  # the six-item promise cannot be kept: refuse, never a short list
+            decisions = [
+                self.recommender.decide(p, s, f)
+                for p, s, f in zip(job.prepared, job.scores, job.failures, strict=True)
+            ]
+        except (
+            TooFewInStock
+        ) as exc:  # the six-item promise cannot be kept: refuse, never a short list
             raise Shed(self.name, str(exc)) from exc
         for d, rank_ms in zip(decisions, job.rank_ms, strict=True):
             self._account(d, rank_ms)
@@ -334,8 +417,15 @@ class CheckoutTransformer(Model):
         p = d.prepared
         timings = dict(p.timings, rank=rank_ms, total=(time.perf_counter() - p.started) * 1e3)
         g = self.recommender.gauges()
-        metrics.observe(timings, d.response.policy, d.response.fallback_reason, d.slate.exploration_cost,
-                        g.exploration_budget, g.new_seller_share, self.decision_log.dropped if self.decision_log else 0)
+        metrics.observe(
+            timings,
+            d.response.policy,
+            d.response.fallback_reason,
+            d.slate.exploration_cost,
+            g.exploration_budget,
+            g.new_seller_share,
+            self.decision_log.dropped if self.decision_log else 0,
+        )
         if self.decision_log is not None:
             p.timings.update(rank=rank_ms)
             self.decision_log.submit(decision_record(d))
@@ -356,104 +446,225 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--http_port", type=int, default=8080)
     p.add_argument("--grpc_port", type=int, default=8090)
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--predictor_url", default=None, help="predictor base URL (default http://127.0.0.1:8081, "
-                   "or http://<--predictor_host>)")
+    p.add_argument(
+        "--predictor_url",
+        default=None,
+        help="predictor base URL (default http://127.0.0.1:8081, or http://<--predictor_host>)",
+    )
     p.add_argument("--predictor_host", default=None, help="KServe's injected predictor host[:port]")
-    p.add_argument("--model_name", default=None, help=f"name to answer under (KServe: the InferenceService's; "
-                   f"default {DEFAULT_MODEL_NAME})")
-    p.add_argument("--workers", type=int, default=1, choices=[1],
-                   help="KServe's worker count: one process (one event loop) only")
-    p.add_argument("--deployment", default=None, choices=["local", "cluster"],
-                   help="'cluster' refuses to start without the settings a pod needs (ServingSettings.missing)")
+    p.add_argument(
+        "--model_name",
+        default=None,
+        help=f"name to answer under (KServe: the InferenceService's; default {DEFAULT_MODEL_NAME})",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        choices=[1],
+        help="KServe's worker count: one process (one event loop) only",
+    )
+    p.add_argument(
+        "--deployment",
+        default=None,
+        choices=["local", "cluster"],
+        help="'cluster' refuses to start without the settings a pod needs (ServingSettings.missing)",
+    )
     p.add_argument("--predictor_grpc", default="127.0.0.1:8091")
-    p.add_argument("--ranker_protocol", default="rest-binary", choices=["rest-json", "rest-binary", "grpc"],
-                   help="the hop to the predictor: v2 binary tensors over REST (its fast route, the cheapest), "
-                        "JSON tensors, or v2 gRPC")
+    p.add_argument(
+        "--ranker_protocol",
+        default="rest-binary",
+        choices=["rest-json", "rest-binary", "grpc"],
+        help="the hop to the predictor: v2 binary tensors over REST (its fast route, the cheapest), "
+        "JSON tensors, or v2 gRPC",
+    )
     p.add_argument("--scoring", default="remote", choices=["remote", "inprocess"])
     p.add_argument("--deadline_ms", type=float, default=40.0)
-    p.add_argument("--request_deadline_ms", type=float, default=1000.0,
-                   help="server-side deadline of every call, ms from its arrival; a client's X-Request-Deadline-Ms "
-                        "header (REST) or gRPC deadline tightens it; <= 0: the client's only")
-    p.add_argument("--overload", default="refuse", choices=["refuse", "fallback", "off"],
-                   help="a call that cannot start within its deadline: answered by the deterministic fallback "
-                        "(reason 'overload'), refused with 503 + Retry-After (gRPC UNAVAILABLE), or off: no "
-                        "deadline and no admission control (every call computed)")
-    p.add_argument("--max_inflight", type=int, default=4,
-                   help="calls in the request path's stages at once; the others wait while they can make their "
-                        "deadline")
-    p.add_argument("--max_queue_ms", type=float, default=50.0,
-                   help="longest wait for a place in the stages, ms; a call predicted to wait longer is shed at "
-                        "once (a longer queue adds latency, not throughput)")
-    p.add_argument("--deadline_reserve_ms", type=float, default=20.0,
-                   help="kept back from every call's deadline for what follows the server's work: writing the "
-                        "answer, the network, the wait before the server read the request, ms")
-    p.add_argument("--inventory", default=None, choices=["memory", "redis", "replica"],
-                   help="memory (this process), redis (one MGET per request), or replica: the whole unavailable "
-                        "set in memory, bootstrapped from Redis and tailed from the inventory stream; lookups "
-                        "never leave the process (serving/inventory_replica.py)")
-    p.add_argument("--inventory_max_lag_s", type=float, default=1.0,
-                   help="replica: not proven current for this long -> answers fall back with 'inventory_stale'")
-    p.add_argument("--inventory_in_play_s", type=float, default=900.0,
-                   help="replica, while stale: listings with an inventory event this recent are not shown")
-    p.add_argument("--inventory_group", default="inventory-appliers",
-                   help="replica: consumer group of the inventory consumer (its bootstrap position)")
-    p.add_argument("--redis_url", default=None, help="default: CHECKOUT_RECS_REDIS_URL, else the loopback Redis; "
-                   "the password comes from CHECKOUT_RECS_REDIS_PASSWORD only")
+    p.add_argument(
+        "--request_deadline_ms",
+        type=float,
+        default=1000.0,
+        help="server-side deadline of every call, ms from its arrival; a client's X-Request-Deadline-Ms "
+        "header (REST) or gRPC deadline tightens it; <= 0: the client's only",
+    )
+    p.add_argument(
+        "--overload",
+        default="refuse",
+        choices=["refuse", "fallback", "off"],
+        help="a call that cannot start within its deadline: answered by the deterministic fallback "
+        "(reason 'overload'), refused with 503 + Retry-After (gRPC UNAVAILABLE), or off: no "
+        "deadline and no admission control (every call computed)",
+    )
+    p.add_argument(
+        "--max_inflight",
+        type=int,
+        default=4,
+        help="calls in the request path's stages at once; the others wait while they can make their "
+        "deadline",
+    )
+    p.add_argument(
+        "--max_queue_ms",
+        type=float,
+        default=50.0,
+        help="longest wait for a place in the stages, ms; a call predicted to wait longer is shed at "
+        "once (a longer queue adds latency, not throughput)",
+    )
+    p.add_argument(
+        "--deadline_reserve_ms",
+        type=float,
+        default=20.0,
+        help="kept back from every call's deadline for what follows the server's work: writing the "
+        "answer, the network, the wait before the server read the request, ms",
+    )
+    p.add_argument(
+        "--inventory",
+        default=None,
+        choices=["memory", "redis", "replica"],
+        help="memory (this process), redis (one MGET per request), or replica: the whole unavailable "
+        "set in memory, bootstrapped from Redis and tailed from the inventory stream; lookups "
+        "never leave the process (serving/inventory_replica.py)",
+    )
+    p.add_argument(
+        "--inventory_max_lag_s",
+        type=float,
+        default=1.0,
+        help="replica: not proven current for this long -> answers fall back with 'inventory_stale'",
+    )
+    p.add_argument(
+        "--inventory_in_play_s",
+        type=float,
+        default=900.0,
+        help="replica, while stale: listings with an inventory event this recent are not shown",
+    )
+    p.add_argument(
+        "--inventory_group",
+        default="inventory-appliers",
+        help="replica: consumer group of the inventory consumer (its bootstrap position)",
+    )
+    p.add_argument(
+        "--redis_url",
+        default=None,
+        help="default: CHECKOUT_RECS_REDIS_URL, else the loopback Redis; "
+        "the password comes from CHECKOUT_RECS_REDIS_PASSWORD only",
+    )
     p.add_argument("--redis_prefix", default="checkout_recs")
     p.add_argument("--switches", default="redis", choices=["redis", "none"])
     p.add_argument("--kill_key", default="checkout_recs:kill_switch")
     p.add_argument("--drift_key", default="checkout_recs:drift_flag")
-    p.add_argument("--users", default=None, choices=["bundle", "table", "feast"],
-                   help="user features: Feast online store, the bundle's table, or --user_table")
-    p.add_argument("--feature_env", default=None, choices=["embedded", "production"],
-                   help="Feast environment of --users feast (feature_repo/environments)")
-    p.add_argument("--user_table", default=None, help="parquet of user features (contract.USER_FEATURES)")
+    p.add_argument(
+        "--users",
+        default=None,
+        choices=["bundle", "table", "feast"],
+        help="user features: Feast online store, the bundle's table, or --user_table",
+    )
+    p.add_argument(
+        "--feature_env",
+        default=None,
+        choices=["embedded", "production"],
+        help="Feast environment of --users feast (feature_repo/environments)",
+    )
+    p.add_argument(
+        "--user_table", default=None, help="parquet of user features (contract.USER_FEATURES)"
+    )
     p.add_argument("--candidates", default="auto", choices=["auto", "builtin"])
     p.add_argument("--feast_features", default=None)
-    p.add_argument("--feast_work_dir", default=None, help="writable Feast work folder (default artifacts/feast)")
+    p.add_argument(
+        "--feast_work_dir",
+        default=None,
+        help="writable Feast work folder (default artifacts/feast)",
+    )
     p.add_argument("--feast_timeout_ms", type=float, default=50.0)
-    p.add_argument("--feast_project", default=None, help="Feast project (default: the feature repo's)")
-    p.add_argument("--policy_config", type=Path, default=None, help="JSON file of PolicyConfig (read once)")
-    p.add_argument("--policy_dir", type=Path, default=None,
-                   help="mounted policy ConfigMap (policy.json, kill_switch), re-read on change; wins over "
-                        "--policy_config")
-    p.add_argument("--policy_poll_s", type=float, default=None, help="seconds between checks of --policy_dir")
+    p.add_argument(
+        "--feast_project", default=None, help="Feast project (default: the feature repo's)"
+    )
+    p.add_argument(
+        "--policy_config", type=Path, default=None, help="JSON file of PolicyConfig (read once)"
+    )
+    p.add_argument(
+        "--policy_dir",
+        type=Path,
+        default=None,
+        help="mounted policy ConfigMap (policy.json, kill_switch), re-read on change; wins over "
+        "--policy_config",
+    )
+    p.add_argument(
+        "--policy_poll_s", type=float, default=None, help="seconds between checks of --policy_dir"
+    )
     p.add_argument("--decision_log", default=None, help="artifact store root for the decision log")
-    p.add_argument("--naive", action="store_true", help="benchmark baseline: candidate features from Feast")
+    p.add_argument(
+        "--naive", action="store_true", help="benchmark baseline: candidate features from Feast"
+    )
     p.add_argument("--decision_log_rotate_s", type=float, default=30.0)
-    p.add_argument("--ledger_renewal", default=None, choices=["background", "inline"],
-                   help="shared exploration ledger: lease renewed by a background thread (the request path "
-                        "never waits on Redis) or inline in the policy stage (the earlier way; benchmarks); "
-                        "sets the policy config's exploration.ledger.renewal (default: the --policy_config "
-                        "file's value if it sets one, else background)")
-    p.add_argument("--decision_log_spill_dir", default=None,
-                   help="local folder for decision parts the store could not take (default: a temporary "
-                        "folder); parts left there by an earlier process are published at start")
-    p.add_argument("--decision_log_max_memory_rows", type=int, default=50_000,
-                   help="decision rows kept in memory while the store fails before parts spill to disk")
+    p.add_argument(
+        "--ledger_renewal",
+        default=None,
+        choices=["background", "inline"],
+        help="shared exploration ledger: lease renewed by a background thread (the request path "
+        "never waits on Redis) or inline in the policy stage (the earlier way; benchmarks); "
+        "sets the policy config's exploration.ledger.renewal (default: the --policy_config "
+        "file's value if it sets one, else background)",
+    )
+    p.add_argument(
+        "--decision_log_spill_dir",
+        default=None,
+        help="local folder for decision parts the store could not take (default: a temporary "
+        "folder); parts left there by an earlier process are published at start",
+    )
+    p.add_argument(
+        "--decision_log_max_memory_rows",
+        type=int,
+        default=50_000,
+        help="decision rows kept in memory while the store fails before parts spill to disk",
+    )
     p.add_argument("--max_body_bytes", type=int, default=64 * 1024)
-    p.add_argument("--no_fast_route", action="store_true",
-                   help="serve v1 predict through kserve's FastAPI route too (A/B of inference.fast_route)")
+    p.add_argument(
+        "--no_fast_route",
+        action="store_true",
+        help="serve v1 predict through kserve's FastAPI route too (A/B of inference.fast_route)",
+    )
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--huge_pages", default="collapse", choices=["collapse", "off"],
-                   help="after loading, back large memory with 2 MiB pages (inference.huge_pages): fewer TLB "
-                        "misses on the scattered reads of the request path")
-    p.add_argument("--max_snapshot_age_h", type=float, default=0.0,
-                   help="staleness SLA of the listing snapshot, hours, checked at the checkout's time "
-                        "(stale: fallback 'stale_features'); 0 = not checked. Production sets 48 (features.sla).")
+    p.add_argument(
+        "--huge_pages",
+        default="collapse",
+        choices=["collapse", "off"],
+        help="after loading, back large memory with 2 MiB pages (inference.huge_pages): fewer TLB "
+        "misses on the scattered reads of the request path",
+    )
+    p.add_argument(
+        "--max_snapshot_age_h",
+        type=float,
+        default=0.0,
+        help="staleness SLA of the listing snapshot, hours, checked at the checkout's time "
+        "(stale: fallback 'stale_features'); 0 = not checked. Production sets 48 (features.sla).",
+    )
     add_log_format_argument(p)
     return p
 
 
-def resolve_settings(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> ServingSettings:
+def resolve_settings(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> ServingSettings:
     """``ServingSettings`` from the flags and the environment (``os.environ`` by default). The
     resolved values are written back into ``args`` so every stage reads the one answer
     (``args.redis_url`` then carries the password, in this process only). ``ValueError`` when a
     value is invalid or a secret comes as a flag."""
     s = ServingSettings.from_sources(vars(args), os.environ if environ is None else environ)
-    for name in ("model_name", "users", "user_table", "feature_env", "feast_features", "feast_work_dir",
-                 "feast_project", "inventory", "decision_log", "policy_dir", "policy_config", "policy_poll_s",
-                 "predictor_url", "deployment"):
+    for name in (
+        "model_name",
+        "users",
+        "user_table",
+        "feature_env",
+        "feast_features",
+        "feast_work_dir",
+        "feast_project",
+        "inventory",
+        "decision_log",
+        "policy_dir",
+        "policy_config",
+        "policy_poll_s",
+        "predictor_url",
+        "deployment",
+    ):
         setattr(args, name, getattr(s, name))
     args.redis_url = s.redis_dsn()
     return s
@@ -471,83 +682,122 @@ def serving_policy(cfg: PolicyConfig, args: argparse.Namespace) -> PolicyConfig:
     led = cfg.exploration.ledger
     if args.inventory in ("redis", "replica") and led.url is None:
         led.url = args.redis_url
-        led.prefix = led.prefix if "prefix" in led.model_fields_set else f"{args.redis_prefix}:explore"
+        led.prefix = (
+            led.prefix if "prefix" in led.model_fields_set else f"{args.redis_prefix}:explore"
+        )
     if args.ledger_renewal or "renewal" not in led.model_fields_set:
-        led.renewal = args.ledger_renewal or "background"  # serving: the request path never waits on Redis
+        led.renewal = (
+            args.ledger_renewal or "background"
+        )  # serving: the request path never waits on Redis
     return cfg
 
 
 def build_transformer(args: argparse.Namespace) -> CheckoutTransformer:
     """Load the bundle and wire the stores, the predictor client and the decision log."""
-    from checkout_recs.serving.bundle import ServingBundle
-    from checkout_recs.serving.bundle_layout import BundleLayout
-    from checkout_recs.serving.inventory import open_inventory
-    from checkout_recs.serving.recommender import TableUserFeatures
-    from checkout_recs.serving.switches import Switches
 
     settings = resolve_settings(args)
     bundle = ServingBundle.load(args.bundle, candidates=args.candidates)
     source = PolicyDir(settings.policy_dir) if settings.policy_dir else None
     first = source.read() if source is not None else None
     if first is not None:
-        cfg = first.config or PolicyConfig()  # a bad file at start: the code's defaults (and valid=0)
+        cfg = (
+            first.config or PolicyConfig()
+        )  # a bad file at start: the code's defaults (and valid=0)
     else:
         cfg = parse_policy(args.policy_config.read_text()) if args.policy_config else PolicyConfig()
     cfg = serving_policy(cfg, args)
     if args.users == "feast":
-        from inference.user_features import open_feast_users
+        pass
 
-        registry = settings.feast_registry_url.get_secret_value() if settings.feast_registry_url else None
-        users: Any = open_feast_users(args.feast_features or str(BundleLayout(args.bundle).features_dir), args.feast_work_dir,
-                                      env=settings.feature_env, timeout_s=args.feast_timeout_ms / 1e3,
-                                      project=args.feast_project, redis_url=args.redis_url, registry_url=registry)
+        registry = (
+            settings.feast_registry_url.get_secret_value() if settings.feast_registry_url else None
+        )
+        users: Any = open_feast_users(
+            args.feast_features or str(BundleLayout(args.bundle).features_dir),
+            args.feast_work_dir,
+            env=settings.feature_env,
+            timeout_s=args.feast_timeout_ms / 1e3,
+            project=args.feast_project,
+            redis_url=args.redis_url,
+            registry_url=registry,
+        )
     elif args.users == "table" or args.user_table:
-        import pandas as pd
+        pass
 
         users = TableUserFeatures(pd.read_parquet(args.user_table))
     else:
         users = TableUserFeatures(bundle.users)
-    switches = Switches(args.redis_url if args.switches == "redis" else None, ttl_s=cfg.switch_cache_ttl_s,
-                        kill_key=args.kill_key, drift_key=args.drift_key)
+    switches = Switches(
+        args.redis_url if args.switches == "redis" else None,
+        ttl_s=cfg.switch_cache_ttl_s,
+        kill_key=args.kill_key,
+        drift_key=args.drift_key,
+    )
     if args.inventory == "replica":
-        from checkout_recs.serving.inventory_replica import ReplicaInventoryStore
+        pass
 
-        inventory: Any = ReplicaInventoryStore(args.redis_url, prefix=args.redis_prefix, group=args.inventory_group,
-                                               max_lag_s=args.inventory_max_lag_s,
-                                               in_play_s=args.inventory_in_play_s).start()
+        inventory: Any = ReplicaInventoryStore(
+            args.redis_url,
+            prefix=args.redis_prefix,
+            group=args.inventory_group,
+            max_lag_s=args.inventory_max_lag_s,
+            in_play_s=args.inventory_in_play_s,
+        ).start()
         metrics.watch_inventory_replica(inventory)
     else:
         inventory = open_inventory(args.inventory, args.redis_url, prefix=args.redis_prefix)
     max_age = dt.timedelta(hours=args.max_snapshot_age_h) if args.max_snapshot_age_h > 0 else None
-    rec = Recommender(bundle, users, inventory, cfg, switches, seed=args.seed, max_snapshot_age=max_age)
+    rec = Recommender(
+        bundle, users, inventory, cfg, switches, seed=args.seed, max_snapshot_age=max_age
+    )
     scorer, client = None, None
     if args.scoring == "inprocess":
-        import torch
+        import torch  # lazy: torch is optional on the serving path (the transformer and numpy predictor run without it)
 
-        from checkout_recs.models.ranker import RankerModel
+        from checkout_recs.models.ranker import (
+            RankerModel,
+        )  # lazy: keeps torch out of this module's import
 
         torch.set_num_threads(1)
         scorer = RankerModel.load(bundle.model_dir).predict if bundle.model_dir else None
     else:
-        client = PredictorClient(args.predictor_url, args.predictor_grpc, protocol=args.ranker_protocol)
+        client = PredictorClient(
+            args.predictor_url, args.predictor_grpc, protocol=args.ranker_protocol
+        )
     log = None
     if args.decision_log:
-        from checkout_recs.storage import open_store
+        pass
 
-        log = DecisionLog(open_store(args.decision_log), rotate_s=args.decision_log_rotate_s,
-                          spill_dir=args.decision_log_spill_dir, max_memory_rows=args.decision_log_max_memory_rows,
-                          on_stats=metrics.observe_decision_log)
-    t = CheckoutTransformer(rec, client, scorer, log, deadline_ms=args.deadline_ms or cfg.predictor_deadline_ms,
-                            name=settings.model_name)
-    t.configure_overload(args.overload, args.request_deadline_ms, args.max_inflight, args.max_queue_ms,
-                         args.deadline_reserve_ms)
+        log = DecisionLog(
+            open_store(args.decision_log),
+            rotate_s=args.decision_log_rotate_s,
+            spill_dir=args.decision_log_spill_dir,
+            max_memory_rows=args.decision_log_max_memory_rows,
+            on_stats=metrics.observe_decision_log,
+        )
+    t = CheckoutTransformer(
+        rec,
+        client,
+        scorer,
+        log,
+        deadline_ms=args.deadline_ms or cfg.predictor_deadline_ms,
+        name=settings.model_name,
+    )
+    t.configure_overload(
+        args.overload,
+        args.request_deadline_ms,
+        args.max_inflight,
+        args.max_queue_ms,
+        args.deadline_reserve_ms,
+    )
     if source is not None and first is not None:
-        t.policy_reloader = PolicyReloader(source, rec, prepare=lambda c: serving_policy(c, args),
-                                           on_status=observe_status)
+        t.policy_reloader = PolicyReloader(
+            source, rec, prepare=lambda c: serving_policy(c, args), on_status=observe_status
+        )
         t.policy_reloader.apply(first)
         t.policy_poll_s = settings.policy_poll_s
     if args.naive:
-        from inference.naive import NaiveItemFeatures
+        pass
 
         t.naive = NaiveItemFeatures(users.adapter, bundle)
     else:
@@ -557,9 +807,10 @@ def build_transformer(args: argparse.Namespace) -> CheckoutTransformer:
 
 def main(argv: list[str] | None = None) -> None:
     """Start the transformer server."""
-    from inference.server import LoopbackModelServer
 
-    args = build_parser().parse_args(argv)  # strict: a flag the manifests give that nothing reads is an error
+    args = build_parser().parse_args(
+        argv
+    )  # strict: a flag the manifests give that nothing reads is an error
     configure_logging(args.log_format)
     try:
         missing = resolve_settings(args).missing()
@@ -570,12 +821,17 @@ def main(argv: list[str] | None = None) -> None:
     model = build_transformer(args)
     set_bundle_version(model.recommender.bundle.index_version)
     if args.huge_pages == "collapse":
-        from inference.huge_pages import collapse_large_mappings
+        pass
 
         log.info("huge pages: %s", collapse_large_mappings())
-    server = LoopbackModelServer(host=args.host, http_port=args.http_port, grpc_port=args.grpc_port,
-                                 max_body_bytes=args.max_body_bytes, enable_latency_logging=False,
-                                 fast_route=not args.no_fast_route)
+    server = LoopbackModelServer(
+        host=args.host,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        max_body_bytes=args.max_body_bytes,
+        enable_latency_logging=False,
+        fast_route=not args.no_fast_route,
+    )
     _gate_server_readiness(server, model)
     server.start([model])
 

@@ -20,6 +20,8 @@ the rows equal the SDK's ``get_online_features`` answer.
 from __future__ import annotations
 
 import asyncio
+import sys
+from pathlib import Path
 from typing import Any
 
 USER_VIEW = "user"
@@ -36,8 +38,12 @@ class FeastUserFeatures:
     """
 
     def __init__(self, adapter: Any, timeout_s: float = 0.05) -> None:
-        from feast.infra.online_stores.online_store import OnlineStore
-        from feast.infra.online_stores.sqlite import SqliteOnlineStore
+        from feast.infra.online_stores.online_store import (
+            OnlineStore,  # lazy: feast costs seconds to import (and imports torch); only the feature-store paths need it
+        )
+        from feast.infra.online_stores.sqlite import (
+            SqliteOnlineStore,  # lazy: feast costs seconds to import (and imports torch); only the feature-store paths need it
+        )
 
         self.adapter = adapter
         self.timeout_s = timeout_s
@@ -54,13 +60,21 @@ class FeastUserFeatures:
             self.mode = "thread"
 
     def _key(self, user_id: int) -> Any:
-        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-        from feast.protos.feast.types.Value_pb2 import Value
+        from feast.protos.feast.types.EntityKey_pb2 import (
+            EntityKey,  # lazy: feast costs seconds to import (and imports torch); only the feature-store paths need it
+        )
+        from feast.protos.feast.types.Value_pb2 import (
+            Value,  # lazy: feast costs seconds to import (and imports torch); only the feature-store paths need it
+        )
 
         return EntityKey(join_keys=[USER_KEY], entity_values=[Value(int64_val=int(user_id))])
 
-    def _row(self, user_id: int, read: list[tuple[Any, dict[str, Any] | None]]) -> dict[str, Any] | None:
-        from feast.type_map import feast_value_type_to_python_type
+    def _row(
+        self, user_id: int, read: list[tuple[Any, dict[str, Any] | None]]
+    ) -> dict[str, Any] | None:
+        from feast.type_map import (
+            feast_value_type_to_python_type,  # lazy: feast costs seconds to import (and imports torch); only the feature-store paths need it
+        )
 
         values = read[0][1] if read else None
         if not values:
@@ -75,8 +89,12 @@ class FeastUserFeatures:
     def read_sync(self, user_id: int) -> dict[str, Any] | None:
         """One user's features by a blocking online read (start-up warm-up, tests)."""
         # a fresh list per read: Feast's Redis store appends its timestamp field to the one it is given
-        return self._row(user_id, self._online.online_read(self._config, self._view, [self._key(user_id)],
-                                                           list(self._names)))
+        return self._row(
+            user_id,
+            self._online.online_read(
+                self._config, self._view, [self._key(user_id)], list(self._names)
+            ),
+        )
 
     async def get(self, user_id: int) -> dict[str, Any] | None:
         """One user's features (``contract.USER_FEATURES`` names), None when Feast has no row.
@@ -87,10 +105,15 @@ class FeastUserFeatures:
             return self.read_sync(user_id)
         if self.mode == "async":
             read = await asyncio.wait_for(
-                self._online.online_read_async(self._config, self._view, [self._key(user_id)], list(self._names)),
-                timeout=self.timeout_s)
+                self._online.online_read_async(
+                    self._config, self._view, [self._key(user_id)], list(self._names)
+                ),
+                timeout=self.timeout_s,
+            )
             return self._row(user_id, read)
-        return await asyncio.wait_for(asyncio.to_thread(self.read_sync, user_id), timeout=self.timeout_s)
+        return await asyncio.wait_for(
+            asyncio.to_thread(self.read_sync, user_id), timeout=self.timeout_s
+        )
 
 
 def _import_feast_without_torch() -> None:
@@ -102,7 +125,6 @@ def _import_feast_without_torch() -> None:
     a later ``import torch`` (in-process scoring) works as usual, and only Feast's ``to_tensor``
     stays unavailable in this process.
     """
-    import sys
 
     if "torch" in sys.modules or "feast" in sys.modules:
         return
@@ -113,21 +135,28 @@ def _import_feast_without_torch() -> None:
         del sys.modules["torch"]
 
 
-def open_feast_users(features_uri: str, work_dir: str, env: str = "embedded", timeout_s: float = 0.05,
-                     project: str | None = None, redis_url: str | None = None,
-                     registry_url: str | None = None) -> FeastUserFeatures:
+def open_feast_users(
+    features_uri: str,
+    work_dir: str,
+    env: str = "embedded",
+    timeout_s: float = 0.05,
+    project: str | None = None,
+    redis_url: str | None = None,
+    registry_url: str | None = None,
+) -> FeastUserFeatures:
     """A Feast-backed user source (imports Feast; call at server start only).
 
     ``env`` names ``feature_repo/environments/<env>.yaml``; ``redis_url`` (password included) and
     ``registry_url`` are the production store's (None: ``feature_repo.store``'s environment defaults).
     """
-    from pathlib import Path
 
     _import_feast_without_torch()
-    from feature_repo.store import open_store
+    from feature_repo.store import open_store  # lazy: keeps feast out of this module's import
 
     kwargs: dict[str, Any] = {"project": project} if project else {}
-    kwargs.update({k: v for k, v in (("redis_url", redis_url), ("registry_url", registry_url)) if v})
+    kwargs.update(
+        {k: v for k, v in (("redis_url", redis_url), ("registry_url", registry_url)) if v}
+    )
     adapter = open_store(env, features_uri, Path(work_dir), **kwargs)
     users = FeastUserFeatures(adapter, timeout_s=timeout_s)
     # Feast opens its connection and the view's table lazily; pay that here, at start-up, so the

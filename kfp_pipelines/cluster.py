@@ -41,8 +41,10 @@ SECRET_ENV_OPTIONAL: dict[str, str] = {
     "aws-secret-access-key": "AWS_SECRET_ACCESS_KEY",
 }
 #: Labels of every task pod, so NetworkPolicies can select pipeline pods (e.g. to reach Redis).
-POD_LABELS: dict[str, str] = {"app.kubernetes.io/part-of": "checkout-recs",
-                              "app.kubernetes.io/component": "pipeline"}
+POD_LABELS: dict[str, str] = {
+    "app.kubernetes.io/part-of": "checkout-recs",
+    "app.kubernetes.io/component": "pipeline",
+}
 
 
 def with_cluster_env(task: dsl.PipelineTask) -> dsl.PipelineTask:

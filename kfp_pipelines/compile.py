@@ -10,7 +10,7 @@ from kfp_pipelines.registry import PIPELINES, get
 
 def compile_pipeline(name: str, out_path: Path | None = None) -> Path:
     """Compile pipeline ``name`` to ``out_path`` (default ``compiled/<name>.yaml``); returns the path."""
-    from kfp import compiler
+    from kfp import compiler  # lazy: kfp costs ~1 s and only pipeline compile/run/submit need it
 
     entry = get(name)
     out_path = Path(out_path or entry.compiled_path)
@@ -21,7 +21,10 @@ def compile_pipeline(name: str, out_path: Path | None = None) -> Path:
 
 def compile_all(out_dir: Path | None = None) -> list[Path]:
     """Compile every pipeline; returns the written paths."""
-    return [compile_pipeline(n, (Path(out_dir) / f"{n}.yaml") if out_dir else None) for n in sorted(PIPELINES)]
+    return [
+        compile_pipeline(n, (Path(out_dir) / f"{n}.yaml") if out_dir else None)
+        for n in sorted(PIPELINES)
+    ]
 
 
 def stale(name: str) -> str | None:

@@ -25,20 +25,30 @@ from kfp_pipelines.registry import get
 def local_defaults(name: str, out_dir: Path) -> dict[str, Any]:
     """Arguments that keep a local run inside ``out_dir`` (artifact store, MLflow, Feast)."""
     artifacts = (Path(out_dir) / "artifacts").resolve()
-    if name == "training":  # pandas PIT join: same rows as Feast's retrieval, minutes faster on 2 cores
-        return {"artifact_root": str(artifacts), "mlflow_tracking_uri": f"sqlite:///{artifacts}/mlflow.db",
-                "feast_work_dir": str(artifacts / "feast"), "training_join": "pandas",
-                # local runs replay past (or simulated) logs: judge feature SLAs at the data's end
-                "feature_freshness_at": "data"}
+    if (
+        name == "training"
+    ):  # pandas PIT join: same rows as Feast's retrieval, minutes faster on 2 cores
+        return {
+            "artifact_root": str(artifacts),
+            "mlflow_tracking_uri": f"sqlite:///{artifacts}/mlflow.db",
+            "feast_work_dir": str(artifacts / "feast"),
+            "training_join": "pandas",
+            # local runs replay past (or simulated) logs: judge feature SLAs at the data's end
+            "feature_freshness_at": "data",
+        }
     return {"artifact_root": str(artifacts)}
 
 
 def _mlflow_artifacts_under(tracking_uri: str, folder: Path) -> None:
     """Create the training experiment with its artifact location in ``folder``: with a SQLite
     tracking URI MLflow would otherwise put run artifacts in ``./mlruns`` of the working directory."""
-    from mlflow import MlflowClient
+    from mlflow import (
+        MlflowClient,  # lazy: mlflow costs seconds to import and only the tracking calls need it
+    )
 
-    from checkout_recs.models.train import TrainConfig
+    from checkout_recs.models.train import (
+        TrainConfig,
+    )  # lazy: keeps scipy, torch out of this module's import
 
     client = MlflowClient(tracking_uri=tracking_uri)
     name = TrainConfig().experiment
@@ -64,21 +74,32 @@ def run_local(name: str, out_dir: Path, arguments: dict[str, Any] | None = None)
         ``{"pipeline", "arguments", "output", "seconds", "pipeline_root"}``. A failing task
         raises ``RuntimeError`` (kfp.local's ``raise_on_error``) after its logs were printed.
     """
-    from kfp import local
+    from kfp import local  # lazy: kfp costs ~1 s and only pipeline compile/run/submit need it
 
     out_dir = Path(out_dir).resolve()
     (out_dir / "artifacts").mkdir(parents=True, exist_ok=True)
     args = {**local_defaults(name, out_dir), **(arguments or {})}
     if str(args.get("mlflow_tracking_uri", "")).startswith("sqlite:"):
         _mlflow_artifacts_under(args["mlflow_tracking_uri"], out_dir / "artifacts" / "mlruns")
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(out_dir / "pipeline_root"),
-               workspace_root=str(out_dir / "workspace"), raise_on_error=True)
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(out_dir / "pipeline_root"),
+        workspace_root=str(out_dir / "workspace"),
+        raise_on_error=True,
+    )
     t0 = time.perf_counter()
     with warnings.catch_warnings():  # our image is not named *python*: kfp.local warns, harmlessly
-        warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
+        warnings.filterwarnings(
+            "ignore", message=".*non-Python base image.*", category=RuntimeWarning
+        )
         task = get(name).load()(**args)
     outputs = getattr(task, "outputs", {}) or {}
-    summary = {"pipeline": name, "arguments": args, "output": outputs.get("Output"),
-               "seconds": round(time.perf_counter() - t0, 1), "pipeline_root": str(out_dir / "pipeline_root")}
+    summary = {
+        "pipeline": name,
+        "arguments": args,
+        "output": outputs.get("Output"),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "pipeline_root": str(out_dir / "pipeline_root"),
+    }
     (out_dir / "run.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary

@@ -37,9 +37,13 @@ def params_model(name: str) -> type[BaseModel]:
     int → float)."""
     func = get(name).load().pipeline_func
     fields: dict[str, Any] = {
-        p.name: (p.annotation, p.default) for p in inspect.signature(func).parameters.values()}
-    return create_model(f"{name.title().replace('_', '')}Params",
-                        __config__=ConfigDict(extra="forbid", strict=True), **fields)
+        p.name: (p.annotation, p.default) for p in inspect.signature(func).parameters.values()
+    }
+    return create_model(
+        f"{name.title().replace('_', '')}Params",
+        __config__=ConfigDict(extra="forbid", strict=True),
+        **fields,
+    )
 
 
 def _describe(err: ErrorDetails, section: str, known: list[str]) -> str:
@@ -50,7 +54,9 @@ def _describe(err: ErrorDetails, section: str, known: list[str]) -> str:
     return f"{where}: {err['msg']} (got {err['input']!r})"
 
 
-def validate_params(name: str, values: dict[str, Any], origin: str = "parameters") -> dict[str, Any]:
+def validate_params(
+    name: str, values: dict[str, Any], origin: str = "parameters"
+) -> dict[str, Any]:
     """Check ``values`` against pipeline ``name``'s parameters; returns them (ints given for
     floats become floats). ``ParamsError`` lists every problem, prefixed with ``origin``."""
     model = params_model(name)
@@ -75,7 +81,9 @@ def read_params_file(path: Path) -> dict[str, dict[str, Any]]:
         raise ParamsError(f"{path}: expected a mapping of pipeline name -> parameters")
     unknown = sorted(set(doc) - set(PIPELINES))
     if unknown:
-        raise ParamsError(f"{path}: unknown pipeline section(s) {unknown}; known: {', '.join(sorted(PIPELINES))}")
+        raise ParamsError(
+            f"{path}: unknown pipeline section(s) {unknown}; known: {', '.join(sorted(PIPELINES))}"
+        )
     out: dict[str, dict[str, Any]] = {}
     for name, section in doc.items():
         if not isinstance(section, dict):
@@ -89,11 +97,15 @@ def load_params(path: Path, name: str) -> dict[str, Any]:
     ``ParamsError`` when the file has no section for ``name``."""
     sections = read_params_file(path)
     if name not in sections:
-        raise ParamsError(f"{path}: no {name!r} section (sections: {', '.join(sorted(sections)) or 'none'})")
+        raise ParamsError(
+            f"{path}: no {name!r} section (sections: {', '.join(sorted(sections)) or 'none'})"
+        )
     return sections[name]
 
 
-def resolve_params(name: str, params_file: Path | None, overrides: dict[str, Any]) -> dict[str, Any]:
+def resolve_params(
+    name: str, params_file: Path | None, overrides: dict[str, Any]
+) -> dict[str, Any]:
     """The file's section for ``name`` (when a file is given) overridden by ``overrides``.
 
     With a file, the merged result is validated too, so an override of the wrong type or an

@@ -31,12 +31,24 @@ class PipelineEntry:
 
 
 PIPELINES: dict[str, PipelineEntry] = {
-    "training": PipelineEntry("training", "kfp_pipelines.training:training_pipeline", "0 0 3 * * 1",
-                              "logs → labels → features → train → index → evaluate → gate → canary (weekly)"),
-    "index_refresh": PipelineEntry("index_refresh", "kfp_pipelines.index_refresh:index_refresh_pipeline",
-                                   "0 5 * * * *", "new listings embedded and added, sold removed (hourly)"),
-    "monitoring": PipelineEntry("monitoring", "kfp_pipelines.monitoring:monitoring_pipeline", "0 0 6 * * *",
-                                "drift report on features → drift flag (daily)"),
+    "training": PipelineEntry(
+        "training",
+        "kfp_pipelines.training:training_pipeline",
+        "0 0 3 * * 1",
+        "logs → labels → features → train → index → evaluate → gate → canary (weekly)",
+    ),
+    "index_refresh": PipelineEntry(
+        "index_refresh",
+        "kfp_pipelines.index_refresh:index_refresh_pipeline",
+        "0 5 * * * *",
+        "new listings embedded and added, sold removed (hourly)",
+    ),
+    "monitoring": PipelineEntry(
+        "monitoring",
+        "kfp_pipelines.monitoring:monitoring_pipeline",
+        "0 0 6 * * *",
+        "drift report on features → drift flag (daily)",
+    ),
 }
 
 
@@ -45,4 +57,6 @@ def get(name: str) -> PipelineEntry:
     try:
         return PIPELINES[name]
     except KeyError:
-        raise KeyError(f"unknown pipeline {name!r}; known: {', '.join(sorted(PIPELINES))}") from None
+        raise KeyError(
+            f"unknown pipeline {name!r}; known: {', '.join(sorted(PIPELINES))}"
+        ) from None

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from kfp_pipelines.compile import stale
 from kfp_pipelines.registry import get
 
 
@@ -24,9 +25,17 @@ class SubmitResult(BaseModel):
     schedule: str | None = None
 
 
-def submit(name: str, host: str, params: dict[str, Any] | None = None, schedule: str | None = None,
-           experiment: str = "checkout-recs", namespace: str | None = None, token: str | None = None,
-           service_account: str | None = "checkout-recs-pipeline", check_stale: bool = True) -> SubmitResult:
+def submit(
+    name: str,
+    host: str,
+    params: dict[str, Any] | None = None,
+    schedule: str | None = None,
+    experiment: str = "checkout-recs",
+    namespace: str | None = None,
+    token: str | None = None,
+    service_account: str | None = "checkout-recs-pipeline",
+    check_stale: bool = True,
+) -> SubmitResult:
     """Create a run (``schedule`` None) or a recurring run of pipeline ``name`` on ``host``.
 
     Parameters
@@ -43,9 +52,7 @@ def submit(name: str, host: str, params: dict[str, Any] | None = None, schedule:
     SubmitResult
         Ids of what was created. Connection or API errors propagate from ``kfp.Client``.
     """
-    from kfp import Client
-
-    from kfp_pipelines.compile import stale
+    from kfp import Client  # lazy: kfp costs ~1 s and only pipeline compile/run/submit need it
 
     entry = get(name)
     if check_stale and (problem := stale(name)):
@@ -57,12 +64,28 @@ def submit(name: str, host: str, params: dict[str, Any] | None = None, schedule:
     exp = client.create_experiment(experiment, namespace=namespace)
     if schedule:
         rr = client.create_recurring_run(
-            exp.experiment_id, job_name=f"checkout-recs-{entry.name}", description=entry.description,
-            cron_expression=schedule, params=params or {}, pipeline_package_path=package,
-            max_concurrency=1, no_catchup=True, service_account=service_account)
-        return SubmitResult(pipeline=name, kind="recurring_run", id=rr.recurring_run_id,
-                            experiment_id=exp.experiment_id, schedule=schedule)
-    run = client.run_pipeline(experiment_id=exp.experiment_id, job_name=f"checkout-recs-{entry.name}",
-                              pipeline_package_path=package, params=params or {},
-                              service_account=service_account)
+            exp.experiment_id,
+            job_name=f"checkout-recs-{entry.name}",
+            description=entry.description,
+            cron_expression=schedule,
+            params=params or {},
+            pipeline_package_path=package,
+            max_concurrency=1,
+            no_catchup=True,
+            service_account=service_account,
+        )
+        return SubmitResult(
+            pipeline=name,
+            kind="recurring_run",
+            id=rr.recurring_run_id,
+            experiment_id=exp.experiment_id,
+            schedule=schedule,
+        )
+    run = client.run_pipeline(
+        experiment_id=exp.experiment_id,
+        job_name=f"checkout-recs-{entry.name}",
+        pipeline_package_path=package,
+        params=params or {},
+        service_account=service_account,
+    )
     return SubmitResult(pipeline=name, kind="run", id=run.run_id, experiment_id=exp.experiment_id)

@@ -26,8 +26,10 @@ def _resources(task: dsl.PipelineTask, cpu: str, memory: str, retries: int = 1) 
     return task
 
 
-@dsl.pipeline(name="checkout-recs-training",
-              description="Post-checkout recommendations: logs to a gated, published serving bundle.")
+@dsl.pipeline(
+    name="checkout-recs-training",
+    description="Post-checkout recommendations: logs to a gated, published serving bundle.",
+)
 def training_pipeline(
     source: str = "",
     seed: int = 7,
@@ -61,52 +63,150 @@ def training_pipeline(
 
     Returns the published bundle URI (empty when the gate refused the model).
     """
-    sim = _resources(simulate_op(source=source, seed=seed, sim_config_json=sim_config_json), "1", "2Gi")
+    sim = _resources(
+        simulate_op(source=source, seed=seed, sim_config_json=sim_config_json), "1", "2Gi"
+    )
     sim.set_display_name("simulate-or-take-logs")
-    ing = _resources(ingest_op(source=sim.outputs["Output"], raw=sim.outputs["raw"], s3_endpoint_url=s3_endpoint_url,
-                               artifact_root=artifact_root), "1", "4Gi")
+    ing = _resources(
+        ingest_op(
+            source=sim.outputs["Output"],
+            raw=sim.outputs["raw"],
+            s3_endpoint_url=s3_endpoint_url,
+            artifact_root=artifact_root,
+        ),
+        "1",
+        "4Gi",
+    )
     ing.set_display_name("ingest")
-    lab = _resources(label_op(ingested=ing.outputs["ingested"]), "1", "4Gi").set_display_name("label")
-    feats = _resources(build_features_op(ingested=ing.outputs["ingested"], labels=lab.outputs["labels"]),
-                       "1", "4Gi").set_display_name("build-features")
-    mat = _resources(materialize_features_op(
-        features=feats.outputs["features"], artifact_root=artifact_root, feature_env=feature_env,
-        feast_work_dir=feast_work_dir, s3_endpoint_url=s3_endpoint_url, freshness_at=feature_freshness_at),
-        "1", "2Gi")
-    mat.set_display_name("feast-apply-materialize").set_caching_options(False)  # writes the online store
-    tset = _resources(training_set_op(
-        ingested=ing.outputs["ingested"], labels=lab.outputs["labels"], features=feats.outputs["features"],
-        features_uri=mat.outputs["Output"], feature_env=feature_env, feast_work_dir=feast_work_dir,
-        artifact_root=artifact_root, s3_endpoint_url=s3_endpoint_url, join=training_join), "1", "4Gi")
+    lab = _resources(label_op(ingested=ing.outputs["ingested"]), "1", "4Gi").set_display_name(
+        "label"
+    )
+    feats = _resources(
+        build_features_op(ingested=ing.outputs["ingested"], labels=lab.outputs["labels"]),
+        "1",
+        "4Gi",
+    ).set_display_name("build-features")
+    mat = _resources(
+        materialize_features_op(
+            features=feats.outputs["features"],
+            artifact_root=artifact_root,
+            feature_env=feature_env,
+            feast_work_dir=feast_work_dir,
+            s3_endpoint_url=s3_endpoint_url,
+            freshness_at=feature_freshness_at,
+        ),
+        "1",
+        "2Gi",
+    )
+    mat.set_display_name("feast-apply-materialize").set_caching_options(
+        False
+    )  # writes the online store
+    tset = _resources(
+        training_set_op(
+            ingested=ing.outputs["ingested"],
+            labels=lab.outputs["labels"],
+            features=feats.outputs["features"],
+            features_uri=mat.outputs["Output"],
+            feature_env=feature_env,
+            feast_work_dir=feast_work_dir,
+            artifact_root=artifact_root,
+            s3_endpoint_url=s3_endpoint_url,
+            join=training_join,
+        ),
+        "1",
+        "4Gi",
+    )
     tset.set_display_name("training-set")
-    ranker = _resources(train_ranker_op(training_set=tset.outputs["training_set"], seed=seed), "2", "8Gi",
-                        retries=0).set_display_name("train-ranker")
-    distil = _resources(distil_op(ranker=ranker.outputs["model"], training_set=tset.outputs["training_set"],
-                                  seed=seed), "2", "4Gi", retries=0).set_display_name("distil-student")
-    retrieval = _resources(train_retrieval_op(labels=lab.outputs["labels"], features=feats.outputs["features"],
-                                              seed=seed), "2", "8Gi", retries=0)
+    ranker = _resources(
+        train_ranker_op(training_set=tset.outputs["training_set"], seed=seed), "2", "8Gi", retries=0
+    ).set_display_name("train-ranker")
+    distil = _resources(
+        distil_op(
+            ranker=ranker.outputs["model"], training_set=tset.outputs["training_set"], seed=seed
+        ),
+        "2",
+        "4Gi",
+        retries=0,
+    ).set_display_name("distil-student")
+    retrieval = _resources(
+        train_retrieval_op(
+            labels=lab.outputs["labels"], features=feats.outputs["features"], seed=seed
+        ),
+        "2",
+        "8Gi",
+        retries=0,
+    )
     retrieval.set_display_name("train-retrieval")
-    train = _resources(merge_models_op(ranker=distil.outputs["model"], retrieval=retrieval.outputs["model"],
-                                       mlflow_tracking_uri=mlflow_tracking_uri, seed=seed), "1", "2Gi", retries=0)
+    train = _resources(
+        merge_models_op(
+            ranker=distil.outputs["model"],
+            retrieval=retrieval.outputs["model"],
+            mlflow_tracking_uri=mlflow_tracking_uri,
+            seed=seed,
+        ),
+        "1",
+        "2Gi",
+        retries=0,
+    )
     train.set_display_name("merge-models").set_caching_options(False)  # logs an MLflow run
-    bundle = _resources(build_bundle_op(model=train.outputs["model"], labels=lab.outputs["labels"],
-                                        features=feats.outputs["features"]), "2", "8Gi")
+    bundle = _resources(
+        build_bundle_op(
+            model=train.outputs["model"],
+            labels=lab.outputs["labels"],
+            features=feats.outputs["features"],
+        ),
+        "2",
+        "8Gi",
+    )
     bundle.set_display_name("build-index")
-    ev = _resources(evaluate_op(bundle=bundle.outputs["bundle"], training_set=tset.outputs["training_set"],
-                                validation_share=validation_share, mlflow_tracking_uri=mlflow_tracking_uri),
-                    "1", "4Gi")
+    ev = _resources(
+        evaluate_op(
+            bundle=bundle.outputs["bundle"],
+            training_set=tset.outputs["training_set"],
+            validation_share=validation_share,
+            mlflow_tracking_uri=mlflow_tracking_uri,
+        ),
+        "1",
+        "4Gi",
+    )
     ev.set_display_name("evaluate").set_caching_options(False)  # reads the current champion
-    reg = _resources(register_op(bundle=bundle.outputs["bundle"], evaluation_json=ev.outputs["Output"],
-                                 mlflow_tracking_uri=mlflow_tracking_uri, artifact_root=artifact_root,
-                                 s3_endpoint_url=s3_endpoint_url, tolerance=gate_tolerance), "1", "2Gi")
-    reg.set_display_name("register-gate-publish").set_caching_options(False)  # moves aliases, publishes
-    with dsl.If(reg.outputs["Output"] != "", name="gate-passed"):  # a URI only when the gate promotes
-        dep = _resources(deploy_canary_op(
-            bundle_uri=reg.outputs["Output"], k8s_host=k8s_host, namespace=namespace, isvc_name=isvc_name,
-            metrics_url=metrics_url, steps=ramp_steps, hold_s=ramp_hold_s, guardrails_json=guardrails_json,
-            mlflow_tracking_uri=mlflow_tracking_uri, artifact_root=artifact_root, s3_endpoint_url=s3_endpoint_url,
-            outcomes_dir=outcomes_dir),
-            "0.5", "512Mi", retries=0)
+    reg = _resources(
+        register_op(
+            bundle=bundle.outputs["bundle"],
+            evaluation_json=ev.outputs["Output"],
+            mlflow_tracking_uri=mlflow_tracking_uri,
+            artifact_root=artifact_root,
+            s3_endpoint_url=s3_endpoint_url,
+            tolerance=gate_tolerance,
+        ),
+        "1",
+        "2Gi",
+    )
+    reg.set_display_name("register-gate-publish").set_caching_options(
+        False
+    )  # moves aliases, publishes
+    with dsl.If(
+        reg.outputs["Output"] != "", name="gate-passed"
+    ):  # a URI only when the gate promotes
+        dep = _resources(
+            deploy_canary_op(
+                bundle_uri=reg.outputs["Output"],
+                k8s_host=k8s_host,
+                namespace=namespace,
+                isvc_name=isvc_name,
+                metrics_url=metrics_url,
+                steps=ramp_steps,
+                hold_s=ramp_hold_s,
+                guardrails_json=guardrails_json,
+                mlflow_tracking_uri=mlflow_tracking_uri,
+                artifact_root=artifact_root,
+                s3_endpoint_url=s3_endpoint_url,
+                outcomes_dir=outcomes_dir,
+            ),
+            "0.5",
+            "512Mi",
+            retries=0,
+        )
         dep.set_display_name("deploy-canary").set_caching_options(False)
     apply_cluster_env()  # ConfigMap env + Secret credentials on every task pod (ignored by kfp.local)
     return reg.outputs["Output"]

@@ -17,8 +17,26 @@ from typing import Any
 DASHBOARDS = Path(__file__).resolve().parent / "dashboards"
 DASHBOARD = DASHBOARDS / "checkout-recs.json"
 
-KEYWORDS = frozenset({"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset", "and",
-                      "or", "unless", "atan2", "inf", "nan", "start", "end"})
+KEYWORDS = frozenset(
+    {
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "bool",
+        "offset",
+        "and",
+        "or",
+        "unless",
+        "atan2",
+        "inf",
+        "nan",
+        "start",
+        "end",
+    }
+)
 _STRINGS = re.compile(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'')
 _VARIABLES = re.compile(r"\$\{[^}]*\}|\$\w+")
 _GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
@@ -39,7 +57,12 @@ def panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 def panel_queries(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
     """``(panel title, PromQL)`` of every target of every panel, and of the query variables."""
-    out = [(p.get("title", ""), t["expr"]) for p in panels(dashboard) for t in p.get("targets", []) if t.get("expr")]
+    out = [
+        (p.get("title", ""), t["expr"])
+        for p in panels(dashboard)
+        for t in p.get("targets", [])
+        if t.get("expr")
+    ]
     for var in dashboard.get("templating", {}).get("list", []):
         query = var.get("query")
         text = query.get("query", "") if isinstance(query, dict) else query or ""

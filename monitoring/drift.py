@@ -103,7 +103,9 @@ def select_columns(
             raise DriftInputError(f"columns missing from reference or current: {missing}")
         candidates = list(columns)
     else:
-        candidates = [c for c in shared if not c.endswith(ID_LIKE_SUFFIXES) and c != "event_timestamp"]
+        candidates = [
+            c for c in shared if not c.endswith(ID_LIKE_SUFFIXES) and c != "event_timestamp"
+        ]
     numerical: list[str] = []
     categorical: list[str] = []
     for c in candidates:
@@ -191,9 +193,17 @@ def drift_report(
     return summary
 
 
-def _run_evidently(ref: pd.DataFrame, cur: pd.DataFrame, num: list[str], cat: list[str], t: DriftThresholds):
-    from evidently import DataDefinition, Dataset, Report
-    from evidently.presets import DataDriftPreset
+def _run_evidently(
+    ref: pd.DataFrame, cur: pd.DataFrame, num: list[str], cat: list[str], t: DriftThresholds
+):
+    from evidently import (  # lazy: evidently costs seconds to import; only the drift report needs it
+        DataDefinition,
+        Dataset,
+        Report,
+    )
+    from evidently.presets import (
+        DataDriftPreset,  # lazy: evidently costs seconds to import; only the drift report needs it
+    )
 
     definition = DataDefinition(numerical_columns=num, categorical_columns=cat)
     preset = DataDriftPreset(
@@ -251,9 +261,7 @@ def _summarise(
         reason = f"{title}: critical column(s) drifted: {', '.join(critical)}"
     else:
         cmp = ">=" if detected else "<"
-        reason = (
-            f"{title}: {len(drifted)}/{len(cols)} columns drifted ({share:.0%} {cmp} {t.drift_share:.0%})"
-        )
+        reason = f"{title}: {len(drifted)}/{len(cols)} columns drifted ({share:.0%} {cmp} {t.drift_share:.0%})"
     return DriftSummary(
         drift_detected=detected,
         reason=reason,

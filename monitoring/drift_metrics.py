@@ -31,8 +31,12 @@ from monitoring.traffic import TrafficDriftSummary
 
 TEXTFILE_NAME = "drift_metrics.prom"
 METRIC_NAMES = (
-    "checkout_recs_drift_score", "checkout_recs_drift_threshold", "checkout_recs_drift_column_drifted",
-    "checkout_recs_drift_share", "checkout_recs_drift_detected", "checkout_recs_drift_outcome_relative_change",
+    "checkout_recs_drift_score",
+    "checkout_recs_drift_threshold",
+    "checkout_recs_drift_column_drifted",
+    "checkout_recs_drift_share",
+    "checkout_recs_drift_detected",
+    "checkout_recs_drift_outcome_relative_change",
     "checkout_recs_drift_last_run_timestamp_seconds",
 )
 
@@ -43,15 +47,31 @@ class _DriftGauges:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.score = Gauge(METRIC_NAMES[0], "Drift score of a column (a distance)",
-                           ["section", "feature", "method"], registry=r)
-        self.threshold = Gauge(METRIC_NAMES[1], "Drift score above which the column drifts",
-                               ["section", "feature"], registry=r)
-        self.drifted = Gauge(METRIC_NAMES[2], "1 when the column drifted", ["section", "feature"], registry=r)
+        self.score = Gauge(
+            METRIC_NAMES[0],
+            "Drift score of a column (a distance)",
+            ["section", "feature", "method"],
+            registry=r,
+        )
+        self.threshold = Gauge(
+            METRIC_NAMES[1],
+            "Drift score above which the column drifts",
+            ["section", "feature"],
+            registry=r,
+        )
+        self.drifted = Gauge(
+            METRIC_NAMES[2], "1 when the column drifted", ["section", "feature"], registry=r
+        )
         self.share = Gauge(METRIC_NAMES[3], "Share of drifted columns", ["section"], registry=r)
-        self.detected = Gauge(METRIC_NAMES[4], "Drift verdict of the last run (1 = drift)", registry=r)
-        self.outcome = Gauge(METRIC_NAMES[5], "Relative change of an outcome rate, current vs reference",
-                             ["metric"], registry=r)
+        self.detected = Gauge(
+            METRIC_NAMES[4], "Drift verdict of the last run (1 = drift)", registry=r
+        )
+        self.outcome = Gauge(
+            METRIC_NAMES[5],
+            "Relative change of an outcome rate, current vs reference",
+            ["metric"],
+            registry=r,
+        )
         self.last_run = Gauge(METRIC_NAMES[6], "Unix time of the last monitoring run", registry=r)
 
     def add_table(self, section: str, s: DriftSummary) -> None:

@@ -43,8 +43,12 @@ def latest_drift_metrics(store: ArtifactStore) -> tuple[str | None, str]:
 class DriftMetrics:
     """The text ``/metrics`` answers, cached for ``refresh_s`` seconds (``clock``: injectable)."""
 
-    def __init__(self, store: ArtifactStore, refresh_s: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        store: ArtifactStore,
+        refresh_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.store, self.refresh_s, self.clock = store, refresh_s, clock
         self._lock = threading.Lock()
         self._at: float | None = None
@@ -56,13 +60,17 @@ class DriftMetrics:
             if self._at is None or self.clock() - self._at >= self.refresh_s:
                 version, body = latest_drift_metrics(self.store)
                 found = f'checkout_recs_drift_exporter_reports{{version="{version or ""}"}} {int(version is not None)}\n'
-                self._text = body + ("# HELP checkout_recs_drift_exporter_reports Drift report served (1) or none\n"
-                                     "# TYPE checkout_recs_drift_exporter_reports gauge\n" + found)
+                self._text = body + (
+                    "# HELP checkout_recs_drift_exporter_reports Drift report served (1) or none\n"
+                    "# TYPE checkout_recs_drift_exporter_reports gauge\n" + found
+                )
                 self._at = self.clock()
             return self._text
 
 
-def make_server(metrics: DriftMetrics, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
+def make_server(
+    metrics: DriftMetrics, host: str = "127.0.0.1", port: int = 0
+) -> ThreadingHTTPServer:
     """An HTTP server answering ``GET /metrics`` (and ``/healthz``); not started."""
 
     class Handler(BaseHTTPRequestHandler):

@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from checkout_recs.config import Settings
+
 DRIFT_FLAG_KEY = "checkout_recs:drift_flag"
 HISTORY_LEN = 200
 
@@ -44,9 +46,7 @@ class FlagEvent(BaseModel):
 
 def redis_client(url: str | None = None) -> Any:
     """A redis client for ``url`` (default: ``Settings.from_env().redis_url``)."""
-    import redis
-
-    from checkout_recs.config import Settings
+    import redis  # lazy: the Redis backend is optional (memory backend needs nothing)
 
     return redis.Redis.from_url(url or Settings.from_env().redis_url, socket_timeout=2.0)
 
@@ -65,7 +65,9 @@ def set_drift_flag(
     return flag
 
 
-def clear_drift_flag(client: Any, who: str, why: str, key: str = DRIFT_FLAG_KEY) -> DriftFlag | None:
+def clear_drift_flag(
+    client: Any, who: str, why: str, key: str = DRIFT_FLAG_KEY
+) -> DriftFlag | None:
     """Clear the flag. Returns the flag that was cleared, or None when none was set."""
     previous = read_drift_flag(client, key)
     event = FlagEvent(action="clear", who=who, why=why, when=_now())

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 from pydantic import BaseModel
 
+from checkout_recs.simulate import SimConfig, run_simulation
 from monitoring.thresholds import DriftThresholds
 from monitoring.traffic import (
     TrafficDriftSummary,
@@ -66,7 +67,12 @@ def load_traffic(run_dir: Path, decisions: Path | None = None) -> pd.DataFrame:
 
 
 def _find(run_dir: Path, table: str) -> Path | None:
-    for base in (run_dir, run_dir / "raw", run_dir / "ingested" / "validated", run_dir / "validated"):
+    for base in (
+        run_dir,
+        run_dir / "raw",
+        run_dir / "ingested" / "validated",
+        run_dir / "validated",
+    ):
         if (base / table).exists():
             return base / table
     return None
@@ -88,7 +94,6 @@ def check_world(
     seed: int, seasonality: float, work: Path, thresholds: DriftThresholds | None = None
 ) -> TrafficDriftSummary:
     """Simulate 21 days at ``seasonality``; compare week 3 with week 1. Writes under ``work``."""
-    from checkout_recs.simulate import SimConfig, run_simulation
 
     cfg = SimConfig(
         seed=seed, n_sellers=600, n_listings=20_000, n_users=1_500, days=CURRENT_DAY + WINDOW_DAYS,

@@ -27,10 +27,16 @@ class DriftThresholds(BaseModel):
 
     num_method: str = Field(default="wasserstein", description="Stat test for numerical columns.")
     num_threshold: float = Field(
-        default=0.1, gt=0, description="Numerical drift threshold (normed Wasserstein: in std units)."
+        default=0.1,
+        gt=0,
+        description="Numerical drift threshold (normed Wasserstein: in std units).",
     )
-    cat_method: str = Field(default="jensenshannon", description="Stat test for categorical columns.")
-    cat_threshold: float = Field(default=0.1, gt=0, le=1, description="Categorical drift threshold.")
+    cat_method: str = Field(
+        default="jensenshannon", description="Stat test for categorical columns."
+    )
+    cat_threshold: float = Field(
+        default=0.1, gt=0, le=1, description="Categorical drift threshold."
+    )
     per_column_method: dict[str, str] = Field(
         default_factory=dict, description="Method overrides by column name."
     )

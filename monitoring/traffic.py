@@ -30,6 +30,7 @@ from pydantic import BaseModel, Field
 from scipy import stats
 
 from monitoring.drift import DriftSummary, drift_report
+from monitoring.flag import DRIFT_FLAG_KEY, set_drift_flag
 from monitoring.thresholds import DriftThresholds
 
 FEATURE_COLUMNS = ["log_price", "take_rate", "top_category", "seller_cohort", "region", "device"]
@@ -40,9 +41,15 @@ NEW_SELLER_DAYS = 30.0
 class OutcomeThresholds(BaseModel):
     """When an outcome rate has moved enough to call it drift."""
 
-    max_relative_change: float = Field(default=0.25, gt=0, description="|cur/ref - 1| above this...")
-    p_value: float = Field(default=0.01, gt=0, lt=1, description="...with a z-test p-value below this.")
-    min_events: int = Field(default=30, ge=1, description="Fewer clicks on a side: outcome not judged.")
+    max_relative_change: float = Field(
+        default=0.25, gt=0, description="|cur/ref - 1| above this..."
+    )
+    p_value: float = Field(
+        default=0.01, gt=0, lt=1, description="...with a z-test p-value below this."
+    )
+    min_events: int = Field(
+        default=30, ge=1, description="Fewer clicks on a side: outcome not judged."
+    )
 
 
 class OutcomeDrift(BaseModel):
@@ -112,16 +119,28 @@ def impressions_from_decisions(decisions: pd.DataFrame) -> pd.DataFrame:
         ``contract.IMPRESSIONS`` columns (``order_id`` null) plus ``score`` (the slot's expected
         revenue, currency units) and ``fallback_reason``; empty when ``decisions`` is empty.
     """
-    cols = ["request_id", "user_id", "region", "device", "event_timestamp", "policy", "fallback_reason"]
+    cols = [
+        "request_id",
+        "user_id",
+        "region",
+        "device",
+        "event_timestamp",
+        "policy",
+        "fallback_reason",
+    ]
     if decisions.empty:
-        return pd.DataFrame(columns=[*cols, "listing_id", "slot", "propensity", "score", "order_id"])
+        return pd.DataFrame(
+            columns=[*cols, "listing_id", "slot", "propensity", "score", "order_id"]
+        )
     d = decisions[[*cols, "item_ids", "scores", "propensities"]].copy()
     d["slot"] = d["item_ids"].map(lambda ids: list(range(len(ids))))
     long = d.explode(["item_ids", "scores", "propensities", "slot"], ignore_index=True)
-    long = long.rename(columns={"item_ids": "listing_id", "scores": "score", "propensities": "propensity"})
-    return long.astype({"listing_id": "int64", "slot": "int8", "score": float, "propensity": float}).assign(
-        order_id=None
+    long = long.rename(
+        columns={"item_ids": "listing_id", "scores": "score", "propensities": "propensity"}
     )
+    return long.astype(
+        {"listing_id": "int64", "slot": "int8", "score": float, "propensity": float}
+    ).assign(order_id=None)
 
 
 def _top_category(category_id: pd.Series, categories: pd.DataFrame | None) -> pd.Series:
@@ -146,7 +165,9 @@ def window(df: pd.DataFrame, start: pd.Timestamp | dt.datetime, days: float) -> 
     return df[(df["event_timestamp"] >= start) & (df["event_timestamp"] < end)]
 
 
-def outcome_drift(reference: pd.DataFrame, current: pd.DataFrame, t: OutcomeThresholds) -> list[OutcomeDrift]:
+def outcome_drift(
+    reference: pd.DataFrame, current: pd.DataFrame, t: OutcomeThresholds
+) -> list[OutcomeDrift]:
     """CTR (clicks / impressions) and conversion (purchases / clicks), reference vs current.
 
     Returns an empty list when the tables have no labels yet.
@@ -161,7 +182,9 @@ def outcome_drift(reference: pd.DataFrame, current: pd.DataFrame, t: OutcomeThre
     return [_two_proportions(name, r.to_numpy(float), c.to_numpy(float), t) for name, r, c in pairs]
 
 
-def _two_proportions(name: str, ref: np.ndarray, cur: np.ndarray, t: OutcomeThresholds) -> OutcomeDrift:
+def _two_proportions(
+    name: str, ref: np.ndarray, cur: np.ndarray, t: OutcomeThresholds
+) -> OutcomeDrift:
     p1, p2 = (ref.mean() if ref.size else 0.0), (cur.mean() if cur.size else 0.0)
     pooled = (ref.sum() + cur.sum()) / max(ref.size + cur.size, 1)
     se = np.sqrt(pooled * (1 - pooled) * (1 / max(ref.size, 1) + 1 / max(cur.size, 1)))
@@ -195,10 +218,14 @@ def traffic_drift(
     """
     out_dir = Path(out_dir)
     t = thresholds or DriftThresholds()
-    features = drift_report(reference, current, out_dir / "features", t, FEATURE_COLUMNS, "features")
+    features = drift_report(
+        reference, current, out_dir / "features", t, FEATURE_COLUMNS, "features"
+    )
     score_cols = [c for c in SCORE_COLUMNS if c in reference.columns and c in current.columns]
     scores = (
-        drift_report(reference, current, out_dir / "scores", t, score_cols, "scores") if score_cols else None
+        drift_report(reference, current, out_dir / "scores", t, score_cols, "scores")
+        if score_cols
+        else None
     )
     outcomes = outcome_drift(reference, current, outcome_thresholds or OutcomeThresholds())
     reasons = [s.reason for s in (features, scores) if s is not None and s.drift_detected]
@@ -229,7 +256,6 @@ def monitor_and_flag(
     Never clears the flag (a person or a retrain does). Raises ``DriftFlagUnavailable`` when
     Redis fails, so the job fails loudly instead of silently leaving serving on a drifted model.
     """
-    from monitoring.flag import DRIFT_FLAG_KEY, set_drift_flag
 
     if not summary.confirmed:
         return False

@@ -61,10 +61,17 @@ S3_PORT, MLFLOW_PORT, TRANSFORMER_PORT, PREDICTOR_SERVICE_PORT = 9000, 5000, 808
 #: slirp4netns (allow_host_loopback): the address a pod reaches the host's 127.0.0.1 at.
 HOST_LOOPBACK = "10.0.2.2"
 #: The cluster DNS names the overlay's pods use, all served on the host's loopback here.
-SERVICE_NAMES = ["checkout-recs-redis", "minio.checkout-recs-local", "checkout-recs-predictor.checkout-recs-local"]
+SERVICE_NAMES = [
+    "checkout-recs-redis",
+    "minio.checkout-recs-local",
+    "checkout-recs-predictor.checkout-recs-local",
+]
 #: S3 credentials (moto accepts any): what IRSA or the MinIO Secret gives a cluster pod.
-S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "stack-local", "AWS_SECRET_ACCESS_KEY": "stack-local",
-                  "AWS_DEFAULT_REGION": "us-east-1"}
+S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "stack-local",
+    "AWS_SECRET_ACCESS_KEY": "stack-local",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 PG = "postgresql+psycopg://postgres@{host}:5432/{db}"
 FEAST_DB, MLFLOW_DB = "checkout_recs_feast", "checkout_recs_mlflow"
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -77,14 +84,20 @@ def log(msg: str) -> None:
     print(f"[stack] {msg}", file=sys.stderr, flush=True)
 
 
-def podman(*args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def podman(
+    *args: str, check: bool = True, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """``podman ARGS`` with the project's containers.conf (rootful runc, the sandbox's ulimits)."""
-    return subprocess.run(["podman", *args], env=PODMAN_ENV, capture_output=True, text=True, check=check, input=stdin)
+    return subprocess.run(
+        ["podman", *args], env=PODMAN_ENV, capture_output=True, text=True, check=check, input=stdin
+    )
 
 
 def newest_bundle() -> Path | None:
     """The newest bundle folder under ``runs/*/artifacts/bundle`` (by name: versions sort by time)."""
-    found = sorted(ROOT.glob("runs/*/artifacts/bundle/bundle-*/bundle.json"), key=lambda p: p.parent.name)
+    found = sorted(
+        ROOT.glob("runs/*/artifacts/bundle/bundle-*/bundle.json"), key=lambda p: p.parent.name
+    )
     return found[-1].parent if found else None
 
 
@@ -93,8 +106,20 @@ def ensure_bundle(given: Path | None) -> Path:
     bundle = given or newest_bundle()
     if bundle is None:
         log("no bundle under runs/: running the training pipeline (about 4 min)")
-        subprocess.run([str(VENV_BIN / "checkout-recs"), "pipeline", "run", "training", "--local", "--out",
-                        str(STATE_DIR)], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                str(VENV_BIN / "checkout-recs"),
+                "pipeline",
+                "run",
+                "training",
+                "--local",
+                "--out",
+                str(STATE_DIR),
+            ],
+            cwd=ROOT,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         bundle = newest_bundle()
     if bundle is None or not (bundle / "bundle.json").exists():
         sys.exit(f"stack: no bundle at {bundle}")
@@ -106,8 +131,14 @@ def start_process(name: str, argv: list[str], env: dict[str, str] | None = None)
     logs = STATE_DIR / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     with (logs / f"{name}.log").open("w") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=STATE_DIR,
-                                env={**os.environ, **(env or {})})
+        proc = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=STATE_DIR,
+            env={**os.environ, **(env or {})},
+        )
     return proc.pid
 
 
@@ -126,8 +157,13 @@ def wait_http(url: str, timeout_s: float, what: str) -> float:
 
 def s3_client() -> Any:
     """A boto3 S3 client of the loopback moto server."""
-    return boto3.client("s3", endpoint_url=f"http://127.0.0.1:{S3_PORT}", region_name="us-east-1",
-                        aws_access_key_id="stack-local", aws_secret_access_key="stack-local")
+    return boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{S3_PORT}",
+        region_name="us-east-1",
+        aws_access_key_id="stack-local",
+        aws_secret_access_key="stack-local",
+    )
 
 
 def upload_bundle(bundle: Path, storage_uri: str) -> int:
@@ -145,7 +181,10 @@ def ensure_databases(*names: str) -> None:
     """Create each PostgreSQL database that does not exist yet (host's server, user postgres)."""
     with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
         for name in names:
-            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is None:
+            if (
+                conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+                is None
+            ):
                 conn.execute(f'CREATE DATABASE "{name}"')
 
 
@@ -154,10 +193,17 @@ def materialize_users(bundle: Path) -> dict[str, Any]:
     bundle's user features online (the only view serving reads online)."""
     from feature_repo.store import open_store
 
-    store = open_store("production", bundle / "features", STATE_DIR / "feast", redis_url=REDIS_URL,
-                       registry_url=PG.format(host="127.0.0.1", db=FEAST_DB))
+    store = open_store(
+        "production",
+        bundle / "features",
+        STATE_DIR / "feast",
+        redis_url=REDIS_URL,
+        registry_url=PG.format(host="127.0.0.1", db=FEAST_DB),
+    )
     store.apply()
-    records = store.materialize(dt.datetime(1970, 1, 1, tzinfo=dt.UTC), dt.datetime.now(dt.UTC), views=["user"])
+    records = store.materialize(
+        dt.datetime(1970, 1, 1, tzinfo=dt.UTC), dt.datetime.now(dt.UTC), views=["user"]
+    )
     return {"project": store.cfg.project, "records": records}
 
 
@@ -170,11 +216,23 @@ def create_secret(name: str, data: dict[str, str]) -> None:
 
 def play_documents(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The pods of the overlay's InferenceService adapted for this machine, and the ConfigMaps they mount."""
-    pods = [for_local_run(p, {HOST_LOOPBACK: SERVICE_NAMES},
-                          {TRANSFORMER_PORT: TRANSFORMER_PORT} if p["metadata"]["labels"]["component"] == "transformer"
-                          else {TRANSFORMER_PORT: PREDICTOR_SERVICE_PORT}, S3_CREDENTIALS)
-            for p in raw_pods(docs, INITIALIZER_IMAGE)]
-    mounted = {v["configMap"]["name"] for p in pods for v in p["spec"].get("volumes", []) if "configMap" in v}
+    pods = [
+        for_local_run(
+            p,
+            {HOST_LOOPBACK: SERVICE_NAMES},
+            {TRANSFORMER_PORT: TRANSFORMER_PORT}
+            if p["metadata"]["labels"]["component"] == "transformer"
+            else {TRANSFORMER_PORT: PREDICTOR_SERVICE_PORT},
+            S3_CREDENTIALS,
+        )
+        for p in raw_pods(docs, INITIALIZER_IMAGE)
+    ]
+    mounted = {
+        v["configMap"]["name"]
+        for p in pods
+        for v in p["spec"].get("volumes", [])
+        if "configMap" in v
+    }
     maps = [d for d in docs if d.get("kind") == "ConfigMap" and d["metadata"]["name"] in mounted]
     return maps + pods
 
@@ -182,8 +240,13 @@ def play_documents(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def storage_uri(docs: list[dict[str, Any]]) -> str:
     """The one ``STORAGE_URI`` the overlay's InferenceService serves."""
     isvc = next(d for d in docs if d.get("kind") == "InferenceService")
-    uris = {e["value"] for comp in isvc["spec"].values() for c in comp.get("containers", [])
-            for e in c.get("env", []) if e.get("name") == "STORAGE_URI"}
+    uris = {
+        e["value"]
+        for comp in isvc["spec"].values()
+        for c in comp.get("containers", [])
+        for e in c.get("env", [])
+        if e.get("name") == "STORAGE_URI"
+    }
     if len(uris) != 1:
         sys.exit(f"stack: expected one STORAGE_URI, the overlay has {sorted(uris)}")
     return uris.pop()
@@ -193,52 +256,89 @@ def up(args: argparse.Namespace) -> None:
     """Bring the stack up (module docstring)."""
     if STATE.exists():
         sys.exit(f"stack: {STATE} exists: run `make stack-down` first")
-    for image in ("ghcr.io/checkout-recs/transformer:0.1.0", "ghcr.io/checkout-recs/predictor:0.1.0"):
+    for image in (
+        "ghcr.io/checkout-recs/transformer:0.1.0",
+        "ghcr.io/checkout-recs/predictor:0.1.0",
+    ):
         if podman("image", "exists", image, check=False).returncode != 0:
             sys.exit(f"stack: image {image} is missing: run `make images` first")
     t0 = time.monotonic()
     bundle = ensure_bundle(args.bundle)
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     docs = render_overlay(OVERLAY)
-    state: dict[str, Any] = {"bundle": str(bundle), "pids": {}, "started_at": dt.datetime.now(dt.UTC).isoformat()}
+    state: dict[str, Any] = {
+        "bundle": str(bundle),
+        "pids": {},
+        "started_at": dt.datetime.now(dt.UTC).isoformat(),
+    }
     STATE.write_text(json.dumps(state, indent=2))
     creds = {**S3_CREDENTIALS, "AWS_ENDPOINT_URL_S3": f"http://127.0.0.1:{S3_PORT}"}
-    state["pids"]["moto_server"] = start_process("moto_server", [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1",
-                                                                 "-p", str(S3_PORT)],
-                                                   env={"S3_IGNORE_SUBDOMAIN_BUCKETNAME": "true"})
+    state["pids"]["moto_server"] = start_process(
+        "moto_server",
+        [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(S3_PORT)],
+        env={"S3_IGNORE_SUBDOMAIN_BUCKETNAME": "true"},
+    )
     STATE.write_text(json.dumps(state, indent=2))
     wait_http(f"http://127.0.0.1:{S3_PORT}/moto-api/", 60, "moto_server")
     uri = storage_uri(docs)
-    log(f"moto_server on 127.0.0.1:{S3_PORT}; bundle {bundle.name}: {upload_bundle(bundle, uri)} objects -> {uri}")
+    log(
+        f"moto_server on 127.0.0.1:{S3_PORT}; bundle {bundle.name}: {upload_bundle(bundle, uri)} objects -> {uri}"
+    )
     ensure_databases(FEAST_DB, MLFLOW_DB)
     state["feast"] = materialize_users(bundle)
     log(f"Feast production store: registry postgresql/{FEAST_DB}, user features in Redis 6379/0")
-    state["pids"]["mlflow"] = start_process("mlflow", [
-        str(VENV_BIN / "mlflow"), "server", "--backend-store-uri", PG.format(host="127.0.0.1", db=MLFLOW_DB),
-        "--artifacts-destination", f"s3://{uri.removeprefix('s3://').split('/')[0]}/mlflow",
-        "--host", "127.0.0.1", "--port", str(MLFLOW_PORT), "--workers", "1"],
-        env={**creds, "MLFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}"})
+    state["pids"]["mlflow"] = start_process(
+        "mlflow",
+        [
+            str(VENV_BIN / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            PG.format(host="127.0.0.1", db=MLFLOW_DB),
+            "--artifacts-destination",
+            f"s3://{uri.removeprefix('s3://').split('/')[0]}/mlflow",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(MLFLOW_PORT),
+            "--workers",
+            "1",
+        ],
+        env={**creds, "MLFLOW_S3_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}"},
+    )
     STATE.write_text(json.dumps(state, indent=2))
-    create_secret("checkout-recs-feast-registry", {"url": PG.format(host=HOST_LOOPBACK, db=FEAST_DB)})
+    create_secret(
+        "checkout-recs-feast-registry", {"url": PG.format(host=HOST_LOOPBACK, db=FEAST_DB)}
+    )
     play = play_documents(docs)
     play_file = STATE_DIR / "play.yaml"
     play_file.write_text(yaml.safe_dump_all(play, sort_keys=False))
-    state.update(play=str(play_file), pods=[d["metadata"]["name"] for d in play if d["kind"] == "Pod"],
-                 configmaps=[d["metadata"]["name"] for d in play if d["kind"] == "ConfigMap"],
-                 secrets=["checkout-recs-feast-registry"], transformer_url=f"http://127.0.0.1:{TRANSFORMER_PORT}",
-                 mlflow_url=f"http://127.0.0.1:{MLFLOW_PORT}", s3_endpoint=f"http://127.0.0.1:{S3_PORT}",
-                 storage_uri=uri)
+    state.update(
+        play=str(play_file),
+        pods=[d["metadata"]["name"] for d in play if d["kind"] == "Pod"],
+        configmaps=[d["metadata"]["name"] for d in play if d["kind"] == "ConfigMap"],
+        secrets=["checkout-recs-feast-registry"],
+        transformer_url=f"http://127.0.0.1:{TRANSFORMER_PORT}",
+        mlflow_url=f"http://127.0.0.1:{MLFLOW_PORT}",
+        s3_endpoint=f"http://127.0.0.1:{S3_PORT}",
+        storage_uri=uri,
+    )
     STATE.write_text(json.dumps(state, indent=2))
     out = podman("kube", "play", "--network", NETWORK, "--replace", str(play_file), check=False)
     if out.returncode != 0:
         sys.exit(f"stack: podman kube play failed: {out.stderr.strip()}")
     log(f"pods {state['pods']} played ({play_file})")
     wait_http(f"http://127.0.0.1:{MLFLOW_PORT}/health", 180, "mlflow server")
-    ready = wait_http(f"http://127.0.0.1:{TRANSFORMER_PORT}/v2/health/ready", args.ready_timeout, "the transformer")
+    ready = wait_http(
+        f"http://127.0.0.1:{TRANSFORMER_PORT}/v2/health/ready",
+        args.ready_timeout,
+        "the transformer",
+    )
     state["transformer_ready_s"] = round(ready, 1)
     state["up_seconds"] = round(time.monotonic() - t0, 1)
     STATE.write_text(json.dumps(state, indent=2))
-    log(f"stack up in {state['up_seconds']} s: transformer {state['transformer_url']}/v1/models/checkout-recs:predict")
+    log(
+        f"stack up in {state['up_seconds']} s: transformer {state['transformer_url']}/v1/models/checkout-recs:predict"
+    )
 
 
 def _stop(pid: int, name: str) -> None:
@@ -283,8 +383,18 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     u = sub.add_parser("up")
-    u.add_argument("--bundle", type=Path, default=None, help="serving bundle folder (default: the newest under runs/)")
-    u.add_argument("--ready_timeout", type=float, default=300.0, help="seconds to wait for the transformer's readiness")
+    u.add_argument(
+        "--bundle",
+        type=Path,
+        default=None,
+        help="serving bundle folder (default: the newest under runs/)",
+    )
+    u.add_argument(
+        "--ready_timeout",
+        type=float,
+        default=300.0,
+        help="seconds to wait for the transformer's readiness",
+    )
     sub.add_parser("down")
     args = p.parse_args(argv)
     {"up": up, "down": down}[args.cmd](args)

@@ -1,7 +1,7 @@
 """Shared data fixtures: a tiny simulated, ingested and labelled run other areas' tests can use.
 
-    from tests.fixtures_data import make_demo_dataset
-    run = make_demo_dataset(tmp_path)   # run/raw, run/ingested, run/labels
+from tests.fixtures_data import make_demo_dataset
+run = make_demo_dataset(tmp_path)   # run/raw, run/ingested, run/labels
 """
 
 from __future__ import annotations

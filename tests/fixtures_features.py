@@ -32,8 +32,13 @@ def _write(df: pd.DataFrame, schema: pa.Schema, path: Path) -> None:
     df = df.copy()
     for f in schema:
         if pa.types.is_timestamp(f.type):
-            df[f.name] = pd.to_datetime(df[f.name], utc=True).dt.floor("us").astype("datetime64[us, UTC]")
-    pq.write_table(pa.Table.from_pandas(df[contract.field_names(schema)], schema=schema, preserve_index=False), path)
+            df[f.name] = (
+                pd.to_datetime(df[f.name], utc=True).dt.floor("us").astype("datetime64[us, UTC]")
+            )
+    pq.write_table(
+        pa.Table.from_pandas(df[contract.field_names(schema)], schema=schema, preserve_index=False),
+        path,
+    )
 
 
 def _ts(rng: np.random.Generator, n: int, start: pd.Timestamp, days: float) -> pd.Series:
@@ -42,23 +47,47 @@ def _ts(rng: np.random.Generator, n: int, start: pd.Timestamp, days: float) -> p
 
 
 def _entities(rng: np.random.Generator) -> dict[str, pd.DataFrame]:
-    cats = pd.DataFrame({"category_id": np.arange(12, dtype=np.int32), "parent_id": None,
-                         "top_category_id": (np.arange(12) // 4 + 100).astype(np.int32),
-                         "name": [f"c{i}" for i in range(12)]})
-    sellers = pd.DataFrame({"seller_id": np.arange(20), "region": "eu",
-                            "joined_at": START - pd.to_timedelta(rng.integers(0, 90, 20), unit="D"),
-                            "rating": np.where(np.arange(20) % 4 == 0, np.nan, rng.uniform(3, 5, 20)),
-                            "linked_history": np.arange(20) % 3 == 0})
+    cats = pd.DataFrame(
+        {
+            "category_id": np.arange(12, dtype=np.int32),
+            "parent_id": None,
+            "top_category_id": (np.arange(12) // 4 + 100).astype(np.int32),
+            "name": [f"c{i}" for i in range(12)],
+        }
+    )
+    sellers = pd.DataFrame(
+        {
+            "seller_id": np.arange(20),
+            "region": "eu",
+            "joined_at": START - pd.to_timedelta(rng.integers(0, 90, 20), unit="D"),
+            "rating": np.where(np.arange(20) % 4 == 0, np.nan, rng.uniform(3, 5, 20)),
+            "linked_history": np.arange(20) % 3 == 0,
+        }
+    )
     n_l = 200
-    listings = pd.DataFrame({"listing_id": np.arange(1000, 1000 + n_l), "seller_id": rng.integers(0, 20, n_l),
-                             "category_id": rng.integers(0, 12, n_l).astype(np.int32), "region": "eu",
-                             "title": "item", "price": rng.uniform(5, 200, n_l).round(2),
-                             "take_rate": 0.1, "quantity": np.int32(1),
-                             "listed_at": START - pd.Timedelta(days=5) + pd.to_timedelta(
-                                 rng.uniform(0, 12 * 86400, n_l), unit="s")})
-    users = pd.DataFrame({"user_id": np.arange(60), "region": "eu",
-                          "device": rng.choice(list(contract.DEVICES), 60),
-                          "signup_at": START - pd.to_timedelta(rng.integers(0, 30, 60), unit="D")})
+    listings = pd.DataFrame(
+        {
+            "listing_id": np.arange(1000, 1000 + n_l),
+            "seller_id": rng.integers(0, 20, n_l),
+            "category_id": rng.integers(0, 12, n_l).astype(np.int32),
+            "region": "eu",
+            "title": "item",
+            "price": rng.uniform(5, 200, n_l).round(2),
+            "take_rate": 0.1,
+            "quantity": np.int32(1),
+            "listed_at": START
+            - pd.Timedelta(days=5)
+            + pd.to_timedelta(rng.uniform(0, 12 * 86400, n_l), unit="s"),
+        }
+    )
+    users = pd.DataFrame(
+        {
+            "user_id": np.arange(60),
+            "region": "eu",
+            "device": rng.choice(list(contract.DEVICES), 60),
+            "signup_at": START - pd.to_timedelta(rng.integers(0, 30, 60), unit="D"),
+        }
+    )
     return {"categories": cats, "sellers": sellers, "listings": listings, "users": users}
 
 
@@ -66,10 +95,17 @@ def _events(rng: np.random.Generator, ent: dict[str, pd.DataFrame]) -> dict[str,
     lst = ent["listings"]
     n_o = 150
     ts = _ts(rng, n_o, START, DAYS)
-    orders = pd.DataFrame({"order_id": [f"o{i}" for i in range(n_o)], "user_id": rng.integers(0, 60, n_o),
-                           "listing_id": rng.choice(lst["listing_id"], n_o), "quantity": np.int32(1),
-                           "region": "eu", "device": rng.choice(list(contract.DEVICES), n_o),
-                           "event_timestamp": ts})
+    orders = pd.DataFrame(
+        {
+            "order_id": [f"o{i}" for i in range(n_o)],
+            "user_id": rng.integers(0, 60, n_o),
+            "listing_id": rng.choice(lst["listing_id"], n_o),
+            "quantity": np.int32(1),
+            "region": "eu",
+            "device": rng.choice(list(contract.DEVICES), n_o),
+            "event_timestamp": ts,
+        }
+    )
     orders["price"] = orders["listing_id"].map(lst.set_index("listing_id")["price"])
     imp = orders.loc[orders.index.repeat(6)].reset_index(drop=True)
     imp["slot"] = np.tile(np.arange(6, dtype=np.int8), n_o)
@@ -78,22 +114,35 @@ def _events(rng: np.random.Generator, ent: dict[str, pd.DataFrame]) -> dict[str,
     imp["policy"], imp["propensity"] = "heuristic", 0.5
     imp["event_timestamp"] = imp["event_timestamp"] + pd.Timedelta(seconds=1)
     imp["clicked"] = (rng.uniform(size=len(imp)) < 0.2).astype(np.int8)
-    imp["purchased"] = (imp["clicked"].astype(bool) & (rng.uniform(size=len(imp)) < 0.3)).astype(np.int8)
+    imp["purchased"] = (imp["clicked"].astype(bool) & (rng.uniform(size=len(imp)) < 0.3)).astype(
+        np.int8
+    )
     imp["price"] = imp["listing_id"].map(lst.set_index("listing_id")["price"])
     imp["take_rate"] = 0.1
-    c = imp[imp["clicked"] == 1].assign(event_timestamp=lambda d: d["event_timestamp"] + pd.Timedelta(minutes=1))
-    p = imp[imp["purchased"] == 1].assign(event_timestamp=lambda d: d["event_timestamp"] + pd.Timedelta(minutes=5))
+    c = imp[imp["clicked"] == 1].assign(
+        event_timestamp=lambda d: d["event_timestamp"] + pd.Timedelta(minutes=1)
+    )
+    p = imp[imp["purchased"] == 1].assign(
+        event_timestamp=lambda d: d["event_timestamp"] + pd.Timedelta(minutes=5)
+    )
     p = p.assign(purchase_id=[f"p{i}" for i in range(len(p))])
     return {"orders": orders, "impressions": imp, "clicks": c, "purchases": p}
 
 
 def _category_pairs(rng: np.random.Generator) -> pd.DataFrame:
     a, b = np.meshgrid(np.arange(12), np.arange(12))
-    pairs = pd.DataFrame({"category_a": a.ravel().astype(np.int32), "category_b": b.ravel().astype(np.int32)})
+    pairs = pd.DataFrame(
+        {"category_a": a.ravel().astype(np.int32), "category_b": b.ravel().astype(np.int32)}
+    )
     pairs = pairs[pairs["category_a"] != pairs["category_b"]]
     days = [START + pd.Timedelta(days=d) for d in range(DAYS)]
-    out = pd.concat([pairs.assign(event_timestamp=t, co_purchase_strength=rng.uniform(0, 3, len(pairs)))
-                     for t in days], ignore_index=True)
+    out = pd.concat(
+        [
+            pairs.assign(event_timestamp=t, co_purchase_strength=rng.uniform(0, 3, len(pairs)))
+            for t in days
+        ],
+        ignore_index=True,
+    )
     out["event_timestamp"] = out["event_timestamp"].astype("datetime64[us, UTC]")
     return out
 
@@ -107,10 +156,18 @@ def make_feature_inputs(tmp_path: Path, seed: int = 3) -> tuple[Path, Path]:
     for name, df in {**ent, **ev}.items():
         _write(df, contract.RAW_TABLES[name], validated / name / "part-0.parquet")
     labels = tmp_path / "labels"
-    _write(ev["impressions"], contract.LABELLED_IMPRESSIONS, labels / "impressions_labelled.parquet")
+    _write(
+        ev["impressions"], contract.LABELLED_IMPRESSIONS, labels / "impressions_labelled.parquet"
+    )
     _write(_category_pairs(rng), contract.CATEGORY_PAIR_FEATURES, labels / "category_pairs.parquet")
-    co = pd.DataFrame({"listing_a": [1000, 1001, 1000], "listing_b": [1001, 1000, 1001], "strength": [1.0, 1.0, 0.5],
-                       "event_timestamp": [START + pd.Timedelta(days=2)] * 2 + [START + pd.Timedelta(days=3)]})
+    co = pd.DataFrame(
+        {
+            "listing_a": [1000, 1001, 1000],
+            "listing_b": [1001, 1000, 1001],
+            "strength": [1.0, 1.0, 0.5],
+            "event_timestamp": [START + pd.Timedelta(days=2)] * 2 + [START + pd.Timedelta(days=3)],
+        }
+    )
     co["event_timestamp"] = co["event_timestamp"].astype("datetime64[us, UTC]")
     co.to_parquet(labels / "co_purchase_items.parquet", index=False)
     return validated, labels
@@ -131,15 +188,23 @@ def write_poisoned_features(f: dict[str, Path], dest: Path) -> pd.Series:
     imp = imp.merge(listings[["listing_id", "seller_id"]], on="listing_id", how="left")
     after = (imp["event_timestamp"] + pd.Timedelta(microseconds=1)).reset_index(drop=True)
     code = np.arange(len(imp))
-    for view, key, col, value in (("user", "user_id", "n_purchases", 10**9 + code),
-                                  ("listing", "listing_id", "views_decayed", -1.0 - code),
-                                  ("seller", "seller_id", "seller_sales_velocity", -1.0 - code)):
+    for view, key, col, value in (
+        ("user", "user_id", "n_purchases", 10**9 + code),
+        ("listing", "listing_id", "views_decayed", -1.0 - code),
+        ("seller", "seller_id", "seller_sales_velocity", -1.0 - code),
+    ):
         base = pd.read_parquet(f["features"] / f"{view}.parquet")
         rows = base.drop_duplicates(key).set_index(key).reindex(imp[key]).reset_index()
         rows[col], rows["event_timestamp"] = value, after.to_numpy()
         out = pd.concat([base, rows.dropna(subset=["event_timestamp"])], ignore_index=True)
-        _write(out.astype({col: base[col].dtype}), contract.FEATURE_TABLES[view], dest / f"{view}.parquet")
-    (dest / "category_pair.parquet").write_bytes((f["features"] / "category_pair.parquet").read_bytes())
+        _write(
+            out.astype({col: base[col].dtype}),
+            contract.FEATURE_TABLES[view],
+            dest / f"{view}.parquet",
+        )
+    (dest / "category_pair.parquet").write_bytes(
+        (f["features"] / "category_pair.parquet").read_bytes()
+    )
     return after
 
 
@@ -147,11 +212,16 @@ def assert_no_future_poison(df: pd.DataFrame, after: pd.Series) -> None:
     """Every poison value in the training set ``df`` was stamped at or before its row's time,
     none is the row's own impression's, and at least one poison value is reachable at all."""
     seen = 0
-    for col, decode in (("user_n_purchases", lambda v: v - 10**9), ("listing_views_decayed", lambda v: -v - 1),
-                        ("seller_sales_velocity", lambda v: -v - 1)):
+    for col, decode in (
+        ("user_n_purchases", lambda v: v - 10**9),
+        ("listing_views_decayed", lambda v: -v - 1),
+        ("seller_sales_velocity", lambda v: -v - 1),
+    ):
         poisoned = (df[col] >= 10**9) if col == "user_n_purchases" else (df[col] < 0)
         src = decode(df.loc[poisoned, col]).round().astype(int).to_numpy()
-        assert (after.iloc[src].to_numpy() <= df.loc[poisoned, "event_timestamp"].to_numpy()).all(), col
+        assert (
+            after.iloc[src].to_numpy() <= df.loc[poisoned, "event_timestamp"].to_numpy()
+        ).all(), col
         assert not (src == df.index[poisoned].to_numpy()).any(), col
         seen += int(poisoned.sum())
     assert seen > 0
@@ -183,7 +253,12 @@ def demo_features(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("feat_demo")
     run = make_demo_dataset(root)
     build_feature_tables(run / "ingested", run / "labels", run / "features")
-    return {"root": root, "validated": run / "ingested", "labels": run / "labels", "features": run / "features"}
+    return {
+        "root": root,
+        "validated": run / "ingested",
+        "labels": run / "labels",
+        "features": run / "features",
+    }
 
 
 #: Dedicated Redis db and PostgreSQL database of the feature tests (other areas use others).
@@ -195,8 +270,12 @@ def feature_test_registry_url() -> str:
     """SQLAlchemy URL of the tests' registry database, created when missing."""
     import psycopg
 
-    with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (FEATURE_TEST_PG_DB,)).fetchone()
+    with psycopg.connect(
+        "host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True
+    ) as conn:
+        exists = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (FEATURE_TEST_PG_DB,)
+        ).fetchone()
         if not exists:
             conn.execute(f'CREATE DATABASE "{FEATURE_TEST_PG_DB}"')
     return f"postgresql+psycopg://postgres@127.0.0.1:5432/{FEATURE_TEST_PG_DB}"
@@ -210,8 +289,15 @@ def open_test_store(env: str, features: Path | str, work_dir: Path, s3_endpoint:
 
     project = f"crfeat_{uuid.uuid4().hex[:8]}"
     if env == "production":
-        return open_store(env, features, work_dir, project=project, redis_url=FEATURE_TEST_REDIS_URL,
-                          registry_url=feature_test_registry_url(), s3_endpoint=s3_endpoint)
+        return open_store(
+            env,
+            features,
+            work_dir,
+            project=project,
+            redis_url=FEATURE_TEST_REDIS_URL,
+            registry_url=feature_test_registry_url(),
+            s3_endpoint=s3_endpoint,
+        )
     return open_store(env, features, work_dir, project=project)
 
 
@@ -222,8 +308,11 @@ def s3_features(synthetic_features):  # noqa: ANN001, ANN201
     from moto.server import ThreadedMotoServer
 
     with pytest.MonkeyPatch.context() as mp:
-        for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                     "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        for k, v in {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }.items():
             mp.setenv(k, v)
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         server.start()

@@ -56,9 +56,22 @@ def free_port() -> int:
 def private_redis() -> Iterator[tuple[str, subprocess.Popen]]:
     """A throw-away redis-server on a free loopback port: ``(url, process)``; killed at exit."""
     port = free_port()
-    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     url = f"redis://127.0.0.1:{port}/0"
     r = _client(url)
     for _ in range(100):
@@ -79,11 +92,18 @@ def kill_redis(proc: subprocess.Popen) -> None:
     proc.wait(timeout=5)
 
 
-def ev(listing_id: int, event_type: str, sequence: int, ttl: int | None = None,
-       ts: float | None = None) -> InventoryEvent:
+def ev(
+    listing_id: int, event_type: str, sequence: int, ttl: int | None = None, ts: float | None = None
+) -> InventoryEvent:
     """One event happening at ``ts`` (default now)."""
-    return InventoryEvent(listing_id=listing_id, event_type=event_type, sequence=sequence, lock_ttl_s=ttl,
-                          event_ts=time.time() if ts is None else ts, event_id=f"{listing_id}-{sequence}")
+    return InventoryEvent(
+        listing_id=listing_id,
+        event_type=event_type,
+        sequence=sequence,
+        lock_ttl_s=ttl,
+        event_ts=time.time() if ts is None else ts,
+        event_id=f"{listing_id}-{sequence}",
+    )
 
 
 def wait_for(cond, timeout_s: float = 10.0, every_s: float = 0.01) -> bool:  # noqa: ANN001
@@ -100,8 +120,10 @@ def interleaved_history(n_listings: int, per_listing: int, seed: int = 0) -> lis
     """Events of many listings, interleaved; each listing's own events in sequence order."""
     rng = random.Random(seed)
     types = ("listed", "locked", "unlocked", "sold", "delisted")
-    queues = {lid: [ev(lid, types[rng.randrange(5)], s, ttl=600) for s in range(1, per_listing + 1)]
-              for lid in range(1, n_listings + 1)}
+    queues = {
+        lid: [ev(lid, types[rng.randrange(5)], s, ttl=600) for s in range(1, per_listing + 1)]
+        for lid in range(1, n_listings + 1)
+    }
     out = []
     while queues:
         lid = rng.choice(list(queues))

@@ -13,15 +13,24 @@ import numpy as np
 import pytest
 
 from checkout_recs.policy.catalog import ItemCatalog
-from checkout_recs.policy.config import ExplorationConfig, ExposureConfig, LedgerConfig, PolicyConfig
+from checkout_recs.policy.config import (
+    ExplorationConfig,
+    ExposureConfig,
+    LedgerConfig,
+    PolicyConfig,
+)
 from checkout_recs.policy.engine import PolicyEngine
 from checkout_recs.policy.ledger import ExplorationLedger
 from tests.fixtures_serving import make_prepared
 
-LEDGER_REDIS_URL = "redis://127.0.0.1:6379/12"  # DB 12 + a per-test prefix: no collision with other suites
+LEDGER_REDIS_URL = (
+    "redis://127.0.0.1:6379/12"  # DB 12 + a per-test prefix: no collision with other suites
+)
 
 
-def drive_ledger(led: ExplorationLedger, seed: int, totals: np.ndarray, n: int = 400, pause_s: float = 0.0) -> None:
+def drive_ledger(
+    led: ExplorationLedger, seed: int, totals: np.ndarray, n: int = 400, pause_s: float = 0.0
+) -> None:
     """``n`` requests against ``led``: reserve a random worst case,
     settle a random cost when granted, serve a random revenue; adds (served, spent) to
     ``totals`` float (2,), currency units. ``pause_s`` sleeps between requests."""
@@ -59,15 +68,33 @@ def ledger_prefix() -> Iterator[str]:
     r.close()
 
 
-def policy_config(backend: str, prefix: str | None, *, share: float = 0.01, min_budget: float = 0.0,
-                  eps: float = 0.5, url: str = LEDGER_REDIS_URL, **ledger: float) -> PolicyConfig:
+def policy_config(
+    backend: str,
+    prefix: str | None,
+    *,
+    share: float = 0.01,
+    min_budget: float = 0.0,
+    eps: float = 0.5,
+    url: str = LEDGER_REDIS_URL,
+    **ledger: float,
+) -> PolicyConfig:
     """Policy with exploration at ``eps`` for every session class, exposure off, and the ledger
     ``backend`` (``local`` or ``redis`` under ``prefix``)."""
     ledger = {"timeout_ms": 250.0, **ledger}  # a loaded test machine must not look like Redis down
-    lc = LedgerConfig.model_validate({"backend": backend, "url": url if backend == "redis" else None,
-                                      "prefix": prefix or "unused", **ledger})
-    expl = ExplorationConfig(epsilon=dict.fromkeys(("returning", "new_user", "high_value"), eps),
-                             daily_share=share, min_daily_budget=min_budget, ledger=lc)
+    lc = LedgerConfig.model_validate(
+        {
+            "backend": backend,
+            "url": url if backend == "redis" else None,
+            "prefix": prefix or "unused",
+            **ledger,
+        }
+    )
+    expl = ExplorationConfig(
+        epsilon=dict.fromkeys(("returning", "new_user", "high_value"), eps),
+        daily_share=share,
+        min_daily_budget=min_budget,
+        ledger=lc,
+    )
     return PolicyConfig(exploration=expl, exposure=ExposureConfig(enabled=False))
 
 
@@ -84,9 +111,16 @@ class Books:
         return all(self.spent[d] <= share * self.served[d] + min_budget + 1e-9 for d in self.served)
 
 
-def simulate(engines: Sequence[PolicyEngine], catalog: ItemCatalog, n: int, *, seed: int = 1,
-             start: dt.datetime = dt.datetime(2026, 11, 22, tzinfo=dt.UTC), step_s: float = 20.0,
-             books: Books | None = None) -> Books:
+def simulate(
+    engines: Sequence[PolicyEngine],
+    catalog: ItemCatalog,
+    n: int,
+    *,
+    seed: int = 1,
+    start: dt.datetime = dt.datetime(2026, 11, 22, tzinfo=dt.UTC),
+    step_s: float = 20.0,
+    books: Books | None = None,
+) -> Books:
     """``n`` requests ``step_s`` apart from ``start``, round-robin over ``engines``; returns the books."""
     books = books or Books()
     rng = np.random.default_rng(seed)

@@ -32,7 +32,8 @@ def kserve_schemas() -> CrdSchemas:
 
         warnings.warn(
             f"real KServe CRDs absent at {CRD_DIR}: validating against the kserve SDK-derived schema",
-            UserWarning, stacklevel=1,
+            UserWarning,
+            stacklevel=1,
         )
         real = kserve_sdk_schemas()
     return load_schema_files(MANIFESTS / "schemas").merge(real)

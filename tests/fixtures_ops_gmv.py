@@ -44,26 +44,51 @@ class DecisionTraffic:
         clicked one, so GMV per session = buy_rate x mean price.
     """
 
-    def __init__(self, fake, namespace: str, name: str, store: LocalArtifactStore, outcomes: Path,  # noqa: ANN001
-                 arms: dict[str, str], buy_rate: Callable[[str, int], float], per_tick: int = 1500,
-                 seed: int = 3) -> None:
-        self.fake, self.ns, self.name, self.store, self.outcomes = fake, namespace, name, store, Path(outcomes)
+    def __init__(
+        self,
+        fake,
+        namespace: str,
+        name: str,
+        store: LocalArtifactStore,
+        outcomes: Path,  # noqa: ANN001
+        arms: dict[str, str],
+        buy_rate: Callable[[str, int], float],
+        per_tick: int = 1500,
+        seed: int = 3,
+    ) -> None:
+        self.fake, self.ns, self.name, self.store, self.outcomes = (
+            fake,
+            namespace,
+            name,
+            store,
+            Path(outcomes),
+        )
         self.arms, self.buy_rate, self.per_tick = arms, buy_rate, per_tick
         self.rng = np.random.default_rng(seed)
         self.ticks, self.sessions, self.mismatched = 0, {"canary": 0, "champion": 0}, 0
         self.prices = np.round(self.rng.uniform(20, 60, N_LISTINGS), 2)
-        listings = pd.DataFrame({
-            "listing_id": np.arange(N_LISTINGS, dtype=np.int64), "seller_id": np.arange(N_LISTINGS, dtype=np.int64),
-            "category_id": np.zeros(N_LISTINGS, np.int32), "region": "eu", "title": "item", "price": self.prices,
-            "take_rate": 0.1, "quantity": np.ones(N_LISTINGS, np.int32),
-            "listed_at": pd.Timestamp("2026-01-01", tz="UTC")})
+        listings = pd.DataFrame(
+            {
+                "listing_id": np.arange(N_LISTINGS, dtype=np.int64),
+                "seller_id": np.arange(N_LISTINGS, dtype=np.int64),
+                "category_id": np.zeros(N_LISTINGS, np.int32),
+                "region": "eu",
+                "title": "item",
+                "price": self.prices,
+                "take_rate": 0.1,
+                "quantity": np.ones(N_LISTINGS, np.int32),
+                "listed_at": pd.Timestamp("2026-01-01", tz="UTC"),
+            }
+        )
         self._write("listings", listings)
 
     def _write(self, table: str, df: pd.DataFrame) -> None:
         folder = self.outcomes / table
         folder.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.Table.from_pandas(df, schema=contract.RAW_TABLES[table], preserve_index=False),
-                       folder / f"part-{self.ticks:05d}.parquet")
+        pq.write_table(
+            pa.Table.from_pandas(df, schema=contract.RAW_TABLES[table], preserve_index=False),
+            folder / f"part-{self.ticks:05d}.parquet",
+        )
 
     def _canary_percent(self, comp: str | None = None) -> int:
         """The latest revision's share of ``comp`` (default: the component requests enter through);
@@ -75,7 +100,9 @@ class DecisionTraffic:
     def _routes(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """(transformer is the canary's, ranker is the canary's) per request, as KServe routes them."""
         front = self.rng.uniform(size=n) < self._canary_percent() / 100
-        if "transformer" not in self.fake.isvcs[(self.ns, self.name)]["spec"]:  # collocated: one split
+        if (
+            "transformer" not in self.fake.isvcs[(self.ns, self.name)]["spec"]
+        ):  # collocated: one split
             return front, front
         return front, self.rng.uniform(size=n) < self._canary_percent("predictor") / 100
 
@@ -86,7 +113,10 @@ class DecisionTraffic:
         front, ranker = self._routes(n)
         rows, clicks, buys = [], [], []
         for i in range(n):
-            arm, scored_by = ("canary" if front[i] else "champion"), ("canary" if ranker[i] else "champion")
+            arm, scored_by = (
+                ("canary" if front[i] else "champion"),
+                ("canary" if ranker[i] else "champion"),
+            )
             self.sessions[arm] += 1
             self.mismatched += arm != scored_by
             rid, user = f"t{self.ticks}-{i}", int(self.rng.integers(1, 10_000))
@@ -95,27 +125,74 @@ class DecisionTraffic:
             if self.rng.uniform() < 0.5:  # one click per engaged session
                 item = items[int(self.rng.integers(6))]
                 clicks.append((rid, user, item, now + dt.timedelta(seconds=1)))
-                if self.rng.uniform() < 2 * self.buy_rate(scored_by, canary_pct):  # P(buy | click) = 2 buy_rate
-                    buys.append((f"p-{rid}", user, item, float(self.prices[item]), now + dt.timedelta(seconds=5)))
+                if self.rng.uniform() < 2 * self.buy_rate(
+                    scored_by, canary_pct
+                ):  # P(buy | click) = 2 buy_rate
+                    buys.append(
+                        (
+                            f"p-{rid}",
+                            user,
+                            item,
+                            float(self.prices[item]),
+                            now + dt.timedelta(seconds=5),
+                        )
+                    )
         with_dir = self.outcomes.parent / f"decisions-part-{self.ticks}"
         with_dir.mkdir(parents=True)
-        pq.write_table(pa.Table.from_pylist(rows, schema=contract.DECISIONS), with_dir / "part-0.parquet")
+        pq.write_table(
+            pa.Table.from_pylist(rows, schema=contract.DECISIONS), with_dir / "part-0.parquet"
+        )
         self.store.publish("decisions", f"d{self.ticks:05d}", with_dir)
         shutil.rmtree(with_dir)
-        self._write("clicks", pd.DataFrame(clicks, columns=["request_id", "user_id", "listing_id", "event_timestamp"]))
-        self._write("purchases", pd.DataFrame(
-            buys, columns=["purchase_id", "user_id", "listing_id", "price", "event_timestamp"]))
+        self._write(
+            "clicks",
+            pd.DataFrame(
+                clicks, columns=["request_id", "user_id", "listing_id", "event_timestamp"]
+            ),
+        )
+        self._write(
+            "purchases",
+            pd.DataFrame(
+                buys, columns=["purchase_id", "user_id", "listing_id", "price", "event_timestamp"]
+            ),
+        )
 
 
-def _decision(rid: str, user: int, now: dt.datetime, items: list[int], index_version: str,
-              predictor_version: str) -> dict:
-    return {"request_id": rid, "event_timestamp": now, "user_id": user, "region": "eu", "device": "web",
-            "basket_ids": [1], "policy": "ranker", "fallback_reason": None, "session_class": "known",
-            "model_version": "m-" + index_version, "index_version": index_version,
-            "predictor_version": predictor_version, "item_ids": items,
-            "scores": [1.0] * 6, "propensities": [0.9] * 6, "sources": ["ann"] * 6, "reasons": ["r"] * 6,
-            "explored": False, "exploration_cost": 0.0, "n_candidates": 50, "n_filtered_out": 0,
-            "snapshot_ids": items, "snapshot_scores": [1.0] * 6, "latency_ms": 9.0, "timings_json": "{}"}
+def _decision(
+    rid: str,
+    user: int,
+    now: dt.datetime,
+    items: list[int],
+    index_version: str,
+    predictor_version: str,
+) -> dict:
+    return {
+        "request_id": rid,
+        "event_timestamp": now,
+        "user_id": user,
+        "region": "eu",
+        "device": "web",
+        "basket_ids": [1],
+        "policy": "ranker",
+        "fallback_reason": None,
+        "session_class": "known",
+        "model_version": "m-" + index_version,
+        "index_version": index_version,
+        "predictor_version": predictor_version,
+        "item_ids": items,
+        "scores": [1.0] * 6,
+        "propensities": [0.9] * 6,
+        "sources": ["ann"] * 6,
+        "reasons": ["r"] * 6,
+        "explored": False,
+        "exploration_cost": 0.0,
+        "n_candidates": 50,
+        "n_filtered_out": 0,
+        "snapshot_ids": items,
+        "snapshot_scores": [1.0] * 6,
+        "latency_ms": 9.0,
+        "timings_json": "{}",
+    }
 
 
 @pytest.fixture(scope="session")
@@ -137,7 +214,9 @@ def mlflow_db(_mlflow_template: Path, tmp_path: Path) -> Iterator[str]:
     db = tmp_path / "mlflow.db"
     shutil.copyfile(_mlflow_template, db)
     uri = f"sqlite:///{db}"
-    MlflowClient(tracking_uri=uri).create_experiment("ops-test", artifact_location=(tmp_path / "mlruns").as_uri())
+    MlflowClient(tracking_uri=uri).create_experiment(
+        "ops-test", artifact_location=(tmp_path / "mlruns").as_uri()
+    )
     yield uri
 
 

@@ -64,7 +64,9 @@ def kserve_admission(obj: dict) -> str | None:
     """Why KServe's webhook refuses ``obj``, or None: the collocation rule it enforces
     (``validateCollocationStorageURI``: no STORAGE_URI in ``transformer-container``)."""
     for c in (obj.get("spec", {}).get("predictor") or {}).get("containers") or []:
-        if c.get("name") == "transformer-container" and any(e.get("name") == "STORAGE_URI" for e in c.get("env") or []):
+        if c.get("name") == "transformer-container" and any(
+            e.get("name") == "STORAGE_URI" for e in c.get("env") or []
+        ):
             return "the STORAGE_URI env variable is not allowed in the transformer-container"
     return None
 
@@ -111,7 +113,9 @@ class FakeKube:
 
     def add_configmap(self, obj: dict) -> None:
         with self.lock:
-            self.configmaps[(obj["metadata"]["namespace"], obj["metadata"]["name"])] = copy.deepcopy(obj)
+            self.configmaps[(obj["metadata"]["namespace"], obj["metadata"]["name"])] = (
+                copy.deepcopy(obj)
+            )
 
     def patch_isvc(self, key: tuple[str, str], body: dict) -> dict:
         with self.lock:
@@ -137,12 +141,17 @@ class FakeKube:
             spec = obj.get("spec", {}).get(comp)
             if spec:
                 comps[comp] = self._component_status(key, comp, spec)
-        obj["status"] = {"observedGeneration": obj["metadata"]["generation"], "components": comps,
-                         "conditions": [{"type": "Ready", "status": "True"}]}
+        obj["status"] = {
+            "observedGeneration": obj["metadata"]["generation"],
+            "components": comps,
+            "conditions": [{"type": "Ready", "status": "True"}],
+        }
         self._bump(key, obj, "MODIFIED")
 
     def _component_status(self, key: tuple[str, str], comp: str, spec: dict) -> dict:
-        st = self.revisions.setdefault((*key, comp), {"n": 0, "latest": None, "rolled_out": None, "spec": None})
+        st = self.revisions.setdefault(
+            (*key, comp), {"n": 0, "latest": None, "rolled_out": None, "spec": None}
+        )
         body = {k: v for k, v in spec.items() if k != "canaryTrafficPercent"}
         if body != st["spec"]:
             st["n"] += 1
@@ -150,13 +159,35 @@ class FakeKube:
         pct = spec.get("canaryTrafficPercent")
         if st["rolled_out"] is None or pct is None or st["latest"] == st["rolled_out"]:
             st["rolled_out"] = st["latest"]
-            traffic = [{"revisionName": st["latest"], "percent": 100, "latestRevision": True, "tag": "latest"}]
+            traffic = [
+                {
+                    "revisionName": st["latest"],
+                    "percent": 100,
+                    "latestRevision": True,
+                    "tag": "latest",
+                }
+            ]
         else:
-            traffic = [{"revisionName": st["latest"], "percent": pct, "latestRevision": True, "tag": "latest"},
-                       {"revisionName": st["rolled_out"], "percent": 100 - pct, "latestRevision": False,
-                        "tag": "prev"}]
-        return {"latestCreatedRevision": st["latest"], "latestReadyRevision": st["latest"],
-                "latestRolledoutRevision": st["rolled_out"], "traffic": traffic}
+            traffic = [
+                {
+                    "revisionName": st["latest"],
+                    "percent": pct,
+                    "latestRevision": True,
+                    "tag": "latest",
+                },
+                {
+                    "revisionName": st["rolled_out"],
+                    "percent": 100 - pct,
+                    "latestRevision": False,
+                    "tag": "prev",
+                },
+            ]
+        return {
+            "latestCreatedRevision": st["latest"],
+            "latestReadyRevision": st["latest"],
+            "latestRolledoutRevision": st["rolled_out"],
+            "traffic": traffic,
+        }
 
     def traffic(self, namespace: str, name: str, comp: str | None = None) -> dict[str, int]:
         """``{revision: percent}`` of a component now; by default the one requests enter through
@@ -168,7 +199,9 @@ class FakeKube:
 
     def patches(self, kind: str = "inferenceservices") -> list[dict]:
         """Bodies of every PATCH to ``kind``, in order."""
-        return [h["body"] for h in self.history if h["method"] == "PATCH" and f"/{kind}/" in h["path"]]
+        return [
+            h["body"] for h in self.history if h["method"] == "PATCH" and f"/{kind}/" in h["path"]
+        ]
 
     def watch_events(self, key: str, since: int, timeout: float) -> Iterator[dict]:
         deadline = time.monotonic() + timeout
@@ -184,7 +217,9 @@ class FakeKube:
                 yield {"type": kind, "object": obj}
 
 
-def _make_handler(fake: FakeKube, metrics: Callable[[], str] | None) -> type[BaseHTTPRequestHandler]:
+def _make_handler(
+    fake: FakeKube, metrics: Callable[[], str] | None
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -200,14 +235,30 @@ def _make_handler(fake: FakeKube, metrics: Callable[[], str] | None) -> type[Bas
             self.wfile.write(data)
 
         def _not_found(self, what: str) -> None:
-            self._send(404, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound",
-                             "message": f"{what} not found", "code": 404})
+            self._send(
+                404,
+                {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "status": "Failure",
+                    "reason": "NotFound",
+                    "message": f"{what} not found",
+                    "code": 404,
+                },
+            )
 
         def _record(self, body: object = None) -> tuple[str, dict]:
             url = urlparse(self.path)
             query = {k: v[0] for k, v in parse_qs(url.query).items()}
-            fake.history.append({"method": self.command, "path": url.path, "query": query, "body": body,
-                                 "content_type": self.headers.get("Content-Type")})
+            fake.history.append(
+                {
+                    "method": self.command,
+                    "path": url.path,
+                    "query": query,
+                    "body": body,
+                    "content_type": self.headers.get("Content-Type"),
+                }
+            )
             return url.path, query
 
         def do_GET(self) -> None:  # noqa: N802
@@ -222,22 +273,28 @@ def _make_handler(fake: FakeKube, metrics: Callable[[], str] | None) -> type[Bas
             elif path.startswith(ISVC_PREFIX):
                 self._get_isvc(path, query)
             elif path.startswith(CM_PREFIX) and "/configmaps/" in path:
-                ns, _, name = path[len(CM_PREFIX):].partition("/configmaps/")
+                ns, _, name = path[len(CM_PREFIX) :].partition("/configmaps/")
                 cm = fake.configmaps.get((ns, name))
                 self._send(200, cm) if cm else self._not_found(f"configmap {name}")
             else:
                 self._not_found(path)
 
         def _get_isvc(self, path: str, query: dict) -> None:
-            ns, _, rest = path[len(ISVC_PREFIX):].partition("/inferenceservices")
+            ns, _, rest = path[len(ISVC_PREFIX) :].partition("/inferenceservices")
             name = rest.strip("/")
             if name:
                 obj = fake.isvcs.get((ns, name))
                 return self._send(200, obj) if obj else self._not_found(f"inferenceservice {name}")
             selected = query.get("fieldSelector", "").removeprefix("metadata.name=")
             if query.get("watch") not in ("true", "1", "True"):
-                items = [o for (n, k), o in fake.isvcs.items() if n == ns and (not selected or k == selected)]
-                return self._send(200, {"kind": "InferenceServiceList", "items": items, "metadata": {}})
+                items = [
+                    o
+                    for (n, k), o in fake.isvcs.items()
+                    if n == ns and (not selected or k == selected)
+                ]
+                return self._send(
+                    200, {"kind": "InferenceServiceList", "items": items, "metadata": {}}
+                )
             self._stream(f"{ns}/{selected}", query)
 
         def _chunk(self, obj: object) -> None:
@@ -248,7 +305,9 @@ def _make_handler(fake: FakeKube, metrics: Callable[[], str] | None) -> type[Bas
         def _stream(self, key: str, query: dict) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
-            self.send_header("Transfer-Encoding", "chunked")  # one chunk per event, like the API server
+            self.send_header(
+                "Transfer-Encoding", "chunked"
+            )  # one chunk per event, like the API server
             self.send_header("Connection", "close")
             self.end_headers()
             self.close_connection = True
@@ -267,22 +326,34 @@ def _make_handler(fake: FakeKube, metrics: Callable[[], str] | None) -> type[Bas
                 pass
 
         def do_PATCH(self) -> None:  # noqa: N802
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"null")
+            body = json.loads(
+                self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"null"
+            )
             path, _ = self._record(body)
             ctype = self.headers.get("Content-Type", "")
             if path.startswith(ISVC_PREFIX):
-                ns, _, name = path[len(ISVC_PREFIX):].partition("/inferenceservices/")
+                ns, _, name = path[len(ISVC_PREFIX) :].partition("/inferenceservices/")
                 if (ns, name) not in fake.isvcs:
                     return self._not_found(f"inferenceservice {name}")
                 if "merge-patch" not in ctype:
-                    return self._send(415, {"kind": "Status", "code": 415, "message": f"unsupported {ctype}"})
+                    return self._send(
+                        415, {"kind": "Status", "code": 415, "message": f"unsupported {ctype}"}
+                    )
                 try:
                     return self._send(200, fake.patch_isvc((ns, name), body))
                 except Denied as e:
-                    return self._send(403, {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 403,
-                                            "message": f"admission webhook denied the request: {e}"})
+                    return self._send(
+                        403,
+                        {
+                            "kind": "Status",
+                            "apiVersion": "v1",
+                            "status": "Failure",
+                            "code": 403,
+                            "message": f"admission webhook denied the request: {e}",
+                        },
+                    )
             if path.startswith(CM_PREFIX) and "/configmaps/" in path:
-                ns, _, name = path[len(CM_PREFIX):].partition("/configmaps/")
+                ns, _, name = path[len(CM_PREFIX) :].partition("/configmaps/")
                 if (ns, name) not in fake.configmaps:
                     return self._not_found(f"configmap {name}")
                 with fake.lock:
@@ -362,8 +433,15 @@ class TrafficSimulator:
     the transformer's answers/fallbacks and an exporter's GMV/sessions, all per revision.
     """
 
-    def __init__(self, fake: FakeKube, namespace: str, name: str, error_rate: Callable[[int], float],
-                 per_scrape: int = 2000, canary_p95_ms: float = 20.0) -> None:
+    def __init__(
+        self,
+        fake: FakeKube,
+        namespace: str,
+        name: str,
+        error_rate: Callable[[int], float],
+        per_scrape: int = 2000,
+        canary_p95_ms: float = 20.0,
+    ) -> None:
         self.fake, self.ns, self.name = fake, namespace, name
         self.error_rate, self.per_scrape, self.canary_ms = error_rate, per_scrape, canary_p95_ms
         self.totals: dict[str, dict[str, float]] = {}
@@ -374,7 +452,9 @@ class TrafficSimulator:
         canary_pct = traffic[latest] if len(traffic) > 1 else 0
         for rev, pct in traffic.items():
             n = self.per_scrape * pct / 100
-            t = self.totals.setdefault(rev, {"ok": 0, "err": 0, "fb": 0, "gmv": 0, "sess": 0, "fast": 0})
+            t = self.totals.setdefault(
+                rev, {"ok": 0, "err": 0, "fb": 0, "gmv": 0, "sess": 0, "fast": 0}
+            )
             err = self.error_rate(canary_pct) if rev == latest and len(traffic) > 1 else 0.001
             t["err"] += n * err
             t["ok"] += n * (1 - err)
@@ -385,16 +465,18 @@ class TrafficSimulator:
         lines = []
         for rev, t in self.totals.items():
             lab = f'revision_name="{rev}"'
-            lines += [f'revision_app_request_count{{{lab},response_code_class="2xx"}} {t["ok"]}',
-                      f'revision_app_request_count{{{lab},response_code_class="5xx"}} {t["err"]}',
-                      f'revision_app_request_latencies_bucket{{{lab},le="10"}} {t["fast"] * 0.5}',
-                      f'revision_app_request_latencies_bucket{{{lab},le="50"}} {t["fast"]}',
-                      f'revision_app_request_latencies_bucket{{{lab},le="250"}} {t["ok"] + t["err"]}',
-                      f'revision_app_request_latencies_bucket{{{lab},le="+Inf"}} {t["ok"] + t["err"]}',
-                      f'checkout_recs_answers_total{{{lab},policy="ranker"}} {t["ok"]}',
-                      f'checkout_recs_fallback_total{{{lab},reason="unknown_user"}} {t["fb"]}',
-                      f'checkout_recs_attributed_gmv_total{{{lab}}} {t["gmv"]}',
-                      f'checkout_recs_sessions_total{{{lab}}} {t["sess"]}']
+            lines += [
+                f'revision_app_request_count{{{lab},response_code_class="2xx"}} {t["ok"]}',
+                f'revision_app_request_count{{{lab},response_code_class="5xx"}} {t["err"]}',
+                f'revision_app_request_latencies_bucket{{{lab},le="10"}} {t["fast"] * 0.5}',
+                f'revision_app_request_latencies_bucket{{{lab},le="50"}} {t["fast"]}',
+                f'revision_app_request_latencies_bucket{{{lab},le="250"}} {t["ok"] + t["err"]}',
+                f'revision_app_request_latencies_bucket{{{lab},le="+Inf"}} {t["ok"] + t["err"]}',
+                f'checkout_recs_answers_total{{{lab},policy="ranker"}} {t["ok"]}',
+                f'checkout_recs_fallback_total{{{lab},reason="unknown_user"}} {t["fb"]}',
+                f"checkout_recs_attributed_gmv_total{{{lab}}} {t['gmv']}",
+                f"checkout_recs_sessions_total{{{lab}}} {t['sess']}",
+            ]
         return "\n".join(lines) + "\n"
 
 
@@ -449,8 +531,15 @@ def fake_kfp() -> Iterator[tuple[str, list[dict]]]:
             n = int(self.headers.get("Content-Length", 0))
             body = json.loads(self.rfile.read(n)) if n else None
             query = {k: v[0] for k, v in parse_qs(url.query).items()}
-            requests.append({"method": self.command, "path": url.path, "query": query, "body": body,
-                             "auth": self.headers.get("Authorization")})
+            requests.append(
+                {
+                    "method": self.command,
+                    "path": url.path,
+                    "query": query,
+                    "body": body,
+                    "auth": self.headers.get("Authorization"),
+                }
+            )
             return url.path, query, body
 
         def do_GET(self) -> None:  # noqa: N802
@@ -458,8 +547,14 @@ def fake_kfp() -> Iterator[tuple[str, list[dict]]]:
             if path == "/apis/v2beta1/healthz":
                 return self._send({"multi_user": False})
             if path == "/apis/v2beta1/experiments":
-                wanted = json.loads(query.get("filter", "{}")).get("predicates", [{}])[0].get("stringValue")
-                return self._send({"experiments": [e for e in experiments if e["display_name"] == wanted]})
+                wanted = (
+                    json.loads(query.get("filter", "{}"))
+                    .get("predicates", [{}])[0]
+                    .get("stringValue")
+                )
+                return self._send(
+                    {"experiments": [e for e in experiments if e["display_name"] == wanted]}
+                )
             self._send({"error": f"no route {path}"}, 404)
 
         def do_POST(self) -> None:  # noqa: N802

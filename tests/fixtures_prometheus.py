@@ -71,8 +71,12 @@ class PrometheusServer:
         """Instant-vector result of ``promql`` now."""
         return list(self.api("query", query=promql)["result"])
 
-    def wait_for(self, promql: str, ok: Callable[[list[dict[str, Any]]], bool] = bool,
-                 timeout_s: float = 60.0) -> list[dict[str, Any]]:
+    def wait_for(
+        self,
+        promql: str,
+        ok: Callable[[list[dict[str, Any]]], bool] = bool,
+        timeout_s: float = 60.0,
+    ) -> list[dict[str, Any]]:
         """Poll ``promql`` until ``ok(result)``; the last result, or a failed test on timeout."""
         deadline, result = time.monotonic() + timeout_s, []
         while time.monotonic() < deadline:
@@ -80,7 +84,9 @@ class PrometheusServer:
             if ok(result):
                 return result
             time.sleep(0.25)
-        pytest.fail(f"Prometheus: {promql!r} not satisfied after {timeout_s:.0f} s (last: {result})\n{self.log_tail()}")
+        pytest.fail(
+            f"Prometheus: {promql!r} not satisfied after {timeout_s:.0f} s (last: {result})\n{self.log_tail()}"
+        )
 
     def wait_targets_up(self, n: int, timeout_s: float = 60.0) -> None:
         """Until ``n`` targets have been scraped successfully."""
@@ -108,38 +114,74 @@ def rendered_rule_files(folder: Path, base: str = DEFAULT_RUNBOOK_BASE) -> list[
     return out
 
 
-def prometheus_config(targets: Sequence[ScrapeTarget], rule_files: Sequence[Path], scrape_interval: str,
-                      evaluation_interval: str) -> dict[str, Any]:
+def prometheus_config(
+    targets: Sequence[ScrapeTarget],
+    rule_files: Sequence[Path],
+    scrape_interval: str,
+    evaluation_interval: str,
+) -> dict[str, Any]:
     """``prometheus.yml`` as a dict: one job per target, honouring the targets' own labels."""
-    jobs = [{"job_name": t.job, "honor_labels": True, "metrics_path": t.metrics_path,
-             "static_configs": [{"targets": [t.address], "labels": dict(t.labels)}]} for t in targets]
-    return {"global": {"scrape_interval": scrape_interval, "scrape_timeout": scrape_interval,
-                       "evaluation_interval": evaluation_interval},
-            "rule_files": [str(p) for p in rule_files], "scrape_configs": jobs}
+    jobs = [
+        {
+            "job_name": t.job,
+            "honor_labels": True,
+            "metrics_path": t.metrics_path,
+            "static_configs": [{"targets": [t.address], "labels": dict(t.labels)}],
+        }
+        for t in targets
+    ]
+    return {
+        "global": {
+            "scrape_interval": scrape_interval,
+            "scrape_timeout": scrape_interval,
+            "evaluation_interval": evaluation_interval,
+        },
+        "rule_files": [str(p) for p in rule_files],
+        "scrape_configs": jobs,
+    }
 
 
-def start_prometheus(targets: Sequence[ScrapeTarget], workdir: Path, scrape_interval: str = "500ms",
-                     evaluation_interval: str = "1s", with_rules: bool = True,
-                     ready_timeout_s: float = 60.0) -> PrometheusServer:
+def start_prometheus(
+    targets: Sequence[ScrapeTarget],
+    workdir: Path,
+    scrape_interval: str = "500ms",
+    evaluation_interval: str = "1s",
+    with_rules: bool = True,
+    ready_timeout_s: float = 60.0,
+) -> PrometheusServer:
     """Start Prometheus on a free loopback port; ready (``/-/ready``) when it returns."""
     binary = require_binary("prometheus")
     workdir.mkdir(parents=True, exist_ok=True)
     rules = rendered_rule_files(workdir / "rules") if with_rules else []
     config = workdir / "prometheus.yml"
-    config.write_text(yaml.safe_dump(prometheus_config(targets, rules, scrape_interval, evaluation_interval)))
+    config.write_text(
+        yaml.safe_dump(prometheus_config(targets, rules, scrape_interval, evaluation_interval))
+    )
     port = free_port()
     log = (workdir / "prometheus.log").open("w")
     proc = subprocess.Popen(
-        [binary, f"--config.file={config}", f"--web.listen-address={HOST}:{port}",
-         f"--storage.tsdb.path={workdir / 'data'}", "--storage.tsdb.retention.time=1h", "--log.level=warn",
-         "--web.enable-lifecycle"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            binary,
+            f"--config.file={config}",
+            f"--web.listen-address={HOST}:{port}",
+            f"--storage.tsdb.path={workdir / 'data'}",
+            "--storage.tsdb.retention.time=1h",
+            "--log.level=warn",
+            "--web.enable-lifecycle",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     server = PrometheusServer(f"http://{HOST}:{port}", proc, workdir)
     deadline = time.monotonic() + ready_timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             pytest.fail(f"prometheus exited with {proc.returncode}:\n{server.log_tail()}")
-        with contextlib.suppress(OSError), urllib.request.urlopen(f"{server.url}/-/ready", timeout=1) as r:
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(f"{server.url}/-/ready", timeout=1) as r,
+        ):
             if r.status == 200:
                 return server
         time.sleep(0.1)
@@ -159,7 +201,9 @@ def stop_prometheus(server: PrometheusServer, timeout_s: float = 10.0) -> None:
 
 
 @contextlib.contextmanager
-def running_prometheus(targets: Sequence[ScrapeTarget], workdir: Path, **kw: Any) -> Iterator[PrometheusServer]:
+def running_prometheus(
+    targets: Sequence[ScrapeTarget], workdir: Path, **kw: Any
+) -> Iterator[PrometheusServer]:
     """``start_prometheus`` … ``stop_prometheus`` as a context manager."""
     server = start_prometheus(targets, workdir, **kw)
     try:
@@ -174,7 +218,9 @@ def address_of(url: str) -> str:
 
 
 @pytest.fixture
-def kube_prometheus(fake_kube, tmp_path: Path) -> Iterator[tuple[Any, str, Callable, PrometheusServer]]:
+def kube_prometheus(
+    fake_kube, tmp_path: Path
+) -> Iterator[tuple[Any, str, Callable, PrometheusServer]]:
     """``fake_kube`` (import it too) plus a real Prometheus scraping its ``/metrics`` every 250 ms,
     every series labelled with the InferenceService's namespace as a cluster's scrape config does.
 
@@ -183,6 +229,8 @@ def kube_prometheus(fake_kube, tmp_path: Path) -> Iterator[tuple[Any, str, Calla
     fake, host, set_metrics = fake_kube
     namespace = next(iter(fake.isvcs))[0]
     target = ScrapeTarget("fake-cluster", address_of(host), labels={"namespace": namespace})
-    with running_prometheus([target], tmp_path / "prometheus", scrape_interval="250ms", with_rules=False) as prom:
+    with running_prometheus(
+        [target], tmp_path / "prometheus", scrape_interval="250ms", with_rules=False
+    ) as prom:
         prom.wait_targets_up(1)
         yield fake, host, set_metrics, prom

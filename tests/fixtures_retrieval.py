@@ -9,8 +9,13 @@ from checkout_recs.retrieval.index import RetrievalIndex
 from checkout_recs.retrieval.index_build import IndexConfig
 
 
-def synthetic_catalogue(n: int = 2000, d: int = 16, n_cat: int = 8, seed: int = 0,
-                        regions: tuple[str, ...] = ("eu", "us")) -> tuple[np.ndarray, pd.DataFrame]:
+def synthetic_catalogue(
+    n: int = 2000,
+    d: int = 16,
+    n_cat: int = 8,
+    seed: int = 0,
+    regions: tuple[str, ...] = ("eu", "us"),
+) -> tuple[np.ndarray, pd.DataFrame]:
     """Unit vectors (n, d) float32 clustered by category, and the aligned snapshot frame.
 
     Snapshot columns: ``listing_id`` (1000 + row), ``category_id`` (row % n_cat), ``region``
@@ -21,14 +26,21 @@ def synthetic_catalogue(n: int = 2000, d: int = 16, n_cat: int = 8, seed: int = 
     centres = rng.normal(size=(n_cat, d))
     emb = centres[cat] + 0.8 * rng.normal(size=(n, d))
     emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float32)
-    snap = pd.DataFrame({"listing_id": np.arange(n, dtype=np.int64) + 1000, "category_id": cat.astype(np.int32),
-                         "region": np.asarray(regions)[(np.arange(n) // n_cat) % len(regions)],
-                         "age_days": rng.uniform(0, 60, n), "purchases_decayed": rng.poisson(2.0, n).astype(float)})
+    snap = pd.DataFrame(
+        {
+            "listing_id": np.arange(n, dtype=np.int64) + 1000,
+            "category_id": cat.astype(np.int32),
+            "region": np.asarray(regions)[(np.arange(n) // n_cat) % len(regions)],
+            "age_days": rng.uniform(0, 60, n),
+            "purchases_decayed": rng.poisson(2.0, n).astype(float),
+        }
+    )
     return emb, snap
 
 
-def synthetic_index(n: int = 2000, d: int = 16, cfg: IndexConfig | None = None,
-                    **kw: object) -> tuple[RetrievalIndex, np.ndarray, pd.DataFrame]:
+def synthetic_index(
+    n: int = 2000, d: int = 16, cfg: IndexConfig | None = None, **kw: object
+) -> tuple[RetrievalIndex, np.ndarray, pd.DataFrame]:
     """``RetrievalIndex`` over ``synthetic_catalogue`` → (index, emb (n, d), snapshot)."""
     emb, snap = synthetic_catalogue(n, d, **kw)  # type: ignore[arg-type]
     return RetrievalIndex.from_embeddings(snap["listing_id"].to_numpy(), emb, snap, cfg), emb, snap

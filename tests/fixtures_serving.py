@@ -28,12 +28,28 @@ from checkout_recs.synthetic.serving import (
     train_tiny_ranker,
 )
 
-__all__ = ["N_CATEGORIES", "REGIONS", "RICH_NAMES", "TINY_NAMES", "make_feast_user_store", "make_pairs",
-           "make_prepared", "make_serving_bundle", "make_snapshot", "make_users", "train_tiny_ranker"]
+__all__ = [
+    "N_CATEGORIES",
+    "REGIONS",
+    "RICH_NAMES",
+    "TINY_NAMES",
+    "make_feast_user_store",
+    "make_pairs",
+    "make_prepared",
+    "make_serving_bundle",
+    "make_snapshot",
+    "make_users",
+    "train_tiny_ranker",
+]
 
 
-def make_serving_bundle(out_dir: Path, n_listings: int = 3000, n_users: int = 200, seed: int = 0,
-                        with_model: bool = True) -> Path:
+def make_serving_bundle(
+    out_dir: Path,
+    n_listings: int = 3000,
+    n_users: int = 200,
+    seed: int = 0,
+    with_model: bool = True,
+) -> Path:
     """Write a complete serving bundle under ``out_dir`` and return ``out_dir``.
 
     Catalogue-only (no FAISS index: built-in candidates), written by the bundle writer
@@ -55,7 +71,9 @@ def make_serving_bundle(out_dir: Path, n_listings: int = 3000, n_users: int = 20
     users.to_parquet(features / "user.parquet")
     if with_model:
         train_tiny_ranker(snap, users, model.ranker_dir, seed)
-    assemble_bundle(model.model_dir, labels, features, out_dir, snapshot=snap, index_version="idx-test-1")
+    assemble_bundle(
+        model.model_dir, labels, features, out_dir, snapshot=snap, index_version="idx-test-1"
+    )
     return out_dir
 
 
@@ -75,7 +93,8 @@ def make_feast_user_store(root: Path, users: pd.DataFrame, env: str = "embedded"
     features.mkdir(parents=True, exist_ok=True)
     ts = pd.Timestamp("2026-11-01", tz="UTC")
     users.assign(event_timestamp=ts)[contract.field_names(contract.USER_FEATURES)].to_parquet(
-        features / "user.parquet")
+        features / "user.parquet"
+    )
     kw: dict = {"project": f"crserve_{uuid.uuid4().hex[:6]}"}
     if env == "production":
         from tests.fixtures_features import feature_test_registry_url

@@ -124,7 +124,9 @@ def _hidden(rel: str) -> bool:
 
 def _one_line(e: BaseException) -> str:
     """``"ArrowInvalid: <first line of the message>"`` (pyarrow's "<Buffer>" preamble dropped)."""
-    first = (str(e).strip().splitlines() or [""])[0].replace("Could not open Parquet input source '<Buffer>': ", "")
+    first = (str(e).strip().splitlines() or [""])[0].replace(
+        "Could not open Parquet input source '<Buffer>': ", ""
+    )
     return f"{type(e).__name__}: {first}" if first else type(e).__name__
 
 
@@ -135,7 +137,11 @@ def _list_folder(root: Path) -> Listing:
     out = Listing({t: [] for t in contract.RAW_TABLES}, {t: [] for t in contract.RAW_TABLES})
     for table in contract.RAW_TABLES:
         folder = root / table
-        rels = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
+        rels = (
+            sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+            if folder.is_dir()
+            else []
+        )
         for rel in rels:  # sorted as strings, as s3 lists keys
             path = folder / rel
             if _hidden(rel):
@@ -151,7 +157,9 @@ def _list_folder(root: Path) -> Listing:
 def _s3_client(endpoint_url: str | None) -> Any:
     """A boto3 S3 client; ``SourceError`` for a malformed endpoint or missing configuration."""
     try:
-        return boto3.client("s3", endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3"))
+        return boto3.client(
+            "s3", endpoint_url=endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3")
+        )
     except (ValueError, botocore.exceptions.BotoCoreError) as e:
         raise SourceError(f"cannot open s3 client: {_one_line(e)}") from e
 
@@ -195,7 +203,9 @@ def _list_s3(source: str, endpoint_url: str | None) -> Listing:
 
 def _list_sources(source: str, endpoint_url: str | None) -> Listing:
     """The files of every table of ``source`` (a folder or an s3:// prefix), sorted by name."""
-    return _list_s3(source, endpoint_url) if source.startswith("s3://") else _list_folder(Path(source))
+    return (
+        _list_s3(source, endpoint_url) if source.startswith("s3://") else _list_folder(Path(source))
+    )
 
 
 def _pandas_type(t: pa.DataType) -> object:
@@ -237,8 +247,12 @@ _READ_FROM: dict[str, tuple[str, ...]] = {
 def _type_problem(t: pa.Table, schema: pa.Schema) -> str | None:
     """``"sequence: timestamp[us] is not castable to int64; ..."`` for contract columns of ``t``
     whose type cannot hold the contract's values, or None when every column can be read."""
-    bad = [f"{f.name}: {t.schema.field(f.name).type} is not castable to {f.type}" for f in schema
-           if f.name in t.column_names and _family(t.schema.field(f.name).type) not in _READ_FROM[_family(f.type)]]
+    bad = [
+        f"{f.name}: {t.schema.field(f.name).type} is not castable to {f.type}"
+        for f in schema
+        if f.name in t.column_names
+        and _family(t.schema.field(f.name).type) not in _READ_FROM[_family(f.type)]
+    ]
     return "; ".join(bad) or None
 
 
@@ -277,18 +291,30 @@ class Decoded:
 def _load(table: str, f: RawFile) -> Decoded | QuarantinedFile:
     """The file decoded, or why it is quarantined whole (``unreadable`` or ``wrong_column_type``)."""
     if f.data is None:
-        return QuarantinedFile(name=f.name, reason="unreadable", detail=f.error or "could not be fetched")
+        return QuarantinedFile(
+            name=f.name, reason="unreadable", detail=f.error or "could not be fetched"
+        )
     schema = contract.RAW_TABLES[table]
     try:
         t = pq.read_table(pa.BufferReader(f.data))
         problem = _type_problem(t, schema)
         if problem:
-            return QuarantinedFile(name=f.name, reason="wrong_column_type", detail=problem, size_bytes=len(f.data),
-                                   rows=t.num_rows)
+            return QuarantinedFile(
+                name=f.name,
+                reason="wrong_column_type",
+                detail=problem,
+                size_bytes=len(f.data),
+                rows=t.num_rows,
+            )
         return Decoded(f.name, t.column_names, _columns(t, schema))
     except Exception as e:  # noqa: BLE001 - whatever fails to decode one file quarantines that file, not the run
-        return QuarantinedFile(name=f.name, reason="unreadable", detail=_one_line(e), size_bytes=len(f.data),
-                               rows=_footer_rows(f.data))
+        return QuarantinedFile(
+            name=f.name,
+            reason="unreadable",
+            detail=_one_line(e),
+            size_bytes=len(f.data),
+            rows=_footer_rows(f.data),
+        )
 
 
 def _columns(t: pa.Table, schema: pa.Schema) -> pd.DataFrame:
@@ -315,10 +341,15 @@ def _frame(table: str, files: list[Decoded]) -> tuple[pd.DataFrame, Verdict]:
     """Rows of the decoded files of ``table`` concatenated; rows of a file missing contract
     columns are pre-marked ``schema`` in the verdict."""
     names = contract.field_names(contract.RAW_TABLES[table])
-    with warnings.catch_warnings():  # all-null columns: either pandas behaviour gives a correct (maybe object) dtype
+    with (
+        warnings.catch_warnings()
+    ):  # all-null columns: either pandas behaviour gives a correct (maybe object) dtype
         warnings.simplefilter("ignore", FutureWarning)
-        df = (pd.concat([d.frame for d in files], ignore_index=True) if files
-              else pd.DataFrame({c: pd.Series([], dtype=object) for c in names}))
+        df = (
+            pd.concat([d.frame for d in files], ignore_index=True)
+            if files
+            else pd.DataFrame({c: pd.Series([], dtype=object) for c in names})
+        )
     v = Verdict(len(df))
     start = 0
     for d in files:
@@ -348,7 +379,9 @@ def _run_id(files: dict[str, list[RawFile]]) -> str:
     for table in sorted(files):
         for f in files[table]:
             h.update(f.name.encode())
-            h.update(hashlib.sha256(f.data if f.data is not None else (f.error or "").encode()).digest())
+            h.update(
+                hashlib.sha256(f.data if f.data is not None else (f.error or "").encode()).digest()
+            )
     return h.hexdigest()[:16]
 
 
@@ -357,8 +390,13 @@ def _quarantine(table: str, raw: pd.DataFrame, v: Verdict, run_id: str) -> pa.Ta
     bad = ~v.ok
     rows = raw.loc[bad].to_dict(orient="records")
     return pa.table(
-        {"table": [table] * len(rows), "reason": v.reason[bad].tolist(), "detail": v.detail[bad].tolist(),
-         "row_json": [json.dumps(r, default=str, sort_keys=True) for r in rows], "ingest_run_id": [run_id] * len(rows)},
+        {
+            "table": [table] * len(rows),
+            "reason": v.reason[bad].tolist(),
+            "detail": v.detail[bad].tolist(),
+            "row_json": [json.dumps(r, default=str, sort_keys=True) for r in rows],
+            "ingest_run_id": [run_id] * len(rows),
+        },
         schema=contract.QUARANTINE,
     )
 
@@ -376,19 +414,37 @@ def _set_aside(table: str, f: RawFile, q: QuarantinedFile, tmp: Path) -> Quarant
 
 def _files_manifest(reports: dict[str, TableReport], run_id: str) -> pa.Table:
     """``contract.QUARANTINE_FILES`` rows of every quarantined file."""
-    rows = [{"table": table, "file": q.name, "copied_to": q.copied_to, "reason": q.reason, "detail": q.detail,
-             "size_bytes": q.size_bytes, "rows": q.rows, "ingest_run_id": run_id}
-            for table, r in reports.items() for q in r.quarantined_files]
+    rows = [
+        {
+            "table": table,
+            "file": q.name,
+            "copied_to": q.copied_to,
+            "reason": q.reason,
+            "detail": q.detail,
+            "size_bytes": q.size_bytes,
+            "rows": q.rows,
+            "ingest_run_id": run_id,
+        }
+        for table, r in reports.items()
+        for q in r.quarantined_files
+    ]
     return pa.Table.from_pylist(rows, schema=contract.QUARANTINE_FILES)
 
 
 def _to_contract(table: str, typed: pd.DataFrame) -> pa.Table:
     """Accepted rows as an Arrow table of exactly ``contract.RAW_TABLES[table]``."""
-    return pa.Table.from_pandas(typed.reset_index(drop=True), schema=contract.RAW_TABLES[table], preserve_index=False)
+    return pa.Table.from_pandas(
+        typed.reset_index(drop=True), schema=contract.RAW_TABLES[table], preserve_index=False
+    )
 
 
 def _ingest_table(
-    table: str, listing: Listing, now: dt.datetime, accepted: dict[str, pd.DataFrame], run_id: str, tmp: Path
+    table: str,
+    listing: Listing,
+    now: dt.datetime,
+    accepted: dict[str, pd.DataFrame],
+    run_id: str,
+    tmp: Path,
 ) -> TableReport:
     """Decode, validate and write one table under ``tmp``; adds its accepted rows to ``accepted``."""
     decoded: list[Decoded] = []
@@ -408,15 +464,26 @@ def _ingest_table(
     pq.write_table(_quarantine(table, raw, v, run_id), tmp / "quarantine" / f"{table}.parquet")
     reasons = pd.Series(v.reason[~v.ok]).value_counts().sort_index()
     return TableReport(
-        read=len(raw), accepted=int(v.ok.sum()), quarantined=int((~v.ok).sum()),
-        by_reason={str(k): int(c) for k, c in reasons.items()}, files=[f.name for f in listing.files[table]],
-        files_in=len(listing.files[table]), files_ok=len(decoded), files_quarantined=len(set_aside),
-        quarantined_files=set_aside, extra_columns=_extra_columns(table, decoded), ignored=listing.ignored[table],
+        read=len(raw),
+        accepted=int(v.ok.sum()),
+        quarantined=int((~v.ok).sum()),
+        by_reason={str(k): int(c) for k, c in reasons.items()},
+        files=[f.name for f in listing.files[table]],
+        files_in=len(listing.files[table]),
+        files_ok=len(decoded),
+        files_quarantined=len(set_aside),
+        quarantined_files=set_aside,
+        extra_columns=_extra_columns(table, decoded),
+        ignored=listing.ignored[table],
     )
 
 
 def ingest(
-    source: str, out_dir: Path, now: dt.datetime | None = None, endpoint_url: str | None = None, progress: bool = False
+    source: str,
+    out_dir: Path,
+    now: dt.datetime | None = None,
+    endpoint_url: str | None = None,
+    progress: bool = False,
 ) -> IngestReport:
     """Validate every raw table of ``source`` and publish accepted rows, quarantine and report.
 
@@ -456,4 +523,3 @@ def read_validated(ingested_dir: Path, table: str) -> pd.DataFrame:
     d = Path(ingested_dir)
     d = d / "validated" if (d / "validated").is_dir() else d
     return pq.read_table(d / table, schema=contract.RAW_TABLES[table]).to_pandas()
-

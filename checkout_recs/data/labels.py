@@ -34,32 +34,57 @@ from pydantic import BaseModel, Field
 from checkout_recs import contract
 from checkout_recs.data.ingest import read_validated
 
-INTERACTIONS = pa.schema([
-    pa.field("user_id", pa.int64(), nullable=False), pa.field("listing_id", pa.int64(), nullable=False),
-    pa.field("event_timestamp", contract.TS, nullable=False), pa.field("kind", pa.string(), nullable=False),
-])
-CO_PURCHASE_ITEMS = pa.schema([
-    pa.field("listing_a", pa.int64(), nullable=False), pa.field("listing_b", pa.int64(), nullable=False),
-    pa.field("strength", pa.float64(), nullable=False), pa.field("event_timestamp", contract.TS, nullable=False),
-])
-NEGATIVES = pa.schema([
-    pa.field("user_id", pa.int64(), nullable=False), pa.field("listing_id", pa.int64(), nullable=False),
-    pa.field("negative_listing_id", pa.int64(), nullable=False), pa.field("event_timestamp", contract.TS, nullable=False),
-])
-USER_SEQUENCES = pa.schema([
-    pa.field("user_id", pa.int64(), nullable=False), pa.field("listing_ids", pa.list_(pa.int64()), nullable=False),
-    pa.field("timestamps", pa.list_(contract.TS), nullable=False),
-])
+INTERACTIONS = pa.schema(
+    [
+        pa.field("user_id", pa.int64(), nullable=False),
+        pa.field("listing_id", pa.int64(), nullable=False),
+        pa.field("event_timestamp", contract.TS, nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+    ]
+)
+CO_PURCHASE_ITEMS = pa.schema(
+    [
+        pa.field("listing_a", pa.int64(), nullable=False),
+        pa.field("listing_b", pa.int64(), nullable=False),
+        pa.field("strength", pa.float64(), nullable=False),
+        pa.field("event_timestamp", contract.TS, nullable=False),
+    ]
+)
+NEGATIVES = pa.schema(
+    [
+        pa.field("user_id", pa.int64(), nullable=False),
+        pa.field("listing_id", pa.int64(), nullable=False),
+        pa.field("negative_listing_id", pa.int64(), nullable=False),
+        pa.field("event_timestamp", contract.TS, nullable=False),
+    ]
+)
+USER_SEQUENCES = pa.schema(
+    [
+        pa.field("user_id", pa.int64(), nullable=False),
+        pa.field("listing_ids", pa.list_(pa.int64()), nullable=False),
+        pa.field("timestamps", pa.list_(contract.TS), nullable=False),
+    ]
+)
 
 
 class LabelConfig(BaseModel):
     """Label windows and decay."""
 
-    purchase_window_s: int = Field(default=86_400, gt=0, description="Purchase attributed to a click within, s.")
-    co_purchase_window_days: float = Field(default=7.0, gt=0, description="Max gap between a and b, days.")
-    half_life_days: float = Field(default=7.0, gt=0, description="Half-life of co-purchase strength, days.")
-    min_strength: float = Field(default=0.01, ge=0, description="Snapshot rows below this are dropped.")
-    negatives_per_positive: int = Field(default=4, ge=0, description="Sampled negatives per positive interaction.")
+    purchase_window_s: int = Field(
+        default=86_400, gt=0, description="Purchase attributed to a click within, s."
+    )
+    co_purchase_window_days: float = Field(
+        default=7.0, gt=0, description="Max gap between a and b, days."
+    )
+    half_life_days: float = Field(
+        default=7.0, gt=0, description="Half-life of co-purchase strength, days."
+    )
+    min_strength: float = Field(
+        default=0.01, ge=0, description="Snapshot rows below this are dropped."
+    )
+    negatives_per_positive: int = Field(
+        default=4, ge=0, description="Sampled negatives per positive interaction."
+    )
     seed: int = Field(default=0, description="Seed of the negative sampling.")
 
 
@@ -72,13 +97,28 @@ class LabelSummary(BaseModel):
     out_dir: str
 
 
-def label_impressions(imp: pd.DataFrame, clicks: pd.DataFrame, purchases: pd.DataFrame,
-                      listings: pd.DataFrame, window_s: int) -> pd.DataFrame:
+def label_impressions(
+    imp: pd.DataFrame,
+    clicks: pd.DataFrame,
+    purchases: pd.DataFrame,
+    listings: pd.DataFrame,
+    window_s: int,
+) -> pd.DataFrame:
     """Impressions (n rows) + ``clicked``, ``purchased``, ``price``, ``take_rate`` (n rows, same order)."""
-    first_click = clicks.groupby(["request_id", "listing_id"], as_index=False)["event_timestamp"].min()
-    df = imp.merge(first_click.rename(columns={"event_timestamp": "_click_ts"}), on=["request_id", "listing_id"], how="left")
-    cand = df.loc[df["_click_ts"].notna(), ["request_id", "slot", "user_id", "listing_id", "_click_ts"]]
-    cand = cand.merge(purchases[["user_id", "listing_id", "event_timestamp"]], on=["user_id", "listing_id"])
+    first_click = clicks.groupby(["request_id", "listing_id"], as_index=False)[
+        "event_timestamp"
+    ].min()
+    df = imp.merge(
+        first_click.rename(columns={"event_timestamp": "_click_ts"}),
+        on=["request_id", "listing_id"],
+        how="left",
+    )
+    cand = df.loc[
+        df["_click_ts"].notna(), ["request_id", "slot", "user_id", "listing_id", "_click_ts"]
+    ]
+    cand = cand.merge(
+        purchases[["user_id", "listing_id", "event_timestamp"]], on=["user_id", "listing_id"]
+    )
     gap = (cand["event_timestamp"] - cand["_click_ts"]).dt.total_seconds()
     bought = cand.loc[(gap >= 0) & (gap <= window_s), ["request_id", "slot"]].drop_duplicates()
     bought["purchased"] = 1
@@ -89,12 +129,20 @@ def label_impressions(imp: pd.DataFrame, clicks: pd.DataFrame, purchases: pd.Dat
     return df[contract.field_names(contract.LABELLED_IMPRESSIONS)]
 
 
-def interactions(orders: pd.DataFrame, clicks: pd.DataFrame, purchases: pd.DataFrame) -> pd.DataFrame:
+def interactions(
+    orders: pd.DataFrame, clicks: pd.DataFrame, purchases: pd.DataFrame
+) -> pd.DataFrame:
     """Orders, clicks and purchases as (user_id, listing_id, event_timestamp, kind), time-sorted."""
     cols = ["user_id", "listing_id", "event_timestamp"]
-    parts = [orders[cols].assign(kind="order"), clicks[cols].assign(kind="click"), purchases[cols].assign(kind="purchase")]
+    parts = [
+        orders[cols].assign(kind="order"),
+        clicks[cols].assign(kind="click"),
+        purchases[cols].assign(kind="purchase"),
+    ]
     df = pd.concat(parts, ignore_index=True)
-    return df.sort_values(["event_timestamp", "user_id", "listing_id", "kind"], kind="stable").reset_index(drop=True)
+    return df.sort_values(
+        ["event_timestamp", "user_id", "listing_id", "kind"], kind="stable"
+    ).reset_index(drop=True)
 
 
 def co_purchase_events(buys: pd.DataFrame, window_days: float) -> pd.DataFrame:
@@ -102,12 +150,18 @@ def co_purchase_events(buys: pd.DataFrame, window_days: float) -> pd.DataFrame:
     b = buys[["user_id", "listing_id", "event_timestamp"]]
     pairs = b.merge(b, on="user_id", suffixes=("_a", "_b"))
     gap = pairs["event_timestamp_b"] - pairs["event_timestamp_a"]
-    keep = (gap >= pd.Timedelta(0)) & (gap <= pd.Timedelta(days=window_days)) & (pairs["listing_id_a"] != pairs["listing_id_b"])
+    keep = (
+        (gap >= pd.Timedelta(0))
+        & (gap <= pd.Timedelta(days=window_days))
+        & (pairs["listing_id_a"] != pairs["listing_id_b"])
+    )
     out = pairs.loc[keep, ["listing_id_a", "listing_id_b", "event_timestamp_b"]]
     return out.set_axis(["a", "b", "event_timestamp"], axis=1).reset_index(drop=True)
 
 
-def decayed_snapshots(events: pd.DataFrame, half_life_days: float, min_strength: float) -> pd.DataFrame:
+def decayed_snapshots(
+    events: pd.DataFrame, half_life_days: float, min_strength: float
+) -> pd.DataFrame:
     """Daily decayed counts per (a, b): events (a, b, event_timestamp) -> (a, b, strength, event_timestamp).
 
     A row stamped ``T`` (a midnight, UTC) sums ``2 ** (-(T - t) / half_life)`` over events with ``t <= T``.
@@ -117,7 +171,11 @@ def decayed_snapshots(events: pd.DataFrame, half_life_days: float, min_strength:
     if events.empty:
         return pd.DataFrame({c: [] for c in cols})
     t = events["event_timestamp"]
-    snaps = pd.date_range(t.min().floor("D") + pd.Timedelta(days=1), t.max().floor("D") + pd.Timedelta(days=1), freq="D")
+    snaps = pd.date_range(
+        t.min().floor("D") + pd.Timedelta(days=1),
+        t.max().floor("D") + pd.Timedelta(days=1),
+        freq="D",
+    )
     codes, uniq = pd.factorize(pd.MultiIndex.from_frame(events[["a", "b"]]))
     age_days = (snaps.values[None, :] - t.values[:, None]) / np.timedelta64(1, "D")  # (E, D)
     w = np.where(age_days >= 0, np.exp2(-np.maximum(age_days, 0) / half_life_days), 0.0)
@@ -125,10 +183,14 @@ def decayed_snapshots(events: pd.DataFrame, half_life_days: float, min_strength:
     np.add.at(strength, codes, w)
     pi, di = np.nonzero(strength >= max(min_strength, 1e-12))
     ab = uniq.to_frame(index=False).to_numpy()
-    return pd.DataFrame({"a": ab[pi, 0], "b": ab[pi, 1], "strength": strength[pi, di], "event_timestamp": snaps[di]})
+    return pd.DataFrame(
+        {"a": ab[pi, 0], "b": ab[pi, 1], "strength": strength[pi, di], "event_timestamp": snaps[di]}
+    )
 
 
-def negative_samples(positives: pd.DataFrame, listings: pd.DataFrame, users: pd.DataFrame, k: int, seed: int) -> pd.DataFrame:
+def negative_samples(
+    positives: pd.DataFrame, listings: pd.DataFrame, users: pd.DataFrame, k: int, seed: int
+) -> pd.DataFrame:
     """``k`` negatives per positive, drawn among listings of the user's region listed at or before it.
 
     Parameters
@@ -151,14 +213,30 @@ def negative_samples(positives: pd.DataFrame, listings: pd.DataFrame, users: pd.
         ids, times = cand["listing_id"].to_numpy(), cand["listed_at"].to_numpy()
         n_ok = np.searchsorted(times, group["event_timestamp"].to_numpy(), side="right")
         idx = (rng.random((len(group), k)) * n_ok[:, None]).astype(np.int64)
-        neg = ids[np.minimum(idx, max(len(ids) - 1, 0))] if len(ids) else np.zeros((len(group), k), np.int64)
+        neg = (
+            ids[np.minimum(idx, max(len(ids) - 1, 0))]
+            if len(ids)
+            else np.zeros((len(group), k), np.int64)
+        )
         same = neg == group["listing_id"].to_numpy()[:, None]
-        alt = ids[np.where(idx + 1 < n_ok[:, None], idx + 1, np.maximum(idx - 1, 0))] if len(ids) else neg
+        alt = (
+            ids[np.where(idx + 1 < n_ok[:, None], idx + 1, np.maximum(idx - 1, 0))]
+            if len(ids)
+            else neg
+        )
         neg = np.where(same, alt, neg)
         keep = (n_ok[:, None] > 0) & (neg != group["listing_id"].to_numpy()[:, None])
         r, c = np.nonzero(keep)
-        out.append(pd.DataFrame({"user_id": group["user_id"].to_numpy()[r], "listing_id": group["listing_id"].to_numpy()[r],
-                                 "negative_listing_id": neg[r, c], "event_timestamp": group["event_timestamp"].to_numpy()[r]}))
+        out.append(
+            pd.DataFrame(
+                {
+                    "user_id": group["user_id"].to_numpy()[r],
+                    "listing_id": group["listing_id"].to_numpy()[r],
+                    "negative_listing_id": neg[r, c],
+                    "event_timestamp": group["event_timestamp"].to_numpy()[r],
+                }
+            )
+        )
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame({c: [] for c in cols})
 
 
@@ -166,11 +244,18 @@ def user_sequences(buys: pd.DataFrame) -> pd.DataFrame:
     """Per user, the listings bought (orders and purchases), oldest first, with their times."""
     b = buys.sort_values(["user_id", "event_timestamp", "listing_id"], kind="stable")
     g = b.groupby("user_id", sort=True)
-    return pd.DataFrame({"user_id": list(g.groups.keys()), "listing_ids": g["listing_id"].agg(list).to_list(),
-                         "timestamps": g["event_timestamp"].agg(list).to_list()})
+    return pd.DataFrame(
+        {
+            "user_id": list(g.groups.keys()),
+            "listing_ids": g["listing_id"].agg(list).to_list(),
+            "timestamps": g["event_timestamp"].agg(list).to_list(),
+        }
+    )
 
 
-def build_labels(validated_dir: Path, out_dir: Path, cfg: LabelConfig | None = None) -> LabelSummary:
+def build_labels(
+    validated_dir: Path, out_dir: Path, cfg: LabelConfig | None = None
+) -> LabelSummary:
     """Write every label table of the module docstring from an ingested folder.
 
     Parameters
@@ -185,33 +270,58 @@ def build_labels(validated_dir: Path, out_dir: Path, cfg: LabelConfig | None = N
     """
     cfg, out = cfg or LabelConfig(), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    t = {n: read_validated(Path(validated_dir), n)
-         for n in ("listings", "users", "orders", "impressions", "clicks", "purchases")}
-    lab = label_impressions(t["impressions"], t["clicks"], t["purchases"], t["listings"], cfg.purchase_window_s)
+    t = {
+        n: read_validated(Path(validated_dir), n)
+        for n in ("listings", "users", "orders", "impressions", "clicks", "purchases")
+    }
+    lab = label_impressions(
+        t["impressions"], t["clicks"], t["purchases"], t["listings"], cfg.purchase_window_s
+    )
     inter = interactions(t["orders"], t["clicks"], t["purchases"])
     buys = inter[inter["kind"] != "click"]
     events = co_purchase_events(buys, cfg.co_purchase_window_days)
     items = decayed_snapshots(events, cfg.half_life_days, cfg.min_strength)
     cat_of = t["listings"].set_index("listing_id")["category_id"]
-    cat_events = pd.DataFrame({"a": events["a"].map(cat_of).to_numpy(), "b": events["b"].map(cat_of).to_numpy(),
-                               "event_timestamp": events["event_timestamp"]})
+    cat_events = pd.DataFrame(
+        {
+            "a": events["a"].map(cat_of).to_numpy(),
+            "b": events["b"].map(cat_of).to_numpy(),
+            "event_timestamp": events["event_timestamp"],
+        }
+    )
     cats = decayed_snapshots(cat_events, cfg.half_life_days, cfg.min_strength)
     tables = {
-        "impressions_labelled": pa.Table.from_pandas(lab, schema=contract.LABELLED_IMPRESSIONS, preserve_index=False),
+        "impressions_labelled": pa.Table.from_pandas(
+            lab, schema=contract.LABELLED_IMPRESSIONS, preserve_index=False
+        ),
         "interactions": pa.Table.from_pandas(inter, schema=INTERACTIONS, preserve_index=False),
         "co_purchase_items": pa.Table.from_pandas(
             items.set_axis(["listing_a", "listing_b", "strength", "event_timestamp"], axis=1),
-            schema=CO_PURCHASE_ITEMS, preserve_index=False),
+            schema=CO_PURCHASE_ITEMS,
+            preserve_index=False,
+        ),
         "category_pairs": pa.Table.from_pandas(
             cats.set_axis(contract.field_names(contract.CATEGORY_PAIR_FEATURES), axis=1),
-            schema=contract.CATEGORY_PAIR_FEATURES, preserve_index=False),
-        "user_sequences": pa.Table.from_pandas(user_sequences(buys), schema=USER_SEQUENCES, preserve_index=False),
+            schema=contract.CATEGORY_PAIR_FEATURES,
+            preserve_index=False,
+        ),
+        "user_sequences": pa.Table.from_pandas(
+            user_sequences(buys), schema=USER_SEQUENCES, preserve_index=False
+        ),
         "negatives": pa.Table.from_pandas(
-            negative_samples(inter, t["listings"], t["users"], cfg.negatives_per_positive, cfg.seed),
-            schema=NEGATIVES, preserve_index=False),
+            negative_samples(
+                inter, t["listings"], t["users"], cfg.negatives_per_positive, cfg.seed
+            ),
+            schema=NEGATIVES,
+            preserve_index=False,
+        ),
     }
     for name, table in tables.items():
         pq.write_table(table, out / f"{name}.parquet")
     n = max(len(lab), 1)
-    return LabelSummary(rows={k: v.num_rows for k, v in tables.items()}, click_rate=float(lab["clicked"].sum() / n),
-                        purchase_rate=float(lab["purchased"].sum() / n), out_dir=str(out))
+    return LabelSummary(
+        rows={k: v.num_rows for k, v in tables.items()},
+        click_rate=float(lab["clicked"].sum() / n),
+        purchase_rate=float(lab["purchased"].sum() / n),
+        out_dir=str(out),
+    )

@@ -20,31 +20,56 @@ import datetime as dt
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from checkout_recs import contract
 
 REASONS = (
-    "schema", "wrong_type", "null", "out_of_range", "future_timestamp",
-    "duplicate", "unknown_foreign_key", "out_of_order",
+    "schema",
+    "wrong_type",
+    "null",
+    "out_of_range",
+    "future_timestamp",
+    "duplicate",
+    "unknown_foreign_key",
+    "out_of_order",
 )
 
 #: (column, parent table, parent column) per table; checked against *accepted* parent rows.
 FOREIGN_KEYS: dict[str, list[tuple[str, str, str]]] = {
-    "categories": [("parent_id", "categories", "category_id"), ("top_category_id", "categories", "category_id")],
+    "categories": [
+        ("parent_id", "categories", "category_id"),
+        ("top_category_id", "categories", "category_id"),
+    ],
     "sellers": [],
     "users": [],
-    "listings": [("seller_id", "sellers", "seller_id"), ("category_id", "categories", "category_id")],
+    "listings": [
+        ("seller_id", "sellers", "seller_id"),
+        ("category_id", "categories", "category_id"),
+    ],
     "orders": [("user_id", "users", "user_id"), ("listing_id", "listings", "listing_id")],
     "impressions": [("user_id", "users", "user_id"), ("listing_id", "listings", "listing_id")],
-    "clicks": [("user_id", "users", "user_id"), ("listing_id", "listings", "listing_id"),
-               ("request_id", "impressions", "request_id")],
+    "clicks": [
+        ("user_id", "users", "user_id"),
+        ("listing_id", "listings", "listing_id"),
+        ("request_id", "impressions", "request_id"),
+    ],
     "purchases": [("user_id", "users", "user_id"), ("listing_id", "listings", "listing_id")],
     "inventory_events": [("listing_id", "listings", "listing_id")],
 }
 
 #: Validation order: parents before children.
-TABLE_ORDER = ("categories", "sellers", "users", "listings", "orders", "impressions", "clicks",
-               "purchases", "inventory_events")
+TABLE_ORDER = (
+    "categories",
+    "sellers",
+    "users",
+    "listings",
+    "orders",
+    "impressions",
+    "clicks",
+    "purchases",
+    "inventory_events",
+)
 
 
 class Verdict:
@@ -61,7 +86,9 @@ class Verdict:
         if not new.any():
             return
         self.reason[new] = reason
-        self.detail[new] = detail if isinstance(detail, str) else np.asarray(detail, dtype=object)[new]
+        self.detail[new] = (
+            detail if isinstance(detail, str) else np.asarray(detail, dtype=object)[new]
+        )
         self._ok &= ~new
 
     @property
@@ -85,13 +112,21 @@ def coerce(df: pd.DataFrame, schema: pa.Schema, v: Verdict) -> pd.DataFrame:
             out[f.name], bad = _to_float(col, present)
         elif pa.types.is_boolean(t):
             ok = pd.api.types.is_bool_dtype(col)
-            bad = np.zeros(len(col), bool) if ok else present & ~col.map(lambda x: isinstance(x, bool | np.bool_)).to_numpy(bool)
+            bad = (
+                np.zeros(len(col), bool)
+                if ok
+                else present & ~col.map(lambda x: isinstance(x, bool | np.bool_)).to_numpy(bool)
+            )
             out[f.name] = col.astype("boolean") if ok else col.where(~bad).astype("boolean")
         elif pa.types.is_timestamp(t):
             out[f.name], bad = _to_timestamp(col, present)
         else:  # strings
             ok = isinstance(col.dtype, pd.StringDtype)
-            bad = np.zeros(len(col), bool) if ok else present & ~col.map(lambda x: isinstance(x, str)).to_numpy(bool)
+            bad = (
+                np.zeros(len(col), bool)
+                if ok
+                else present & ~col.map(lambda x: isinstance(x, str)).to_numpy(bool)
+            )
             out[f.name] = col if ok else col.where(~bad).astype(pd.StringDtype("pyarrow"))
         v.mark(bad, "wrong_type", f"{f.name}: not castable to {t}")
     return pd.DataFrame(out, index=df.index)
@@ -107,13 +142,17 @@ def _to_int(col: pd.Series, present: np.ndarray, t: pa.DataType) -> tuple[pd.Ser
     num = pd.to_numeric(col.where(~col.map(lambda x: isinstance(x, bool)), None), errors="coerce")
     vals = num.to_numpy(dtype="float64", na_value=np.nan)
     with np.errstate(invalid="ignore"):
-        bad = present & (np.isnan(vals) | (vals != np.round(vals)) | (vals < info.min) | (vals > info.max))
+        bad = present & (
+            np.isnan(vals) | (vals != np.round(vals)) | (vals < info.min) | (vals > info.max)
+        )
     clean = np.where(bad | ~present, np.nan, vals)
     return pd.array(clean, dtype="Float64").round().astype(dtype), bad
 
 
 def _to_float(col: pd.Series, present: np.ndarray) -> tuple[pd.Series, np.ndarray]:
-    if pd.api.types.is_float_dtype(col) or (pd.api.types.is_integer_dtype(col) and not pd.api.types.is_bool_dtype(col)):
+    if pd.api.types.is_float_dtype(col) or (
+        pd.api.types.is_integer_dtype(col) and not pd.api.types.is_bool_dtype(col)
+    ):
         return col.astype("float64"), np.zeros(len(col), bool)
     is_bool = col.map(lambda x: isinstance(x, bool)).to_numpy(bool)
     num = pd.to_numeric(col.where(~is_bool, None), errors="coerce").astype("float64")
@@ -125,8 +164,12 @@ def _to_timestamp(col: pd.Series, present: np.ndarray) -> tuple[pd.Series, np.nd
         return col.dt.tz_convert("UTC").dt.as_unit("us"), np.zeros(len(col), bool)
     if _is_numeric(col):  # bare numbers are not times: the unit would be a guess
         return pd.Series(pd.NaT, index=col.index, dtype="datetime64[us, UTC]"), present
-    ts = pd.to_datetime(col.map(lambda x: x if isinstance(x, str | dt.datetime) else None), utc=True,
-                        errors="coerce", format="mixed")
+    ts = pd.to_datetime(
+        col.map(lambda x: x if isinstance(x, str | dt.datetime) else None),
+        utc=True,
+        errors="coerce",
+        format="mixed",
+    )
     return ts.dt.as_unit("us"), present & ts.isna().to_numpy()
 
 
@@ -172,19 +215,33 @@ def check_ranges(table: str, df: pd.DataFrame, v: Verdict) -> None:
     for col, allowed in contract.ALLOWED_VALUES.items():
         if col in df:
             bad = df[col].notna().to_numpy(bool) & ~df[col].isin(allowed).to_numpy(bool)
-            v.mark(bad, "out_of_range", _per_row(df[col], bad, f"unknown {col} {{!r}} (allowed: {', '.join(allowed)})"))
+            v.mark(
+                bad,
+                "out_of_range",
+                _per_row(df[col], bad, f"unknown {col} {{!r}} (allowed: {', '.join(allowed)})"),
+            )
     for col in contract.NON_EMPTY_STRINGS:
         if col in df:
-            blank = (df[col].astype(pd.StringDtype("pyarrow")).str.strip().str.len() == 0).fillna(False)
+            blank = (df[col].astype(pd.StringDtype("pyarrow")).str.strip().str.len() == 0).fillna(
+                False
+            )
             v.mark(blank.to_numpy(bool), "out_of_range", f"{col} is empty")
 
 
 def check_future(df: pd.DataFrame, schema: pa.Schema, now: dt.datetime, v: Verdict) -> None:
     """Any timestamp column after ``now`` -> ``future_timestamp``."""
-    stamp = pd.Timestamp(now).tz_convert("UTC") if pd.Timestamp(now).tzinfo else pd.Timestamp(now, tz="UTC")
+    stamp = (
+        pd.Timestamp(now).tz_convert("UTC")
+        if pd.Timestamp(now).tzinfo
+        else pd.Timestamp(now, tz="UTC")
+    )
     for f in schema:
         if pa.types.is_timestamp(f.type):
-            v.mark((df[f.name] > stamp).fillna(False).to_numpy(bool), "future_timestamp", f"{f.name} after {stamp.isoformat()}")
+            v.mark(
+                (df[f.name] > stamp).fillna(False).to_numpy(bool),
+                "future_timestamp",
+                f"{f.name} after {stamp.isoformat()}",
+            )
 
 
 def _codes(col: pd.Series) -> np.ndarray:
@@ -202,7 +259,9 @@ def check_duplicates(table: str, df: pd.DataFrame, v: Verdict) -> None:
     if len(idx) < 2:
         return
     codes = [_codes(df[k].iloc[idx]) for k in keys]
-    order = np.lexsort((idx, *reversed(codes)))  # by key, then by position: the first occurrence first
+    order = np.lexsort(
+        (idx, *reversed(codes))
+    )  # by key, then by position: the first occurrence first
     same = np.ones(len(idx) - 1, bool)
     for c in codes:
         same &= c[order][1:] == c[order][:-1]
@@ -211,7 +270,9 @@ def check_duplicates(table: str, df: pd.DataFrame, v: Verdict) -> None:
     v.mark(dup, "duplicate", f"duplicate key {tuple(keys)}")
 
 
-def check_foreign_keys(table: str, df: pd.DataFrame, accepted: dict[str, pd.DataFrame], v: Verdict) -> None:
+def check_foreign_keys(
+    table: str, df: pd.DataFrame, accepted: dict[str, pd.DataFrame], v: Verdict
+) -> None:
     """Values not present among the accepted rows of the parent table -> ``unknown_foreign_key``."""
     for col, parent, pcol in FOREIGN_KEYS[table]:
         if parent == table:
@@ -223,10 +284,12 @@ def check_foreign_keys(table: str, df: pd.DataFrame, accepted: dict[str, pd.Data
         vals = df[col]
         present = vals.notna().to_numpy()
         if isinstance(vals.dtype, pd.StringDtype):
-            import pyarrow.compute as pc
+            pass
 
             value_set = pa.array(known.dropna().unique(), pa.string())
-            member = pc.is_in(pa.array(vals, pa.string()), value_set=value_set).to_numpy(zero_copy_only=False)
+            member = pc.is_in(pa.array(vals, pa.string()), value_set=value_set).to_numpy(
+                zero_copy_only=False
+            )
         else:
             member = vals.isin(known.dropna().unique()).to_numpy()
         bad = present & ~np.asarray(member, bool)
@@ -246,7 +309,9 @@ def check_inventory_order(df: pd.DataFrame, v: Verdict) -> None:
     listing, seq = listing[order], seq[order]
     start = np.r_[True, listing[1:] != listing[:-1]]  # first event of each listing
     group = np.cumsum(start)
-    previous = np.where(start, np.iinfo(np.int64).min, np.r_[0, seq[:-1]])  # the row before, same listing
+    previous = np.where(
+        start, np.iinfo(np.int64).min, np.r_[0, seq[:-1]]
+    )  # the row before, same listing
     prev_max = _group_cummax(previous, group)  # max sequence seen so far for this listing
     bad[idx[order[seq <= prev_max]]] = True
     v.mark(bad, "out_of_order", "sequence not increasing for this listing")
@@ -258,7 +323,11 @@ def _group_cummax(x: np.ndarray, group: np.ndarray) -> np.ndarray:
 
 
 def validate_table(
-    table: str, df: pd.DataFrame, now: dt.datetime, accepted: dict[str, pd.DataFrame], pre: Verdict | None = None
+    table: str,
+    df: pd.DataFrame,
+    now: dt.datetime,
+    accepted: dict[str, pd.DataFrame],
+    pre: Verdict | None = None,
 ) -> tuple[pd.DataFrame, Verdict]:
     """Type, null, range, time, duplicate, foreign-key and order checks of one raw table.
 

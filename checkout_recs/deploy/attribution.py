@@ -39,6 +39,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
+from checkout_recs.serving.bundle_layout import read_bundle_info
 from checkout_recs.storage import ArtifactStore, LocalArtifactStore
 
 ArmKey = Literal["index_version", "model_version"]
@@ -48,17 +49,31 @@ DECISIONS_KIND = "decisions"
 class GmvReading(BaseModel):
     """Canary vs champion GMV per session over the decisions since the ramp started."""
 
-    ratio: float | None = Field(description="Canary / champion GMV per session (None: not measurable).")
+    ratio: float | None = Field(
+        description="Canary / champion GMV per session (None: not measurable)."
+    )
     ratio_lower: float | None = None
-    ratio_upper: float | None = Field(default=None, description="Upper bound of the ratio's interval.")
-    canary_gmv_per_session: float | None = Field(default=None, description="Currency units per session.")
+    ratio_upper: float | None = Field(
+        default=None, description="Upper bound of the ratio's interval."
+    )
+    canary_gmv_per_session: float | None = Field(
+        default=None, description="Currency units per session."
+    )
     champion_gmv_per_session: float | None = None
     canary_sessions: int = 0
     champion_sessions: int = 0
-    mismatched_answers: int = Field(default=0, description=(
-        "Answers of either arm's bundle scored by another bundle's ranker: left out of both arms."))
-    served_pairs: dict[str, int] = Field(default_factory=dict, description=(
-        "Answers per served pair 'transformer bundle -> ranker bundle' ('-' when no ranker scored)."))
+    mismatched_answers: int = Field(
+        default=0,
+        description=(
+            "Answers of either arm's bundle scored by another bundle's ranker: left out of both arms."
+        ),
+    )
+    served_pairs: dict[str, int] = Field(
+        default_factory=dict,
+        description=(
+            "Answers per served pair 'transformer bundle -> ranker bundle' ('-' when no ranker scored)."
+        ),
+    )
     note: str = ""
 
 
@@ -68,7 +83,11 @@ def mismatched(decisions: pd.DataFrame) -> pd.Series:
     if "predictor_version" not in decisions:
         return pd.Series(False, index=decisions.index)
     served = decisions["predictor_version"].astype("string")
-    return (served.notna() & served.ne(decisions["index_version"].astype("string"))).fillna(False).astype(bool)
+    return (
+        (served.notna() & served.ne(decisions["index_version"].astype("string")))
+        .fillna(False)
+        .astype(bool)
+    )
 
 
 def served_pairs(decisions: pd.DataFrame) -> dict[str, int]:
@@ -76,13 +95,24 @@ def served_pairs(decisions: pd.DataFrame) -> dict[str, int]:
     scored), most answers first."""
     if decisions.empty:
         return {}
-    ranker = (decisions["predictor_version"] if "predictor_version" in decisions
-              else pd.Series(None, index=decisions.index)).astype("string").fillna("-")
-    counts = (decisions["index_version"].astype("string").fillna("-") + " -> " + ranker).value_counts()
+    ranker = (
+        (
+            decisions["predictor_version"]
+            if "predictor_version" in decisions
+            else pd.Series(None, index=decisions.index)
+        )
+        .astype("string")
+        .fillna("-")
+    )
+    counts = (
+        decisions["index_version"].astype("string").fillna("-") + " -> " + ranker
+    ).value_counts()
     return {str(k): int(v) for k, v in counts.items()}
 
 
-def decision_impressions(decisions: pd.DataFrame, arm_key: ArmKey = "index_version") -> pd.DataFrame:
+def decision_impressions(
+    decisions: pd.DataFrame, arm_key: ArmKey = "index_version"
+) -> pd.DataFrame:
     """One row per shown slot from decision-log rows (``contract.DECISIONS`` columns).
 
     Returns
@@ -91,9 +121,20 @@ def decision_impressions(decisions: pd.DataFrame, arm_key: ArmKey = "index_versi
         ``contract.IMPRESSIONS`` columns (``order_id`` null, ``slot`` 0..5 in answer order,
         ``propensity`` as logged) plus ``arm`` (the value of ``arm_key``).
     """
-    cols = ["request_id", "user_id", "region", "device", "policy", "event_timestamp", "item_ids", "propensities"]
+    cols = [
+        "request_id",
+        "user_id",
+        "region",
+        "device",
+        "policy",
+        "event_timestamp",
+        "item_ids",
+        "propensities",
+    ]
     if decisions.empty:
-        return pd.DataFrame(columns=[*cols[:6], "listing_id", "propensity", "slot", "order_id", "arm"])
+        return pd.DataFrame(
+            columns=[*cols[:6], "listing_id", "propensity", "slot", "order_id", "arm"]
+        )
     d = decisions[cols].assign(arm=decisions[arm_key].astype("string"))
     d = d.explode(["item_ids", "propensities"], ignore_index=True).dropna(subset=["item_ids"])
     d = d.rename(columns={"item_ids": "listing_id", "propensities": "propensity"})
@@ -104,9 +145,16 @@ def decision_impressions(decisions: pd.DataFrame, arm_key: ArmKey = "index_versi
     return d
 
 
-def arm_sessions(decisions: pd.DataFrame, clicks: pd.DataFrame, purchases: pd.DataFrame,
-                 listings: pd.DataFrame, canary: str, champion: str, window_s: int = 86_400,
-                 arm_key: ArmKey = "index_version") -> pd.DataFrame:
+def arm_sessions(
+    decisions: pd.DataFrame,
+    clicks: pd.DataFrame,
+    purchases: pd.DataFrame,
+    listings: pd.DataFrame,
+    canary: str,
+    champion: str,
+    window_s: int = 86_400,
+    arm_key: ArmKey = "index_version",
+) -> pd.DataFrame:
     """Per-request outcomes of the two arms: ``sessions_from_impressions`` rows plus ``arm``.
 
     Parameters
@@ -123,8 +171,12 @@ def arm_sessions(decisions: pd.DataFrame, clicks: pd.DataFrame, purchases: pd.Da
         One row per request: ``arm`` (``treatment`` = canary, ``control`` = champion),
         ``sessions`` (1), ``gmv`` (currency units), ``clicks``, ``purchases``, ...
     """
-    from checkout_recs.data.labels import label_impressions
-    from checkout_recs.evaluation.experiments.ab import sessions_from_impressions
+    from checkout_recs.data.labels import (
+        label_impressions,
+    )  # lazy: keeps boto3 out of this module's import
+    from checkout_recs.evaluation.experiments.ab import (
+        sessions_from_impressions,  # lazy: keeps scipy out of this module's import
+    )
 
     imp = decision_impressions(decisions[~mismatched(decisions)], arm_key)
     imp = imp[imp["arm"].isin([canary, champion])]
@@ -133,7 +185,9 @@ def arm_sessions(decisions: pd.DataFrame, clicks: pd.DataFrame, purchases: pd.Da
         return pd.DataFrame(columns=["request_id", "arm", "sessions", "gmv"])
     labelled = label_impressions(imp.drop(columns="arm"), clicks, purchases, listings, window_s)
     sessions = sessions_from_impressions(labelled)
-    sessions["arm"] = sessions["request_id"].map(arms).map({canary: "treatment", champion: "control"})
+    sessions["arm"] = (
+        sessions["request_id"].map(arms).map({canary: "treatment", champion: "control"})
+    )
     return sessions
 
 
@@ -143,13 +197,18 @@ def gmv_reading(sessions: pd.DataFrame, min_sessions: int = 50, alpha: float = 0
     Returns a reading with ``ratio`` None (and a note) while either arm has fewer than
     ``min_sessions`` requests or the champion has no GMV yet.
     """
-    from checkout_recs.evaluation.experiments.ab import compare_delta, unit_totals
+    from checkout_recs.evaluation.experiments.ab import (  # lazy: keeps scipy out of this module's import
+        compare_delta,
+        unit_totals,
+    )
 
     n = sessions["arm"].value_counts() if len(sessions) else pd.Series(dtype=int)
     n_t, n_c = int(n.get("treatment", 0)), int(n.get("control", 0))
     base = GmvReading(ratio=None, canary_sessions=n_t, champion_sessions=n_c)
     if min(n_t, n_c) < min_sessions:
-        base.note = f"GMV per session: too few sessions (canary {n_t}, champion {n_c}; need {min_sessions})"
+        base.note = (
+            f"GMV per session: too few sessions (canary {n_t}, champion {n_c}; need {min_sessions})"
+        )
         return base
     r = compare_delta(unit_totals(sessions, "request_id"), "gmv_per_session", alpha)
     base.canary_gmv_per_session, base.champion_gmv_per_session = r.treatment, r.control
@@ -159,17 +218,22 @@ def gmv_reading(sessions: pd.DataFrame, min_sessions: int = 50, alpha: float = 0
     base.ratio = max(0.0, 1 + r.lift)
     if r.lift_lower == r.lift_lower:  # not NaN
         base.ratio_lower, base.ratio_upper = max(0.0, 1 + r.lift_lower), max(0.0, 1 + r.lift_upper)
-    base.note = (f"GMV/session canary {r.treatment:.3f} vs champion {r.control:.3f} "
-                 f"(ratio {base.ratio:.3f}, {1 - alpha:.0%} CI {base.ratio_lower or float('nan'):.3f}"
-                 f"..{base.ratio_upper or float('nan'):.3f}; n {n_t}/{n_c})")
+    base.note = (
+        f"GMV/session canary {r.treatment:.3f} vs champion {r.control:.3f} "
+        f"(ratio {base.ratio:.3f}, {1 - alpha:.0%} CI {base.ratio_lower or float('nan'):.3f}"
+        f"..{base.ratio_upper or float('nan'):.3f}; n {n_t}/{n_c})"
+    )
     return base
 
 
 # ----------------------------------------------------------------------------- reading the logs
 
 
-def read_decisions(store: ArtifactStore, since: dt.datetime | None = None,
-                   cache: dict[str, pd.DataFrame] | None = None) -> pd.DataFrame:
+def read_decisions(
+    store: ArtifactStore,
+    since: dt.datetime | None = None,
+    cache: dict[str, pd.DataFrame] | None = None,
+) -> pd.DataFrame:
     """Decision-log rows published to ``store`` (kind ``decisions``) at or after ``since``.
 
     ``cache`` (version -> rows) keeps parts already read: published parts never change.
@@ -182,7 +246,9 @@ def read_decisions(store: ArtifactStore, since: dt.datetime | None = None,
             cache[version] = pq.read_table(store.path(DECISIONS_KIND, version)).to_pandas()
         else:
             with tempfile.TemporaryDirectory(prefix="decisions-") as tmp:
-                cache[version] = pq.read_table(store.fetch(DECISIONS_KIND, version, Path(tmp) / version)).to_pandas()
+                cache[version] = pq.read_table(
+                    store.fetch(DECISIONS_KIND, version, Path(tmp) / version)
+                ).to_pandas()
     frames = [f for f in cache.values() if len(f)]
     if not frames:
         return pd.DataFrame(columns=["request_id", "event_timestamp"])
@@ -195,7 +261,9 @@ def read_decisions(store: ArtifactStore, since: dt.datetime | None = None,
 def folder_outcomes(folder: Path) -> Callable[[], dict[str, pd.DataFrame]]:
     """A loader of ``clicks``, ``purchases`` and ``listings`` from a raw-log or ingested folder
     (``<table>/*.parquet`` or ``validated/<table>/``), re-read at every call (logs keep arriving)."""
-    from checkout_recs.data.ingest import read_validated
+    from checkout_recs.data.ingest import (
+        read_validated,
+    )  # lazy: keeps boto3 out of this module's import
 
     def load() -> dict[str, pd.DataFrame]:
         return {t: read_validated(Path(folder), t) for t in ("clicks", "purchases", "listings")}
@@ -215,9 +283,16 @@ class DecisionLogGmv:
     min_sessions, alpha, window_s : see ``gmv_reading`` and ``arm_sessions``.
     """
 
-    def __init__(self, store: ArtifactStore, outcomes: Callable[[], dict[str, pd.DataFrame]],
-                 resolve_arm: Callable[[str], str] | None = None, arm_key: ArmKey = "index_version",
-                 min_sessions: int = 50, alpha: float = 0.05, window_s: int = 86_400) -> None:
+    def __init__(
+        self,
+        store: ArtifactStore,
+        outcomes: Callable[[], dict[str, pd.DataFrame]],
+        resolve_arm: Callable[[str], str] | None = None,
+        arm_key: ArmKey = "index_version",
+        min_sessions: int = 50,
+        alpha: float = 0.05,
+        window_s: int = 86_400,
+    ) -> None:
         self.store, self.outcomes, self.arm_key = store, outcomes, arm_key
         if resolve_arm is None and arm_key != "index_version":
             raise ValueError("resolve_arm is needed for arm_key other than index_version")
@@ -234,26 +309,51 @@ class DecisionLogGmv:
         canary, champion = self._arms[candidate_uri], self._arms[champion_uri]
         decisions = read_decisions(self.store, since, self._parts)
         ev = self.outcomes()
-        sessions = arm_sessions(decisions, ev["clicks"], ev["purchases"], ev["listings"], canary, champion,
-                                self.window_s, self.arm_key)
-        return with_pairs(gmv_reading(sessions, self.min_sessions, self.alpha), decisions, canary, champion,
-                          self.arm_key)
+        sessions = arm_sessions(
+            decisions,
+            ev["clicks"],
+            ev["purchases"],
+            ev["listings"],
+            canary,
+            champion,
+            self.window_s,
+            self.arm_key,
+        )
+        return with_pairs(
+            gmv_reading(sessions, self.min_sessions, self.alpha),
+            decisions,
+            canary,
+            champion,
+            self.arm_key,
+        )
 
 
-def with_pairs(reading: GmvReading, decisions: pd.DataFrame, canary: str, champion: str,
-               arm_key: ArmKey = "index_version") -> GmvReading:
+def with_pairs(
+    reading: GmvReading,
+    decisions: pd.DataFrame,
+    canary: str,
+    champion: str,
+    arm_key: ArmKey = "index_version",
+) -> GmvReading:
     """``reading`` with the served pairs of the answers whose transformer is either arm's, and
     those scored by another bundle's ranker counted (and named in the note when there are any)."""
     if decisions.empty or arm_key not in decisions:
         return reading
-    ours = decisions[decisions[arm_key].astype("string").isin([canary, champion]).fillna(False).astype(bool)]
+    ours = decisions[
+        decisions[arm_key].astype("string").isin([canary, champion]).fillna(False).astype(bool)
+    ]
     bad = mismatched(ours)
     note = reading.note
     if bad.any():
         named = ", ".join(f"{pair} {n}" for pair, n in served_pairs(ours[bad]).items())
         note = f"{note}; {int(bad.sum())} answers left out, scored by another bundle's ranker ({named})"
-    return reading.model_copy(update={"served_pairs": served_pairs(ours), "mismatched_answers": int(bad.sum()),
-                                      "note": note})
+    return reading.model_copy(
+        update={
+            "served_pairs": served_pairs(ours),
+            "mismatched_answers": int(bad.sum()),
+            "note": note,
+        }
+    )
 
 
 def bundle_arm(store: ArtifactStore, bundle_uri: str) -> str:
@@ -262,12 +362,11 @@ def bundle_arm(store: ArtifactStore, bundle_uri: str) -> str:
 
     Raises ``FileNotFoundError`` when the URI is not a bundle of this store or has no index version.
     """
-    from checkout_recs.serving.bundle_layout import read_bundle_info
 
     prefix = store.uri("bundle", "")
     if not bundle_uri.startswith(prefix):
         raise FileNotFoundError(f"{bundle_uri} is not a bundle of {store.root}")
-    version = bundle_uri[len(prefix):].strip("/")
+    version = bundle_uri[len(prefix) :].strip("/")
     if isinstance(store, LocalArtifactStore):
         info = read_bundle_info(store.path("bundle", version))
     else:

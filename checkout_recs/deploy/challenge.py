@@ -30,6 +30,7 @@ from typing import Any
 
 import pandas as pd
 
+from checkout_recs.evaluation.ope.heldout import ranker_greedy_ope
 from checkout_recs.tracking import GateDecision, finite_metrics, promotion_gate
 
 #: Metrics the logged policy has on the same logs (its slot order): reported for a first model.
@@ -39,14 +40,19 @@ CHANCE_FLOOR = {"auc_click": 0.5, "auc_purchase": 0.5}
 OPE_GATED = "ope_dr_purchase"
 
 
-def model_metrics(model_dir: Path, held_out: pd.DataFrame, work_dir: Path) -> tuple[dict[str, float], Path]:
+def model_metrics(
+    model_dir: Path, held_out: pd.DataFrame, work_dir: Path
+) -> tuple[dict[str, float], Path]:
     """Offline metrics and OPE of one model folder (``train_all`` layout) on ``held_out``.
 
     Returns ``(metrics, report_html_path)``; metrics are finite floats only (NaN dropped).
     """
-    from checkout_recs.evaluation.ope.heldout import ranker_greedy_ope
-    from checkout_recs.evaluation.ranking.offline import evaluate_run
-    from checkout_recs.models.ranker import RankerModel
+    from checkout_recs.evaluation.ranking.offline import (
+        evaluate_run,  # lazy: keeps scipy, torch out of this module's import
+    )
+    from checkout_recs.models.ranker import (
+        RankerModel,
+    )  # lazy: keeps torch out of this module's import
 
     work_dir.mkdir(parents=True, exist_ok=True)
     test_path = work_dir / "held_out.parquet"
@@ -61,8 +67,13 @@ def model_metrics(model_dir: Path, held_out: pd.DataFrame, work_dir: Path) -> tu
     return out, work_dir / "eval" / "report.html"
 
 
-def evaluate_side_by_side(challenger_dir: Path, held_out: pd.DataFrame, work_dir: Path,
-                          champion_dir: Path | None = None, champion_version: str | None = None) -> dict[str, Any]:
+def evaluate_side_by_side(
+    challenger_dir: Path,
+    held_out: pd.DataFrame,
+    work_dir: Path,
+    champion_dir: Path | None = None,
+    champion_version: str | None = None,
+) -> dict[str, Any]:
     """Challenger and champion on the same held-out rows.
 
     Parameters
@@ -84,17 +95,32 @@ def evaluate_side_by_side(challenger_dir: Path, held_out: pd.DataFrame, work_dir
     if champion_dir is not None:
         try:
             champ, _ = model_metrics(Path(champion_dir), held_out, work_dir / "champion")
-        except (KeyError, ValueError, RuntimeError, FileNotFoundError) as e:  # e.g. a feature it needs is gone
+        except (
+            KeyError,
+            ValueError,
+            RuntimeError,
+            FileNotFoundError,
+        ) as e:  # e.g. a feature it needs is gone
             note = f"champion {champion_version} could not be scored on these logs: {type(e).__name__}: {e}"
     page = work_dir / "report.html"
     page.write_text(comparison_html(chal, champ, note, chal_report.read_text()))
-    return {"challenger": chal, "champion": champ, "champion_version": champion_version,
-            "champion_note": note, "report_html": str(page)}
+    return {
+        "challenger": chal,
+        "champion": champ,
+        "champion_version": champion_version,
+        "champion_note": note,
+        "report_html": str(page),
+    }
 
 
-def challenger_gate(evaluation: dict[str, Any], tolerance: float = 0.005, ope_tolerance: float = 0.10,
-                    min_ess: float = 100.0, champion_fallback: dict[str, float] | None = None,
-                    first_model_ope: bool = False) -> GateDecision:
+def challenger_gate(
+    evaluation: dict[str, Any],
+    tolerance: float = 0.005,
+    ope_tolerance: float = 0.10,
+    min_ess: float = 100.0,
+    champion_fallback: dict[str, float] | None = None,
+    first_model_ope: bool = False,
+) -> GateDecision:
     """Gate the challenger of an ``evaluate_side_by_side`` result (see the module docstring).
 
     ``champion_fallback``: the champion's logged metrics, used only when a champion exists
@@ -114,14 +140,28 @@ def challenger_gate(evaluation: dict[str, Any], tolerance: float = 0.005, ope_to
         ope_ref, ess_ref, label = champ.get(OPE_GATED), champ.get("ope_ess"), "champion"
     else:
         decision = _chance_floor(chal)
-        ope_ref, ess_ref, label = chal.get("ope_logged_purchase"), chal.get("ope_ess"), "logged policy"
+        ope_ref, ess_ref, label = (
+            chal.get("ope_logged_purchase"),
+            chal.get("ope_ess"),
+            "logged policy",
+        )
     if champ is None and not first_model_ope:
-        decision.reasons.append(f"{OPE_GATED}: {chal.get(OPE_GATED, math.nan):.4g} vs logged "
-                                f"{chal.get('ope_logged_purchase', math.nan):.4g} (ESS "
-                                f"{chal.get('ope_ess', math.nan):.0f}), reported, not gated for a first model")
+        decision.reasons.append(
+            f"{OPE_GATED}: {chal.get(OPE_GATED, math.nan):.4g} vs logged "
+            f"{chal.get('ope_logged_purchase', math.nan):.4g} (ESS "
+            f"{chal.get('ope_ess', math.nan):.0f}), reported, not gated for a first model"
+        )
     else:
-        _ope_check(decision, chal.get(OPE_GATED), chal.get("ope_ess"), ope_ref, ess_ref, label,
-                   ope_tolerance, min_ess)
+        _ope_check(
+            decision,
+            chal.get(OPE_GATED),
+            chal.get("ope_ess"),
+            ope_ref,
+            ess_ref,
+            label,
+            ope_tolerance,
+            min_ess,
+        )
     decision.reasons = notes + [f"vs {label}: {r}" for r in decision.reasons]
     return decision
 
@@ -140,41 +180,64 @@ def _chance_floor(chal: dict[str, float]) -> GateDecision:
             decision.reasons.append(f"{name}: {value:.4f} > {floor} (better than chance)")
     for name in LOGGED_REPORTED:
         if name in chal and f"logged_{name}" in chal:
-            decision.reasons.append(f"{name}: {chal[name]:.4f} vs logged order {chal['logged_' + name]:.4f} "
-                                    "(reported, not gated: position-biased towards the logged order)")
+            decision.reasons.append(
+                f"{name}: {chal[name]:.4f} vs logged order {chal['logged_' + name]:.4f} "
+                "(reported, not gated: position-biased towards the logged order)"
+            )
     return decision
 
 
-def _ope_check(decision: GateDecision, value: float | None, ess: float | None, ref: float | None,
-               ref_ess: float | None, label: str, tolerance: float, min_ess: float) -> None:
+def _ope_check(
+    decision: GateDecision,
+    value: float | None,
+    ess: float | None,
+    ref: float | None,
+    ref_ess: float | None,
+    label: str,
+    tolerance: float,
+    min_ess: float,
+) -> None:
     if value is None or ref is None:
         decision.reasons.append(f"{OPE_GATED}: not available on both sides, not gated")
         return
     low_ess = min(ess or 0.0, ref_ess if ref_ess is not None else math.inf)
     if low_ess < min_ess:
-        decision.reasons.append(f"{OPE_GATED}: {value:.4g} vs {ref:.4g}, not gated (ESS {low_ess:.0f} < {min_ess:.0f})")
+        decision.reasons.append(
+            f"{OPE_GATED}: {value:.4g} vs {ref:.4g}, not gated (ESS {low_ess:.0f} < {min_ess:.0f})"
+        )
         return
     decision.compared[OPE_GATED] = (value, ref)
     floor = ref - abs(ref) * tolerance
     if value < floor:
         decision.promote = False
-        decision.reasons.append(f"{OPE_GATED}: {value:.4g} < {floor:.4g} ({label} {ref:.4g} − {tolerance:.0%})")
+        decision.reasons.append(
+            f"{OPE_GATED}: {value:.4g} < {floor:.4g} ({label} {ref:.4g} − {tolerance:.0%})"
+        )
     else:
         decision.reasons.append(f"{OPE_GATED}: {value:.4g} ≥ {floor:.4g}")
 
 
-def comparison_html(chal: dict[str, float], champ: dict[str, float] | None, note: str, detail: str = "") -> str:
+def comparison_html(
+    chal: dict[str, float], champ: dict[str, float] | None, note: str, detail: str = ""
+) -> str:
     """An HTML page: one row per metric, challenger / champion / logged policy side by side,
     followed by the challenger's per-segment report (``detail``, an HTML document)."""
     keys = sorted(k for k in chal if not k.startswith(("logged_", "popular_")))
+
     def cell(d: dict[str, float] | None, k: str) -> str:
         v = None if d is None else d.get(k)
         return "–" if v is None else f"{v:.4f}"
-    rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{cell(chal, k)}</td><td>{cell(champ, k)}</td>"
-                   f"<td>{cell(chal, 'logged_' + k)}</td></tr>" for k in keys)
+
+    rows = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{cell(chal, k)}</td><td>{cell(champ, k)}</td>"
+        f"<td>{cell(chal, 'logged_' + k)}</td></tr>"
+        for k in keys
+    )
     body = detail.split("<body>", 1)[-1].rsplit("</body>", 1)[0] if detail else ""
-    return ("<html><head><meta charset='utf-8'><title>Challenger vs champion</title></head><body>"
-            "<h1>Challenger vs champion on the same held-out logs</h1>"
-            f"<p>{html.escape(note)}</p><table border=1><tr><th>metric</th><th>challenger</th>"
-            f"<th>champion</th><th>logged policy</th></tr>{rows}</table><h2>Challenger by segment</h2>{body}"
-            "</body></html>")
+    return (
+        "<html><head><meta charset='utf-8'><title>Challenger vs champion</title></head><body>"
+        "<h1>Challenger vs champion on the same held-out logs</h1>"
+        f"<p>{html.escape(note)}</p><table border=1><tr><th>metric</th><th>challenger</th>"
+        f"<th>champion</th><th>logged policy</th></tr>{rows}</table><h2>Challenger by segment</h2>{body}"
+        "</body></html>"
+    )

@@ -23,7 +23,9 @@ from typing import Any
 
 import yaml
 
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the CRD file is 2 MB: libyaml is 8x faster
+_LOADER = getattr(
+    yaml, "CSafeLoader", yaml.SafeLoader
+)  # the CRD file is 2 MB: libyaml is 8x faster
 
 #: Where the real KServe CRDs live, relative to the repository root (CI has them there).
 DEFAULT_CRD_DIR = Path("../shared/conformance/kserve-crds")
@@ -119,7 +121,9 @@ def load_crd_dir(crd_dir: Path) -> CrdSchemas:
             for version in doc["spec"]["versions"]:
                 schema = version.get("schema", {}).get("openAPIV3Schema")
                 if schema:
-                    out.add(f"{group}/{version['name']}", kind, strict_schema(schema), f"crd:{path}")
+                    out.add(
+                        f"{group}/{version['name']}", kind, strict_schema(schema), f"crd:{path}"
+                    )
     return out
 
 
@@ -135,5 +139,10 @@ def load_schema_files(schema_dir: Path) -> CrdSchemas:
         return out
     for path in sorted(schema_dir.glob("*.yaml")):
         doc = yaml.safe_load(path.read_text())
-        out.add(doc["apiVersion"], doc["kind"], strict_schema(doc["schema"]), f"hand-written:{path.name}")
+        out.add(
+            doc["apiVersion"],
+            doc["kind"],
+            strict_schema(doc["schema"]),
+            f"hand-written:{path.name}",
+        )
     return out

@@ -20,9 +20,12 @@ def dashboard_files(repo: Path) -> list[Path]:
 
 def stale_dashboards(repo: Path) -> list[str]:
     """Names of the dashboards whose copy in the base is missing or differs from the source."""
-    return [src.name for src in dashboard_files(repo)
-            if not (repo / TARGET_DIR / src.name).exists()
-            or (repo / TARGET_DIR / src.name).read_bytes() != src.read_bytes()]
+    return [
+        src.name
+        for src in dashboard_files(repo)
+        if not (repo / TARGET_DIR / src.name).exists()
+        or (repo / TARGET_DIR / src.name).read_bytes() != src.read_bytes()
+    ]
 
 
 def sync_dashboards(repo: Path) -> list[Path]:

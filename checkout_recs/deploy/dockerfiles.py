@@ -9,7 +9,8 @@ the tests; what a build would not tell us anyway is checked from the text:
   compiler, index or cache in the runtime image) and runs on the same base as the stage it copies
   a virtualenv from (a venv only runs on the Python it was made with);
 * runtime dependencies only: every requirements file the Dockerfile copies exists and pins no
-  test or lint tool (pytest, mypy, ruff, moto, ...), and is not the development ``requirements.lock``;
+  test or lint tool (pytest, mypy, ruff, moto, kubectl, ...), and is not one of the project's whole
+  sets (``requirements.lock``, ``requirements-dev.lock``) but ``requirements/<image>.lock``;
 * the final stage's last ``USER`` is a numeric, non-root uid (Kubernetes can only verify
   ``runAsNonRoot`` for a numeric uid);
 * no secret baked in: no ``ENV``/``ARG`` whose name looks like a credential, no ``COPY``/``ADD``
@@ -187,9 +188,9 @@ def _requirements_findings(ins: list[Instruction], context: Path,
             src = expand(raw, stage_args.get(i.stage, {})) or raw
             if not re.search(r"requirements[^/]*\.(lock|txt)$|requirements/.*\.(lock|txt|in)$", src):
                 continue
-            if src in ("requirements.lock", "requirements.in"):
-                out.append(f"line {i.line}: COPY {src}: the development set (tests, linters) in an image; "
-                           "copy the image's runtime set (requirements/<image>.lock)")
+            if "/" not in src:  # requirements.lock, requirements-dev.lock: the project's sets
+                out.append(f"line {i.line}: COPY {src}: the whole project's set (every entry point's tools; "
+                           "-dev: tests, linters) in an image; copy the image's runtime set (requirements/<image>.lock)")
                 continue
             if not (context / src).is_file():
                 continue  # reported as a missing COPY source

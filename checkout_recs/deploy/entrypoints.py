@@ -34,7 +34,9 @@ from checkout_recs.deploy.semantics import Finding, PodLike, pod_specs
 #: Image repository prefix of the images this repository builds.
 OUR_IMAGES = "ghcr.io/checkout-recs/"
 #: Variables read by the platform, not by our code: KServe's storage initializer, BLAS threads.
-PLATFORM_ENV = frozenset({"STORAGE_URI", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"})
+PLATFORM_ENV = frozenset(
+    {"STORAGE_URI", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"}
+)
 #: Prefixes of variables read by libraries (boto3 / botocore: credentials, region, endpoints).
 PLATFORM_ENV_PREFIXES = ("AWS_",)
 _VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
@@ -75,7 +77,7 @@ class Invocation:
     def module_args(self) -> list[str]:
         """The arguments after ``-m MODULE``."""
         argv = list(self.argv)
-        return argv[argv.index("-m") + 2:] if self.module else []
+        return argv[argv.index("-m") + 2 :] if self.module else []
 
 
 #: An image's default command line: (ENTRYPOINT argv, CMD argv).
@@ -89,9 +91,13 @@ def image_entrypoints(docker_dir: Path) -> dict[str, ImageDefaults]:
     for path in sorted(docker_dir.glob("*.Dockerfile")):
         ins = parse_dockerfile(path.read_text())
         last = max((i.stage for i in ins), default=0)
-        final = {i.keyword: i.args for i in ins if i.stage == last and i.keyword in ("ENTRYPOINT", "CMD")}
-        out[OUR_IMAGES + path.name.removesuffix(".Dockerfile")] = (_argv(final.get("ENTRYPOINT")),
-                                                                   _argv(final.get("CMD")))
+        final = {
+            i.keyword: i.args for i in ins if i.stage == last and i.keyword in ("ENTRYPOINT", "CMD")
+        }
+        out[OUR_IMAGES + path.name.removesuffix(".Dockerfile")] = (
+            _argv(final.get("ENTRYPOINT")),
+            _argv(final.get("CMD")),
+        )
     return out
 
 
@@ -106,7 +112,9 @@ def command_line(container: dict[str, Any], defaults: ImageDefaults, args: list[
 def _argv(text: str | None) -> list[str]:
     if not text:
         return []
-    return [str(a) for a in json.loads(text)] if text.lstrip().startswith("[") else shlex.split(text)
+    return (
+        [str(a) for a in json.loads(text)] if text.lstrip().startswith("[") else shlex.split(text)
+    )
 
 
 def kserve_injected_args(doc: dict[str, Any], component: str, args: list[str]) -> list[str]:
@@ -117,10 +125,19 @@ def kserve_injected_args(doc: dict[str, Any], component: str, args: list[str]) -
         return []
     meta, spec = doc.get("metadata") or {}, (doc.get("spec") or {}).get("transformer") or {}
     name, ns = meta.get("name", ""), meta.get("namespace", "default")
-    wanted = [("--model_name", name), ("--predictor_host", f"{name}-predictor.{ns}"), ("--http_port", "8080")]
+    wanted = [
+        ("--model_name", name),
+        ("--predictor_host", f"{name}-predictor.{ns}"),
+        ("--http_port", "8080"),
+    ]
     if spec.get("containerConcurrency") is not None:
         wanted.append(("--workers", str(spec["containerConcurrency"])))
-    return [x for flag, value in wanted if not any(a.startswith(flag) for a in args) for x in (flag, value)]
+    return [
+        x
+        for flag, value in wanted
+        if not any(a.startswith(flag) for a in args)
+        for x in (flag, value)
+    ]
 
 
 def _env_values(container: dict[str, Any]) -> tuple[dict[str, str], set[str]]:
@@ -158,7 +175,9 @@ def _isvc_component(pod: PodLike) -> str | None:
     return pod.path.removeprefix("spec.") if pod.owner.startswith("InferenceService/") else None
 
 
-def invocations(docs: list[dict[str, Any]], entrypoints: Mapping[str, ImageDefaults]) -> Iterator[Invocation]:
+def invocations(
+    docs: list[dict[str, Any]], entrypoints: Mapping[str, ImageDefaults]
+) -> Iterator[Invocation]:
     """Every container of our images in ``docs``, as it will run (init containers included)."""
     for doc in docs:
         for pod in pod_specs(doc):
@@ -174,14 +193,23 @@ def invocations(docs: list[dict[str, Any]], entrypoints: Mapping[str, ImageDefau
                 if comp and i == 0 and c.get("args") is None:
                     c = {**c, "args": []}  # KServe's arguments replace the image's CMD
                 argv = command_line(c, entrypoints.get(repo, ([], [])), args)
-                yield Invocation(pod.owner, f"{pod.path} {c.get('name')}", repo, tuple(argv), env, frozenset(refs))
+                yield Invocation(
+                    pod.owner,
+                    f"{pod.path} {c.get('name')}",
+                    repo,
+                    tuple(argv),
+                    env,
+                    frozenset(refs),
+                )
 
 
 def check_invocation(inv: Invocation, load: Callable[[str], EntryPoint]) -> list[Finding]:
     """The three checks of the module docstring for one container."""
     where = f"{inv.where} ({inv.image})"
     if inv.module is None:
-        return [Finding(inv.owner, "contract", f"{where}: no 'python -m MODULE' in {list(inv.argv)}")]
+        return [
+            Finding(inv.owner, "contract", f"{where}: no 'python -m MODULE' in {list(inv.argv)}")
+        ]
     try:
         ep = load(inv.module)
     except (ImportError, LookupError) as exc:
@@ -190,18 +218,31 @@ def check_invocation(inv: Invocation, load: Callable[[str], EntryPoint]) -> list
     try:
         parsed = ep.parse(inv.module_args)
     except ValueError as exc:
-        return [Finding(inv.owner, "contract", f"{where}: {inv.module} refuses {inv.module_args}: {exc}")]
+        return [
+            Finding(
+                inv.owner, "contract", f"{where}: {inv.module} refuses {inv.module_args}: {exc}"
+            )
+        ]
     for name in sorted(inv.env):
         known = name in ep.env or name in PLATFORM_ENV or name.startswith(PLATFORM_ENV_PREFIXES)
         if not known and name not in inv.refs:
-            out.append(Finding(inv.owner, "contract", f"{where}: env {name} is read by nothing ({inv.module})"))
+            out.append(
+                Finding(
+                    inv.owner, "contract", f"{where}: env {name} is read by nothing ({inv.module})"
+                )
+            )
     if ep.missing is not None:
-        out += [Finding(inv.owner, "contract", f"{where}: {m}") for m in ep.missing(parsed, inv.env)]
+        out += [
+            Finding(inv.owner, "contract", f"{where}: {m}") for m in ep.missing(parsed, inv.env)
+        ]
     return out
 
 
-def check_contract(docs: list[dict[str, Any]], entrypoints: Mapping[str, ImageDefaults],
-                   load: Callable[[str], EntryPoint]) -> list[Finding]:
+def check_contract(
+    docs: list[dict[str, Any]],
+    entrypoints: Mapping[str, ImageDefaults],
+    load: Callable[[str], EntryPoint],
+) -> list[Finding]:
     """Every contract finding of one rendered build (empty list when code and manifests agree).
 
     Parameters

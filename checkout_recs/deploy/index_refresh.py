@@ -16,6 +16,11 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
+from checkout_recs.retrieval.index import RetrievalIndex
+from checkout_recs.serving.bundle_layout import BundleLayout
+from checkout_recs.serving.bundle_writer import write_refreshed_bundle
+from checkout_recs.storage import new_version
+
 GONE_EVENTS = ("sold", "delisted")
 
 
@@ -44,7 +49,9 @@ def new_listings(listings: pd.DataFrame, known: np.ndarray, gone: np.ndarray) ->
     return listings.loc[keep].drop_duplicates("listing_id").reset_index(drop=True)
 
 
-def refresh_bundle(bundle_dir: Path, ingested_dir: Path, out_dir: Path, version: str | None = None) -> RefreshSummary:
+def refresh_bundle(
+    bundle_dir: Path, ingested_dir: Path, out_dir: Path, version: str | None = None
+) -> RefreshSummary:
     """Write to ``out_dir`` a copy of ``bundle_dir`` whose index reflects the ingested inventory.
 
     Parameters
@@ -63,12 +70,12 @@ def refresh_bundle(bundle_dir: Path, ingested_dir: Path, out_dir: Path, version:
     RefreshSummary
         Counts added/removed. Raises ``FileNotFoundError`` when an input is missing.
     """
-    from checkout_recs.data.ingest import read_validated
-    from checkout_recs.models.two_tower import TwoTowerModel
-    from checkout_recs.retrieval.index import RetrievalIndex
-    from checkout_recs.serving.bundle_layout import BundleLayout
-    from checkout_recs.serving.bundle_writer import write_refreshed_bundle
-    from checkout_recs.storage import new_version
+    from checkout_recs.data.ingest import (
+        read_validated,
+    )  # lazy: keeps boto3 out of this module's import
+    from checkout_recs.models.two_tower import (
+        TwoTowerModel,
+    )  # lazy: keeps torch out of this module's import
 
     bundle_dir, out_dir = Path(bundle_dir), Path(out_dir)
     layout = BundleLayout(bundle_dir)
@@ -82,11 +89,18 @@ def refresh_bundle(bundle_dir: Path, ingested_dir: Path, out_dir: Path, version:
         tt = TwoTowerModel.load(layout.two_tower_dir)
         index.add(rows["listing_id"].to_numpy(np.int64), tt.embed_items(rows), rows)
     info = write_refreshed_bundle(bundle_dir, out_dir, index, version or new_version("idx-"))
-    return RefreshSummary(added=int(len(fresh)), removed=removed, n_items_before=before,
-                          n_items_after=int(info.n_items or 0), index_version=str(info.index_version))
+    return RefreshSummary(
+        added=int(len(fresh)),
+        removed=removed,
+        n_items_before=before,
+        n_items_after=int(info.n_items or 0),
+        index_version=str(info.index_version),
+    )
 
 
-def snapshot_rows(fresh: pd.DataFrame, snapshot: pd.DataFrame, categories: pd.DataFrame) -> pd.DataFrame:
+def snapshot_rows(
+    fresh: pd.DataFrame, snapshot: pd.DataFrame, categories: pd.DataFrame
+) -> pd.DataFrame:
     """Snapshot-shaped rows for new listings (same columns and dtypes as ``snapshot``).
 
     Content columns come from the listing; ``top_category_id`` from the category table; seller
@@ -96,7 +110,11 @@ def snapshot_rows(fresh: pd.DataFrame, snapshot: pd.DataFrame, categories: pd.Da
     rows = pd.DataFrame(index=range(len(fresh)))
     top = categories.set_index("category_id")["top_category_id"]
     seller_cols = [c for c in snapshot.columns if c.startswith("seller_") and c != "seller_id"]
-    sellers = snapshot.drop_duplicates("seller_id").set_index("seller_id")[seller_cols] if seller_cols else None
+    sellers = (
+        snapshot.drop_duplicates("seller_id").set_index("seller_id")[seller_cols]
+        if seller_cols
+        else None
+    )
     for c in snapshot.columns:
         if c in fresh:
             rows[c] = fresh[c].to_numpy()

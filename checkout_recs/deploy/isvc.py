@@ -34,7 +34,10 @@ def layout(isvc: dict[str, Any]) -> Layout:
     """``collocated`` (a ``transformer-container`` in the predictor), ``split`` (a transformer
     component) or ``predictor-only``."""
     spec = isvc.get("spec", {})
-    if any(c.get("name") == TRANSFORMER_CONTAINER for c in (spec.get("predictor") or {}).get("containers") or []):
+    if any(
+        c.get("name") == TRANSFORMER_CONTAINER
+        for c in (spec.get("predictor") or {}).get("containers") or []
+    ):
         return "collocated"
     return "split" if spec.get("transformer") else "predictor-only"
 
@@ -59,14 +62,22 @@ def storage_uri(isvc: dict[str, Any]) -> str | None:
     return (pred.get("model") or {}).get("storageUri")
 
 
-def latest_traffic(isvc: dict[str, Any], component: str) -> tuple[str | None, int | None, str | None]:
+def latest_traffic(
+    isvc: dict[str, Any], component: str
+) -> tuple[str | None, int | None, str | None]:
     """``(latest revision, its percent, previous revision)`` from the component's status."""
-    traffic = (isvc.get("status", {}).get("components", {}).get(component) or {}).get("traffic") or []
+    traffic = (isvc.get("status", {}).get("components", {}).get(component) or {}).get(
+        "traffic"
+    ) or []
     latest = next((t for t in traffic if t.get("latestRevision")), None)
     prev = next((t for t in traffic if not t.get("latestRevision")), None)
     if latest is None:
         return None, None, prev and prev.get("revisionName")
-    return latest.get("revisionName"), int(latest.get("percent") or 0), prev and prev.get("revisionName")
+    return (
+        latest.get("revisionName"),
+        int(latest.get("percent") or 0),
+        prev and prev.get("revisionName"),
+    )
 
 
 def is_ready_at(isvc: dict[str, Any], percent: int) -> bool:
@@ -75,7 +86,10 @@ def is_ready_at(isvc: dict[str, Any], percent: int) -> bool:
     meta, status = isvc.get("metadata", {}), isvc.get("status", {})
     if int(status.get("observedGeneration") or 0) < int(meta.get("generation") or 0):
         return False
-    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
     return ready and all(latest_traffic(isvc, c)[1] == percent for c in components_of(isvc))
 
 

@@ -40,8 +40,9 @@ class KillSwitchResult(BaseModel):
         return self.redis_written
 
 
-def set_kill_switch(api: KubeApi | None, ref: IsvcRef, on: bool, who: str, reason: str,
-                    redis: Any = None) -> KillSwitchResult:
+def set_kill_switch(
+    api: KubeApi | None, ref: IsvcRef, on: bool, who: str, reason: str, redis: Any = None
+) -> KillSwitchResult:
     """Turn the kill switch on or off in the ConfigMap (``api``) and in Redis (``redis`` client).
 
     Parameters
@@ -61,8 +62,12 @@ def set_kill_switch(api: KubeApi | None, ref: IsvcRef, on: bool, who: str, reaso
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     result = KillSwitchResult(on=on)
     if api is not None:
-        data = {"kill_switch": "true" if on else "false", "kill_switch_by": who,
-                "kill_switch_reason": reason, "kill_switch_at": now}
+        data = {
+            "kill_switch": "true" if on else "false",
+            "kill_switch_by": who,
+            "kill_switch_reason": reason,
+            "kill_switch_at": now,
+        }
         try:
             result.configmap = api.patch_configmap_data(ref.namespace, ref.policy_configmap, data)
         except DeployError as e:

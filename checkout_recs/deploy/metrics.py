@@ -30,18 +30,42 @@ from checkout_recs.evaluation.experiments.guardrails import GuardrailMetrics
 class MetricsSpec(BaseModel):
     """Which series hold each guardrail's inputs."""
 
-    variant_label: str = Field(default="revision_name", description="Label naming the serving revision.")
-    matchers: str = Field(default="", description='Extra label matchers on every series, e.g. namespace="x".')
-    requests_metric: str = Field(default="revision_app_request_count", description="Counter of requests.")
-    status_label: str = Field(default="response_code_class", description="Label of the response class.")
-    error_values: tuple[str, ...] = Field(default=("5xx",), description="Status label values that are errors.")
-    latency_histogram: str = Field(default="revision_app_request_latencies", description="Latency histogram.")
-    latency_matchers: str = Field(default="", description='Matchers on the histogram only, e.g. stage="total".')
-    latency_unit_ms: float = Field(default=1.0, gt=0, description="Milliseconds per histogram unit (s: 1000).")
-    answers_metric: str = Field(default="checkout_recs_answers_total", description="Answers by policy.")
-    fallback_metric: str = Field(default="checkout_recs_fallback_total", description="Fallback answers.")
-    gmv_metric: str = Field(default="checkout_recs_attributed_gmv_total", description="Attributed GMV, currency.")
-    sessions_metric: str = Field(default="checkout_recs_sessions_total", description="Post-checkout sessions.")
+    variant_label: str = Field(
+        default="revision_name", description="Label naming the serving revision."
+    )
+    matchers: str = Field(
+        default="", description='Extra label matchers on every series, e.g. namespace="x".'
+    )
+    requests_metric: str = Field(
+        default="revision_app_request_count", description="Counter of requests."
+    )
+    status_label: str = Field(
+        default="response_code_class", description="Label of the response class."
+    )
+    error_values: tuple[str, ...] = Field(
+        default=("5xx",), description="Status label values that are errors."
+    )
+    latency_histogram: str = Field(
+        default="revision_app_request_latencies", description="Latency histogram."
+    )
+    latency_matchers: str = Field(
+        default="", description='Matchers on the histogram only, e.g. stage="total".'
+    )
+    latency_unit_ms: float = Field(
+        default=1.0, gt=0, description="Milliseconds per histogram unit (s: 1000)."
+    )
+    answers_metric: str = Field(
+        default="checkout_recs_answers_total", description="Answers by policy."
+    )
+    fallback_metric: str = Field(
+        default="checkout_recs_fallback_total", description="Fallback answers."
+    )
+    gmv_metric: str = Field(
+        default="checkout_recs_attributed_gmv_total", description="Attributed GMV, currency."
+    )
+    sessions_metric: str = Field(
+        default="checkout_recs_sessions_total", description="Post-checkout sessions."
+    )
 
 
 @dataclass
@@ -85,12 +109,16 @@ def window_queries(spec: MetricsSpec, window_s: float) -> dict[str, str]:
         "fallbacks": increase(spec.fallback_metric),
         "gmv": increase(spec.gmv_metric),
         "sessions": increase(spec.sessions_metric),
-        "p95_ms": (f"histogram_quantile(0.95, sum by (le, {by}) (increase({spec.latency_histogram}_bucket"
-                   f"{bucket if bucket != '{}' else ''}[{w}]))) * {spec.latency_unit_ms:g}"),
+        "p95_ms": (
+            f"histogram_quantile(0.95, sum by (le, {by}) (increase({spec.latency_histogram}_bucket"
+            f"{bucket if bucket != '{}' else ''}[{w}]))) * {spec.latency_unit_ms:g}"
+        ),
     }
 
 
-def windows_from_results(results: dict[str, list[dict[str, Any]]], variant_label: str) -> dict[str, VariantWindow]:
+def windows_from_results(
+    results: dict[str, list[dict[str, Any]]], variant_label: str
+) -> dict[str, VariantWindow]:
     """Per-revision ``VariantWindow`` from instant-vector results (``{figure: data.result}``).
 
     Series without the variant label are ignored; a NaN (no observations) counts as 0.
@@ -102,11 +130,17 @@ def windows_from_results(results: dict[str, list[dict[str, Any]]], variant_label
             if variant is None:
                 continue
             value = float(s["value"][1])
-            setattr(out.setdefault(variant, VariantWindow()), figure, 0.0 if math.isnan(value) else value)
+            setattr(
+                out.setdefault(variant, VariantWindow()),
+                figure,
+                0.0 if math.isnan(value) else value,
+            )
     return out
 
 
-def guardrail_metrics(canary: VariantWindow, control: VariantWindow) -> tuple[GuardrailMetrics, list[str]]:
+def guardrail_metrics(
+    canary: VariantWindow, control: VariantWindow
+) -> tuple[GuardrailMetrics, list[str]]:
     """``GuardrailMetrics`` of the canary over a window, and notes on what could not be measured.
 
     Rates are 0.0 with no traffic (the guardrail then holds on ``min_requests``); the GMV ratio
@@ -146,13 +180,17 @@ class PrometheusQuerySource:
         except (httpx.HTTPError, ValueError) as e:
             raise ConnectionError(f"Prometheus {self.url}: {e}") from e
         if r.status_code != 200 or body.get("status") != "success":
-            raise ConnectionError(f"Prometheus {self.url}: {r.status_code} {body.get('error', r.text[:200])}")
+            raise ConnectionError(
+                f"Prometheus {self.url}: {r.status_code} {body.get('error', r.text[:200])}"
+            )
         return list(body["data"]["result"])
 
     def window(self, window_s: float) -> dict[str, VariantWindow]:
         """Per-revision figures over the last ``window_s`` seconds."""
         queries = window_queries(self.spec, window_s)
-        return windows_from_results({k: self.query(q) for k, q in queries.items()}, self.spec.variant_label)
+        return windows_from_results(
+            {k: self.query(q) for k, q in queries.items()}, self.spec.variant_label
+        )
 
 
 def base_url(url: str) -> str:

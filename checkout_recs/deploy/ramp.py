@@ -38,13 +38,27 @@ class RegistryHook(Protocol):
 class RampPlan(BaseModel):
     """Traffic steps and timings of a ramp (seconds)."""
 
-    steps: tuple[int, ...] = Field(default=(5, 25, 50, 100), description="Canary traffic percent per step.")
-    hold_s: float = Field(default=600.0, ge=0, description="Healthy observation needed before the next step.")
+    steps: tuple[int, ...] = Field(
+        default=(5, 25, 50, 100), description="Canary traffic percent per step."
+    )
+    hold_s: float = Field(
+        default=600.0, ge=0, description="Healthy observation needed before the next step."
+    )
     poll_s: float = Field(default=30.0, gt=0, description="Seconds between guardrail queries.")
-    max_hold_s: float = Field(default=1800.0, ge=0, description="Longest wait for conclusive metrics.")
-    ready_timeout_s: float = Field(default=600.0, gt=0, description="Longest wait for the controller.")
-    gmv_required_from: int = Field(default=50, ge=0, le=100, description=(
-        "With a GMV source, steps at or above this percent hold until GMV per session is measurable."))
+    max_hold_s: float = Field(
+        default=1800.0, ge=0, description="Longest wait for conclusive metrics."
+    )
+    ready_timeout_s: float = Field(
+        default=600.0, gt=0, description="Longest wait for the controller."
+    )
+    gmv_required_from: int = Field(
+        default=50,
+        ge=0,
+        le=100,
+        description=(
+            "With a GMV source, steps at or above this percent hold until GMV per session is measurable."
+        ),
+    )
 
 
 class StepRecord(BaseModel):
@@ -66,9 +80,13 @@ class RolloutResult(BaseModel):
     reason: str
     candidate_uri: str
     champion_uri: str | None
-    layout: str | None = Field(default=None, description=(
-        "collocated (one revision serves the pair), split (transformer and predictor split apart) "
-        "or predictor-only: deploy.isvc.layout of the InferenceService when the ramp started."))
+    layout: str | None = Field(
+        default=None,
+        description=(
+            "collocated (one revision serves the pair), split (transformer and predictor split apart) "
+            "or predictor-only: deploy.isvc.layout of the InferenceService when the ramp started."
+        ),
+    )
     steps: list[StepRecord] = Field(default_factory=list)
 
 

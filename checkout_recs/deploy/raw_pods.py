@@ -46,8 +46,10 @@ MODEL_DIR = "/mnt/models"
 PROVISION_VOLUME = "kserve-provision-location"
 STORAGE_INITIALIZER = "storage-initializer"
 #: KServe's default resources of the storage initializer (``inferenceservice-config``, ``storageInitializer``).
-STORAGE_INITIALIZER_RESOURCES = {"requests": {"cpu": "100m", "memory": "100Mi"},
-                                 "limits": {"cpu": "1", "memory": "1Gi"}}
+STORAGE_INITIALIZER_RESOURCES = {
+    "requests": {"cpu": "100m", "memory": "100Mi"},
+    "limits": {"cpu": "1", "memory": "1Gi"},
+}
 #: The storage initializer's download, ``python -c SCRIPT <s3://bucket/prefix> <dest>``: every object
 #: under the prefix to ``dest/<relative key>``; the endpoint comes from ``AWS_ENDPOINT_URL_S3``
 #: (botocore reads it). Fails when the prefix is empty, as KServe's does.
@@ -70,12 +72,37 @@ print(f"storage-initializer: {n} objects from {uri} to {dest}")
 
 COMPONENTS = ("predictor", "transformer")
 #: Component fields that become pod fields (``containers`` and ``labels`` handled apart).
-POD_FIELDS = frozenset({"serviceAccountName", "automountServiceAccountToken", "securityContext", "volumes"})
+POD_FIELDS = frozenset(
+    {"serviceAccountName", "automountServiceAccountToken", "securityContext", "volumes"}
+)
 #: Component fields KServe gives the Deployment, the HPA or the router, not the pod.
-CONTROLLER_FIELDS = frozenset({"minReplicas", "maxReplicas", "scaleMetric", "scaleTarget", "containerConcurrency",
-                               "timeout", "canaryTrafficPercent"})
-CONTAINER_FIELDS = frozenset({"name", "image", "command", "args", "ports", "env", "resources", "startupProbe",
-                              "readinessProbe", "livenessProbe", "securityContext", "volumeMounts"})
+CONTROLLER_FIELDS = frozenset(
+    {
+        "minReplicas",
+        "maxReplicas",
+        "scaleMetric",
+        "scaleTarget",
+        "containerConcurrency",
+        "timeout",
+        "canaryTrafficPercent",
+    }
+)
+CONTAINER_FIELDS = frozenset(
+    {
+        "name",
+        "image",
+        "command",
+        "args",
+        "ports",
+        "env",
+        "resources",
+        "startupProbe",
+        "readinessProbe",
+        "livenessProbe",
+        "securityContext",
+        "volumeMounts",
+    }
+)
 ENV_FIELDS = frozenset({"name", "value", "valueFrom"})
 ENV_SOURCES = frozenset({"secretKeyRef"})
 VOLUME_SOURCES = frozenset({"configMap", "emptyDir"})
@@ -92,7 +119,9 @@ METADATA_FIELDS = frozenset({"name", "namespace", "labels", "annotations"})
 class UnsupportedField(ValueError):
     """A field of the InferenceService the conversion does not honour; ``path`` names it."""
 
-    def __init__(self, path: str, why: str = "not honoured by the RawDeployment conversion") -> None:
+    def __init__(
+        self, path: str, why: str = "not honoured by the RawDeployment conversion"
+    ) -> None:
         super().__init__(f"{path}: {why}")
         self.path = path
 
@@ -107,7 +136,10 @@ def _only(obj: Mapping[str, Any], allowed: Iterable[str], path: str) -> None:
 
 def _storage_uri(container: Mapping[str, Any]) -> str | None:
     """The literal ``STORAGE_URI`` value of a container (None when it sets none)."""
-    return next((str(e["value"]) for e in container.get("env") or [] if e.get("name") == "STORAGE_URI"), None)
+    return next(
+        (str(e["value"]) for e in container.get("env") or [] if e.get("name") == "STORAGE_URI"),
+        None,
+    )
 
 
 def _check_env(container: Mapping[str, Any], path: str) -> None:
@@ -118,7 +150,9 @@ def _check_env(container: Mapping[str, Any], path: str) -> None:
             raise UnsupportedField(f"{path}.env[{i}]", "STORAGE_URI must be a literal value")
 
 
-def convert_container(container: Mapping[str, Any], path: str, extra_args: list[str], mount_models: bool) -> dict[str, Any]:
+def convert_container(
+    container: Mapping[str, Any], path: str, extra_args: list[str], mount_models: bool
+) -> dict[str, Any]:
     """One component container as the pod runs it: its fields copied, ``extra_args`` appended,
     the model volume mounted read-only at ``MODEL_DIR`` when ``mount_models``."""
     _only(container, CONTAINER_FIELDS, path)
@@ -126,18 +160,26 @@ def convert_container(container: Mapping[str, Any], path: str, extra_args: list[
     if extra_args:
         out["args"] = [*out.get("args", []), *extra_args]
     if mount_models:
-        out["volumeMounts"] = [*out.get("volumeMounts", []),
-                               {"name": PROVISION_VOLUME, "mountPath": MODEL_DIR, "readOnly": True}]
+        out["volumeMounts"] = [
+            *out.get("volumeMounts", []),
+            {"name": PROVISION_VOLUME, "mountPath": MODEL_DIR, "readOnly": True},
+        ]
     return out
 
 
 def storage_initializer(uri: str, served: Mapping[str, Any], image: str) -> dict[str, Any]:
     """The init container that downloads ``uri`` into ``MODEL_DIR`` (``STORAGE_INITIALIZER_SCRIPT`` in
     ``image``), with the ``AWS_*`` env and the ``securityContext`` of the container it serves."""
-    env = [copy.deepcopy(e) for e in served.get("env") or [] if str(e.get("name", "")).startswith("AWS_")]
+    env = [
+        copy.deepcopy(e)
+        for e in served.get("env") or []
+        if str(e.get("name", "")).startswith("AWS_")
+    ]
     init: dict[str, Any] = {
-        "name": STORAGE_INITIALIZER, "image": image,
-        "command": ["python", "-c", STORAGE_INITIALIZER_SCRIPT], "args": [uri, MODEL_DIR],
+        "name": STORAGE_INITIALIZER,
+        "image": image,
+        "command": ["python", "-c", STORAGE_INITIALIZER_SCRIPT],
+        "args": [uri, MODEL_DIR],
         "resources": copy.deepcopy(STORAGE_INITIALIZER_RESOURCES),
         "volumeMounts": [{"name": PROVISION_VOLUME, "mountPath": MODEL_DIR}],
     }
@@ -148,21 +190,37 @@ def storage_initializer(uri: str, served: Mapping[str, Any], image: str) -> dict
     return init
 
 
-def _pod_metadata(isvc: Mapping[str, Any], component: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+def _pod_metadata(
+    isvc: Mapping[str, Any], component: str, spec: Mapping[str, Any]
+) -> dict[str, Any]:
     meta = isvc.get("metadata") or {}
     name = meta.get("name", "")
-    labels = {**(meta.get("labels") or {}), **(spec.get("labels") or {}),
-              "serving.kserve.io/inferenceservice": name, "component": component}
+    labels = {
+        **(meta.get("labels") or {}),
+        **(spec.get("labels") or {}),
+        "serving.kserve.io/inferenceservice": name,
+        "component": component,
+    }
     out: dict[str, Any] = {"name": f"{name}-{component}", "labels": labels}
     if meta.get("namespace"):
         out["namespace"] = meta["namespace"]
-    if str((meta.get("annotations") or {}).get("serving.kserve.io/enable-prometheus-scraping")).lower() == "true":
-        out["annotations"] = {"prometheus.io/scrape": "true", "prometheus.io/port": "8080",
-                              "prometheus.io/path": "/metrics"}
+    if (
+        str(
+            (meta.get("annotations") or {}).get("serving.kserve.io/enable-prometheus-scraping")
+        ).lower()
+        == "true"
+    ):
+        out["annotations"] = {
+            "prometheus.io/scrape": "true",
+            "prometheus.io/port": "8080",
+            "prometheus.io/path": "/metrics",
+        }
     return out
 
 
-def component_pod(isvc: Mapping[str, Any], component: str, initializer_image: str) -> dict[str, Any]:
+def component_pod(
+    isvc: Mapping[str, Any], component: str, initializer_image: str
+) -> dict[str, Any]:
     """The pod of one InferenceService component (module docstring); ``UnsupportedField`` otherwise."""
     path = f"spec.{component}"
     spec = (isvc.get("spec") or {}).get(component)
@@ -171,7 +229,9 @@ def component_pod(isvc: Mapping[str, Any], component: str, initializer_image: st
     _only(spec, POD_FIELDS | CONTROLLER_FIELDS | {"containers", "labels"}, path)
     containers = spec.get("containers") or []
     if not containers:
-        raise UnsupportedField(path, "a component without containers (a serving runtime's model:) is not converted")
+        raise UnsupportedField(
+            path, "a component without containers (a serving runtime's model:) is not converted"
+        )
     for i, c in enumerate(containers):
         _only(c, CONTAINER_FIELDS, f"{path}.containers[{i}]")
         _check_env(c, f"{path}.containers[{i}]")
@@ -185,14 +245,24 @@ def component_pod(isvc: Mapping[str, Any], component: str, initializer_image: st
     for i, c in enumerate(containers):
         args = [str(a) for a in c.get("args") or []]
         extra = kserve_injected_args(dict(isvc), component, args) if i == 0 else []
-        mount = bool(uris) and (_storage_uri(c) is not None or c.get("name") == "transformer-container")
+        mount = bool(uris) and (
+            _storage_uri(c) is not None or c.get("name") == "transformer-container"
+        )
         converted.append(convert_container(c, f"{path}.containers[{i}]", extra, mount))
     pod_spec["containers"] = converted
     if uris:
         served = next(c for c in containers if _storage_uri(c))
         pod_spec["initContainers"] = [storage_initializer(uris.pop(), served, initializer_image)]
-        pod_spec["volumes"] = [*pod_spec.get("volumes", []), {"name": PROVISION_VOLUME, "emptyDir": {}}]
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": _pod_metadata(isvc, component, spec), "spec": pod_spec}
+        pod_spec["volumes"] = [
+            *pod_spec.get("volumes", []),
+            {"name": PROVISION_VOLUME, "emptyDir": {}},
+        ]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": _pod_metadata(isvc, component, spec),
+        "spec": pod_spec,
+    }
 
 
 def isvc_pods(isvc: Mapping[str, Any], initializer_image: str) -> list[dict[str, Any]]:
@@ -204,16 +274,29 @@ def isvc_pods(isvc: Mapping[str, Any], initializer_image: str) -> list[dict[str,
         if key not in ANNOTATIONS:
             raise UnsupportedField(f"metadata.annotations.{key}")
     _only(isvc.get("spec") or {}, COMPONENTS, "spec")
-    return [component_pod(isvc, c, initializer_image) for c in COMPONENTS if c in (isvc.get("spec") or {})]
+    return [
+        component_pod(isvc, c, initializer_image)
+        for c in COMPONENTS
+        if c in (isvc.get("spec") or {})
+    ]
 
 
 def raw_pods(docs: Iterable[Mapping[str, Any]], initializer_image: str) -> list[dict[str, Any]]:
     """Pods of every InferenceService in rendered ``docs`` (other kinds are not converted)."""
-    return [p for d in docs if d.get("kind") == "InferenceService" for p in isvc_pods(d, initializer_image)]
+    return [
+        p
+        for d in docs
+        if d.get("kind") == "InferenceService"
+        for p in isvc_pods(d, initializer_image)
+    ]
 
 
-def for_local_run(pod: Mapping[str, Any], host_aliases: Mapping[str, list[str]], host_ports: Mapping[int, int],
-                  extra_env: Mapping[str, str]) -> dict[str, Any]:
+def for_local_run(
+    pod: Mapping[str, Any],
+    host_aliases: Mapping[str, list[str]],
+    host_ports: Mapping[int, int],
+    extra_env: Mapping[str, str],
+) -> dict[str, Any]:
     """A converted pod adapted to ``podman kube play`` on one machine (``docs/deploy.md`` → *Local stack*).
 
     The only changes:
@@ -231,7 +314,9 @@ def for_local_run(pod: Mapping[str, Any], host_aliases: Mapping[str, list[str]],
     """
     out = copy.deepcopy(dict(pod))
     spec, name = out["spec"], out["metadata"]["name"]
-    spec["hostAliases"] = [{"ip": ip, "hostnames": list(names)} for ip, names in host_aliases.items()]
+    spec["hostAliases"] = [
+        {"ip": ip, "hostnames": list(names)} for ip, names in host_aliases.items()
+    ]
     spec["restartPolicy"] = "OnFailure"
     renamed = {v["name"]: f"{name}-{v['name']}" for v in spec.get("volumes", []) if "emptyDir" in v}
     for v in spec.get("volumes", []):

@@ -75,7 +75,12 @@ def pod_specs(doc: dict[str, Any]) -> Iterator[PodLike]:
         yield _pod(owner, "spec.template.spec", tpl.get("spec", {}), tpl.get("metadata", {}))
     elif kind == "CronJob":
         tpl = spec.get("jobTemplate", {}).get("spec", {}).get("template", {})
-        yield _pod(owner, "spec.jobTemplate.spec.template.spec", tpl.get("spec", {}), tpl.get("metadata", {}))
+        yield _pod(
+            owner,
+            "spec.jobTemplate.spec.template.spec",
+            tpl.get("spec", {}),
+            tpl.get("metadata", {}),
+        )
     elif kind == "Pod":
         yield _pod(owner, "spec", spec, doc.get("metadata", {}))
     elif kind == "PyTorchJob":
@@ -98,7 +103,11 @@ def _isvc_pods(doc: dict[str, Any]) -> Iterator[PodLike]:
         spec = doc.get("spec", {}).get(comp)
         if not spec:
             continue
-        labels = {"serving.kserve.io/inferenceservice": name, "component": comp, **(spec.get("labels") or {})}
+        labels = {
+            "serving.kserve.io/inferenceservice": name,
+            "component": comp,
+            **(spec.get("labels") or {}),
+        }
         containers = list(spec.get("containers") or [])
         if spec.get("model"):
             containers.append({"name": "model", **spec["model"]})
@@ -114,13 +123,17 @@ def _image_findings(pod: PodLike) -> Iterator[Finding]:
         image = c.get("image")
         if not image:
             if c.get("name") != "model":  # a model spec may use a serving runtime's image
-                yield Finding(pod.owner, "image", f"{pod.path} container {c.get('name')} has no image")
+                yield Finding(
+                    pod.owner, "image", f"{pod.path} container {c.get('name')} has no image"
+                )
             continue
         last = image.rsplit("/", 1)[-1]
         if _DIGEST.search(image):
             continue
         if ":" not in last or last.endswith(":latest"):
-            yield Finding(pod.owner, "image", f"{pod.path} image {image!r} is not pinned by tag or digest")
+            yield Finding(
+                pod.owner, "image", f"{pod.path} image {image!r} is not pinned by tag or digest"
+            )
 
 
 def _resource_findings(pod: PodLike) -> Iterator[Finding]:
@@ -129,7 +142,11 @@ def _resource_findings(pod: PodLike) -> Iterator[Finding]:
         for section in ("requests", "limits"):
             missing = [r for r in ("cpu", "memory") if r not in (res.get(section) or {})]
             if missing:
-                yield Finding(pod.owner, "resources", f"{pod.path} {c.get('name')}: no {section} for {missing}")
+                yield Finding(
+                    pod.owner,
+                    "resources",
+                    f"{pod.path} {c.get('name')}: no {section} for {missing}",
+                )
 
 
 def _security_findings(pod: PodLike) -> Iterator[Finding]:
@@ -139,13 +156,17 @@ def _security_findings(pod: PodLike) -> Iterator[Finding]:
         if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is not True:
             yield Finding(pod.owner, "pod-security", f"{who}: runAsNonRoot is not true")
         if sc.get("allowPrivilegeEscalation") is not False:
-            yield Finding(pod.owner, "pod-security", f"{who}: allowPrivilegeEscalation is not false")
+            yield Finding(
+                pod.owner, "pod-security", f"{who}: allowPrivilegeEscalation is not false"
+            )
         if sc.get("readOnlyRootFilesystem") is not True:
             yield Finding(pod.owner, "pod-security", f"{who}: readOnlyRootFilesystem is not true")
         if sc.get("privileged"):
             yield Finding(pod.owner, "pod-security", f"{who}: privileged")
         if "ALL" not in ((sc.get("capabilities") or {}).get("drop") or []):
-            yield Finding(pod.owner, "pod-security", f"{who}: capabilities not dropped (drop: [ALL])")
+            yield Finding(
+                pod.owner, "pod-security", f"{who}: capabilities not dropped (drop: [ALL])"
+            )
 
 
 def _secret_env_findings(pod: PodLike) -> Iterator[Finding]:
@@ -155,9 +176,13 @@ def _secret_env_findings(pod: PodLike) -> Iterator[Finding]:
             if value is None:
                 continue
             if _SECRET_NAME.search(env.get("name", "")):
-                yield Finding(pod.owner, "secrets", f"{pod.path} env {env['name']} holds a literal value")
+                yield Finding(
+                    pod.owner, "secrets", f"{pod.path} env {env['name']} holds a literal value"
+                )
             if _URL_PASSWORD.search(str(value)):
-                yield Finding(pod.owner, "secrets", f"{pod.path} env {env['name']} has a password in a URL")
+                yield Finding(
+                    pod.owner, "secrets", f"{pod.path} env {env['name']} has a password in a URL"
+                )
 
 
 def _secret_arg_findings(pod: PodLike) -> Iterator[Finding]:
@@ -171,8 +196,12 @@ def _secret_arg_findings(pod: PodLike) -> Iterator[Finding]:
                 secret.add(env.get("name", ""))
         for arg in (c.get("args") or []) + (c.get("command") or []):
             for ref in set(_VAR_REF.findall(str(arg))) & secret:
-                yield Finding(pod.owner, "secrets", f"{pod.path} {c.get('name')}: argument uses $({ref}), which "
-                                                    "holds a secret (read it from the environment instead)")
+                yield Finding(
+                    pod.owner,
+                    "secrets",
+                    f"{pod.path} {c.get('name')}: argument uses $({ref}), which "
+                    "holds a secret (read it from the environment instead)",
+                )
 
 
 def _env_ref_findings(pod: PodLike) -> Iterator[Finding]:
@@ -182,13 +211,20 @@ def _env_ref_findings(pod: PodLike) -> Iterator[Finding]:
         for env in c.get("env") or []:
             for ref in _VAR_REF.findall(str(env.get("value") or "")):
                 if ref not in defined:
-                    yield Finding(pod.owner, "references", f"{pod.path} env {env['name']} uses $({ref}) "
-                                                           "before it is defined")
+                    yield Finding(
+                        pod.owner,
+                        "references",
+                        f"{pod.path} env {env['name']} uses $({ref}) before it is defined",
+                    )
             defined.append(env.get("name", ""))
         for arg in (c.get("args") or []) + (c.get("command") or []):
             for ref in _VAR_REF.findall(str(arg)):
                 if ref not in defined:
-                    yield Finding(pod.owner, "references", f"{pod.path} {c.get('name')}: $({ref}) is not an env var")
+                    yield Finding(
+                        pod.owner,
+                        "references",
+                        f"{pod.path} {c.get('name')}: $({ref}) is not an env var",
+                    )
 
 
 def _reference_findings(pod: PodLike, names: dict[str, set[str]]) -> Iterator[Finding]:
@@ -201,7 +237,9 @@ def _reference_findings(pod: PodLike, names: dict[str, set[str]]) -> Iterator[Fi
             yield Finding(pod.owner, "references", f"{pod.path} config map {cm!r} is not defined")
         pvc = (vol.get("persistentVolumeClaim") or {}).get("claimName")
         if pvc and pvc not in names["PersistentVolumeClaim"]:
-            yield Finding(pod.owner, "references", f"{pod.path} volume claim {pvc!r} is not defined")
+            yield Finding(
+                pod.owner, "references", f"{pod.path} volume claim {pvc!r} is not defined"
+            )
 
 
 def _selector_findings(doc: dict[str, Any], pods: list[PodLike]) -> Iterator[Finding]:
@@ -220,8 +258,11 @@ def _selector_findings(doc: dict[str, Any], pods: list[PodLike]) -> Iterator[Fin
         sels = [(spec.get("podSelector") or {}).get("matchLabels") or {}]
         peers = [p for rule in spec.get("ingress") or [] for p in rule.get("from") or []]
         peers += [p for rule in spec.get("egress") or [] for p in rule.get("to") or []]
-        sels += [(p.get("podSelector") or {}).get("matchLabels") for p in peers
-                 if "podSelector" in p and "namespaceSelector" not in p]
+        sels += [
+            (p.get("podSelector") or {}).get("matchLabels")
+            for p in peers
+            if "podSelector" in p and "namespaceSelector" not in p
+        ]
         for sel in sels:
             if sel is not None and not any(_matches(sel, lab) for lab in all_labels):
                 yield Finding(who, "selectors", f"pod selector {sel} matches no pod in this build")
@@ -235,7 +276,9 @@ def _rbac_findings(doc: dict[str, Any], names: dict[str, set[str]]) -> Iterator[
     kind, who = doc.get("kind"), _name(doc)
     if kind in ("Role", "ClusterRole"):
         if kind == "ClusterRole":
-            yield Finding(who, "rbac", "cluster-wide role: the deploy step needs a namespaced Role only")
+            yield Finding(
+                who, "rbac", "cluster-wide role: the deploy step needs a namespaced Role only"
+            )
         for rule in doc.get("rules") or []:
             if "*" in (rule.get("apiGroups") or []) + (rule.get("resources") or []):
                 yield Finding(who, "rbac", f"wildcard in rule {rule}")
@@ -247,10 +290,14 @@ def _rbac_findings(doc: dict[str, Any], names: dict[str, set[str]]) -> Iterator[
     elif kind in ("RoleBinding", "ClusterRoleBinding"):
         ref = doc.get("roleRef", {})
         if ref.get("name") not in names.get(ref.get("kind", ""), set()):
-            yield Finding(who, "references", f"roleRef {ref.get('kind')}/{ref.get('name')} is not defined")
+            yield Finding(
+                who, "references", f"roleRef {ref.get('kind')}/{ref.get('name')} is not defined"
+            )
         for s in doc.get("subjects") or []:
             if s.get("kind") == "ServiceAccount" and s.get("name") not in names["ServiceAccount"]:
-                yield Finding(who, "references", f"subject service account {s.get('name')!r} is not defined")
+                yield Finding(
+                    who, "references", f"subject service account {s.get('name')!r} is not defined"
+                )
 
 
 def _isvc_findings(doc: dict[str, Any]) -> Iterator[Finding]:
@@ -260,7 +307,11 @@ def _isvc_findings(doc: dict[str, Any]) -> Iterator[Finding]:
             continue
         lo, hi = spec.get("minReplicas"), spec.get("maxReplicas")
         if not (isinstance(lo, int) and isinstance(hi, int) and lo <= hi):
-            yield Finding(_name(doc), "autoscaling", f"{comp}: need minReplicas <= maxReplicas, got {lo}, {hi}")
+            yield Finding(
+                _name(doc),
+                "autoscaling",
+                f"{comp}: need minReplicas <= maxReplicas, got {lo}, {hi}",
+            )
         for key in ("scaleTarget", "scaleMetric", "timeout"):
             if key not in spec:
                 yield Finding(_name(doc), "autoscaling", f"{comp}: {key} is not set")
@@ -280,7 +331,9 @@ def _authz_findings(doc: dict[str, Any]) -> Iterator[Finding]:
         if not rule.get("from"):
             yield Finding(who, "authorization", f"rule {i} has no 'from': admits any caller")
         if not rule.get("to"):
-            yield Finding(who, "authorization", f"rule {i} has no 'to': admits every path and method")
+            yield Finding(
+                who, "authorization", f"rule {i} has no 'to': admits every path and method"
+            )
 
 
 def _probe_findings(doc: dict[str, Any]) -> Iterator[Finding]:
@@ -289,7 +342,9 @@ def _probe_findings(doc: dict[str, Any]) -> Iterator[Finding]:
         for c in (doc.get("spec", {}).get(comp) or {}).get("containers") or []:
             for probe in ("readinessProbe", "livenessProbe"):
                 if probe not in c:
-                    yield Finding(_name(doc), "probes", f"{comp} container {c.get('name')}: no {probe}")
+                    yield Finding(
+                        _name(doc), "probes", f"{comp} container {c.get('name')}: no {probe}"
+                    )
 
 
 def _flag(args: list[Any], name: str) -> str | None:
@@ -313,26 +368,49 @@ def _collocation_findings(doc: dict[str, Any]) -> Iterator[Finding]:
     who, by_name = _name(doc), {c.get("name"): c for c in containers}
     ranker, transformer = by_name.get(PREDICTOR_CONTAINER), by_name.get(TRANSFORMER_CONTAINER)
     if ranker is None or transformer is None:
-        yield Finding(who, "collocation", f"predictor containers {sorted(map(str, by_name))}: KServe needs "
-                      f"{PREDICTOR_CONTAINER!r} and {TRANSFORMER_CONTAINER!r} (the model volume is mounted by name)")
+        yield Finding(
+            who,
+            "collocation",
+            f"predictor containers {sorted(map(str, by_name))}: KServe needs "
+            f"{PREDICTOR_CONTAINER!r} and {TRANSFORMER_CONTAINER!r} (the model volume is mounted by name)",
+        )
         return
     if any(e.get("name") == "STORAGE_URI" for e in transformer.get("env") or []):
-        yield Finding(who, "collocation", f"{TRANSFORMER_CONTAINER} sets STORAGE_URI: KServe refuses it "
-                      f"(the pod's one download is {PREDICTOR_CONTAINER}'s)")
-    mode = (doc.get("metadata", {}).get("annotations") or {}).get("serving.kserve.io/deploymentMode", "Serverless")
+        yield Finding(
+            who,
+            "collocation",
+            f"{TRANSFORMER_CONTAINER} sets STORAGE_URI: KServe refuses it "
+            f"(the pod's one download is {PREDICTOR_CONTAINER}'s)",
+        )
+    mode = (doc.get("metadata", {}).get("annotations") or {}).get(
+        "serving.kserve.io/deploymentMode", "Serverless"
+    )
     ports = sum(len(c.get("ports") or []) for c in containers)
     if mode == "Serverless" and ports != 1:
-        yield Finding(who, "collocation", f"{ports} container ports declared: Knative serves exactly one per pod "
-                      f"(the transformer's)")
-    url, port = _flag(transformer.get("args") or [], "--predictor_url"), _flag(ranker.get("args") or [], "--http_port")
+        yield Finding(
+            who,
+            "collocation",
+            f"{ports} container ports declared: Knative serves exactly one per pod "
+            f"(the transformer's)",
+        )
+    url, port = (
+        _flag(transformer.get("args") or [], "--predictor_url"),
+        _flag(ranker.get("args") or [], "--http_port"),
+    )
     if url is None or not any(url.rstrip("/") == f"http://{h}:{port}" for h in _LOOPBACK):
-        yield Finding(who, "collocation", f"{TRANSFORMER_CONTAINER} --predictor_url={url} does not reach "
-                      f"{PREDICTOR_CONTAINER} --http_port={port} on loopback")
+        yield Finding(
+            who,
+            "collocation",
+            f"{TRANSFORMER_CONTAINER} --predictor_url={url} does not reach "
+            f"{PREDICTOR_CONTAINER} --http_port={port} on loopback",
+        )
 
 
 def _plain_secret_findings(doc: dict[str, Any]) -> Iterator[Finding]:
     if doc.get("kind") == "Secret" and (doc.get("data") or doc.get("stringData")):
-        yield Finding(_name(doc), "secrets", "Secret with data in the repository (use External Secrets)")
+        yield Finding(
+            _name(doc), "secrets", "Secret with data in the repository (use External Secrets)"
+        )
     if doc.get("kind") == "ConfigMap":
         for key in doc.get("data") or {}:
             if _SECRET_NAME.search(key):
@@ -355,8 +433,14 @@ def semantic_findings(docs: list[dict[str, Any]]) -> list[Finding]:
     pods = [p for d in docs for p in pod_specs(d)]
     out: list[Finding] = []
     for pod in pods:
-        for check in (_image_findings, _resource_findings, _security_findings, _secret_env_findings,
-                      _secret_arg_findings, _env_ref_findings):
+        for check in (
+            _image_findings,
+            _resource_findings,
+            _security_findings,
+            _secret_env_findings,
+            _secret_arg_findings,
+            _env_ref_findings,
+        ):
             out.extend(check(pod))
         out.extend(_reference_findings(pod, names))
     for doc in docs:

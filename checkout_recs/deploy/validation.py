@@ -11,7 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from checkout_recs.deploy.crd_schema import CrdSchemas, load_crd_dir, load_schema_files
-from checkout_recs.deploy.manifests import K8S_VERSION, TargetReport, discover_targets, validate_target
+from checkout_recs.deploy.manifests import (
+    K8S_VERSION,
+    TargetReport,
+    discover_targets,
+    validate_target,
+)
 
 
 def load_schemas(
@@ -43,13 +48,19 @@ def load_schemas(
     note = None
     if not real.schemas:
         if require_crds or fallback is None:
-            raise FileNotFoundError(f"no KServe CRDs under {crd_dir} (see ../shared/conformance/README.md)")
+            raise FileNotFoundError(
+                f"no KServe CRDs under {crd_dir} (see ../shared/conformance/README.md)"
+            )
         real = fallback()
-        note = (f"real KServe CRDs not found under {crd_dir}: InferenceService validated against "
-                f"{next(iter(real.sources.values()), 'nothing')} instead")
+        note = (
+            f"real KServe CRDs not found under {crd_dir}: InferenceService validated against "
+            f"{next(iter(real.sources.values()), 'nothing')} instead"
+        )
     return load_schema_files(manifests_dir / "schemas").merge(real), note
 
 
-def validate_all(manifests_dir: Path, schemas: CrdSchemas, version: str = K8S_VERSION) -> list[TargetReport]:
+def validate_all(
+    manifests_dir: Path, schemas: CrdSchemas, version: str = K8S_VERSION
+) -> list[TargetReport]:
     """Build and validate every overlay and the training kustomization; one report per target."""
     return [validate_target(t, schemas, version) for t in discover_targets(manifests_dir)]

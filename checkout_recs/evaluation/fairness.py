@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from checkout_recs.evaluation.html_report import figure_tag, page, table_html
+
 NEW_DAYS, INCUMBENT_DAYS = 30.0, 365.0
 COHORTS = ("new", "regular", "incumbent")
 
@@ -42,13 +44,18 @@ def seller_cohort(seller_age_days: np.ndarray) -> np.ndarray:
 def audit_bucket(rating: pd.Series, linked_history: pd.Series) -> pd.Series:
     """Proxy audit bucket: rating band x linked history (e.g. ``rated>=4.5|linked``)."""
     band = pd.cut(
-        rating, [-np.inf, 4.0, 4.5, np.inf], labels=["rated<4", "rated4-4.5", "rated>=4.5"], right=False
+        rating,
+        [-np.inf, 4.0, 4.5, np.inf],
+        labels=["rated<4", "rated4-4.5", "rated>=4.5"],
+        right=False,
     )
     band = band.astype(str).where(rating.notna(), "unrated")
     return band + np.where(linked_history.astype(bool), "|linked", "|own")
 
 
-def audit_frame(impressions: pd.DataFrame, listings: pd.DataFrame, sellers: pd.DataFrame) -> pd.DataFrame:
+def audit_frame(
+    impressions: pd.DataFrame, listings: pd.DataFrame, sellers: pd.DataFrame
+) -> pd.DataFrame:
     """One row per impression with ``day, cohort, bucket, exposure, clicked`` (+ ``policy``).
 
     ``impressions``: ``contract.IMPRESSIONS`` or ``LABELLED_IMPRESSIONS`` (``clicked`` is 0 when
@@ -74,7 +81,9 @@ def audit_frame(impressions: pd.DataFrame, listings: pd.DataFrame, sellers: pd.D
     ).reset_index(drop=True)
 
 
-def live_listings_by_cohort(listings: pd.DataFrame, sellers: pd.DataFrame, at: pd.Timestamp) -> pd.Series:
+def live_listings_by_cohort(
+    listings: pd.DataFrame, sellers: pd.DataFrame, at: pd.Timestamp
+) -> pd.Series:
     """Listings listed by ``at`` per seller cohort at ``at`` (sold/delisted ones are not removed)."""
     live = listings[listings["listed_at"] <= at]
     joined = live["seller_id"].map(sellers.set_index("seller_id")["joined_at"])
@@ -115,7 +124,9 @@ class FairnessAudit:
     published: pd.DataFrame  # the transparency page's table
 
 
-def run_audit(impressions: pd.DataFrame, listings: pd.DataFrame, sellers: pd.DataFrame) -> FairnessAudit:
+def run_audit(
+    impressions: pd.DataFrame, listings: pd.DataFrame, sellers: pd.DataFrame
+) -> FairnessAudit:
     """Audit exposure and clicks; raises ``ValueError`` when no impression can be attributed."""
     audit = audit_frame(impressions, listings, sellers)
     if audit.empty:
@@ -160,12 +171,10 @@ def run_audit(impressions: pd.DataFrame, listings: pd.DataFrame, sellers: pd.Dat
 
 def write_report(audit: FairnessAudit, out_dir: Path, title: str = "Seller fairness audit") -> Path:
     """Write ``fairness_report.html`` (plots embedded) and ``fairness_summary.json``; returns the HTML path."""
-    import matplotlib
+    import matplotlib  # lazy: matplotlib costs ~0.5 s and only the HTML reports need it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from checkout_recs.evaluation.html_report import figure_tag, page, table_html
+    import matplotlib.pyplot as plt  # lazy: matplotlib costs ~0.5 s and only the HTML reports need it
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -180,7 +189,10 @@ def write_report(audit: FairnessAudit, out_dir: Path, title: str = "Seller fairn
         ("Published figures (transparency page)", table_html(audit.published)),
         ("Over time", figure_tag(fig, "exposure over time")),
         ("By proxy audit bucket", table_html(audit.by_bucket)),
-        ("Method", "<p class='note'>" + (__doc__ or "").replace("\n\n", "</p><p class='note'>") + "</p>"),
+        (
+            "Method",
+            "<p class='note'>" + (__doc__ or "").replace("\n\n", "</p><p class='note'>") + "</p>",
+        ),
     ]
     new_ratio = audit.published.set_index("cohort")["disparity_vs_incumbent"].get("new", np.nan)
     verdict = f"New sellers get {new_ratio:.2f}x the exposure per listing of incumbents"
@@ -193,5 +205,7 @@ def write_report(audit: FairnessAudit, out_dir: Path, title: str = "Seller fairn
             orient="records"
         ),
     }
-    (out_dir / "fairness_summary.json").write_text(pd.Series(summary).to_json(indent=2, default_handler=str))
+    (out_dir / "fairness_summary.json").write_text(
+        pd.Series(summary).to_json(indent=2, default_handler=str)
+    )
     return html_path

@@ -23,7 +23,7 @@ STYLE = (
 
 def figure_tag(fig: Any, alt: str) -> str:
     """A matplotlib figure as an ``<img>`` tag with the PNG embedded (base64); closes the figure."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib costs ~0.5 s and only the HTML reports need it
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
@@ -37,13 +37,13 @@ def table_html(df: pd.DataFrame, float_format: str = "{:.4g}") -> str:
     return df.to_html(index=False, float_format=float_format.format, border=0, escape=True)
 
 
-def page(title: str, sections: list[tuple[str, str]], verdict: str | None = None, ok: bool = True) -> str:
+def page(
+    title: str, sections: list[tuple[str, str]], verdict: str | None = None, ok: bool = True
+) -> str:
     """A whole HTML page: a title, an optional coloured verdict line, then (heading, html) sections."""
     head = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
     head += f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
     if verdict:
-        head += (
-            f"<p class='{'ok' if ok else 'bad'}' style='font-size:1.3em'><b>{html.escape(verdict)}</b></p>"
-        )
+        head += f"<p class='{'ok' if ok else 'bad'}' style='font-size:1.3em'><b>{html.escape(verdict)}</b></p>"
     body = "".join(f"<h2>{html.escape(h)}</h2>{content}" for h, content in sections)
     return head + body + "</body></html>"

@@ -18,8 +18,11 @@ from checkout_recs.features.user_view import build_user_view, purchase_events
 
 
 def _event_window(tables: dict[str, pd.DataFrame]) -> tuple[pd.Timestamp, pd.Timestamp]:
-    stamps = [utc(tables[t]["event_timestamp"]) for t in ("orders", "impressions", "clicks", "purchases")
-              if len(tables[t])]
+    stamps = [
+        utc(tables[t]["event_timestamp"])
+        for t in ("orders", "impressions", "clicks", "purchases")
+        if len(tables[t])
+    ]
     if not stamps:
         raise ValueError("no events in orders/impressions/clicks/purchases: nothing to snapshot")
     allts = pd.concat(stamps)
@@ -61,21 +64,35 @@ def build_feature_tables(validated_dir: Path, labels_dir: Path, out_dir: Path) -
     grid = snapshot_grid(*_event_window(t))
     cats = t["categories"].set_index("category_id")["top_category_id"]
     listing_cats = t["listings"][["listing_id", "category_id"]].assign(
-        top_category_id=lambda d: d["category_id"].map(cats).fillna(d["category_id"]))
+        top_category_id=lambda d: d["category_id"].map(cats).fillna(d["category_id"])
+    )
     views = {
-        "user": build_user_view(t["users"], purchase_events(t["orders"], t["purchases"], listing_cats), grid),
-        "listing": build_listing_view(t["listings"], t["categories"], t["impressions"], t["clicks"],
-                                      t["purchases"], grid),
-        "seller": build_seller_view(t["sellers"], seller_sales(t["orders"], t["purchases"], t["listings"]), grid),
+        "user": build_user_view(
+            t["users"], purchase_events(t["orders"], t["purchases"], listing_cats), grid
+        ),
+        "listing": build_listing_view(
+            t["listings"], t["categories"], t["impressions"], t["clicks"], t["purchases"], grid
+        ),
+        "seller": build_seller_view(
+            t["sellers"], seller_sales(t["orders"], t["purchases"], t["listings"]), grid
+        ),
     }
     pairs, pair_source = _category_pairs(labels_dir)
     views["category_pair"] = pairs
-    report: dict = {"views": {}, "snapshots": len(grid), "category_pair_source": pair_source,
-                    "window": [grid[0].isoformat(), grid[-1].isoformat()]}
+    report: dict = {
+        "views": {},
+        "snapshots": len(grid),
+        "category_pair_source": pair_source,
+        "window": [grid[0].isoformat(), grid[-1].isoformat()],
+    }
     for name, df in views.items():
         path = out_dir / f"{name}.parquet"
         rows = write_contract(df, contract.FEATURE_TABLES[name], path)
         key = contract.field_names(contract.FEATURE_TABLES[name])[0]
-        report["views"][name] = {"rows": rows, "entities": int(df[key].nunique()), "path": str(path)}
+        report["views"][name] = {
+            "rows": rows,
+            "entities": int(df[key].nunique()),
+            "path": str(path),
+        }
     (out_dir / "build_report.json").write_text(json.dumps(report, indent=2))
     return report

@@ -47,7 +47,12 @@ class FreshnessReport:
 
     def to_dict(self) -> dict:
         """JSON-ready form, with ``ok`` and ``broken``."""
-        return {"now": self.now, "ok": self.ok, "broken": self.broken, "views": [asdict(v) for v in self.views]}
+        return {
+            "now": self.now,
+            "ok": self.ok,
+            "broken": self.broken,
+            "views": [asdict(v) for v in self.views],
+        }
 
 
 def _ts(value: dt.datetime | None) -> pd.Timestamp | None:
@@ -61,8 +66,13 @@ def _iso(t: pd.Timestamp | None) -> str | None:
     return t.isoformat() if t is not None else None
 
 
-def view_freshness(view: str, newest_value: dt.datetime | None, materialized_until: dt.datetime | None,
-                   now: dt.datetime, sla: dt.timedelta | None = None) -> ViewFreshness:
+def view_freshness(
+    view: str,
+    newest_value: dt.datetime | None,
+    materialized_until: dt.datetime | None,
+    now: dt.datetime,
+    sla: dt.timedelta | None = None,
+) -> ViewFreshness:
     """Freshness of one view.
 
     Parameters
@@ -84,10 +94,18 @@ def view_freshness(view: str, newest_value: dt.datetime | None, materialized_unt
     sla = sla or FEATURE_SLAS[view]
     now_t, newest, until = _ts(now), _ts(newest_value), _ts(materialized_until)
     if until is None:
-        return ViewFreshness(view, _iso(newest), None, None, sla.total_seconds(), False, "never materialized")
+        return ViewFreshness(
+            view, _iso(newest), None, None, sla.total_seconds(), False, "never materialized"
+        )
     if newest is None:
-        return ViewFreshness(view, None, _iso(until), None, sla.total_seconds(), False, "no rows online")
+        return ViewFreshness(
+            view, None, _iso(until), None, sla.total_seconds(), False, "no rows online"
+        )
     age = (now_t - newest).total_seconds()
     ok = age <= sla.total_seconds()
-    reason = "ok" if ok else f"newest value is {age / 3600:.1f} h old, SLA {sla.total_seconds() / 3600:.0f} h"
+    reason = (
+        "ok"
+        if ok
+        else f"newest value is {age / 3600:.1f} h old, SLA {sla.total_seconds() / 3600:.0f} h"
+    )
     return ViewFreshness(view, _iso(newest), _iso(until), age, sla.total_seconds(), ok, reason)

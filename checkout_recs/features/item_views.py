@@ -43,7 +43,9 @@ def _index(ids: pd.Series, keys: pd.Series) -> np.ndarray:
     return np.asarray(pos)
 
 
-def _expand(entities: pd.DataFrame, key: str, since_col: str, grid: pd.DatetimeIndex) -> pd.DataFrame:
+def _expand(
+    entities: pd.DataFrame, key: str, since_col: str, grid: pd.DatetimeIndex
+) -> pd.DataFrame:
     """One row per (entity, snapshot) for snapshots at or after the entity's ``since_col``."""
     e = entities.reset_index(drop=True).assign(_row=np.arange(len(entities)))
     d = pd.DataFrame({"event_timestamp": grid, "_day": np.arange(len(grid))})
@@ -51,16 +53,29 @@ def _expand(entities: pd.DataFrame, key: str, since_col: str, grid: pd.DatetimeI
     return out[out["event_timestamp"] >= out[since_col]].reset_index(drop=True)
 
 
-def _decayed(entity_ids: pd.Series, events: pd.DataFrame, key: str, grid: pd.DatetimeIndex,
-             weights: np.ndarray | None = None) -> np.ndarray:
+def _decayed(
+    entity_ids: pd.Series,
+    events: pd.DataFrame,
+    key: str,
+    grid: pd.DatetimeIndex,
+    weights: np.ndarray | None = None,
+) -> np.ndarray:
     idx = _index(entity_ids, events[key])
     ok = idx >= 0
     w = None if weights is None else np.asarray(weights)[ok]
-    return decayed_daily(idx[ok], events.loc[ok, "event_timestamp"], grid, len(entity_ids), HALF_LIFE_DAYS, w)
+    return decayed_daily(
+        idx[ok], events.loc[ok, "event_timestamp"], grid, len(entity_ids), HALF_LIFE_DAYS, w
+    )
 
 
-def build_listing_view(listings: pd.DataFrame, categories: pd.DataFrame, impressions: pd.DataFrame,
-                       clicks: pd.DataFrame, purchases: pd.DataFrame, grid: pd.DatetimeIndex) -> pd.DataFrame:
+def build_listing_view(
+    listings: pd.DataFrame,
+    categories: pd.DataFrame,
+    impressions: pd.DataFrame,
+    clicks: pd.DataFrame,
+    purchases: pd.DataFrame,
+    grid: pd.DatetimeIndex,
+) -> pd.DataFrame:
     """Daily listing snapshots.
 
     Parameters
@@ -93,16 +108,24 @@ def build_listing_view(listings: pd.DataFrame, categories: pd.DataFrame, impress
     out = _expand(lst, "listing_id", "listed_at", grid)
     r, d = out["_row"].to_numpy(), out["_day"].to_numpy()
     out["age_days"] = (out["event_timestamp"] - out["listed_at"]) / DAY
-    for name, mat in (("views_decayed", views), ("clicks_decayed", clk), ("purchases_decayed", buy),
-                      ("ctr_smoothed", ctr), ("cvr_smoothed", cvr),
-                      ("category_ctr_lift", category_ctr_lift(lst, impressions, clicks, grid)),
-                      ("price_vs_category", price_vs_category(lst, grid))):
+    for name, mat in (
+        ("views_decayed", views),
+        ("clicks_decayed", clk),
+        ("purchases_decayed", buy),
+        ("ctr_smoothed", ctr),
+        ("cvr_smoothed", cvr),
+        ("category_ctr_lift", category_ctr_lift(lst, impressions, clicks, grid)),
+        ("price_vs_category", price_vs_category(lst, grid)),
+    ):
         out[name] = mat[r, d]
-    return out.sort_values(["listing_id", "event_timestamp"])[contract.field_names(contract.LISTING_FEATURES)]
+    return out.sort_values(["listing_id", "event_timestamp"])[
+        contract.field_names(contract.LISTING_FEATURES)
+    ]
 
 
-def category_ctr_lift(lst: pd.DataFrame, impressions: pd.DataFrame, clicks: pd.DataFrame,
-                      grid: pd.DatetimeIndex) -> np.ndarray:
+def category_ctr_lift(
+    lst: pd.DataFrame, impressions: pd.DataFrame, clicks: pd.DataFrame, grid: pd.DatetimeIndex
+) -> np.ndarray:
     """log(recent CTR of the listing's top category / recent CTR of all listings), per snapshot.
 
     Parameters
@@ -124,8 +147,13 @@ def category_ctr_lift(lst: pd.DataFrame, impressions: pd.DataFrame, clicks: pd.D
     def decayed(events: pd.DataFrame) -> np.ndarray:
         idx = events["listing_id"].map(top_of)
         ok = idx.notna().to_numpy()
-        return decayed_daily(idx[ok].to_numpy(np.int64), events.loc[ok, "event_timestamp"], grid, n_top,
-                             CATEGORY_HALF_LIFE_DAYS)
+        return decayed_daily(
+            idx[ok].to_numpy(np.int64),
+            events.loc[ok, "event_timestamp"],
+            grid,
+            n_top,
+            CATEGORY_HALF_LIFE_DAYS,
+        )
 
     if not n_top:
         return np.zeros((len(lst), len(grid)))
@@ -172,18 +200,27 @@ def snapshot_category_columns(snap: pd.DataFrame) -> pd.DataFrame:
     c = np.bincount(codes, snap["clicks_decayed"].to_numpy(np.float64), n_top)[:, None]
     v = np.bincount(codes, snap["views_decayed"].to_numpy(np.float64), n_top)[:, None]
     lp = np.log(snap["price"].clip(lower=0.01).to_numpy(np.float64))
-    return snap.assign(category_ctr_lift=_ctr_lift(c, v)[codes, 0] if n_top else 0.0,
-                       price_vs_category=_minus_category_median(lp, snap["category_id"].to_numpy(),
-                                                                np.ones(len(snap), bool)))
+    return snap.assign(
+        category_ctr_lift=_ctr_lift(c, v)[codes, 0] if n_top else 0.0,
+        price_vs_category=_minus_category_median(
+            lp, snap["category_id"].to_numpy(), np.ones(len(snap), bool)
+        ),
+    )
 
 
-def seller_sales(orders: pd.DataFrame, purchases: pd.DataFrame, listings: pd.DataFrame) -> pd.DataFrame:
+def seller_sales(
+    orders: pd.DataFrame, purchases: pd.DataFrame, listings: pd.DataFrame
+) -> pd.DataFrame:
     """Sales events (order lines and recommended purchases) with the listing's seller."""
-    ev = pd.concat([orders[["listing_id", "event_timestamp"]], purchases[["listing_id", "event_timestamp"]]])
+    ev = pd.concat(
+        [orders[["listing_id", "event_timestamp"]], purchases[["listing_id", "event_timestamp"]]]
+    )
     return ev.merge(listings[["listing_id", "seller_id"]], on="listing_id", how="inner")
 
 
-def build_seller_view(sellers: pd.DataFrame, sales: pd.DataFrame, grid: pd.DatetimeIndex) -> pd.DataFrame:
+def build_seller_view(
+    sellers: pd.DataFrame, sales: pd.DataFrame, grid: pd.DatetimeIndex
+) -> pd.DataFrame:
     """Daily seller snapshots.
 
     Returns
@@ -203,4 +240,6 @@ def build_seller_view(sellers: pd.DataFrame, sales: pd.DataFrame, grid: pd.Datet
     out["seller_is_new"] = (out["seller_age_days"] < NEW_SELLER_DAYS).astype(np.int8)
     out["seller_linked_history"] = out["linked_history"].astype(np.int8)
     out["seller_sales_velocity"] = vel[out["_row"].to_numpy(), out["_day"].to_numpy()]
-    return out.sort_values(["seller_id", "event_timestamp"])[contract.field_names(contract.SELLER_FEATURES)]
+    return out.sort_values(["seller_id", "event_timestamp"])[
+        contract.field_names(contract.SELLER_FEATURES)
+    ]

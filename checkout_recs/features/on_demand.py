@@ -46,8 +46,9 @@ PRICE_RATIO_CAP = 100.0
 LUT_MAX_ID = 1_000_000
 
 
-def request_features(basket_prices: np.ndarray, basket_category_ids: np.ndarray, ts: dt.datetime,
-                     device: str) -> dict[str, float]:
+def request_features(
+    basket_prices: np.ndarray, basket_category_ids: np.ndarray, ts: dt.datetime, device: str
+) -> dict[str, float]:
     """Features of one checkout request.
 
     Parameters
@@ -103,7 +104,9 @@ class InteractionTables:
     """
 
     def __init__(self, category_pairs: pd.DataFrame, co_purchase: pd.DataFrame) -> None:
-        cats = np.union1d(category_pairs["category_a"].to_numpy(), category_pairs["category_b"].to_numpy())
+        cats = np.union1d(
+            category_pairs["category_a"].to_numpy(), category_pairs["category_b"].to_numpy()
+        )
         self.cat_ids = cats.astype(np.int64)
         # one extra row/column (index n) for unknown categories: strength 0
         self.cat_matrix = np.zeros((cats.size + 1, cats.size + 1), dtype=np.float64)
@@ -116,18 +119,28 @@ class InteractionTables:
             self._lut[self.cat_ids] = np.arange(cats.size)
         a = self.category_index(category_pairs["category_a"].to_numpy())
         b = self.category_index(category_pairs["category_b"].to_numpy())
-        np.add.at(self.cat_matrix, (a, b), category_pairs["co_purchase_strength"].to_numpy(dtype=np.float64))
+        np.add.at(
+            self.cat_matrix,
+            (a, b),
+            category_pairs["co_purchase_strength"].to_numpy(dtype=np.float64),
+        )
         co = co_purchase.groupby(["listing_a", "listing_b"], as_index=False)["strength"].sum()
         co = co.sort_values(["listing_a", "listing_b"], kind="stable")
         heads, starts = np.unique(co["listing_a"].to_numpy(np.int64), return_index=True)
         ends = np.append(starts[1:], len(co)) if len(starts) else starts
-        self.co_rows = {int(a): (int(lo), int(hi)) for a, lo, hi in zip(heads, starts, ends, strict=True)}
+        self.co_rows = {
+            int(a): (int(lo), int(hi)) for a, lo, hi in zip(heads, starts, ends, strict=True)
+        }
         self.co_b = co["listing_b"].to_numpy(np.int64)
         self.co_s = co["strength"].to_numpy(np.float64)
 
     @classmethod
-    def from_frames(cls, category_pairs: pd.DataFrame, co_purchase: pd.DataFrame,
-                    as_of: pd.Timestamp | None = None) -> InteractionTables:
+    def from_frames(
+        cls,
+        category_pairs: pd.DataFrame,
+        co_purchase: pd.DataFrame,
+        as_of: pd.Timestamp | None = None,
+    ) -> InteractionTables:
         """Tables from the labels' daily snapshots, as of ``as_of``.
 
         Parameters
@@ -165,7 +178,7 @@ class InteractionTables:
             span = self.co_rows.get(int(a))
             if span is None:
                 continue
-            b, s = self.co_b[span[0]:span[1]], self.co_s[span[0]:span[1]]
+            b, s = self.co_b[span[0] : span[1]], self.co_s[span[0] : span[1]]
             pos = np.minimum(np.searchsorted(b, item_ids), b.size - 1)
             out += np.where(b[pos] == item_ids, s[pos], 0.0)
         return out
@@ -193,9 +206,14 @@ def _member(values: np.ndarray, pool: np.ndarray) -> np.ndarray:
     return out.astype(np.float64)
 
 
-def interaction_features(basket: Basket, item_listing_ids: np.ndarray, item_category_ids: np.ndarray,
-                         item_top_category_ids: np.ndarray, item_prices: np.ndarray,
-                         tables: InteractionTables) -> dict[str, np.ndarray]:
+def interaction_features(
+    basket: Basket,
+    item_listing_ids: np.ndarray,
+    item_category_ids: np.ndarray,
+    item_top_category_ids: np.ndarray,
+    item_prices: np.ndarray,
+    tables: InteractionTables,
+) -> dict[str, np.ndarray]:
     """Request x item features for ``n`` candidate items.
 
     Parameters

@@ -33,9 +33,14 @@ def training_column(view: str, name: str) -> str:
     return name if name.startswith(f"{view}_") else f"{view}_{name}"
 
 
-def point_in_time_join(entity_df: pd.DataFrame, features: pd.DataFrame, key: str,
-                       columns: list[str], ttl: pd.Timedelta | None = None,
-                       prefix: str = "") -> tuple[pd.DataFrame, np.ndarray]:
+def point_in_time_join(
+    entity_df: pd.DataFrame,
+    features: pd.DataFrame,
+    key: str,
+    columns: list[str],
+    ttl: pd.Timedelta | None = None,
+    prefix: str = "",
+) -> tuple[pd.DataFrame, np.ndarray]:
     """As-of join of ``features`` onto ``entity_df`` by ``key`` and ``event_timestamp``.
 
     Parameters
@@ -57,11 +62,19 @@ def point_in_time_join(entity_df: pd.DataFrame, features: pd.DataFrame, key: str
     """
     left = entity_df.assign(_row=np.arange(len(entity_df)), _t=utc(entity_df["event_timestamp"]))
     right = features[[key, "event_timestamp", *columns]].rename(
-        columns={"event_timestamp": "_ft", **{c: prefix + c for c in columns}})
+        columns={"event_timestamp": "_ft", **{c: prefix + c for c in columns}}
+    )
     right = right.assign(_ft=utc(right["_ft"])).sort_values("_ft", kind="stable")
     right[key] = right[key].astype(left[key].dtype)
-    out = pd.merge_asof(left.sort_values("_t", kind="stable"), right, left_on="_t", right_on="_ft",
-                        by=key, allow_exact_matches=True, tolerance=ttl)
+    out = pd.merge_asof(
+        left.sort_values("_t", kind="stable"),
+        right,
+        left_on="_t",
+        right_on="_ft",
+        by=key,
+        allow_exact_matches=True,
+        tolerance=ttl,
+    )
     out = out.sort_values("_row").reset_index(drop=True)
     found = out["_ft"].notna().to_numpy()
     return out.drop(columns=["_row", "_t", "_ft"]), found
@@ -88,8 +101,9 @@ def pit_join_views(features_dir: Path, ttls: dict[str, pd.Timedelta] | None = No
         for view, key in VIEW_KEYS.items():
             cols = view_feature_names(view)
             feat = tables[view].rename(columns={c: training_column(view, c) for c in cols})
-            out, _ = point_in_time_join(out, feat, key, [training_column(view, c) for c in cols],
-                                        ttl=ttls.get(view))
+            out, _ = point_in_time_join(
+                out, feat, key, [training_column(view, c) for c in cols], ttl=ttls.get(view)
+            )
         return out
 
     return join

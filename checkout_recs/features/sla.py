@@ -22,7 +22,9 @@ FEATURE_SLAS: dict[str, dt.timedelta] = {
 SNAPSHOT_SLA: dt.timedelta = min(FEATURE_SLAS["listing"], FEATURE_SLAS["seller"])
 
 
-def snapshot_age_ok(snapshot_time: dt.datetime, now: dt.datetime, sla: dt.timedelta = SNAPSHOT_SLA) -> bool:
+def snapshot_age_ok(
+    snapshot_time: dt.datetime, now: dt.datetime, sla: dt.timedelta = SNAPSHOT_SLA
+) -> bool:
     """Whether a feature snapshot taken at ``snapshot_time`` is still within ``sla`` at ``now``.
 
     Parameters
@@ -38,7 +40,11 @@ def snapshot_age_ok(snapshot_time: dt.datetime, now: dt.datetime, sla: dt.timede
         True when ``0 <= now - snapshot_time <= sla`` within one second of clock skew; False
         when stale (serving then falls back with reason ``stale_features``) or from the future.
     """
-    age = pd.Timestamp(now).tz_localize("UTC") if pd.Timestamp(now).tzinfo is None else pd.Timestamp(now)
+    age = (
+        pd.Timestamp(now).tz_localize("UTC")
+        if pd.Timestamp(now).tzinfo is None
+        else pd.Timestamp(now)
+    )
     snap = pd.Timestamp(snapshot_time)
     snap = snap.tz_localize("UTC") if snap.tzinfo is None else snap
     delta = age - snap

@@ -19,11 +19,18 @@ from checkout_recs.features.tables import utc
 
 __all__ = ["SNAPSHOT_COLUMNS", "export_listing_snapshot", "snapshot_age_ok", "SNAPSHOT_SLA"]
 
-_SELLER_COLS = [c for c in contract.field_names(contract.SELLER_FEATURES) if c not in ("seller_id", "event_timestamp")]
+_SELLER_COLS = [
+    c
+    for c in contract.field_names(contract.SELLER_FEATURES)
+    if c not in ("seller_id", "event_timestamp")
+]
 #: Columns of the snapshot, in order: listing features, seller features, timestamps.
 SNAPSHOT_COLUMNS: tuple[str, ...] = (
     *[c for c in contract.field_names(contract.LISTING_FEATURES) if c != "event_timestamp"],
-    *_SELLER_COLS, "listing_feature_time", "seller_feature_time", "snapshot_time",
+    *_SELLER_COLS,
+    "listing_feature_time",
+    "seller_feature_time",
+    "snapshot_time",
 )
 
 

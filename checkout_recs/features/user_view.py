@@ -31,7 +31,9 @@ USER_DEFAULTS: dict[str, object] = {
 MOBILE_DEVICES = ("ios", "android")
 
 
-def purchase_events(orders: pd.DataFrame, purchases: pd.DataFrame, listing_cats: pd.DataFrame) -> pd.DataFrame:
+def purchase_events(
+    orders: pd.DataFrame, purchases: pd.DataFrame, listing_cats: pd.DataFrame
+) -> pd.DataFrame:
     """Union of order lines and recommended purchases, with categories.
 
     Returns
@@ -44,7 +46,9 @@ def purchase_events(orders: pd.DataFrame, purchases: pd.DataFrame, listing_cats:
     o = o[["user_id", "listing_id", "price", "is_mobile", "event_timestamp"]]
     seen = pd.MultiIndex.from_frame(o[["user_id", "listing_id"]])
     p = purchases[~pd.MultiIndex.from_frame(purchases[["user_id", "listing_id"]]).isin(seen)]
-    p = p.assign(is_mobile=np.nan)[["user_id", "listing_id", "price", "is_mobile", "event_timestamp"]]
+    p = p.assign(is_mobile=np.nan)[
+        ["user_id", "listing_id", "price", "is_mobile", "event_timestamp"]
+    ]
     ev = pd.concat([o, p], ignore_index=True)
     ev["event_timestamp"] = utc(ev["event_timestamp"])
     ev = ev.merge(listing_cats, on="listing_id", how="left")
@@ -69,7 +73,12 @@ def _running_state(ev: pd.DataFrame) -> pd.DataFrame:
     rec_l, rec_c = [], []
     queues: dict[int, tuple[deque, deque]] = {}
     n = contract.RECENT_SEQUENCE_LEN
-    for u, lid, cid in zip(ev["user_id"].to_numpy(), ev["listing_id"].to_numpy(), ev["category_id"].to_numpy(), strict=True):
+    for u, lid, cid in zip(
+        ev["user_id"].to_numpy(),
+        ev["listing_id"].to_numpy(),
+        ev["category_id"].to_numpy(),
+        strict=True,
+    ):
         ql, qc = queues.setdefault(int(u), (deque(maxlen=n), deque(maxlen=n)))
         ql.append(int(lid))
         qc.append(int(cid))
@@ -80,7 +89,9 @@ def _running_state(ev: pd.DataFrame) -> pd.DataFrame:
     return ev
 
 
-def build_user_view(users: pd.DataFrame, events: pd.DataFrame, grid: pd.DatetimeIndex) -> pd.DataFrame:
+def build_user_view(
+    users: pd.DataFrame, events: pd.DataFrame, grid: pd.DatetimeIndex
+) -> pd.DataFrame:
     """Daily user snapshots.
 
     Parameters
@@ -107,11 +118,21 @@ def build_user_view(users: pd.DataFrame, events: pd.DataFrame, grid: pd.Datetime
     u["since"] = u[["since", "first_ts"]].min(axis=1)
     grid_df = pd.DataFrame({"event_timestamp": grid})
     snap = u.merge(grid_df, how="cross")
-    snap = snap[snap["event_timestamp"] >= snap["since"]].sort_values("event_timestamp", kind="stable")
+    snap = snap[snap["event_timestamp"] >= snap["since"]].sort_values(
+        "event_timestamp", kind="stable"
+    )
     state = _running_state(events).rename(columns={"event_timestamp": "last_ts"})
-    state = state.drop(columns=["listing_id", "category_id", "is_mobile"]).rename(columns={"price": "last_price_paid"})
-    out = pd.merge_asof(snap, state, left_on="event_timestamp", right_on="last_ts", by="user_id",
-                        allow_exact_matches=True)
+    state = state.drop(columns=["listing_id", "category_id", "is_mobile"]).rename(
+        columns={"price": "last_price_paid"}
+    )
+    out = pd.merge_asof(
+        snap,
+        state,
+        left_on="event_timestamp",
+        right_on="last_ts",
+        by="user_id",
+        allow_exact_matches=True,
+    )
     return _finish_user(out)
 
 

@@ -15,7 +15,9 @@ class AttentionBlock(nn.Module):
     """Self-attention block; post-norm (``norm_first=False``, as the original Transformer) or
     pre-norm. ``forward(x (n, L, d), pad (n, L) bool True = padding, causal) -> (n, L, d)``."""
 
-    def __init__(self, d: int, heads: int, ff: int, dropout: float = 0.0, norm_first: bool = False) -> None:
+    def __init__(
+        self, d: int, heads: int, ff: int, dropout: float = 0.0, norm_first: bool = False
+    ) -> None:
         super().__init__()
         if d % heads:
             raise ValueError("d must be divisible by heads")
@@ -30,7 +32,9 @@ class AttentionBlock(nn.Module):
         """Multi-head attention of ``x`` over itself; padded keys (and the future) get no weight."""
         n, L, d = x.shape
         dh = d // self.heads
-        q, k, v = self.qkv(x).view(n, L, 3, self.heads, dh).permute(2, 0, 3, 1, 4)  # (n, h, L, dh) each
+        q, k, v = (
+            self.qkv(x).view(n, L, 3, self.heads, dh).permute(2, 0, 3, 1, 4)
+        )  # (n, h, L, dh) each
         att = q @ k.transpose(-1, -2) / dh**0.5  # (n, h, L, L)
         if pad is not None:
             att = att.masked_fill(pad[:, None, None, :], -1e9)
@@ -40,7 +44,9 @@ class AttentionBlock(nn.Module):
         w = self.drop(torch.softmax(att, dim=-1))
         return self.out((w @ v).transpose(1, 2).reshape(n, L, d))
 
-    def forward(self, x: torch.Tensor, pad: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, pad: torch.Tensor | None = None, causal: bool = False
+    ) -> torch.Tensor:
         """See the class docstring."""
         if self.norm_first:
             x = x + self.drop(self.attend(self.norm1(x), pad, causal))

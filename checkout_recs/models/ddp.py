@@ -26,7 +26,11 @@ def shard(df: pd.DataFrame, rank: int, world: int) -> pd.DataFrame:
     """The rows of ``df`` whose ``request_id`` (whole requests) hashes to ``rank`` of ``world``."""
     if world <= 1:
         return df
-    key = df["request_id"].astype(str) if "request_id" in df else pd.Series(np.arange(len(df)).astype(str))
+    key = (
+        df["request_id"].astype(str)
+        if "request_id" in df
+        else pd.Series(np.arange(len(df)).astype(str))
+    )
     h = np.array([zlib.crc32(k.encode()) % world for k in key.to_numpy()])
     return df[h == rank]
 
@@ -43,10 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for ``torchrun``; returns a process exit code."""
-    import torch.distributed as dist
+    import torch.distributed as dist  # lazy: torch is optional on the serving path (the transformer and numpy predictor run without it)
 
-    from checkout_recs.models.ranker import RankerConfig, train_ranker
-    from checkout_recs.models.train import ranker_metrics, split_by_time
+    from checkout_recs.models.ranker import (  # lazy: keeps torch out of this module's import
+        RankerConfig,
+        train_ranker,
+    )
+    from checkout_recs.models.train import (  # lazy: keeps scipy, torch out of this module's import
+        ranker_metrics,
+        split_by_time,
+    )
 
     args = build_parser().parse_args(argv)
     dist.init_process_group("gloo")
@@ -54,12 +64,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         df = pd.read_parquet(args.training_set)
         train, val = split_by_time(df, 0.2)
-        model = train_ranker(shard(train, rank, world), RankerConfig(epochs=args.epochs, seed=args.seed))
+        model = train_ranker(
+            shard(train, rank, world), RankerConfig(epochs=args.epochs, seed=args.seed)
+        )
         if rank == 0:
             model.metrics.update(ranker_metrics(model, val))
             model.metrics["world_size"] = world
             model.save(args.out / "ranker")
-            (args.out / "metrics.json").write_text(json.dumps(model.metrics, indent=2, default=float))
+            (args.out / "metrics.json").write_text(
+                json.dumps(model.metrics, indent=2, default=float)
+            )
             print(json.dumps(model.metrics, default=float))
         dist.barrier()
     finally:

@@ -31,16 +31,20 @@ def find_validated_listings(*roots: Path) -> Path | None:
     """Locate the validated ``listings`` table near the given working folders, or None."""
     for root in roots:
         root = Path(root)
-        for cand in (root / "listing_snapshot.parquet", root / "validated" / "listings",
-                     root.parent / "ingested" / "validated" / "listings",
-                     root.parent / "validated" / "listings"):
+        for cand in (
+            root / "listing_snapshot.parquet",
+            root / "validated" / "listings",
+            root.parent / "ingested" / "validated" / "listings",
+            root.parent / "validated" / "listings",
+        ):
             if cand.exists():
                 return cand
     return None
 
 
-def listing_snapshot(features_dir: Path, listings: pd.DataFrame | None = None,
-                     labels_dir: Path | None = None) -> pd.DataFrame:
+def listing_snapshot(
+    features_dir: Path, listings: pd.DataFrame | None = None, labels_dir: Path | None = None
+) -> pd.DataFrame:
     """One row per listing: content (title, category, price, region) + latest listing and seller
     features.
 
@@ -59,22 +63,28 @@ def listing_snapshot(features_dir: Path, listings: pd.DataFrame | None = None,
     features_dir = Path(features_dir)
     feats = latest_per_entity(read_table(features_dir / "listing.parquet"), "listing_id")
     # The time the features were taken: serving checks the snapshot's age against its SLA.
-    snapshot_time = pd.to_datetime(feats["event_timestamp"], utc=True).max() if len(feats) else pd.NaT
+    snapshot_time = (
+        pd.to_datetime(feats["event_timestamp"], utc=True).max() if len(feats) else pd.NaT
+    )
     feats = feats.drop(columns=["event_timestamp"], errors="ignore")
     if listings is None:
         found = find_validated_listings(features_dir, *(p for p in [labels_dir] if p is not None))
         listings = read_table(found) if found is not None else None
     if listings is not None:
         extra = [c for c in ("title", "quantity", "listed_at") if c in listings]
-        feats = feats.merge(listings[["listing_id", *extra]].drop_duplicates("listing_id"),
-                            on="listing_id", how="left")
+        feats = feats.merge(
+            listings[["listing_id", *extra]].drop_duplicates("listing_id"),
+            on="listing_id",
+            how="left",
+        )
     if "title" not in feats:
         feats["title"] = ""
     feats["title"] = feats["title"].fillna("")
     seller_path = features_dir / "seller.parquet"
     if seller_path.exists():
         sellers = latest_per_entity(read_table(seller_path), "seller_id").drop(
-            columns=["event_timestamp"], errors="ignore")
+            columns=["event_timestamp"], errors="ignore"
+        )
         feats = feats.merge(sellers, on="seller_id", how="left")
     feats["snapshot_time"] = snapshot_time
     return feats.sort_values("listing_id").reset_index(drop=True)

@@ -16,9 +16,14 @@ import torch
 class Adam:
     """Adam over ``params``; ``zero_grad()`` then ``step()`` after each ``backward()``."""
 
-    def __init__(self, params: Iterable[torch.nn.Parameter], lr: float = 1e-3,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0) -> None:
+    def __init__(
+        self,
+        params: Iterable[torch.nn.Parameter],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
         self.params = [p for p in params if p.requires_grad]
         self.lr, self.b1, self.b2, self.eps, self.wd = lr, betas[0], betas[1], eps, weight_decay
         self.m = [torch.zeros_like(p) for p in self.params]
@@ -46,8 +51,15 @@ class Adam:
             v.mul_(self.b2).addcmul_(g, g, value=1 - self.b2)
             p.addcdiv_(m, (v / c2).sqrt_().add_(self.eps), value=-self.lr / c1)
 
-    def _sparse_step(self, p: torch.Tensor, m: torch.Tensor, v: torch.Tensor, g: torch.Tensor,
-                     c1: float, c2: float) -> None:
+    def _sparse_step(
+        self,
+        p: torch.Tensor,
+        m: torch.Tensor,
+        v: torch.Tensor,
+        g: torch.Tensor,
+        c1: float,
+        c2: float,
+    ) -> None:
         """Lazy Adam (as ``torch.optim.SparseAdam``): moments and weights of touched rows only."""
         idx, vals = g.indices()[0], g.values()
         m_rows = m[idx].mul_(self.b1).add_(vals, alpha=1 - self.b1)

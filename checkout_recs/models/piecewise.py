@@ -18,13 +18,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from checkout_recs.models.ranker_fit import feature_stats
+
 
 def quantile_edges(X: np.ndarray, k: int) -> np.ndarray:
     """Bin edges float32 (d, k + 1): the 0, 1/k, …, 1 quantiles of each column of ``X`` (n, d).
 
     Under ``torch.distributed`` rank 0's edges are broadcast so that every rank encodes alike.
     """
-    edges = np.quantile(X.astype(np.float64), np.linspace(0.0, 1.0, k + 1), axis=0).T.astype(np.float32)
+    edges = np.quantile(X.astype(np.float64), np.linspace(0.0, 1.0, k + 1), axis=0).T.astype(
+        np.float32
+    )
     t = torch.from_numpy(np.ascontiguousarray(edges))
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.broadcast(t, 0)
@@ -58,7 +62,6 @@ class PiecewiseLinear(nn.Module):
 
     def fit(self, X: np.ndarray) -> None:
         """Set the edges and the ramp statistics from training rows ``X`` (n, d) float32."""
-        from checkout_recs.models.ranker_fit import feature_stats
 
         with torch.no_grad():
             self.edges.copy_(torch.from_numpy(quantile_edges(X, self.k)))

@@ -47,29 +47,63 @@ class RankerConfig(BaseModel):
     architecture: str = Field(default="shared_bottom", description="'shared_bottom' or 'mmoe'.")
     n_experts: int = Field(default=3, description="Experts when architecture is 'mmoe'.")
     wide: bool = Field(default=True, description="Add a linear (wide) term to each head's logit.")
-    spline_knots: int = Field(default=8, ge=0, description="Bins of the piecewise-linear encoding of "
-                              "each feature in the wide part (``piecewise``); 0 = the wide part is linear.")
-    spline_scale: float = Field(default=0.03, gt=0, description="Scale of the standardised ramps: their L2 is "
-                                "1/scale² times the linear weights', so the wide part bends only where data insist.")
-    fm_factors: int = Field(default=0, ge=0, description="Rank of the pairwise (factorisation-machine) "
-                            "term per head; 0 = none (default: ranks 2 and 4 tie it in the demo "
-                            "simulation's 5-run ranker ablation). Trained with the deep part.")
-    epochs: int = Field(default=6, ge=0, description="Deep epochs; with early stopping, the most tried.")
+    spline_knots: int = Field(
+        default=8,
+        ge=0,
+        description="Bins of the piecewise-linear encoding of "
+        "each feature in the wide part (``piecewise``); 0 = the wide part is linear.",
+    )
+    spline_scale: float = Field(
+        default=0.03,
+        gt=0,
+        description="Scale of the standardised ramps: their L2 is "
+        "1/scale² times the linear weights', so the wide part bends only where data insist.",
+    )
+    fm_factors: int = Field(
+        default=0,
+        ge=0,
+        description="Rank of the pairwise (factorisation-machine) "
+        "term per head; 0 = none (default: ranks 2 and 4 tie it in the demo "
+        "simulation's 5-run ranker ablation). Trained with the deep part.",
+    )
+    epochs: int = Field(
+        default=6, ge=0, description="Deep epochs; with early stopping, the most tried."
+    )
     batch_size: int = Field(default=512, ge=8)
     lr: float = Field(default=3e-3, gt=0)
-    weight_decay: float = Field(default=1e-3, ge=0, description="L2 on every weight (chosen on a "
-                                "validation split of the demo simulation's training rows).")
+    weight_decay: float = Field(
+        default=1e-3,
+        ge=0,
+        description="L2 on every weight (chosen on a "
+        "validation split of the demo simulation's training rows).",
+    )
     ctcvr_weight: float = Field(default=1.0, ge=0, description="Weight of the purchase loss.")
-    cvr_l2: float = Field(default=1.0, gt=0, description="Multiplier of the L2 on the cvr (purchase | click) "
-                          "logit's wide weights in the linear fit (``fit_linear``); > 1 shrinks it harder "
-                          "than the click logit, which about 4x more positives inform.")
+    cvr_l2: float = Field(
+        default=1.0,
+        gt=0,
+        description="Multiplier of the L2 on the cvr (purchase | click) "
+        "logit's wide weights in the linear fit (``fit_linear``); > 1 shrinks it harder "
+        "than the click logit, which about 4x more positives inform.",
+    )
     listwise_weight: float = Field(default=0.0, ge=0, description="Weight of the listwise loss.")
-    pairwise_weight: float = Field(default=0.0, ge=0, description="Weight of the pairwise (BPR in a slate) loss.")
-    linear_warm_start: bool = Field(default=True, description="With ``wide``: fit the linear part to "
-                                    "convergence first, start the deep heads at zero, freeze the linear part.")
-    early_stopping_share: float = Field(default=0.1, ge=0, lt=1, description="Latest share of training "
-                                        "requests held out to choose the deep epochs (0: train ``epochs``).")
-    patience: int = Field(default=3, ge=1, description="Deep epochs without held-out improvement before stopping.")
+    pairwise_weight: float = Field(
+        default=0.0, ge=0, description="Weight of the pairwise (BPR in a slate) loss."
+    )
+    linear_warm_start: bool = Field(
+        default=True,
+        description="With ``wide``: fit the linear part to "
+        "convergence first, start the deep heads at zero, freeze the linear part.",
+    )
+    early_stopping_share: float = Field(
+        default=0.1,
+        ge=0,
+        lt=1,
+        description="Latest share of training "
+        "requests held out to choose the deep epochs (0: train ``epochs``).",
+    )
+    patience: int = Field(
+        default=3, ge=1, description="Deep epochs without held-out improvement before stopping."
+    )
     seed: int = 7
     version: str = "ranker-0"
 
@@ -88,9 +122,17 @@ class RankerNet(nn.Module):
     mean: torch.Tensor
     std: torch.Tensor
 
-    def __init__(self, d_in: int, hidden: Sequence[int], architecture: str = "shared_bottom",
-                 n_experts: int = 3, wide: bool = False, fm_factors: int = 0, spline_knots: int = 0,
-                 spline_scale: float = 0.03) -> None:
+    def __init__(
+        self,
+        d_in: int,
+        hidden: Sequence[int],
+        architecture: str = "shared_bottom",
+        n_experts: int = 3,
+        wide: bool = False,
+        fm_factors: int = 0,
+        spline_knots: int = 0,
+        spline_scale: float = 0.03,
+    ) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(d_in))
         self.register_buffer("std", torch.ones(d_in))
@@ -105,8 +147,14 @@ class RankerNet(nn.Module):
             raise ValueError(f"unknown architecture {architecture!r}")
         self.click_head = nn.Linear(hidden[-1], 1)
         self.cvr_head = nn.Linear(hidden[-1], 1)
-        self.spline = PiecewiseLinear(d_in, spline_knots, spline_scale) if wide and spline_knots > 0 else None
-        self.wide = nn.Linear(d_in * (1 + spline_knots * (self.spline is not None)), 2, bias=False) if wide else None
+        self.spline = (
+            PiecewiseLinear(d_in, spline_knots, spline_scale) if wide and spline_knots > 0 else None
+        )
+        self.wide = (
+            nn.Linear(d_in * (1 + spline_knots * (self.spline is not None)), 2, bias=False)
+            if wide
+            else None
+        )
         self.fm = FactorizationMachine(d_in, fm_factors) if fm_factors > 0 else None
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,8 +183,16 @@ class RankerNet(nn.Module):
 
 def build_net(d_in: int, cfg: RankerConfig) -> RankerNet:
     """The (untrained) ``RankerNet`` that ``cfg`` describes, for ``d_in`` features."""
-    return RankerNet(d_in, cfg.hidden, cfg.architecture, cfg.n_experts, cfg.wide, cfg.fm_factors,
-                     cfg.spline_knots, cfg.spline_scale)
+    return RankerNet(
+        d_in,
+        cfg.hidden,
+        cfg.architecture,
+        cfg.n_experts,
+        cfg.wide,
+        cfg.fm_factors,
+        cfg.spline_knots,
+        cfg.spline_scale,
+    )
 
 
 class FactorizationMachine(nn.Module):
@@ -171,8 +227,13 @@ class _Probabilities(nn.Module):
 class RankerModel:
     """A trained ranker: the network, its feature names and its metadata."""
 
-    def __init__(self, net: RankerNet, feature_names: list[str], cfg: RankerConfig,
-                 metrics: dict | None = None) -> None:
+    def __init__(
+        self,
+        net: RankerNet,
+        feature_names: list[str],
+        cfg: RankerConfig,
+        metrics: dict | None = None,
+    ) -> None:
         self.net = net.eval()
         self.feature_names = feature_names
         self.cfg = cfg
@@ -207,7 +268,9 @@ class RankerModel:
 
     def save(self, out_dir: Path) -> Path:
         """Write ``weights.safetensors`` and ``config.json`` under ``out_dir``; returns it."""
-        from safetensors.torch import save_file
+        from safetensors.torch import (
+            save_file,  # lazy: safetensors torch helpers pull torch; the numpy path imports its numpy loader only
+        )
 
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -228,7 +291,9 @@ class RankerModel:
     @classmethod
     def load(cls, model_dir: Path) -> RankerModel:
         """Load a ranker written by ``save`` (safetensors + JSON; nothing unpickled)."""
-        from safetensors.torch import load_file
+        from safetensors.torch import (
+            load_file,  # lazy: safetensors torch helpers pull torch; the numpy path imports its numpy loader only
+        )
 
         model_dir = Path(model_dir)
         meta = json.loads((model_dir / "config.json").read_text())
@@ -245,8 +310,11 @@ class RankerModel:
         return Path(path)
 
 
-def train_ranker(train_df: pd.DataFrame, cfg: RankerConfig | None = None,
-                 feature_names: Sequence[str] | None = None) -> RankerModel:
+def train_ranker(
+    train_df: pd.DataFrame,
+    cfg: RankerConfig | None = None,
+    feature_names: Sequence[str] | None = None,
+) -> RankerModel:
     """Train the multi-task ranker on labelled impressions (procedure: ``ranker_fit``).
 
     Parameters
@@ -284,20 +352,37 @@ def train_ranker(train_df: pd.DataFrame, cfg: RankerConfig | None = None,
     with fit.torch_threads(1):
         if fit.all_ranks(bool(hold.any() and (~hold).any())):
             keep = ~hold
-            _, curve = _fit_once(X[keep], y_click[keep], y_buy[keep], groups[keep], cfg, cfg.epochs,
-                                 heldout=(X[hold], y_click[hold], y_buy[hold]))
+            _, curve = _fit_once(
+                X[keep],
+                y_click[keep],
+                y_buy[keep],
+                groups[keep],
+                cfg,
+                cfg.epochs,
+                heldout=(X[hold], y_click[hold], y_buy[hold]),
+            )
             epochs = int(np.argmin(curve))
         net, _ = _fit_once(X, y_click, y_buy, groups, cfg, epochs)
-    metrics = {"train_seconds": time.perf_counter() - t0, "n_rows": len(train_df),
-               "click_rate": float(y_click.mean()), "purchase_rate": float(y_buy.mean()),
-               "deep_epochs": float(epochs)}
+    metrics = {
+        "train_seconds": time.perf_counter() - t0,
+        "n_rows": len(train_df),
+        "click_rate": float(y_click.mean()),
+        "purchase_rate": float(y_buy.mean()),
+        "deep_epochs": float(epochs),
+    }
     metrics.update({f"heldout_loss_epoch_{i}": v for i, v in enumerate(curve)})
     return RankerModel(net, names, cfg, metrics)
 
 
-def _fit_once(X: np.ndarray, y_click: np.ndarray, y_buy: np.ndarray, groups: np.ndarray,
-              cfg: RankerConfig, epochs: int,
-              heldout: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> tuple[RankerNet, list[float]]:
+def _fit_once(
+    X: np.ndarray,
+    y_click: np.ndarray,
+    y_buy: np.ndarray,
+    groups: np.ndarray,
+    cfg: RankerConfig,
+    epochs: int,
+    heldout: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+) -> tuple[RankerNet, list[float]]:
     """Linear warm start, then ``epochs`` deep epochs; returns the net and, with ``heldout``
     rows, the held-out ESMM loss after 0, 1, ... deep epochs (stops after ``cfg.patience``
     epochs without improvement)."""
@@ -312,15 +397,24 @@ def _fit_once(X: np.ndarray, y_click: np.ndarray, y_buy: np.ndarray, groups: np.
     Xt, yc, yb = torch.from_numpy(X), torch.from_numpy(y_click), torch.from_numpy(y_buy)
     if cfg.wide and cfg.linear_warm_start:
         _warm_start(net, Xt, yc, yb, cfg)
-    ho = None if heldout is None else (torch.from_numpy(heldout[0]), torch.from_numpy(heldout[1]),
-                                       torch.from_numpy(heldout[2]))
+    ho = (
+        None
+        if heldout is None
+        else (
+            torch.from_numpy(heldout[0]),
+            torch.from_numpy(heldout[1]),
+            torch.from_numpy(heldout[2]),
+        )
+    )
     curve = [] if ho is None else [fit.heldout_loss(net, *ho, cfg.ctcvr_weight)]
     params = [p for p in net.parameters() if p.requires_grad]
     opt = Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     batches = fit.Batches(groups, cfg.batch_size)
     module: nn.Module = net
     if fit.distributed():  # DDP: gradients averaged across ranks
-        from torch.nn.parallel import DistributedDataParallel
+        from torch.nn.parallel import (
+            DistributedDataParallel,  # lazy: torch is optional on the serving path (the transformer and numpy predictor run without it)
+        )
 
         module = DistributedDataParallel(net)
     for _ in range(epochs):
@@ -345,7 +439,9 @@ def _fit_once(X: np.ndarray, y_click: np.ndarray, y_buy: np.ndarray, groups: np.
     return net, curve
 
 
-def _warm_start(net: RankerNet, Xt: torch.Tensor, yc: torch.Tensor, yb: torch.Tensor, cfg: RankerConfig) -> None:
+def _warm_start(
+    net: RankerNet, Xt: torch.Tensor, yc: torch.Tensor, yb: torch.Tensor, cfg: RankerConfig
+) -> None:
     """Start ``net`` as the converged linear model: wide weights and head biases from
     ``fit_linear``, deep head weights zero; the wide weights are then frozen."""
     with torch.no_grad():

@@ -29,7 +29,9 @@ def _numeric_fields(schema: pa.Schema, skip: frozenset[str]) -> list[str]:
 
 
 #: Identifiers are not quantities: the ranker sees categories only through match features.
-_ID_COLUMNS = frozenset({"user_id", "listing_id", "seller_id", "category_id", "top_category_id", "price"})
+_ID_COLUMNS = frozenset(
+    {"user_id", "listing_id", "seller_id", "category_id", "top_category_id", "price"}
+)
 
 #: Numeric columns of the contract's feature views (``price`` enters as ``log_price``).
 VIEW_FEATURES: list[str] = (
@@ -83,16 +85,20 @@ DERIVED: dict[str, Callable[[pd.DataFrame], np.ndarray]] = {
     "log_expected_take": lambda f: np.log1p(_col(f, "price") * _col(f, "take_rate")),
     "hour_sin": lambda f: np.sin(2 * np.pi * _hour(f) / 24.0).astype(np.float32),
     "hour_cos": lambda f: np.cos(2 * np.pi * _hour(f) / 24.0).astype(np.float32),
-    "device_ios": lambda f: (f["device"].to_numpy() == "ios").astype(np.float32)
-    if "device" in f
-    else np.zeros(len(f), np.float32),
-    "device_android": lambda f: (f["device"].to_numpy() == "android").astype(np.float32)
-    if "device" in f
-    else np.zeros(len(f), np.float32),
+    "device_ios": lambda f: (
+        (f["device"].to_numpy() == "ios").astype(np.float32)
+        if "device" in f
+        else np.zeros(len(f), np.float32)
+    ),
+    "device_android": lambda f: (
+        (f["device"].to_numpy() == "android").astype(np.float32)
+        if "device" in f
+        else np.zeros(len(f), np.float32)
+    ),
     "price_to_user_avg": lambda f: np.log1p(_col(f, "price")) - np.log1p(_col(f, "avg_price_paid")),
-    "same_top_category_as_user": lambda f: (
-        _col(f, "top_category_id", -2) == _user_top(f)
-    ).astype(np.float32),
+    "same_top_category_as_user": lambda f: (_col(f, "top_category_id", -2) == _user_top(f)).astype(
+        np.float32
+    ),
 }
 
 #: Heavy-tailed counts and amounts get log1p before normalisation.
@@ -164,7 +170,9 @@ _DERIVED_NEEDS = {
 
 
 def _derivable(frame: pd.DataFrame, name: str) -> bool:
-    return all(any(_source(frame, a) is not None for a in need.split("|")) for need in _DERIVED_NEEDS[name])
+    return all(
+        any(_source(frame, a) is not None for a in need.split("|")) for need in _DERIVED_NEEDS[name]
+    )
 
 
 def ranker_matrix(frame: pd.DataFrame, names: Sequence[str] = RANKER_FEATURES) -> np.ndarray:
@@ -198,7 +206,9 @@ def ranker_matrix(frame: pd.DataFrame, names: Sequence[str] = RANKER_FEATURES) -
         elif name in DERIVED and _derivable(frame, name):
             col = DERIVED[name](frame)
         else:
-            raise KeyError(f"ranker feature {name!r} is missing from the frame and cannot be derived")
+            raise KeyError(
+                f"ranker feature {name!r} is missing from the frame and cannot be derived"
+            )
         out[:, j] = col
     out[~np.isfinite(out)] = 0.0
     return out

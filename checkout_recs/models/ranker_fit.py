@@ -41,8 +41,13 @@ def labels(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return clicked, purchased.astype(np.float32)
 
 
-def esmm_loss(a: torch.Tensor, b: torch.Tensor, y_click: torch.Tensor, y_buy: torch.Tensor,
-              ctcvr_weight: float = 1.0) -> torch.Tensor:
+def esmm_loss(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    y_click: torch.Tensor,
+    y_buy: torch.Tensor,
+    ctcvr_weight: float = 1.0,
+) -> torch.Tensor:
     """Mean BCE of the click logit ``a`` (n,) + ``ctcvr_weight`` · BCE of ``σ(a)·σ(b)`` against
     purchases, over every impression (Ma et al., 2018). Returns a scalar tensor."""
     bce = nn.functional.binary_cross_entropy_with_logits
@@ -50,8 +55,13 @@ def esmm_loss(a: torch.Tensor, b: torch.Tensor, y_click: torch.Tensor, y_buy: to
     return bce(a, y_click) + ctcvr_weight * nn.functional.binary_cross_entropy(p_ctcvr, y_buy)
 
 
-def listwise_loss(a: torch.Tensor, b: torch.Tensor, y_buy: torch.Tensor, y_click: torch.Tensor,
-                  group: torch.Tensor) -> torch.Tensor:
+def listwise_loss(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    y_buy: torch.Tensor,
+    y_click: torch.Tensor,
+    group: torch.Tensor,
+) -> torch.Tensor:
     """Softmax cross-entropy per request ``group`` (n,) int64 on ``log p_ctcvr``; targets are
     click + purchase (a purchase counts twice). Groups without a positive are skipped."""
     s = nn.functional.logsigmoid(a) + nn.functional.logsigmoid(b)
@@ -83,8 +93,13 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def pairwise_loss(a: torch.Tensor, b: torch.Tensor, y_buy: torch.Tensor, y_click: torch.Tensor,
-                  group: torch.Tensor) -> torch.Tensor:
+def pairwise_loss(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    y_buy: torch.Tensor,
+    y_click: torch.Tensor,
+    group: torch.Tensor,
+) -> torch.Tensor:
     """BPR-style loss ``-log σ(s_i − s_j)`` on ``s = log p_ctcvr`` over every pair of rows of the
     same request ``group`` (n,) int64 whose graded target (click + purchase) has ``i > j``;
     mean over pairs (0 when a batch has none)."""
@@ -113,8 +128,15 @@ def all_ranks(flag: bool) -> bool:
 
 def feature_stats(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and std (d,) float32 of the rows of ``X`` (n, d), over every rank under DDP."""
-    s = torch.from_numpy(np.stack([X.sum(0), (X.astype(np.float64) ** 2).sum(0).astype(np.float32),
-                                   np.full(X.shape[1], len(X), np.float32)]))
+    s = torch.from_numpy(
+        np.stack(
+            [
+                X.sum(0),
+                (X.astype(np.float64) ** 2).sum(0).astype(np.float32),
+                np.full(X.shape[1], len(X), np.float32),
+            ]
+        )
+    )
     if distributed():
         torch.distributed.all_reduce(s)
     tot, sq, n = s.double().numpy()
@@ -171,20 +193,35 @@ class Batches:
         perm = rng.permutation(len(self.uniq))
         for i in range(0, self.n_batches * self.per_batch, self.per_batch):
             sel = perm[i : i + self.per_batch]
-            idx = np.concatenate([self.order[self.starts[g] : self.starts[g] + self.sizes[g]] for g in sel])
-            yield torch.from_numpy(idx), torch.from_numpy(np.repeat(np.arange(len(sel)), self.sizes[sel]))
+            idx = np.concatenate(
+                [self.order[self.starts[g] : self.starts[g] + self.sizes[g]] for g in sel]
+            )
+            yield (
+                torch.from_numpy(idx),
+                torch.from_numpy(np.repeat(np.arange(len(sel)), self.sizes[sel])),
+            )
 
 
 def _wrap(module: nn.Module) -> nn.Module:
     if distributed():
-        from torch.nn.parallel import DistributedDataParallel
+        from torch.nn.parallel import (
+            DistributedDataParallel,  # lazy: torch is optional on the serving path (the transformer and numpy predictor run without it)
+        )
 
         return DistributedDataParallel(module)
     return module
 
 
-def fit_linear(z: torch.Tensor, y_click: torch.Tensor, y_buy: torch.Tensor, ctcvr_weight: float = 1.0,
-               c: float = 1.0, steps: int = 300, lr: float = 0.05, cvr_l2: float = 1.0) -> nn.Linear:
+def fit_linear(
+    z: torch.Tensor,
+    y_click: torch.Tensor,
+    y_buy: torch.Tensor,
+    ctcvr_weight: float = 1.0,
+    c: float = 1.0,
+    steps: int = 300,
+    lr: float = 0.05,
+    cvr_l2: float = 1.0,
+) -> nn.Linear:
     """The linear ESMM model on standardised features ``z`` (n, d): ``nn.Linear(d, 2)`` whose
     outputs are the (click, cvr) logits, fitted full-batch to convergence with L2 on the weights
     ``||w_click||² / (2 n C) + cvr_l2 · ||w_cvr||² / (2 n C)`` (with ``cvr_l2 = 1`` the penalty of
@@ -212,12 +249,15 @@ def fit_linear(z: torch.Tensor, y_click: torch.Tensor, y_buy: torch.Tensor, ctcv
     return lin
 
 
-def heldout_loss(net: nn.Module, X: torch.Tensor, y_click: torch.Tensor, y_buy: torch.Tensor,
-                 ctcvr_weight: float) -> float:
+def heldout_loss(
+    net: nn.Module, X: torch.Tensor, y_click: torch.Tensor, y_buy: torch.Tensor, ctcvr_weight: float
+) -> float:
     """ESMM loss of ``net`` on held-out rows (mean over every rank's rows under DDP)."""
     with torch.inference_mode():
         a, b = net(X)
-        s = torch.tensor([float(esmm_loss(a, b, y_click, y_buy, ctcvr_weight)) * len(X), float(len(X))])
+        s = torch.tensor(
+            [float(esmm_loss(a, b, y_click, y_buy, ctcvr_weight)) * len(X), float(len(X))]
+        )
     if distributed():
         torch.distributed.all_reduce(s)
     return float(s[0] / s[1].clamp(min=1))

@@ -37,7 +37,9 @@ class StudentConfig(BaseModel):
     seed: int = 7
 
 
-def distill(teacher: RankerModel, train_df: pd.DataFrame, cfg: StudentConfig | None = None) -> RankerModel:
+def distill(
+    teacher: RankerModel, train_df: pd.DataFrame, cfg: StudentConfig | None = None
+) -> RankerModel:
     """Train a small student to reproduce ``teacher`` on ``train_df`` (same features).
 
     Returns a ``RankerModel`` whose ``metrics`` hold ``distill_seconds`` and ``n_params``.
@@ -55,8 +57,14 @@ def _distill(teacher: RankerModel, train_df: pd.DataFrame, cfg: StudentConfig) -
     with torch.inference_mode():
         t_click, t_cvr = teacher.net(torch.from_numpy(X))
     y_click, y_buy = labels(train_df)
-    rcfg = RankerConfig(hidden=[cfg.hidden], seed=cfg.seed, version=f"{teacher.version}-student",
-                        wide=cfg.wide, fm_factors=0, spline_knots=0)
+    rcfg = RankerConfig(
+        hidden=[cfg.hidden],
+        seed=cfg.seed,
+        version=f"{teacher.version}-student",
+        wide=cfg.wide,
+        fm_factors=0,
+        spline_knots=0,
+    )
     net = build_net(X.shape[1], rcfg)
     net.mean.copy_(teacher.net.mean)
     net.std.copy_(teacher.net.std)
@@ -70,14 +78,20 @@ def _distill(teacher: RankerModel, train_df: pd.DataFrame, cfg: StudentConfig) -
             b = perm[s : s + cfg.batch_size]
             a, c = net(Xt[b])
             soft = nn.functional.mse_loss(a, t_click[b]) + nn.functional.mse_loss(c, t_cvr[b])
-            loss = (1 - cfg.label_weight) * soft + cfg.label_weight * esmm_loss(a, c, yc[b], yb[b], rcfg.ctcvr_weight)
+            loss = (1 - cfg.label_weight) * soft + cfg.label_weight * esmm_loss(
+                a, c, yc[b], yb[b], rcfg.ctcvr_weight
+            )
             opt.zero_grad()
             loss.backward()
             opt.step()
     net.eval()
     n_params = sum(p.numel() for p in net.parameters())
-    return RankerModel(net, list(teacher.feature_names), rcfg,
-                       {"distill_seconds": time.perf_counter() - t0, "n_params": float(n_params)})
+    return RankerModel(
+        net,
+        list(teacher.feature_names),
+        rcfg,
+        {"distill_seconds": time.perf_counter() - t0, "n_params": float(n_params)},
+    )
 
 
 def fast_predict(model: RankerModel) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
@@ -91,13 +105,18 @@ def fast_predict(model: RankerModel) -> Callable[[np.ndarray], tuple[np.ndarray,
     except (ValueError, KeyError):
         return model.predict
     probe = np.random.default_rng(0).normal(size=(64, len(model.feature_names))).astype(np.float32)
-    agree = all(np.allclose(a, b, atol=1e-5) for a, b in zip(scorer.predict(probe), model.predict(probe), strict=True))
+    agree = all(
+        np.allclose(a, b, atol=1e-5)
+        for a, b in zip(scorer.predict(probe), model.predict(probe), strict=True)
+    )
     return scorer.predict if agree else model.predict
 
 
 def quantized_scorer(model: RankerModel) -> nn.Module:
     """int8 dynamic-quantised copy of the model's network (Linear layers), for CPU inference."""
-    from torch.ao.quantization import quantize_dynamic
+    from torch.ao.quantization import (
+        quantize_dynamic,  # lazy: torch is optional on the serving path (the transformer and numpy predictor run without it)
+    )
 
     return quantize_dynamic(model.net, {nn.Linear}, dtype=torch.qint8)
 

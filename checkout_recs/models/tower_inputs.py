@@ -34,7 +34,9 @@ class TwoTowerConfig(BaseModel):
     price_buckets: int = Field(default=16, description="Log-price buckets.")
     seq_len: int = Field(default=RECENT_SEQUENCE_LEN, description="Recent items per user.")
     temperature: float = Field(default=0.07, gt=0)
-    id_dropout: float = Field(default=0.3, ge=0, le=1, description="P(drop id embedding) in training.")
+    id_dropout: float = Field(
+        default=0.3, ge=0, le=1, description="P(drop id embedding) in training."
+    )
     epochs: int = Field(default=4, ge=1)
     batch_size: int = Field(default=256, ge=8)
     lr: float = Field(default=3e-3, gt=0)

@@ -9,6 +9,7 @@ given.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,7 @@ from checkout_recs.models.metrics import auc
 from checkout_recs.models.ranker import RankerConfig, RankerModel, train_ranker
 from checkout_recs.models.student import StudentConfig, distill
 from checkout_recs.models.two_tower import TwoTowerConfig, TwoTowerModel, train_two_tower
+from checkout_recs.tracking import log_training_run
 
 
 class TrainConfig(BaseModel):
@@ -29,9 +31,12 @@ class TrainConfig(BaseModel):
 
     ranker: RankerConfig = Field(default_factory=RankerConfig)
     two_tower: TwoTowerConfig = Field(default_factory=TwoTowerConfig)
-    validation_share: float = Field(default=0.2, ge=0, lt=1,
-                                    description="Latest share of requests held out for metrics.")
-    student: bool = Field(default=True, description="Also distil a student ranker (model/student/).")
+    validation_share: float = Field(
+        default=0.2, ge=0, lt=1, description="Latest share of requests held out for metrics."
+    )
+    student: bool = Field(
+        default=True, description="Also distil a student ranker (model/student/)."
+    )
     student_cfg: StudentConfig = Field(default_factory=StudentConfig)
     tracking_uri: str | None = Field(default=None, description="MLflow URI; None: no logging.")
     experiment: str = Field(default="checkout-recs", description="MLflow experiment name.")
@@ -69,8 +74,10 @@ def ranker_metrics(model: RankerModel, val: pd.DataFrame) -> dict[str, float]:
         return {}
     p_click, p_cvr = model.predict_frame(val)
     clicked = val["clicked"].to_numpy()
-    out = {"auc_click": auc(clicked, p_click),
-           "auc_purchase": auc(val["purchased"].to_numpy(), p_click * p_cvr)}
+    out = {
+        "auc_click": auc(clicked, p_click),
+        "auc_purchase": auc(val["purchased"].to_numpy(), p_click * p_cvr),
+    }
     if clicked.sum() > 0:
         m = clicked > 0
         out["auc_cvr_given_click"] = auc(val["purchased"].to_numpy()[m], p_cvr[m])
@@ -96,11 +103,15 @@ def _merge_metrics(out_dir: Path, new: dict[str, float]) -> dict[str, float]:
     return merged
 
 
-def _split_training_set(training_set_path: Path, cfg: TrainConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _split_training_set(
+    training_set_path: Path, cfg: TrainConfig
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     return split_by_time(read_table(Path(training_set_path)), cfg.validation_share)
 
 
-def train_ranker_stage(training_set_path: Path, out_dir: Path, cfg: TrainConfig | None = None) -> dict:
+def train_ranker_stage(
+    training_set_path: Path, out_dir: Path, cfg: TrainConfig | None = None
+) -> dict:
     """Train the multi-task ranker; write ``ranker/``, ``ranker.pt`` and ``metrics.json``.
 
     Parameters
@@ -153,8 +164,9 @@ def distil_stage(model_dir: Path, training_set_path: Path, cfg: TrainConfig | No
     return {"metrics": metrics}
 
 
-def train_retrieval_stage(labels_dir: Path, features_dir: Path, out_dir: Path,
-                          cfg: TrainConfig | None = None) -> dict:
+def train_retrieval_stage(
+    labels_dir: Path, features_dir: Path, out_dir: Path, cfg: TrainConfig | None = None
+) -> dict:
     """Train the two-tower retrieval model; write ``out_dir/two_tower/`` and its metrics.
 
     Parameters
@@ -171,7 +183,9 @@ def train_retrieval_stage(labels_dir: Path, features_dir: Path, out_dir: Path,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     snapshot = listing_snapshot(features_dir, labels_dir=labels_dir)
-    tt = train_two_tower(_load_interactions(labels_dir), snapshot, cfg.two_tower, _users(features_dir))
+    tt = train_two_tower(
+        _load_interactions(labels_dir), snapshot, cfg.two_tower, _users(features_dir)
+    )
     tt.save(out_dir / "two_tower")
     metrics = {f"two_tower_{k}": float(v) for k, v in tt.metrics.items()}
     _merge_metrics(out_dir, metrics)
@@ -188,7 +202,6 @@ def merge_model_dirs(model_dirs: list[Path], out_dir: Path, cfg: TrainConfig | N
     -------
     dict with ``metrics`` (merged) and ``mlflow_run_id`` (str, or None without tracking).
     """
-    import shutil
 
     cfg = cfg or TrainConfig()
     out_dir = Path(out_dir)
@@ -211,13 +224,20 @@ def merge_model_dirs(model_dirs: list[Path], out_dir: Path, cfg: TrainConfig | N
 def _log_run(cfg: TrainConfig, metrics: dict[str, float], out_dir: Path) -> str | None:
     if not cfg.tracking_uri:
         return None
-    from checkout_recs.tracking import log_training_run
 
-    return log_training_run(cfg.tracking_uri, cfg.experiment, cfg.model_dump(mode="json"), metrics, out_dir)
+    return log_training_run(
+        cfg.tracking_uri, cfg.experiment, cfg.model_dump(mode="json"), metrics, out_dir
+    )
 
 
-def train_all(training_set_path: Path, labels_dir: Path, features_dir: Path, out_dir: Path,
-              cfg: TrainConfig | None = None, progress: Callable[[str], None] | None = None) -> TrainSummary:
+def train_all(
+    training_set_path: Path,
+    labels_dir: Path,
+    features_dir: Path,
+    out_dir: Path,
+    cfg: TrainConfig | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> TrainSummary:
     """Train ranker, student and two-tower (the three stage functions); write artifacts and metrics.
 
     Parameters
@@ -252,8 +272,13 @@ def train_all(training_set_path: Path, labels_dir: Path, features_dir: Path, out
     if cfg.tracking_uri:
         say("mlflow")
     run_id = _log_run(cfg, metrics, out_dir)
-    return TrainSummary(out_dir=str(out_dir), ranker_version=rk["version"],
-                        two_tower_version=tt["version"], metrics=metrics, mlflow_run_id=run_id)
+    return TrainSummary(
+        out_dir=str(out_dir),
+        ranker_version=rk["version"],
+        two_tower_version=tt["version"],
+        metrics=metrics,
+        mlflow_run_id=run_id,
+    )
 
 
 def load_models(model_dir: Path) -> tuple[RankerModel, TwoTowerModel]:
@@ -264,7 +289,7 @@ def load_models(model_dir: Path) -> tuple[RankerModel, TwoTowerModel]:
 
 def seed_everything(seed: int) -> None:
     """Seed numpy and torch global generators (the trainers also seed their own)."""
-    import torch
+    import torch  # lazy: torch is optional on the serving path (the transformer and numpy predictor run without it)
 
     np.random.seed(seed)
     torch.manual_seed(seed)

@@ -43,12 +43,21 @@ __all__ = ["TwoTowerConfig", "TwoTowerModel", "hash_ids", "hash_tokens", "train_
 
 def _dense_item(frame: pd.DataFrame) -> np.ndarray:
     def col(name: str, default: float) -> np.ndarray:
-        return frame[name].to_numpy(np.float32) if name in frame else np.full(len(frame), default, np.float32)
+        return (
+            frame[name].to_numpy(np.float32)
+            if name in frame
+            else np.full(len(frame), default, np.float32)
+        )
 
     return np.stack(
-        [(col("seller_rating", 4.0) - 4.0), col("seller_is_new", 0.0),
-         np.log1p(np.maximum(col("seller_age_days", 365.0), 0)) / 6.0,
-         np.log1p(np.maximum(col("price", 1.0), 0)) / 6.0], axis=1).astype(np.float32)
+        [
+            (col("seller_rating", 4.0) - 4.0),
+            col("seller_is_new", 0.0),
+            np.log1p(np.maximum(col("seller_age_days", 365.0), 0)) / 6.0,
+            np.log1p(np.maximum(col("price", 1.0), 0)) / 6.0,
+        ],
+        axis=1,
+    ).astype(np.float32)
 
 
 def item_inputs(frame: pd.DataFrame, cfg: TwoTowerConfig) -> dict[str, torch.Tensor]:
@@ -74,7 +83,9 @@ class ItemTower(nn.Module):
         super().__init__()
         d = cfg.dim
         self.id_emb = nn.Embedding(cfg.id_buckets, d, padding_idx=0, sparse=True)
-        self.tok_emb = nn.EmbeddingBag(cfg.token_buckets, d, mode="mean", padding_idx=0, sparse=True)
+        self.tok_emb = nn.EmbeddingBag(
+            cfg.token_buckets, d, mode="mean", padding_idx=0, sparse=True
+        )
         self.cat_emb = nn.Embedding(cfg.cat_buckets, d, padding_idx=0, sparse=True)
         self.price_emb = nn.Embedding(cfg.price_buckets, 8)
         self.region_emb = nn.Embedding(64, 8)
@@ -82,9 +93,17 @@ class ItemTower(nn.Module):
 
     def forward(self, x: dict[str, torch.Tensor], id_mask: torch.Tensor) -> torch.Tensor:
         """``x`` from ``item_inputs`` (n rows), ``id_mask`` (n,) 1 keeps the id → (n, dim)."""
-        h = torch.cat([self.id_emb(x["id"]) * id_mask.unsqueeze(-1), self.tok_emb(x["tokens"]),
-                       self.cat_emb(x["cat"]), self.price_emb(x["price"]),
-                       self.region_emb(x["region"]), x["dense"]], dim=-1)
+        h = torch.cat(
+            [
+                self.id_emb(x["id"]) * id_mask.unsqueeze(-1),
+                self.tok_emb(x["tokens"]),
+                self.cat_emb(x["cat"]),
+                self.price_emb(x["price"]),
+                self.region_emb(x["region"]),
+                x["dense"],
+            ],
+            dim=-1,
+        )
         return nn.functional.normalize(self.mlp(h), dim=-1)
 
 
@@ -101,8 +120,9 @@ class UserTower(nn.Module):
         self.device_emb = nn.Embedding(4, 4)
         self.mlp = nn.Sequential(nn.Linear(d + 8 + 4 + 2, 2 * d), nn.ReLU(), nn.Linear(2 * d, d))
 
-    def forward(self, seq: torch.Tensor, region: torch.Tensor, device: torch.Tensor,
-                hour: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, seq: torch.Tensor, region: torch.Tensor, device: torch.Tensor, hour: torch.Tensor
+    ) -> torch.Tensor:
         """seq (n, L) hashed ids (0 pads, newest last), region/device (n,), hour (n,) → (n, dim)."""
         pad = seq == 0
         pos = torch.arange(seq.shape[1]).unsqueeze(0).expand_as(seq)
@@ -111,8 +131,16 @@ class UserTower(nn.Module):
         keep = (~pad).float().unsqueeze(-1)
         pooled = (h * keep).sum(1) / keep.sum(1).clamp(min=1.0)
         ang = hour * (2 * torch.pi / 24.0)
-        z = torch.cat([pooled, self.region_emb(region), self.device_emb(device),
-                       torch.sin(ang).unsqueeze(-1), torch.cos(ang).unsqueeze(-1)], dim=-1)
+        z = torch.cat(
+            [
+                pooled,
+                self.region_emb(region),
+                self.device_emb(device),
+                torch.sin(ang).unsqueeze(-1),
+                torch.cos(ang).unsqueeze(-1),
+            ],
+            dim=-1,
+        )
         return nn.functional.normalize(self.mlp(z), dim=-1)
 
 
@@ -125,23 +153,36 @@ class TwoTowerNet(nn.Module):
         self.item = ItemTower(cfg)
 
 
-def user_inputs(seqs: np.ndarray, regions: Sequence[str] | np.ndarray, devices: Sequence[str] | np.ndarray,
-                hours: np.ndarray,
-                cfg: TwoTowerConfig) -> tuple[torch.Tensor, ...]:
+def user_inputs(
+    seqs: np.ndarray,
+    regions: Sequence[str] | np.ndarray,
+    devices: Sequence[str] | np.ndarray,
+    hours: np.ndarray,
+    cfg: TwoTowerConfig,
+) -> tuple[torch.Tensor, ...]:
     """seqs (n, L) listing ids, -1 pads, newest last → the user tower's tensors."""
     seqs = np.asarray(seqs, dtype=np.int64)[:, -cfg.seq_len :]
     if seqs.shape[1] < cfg.seq_len:
         seqs = np.pad(seqs, ((0, 0), (cfg.seq_len - seqs.shape[1], 0)), constant_values=-1)
     dev = np.array([DEVICES.get(str(d), 0) for d in devices], np.int64)
-    return (torch.from_numpy(hash_ids(seqs, cfg.id_buckets)), torch.from_numpy(str_hash(regions, 64)),
-            torch.from_numpy(dev), torch.from_numpy(np.asarray(hours, np.float32)))
+    return (
+        torch.from_numpy(hash_ids(seqs, cfg.id_buckets)),
+        torch.from_numpy(str_hash(regions, 64)),
+        torch.from_numpy(dev),
+        torch.from_numpy(np.asarray(hours, np.float32)),
+    )
 
 
 class TwoTowerModel:
     """A trained two-tower model and the listing ids it saw in training."""
 
-    def __init__(self, net: TwoTowerNet, cfg: TwoTowerConfig, known_ids: np.ndarray,
-                 metrics: dict | None = None) -> None:
+    def __init__(
+        self,
+        net: TwoTowerNet,
+        cfg: TwoTowerConfig,
+        known_ids: np.ndarray,
+        metrics: dict | None = None,
+    ) -> None:
         self.net = net.eval()
         self.cfg = cfg
         self.known_ids = np.unique(np.asarray(known_ids, np.int64))
@@ -167,30 +208,41 @@ class TwoTowerModel:
                 out[s : s + len(part)] = self.net.item(item_inputs(part, self.cfg), mask).numpy()
         return out
 
-    def embed_users(self, seqs: np.ndarray, regions: Sequence[str], devices: Sequence[str],
-                    hours: np.ndarray) -> np.ndarray:
+    def embed_users(
+        self, seqs: np.ndarray, regions: Sequence[str], devices: Sequence[str], hours: np.ndarray
+    ) -> np.ndarray:
         """seqs (n, L) recent listing ids (-1 pads, newest last) + context → float32 (n, dim)."""
         with torch.inference_mode():
             return self.net.user(*user_inputs(seqs, regions, devices, hours, self.cfg)).numpy()
 
     def save(self, out_dir: Path) -> Path:
         """Write ``weights.safetensors``, ``config.json`` and ``known_ids.npy``; returns the folder."""
-        from safetensors.torch import save_file
+        from safetensors.torch import (
+            save_file,  # lazy: safetensors torch helpers pull torch; the numpy path imports its numpy loader only
+        )
 
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.net.state_dict().items()},
-                  str(out_dir / "weights.safetensors"))
+        save_file(
+            {k: v.contiguous() for k, v in self.net.state_dict().items()},
+            str(out_dir / "weights.safetensors"),
+        )
         np.save(out_dir / "known_ids.npy", self.known_ids, allow_pickle=False)
-        meta = {"kind": "two_tower", "version": self.cfg.version, "config": self.cfg.model_dump(),
-                "metrics": self.metrics}
+        meta = {
+            "kind": "two_tower",
+            "version": self.cfg.version,
+            "config": self.cfg.model_dump(),
+            "metrics": self.metrics,
+        }
         (out_dir / "config.json").write_text(json.dumps(meta, indent=2))
         return out_dir
 
     @classmethod
     def load(cls, model_dir: Path) -> TwoTowerModel:
         """Load a model written by ``save`` (nothing unpickled)."""
-        from safetensors.torch import load_file
+        from safetensors.torch import (
+            load_file,  # lazy: safetensors torch helpers pull torch; the numpy path imports its numpy loader only
+        )
 
         model_dir = Path(model_dir)
         meta = json.loads((model_dir / "config.json").read_text())
@@ -201,7 +253,9 @@ class TwoTowerModel:
         return cls(net, cfg, known, meta.get("metrics"))
 
 
-def sequence_pairs(interactions: pd.DataFrame, seq_len: int) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+def sequence_pairs(
+    interactions: pd.DataFrame, seq_len: int
+) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
     """Next-item pairs from ``user_id, listing_id, event_timestamp`` rows.
 
     Returns
@@ -223,8 +277,12 @@ def sequence_pairs(interactions: pd.DataFrame, seq_len: int) -> tuple[np.ndarray
     return seqs, ids, df
 
 
-def train_two_tower(interactions: pd.DataFrame, listings: pd.DataFrame,
-                    cfg: TwoTowerConfig | None = None, users: pd.DataFrame | None = None) -> TwoTowerModel:
+def train_two_tower(
+    interactions: pd.DataFrame,
+    listings: pd.DataFrame,
+    cfg: TwoTowerConfig | None = None,
+    users: pd.DataFrame | None = None,
+) -> TwoTowerModel:
     """Train the two-tower model.
 
     Parameters
@@ -261,7 +319,11 @@ def train_two_tower(interactions: pd.DataFrame, listings: pd.DataFrame,
     u_in = user_inputs(seqs, ctx["region"], ctx["device"], ctx["hour"], cfg)
     net = TwoTowerNet(cfg)
     loss = _fit_two_tower(net, u_in, items, t_rows, logq, cfg, rng)
-    metrics = {"train_seconds": time.perf_counter() - t0, "n_pairs": len(targets), "final_loss": loss}
+    metrics = {
+        "train_seconds": time.perf_counter() - t0,
+        "n_pairs": len(targets),
+        "final_loss": loss,
+    }
     return TwoTowerModel(net, cfg, np.unique(targets), metrics)
 
 
@@ -271,17 +333,26 @@ def _context(rows: pd.DataFrame, users: pd.DataFrame | None) -> dict[str, np.nda
     if users is not None and {"user_id", "region"} <= set(users.columns):
         u = users.drop_duplicates("user_id").set_index("user_id")
         region = u["region"].reindex(rows["user_id"]).fillna("?").to_numpy()
-        dev = (u["device"].reindex(rows["user_id"]).fillna("?").to_numpy() if "device" in u
-               else np.full(len(rows), "?"))
+        dev = (
+            u["device"].reindex(rows["user_id"]).fillna("?").to_numpy()
+            if "device" in u
+            else np.full(len(rows), "?")
+        )
     else:
         region = rows["region"].to_numpy() if "region" in rows else np.full(len(rows), "?")
         dev = rows["device"].to_numpy() if "device" in rows else np.full(len(rows), "?")
     return {"region": region, "device": dev, "hour": hour}
 
 
-def _fit_two_tower(net: TwoTowerNet, u_in: tuple[torch.Tensor, ...], items: dict[str, torch.Tensor],
-                   t_rows: np.ndarray, logq: torch.Tensor, cfg: TwoTowerConfig,
-                   rng: np.random.Generator) -> float:
+def _fit_two_tower(
+    net: TwoTowerNet,
+    u_in: tuple[torch.Tensor, ...],
+    items: dict[str, torch.Tensor],
+    t_rows: np.ndarray,
+    logq: torch.Tensor,
+    cfg: TwoTowerConfig,
+    rng: np.random.Generator,
+) -> float:
     opt = Adam(net.parameters(), lr=cfg.lr)
     net.train()
     last = float("nan")

@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from checkout_recs.models.tower_inputs import DEVICES, USER_HEADS, TwoTowerConfig, hash_ids, str_hash
+from checkout_recs.models.tower_inputs import (
+    DEVICES,
+    USER_HEADS,
+    TwoTowerConfig,
+    hash_ids,
+    str_hash,
+)
 
 if TYPE_CHECKING:
     from checkout_recs.models.two_tower import TwoTowerModel
@@ -38,14 +44,23 @@ class FastUserEncoder:
     matmul and the region embeddings are looked up once per region.
     """
 
-    def __init__(self, cfg: TwoTowerConfig, weights: dict[str, np.ndarray], heads: int = USER_HEADS) -> None:
+    def __init__(
+        self, cfg: TwoTowerConfig, weights: dict[str, np.ndarray], heads: int = USER_HEADS
+    ) -> None:
         """``weights``: the user tower's state (``UserTower.state_dict()`` names, float32 arrays)."""
         self.cfg = cfg
         sd = {k: np.asarray(v, np.float32) for k, v in weights.items()}
         self.w = sd
         self.heads = heads
-        self._t = {k: np.ascontiguousarray(sd[k].T) for k in
-                   ("block.qkv.weight", "block.out.weight", "block.ff1.weight", "block.ff2.weight")}
+        self._t = {
+            k: np.ascontiguousarray(sd[k].T)
+            for k in (
+                "block.qkv.weight",
+                "block.out.weight",
+                "block.ff1.weight",
+                "block.ff2.weight",
+            )
+        }
         self._region_vec: dict[str, np.ndarray] = {}
 
     @classmethod
@@ -58,28 +73,45 @@ class FastUserEncoder:
     def from_dir(cls, model_dir: Path) -> FastUserEncoder:
         """The encoder of a two-tower model saved by ``TwoTowerModel.save`` (``config.json`` +
         ``weights.safetensors``), read without torch; nothing unpickled."""
-        from safetensors.numpy import load_file
+        from safetensors.numpy import (
+            load_file,  # lazy: safetensors torch helpers pull torch; the numpy path imports its numpy loader only
+        )
 
         model_dir = Path(model_dir)
         cfg = TwoTowerConfig(**json.loads((model_dir / "config.json").read_text())["config"])
         weights = load_file(str(model_dir / "weights.safetensors"))
-        return cls(cfg, {k.removeprefix("user."): v for k, v in weights.items() if k.startswith("user.")})
+        return cls(
+            cfg, {k.removeprefix("user."): v for k, v in weights.items() if k.startswith("user.")}
+        )
 
-    def encode(self, recent_ids: Sequence[int], region: str, device: str, hour: float) -> np.ndarray:
+    def encode(
+        self, recent_ids: Sequence[int], region: str, device: str, hour: float
+    ) -> np.ndarray:
         """recent listing ids (newest last) + context → float32 (dim,), unit norm."""
         w, cfg = self.w, self.cfg
         ids = np.asarray(list(recent_ids)[-cfg.seq_len :], np.int64)
         if len(ids):
-            x = w["seq_emb.weight"][hash_ids(ids, cfg.id_buckets)] + w["pos_emb.weight"][cfg.seq_len - len(ids):]
+            x = (
+                w["seq_emb.weight"][hash_ids(ids, cfg.id_buckets)]
+                + w["pos_emb.weight"][cfg.seq_len - len(ids) :]
+            )
             pooled = self._block(x).mean(0)
         else:
             pooled = np.zeros(cfg.dim, np.float32)
         reg = self._region_vec.get(region)
         if reg is None:
-            reg = self._region_vec.setdefault(region, w["region_emb.weight"][str_hash([region], 64)[0]])
+            reg = self._region_vec.setdefault(
+                region, w["region_emb.weight"][str_hash([region], 64)[0]]
+            )
         ang = hour * 2 * np.pi / 24.0
-        z = np.concatenate([pooled, reg, w["device_emb.weight"][DEVICES.get(str(device), 0)],
-                            np.array([np.sin(ang), np.cos(ang)], np.float32)])
+        z = np.concatenate(
+            [
+                pooled,
+                reg,
+                w["device_emb.weight"][DEVICES.get(str(device), 0)],
+                np.array([np.sin(ang), np.cos(ang)], np.float32),
+            ]
+        )
         h = np.maximum(w["mlp.0.weight"] @ z + w["mlp.0.bias"], 0)
         out = w["mlp.2.weight"] @ h + w["mlp.2.bias"]
         return (out / max(np.linalg.norm(out), 1e-12)).astype(np.float32)

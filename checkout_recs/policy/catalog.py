@@ -53,11 +53,15 @@ class ItemCatalog:
     seller_is_new: np.ndarray
     cold: np.ndarray
     frame: pd.DataFrame = field(repr=False)
-    views: np.ndarray | None = None  # float64 (n,) decayed views (exploration uncertainty), None if unknown
+    views: np.ndarray | None = (
+        None  # float64 (n,) decayed views (exploration uncertainty), None if unknown
+    )
     top_k: int = 50
     _order: np.ndarray = field(init=False, repr=False)
     _sorted_ids: np.ndarray = field(init=False, repr=False)
-    _dense: np.ndarray | None = field(init=False, repr=False)  # int32 (max_id - min_id + 1,) row per id
+    _dense: np.ndarray | None = field(
+        init=False, repr=False
+    )  # int32 (max_id - min_id + 1,) row per id
     _min_id: int = field(init=False, repr=False)
     by_category: dict[int, np.ndarray] = field(init=False, repr=False)
     by_region: dict[int, np.ndarray] = field(init=False, repr=False)
@@ -106,13 +110,20 @@ class ItemCatalog:
             listing_id=df["listing_id"].to_numpy(np.int64),
             seller_id=df["seller_id"].to_numpy(np.int64),
             category_id=df["category_id"].to_numpy(np.int32),
-            top_category_id=col("top_category_id", -1, np.int32) if "top_category_id" in df
+            top_category_id=col("top_category_id", -1, np.int32)
+            if "top_category_id" in df
             else df["category_id"].to_numpy(np.int32),
-            region_code=codes, regions=regions,
-            price=df["price"].to_numpy(np.float64), take_rate=df["take_rate"].to_numpy(np.float64),
-            popularity=pop, ctr=col("ctr_smoothed", 0.05), cvr=col("cvr_smoothed", 0.1),
+            region_code=codes,
+            regions=regions,
+            price=df["price"].to_numpy(np.float64),
+            take_rate=df["take_rate"].to_numpy(np.float64),
+            popularity=pop,
+            ctr=col("ctr_smoothed", 0.05),
+            cvr=col("cvr_smoothed", 0.1),
             seller_is_new=col("seller_is_new", 0, np.int8).astype(bool),
-            cold=age < COLD_START_DAYS, frame=df, top_k=top_k,
+            cold=age < COLD_START_DAYS,
+            frame=df,
+            top_k=top_k,
             views=col("views_decayed", 0.0) if "views_decayed" in df.columns else None,
         )
 

@@ -32,23 +32,31 @@ class LedgerConfig(BaseModel):
         default="auto", description="local | redis | auto (redis when url is set, else local)."
     )
     url: str | None = Field(default=None, description="Redis URL, e.g. redis://127.0.0.1:6379/0.")
-    prefix: str = Field(default="checkout_recs:explore", min_length=1,
-                        description="Key prefix; the day's hash is '<prefix>:<YYYY-MM-DD>' (UTC).")
+    prefix: str = Field(
+        default="checkout_recs:explore",
+        min_length=1,
+        description="Key prefix; the day's hash is '<prefix>:<YYYY-MM-DD>' (UTC).",
+    )
     lease_factor: float = Field(
-        default=4.0, ge=1.0,
+        default=4.0,
+        ge=1.0,
         description="A lease is this many times the worst-case cost of the request asking for it "
         "(more: fewer round trips, more budget idle in other replicas' leases).",
     )
     sync_every: int = Field(
-        default=200, ge=1,
+        default=200,
+        ge=1,
         description="Requests between flushes of served revenue and spend to Redis (the shared cap grows).",
     )
     timeout_ms: float = Field(
-        default=20.0, gt=0,
+        default=20.0,
+        gt=0,
         description="Redis connect and read timeout (ms); the call blocks the policy stage at most this long.",
     )
     retry_after_s: float = Field(
-        default=5.0, ge=0, description="After a Redis failure, seconds without exploration before retrying."
+        default=5.0,
+        ge=0,
+        description="After a Redis failure, seconds without exploration before retrying.",
     )
     ttl_days: int = Field(default=3, ge=1, description="Days a day's hash is kept in Redis.")
     renewal: Literal["inline", "background"] = Field(
@@ -79,21 +87,33 @@ class ExplorationConfig(BaseModel):
         description="Probability of exploring, per session class (new_user, returning, high_value).",
     )
     daily_share: float = Field(
-        default=0.03, ge=0, le=1,
+        default=0.03,
+        ge=0,
+        le=1,
         description="Cap on expected revenue given up to exploration, as a share of the expected "
         "revenue served that day (currency / currency).",
     )
     min_daily_budget: float = Field(
-        default=0.0, ge=0, description="Budget (currency) available from the first request of the day."
+        default=0.0,
+        ge=0,
+        description="Budget (currency) available from the first request of the day.",
     )
-    pool_size: int = Field(default=20, ge=1, le=200, description="Candidates in the exploration pool.")
+    pool_size: int = Field(
+        default=20, ge=1, le=200, description="Candidates in the exploration pool."
+    )
     ucb_alpha: float = Field(default=1.0, ge=0, description="Weight of the uncertainty bonus.")
-    temperature: float = Field(default=0.5, gt=0, description="Softmax temperature over pool scores.")
-    high_value_min_basket: float = Field(
-        default=200.0, ge=0, description="Basket value (currency) above which a session is high_value."
+    temperature: float = Field(
+        default=0.5, gt=0, description="Softmax temperature over pool scores."
     )
-    ledger: LedgerConfig = Field(default_factory=LedgerConfig,
-                                 description="Where the day's budget is tracked (per process or shared).")
+    high_value_min_basket: float = Field(
+        default=200.0,
+        ge=0,
+        description="Basket value (currency) above which a session is high_value.",
+    )
+    ledger: LedgerConfig = Field(
+        default_factory=LedgerConfig,
+        description="Where the day's budget is tracked (per process or shared).",
+    )
 
 
 class ExposureConfig(BaseModel):
@@ -103,24 +123,33 @@ class ExposureConfig(BaseModel):
 
     enabled: bool = True
     min_new_seller_share: float = Field(
-        default=1 / 6, ge=0, le=1,
+        default=1 / 6,
+        ge=0,
+        le=1,
         description="Target minimum share of slots for new sellers' listings (seller younger than 30 days).",
     )
     min_cold_share: float = Field(
-        default=1 / 6, ge=0, le=1,
+        default=1 / 6,
+        ge=0,
+        le=1,
         description="Target minimum share of slots for cold-start listings (see cold_days, cold_max_impressions); "
         "a floor of its own, counted apart from the new-seller floor.",
     )
     cold_slots: int = Field(
-        default=1, ge=0, le=3,
+        default=1,
+        ge=0,
+        le=3,
         description="While the cold-start share is below target, the floor tops each slate up to this many "
         "cold-start listings (reserved slots, when quality allows).",
     )
     cold_days: float = Field(
-        default=14.0, gt=0, description="A listing younger than this (days, snapshot age) is cold-start."
+        default=14.0,
+        gt=0,
+        description="A listing younger than this (days, snapshot age) is cold-start.",
     )
     cold_max_impressions: int | None = Field(
-        default=3, ge=1,
+        default=3,
+        ge=1,
         description="A young listing stops being cold-start once the window holds this many of its "
         "impressions (little exposure history left to gain); None: age only.",
     )
@@ -131,7 +160,8 @@ class ExposureConfig(BaseModel):
         "'best' (highest expected revenue first).",
     )
     min_quality: float = Field(
-        default=0.5, ge=0,
+        default=0.5,
+        ge=0,
         description="A new-seller or cold-start listing may take a reserved slot only if its expected revenue "
         "is at least this fraction of the slate's 6th-best expected revenue (quality prior).",
     )
@@ -141,9 +171,12 @@ class ExposureConfig(BaseModel):
     seller_share_min_slots: int = Field(
         default=600, ge=1, description="Served slots before the per-seller cap is enforced."
     )
-    audit_buckets: int = Field(default=8, ge=1, description="Proxy audit buckets (hash of seller id).")
+    audit_buckets: int = Field(
+        default=8, ge=1, description="Proxy audit buckets (hash of seller id)."
+    )
     skew_penalty: float = Field(
-        default=0.5, ge=0,
+        default=0.5,
+        ge=0,
         description="Score multiplier penalty per unit of a bucket's over-exposure ratio.",
     )
     window_slots: int = Field(default=60_000, ge=60, description="Slots in the sliding window.")
@@ -155,11 +188,15 @@ class PolicyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_per_seller: int = Field(default=1, ge=1, le=6, description="Items per seller in the six.")
-    max_per_category: int = Field(default=2, ge=1, le=6, description="Items per category in the six.")
+    max_per_category: int = Field(
+        default=2, ge=1, le=6, description="Items per category in the six."
+    )
     exploration: ExplorationConfig = Field(default_factory=ExplorationConfig)
     exposure: ExposureConfig = Field(default_factory=ExposureConfig)
     predictor_deadline_ms: float = Field(
-        default=40.0, gt=0, description="Deadline for the predictor answer; past it the fallback answers."
+        default=40.0,
+        gt=0,
+        description="Deadline for the predictor answer; past it the fallback answers.",
     )
     switch_cache_ttl_s: float = Field(
         default=1.0, ge=0, description="How long drift flag and kill switch reads are cached (s)."

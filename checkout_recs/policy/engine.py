@@ -49,15 +49,22 @@ class PolicyEngine:
     seed : seed of the exploration random stream.
     """
 
-    def __init__(self, catalog: ItemCatalog, cfg: PolicyConfig, complements: ComplementMap | None = None,
-                 seed: int = 7) -> None:
+    def __init__(
+        self,
+        catalog: ItemCatalog,
+        cfg: PolicyConfig,
+        complements: ComplementMap | None = None,
+        seed: int = 7,
+    ) -> None:
         self.catalog = catalog
         self.cfg = cfg
         self.complements = complements or ComplementMap({})
         self.explorer = Explorer(catalog, cfg.exploration, seed=seed)
         self.exposure = ExposureController(catalog, cfg.exposure)
 
-    def session_class(self, user: dict[str, Any] | None, catalog: ItemCatalog, basket_rows: np.ndarray) -> str:
+    def session_class(
+        self, user: dict[str, Any] | None, catalog: ItemCatalog, basket_rows: np.ndarray
+    ) -> str:
         """``new_user`` (unknown or no purchase yet), ``high_value`` (basket value over the
         threshold) or ``returning``."""
         if user is None or float(user.get("n_purchases", 0) or 0) <= 0:
@@ -83,18 +90,40 @@ class PolicyEngine:
         cat = self.catalog
         rows = prep.cand_rows
         if scores is None:
-            slate = assemble_slate(cat, np.empty(0, np.int64), np.empty(0), None, None, np.empty(0, object),
-                                   prep.fb_rows, prep.fb_sources, self.cfg.max_per_seller, self.cfg.max_per_category)
+            slate = assemble_slate(
+                cat,
+                np.empty(0, np.int64),
+                np.empty(0),
+                None,
+                None,
+                np.empty(0, object),
+                prep.fb_rows,
+                prep.fb_sources,
+                self.cfg.max_per_seller,
+                self.cfg.max_per_category,
+            )
             self.exposure.record(slate.rows)
             return slate
         pc, pp = (np.asarray(s, np.float64) for s in scores)
         er = expected_revenue(pc, pp, cat.price[rows], cat.take_rate[rows])
         keep, adj = self.exposure.adjust(rows, er)
-        slate = assemble_slate(cat, rows[keep], adj[keep], pc[keep], pp[keep], prep.cand_sources[keep],
-                               prep.fb_rows, prep.fb_sources, self.cfg.max_per_seller, self.cfg.max_per_category)
+        slate = assemble_slate(
+            cat,
+            rows[keep],
+            adj[keep],
+            pc[keep],
+            pp[keep],
+            prep.cand_sources[keep],
+            prep.fb_rows,
+            prep.fb_sources,
+            self.cfg.max_per_seller,
+            self.cfg.max_per_category,
+        )
         # report true expected revenue, not the exposure-adjusted ranking score
         true_er = dict(zip(rows.tolist(), er.tolist(), strict=True))
-        slate.scores = np.array([true_er.get(int(r), s) for r, s in zip(slate.rows, slate.scores, strict=True)])
+        slate.scores = np.array(
+            [true_er.get(int(r), s) for r, s in zip(slate.rows, slate.scores, strict=True)]
+        )
         slate = self.exposure.reserve(slate, rows, er, pc, pp, prep.cand_sources, self.cfg)
         slate = self.explorer.explore(slate, prep, rows, er, pc, pp, self.cfg)
         self.exposure.record(slate.rows)
@@ -110,7 +139,9 @@ class PolicyEngine:
             partners, _ = self._partners(int(b))
             for p in partners.tolist():
                 complement_of.setdefault(int(p), int(b))
-        return slot_reasons(cat, slate.rows, slate.sources, prep.basket_rows, complement_of, prep.request.region)
+        return slot_reasons(
+            cat, slate.rows, slate.sources, prep.basket_rows, complement_of, prep.request.region
+        )
 
     def apply_config(self, cfg: PolicyConfig) -> list[str]:
         """Use ``cfg`` from the next decision on, keeping the state: the exploration ledger (the
@@ -128,7 +159,9 @@ class PolicyEngine:
             exploration = exploration.model_copy(update={"ledger": self.cfg.exploration.ledger})
         if exposure.audit_buckets != self.cfg.exposure.audit_buckets:
             kept.append("exposure.audit_buckets")
-            exposure = exposure.model_copy(update={"audit_buckets": self.cfg.exposure.audit_buckets})
+            exposure = exposure.model_copy(
+                update={"audit_buckets": self.cfg.exposure.audit_buckets}
+            )
         new = cfg.model_copy(update={"exploration": exploration, "exposure": exposure})
         self.explorer.cfg = new.exploration
         self.explorer.ledger.cfg = new.exploration
@@ -138,8 +171,10 @@ class PolicyEngine:
 
     def gauges(self) -> PolicyGauges:
         """The exploration budget and the new-seller exposure share now (``PolicyGauges``)."""
-        return PolicyGauges(exploration_budget=self.explorer.ledger.cap(self.cfg.exploration),
-                            new_seller_share=self.exposure.new_share())
+        return PolicyGauges(
+            exploration_budget=self.explorer.ledger.cap(self.cfg.exploration),
+            new_seller_share=self.exposure.new_share(),
+        )
 
     def _partners(self, category: int) -> tuple[np.ndarray, np.ndarray]:
         return self.complements.partners.get(category, (np.empty(0, np.int32), np.empty(0)))

@@ -68,8 +68,13 @@ class Explorer:
         ``cfg.ledger.renewal``).
     """
 
-    def __init__(self, catalog: ItemCatalog, cfg: ExplorationConfig, seed: int = 7,
-                 ledger: ExplorationLedger | None = None) -> None:
+    def __init__(
+        self,
+        catalog: ItemCatalog,
+        cfg: ExplorationConfig,
+        seed: int = 7,
+        ledger: ExplorationLedger | None = None,
+    ) -> None:
         self.catalog = catalog
         self.cfg = cfg
         self.rng = np.random.default_rng(seed)
@@ -82,8 +87,15 @@ class Explorer:
         scale = float(np.mean(er)) if len(er) else 0.0
         return scale / np.sqrt(1.0 + np.maximum(n_obs, 0.0))
 
-    def draw(self, slate: Slate, rows: np.ndarray, er: np.ndarray, session_class: str,
-             max_per_seller: int, max_per_category: int) -> SlotDraw:
+    def draw(
+        self,
+        slate: Slate,
+        rows: np.ndarray,
+        er: np.ndarray,
+        session_class: str,
+        max_per_seller: int,
+        max_per_category: int,
+    ) -> SlotDraw:
         """The last slot's exact distribution before the budget check (no sampling, no state change)."""
         cfg, cat = self.cfg, self.catalog
         greedy = int(slate.rows[-1])
@@ -105,8 +117,16 @@ class Explorer:
         worst = max(g_er - float(pool_er.min()), 0.0)
         return SlotDraw(pool, q, eps, greedy, worst)
 
-    def explore(self, slate: Slate, prep: PolicyInput, rows: np.ndarray, er: np.ndarray, pc: np.ndarray,
-                pp: np.ndarray, pcfg: PolicyConfig) -> Slate:
+    def explore(
+        self,
+        slate: Slate,
+        prep: PolicyInput,
+        rows: np.ndarray,
+        er: np.ndarray,
+        pc: np.ndarray,
+        pp: np.ndarray,
+        pcfg: PolicyConfig,
+    ) -> Slate:
         """Sample the last slot, set exact propensities, charge the ledger. Returns the slate.
 
         ``slate.notes["exploration"]["budget"]`` says why exploration was allowed or not: ``ok``,
@@ -117,7 +137,9 @@ class Explorer:
             return slate
         ts = prep.request.timestamp or dt.datetime.now(dt.UTC)
         self.ledger.roll(utc_day(ts))
-        d = self.draw(slate, rows, er, prep.session_class, pcfg.max_per_seller, pcfg.max_per_category)
+        d = self.draw(
+            slate, rows, er, prep.session_class, pcfg.max_per_seller, pcfg.max_per_category
+        )
         budget: str | None = None
         if d.eps > 0:
             budget = self.ledger.reserve(d.worst) or "ok"
@@ -136,7 +158,11 @@ class Explorer:
         if d.eps > 0:
             self.ledger.settle(slate.exploration_cost, shown != d.greedy)
         slate.propensity[-1] = d.propensity(shown) if d.eps > 0 else 1.0
-        slate.notes["exploration"] = {"eps": d.eps, "pool": len(d.pool), "session_class": prep.session_class,
-                                      "budget": budget}
+        slate.notes["exploration"] = {
+            "eps": d.eps,
+            "pool": len(d.pool),
+            "session_class": prep.session_class,
+            "budget": budget,
+        }
         self.ledger.serve(float(np.sum(slate.scores)))
         return slate

@@ -149,15 +149,25 @@ class ExposureController:
         if not self.cfg.enabled or self.slots == 0:
             return keep, score
         if self.slots >= self.cfg.seller_share_min_slots and self.capped:
-            keep = ~np.isin(self.catalog.seller_id[rows], np.fromiter(self.capped, np.int64, len(self.capped)))
+            keep = ~np.isin(
+                self.catalog.seller_id[rows], np.fromiter(self.capped, np.int64, len(self.capped))
+            )
         share = self.bucket_counts / self.slots
         over = np.maximum(share * self.cfg.audit_buckets - 1.0, 0.0)
         factor = np.maximum(0.1, 1.0 - self.cfg.skew_penalty * over)
         score *= factor[self.bucket(self.catalog.seller_id[rows])]
         return keep, score
 
-    def reserve(self, slate: Slate, rows: np.ndarray, er: np.ndarray, pc: np.ndarray, pp: np.ndarray,
-                sources: np.ndarray, pcfg: PolicyConfig) -> Slate:
+    def reserve(
+        self,
+        slate: Slate,
+        rows: np.ndarray,
+        er: np.ndarray,
+        pc: np.ndarray,
+        pp: np.ndarray,
+        sources: np.ndarray,
+        pcfg: PolicyConfig,
+    ) -> Slate:
         """Apply the two floors (new sellers, then cold-start listings) to a greedy six.
 
         Parameters
@@ -183,16 +193,27 @@ class ExposureController:
         order = np.lexsort((self.catalog.listing_id[rows], -er))
         order = order[er[order] >= floor]  # the quality prior
         picks: list[tuple[int, str]] = []
-        due = (("new_seller", self.new_share(), cfg.min_new_seller_share, 1, self.is_new),
-               ("cold_start", self.cold_share(), cfg.min_cold_share, cfg.cold_slots, self.is_cold))
+        due = (
+            ("new_seller", self.new_share(), cfg.min_new_seller_share, 1, self.is_new),
+            ("cold_start", self.cold_share(), cfg.min_cold_share, cfg.cold_slots, self.is_cold),
+        )
         for name, share, target, want, group in due:
             if target <= 0 or share >= target:
                 continue
             mask = group(rows)
-            ranked = self.least_shown_first(order, rows) if name == "cold_start" and cfg.cold_order == "least_shown" else order
+            ranked = (
+                self.least_shown_first(order, rows)
+                if name == "cold_start" and cfg.cold_order == "least_shown"
+                else order
+            )
             while len(picks) < _MAX_RESERVED:
-                now, after = (np.asarray([*slate.rows[: n - len(picks)].tolist(), *(int(rows[i]) for i, _ in picks)],
-                                         np.int64) for n in (6, 5))
+                now, after = (
+                    np.asarray(
+                        [*slate.rows[: n - len(picks)].tolist(), *(int(rows[i]) for i, _ in picks)],
+                        np.int64,
+                    )
+                    for n in (6, 5)
+                )
                 if int(group(now).sum()) >= want:
                     break
                 i = self._best(ranked, rows, mask, after, pcfg)
@@ -208,8 +229,14 @@ class ExposureController:
         shown = np.fromiter((self.listing_counts.get(i, 0) for i in ids), np.int64, len(ids))
         return order[np.argsort(shown, kind="stable")]
 
-    def _best(self, order: np.ndarray, rows: np.ndarray, mask: np.ndarray, held: np.ndarray,
-              pcfg: PolicyConfig) -> int:
+    def _best(
+        self,
+        order: np.ndarray,
+        rows: np.ndarray,
+        mask: np.ndarray,
+        held: np.ndarray,
+        pcfg: PolicyConfig,
+    ) -> int:
         """Index (into ``rows``) of the best qualifying group member that fits ``held``, or -1."""
         cat = self.catalog
         sellers = cat.seller_id[held].tolist()
@@ -219,14 +246,25 @@ class ExposureController:
         for i in order[mask[order]].tolist():
             r = int(rows[i])
             s = int(cat.seller_id[r])
-            if (r in taken or s in capped or sellers.count(s) >= pcfg.max_per_seller
-                    or cats.count(int(cat.category_id[r])) >= pcfg.max_per_category):
+            if (
+                r in taken
+                or s in capped
+                or sellers.count(s) >= pcfg.max_per_seller
+                or cats.count(int(cat.category_id[r])) >= pcfg.max_per_category
+            ):
                 continue
             return int(i)
         return -1
 
-    def _place(self, slate: Slate, picks: list[tuple[int, str]], rows: np.ndarray, er: np.ndarray,
-               pc: np.ndarray, pp: np.ndarray) -> Slate:
+    def _place(
+        self,
+        slate: Slate,
+        picks: list[tuple[int, str]],
+        rows: np.ndarray,
+        er: np.ndarray,
+        pc: np.ndarray,
+        pp: np.ndarray,
+    ) -> Slate:
         """``head[:5-k] + picks + [head[5-k]]``: reserved items just before the exploration slot."""
         k = len(picks)
         keep = [*range(5 - k), 5 - k]

@@ -39,7 +39,8 @@ class ComplementMap:
 
     partners: dict[int, tuple[np.ndarray, np.ndarray]]
     _pools: dict[tuple[tuple[int, ...], int], tuple[np.ndarray, np.ndarray, np.ndarray]] = field(
-        default_factory=dict, init=False, repr=False, compare=False)
+        default_factory=dict, init=False, repr=False, compare=False
+    )
     _pool_catalog: ItemCatalog | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
@@ -48,14 +49,18 @@ class ComplementMap:
         if df is None or len(df) == 0:
             return cls({})
         if "event_timestamp" in df.columns:
-            df = df.sort_values("event_timestamp").drop_duplicates(["category_a", "category_b"], keep="last")
+            df = df.sort_values("event_timestamp").drop_duplicates(
+                ["category_a", "category_b"], keep="last"
+            )
         df = df[df["category_a"] != df["category_b"]]
         top = float(df["co_purchase_strength"].max() or 1.0)
         partners: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         for a, grp in df.groupby("category_a", sort=False):
             g = grp.nlargest(k, "co_purchase_strength")
-            partners[int(a)] = (g["category_b"].to_numpy(np.int32),
-                                g["co_purchase_strength"].to_numpy(np.float64) / top)
+            partners[int(a)] = (
+                g["category_b"].to_numpy(np.int32),
+                g["co_purchase_strength"].to_numpy(np.float64) / top,
+            )
         return cls(partners)
 
     def for_basket(self, basket_categories: np.ndarray) -> dict[int, float]:
@@ -68,8 +73,9 @@ class ComplementMap:
                     out[p] = s
         return out
 
-    def pool(self, catalog: ItemCatalog, basket_categories: tuple[int, ...],
-             rcode: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def pool(
+        self, catalog: ItemCatalog, basket_categories: tuple[int, ...], rcode: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Ranked fallback pool (rows int64, scores float64, sources object; basket not removed)
         for distinct basket categories and a region code, cached per catalogue (read-only arrays)."""
         if catalog is not self._pool_catalog:
@@ -80,16 +86,22 @@ class ComplementMap:
         if hit is None:
             if len(self._pools) >= POOL_CACHE_SIZE:
                 self._pools.clear()
-            hit = _ranked_pool(catalog, self.for_basket(np.asarray(basket_categories, np.int64)), rcode)
+            hit = _ranked_pool(
+                catalog, self.for_basket(np.asarray(basket_categories, np.int64)), rcode
+            )
             for a in hit:
                 a.flags.writeable = False
             self._pools[key] = hit
         return hit
 
 
-def fallback_candidates(catalog: ItemCatalog, complements: ComplementMap, basket_ids: np.ndarray,
-                        region: str, basket_rows: np.ndarray | None = None,
-                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def fallback_candidates(
+    catalog: ItemCatalog,
+    complements: ComplementMap,
+    basket_ids: np.ndarray,
+    region: str,
+    basket_rows: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fallback pool and scores for one checkout.
 
     The ranked pool depends only on the basket's distinct categories and the region, so it is
@@ -124,8 +136,9 @@ def fallback_candidates(catalog: ItemCatalog, complements: ComplementMap, basket
     return rows.copy(), scores.copy(), sources.copy()
 
 
-def _ranked_pool(catalog: ItemCatalog, partner: dict[int, float],
-                 rcode: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _ranked_pool(
+    catalog: ItemCatalog, partner: dict[int, float], rcode: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The fallback pool of a basket whose partner categories are ``partner``, ranked, basket kept."""
     pools = [catalog.by_category.get(c, np.empty(0, np.int64))[:POOL_PER_LIST] for c in partner]
     pools.append(catalog.by_region.get(rcode, np.empty(0, np.int64)))
@@ -140,8 +153,11 @@ def _ranked_pool(catalog: ItemCatalog, partner: dict[int, float],
         cats = catalog.category_id[rows].astype(np.int64)
         pos = np.clip(np.searchsorted(keys, cats), 0, len(keys) - 1)
         strength = np.where(keys[pos] == cats, vals[pos], 0.0)
-    scores = ((1.0 + COMPLEMENT_WEIGHT * strength) * (catalog.popularity[rows] + 1.0)
-              * (1.0 + REGION_WEIGHT * (catalog.region_code[rows] == rcode)))
+    scores = (
+        (1.0 + COMPLEMENT_WEIGHT * strength)
+        * (catalog.popularity[rows] + 1.0)
+        * (1.0 + REGION_WEIGHT * (catalog.region_code[rows] == rcode))
+    )
     order = np.lexsort((catalog.listing_id[rows], -scores))
     sources = np.where(strength[order] > 0, "complement", "popular").astype(object)
     return rows[order], scores[order], sources

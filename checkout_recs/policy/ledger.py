@@ -132,15 +132,20 @@ class RedisLedger(ExplorationLedger):
     """
 
     def __init__(self, cfg: ExplorationConfig, url: str, client: Any = None) -> None:
-        import redis
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
+        import redis  # lazy: the Redis backend is optional (memory backend needs nothing)
+        from redis.backoff import (
+            NoBackoff,  # lazy: the Redis backend is optional (memory backend needs nothing)
+        )
+        from redis.retry import (
+            Retry,
+        )  # lazy: the Redis backend is optional (memory backend needs nothing)
 
         super().__init__(cfg)
         timeout = cfg.ledger.timeout_ms / 1e3
         # no client-side retries: a failure must cost one timeout at most, then ``retry_after_s``
         self.redis: Any = client or redis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0))
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
+        )
         self._script = self.redis.register_script(_SYNC_LUA)
         self._errors = (redis.RedisError, OSError)
         self.syncs = self.failures = 0
@@ -185,7 +190,11 @@ class RedisLedger(ExplorationLedger):
 
     def close(self) -> None:
         """Flush today's pending deltas and release the lease (one round trip; nothing on failure)."""
-        if self.day is not None and self._held + self._pend_served + self._pend_requests > 0 and self.available:
+        if (
+            self.day is not None
+            and self._held + self._pend_served + self._pend_requests > 0
+            and self.available
+        ):
             self._sync(0)
         self._lease = 0
 
@@ -210,19 +219,40 @@ class RedisLedger(ExplorationLedger):
             self._sync(self._want)
 
     def _new_day(self, old: dt.date | None) -> None:
-        if old is not None and self._held + self._pend_served + self._pend_requests > 0 and self.available:
+        if (
+            old is not None
+            and self._held + self._pend_served + self._pend_requests > 0
+            and self.available
+        ):
             self._sync(0, day=old)  # flush yesterday and release its lease
         self._reset(new_day=True)
 
-    def _call(self, day: dt.date | None, served: int, spent: int, held_delta: int, want: int, explored: int,
-              requests: int) -> tuple[int, int] | None:
+    def _call(
+        self,
+        day: dt.date | None,
+        served: int,
+        spent: int,
+        held_delta: int,
+        want: int,
+        explored: int,
+        requests: int,
+    ) -> tuple[int, int] | None:
         """One script call on ``day``'s hash (micro-currency): add ``served``, ``spent``, ``explored``,
         ``requests``; add ``held_delta`` to held; lease up to ``want``. Returns (grant, cap), or None on a
         Redis failure (counted; no exploration from new leases for ``retry_after_s``)."""
         key = self.key(day or self.day or utc_day(dt.datetime.now(dt.UTC)))
         min_budget = min(round(self.cfg.min_daily_budget * MICRO), 2**53)
-        args: list[int | str] = [served, spent, held_delta, max(want, 0), repr(self.cfg.daily_share), min_budget,
-                                 explored, requests, self.cfg.ledger.ttl_days * 86400]
+        args: list[int | str] = [
+            served,
+            spent,
+            held_delta,
+            max(want, 0),
+            repr(self.cfg.daily_share),
+            min_budget,
+            explored,
+            requests,
+            self.cfg.ledger.ttl_days * 86400,
+        ]
         self.syncs += 1
         try:
             grant, cap, *_ = self._script(keys=[key], args=args)
@@ -234,8 +264,15 @@ class RedisLedger(ExplorationLedger):
 
     def _sync(self, want: int, day: dt.date | None = None) -> bool:
         """One script call: flush pending deltas, release the held lease, lease ``want``."""
-        got = self._call(day, self._pend_served, self._pend_spent, -self._held, want, self._pend_explored,
-                         self._pend_requests)
+        got = self._call(
+            day,
+            self._pend_served,
+            self._pend_spent,
+            -self._held,
+            want,
+            self._pend_explored,
+            self._pend_requests,
+        )
         if got is None:
             self._reset(new_day=False)  # whatever we held stays held in Redis for the day: safe
             return False
@@ -257,5 +294,6 @@ class RedisLedger(ExplorationLedger):
         except self._errors:
             return {}
         out = {k.decode() if isinstance(k, bytes) else str(k): int(v) for k, v in raw.items()}
-        return {k: (v / MICRO if k in ("served", "spent", "held") else float(v)) for k, v in out.items()}
-
+        return {
+            k: (v / MICRO if k in ("served", "spent", "held") else float(v)) for k, v in out.items()
+        }

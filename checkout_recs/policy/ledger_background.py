@@ -53,7 +53,9 @@ class BackgroundRedisLedger(RedisLedger):
     low_water : renew below this share of the target lease (0 < low_water <= 1).
     """
 
-    def __init__(self, cfg: ExplorationConfig, url: str, client: Any = None, low_water: float = LOW_WATER) -> None:
+    def __init__(
+        self, cfg: ExplorationConfig, url: str, client: Any = None, low_water: float = LOW_WATER
+    ) -> None:
         self._lock = threading.Lock()
         self._jobs: list[tuple[dt.date, int, int, int, int, int]] = []  # days to flush and release
         self._max_worst = 0  # micro-currency, largest worst case seen today
@@ -99,8 +101,16 @@ class BackgroundRedisLedger(RedisLedger):
     def _new_day(self, old: dt.date | None) -> None:
         with self._lock:
             if old is not None and self._held + self._pend_served + self._pend_requests > 0:
-                self._jobs.append((old, self._pend_served, self._pend_spent, -self._held, self._pend_explored,
-                                   self._pend_requests))
+                self._jobs.append(
+                    (
+                        old,
+                        self._pend_served,
+                        self._pend_spent,
+                        -self._held,
+                        self._pend_explored,
+                        self._pend_requests,
+                    )
+                )
             self._reset(new_day=True)
             self._max_worst = 0
         self._kick.set()
@@ -127,14 +137,20 @@ class BackgroundRedisLedger(RedisLedger):
         with self._lock:
             jobs, self._jobs = self._jobs, []
         for day, served, spent, held_delta, explored, requests in jobs:
-            self._call(day, served, spent, held_delta, 0, explored, requests)  # failure: leaked, safe
+            self._call(
+                day, served, spent, held_delta, 0, explored, requests
+            )  # failure: leaked, safe
 
     def _renew(self, release: bool) -> None:
         """One script call for today: flush pending deltas, top the lease up (or release it all)."""
         with self._lock:
             day = self.day
-            served, spent, explored, requests = (self._pend_served, self._pend_spent, self._pend_explored,
-                                                 self._pend_requests)
+            served, spent, explored, requests = (
+                self._pend_served,
+                self._pend_spent,
+                self._pend_explored,
+                self._pend_requests,
+            )
             self._pend_served = self._pend_spent = self._pend_explored = self._pend_requests = 0
             self._since_sync = 0
             if release:  # shutdown: give back the unspent lease too

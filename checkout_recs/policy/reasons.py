@@ -19,13 +19,21 @@ def category_label(catalog: ItemCatalog, category_id: int) -> str:
         names = {}
         if "category_name" in catalog.frame.columns:
             sub = catalog.frame[["category_id", "category_name"]].drop_duplicates("category_id")
-            names = dict(zip(sub["category_id"].astype(int), sub["category_name"].astype(str), strict=True))
+            names = dict(
+                zip(sub["category_id"].astype(int), sub["category_name"].astype(str), strict=True)
+            )
         catalog._category_names = names  # type: ignore[attr-defined]
     return names.get(int(category_id), f"category {int(category_id)}")
 
 
-def slot_reasons(catalog: ItemCatalog, rows: np.ndarray, sources: list[str], basket_rows: np.ndarray,
-                 complement_of: dict[int, int], region: str) -> list[str]:
+def slot_reasons(
+    catalog: ItemCatalog,
+    rows: np.ndarray,
+    sources: list[str],
+    basket_rows: np.ndarray,
+    complement_of: dict[int, int],
+    region: str,
+) -> list[str]:
     """One reason per slot.
 
     Parameters

@@ -17,8 +17,9 @@ from checkout_recs.contract import SLATE_SIZE
 from checkout_recs.policy.catalog import ItemCatalog
 
 
-def expected_revenue(p_click: np.ndarray, p_purchase: np.ndarray, price: np.ndarray,
-                     take_rate: np.ndarray) -> np.ndarray:
+def expected_revenue(
+    p_click: np.ndarray, p_purchase: np.ndarray, price: np.ndarray, take_rate: np.ndarray
+) -> np.ndarray:
     """Expected revenue per candidate, float64 (n,) in currency units; NaN/negative inputs -> 0."""
     er = np.asarray(p_click, np.float64) * np.asarray(p_purchase, np.float64) * price * take_rate
     return np.nan_to_num(np.clip(er, 0.0, None), nan=0.0)
@@ -26,8 +27,9 @@ def expected_revenue(p_click: np.ndarray, p_purchase: np.ndarray, price: np.ndar
 
 def prior_expected_revenue(catalog: ItemCatalog, rows: np.ndarray) -> np.ndarray:
     """Expected revenue from the snapshot's smoothed rates (no model), float64 (n,)."""
-    return expected_revenue(catalog.ctr[rows], catalog.cvr[rows], catalog.price[rows],
-                            catalog.take_rate[rows])
+    return expected_revenue(
+        catalog.ctr[rows], catalog.cvr[rows], catalog.price[rows], catalog.take_rate[rows]
+    )
 
 
 @dataclass
@@ -73,8 +75,13 @@ class _Picker:
             chosen.add(r)
 
 
-def greedy_rows(catalog: ItemCatalog, ranked: list[np.ndarray], max_per_seller: int,
-                max_per_category: int, k: int = SLATE_SIZE) -> tuple[list[int], list[int]]:
+def greedy_rows(
+    catalog: ItemCatalog,
+    ranked: list[np.ndarray],
+    max_per_seller: int,
+    max_per_category: int,
+    k: int = SLATE_SIZE,
+) -> tuple[list[int], list[int]]:
     """Greedy diverse pick over pools in priority order.
 
     Parameters
@@ -88,7 +95,11 @@ def greedy_rows(catalog: ItemCatalog, ranked: list[np.ndarray], max_per_seller: 
     """
     p = _Picker(catalog, max_per_seller, max_per_category)
     big = k + 1
-    for seller_cap, cat_cap in ((max_per_seller, max_per_category), (max_per_seller, big), (big, big)):
+    for seller_cap, cat_cap in (
+        (max_per_seller, max_per_category),
+        (max_per_seller, big),
+        (big, big),
+    ):
         for tag, pool in enumerate(ranked):
             p.take(pool, tag, seller_cap, cat_cap, k)
         if len(p.rows) >= k:
@@ -96,10 +107,18 @@ def greedy_rows(catalog: ItemCatalog, ranked: list[np.ndarray], max_per_seller: 
     return p.rows, p.origin
 
 
-def assemble_slate(catalog: ItemCatalog, cand_rows: np.ndarray, er: np.ndarray,
-                   p_click: np.ndarray | None, p_purchase: np.ndarray | None,
-                   cand_sources: np.ndarray, fb_rows: np.ndarray, fb_sources: np.ndarray,
-                   max_per_seller: int = 1, max_per_category: int = 2) -> Slate:
+def assemble_slate(
+    catalog: ItemCatalog,
+    cand_rows: np.ndarray,
+    er: np.ndarray,
+    p_click: np.ndarray | None,
+    p_purchase: np.ndarray | None,
+    cand_sources: np.ndarray,
+    fb_rows: np.ndarray,
+    fb_sources: np.ndarray,
+    max_per_seller: int = 1,
+    max_per_category: int = 2,
+) -> Slate:
     """Deterministic six: candidates by expected revenue, then the fallback pool.
 
     Parameters
@@ -113,9 +132,14 @@ def assemble_slate(catalog: ItemCatalog, cand_rows: np.ndarray, er: np.ndarray,
     -------
     Slate with fewer than six rows only if fewer than six distinct in-stock rows were given.
     """
-    order = np.lexsort((catalog.listing_id[cand_rows], -er)) if len(cand_rows) else np.empty(0, np.int64)
+    order = (
+        np.lexsort((catalog.listing_id[cand_rows], -er))
+        if len(cand_rows)
+        else np.empty(0, np.int64)
+    )
     ranked = cand_rows[order]
     rows, origin = greedy_rows(catalog, [ranked, fb_rows], max_per_seller, max_per_category)
+
     def pos(pool: np.ndarray, r: int) -> int:
         return int(np.flatnonzero(pool == r)[0])
 
@@ -134,5 +158,12 @@ def assemble_slate(catalog: ItemCatalog, cand_rows: np.ndarray, er: np.ndarray,
         else:
             scores[j] = prior[j]
             sources.append(str(fb_sources[pos(fb_rows, r)]))
-    return Slate(rows=np.asarray(rows, np.int64), scores=scores, p_click=pc, p_purchase=pp,
-                 propensity=np.ones(k), sources=sources, from_fallback=from_fb)
+    return Slate(
+        rows=np.asarray(rows, np.int64),
+        scores=scores,
+        p_click=pc,
+        p_purchase=pp,
+        propensity=np.ones(k),
+        sources=sources,
+        from_fallback=from_fb,
+    )

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
+from checkout_recs.models.user_encoder import FastUserEncoder
 from checkout_recs.retrieval.index import RetrievalIndex
 from checkout_recs.retrieval.neighbours import NeighbourTable, item_knn_table
 
@@ -42,11 +43,21 @@ class CandidateConfig(BaseModel):
     complement: int = Field(default=60, ge=0)
     popular: int = Field(default=50, ge=0)
     cold_start: int = Field(default=30, ge=0)
-    complement_categories: int = Field(default=3, ge=1, description="Complement categories per basket category.")
-    max_complement_categories: int = Field(default=4, ge=1, description="Categories searched per request.")
-    cf_history: int = Field(default=20, ge=1, description="Recent items (with the basket) the CF source reads.")
-    cf_decay: float = Field(default=0.7, gt=0, le=1, description="Weight per step back in the history.")
-    cold_start_age_days: float = Field(default=7.0, description="Listings younger than this are 'new'.")
+    complement_categories: int = Field(
+        default=3, ge=1, description="Complement categories per basket category."
+    )
+    max_complement_categories: int = Field(
+        default=4, ge=1, description="Categories searched per request."
+    )
+    cf_history: int = Field(
+        default=20, ge=1, description="Recent items (with the basket) the CF source reads."
+    )
+    cf_decay: float = Field(
+        default=0.7, gt=0, le=1, description="Weight per step back in the history."
+    )
+    cold_start_age_days: float = Field(
+        default=7.0, description="Listings younger than this are 'new'."
+    )
 
 
 @dataclass
@@ -92,23 +103,35 @@ def _popularity(snap: pd.DataFrame) -> np.ndarray:
 class CandidateGenerator:
     """Blends the candidate sources for one request; build once per bundle."""
 
-    def __init__(self, index: RetrievalIndex, two_tower=None, co_purchase: pd.DataFrame | None = None,
-                 category_pairs: pd.DataFrame | None = None, cfg: CandidateConfig | None = None,
-                 item_knn: pd.DataFrame | None = None, user_encoder=None) -> None:
+    def __init__(
+        self,
+        index: RetrievalIndex,
+        two_tower=None,
+        co_purchase: pd.DataFrame | None = None,
+        category_pairs: pd.DataFrame | None = None,
+        cfg: CandidateConfig | None = None,
+        item_knn: pd.DataFrame | None = None,
+        user_encoder=None,
+    ) -> None:
         """``two_tower``: a loaded ``TwoTowerModel``, or ``user_encoder``: its ``FastUserEncoder``
         (what serving passes: no torch in the process); neither: no ANN / complement search."""
         self.index = index
         self._user_enc = user_encoder
         if two_tower is not None and user_encoder is None:
-            from checkout_recs.models.user_encoder import FastUserEncoder
+            pass
 
             self._user_enc = FastUserEncoder.from_model(two_tower)
         self.cfg = cfg or CandidateConfig()
         snap = index.snapshot
         ranked = snap.iloc[np.argsort(-_popularity(snap), kind="stable")]
-        self._popular = {str(r): g["listing_id"].to_numpy(np.int64)[: 4 * self.cfg.popular]
-                         for r, g in ranked.groupby("region", sort=False)}
-        self._by_cat = {int(c): g["listing_id"].to_numpy(np.int64)[:200] for c, g in ranked.groupby("category_id")}
+        self._popular = {
+            str(r): g["listing_id"].to_numpy(np.int64)[: 4 * self.cfg.popular]
+            for r, g in ranked.groupby("region", sort=False)
+        }
+        self._by_cat = {
+            int(c): g["listing_id"].to_numpy(np.int64)[:200]
+            for c, g in ranked.groupby("category_id")
+        }
         self._cold = self._cold_pool(snap)
         self._co = NeighbourTable.from_frame(co_purchase, "listing_a", "listing_b", "strength", 100)
         self._knn = NeighbourTable.from_frame(item_knn, "listing_a", "listing_b", "similarity", 100)
@@ -117,11 +140,15 @@ class CandidateGenerator:
     # ---------------------------------------------------------------- precomputation
     def _cold_pool(self, snap: pd.DataFrame) -> dict[str, np.ndarray]:
         if "age_days" in snap:
-            young = snap[snap["age_days"] <= self.cfg.cold_start_age_days].sort_values("age_days", kind="stable")
+            young = snap[snap["age_days"] <= self.cfg.cold_start_age_days].sort_values(
+                "age_days", kind="stable"
+            )
         else:
             young = snap.iloc[0:0]
-        return {str(r): g["listing_id"].to_numpy(np.int64)[: 4 * self.cfg.cold_start]
-                for r, g in young.groupby("region", sort=False)}
+        return {
+            str(r): g["listing_id"].to_numpy(np.int64)[: 4 * self.cfg.cold_start]
+            for r, g in young.groupby("region", sort=False)
+        }
 
     def _complement_categories(self, pairs: pd.DataFrame | None) -> dict[int, np.ndarray]:
         """category → its strongest complement categories (int64, strongest first)."""
@@ -130,9 +157,13 @@ class CandidateGenerator:
         if "event_timestamp" in pairs:
             pairs = pairs[pairs["event_timestamp"] == pairs["event_timestamp"].max()]
         pairs = pairs[pairs["category_a"] != pairs["category_b"]]
-        pairs = pairs.sort_values(["category_a", "co_purchase_strength"], ascending=[True, False], kind="stable")
-        return {int(a): g["category_b"].to_numpy(np.int64)[: self.cfg.complement_categories]
-                for a, g in pairs.groupby("category_a")}
+        pairs = pairs.sort_values(
+            ["category_a", "co_purchase_strength"], ascending=[True, False], kind="stable"
+        )
+        return {
+            int(a): g["category_b"].to_numpy(np.int64)[: self.cfg.complement_categories]
+            for a, g in pairs.groupby("category_a")
+        }
 
     # ---------------------------------------------------------------- per request
     def user_vector(self, req: CandidateRequest) -> np.ndarray | None:
@@ -159,17 +190,31 @@ class CandidateGenerator:
         if vec is not None and cfg.ann:
             ids, _ = self.index.search(vec[None, :], cfg.ann + len(basket), region=region)
             ann = ids[0][ids[0] >= 0]
-        history = np.asarray(list(req.recent_listing_ids) + list(req.basket), np.int64)[-cfg.cf_history:]
-        cf = self._knn.scored(history, cfg.cf_decay) if cfg.cf_residual and len(self._knn) else _NONE
+        history = np.asarray(list(req.recent_listing_ids) + list(req.basket), np.int64)[
+            -cfg.cf_history :
+        ]
+        cf = (
+            self._knn.scored(history, cfg.cf_decay) if cfg.cf_residual and len(self._knn) else _NONE
+        )
         co = _interleave([a for a, _ in self._co.lookup(basket)]) if len(self._co) else _NONE
-        parts = [ann, cf, co, self._complement(vec, basket, req.region),
-                 self._popular.get(req.region, _NONE), self._cold.get(req.region, _NONE)]
+        parts = [
+            ann,
+            cf,
+            co,
+            self._complement(vec, basket, req.region),
+            self._popular.get(req.region, _NONE),
+            self._cold.get(req.region, _NONE),
+        ]
         return self._blend(parts, basket)
 
     def _complement(self, vec: np.ndarray | None, basket: np.ndarray, region: str) -> np.ndarray:
         """Listings of the basket's complement categories: user-vector search inside each."""
         cats = [c for c in dict.fromkeys(self.index.categories_of(basket).tolist()) if c >= 0]
-        comp = [c for c in dict.fromkeys(int(b) for a in cats for b in self._comp.get(a, _NONE)) if c not in cats]
+        comp = [
+            c
+            for c in dict.fromkeys(int(b) for a in cats for b in self._comp.get(a, _NONE))
+            if c not in cats
+        ]
         comp = comp[: self.cfg.max_complement_categories]
         if not comp or not self.cfg.complement:
             return _NONE
@@ -182,7 +227,10 @@ class CandidateGenerator:
     def _blend(self, parts: list[np.ndarray], basket: np.ndarray) -> Candidates:
         """Sources in order; each adds up to its quota of live listings not taken before."""
         limits = [getattr(self.cfg, s) for s in SOURCES]
-        parts = [p[: 2 * lim + len(basket) + 100] if lim else p[:0] for p, lim in zip(parts, limits, strict=True)]
+        parts = [
+            p[: 2 * lim + len(basket) + 100] if lim else p[:0]
+            for p, lim in zip(parts, limits, strict=True)
+        ]
         flat = np.concatenate(parts) if parts else _NONE
         live_mask = self.index.is_live(flat)
         live = live_mask.tolist()
@@ -190,7 +238,9 @@ class CandidateGenerator:
         ids_out: list[int] = []
         src_out: list[str] = []
         pos = 0
-        if len(parts[0]) and _distinct(parts[0]):  # the ANN's ids are distinct: its share in one step
+        if len(parts[0]) and _distinct(
+            parts[0]
+        ):  # the ANN's ids are distinct: its share in one step
             first = parts[0][live_mask[: len(parts[0])] & ~np.isin(parts[0], basket)][: limits[0]]
             ids_out, src_out = first.tolist(), [SOURCES[0]] * len(first)
             taken.update(ids_out)
@@ -210,9 +260,16 @@ class CandidateGenerator:
 
     # ---------------------------------------------------------------- loading
     @classmethod
-    def from_folders(cls, index_dir: Path, two_tower_dir: Path, co_purchase: pd.DataFrame | None = None,
-                     category_pairs: pd.DataFrame | None = None, item_knn: pd.DataFrame | None = None,
-                     cfg: CandidateConfig | None = None, snapshot: pd.DataFrame | None = None) -> CandidateGenerator:
+    def from_folders(
+        cls,
+        index_dir: Path,
+        two_tower_dir: Path,
+        co_purchase: pd.DataFrame | None = None,
+        category_pairs: pd.DataFrame | None = None,
+        item_knn: pd.DataFrame | None = None,
+        cfg: CandidateConfig | None = None,
+        snapshot: pd.DataFrame | None = None,
+    ) -> CandidateGenerator:
         """Build from an index folder (``RetrievalIndex.save``) and a two-tower model folder
         (``TwoTowerModel.save``; only its user tower is loaded, as ``FastUserEncoder``).
 
@@ -220,11 +277,12 @@ class CandidateGenerator:
         (``candidate_tables``), None when absent; ``snapshot``: the index folder's
         ``snapshot.parquet`` when the caller has read it (shared, see ``RetrievalIndex.load``).
         """
-        from checkout_recs.models.user_encoder import FastUserEncoder
 
         index = RetrievalIndex.load(Path(index_dir), snapshot=snapshot)
         enc = FastUserEncoder.from_dir(Path(two_tower_dir))
-        return cls(index, None, co_purchase, category_pairs, cfg, item_knn=item_knn, user_encoder=enc)
+        return cls(
+            index, None, co_purchase, category_pairs, cfg, item_knn=item_knn, user_encoder=enc
+        )
 
 
 def _maybe(path: Path) -> pd.DataFrame | None:

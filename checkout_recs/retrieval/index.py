@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from checkout_recs.models.inputs import listing_snapshot
 from checkout_recs.retrieval.index_build import (
     IndexConfig,
     IndexManifest,
@@ -34,6 +35,7 @@ from checkout_recs.retrieval.index_build import (
     group_order,
     needs_rerank,
 )
+from checkout_recs.storage import new_version, open_store
 
 _EMPTY = np.empty(0, np.int64)
 
@@ -41,17 +43,30 @@ _EMPTY = np.empty(0, np.int64)
 class RetrievalIndex:
     """Embeddings + FAISS indexes + snapshot, searchable globally, per region or per category."""
 
-    def __init__(self, ids: np.ndarray, emb: np.ndarray, snapshot: pd.DataFrame,
-                 cfg: IndexConfig, indexes: dict[str, Any], manifest: IndexManifest) -> None:
+    def __init__(
+        self,
+        ids: np.ndarray,
+        emb: np.ndarray,
+        snapshot: pd.DataFrame,
+        cfg: IndexConfig,
+        indexes: dict[str, Any],
+        manifest: IndexManifest,
+    ) -> None:
         self.ids = np.asarray(ids, np.int64)
         # a frame already 0..n-1 is kept as is (shared with the caller, never modified in place)
-        plain = isinstance(snapshot.index, pd.RangeIndex) and snapshot.index.start == 0 and snapshot.index.step == 1
+        plain = (
+            isinstance(snapshot.index, pd.RangeIndex)
+            and snapshot.index.start == 0
+            and snapshot.index.step == 1
+        )
         self.snapshot = snapshot if plain else snapshot.reset_index(drop=True)
         self.cfg = cfg
         self.indexes = indexes  # "" is the global index, else a region
         self._needs_rerank = {k: needs_rerank(v) for k, v in indexes.items()}
         self.manifest = manifest
-        self.alive = np.ones(len(self.ids), bool)  # change only through add / remove (a store-order copy follows)
+        self.alive = np.ones(
+            len(self.ids), bool
+        )  # change only through add / remove (a store-order copy follows)
         # float16 on disk (embeddings.npy); float32 in memory, grouped by (category, region)
         self._reindex(np.asarray(emb, np.float16).astype(np.float32))
 
@@ -74,28 +89,40 @@ class RetrievalIndex:
             codes, names = pd.factorize(self.snapshot["region"].astype(str))
             self._region = codes.astype(np.int32)
             self._region_code = {str(r): i for i, r in enumerate(names)}
-        self._category = (self.snapshot["category_id"].to_numpy(np.int64)
-                          if "category_id" in self.snapshot else None)
+        self._category = (
+            self.snapshot["category_id"].to_numpy(np.int64)
+            if "category_id" in self.snapshot
+            else None
+        )
         self._order, self._groups = group_order(self._category, self._region, len(self.ids))
         self._pos = np.empty(len(self.ids), np.int64)  # row → position in the store
         self._pos[self._order] = np.arange(len(self.ids))
         # each (category, region) is a contiguous block: exact in-category search reads no scattered rows
         self._store = np.ascontiguousarray(vectors[self._order], np.float32)
-        self._alive_store = self.alive[self._order]  # ``alive`` in store order (kept in step by remove)
+        self._alive_store = self.alive[
+            self._order
+        ]  # ``alive`` in store order (kept in step by remove)
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_embeddings(cls, ids: np.ndarray, emb: np.ndarray, snapshot: pd.DataFrame,
-                        cfg: IndexConfig | None = None, version: str = "adhoc",
-                        model_version: str | None = None) -> RetrievalIndex:
+    def from_embeddings(
+        cls,
+        ids: np.ndarray,
+        emb: np.ndarray,
+        snapshot: pd.DataFrame,
+        cfg: IndexConfig | None = None,
+        version: str = "adhoc",
+        model_version: str | None = None,
+    ) -> RetrievalIndex:
         """Build every index for ``emb`` (n, d) with ids (n,) and the aligned ``snapshot``."""
         cfg = cfg or IndexConfig()
         indexes, manifest = build_faiss(ids, emb, snapshot, cfg, version, model_version)
         return cls(ids, emb, snapshot, cfg, indexes, manifest)
 
     # ------------------------------------------------------------------ search
-    def search(self, queries: np.ndarray, k: int, region: str | None = None,
-               category: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, region: str | None = None, category: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k listings by inner product.
 
         Parameters
@@ -123,8 +150,9 @@ class RetrievalIndex:
             return self._exact(q, self._region_rows(region), k)
         return self._ann(q, k, region)
 
-    def search_categories(self, query: np.ndarray, k: int, categories: list[int],
-                          region: str | None = None) -> list[np.ndarray]:
+    def search_categories(
+        self, query: np.ndarray, k: int, categories: list[int], region: str | None = None
+    ) -> list[np.ndarray]:
         """Top-k live ids of each category for one query, the selective ones in one pass.
 
         Same answer as ``search(query[None], k, region, category=c)`` per category with the -1
@@ -243,10 +271,16 @@ class RetrievalIndex:
             rows = np.flatnonzero(alive)
             if min(k, len(rows)) == 0:
                 return _no_rows(len(q))
-            sc, top = faiss.knn(q, np.ascontiguousarray(block[rows]), min(k, len(rows)),
-                                metric=faiss.METRIC_INNER_PRODUCT)
+            sc, top = faiss.knn(
+                q,
+                np.ascontiguousarray(block[rows]),
+                min(k, len(rows)),
+                metric=faiss.METRIC_INNER_PRODUCT,
+            )
             top = np.where(top >= 0, rows[np.maximum(top, 0)], -1)
-        for i in range(len(q)):  # equal scores: lower position first (the heap leaves them unordered)
+        for i in range(
+            len(q)
+        ):  # equal scores: lower position first (the heap leaves them unordered)
             order = np.lexsort((top[i], -sc[i]))
             top[i], sc[i] = top[i][order], sc[i][order]
         sc[top < 0] = -np.inf
@@ -282,8 +316,9 @@ class RetrievalIndex:
             out_i[i, : len(top)], out_s[i, : len(top)] = self.ids[rows[top]], sc[top]
         return out_i, out_s
 
-    def _filter(self, ids: np.ndarray, sc: np.ndarray, k: int, category: int,
-                region: str | None) -> tuple[np.ndarray, np.ndarray]:
+    def _filter(
+        self, ids: np.ndarray, sc: np.ndarray, k: int, category: int, region: str | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         assert self._category is not None  # category_rows raised otherwise
         rows = self.rows_of(ids)
         r0 = np.maximum(rows, 0)
@@ -313,7 +348,9 @@ class RetrievalIndex:
         for r, index in self.indexes.items():
             if r and reg is not None and (reg == r).any():
                 index.add_with_ids(emb32[reg == r], ids[reg == r])
-        vectors = np.concatenate([self._store[self._pos], emb32.astype(np.float16).astype(np.float32)])
+        vectors = np.concatenate(
+            [self._store[self._pos], emb32.astype(np.float16).astype(np.float32)]
+        )
         self.ids = np.concatenate([self.ids, ids])
         self.alive = np.concatenate([self.alive, np.ones(len(ids), bool)])
         self.snapshot = pd.concat([self.snapshot, snapshot_rows], ignore_index=True)
@@ -348,7 +385,9 @@ class RetrievalIndex:
         keep = self.alive
         np.save(out_dir / "ids.npy", self.ids[keep], allow_pickle=False)
         np.save(out_dir / "embeddings.npy", self.emb[keep], allow_pickle=False)
-        self.snapshot[keep].reset_index(drop=True).to_parquet(out_dir / "snapshot.parquet", index=False)
+        self.snapshot[keep].reset_index(drop=True).to_parquet(
+            out_dir / "snapshot.parquet", index=False
+        )
         for r, index in self.indexes.items():
             faiss.write_index(index, str(out_dir / (f"index.{r}.faiss" if r else "index.faiss")))
         m = self.manifest.model_copy(update={"n_items": int(keep.sum())})
@@ -376,14 +415,29 @@ class RetrievalIndex:
             if hasattr(index, "nprobe"):
                 index.nprobe = cfg.nprobe
         ids = np.load(index_dir / "ids.npy", allow_pickle=False)
-        if snapshot is None or "listing_id" not in snapshot or not np.array_equal(
-                snapshot["listing_id"].to_numpy(np.int64), ids):
+        if (
+            snapshot is None
+            or "listing_id" not in snapshot
+            or not np.array_equal(snapshot["listing_id"].to_numpy(np.int64), ids)
+        ):
             snapshot = pd.read_parquet(index_dir / "snapshot.parquet")
-        return cls(ids, np.load(index_dir / "embeddings.npy", allow_pickle=False), snapshot, cfg, indexes, manifest)
+        return cls(
+            ids,
+            np.load(index_dir / "embeddings.npy", allow_pickle=False),
+            snapshot,
+            cfg,
+            indexes,
+            manifest,
+        )
 
 
-def build_index(model_dir: Path, snapshot: pd.DataFrame | Path, out_dir: Path,
-                cfg: IndexConfig | None = None, version: str | None = None) -> IndexManifest:
+def build_index(
+    model_dir: Path,
+    snapshot: pd.DataFrame | Path,
+    out_dir: Path,
+    cfg: IndexConfig | None = None,
+    version: str | None = None,
+) -> IndexManifest:
     """Embed every listing of ``snapshot`` with the item tower and write the index folder.
 
     Parameters
@@ -396,25 +450,32 @@ def build_index(model_dir: Path, snapshot: pd.DataFrame | Path, out_dir: Path,
     -------
     IndexManifest (also written as ``manifest.json``).
     """
-    from checkout_recs.models.inputs import listing_snapshot
-    from checkout_recs.models.two_tower import TwoTowerModel
-    from checkout_recs.storage import new_version
+    from checkout_recs.models.two_tower import (
+        TwoTowerModel,
+    )  # lazy: keeps torch out of this module's import
 
     model_dir = Path(model_dir)
-    tt = TwoTowerModel.load(model_dir / "two_tower" if (model_dir / "two_tower").is_dir() else model_dir)
+    tt = TwoTowerModel.load(
+        model_dir / "two_tower" if (model_dir / "two_tower").is_dir() else model_dir
+    )
     if not isinstance(snapshot, pd.DataFrame):
         snapshot = listing_snapshot(Path(snapshot))
     snapshot = snapshot.drop_duplicates("listing_id").reset_index(drop=True)
     emb = tt.embed_items(snapshot)
     version = version or new_version("idx-")
-    index = RetrievalIndex.from_embeddings(snapshot["listing_id"].to_numpy(), emb, snapshot, cfg,
-                                           version=version, model_version=tt.cfg.version)
+    index = RetrievalIndex.from_embeddings(
+        snapshot["listing_id"].to_numpy(),
+        emb,
+        snapshot,
+        cfg,
+        version=version,
+        model_version=tt.cfg.version,
+    )
     return index.save(out_dir)
 
 
 def publish_index(index_dir: Path, store_root: str, version: str | None = None) -> str:
     """Publish an index folder to the artifact store as kind ``index`` (atomic); returns the URI."""
-    from checkout_recs.storage import open_store
 
     manifest = json.loads((Path(index_dir) / "manifest.json").read_text())
     return open_store(store_root).publish("index", version or manifest["version"], Path(index_dir))
@@ -428,7 +489,7 @@ def _no_rows(nq: int) -> tuple[np.ndarray, np.ndarray]:
 def _top_k(sc: np.ndarray, k: int) -> np.ndarray:
     """Indices of the k largest scores of a 1-d array, best first (ties: lower index first)."""
     if len(sc) > k:
-        part = np.argpartition(sc, len(sc) - k)[len(sc) - k:]
+        part = np.argpartition(sc, len(sc) - k)[len(sc) - k :]
         part.sort()  # ties then resolve by index, as a stable sort of the whole array would
         return part[np.argsort(-sc[part], kind="stable")]
     return np.argsort(-sc, kind="stable")

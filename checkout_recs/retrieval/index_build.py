@@ -34,13 +34,22 @@ class IndexConfig(BaseModel):
     """How the index is built and searched."""
 
     exact_below: int = Field(default=50_000, description="Exact search below this many items.")
-    kind: Literal["ivf_flat", "ivf_sq8"] = Field(default="ivf_flat", description="ANN kind above exact_below.")
+    kind: Literal["ivf_flat", "ivf_sq8"] = Field(
+        default="ivf_flat", description="ANN kind above exact_below."
+    )
     nlist: int | None = Field(default=None, description="IVF lists; None: sqrt(n).")
     nprobe: int = Field(default=32, ge=1, description="IVF lists probed per query.")
     rerank: int = Field(default=1000, description="ivf_sq8: ANN hits re-scored exactly per query.")
-    selective_below: int = Field(default=100_000, description="Exact category search up to this many items (~0.5 ms at 100k, d=32).")
-    train_sample: int = Field(default=100_000, description="Vectors used to train the IVF lists (k-means).")
-    kmeans_iters: int = Field(default=10, ge=1, description="k-means iterations when training the lists.")
+    selective_below: int = Field(
+        default=100_000,
+        description="Exact category search up to this many items (~0.5 ms at 100k, d=32).",
+    )
+    train_sample: int = Field(
+        default=100_000, description="Vectors used to train the IVF lists (k-means)."
+    )
+    kmeans_iters: int = Field(
+        default=10, ge=1, description="k-means iterations when training the lists."
+    )
     per_region: bool = Field(default=True, description="Build one index per region too.")
 
 
@@ -61,7 +70,7 @@ class IndexManifest(BaseModel):
 
 def faiss_module() -> Any:
     """The ``faiss`` module (imported on first use: importing it costs ~0.3 s)."""
-    import faiss
+    import faiss  # lazy: faiss is loaded only where an index is built or searched
 
     return faiss
 
@@ -80,8 +89,9 @@ def train_ivf(emb: np.ndarray, cfg: IndexConfig) -> Any:
     if cfg.kind == "ivf_flat":
         index = faiss.IndexIVFFlat(quant, d, nlist, faiss.METRIC_INNER_PRODUCT)
     else:
-        index = faiss.IndexIVFScalarQuantizer(quant, d, nlist, faiss.ScalarQuantizer.QT_8bit,
-                                              faiss.METRIC_INNER_PRODUCT)
+        index = faiss.IndexIVFScalarQuantizer(
+            quant, d, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+        )
     index.cp.niter = cfg.kmeans_iters
     index.cp.min_points_per_centroid = 1  # a small sample per list is enough to place the lists
     rng = np.random.default_rng(0)
@@ -119,8 +129,9 @@ def flat_index(emb: np.ndarray, ids: np.ndarray) -> Any:
     return index
 
 
-def make_faiss_indexes(emb: np.ndarray, ids: np.ndarray, groups: dict[str, np.ndarray],
-                       cfg: IndexConfig) -> tuple[dict[str, Any], str]:
+def make_faiss_indexes(
+    emb: np.ndarray, ids: np.ndarray, groups: dict[str, np.ndarray], cfg: IndexConfig
+) -> tuple[dict[str, Any], str]:
     """The global index (key ``""``) and one index per entry of ``groups`` (name → bool mask (n,)).
 
     Parameters
@@ -142,13 +153,22 @@ def make_faiss_indexes(emb: np.ndarray, ids: np.ndarray, groups: dict[str, np.nd
     lists = assign_lists(trained, emb)
     out = {"": fill_ivf(trained, emb, ids, lists)}
     for g, m in groups.items():
-        out[g] = (fill_ivf(trained, emb[m], ids[m], lists[m]) if m.sum() >= cfg.exact_below
-                  else flat_index(emb[m], ids[m]))
+        out[g] = (
+            fill_ivf(trained, emb[m], ids[m], lists[m])
+            if m.sum() >= cfg.exact_below
+            else flat_index(emb[m], ids[m])
+        )
     return out, cfg.kind
 
 
-def build_faiss(ids: np.ndarray, emb: np.ndarray, snapshot: pd.DataFrame, cfg: IndexConfig,
-                version: str = "adhoc", model_version: str | None = None) -> tuple[dict[str, Any], IndexManifest]:
+def build_faiss(
+    ids: np.ndarray,
+    emb: np.ndarray,
+    snapshot: pd.DataFrame,
+    cfg: IndexConfig,
+    version: str = "adhoc",
+    model_version: str | None = None,
+) -> tuple[dict[str, Any], IndexManifest]:
     """Every FAISS index of a catalogue (global ``""`` + one per region) and its manifest.
 
     ``emb`` float32 (n, d) unit vectors, ``ids`` int64 (n,), ``snapshot`` aligned rows (its
@@ -171,15 +191,24 @@ def build_faiss(ids: np.ndarray, emb: np.ndarray, snapshot: pd.DataFrame, cfg: I
     time_col = next((c for c in ("snapshot_time", "event_timestamp") if c in snapshot), None)
     if time_col is not None and len(snapshot) and snapshot[time_col].notna().any():
         snap_time = str(pd.to_datetime(snapshot[time_col], utc=True).max())
-    manifest = IndexManifest(version=version, kind=kind, n_items=len(ids), dim=emb.shape[1],
-                             regions=regions, built_at=dt.datetime.now(dt.UTC).isoformat(),
-                             snapshot_time=snap_time, model_version=model_version,
-                             build_seconds=time.perf_counter() - t0, config=cfg.model_dump())
+    manifest = IndexManifest(
+        version=version,
+        kind=kind,
+        n_items=len(ids),
+        dim=emb.shape[1],
+        regions=regions,
+        built_at=dt.datetime.now(dt.UTC).isoformat(),
+        snapshot_time=snap_time,
+        model_version=model_version,
+        build_seconds=time.perf_counter() - t0,
+        config=cfg.model_dump(),
+    )
     return indexes, manifest
 
 
-def group_order(category: np.ndarray | None, region: np.ndarray | None,
-                 n: int) -> tuple[np.ndarray, dict[tuple[int, int], tuple[int, int]]]:
+def group_order(
+    category: np.ndarray | None, region: np.ndarray | None, n: int
+) -> tuple[np.ndarray, dict[tuple[int, int], tuple[int, int]]]:
     """Rows sorted by (category, region), and each group's [start, end) in that order.
 
     Keys: (category, region code), and (category, -1) for the category in every region. Without

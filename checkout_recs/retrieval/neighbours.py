@@ -35,18 +35,25 @@ class NeighbourTable:
         return cls(z, np.zeros(1, np.int64), z, np.empty(0, np.float32))
 
     @classmethod
-    def from_frame(cls, frame: pd.DataFrame | None, key: str, neighbour: str, weight: str,
-                   limit: int = 100) -> NeighbourTable:
+    def from_frame(
+        cls, frame: pd.DataFrame | None, key: str, neighbour: str, weight: str, limit: int = 100
+    ) -> NeighbourTable:
         """From rows (key, neighbour, weight); keeps the ``limit`` strongest neighbours per key."""
         if frame is None or frame.empty:
             return cls.empty()
-        df = frame[[key, neighbour, weight]].sort_values([key, weight], ascending=[True, False], kind="stable")
+        df = frame[[key, neighbour, weight]].sort_values(
+            [key, weight], ascending=[True, False], kind="stable"
+        )
         df = df.drop_duplicates([key, neighbour])  # a pair seen on several days: its strongest row
         df = df[df.groupby(key, sort=False).cumcount() < limit]
         k = df[key].to_numpy(np.int64)
         keys, start = np.unique(k, return_index=True)
-        return cls(keys, np.r_[start, len(k)].astype(np.int64), df[neighbour].to_numpy(np.int64),
-                   df[weight].to_numpy(np.float32))
+        return cls(
+            keys,
+            np.r_[start, len(k)].astype(np.int64),
+            df[neighbour].to_numpy(np.int64),
+            df[weight].to_numpy(np.float32),
+        )
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -95,8 +102,11 @@ def item_knn_table(interactions: pd.DataFrame, k: int = 50, min_users: int = 1) 
     DataFrame ``listing_a, listing_b, similarity`` (int64, int64, float32; a ≠ b; similarity in
     (0, 1]), strongest first within each ``listing_a``. Empty when there are no interactions.
     """
-    cols = {"listing_a": np.empty(0, np.int64), "listing_b": np.empty(0, np.int64),
-            "similarity": np.empty(0, np.float32)}
+    cols = {
+        "listing_a": np.empty(0, np.int64),
+        "listing_b": np.empty(0, np.int64),
+        "similarity": np.empty(0, np.float32),
+    }
     if interactions.empty:
         return pd.DataFrame(cols)
     pairs = interactions[["user_id", "listing_id"]].drop_duplicates()
@@ -110,7 +120,14 @@ def item_knn_table(interactions: pd.DataFrame, k: int = 50, min_users: int = 1) 
     co = co.tocoo()
     sim = co.data / np.sqrt(n_users[co.row] * n_users[co.col])
     keep = (n_users[co.row] >= min_users) & (n_users[co.col] >= min_users)
-    df = pd.DataFrame({"listing_a": items[co.row[keep]], "listing_b": items[co.col[keep]],
-                       "similarity": sim[keep].astype(np.float32)})
-    df = df.sort_values(["listing_a", "similarity", "listing_b"], ascending=[True, False, True], kind="stable")
+    df = pd.DataFrame(
+        {
+            "listing_a": items[co.row[keep]],
+            "listing_b": items[co.col[keep]],
+            "similarity": sim[keep].astype(np.float32),
+        }
+    )
+    df = df.sort_values(
+        ["listing_a", "similarity", "listing_b"], ascending=[True, False, True], kind="stable"
+    )
     return df[df.groupby("listing_a", sort=False).cumcount() < k].reset_index(drop=True)

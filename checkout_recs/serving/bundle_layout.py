@@ -38,12 +38,22 @@ class BundleInfo(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     ranker_version: str | None = Field(default=None, description="Version of model/ranker.")
-    two_tower_version: str | None = Field(default=None, description="Version of model/two_tower (None: no ANN).")
-    index_version: str | None = Field(default=None, description="Version of index/ (what serving logs).")
+    two_tower_version: str | None = Field(
+        default=None, description="Version of model/two_tower (None: no ANN)."
+    )
+    index_version: str | None = Field(
+        default=None, description="Version of index/ (what serving logs)."
+    )
     n_items: int | None = Field(default=None, description="Listings in the index snapshot.")
-    candidate_tables: dict[str, int] = Field(default_factory=dict, description="Rows per candidates/ table.")
-    mlflow_run_id: str | None = Field(default=None, description="MLflow run of the training (None: not logged).")
-    refreshed_from: str | None = Field(default=None, description="Bundle this one's index was refreshed from.")
+    candidate_tables: dict[str, int] = Field(
+        default_factory=dict, description="Rows per candidates/ table."
+    )
+    mlflow_run_id: str | None = Field(
+        default=None, description="MLflow run of the training (None: not logged)."
+    )
+    refreshed_from: str | None = Field(
+        default=None, description="Bundle this one's index was refreshed from."
+    )
 
 
 @dataclass(frozen=True)

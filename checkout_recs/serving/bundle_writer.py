@@ -16,17 +16,28 @@ from typing import Any
 
 import pandas as pd
 
+from checkout_recs.models.inputs import latest_per_entity, listing_snapshot, read_table
+from checkout_recs.retrieval.index import build_index
 from checkout_recs.serving.bundle_layout import (
     CANDIDATE_TABLES,
     BundleInfo,
     BundleLayout,
     candidate_table_path,
 )
+from checkout_recs.storage import new_version
 
 
-def assemble_bundle(model_dir: Path, labels_dir: Path, features_dir: Path, out_dir: Path, *,
-                    snapshot: pd.DataFrame | None = None, index_cfg: Any = None, index_version: str | None = None,
-                    mlflow_run_id: str | None = None) -> BundleInfo:
+def assemble_bundle(
+    model_dir: Path,
+    labels_dir: Path,
+    features_dir: Path,
+    out_dir: Path,
+    *,
+    snapshot: pd.DataFrame | None = None,
+    index_cfg: Any = None,
+    index_version: str | None = None,
+    mlflow_run_id: str | None = None,
+) -> BundleInfo:
     """Write a serving bundle to ``out_dir`` (layout: ``bundle_layout``).
 
     Parameters
@@ -59,7 +70,6 @@ def assemble_bundle(model_dir: Path, labels_dir: Path, features_dir: Path, out_d
         What ``bundle.json`` now holds: ranker / two-tower versions (from the models'
         ``config.json``), index version, ``n_items`` (listings indexed), rows per candidate table.
     """
-    from checkout_recs.models.inputs import listing_snapshot
 
     layout = BundleLayout(out_dir)
     layout.root.mkdir(parents=True, exist_ok=True)
@@ -67,17 +77,24 @@ def assemble_bundle(model_dir: Path, labels_dir: Path, features_dir: Path, out_d
     if snapshot is None:
         snapshot = listing_snapshot(Path(features_dir), labels_dir=Path(labels_dir))
     if layout.two_tower_dir.is_dir():
-        from checkout_recs.retrieval.index import build_index
+        pass
 
-        manifest = build_index(layout.two_tower_dir, snapshot, layout.index_dir, index_cfg, version=index_version)
+        manifest = build_index(
+            layout.two_tower_dir, snapshot, layout.index_dir, index_cfg, version=index_version
+        )
         index_version, n_items = manifest.version, manifest.n_items
     else:
         index_version, n_items = _write_catalogue(snapshot, layout, index_version)
     tables = write_candidate_tables(labels_dir, features_dir, layout.candidates_dir)
     _write_users(Path(features_dir), layout)
-    info = BundleInfo(ranker_version=_version(layout.ranker_dir), two_tower_version=_version(layout.two_tower_dir),
-                      index_version=index_version, n_items=n_items, candidate_tables=tables,
-                      mlflow_run_id=mlflow_run_id or None)
+    info = BundleInfo(
+        ranker_version=_version(layout.ranker_dir),
+        two_tower_version=_version(layout.two_tower_dir),
+        index_version=index_version,
+        n_items=n_items,
+        candidate_tables=tables,
+        mlflow_run_id=mlflow_run_id or None,
+    )
     layout.write_info(info)
     return info
 
@@ -88,7 +105,9 @@ def write_candidate_tables(labels_dir: Path, features_dir: Path, out_dir: Path) 
 
     Returns rows written per table, int (0 for a table whose input is absent: no file).
     """
-    from checkout_recs.retrieval.candidates import candidate_tables
+    from checkout_recs.retrieval.candidates import (
+        candidate_tables,  # lazy: keeps scipy out of this module's import
+    )
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -108,32 +127,49 @@ def write_refreshed_bundle(bundle_dir: Path, out_dir: Path, index: Any, version:
     shutil.copytree(src.root, out.root, ignore=shutil.ignore_patterns(src.index_dir.name))
     manifest = index.save(out.index_dir, version=version)
     info = src.read_info() if src.info_path.exists() else BundleInfo()
-    info = info.model_copy(update={"index_version": manifest.version, "n_items": manifest.n_items,
-                                   "refreshed_from": str(bundle_dir)})
+    info = info.model_copy(
+        update={
+            "index_version": manifest.version,
+            "n_items": manifest.n_items,
+            "refreshed_from": str(bundle_dir),
+        }
+    )
     out.write_info(info)
     return info
 
 
-def _write_catalogue(snapshot: pd.DataFrame, layout: BundleLayout, version: str | None) -> tuple[str, int]:
+def _write_catalogue(
+    snapshot: pd.DataFrame, layout: BundleLayout, version: str | None
+) -> tuple[str, int]:
     """Catalogue-only ``index/``: the snapshot (one row per listing) and a manifest; returns
     (index version, listings)."""
-    from checkout_recs.storage import new_version
 
     snap = snapshot.drop_duplicates("listing_id").reset_index(drop=True)
     layout.index_dir.mkdir(parents=True, exist_ok=True)
     snap.to_parquet(layout.snapshot, index=False)
     version = version or new_version("idx-")
     time_col = next((c for c in ("snapshot_time", "event_timestamp") if c in snap), None)
-    snap_time = (str(pd.to_datetime(snap[time_col], utc=True).max())
-                 if time_col is not None and len(snap) and snap[time_col].notna().any() else None)
-    layout.index_manifest.write_text(json.dumps(
-        {"version": version, "kind": "catalogue", "n_items": len(snap), "snapshot_time": snap_time}, indent=2))
+    snap_time = (
+        str(pd.to_datetime(snap[time_col], utc=True).max())
+        if time_col is not None and len(snap) and snap[time_col].notna().any()
+        else None
+    )
+    layout.index_manifest.write_text(
+        json.dumps(
+            {
+                "version": version,
+                "kind": "catalogue",
+                "n_items": len(snap),
+                "snapshot_time": snap_time,
+            },
+            indent=2,
+        )
+    )
     return version, len(snap)
 
 
 def _write_users(features_dir: Path, layout: BundleLayout) -> None:
     """``features/user.parquet``: the latest row per user of ``features_dir/user.parquet`` (if any)."""
-    from checkout_recs.models.inputs import latest_per_entity, read_table
 
     src = features_dir / "user.parquet"
     if not src.exists():

@@ -65,7 +65,10 @@ log = logging.getLogger(__name__)
 
 #: Ranges the contract gives ``DECISIONS`` columns beyond their Arrow type (the propensity rule is
 #: the raw tables' ``RANGES["propensity"]``); elements of list columns are checked one by one.
-DECISION_RANGES: dict[str, Range] = {"propensities": RANGES["propensity"], "exploration_cost": Range(0)}
+DECISION_RANGES: dict[str, Range] = {
+    "propensities": RANGES["propensity"],
+    "exploration_cost": Range(0),
+}
 _REQUIRED = [i for i, field in enumerate(DECISIONS) if not field.nullable]  # non-nullable columns
 
 Bad = tuple[Any, str]  # a row that does not fit ``DECISIONS``, and why
@@ -144,8 +147,15 @@ def quarantine_line(row: Any, reason: str, at: dt.datetime) -> str:
         safe = _json_safe(row)
     except Exception as err:  # noqa: BLE001 - e.g. a cyclic row: keep the reason and say why
         safe = f"<row not representable: {type(err).__name__}>"
-    return json.dumps({"request_id": rid if isinstance(rid, str) else None, "reason": reason,
-                       "quarantined_at": at.isoformat(), "row": safe}, allow_nan=False)
+    return json.dumps(
+        {
+            "request_id": rid if isinstance(rid, str) else None,
+            "reason": reason,
+            "quarantined_at": at.isoformat(),
+            "row": safe,
+        },
+        allow_nan=False,
+    )
 
 
 def _json_safe(value: Any) -> Any:
@@ -197,19 +207,33 @@ class DecisionLog:
     on_stats : called by the writer thread with ``stats()`` after every cycle (metrics), optional.
     """
 
-    def __init__(self, store: ArtifactStore | str | Path, rotate_rows: int = 5000, rotate_s: float = 30.0,
-                 inbox_max: int = 100_000, max_memory_rows: int = 50_000, spill_dir: str | Path | None = None,
-                 chunk_rows: int = 128, tick_s: float = 0.1, retry_s: float = 1.0, retry_max_s: float = 30.0,
-                 on_stats: Callable[[dict[str, int]], None] | None = None) -> None:
+    def __init__(
+        self,
+        store: ArtifactStore | str | Path,
+        rotate_rows: int = 5000,
+        rotate_s: float = 30.0,
+        inbox_max: int = 100_000,
+        max_memory_rows: int = 50_000,
+        spill_dir: str | Path | None = None,
+        chunk_rows: int = 128,
+        tick_s: float = 0.1,
+        retry_s: float = 1.0,
+        retry_max_s: float = 30.0,
+        on_stats: Callable[[dict[str, int]], None] | None = None,
+    ) -> None:
         self.store = store if isinstance(store, ArtifactStore) else LocalArtifactStore(store)
         self.rotate_rows, self.rotate_s, self.inbox_max = rotate_rows, rotate_s, inbox_max
         self.max_memory_rows, self.chunk_rows, self.tick_s = max_memory_rows, chunk_rows, tick_s
         self.retry_s, self.retry_max_s, self.on_stats = retry_s, retry_max_s, on_stats
-        self.spill_dir = Path(spill_dir) if spill_dir else Path(tempfile.mkdtemp(prefix="decision-spill-"))
+        self.spill_dir = (
+            Path(spill_dir) if spill_dir else Path(tempfile.mkdtemp(prefix="decision-spill-"))
+        )
         self.spill_dir.mkdir(parents=True, exist_ok=True)
         self._inbox: deque[dict[str, Any]] = deque()
         self.accepted = self._dropped_full = 0  # written by the request path only
-        self.written = self._dropped_spill = self.publish_failures = self.spilled_parts = 0  # writer only
+        self.written = self._dropped_spill = self.publish_failures = self.spilled_parts = (
+            0  # writer only
+        )
         self.quarantined = 0  # rows published to the quarantine (writer only)
         self.parts: list[str] = []  # published decision versions, in order
         self.quarantine_parts: list[str] = []  # published quarantine versions, in order
@@ -248,12 +272,23 @@ class DecisionLog:
         dropped + quarantined`` (up to a row being accepted this instant)."""
         with self._lock:
             spilled = sum(p.rows for p in self._queue if p.path is not None)
-            memory = len(self._inbox) + self._converting + self._buffered + sum(
-                p.rows for p in self._queue if p.path is None)
-            return {"accepted": self.accepted, "written": self.written, "pending": memory + spilled,
-                    "in_memory": memory, "spilled": spilled, "dropped": self.dropped,
-                    "quarantined": self.quarantined, "parts": len(self.parts),
-                    "publish_failures": self.publish_failures}
+            memory = (
+                len(self._inbox)
+                + self._converting
+                + self._buffered
+                + sum(p.rows for p in self._queue if p.path is None)
+            )
+            return {
+                "accepted": self.accepted,
+                "written": self.written,
+                "pending": memory + spilled,
+                "in_memory": memory,
+                "spilled": spilled,
+                "dropped": self.dropped,
+                "quarantined": self.quarantined,
+                "parts": len(self.parts),
+                "publish_failures": self.publish_failures,
+            }
 
     @property
     def _buffered(self) -> int:
@@ -346,11 +381,18 @@ class DecisionLog:
         try:
             batches, bad = to_batches(chunk)
         except Exception as err:  # noqa: BLE001 - counted in quarantine rather than nowhere
-            log.exception("decision log: checking a chunk failed; quarantining its %d rows", len(chunk))
-            batches, bad = [], [(row, f"writer error: {type(err).__name__}: {err}") for row in chunk]
+            log.exception(
+                "decision log: checking a chunk failed; quarantining its %d rows", len(chunk)
+            )
+            batches, bad = (
+                [],
+                [(row, f"writer error: {type(err).__name__}: {err}") for row in chunk],
+            )
         if not bad:
             return batches, []
-        log.warning("decision log: %d of %d rows quarantined (first: %s)", len(bad), len(chunk), bad[0][1])
+        log.warning(
+            "decision log: %d of %d rows quarantined (first: %s)", len(bad), len(chunk), bad[0][1]
+        )
         now = dt.datetime.now(dt.UTC)
         return batches, [quarantine_line(row, reason, now) for row, reason in bad]
 
@@ -361,8 +403,14 @@ class DecisionLog:
                 table = pa.Table.from_batches(self._batches, schema=DECISIONS)
                 self._queue.append(_Part(new_version(_PREFIX[KIND]), self._batch_rows, table=table))
             if self._bad_lines:
-                self._queue.append(_Part(new_version(_PREFIX[QUARANTINE_KIND]), len(self._bad_lines),
-                                         kind=QUARANTINE_KIND, lines=self._bad_lines))
+                self._queue.append(
+                    _Part(
+                        new_version(_PREFIX[QUARANTINE_KIND]),
+                        len(self._bad_lines),
+                        kind=QUARANTINE_KIND,
+                        lines=self._bad_lines,
+                    )
+                )
             self._batches, self._batch_rows, self._bad_lines = [], 0, []
         self._part_started = time.monotonic()
 
@@ -372,7 +420,9 @@ class DecisionLog:
             try:
                 self._publish(part)
             except FileExistsError:
-                if not part.tried:  # a name clash, not our earlier attempt: publish under a new name
+                if (
+                    not part.tried
+                ):  # a name clash, not our earlier attempt: publish under a new name
                     part.version = new_version(_PREFIX[part.kind])
                     continue
             except Exception:  # noqa: BLE001 - store down: keep the part, retry later
@@ -380,8 +430,12 @@ class DecisionLog:
                 self.publish_failures += 1
                 self._retry_at = time.monotonic() + self._backoff
                 self._backoff = min(self._backoff * 2, self.retry_max_s)
-                log.warning("decision log: publishing %s failed; %d parts pending", part.version, len(self._queue),
-                            exc_info=True)
+                log.warning(
+                    "decision log: publishing %s failed; %d parts pending",
+                    part.version,
+                    len(self._queue),
+                    exc_info=True,
+                )
                 return
             self._published(part)
             self._backoff = self.retry_s
@@ -426,7 +480,12 @@ class DecisionLog:
             with self._lock:
                 self._queue.remove(part)
                 self._dropped_spill += part.rows
-            log.error("decision log: spilling %s failed; %d rows dropped", part.version, part.rows, exc_info=True)
+            log.error(
+                "decision log: spilling %s failed; %d rows dropped",
+                part.version,
+                part.rows,
+                exc_info=True,
+            )
             return
         with self._lock:
             part.path, part.table, part.lines = target, None, None
@@ -450,7 +509,12 @@ def _write_part(part: _Part, folder: Path) -> None:
 def _spilled_part(folder: Path) -> _Part | None:
     """The spilled part in ``folder`` (its rows counted from the file), or None if there is none."""
     if (folder / PART_FILE).is_file():
-        return _Part(folder.name, pq.ParquetFile(folder / PART_FILE).metadata.num_rows, path=folder, tried=True)
+        return _Part(
+            folder.name,
+            pq.ParquetFile(folder / PART_FILE).metadata.num_rows,
+            path=folder,
+            tried=True,
+        )
     if (folder / QUARANTINE_FILE).is_file():
         rows = sum(1 for line in (folder / QUARANTINE_FILE).read_text().splitlines() if line)
         return _Part(folder.name, rows, path=folder, tried=True, kind=QUARANTINE_KIND)

@@ -24,13 +24,25 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow.parquet as pq
 
-from checkout_recs.serving.decision_writer import KIND, QUARANTINE_FILE, QUARANTINE_KIND, DecisionLog
+from checkout_recs.serving.decision_writer import (
+    KIND,
+    QUARANTINE_FILE,
+    QUARANTINE_KIND,
+    DecisionLog,
+)
 from checkout_recs.storage import ArtifactStore, LocalArtifactStore
 
 if TYPE_CHECKING:
     from checkout_recs.serving.recommender import Decision
 
-__all__ = ["KIND", "QUARANTINE_KIND", "DecisionLog", "decision_record", "find_decision", "find_quarantined"]
+__all__ = [
+    "KIND",
+    "QUARANTINE_KIND",
+    "DecisionLog",
+    "decision_record",
+    "find_decision",
+    "find_quarantined",
+]
 
 
 def decision_record(decision: Decision) -> dict[str, Any]:
@@ -40,37 +52,61 @@ def decision_record(decision: Decision) -> dict[str, Any]:
     return {
         "request_id": r.request_id,
         "event_timestamp": p.request.timestamp or dt.datetime.now(dt.UTC),
-        "user_id": p.request.user_id, "region": p.request.region, "device": p.request.device,
-        "basket_ids": list(p.request.purchased_item_ids), "policy": r.policy,
-        "fallback_reason": r.fallback_reason, "session_class": p.session_class,
-        "model_version": r.model_version, "index_version": r.index_version,
-        "predictor_version": p.predictor_version if r.policy == "ranker" else None,  # the ranker whose scores ranked it
-        "item_ids": [i.listing_id for i in r.items], "scores": [i.score for i in r.items],
-        "propensities": [i.propensity for i in r.items], "sources": [i.source for i in r.items],
-        "reasons": [i.reason for i in r.items], "explored": bool(decision.slate.explored),
-        "exploration_cost": float(decision.slate.exploration_cost), "n_candidates": int(len(p.cand_rows)),
-        "n_filtered_out": int(p.filtered_out), "snapshot_ids": snap_ids, "snapshot_scores": snap_scores,
-        "latency_ms": r.latency_ms, "timings_json": json.dumps({k: round(v, 3) for k, v in p.timings.items()}),
+        "user_id": p.request.user_id,
+        "region": p.request.region,
+        "device": p.request.device,
+        "basket_ids": list(p.request.purchased_item_ids),
+        "policy": r.policy,
+        "fallback_reason": r.fallback_reason,
+        "session_class": p.session_class,
+        "model_version": r.model_version,
+        "index_version": r.index_version,
+        "predictor_version": p.predictor_version
+        if r.policy == "ranker"
+        else None,  # the ranker whose scores ranked it
+        "item_ids": [i.listing_id for i in r.items],
+        "scores": [i.score for i in r.items],
+        "propensities": [i.propensity for i in r.items],
+        "sources": [i.source for i in r.items],
+        "reasons": [i.reason for i in r.items],
+        "explored": bool(decision.slate.explored),
+        "exploration_cost": float(decision.slate.exploration_cost),
+        "n_candidates": int(len(p.cand_rows)),
+        "n_filtered_out": int(p.filtered_out),
+        "snapshot_ids": snap_ids,
+        "snapshot_scores": snap_scores,
+        "latency_ms": r.latency_ms,
+        "timings_json": json.dumps({k: round(v, 3) for k, v in p.timings.items()}),
     }
 
 
-def find_decision(store: ArtifactStore | str | Path, request_id: str, scratch: Path | None = None) -> dict | None:
+def find_decision(
+    store: ArtifactStore | str | Path, request_id: str, scratch: Path | None = None
+) -> dict | None:
     """The logged decision of ``request_id`` (newest parts first), or None when not logged."""
     store = store if isinstance(store, ArtifactStore) else LocalArtifactStore(store)
     for version in reversed(store.versions(KIND)):
-        table = pq.read_table(_part_dir(store, KIND, version, scratch), filters=[("request_id", "=", request_id)])
+        table = pq.read_table(
+            _part_dir(store, KIND, version, scratch), filters=[("request_id", "=", request_id)]
+        )
         if table.num_rows:
             return table.slice(table.num_rows - 1).to_pylist()[0]
     return None
 
 
-def find_quarantined(store: ArtifactStore | str | Path, request_id: str, scratch: Path | None = None) -> dict | None:
+def find_quarantined(
+    store: ArtifactStore | str | Path, request_id: str, scratch: Path | None = None
+) -> dict | None:
     """The quarantine record of ``request_id`` (newest parts first): ``{"request_id", "reason",
     "quarantined_at" (ISO UTC), "row" (JSON-safe)}``, or None when none was quarantined."""
     store = store if isinstance(store, ArtifactStore) else LocalArtifactStore(store)
     for version in reversed(store.versions(QUARANTINE_KIND)):
         text = (_part_dir(store, QUARANTINE_KIND, version, scratch) / QUARANTINE_FILE).read_text()
-        hits = [rec for line in text.splitlines() if line and (rec := json.loads(line))["request_id"] == request_id]
+        hits = [
+            rec
+            for line in text.splitlines()
+            if line and (rec := json.loads(line))["request_id"] == request_id
+        ]
         if hits:
             return hits[-1]
     return None

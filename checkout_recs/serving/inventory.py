@@ -90,8 +90,13 @@ class ApplyReport:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for JSON output."""
-        return {"read": self.read, "applied": self.applied, "stale": self.stale,
-                "rejected": self.rejected, "by_type": dict(self.by_type)}
+        return {
+            "read": self.read,
+            "applied": self.applied,
+            "stale": self.stale,
+            "rejected": self.rejected,
+            "by_type": dict(self.by_type),
+        }
 
     def count(self, event_type: str, applied: bool) -> None:
         """Count one event that was applied (True) or found stale (False)."""
@@ -155,8 +160,13 @@ class InventoryStore(abc.ABC):
         """``_set`` for each ``(listing_id, state, ttl_s, sequence)``, in order (backends may batch)."""
         return [self._set(*c) for c in changes]
 
-    def mark(self, listing_id: int, event_type: str, sequence: int | None = None,
-             lock_ttl_s: int | None = None) -> bool:
+    def mark(
+        self,
+        listing_id: int,
+        event_type: str,
+        sequence: int | None = None,
+        lock_ttl_s: int | None = None,
+    ) -> bool:
         """Apply one inventory event to one listing.
 
         Parameters
@@ -284,16 +294,25 @@ class RedisInventoryStore(InventoryStore):
     return 1
     """
 
-    def __init__(self, url: str = "redis://127.0.0.1:6379/0", prefix: str = "checkout_recs",
-                 timeout_s: float = 0.05) -> None:
-        import redis
-        import redis.asyncio as aredis
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        prefix: str = "checkout_recs",
+        timeout_s: float = 0.05,
+    ) -> None:
+        import redis  # lazy: the Redis backend is optional (memory backend needs nothing)
+        import redis.asyncio as aredis  # lazy: the Redis backend is optional (memory backend needs nothing)
 
         self.url, self.prefix = url, prefix
-        self._sync: Any = redis.Redis.from_url(url, socket_timeout=max(timeout_s, 1.0),
-                                          socket_connect_timeout=max(timeout_s, 1.0))
-        self._async: Any = aredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-                                                 connection_class=_packed_connection_class())
+        self._sync: Any = redis.Redis.from_url(
+            url, socket_timeout=max(timeout_s, 1.0), socket_connect_timeout=max(timeout_s, 1.0)
+        )
+        self._async: Any = aredis.Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            connection_class=_packed_connection_class(),
+        )
         self._script = self._sync.register_script(self._SET_IF_NEWER)
         self._errors = (redis.RedisError, OSError)
         self._seen_gone: dict[int, float] = {}  # listing id -> monotonic time last seen unavailable
@@ -312,18 +331,27 @@ class RedisInventoryStore(InventoryStore):
         """Listings this process saw unavailable within ``remember_s`` (bool (n,))."""
         horizon = time.monotonic() - self.remember_s
         get = self._seen_gone.get
-        return np.fromiter((get(i, -np.inf) > horizon for i in np.asarray(listing_ids, np.int64).tolist()),
-                           dtype=bool, count=len(listing_ids))
+        return np.fromiter(
+            (get(i, -np.inf) > horizon for i in np.asarray(listing_ids, np.int64).tolist()),
+            dtype=bool,
+            count=len(listing_ids),
+        )
 
     def key(self, listing_id: int) -> str:
         """Redis key of one listing's state."""
         return f"{self.prefix}:inv:{int(listing_id)}"
 
-    def _script_call(self, listing_id: int, state: str | None, ttl_s: float | None,
-                     sequence: int) -> tuple[list[str], list[Any]]:
+    def _script_call(
+        self, listing_id: int, state: str | None, ttl_s: float | None, sequence: int
+    ) -> tuple[list[str], list[Any]]:
         """KEYS and ARGV of ``_SET_IF_NEWER`` for one change (a TTL goes as whole ms, at least 1)."""
         ttl_ms = "" if ttl_s is None else max(1, math.ceil(ttl_s * 1000))
-        return [self.key(listing_id), f"{self.prefix}:seq"], [listing_id, sequence, state or "", ttl_ms]
+        return [self.key(listing_id), f"{self.prefix}:seq"], [
+            listing_id,
+            sequence,
+            state or "",
+            ttl_ms,
+        ]
 
     def _set(self, listing_id: int, state: str | None, ttl_s: float | None, sequence: int) -> bool:
         keys, args = self._script_call(listing_id, state, ttl_s, sequence)
@@ -354,7 +382,9 @@ class RedisInventoryStore(InventoryStore):
             vals = self._sync.mget([self.key(i) for i in ids.tolist()])
         except self._errors as exc:
             raise InventoryUnavailable(f"redis inventory read failed: {exc}") from exc
-        return self._remember(ids, np.fromiter((v is not None for v in vals), dtype=bool, count=len(ids)))
+        return self._remember(
+            ids, np.fromiter((v is not None for v in vals), dtype=bool, count=len(ids))
+        )
 
     async def unavailable_async(self, listing_ids: np.ndarray) -> np.ndarray:
         """See ``InventoryStore.unavailable`` (async ``MGET``; never blocks the loop)."""
@@ -366,7 +396,9 @@ class RedisInventoryStore(InventoryStore):
             vals = await self._async.mget([f"{pre}{i}" for i in ids.tolist()])
         except self._errors as exc:
             raise InventoryUnavailable(f"redis inventory read failed: {exc}") from exc
-        return self._remember(ids, np.fromiter((v is not None for v in vals), dtype=bool, count=len(ids)))
+        return self._remember(
+            ids, np.fromiter((v is not None for v in vals), dtype=bool, count=len(ids))
+        )
 
     def clear(self) -> int:
         """Delete every key under this store's prefix (tests, re-bootstrap). Returns the count."""
@@ -409,7 +441,9 @@ def _packed_connection_class() -> type:
     keys (all ``str``), 8x what ``hiredis.pack_command`` takes for the same bytes. Every other
     command goes through redis-py's own packer.
     """
-    from redis.asyncio.connection import Connection
+    from redis.asyncio.connection import (
+        Connection,  # lazy: the Redis backend is optional (memory backend needs nothing)
+    )
 
     try:
         import hiredis
@@ -425,8 +459,12 @@ def _packed_connection_class() -> type:
     return HiredisPackedConnection
 
 
-def open_inventory(backend: str = "memory", redis_url: str = "redis://127.0.0.1:6379/0",
-                   prefix: str = "checkout_recs", timeout_s: float = 0.05) -> InventoryStore:
+def open_inventory(
+    backend: str = "memory",
+    redis_url: str = "redis://127.0.0.1:6379/0",
+    prefix: str = "checkout_recs",
+    timeout_s: float = 0.05,
+) -> InventoryStore:
     """The inventory store for ``backend`` (``memory`` or ``redis``); ValueError otherwise."""
     if backend == "memory":
         return MemoryInventoryStore()

@@ -82,18 +82,30 @@ class ReplicaInventoryStore(MemoryInventoryStore):
     on_applied : called after each applied batch (benchmarks measure event → excluded with it).
     """
 
-    def __init__(self, url: str = "redis://127.0.0.1:6379/0", prefix: str = "checkout_recs",
-                 group: str = DEFAULT_GROUP, max_lag_s: float = 1.0, in_play_s: float = 900.0,
-                 block_ms: int = 250, batch: int = 2000, clock: Callable[[], float] = time.time,
-                 on_applied: AppliedHook | None = None) -> None:
-        import redis
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        prefix: str = "checkout_recs",
+        group: str = DEFAULT_GROUP,
+        max_lag_s: float = 1.0,
+        in_play_s: float = 900.0,
+        block_ms: int = 250,
+        batch: int = 2000,
+        clock: Callable[[], float] = time.time,
+        on_applied: AppliedHook | None = None,
+    ) -> None:
+        import redis  # lazy: the Redis backend is optional (memory backend needs nothing)
 
         super().__init__(clock=clock)
         self.prefix, self.stream, self.group = prefix, stream_key(prefix), group
         self.max_lag_s, self.in_play_s = max_lag_s, in_play_s
         self.block_ms, self.batch, self.on_applied = block_ms, batch, on_applied
-        self._r: Any = redis.Redis.from_url(url, decode_responses=True, socket_timeout=block_ms / 1e3 + 2.0,
-                                            socket_connect_timeout=2.0)
+        self._r: Any = redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=block_ms / 1e3 + 2.0,
+            socket_connect_timeout=2.0,
+        )
         self._errors = (redis.RedisError, OSError)
         self._touched: dict[int, float] = {}  # listing id -> stream time (Unix s) of its last event
         self.position = "0-0"
@@ -149,7 +161,9 @@ class ReplicaInventoryStore(MemoryInventoryStore):
         if not self.bootstrapped:
             raise InventoryUnavailable("inventory replica not bootstrapped yet")
         if self.stale():
-            raise InventoryStale(f"inventory replica {self.age_s():.1f} s behind (bound {self.max_lag_s} s)")
+            raise InventoryStale(
+                f"inventory replica {self.age_s():.1f} s behind (bound {self.max_lag_s} s)"
+            )
         return self._mask(listing_ids, self._clock())
 
     async def unavailable_async(self, listing_ids: np.ndarray) -> np.ndarray:
@@ -169,7 +183,9 @@ class ReplicaInventoryStore(MemoryInventoryStore):
         at = self.current_at
         gone = self._mask(ids, at)
         get = self._touched.get
-        touched = np.fromiter((get(i, -np.inf) for i in ids.tolist()), dtype=np.float64, count=len(ids))
+        touched = np.fromiter(
+            (get(i, -np.inf) for i in ids.tolist()), dtype=np.float64, count=len(ids)
+        )
         out = gone | (touched >= at - self.in_play_s)
         return _admit_quietest(ids, gone, touched, out, keep_at_least) if keep_at_least else out
 
@@ -179,9 +195,17 @@ class ReplicaInventoryStore(MemoryInventoryStore):
 
     def stats(self) -> dict[str, Any]:
         """Position, age, lag and counts (JSON-ready)."""
-        return {"position": self.position, "age_s": self.age_s(), "lag_s": self.lag_s, "stale": self.stale(),
-                "ready": self.ready(), "unavailable": self.held(), "bootstraps": self.bootstraps,
-                "errors": self.errors, "events": self.report.as_dict()}
+        return {
+            "position": self.position,
+            "age_s": self.age_s(),
+            "lag_s": self.lag_s,
+            "stale": self.stale(),
+            "ready": self.ready(),
+            "unavailable": self.held(),
+            "bootstraps": self.bootstraps,
+            "errors": self.errors,
+            "events": self.report.as_dict(),
+        }
 
     # ------------------------------------------------------------------ background thread
     def _run(self) -> None:
@@ -194,8 +218,12 @@ class ReplicaInventoryStore(MemoryInventoryStore):
                 backoff = 0.1
             except Exception as exc:  # noqa: BLE001 - the thread must outlive any failure (Redis or not)
                 self.errors += 1
-                log.warning("inventory replica: %s (retrying in %.1f s)", exc, backoff,
-                            exc_info=not isinstance(exc, self._errors))
+                log.warning(
+                    "inventory replica: %s (retrying in %.1f s)",
+                    exc,
+                    backoff,
+                    exc_info=not isinstance(exc, self._errors),
+                )
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 2.0)
                 self._recover()
@@ -208,11 +236,17 @@ class ReplicaInventoryStore(MemoryInventoryStore):
         except self._errors:
             return
         first = (info.get("first-entry") or [None])[0]
-        removed = int(info.get("entries-added") or 0) > int(info.get("length") or 0)  # trimmed or deleted
-        behind = (removed and first is not None and _id_key(first) > _id_key(self.position)) or \
-            _id_key(info.get("max-deleted-entry-id") or "0-0") > _id_key(self.position)
+        removed = int(info.get("entries-added") or 0) > int(
+            info.get("length") or 0
+        )  # trimmed or deleted
+        behind = (
+            removed and first is not None and _id_key(first) > _id_key(self.position)
+        ) or _id_key(info.get("max-deleted-entry-id") or "0-0") > _id_key(self.position)
         if self.bootstrapped and behind:
-            log.warning("inventory replica: entries after %s were trimmed; bootstrapping again", self.position)
+            log.warning(
+                "inventory replica: entries after %s were trimmed; bootstrapping again",
+                self.position,
+            )
             self._rebootstrap = True
 
     def _bootstrap(self) -> None:
@@ -222,12 +256,16 @@ class ReplicaInventoryStore(MemoryInventoryStore):
         self._seq, self._state, self._touched = seqs, state, touched
         self.position, self.bootstrapped, self._rebootstrap = pos, True, False
         self.bootstraps += 1
-        log.info("inventory replica bootstrapped at %s: %d listings with a sequence, %d unavailable",
-                 pos, len(seqs), len(state))
+        log.info(
+            "inventory replica bootstrapped at %s: %d listings with a sequence, %d unavailable",
+            pos,
+            len(seqs),
+            len(state),
+        )
 
     def _applied_position(self) -> str:
         """The stream id up to which the group has applied every entry (``0-0`` without a group)."""
-        import redis
+        import redis  # lazy: the Redis backend is optional (memory backend needs nothing)
 
         try:
             groups = self._r.xinfo_groups(self.stream)
@@ -319,8 +357,9 @@ class ReplicaInventoryStore(MemoryInventoryStore):
         self._touched = {k: t for k, t in self._touched.items() if t >= since}
 
 
-def _admit_quietest(ids: np.ndarray, gone: np.ndarray, touched: np.ndarray, out: np.ndarray,
-                    k: int) -> np.ndarray:
+def _admit_quietest(
+    ids: np.ndarray, gone: np.ndarray, touched: np.ndarray, out: np.ndarray, k: int
+) -> np.ndarray:
     """``out`` with in-play listings (``out & ~gone``) re-admitted, oldest ``touched`` first, until
     ``k`` distinct ids are admitted (or none is left); shapes (n,)."""
     admitted = set(ids[~out].tolist())

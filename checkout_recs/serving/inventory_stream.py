@@ -40,7 +40,12 @@ from typing import Any
 import pyarrow as pa
 
 from checkout_recs import contract
-from checkout_recs.serving.inventory import ApplyReport, InventoryEvent, InventoryStore, InventoryUnavailable
+from checkout_recs.serving.inventory import (
+    ApplyReport,
+    InventoryEvent,
+    InventoryStore,
+    InventoryUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,18 +69,28 @@ def entry_ms(entry_id: str) -> int:
 
 def encode_event(ev: InventoryEvent) -> dict[str, str]:
     """The stream entry fields of one event (see the module docstring)."""
-    return {"listing_id": str(int(ev.listing_id)), "event_type": ev.event_type, "sequence": str(int(ev.sequence)),
-            "lock_ttl_s": "" if ev.lock_ttl_s is None else str(int(ev.lock_ttl_s)),
-            "event_ts_ms": str(round(ev.event_ts * 1000)), "event_id": ev.event_id}
+    return {
+        "listing_id": str(int(ev.listing_id)),
+        "event_type": ev.event_type,
+        "sequence": str(int(ev.sequence)),
+        "lock_ttl_s": "" if ev.lock_ttl_s is None else str(int(ev.lock_ttl_s)),
+        "event_ts_ms": str(round(ev.event_ts * 1000)),
+        "event_id": ev.event_id,
+    }
 
 
 def decode_event(fields: dict[str, str]) -> InventoryEvent:
     """The event of one entry's fields; ValueError (with the reason) when a field is missing or malformed."""
     try:
         ttl = fields.get("lock_ttl_s") or ""
-        return InventoryEvent(listing_id=int(fields["listing_id"]), event_type=str(fields["event_type"]),
-                              sequence=int(fields["sequence"]), lock_ttl_s=int(ttl) if ttl else None,
-                              event_ts=int(fields["event_ts_ms"]) / 1000.0, event_id=str(fields.get("event_id", "")))
+        return InventoryEvent(
+            listing_id=int(fields["listing_id"]),
+            event_type=str(fields["event_type"]),
+            sequence=int(fields["sequence"]),
+            lock_ttl_s=int(ttl) if ttl else None,
+            event_ts=int(fields["event_ts_ms"]) / 1000.0,
+            event_id=str(fields.get("event_id", "")),
+        )
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"malformed inventory entry {fields!r}: {exc!r}") from exc
 
@@ -86,18 +101,41 @@ def events_from_table(table: pa.Table) -> list[InventoryEvent]:
     if missing:
         raise ValueError(f"inventory events lack columns {sorted(missing)}")
     ts_us = table.column("event_timestamp").cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
-    df = table.select(["event_id", "listing_id", "event_type", "sequence", "lock_ttl_s"]).append_column(
-        "ts_us", ts_us).to_pandas()
+    df = (
+        table.select(["event_id", "listing_id", "event_type", "sequence", "lock_ttl_s"])
+        .append_column("ts_us", ts_us)
+        .to_pandas()
+    )
     df = df.sort_values(["ts_us", "sequence"], kind="stable")
-    return [InventoryEvent(listing_id=int(lid), event_type=str(et), sequence=int(seq),
-                           lock_ttl_s=None if ttl is None or ttl != ttl else int(ttl), event_ts=int(t) / 1e6,
-                           event_id=str(eid))
-            for eid, lid, et, seq, ttl, t in zip(df["event_id"], df["listing_id"], df["event_type"],
-                                                  df["sequence"], df["lock_ttl_s"], df["ts_us"], strict=True)]
+    return [
+        InventoryEvent(
+            listing_id=int(lid),
+            event_type=str(et),
+            sequence=int(seq),
+            lock_ttl_s=None if ttl is None or ttl != ttl else int(ttl),
+            event_ts=int(t) / 1e6,
+            event_id=str(eid),
+        )
+        for eid, lid, et, seq, ttl, t in zip(
+            df["event_id"],
+            df["listing_id"],
+            df["event_type"],
+            df["sequence"],
+            df["lock_ttl_s"],
+            df["ts_us"],
+            strict=True,
+        )
+    ]
 
 
-def publish_events(client: Any, stream: str, events: Iterable[InventoryEvent], maxlen: int = DEFAULT_MAXLEN,
-                   chunk: int = 1000, extra: dict[str, str] | None = None) -> list[str]:
+def publish_events(
+    client: Any,
+    stream: str,
+    events: Iterable[InventoryEvent],
+    maxlen: int = DEFAULT_MAXLEN,
+    chunk: int = 1000,
+    extra: dict[str, str] | None = None,
+) -> list[str]:
     """Append ``events`` to ``stream`` in order, ``chunk`` per pipelined round trip.
 
     Parameters
@@ -184,17 +222,30 @@ class RedisStreamSource(InventoryEventSource):
         at start and every ``claim_idle_ms`` after; 0 takes over every pending entry at once.
     """
 
-    def __init__(self, url: str, stream: str, group: str = DEFAULT_GROUP, consumer: str | None = None,
-                 claim_idle_ms: int = 30_000, socket_timeout_s: float = 5.0) -> None:
-        import redis
+    def __init__(
+        self,
+        url: str,
+        stream: str,
+        group: str = DEFAULT_GROUP,
+        consumer: str | None = None,
+        claim_idle_ms: int = 30_000,
+        socket_timeout_s: float = 5.0,
+    ) -> None:
+        import redis  # lazy: the Redis backend is optional (memory backend needs nothing)
 
         self.stream, self.group = stream, group
         self.consumer = consumer or socket.gethostname()
         self.claim_idle_ms = claim_idle_ms
-        self._r: Any = redis.Redis.from_url(url, decode_responses=True, socket_timeout=socket_timeout_s,
-                                            socket_connect_timeout=socket_timeout_s)
+        self._r: Any = redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=socket_timeout_s,
+            socket_connect_timeout=socket_timeout_s,
+        )
         self._errors = (redis.RedisError, OSError)
-        self._backlog: str | None = "0"  # position in this consumer's pending list, None once drained
+        self._backlog: str | None = (
+            "0"  # position in this consumer's pending list, None once drained
+        )
         self._next_claim = 0.0
         self._group_ready = False
 
@@ -207,7 +258,7 @@ class RedisStreamSource(InventoryEventSource):
     def _ensure_group(self) -> None:
         if self._group_ready:
             return
-        import redis
+        import redis  # lazy: the Redis backend is optional (memory backend needs nothing)
 
         try:
             self._call(self._r.xgroup_create, self.stream, self.group, id="0", mkstream=True)
@@ -221,8 +272,15 @@ class RedisStreamSource(InventoryEventSource):
         self._ensure_group()
         start, n = "0-0", 0
         while True:
-            nxt, claimed, *_ = self._call(self._r.xautoclaim, self.stream, self.group, self.consumer,
-                                          min_idle_time=self.claim_idle_ms, start_id=start, count=1000)
+            nxt, claimed, *_ = self._call(
+                self._r.xautoclaim,
+                self.stream,
+                self.group,
+                self.consumer,
+                min_idle_time=self.claim_idle_ms,
+                start_id=start,
+                count=1000,
+            )
             n += len(claimed)
             if nxt in ("0-0", start):
                 break
@@ -247,8 +305,14 @@ class RedisStreamSource(InventoryEventSource):
         return self._xreadgroup(">", count, block_ms)
 
     def _xreadgroup(self, pos: str, count: int, block_ms: int | None) -> list[SourceEntry]:
-        resp = self._call(self._r.xreadgroup, self.group, self.consumer, {self.stream: pos}, count=count,
-                          block=block_ms)
+        resp = self._call(
+            self._r.xreadgroup,
+            self.group,
+            self.consumer,
+            {self.stream: pos},
+            count=count,
+            block=block_ms,
+        )
         return [_entry(eid, fields) for eid, fields in (resp[0][1] if resp else [])]
 
     def ack(self, entries: list[SourceEntry]) -> None:
@@ -258,8 +322,12 @@ class RedisStreamSource(InventoryEventSource):
         pipe = self._r.pipeline(transaction=False)
         for e in entries:
             if e.event is None:
-                pipe.xadd(f"{self.stream}:rejected", {"entry_id": e.entry_id, "reason": e.error or ""},
-                          maxlen=100_000, approximate=True)
+                pipe.xadd(
+                    f"{self.stream}:rejected",
+                    {"entry_id": e.entry_id, "reason": e.error or ""},
+                    maxlen=100_000,
+                    approximate=True,
+                )
         pipe.xack(self.stream, self.group, *[e.entry_id for e in entries])
         self._call(pipe.execute)
 
@@ -270,7 +338,10 @@ class RedisStreamSource(InventoryEventSource):
     def lag(self) -> SourceLag:
         """See ``InventoryEventSource.lag`` (``XINFO GROUPS``, then the oldest entry not yet applied)."""
         self._ensure_group()
-        info = next((g for g in self._call(self._r.xinfo_groups, self.stream) if g["name"] == self.group), None)
+        info = next(
+            (g for g in self._call(self._r.xinfo_groups, self.stream) if g["name"] == self.group),
+            None,
+        )
         if info is None:
             return SourceLag(entries=-1, seconds=float("nan"))
         pending, undelivered = int(info["pending"]), info.get("lag")
@@ -278,11 +349,16 @@ class RedisStreamSource(InventoryEventSource):
         if pending:
             oldest = self._call(self._r.xpending, self.stream, self.group)["min"]
         elif undelivered is None or int(undelivered) > 0:
-            nxt = self._call(self._r.xrange, self.stream, f"({info['last-delivered-id']}", "+", count=1)
+            nxt = self._call(
+                self._r.xrange, self.stream, f"({info['last-delivered-id']}", "+", count=1
+            )
             oldest = nxt[0][0] if nxt else None
         if undelivered is None:  # Redis cannot tell (entries deleted inside the range): count them
-            undelivered = len(self._call(self._r.xrange, self.stream, f"({info['last-delivered-id']}", "+",
-                                         count=100_000))
+            undelivered = len(
+                self._call(
+                    self._r.xrange, self.stream, f"({info['last-delivered-id']}", "+", count=100_000
+                )
+            )
         age = max(0.0, time.time() - entry_ms(oldest) / 1e3) if oldest else 0.0
         return SourceLag(entries=pending + int(undelivered), seconds=age)
 
@@ -312,8 +388,13 @@ class ConsumerStats:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for logs and JSON."""
-        return {**self.report.as_dict(), "acked": self.acked, "batches": self.batches,
-                "failures": self.failures, "last_id": self.last_id}
+        return {
+            **self.report.as_dict(),
+            "acked": self.acked,
+            "batches": self.batches,
+            "failures": self.failures,
+            "last_id": self.last_id,
+        }
 
 
 class InventoryConsumer:
@@ -327,8 +408,13 @@ class InventoryConsumer:
     block_ms : how long one read waits for a new entry, milliseconds.
     """
 
-    def __init__(self, source: InventoryEventSource, store: InventoryStore, batch: int = 500,
-                 block_ms: int = 1000) -> None:
+    def __init__(
+        self,
+        source: InventoryEventSource,
+        store: InventoryStore,
+        batch: int = 500,
+        block_ms: int = 1000,
+    ) -> None:
         self.source, self.store = source, store
         self.batch, self.block_ms = batch, block_ms
         self.stats = ConsumerStats()
@@ -359,8 +445,13 @@ class InventoryConsumer:
         self.stats.last_id = entries[-1].entry_id
         return len(entries)
 
-    def run(self, stop: threading.Event, progress_every_s: float = 10.0, retry_s: float = 1.0,
-            on_progress: Callable[[ConsumerStats], None] | None = None) -> ConsumerStats:
+    def run(
+        self,
+        stop: threading.Event,
+        progress_every_s: float = 10.0,
+        retry_s: float = 1.0,
+        on_progress: Callable[[ConsumerStats], None] | None = None,
+    ) -> ConsumerStats:
         """Step until ``stop`` is set; log progress and lag every ``progress_every_s`` seconds."""
         next_log = time.monotonic() + progress_every_s
         while not stop.is_set():

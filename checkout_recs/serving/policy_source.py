@@ -58,7 +58,9 @@ def parse_policy(text: str) -> PolicyConfig:
     except json.JSONDecodeError as exc:
         raise ValueError(f"{POLICY_FILE} is not JSON: {exc}") from None
     except ValidationError as exc:
-        errors = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors())
+        errors = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors()
+        )
         raise ValueError(f"{POLICY_FILE} is not a PolicyConfig: {errors}") from None
 
 
@@ -150,9 +152,14 @@ class PolicyReloader:
     on_status : called with the status after each apply (metrics).
     """
 
-    def __init__(self, source: PolicyDir, target: PolicyTarget,
-                 prepare: Callable[[PolicyConfig], PolicyConfig] | None = None,
-                 on_status: Callable[[PolicyStatus], None] | None = None, current: PolicyConfig | None = None) -> None:
+    def __init__(
+        self,
+        source: PolicyDir,
+        target: PolicyTarget,
+        prepare: Callable[[PolicyConfig], PolicyConfig] | None = None,
+        on_status: Callable[[PolicyStatus], None] | None = None,
+        current: PolicyConfig | None = None,
+    ) -> None:
         self.source, self.target = source, target
         self.prepare = prepare or (lambda c: c)
         self.on_status = on_status
@@ -162,15 +169,27 @@ class PolicyReloader:
         """Apply one read (see module docstring); returns the new status."""
         self.target.switches.pinned_kill = read.kill_switch
         if read.config is None:
-            log.error("policy config in %s refused, keeping version %s: %s", self.source.folder,
-                      self.status.version, read.error)
-            self.status = PolicyStatus(self.status.version, False, read.error, self.status.kept, read.kill_switch)
+            log.error(
+                "policy config in %s refused, keeping version %s: %s",
+                self.source.folder,
+                self.status.version,
+                read.error,
+            )
+            self.status = PolicyStatus(
+                self.status.version, False, read.error, self.status.kept, read.kill_switch
+            )
         else:
             cfg = self.prepare(read.config)
             kept = self.target.apply_config(cfg)
-            self.status = PolicyStatus(config_version(read.config), True, None, kept, read.kill_switch)
-            log.info("policy config version %s applied from %s%s", self.status.version, self.source.folder,
-                        f" (kept until restart: {', '.join(kept)})" if kept else "")
+            self.status = PolicyStatus(
+                config_version(read.config), True, None, kept, read.kill_switch
+            )
+            log.info(
+                "policy config version %s applied from %s%s",
+                self.status.version,
+                self.source.folder,
+                f" (kept until restart: {', '.join(kept)})" if kept else "",
+            )
         if self.on_status is not None:
             self.on_status(self.status)
         return self.status

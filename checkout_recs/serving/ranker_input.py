@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from checkout_recs import contract
+from checkout_recs.models.ranker_features import DERIVED, LOG_FEATURES, ranker_matrix
 
 _REQUEST_DERIVED = {"hour_sin", "hour_cos", "device_ios", "device_android"}
 _PAIR_DERIVED = {"price_to_user_avg", "same_top_category_as_user"}
@@ -48,7 +49,7 @@ class RankerInputPlan:
     """
 
     def __init__(self, names: Sequence[str], snapshot: pd.DataFrame) -> None:
-        from checkout_recs.models.ranker_features import ranker_matrix
+        pass
 
         req_od, pair_od = _on_demand_sets()
         user_cols = {f.name for f in contract.USER_FEATURES} - _USER_SKIP
@@ -58,17 +59,27 @@ class RankerInputPlan:
         self.item_idx = [j for j, n in enumerate(self.names) if n not in request and n not in pair]
         self.request_idx = [j for j, n in enumerate(self.names) if n in request and n not in pair]
         self.pair_idx = [j for j, n in enumerate(self.names) if n in pair]
-        self.item_block = ranker_matrix(snapshot, [self.names[j] for j in self.item_idx])  # (N, d_item)
-        from checkout_recs.models.ranker_features import DERIVED
+        self.item_block = ranker_matrix(
+            snapshot, [self.names[j] for j in self.item_idx]
+        )  # (N, d_item)
 
         self._ranker_matrix = ranker_matrix
         self._derived = set(DERIVED) - set(snapshot.columns)
         self._memo: dict[tuple, float] = {}
         self._price = snapshot["price"].to_numpy(np.float64)
-        self._top = snapshot["top_category_id"].to_numpy() if "top_category_id" in snapshot else None
+        self._top = (
+            snapshot["top_category_id"].to_numpy() if "top_category_id" in snapshot else None
+        )
 
-    def build(self, rows: np.ndarray, user: dict[str, Any] | None, device: str, ts: pd.Timestamp,
-              request_feats: dict[str, float], pair_feats: dict[str, np.ndarray]) -> np.ndarray:
+    def build(
+        self,
+        rows: np.ndarray,
+        user: dict[str, Any] | None,
+        device: str,
+        ts: pd.Timestamp,
+        request_feats: dict[str, float],
+        pair_feats: dict[str, np.ndarray],
+    ) -> np.ndarray:
         """The matrix float32 (n, d) for catalogue ``rows`` (int64 (n,)).
 
         ``user`` holds user-view values, ``request_feats`` the request's on-demand features,
@@ -86,19 +97,32 @@ class RankerInputPlan:
         minute = int(ts.value // 60_000_000_000)
         for j in self.request_idx:
             name = self.names[j]
-            out[:, j] = (self._derived_request(name, device, minute) if name in self._derived
-                         else _plain(name, one.get(name)))
+            out[:, j] = (
+                self._derived_request(name, device, minute)
+                if name in self._derived
+                else _plain(name, one.get(name))
+            )
         derived_pairs = [j for j in self.pair_idx if self.names[j] in self._derived]
         for j in self.pair_idx:
             if self.names[j] not in self._derived:
                 out[:, j] = _plain(self.names[j], pair_feats.get(self.names[j], 0.0))
-        slow = [j for j in derived_pairs if self.names[j] not in _FAST_PAIR or not _FAST_PAIR_NEEDS[self.names[j]] <= set(one)]
+        slow = [
+            j
+            for j in derived_pairs
+            if self.names[j] not in _FAST_PAIR or not _FAST_PAIR_NEEDS[self.names[j]] <= set(one)
+        ]
         for j in derived_pairs:
             if j not in slow:
                 out[:, j] = _FAST_PAIR[self.names[j]](self, rows, one)
         if slow:
-            frame: dict[str, Any] = {"price": self._price[rows], **{k: np.full(n, one[k]) for k in
-                                                                   ("avg_price_paid", "user_top_category_id") if k in one}}
+            frame: dict[str, Any] = {
+                "price": self._price[rows],
+                **{
+                    k: np.full(n, one[k])
+                    for k in ("avg_price_paid", "user_top_category_id")
+                    if k in one
+                },
+            }
             if self._top is not None:
                 frame["top_category_id"] = self._top[rows]
             out[:, slow] = self._ranker_matrix(pd.DataFrame(frame), [self.names[j] for j in slow])
@@ -111,8 +135,12 @@ class RankerInputPlan:
         if hit is None:
             if len(self._memo) > 10_000:
                 self._memo.clear()
-            frame = pd.DataFrame({"device": [device],
-                                  "event_timestamp": [pd.Timestamp(minute * 60_000_000_000, tz="UTC")]})
+            frame = pd.DataFrame(
+                {
+                    "device": [device],
+                    "event_timestamp": [pd.Timestamp(minute * 60_000_000_000, tz="UTC")],
+                }
+            )
             hit = float(self._ranker_matrix(frame, [name])[0, 0])
             self._memo[key] = hit
         return hit
@@ -126,18 +154,23 @@ def _f32(x: Any) -> np.ndarray:
 #: (float32 throughout, like ``_col``); ``test_serving_core`` asserts equality with
 #: ``ranker_matrix`` on the full frame, so a change in ``DERIVED`` fails that test, not silently.
 _FAST_PAIR = {
-    "price_to_user_avg": lambda plan, rows, one: np.log1p(_f32(plan._price[rows]))
-    - np.log1p(_f32(np.nan_to_num(float(one["avg_price_paid"])))),
+    "price_to_user_avg": lambda plan, rows, one: (
+        np.log1p(_f32(plan._price[rows]))
+        - np.log1p(_f32(np.nan_to_num(float(one["avg_price_paid"]))))
+    ),
     "same_top_category_as_user": lambda plan, rows, one: (
-        _f32(plan._top[rows]) == _f32(-3 if one["user_top_category_id"] is None else one["user_top_category_id"])
+        _f32(plan._top[rows])
+        == _f32(-3 if one["user_top_category_id"] is None else one["user_top_category_id"])
     ).astype(np.float32),
 }
-_FAST_PAIR_NEEDS = {"price_to_user_avg": {"avg_price_paid"}, "same_top_category_as_user": {"user_top_category_id"}}
+_FAST_PAIR_NEEDS = {
+    "price_to_user_avg": {"avg_price_paid"},
+    "same_top_category_as_user": {"user_top_category_id"},
+}
 
 
 def _plain(name: str, value: Any) -> Any:
     """``ranker_matrix``'s transform of a plain (non-derived) column value or array."""
-    from checkout_recs.models.ranker_features import LOG_FEATURES
 
     x = np.asarray(0.0 if value is None else value, dtype=np.float32)  # float32 like ``_col``
     x = np.where(np.isfinite(x), x, np.float32(0.0))

@@ -37,7 +37,11 @@ from checkout_recs.policy.engine import PolicyEngine, PolicyGauges
 from checkout_recs.policy.fallback import fallback_candidates
 from checkout_recs.policy.slate import Slate
 from checkout_recs.serving.bundle import ServingBundle
-from checkout_recs.serving.inventory import InventoryStore, InventoryUnavailable, MemoryInventoryStore
+from checkout_recs.serving.inventory import (
+    InventoryStore,
+    InventoryUnavailable,
+    MemoryInventoryStore,
+)
 from checkout_recs.serving.switches import Switches
 
 Scores = tuple[np.ndarray, np.ndarray]
@@ -114,7 +118,10 @@ class Decision:
     slate: Slate
     reasons: list[str]
     user_id: int
-    snapshot: tuple[list[int], list[float]] = ([], [])  # top candidates: listing ids, expected revenue
+    snapshot: tuple[list[int], list[float]] = (
+        [],
+        [],
+    )  # top candidates: listing ids, expected revenue
 
 
 class TooFewInStock(RuntimeError):
@@ -123,8 +130,10 @@ class TooFewInStock(RuntimeError):
     the call with 503 + ``Retry-After``; nothing is logged or counted as exposure)."""
 
     def __init__(self, found: int) -> None:
-        super().__init__(f"only {found} in-stock listings are known for this checkout, fewer than "
-                         f"{contract.SLATE_SIZE}; retry after a while")
+        super().__init__(
+            f"only {found} in-stock listings are known for this checkout, fewer than "
+            f"{contract.SLATE_SIZE}; retry after a while"
+        )
         self.found = found
 
 
@@ -144,9 +153,16 @@ class Recommender:
     max_snapshot_age : staleness SLA of the listing snapshot (None: not checked).
     """
 
-    def __init__(self, bundle: ServingBundle, users: UserFeatureSource, inventory: InventoryStore | None = None,
-                 cfg: PolicyConfig | None = None, switches: Switches | None = None, seed: int = 7,
-                 max_snapshot_age: dt.timedelta | None = None) -> None:
+    def __init__(
+        self,
+        bundle: ServingBundle,
+        users: UserFeatureSource,
+        inventory: InventoryStore | None = None,
+        cfg: PolicyConfig | None = None,
+        switches: Switches | None = None,
+        seed: int = 7,
+        max_snapshot_age: dt.timedelta | None = None,
+    ) -> None:
         self.bundle = bundle
         self.users = users
         self.inventory = inventory or MemoryInventoryStore()
@@ -176,8 +192,13 @@ class Recommender:
         return self.policy.gauges()
 
     # ---------------------------------------------------------------- stages 1-3
-    async def prepare(self, req: contract.PostCheckoutRequest, now: float | None = None,
-                      defer_inventory: bool = False, degrade: str | None = None) -> Prepared:
+    async def prepare(
+        self,
+        req: contract.PostCheckoutRequest,
+        now: float | None = None,
+        defer_inventory: bool = False,
+        degrade: str | None = None,
+    ) -> Prepared:
         """Stages features, retrieval and inventory, and the ranker matrix.
 
         Never raises for a dependency failure: the failure becomes ``fallback_reason``. With
@@ -197,7 +218,8 @@ class Recommender:
         elif state.drift_flag:
             reason = "drift_flag"
         elif self.max_snapshot_age is not None and not self.bundle.snapshot_fresh(
-                req.timestamp or dt.datetime.now(dt.UTC), self.max_snapshot_age):
+            req.timestamp or dt.datetime.now(dt.UTC), self.max_snapshot_age
+        ):
             reason = "stale_features"
         user: dict[str, Any] | None = None
         if degrade is not None:
@@ -215,9 +237,13 @@ class Recommender:
         cand_rows, cand_sources = (np.empty(0, np.int64), np.empty(0, object))
         if reason is None:
             cand_rows, cand_sources = self.bundle.candidates.generate(cat, req, user, basket_rows)
-        fb_rows, _, fb_sources = fallback_candidates(cat, self.bundle.complements,
-                                                     np.asarray(req.purchased_item_ids, np.int64), req.region,
-                                                     basket_rows=basket_rows)
+        fb_rows, _, fb_sources = fallback_candidates(
+            cat,
+            self.bundle.complements,
+            np.asarray(req.purchased_item_ids, np.int64),
+            req.region,
+            basket_rows=basket_rows,
+        )
         t2, c2 = time.perf_counter(), time.thread_time()
         # Stage 3 overlaps the ranker: the inventory lookup is sent first, and while Redis answers
         # the matrix of every candidate is built (and, deferred, scored); the rows of candidates
@@ -233,15 +259,33 @@ class Recommender:
                 lookup.cancel()  # no orphaned lookup when the matrix cannot be built
                 raise
         t4, c4 = time.perf_counter(), time.thread_time()
-        prep = Prepared(request=req, request_id=req.resolved_request_id(), started=t0, user=user,
-                        session_class=self.policy.session_class(user, cat, basket_rows),
-                        fallback_reason=reason, basket_rows=basket_rows, cand_rows=cand_rows,
-                        cand_sources=cand_sources, fb_rows=fb_rows, fb_sources=fb_sources,
-                        matrix=matrix if reason is None else None, pending=lookup)
-        prep.timings.update(features=(t1 - t0) * 1e3, retrieval=(t2 - t1) * 1e3, inventory=(t3 - t2) * 1e3,
-                            rank_input=(t4 - t3) * 1e3)
-        prep.cpu_ms.update(features=(c1 - c0) * 1e3, retrieval=(c2 - c1) * 1e3, inventory=(c3 - c2) * 1e3,
-                           rank_input=(c4 - c3) * 1e3)
+        prep = Prepared(
+            request=req,
+            request_id=req.resolved_request_id(),
+            started=t0,
+            user=user,
+            session_class=self.policy.session_class(user, cat, basket_rows),
+            fallback_reason=reason,
+            basket_rows=basket_rows,
+            cand_rows=cand_rows,
+            cand_sources=cand_sources,
+            fb_rows=fb_rows,
+            fb_sources=fb_sources,
+            matrix=matrix if reason is None else None,
+            pending=lookup,
+        )
+        prep.timings.update(
+            features=(t1 - t0) * 1e3,
+            retrieval=(t2 - t1) * 1e3,
+            inventory=(t3 - t2) * 1e3,
+            rank_input=(t4 - t3) * 1e3,
+        )
+        prep.cpu_ms.update(
+            features=(c1 - c0) * 1e3,
+            retrieval=(c2 - c1) * 1e3,
+            inventory=(c3 - c2) * 1e3,
+            rank_input=(c4 - c3) * 1e3,
+        )
         if not defer_inventory:
             await self.settle_inventory(prep)
         return prep
@@ -259,7 +303,10 @@ class Recommender:
         if prep.pending is None:
             return np.ones(len(prep.cand_rows), bool)
         t0 = time.perf_counter()
-        gone, inv_failure = await prep.pending  # other tasks (the scorer) run meanwhile: CPU counted after
+        (
+            gone,
+            inv_failure,
+        ) = await prep.pending  # other tasks (the scorer) run meanwhile: CPU counted after
         c0 = time.thread_time()
         prep.pending = None
         n = len(prep.cand_rows)
@@ -271,12 +318,22 @@ class Recommender:
             prep.fallback_reason = inv_failure
         if prep.fallback_reason is None and len(prep.cand_rows) == 0:
             prep.fallback_reason = "too_few_candidates"
-        prep.matrix = prep.matrix[keep_c] if prep.fallback_reason is None and prep.matrix is not None else None
-        prep.timings["inventory"] = prep.timings.get("inventory", 0.0) + (time.perf_counter() - t0) * 1e3
-        prep.cpu_ms["inventory"] = prep.cpu_ms.get("inventory", 0.0) + (time.thread_time() - c0) * 1e3
+        prep.matrix = (
+            prep.matrix[keep_c]
+            if prep.fallback_reason is None and prep.matrix is not None
+            else None
+        )
+        prep.timings["inventory"] = (
+            prep.timings.get("inventory", 0.0) + (time.perf_counter() - t0) * 1e3
+        )
+        prep.cpu_ms["inventory"] = (
+            prep.cpu_ms.get("inventory", 0.0) + (time.thread_time() - c0) * 1e3
+        )
         return keep_c
 
-    async def _unavailable(self, cand_rows: np.ndarray, fb_rows: np.ndarray) -> tuple[np.ndarray, str | None]:
+    async def _unavailable(
+        self, cand_rows: np.ndarray, fb_rows: np.ndarray
+    ) -> tuple[np.ndarray, str | None]:
         """(bool (n_cand + n_fb,) unavailable mask over candidates then fallback pool, None or the
         fallback reason of the store's failure); on failure the store's ``last_known_unavailable``
         (Redis: listings this process saw unavailable recently; the replica: all but known state,
@@ -288,7 +345,9 @@ class Recommender:
         except InventoryUnavailable as exc:
             known = self.inventory.last_known_unavailable
             n = len(cand_rows)
-            return np.concatenate([known(ids[:n]), known(ids[n:], keep_at_least=contract.SLATE_SIZE)]), exc.reason
+            return np.concatenate(
+                [known(ids[:n]), known(ids[n:], keep_at_least=contract.SLATE_SIZE)]
+            ), exc.reason
 
     # ---------------------------------------------------------------- stage 5
     def decide(self, prep: Prepared, scores: Scores | None, failure: str | None = None) -> Decision:
@@ -313,20 +372,36 @@ class Recommender:
         cat = self.bundle.catalog
         items = [
             contract.RecommendedItem(
-                listing_id=int(cat.listing_id[r]), slot=j, score=float(slate.scores[j]),
-                p_click=_prob(slate.p_click[j]), p_purchase=_prob(slate.p_purchase[j]),
-                propensity=float(slate.propensity[j]), source=slate.sources[j], reason=reasons[j])
+                listing_id=int(cat.listing_id[r]),
+                slot=j,
+                score=float(slate.scores[j]),
+                p_click=_prob(slate.p_click[j]),
+                p_purchase=_prob(slate.p_purchase[j]),
+                propensity=float(slate.propensity[j]),
+                source=slate.sources[j],
+                reason=reasons[j],
+            )
             for j, r in enumerate(slate.rows.tolist())
         ]
         prep.timings["policy"] = (time.perf_counter() - t0) * 1e3
         prep.cpu_ms["policy"] = (time.thread_time() - c0) * 1e3
         resp = contract.PostCheckoutResponse(
-            request_id=prep.request_id, items=items, policy="fallback" if reason else "ranker",
-            fallback_reason=cast(contract.FallbackReason | None, reason), model_version=self.bundle.model_version,
+            request_id=prep.request_id,
+            items=items,
+            policy="fallback" if reason else "ranker",
+            fallback_reason=cast(contract.FallbackReason | None, reason),
+            model_version=self.bundle.model_version,
             index_version=self.bundle.index_version,
-            latency_ms=round((time.perf_counter() - prep.started) * 1e3, 3))
-        return Decision(response=resp, prepared=prep, slate=slate, reasons=reasons, user_id=prep.request.user_id,
-                        snapshot=self._snapshot(prep, slate))
+            latency_ms=round((time.perf_counter() - prep.started) * 1e3, 3),
+        )
+        return Decision(
+            response=resp,
+            prepared=prep,
+            slate=slate,
+            reasons=reasons,
+            user_id=prep.request.user_id,
+            snapshot=self._snapshot(prep, slate),
+        )
 
     def _snapshot(self, prep: Prepared, slate: Slate) -> tuple[list[int], list[float]]:
         er = slate.notes.get("candidate_er")
@@ -336,7 +411,9 @@ class Recommender:
         return self.bundle.catalog.listing_id[prep.cand_rows[top]].tolist(), er[top].tolist()
 
     # ---------------------------------------------------------------- offline path
-    def recommend(self, req: contract.PostCheckoutRequest, scorer: Callable[[np.ndarray], Scores] | None) -> Decision:
+    def recommend(
+        self, req: contract.PostCheckoutRequest, scorer: Callable[[np.ndarray], Scores] | None
+    ) -> Decision:
         """All stages in-process (offline evaluation, tests).
 
         ``scorer`` maps the ranker matrix float32 (n, d) to (p_click, p_purchase); None or a

@@ -69,7 +69,9 @@ class ServingSettings(BaseModel):
         "setting of missing() must be given, else the transformer refuses to start).",
     )
     model_name: str = Field(
-        default=DEFAULT_MODEL_NAME, min_length=1, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        default=DEFAULT_MODEL_NAME,
+        min_length=1,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
         description="Name the transformer answers under (/v1/models/<name>:predict); KServe passes the "
         "InferenceService's name as --model_name.",
     )
@@ -78,24 +80,33 @@ class ServingSettings(BaseModel):
         description="User features: 'feast' (the online store of feature_env), 'bundle' (the table the "
         "bundle carries, frozen at build time) or 'table' (user_table, a parquet file).",
     )
-    user_table: str | None = Field(default=None, description="Parquet of contract.USER_FEATURES rows (users='table').")
+    user_table: str | None = Field(
+        default=None, description="Parquet of contract.USER_FEATURES rows (users='table')."
+    )
     feature_env: FeatureEnv = Field(
         default="embedded",
         description="Feast environment (feature_repo/environments/<env>.yaml): 'embedded' (SQLite in "
         "feast_work_dir) or 'production' (Redis online store at redis_url, SQL registry).",
     )
     feast_features: str | None = Field(
-        default=None, description="Feature tables folder or s3:// prefix the Feast sources name (default: the "
-        "bundle's features/).")
+        default=None,
+        description="Feature tables folder or s3:// prefix the Feast sources name (default: the "
+        "bundle's features/).",
+    )
     feast_work_dir: str = Field(
         default="artifacts/feast",
         description="Writable folder for the rendered feature_store.yaml (and the embedded store); /tmp/... in a pod.",
     )
-    feast_project: str | None = Field(default=None, description="Feast project (default: the feature repo's).")
+    feast_project: str | None = Field(
+        default=None, description="Feast project (default: the feature repo's)."
+    )
     feast_registry_url: SecretStr | None = Field(
-        default=None, description="SQL registry of the production Feast environment (holds a password: env only).")
+        default=None,
+        description="SQL registry of the production Feast environment (holds a password: env only).",
+    )
     inventory: str = Field(
-        default="memory", min_length=1,
+        default="memory",
+        min_length=1,
         description="Live inventory backend, one of the transformer's --inventory choices ('memory' keeps "
         "sold/locked state in the process: local runs only).",
     )
@@ -105,7 +116,8 @@ class ServingSettings(BaseModel):
         "production online store; without a password (see redis_password).",
     )
     redis_password: SecretStr | None = Field(
-        default=None, description="Redis AUTH token, from a Secret through the environment only.")
+        default=None, description="Redis AUTH token, from a Secret through the environment only."
+    )
     decision_log: str | None = Field(
         default=None,
         description="Artifact store root of the decision log: a folder locally, s3://bucket/prefix in a cluster "
@@ -116,9 +128,12 @@ class ServingSettings(BaseModel):
         description="Mounted policy ConfigMap (policy.json, kill_switch): read at start, re-read when it changes.",
     )
     policy_config: Path | None = Field(
-        default=None, description="A PolicyConfig JSON file read once at start (local runs); policy_dir wins.")
+        default=None,
+        description="A PolicyConfig JSON file read once at start (local runs); policy_dir wins.",
+    )
     policy_poll_s: float = Field(
-        default=5.0, gt=0, description="Seconds between checks of policy_dir for a changed file.")
+        default=5.0, gt=0, description="Seconds between checks of policy_dir for a changed file."
+    )
     predictor_url: str = Field(
         default="http://127.0.0.1:8081",
         description="Base URL of the ranker predictor's REST server; from --predictor_url, else from KServe's "
@@ -137,12 +152,16 @@ class ServingSettings(BaseModel):
         Raises ``ValueError`` when a secret field comes as a flag, pydantic's ``ValidationError``
         (a ``ValueError``) when a value is invalid.
         """
-        values: dict[str, Any] = {f: environ[e] for f, e in ENV.items() if environ.get(e) not in (None, "")}
+        values: dict[str, Any] = {
+            f: environ[e] for f, e in ENV.items() if environ.get(e) not in (None, "")
+        }
         given = {k: v for k, v in flags.items() if k in cls.model_fields and v is not None}
         leaked = SECRET_FIELDS & set(given)
         if leaked:
-            raise ValueError(f"{sorted(leaked)} must come from the environment ({[ENV[f] for f in sorted(leaked)]}), "
-                             "never from a flag")
+            raise ValueError(
+                f"{sorted(leaked)} must come from the environment ({[ENV[f] for f in sorted(leaked)]}), "
+                "never from a flag"
+            )
         values.update(given)
         host = flags.get("predictor_host")
         if flags.get("predictor_url") is None and host:
@@ -151,7 +170,9 @@ class ServingSettings(BaseModel):
 
     def redis_dsn(self) -> str:
         """``redis_url`` with ``redis_password`` put in (for the clients only; never logged)."""
-        return redis_dsn(self.redis_url, self.redis_password.get_secret_value() if self.redis_password else None)
+        return redis_dsn(
+            self.redis_url, self.redis_password.get_secret_value() if self.redis_password else None
+        )
 
     def missing(self) -> list[str]:
         """What a cluster deployment lacks, one sentence each (empty locally or when complete)."""
@@ -160,24 +181,42 @@ class ServingSettings(BaseModel):
         out = []
         given = self.model_fields_set
         if "users" not in given:
-            out.append(f"no user-feature source ({ENV['users']}): the bundle's frozen table would serve")
+            out.append(
+                f"no user-feature source ({ENV['users']}): the bundle's frozen table would serve"
+            )
         if self.users == "feast" and self.feature_env != "production":
-            out.append(f"users=feast with feature_env={self.feature_env}: the pod's embedded store is empty, every "
-                       f"checkout would be unknown_user (set {ENV['feature_env']}=production)")
-        if self.users == "feast" and self.feature_env == "production" and self.feast_registry_url is None:
+            out.append(
+                f"users=feast with feature_env={self.feature_env}: the pod's embedded store is empty, every "
+                f"checkout would be unknown_user (set {ENV['feature_env']}=production)"
+            )
+        if (
+            self.users == "feast"
+            and self.feature_env == "production"
+            and self.feast_registry_url is None
+        ):
             out.append(f"no Feast registry ({ENV['feast_registry_url']}, from a Secret)")
         if self.users == "table" and not self.user_table:
             out.append(f"users=table without a table ({ENV['user_table']})")
         if not self.decision_log:
-            out.append(f"no decision log root ({ENV['decision_log']}): explain, disputes and the canary's GMV "
-                       "guardrail would have nothing")
+            out.append(
+                f"no decision log root ({ENV['decision_log']}): explain, disputes and the canary's GMV "
+                "guardrail would have nothing"
+            )
         elif not self.decision_log.startswith("s3://"):
-            out.append(f"decision log root {self.decision_log!r} is not the artifact store (s3://...): a pod's disk "
-                       "goes with the pod")
+            out.append(
+                f"decision log root {self.decision_log!r} is not the artifact store (s3://...): a pod's disk "
+                "goes with the pod"
+            )
         if self.policy_dir is None:
-            out.append(f"no policy folder ({ENV['policy_dir']}): the policy ConfigMap would be ignored")
+            out.append(
+                f"no policy folder ({ENV['policy_dir']}): the policy ConfigMap would be ignored"
+            )
         if self.inventory == "memory":
-            out.append(f"inventory=memory ({ENV['inventory']}): sold and locked listings would be shown")
+            out.append(
+                f"inventory=memory ({ENV['inventory']}): sold and locked listings would be shown"
+            )
         if "redis_url" not in given:
-            out.append(f"no Redis URL ({ENV['redis_url']}): the loopback default answers nothing in a pod")
+            out.append(
+                f"no Redis URL ({ENV['redis_url']}): the loopback default answers nothing in a pod"
+            )
         return out

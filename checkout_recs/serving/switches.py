@@ -57,15 +57,22 @@ class Switches:
     kill_key, drift_key : key names (tests use private ones).
     """
 
-    def __init__(self, redis_url: str | None = None, ttl_s: float = 1.0, timeout_s: float = 0.05,
-                 kill_key: str = KILL_SWITCH_KEY, drift_key: str = DRIFT_FLAG_KEY) -> None:
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        ttl_s: float = 1.0,
+        timeout_s: float = 0.05,
+        kill_key: str = KILL_SWITCH_KEY,
+        drift_key: str = DRIFT_FLAG_KEY,
+    ) -> None:
         self.ttl_s, self.kill_key, self.drift_key = ttl_s, kill_key, drift_key
         self._client = None
         if redis_url:
-            import redis.asyncio as aredis
+            import redis.asyncio as aredis  # lazy: the Redis backend is optional (memory backend needs nothing)
 
-            self._client = aredis.Redis.from_url(redis_url, socket_timeout=timeout_s,
-                                                 socket_connect_timeout=timeout_s)
+            self._client = aredis.Redis.from_url(
+                redis_url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+            )
         self._state = SwitchState()
         self._read_at = float("-inf")
         #: Kill switch on whatever Redis says (the policy ConfigMap's ``kill_switch: "true"``).
@@ -81,7 +88,11 @@ class Switches:
     async def state(self) -> SwitchState:
         """The switches, read from Redis at most once per ``ttl_s`` seconds (``pinned_kill`` ORed in)."""
         state = await self._read()
-        return replace(state, kill_switch=True) if self.pinned_kill and not state.kill_switch else state
+        return (
+            replace(state, kill_switch=True)
+            if self.pinned_kill and not state.kill_switch
+            else state
+        )
 
     async def _read(self) -> SwitchState:
         now = time.monotonic()
@@ -93,6 +104,9 @@ class Switches:
         except Exception:  # noqa: BLE001 - any Redis failure keeps the last known value
             self._state.read_ok = False
             return self._state
-        self._state = SwitchState(kill_switch=_on(kill), drift_flag=_on(drift),
-                                  detail={"kill_switch": _detail(kill), "drift_flag": _detail(drift)})
+        self._state = SwitchState(
+            kill_switch=_on(kill),
+            drift_flag=_on(drift),
+            detail={"kill_switch": _detail(kill), "drift_flag": _detail(drift)},
+        )
         return self._state

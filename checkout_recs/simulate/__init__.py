@@ -22,6 +22,17 @@ from checkout_recs.simulate.run import run_simulation
 from checkout_recs.simulate.scenario import SimWorld
 
 __all__ = [
-    "CandidateSet", "Policy", "PolicyValue", "RequestContext", "SimConfig", "SimSummary", "SimWorld",
-    "evaluate_policy", "heuristic_policy", "logged_expectations", "oracle_policy", "random_policy", "run_simulation",
+    "CandidateSet",
+    "Policy",
+    "PolicyValue",
+    "RequestContext",
+    "SimConfig",
+    "SimSummary",
+    "SimWorld",
+    "evaluate_policy",
+    "heuristic_policy",
+    "logged_expectations",
+    "oracle_policy",
+    "random_policy",
+    "run_simulation",
 ]

@@ -27,18 +27,31 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from pydantic import BaseModel
 
 from checkout_recs import contract
+from checkout_recs.simulate.config import SimConfig
 from checkout_recs.simulate.logging_policy import HeuristicPolicy
 from checkout_recs.simulate.policy_api import CandidateSet, Policy, RequestContext, candidate_set
 from checkout_recs.simulate.policy_market import MarketRecord, run_policy_market
 from checkout_recs.simulate.scenario import SimWorld
 from checkout_recs.simulate.world import US_PER_DAY
 
-__all__ = ["AGE_BUCKETS", "CandidateSet", "Policy", "PolicyValue", "RequestContext", "candidate_set",
-           "evaluate_policy", "heuristic_policy", "logged_expectations", "oracle_policy", "policy_value",
-           "random_policy"]
+__all__ = [
+    "AGE_BUCKETS",
+    "CandidateSet",
+    "Policy",
+    "PolicyValue",
+    "RequestContext",
+    "candidate_set",
+    "evaluate_policy",
+    "heuristic_policy",
+    "logged_expectations",
+    "oracle_policy",
+    "policy_value",
+    "random_policy",
+]
 
 AGE_BUCKETS = ((0.0, 1.0, "<1d"), (1.0, 7.0, "1-7d"), (7.0, 30.0, "7-30d"), (30.0, np.inf, ">30d"))
 
@@ -77,10 +90,17 @@ def policy_value(world: SimWorld, shown: pd.DataFrame) -> PolicyValue:
     buys_cohort: dict[str, float] = dict.fromkeys(by_cohort, 0.0)
     by_age: dict[str, int] = {name: 0 for *_, name in AGE_BUCKETS}
     if e is not None:
-        acc = {"clicks": float(e["p_click"].sum()), "purchases": float(e["exp_purchase"].sum()),
-               "gmv": float(e["exp_gmv"].sum()), "revenue": float(e["exp_revenue"].sum())}
-        real = {"clicks": float(e["clicked"].sum()), "purchases": float(e["purchased"].sum()),
-                "gmv": float((e["purchased"] * e["price"]).sum())}
+        acc = {
+            "clicks": float(e["p_click"].sum()),
+            "purchases": float(e["exp_purchase"].sum()),
+            "gmv": float(e["exp_gmv"].sum()),
+            "revenue": float(e["exp_revenue"].sum()),
+        }
+        real = {
+            "clicks": float(e["clicked"].sum()),
+            "purchases": float(e["purchased"].sum()),
+            "gmv": float((e["purchased"] * e["price"]).sum()),
+        }
         items = e["listing_id"].to_numpy() - 1
         cohort = _cohort(world, items)
         for name in by_cohort:
@@ -91,8 +111,13 @@ def policy_value(world: SimWorld, shown: pd.DataFrame) -> PolicyValue:
             by_age[name] = int(((age >= lo) & (age < hi)).sum())
     n = max(n_req, 1)
     return PolicyValue(
-        n_requests=n_req, **acc, per_request={k: v / n for k, v in acc.items()}, realised=real,
-        impressions_by_seller_cohort=by_cohort, impressions_by_listing_age=by_age, purchases_by_seller_cohort=buys_cohort,
+        n_requests=n_req,
+        **acc,
+        per_request={k: v / n for k, v in acc.items()},
+        realised=real,
+        impressions_by_seller_cohort=by_cohort,
+        impressions_by_listing_age=by_age,
+        purchases_by_seller_cohort=buys_cohort,
     )
 
 
@@ -122,7 +147,6 @@ def evaluate_policy(
     -------
     PolicyValue. Raises ``ValueError`` when the policy returns an invalid slate.
     """
-    from checkout_recs.simulate.config import SimConfig
 
     world = world or SimWorld.build(SimConfig())
     day_set = set(range(days)) if isinstance(days, int) else {int(d) for d in days}
@@ -139,6 +163,7 @@ def evaluate_policy(
 
 
 # ---- reference policies -------------------------------------------------------------------------
+
 
 def heuristic_policy(world: SimWorld, seed: int = 0) -> Policy:
     """The logged heuristic (static boosts, incumbents first, epsilon-random) as a ``Policy``."""
@@ -159,7 +184,9 @@ def random_policy(seed: int = 0) -> Policy:
 
     def policy(ctx: RequestContext, cands: CandidateSet) -> tuple[np.ndarray, np.ndarray]:
         k = len(cands.listing_id)
-        return rng.permutation(cands.listing_id)[: contract.SLATE_SIZE], np.full(contract.SLATE_SIZE, 1.0 / k)
+        return rng.permutation(cands.listing_id)[: contract.SLATE_SIZE], np.full(
+            contract.SLATE_SIZE, 1.0 / k
+        )
 
     return policy
 
@@ -180,6 +207,7 @@ def oracle_policy(world: SimWorld) -> Policy:
 
     return policy
 
+
 def logged_expectations(world: SimWorld, raw_dir: Path) -> pd.DataFrame:
     """The truth's P(click) and P(purchase | click) for every logged impression of a run.
 
@@ -192,7 +220,6 @@ def logged_expectations(world: SimWorld, raw_dir: Path) -> pd.DataFrame:
     -------
     DataFrame (one row per impression): request_id, slot, listing_id, p_click, p_purchase.
     """
-    import pyarrow.parquet as pq
 
     imp = pq.read_table(Path(raw_dir) / "impressions").to_pandas()
     orders = pq.read_table(Path(raw_dir) / "orders", columns=["order_id", "listing_id"]).to_pandas()
@@ -205,8 +232,15 @@ def logged_expectations(world: SimWorld, raw_dir: Path) -> pd.DataFrame:
     t = imp["event_timestamp"].dt.as_unit("us").astype("int64").to_numpy()
     dev = imp["device"].map({d: i for i, d in enumerate(contract.DEVICES)}).to_numpy()
     p_click = world.truth.click_prob(u, bl, items, imp["slot"].to_numpy().astype(np.int64), t, dev)
-    return pd.DataFrame({"request_id": imp["request_id"], "slot": imp["slot"], "listing_id": imp["listing_id"],
-                         "p_click": p_click, "p_purchase": world.truth.purchase_prob(u, bl, items)})
+    return pd.DataFrame(
+        {
+            "request_id": imp["request_id"],
+            "slot": imp["slot"],
+            "listing_id": imp["listing_id"],
+            "p_click": p_click,
+            "p_purchase": world.truth.purchase_prob(u, bl, items),
+        }
+    )
 
 
 def logged_outcomes(raw_dir: Path) -> pd.DataFrame:
@@ -220,16 +254,19 @@ def logged_outcomes(raw_dir: Path) -> pd.DataFrame:
     -------
     DataFrame indexed by request_id with clicks, purchases (counts) and gmv (currency).
     """
-    import pyarrow.parquet as pq
 
     raw = Path(raw_dir)
-    ids = pd.Index(pq.read_table(raw / "impressions", columns=["request_id"]).column(0).unique().to_pylist())
+    ids = pd.Index(
+        pq.read_table(raw / "impressions", columns=["request_id"]).column(0).unique().to_pylist()
+    )
     clicks = pq.read_table(raw / "clicks", columns=["request_id"]).to_pandas()
     pur = pq.read_table(raw / "purchases", columns=["purchase_id", "price"]).to_pandas()
     # purchase_id = p-<seed>-<request number>-<slot>; request_id = r-<seed>-<request number>
     pur["request_id"] = "r-" + pur["purchase_id"].str.split("-").str[1:3].str.join("-")
-    return pd.DataFrame({
-        "clicks": clicks.groupby("request_id").size().reindex(ids, fill_value=0),
-        "purchases": pur.groupby("request_id").size().reindex(ids, fill_value=0),
-        "gmv": pur.groupby("request_id")["price"].sum().reindex(ids, fill_value=0.0),
-    })
+    return pd.DataFrame(
+        {
+            "clicks": clicks.groupby("request_id").size().reindex(ids, fill_value=0),
+            "purchases": pur.groupby("request_id").size().reindex(ids, fill_value=0),
+            "gmv": pur.groupby("request_id")["price"].sum().reindex(ids, fill_value=0.0),
+        }
+    )

@@ -29,7 +29,9 @@ class HeuristicPolicy:
 
     name = POLICY_NAME
 
-    def __init__(self, tax: Taxonomy, sellers: Sellers, catalogue: Catalogue, epsilon: float) -> None:
+    def __init__(
+        self, tax: Taxonomy, sellers: Sellers, catalogue: Catalogue, epsilon: float
+    ) -> None:
         self.tax, self.sellers, self.cat, self.epsilon = tax, sellers, catalogue, epsilon
         self.boost = (tax.comp >= 0.5).astype(np.float64)  # hand-written "goes with" table
 
@@ -57,7 +59,9 @@ class HeuristicPolicy:
         m = len(candidates)
         s = self.scores(basket_leaf, candidates)
         row = np.repeat(np.arange(m), candidates.shape[1])
-        order = np.lexsort((candidates.ravel(), -s.ravel(), row)).reshape(m, -1) % candidates.shape[1]
+        order = (
+            np.lexsort((candidates.ravel(), -s.ravel(), row)).reshape(m, -1) % candidates.shape[1]
+        )
         return np.take_along_axis(candidates, order[:, :SLATE_SIZE], axis=1)
 
     def marginals(self, basket_leaf: np.ndarray, candidates: np.ndarray) -> np.ndarray:

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from tqdm import tqdm
 
 from checkout_recs.contract import SLATE_SIZE
 from checkout_recs.simulate.logging_policy import HeuristicPolicy
@@ -84,7 +85,9 @@ class Market:
         if self.remaining[i] == 0:
             self.sold_out_at[i] = t_sold
 
-    def _first_free(self, picks: list[int], t: int, taken: set[int], k: int, out: list[int]) -> None:
+    def _first_free(
+        self, picks: list[int], t: int, taken: set[int], k: int, out: list[int]
+    ) -> None:
         for i in picks:
             if len(out) >= k:
                 return
@@ -134,7 +137,9 @@ class Market:
             self.log.add("orders", n=ids[r], user=d.user[r], item=basket[r, j], t=d.t[r])
         if len(rows) == 0:
             return
-        bl = np.where(basket[rows] >= 0, self.w.cat.leaf[np.maximum(basket[rows], 0)], -1).astype(np.int64)
+        bl = np.where(basket[rows] >= 0, self.w.cat.leaf[np.maximum(basket[rows], 0)], -1).astype(
+            np.int64
+        )
         items, prop = self._choose(d, rows, basket[rows], bl, cands[rows])
         m = len(rows)
         t_req = np.repeat(d.t[rows] + 2 * US_PER_S, SLATE_SIZE)
@@ -142,33 +147,56 @@ class Market:
         blr = np.repeat(bl, SLATE_SIZE, axis=0)
         slot = np.tile(np.arange(SLATE_SIZE), m)
         flat = items.ravel()
-        p_click = self.w.truth.click_prob(user, blr, flat, slot, t_req, np.repeat(d.device[rows], SLATE_SIZE))
+        p_click = self.w.truth.click_prob(
+            user, blr, flat, slot, t_req, np.repeat(d.device[rows], SLATE_SIZE)
+        )
         p_buy = self.w.truth.purchase_prob(user, blr, flat)
         clicked = self.rng.random(len(flat)) < p_click
         wants = self.rng.random(len(flat)) < p_buy
         t_click = t_req + ((5 + self.rng.exponential(60, len(flat))) * US_PER_S).astype(np.int64)
         t_buy = t_click + ((30 + self.rng.exponential(240, len(flat))) * US_PER_S).astype(np.int64)
         req = np.repeat(ids[rows], SLATE_SIZE)
-        self.log.add("impressions", n=req, user=user, item=flat, slot=slot, prop=prop.ravel(), t=t_req)
+        self.log.add(
+            "impressions", n=req, user=user, item=flat, slot=slot, prop=prop.ravel(), t=t_req
+        )
         c = np.flatnonzero(clicked)
         self.log.add("clicks", n=req[c], user=user[c], item=flat[c], t=t_click[c])
         dn, avail = self._settle(flat, t_buy, clicked & wants)
-        self.log.add("purchases", n=req[dn], slot=slot[dn], user=user[dn], item=flat[dn], t=t_buy[dn])
+        self.log.add(
+            "purchases", n=req[dn], slot=slot[dn], user=user[dn], item=flat[dn], t=t_buy[dn]
+        )
         self._observe(d, rows, req, items, prop, p_click, p_buy, avail, clicked, dn)
 
     def _choose(
-        self, d: DayDraw, rows: np.ndarray, basket: np.ndarray, basket_leaf: np.ndarray, cands: np.ndarray
+        self,
+        d: DayDraw,
+        rows: np.ndarray,
+        basket: np.ndarray,
+        basket_leaf: np.ndarray,
+        cands: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Six per request of ``rows`` (M,): basket (M, 2), basket_leaf (M, 2), cands (M, K) listing
         indices (-1 pad) -> items (M, 6), propensities (M, 6). The logged heuristic here."""
         return self.policy.slate_batch(self.rng, basket_leaf, cands)
 
-    def _observe(self, d: DayDraw, rows: np.ndarray, req: np.ndarray, items: np.ndarray, prop: np.ndarray,
-                 p_click: np.ndarray, p_buy: np.ndarray, avail: np.ndarray, clicked: np.ndarray,
-                 done: np.ndarray) -> None:
+    def _observe(
+        self,
+        d: DayDraw,
+        rows: np.ndarray,
+        req: np.ndarray,
+        items: np.ndarray,
+        prop: np.ndarray,
+        p_click: np.ndarray,
+        p_buy: np.ndarray,
+        avail: np.ndarray,
+        clicked: np.ndarray,
+        done: np.ndarray,
+    ) -> None:
         """Hook after each day's requests (arrays flat over the M x 6 impressions); no-op here."""
 
-    def _settle(self, flat: np.ndarray, t_buy: np.ndarray, attempt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _settle(
+        self, flat: np.ndarray, t_buy: np.ndarray, attempt: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Purchase attempts in time order: one succeeds only if the listing is still free, and sells it.
 
         Parameters
@@ -210,7 +238,6 @@ class Market:
 
     def run(self, progress: bool = False) -> MarketLog:
         """Every day's checkouts; then the delistings of listings still live. Returns the log."""
-        from tqdm import tqdm
 
         cfg = self.cfg
         for day in tqdm(range(cfg.days), desc="market days", disable=not progress):

@@ -65,11 +65,16 @@ def candidate_set(world: SimWorld, items: np.ndarray, t_us: int) -> CandidateSet
     seller = c.seller[items]
     seller_age = (t_us - s.joined_at[seller]) / US_PER_DAY
     return CandidateSet(
-        listing_id=items.astype(np.int64) + 1, category_id=tax.leaf_ids[c.leaf[items]],
-        top_category_id=tax.top[tax.leaf_ids[c.leaf[items]]], seller_id=seller.astype(np.int64) + 1,
-        price=c.price[items].astype(np.float64), take_rate=tax.take_rate[c.leaf[items]],
-        age_days=(t_us - c.listed_at[items]) / US_PER_DAY, seller_age_days=seller_age,
-        seller_rating=s.rating[seller], seller_is_new=seller_age < 30,
+        listing_id=items.astype(np.int64) + 1,
+        category_id=tax.leaf_ids[c.leaf[items]],
+        top_category_id=tax.top[tax.leaf_ids[c.leaf[items]]],
+        seller_id=seller.astype(np.int64) + 1,
+        price=c.price[items].astype(np.float64),
+        take_rate=tax.take_rate[c.leaf[items]],
+        age_days=(t_us - c.listed_at[items]) / US_PER_DAY,
+        seller_age_days=seller_age,
+        seller_rating=s.rating[seller],
+        seller_is_new=seller_age < 30,
     )
 
 
@@ -77,7 +82,9 @@ def check_slate(ids: np.ndarray, prop: np.ndarray, cands: CandidateSet) -> None:
     """Raise ``ValueError`` unless ids (6,) are distinct candidates and propensities (6,) lie in (0, 1]."""
     ids, prop = np.asarray(ids), np.asarray(prop)
     if ids.shape != (contract.SLATE_SIZE,) or prop.shape != (contract.SLATE_SIZE,):
-        raise ValueError(f"a policy must return six ids and six propensities, got {ids.shape} and {prop.shape}")
+        raise ValueError(
+            f"a policy must return six ids and six propensities, got {ids.shape} and {prop.shape}"
+        )
     if len(set(ids.tolist())) != contract.SLATE_SIZE or not np.isin(ids, cands.listing_id).all():
         raise ValueError("a policy must return six distinct listing ids taken from the candidates")
     if not ((prop > 0) & (prop <= 1)).all():

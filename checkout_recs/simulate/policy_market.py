@@ -57,14 +57,24 @@ class MarketRecord:
         """``shown`` plus exp_purchase = p_click * p_purchase * available and exp_gmv, exp_revenue."""
         s = self.shown
         buy = s["p_click"] * s["p_purchase"] * s["available"]
-        return s.assign(exp_purchase=buy, exp_gmv=buy * s["price"], exp_revenue=buy * s["price"] * s["take_rate"])
+        return s.assign(
+            exp_purchase=buy,
+            exp_gmv=buy * s["price"],
+            exp_revenue=buy * s["price"] * s["take_rate"],
+        )
 
 
 class PolicyMarket(Market):
     """``Market`` whose slates come from ``policy_for`` and whose every impression is recorded."""
 
-    def __init__(self, world: SimWorld, policy_for: PolicyFor, requests_per_day: int | None = None,
-                 n_candidates: int | None = None, stream_seed: int | None = None) -> None:
+    def __init__(
+        self,
+        world: SimWorld,
+        policy_for: PolicyFor,
+        requests_per_day: int | None = None,
+        n_candidates: int | None = None,
+        stream_seed: int | None = None,
+    ) -> None:
         super().__init__(world)
         self.stream_seed = world.cfg.seed if stream_seed is None else stream_seed
         self.policy_for = policy_for
@@ -84,7 +94,12 @@ class PolicyMarket(Market):
         return draw_day(self.w, rng_for(seed, STREAM_EVAL_DRAW, day), day, self.n_per_day, self.k)
 
     def _choose(
-        self, d: DayDraw, rows: np.ndarray, basket: np.ndarray, basket_leaf: np.ndarray, cands: np.ndarray
+        self,
+        d: DayDraw,
+        rows: np.ndarray,
+        basket: np.ndarray,
+        basket_leaf: np.ndarray,
+        cands: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
         regions = self.cfg.regions
         pols = [self.policy_for(self._day, regions[int(d.region[r])]) for r in rows.tolist()]
@@ -92,55 +107,97 @@ class PolicyMarket(Market):
         items = np.zeros((len(rows), contract.SLATE_SIZE), np.int64)
         prop = np.ones((len(rows), contract.SLATE_SIZE))
         if logged.any():
-            items[logged], prop[logged] = self.policy.slate_batch(self._slate_rng, basket_leaf[logged], cands[logged])
+            items[logged], prop[logged] = self.policy.slate_batch(
+                self._slate_rng, basket_leaf[logged], cands[logged]
+            )
         for j in np.flatnonzero(~logged).tolist():
             items[j], prop[j] = self._ask(pols[j], d, int(rows[j]), basket[j], cands[j])  # type: ignore[arg-type]
         self._record_offered(d, rows, basket_leaf, cands, logged)
         self._logged = logged
         return items, prop
 
-    def _ask(self, policy: Policy, d: DayDraw, r: int, basket: np.ndarray, cands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _ask(
+        self, policy: Policy, d: DayDraw, r: int, basket: np.ndarray, cands: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         w = self.w
         t = int(d.t[r])
         b = basket[basket >= 0]
         cs = candidate_set(w, cands[cands >= 0], t)
         ctx = RequestContext(
-            request_id=f"eval-{self._day}-{self._n + r}", user_id=int(d.user[r]) + 1,
-            region=self.cfg.regions[int(d.region[r])], device=contract.DEVICES[int(d.device[r])],
-            t_us=t + 2 * US_PER_S, basket_listing_ids=b + 1, basket_category_ids=w.tax.leaf_ids[w.cat.leaf[b]],
+            request_id=f"eval-{self._day}-{self._n + r}",
+            user_id=int(d.user[r]) + 1,
+            region=self.cfg.regions[int(d.region[r])],
+            device=contract.DEVICES[int(d.device[r])],
+            t_us=t + 2 * US_PER_S,
+            basket_listing_ids=b + 1,
+            basket_category_ids=w.tax.leaf_ids[w.cat.leaf[b]],
         )
         ids, prop = policy(ctx, cs)
         check_slate(np.asarray(ids), np.asarray(prop, dtype=float), cs)
         return np.asarray(ids, np.int64) - 1, np.asarray(prop, float)
 
-    def _record_offered(self, d: DayDraw, rows: np.ndarray, basket_leaf: np.ndarray, cands: np.ndarray,
-                        logged: np.ndarray) -> None:
+    def _record_offered(
+        self,
+        d: DayDraw,
+        rows: np.ndarray,
+        basket_leaf: np.ndarray,
+        cands: np.ndarray,
+        logged: np.ndarray,
+    ) -> None:
         valid = cands >= 0
         per = valid.sum(axis=1)
-        self._offered.append({
-            "user": np.repeat(d.user[rows], per) + 1, "device": np.repeat(d.device[rows], per),
-            "basket_leaf_0": np.repeat(basket_leaf[:, 0], per), "basket_leaf_1": np.repeat(basket_leaf[:, 1], per),
-            "day": np.full(int(per.sum()), self._day), "region": np.repeat(d.region[rows], per),
-            "request": np.repeat(self._n + rows, per), "listing_id": cands[valid] + 1,
-            "t_us": np.repeat(d.t[rows] + 2 * US_PER_S, per), "logged": np.repeat(logged, per),
-        })
+        self._offered.append(
+            {
+                "user": np.repeat(d.user[rows], per) + 1,
+                "device": np.repeat(d.device[rows], per),
+                "basket_leaf_0": np.repeat(basket_leaf[:, 0], per),
+                "basket_leaf_1": np.repeat(basket_leaf[:, 1], per),
+                "day": np.full(int(per.sum()), self._day),
+                "region": np.repeat(d.region[rows], per),
+                "request": np.repeat(self._n + rows, per),
+                "listing_id": cands[valid] + 1,
+                "t_us": np.repeat(d.t[rows] + 2 * US_PER_S, per),
+                "logged": np.repeat(logged, per),
+            }
+        )
 
-    def _observe(self, d: DayDraw, rows: np.ndarray, req: np.ndarray, items: np.ndarray, prop: np.ndarray,
-                 p_click: np.ndarray, p_buy: np.ndarray, avail: np.ndarray, clicked: np.ndarray,
-                 done: np.ndarray) -> None:
+    def _observe(
+        self,
+        d: DayDraw,
+        rows: np.ndarray,
+        req: np.ndarray,
+        items: np.ndarray,
+        prop: np.ndarray,
+        p_click: np.ndarray,
+        p_buy: np.ndarray,
+        avail: np.ndarray,
+        clicked: np.ndarray,
+        done: np.ndarray,
+    ) -> None:
         flat = items.ravel()
         bought = np.zeros(len(flat), bool)
         bought[done] = True
         six = contract.SLATE_SIZE
-        self._shown.append({
-            "day": np.full(len(flat), self._day), "region": np.repeat(d.region[rows], six), "request": req,
-            "user": np.repeat(d.user[rows], six) + 1, "slot": np.tile(np.arange(six), len(rows)),
-            "listing_id": flat + 1, "propensity": prop.ravel(), "p_click": p_click, "p_purchase": p_buy,
-            "available": avail, "clicked": clicked, "purchased": bought,
-            "price": self.w.cat.price[flat].astype(np.float64),
-            "take_rate": self.w.tax.take_rate[self.w.cat.leaf[flat]],
-            "t_us": np.repeat(d.t[rows] + 2 * US_PER_S, six), "logged": np.repeat(self._logged, six),
-        })
+        self._shown.append(
+            {
+                "day": np.full(len(flat), self._day),
+                "region": np.repeat(d.region[rows], six),
+                "request": req,
+                "user": np.repeat(d.user[rows], six) + 1,
+                "slot": np.tile(np.arange(six), len(rows)),
+                "listing_id": flat + 1,
+                "propensity": prop.ravel(),
+                "p_click": p_click,
+                "p_purchase": p_buy,
+                "available": avail,
+                "clicked": clicked,
+                "purchased": bought,
+                "price": self.w.cat.price[flat].astype(np.float64),
+                "take_rate": self.w.tax.take_rate[self.w.cat.leaf[flat]],
+                "t_us": np.repeat(d.t[rows] + 2 * US_PER_S, six),
+                "logged": np.repeat(self._logged, six),
+            }
+        )
 
     def record(self) -> MarketRecord:
         """Everything recorded so far (region as its code)."""

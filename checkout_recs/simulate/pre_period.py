@@ -21,8 +21,14 @@ import pyarrow.parquet as pq
 from checkout_recs import contract
 
 #: Table -> the timestamp column that dates its rows (tables not listed are copied whole).
-DATED = {"orders": "event_timestamp", "impressions": "event_timestamp", "clicks": "event_timestamp",
-         "purchases": "event_timestamp", "inventory_events": "event_timestamp", "listings": "listed_at"}
+DATED = {
+    "orders": "event_timestamp",
+    "impressions": "event_timestamp",
+    "clicks": "event_timestamp",
+    "purchases": "event_timestamp",
+    "inventory_events": "event_timestamp",
+    "listings": "listed_at",
+}
 
 
 def pre_period_raw(raw_dir: Path, out_dir: Path, days: int) -> dict[str, int]:

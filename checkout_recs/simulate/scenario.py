@@ -68,7 +68,9 @@ class SimWorld:
     index: RegionLeafIndex
 
     @classmethod
-    def build(cls, cfg: SimConfig, on_chunk: Callable[[int, int, Catalogue], None] | None = None) -> SimWorld:
+    def build(
+        cls, cfg: SimConfig, on_chunk: Callable[[int, int, Catalogue], None] | None = None
+    ) -> SimWorld:
         """Draw the world for ``cfg``; ``on_chunk(part, first_index, chunk)`` sees each listing chunk."""
         tax = build_taxonomy()
         sellers, users = make_sellers(cfg), make_users(cfg, len(tax.top_ids))
@@ -83,7 +85,9 @@ class SimWorld:
         if cat is None:
             raise ValueError("n_listings must be positive")
         truth = Truth.draw(cfg, tax, users, cat, sellers)
-        return cls(cfg, tax, sellers, users, cat, truth, RegionLeafIndex(cat, len(cfg.regions), tax.n_leaf))
+        return cls(
+            cfg, tax, sellers, users, cat, truth, RegionLeafIndex(cat, len(cfg.regions), tax.n_leaf)
+        )
 
     @classmethod
     def from_raw(cls, raw_dir: Path) -> SimWorld:
@@ -128,7 +132,9 @@ def _mask(world: SimWorld, picks: np.ndarray, t: np.ndarray) -> np.ndarray:
     return np.where(world.static_available(picks, t[:, None]), picks, -1)
 
 
-def draw_day(world: SimWorld, rng: np.random.Generator, day: int, n: int, k: int | None = None) -> DayDraw:
+def draw_day(
+    world: SimWorld, rng: np.random.Generator, day: int, n: int, k: int | None = None
+) -> DayDraw:
     """Draw ``n`` checkout contexts of ``day`` (0-based), sorted by time; ``k`` candidates (default config)."""
     cfg, tax, users, cat = world.cfg, world.tax, world.users, world.cat
     k = k or cfg.n_candidates
@@ -138,26 +144,54 @@ def draw_day(world: SimWorld, rng: np.random.Generator, day: int, n: int, k: int
     region, n_top = users.region[user].astype(np.int64), len(tax.top_ids)
     season = world.truth.season(np.arange(n_top)[None, :], t[:, None])
     top = _inverse_cdf(rng, users.taste[user] * np.exp(season), 1)[:, 0]
-    first_leaf, n_leaves = np.searchsorted(tax.leaf_top, top), np.bincount(tax.leaf_top, minlength=n_top)[top]
+    first_leaf, n_leaves = (
+        np.searchsorted(tax.leaf_top, top),
+        np.bincount(tax.leaf_top, minlength=n_top)[top],
+    )
     leaf = first_leaf + (rng.random(n) * n_leaves).astype(np.int64)
-    picks = _mask(world, world.index.draw(rng, region, np.repeat(leaf[:, None], BASKET_PICKS, 1)), t)
+    picks = _mask(
+        world, world.index.draw(rng, region, np.repeat(leaf[:, None], BASKET_PICKS, 1)), t
+    )
     safe = np.maximum(picks, 0)
-    util = cat.quality[safe] - users.price_sens[user][:, None] * (np.log(cat.price[safe]) - tax.price_mu[leaf][:, None])
+    util = cat.quality[safe] - users.price_sens[user][:, None] * (
+        np.log(cat.price[safe]) - tax.price_mu[leaf][:, None]
+    )
     util = np.where(picks >= 0, util + rng.gumbel(size=picks.shape), -np.inf)
     basket_picks = np.take_along_axis(picks, np.argsort(-util, axis=1, kind="stable"), axis=1)
-    second = np.where(rng.random(n) < SECOND_ITEM_SHARE, _inverse_cdf(rng, tax.comp[leaf], 1)[:, 0], -1)
-    second_picks = _mask(world, world.index.draw(rng, region, np.repeat(np.maximum(second, 0)[:, None], SECOND_PICKS, 1)), t)
+    second = np.where(
+        rng.random(n) < SECOND_ITEM_SHARE, _inverse_cdf(rng, tax.comp[leaf], 1)[:, 0], -1
+    )
+    second_picks = _mask(
+        world,
+        world.index.draw(rng, region, np.repeat(np.maximum(second, 0)[:, None], SECOND_PICKS, 1)),
+        t,
+    )
     second_picks[second < 0] = -1
     basket_leaf = np.stack([leaf, second], axis=1)
-    row = np.where(basket_leaf[:, :, None] >= 0, tax.comp[np.maximum(basket_leaf, 0)], 0).max(axis=1)
+    row = np.where(basket_leaf[:, :, None] >= 0, tax.comp[np.maximum(basket_leaf, 0)], 0).max(
+        axis=1
+    )
     comp_picks = _mask(world, world.index.draw(rng, region, _inverse_cdf(rng, row, 2 * k)), t)
-    other_picks = _mask(world, world.index.draw(rng, region, rng.integers(0, tax.n_leaf, (n, 4 * k))), t)
-    abandon_picks = _mask(world, world.index.draw(rng, region, rng.integers(0, tax.n_leaf, (n, ABANDON_PICKS))), t)
+    other_picks = _mask(
+        world, world.index.draw(rng, region, rng.integers(0, tax.n_leaf, (n, 4 * k))), t
+    )
+    abandon_picks = _mask(
+        world, world.index.draw(rng, region, rng.integers(0, tax.n_leaf, (n, ABANDON_PICKS))), t
+    )
     return DayDraw(
-        t=t, user=user, region=region, device=users.device[user].astype(np.int64), basket_leaf=basket_leaf,
-        basket_picks=basket_picks, second_picks=second_picks,
+        t=t,
+        user=user,
+        region=region,
+        device=users.device[user].astype(np.int64),
+        basket_leaf=basket_leaf,
+        basket_picks=basket_picks,
+        second_picks=second_picks,
         lock_offset=(rng.uniform(60, 600, (n, 2)) * US_PER_S).astype(np.int64),
-        comp_picks=comp_picks, other_picks=other_picks, abandon=rng.random(n) < cfg.abandon_share,
+        comp_picks=comp_picks,
+        other_picks=other_picks,
+        abandon=rng.random(n) < cfg.abandon_share,
         abandon_picks=abandon_picks,
-        abandon_offset=(rng.uniform([60, 30], [3000, cfg.lock_ttl_s], (n, 2)) * US_PER_S).astype(np.int64),
+        abandon_offset=(rng.uniform([60, 30], [3000, cfg.lock_ttl_s], (n, 2)) * US_PER_S).astype(
+            np.int64
+        ),
     )

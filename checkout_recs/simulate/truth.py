@@ -56,7 +56,9 @@ class TruthParams:
     b_rel: float = 0.6
     b_price: float = 0.8
     examination: list[float] = field(default_factory=lambda: [1.0, 0.78, 0.63, 0.53, 0.46, 0.41])
-    device_factor: list[float] = field(default_factory=lambda: [1.0, 0.95, 0.9])  # web, ios, android
+    device_factor: list[float] = field(
+        default_factory=lambda: [1.0, 0.95, 0.9]
+    )  # web, ios, android
     seasonality: float = 1.0
     period_days: float = 28.0
     phase: list[float] = field(default_factory=list)
@@ -71,15 +73,28 @@ class Truth:
     """P(click) and P(purchase | click) for any (user, basket, listing, slot, time, device)."""
 
     def __init__(
-        self, params: TruthParams, tax: Taxonomy, users: Users, catalogue: Catalogue, sellers: Sellers
+        self,
+        params: TruthParams,
+        tax: Taxonomy,
+        users: Users,
+        catalogue: Catalogue,
+        sellers: Sellers,
     ) -> None:
-        self.params, self.tax, self.users, self.cat, self.sellers = params, tax, users, catalogue, sellers
+        self.params, self.tax, self.users, self.cat, self.sellers = (
+            params,
+            tax,
+            users,
+            catalogue,
+            sellers,
+        )
         self._exam = np.asarray(params.examination)
         self._dev = np.asarray(params.device_factor)
         self._phase = np.asarray(params.phase)
 
     @classmethod
-    def draw(cls, cfg: SimConfig, tax: Taxonomy, users: Users, catalogue: Catalogue, sellers: Sellers) -> Truth:
+    def draw(
+        cls, cfg: SimConfig, tax: Taxonomy, users: Users, catalogue: Catalogue, sellers: Sellers
+    ) -> Truth:
         """Truth for a run: fixed coefficients plus per-top-category season phases from the seed."""
         rng = rng_for(cfg.seed, STREAM_TRUTH)
         params = TruthParams(
@@ -103,12 +118,20 @@ class Truth:
         c = np.where(basket_leaf >= 0, c, 0.0)
         return c.max(axis=1) if c.shape[1] else np.zeros(len(leaf))
 
-    def _parts(self, users: np.ndarray, basket_leaf: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, ...]:
+    def _parts(
+        self, users: np.ndarray, basket_leaf: np.ndarray, items: np.ndarray
+    ) -> tuple[np.ndarray, ...]:
         cat, tax = self.cat, self.tax
         leaf = cat.leaf[items].astype(np.int64)
         dprice = np.log(cat.price[items]) - tax.price_mu[leaf]
         comp = self.complementarity(basket_leaf, leaf)
-        return leaf, dprice, comp, cat.quality[items].astype(np.float64), self.users.price_sens[users]
+        return (
+            leaf,
+            dprice,
+            comp,
+            cat.quality[items].astype(np.float64),
+            self.users.price_sens[users],
+        )
 
     def click_prob(
         self,
@@ -137,20 +160,31 @@ class Truth:
         p = self.params
         leaf, dprice, comp, q, ps = self._parts(users, basket_leaf, items)
         top = self.tax.leaf_top[leaf]
-        taste = np.clip(np.log(len(self.tax.top_ids) * self.users.taste[users, top] + 1e-12), -3, 1.5)
+        taste = np.clip(
+            np.log(len(self.tax.top_ids) * self.users.taste[users, top] + 1e-12), -3, 1.5
+        )
         young = (np.asarray(t_us) - self.cat.listed_at[items]) < 2 * US_PER_DAY
         rel = (
-            p.a0 + p.a_taste * taste + p.a_comp * comp + p.a_q * q + self.season(top, t_us)
-            - p.a_price * ps * dprice + p.a_new * young
+            p.a0
+            + p.a_taste * taste
+            + p.a_comp * comp
+            + p.a_q * q
+            + self.season(top, t_us)
+            - p.a_price * ps * dprice
+            + p.a_new * young
         )
         return self._exam[slots] * self._dev[devices] * _sigmoid(rel)
 
-    def purchase_prob(self, users: np.ndarray, basket_leaf: np.ndarray, items: np.ndarray) -> np.ndarray:
+    def purchase_prob(
+        self, users: np.ndarray, basket_leaf: np.ndarray, items: np.ndarray
+    ) -> np.ndarray:
         """P(purchase | click) per row: users (n,), basket_leaf (n, B), items (n,) -> (n,) in [0, 1]."""
         p = self.params
         _, dprice, comp, q, ps = self._parts(users, basket_leaf, items)
         rel = self.sellers.reliability[self.cat.seller[items]]
-        return _sigmoid(p.b0 + p.b_q * q + p.b_comp * comp + p.b_rel * rel - p.b_price * ps * dprice)
+        return _sigmoid(
+            p.b0 + p.b_q * q + p.b_comp * comp + p.b_rel * rel - p.b_price * ps * dprice
+        )
 
     def save_params(self, path: Path) -> None:
         """Write the coefficients as JSON."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from checkout_recs import contract
 from checkout_recs.simulate.config import SimConfig
@@ -20,7 +21,14 @@ from checkout_recs.simulate.taxonomy import CONDITION_WORDS, Taxonomy
 US_PER_S = 1_000_000
 US_PER_DAY = 86_400 * US_PER_S
 #: Seed streams, so that adding a draw to one stage never changes another stage's numbers.
-STREAM_SELLERS, STREAM_USERS, STREAM_LISTINGS, STREAM_MARKET, STREAM_TRUTH, STREAM_TITLES = 1, 2, 3, 4, 5, 7
+STREAM_SELLERS, STREAM_USERS, STREAM_LISTINGS, STREAM_MARKET, STREAM_TRUTH, STREAM_TITLES = (
+    1,
+    2,
+    3,
+    4,
+    5,
+    7,
+)
 
 
 def rng_for(seed: int, stream: int, part: int = 0) -> np.random.Generator:
@@ -99,7 +107,9 @@ def make_sellers(cfg: SimConfig) -> Sellers:
         kind == 0, rng.uniform(365, 2000, n), np.where(kind == 1, rng.uniform(30, 365, n), 0.0)
     )
     join_new = rng.uniform(-30, cfg.days, n)  # new sellers: last 30 days or during the run
-    joined = np.where(kind == 2, t0 + join_new * US_PER_DAY, t0 - age_days * US_PER_DAY).astype(np.int64)
+    joined = np.where(kind == 2, t0 + join_new * US_PER_DAY, t0 - age_days * US_PER_DAY).astype(
+        np.int64
+    )
     new = kind == 2
     reliability = rng.normal(0.0, 0.5, n)  # the same for new and old: burying new sellers is a bias
     linked = new & (rng.random(n) < cfg.linked_history_share)
@@ -142,7 +152,9 @@ def chunk_bounds(cfg: SimConfig) -> list[tuple[int, int]]:
     return [(a, min(a + c, n)) for a in range(0, n, c)]
 
 
-def block_draws(seed: int, stream: int, first: int, n: int, n_uniform: int, n_normal: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def block_draws(
+    seed: int, stream: int, first: int, n: int, n_uniform: int, n_normal: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Uniforms (n, n_uniform) and standard normals (n, n_normal) for listings ``first .. first + n``.
 
     One generator per ``RNG_BLOCK`` block of listings; ``first`` must be a multiple of
@@ -157,7 +169,9 @@ def block_draws(seed: int, stream: int, first: int, n: int, n_uniform: int, n_no
     return u, z
 
 
-def make_listing_chunk(cfg: SimConfig, tax: Taxonomy, sellers: Sellers, first: int, n: int) -> Catalogue:
+def make_listing_chunk(
+    cfg: SimConfig, tax: Taxonomy, sellers: Sellers, first: int, n: int
+) -> Catalogue:
     """Draw listings ``first .. first + n`` (deterministic per seed; ``first`` a multiple of ``RNG_BLOCK``)."""
     (u, z), t0 = block_draws(cfg.seed, STREAM_LISTINGS, first, n, 8, 2), start_us(cfg)
     cdf = np.cumsum(sellers.weight)
@@ -187,7 +201,9 @@ def make_listing_chunk(cfg: SimConfig, tax: Taxonomy, sellers: Sellers, first: i
 
 def allocate(n: int, like: Catalogue) -> Catalogue:
     """An uninitialised catalogue of ``n`` listings with the dtypes of ``like``."""
-    return Catalogue(**{k: np.empty(n, getattr(like, k).dtype) for k in Catalogue.__dataclass_fields__})
+    return Catalogue(
+        **{k: np.empty(n, getattr(like, k).dtype) for k in Catalogue.__dataclass_fields__}
+    )
 
 
 def fill(target: Catalogue, first: int, chunk: Catalogue) -> None:
@@ -200,7 +216,6 @@ def listing_chunk_table(
     cfg: SimConfig, tax: Taxonomy, chunk: Catalogue, first_index: int
 ) -> pa.Table:
     """The chunk as a ``contract.LISTINGS`` table, with titles drawn from the leaf's words."""
-    import pyarrow.compute as pc
 
     n = len(chunk)
     u, _ = block_draws(cfg.seed, STREAM_TITLES, first_index, n, 3)
@@ -212,7 +227,9 @@ def listing_chunk_table(
     i2 = (i1 + 1 + (u[:, 1] * (lens - 1)).astype(np.int64)) % lens  # a different word of the leaf
     first = vocab.take(pa.array(leaf * width + i1))
     second = vocab.take(pa.array(leaf * width + i2))
-    cond = pa.array(CONDITION_WORDS).take(pa.array((u[:, 2] * len(CONDITION_WORDS)).astype(np.int64)))
+    cond = pa.array(CONDITION_WORDS).take(
+        pa.array((u[:, 2] * len(CONDITION_WORDS)).astype(np.int64))
+    )
     titles = pc.binary_join_element_wise(cond, first, second, " ")
     ids = np.arange(first_index + 1, first_index + n + 1, dtype=np.int64)
     regions = pa.array(list(cfg.regions))

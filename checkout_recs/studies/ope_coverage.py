@@ -80,7 +80,10 @@ def simulate_logs(w: CoverageWorld, seed: int) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     n, k, L = w.n_requests, w.n_candidates, SLATE_SIZE
     ctx = _contexts(rng, w, n)
-    p0, pe = _marginals(ctx["log_score"], w.log_epsilon), _marginals(ctx["eval_score"], w.eval_epsilon)
+    p0, pe = (
+        _marginals(ctx["log_score"], w.log_epsilon),
+        _marginals(ctx["eval_score"], w.eval_epsilon),
+    )
     explore = rng.random(n) < w.log_epsilon
     shown = np.argsort(-ctx["log_score"], axis=1, kind="stable")[:, :L]
     shown[explore] = np.argsort(rng.random((explore.sum(), k)), axis=1)[:, :L]
@@ -113,7 +116,9 @@ def fit_binned_model(logs: dict[str, np.ndarray], rows: np.ndarray, w: CoverageW
     b = bins[np.arange(len(rows)), item]
     cell = b * SLATE_SIZE + slot
     size = w.n_bins * SLATE_SIZE
-    sums = np.bincount(cell, weights=logs["reward"][rows], minlength=size).reshape(w.n_bins, SLATE_SIZE)
+    sums = np.bincount(cell, weights=logs["reward"][rows], minlength=size).reshape(
+        w.n_bins, SLATE_SIZE
+    )
     counts = np.bincount(cell, minlength=size).reshape(w.n_bins, SLATE_SIZE)
     table = (sums + 1.0 * sums.sum(0) / counts.sum(0).clip(1)) / (counts + 1.0)
     return table[bins, slot[:, None]][:, :, None]
@@ -185,16 +190,25 @@ def intervals_from_logs(
             num, den, logs["slate_id"], n_bootstrap_samples=n_boot, random_state=seed
         )
         out[name] = _scale(iv, L)
-    model_based: tuple[tuple[str, _Estimator], ...] = (("dm", DirectMethod()), ("dr", DoublyRobust()))
+    model_based: tuple[tuple[str, _Estimator], ...] = (
+        ("dm", DirectMethod()),
+        ("dr", DoublyRobust()),
+    )
     for name, mest in model_based:
 
         def value(rows: np.ndarray, mest: _Estimator = mest) -> float:
             q = fit_binned_model(logs, rows, w)
-            return L * mest.estimate_policy_value(**rows_data(rows), estimated_rewards_by_reg_model=q)
+            return L * mest.estimate_policy_value(
+                **rows_data(rows), estimated_rewards_by_reg_model=q
+            )
 
-        out[name] = refit_interval(value, logs["slate_id"], n_bootstrap_samples=n_boot, random_state=seed)
+        out[name] = refit_interval(
+            value, logs["slate_id"], n_bootstrap_samples=n_boot, random_state=seed
+        )
     slate: dict[str, Any] = {k: v for k, v in logs.items() if k not in ("action_dist", "bin")}
-    out["iips"] = IndependentIPS().estimate_interval(n_bootstrap_samples=n_boot, random_state=seed, **slate)
+    out["iips"] = IndependentIPS().estimate_interval(
+        n_bootstrap_samples=n_boot, random_state=seed, **slate
+    )
     out["pbm"] = PositionBasedIPS().estimate_interval(
         n_bootstrap_samples=n_boot, random_state=seed, examination=w.examination, **slate
     )
@@ -205,7 +219,9 @@ def _scale(iv: Interval, c: float) -> Interval:
     return Interval(iv.estimate * c, iv.mean * c, iv.lower * c, iv.upper * c, iv.alpha)
 
 
-def coverage_study(n_seeds: int = 50, world: CoverageWorld | None = None, n_boot: int = 100) -> dict:
+def coverage_study(
+    n_seeds: int = 50, world: CoverageWorld | None = None, n_boot: int = 100
+) -> dict:
     """Share of ``n_seeds`` seeds whose 95% interval covers the true value, per estimator.
 
     Returns

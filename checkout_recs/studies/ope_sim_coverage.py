@@ -24,13 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from checkout_recs.contract import SLATE_SIZE
-from checkout_recs.studies.ope_coverage import intervals_from_logs
+from checkout_recs.evaluation.html_report import figure_tag, page, table_html
 from checkout_recs.simulate.config import SimConfig
 from checkout_recs.simulate.logging_policy import HeuristicPolicy
 from checkout_recs.simulate.policy_market import run_policy_market
 from checkout_recs.simulate.scenario import SimWorld
+from checkout_recs.studies.ope_coverage import intervals_from_logs
 
 N_BINS = 8
 
@@ -39,30 +41,47 @@ N_BINS = 8
 class SimCoverage:
     """Knobs of the study (defaults: about 1,500 requests per seed, a few seconds each)."""
 
-    world: SimConfig = field(default_factory=lambda: SimConfig(
-        seed=21, n_sellers=200, n_listings=6_000, n_users=1_500, days=4, checkouts_per_day=420, n_candidates=12))
+    world: SimConfig = field(
+        default_factory=lambda: SimConfig(
+            seed=21,
+            n_sellers=200,
+            n_listings=6_000,
+            n_users=1_500,
+            days=4,
+            checkouts_per_day=420,
+            n_candidates=12,
+        )
+    )
     eval_epsilon: float = 0.2
     n_truth_seeds: int = 10
     n_boot: int = 100
 
 
-def _signals(h: HeuristicPolicy, basket_leaf: np.ndarray, cands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _signals(
+    h: HeuristicPolicy, basket_leaf: np.ndarray, cands: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(M, K) heuristic score without its incumbent boost, and the incumbent flag (bool)."""
     inc = h.sellers.incumbent[h.cat.seller[cands]]
     return h.scores(basket_leaf, cands) - 1.5 * inc, inc
 
 
-def eval_marginals(h: HeuristicPolicy, basket_leaf: np.ndarray, cands: np.ndarray, eps: float) -> np.ndarray:
+def eval_marginals(
+    h: HeuristicPolicy, basket_leaf: np.ndarray, cands: np.ndarray, eps: float
+) -> np.ndarray:
     """Exact marginals (M, K, 6) of the evaluation policy (see the module docstring)."""
     base, inc = _signals(h, basket_leaf, cands)
     score = base + 1.5 * ~inc
     m, k = cands.shape
-    order = np.lexsort((cands.ravel(), -score.ravel(), np.repeat(np.arange(m), k))).reshape(m, k) % k
+    order = (
+        np.lexsort((cands.ravel(), -score.ravel(), np.repeat(np.arange(m), k))).reshape(m, k) % k
+    )
     top = np.take_along_axis(cands, order[:, :SLATE_SIZE], axis=1)
     return (1 - eps) * (cands[:, :, None] == top[:, None, :]) + eps / k
 
 
-def seed_logs(world: SimWorld, cov: SimCoverage, stream_seed: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def seed_logs(
+    world: SimWorld, cov: SimCoverage, stream_seed: int
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """One seed's logs in ``ope_coverage`` long format, and the per-request true value (n,).
 
     Raises ``AssertionError`` if a logged propensity differs from the heuristic's exact marginal.
@@ -85,7 +104,9 @@ def seed_logs(world: SimWorld, cov: SimCoverage, stream_seed: int) -> tuple[dict
     req = s["request"].map(pos).to_numpy()
     slot = s["slot"].to_numpy().astype(np.int64)
     action = np.argmax(cands[req] == (s["listing_id"].to_numpy() - 1)[:, None], axis=1)
-    assert np.allclose(p0[req, action, slot], s["propensity"].to_numpy()), "logged propensities are not exact"
+    assert np.allclose(p0[req, action, slot], s["propensity"].to_numpy()), (
+        "logged propensities are not exact"
+    )
     base, inc = _signals(h, bl, cands)
     goes = base >= 2.0  # the heuristic's score is 2 goes_with + 0.5 same_top (+ 1.5 incumbent)
     bins = 4 * goes + 2 * (base - 2.0 * goes >= 0.5) + inc
@@ -98,7 +119,9 @@ def seed_logs(world: SimWorld, cov: SimCoverage, stream_seed: int) -> tuple[dict
     return logs, true_values(world, first, cands, bl, pe)
 
 
-def true_values(world: SimWorld, first, cands: np.ndarray, bl: np.ndarray, pe: np.ndarray) -> np.ndarray:  # noqa: ANN001
+def true_values(
+    world: SimWorld, first, cands: np.ndarray, bl: np.ndarray, pe: np.ndarray
+) -> np.ndarray:  # noqa: ANN001
     """Per request (n,): sum over candidates and slots of pe * the truth's P(click)."""
     n, k = cands.shape
     user = np.repeat(first["user"].to_numpy() - 1, k * SLATE_SIZE)
@@ -111,7 +134,9 @@ def true_values(world: SimWorld, first, cands: np.ndarray, bl: np.ndarray, pe: n
 
 
 def sim_coverage_study(
-    n_seeds: int = 50, cov: SimCoverage | None = None, progress: Callable[[int, int], None] | None = None
+    n_seeds: int = 50,
+    cov: SimCoverage | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Share of ``n_seeds`` seeds whose 95% interval covers the evaluation policy's true value.
 
@@ -125,7 +150,11 @@ def sim_coverage_study(
     """
     cov = cov or SimCoverage()
     world = SimWorld.build(cov.world)
-    truth = float(np.mean(np.concatenate([seed_logs(world, cov, 10_000 + s)[1] for s in range(cov.n_truth_seeds)])))
+    truth = float(
+        np.mean(
+            np.concatenate([seed_logs(world, cov, 10_000 + s)[1] for s in range(cov.n_truth_seeds)])
+        )
+    )
     hits: dict[str, list[bool]] = {}
     hits_cond: dict[str, list[bool]] = {}
     est: dict[str, list[float]] = {}
@@ -135,7 +164,9 @@ def sim_coverage_study(
         logs, cond = seed_logs(world, cov, seed)
         sizes.append(len(cond))
         logged.append(float(logs["reward"].sum() / len(cond)))
-        for name, iv in intervals_from_logs(logs, N_BINS, np.asarray(world.truth.params.examination), seed, cov.n_boot).items():
+        for name, iv in intervals_from_logs(
+            logs, N_BINS, np.asarray(world.truth.params.examination), seed, cov.n_boot
+        ).items():
             hits.setdefault(name, []).append(iv.covers(truth))
             hits_cond.setdefault(name, []).append(iv.covers(float(cond.mean())))
             est.setdefault(name, []).append(iv.estimate)
@@ -157,13 +188,10 @@ def sim_coverage_study(
 def coverage_report(r: dict, out: Path) -> Path:
     """Write an HTML page for a coverage result ``r`` (``sim_coverage_study`` or ``coverage_study``):
     coverage per estimator against the 90% target, and mean estimate +- half the mean width."""
-    import matplotlib
+    import matplotlib  # lazy: matplotlib costs ~0.5 s and only the HTML reports need it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import pandas as pd
-
-    from checkout_recs.evaluation.html_report import figure_tag, page, table_html
+    import matplotlib.pyplot as plt  # lazy: matplotlib costs ~0.5 s and only the HTML reports need it
 
     names = list(r["coverage"])
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.6))
@@ -178,8 +206,14 @@ def coverage_report(r: dict, out: Path) -> Path:
     b.axhline(r["truth"], color="#1b7f3b", label=f"true value {r['truth']:.3f}")
     b.set_title("mean estimate +- half the mean 95% width (clicks / request)")
     b.legend(loc="lower right")
-    table = pd.DataFrame({"estimator": names, "coverage": [r["coverage"][n] for n in names],
-                          "mean estimate": est, "mean width": [r["mean_width"][n] for n in names]})
+    table = pd.DataFrame(
+        {
+            "estimator": names,
+            "coverage": [r["coverage"][n] for n in names],
+            "mean estimate": est,
+            "mean width": [r["mean_width"][n] for n in names],
+        }
+    )
     worst = min(r["coverage"].values())
     verdict = f"lowest coverage {worst:.0%} (target >= 90%)"
     html = page("Off-policy estimators: interval coverage", [("Coverage", figure_tag(fig, "coverage")),

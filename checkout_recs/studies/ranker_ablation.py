@@ -30,6 +30,7 @@ import pandas as pd
 from checkout_recs.evaluation.ranking.head_auc import SIM_SEGMENTS, expected_auc, logistic_baseline
 from checkout_recs.models.metrics import auc
 from checkout_recs.models.ranker import RankerConfig, train_ranker
+from checkout_recs.models.ranker_features import available_features
 
 _FIXED = {"early_stopping_share": 0.0, "epochs": 6}
 _LOSSES = {"pointwise": {}, "listwise": {"listwise_weight": 0.5}}
@@ -39,10 +40,17 @@ ABLATION: dict[str, dict] = {
     "procedure/default (warm start + early stopping)": {},
     "procedure/linear wide (no spline)": {"spline_knots": 0},
     "procedure/previous (no warm start, 6 epochs)": {"linear_warm_start": False, **_FIXED},
-    **{f"shared_bottom/{loss}": {"architecture": "shared_bottom", **_FIXED, **extra} for loss, extra in _LOSSES.items()},
+    **{
+        f"shared_bottom/{loss}": {"architecture": "shared_bottom", **_FIXED, **extra}
+        for loss, extra in _LOSSES.items()
+    },
     "cross/fm2": {"fm_factors": 2},
     "purchase/cvr_l2=9": {"cvr_l2": 9.0},
-    "purchase/cvr_l2=9 + 16 knots (scale 0.02)": {"cvr_l2": 9.0, "spline_knots": 16, "spline_scale": 0.02},
+    "purchase/cvr_l2=9 + 16 knots (scale 0.02)": {
+        "cvr_l2": 9.0,
+        "spline_knots": 16,
+        "spline_scale": 0.02,
+    },
 }
 
 
@@ -54,13 +62,21 @@ def segment_aucs(test: pd.DataFrame, scores: dict[str, np.ndarray]) -> dict[str,
     for seg, sel in SIM_SEGMENTS.items():
         m = np.asarray(sel(test), bool)
         out[seg] = {y: auc(test[y].to_numpy()[m], s[m]) for y, s in scores.items()}
-        out[seg].update({f"truth_{y}": expected_auc(test[f"p_true_{y}"].to_numpy()[m], s[m])
-                         for y, s in scores.items() if f"p_true_{y}" in test})
+        out[seg].update(
+            {
+                f"truth_{y}": expected_auc(test[f"p_true_{y}"].to_numpy()[m], s[m])
+                for y, s in scores.items()
+                if f"p_true_{y}" in test
+            }
+        )
     return out
 
 
-def run_ablation(runs: Sequence[tuple[pd.DataFrame, pd.DataFrame]], configs: dict[str, dict] | None = None,
-                 progress: Callable[[str], None] = print) -> dict:
+def run_ablation(
+    runs: Sequence[tuple[pd.DataFrame, pd.DataFrame]],
+    configs: dict[str, dict] | None = None,
+    progress: Callable[[str], None] = print,
+) -> dict:
     """Train every configuration on every ``(train, test)`` pair; AUCs vs logistic regression.
 
     Parameters
@@ -83,10 +99,24 @@ def run_ablation(runs: Sequence[tuple[pd.DataFrame, pd.DataFrame]], configs: dic
     for tr, te in runs:
         names = train_ranker_names(tr)
         lr_per_run.append(segment_aucs(te, logistic_baseline(tr, te, names)))
-    out: dict = {"n_runs": len(runs), "configs": {},
-                 "logistic": _mean_segments([{s: {f"{k}_{h}": r[s][f"{t}{y}"] for k, t in (("auc", ""), ("truth_auc", "truth_"))
-                                                  for h, y in (("click", "clicked"), ("purchase", "purchased"))
-                                                  if f"{t}{y}" in r[s]} for s in r} for r in lr_per_run])}
+    out: dict = {
+        "n_runs": len(runs),
+        "configs": {},
+        "logistic": _mean_segments(
+            [
+                {
+                    s: {
+                        f"{k}_{h}": r[s][f"{t}{y}"]
+                        for k, t in (("auc", ""), ("truth_auc", "truth_"))
+                        for h, y in (("click", "clicked"), ("purchase", "purchased"))
+                        if f"{t}{y}" in r[s]
+                    }
+                    for s in r
+                }
+                for r in lr_per_run
+            ]
+        ),
+    }
     for name, overrides in configs.items():
         t0 = time.perf_counter()
         per_run, epochs = [], []
@@ -99,11 +129,19 @@ def run_ablation(runs: Sequence[tuple[pd.DataFrame, pd.DataFrame]], configs: dic
         segs = _mean_segments(per_run)
         for s in segs:
             for key in [k for k in segs[s] if k.startswith(("diff_", "truth_diff_"))]:
-                segs[s][key.replace("diff_", "wins_")] = int(sum(r[s].get(key, float("nan")) > 0 for r in per_run))
-        out["configs"][name] = {"overrides": overrides, "seconds": time.perf_counter() - t0,
-                                "deep_epochs": epochs, "segments": segs}
-        progress(f"ablation {name}: all click {segs['all']['diff_click']:+.4f} purchase "
-                 f"{segs['all']['diff_purchase']:+.4f} vs LR ({time.perf_counter() - t0:.0f}s)")
+                segs[s][key.replace("diff_", "wins_")] = int(
+                    sum(r[s].get(key, float("nan")) > 0 for r in per_run)
+                )
+        out["configs"][name] = {
+            "overrides": overrides,
+            "seconds": time.perf_counter() - t0,
+            "deep_epochs": epochs,
+            "segments": segs,
+        }
+        progress(
+            f"ablation {name}: all click {segs['all']['diff_click']:+.4f} purchase "
+            f"{segs['all']['diff_purchase']:+.4f} vs LR ({time.perf_counter() - t0:.0f}s)"
+        )
     return out
 
 
@@ -113,13 +151,15 @@ def _row(a: dict[str, float], lr: dict[str, float]) -> dict[str, float]:
     for y, head in (("clicked", "click"), ("purchased", "purchase")):
         row[f"auc_{head}"], row[f"diff_{head}"] = a[y], a[y] - lr[y]
         if f"truth_{y}" in a:
-            row[f"truth_auc_{head}"], row[f"truth_diff_{head}"] = a[f"truth_{y}"], a[f"truth_{y}"] - lr[f"truth_{y}"]
+            row[f"truth_auc_{head}"], row[f"truth_diff_{head}"] = (
+                a[f"truth_{y}"],
+                a[f"truth_{y}"] - lr[f"truth_{y}"],
+            )
     return row
 
 
 def train_ranker_names(train: pd.DataFrame) -> list[str]:
     """The feature names ``train_ranker`` uses on ``train`` by default."""
-    from checkout_recs.models.ranker_features import available_features
 
     return available_features(train)
 
@@ -132,4 +172,6 @@ def _mean_segments(per_run: list[dict[str, dict[str, float]]]) -> dict[str, dict
         return float(a[np.isfinite(a)].mean()) if np.isfinite(a).any() else float("nan")
 
     keys = {s: list(dict.fromkeys(k for r in per_run for k in r[s])) for s in per_run[0]}
-    return {s: {k: mean([r[s].get(k, float("nan")) for r in per_run]) for k in keys[s]} for s in keys}
+    return {
+        s: {k: mean([r[s].get(k, float("nan")) for r in per_run]) for k in keys[s]} for s in keys
+    }

@@ -28,7 +28,11 @@ import numpy as np
 import pandas as pd
 
 from checkout_recs import contract
+from checkout_recs.policy.catalog import ItemCatalog
 from checkout_recs.policy.config import PolicyConfig
+from checkout_recs.serving.bundle import ServingBundle
+from checkout_recs.serving.recommender import Recommender, TableUserFeatures
+from checkout_recs.simulate.policy_api import candidate_set
 
 
 class SimulatorCandidates:
@@ -37,7 +41,9 @@ class SimulatorCandidates:
     def __init__(self) -> None:
         self.listing_ids = np.empty(0, np.int64)
 
-    def generate(self, catalog: Any, req: contract.PostCheckoutRequest, user: Any, basket_rows: np.ndarray):  # noqa: ANN201
+    def generate(
+        self, catalog: Any, req: contract.PostCheckoutRequest, user: Any, basket_rows: np.ndarray
+    ):  # noqa: ANN201
         """Catalogue rows (n,) of the offered listings known to the snapshot, and their source."""
         rows = catalog.rows(self.listing_ids)
         rows = rows[(rows >= 0) & ~np.isin(rows, basket_rows)]
@@ -84,8 +90,14 @@ class SnapshotRefresh:
         self.rec, self.every_us, self.world = rec, every_us, world
         frame = rec.bundle.catalog.frame
         fresh = frame[frame["views_decayed"].fillna(0) == 0] if "views_decayed" in frame else frame
-        self.priors = {c: float(fresh[c].median()) for c in ("ctr_smoothed", "cvr_smoothed") if c in frame}
-        t0 = pd.Timestamp(frame["snapshot_time"].iloc[0]) if "snapshot_time" in frame and len(frame) else None
+        self.priors = {
+            c: float(fresh[c].median()) for c in ("ctr_smoothed", "cvr_smoothed") if c in frame
+        }
+        t0 = (
+            pd.Timestamp(frame["snapshot_time"].iloc[0])
+            if "snapshot_time" in frame and len(frame)
+            else None
+        )
         self.last_us = int(t0.value // 1_000) if t0 is not None else None
         self._listed_us = self._listed(frame)
         self.pending: dict[int, dict[str, Any]] = {}
@@ -104,21 +116,26 @@ class SnapshotRefresh:
         due = self.last_us is None or ctx.t_us - self.last_us >= self.every_us
         if due and self.world is not None:
             self._queue_listed(int(ctx.t_us))
-        unknown = np.flatnonzero(self.rec.bundle.catalog.rows(np.asarray(cands.listing_id, np.int64)) < 0)
+        unknown = np.flatnonzero(
+            self.rec.bundle.catalog.rows(np.asarray(cands.listing_id, np.int64)) < 0
+        )
         self._queue(cands, unknown, int(ctx.t_us), [ctx.region] * len(cands.listing_id))
         if self.pending or due:
             self.refresh(int(ctx.t_us))
 
     def _queue_listed(self, t_us: int) -> None:
         """Queue every listing of the world listed by ``t_us`` (µs), still listed, not yet indexed."""
-        from checkout_recs.simulate.policy_api import candidate_set
 
         cat = self.world.cat
         idx = np.flatnonzero((cat.listed_at <= t_us) & (cat.delist_at > t_us))
         idx = idx[self.rec.bundle.catalog.rows(idx + 1) < 0]
         if len(idx):
-            regions = np.asarray(self.world.cfg.regions, dtype=object)[cat.region[idx].astype(np.int64)]
-            self._queue(candidate_set(self.world, idx, t_us), np.arange(len(idx)), t_us, regions.tolist())
+            regions = np.asarray(self.world.cfg.regions, dtype=object)[
+                cat.region[idx].astype(np.int64)
+            ]
+            self._queue(
+                candidate_set(self.world, idx, t_us), np.arange(len(idx)), t_us, regions.tolist()
+            )
 
     def _queue(self, cands: Any, which: np.ndarray, t_us: int, regions: list[str]) -> None:
         for k in which.tolist():
@@ -135,12 +152,15 @@ class SnapshotRefresh:
 
     def refresh(self, t_us: int) -> None:
         """Append pending listings, move ages to ``t_us`` (µs) and swap the catalogue in."""
-        from checkout_recs.policy.catalog import ItemCatalog
 
         frame = self.rec.bundle.catalog.frame
         now = pd.Timestamp(t_us * 1_000, tz="UTC")
         elapsed = 0.0 if self.last_us is None else (t_us - self.last_us) / US_PER_DAY
-        frame = frame.assign(seller_age_days=frame["seller_age_days"] + elapsed) if "seller_age_days" in frame else frame
+        frame = (
+            frame.assign(seller_age_days=frame["seller_age_days"] + elapsed)
+            if "seller_age_days" in frame
+            else frame
+        )
         if self.pending:
             new = self._new_rows(frame, now)
             if self._listed_us is not None:
@@ -150,7 +170,11 @@ class SnapshotRefresh:
             self.pending = {}
         if self._listed_us is not None:
             age = (t_us - self._listed_us) / US_PER_DAY
-            old = frame["age_days"].to_numpy(np.float64) if "age_days" in frame else np.full(len(frame), np.nan)
+            old = (
+                frame["age_days"].to_numpy(np.float64)
+                if "age_days" in frame
+                else np.full(len(frame), np.nan)
+            )
             frame["age_days"] = np.where(np.isnan(age), old, age)
         if "seller_age_days" in frame:
             frame["seller_is_new"] = (frame["seller_age_days"] < 30).astype(np.int8)
@@ -172,11 +196,19 @@ class SnapshotRefresh:
         for col in ("views_decayed", "clicks_decayed", "purchases_decayed"):
             new[col] = 0.0
         new = new.assign(title="", quantity=1, **self.priors)
-        return new.astype({c: frame[c].dtype for c in new.columns if c in frame and c != "listed_at"}, errors="ignore")
+        return new.astype(
+            {c: frame[c].dtype for c in new.columns if c in frame and c != "listed_at"},
+            errors="ignore",
+        )
 
 
-def serving_policy(bundle_dir: Path, users: Path | None = None, seed: int = 7,
-                   cfg: PolicyConfig | None = None, world: Any = None) -> tuple[Any, ServingStats]:
+def serving_policy(
+    bundle_dir: Path,
+    users: Path | None = None,
+    seed: int = 7,
+    cfg: PolicyConfig | None = None,
+    world: Any = None,
+) -> tuple[Any, ServingStats]:
     """A simulator ``Policy`` backed by the serving path, and its running statistics.
 
     Parameters
@@ -199,16 +231,20 @@ def serving_policy(bundle_dir: Path, users: Path | None = None, seed: int = 7,
         (by the snapshot refresh); ``stats.ledger`` maps each simulated day to the exploration
         ledger's expected revenue served and given up (currency) and slots explored.
     """
-    from checkout_recs.models.ranker import RankerModel
-    from checkout_recs.serving.bundle import ServingBundle
-    from checkout_recs.serving.recommender import Recommender, TableUserFeatures
+    from checkout_recs.models.ranker import (
+        RankerModel,
+    )  # lazy: keeps torch out of this module's import
 
     bundle = ServingBundle.load(Path(bundle_dir))
     if bundle.model_dir is None:
         raise ValueError(f"bundle {bundle_dir} has no ranker")
     source = SimulatorCandidates()
     bundle.candidates = source
-    frame = bundle.users if bundle.users is not None else (pd.read_parquet(users) if users is not None else None)
+    frame = (
+        bundle.users
+        if bundle.users is not None
+        else (pd.read_parquet(users) if users is not None else None)
+    )
     model = RankerModel.load(bundle.model_dir)
     rec = Recommender(bundle, TableUserFeatures(frame), cfg=cfg, seed=seed)
     stats = ServingStats()
@@ -229,7 +265,11 @@ def serving_policy(bundle_dir: Path, users: Path | None = None, seed: int = 7,
         if resp.fallback_reason:
             stats[f"fallback:{resp.fallback_reason}"] += 1
         led = rec.policy.explorer.ledger
-        stats.ledger[str(led.day)] = {"served": led.served, "spent": led.spent, "explored": led.explored}
+        stats.ledger[str(led.day)] = {
+            "served": led.served,
+            "spent": led.spent,
+            "explored": led.explored,
+        }
         stats.add_floor(str(led.day), decision.slate.notes, float(np.sum(decision.slate.scores)))
         return _within_candidates(resp, source.listing_ids, stats)
 

@@ -50,8 +50,17 @@ def _resolve(path: str, fn: str):
 
 def test_the_table_has_the_stages():
     names = {fn for _, fn, _ in documented()}
-    assert {"run_simulation", "ingest", "build_labels", "train_all", "build_index", "assemble_bundle",
-            "evaluate_run", "register_run", "drift_report"} <= names
+    assert {
+        "run_simulation",
+        "ingest",
+        "build_labels",
+        "train_all",
+        "build_index",
+        "assemble_bundle",
+        "evaluate_run",
+        "register_run",
+        "drift_report",
+    } <= names
 
 
 @pytest.mark.parametrize(("path", "fn", "params"), documented(), ids=lambda v: str(v)[:40])

@@ -28,8 +28,12 @@ def test_timestamps_are_utc_microseconds() -> None:
 
 
 def test_feature_tables_carry_an_event_timestamp_and_their_entity() -> None:
-    entities = {"user": ["user_id"], "listing": ["listing_id"], "seller": ["seller_id"],
-                "category_pair": ["category_a", "category_b"]}
+    entities = {
+        "user": ["user_id"],
+        "listing": ["listing_id"],
+        "seller": ["seller_id"],
+        "category_pair": ["category_a", "category_b"],
+    }
     for view, keys in entities.items():
         names = c.field_names(c.FEATURE_TABLES[view])
         assert "event_timestamp" in names
@@ -84,8 +88,14 @@ def test_request_refuses_bad_input_with_a_reason(bad: dict[str, object]) -> None
 
 
 def _item(i: int) -> dict[str, object]:
-    return {"listing_id": i, "slot": i % 6, "score": 1.0, "propensity": 0.5, "source": "ann",
-            "reason": "popular in your region"}
+    return {
+        "listing_id": i,
+        "slot": i % 6,
+        "score": 1.0,
+        "propensity": 0.5,
+        "source": "ann",
+        "reason": "popular in your region",
+    }
 
 
 def test_response_must_hold_exactly_six_distinct_items() -> None:

@@ -31,7 +31,11 @@ def _documented(body: str) -> set[str]:
 
 def test_every_schema_column_is_documented_in_its_section() -> None:
     sections = _sections(DOC.read_text())
-    schemas = {n: s for n, s in vars(contract).items() if isinstance(s, pa.Schema) and n.isupper() and n != "TS"}
+    schemas = {
+        n: s
+        for n, s in vars(contract).items()
+        if isinstance(s, pa.Schema) and n.isupper() and n != "TS"
+    }
     assert {"LISTINGS", "IMPRESSIONS", "QUARANTINE", "USER_FEATURES"} <= set(schemas)
     for name, schema in schemas.items():
         assert name in sections, f"docs/data-contract.md has no section for {name}"
@@ -41,8 +45,11 @@ def test_every_schema_column_is_documented_in_its_section() -> None:
 
 def test_every_request_response_field_is_documented() -> None:
     sections = _sections(DOC.read_text())
-    models = {n: m for n, m in vars(contract).items()
-              if isinstance(m, type) and issubclass(m, BaseModel) and m.__module__ == contract.__name__}
+    models = {
+        n: m
+        for n, m in vars(contract).items()
+        if isinstance(m, type) and issubclass(m, BaseModel) and m.__module__ == contract.__name__
+    }
     assert {"PostCheckoutRequest", "PostCheckoutResponse", "RecommendedItem"} <= set(models)
     for name, model in models.items():
         assert name in sections, f"docs/data-contract.md has no section for {name}"
@@ -52,7 +59,9 @@ def test_every_request_response_field_is_documented() -> None:
 
 def test_the_doc_names_no_column_the_contract_lacks() -> None:
     sections = _sections(DOC.read_text())
-    for name, schema in {n: s for n, s in vars(contract).items() if isinstance(s, pa.Schema) and n.isupper()}.items():
+    for name, schema in {
+        n: s for n, s in vars(contract).items() if isinstance(s, pa.Schema) and n.isupper()
+    }.items():
         if name in sections:
             extra = _documented(sections[name]) - set(contract.field_names(schema))
             assert not extra, f"{name}: documented but not in the contract: {sorted(extra)}"

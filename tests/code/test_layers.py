@@ -28,28 +28,48 @@ ROOT = Path(__file__).resolve().parents[2]
 CORE = "checkout_recs"
 
 PLATFORMS = frozenset({"kserve", "kfp", "feast", "kubernetes", "kubernetes_validate", "evidently"})
-FACES = frozenset({"cli", "inference", "components", "kfp_pipelines", "feature_repo", "monitoring",
-                   "benchmarks", "tests"})
+FACES = frozenset(
+    {
+        "cli",
+        "inference",
+        "components",
+        "kfp_pipelines",
+        "feature_repo",
+        "monitoring",
+        "benchmarks",
+        "tests",
+    }
+)
 
 #: Groups of the core, lowest layer first. A group is a subpackage (``checkout_recs/<group>/``) or a
 #: top-level module (``checkout_recs/<group>.py``). Groups in one layer do not import each other.
 LAYERS: tuple[frozenset[str], ...] = (
-    frozenset({"config", "contract", "storage", "tracking", "log_format"}),  # settings, contract, stores, logs
-    frozenset({"data", "simulate", "features", "policy"}),     # ingest; the simulator; features; the policy
-    frozenset({"models"}),                                     # towers, ranker, student (features as inputs)
-    frozenset({"retrieval"}),                                  # the index and candidates (embeds with the towers)
-    frozenset({"serving"}),                                    # the request path: bundle, recommender, decisions
-    frozenset({"evaluation", "synthetic"}),                    # offline evaluation; synthetic inputs for benches
-    frozenset({"deploy", "studies"}),                          # rollout, gates, manifests; research studies
+    frozenset(
+        {"config", "contract", "storage", "tracking", "log_format"}
+    ),  # settings, contract, stores, logs
+    frozenset(
+        {"data", "simulate", "features", "policy"}
+    ),  # ingest; the simulator; features; the policy
+    frozenset({"models"}),  # towers, ranker, student (features as inputs)
+    frozenset({"retrieval"}),  # the index and candidates (embeds with the towers)
+    frozenset({"serving"}),  # the request path: bundle, recommender, decisions
+    frozenset({"evaluation", "synthetic"}),  # offline evaluation; synthetic inputs for benches
+    frozenset({"deploy", "studies"}),  # rollout, gates, manifests; research studies
 )
 
 #: (module, imported package, why): the core's only ways to a platform library or a face. The
 #: module's docstring must call itself the port to that package.
 PORTS: tuple[tuple[str, str, str], ...] = (
-    ("checkout_recs/deploy/kube.py", "kubernetes",
-     "the rollout reads, patches and watches the InferenceService and the policy ConfigMap"),
-    ("checkout_recs/deploy/manifests.py", "kubernetes_validate",
-     "core kinds of the rendered manifests are validated against the Kubernetes OpenAPI schemas"),
+    (
+        "checkout_recs/deploy/kube.py",
+        "kubernetes",
+        "the rollout reads, patches and watches the InferenceService and the policy ConfigMap",
+    ),
+    (
+        "checkout_recs/deploy/manifests.py",
+        "kubernetes_validate",
+        "core kinds of the rendered manifests are validated against the Kubernetes OpenAPI schemas",
+    ),
 )
 
 #: (importing module, imported module, why): edges against the layer order that cannot go yet. The
@@ -86,10 +106,16 @@ def _imports(path: Path, name: str, modules: dict[str, Path]) -> list[Import]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:  # relative: resolved against the importing module's package
-                anchor = name.split(".")[: len(name.split(".")) - node.level + (1 if is_package else 0)]
+                anchor = name.split(".")[
+                    : len(name.split(".")) - node.level + (1 if is_package else 0)
+                ]
                 base = ".".join([*anchor, *([base] if base else [])])
             out.append(Import(base, node.lineno))
-            out += [Import(f"{base}.{a.name}", node.lineno) for a in node.names if f"{base}.{a.name}" in modules]
+            out += [
+                Import(f"{base}.{a.name}", node.lineno)
+                for a in node.names
+                if f"{base}.{a.name}" in modules
+            ]
     return out
 
 
@@ -145,10 +171,14 @@ def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
-def check_imports(root: Path, package: str = CORE, layers: Iterable[frozenset[str]] = LAYERS,
-                  ports: Iterable[tuple[str, str, str]] = PORTS,
-                  allowed_edges: Iterable[tuple[str, str, str]] = ALLOWED_EDGES,
-                  forbidden: frozenset[str] = PLATFORMS | FACES) -> list[str]:
+def check_imports(
+    root: Path,
+    package: str = CORE,
+    layers: Iterable[frozenset[str]] = LAYERS,
+    ports: Iterable[tuple[str, str, str]] = PORTS,
+    allowed_edges: Iterable[tuple[str, str, str]] = ALLOWED_EDGES,
+    forbidden: frozenset[str] = PLATFORMS | FACES,
+) -> list[str]:
     """Every violation of the three rules (module docstring) in ``root/package``, one line each."""
     modules = _modules(root, package)
     rank = {g: i for i, layer in enumerate(layers) for g in layer}
@@ -169,7 +199,9 @@ def check_imports(root: Path, package: str = CORE, layers: Iterable[frozenset[st
                 if (rel, top) in port_of:
                     used_ports.add((rel, top))
                 else:
-                    problems.append(f"{rel}:{imp.line}: imports {imp.target} (platform or face; no port listed)")
+                    problems.append(
+                        f"{rel}:{imp.line}: imports {imp.target} (platform or face; no port listed)"
+                    )
                 continue
             if imp.target not in modules or imp.target == name:
                 continue
@@ -189,7 +221,9 @@ def check_imports(root: Path, package: str = CORE, layers: Iterable[frozenset[st
                 used_edges.add((rel, imp.target))
                 continue
             way = "upward" if rank.get(target_group, -1) > rank.get(group, -1) else "sideways"
-            problems.append(f"{rel}:{imp.line}: {way} import of {imp.target} ({group} -> {target_group})")
+            problems.append(
+                f"{rel}:{imp.line}: {way} import of {imp.target} ({group} -> {target_group})"
+            )
     for cycle in _cycles(edges):
         problems.append("import cycle: " + " -> ".join(cycle))
     for (rel, pkg), why in port_of.items():
@@ -201,9 +235,13 @@ def check_imports(root: Path, package: str = CORE, layers: Iterable[frozenset[st
     for (rel, target), why in allowed.items():
         doc = _docstring(root / rel) if (root / rel).exists() else ""
         if (rel, target) not in used_edges:
-            problems.append(f"{rel}: allowed edge to {target} ({why}) is not used: drop it from the list")
+            problems.append(
+                f"{rel}: allowed edge to {target} ({why}) is not used: drop it from the list"
+            )
         if target not in doc:
-            problems.append(f"{rel}: imports {target} against the layers; its docstring must say why")
+            problems.append(
+                f"{rel}: imports {target} against the layers; its docstring must say why"
+            )
     return problems
 
 
@@ -213,7 +251,9 @@ def test_the_core_keeps_the_import_rules() -> None:
 
 
 def test_every_group_of_the_core_is_in_exactly_one_layer() -> None:
-    groups = {p.name for p in (ROOT / CORE).iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    groups = {
+        p.name for p in (ROOT / CORE).iterdir() if p.is_dir() and (p / "__init__.py").exists()
+    }
     groups |= {p.stem for p in (ROOT / CORE).glob("*.py") if p.stem != "__init__"}
     placed = [g for layer in LAYERS for g in layer]
     assert len(placed) == len(set(placed))
@@ -246,19 +286,22 @@ def test_the_checker_passes_a_clean_tree(tmp_path: Path) -> None:
 
 
 def test_the_checker_reports_planted_violations(tmp_path: Path) -> None:
-    _write(tmp_path, {
-        **CLEAN,
-        # a platform library outside the port, and a face, inside a function
-        "core/low/a.py": "import json\nimport kserve\n\ndef f():\n    from cli.app import app\n",
-        # upward, under TYPE_CHECKING
-        "core/low/d.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from core.high.b import B\n",
-        # a cycle through a function-level import
-        "core/high/b.py": "from core.low import a\n\ndef g():\n    from core.high.c import f\n",
-        # a port whose docstring does not say so
-        "core/low/port.py": "import kserve\n",
-        # a group in no layer
-        "core/stray/__init__.py": "",
-    })
+    _write(
+        tmp_path,
+        {
+            **CLEAN,
+            # a platform library outside the port, and a face, inside a function
+            "core/low/a.py": "import json\nimport kserve\n\ndef f():\n    from cli.app import app\n",
+            # upward, under TYPE_CHECKING
+            "core/low/d.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from core.high.b import B\n",
+            # a cycle through a function-level import
+            "core/high/b.py": "from core.low import a\n\ndef g():\n    from core.high.c import f\n",
+            # a port whose docstring does not say so
+            "core/low/port.py": "import kserve\n",
+            # a group in no layer
+            "core/stray/__init__.py": "",
+        },
+    )
     problems = "\n".join(check_imports(tmp_path, "core", TOY_LAYERS, TOY_PORTS, ()))
     assert "core/low/a.py:2: imports kserve" in problems
     assert "core/low/a.py:5: imports cli.app" in problems
@@ -268,15 +311,20 @@ def test_the_checker_reports_planted_violations(tmp_path: Path) -> None:
     assert "group 'stray' is in no layer" in problems
 
 
-def test_the_checker_reports_sideways_imports_and_cycles_through_a_package_init(tmp_path: Path) -> None:
-    _write(tmp_path, {
-        "core/__init__.py": "",
-        "core/one/__init__.py": "from core.one.m import M\n",
-        "core/one/m.py": "from core.two.n import N\n",
-        "core/two/__init__.py": "",
-        "core/two/n.py": "def f():\n    from core.one.other import O\n",
-        "core/one/other.py": "",
-    })
+def test_the_checker_reports_sideways_imports_and_cycles_through_a_package_init(
+    tmp_path: Path,
+) -> None:
+    _write(
+        tmp_path,
+        {
+            "core/__init__.py": "",
+            "core/one/__init__.py": "from core.one.m import M\n",
+            "core/one/m.py": "from core.two.n import N\n",
+            "core/two/__init__.py": "",
+            "core/two/n.py": "def f():\n    from core.one.other import O\n",
+            "core/one/other.py": "",
+        },
+    )
     problems = "\n".join(check_imports(tmp_path, "core", (frozenset({"one", "two"}),), (), ()))
     assert "sideways import of core.two.n (one -> two)" in problems
     # two.n -> one.other runs one/__init__, which imports one.m, which imports two.n
@@ -284,8 +332,17 @@ def test_the_checker_reports_sideways_imports_and_cycles_through_a_package_init(
 
 
 def test_an_allowed_edge_needs_its_reason_in_the_docstring_and_a_use(tmp_path: Path) -> None:
-    _write(tmp_path, {**CLEAN, "core/low/a.py": '"""Imports core.high.b: a reason."""\nfrom core.high.b import B\n'})
-    allowed = (("core/low/a.py", "core.high.b", "toy"), ("core/low/port.py", "core.high.c", "stale"))
+    _write(
+        tmp_path,
+        {
+            **CLEAN,
+            "core/low/a.py": '"""Imports core.high.b: a reason."""\nfrom core.high.b import B\n',
+        },
+    )
+    allowed = (
+        ("core/low/a.py", "core.high.b", "toy"),
+        ("core/low/port.py", "core.high.c", "stale"),
+    )
     problems = check_imports(tmp_path, "core", TOY_LAYERS, TOY_PORTS, allowed)
     assert problems == [
         "import cycle: core.high.b -> core.low.a",

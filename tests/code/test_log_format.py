@@ -25,8 +25,10 @@ from checkout_recs.log_format import (
 def captured() -> Iterator[io.StringIO]:
     """Logging configured as JSON into a buffer; the previous root handlers restored after."""
     root, saved = logging.getLogger(), logging.getLogger().handlers[:]
-    saved_libs = {n: (logging.getLogger(n).handlers[:], logging.getLogger(n).propagate)
-                  for n in log_format.LIBRARY_LOGGERS}
+    saved_libs = {
+        n: (logging.getLogger(n).handlers[:], logging.getLogger(n).propagate)
+        for n in log_format.LIBRARY_LOGGERS
+    }
     buf = io.StringIO()
     configure_logging("json", stream=buf)
     yield buf
@@ -45,14 +47,24 @@ def _lines(buf: io.StringIO) -> list[dict]:
 def test_every_line_is_json_with_the_fixed_fields_then_extras(captured):
     set_bundle_version("idx-42")
     token = set_request_id("req-1")
-    logging.getLogger("checkout_recs.test").warning("slow %s", "feast", extra={"stage": "features", "ms": 12.5})
+    logging.getLogger("checkout_recs.test").warning(
+        "slow %s", "feast", extra={"stage": "features", "ms": 12.5}
+    )
     REQUEST_ID.reset(token)
     logging.getLogger("checkout_recs.test").info("idle")
     first, second = _lines(captured)
     assert list(first)[:6] == ["ts", "level", "logger", "message", "request_id", "bundle_version"]
-    assert first["ts"].endswith("Z") and first["level"] == "WARNING" and first["message"] == "slow feast"
-    assert (first["request_id"], first["bundle_version"], first["stage"], first["ms"]) == ("req-1", "idx-42",
-                                                                                          "features", 12.5)
+    assert (
+        first["ts"].endswith("Z")
+        and first["level"] == "WARNING"
+        and first["message"] == "slow feast"
+    )
+    assert (first["request_id"], first["bundle_version"], first["stage"], first["ms"]) == (
+        "req-1",
+        "idx-42",
+        "features",
+        12.5,
+    )
     assert second["request_id"] is None and second["bundle_version"] == "idx-42"
 
 

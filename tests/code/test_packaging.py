@@ -15,7 +15,15 @@ import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-SHIPPED = ("checkout_recs", "cli", "inference", "components", "kfp_pipelines", "monitoring", "feature_repo")
+SHIPPED = (
+    "checkout_recs",
+    "cli",
+    "inference",
+    "components",
+    "kfp_pipelines",
+    "monitoring",
+    "feature_repo",
+)
 DEV_ONLY = ("tests", "benchmarks", "scripts")
 OURS = {*SHIPPED, *DEV_ONLY, "fixtures_models", "fixtures_retrieval", "retrieval_scale"}
 #: Declared for what they bring, not imported by name: feast's extras, torch's CPU wheel pin.
@@ -68,7 +76,11 @@ def test_every_module_the_shipped_code_imports_is_a_declared_runtime_requirement
 
 
 def test_every_module_tests_and_benchmarks_import_is_declared():
-    both = declared(REPO / "requirements.in") | declared(REPO / "requirements-dev.in") | INSTALLED_APART
+    both = (
+        declared(REPO / "requirements.in")
+        | declared(REPO / "requirements-dev.in")
+        | INSTALLED_APART
+    )
     missing = {m: d for m, d in distributions(imported(DEV_ONLY)).items() if not d & both}
     assert not missing, f"imported by tests/benchmarks but declared nowhere: {missing}"
 
@@ -76,15 +88,23 @@ def test_every_module_tests_and_benchmarks_import_is_declared():
 def test_nothing_declared_at_run_time_is_unused():
     provided = set().union(*distributions(imported(SHIPPED)).values())
     unused = declared(REPO / "requirements.in") - provided - NOT_IMPORTED
-    assert not unused, f"declared in requirements.in but never imported by the shipped code: {unused}"
+    assert not unused, (
+        f"declared in requirements.in but never imported by the shipped code: {unused}"
+    )
 
 
 def test_pyproject_lists_the_same_names_and_the_runtime_lock_has_no_test_tool():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     names = {_norm(re.split(r"[\[<>=!~; ]", d, maxsplit=1)[0]) for d in project["dependencies"]}
-    dev = {_norm(re.split(r"[\[<>=!~; ]", d, maxsplit=1)[0]) for d in project["optional-dependencies"]["dev"]}
+    dev = {
+        _norm(re.split(r"[\[<>=!~; ]", d, maxsplit=1)[0])
+        for d in project["optional-dependencies"]["dev"]
+    }
     assert names == declared(REPO / "requirements.in")
     assert dev == declared(REPO / "requirements-dev.in")
-    pins = {_norm(line.split("==")[0]) for line in (REPO / "requirements.lock").read_text().splitlines()
-            if "==" in line and not line.startswith("#")}
+    pins = {
+        _norm(line.split("==")[0])
+        for line in (REPO / "requirements.lock").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    }
     assert not (TOOLS - {"mypy"}) & pins  # mypy arrives through feast's SQLAlchemy[mypy] extra

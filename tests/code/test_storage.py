@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from checkout_recs.storage import ArtifactStore, LocalArtifactStore, S3ArtifactStore, new_version, open_store
+from checkout_recs.storage import (
+    ArtifactStore,
+    LocalArtifactStore,
+    S3ArtifactStore,
+    new_version,
+    open_store,
+)
 
 
 @pytest.fixture(scope="module")
@@ -22,14 +28,19 @@ def s3_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture(params=["local", "s3"])
-def store(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ArtifactStore:
+def store(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> ArtifactStore:
     if request.param == "local":
         return LocalArtifactStore(tmp_path / "store")
     import boto3
 
     endpoint = request.getfixturevalue("s3_endpoint")
-    for k, v in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                 "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for k, v in {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(k, v)
     bucket = f"b-{tmp_path.name.lower().replace('_', '-')[-40:]}"
     boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)

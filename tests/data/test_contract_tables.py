@@ -34,7 +34,9 @@ def test_raw_and_validated_tables_match_the_contract(run: Path, table: str) -> N
 def test_simulated_ranges(run: Path) -> None:
     raw = run / "raw"
     listings = pq.read_table(raw / "listings").to_pandas()
-    assert (listings.price > 0).all() and listings.take_rate.between(0, 1, inclusive="neither").all()
+    assert (listings.price > 0).all() and listings.take_rate.between(
+        0, 1, inclusive="neither"
+    ).all()
     assert (listings.quantity >= 1).all() and (listings.quantity == 1).mean() > 0.8
     imp = pq.read_table(raw / "impressions").to_pandas()
     assert imp.slot.between(0, 5).all() and ((imp.propensity > 0) & (imp.propensity <= 1)).all()
@@ -61,16 +63,24 @@ def test_label_tables_schema_and_invariants(run: Path) -> None:
     assert (df.purchased <= df.clicked).all()
     assert 0 < df.clicked.mean() < 0.5
     assert len(df) == pq.read_table(run / "raw" / "impressions").num_rows
-    for name, schema in (("interactions", L.INTERACTIONS), ("co_purchase_items", L.CO_PURCHASE_ITEMS),
-                         ("category_pairs", contract.CATEGORY_PAIR_FEATURES), ("user_sequences", L.USER_SEQUENCES),
-                         ("negatives", L.NEGATIVES)):
+    for name, schema in (
+        ("interactions", L.INTERACTIONS),
+        ("co_purchase_items", L.CO_PURCHASE_ITEMS),
+        ("category_pairs", contract.CATEGORY_PAIR_FEATURES),
+        ("user_sequences", L.USER_SEQUENCES),
+        ("negatives", L.NEGATIVES),
+    ):
         t = pq.read_table(run / "labels" / f"{name}.parquet")
         assert t.schema.equals(schema, check_metadata=False), name
         assert t.num_rows > 0, name
         for f in schema:
             assert f.nullable or t[f.name].null_count == 0, (name, f.name)
-    keys = {"impressions_labelled": ["request_id", "slot"], "co_purchase_items": ["listing_a", "listing_b", "event_timestamp"],
-            "user_sequences": ["user_id"], "category_pairs": ["category_a", "category_b", "event_timestamp"]}
+    keys = {
+        "impressions_labelled": ["request_id", "slot"],
+        "co_purchase_items": ["listing_a", "listing_b", "event_timestamp"],
+        "user_sequences": ["user_id"],
+        "category_pairs": ["category_a", "category_b", "event_timestamp"],
+    }
     for name, key in keys.items():
         df = pq.read_table(run / "labels" / f"{name}.parquet", columns=key).to_pandas()
         assert not df.duplicated().any(), name
@@ -82,4 +92,7 @@ def test_label_tables_schema_and_invariants(run: Path) -> None:
     assert (pairs.co_purchase_strength > 0).all()
     assert not pairs.duplicated(["category_a", "category_b", "event_timestamp"]).any()
     seq = pq.read_table(run / "labels" / "user_sequences.parquet").to_pandas()
-    assert all(np.all(np.diff(np.asarray(ts, dtype="datetime64[us]").astype(np.int64)) >= 0) for ts in seq.timestamps)
+    assert all(
+        np.all(np.diff(np.asarray(ts, dtype="datetime64[us]").astype(np.int64)) >= 0)
+        for ts in seq.timestamps
+    )

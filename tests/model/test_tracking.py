@@ -13,10 +13,17 @@ GOOD = {"ndcg@6": 0.12, "auc_click": 0.71, "auc_purchase": 0.69, "expected_reven
 
 
 def test_gate_sets_challenger_and_champion_moves_only_at_promotion(mlflow_db, tmp_path):  # noqa: F811
-    from checkout_recs.tracking import alias_metrics, alias_version, promote_bundle, promote_if_better
+    from checkout_recs.tracking import (
+        alias_metrics,
+        alias_version,
+        promote_bundle,
+        promote_if_better,
+    )
 
     run1 = logged_run(mlflow_db, GOOD, tmp_path / "1")
-    assert promote_if_better(mlflow_db, run1, GOOD, bundle_uri="s3://b/bundle/1").promote  # first model
+    assert promote_if_better(
+        mlflow_db, run1, GOOD, bundle_uri="s3://b/bundle/1"
+    ).promote  # first model
     assert alias_version(mlflow_db, "challenger")[0] == "1"
     assert alias_version(mlflow_db, "champion") is None  # the gate does not crown anyone
     assert "now champion" in promote_bundle(mlflow_db, "s3://b/bundle/1")
@@ -29,7 +36,9 @@ def test_gate_sets_challenger_and_champion_moves_only_at_promotion(mlflow_db, tm
     assert not decision.promote and any("auc_click" in r for r in decision.reasons)
     assert alias_version(mlflow_db, "challenger") is None  # a refused model is no challenger
     assert alias_version(mlflow_db, "champion")[0] == "1"
-    assert "no version" in promote_bundle(mlflow_db, "s3://b/bundle/2")  # refused: never tagged, never crowned
+    assert "no version" in promote_bundle(
+        mlflow_db, "s3://b/bundle/2"
+    )  # refused: never tagged, never crowned
     assert alias_version(mlflow_db, "champion")[0] == "1"
 
 
@@ -54,4 +63,8 @@ def test_rollback_tags_the_candidate_and_keeps_the_champion(mlflow_db, tmp_path)
     assert "champion unchanged" in note
     assert alias_version(mlflow_db, "champion")[0] == v1
     tags = MlflowClient(tracking_uri=mlflow_db).get_model_version(MODEL_NAME, v2).tags
-    assert tags["gate"] == "passed" and tags["rollout"] == "rolled_back" and "error_rate" in tags["rollback_reason"]
+    assert (
+        tags["gate"] == "passed"
+        and tags["rollout"] == "rolled_back"
+        and "error_rate" in tags["rollback_reason"]
+    )

@@ -146,8 +146,8 @@ def inference_sections(inf: GeoInference, what: str) -> list[tuple[str, str]]:
     perm = pd.DataFrame([{"treated": ", ".join(a["treated"]), "uplift": a["uplift"],
                           "ran": "yes" if a["observed"] else ""} for a in p.assignments])  # fmt: skip
     perm_note = (f"<p class='note'>{p.n_assignments} assignments ({'all' if p.exhaustive else 'random draws'}); "
-                 f"p one-sided {p.p_one_sided:.3f}, two-sided {p.p_two_sided:.3f}. No design with these regions "
-                 f"can give less than {p.min_p_one_sided:.3f} one-sided or {p.min_p_two_sided:.3f} two-sided.</p>")
+                 f"p one-sided {p.p_one_sided:.3f}, two-sided {p.p_two_sided:.3f}. With these regions no p-value can be "
+                 f"below {p.min_p_one_sided:.3f} one-sided or {p.min_p_two_sided:.3f} two-sided, whatever the effect.</p>")
     placebo = pd.DataFrame({"placebo start": [str(s) for s in pl.starts], "uplift": pl.uplifts,
                             "lower": pl.lowers, "upper": pl.uppers})  # fmt: skip
     placebo_note = (f"<p class='note'>Pre-period only, nothing treated: mean {pl.mean_uplift:+.3f}, largest "

@@ -5,10 +5,11 @@ Stages (each timed, wall and CPU, in the JSON's ``timing``):
 
 1. ``split``: read the atomic file, split by the protocol.
 2. ``tuning`` (validation target only): every baseline's grid (``baselines.GRIDS``, tuned on
-   this data set) and the project's SASRec points with early stopping and blend search
-   (``project``). Both are cached per data set (``tuning.Cache``): a second run on the same data
-   and code skips this stage.
-3. ``test``: each chosen configuration refit on train + validation and evaluated once on test;
+   this data set) and the project's SASRec points with early stopping (``project``);
+3. ``blend``: the project's blend weights on validation, for the kept SASRec models. Both
+   tunings are cached per data set (``tuning.Cache``): a second run on the same data and code
+   skips stages 2-3.
+4. ``test``: each chosen configuration refit on train + validation and evaluated once on test;
    stochastic models (ALS, BPR, the project) over ``n_seeds`` seeds.
 
 Tasks run on worker processes (``runner``); a progress bar shows fits and epochs.
@@ -30,14 +31,18 @@ from checkout_recs.evaluation.next_item import project as _project
 from checkout_recs.evaluation.next_item import protocol as _protocol
 from checkout_recs.evaluation.next_item.baselines import STOCHASTIC
 from checkout_recs.evaluation.next_item.project import (
+    BC_GRID,
     DEFAULT_CHOICE,
+    KNN_DECAYS,
     RETRIEVAL_K,
     SASREC_BASE,
     SASREC_GRID,
+    TUNING_SEEDS,
+    blend_grid,
     pick_project,
     project_scores,
     refit_seed,
-    tune_sasrec_point,
+    train_sasrec,
     two_stage,
     zscore,
 )
@@ -157,36 +162,50 @@ def run_protocol(dataset: Path, out: Path, n_seeds: int = 5, tune: bool = True, 
     base_key = baselines_fingerprint(names)
     base = {**SASREC_BASE, **(sasrec or {})}
     proj_key = code_fingerprint(_project, _sequence, _attention, _optim, _baselines, _protocol,
-                                extra={"base": base, "grid": SASREC_GRID, "device": device})
+                                extra={"base": base, "grid": SASREC_GRID, "seeds": TUNING_SEEDS, "device": device})
 
     with Runner(split, workers, threads, progress) as runner:
         # ---- tuning (validation only) ----
         base_tuning = proj_tuning = None
+        sas_jobs: list[tuple[int, int]] = []
         with clock.stage("tuning", in_workers=runner.in_workers) as st:
             if tune:
                 base_tuning = cache.get("baselines", data_key, base_key)
                 proj_tuning = cache.get("project", data_key, proj_key) if project else None
                 st["cached"] = {"baselines": base_tuning is not None,
                                 "project": proj_tuning is not None if project else None}
-                tasks: list = []
                 if project and proj_tuning is None:
-                    tasks += [(tune_sasrec_point, (p, device, 0, base)) for p in SASREC_GRID]
+                    sas_jobs = [(i, seed) for i in range(len(SASREC_GRID)) for seed in TUNING_SEEDS]
+                tasks: list = [(train_sasrec, (SASREC_GRID[i], device, seed, base)) for i, seed in sas_jobs]
                 points = grid_tasks(names) if base_tuning is None else []
                 tasks += [(fit_score, (n, p, "val", 0)) for n, p in points]
-                n_sas = len(SASREC_GRID) if project and proj_tuning is None else 0
+                n_sas = len(sas_jobs)
                 res = runner.run(tasks, n_sas * base["epochs"] + len(points), "tuning") if tasks else []
                 st["task_cpu_s"] = sum(r.cpu_s for r in res)
                 st["project_task_cpu_s"] = sum(r.cpu_s for r in res[:n_sas])
                 st["baselines_task_cpu_s"] = sum(r.cpu_s for r in res[n_sas:])
-                if project and proj_tuning is None:
-                    proj_tuning = pick_project([r.value for r in res[:n_sas]])
-                    proj_tuning["seconds"] = [r.wall_s for r in res[:n_sas]]
-                    cache.put("project", data_key, proj_key, proj_tuning)
+                trained = [[res[j].value for j, (k, _) in enumerate(sas_jobs) if k == i] for i in range(len(SASREC_GRID))]
+                sas_seconds = [res[j].wall_s for j in range(n_sas)]
                 if base_tuning is None:
                     base_tuning = choose(names, points, [r.value for r in res[n_sas:]], [r.wall_s for r in res[n_sas:]])
                     cache.put("baselines", data_key, base_key, base_tuning)
-                result["tuning"] = {"baselines": base_tuning, "project": proj_tuning,
-                                    "cache": str(cache.folder) if cache.folder else None}
+        if sas_jobs:  # the project's blend, on the kept SASRec models' validation scores
+            with clock.stage("blend", in_workers=runner.in_workers) as st:
+                jobs_b = [(i, d) for i in range(len(SASREC_GRID)) for d in KNN_DECAYS]
+                res_b = runner.run([(blend_grid, ([r["scores"] for r in trained[i]], d)) for i, d in jobs_b],
+                                   len(jobs_b) * len(BC_GRID) ** 2, "blend")
+                st["task_cpu_s"] = sum(r.cpu_s for r in res_b)
+                blends = [[r.value for (k, _), r in zip(jobs_b, res_b, strict=True) if k == i]
+                          for i in range(len(SASREC_GRID))]
+                for runs in trained:
+                    for r in runs:
+                        r.pop("scores")
+                proj_tuning = pick_project(SASREC_GRID, trained, blends, base)
+                proj_tuning["sasrec_fit_wall_seconds"] = sas_seconds
+                cache.put("project", data_key, proj_key, proj_tuning)
+        if tune:
+            result["tuning"] = {"baselines": base_tuning, "project": proj_tuning,
+                                "cache": str(cache.folder) if cache.folder else None}
         base_choice = {n: (base_tuning[n]["choice"] if base_tuning else TABLE_CHOICE[n]) for n in names}
         proj_choice = proj_tuning["choice"] if proj_tuning else DEFAULT_CHOICE
         for n in names:

@@ -131,20 +131,22 @@ def blend_grid(split: Split, sasrec: list[np.ndarray], decay: float) -> dict:
     return {"knn_decay": decay, "a": a, "retrieval_hr@300_by_a": hr, "bc": rows}
 
 
-def pick_project(points: list[dict[str, Any]], trained: list[list[dict]], blends: list[list[dict]]) -> dict:
+def pick_project(points: list[dict[str, Any]], trained: list[list[dict]], blends: list[list[dict]],
+                 base: dict[str, Any] | None = None) -> dict:
     """The choice with the best mean validation NDCG@6 over the tuning seeds (first on a tie).
 
     ``trained[i]`` are the SASRec runs (one per seed) of ``points[i]``, ``blends[i]`` its
     ``blend_grid`` results (one per decay). The chosen epoch count is the mean of the seeds'
     early-stopped epochs (rounded to ``eval_every``)."""
+    base = SASREC_BASE if base is None else base
     table = []
     for i, p in enumerate(points):
         runs = trained[i]
-        every = int(p.get("eval_every", SASREC_BASE["eval_every"]))
+        every = int({**base, **p}["eval_every"])
         epochs = max(every, int(round(np.mean([r["best_epoch"] for r in runs]) / every)) * every)
         for bl in blends[i]:
             for row in bl["bc"]:
-                table.append(({"sasrec": {**p, "epochs": epochs}, "knn_decay": bl["knn_decay"], "a": bl["a"],
+                table.append(({"sasrec": {**base, **p, "epochs": epochs}, "knn_decay": bl["knn_decay"], "a": bl["a"],
                                "b": row["b"], "c": row["c"]}, row))
     best = max(range(len(table)), key=lambda j: (table[j][1]["ndcg@6"], -j))
     choice, val = table[best]

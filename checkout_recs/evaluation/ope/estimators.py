@@ -55,7 +55,12 @@ class Interval:
 
     def as_dict(self) -> dict[str, float]:
         """Plain dict (for JSON and tables)."""
-        return {"estimate": self.estimate, "mean": self.mean, "lower": self.lower, "upper": self.upper}
+        return {
+            "estimate": self.estimate,
+            "mean": self.mean,
+            "lower": self.lower,
+            "upper": self.upper,
+        }
 
 
 def bootstrap_ratio_interval(
@@ -91,7 +96,9 @@ def bootstrap_ratio_interval(
     num = np.asarray(num, dtype=float)
     den = np.ones_like(num) if den is None else np.asarray(den, dtype=float)
     if num.ndim != 1 or num.shape != den.shape or num.size == 0:
-        raise ValueError(f"num and den must be non-empty 1-d arrays of one shape: {num.shape}, {den.shape}")
+        raise ValueError(
+            f"num and den must be non-empty 1-d arrays of one shape: {num.shape}, {den.shape}"
+        )
     if not 0 < alpha < 1 or n_bootstrap_samples < 10:
         raise ValueError("alpha must be in (0, 1) and n_bootstrap_samples >= 10")
     if groups is not None:
@@ -240,7 +247,14 @@ class DoublyRobust(_Estimator):
     estimator_name: str = "dr"
 
     def _terms(  # type: ignore[override]
-        self, reward, action, pscore, action_dist, estimated_rewards_by_reg_model, position=None, **_
+        self,
+        reward,
+        action,
+        pscore,
+        action_dist,
+        estimated_rewards_by_reg_model,
+        position=None,
+        **_,
     ):
         _check(reward, action, action_dist, pscore)
         n = len(reward)

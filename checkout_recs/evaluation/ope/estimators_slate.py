@@ -47,8 +47,9 @@ class _SlateEstimator(_Estimator):
         **data: np.ndarray,
     ) -> Interval:
         """Bootstrap interval, resampling whole requests (``slate_id``)."""
-        return super().estimate_interval(alpha, n_bootstrap_samples, random_state,
-                                         groups=np.asarray(data["slate_id"]), **data)
+        return super().estimate_interval(
+            alpha, n_bootstrap_samples, random_state, groups=np.asarray(data["slate_id"]), **data
+        )
 
 
 @dataclass
@@ -93,7 +94,13 @@ class PositionBasedIPS(_SlateEstimator):
     estimator_name: str = "pbm"
 
     def _terms(  # type: ignore[override]
-        self, slate_id, reward, pscore_item_position, evaluation_policy_pscore_item_position, examination, **_
+        self,
+        slate_id,
+        reward,
+        pscore_item_position,
+        evaluation_policy_pscore_item_position,
+        examination,
+        **_,
     ):
         theta = np.asarray(examination, float)
         nu_0 = np.asarray(pscore_item_position, float) @ theta

@@ -23,8 +23,9 @@ from checkout_recs.evaluation.ope.estimators import DoublyRobust, SelfNormalized
 REWARDS = {"click": "clicked", "purchase": "purchased"}
 
 
-def greedy_ope(frame: pd.DataFrame, rank_score: np.ndarray,
-               predicted: dict[str, np.ndarray]) -> dict[str, float]:
+def greedy_ope(
+    frame: pd.DataFrame, rank_score: np.ndarray, predicted: dict[str, np.ndarray]
+) -> dict[str, float]:
     """SNIPS and DR values of "order each logged slate by ``rank_score``" vs the logged policy.
 
     Parameters
@@ -52,8 +53,14 @@ def greedy_ope(frame: pd.DataFrame, rank_score: np.ndarray,
     pscore_all = frame["propensity"].to_numpy(float)
     if not np.all((pscore_all > 0) & (pscore_all <= 1)):
         raise ValueError("pscore (propensity) must be in (0, 1] on every row")
-    df = pd.DataFrame({"req": frame["request_id"].to_numpy(), "slot": frame["slot"].to_numpy(),
-                       "score": np.asarray(rank_score, float), "row": np.arange(n)})
+    df = pd.DataFrame(
+        {
+            "req": frame["request_id"].to_numpy(),
+            "slot": frame["slot"].to_numpy(),
+            "score": np.asarray(rank_score, float),
+            "row": np.arange(n),
+        }
+    )
     df = df.sort_values(["req", "slot"], kind="stable")
     req_idx = pd.factorize(df["req"])[0]
     action = df.groupby("req", sort=False).cumcount().to_numpy()  # logged order = logged position
@@ -63,11 +70,18 @@ def greedy_ope(frame: pd.DataFrame, rank_score: np.ndarray,
     pi_req = np.zeros((n_req, m, m))
     pi_req[req_idx, action, greedy] = 1.0
     rows = df["row"].to_numpy()
-    data = {"action": action, "position": action, "action_dist": pi_req[req_idx],
-            "pscore": pscore_all[rows]}
+    data = {
+        "action": action,
+        "position": action,
+        "action_dist": pi_req[req_idx],
+        "pscore": pscore_all[rows],
+    }
     w = np.where(action == greedy, 1.0 / data["pscore"], 0.0)
-    out = {"ope_n_rounds": float(n), "ope_match_share": float(np.mean(action == greedy)),
-           "ope_ess": float(w.sum() ** 2 / (w ** 2).sum()) if w.any() else 0.0}
+    out = {
+        "ope_n_rounds": float(n),
+        "ope_match_share": float(np.mean(action == greedy)),
+        "ope_ess": float(w.sum() ** 2 / (w**2).sum()) if w.any() else 0.0,
+    }
     for name, col in REWARDS.items():
         if col not in frame or name not in predicted:
             continue
@@ -100,5 +114,7 @@ def ranker_greedy_ope(model, frame: pd.DataFrame) -> dict[str, float]:  # noqa: 
     p_click, p_cvr = model.predict_frame(frame)
     take = frame["take_rate"].to_numpy(float) if "take_rate" in frame else np.full(len(frame), 0.1)
     value = frame["price"].to_numpy(float) * take
-    out = greedy_ope(frame, p_click * p_cvr * value, {"click": p_click, "purchase": p_click * p_cvr})
+    out = greedy_ope(
+        frame, p_click * p_cvr * value, {"click": p_click, "purchase": p_click * p_cvr}
+    )
     return {**out, "ope_dropped_rows": float((~keep).sum())}

@@ -24,7 +24,12 @@ from checkout_recs.evaluation.ranking.offline import (
     ranking_metrics,
     slate_ndcg,
 )
-from checkout_recs.evaluation.ranking.replay import ReplayInputError, ReplayReport, read_decisions, replay
+from checkout_recs.evaluation.ranking.replay import (
+    ReplayInputError,
+    ReplayReport,
+    read_decisions,
+    replay,
+)
 from checkout_recs.evaluation.ranking.report import (
     ablation_table,
     auc_table,

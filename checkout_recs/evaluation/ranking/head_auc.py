@@ -34,25 +34,41 @@ SIM_SEGMENTS: dict[str, Callable[[pd.DataFrame], np.ndarray]] = {
 }
 
 
-def logistic_baseline(train: pd.DataFrame, test: pd.DataFrame, names: list[str]) -> dict[str, np.ndarray]:
+def logistic_baseline(
+    train: pd.DataFrame, test: pd.DataFrame, names: list[str]
+) -> dict[str, np.ndarray]:
     """Scores (n_test,) of two standardised logistic regressions on ``ranker_matrix`` features:
     ``{"clicked": P(click), "purchased": P(purchase)}`` (purchase over every impression, the
     ESMM target)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    from sklearn.linear_model import (
+        LogisticRegression,  # lazy: scikit-learn costs ~1 s and only baselines need it
+    )
+    from sklearn.pipeline import (
+        make_pipeline,
+    )  # lazy: scikit-learn costs ~1 s and only baselines need it
+    from sklearn.preprocessing import (
+        StandardScaler,  # lazy: scikit-learn costs ~1 s and only baselines need it
+    )
 
     Xtr, Xte = ranker_matrix(train, names), ranker_matrix(test, names)
     out = {}
     for y in ("clicked", "purchased"):
-        lr = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(Xtr, train[y].to_numpy())
+        lr = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(
+            Xtr, train[y].to_numpy()
+        )
         out[y] = lr.predict_proba(Xte)[:, 1]
     return out
 
 
-def paired_auc_bootstrap(y: np.ndarray, s_model: np.ndarray, s_base: np.ndarray, groups: np.ndarray,
-                         n_boot: int = 300, seed: int = 0,
-                         metric: Callable[[np.ndarray, np.ndarray], float] = auc) -> dict[str, float]:
+def paired_auc_bootstrap(
+    y: np.ndarray,
+    s_model: np.ndarray,
+    s_base: np.ndarray,
+    groups: np.ndarray,
+    n_boot: int = 300,
+    seed: int = 0,
+    metric: Callable[[np.ndarray, np.ndarray], float] = auc,
+) -> dict[str, float]:
     """AUC of two scores on the same rows and bootstrap 95% intervals, resampling ``groups``.
 
     Parameters
@@ -84,10 +100,18 @@ def paired_auc_bootstrap(y: np.ndarray, s_model: np.ndarray, s_base: np.ndarray,
         return float(np.percentile(v, q)) if len(v) else float("nan")
 
     d = arr[:, 0] - arr[:, 1]
-    return {"auc": a, "auc_lo": pct(arr[:, 0], 2.5), "auc_hi": pct(arr[:, 0], 97.5),
-            "base_auc": b, "base_lo": pct(arr[:, 1], 2.5), "base_hi": pct(arr[:, 1], 97.5),
-            "diff": a - b, "diff_lo": pct(d, 2.5), "diff_hi": pct(d, 97.5),
-            "p_model_better": float((d > 0).mean()) if len(d) else float("nan")}
+    return {
+        "auc": a,
+        "auc_lo": pct(arr[:, 0], 2.5),
+        "auc_hi": pct(arr[:, 0], 97.5),
+        "base_auc": b,
+        "base_lo": pct(arr[:, 1], 2.5),
+        "base_hi": pct(arr[:, 1], 97.5),
+        "diff": a - b,
+        "diff_lo": pct(d, 2.5),
+        "diff_hi": pct(d, 97.5),
+        "p_model_better": float((d > 0).mean()) if len(d) else float("nan"),
+    }
 
 
 def expected_auc(p_true: np.ndarray, score: np.ndarray) -> float:
@@ -114,8 +138,9 @@ def expected_auc(p_true: np.ndarray, score: np.ndarray) -> float:
     return num / den if den > 0 else float("nan")
 
 
-def head_auc_vs_logistic(model: RankerModel, train: pd.DataFrame, test: pd.DataFrame,
-                         n_boot: int = 300, seed: int = 0) -> dict[str, dict[str, float]]:
+def head_auc_vs_logistic(
+    model: RankerModel, train: pd.DataFrame, test: pd.DataFrame, n_boot: int = 300, seed: int = 0
+) -> dict[str, dict[str, float]]:
     """AUC per head of ``model`` beside a logistic regression on the same features, per segment.
 
     Click head: ``p_click`` against clicks; purchase head: ``p_click · p_purchase|click`` against
@@ -130,11 +155,20 @@ def head_auc_vs_logistic(model: RankerModel, train: pd.DataFrame, test: pd.DataF
     out: dict[str, dict] = {}
     for seg, sel in SIM_SEGMENTS.items():
         m = np.asarray(sel(test), bool)
-        row: dict = {"n": int(m.sum()), "n_click": int(test["clicked"].to_numpy()[m].sum()),
-                     "n_purchase": int(test["purchased"].to_numpy()[m].sum())}
+        row: dict = {
+            "n": int(m.sum()),
+            "n_click": int(test["clicked"].to_numpy()[m].sum()),
+            "n_purchase": int(test["purchased"].to_numpy()[m].sum()),
+        }
         for head, (y, s) in heads.items():
-            ci = paired_auc_bootstrap(test[y].to_numpy()[m], s[m], base[y][m], groups[m], n_boot, seed)
-            row[f"auc_{head}"], row[f"lr_auc_{head}"], row[f"{head}_ci"] = ci["auc"], ci["base_auc"], ci
+            ci = paired_auc_bootstrap(
+                test[y].to_numpy()[m], s[m], base[y][m], groups[m], n_boot, seed
+            )
+            row[f"auc_{head}"], row[f"lr_auc_{head}"], row[f"{head}_ci"] = (
+                ci["auc"],
+                ci["base_auc"],
+                ci,
+            )
         out[seg] = row
     return out
 
@@ -143,16 +177,27 @@ def attach_truth(test: pd.DataFrame, truth: pd.DataFrame) -> pd.DataFrame:
     """``test`` with ``p_true_clicked`` (the truth's P(click)) and ``p_true_purchased``
     (P(click)·P(purchase | click)) joined on ``request_id, slot`` from ``truth``
     (``simulate.evaluate.logged_expectations``). Raises ValueError when a row has no truth."""
-    t = test[["request_id", "slot"]].merge(truth[["request_id", "slot", "p_click", "p_purchase"]],
-                                           on=["request_id", "slot"], how="left")
+    t = test[["request_id", "slot"]].merge(
+        truth[["request_id", "slot", "p_click", "p_purchase"]],
+        on=["request_id", "slot"],
+        how="left",
+    )
     if t["p_click"].isna().any():
         raise ValueError("truth lacks some test impressions (request_id, slot)")
-    return test.assign(p_true_clicked=t["p_click"].to_numpy(),
-                       p_true_purchased=(t["p_click"] * t["p_purchase"]).to_numpy())
+    return test.assign(
+        p_true_clicked=t["p_click"].to_numpy(),
+        p_true_purchased=(t["p_click"] * t["p_purchase"]).to_numpy(),
+    )
 
 
-def truth_auc_vs_logistic(model: RankerModel, train: pd.DataFrame, test: pd.DataFrame,
-                          truth: pd.DataFrame, n_boot: int = 200, seed: int = 0) -> dict[str, dict[str, float]]:
+def truth_auc_vs_logistic(
+    model: RankerModel,
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    truth: pd.DataFrame,
+    n_boot: int = 200,
+    seed: int = 0,
+) -> dict[str, dict[str, float]]:
     """Expected AUC (``expected_auc``) of each head against the simulator's hidden truth, beside
     the logistic regression's and the truth's own (the ceiling), per segment.
 
@@ -172,8 +217,9 @@ def truth_auc_vs_logistic(model: RankerModel, train: pd.DataFrame, test: pd.Data
         m = np.asarray(sel(test), bool)
         row: dict = {"n": int(m.sum())}
         for head, (s_model, s_base) in heads.items():
-            row[f"{head}_ci"] = paired_auc_bootstrap(p_true[head][m], s_model[m], s_base[m], groups[m],
-                                                     n_boot, seed, metric=expected_auc)
+            row[f"{head}_ci"] = paired_auc_bootstrap(
+                p_true[head][m], s_model[m], s_base[m], groups[m], n_boot, seed, metric=expected_auc
+            )
             row[f"truth_{head}"] = expected_auc(p_true[head][m], p_true[head][m])
         out[seg] = row
     return out

@@ -18,6 +18,8 @@ frame carries ``age_days``, ``seller_is_new``, ``n_purchases``.
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -26,9 +28,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from checkout_recs import contract
 from checkout_recs.evaluation.ranking.head_auc import numeric_column
 from checkout_recs.models.metrics import auc
 from checkout_recs.models.ranker import RankerModel
+from checkout_recs.serving.bundle import ServingBundle
+from checkout_recs.serving.recommender import TableUserFeatures
+from checkout_recs.simulate.evaluate import evaluate_policy, heuristic_policy, oracle_policy
+from checkout_recs.simulate.scenario import SimWorld
 
 SEGMENTS = {
     "new_listings": lambda f: f["age_days"] <= 7 if "age_days" in f else None,
@@ -57,17 +64,26 @@ def slate_ndcg(frame: pd.DataFrame, score: np.ndarray, gain: np.ndarray, k: int 
     ideal = df.sort_values(["g", "y"], ascending=[True, False], kind="stable")
     ipos = ideal.groupby("g").cumcount().to_numpy()
     ideal_disc = np.where(ipos < k, 1 / np.log2(ipos + 2), 0.0)
-    idcg = pd.Series(ideal["y"].to_numpy() * ideal_disc, index=ideal["g"].to_numpy()).groupby(level=0).sum()
+    idcg = (
+        pd.Series(ideal["y"].to_numpy() * ideal_disc, index=ideal["g"].to_numpy())
+        .groupby(level=0)
+        .sum()
+    )
     return float((dcg / idcg.reindex(dcg.index)).mean())
 
 
 def _scores(model: RankerModel, frame: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     p_click, p_cvr = model.predict_frame(frame)
-    value = frame["price"].to_numpy(np.float64) * frame.get("take_rate", pd.Series(0.1, index=frame.index)).to_numpy()
+    value = (
+        frame["price"].to_numpy(np.float64)
+        * frame.get("take_rate", pd.Series(0.1, index=frame.index)).to_numpy()
+    )
     out = {"model": (p_click, p_click * p_cvr * value)}
     slot = frame["slot"].to_numpy(np.float64) if "slot" in frame else np.zeros(len(frame))
     out["logged"] = (-slot, -slot)
-    ctr = numeric_column(frame, "ctr_smoothed").astype(np.float64)  # the view column, prefixed or not
+    ctr = numeric_column(frame, "ctr_smoothed").astype(
+        np.float64
+    )  # the view column, prefixed or not
     out["popular"] = (ctr, ctr)
     return out
 
@@ -78,19 +94,28 @@ def ranking_metrics(model: RankerModel, frame: pd.DataFrame) -> dict[str, float]
         return {}
     clicked = frame["clicked"].to_numpy()
     purchased = frame["purchased"].to_numpy()
-    value = frame["price"].to_numpy(np.float64) * frame.get("take_rate", pd.Series(0.1, index=frame.index)).to_numpy()
+    value = (
+        frame["price"].to_numpy(np.float64)
+        * frame.get("take_rate", pd.Series(0.1, index=frame.index)).to_numpy()
+    )
     out: dict[str, float] = {}
     for name, (s_click, s_rank) in _scores(model, frame).items():
         pre = "" if name == "model" else f"{name}_"
         out[f"{pre}auc_click"] = auc(clicked, s_click)
         out[f"{pre}auc_purchase"] = auc(purchased, s_rank)
         out[f"{pre}ndcg@6"] = slate_ndcg(frame, s_rank, clicked + purchased)
-        out[f"{pre}expected_revenue@6"] = slate_ndcg(frame, s_rank, purchased * value) if purchased.any() else float("nan")
+        out[f"{pre}expected_revenue@6"] = (
+            slate_ndcg(frame, s_rank, purchased * value) if purchased.any() else float("nan")
+        )
     return out
 
 
-def evaluate_run(model_dir: Path, test_set_path: Path, out_dir: Path,
-                 progress: Callable[[str], None] | None = None) -> dict:
+def evaluate_run(
+    model_dir: Path,
+    test_set_path: Path,
+    out_dir: Path,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
     """Evaluate a trained ranker on a labelled test set; write ``metrics.json`` and ``report.html``.
 
     Parameters
@@ -109,13 +134,20 @@ def evaluate_run(model_dir: Path, test_set_path: Path, out_dir: Path,
     frame = pd.read_parquet(test_set_path)
     say = progress or (lambda _stage: None)
     say("overall")
-    result: dict = {"n_rows": len(frame), "model_version": model.version,
-                    "overall": ranking_metrics(model, frame), "segments": {}}
+    result: dict = {
+        "n_rows": len(frame),
+        "model_version": model.version,
+        "overall": ranking_metrics(model, frame),
+        "segments": {},
+    }
     for name, sel in SEGMENTS.items():
         mask = sel(frame)
         if mask is not None and mask.any():
             say(name)
-            result["segments"][name] = {"n_rows": int(mask.sum()), **ranking_metrics(model, frame[mask.to_numpy()])}
+            result["segments"][name] = {
+                "n_rows": int(mask.sum()),
+                **ranking_metrics(model, frame[mask.to_numpy()]),
+            }
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2, default=float))
@@ -127,11 +159,19 @@ def _html(result: dict) -> str:
     rows = [("overall", result["overall"])] + list(result["segments"].items())
     keys = sorted({k for _, m in rows for k in m if k != "n_rows"})
     head = "".join(f"<th>{k}</th>" for k in keys)
-    body = "".join("<tr><td>" + name + "</td>" + "".join(
-        f"<td>{m.get(k, float('nan')):.4f}</td>" for k in keys) + "</tr>" for name, m in rows)
-    return (f"<html><head><meta charset='utf-8'><title>Ranker evaluation</title></head><body>"
-            f"<h1>Ranker {result['model_version']}: {result['n_rows']} impressions</h1>"
-            f"<table border=1><tr><th>segment</th>{head}</tr>{body}</table></body></html>")
+    body = "".join(
+        "<tr><td>"
+        + name
+        + "</td>"
+        + "".join(f"<td>{m.get(k, float('nan')):.4f}</td>" for k in keys)
+        + "</tr>"
+        for name, m in rows
+    )
+    return (
+        f"<html><head><meta charset='utf-8'><title>Ranker evaluation</title></head><body>"
+        f"<h1>Ranker {result['model_version']}: {result['n_rows']} impressions</h1>"
+        f"<table border=1><tr><th>segment</th>{head}</tr>{body}</table></body></html>"
+    )
 
 
 # ---------------------------------------------------------------------------- simulator
@@ -143,12 +183,6 @@ def ranker_policy(bundle_dir: Path):
     expected revenue ``p_click · p_purchase|click · price · take_rate`` with the bundle's ranker,
     its features assembled by the serving code (``ServingBundle.ranker_input``). Candidates the
     bundle's snapshot does not know (listed after it) get the median score of the others."""
-    import asyncio
-    import datetime as dt
-
-    from checkout_recs import contract
-    from checkout_recs.serving.recommender import TableUserFeatures
-    from checkout_recs.serving.bundle import ServingBundle
 
     bundle = ServingBundle.load(Path(bundle_dir), candidates="builtin")
     if bundle.model_dir is None:
@@ -159,8 +193,12 @@ def ranker_policy(bundle_dir: Path):
 
     def policy(ctx, cands):  # noqa: ANN001, ANN202 - the simulator's Policy protocol
         req = contract.PostCheckoutRequest(
-            user_id=int(ctx.user_id), purchased_item_ids=[int(i) for i in ctx.basket_listing_ids],
-            region=ctx.region, device=ctx.device, timestamp=dt.datetime.fromtimestamp(ctx.t_us / 1e6, dt.UTC))
+            user_id=int(ctx.user_id),
+            purchased_item_ids=[int(i) for i in ctx.basket_listing_ids],
+            region=ctx.region,
+            device=ctx.device,
+            timestamp=dt.datetime.fromtimestamp(ctx.t_us / 1e6, dt.UTC),
+        )
         user = asyncio.run(users.get(ctx.user_id))
         rows = cat.rows(np.asarray(cands.listing_id, np.int64))
         known = rows >= 0
@@ -179,21 +217,27 @@ def ranker_policy(bundle_dir: Path):
     return policy
 
 
-def evaluate_simulator(bundle_dir: Path, raw_dir: Path, days: list[int], requests_per_day: int | None = None) -> dict:
+def evaluate_simulator(
+    bundle_dir: Path, raw_dir: Path, days: list[int], requests_per_day: int | None = None
+) -> dict:
     """Expected revenue per request (hidden truth) of the bundle's ranker vs the logged heuristic
     and the oracle, on the same simulated requests (``simulate.evaluate.evaluate_policy``).
 
     Returns ``{"ranker", "heuristic", "oracle": per-request dict, "ratio_vs_heuristic": float}``.
     """
-    from checkout_recs.simulate.evaluate import evaluate_policy, heuristic_policy, oracle_policy
-    from checkout_recs.simulate.scenario import SimWorld
 
     world = SimWorld.from_raw(Path(raw_dir))
     out: dict[str, Any] = {}
-    for name, pol in (("ranker", ranker_policy(bundle_dir)), ("heuristic", heuristic_policy(world)),
-                      ("oracle", oracle_policy(world))):
+    for name, pol in (
+        ("ranker", ranker_policy(bundle_dir)),
+        ("heuristic", heuristic_policy(world)),
+        ("oracle", oracle_policy(world)),
+    ):
         v = evaluate_policy(pol, days, world=world, requests_per_day=requests_per_day)
-        out[name] = {"n_requests": v.n_requests, **v.per_request,
-                     "impressions_by_seller_cohort": v.impressions_by_seller_cohort}
+        out[name] = {
+            "n_requests": v.n_requests,
+            **v.per_request,
+            "impressions_by_seller_cohort": v.impressions_by_seller_cohort,
+        }
     out["ratio_vs_heuristic"] = out["ranker"]["revenue"] / max(out["heuristic"]["revenue"], 1e-12)
     return out

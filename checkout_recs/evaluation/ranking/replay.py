@@ -27,11 +27,22 @@ import pandas as pd
 from pydantic import ValidationError
 
 from checkout_recs import contract
+from checkout_recs.evaluation.ope.estimators_slate import IndependentIPS
 from checkout_recs.policy.config import PolicyConfig
+from checkout_recs.serving.bundle import ServingBundle
+from checkout_recs.serving.recommender import Recommender, TableUserFeatures
 
 #: Decision-log columns replay needs.
-REQUIRED_COLUMNS = ("request_id", "event_timestamp", "user_id", "region", "device", "basket_ids",
-                    "item_ids", "propensities")
+REQUIRED_COLUMNS = (
+    "request_id",
+    "event_timestamp",
+    "user_id",
+    "region",
+    "device",
+    "basket_ids",
+    "item_ids",
+    "propensities",
+)
 KIND = "decisions"
 
 
@@ -73,7 +84,9 @@ def read_decisions(root: Path) -> pd.DataFrame:
         files = [root]
     else:
         base = root / KIND if (root / KIND).is_dir() else root
-        files = sorted(p for p in base.rglob("*.parquet") if not any(s.startswith(".") for s in p.parts))
+        files = sorted(
+            p for p in base.rglob("*.parquet") if not any(s.startswith(".") for s in p.parts)
+        )
     if not files:
         raise FileNotFoundError(f"no decision log parquet under {root}")
     frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
@@ -82,9 +95,15 @@ def read_decisions(root: Path) -> pd.DataFrame:
     return frame
 
 
-def replay(decisions: pd.DataFrame, bundle_dir: Path, labels: pd.DataFrame | None = None,
-           cfg: PolicyConfig | None = None, seed: int = 7, n_bootstrap: int = 200,
-           progress: Callable[[int, int], None] | None = None) -> ReplayReport:
+def replay(
+    decisions: pd.DataFrame,
+    bundle_dir: Path,
+    labels: pd.DataFrame | None = None,
+    cfg: PolicyConfig | None = None,
+    seed: int = 7,
+    n_bootstrap: int = 200,
+    progress: Callable[[int, int], None] | None = None,
+) -> ReplayReport:
     """Replay logged requests through a challenger bundle.
 
     Parameters
@@ -110,12 +129,12 @@ def replay(decisions: pd.DataFrame, bundle_dir: Path, labels: pd.DataFrame | Non
         when columns are missing or no row is given; rows whose request no longer validates are
         skipped and counted in ``skipped_reasons``.
     """
-    from checkout_recs.serving.recommender import Recommender, TableUserFeatures
-    from checkout_recs.serving.bundle import ServingBundle
 
     missing = [c for c in REQUIRED_COLUMNS if c not in decisions.columns]
     if missing:
-        raise ReplayInputError(f"decision log lacks column(s) {missing}; expected contract.DECISIONS")
+        raise ReplayInputError(
+            f"decision log lacks column(s) {missing}; expected contract.DECISIONS"
+        )
     if len(decisions) == 0:
         raise ReplayInputError("decision log has no rows")
     if cfg is None:
@@ -123,10 +142,14 @@ def replay(decisions: pd.DataFrame, bundle_dir: Path, labels: pd.DataFrame | Non
         cfg.exploration.enabled = False
     bundle = ServingBundle.load(Path(bundle_dir))
     scorer = None
-    notes: list[str] = ["inventory not replayed: every listing counts as in stock",
-                        "latency is the in-process request path (no predictor network hop)"]
+    notes: list[str] = [
+        "inventory not replayed: every listing counts as in stock",
+        "latency is the in-process request path (no predictor network hop)",
+    ]
     if bundle.model_dir is not None:
-        from checkout_recs.models.ranker import RankerModel
+        from checkout_recs.models.ranker import (
+            RankerModel,
+        )  # lazy: keeps torch out of this module's import
 
         scorer = RankerModel.load(bundle.model_dir).predict
     else:
@@ -163,20 +186,32 @@ def replay(decisions: pd.DataFrame, bundle_dir: Path, labels: pd.DataFrame | Non
     elif n_rep:
         ope = _ope(rows, labels, n_bootstrap, seed)
     return ReplayReport(
-        n_logged=len(decisions), n_replayed=n_rep, n_skipped=len(decisions) - n_rep, skipped_reasons=skipped,
+        n_logged=len(decisions),
+        n_replayed=n_rep,
+        n_skipped=len(decisions) - n_rep,
+        skipped_reasons=skipped,
         mean_overlap=float(np.mean(overlaps)) if n_rep else float("nan"),
         share_identical=float(np.mean(identical)) if n_rep else float("nan"),
         latency_p50_ms=float(np.percentile(latencies, 50)) if n_rep else float("nan"),
         latency_p95_ms=float(np.percentile(latencies, 95)) if n_rep else float("nan"),
-        challenger_fallbacks=fallbacks, model_version=bundle.model_version, ope=ope, notes=notes)
+        challenger_fallbacks=fallbacks,
+        model_version=bundle.model_version,
+        ope=ope,
+        notes=notes,
+    )
 
 
 def _request(row: dict[str, Any]) -> contract.PostCheckoutRequest:
     ts = row["event_timestamp"]
     ts = pd.Timestamp(ts).to_pydatetime() if ts is not None and not pd.isna(ts) else None
     return contract.PostCheckoutRequest(
-        user_id=int(row["user_id"]), purchased_item_ids=[int(x) for x in row["basket_ids"]],
-        region=str(row["region"]), device=row["device"], timestamp=ts, request_id=str(row["request_id"]))
+        user_id=int(row["user_id"]),
+        purchased_item_ids=[int(x) for x in row["basket_ids"]],
+        region=str(row["region"]),
+        device=row["device"],
+        timestamp=ts,
+        request_id=str(row["request_id"]),
+    )
 
 
 def _rewards(labels: pd.DataFrame) -> dict[str, pd.Series]:
@@ -184,22 +219,32 @@ def _rewards(labels: pd.DataFrame) -> dict[str, pd.Series]:
     for c in ("request_id", "listing_id"):
         if c not in labels.columns:
             raise ReplayInputError(f"labels lack column {c!r} (need request_id, listing_id)")
-    lab = labels.assign(request_id=labels["request_id"].astype(str), listing_id=labels["listing_id"].astype(np.int64))
+    lab = labels.assign(
+        request_id=labels["request_id"].astype(str),
+        listing_id=labels["listing_id"].astype(np.int64),
+    )
     out: dict[str, pd.Series] = {}
     if "clicked" in lab.columns:
         out["clicks"] = lab.groupby(["request_id", "listing_id"])["clicked"].max().astype(float)
         if {"purchased", "price", "take_rate"} <= set(lab.columns):
-            rev = lab["purchased"].astype(float) * lab["price"].astype(float) * lab["take_rate"].astype(float)
+            rev = (
+                lab["purchased"].astype(float)
+                * lab["price"].astype(float)
+                * lab["take_rate"].astype(float)
+            )
             out["revenue"] = rev.groupby([lab["request_id"], lab["listing_id"]]).sum()
     else:  # a clicks table: one row per click
         out["clicks"] = lab.groupby(["request_id", "listing_id"]).size().clip(upper=1).astype(float)
     return out
 
 
-def _ope(rows: list[tuple[dict[str, Any], list[int], list[float]]], labels: pd.DataFrame, n_bootstrap: int,
-         seed: int) -> dict[str, Any]:
+def _ope(
+    rows: list[tuple[dict[str, Any], list[int], list[float]]],
+    labels: pd.DataFrame,
+    n_bootstrap: int,
+    seed: int,
+) -> dict[str, Any]:
     """Independent IPS over slots: pi_e(item at k) = challenger's propensity if it puts that item at k."""
-    from checkout_recs.evaluation.ope.estimators_slate import IndependentIPS
 
     sid, rid, lid, p0, pe = [], [], [], [], []
     for n, (row, chal, chal_p) in enumerate(rows):
@@ -213,12 +258,26 @@ def _ope(rows: list[tuple[dict[str, Any], list[int], list[float]]], labels: pd.D
     bad = ~((p0_arr > 0) & (p0_arr <= 1))
     keep = ~bad
     index = pd.MultiIndex.from_arrays([rid, lid])
-    result: dict[str, Any] = {"estimator": "independent_ips", "n_slots_bad_propensity": int(bad.sum())}
+    result: dict[str, Any] = {
+        "estimator": "independent_ips",
+        "n_slots_bad_propensity": int(bad.sum()),
+    }
     for kind, series in _rewards(labels).items():
         reward = series.reindex(index).fillna(0.0).to_numpy()
-        data = dict(slate_id=np.asarray(sid)[keep], reward=reward[keep], pscore=p0_arr[keep],
-                    evaluation_policy_pscore=np.asarray(pe)[keep])
-        iv = IndependentIPS().estimate_interval(n_bootstrap_samples=n_bootstrap, random_state=seed, **data)
-        result[kind] = {"logged": float(reward.sum() / len(rows)), "iips": iv.estimate,
-                        "lower": iv.lower, "upper": iv.upper, "n_requests": len(rows)}
+        data = dict(
+            slate_id=np.asarray(sid)[keep],
+            reward=reward[keep],
+            pscore=p0_arr[keep],
+            evaluation_policy_pscore=np.asarray(pe)[keep],
+        )
+        iv = IndependentIPS().estimate_interval(
+            n_bootstrap_samples=n_bootstrap, random_state=seed, **data
+        )
+        result[kind] = {
+            "logged": float(reward.sum() / len(rows)),
+            "iips": iv.estimate,
+            "lower": iv.lower,
+            "upper": iv.upper,
+            "n_requests": len(rows),
+        }
     return result

@@ -7,14 +7,33 @@ SEGMENTS = ("all", "new_sellers")
 
 
 def _ci(diff: float, half: float) -> dict:
-    return {"auc": 0.7 + diff, "auc_lo": 0.69, "auc_hi": 0.71, "base_auc": 0.7, "base_lo": 0.69, "base_hi": 0.71,
-            "diff": diff, "diff_lo": diff - half, "diff_hi": diff + half, "p_model_better": 0.9}
+    return {
+        "auc": 0.7 + diff,
+        "auc_lo": 0.69,
+        "auc_hi": 0.71,
+        "base_auc": 0.7,
+        "base_lo": 0.69,
+        "base_hi": 0.71,
+        "diff": diff,
+        "diff_lo": diff - half,
+        "diff_hi": diff + half,
+        "p_model_better": 0.9,
+    }
 
 
 def _segments(diffs: dict[str, tuple[float, float]], half: float) -> dict:
-    return {seg: {"n": 100, "n_click": 10, "n_purchase": 3, "click_ci": _ci(diffs[seg][0], half),
-                  "purchase_ci": _ci(diffs[seg][1], half), "truth_click": 0.8, "truth_purchase": 0.85}
-            for seg in SEGMENTS}
+    return {
+        seg: {
+            "n": 100,
+            "n_click": 10,
+            "n_purchase": 3,
+            "click_ci": _ci(diffs[seg][0], half),
+            "purchase_ci": _ci(diffs[seg][1], half),
+            "truth_click": 0.8,
+            "truth_purchase": 0.85,
+        }
+        for seg in SEGMENTS
+    }
 
 
 def _run(seed: int, truth: dict, labels: dict) -> dict:
@@ -22,10 +41,16 @@ def _run(seed: int, truth: dict, labels: dict) -> dict:
 
 
 RUNS = [
-    _run(7, {"all": (0.002, 0.0005), "new_sellers": (0.003, -0.001)},
-         {"all": (0.002, -0.003), "new_sellers": (0.005, 0.001)}),
-    _run(1, {"all": (0.004, 0.003), "new_sellers": (0.002, 0.0015)},
-         {"all": (0.001, 0.002), "new_sellers": (-0.002, 0.006)}),
+    _run(
+        7,
+        {"all": (0.002, 0.0005), "new_sellers": (0.003, -0.001)},
+        {"all": (0.002, -0.003), "new_sellers": (0.005, 0.001)},
+    ),
+    _run(
+        1,
+        {"all": (0.004, 0.003), "new_sellers": (0.002, 0.0015)},
+        {"all": (0.001, 0.002), "new_sellers": (-0.002, 0.006)},
+    ),
 ]
 
 
@@ -44,8 +69,13 @@ def test_segments_page_states_the_tally_and_flags_a_cell_below() -> None:
     assert "above LR in 7 of 8" in page and "on the labels in 6" in page
     assert "<img" in page  # the forest plot
     assert page.count("<td>new_sellers</td>") == 4  # one table row per run and head
-    good = [_run(3, {"all": (0.002, 0.002), "new_sellers": (0.002, 0.002)},
-                 {"all": (0.002, 0.002), "new_sellers": (0.002, 0.002)})]
+    good = [
+        _run(
+            3,
+            {"all": (0.002, 0.002), "new_sellers": (0.002, 0.002)},
+            {"all": (0.002, 0.002), "new_sellers": (0.002, 0.002)},
+        )
+    ]
     assert segments_report_html({**result, "runs": good, "tally": tally(good)}) != page
 
 

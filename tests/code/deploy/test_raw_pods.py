@@ -54,7 +54,10 @@ def _env(container: dict) -> dict[str, object]:
 
 def test_each_component_becomes_a_valid_pod(local_docs: list[dict]) -> None:
     pods = raw_pods(local_docs, IMAGE)
-    assert [p["metadata"]["name"] for p in pods] == ["checkout-recs-predictor", "checkout-recs-transformer"]
+    assert [p["metadata"]["name"] for p in pods] == [
+        "checkout-recs-predictor",
+        "checkout-recs-transformer",
+    ]
     for pod in pods:
         assert validate_core(pod) == [], pod["metadata"]["name"]
         assert pod["metadata"]["labels"]["serving.kserve.io/inferenceservice"] == "checkout-recs"
@@ -69,21 +72,38 @@ def test_storage_initializer_downloads_storage_uri_into_the_model_volume(isvc: d
         assert init["command"] == ["python", "-c", STORAGE_INITIALIZER_SCRIPT]
         assert init["args"] == [uri, MODEL_DIR]
         assert init["volumeMounts"] == [{"name": PROVISION_VOLUME, "mountPath": MODEL_DIR}]
-        assert _env(init) == {"AWS_ENDPOINT_URL_S3": "http://minio.checkout-recs-local:9000"}, component
+        assert _env(init) == {"AWS_ENDPOINT_URL_S3": "http://minio.checkout-recs-local:9000"}, (
+            component
+        )
         assert init["securityContext"]["readOnlyRootFilesystem"] is True
         assert {"name": PROVISION_VOLUME, "emptyDir": {}} in pod["spec"]["volumes"]
         main = pod["spec"]["containers"][0]
-        assert {"name": PROVISION_VOLUME, "mountPath": MODEL_DIR, "readOnly": True} in main["volumeMounts"]
+        assert {"name": PROVISION_VOLUME, "mountPath": MODEL_DIR, "readOnly": True} in main[
+            "volumeMounts"
+        ]
 
 
 def test_transformer_gets_kserve_args_and_its_own_fields(isvc: dict) -> None:
     spec = isvc["spec"]["transformer"]
     source, pod = spec["containers"][0], _pods(isvc)["transformer"]
     main = pod["spec"]["containers"][0]
-    assert main["args"] == [*source["args"], "--model_name", "checkout-recs",
-                            "--predictor_host", "checkout-recs-predictor.checkout-recs-local"]
+    assert main["args"] == [
+        *source["args"],
+        "--model_name",
+        "checkout-recs",
+        "--predictor_host",
+        "checkout-recs-predictor.checkout-recs-local",
+    ]
     assert main["env"] == source["env"]
-    for key in ("image", "ports", "resources", "startupProbe", "readinessProbe", "livenessProbe", "securityContext"):
+    for key in (
+        "image",
+        "ports",
+        "resources",
+        "startupProbe",
+        "readinessProbe",
+        "livenessProbe",
+        "securityContext",
+    ):
         assert main[key] == source[key], key
     assert main["volumeMounts"][:-1] == source["volumeMounts"]
     assert pod["spec"]["securityContext"] == spec["securityContext"]
@@ -107,17 +127,36 @@ def _plant(isvc: dict, where: str, value: object) -> dict:
     return doc
 
 
-@pytest.mark.parametrize(("where", "value", "path"), [
-    ("spec.transformer.containers.0.lifecycle", {"preStop": {"exec": {"command": ["sleep", "5"]}}},
-     "spec.transformer.containers[0].lifecycle"),
-    ("spec.predictor.nodeSelector", {"disk": "ssd"}, "spec.predictor.nodeSelector"),
-    ("spec.transformer.containers.0.env.2.valueFrom", {"configMapKeyRef": {"name": "x", "key": "y"}},
-     "spec.transformer.containers[0].env[2].valueFrom.configMapKeyRef"),
-    ("spec.transformer.volumes.0.secret", {"secretName": "x"}, "spec.transformer.volumes[0].secret"),
-    ("metadata.annotations.serving.kserve.io/autoscalerClass", "hpa", "metadata.annotations.serving.kserve.io/autoscalerClass"),
-    ("spec.explainer", {"containers": []}, "spec.explainer"),
-])
-def test_a_field_not_honoured_is_refused_with_its_path(isvc: dict, where: str, value: object, path: str) -> None:
+@pytest.mark.parametrize(
+    ("where", "value", "path"),
+    [
+        (
+            "spec.transformer.containers.0.lifecycle",
+            {"preStop": {"exec": {"command": ["sleep", "5"]}}},
+            "spec.transformer.containers[0].lifecycle",
+        ),
+        ("spec.predictor.nodeSelector", {"disk": "ssd"}, "spec.predictor.nodeSelector"),
+        (
+            "spec.transformer.containers.0.env.2.valueFrom",
+            {"configMapKeyRef": {"name": "x", "key": "y"}},
+            "spec.transformer.containers[0].env[2].valueFrom.configMapKeyRef",
+        ),
+        (
+            "spec.transformer.volumes.0.secret",
+            {"secretName": "x"},
+            "spec.transformer.volumes[0].secret",
+        ),
+        (
+            "metadata.annotations.serving.kserve.io/autoscalerClass",
+            "hpa",
+            "metadata.annotations.serving.kserve.io/autoscalerClass",
+        ),
+        ("spec.explainer", {"containers": []}, "spec.explainer"),
+    ],
+)
+def test_a_field_not_honoured_is_refused_with_its_path(
+    isvc: dict, where: str, value: object, path: str
+) -> None:
     if where.startswith("metadata.annotations."):
         doc = copy.deepcopy(isvc)
         doc["metadata"]["annotations"][where.removeprefix("metadata.annotations.")] = value
@@ -131,21 +170,31 @@ def test_a_field_not_honoured_is_refused_with_its_path(isvc: dict, where: str, v
 def test_a_storage_uri_from_a_secret_is_refused(isvc: dict) -> None:
     doc = copy.deepcopy(isvc)
     doc["spec"]["predictor"]["containers"][0]["env"][0] = {
-        "name": "STORAGE_URI", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}
+        "name": "STORAGE_URI",
+        "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}},
+    }
     with pytest.raises(UnsupportedField, match="STORAGE_URI must be a literal"):
         isvc_pods(doc, IMAGE)
 
 
 def test_local_run_adds_only_what_podman_needs(isvc: dict) -> None:
     pod = _pods(isvc)["transformer"]
-    local = for_local_run(pod, {"10.0.2.2": ["checkout-recs-redis"]}, {8080: 18080}, {"AWS_ACCESS_KEY_ID": "x"})
+    local = for_local_run(
+        pod, {"10.0.2.2": ["checkout-recs-redis"]}, {8080: 18080}, {"AWS_ACCESS_KEY_ID": "x"}
+    )
     spec = local["spec"]
     assert spec["hostAliases"] == [{"ip": "10.0.2.2", "hostnames": ["checkout-recs-redis"]}]
     assert spec["restartPolicy"] == "OnFailure"
     main = spec["containers"][0]
-    assert main["ports"] == [{"containerPort": 8080, "protocol": "TCP", "hostPort": 18080, "hostIP": "127.0.0.1"}]
+    assert main["ports"] == [
+        {"containerPort": 8080, "protocol": "TCP", "hostPort": 18080, "hostIP": "127.0.0.1"}
+    ]
     volumes = {v["name"] for v in spec["volumes"]}
-    assert volumes == {"policy", "checkout-recs-transformer-tmp", f"checkout-recs-transformer-{PROVISION_VOLUME}"}
+    assert volumes == {
+        "policy",
+        "checkout-recs-transformer-tmp",
+        f"checkout-recs-transformer-{PROVISION_VOLUME}",
+    }
     for c in [*spec["initContainers"], *spec["containers"]]:
         assert {m["name"] for m in c["volumeMounts"]} <= volumes
         assert c["env"][-1] == {"name": "AWS_ACCESS_KEY_ID", "value": "x"}
@@ -155,7 +204,9 @@ def test_local_run_adds_only_what_podman_needs(isvc: dict) -> None:
 
 
 @mock_aws
-def test_storage_initializer_script_downloads_every_object(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_storage_initializer_script_downloads_every_object(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket="bundles")

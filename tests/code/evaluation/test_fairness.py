@@ -28,7 +28,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_building_blocks() -> None:
-    assert position_weight(np.array([0, 1, 5])) == pytest.approx([1.0, 1 / np.log2(3), 1 / np.log2(7)])
+    assert position_weight(np.array([0, 1, 5])) == pytest.approx(
+        [1.0, 1 / np.log2(3), 1 / np.log2(7)]
+    )
     assert seller_cohort(np.array([1.0, 100.0, 400.0])).tolist() == ["new", "regular", "incumbent"]
     b = audit_bucket(pd.Series([np.nan, 3.0, 4.7]), pd.Series([True, False, False]))
     assert b.tolist() == ["unrated|linked", "rated<4|own", "rated>=4.5|own"]
@@ -63,26 +65,47 @@ def test_cli_fairness_experiment_and_bad_input(run: Path, tmp_path: Path) -> Non
     assert {row["cohort"] for row in summary["published"]} <= {"new", "regular", "incumbent"}
 
     design = tmp_path / "design.json"
-    res = r.invoke(app, ["experiment", "design", "--name", "t1", "--run", str(run), "--out", str(design)])
+    res = r.invoke(
+        app, ["experiment", "design", "--name", "t1", "--run", str(run), "--out", str(design)]
+    )
     assert res.exit_code == 0, res.output
     spec = json.loads(design.read_text())
     assert spec["unit"] == "user" and all(v > 0 for v in spec["mde_gmv_per_unit"].values())
     res = r.invoke(
         app,
-        ["experiment", "analyze", "--design", str(design), "--run", str(run), "--out", str(tmp_path / "ab")],
+        [
+            "experiment",
+            "analyze",
+            "--design",
+            str(design),
+            "--run",
+            str(run),
+            "--out",
+            str(tmp_path / "ab"),
+        ],
     )
     assert res.exit_code == 0, res.output
     results = json.loads((tmp_path / "ab" / "results.json").read_text())
-    assert {x["metric"] for x in results} == {"revenue_per_session", "gmv_per_session", "ctr", "conversion"}
+    assert {x["metric"] for x in results} == {
+        "revenue_per_session",
+        "gmv_per_session",
+        "ctr",
+        "conversion",
+    }
 
     res = r.invoke(app, ["experiment", "design", "--name", "g", "--run", str(run), "--out", str(tmp_path / "g.json"),
                          "--unit", "region"])  # fmt: skip
     assert res.exit_code == 0, res.output
-    assert set(json.loads((tmp_path / "g.json").read_text())["arms"].values()) == {"control", "treatment"}
+    assert set(json.loads((tmp_path / "g.json").read_text())["arms"].values()) == {
+        "control",
+        "treatment",
+    }
     res = r.invoke(app, ["experiment", "analyze", "--design", str(tmp_path / "g.json"), "--run", str(run),
                          "--out", str(tmp_path / "geo")])  # fmt: skip
     assert res.exit_code == 2 and "--start" in res.output
-    res = r.invoke(app, ["fairness", "--run", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")])
+    res = r.invoke(
+        app, ["fairness", "--run", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]
+    )
     assert res.exit_code == 1
 
 

@@ -9,13 +9,20 @@ import pytest
 
 from checkout_recs import contract
 from checkout_recs.features.build import build_feature_tables
-from checkout_recs.features.priors import DEFAULT_CTR_PRIOR, BetaPrior, fit_beta_prior, smoothed_rate
+from checkout_recs.features.priors import (
+    DEFAULT_CTR_PRIOR,
+    BetaPrior,
+    fit_beta_prior,
+    smoothed_rate,
+)
 from checkout_recs.features.tables import decayed_daily, read_raw, snapshot_grid
 from tests.fixtures_features import make_feature_inputs, synthetic_features  # noqa: F401
 
 
 def test_snapshot_grid_is_end_of_each_utc_day():
-    grid = snapshot_grid(pd.Timestamp("2026-03-01 05:00", tz="UTC"), pd.Timestamp("2026-03-03 00:00", tz="UTC"))
+    grid = snapshot_grid(
+        pd.Timestamp("2026-03-01 05:00", tz="UTC"), pd.Timestamp("2026-03-03 00:00", tz="UTC")
+    )
     assert len(grid) == 3
     assert grid[0] == pd.Timestamp("2026-03-01 23:59:59.999999", tz="UTC")
     assert grid[-1] == pd.Timestamp("2026-03-03 23:59:59.999999", tz="UTC")
@@ -87,12 +94,18 @@ def test_future_events_do_not_change_past_snapshots(tmp_path):
     # append a burst of late events (orders, impressions, clicks, purchases) after the cutoff
     for table in ("orders", "impressions", "clicks", "purchases"):
         df = read_raw(validated, table)
-        late = df.assign(event_timestamp=df["event_timestamp"].clip(lower=cutoff) + pd.Timedelta(hours=1))
+        late = df.assign(
+            event_timestamp=df["event_timestamp"].clip(lower=cutoff) + pd.Timedelta(hours=1)
+        )
         key = [c for c in contract.PRIMARY_KEYS[table] if df[c].dtype == object][:1]
         for c in key:
             late[c] = late[c] + "-late"
-        pq.write_table(pq.read_table(validated / table / "part-0.parquet").from_pandas(
-            late, schema=contract.RAW_TABLES[table], preserve_index=False), validated / table / "part-1.parquet")
+        pq.write_table(
+            pq.read_table(validated / table / "part-0.parquet").from_pandas(
+                late, schema=contract.RAW_TABLES[table], preserve_index=False
+            ),
+            validated / table / "part-1.parquet",
+        )
     build_feature_tables(validated, labels, tmp_path / "after")
     for view in ("user", "listing", "seller"):
         a = pd.read_parquet(tmp_path / "before" / f"{view}.parquet")

@@ -16,7 +16,9 @@ def test_fresh_view_is_ok_with_its_age():
 
 
 def test_stale_never_materialized_and_empty_views_break_the_sla():
-    stale = view_freshness("listing", NOW - FEATURE_SLAS["listing"] - dt.timedelta(seconds=1), NOW, NOW)
+    stale = view_freshness(
+        "listing", NOW - FEATURE_SLAS["listing"] - dt.timedelta(seconds=1), NOW, NOW
+    )
     assert not stale.ok and "SLA" in stale.reason
     assert not view_freshness("seller", None, None, NOW).ok
     assert view_freshness("seller", None, None, NOW).reason == "never materialized"

@@ -16,7 +16,15 @@ from checkout_recs.serving.bundle import ServingBundle
 from checkout_recs.serving.inventory import MemoryInventoryStore
 from checkout_recs.serving.recommender import Recommender, TableUserFeatures
 from inference import metrics
-from inference.deadline import Admission, LoopLag, RequestClock, Shed, parse_budget_ms, reset_clock, set_clock
+from inference.deadline import (
+    Admission,
+    LoopLag,
+    RequestClock,
+    Shed,
+    parse_budget_ms,
+    reset_clock,
+    set_clock,
+)
 from inference.transformer import CheckoutTransformer
 from tests.fixtures_serving import make_serving_bundle
 
@@ -28,10 +36,27 @@ def test_clock_deadline_is_the_tighter_of_server_and_client():
     assert RequestClock(received=10.0).deadline(0.0) == float("inf")
 
 
-@pytest.mark.parametrize("value,ok", [("150", 0.15), ("1", 0.001), ("60000", 60.0), (" 20 ", 0.02), ("1e3", 1.0),
-                                      ("0.5", None), ("0", None), ("-1", None), ("abc", None), ("", None),
-                                      ("60001", None), ("nan", None), ("inf", None), ("1.2.3", None),
-                                      ("\u0661\u0662", None), ("1.17e-38", None)])
+@pytest.mark.parametrize(
+    "value,ok",
+    [
+        ("150", 0.15),
+        ("1", 0.001),
+        ("60000", 60.0),
+        (" 20 ", 0.02),
+        ("1e3", 1.0),
+        ("0.5", None),
+        ("0", None),
+        ("-1", None),
+        ("abc", None),
+        ("", None),
+        ("60001", None),
+        ("nan", None),
+        ("inf", None),
+        ("1.2.3", None),
+        ("\u0661\u0662", None),
+        ("1.17e-38", None),
+    ],
+)
 def test_client_budget_header_is_strict(value, ok):
     if ok is None:
         with pytest.raises(ValueError, match="x-request-deadline-ms"):
@@ -64,7 +89,9 @@ def test_admission_refuses_at_once_what_cannot_start_in_time_and_times_out_the_r
         adm = Admission(limit=1, initial_s=0.05)
         assert await adm.enter(time.perf_counter() + 10)  # holds the only slot
         t0 = time.perf_counter()
-        assert not await adm.enter(t0 + 0.06)  # predicted wait 0.05 + service 0.1 > 0.06: no queueing
+        assert not await adm.enter(
+            t0 + 0.06
+        )  # predicted wait 0.05 + service 0.1 > 0.06: no queueing
         assert time.perf_counter() - t0 < 0.01
         t0 = time.perf_counter()
         assert not await adm.enter(t0 + 0.3)  # queues, then its latest start (0.3 - 0.1) passes
@@ -116,10 +143,14 @@ class _Log:
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory) -> ServingBundle:
-    return ServingBundle.load(make_serving_bundle(tmp_path_factory.mktemp("b") / "bundle", n_listings=1500))
+    return ServingBundle.load(
+        make_serving_bundle(tmp_path_factory.mktemp("b") / "bundle", n_listings=1500)
+    )
 
 
-def _transformer(bundle: ServingBundle, overload: str, scorer_sleep_s: float = 0.0) -> tuple[CheckoutTransformer, _Log]:
+def _transformer(
+    bundle: ServingBundle, overload: str, scorer_sleep_s: float = 0.0
+) -> tuple[CheckoutTransformer, _Log]:
     def scorer(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         time.sleep(scorer_sleep_s)
         return np.full(len(m), 0.1), np.full(len(m), 0.2)
@@ -134,7 +165,12 @@ def _transformer(bundle: ServingBundle, overload: str, scorer_sleep_s: float = 0
 def _state(t: CheckoutTransformer, log: _Log) -> tuple[int, int, float, int]:
     """(exposure slots recorded, ledger requests, ledger spend, decision rows)."""
     pol = t.recommender.policy
-    return pol.exposure.slots, pol.explorer.ledger.requests, pol.explorer.ledger.spent, len(log.rows)
+    return (
+        pol.exposure.slots,
+        pol.explorer.ledger.requests,
+        pol.explorer.ledger.spent,
+        len(log.rows),
+    )
 
 
 def _shed(point: str, answer: str) -> float:

@@ -38,9 +38,13 @@ def apps(tmp_path_factory):
     repo = ModelRepository()
     repo.update(model)
     dp = DataPlane(model_registry=repo)
-    with pytest.MonkeyPatch.context() as mp:  # a fresh app configured as kserve's (other tests register theirs)
+    with (
+        pytest.MonkeyPatch.context() as mp
+    ):  # a fresh app configured as kserve's (other tests register theirs)
         mp.setattr("kserve.model_server.app", FastAPI(default_response_class=ORJSONResponse))
-        RESTServer("kserve.model_server:app", dp, ModelRepositoryExtension(repo), http_port=0).create_application()
+        RESTServer(
+            "kserve.model_server:app", dp, ModelRepositoryExtension(repo), http_port=0
+        ).create_application()
         from kserve import model_server
 
         app = model_server.app
@@ -48,17 +52,31 @@ def apps(tmp_path_factory):
     return plain, FastInferRoute(plain, {model.name: model}, MAX), model
 
 
-def _binary(x: np.ndarray, outputs: list[str] | None = None, rid: str | None = None,
-            size: int | None = None) -> tuple[bytes, dict[str, str]]:
+def _binary(
+    x: np.ndarray, outputs: list[str] | None = None, rid: str | None = None, size: int | None = None
+) -> tuple[bytes, dict[str, str]]:
     raw = np.ascontiguousarray(x, "<f4").tobytes()
-    head: dict[str, Any] = {"inputs": [{"name": "features", "shape": list(x.shape), "datatype": "FP32",
-                                        "parameters": {"binary_data_size": len(raw) if size is None else size}}],
-                            "outputs": [{"name": n, "parameters": {"binary_data": True}}
-                                        for n in (outputs or ["p_click", "p_purchase"])]}
+    head: dict[str, Any] = {
+        "inputs": [
+            {
+                "name": "features",
+                "shape": list(x.shape),
+                "datatype": "FP32",
+                "parameters": {"binary_data_size": len(raw) if size is None else size},
+            }
+        ],
+        "outputs": [
+            {"name": n, "parameters": {"binary_data": True}}
+            for n in (outputs or ["p_click", "p_purchase"])
+        ],
+    }
     if rid is not None:
         head["id"] = rid
     h = orjson.dumps(head)
-    return h + raw, {"content-type": "application/octet-stream", "inference-header-content-length": str(len(h))}
+    return h + raw, {
+        "content-type": "application/octet-stream",
+        "inference-header-content-length": str(len(h)),
+    }
 
 
 async def _post(asgi: Any, path: str, content: bytes, headers: dict[str, str]) -> httpx.Response:
@@ -89,22 +107,43 @@ def _x(model: RankerPredictor, n: int = 37, extra: int = 0) -> np.ndarray:
 def _cases(model: RankerPredictor) -> dict[str, tuple[str, bytes, dict[str, str], bool]]:
     """name -> (path, body, headers, whether the fast route answers it itself)."""
     x = _x(model)
-    json_body = orjson.dumps({"inputs": [{"name": "features", "shape": list(x.shape), "datatype": "FP32",
-                                          "data": x.ravel().tolist()}]})
+    json_body = orjson.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "features",
+                    "shape": list(x.shape),
+                    "datatype": "FP32",
+                    "data": x.ravel().tolist(),
+                }
+            ]
+        }
+    )
     wide, _ = _binary(_x(model, extra=1))
     return {
         "binary": ("/v2/models/ranker/infer", *_binary(x), True),
         "binary-with-id": ("/v2/models/ranker/infer", *_binary(x, rid="req-7"), True),
         "json": ("/v2/models/ranker/infer", json_body, {"content-type": "application/json"}, False),
         "wrong-width": ("/v2/models/ranker/infer", wide, _binary(_x(model, extra=1))[1], False),
-        "too-many-rows": ("/v2/models/ranker/infer", *_binary(np.zeros((MAX_ROWS + 1, x.shape[1]), np.float32)),
-                          False),
+        "too-many-rows": (
+            "/v2/models/ranker/infer",
+            *_binary(np.zeros((MAX_ROWS + 1, x.shape[1]), np.float32)),
+            False,
+        ),
         "one-output": ("/v2/models/ranker/infer", *_binary(x, outputs=["p_click"]), False),
         "unknown-model": ("/v2/models/nosuch/infer", *_binary(x), False),
     }
 
 
-CASE_NAMES = ["binary", "binary-with-id", "json", "wrong-width", "too-many-rows", "one-output", "unknown-model"]
+CASE_NAMES = [
+    "binary",
+    "binary-with-id",
+    "json",
+    "wrong-width",
+    "too-many-rows",
+    "one-output",
+    "unknown-model",
+]
 
 
 @pytest.mark.parametrize("case", CASE_NAMES)
@@ -123,7 +162,9 @@ def test_fast_infer_answers_like_kserve(apps, case):
     if want.status_code != 200:
         assert gh == wh, case  # kserve's own error answer, reason included
         return
-    if "id" not in orjson.loads(body[: int(headers.get("inference-header-content-length", len(body)))]):
+    if "id" not in orjson.loads(
+        body[: int(headers.get("inference-header-content-length", len(body)))]
+    ):
         gh.pop("id"), wh.pop("id")  # kserve leaves it empty or fills in a uuid; both are allowed
     assert gh == wh, case
     assert go.keys() == wo.keys() and go.keys() <= {"p_click", "p_purchase"}
@@ -158,7 +199,10 @@ def test_fast_infer_answers_inconsistent_sizes_with_400_and_a_reason(apps, size,
         headers["inference-header-content-length"] = header_length
     r = asyncio.run(_post(fast, "/v2/models/ranker/infer", body, headers))
     assert r.status_code == 400
-    assert "binary_data_size" in r.json()["error"] or "inference-header-content-length" in r.json()["error"]
+    assert (
+        "binary_data_size" in r.json()["error"]
+        or "inference-header-content-length" in r.json()["error"]
+    )
 
 
 def test_fast_infer_answers_zero_rows_with_empty_outputs(apps):

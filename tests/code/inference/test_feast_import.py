@@ -23,8 +23,10 @@ def test_feast_is_imported_without_torch_and_torch_still_imports_later() -> None
 
 
 def test_feast_imported_normally_once_torch_is_loaded() -> None:
-    code = "import torch\n" + CODE.replace("print('torch' in sys.modules, feast.torch_wrapper.TORCH_AVAILABLE)",
-                                           "print(feast.torch_wrapper.TORCH_AVAILABLE)")
+    code = "import torch\n" + CODE.replace(
+        "print('torch' in sys.modules, feast.torch_wrapper.TORCH_AVAILABLE)",
+        "print(feast.torch_wrapper.TORCH_AVAILABLE)",
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["True", "0.0"]

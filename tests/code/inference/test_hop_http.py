@@ -23,22 +23,41 @@ async def _read_request(reader: asyncio.StreamReader) -> bytes | None:
         head = await reader.readuntil(b"\r\n\r\n")
     except asyncio.IncompleteReadError:
         return None
-    fields = {k.strip().lower(): v.strip() for k, _, v in (line.partition(b":") for line in head.split(b"\r\n")[1:] if line)}
+    fields = {
+        k.strip().lower(): v.strip()
+        for k, _, v in (line.partition(b":") for line in head.split(b"\r\n")[1:] if line)
+    }
     body = await reader.readexactly(int(fields[b"content-length"]))
     return fields[b"inference-header-content-length"] + b"\0" + body
 
 
 def _binary_answer(pc: np.ndarray, pp: np.ndarray, chunked: bool = False) -> bytes:
     a, b = pc.astype("<f4").tobytes(), pp.astype("<f4").tobytes()
-    head = orjson.dumps({"outputs": [{"name": "p_click", "shape": [len(pc)], "datatype": "FP32",
-                                      "parameters": {"binary_data_size": len(a)}},
-                                     {"name": "p_purchase", "shape": [len(pp)], "datatype": "FP32",
-                                      "parameters": {"binary_data_size": len(b)}}]})
+    head = orjson.dumps(
+        {
+            "outputs": [
+                {
+                    "name": "p_click",
+                    "shape": [len(pc)],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": len(a)},
+                },
+                {
+                    "name": "p_purchase",
+                    "shape": [len(pp)],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": len(b)},
+                },
+            ]
+        }
+    )
     body = head + a + b
     hdr = f"HTTP/1.1 200 OK\r\ninference-header-content-length: {len(head)}\r\n".encode()
     if chunked:
         mid = len(body) // 2
-        chunks = b"".join(f"{len(c):x}\r\n".encode() + c + b"\r\n" for c in (body[:mid], body[mid:]))
+        chunks = b"".join(
+            f"{len(c):x}\r\n".encode() + c + b"\r\n" for c in (body[:mid], body[mid:])
+        )
         return hdr + b"transfer-encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n"
     return hdr + f"content-length: {len(body)}\r\n\r\n".encode() + body
 
@@ -47,7 +66,7 @@ def _decode_x(framed: bytes) -> np.ndarray:
     """The request's input tensor from ``_read_request``'s framing."""
     n, _, body = framed.partition(b"\0")
     shape = orjson.loads(body[: int(n)])["inputs"][0]["shape"]
-    return np.frombuffer(body[int(n):], "<f4").reshape(shape)
+    return np.frombuffer(body[int(n) :], "<f4").reshape(shape)
 
 
 async def _serve(handler: Handler) -> tuple[asyncio.AbstractServer, int, list[int]]:
@@ -80,7 +99,10 @@ def _ranker(chunked: bool = False, delay_first_s: float = 0.0, status: int = 200
             await asyncio.sleep(delay_first_s)
         if status != 200:
             msg = b'{"error": "boom"}'
-            return f"HTTP/1.1 {status} Internal Server Error\r\ncontent-length: {len(msg)}\r\n\r\n".encode() + msg
+            return (
+                f"HTTP/1.1 {status} Internal Server Error\r\ncontent-length: {len(msg)}\r\n\r\n".encode()
+                + msg
+            )
         x = _decode_x(body)
         return _binary_answer(x.sum(axis=1) + call, x[:, 0], chunked)
 
@@ -119,7 +141,9 @@ def test_missed_deadline_is_a_timeout_and_the_late_answer_never_reaches_the_next
     out, conns = asyncio.run(_calls(_ranker(delay_first_s=0.3), [0.05, 5.0]))
     assert isinstance(out[0], PredictorTimeout)
     pc, _ = out[1]  # type: ignore[misc]
-    assert pc.tolist() == (X.sum(axis=1) + 2).tolist()  # its own answer (call 2), on a new connection
+    assert (
+        pc.tolist() == (X.sum(axis=1) + 2).tolist()
+    )  # its own answer (call 2), on a new connection
     assert len(conns) == 2
 
 

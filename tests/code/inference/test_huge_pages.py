@@ -11,7 +11,9 @@ import pytest
 
 from inference.huge_pages import HUGE, _anon_huge_bytes, _large_private_rw, collapse_large_mappings
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and madvise: Linux only")
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="/proc and madvise: Linux only"
+)
 
 
 def _thp_mode() -> str:

@@ -9,8 +9,9 @@ from inference.openapi import OPENAPI_PATH, build_openapi, render
 
 
 def test_the_checked_in_openapi_is_the_generated_one():
-    assert OPENAPI_PATH.read_text() == render(build_openapi()), \
+    assert OPENAPI_PATH.read_text() == render(build_openapi()), (
         "inference/openapi.yaml is stale: run `python -m inference.openapi --write`"
+    )
 
 
 def test_the_document_states_the_contracts_ranges():
@@ -47,11 +48,13 @@ INTEGRATING = ROOT / "docs" / "integrating.md"
 
 def test_the_checked_in_json_schemas_are_the_generated_ones():
     schemas = build_json_schemas()
-    assert {p.name for p in SCHEMA_DIR.glob("*.json")} == set(schemas), \
+    assert {p.name for p in SCHEMA_DIR.glob("*.json")} == set(schemas), (
         "inference/schemas/ holds other files than the generator writes"
+    )
     for name, schema in schemas.items():
-        assert (SCHEMA_DIR / name).read_text() == render_json(schema), \
+        assert (SCHEMA_DIR / name).read_text() == render_json(schema), (
             f"inference/schemas/{name} is stale: run `python -m inference.openapi --write`"
+        )
         jsonschema.Draft202012Validator.check_schema(schema)
 
 
@@ -79,21 +82,33 @@ def test_every_example_validates_against_its_schema(example):
 
 def test_the_response_examples_keep_the_contracts_promises():
     v1 = json.loads((EXAMPLES / "v1-response.json").read_text())
-    for answer in v1["predictions"] + json.loads((EXAMPLES / "v1-fallback-response.json").read_text())["predictions"]:
+    for answer in (
+        v1["predictions"]
+        + json.loads((EXAMPLES / "v1-fallback-response.json").read_text())["predictions"]
+    ):
         contract.PostCheckoutResponse.model_validate(answer)  # six distinct listings, ranges
     v2 = {o["name"]: o for o in json.loads((EXAMPLES / "v2-response.json").read_text())["outputs"]}
-    assert v2["item_ids"]["shape"] == [contract.SLATE_SIZE] and len(set(v2["item_ids"]["data"])) == contract.SLATE_SIZE
-    assert json.loads((EXAMPLES / "v1-request.json").read_text())["instances"][0]["request_id"] == \
-        v1["predictions"][0]["request_id"]
+    assert (
+        v2["item_ids"]["shape"] == [contract.SLATE_SIZE]
+        and len(set(v2["item_ids"]["data"])) == contract.SLATE_SIZE
+    )
+    assert (
+        json.loads((EXAMPLES / "v1-request.json").read_text())["instances"][0]["request_id"]
+        == v1["predictions"][0]["request_id"]
+    )
 
 
 def test_the_integration_guide_quotes_the_example_files_exactly():
     text = INTEGRATING.read_text()
     quoted = re.findall(r"<!-- example: (\S+) -->\n```json\n(.*?)```", text, flags=re.S)
-    assert {p for p, _ in quoted} == {f"inference/examples/{p.name}" for p in EXAMPLES.glob("*.json")
-                                       if not p.stem.endswith(("invalid", "unknown-user"))}
+    assert {p for p, _ in quoted} == {
+        f"inference/examples/{p.name}"
+        for p in EXAMPLES.glob("*.json")
+        if not p.stem.endswith(("invalid", "unknown-user"))
+    }
     for path, block in quoted:
-        assert json.loads(block) == json.loads((ROOT / path).read_text()), \
+        assert json.loads(block) == json.loads((ROOT / path).read_text()), (
             f"docs/integrating.md quotes {path} differently: copy the file's content into the block"
+        )
     for path in re.findall(r"@(inference/examples/\S+\.json)", text):
         assert (ROOT / path).is_file(), path

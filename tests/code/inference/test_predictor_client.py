@@ -8,7 +8,13 @@ import numpy as np
 import orjson
 import pytest
 
-from inference.predictor_client import PredictorClient, PredictorError, PredictorTimeout, Scored, _decode_rest
+from inference.predictor_client import (
+    PredictorClient,
+    PredictorError,
+    PredictorTimeout,
+    Scored,
+    _decode_rest,
+)
 
 
 def _servicer_base() -> type:
@@ -20,7 +26,9 @@ def _servicer_base() -> type:
 class _Ranker(_servicer_base()):  # type: ignore[misc]
     """A v2 gRPC servicer: p_click = row sum, p_purchase = first column; optionally slow or failing."""
 
-    def __init__(self, delay_s: float = 0.0, fail: bool = False, version: str | None = None) -> None:
+    def __init__(
+        self, delay_s: float = 0.0, fail: bool = False, version: str | None = None
+    ) -> None:
         self.delay_s, self.fail, self.version = delay_s, fail, version
 
     async def ModelInfer(self, request, context):  # noqa: ANN001, ANN201, N802 - gRPC servicer signature
@@ -32,11 +40,24 @@ class _Ranker(_servicer_base()):  # type: ignore[misc]
             await context.abort(grpc.StatusCode.INTERNAL, "boom")
         shape = list(request.inputs[0].shape)
         x = np.frombuffer(request.raw_input_contents[0], dtype="<f4").reshape(shape)
-        outs = [pb.ModelInferResponse.InferOutputTensor(name=n, datatype="FP32", shape=[shape[0]])
-                for n in ("p_click", "p_purchase")]
-        params = {"bundle_version": pb.InferParameter(string_param=self.version)} if self.version else None
-        return pb.ModelInferResponse(model_name="ranker", outputs=outs, parameters=params, raw_output_contents=[
-            x.sum(axis=1).astype("<f4").tobytes(), x[:, 0].astype("<f4").tobytes()])
+        outs = [
+            pb.ModelInferResponse.InferOutputTensor(name=n, datatype="FP32", shape=[shape[0]])
+            for n in ("p_click", "p_purchase")
+        ]
+        params = (
+            {"bundle_version": pb.InferParameter(string_param=self.version)}
+            if self.version
+            else None
+        )
+        return pb.ModelInferResponse(
+            model_name="ranker",
+            outputs=outs,
+            parameters=params,
+            raw_output_contents=[
+                x.sum(axis=1).astype("<f4").tobytes(),
+                x[:, 0].astype("<f4").tobytes(),
+            ],
+        )
 
 
 async def _score(servicer: _Ranker, deadline_s: float) -> Scored:
@@ -64,12 +85,18 @@ def test_grpc_answer_is_decoded_per_row():
 
 def test_the_bundle_version_the_ranker_answered_with_is_read_from_every_answer_form():
     assert asyncio.run(_score(_Ranker(version="idx-7"), 5.0)).bundle_version == "idx-7"
-    head = {"outputs": [{"name": "p_click", "data": [0.5]}, {"name": "p_purchase", "data": [0.1]}],
-            "parameters": {"model_version": "ranker-0", "bundle_version": "idx-7"}}
+    head = {
+        "outputs": [{"name": "p_click", "data": [0.5]}, {"name": "p_purchase", "data": [0.1]}],
+        "parameters": {"model_version": "ranker-0", "bundle_version": "idx-7"},
+    }
     assert _decode_rest(orjson.dumps(head), None).bundle_version == "idx-7"  # JSON tensors
     raw = np.float32([0.5]).tobytes()
-    binary = {"outputs": [{"name": n, "parameters": {"binary_data_size": 4}} for n in ("p_click", "p_purchase")],
-              "parameters": {"bundle_version": "idx-7"}}
+    binary = {
+        "outputs": [
+            {"name": n, "parameters": {"binary_data_size": 4}} for n in ("p_click", "p_purchase")
+        ],
+        "parameters": {"bundle_version": "idx-7"},
+    }
     body = orjson.dumps(binary)
     scored = _decode_rest(body + raw + raw, str(len(body)))  # binary tensors
     assert scored.bundle_version == "idx-7" and scored.p_click.tolist() == [0.5]

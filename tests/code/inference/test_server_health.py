@@ -47,8 +47,16 @@ def test_the_repository_guard_answers_404_and_passes_the_rest():
         sent.append(msg)
 
     guard = ClosedRepository(app)
-    for path in ("/v2/repository/models/checkout-recs/unload", "/v2/repository/models/x/load", "/v2/repository/index"):
+    for path in (
+        "/v2/repository/models/checkout-recs/unload",
+        "/v2/repository/models/x/load",
+        "/v2/repository/index",
+    ):
         asyncio.run(guard({"type": "http", "path": path, "method": "POST"}, None, send))
     assert seen == [] and [m["status"] for m in sent if "status" in m] == [404, 404, 404]
-    asyncio.run(guard({"type": "http", "path": "/v2/models/checkout-recs/infer", "method": "POST"}, None, send))
+    asyncio.run(
+        guard(
+            {"type": "http", "path": "/v2/models/checkout-recs/infer", "method": "POST"}, None, send
+        )
+    )
     assert seen == ["/v2/models/checkout-recs/infer"]

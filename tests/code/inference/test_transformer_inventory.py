@@ -18,7 +18,9 @@ from tests.fixtures_serving import make_serving_bundle
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory) -> ServingBundle:
-    return ServingBundle.load(make_serving_bundle(tmp_path_factory.mktemp("b") / "bundle", n_listings=1500))
+    return ServingBundle.load(
+        make_serving_bundle(tmp_path_factory.mktemp("b") / "bundle", n_listings=1500)
+    )
 
 
 def test_instant_inventory_with_sold_candidates_keeps_the_ranker(bundle):

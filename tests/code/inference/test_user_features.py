@@ -14,7 +14,9 @@ from tests.fixtures_serving import make_feast_user_store, make_users
 @pytest.fixture(scope="module")
 def feast_users(tmp_path_factory):
     users = make_users(60, seed=3)
-    users["recent_category_ids"] = [[] if i == 5 else c for i, c in enumerate(users["recent_category_ids"])]
+    users["recent_category_ids"] = [
+        [] if i == 5 else c for i, c in enumerate(users["recent_category_ids"])
+    ]
     return make_feast_user_store(tmp_path_factory.mktemp("feast_users"), users), users
 
 
@@ -43,7 +45,9 @@ def test_thread_mode_answers_the_same(feast_users):
     adapter, users = feast_users
     src = FeastUserFeatures(adapter, timeout_s=1.0)
     src.mode = "thread"  # the path for online stores without an async read
-    assert asyncio.run(src.get(7)) == {k: v[0] for k, v in adapter.online_user_features([7]).items()}
+    assert asyncio.run(src.get(7)) == {
+        k: v[0] for k, v in adapter.online_user_features([7]).items()
+    }
 
 
 def test_redis_online_store_is_read_async_and_equals_the_sdk(tmp_path):

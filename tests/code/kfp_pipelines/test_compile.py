@@ -37,13 +37,18 @@ def test_components_install_nothing_and_use_the_pinned_image(name):
         script = " ".join(container.get("command", []) + container.get("args", []))
         assert "pip install" not in script, exec_name  # use_venv=False would install into our venv
         image = container["image"]
-        assert image.rsplit(":", 1)[-1] not in ("", "latest") and ":" in image.rsplit("/", 1)[-1], image
+        assert image.rsplit(":", 1)[-1] not in ("", "latest") and ":" in image.rsplit("/", 1)[-1], (
+            image
+        )
 
 
 def test_deploy_runs_only_when_the_gate_promotes():
     root = _compiled("training")["root"]["dag"]["tasks"]
-    gate = root["condition-1"] if "condition-1" in root else next(
-        t for t in root.values() if t.get("triggerPolicy"))
+    gate = (
+        root["condition-1"]
+        if "condition-1" in root
+        else next(t for t in root.values() if t.get("triggerPolicy"))
+    )
     cond = gate["triggerPolicy"]["condition"]
     assert "register-op-Output" in cond and "!= ''" in cond  # the bundle URI is empty when refused
     assert gate["dependentTasks"] == ["register-op"]
@@ -63,7 +68,10 @@ def test_training_tasks_have_resources_and_the_side_effect_steps_no_cache():
 
 def test_monitoring_flag_is_conditional_on_drift():
     text = PIPELINES["monitoring"].compiled_path.read_text()
-    assert "pipelinechannel--drift-report-op-Output']\n            != ''" in text and "set-drift-flag-op" in text
+    assert (
+        "pipelinechannel--drift-report-op-Output']\n            != ''" in text
+        and "set-drift-flag-op" in text
+    )
 
 
 def test_cli_param_parsing_keeps_json_documents_as_strings():

@@ -52,8 +52,9 @@ def test_cvr_l2_shrinks_the_cvr_logit_only():
     assert float(strong.weight[1].norm()) < 0.2 * float(base.weight[1].norm())
     assert float((strong.weight[0] - base.weight[0]).norm()) < 0.1 * float(base.weight[0].norm())
     m1 = train_ranker(f, RankerConfig(epochs=0, early_stopping_share=0.0, spline_knots=0), NAMES)
-    m_strong = train_ranker(f, RankerConfig(epochs=0, early_stopping_share=0.0, spline_knots=0, cvr_l2=1e4),
-                            NAMES)  # the config reaches the warm start
+    m_strong = train_ranker(
+        f, RankerConfig(epochs=0, early_stopping_share=0.0, spline_knots=0, cvr_l2=1e4), NAMES
+    )  # the config reaches the warm start
     assert m1.net.wide is not None and m_strong.net.wide is not None
     assert float(m_strong.net.wide.weight[1].norm()) < 0.2 * float(m1.net.wide.weight[1].norm())
 
@@ -62,7 +63,9 @@ def test_linear_data_keeps_linear_model_and_ties_logistic_regression():
     train, test = _slates(800, 2, False), _slates(400, 3, False)
     m = train_ranker(train, RankerConfig(seed=1), NAMES)
     assert m.metrics["deep_epochs"] <= 6 and "heldout_loss_epoch_0" in m.metrics
-    zero = train_ranker(train, RankerConfig(epochs=0, early_stopping_share=0.0, spline_knots=0), NAMES)
+    zero = train_ranker(
+        train, RankerConfig(epochs=0, early_stopping_share=0.0, spline_knots=0), NAMES
+    )
     assert zero.metrics["deep_epochs"] == 0
     p_lin = zero.predict_frame(test)[0]
     lr = logistic_baseline(train, test, NAMES)["clicked"]
@@ -107,8 +110,17 @@ def test_factorization_machine_term_is_the_pairwise_sum_and_survives_save_load(t
 
     fm = FactorizationMachine(3, 2)
     z = torch.randn(5, 3)
-    want = torch.stack([sum((fm.v[h, i] @ fm.v[h, j]) * z[:, i] * z[:, j] for i in range(3) for j in range(i + 1, 3))
-                        for h in range(2)], 1)
+    want = torch.stack(
+        [
+            sum(
+                (fm.v[h, i] @ fm.v[h, j]) * z[:, i] * z[:, j]
+                for i in range(3)
+                for j in range(i + 1, 3)
+            )
+            for h in range(2)
+        ],
+        1,
+    )
     assert torch.allclose(fm(z), want, atol=1e-6)
     train, test = _slates(1500, 4, True), _slates(500, 5, True)
     m = train_ranker(train, RankerConfig(epochs=15, seed=0, fm_factors=2), NAMES)
@@ -117,7 +129,9 @@ def test_factorization_machine_term_is_the_pairwise_sum_and_survives_save_load(t
     assert np.allclose(again.predict(X)[0], m.predict(X)[0])
     y = test["clicked"].to_numpy()
     lr = logistic_baseline(train, test, NAMES)["clicked"]
-    assert auc(y, m.predict(X)[0]) > auc(y, lr) + 0.1  # a product of two features: one FM factor pair
+    assert (
+        auc(y, m.predict(X)[0]) > auc(y, lr) + 0.1
+    )  # a product of two features: one FM factor pair
 
 
 def _additive(n_requests: int, seed: int) -> pd.DataFrame:
@@ -126,15 +140,19 @@ def _additive(n_requests: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed + 100)
     x0 = f[NAMES[0]].to_numpy()
     clicked = rng.uniform(size=len(f)) < 1 / (1 + np.exp(-(2.0 * x0**2 - 3.0)))
-    return f.assign(clicked=clicked.astype(np.int8),
-                    purchased=(clicked & (rng.uniform(size=len(f)) < 0.3)).astype(np.int8))
+    return f.assign(
+        clicked=clicked.astype(np.int8),
+        purchased=(clicked & (rng.uniform(size=len(f)) < 0.3)).astype(np.int8),
+    )
 
 
 def test_piecewise_ramps_are_piecewise_linear_and_skip_empty_bins():
     from checkout_recs.models.piecewise import PiecewiseLinear
 
     pl = PiecewiseLinear(2, 4, scale=1.0)
-    X = np.stack([np.arange(101, dtype=np.float32), np.r_[np.zeros(90), np.ones(11)].astype(np.float32)], 1)
+    X = np.stack(
+        [np.arange(101, dtype=np.float32), np.r_[np.zeros(90), np.ones(11)].astype(np.float32)], 1
+    )
     pl.fit(X)
     r = pl.ramps(torch.from_numpy(X)).numpy()
     assert np.allclose(pl.edges[0].numpy(), [0, 25, 50, 75, 100])

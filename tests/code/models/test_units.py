@@ -23,13 +23,21 @@ def _frame(n: int = 300, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     q = rng.normal(size=n)
     clicked = rng.uniform(size=n) < 1 / (1 + np.exp(-(q * 2 - 1)))
-    return pd.DataFrame({
-        "request_id": np.repeat(np.arange(n // 6), 6).astype(str), "slot": np.tile(np.arange(6), n // 6),
-        "price": rng.uniform(5, 100, n), "take_rate": 0.1, "ctr_smoothed": 1 / (1 + np.exp(-q)),
-        "seller_rating": 4.0, "device": rng.choice(["web", "ios"], n),
-        "event_timestamp": pd.Timestamp("2026-03-01", tz="UTC") + pd.to_timedelta(rng.uniform(0, 5, n), unit="D"),
-        "clicked": clicked.astype(np.int8),
-        "purchased": (clicked & (rng.uniform(size=n) < 0.4)).astype(np.int8)})
+    return pd.DataFrame(
+        {
+            "request_id": np.repeat(np.arange(n // 6), 6).astype(str),
+            "slot": np.tile(np.arange(6), n // 6),
+            "price": rng.uniform(5, 100, n),
+            "take_rate": 0.1,
+            "ctr_smoothed": 1 / (1 + np.exp(-q)),
+            "seller_rating": 4.0,
+            "device": rng.choice(["web", "ios"], n),
+            "event_timestamp": pd.Timestamp("2026-03-01", tz="UTC")
+            + pd.to_timedelta(rng.uniform(0, 5, n), unit="D"),
+            "clicked": clicked.astype(np.int8),
+            "purchased": (clicked & (rng.uniform(size=n) < 0.4)).astype(np.int8),
+        }
+    )
 
 
 def test_ranker_matrix_shape_dtype_and_derived_features():
@@ -54,7 +62,9 @@ def test_ranker_features_come_from_contract_views():
     from checkout_recs.features.on_demand import INTERACTION_FEATURES, REQUEST_FEATURES
 
     assert "ctr_smoothed" in RANKER_FEATURES and "seller_rating" in RANKER_FEATURES
-    assert set(REQUEST_FEATURES) <= set(RANKER_FEATURES) and set(INTERACTION_FEATURES) <= set(RANKER_FEATURES)
+    assert set(REQUEST_FEATURES) <= set(RANKER_FEATURES) and set(INTERACTION_FEATURES) <= set(
+        RANKER_FEATURES
+    )
     assert not {"listing_id", "user_id", "listing_category_id"} & set(RANKER_FEATURES)
 
 
@@ -88,12 +98,19 @@ def test_auc_known_values():
     assert np.isnan(auc(np.array([1, 1]), np.array([0.1, 0.2])))
 
 
-def _index(n: int = 500, d: int = 8, cfg: IndexConfig | None = None) -> tuple[RetrievalIndex, np.ndarray]:
+def _index(
+    n: int = 500, d: int = 8, cfg: IndexConfig | None = None
+) -> tuple[RetrievalIndex, np.ndarray]:
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(n, d)).astype(np.float32)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    snap = pd.DataFrame({"listing_id": np.arange(n) + 10, "region": np.where(np.arange(n) % 2, "eu", "us"),
-                         "category_id": np.arange(n) % 10})
+    snap = pd.DataFrame(
+        {
+            "listing_id": np.arange(n) + 10,
+            "region": np.where(np.arange(n) % 2, "eu", "us"),
+            "category_id": np.arange(n) % 10,
+        }
+    )
     return RetrievalIndex.from_embeddings(snap["listing_id"].to_numpy(), emb, snap, cfg), emb
 
 
@@ -118,7 +135,11 @@ def test_index_region_and_category_filters():
 
 
 def test_index_ivf_path_recall_against_exact():
-    idx, emb = _index(n=3000, d=16, cfg=IndexConfig(exact_below=1000, kind="ivf_sq8", nlist=32, nprobe=16, rerank=300))
+    idx, emb = _index(
+        n=3000,
+        d=16,
+        cfg=IndexConfig(exact_below=1000, kind="ivf_sq8", nlist=32, nprobe=16, rerank=300),
+    )
     assert idx.manifest.kind == "ivf_sq8"
     exact, _ = _index(n=3000, d=16)
     a, _ = idx.search(emb[:20], 50)
@@ -158,8 +179,12 @@ def test_student_distils_teacher_and_numpy_scorer_agrees(tmp_path):
     s_auc = auc(test["clicked"], student.predict(Xt)[0])
     assert t_auc > 0.7 and s_auc > t_auc - 0.02  # the student may not lose more than 0.02 AUC
     assert student.metrics["n_params"] < sum(p.numel() for p in teacher.net.parameters())
-    np.testing.assert_allclose(NumpyScorer.from_model(student).predict(Xt)[0], student.predict(Xt)[0], atol=1e-5)
-    again = RankerModel.load(student.save(tmp_path / "student"))  # same artifact format as the teacher
+    np.testing.assert_allclose(
+        NumpyScorer.from_model(student).predict(Xt)[0], student.predict(Xt)[0], atol=1e-5
+    )
+    again = RankerModel.load(
+        student.save(tmp_path / "student")
+    )  # same artifact format as the teacher
     np.testing.assert_allclose(again.predict(Xt)[1], student.predict(Xt)[1], rtol=1e-6)
     # the predictor's torch-free load of the saved student scores the same
     saved = NumpyScorer.from_dir(tmp_path / "student")

@@ -8,7 +8,12 @@ from pathlib import Path
 
 import yaml
 
-from checkout_recs.deploy.alerts import DEFAULT_RUNBOOK_BASE, RULE_SOURCES, render_source, runbook_base
+from checkout_recs.deploy.alerts import (
+    DEFAULT_RUNBOOK_BASE,
+    RULE_SOURCES,
+    render_source,
+    runbook_base,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 RULES = ROOT / "monitoring" / "alerts" / "prometheus-rules.yaml"
@@ -59,14 +64,23 @@ def test_rendered_runbook_urls_are_absolute_under_one_configurable_base(monkeypa
     monkeypatch.setenv("CHECKOUT_RECS_RUNBOOK_BASE", "https://runbooks.example.com/recs/")
     for src in RULE_SOURCES:
         doc = yaml.safe_load(render_source(ROOT, src))
-        urls = [r["annotations"]["runbook_url"] for g in doc["spec"]["groups"] for r in g["rules"] if "alert" in r]
-        assert urls and all(re.fullmatch(r"https://runbooks\.example\.com/recs/docs/\w+\.md#[a-z0-9-]+", u)
-                            for u in urls), urls
+        urls = [
+            r["annotations"]["runbook_url"]
+            for g in doc["spec"]["groups"]
+            for r in g["rules"]
+            if "alert" in r
+        ]
+        assert urls and all(
+            re.fullmatch(r"https://runbooks\.example\.com/recs/docs/\w+\.md#[a-z0-9-]+", u)
+            for u in urls
+        ), urls
 
 
 def test_serving_and_the_monitoring_job_export_the_checkout_recs_metrics_the_rules_use() -> None:
     exporters = (ROOT / "inference" / "metrics.py", ROOT / "monitoring" / "drift_metrics.py")
-    exported = {m for f in exporters for m in re.findall(r'"(checkout_recs_[a-z_]+)"', f.read_text())}
+    exported = {
+        m for f in exporters for m in re.findall(r'"(checkout_recs_[a-z_]+)"', f.read_text())
+    }
     doc = yaml.safe_load(RULES.read_text())
     exprs = " ".join(r["expr"] for g in doc["groups"] for r in g["rules"])
     used = set(re.findall(r"(?<![:\w])(checkout_recs_[a-z_]+?)(?:_bucket)?\b", exprs))

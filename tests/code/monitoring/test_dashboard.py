@@ -20,13 +20,20 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def _recorded() -> set[str]:
-    return {r["record"] for src in RULE_SOURCES for g in load_groups(ROOT / src.source) for r in g["rules"]
-            if "record" in r}
+    return {
+        r["record"]
+        for src in RULE_SOURCES
+        for g in load_groups(ROOT / src.source)
+        for r in g["rules"]
+        if "record" in r
+    }
 
 
 def test_metric_names_parse_promql_roughly() -> None:
-    expr = ('sum by (le) (rate(foo_bucket{a="b", c=~"$x"}[5m] offset 1h)) / on(job) group_left(y) bar:rec '
-            '* 1e-9 > bool 0 and histogram_quantile(0.9, baz) unless ${var}')
+    expr = (
+        'sum by (le) (rate(foo_bucket{a="b", c=~"$x"}[5m] offset 1h)) / on(job) group_left(y) bar:rec '
+        "* 1e-9 > bool 0 and histogram_quantile(0.9, baz) unless ${var}"
+    )
     assert metric_names(expr) == {"foo_bucket", "bar:rec", "baz"}
 
 
@@ -44,20 +51,37 @@ def test_the_dashboard_is_well_formed() -> None:
 def test_the_panels_cover_what_on_call_watches() -> None:
     names = {n for _, e in panel_queries(load()) for n in metric_names(e)}
     titles = " ".join(p["title"].lower() for p in panels(load()))
-    for topic in ("latency p95 per stage", "fallback answers by reason", "exploration spend",
-                  "new-seller exposure", "drift flag", "per-feature drift score"):
+    for topic in (
+        "latency p95 per stage",
+        "fallback answers by reason",
+        "exploration spend",
+        "new-seller exposure",
+        "drift flag",
+        "per-feature drift score",
+    ):
         assert topic in titles, topic
-    assert {"checkout_recs:stage_seconds:p95_5m", "checkout_recs:fallback:rate5m",
-            "checkout_recs_exploration_budget", "checkout_recs_new_seller_exposure_share",
-            "checkout_recs_drift_score", "checkout_recs_drift_detected"} <= names
+    assert {
+        "checkout_recs:stage_seconds:p95_5m",
+        "checkout_recs:fallback:rate5m",
+        "checkout_recs_exploration_budget",
+        "checkout_recs_new_seller_exposure_share",
+        "checkout_recs_drift_score",
+        "checkout_recs_drift_detected",
+    } <= names
 
 
 def test_every_query_names_a_defined_metric() -> None:
-    exported = set(re.findall(r'"(checkout_recs_[a-z_]+)"', (ROOT / "inference" / "metrics.py").read_text()))
+    exported = set(
+        re.findall(r'"(checkout_recs_[a-z_]+)"', (ROOT / "inference" / "metrics.py").read_text())
+    )
     known = exported | set(DRIFT_METRICS) | _recorded()
     for title, expr in panel_queries(load()):
         for name in metric_names(expr):
-            ok = name in known or name.startswith("process_") or name.removesuffix("_bucket") in exported
+            ok = (
+                name in known
+                or name.startswith("process_")
+                or name.removesuffix("_bucket") in exported
+            )
             assert ok, f"{title}: {name} is neither exported nor recorded"
 
 

@@ -56,8 +56,12 @@ def test_parquet_folder_input_and_column_subset(tmp_path: Path) -> None:
     (tmp_path / "cur").mkdir()
     traffic_frame(800, seed=7).to_parquet(tmp_path / "ref.parquet")
     for i in range(2):
-        traffic_frame(400, seed=8 + i, price_scale=2.0).to_parquet(tmp_path / "cur" / f"part-{i}.parquet")
-    summary = drift_report(tmp_path / "ref.parquet", tmp_path / "cur", tmp_path / "out", columns=["price"])
+        traffic_frame(400, seed=8 + i, price_scale=2.0).to_parquet(
+            tmp_path / "cur" / f"part-{i}.parquet"
+        )
+    summary = drift_report(
+        tmp_path / "ref.parquet", tmp_path / "cur", tmp_path / "out", columns=["price"]
+    )
     assert summary.current_rows == 800 and summary.n_columns == 1
     assert summary.drift_detected
 
@@ -101,7 +105,13 @@ def test_cli_prints_verdict_exit_codes_and_sets_flag(tmp_path: Path, redis_flag)
     traffic_frame(600, seed=1).to_parquet(tmp_path / "ref.parquet")
     traffic_frame(600, seed=2, price_scale=3.0).to_parquet(tmp_path / "cur.parquet")
     runner = CliRunner()
-    args = ["drift", "--reference", str(tmp_path / "ref.parquet"), "--current", str(tmp_path / "cur.parquet")]
+    args = [
+        "drift",
+        "--reference",
+        str(tmp_path / "ref.parquet"),
+        "--current",
+        str(tmp_path / "cur.parquet"),
+    ]
     ok = runner.invoke(app, [*args, "--out", str(tmp_path / "out"), "--columns", "price"])
     assert ok.exit_code == 0, ok.output
     assert "DRIFT" in ok.output and "price" in ok.output
@@ -110,12 +120,36 @@ def test_cli_prints_verdict_exit_codes_and_sets_flag(tmp_path: Path, redis_flag)
     # the drift flag: set via the CLI, then clear
     assert read_drift_flag(client, key) is None
     res = runner.invoke(
-        app, ["drift-flag", "set", "--who", "t", "--why", "test", "--redis-url", REDIS_URL, "--key", key]
+        app,
+        [
+            "drift-flag",
+            "set",
+            "--who",
+            "t",
+            "--why",
+            "test",
+            "--redis-url",
+            REDIS_URL,
+            "--key",
+            key,
+        ],
     )
     assert res.exit_code == 0, res.output
     assert read_drift_flag(client, key).who == "t"
     res = runner.invoke(
-        app, ["drift-flag", "clear", "--who", "t2", "--why", "done", "--redis-url", REDIS_URL, "--key", key]
+        app,
+        [
+            "drift-flag",
+            "clear",
+            "--who",
+            "t2",
+            "--why",
+            "done",
+            "--redis-url",
+            REDIS_URL,
+            "--key",
+            key,
+        ],
     )
     assert res.exit_code == 0 and read_drift_flag(client, key) is None
     shown = runner.invoke(app, ["drift-flag", "show", "--redis-url", REDIS_URL, "--key", key])

@@ -20,12 +20,24 @@ TESTS = REPO / "monitoring" / "alerts" / "prometheus-rules.test.yaml"
 
 
 def _promtool(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([require_binary("promtool"), *map(str, args)], cwd=cwd, capture_output=True, text=True,
-                          timeout=120, check=False)
+    return subprocess.run(
+        [require_binary("promtool"), *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def _rules(kind: str) -> list[dict]:
-    return [r for src in RULE_SOURCES for g in load_groups(REPO / src.source) for r in g["rules"] if kind in r]
+    return [
+        r
+        for src in RULE_SOURCES
+        for g in load_groups(REPO / src.source)
+        for r in g["rules"]
+        if kind in r
+    ]
 
 
 def test_promtool_check_rules_accepts_every_rule_file(tmp_path: Path) -> None:
@@ -49,7 +61,9 @@ def test_the_unit_tests_read_every_rule_file() -> None:
 
 
 def test_every_alert_has_a_firing_and_a_quiet_case() -> None:
-    cases = [c for t in yaml.safe_load(TESTS.read_text())["tests"] for c in t.get("alert_rule_test", [])]
+    cases = [
+        c for t in yaml.safe_load(TESTS.read_text())["tests"] for c in t.get("alert_rule_test", [])
+    ]
     for alert in (r["alert"] for r in _rules("alert")):
         mine = [c for c in cases if c["alertname"] == alert]
         assert any(c.get("exp_alerts") for c in mine), f"{alert}: no test where it fires"
@@ -59,7 +73,10 @@ def test_every_alert_has_a_firing_and_a_quiet_case() -> None:
 
 
 def test_every_recording_rule_is_checked_by_an_expression_test() -> None:
-    exprs = " ".join(e["expr"] for t in yaml.safe_load(TESTS.read_text())["tests"]
-                     for e in t.get("promql_expr_test", []))
+    exprs = " ".join(
+        e["expr"]
+        for t in yaml.safe_load(TESTS.read_text())["tests"]
+        for e in t.get("promql_expr_test", [])
+    )
     missing = [r["record"] for r in _rules("record") if r["record"] not in exprs]
     assert not missing, missing

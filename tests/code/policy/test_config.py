@@ -35,7 +35,9 @@ def test_profile_loads_and_every_key_takes_effect(path):
 
 
 def test_cold_start_programme_binds_harder_than_the_default():
-    prog = PolicyConfig.model_validate(json.loads((PROFILE_DIR / "cold_start_programme.json").read_text()))
+    prog = PolicyConfig.model_validate(
+        json.loads((PROFILE_DIR / "cold_start_programme.json").read_text())
+    )
     dflt = PolicyConfig()
     assert prog.exposure.min_cold_share > dflt.exposure.min_cold_share
     assert prog.exposure.cold_slots > dflt.exposure.cold_slots

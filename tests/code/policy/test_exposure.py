@@ -18,9 +18,15 @@ def catalog() -> ItemCatalog:
 
 
 def _engine(catalog: ItemCatalog, explore: bool = False, **exposure: float | None) -> PolicyEngine:
-    base: dict[str, float | None] = {"min_new_seller_share": 0.0, "skew_penalty": 0.0, "min_quality": 0.0}
-    cfg = PolicyConfig(exploration=ExplorationConfig(enabled=explore, min_daily_budget=1e9),
-                       exposure=ExposureConfig.model_validate({**base, **exposure}))
+    base: dict[str, float | None] = {
+        "min_new_seller_share": 0.0,
+        "skew_penalty": 0.0,
+        "min_quality": 0.0,
+    }
+    cfg = PolicyConfig(
+        exploration=ExplorationConfig(enabled=explore, min_daily_budget=1e9),
+        exposure=ExposureConfig.model_validate({**base, **exposure}),
+    )
     return PolicyEngine(catalog, cfg, seed=3)
 
 
@@ -56,7 +62,10 @@ def test_cold_start_is_young_and_little_shown(catalog):
 def test_impression_limit_spreads_first_impressions(catalog):
     def distinct(limit: int | None) -> int:
         eng = _engine(catalog, min_cold_share=0.2, cold_slots=1, cold_max_impressions=limit)
-        shown = [eng.choose(make_prepared(catalog, r), (pc, pp)).rows for r, pc, pp in _requests(catalog, 200, 100, 8)]
+        shown = [
+            eng.choose(make_prepared(catalog, r), (pc, pp)).rows
+            for r, pc, pp in _requests(catalog, 200, 100, 8)
+        ]
         rows = np.concatenate(shown)
         return len(np.unique(rows[catalog.cold[rows]]))
 
@@ -66,7 +75,9 @@ def test_impression_limit_spreads_first_impressions(catalog):
 
 
 def test_cold_floor_holds_its_share_over_a_window(catalog):
-    off = _cold_share(catalog, _engine(catalog, min_cold_share=0.0), _requests(catalog, 300, 100, seed=1))
+    off = _cold_share(
+        catalog, _engine(catalog, min_cold_share=0.0), _requests(catalog, 300, 100, seed=1)
+    )
     eng = _engine(catalog, min_cold_share=0.25, cold_slots=2, cold_max_impressions=None)
     on = _cold_share(catalog, eng, _requests(catalog, 300, 100, seed=1))
     print(f"cold-start share of slots: floor off {off:.3f}, floor 0.25 on {on:.3f}")
@@ -75,10 +86,20 @@ def test_cold_floor_holds_its_share_over_a_window(catalog):
 
 
 def test_cold_floor_is_counted_apart_from_the_new_seller_floor(catalog):
-    eng = _engine(catalog, min_new_seller_share=0.2, min_cold_share=0.2, cold_slots=2, cold_max_impressions=None)
+    eng = _engine(
+        catalog,
+        min_new_seller_share=0.2,
+        min_cold_share=0.2,
+        cold_slots=2,
+        cold_max_impressions=None,
+    )
     reqs = list(_requests(catalog, 300, 100, seed=2))
-    shown = np.concatenate([eng.choose(make_prepared(catalog, r), (pc, pp)).rows for r, pc, pp in reqs])
-    print(f"new-seller share {catalog.seller_is_new[shown].mean():.3f}, cold share {catalog.cold[shown].mean():.3f}")
+    shown = np.concatenate(
+        [eng.choose(make_prepared(catalog, r), (pc, pp)).rows for r, pc, pp in reqs]
+    )
+    print(
+        f"new-seller share {catalog.seller_is_new[shown].mean():.3f}, cold share {catalog.cold[shown].mean():.3f}"
+    )
     assert catalog.cold[shown].mean() >= 0.19
     assert catalog.seller_is_new[shown].mean() >= 0.19
     assert eng.exposure.cold_share() == pytest.approx(catalog.cold[shown].mean())
@@ -86,7 +107,9 @@ def test_cold_floor_is_counted_apart_from_the_new_seller_floor(catalog):
 
 @pytest.mark.parametrize("explore", [False, True])
 def test_floors_keep_six_distinct_in_stock_diverse_and_exact(catalog, explore):
-    eng = _engine(catalog, explore=explore, min_new_seller_share=0.5, min_cold_share=0.6, cold_slots=3)
+    eng = _engine(
+        catalog, explore=explore, min_new_seller_share=0.5, min_cold_share=0.6, cold_slots=3
+    )
     rng = np.random.default_rng(5)
     reserved = 0
     for rows, pc, pp in _requests(catalog, 200, 14, seed=3, bury=0.05):
@@ -97,7 +120,10 @@ def test_floors_keep_six_distinct_in_stock_diverse_and_exact(catalog, explore):
         assert np.bincount(catalog.seller_id[slate.rows]).max() <= 1
         assert np.bincount(catalog.category_id[slate.rows]).max() <= 2
         assert np.all(slate.propensity[:5] == 1.0) and 0 < slate.propensity[5] <= 1.0
-        assert slate.sources[5] not in ("cold_start", "new_seller")  # the exploration slot stays greedy
+        assert slate.sources[5] not in (
+            "cold_start",
+            "new_seller",
+        )  # the exploration slot stays greedy
         n = len(slate.notes.get("exposure_reserved", []))
         reserved += n
         assert [s in ("cold_start", "new_seller") for s in slate.sources].count(True) == n
@@ -126,7 +152,9 @@ def test_reserved_slots_sit_before_the_exploration_slot_and_cost_is_given_up_rev
 def test_cold_floor_does_not_fire_below_the_quality_prior(catalog):
     on = _engine(catalog, min_cold_share=1.0, cold_slots=3, min_quality=0.5)
     off = _engine(catalog, min_cold_share=0.0)
-    for rows, pc, pp in _requests(catalog, 100, 80, seed=6, bury=1e-4):  # cold listings worth ~nothing
+    for rows, pc, pp in _requests(
+        catalog, 100, 80, seed=6, bury=1e-4
+    ):  # cold listings worth ~nothing
         prep = make_prepared(catalog, rows)
         a, b = on.choose(prep, (pc, pp)), off.choose(prep, (pc, pp))
         assert "exposure_reserved" not in a.notes
@@ -137,7 +165,9 @@ def test_least_shown_first_gives_the_reserved_slot_to_the_cold_listing_shown_lea
     rows, pc, pp = next(_requests(catalog, 1, 200, seed=11, bury=0.05))
     picked = {}
     for order in ("best", "least_shown"):
-        eng = _engine(catalog, min_cold_share=1.0, cold_slots=1, cold_max_impressions=3, cold_order=order)
+        eng = _engine(
+            catalog, min_cold_share=1.0, cold_slots=1, cold_max_impressions=3, cold_order=order
+        )
         first = eng.choose(make_prepared(catalog, rows), (pc, pp)).notes["exposure_reserved"]
         # served (recorded): that listing now has one impression, still cold (< 3)
         again = eng.choose(make_prepared(catalog, rows), (pc, pp)).notes["exposure_reserved"]
@@ -149,13 +179,21 @@ def test_least_shown_first_gives_the_reserved_slot_to_the_cold_listing_shown_lea
 
 def test_least_shown_first_spreads_cold_impressions_more_evenly(catalog):
     def counts(order: str) -> np.ndarray:
-        eng = _engine(catalog, min_cold_share=0.3, cold_slots=2, cold_max_impressions=3, cold_order=order)
-        shown = np.concatenate([eng.choose(make_prepared(catalog, r), (pc, pp)).rows
-                                for r, pc, pp in _requests(catalog, 300, 100, seed=12)])
+        eng = _engine(
+            catalog, min_cold_share=0.3, cold_slots=2, cold_max_impressions=3, cold_order=order
+        )
+        shown = np.concatenate(
+            [
+                eng.choose(make_prepared(catalog, r), (pc, pp)).rows
+                for r, pc, pp in _requests(catalog, 300, 100, seed=12)
+            ]
+        )
         cold = shown[catalog.cold[shown]]
         return np.bincount(cold, minlength=len(catalog))[np.flatnonzero(catalog.cold)]
 
     best, spread = counts("best"), counts("least_shown")
-    print(f"cold listings shown at least once: best first {np.mean(best > 0):.3f}, least shown first "
-          f"{np.mean(spread > 0):.3f}; total cold impressions {best.sum()} vs {spread.sum()}")
+    print(
+        f"cold listings shown at least once: best first {np.mean(best > 0):.3f}, least shown first "
+        f"{np.mean(spread > 0):.3f}; total cold impressions {best.sum()} vs {spread.sum()}"
+    )
     assert np.mean(spread > 0) > np.mean(best > 0)

@@ -28,11 +28,16 @@ def _sorted_rows(listing_id: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return np.where(srt[pos] == ids, order[pos], -1)
 
 
-@pytest.mark.parametrize("ids", [
-    np.arange(1, 501, dtype=np.int64)[::-1],  # contiguous (the bundle's case), shuffled order
-    np.array([7, 3, 3, 9, -4, 12, 7], np.int64),  # duplicates (first row wins) and a negative id
-    np.array([5, 10**9, 17], np.int64),  # too sparse: the sorted lookup answers
-])
+@pytest.mark.parametrize(
+    "ids",
+    [
+        np.arange(1, 501, dtype=np.int64)[::-1],  # contiguous (the bundle's case), shuffled order
+        np.array(
+            [7, 3, 3, 9, -4, 12, 7], np.int64
+        ),  # duplicates (first row wins) and a negative id
+        np.array([5, 10**9, 17], np.int64),  # too sparse: the sorted lookup answers
+    ],
+)
 def test_catalog_rows_dense_table_matches_the_sorted_lookup(ids):
     df = make_snapshot(len(ids), seed=2).assign(listing_id=ids)
     cat = ItemCatalog.from_frame(df)
@@ -49,7 +54,11 @@ def test_batched_complement_search_equals_one_search_per_category():
     idx, emb, snap = synthetic_index(6000, n_cat=12, cfg=cfg)
     idx.remove(snap["listing_id"].to_numpy()[::7])  # dead rows inside the blocks
     big = snap.assign(category_id=5).iloc[:900]  # one category above selective_below: the ANN path
-    idx.add(big["listing_id"].to_numpy() + 100_000, emb[:900], big.assign(listing_id=big["listing_id"] + 100_000))
+    idx.add(
+        big["listing_id"].to_numpy() + 100_000,
+        emb[:900],
+        big.assign(listing_id=big["listing_id"] + 100_000),
+    )
     cats = [3, 5, 11, 42, 0]  # 42: an empty block
     for region in ("us", "eu", None):
         for q in emb[:6]:
@@ -63,7 +72,11 @@ def test_batched_complement_search_equals_one_search_per_category():
 def test_fallback_with_the_basket_rows_given_is_the_same_answer():
     cat = ItemCatalog.from_frame(make_snapshot(1500, seed=4), top_k=40)
     comp = ComplementMap.from_frame(make_pairs(4)[0])
-    for basket in (cat.listing_id[:3], np.array([cat.listing_id[10], 10**12]), np.empty(0, np.int64)):
+    for basket in (
+        cat.listing_id[:3],
+        np.array([cat.listing_id[10], 10**12]),
+        np.empty(0, np.int64),
+    ):
         rows = cat.rows(basket)
         for region in ("north", "atlantis"):
             a = fallback_candidates(cat, comp, basket, region)
@@ -72,8 +85,9 @@ def test_fallback_with_the_basket_rows_given_is_the_same_answer():
                 np.testing.assert_array_equal(x, y)
 
 
-def _fallback_reference(cat: ItemCatalog, comp: ComplementMap, basket: np.ndarray,
-                        region: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _fallback_reference(
+    cat: ItemCatalog, comp: ComplementMap, basket: np.ndarray, region: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The fallback as first written (no cache, basket dropped before ranking): the oracle."""
     rows_b = cat.rows(basket)
     rows_b = rows_b[rows_b >= 0]
@@ -84,9 +98,17 @@ def _fallback_reference(cat: ItemCatalog, comp: ComplementMap, basket: np.ndarra
     rows = np.unique(np.concatenate(pools).astype(np.int64))
     rows = rows[~np.isin(rows, rows_b)]
     strength = np.array([partner.get(int(c), 0.0) for c in cat.category_id[rows]])
-    scores = (1 + 2.0 * strength) * (cat.popularity[rows] + 1) * (1 + 0.5 * (cat.region_code[rows] == rcode))
+    scores = (
+        (1 + 2.0 * strength)
+        * (cat.popularity[rows] + 1)
+        * (1 + 0.5 * (cat.region_code[rows] == rcode))
+    )
     order = np.lexsort((cat.listing_id[rows], -scores))
-    return rows[order], scores[order], np.where(strength[order] > 0, "complement", "popular").astype(object)
+    return (
+        rows[order],
+        scores[order],
+        np.where(strength[order] > 0, "complement", "popular").astype(object),
+    )
 
 
 def test_cached_fallback_pool_equals_the_uncached_answer_and_is_not_shared():
@@ -106,5 +128,7 @@ def test_cached_fallback_pool_equals_the_uncached_answer_and_is_not_shared():
     again = fallback_candidates(cat, comp, np.empty(0, np.int64), "north")
     assert (again[0] >= 0).all()
     other = ItemCatalog.from_frame(make_snapshot(300, seed=6), top_k=40)
-    np.testing.assert_array_equal(fallback_candidates(other, comp, np.empty(0, np.int64), "north")[0],
-                                  _fallback_reference(other, comp, np.empty(0, np.int64), "north")[0])
+    np.testing.assert_array_equal(
+        fallback_candidates(other, comp, np.empty(0, np.int64), "north")[0],
+        _fallback_reference(other, comp, np.empty(0, np.int64), "north")[0],
+    )

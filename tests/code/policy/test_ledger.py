@@ -34,9 +34,17 @@ def catalog() -> ItemCatalog:
     return ItemCatalog.from_frame(make_snapshot(1500, seed=5))
 
 
-def _ledger(backend: str, prefix: str, share: float = 0.1, min_budget: float = 0.0) -> ExplorationLedger:
-    lc = LedgerConfig.model_validate({"backend": backend, "prefix": prefix, "timeout_ms": 250,
-                                      "url": LEDGER_REDIS_URL if backend == "redis" else None})
+def _ledger(
+    backend: str, prefix: str, share: float = 0.1, min_budget: float = 0.0
+) -> ExplorationLedger:
+    lc = LedgerConfig.model_validate(
+        {
+            "backend": backend,
+            "prefix": prefix,
+            "timeout_ms": 250,
+            "url": LEDGER_REDIS_URL if backend == "redis" else None,
+        }
+    )
     return open_ledger(ExplorationConfig(daily_share=share, min_daily_budget=min_budget, ledger=lc))
 
 
@@ -72,7 +80,9 @@ def test_two_replicas_share_one_cap_where_per_process_ledgers_exceed_it(catalog,
     shared = [PolicyEngine(catalog, shared_cfg, seed=s) for s in (1, 2)]
     b_local = simulate(local, catalog, 3000, step_s=20)  # ~17 simulated hours
     b_shared = simulate(shared, catalog, 3000, step_s=20)
-    assert not b_local.within_cap(share, budget)  # two per-process caps: up to twice min_daily_budget
+    assert not b_local.within_cap(
+        share, budget
+    )  # two per-process caps: up to twice min_daily_budget
     assert b_shared.within_cap(share, budget)
     assert b_shared.explored[DAY] > 300  # the cap binds, it does not forbid
     syncs = sum(e.explorer.ledger.syncs for e in shared)  # type: ignore[attr-defined]
@@ -87,7 +97,14 @@ def test_replicas_in_concurrent_threads_never_exceed_the_cap(catalog, ledger_pre
 
     def replica(i: int) -> None:
         try:
-            simulate([PolicyEngine(catalog, cfg, seed=i)], catalog, 600, seed=i, step_s=60, books=books[i])
+            simulate(
+                [PolicyEngine(catalog, cfg, seed=i)],
+                catalog,
+                600,
+                seed=i,
+                step_s=60,
+                books=books[i],
+            )
         except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
             errors.append(exc)
 
@@ -100,14 +117,25 @@ def test_replicas_in_concurrent_threads_never_exceed_the_cap(catalog, ledger_pre
     served = sum(b.served[DAY] for b in books)
     spent = sum(b.spent[DAY] for b in books)
     assert spent <= share * served + budget + 1e-9
-    assert spent > 0.8 * (share * served + budget)  # the cap binds, and leases do not starve replicas
+    assert spent > 0.8 * (
+        share * served + budget
+    )  # the cap binds, and leases do not starve replicas
     assert sum(b.explored[DAY] for b in books) > 100
 
 
 def test_ledger_level_threads_hammering_one_day_stay_within_the_cap(ledger_prefix):  # noqa: F811
-    cfg = ExplorationConfig(daily_share=0.05, min_daily_budget=0.0,
-                            ledger=LedgerConfig(backend="redis", url=LEDGER_REDIS_URL, prefix=ledger_prefix,
-                                                lease_factor=1.0, sync_every=5, timeout_ms=250))
+    cfg = ExplorationConfig(
+        daily_share=0.05,
+        min_daily_budget=0.0,
+        ledger=LedgerConfig(
+            backend="redis",
+            url=LEDGER_REDIS_URL,
+            prefix=ledger_prefix,
+            lease_factor=1.0,
+            sync_every=5,
+            timeout_ms=250,
+        ),
+    )
     totals = np.zeros((6, 2))  # per thread: served, spent
 
     def worker(i: int) -> None:
@@ -131,14 +159,18 @@ def test_ledger_level_threads_hammering_one_day_stay_within_the_cap(ledger_prefi
 
 
 def test_redis_down_explores_nothing_and_never_raises(catalog):
-    cfg = policy_config("redis", "down", url="redis://127.0.0.1:1/12", min_budget=1e6, timeout_ms=50)
+    cfg = policy_config(
+        "redis", "down", url="redis://127.0.0.1:1/12", min_budget=1e6, timeout_ms=50
+    )
     eng = PolicyEngine(catalog, cfg, seed=3)
     t0 = time.perf_counter()
     books = simulate([eng], catalog, 200)
     elapsed = time.perf_counter() - t0
     assert books.explored[DAY] == 0 and books.spent[DAY] == 0.0
     led = eng.explorer.ledger
-    assert isinstance(led, RedisLedger) and led.failures == 1  # one try, then back off: no retry storm
+    assert (
+        isinstance(led, RedisLedger) and led.failures == 1
+    )  # one try, then back off: no retry storm
     assert elapsed < 5.0
     from tests.fixtures_serving import make_prepared
 
@@ -152,7 +184,9 @@ def test_redis_down_explores_nothing_and_never_raises(catalog):
 def test_day_rollover_starts_a_new_key_and_flushes_yesterday(catalog, ledger_prefix):  # noqa: F811
     cfg = policy_config("redis", ledger_prefix, share=0.01)
     eng = PolicyEngine(catalog, cfg, seed=4)
-    books = simulate([eng], catalog, 1200, start=dt.datetime(2026, 11, 22, 20, tzinfo=dt.UTC), step_s=30)
+    books = simulate(
+        [eng], catalog, 1200, start=dt.datetime(2026, 11, 22, 20, tzinfo=dt.UTC), step_s=30
+    )
     led = eng.explorer.ledger
     assert isinstance(led, RedisLedger)
     nxt = DAY + dt.timedelta(days=1)
@@ -169,12 +203,20 @@ def test_config_selects_the_ledger():
     assert isinstance(open_ledger(ExplorationConfig()), LocalLedger)  # embedded default: in-process
     auto = ExplorationConfig(ledger=LedgerConfig(url=LEDGER_REDIS_URL))
     inline = open_ledger(auto)
-    assert type(inline) is RedisLedger  # renewal "inline" by default: offline code stays deterministic
-    forced = ExplorationConfig(ledger=LedgerConfig(backend="local", url=LEDGER_REDIS_URL, renewal="background"))
+    assert (
+        type(inline) is RedisLedger
+    )  # renewal "inline" by default: offline code stays deterministic
+    forced = ExplorationConfig(
+        ledger=LedgerConfig(backend="local", url=LEDGER_REDIS_URL, renewal="background")
+    )
     assert isinstance(open_ledger(forced), LocalLedger)  # renewal concerns a shared ledger only
-    background = open_ledger(ExplorationConfig(ledger=LedgerConfig(url=LEDGER_REDIS_URL, renewal="background")))
+    background = open_ledger(
+        ExplorationConfig(ledger=LedgerConfig(url=LEDGER_REDIS_URL, renewal="background"))
+    )
     try:
-        assert isinstance(background, BackgroundRedisLedger)  # serving: round trips in a renewer thread
+        assert isinstance(
+            background, BackgroundRedisLedger
+        )  # serving: round trips in a renewer thread
     finally:
         background.close()
     with pytest.raises(ValueError, match="needs ledger.url"):
@@ -190,11 +232,15 @@ def test_redis_lost_mid_day_stops_exploring_then_recovers(catalog, ledger_prefix
     assert simulate([eng], catalog, 100, start=start).explored[DAY] > 20
     healthy = led._script
     dead = policy_config("redis", "x", url="redis://127.0.0.1:1/12", timeout_ms=50)
-    led._script = RedisLedger(dead.exploration, "redis://127.0.0.1:1/12")._script  # Redis "goes away"
+    led._script = RedisLedger(
+        dead.exploration, "redis://127.0.0.1:1/12"
+    )._script  # Redis "goes away"
     failures = led.failures
     lost = simulate([eng], catalog, 200, seed=2, start=start + dt.timedelta(hours=1))
     assert led.failures > failures  # noticed at the next round trip (<= sync_every requests later)
-    assert lost.explored[DAY] <= 20  # only the lease already held (4 worst cases) could still be spent
+    assert (
+        lost.explored[DAY] <= 20
+    )  # only the lease already held (4 worst cases) could still be spent
     led._script = healthy  # Redis is back: exploration resumes on the next lease
     back = simulate([eng], catalog, 100, seed=3, start=start + dt.timedelta(hours=2))
     assert back.explored[DAY] > 20

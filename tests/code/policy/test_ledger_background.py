@@ -48,23 +48,42 @@ class _Recorder:
         return self.script(*args, **kwargs)
 
 
-def _engine(catalog: ItemCatalog, prefix: str, seed: int = 1, **cfg: Any) -> tuple[PolicyEngine, BackgroundRedisLedger]:
+def _engine(
+    catalog: ItemCatalog, prefix: str, seed: int = 1, **cfg: Any
+) -> tuple[PolicyEngine, BackgroundRedisLedger]:
     pcfg = policy_config("redis", prefix, **cfg)
-    pcfg.exploration.ledger.renewal = "background"  # chosen by configuration, opened once by the explorer
+    pcfg.exploration.ledger.renewal = (
+        "background"  # chosen by configuration, opened once by the explorer
+    )
     eng = PolicyEngine(catalog, pcfg, seed=seed)
     led = eng.explorer.ledger
     assert isinstance(led, BackgroundRedisLedger)
     return eng, led
 
 
-def _run(eng: PolicyEngine, catalog: ItemCatalog, chunks: int, per: int = 20, pause_s: float = 0.01,
-         start: dt.datetime = START, step_s: float = 20.0, books: Books | None = None) -> tuple[Books, list[float]]:
+def _run(
+    eng: PolicyEngine,
+    catalog: ItemCatalog,
+    chunks: int,
+    per: int = 20,
+    pause_s: float = 0.01,
+    start: dt.datetime = START,
+    step_s: float = 20.0,
+    books: Books | None = None,
+) -> tuple[Books, list[float]]:
     """``chunks`` x ``per`` requests, pausing between chunks (the renewer gets time); per-chunk ms."""
     books, ms = books or Books(), []
     for c in range(chunks):
         t0 = time.perf_counter()
-        simulate([eng], catalog, per, seed=c, start=start + dt.timedelta(seconds=c * per * step_s), step_s=step_s,
-                 books=books)
+        simulate(
+            [eng],
+            catalog,
+            per,
+            seed=c,
+            start=start + dt.timedelta(seconds=c * per * step_s),
+            step_s=step_s,
+            books=books,
+        )
         ms.append((time.perf_counter() - t0) * 1e3 / per)
         time.sleep(pause_s)
     return books, ms
@@ -75,7 +94,9 @@ def test_the_request_path_makes_no_redis_call(catalog, ledger_prefix):  # noqa: 
     rec = led._script = _Recorder(led._script)
     books, _ = _run(eng, catalog, 30)
     led.close()
-    assert rec.threads and set(rec.threads) == {"exploration-ledger"}  # every round trip off the caller
+    assert rec.threads and set(rec.threads) == {
+        "exploration-ledger"
+    }  # every round trip off the caller
     assert books.explored[DAY] > 30 and books.within_cap(0.02, 5.0)
     shared = led.totals(DAY)
     assert shared["held"] == 0  # close released the lease
@@ -102,9 +123,18 @@ def test_a_slow_redis_never_delays_a_request(catalog, ledger_prefix):  # noqa: F
 
 
 def test_background_replicas_in_threads_never_exceed_the_cap(ledger_prefix):  # noqa: F811
-    cfg = ExplorationConfig(daily_share=0.05, min_daily_budget=0.0,
-                            ledger=LedgerConfig(backend="redis", url=LEDGER_REDIS_URL, prefix=ledger_prefix,
-                                                lease_factor=2.0, sync_every=5, timeout_ms=250))
+    cfg = ExplorationConfig(
+        daily_share=0.05,
+        min_daily_budget=0.0,
+        ledger=LedgerConfig(
+            backend="redis",
+            url=LEDGER_REDIS_URL,
+            prefix=ledger_prefix,
+            lease_factor=2.0,
+            sync_every=5,
+            timeout_ms=250,
+        ),
+    )
     totals = np.zeros((6, 2))  # per replica: served, spent
     leds = [BackgroundRedisLedger(cfg, LEDGER_REDIS_URL) for _ in range(6)]
 

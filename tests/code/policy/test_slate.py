@@ -23,8 +23,12 @@ def complements() -> ComplementMap:
 
 
 def test_expected_revenue_is_the_product_and_never_negative():
-    er = expected_revenue(np.array([0.5, np.nan, -1.0]), np.array([0.2, 0.5, 0.5]),
-                          np.array([100.0, 10.0, 10.0]), np.array([0.1, 0.1, 0.1]))
+    er = expected_revenue(
+        np.array([0.5, np.nan, -1.0]),
+        np.array([0.2, 0.5, 0.5]),
+        np.array([100.0, 10.0, 10.0]),
+        np.array([0.1, 0.1, 0.1]),
+    )
     assert er.tolist() == pytest.approx([1.0, 0.0, 0.0])
 
 
@@ -42,8 +46,16 @@ def test_slate_respects_seller_and_category_limits(catalog):
     rng = np.random.default_rng(0)
     rows = rng.choice(len(catalog), 200, replace=False).astype(np.int64)
     er = rng.random(200)
-    slate = assemble_slate(catalog, rows, er, er, er, np.full(200, "ann", object),
-                           np.empty(0, np.int64), np.empty(0, object))
+    slate = assemble_slate(
+        catalog,
+        rows,
+        er,
+        er,
+        er,
+        np.full(200, "ann", object),
+        np.empty(0, np.int64),
+        np.empty(0, object),
+    )
     assert len(slate.rows) == 6 and len(set(slate.rows.tolist())) == 6
     sellers = catalog.seller_id[slate.rows]
     cats = catalog.category_id[slate.rows]
@@ -54,8 +66,16 @@ def test_slate_respects_seller_and_category_limits(catalog):
 def test_slate_takes_the_best_diverse_candidates_in_order(catalog):
     rows = np.arange(60, dtype=np.int64)
     er = np.linspace(1.0, 0.1, 60)
-    slate = assemble_slate(catalog, rows, er, er, er, np.full(60, "ann", object),
-                           np.empty(0, np.int64), np.empty(0, object))
+    slate = assemble_slate(
+        catalog,
+        rows,
+        er,
+        er,
+        er,
+        np.full(60, "ann", object),
+        np.empty(0, np.int64),
+        np.empty(0, object),
+    )
     assert slate.rows[0] == 0  # the best candidate always leads
     assert np.all(np.diff(slate.scores) <= 0)
 
@@ -63,8 +83,16 @@ def test_slate_takes_the_best_diverse_candidates_in_order(catalog):
 def test_short_candidates_are_filled_from_the_fallback(catalog, complements):
     fb_rows, _, fb_src = fallback_candidates(catalog, complements, np.array([], np.int64), "north")
     rows = np.array([3, 4], np.int64)
-    slate = assemble_slate(catalog, rows, np.array([2.0, 1.0]), None, None, np.array(["ann", "ann"], object),
-                           fb_rows, fb_src)
+    slate = assemble_slate(
+        catalog,
+        rows,
+        np.array([2.0, 1.0]),
+        None,
+        None,
+        np.array(["ann", "ann"], object),
+        fb_rows,
+        fb_src,
+    )
     assert len(slate.rows) == 6
     assert slate.from_fallback.sum() >= 4
     assert len(set(slate.rows.tolist())) == 6
@@ -77,7 +105,9 @@ def test_diversity_relaxes_only_when_six_could_not_be_found_otherwise():
     assert len(rows) == 6 and len(set(rows)) == 6
 
 
-def test_fallback_is_deterministic_excludes_the_basket_and_prefers_complements(catalog, complements):
+def test_fallback_is_deterministic_excludes_the_basket_and_prefers_complements(
+    catalog, complements
+):
     basket = catalog.listing_id[:3]
     a = fallback_candidates(catalog, complements, basket, "north")
     b = fallback_candidates(catalog, complements, basket, "north")

@@ -48,8 +48,10 @@ def test_region_indexes_reuse_the_global_lists_and_stay_in_region():
         assert np.isin(ids, snap["listing_id"].to_numpy()[rows]).all()
         exact = brute_force(emb[rows], snap["listing_id"].to_numpy()[rows], emb[rows[:10]], 40)
         assert _recall(ids, exact) >= 0.9
-    np.testing.assert_array_equal(idx.indexes["eu"].quantizer.reconstruct_n(0, 48),
-                                  idx.indexes[""].quantizer.reconstruct_n(0, 48))
+    np.testing.assert_array_equal(
+        idx.indexes["eu"].quantizer.reconstruct_n(0, 48),
+        idx.indexes[""].quantizer.reconstruct_n(0, 48),
+    )
 
 
 def test_category_search_is_exact_inside_category_and_region_after_remove_and_add():
@@ -78,11 +80,15 @@ def test_unselective_category_falls_back_to_filtered_ann():
     valid = got[got >= 0]
     assert len(valid) > 0
     rows = idx.rows_of(valid)
-    assert (snap["category_id"].to_numpy()[rows] == 2).all() and (snap["region"].to_numpy()[rows] == "eu").all()
+    assert (snap["category_id"].to_numpy()[rows] == 2).all() and (
+        snap["region"].to_numpy()[rows] == "eu"
+    ).all()
 
 
 def test_neighbour_table_keeps_strongest_distinct_and_scores_history():
-    frame = pd.DataFrame({"a": [1, 1, 1, 1, 2], "b": [10, 11, 10, 12, 10], "w": [0.2, 0.9, 0.5, 0.1, 1.0]})
+    frame = pd.DataFrame(
+        {"a": [1, 1, 1, 1, 2], "b": [10, 11, 10, 12, 10], "w": [0.2, 0.9, 0.5, 0.1, 1.0]}
+    )
     t = NeighbourTable.from_frame(frame, "a", "b", "w", limit=2)
     (ids1, w1), (ids2, _), (ids9, _) = t.lookup(np.array([1, 2, 9]))
     assert ids1.tolist() == [11, 10] and w1.tolist() == [np.float32(0.9), np.float32(0.5)]
@@ -99,6 +105,9 @@ def test_item_knn_table_is_cosine_over_users_top_k():
     got = {(int(a), int(b)): float(s) for a, b, s in t.itertuples(index=False)}
     # listing 5: users {1,2,3}; 6: {1,2}; 7: {3} → cos(5,6) = 2/√6, cos(5,7) = 1/√3; k=1 keeps 5→6
     assert set(got) == {(5, 6), (6, 5), (7, 5)}
-    np.testing.assert_allclose([got[(5, 6)], got[(6, 5)], got[(7, 5)]],
-                               [2 / np.sqrt(6), 2 / np.sqrt(6), 1 / np.sqrt(3)], rtol=1e-6)
+    np.testing.assert_allclose(
+        [got[(5, 6)], got[(6, 5)], got[(7, 5)]],
+        [2 / np.sqrt(6), 2 / np.sqrt(6), 1 / np.sqrt(3)],
+        rtol=1e-6,
+    )
     assert item_knn_table(inter.iloc[0:0]).empty

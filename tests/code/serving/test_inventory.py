@@ -17,7 +17,9 @@ from checkout_recs.serving.inventory import (
     open_inventory,
 )
 
-REDIS_URL = "redis://127.0.0.1:6379/11"  # DB 11 + a per-test prefix: no collision with other engineers
+REDIS_URL = (
+    "redis://127.0.0.1:6379/11"  # DB 11 + a per-test prefix: no collision with other engineers
+)
 
 
 class FakeClock:
@@ -49,12 +51,17 @@ def store(request):
 
 def _events(rows: list[tuple]) -> pa.Table:
     cols = list(zip(*rows, strict=True))
-    return pa.table({
-        "event_id": [f"e{i}" for i in range(len(rows))],
-        "listing_id": pa.array(cols[0], pa.int64()), "event_type": list(cols[1]),
-        "sequence": pa.array(cols[2], pa.int64()), "lock_ttl_s": pa.array(cols[3], pa.int32()),
-        "event_timestamp": pa.array([0] * len(rows), pa.timestamp("us", tz="UTC")),
-    }, schema=contract.INVENTORY_EVENTS)
+    return pa.table(
+        {
+            "event_id": [f"e{i}" for i in range(len(rows))],
+            "listing_id": pa.array(cols[0], pa.int64()),
+            "event_type": list(cols[1]),
+            "sequence": pa.array(cols[2], pa.int64()),
+            "lock_ttl_s": pa.array(cols[3], pa.int32()),
+            "event_timestamp": pa.array([0] * len(rows), pa.timestamp("us", tz="UTC")),
+        },
+        schema=contract.INVENTORY_EVENTS,
+    )
 
 
 def test_sold_and_delisted_are_unavailable(store):
@@ -84,8 +91,16 @@ def test_stale_event_never_undoes_a_newer_one(store):
 
 
 def test_apply_events_counts_add_up(store):
-    table = _events([(1, "locked", 1, 30), (1, "sold", 2, None), (2, "bogus", 1, None),
-                     (3, "locked", 1, 0), (1, "listed", 1, None), (4, "sold", 1, None)])
+    table = _events(
+        [
+            (1, "locked", 1, 30),
+            (1, "sold", 2, None),
+            (2, "bogus", 1, None),
+            (3, "locked", 1, 0),
+            (1, "listed", 1, None),
+            (4, "sold", 1, None),
+        ]
+    )
     rep = store.apply_events(table)
     assert rep.read == 6
     assert rep.applied + rep.stale + rep.rejected == rep.read

@@ -12,7 +12,11 @@ import pytest
 import redis
 
 from checkout_recs import contract
-from checkout_recs.serving.inventory import InventoryUnavailable, MemoryInventoryStore, RedisInventoryStore
+from checkout_recs.serving.inventory import (
+    InventoryUnavailable,
+    MemoryInventoryStore,
+    RedisInventoryStore,
+)
 from checkout_recs.serving.inventory_stream import (
     InventoryConsumer,
     RedisStreamSource,
@@ -52,9 +56,10 @@ def _assert_each_applied_once_in_order(log: list[tuple[int, int, bool]], events)
             applied.setdefault(lid, []).append(seq)
     for lid, seqs in applied.items():
         assert seqs == sorted(set(seqs)), f"listing {lid}: applied {seqs}"
-    assert {lid: max(s) for lid, s in applied.items()} == {e.listing_id: max(x.sequence for x in events
-                                                                              if x.listing_id == e.listing_id)
-                                                          for e in events}
+    assert {lid: max(s) for lid, s in applied.items()} == {
+        e.listing_id: max(x.sequence for x in events if x.listing_id == e.listing_id)
+        for e in events
+    }
 
 
 def test_entry_round_trip_and_malformed_entries():
@@ -62,43 +67,70 @@ def test_entry_round_trip_and_malformed_entries():
     back = decode_event(encode_event(e))
     assert back == e
     assert decode_event(encode_event(ev(1, "sold", 2, ts=5.0))).lock_ttl_s is None
-    for bad in ({}, {"listing_id": "x", "event_type": "sold", "sequence": "1", "event_ts_ms": "0"},
-                {"listing_id": "1", "event_type": "sold", "event_ts_ms": "0"}):
+    for bad in (
+        {},
+        {"listing_id": "x", "event_type": "sold", "sequence": "1", "event_ts_ms": "0"},
+        {"listing_id": "1", "event_type": "sold", "event_ts_ms": "0"},
+    ):
         with pytest.raises(ValueError, match="malformed"):
             decode_event(bad)
 
 
 def test_events_from_table_keep_time_order_and_seconds():
-    t = pa.table({"event_id": ["b", "a"], "listing_id": pa.array([2, 1], pa.int64()),
-                  "event_type": ["sold", "locked"], "sequence": pa.array([1, 1], pa.int64()),
-                  "lock_ttl_s": pa.array([None, 30], pa.int32()),
-                  "event_timestamp": pa.array([1_700_000_001_500_000, 1_700_000_000_000_000], contract.TS)},
-                 schema=contract.INVENTORY_EVENTS)
+    t = pa.table(
+        {
+            "event_id": ["b", "a"],
+            "listing_id": pa.array([2, 1], pa.int64()),
+            "event_type": ["sold", "locked"],
+            "sequence": pa.array([1, 1], pa.int64()),
+            "lock_ttl_s": pa.array([None, 30], pa.int32()),
+            "event_timestamp": pa.array(
+                [1_700_000_001_500_000, 1_700_000_000_000_000], contract.TS
+            ),
+        },
+        schema=contract.INVENTORY_EVENTS,
+    )
     evs = events_from_table(t)
-    assert [(e.event_id, e.event_ts, e.lock_ttl_s) for e in evs] == [("a", 1_700_000_000.0, 30),
-                                                                       ("b", 1_700_000_001.5, None)]
+    assert [(e.event_id, e.event_ts, e.lock_ttl_s) for e in evs] == [
+        ("a", 1_700_000_000.0, 30),
+        ("b", 1_700_000_001.5, None),
+    ]
 
 
 @pytest.mark.parametrize("backend", ["memory", "redis"])
 def test_streamed_lock_lasts_from_its_event_time(backend, inv_prefix):  # noqa: F811
-    store = MemoryInventoryStore(clock=time.time) if backend == "memory" else \
-        RedisInventoryStore(REDIS_URL, prefix=inv_prefix, timeout_s=1.0)
+    store = (
+        MemoryInventoryStore(clock=time.time)
+        if backend == "memory"
+        else RedisInventoryStore(REDIS_URL, prefix=inv_prefix, timeout_s=1.0)
+    )
     now = time.time()
-    rep = store.apply_batch([ev(1, "locked", 1, ttl=5, ts=now - 10), ev(2, "locked", 1, ttl=60, ts=now - 10),
-                             ev(3, "locked", 1, ttl=0, ts=now), ev(4, "bogus", 1)], now)
+    rep = store.apply_batch(
+        [
+            ev(1, "locked", 1, ttl=5, ts=now - 10),
+            ev(2, "locked", 1, ttl=60, ts=now - 10),
+            ev(3, "locked", 1, ttl=0, ts=now),
+            ev(4, "bogus", 1),
+        ],
+        now,
+    )
     assert (rep.applied, rep.rejected) == (2, 2)
     assert store.unavailable(np.array([1, 2, 3, 4])).tolist() == [False, True, False, False]
     if backend == "redis":
         pttl = store._sync.pttl(store.key(2))
         assert 45_000 < pttl <= 50_100  # 60 s from the event, not from now
-    assert not store.apply_batch([ev(2, "locked", 1, ttl=60)]).applied  # the lock's sequence counted
+    assert not store.apply_batch(
+        [ev(2, "locked", 1, ttl=60)]
+    ).applied  # the lock's sequence counted
 
 
 def test_consumer_applies_every_event_once_in_sequence_order(inv_prefix):  # noqa: F811
     events = _history(200, 12)
     r = redis.Redis.from_url(REDIS_URL)
     publish_events(r, stream_key(inv_prefix), events)
-    r.xadd(stream_key(inv_prefix), {"listing_id": "oops", "event_type": "sold"})  # malformed: set aside
+    r.xadd(
+        stream_key(inv_prefix), {"listing_id": "oops", "event_type": "sold"}
+    )  # malformed: set aside
     store = RecordingStore(REDIS_URL, prefix=inv_prefix, timeout_s=2.0)
     src = RedisStreamSource(REDIS_URL, stream_key(inv_prefix), consumer="c1", claim_idle_ms=0)
     consumer = InventoryConsumer(src, store, batch=300, block_ms=50)
@@ -120,16 +152,23 @@ def test_crash_between_apply_and_ack_replays_without_reapplying(inv_prefix):  # 
     r = redis.Redis.from_url(REDIS_URL)
     publish_events(r, stream_key(inv_prefix), events)
     store = RecordingStore(REDIS_URL, prefix=inv_prefix, timeout_s=2.0)
-    dead = RedisStreamSource(REDIS_URL, stream_key(inv_prefix), consumer="dead", claim_idle_ms=60_000)
+    dead = RedisStreamSource(
+        REDIS_URL, stream_key(inv_prefix), consumer="dead", claim_idle_ms=60_000
+    )
     got = dead.read(200, 10)  # delivered to "dead" ...
-    store.apply_batch([e.event for e in got if e.event])  # ... applied, then the process dies: never acked
+    store.apply_batch(
+        [e.event for e in got if e.event]
+    )  # ... applied, then the process dies: never acked
     assert dead.lag().entries == len(events)
     src = RedisStreamSource(REDIS_URL, stream_key(inv_prefix), consumer="new", claim_idle_ms=0)
     consumer = InventoryConsumer(src, store, batch=64, block_ms=20)
     assert consumer.drain(timeout_s=30)
     assert consumer.stats.report.stale == len(got)  # the 200 replayed entries changed nothing
     _assert_each_applied_once_in_order(store.log, events)
-    assert src.lag().entries == 0 and r.xpending(stream_key(inv_prefix), "inventory-appliers")["pending"] == 0
+    assert (
+        src.lag().entries == 0
+        and r.xpending(stream_key(inv_prefix), "inventory-appliers")["pending"] == 0
+    )
 
 
 def test_store_outage_leaves_the_batch_pending_and_replays_it(inv_prefix):  # noqa: F811

@@ -44,7 +44,9 @@ def test_parse_refuses_unknown_fields_and_bad_values_with_a_reason():
 
 
 def test_a_configmap_swap_is_seen_and_a_bad_file_keeps_the_last_good(tmp_path):
-    publish(tmp_path, {POLICY_FILE: json.dumps({"max_per_seller": 2}), KILL_SWITCH_FILE: "false"}, 1)
+    publish(
+        tmp_path, {POLICY_FILE: json.dumps({"max_per_seller": 2}), KILL_SWITCH_FILE: "false"}, 1
+    )
     src, target = PolicyDir(tmp_path), FakeTarget()
     rel = PolicyReloader(src, target)
     st = rel.apply(src.read())
@@ -96,22 +98,34 @@ def test_a_running_recommender_takes_a_new_config_and_keeps_its_state(tmp_path):
     from checkout_recs.serving.recommender import Recommender, TableUserFeatures
     from tests.fixtures_serving import make_serving_bundle
 
-    bundle = ServingBundle.load(make_serving_bundle(tmp_path / "bundle", n_listings=800, n_users=50))
+    bundle = ServingBundle.load(
+        make_serving_bundle(tmp_path / "bundle", n_listings=800, n_users=50)
+    )
     rec = Recommender(bundle, TableUserFeatures(bundle.users))
     for uid in (3, 7, 11):
-        req = contract.PostCheckoutRequest(user_id=uid, purchased_item_ids=[1000], region="north",
-                                           timestamp="2026-11-22T12:00:00Z")
+        req = contract.PostCheckoutRequest(
+            user_id=uid, purchased_item_ids=[1000], region="north", timestamp="2026-11-22T12:00:00Z"
+        )
         rec.recommend(req, lambda m: (np.full(len(m), 0.1), np.full(len(m), 0.2)))
     ledger, slots = rec.policy.explorer.ledger, rec.policy.exposure.slots
     served = (ledger.served, ledger.requests)
-    new = PolicyConfig.model_validate({"max_per_seller": 2, "exploration": {"daily_share": 0.05,
-                                                                           "ledger": {"prefix": "other"}},
-                                       "exposure": {"audit_buckets": 4, "cold_days": 7}, "switch_cache_ttl_s": 3})
+    new = PolicyConfig.model_validate(
+        {
+            "max_per_seller": 2,
+            "exploration": {"daily_share": 0.05, "ledger": {"prefix": "other"}},
+            "exposure": {"audit_buckets": 4, "cold_days": 7},
+            "switch_cache_ttl_s": 3,
+        }
+    )
     kept = rec.apply_config(new)
     assert kept == ["exploration.ledger", "exposure.audit_buckets"]
     pol = rec.policy
     assert pol.cfg.max_per_seller == 2 and rec.cfg is pol.cfg and rec.switches.ttl_s == 3
-    assert pol.explorer.cfg.daily_share == 0.05 and pol.explorer.ledger is ledger and ledger.cfg.daily_share == 0.05
+    assert (
+        pol.explorer.cfg.daily_share == 0.05
+        and pol.explorer.ledger is ledger
+        and ledger.cfg.daily_share == 0.05
+    )
     assert pol.cfg.exploration.ledger.prefix != "other" and pol.exposure.cfg.audit_buckets == 8
     assert pol.exposure.cfg.cold_days == 7 and pol.exposure.slots == slots == 18
     assert (ledger.served, ledger.requests) == served and served[1] == 3

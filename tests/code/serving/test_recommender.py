@@ -26,7 +26,9 @@ from tests.fixtures_serving import make_serving_bundle
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory) -> ServingBundle:
-    return ServingBundle.load(make_serving_bundle(tmp_path_factory.mktemp("b") / "bundle", n_listings=1500))
+    return ServingBundle.load(
+        make_serving_bundle(tmp_path_factory.mktemp("b") / "bundle", n_listings=1500)
+    )
 
 
 def _req(**kw) -> contract.PostCheckoutRequest:
@@ -46,8 +48,10 @@ def test_fast_ranker_input_equals_ranker_matrix_on_the_full_frame(bundle):
 def test_gauges_report_the_exploration_budget_and_new_seller_share(bundle):
     rec = Recommender(bundle, TableUserFeatures(bundle.users))
     for uid in (3, 7, 11):
-        rec.recommend(_req(user_id=uid, timestamp="2026-11-22T12:00:00Z"),
-                      lambda m: (np.full(len(m), 0.1), np.full(len(m), 0.2)))
+        rec.recommend(
+            _req(user_id=uid, timestamp="2026-11-22T12:00:00Z"),
+            lambda m: (np.full(len(m), 0.1), np.full(len(m), 0.2)),
+        )
     g = rec.gauges()
     pol = rec.policy
     assert g.exploration_budget == pol.explorer.ledger.cap(pol.cfg.exploration) > 0
@@ -57,7 +61,9 @@ def test_gauges_report_the_exploration_budget_and_new_seller_share(bundle):
 
 def _transformer(bundle, inventory=None, predictor_url="http://127.0.0.1:1", deadline_ms=200.0):
     rec = Recommender(bundle, TableUserFeatures(bundle.users), inventory or MemoryInventoryStore())
-    return CheckoutTransformer(rec, PredictorClient(predictor_url, protocol="rest-json"), deadline_ms=deadline_ms)
+    return CheckoutTransformer(
+        rec, PredictorClient(predictor_url, protocol="rest-json"), deadline_ms=deadline_ms
+    )
 
 
 def _call(t: CheckoutTransformer, payload) -> dict:
@@ -65,11 +71,14 @@ def _call(t: CheckoutTransformer, payload) -> dict:
         job = await t.preprocess(payload)
         job = await t.predict(job)
         return await t.postprocess(job)
+
     return asyncio.run(go())
 
 
 def test_predictor_down_degrades_to_the_fallback_with_six(bundle):
-    out = _call(_transformer(bundle, deadline_ms=5000), {"instances": [_req().model_dump(mode="json")]})
+    out = _call(
+        _transformer(bundle, deadline_ms=5000), {"instances": [_req().model_dump(mode="json")]}
+    )
     pred = out["predictions"][0]
     assert pred["policy"] == "fallback" and pred["fallback_reason"] == "predictor_error"
     assert len({i["listing_id"] for i in pred["items"]}) == 6
@@ -130,10 +139,31 @@ def test_v2_parse_reads_tensors_and_refuses_bad_ones():
 
 
 @settings(max_examples=200, deadline=None)
-@given(payload=st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-                            lambda c: st.lists(c, max_size=4) | st.dictionaries(
-                                st.sampled_from(["instances", "user_id", "region", "purchased_item_ids", "device",
-                                                 "timestamp", "request_id", "x"]), c, max_size=5), max_leaves=15))
+@given(
+    payload=st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+        lambda c: (
+            st.lists(c, max_size=4)
+            | st.dictionaries(
+                st.sampled_from(
+                    [
+                        "instances",
+                        "user_id",
+                        "region",
+                        "purchased_item_ids",
+                        "device",
+                        "timestamp",
+                        "request_id",
+                        "x",
+                    ]
+                ),
+                c,
+                max_size=5,
+            )
+        ),
+        max_leaves=15,
+    )
+)
 def test_v1_parse_accepts_or_refuses_with_invalid_input_only(payload):
     try:
         reqs = codec.parse_v1(payload)
@@ -149,7 +179,9 @@ def test_decision_log_writes_off_path_and_explain_finds_it(bundle, tmp_path):
     log = DecisionLog(tmp_path / "store", rotate_rows=3, rotate_s=60)
     ids = []
     for k in range(7):
-        d = rec.recommend(_req(request_id=f"req-{k}"), lambda x: (np.full(len(x), 0.1), np.full(len(x), 0.3)))
+        d = rec.recommend(
+            _req(request_id=f"req-{k}"), lambda x: (np.full(len(x), 0.1), np.full(len(x), 0.3))
+        )
         assert log.submit(decision_record(d))
         ids.append(d.response)
     log.close()
@@ -169,6 +201,7 @@ def test_switches_read_redis_keys_and_keep_last_value_when_redis_is_down():
     except redis.RedisError:
         pytest.skip("Redis not reachable")
     key = "test_serving_core:drift_flag"
+
     async def flip() -> tuple:
         sw = Switches("redis://127.0.0.1:6379/11", ttl_s=0.0, drift_key=key, kill_key=key + "_kill")
         before = (await sw.state()).drift_flag

@@ -7,8 +7,8 @@ from collections import Counter
 import numpy as np
 
 from checkout_recs import contract
-from checkout_recs.studies.serving_policy import SimulatorCandidates, _within_candidates
 from checkout_recs.simulate.policy_api import RequestContext
+from checkout_recs.studies.serving_policy import SimulatorCandidates, _within_candidates
 
 
 class _Catalog:
@@ -21,7 +21,9 @@ class _Catalog:
 
 def _response(ids: list[int], props: list[float]) -> contract.PostCheckoutResponse:
     items = [
-        contract.RecommendedItem(listing_id=i, slot=s, score=1.0, propensity=p, source="x", reason="r")
+        contract.RecommendedItem(
+            listing_id=i, slot=s, score=1.0, propensity=p, source="x", reason="r"
+        )
         for s, (i, p) in enumerate(zip(ids, props, strict=True))
     ]
     return contract.PostCheckoutResponse(request_id="q", items=items, policy="ranker")
@@ -39,7 +41,11 @@ def test_slots_outside_the_offered_pool_are_replaced_and_counted() -> None:
     offered = np.arange(100, 112)
     ok = _response([100, 101, 102, 103, 104, 105], [0.9, 1, 1, 1, 1, 0.2])
     ids, prop = _within_candidates(ok, offered, stats)
-    assert ids.tolist() == [100, 101, 102, 103, 104, 105] and prop[-1] == 0.2 and stats["replaced"] == 0
+    assert (
+        ids.tolist() == [100, 101, 102, 103, 104, 105]
+        and prop[-1] == 0.2
+        and stats["replaced"] == 0
+    )
     bad = _response([100, 500, 102, 501, 104, 105], [1, 0.5, 1, 0.5, 1, 1])
     ids, prop = _within_candidates(bad, offered, stats)
     assert set(ids.tolist()) <= set(offered.tolist()) and len(set(ids.tolist())) == 6
@@ -51,8 +57,8 @@ def test_listings_newer_than_the_snapshot_are_indexed_before_the_answer(tmp_path
     prior rates, its observable fields) before the request is answered, so it may be shown."""
     import pandas as pd
 
-    from checkout_recs.studies.serving_policy import serving_policy
     from checkout_recs.simulate.policy_api import CandidateSet, RequestContext
+    from checkout_recs.studies.serving_policy import serving_policy
     from tests.fixtures_serving import make_serving_bundle
 
     bundle = make_serving_bundle(tmp_path / "b", n_listings=400, n_users=50)
@@ -69,7 +75,9 @@ def test_listings_newer_than_the_snapshot_are_indexed_before_the_answer(tmp_path
         seller_age_days=np.full(k, 400.0), seller_rating=np.full(k, 4.5), seller_is_new=np.zeros(k, bool),
     )  # fmt: skip
     t_us = int(pd.Timestamp("2026-10-20T12:00:00Z").value // 1_000)
-    ctx = RequestContext("q1", 1, "north", "web", t_us, np.array([int(snap["listing_id"].iloc[-1])]), np.array([0]))
+    ctx = RequestContext(
+        "q1", 1, "north", "web", t_us, np.array([int(snap["listing_id"].iloc[-1])]), np.array([0])
+    )
     ids, prop = policy(ctx, cands)
     assert stats["listings_added"] == 4 and stats["requests"] == 1 and stats["replaced"] == 0
     assert len(set(ids.tolist())) == 6 and set(ids.tolist()) <= set(cands.listing_id.tolist())
@@ -82,7 +90,11 @@ def test_exploration_cap_row_reports_the_worst_day() -> None:
     from checkout_recs.studies.geo_experiment import with_cap_row
 
     table = pd.DataFrame(columns=["quantity", "treated", "holdout", "counterfactual", "note"])
-    ok = with_cap_row(table, {"d1": {"served": 100.0, "spent": 1.0}, "d2": {"served": 50.0, "spent": 1.0}}, cap=0.03)
+    ok = with_cap_row(
+        table,
+        {"d1": {"served": 100.0, "spent": 1.0}, "d2": {"served": 50.0, "spent": 1.0}},
+        cap=0.03,
+    )
     assert ok.iloc[-1]["treated"] == 0.02 and "holds" in ok.iloc[-1]["note"]
     bad = with_cap_row(table, {"d1": {"served": 10.0, "spent": 1.0}}, cap=0.03)
     assert "BROKEN" in bad.iloc[-1]["note"]
@@ -93,20 +105,30 @@ def test_with_a_world_listed_listings_are_indexed_hourly_without_being_offered(t
     and still live that the snapshot lacks, before any of them is offered."""
     import pandas as pd
 
-    from checkout_recs.studies.serving_policy import serving_policy
     from checkout_recs.simulate.config import SimConfig
     from checkout_recs.simulate.policy_api import candidate_set
     from checkout_recs.simulate.scenario import SimWorld
+    from checkout_recs.studies.serving_policy import serving_policy
     from tests.fixtures_serving import make_serving_bundle
 
     bundle = make_serving_bundle(tmp_path / "b", n_listings=400, n_users=50)
     snap = pd.read_parquet(bundle / "index" / "snapshot.parquet")
-    world = SimWorld.build(SimConfig(seed=3, n_listings=1_600, n_sellers=60, n_users=50, days=4,
-                                     regions=("north", "south", "east", "west")))
+    world = SimWorld.build(
+        SimConfig(
+            seed=3,
+            n_listings=1_600,
+            n_sellers=60,
+            n_users=50,
+            days=4,
+            regions=("north", "south", "east", "west"),
+        )
+    )
     policy, stats = serving_policy(bundle, world=world)
     known = np.flatnonzero(np.isin(np.arange(1_600) + 1, snap["listing_id"].to_numpy()))[:12]
     t_us = int(world.cat.listed_at.max()) + 1  # everything listed by now
-    ctx = RequestContext("q1", 1, "north", "web", t_us, np.array([int(known[-1]) + 1]), np.array([0]))
+    ctx = RequestContext(
+        "q1", 1, "north", "web", t_us, np.array([int(known[-1]) + 1]), np.array([0])
+    )
     policy(ctx, candidate_set(world, known[:-1], t_us))
     live = (world.cat.listed_at <= t_us) & (world.cat.delist_at > t_us)
     unknown = ~np.isin(np.arange(1_600) + 1, snap["listing_id"].to_numpy())
@@ -119,6 +141,11 @@ def test_floor_row_reports_reserved_slots_and_the_share_given_up() -> None:
     from checkout_recs.studies.geo_experiment import with_floor_row
 
     table = pd.DataFrame(columns=["quantity", "treated", "holdout", "counterfactual", "note"])
-    row = with_floor_row(table, {"d1": {"reserved": 3, "given_up": 1.0, "served": 99.0},
-                                 "d2": {"reserved": 1, "given_up": 0.0, "served": 100.0}}).iloc[-1]
+    row = with_floor_row(
+        table,
+        {
+            "d1": {"reserved": 3, "given_up": 1.0, "served": 99.0},
+            "d2": {"reserved": 1, "given_up": 0.0, "served": 100.0},
+        },
+    ).iloc[-1]
     assert row["treated"] == 0.005 and row["note"].startswith("4 reserved slots over 2 days")

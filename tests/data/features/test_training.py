@@ -35,14 +35,19 @@ def test_snapshots_are_end_of_day_and_inside_the_event_window(demo_features):  #
     for view in ("user", "listing", "seller"):
         ts = _view(demo_features, view)["event_timestamp"]
         assert (ts.dt.hour == 23).all() and (ts.dt.microsecond == 999_999).all()
-        assert ts.min().isoformat() == report["window"][0] and ts.max().isoformat() == report["window"][1]
+        assert (
+            ts.min().isoformat() == report["window"][0]
+            and ts.max().isoformat() == report["window"][1]
+        )
 
 
 def test_listing_ranges(demo_features):  # noqa: F811
     df = _view(demo_features, "listing")
     assert df["ctr_smoothed"].between(0, 1, inclusive="neither").all()
     assert df["cvr_smoothed"].between(0, 1, inclusive="neither").all()
-    assert (df[["views_decayed", "clicks_decayed", "purchases_decayed", "age_days"]] >= 0).all().all()
+    assert (
+        (df[["views_decayed", "clicks_decayed", "purchases_decayed", "age_days"]] >= 0).all().all()
+    )
     assert (df["price"] > 0).all() and df["take_rate"].between(0, 1, inclusive="neither").all()
     listings = pd.read_parquet(demo_features["validated"] / "validated" / "listings")
     assert set(df["listing_id"]) <= set(listings["listing_id"])
@@ -50,8 +55,11 @@ def test_listing_ranges(demo_features):  # noqa: F811
     assert df["category_ctr_lift"].abs().max() < 3 and df["category_ctr_lift"].std() > 0
     last = df[df["event_timestamp"] == df["event_timestamp"].max()]
     assert last.groupby("category_id")["price_vs_category"].median().abs().max() < 1e-9
-    assert np.allclose(last["price_vs_category"],
-                       np.log(last["price"]) - np.log(last["price"]).groupby(last["category_id"]).transform("median"))
+    assert np.allclose(
+        last["price_vs_category"],
+        np.log(last["price"])
+        - np.log(last["price"]).groupby(last["category_id"]).transform("median"),
+    )
 
 
 def test_user_and_seller_ranges(demo_features):  # noqa: F811
@@ -73,8 +81,12 @@ def test_counts_never_decrease_within_a_user(demo_features):  # noqa: F811
 
 
 def test_training_set_expectations(demo_features, tmp_path):  # noqa: F811
-    rep = build_training_set(demo_features["labels"], demo_features["features"], demo_features["validated"],
-                             tmp_path / "train.parquet")
+    rep = build_training_set(
+        demo_features["labels"],
+        demo_features["features"],
+        demo_features["validated"],
+        tmp_path / "train.parquet",
+    )
     df = pd.read_parquet(tmp_path / "train.parquet")
     assert rep.rows_in == rep.rows_out == len(df)
     assert not df.duplicated(["request_id", "slot"]).any()
@@ -87,10 +99,18 @@ def test_training_set_expectations(demo_features, tmp_path):  # noqa: F811
 def test_snapshot_category_columns_match_the_view_formulas():
     from checkout_recs.features.item_views import snapshot_category_columns
 
-    snap = pd.DataFrame({"price": [10.0, 20.0, 40.0, 5.0], "category_id": [1, 1, 1, 2],
-                         "top_category_id": [0, 0, 0, 9], "views_decayed": [100.0, 100.0, 100.0, 100.0],
-                         "clicks_decayed": [20.0, 20.0, 20.0, 1.0]})
+    snap = pd.DataFrame(
+        {
+            "price": [10.0, 20.0, 40.0, 5.0],
+            "category_id": [1, 1, 1, 2],
+            "top_category_id": [0, 0, 0, 9],
+            "views_decayed": [100.0, 100.0, 100.0, 100.0],
+            "clicks_decayed": [20.0, 20.0, 20.0, 1.0],
+        }
+    )
     out = snapshot_category_columns(snap)
     assert np.allclose(out["price_vs_category"], [np.log(0.5), 0.0, np.log(2.0), 0.0])
     lift = out["category_ctr_lift"].to_numpy()
-    assert lift[0] == lift[1] == lift[2] > 0 > lift[3]  # the busy category above the pool, the other below
+    assert (
+        lift[0] == lift[1] == lift[2] > 0 > lift[3]
+    )  # the busy category above the pool, the other below

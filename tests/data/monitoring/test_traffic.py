@@ -22,7 +22,9 @@ def test_one_row_per_impression_with_labels(run: Path) -> None:
     traffic = load_traffic(run)  # picks labels/impressions_labelled.parquet
     labelled = pd.read_parquet(run / "labels" / "impressions_labelled.parquet")
     assert len(traffic) == len(labelled) > 0
-    assert {*FEATURE_COLUMNS, "propensity", "clicked", "purchased", "event_timestamp"} <= set(traffic.columns)
+    assert {*FEATURE_COLUMNS, "propensity", "clicked", "purchased", "event_timestamp"} <= set(
+        traffic.columns
+    )
     assert traffic[FEATURE_COLUMNS + ["propensity"]].notna().all().all()
     assert np.isfinite(traffic["log_price"]).all()
     assert traffic["propensity"].between(0, 1, inclusive="right").all()

@@ -17,8 +17,11 @@ from tests.fixtures_data import TINY
 
 
 def _digests(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != "manifest.json"}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != "manifest.json"
+    }
 
 
 @pytest.fixture(scope="module")
@@ -28,13 +31,18 @@ def raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_one_seed_gives_identical_files_and_another_seed_does_not(raw: Path, tmp_path: Path) -> None:
+def test_one_seed_gives_identical_files_and_another_seed_does_not(
+    raw: Path, tmp_path: Path
+) -> None:
     again = tmp_path / "again"
     run_simulation(TINY, again)
     assert _digests(raw) == _digests(again)
     other = tmp_path / "other"
     run_simulation(TINY.model_copy(update={"seed": TINY.seed + 1}), other)
-    assert _digests(other)["impressions/part-00000.parquet"] != _digests(raw)["impressions/part-00000.parquet"]
+    assert (
+        _digests(other)["impressions/part-00000.parquet"]
+        != _digests(raw)["impressions/part-00000.parquet"]
+    )
 
 
 def test_chunked_catalogue_writes_partitioned_parquet_with_the_same_data(tmp_path: Path) -> None:
@@ -47,7 +55,9 @@ def test_chunked_catalogue_writes_partitioned_parquet_with_the_same_data(tmp_pat
     assert np.array_equal(chunked["listing_id"].to_numpy(), np.arange(1, 2_501))
     run_simulation(cfg.model_copy(update={"chunk_rows": 500_000}), tmp_path / "whole")
     whole = pq.read_table(tmp_path / "whole" / "listings")
-    assert whole.equals(chunked.select(whole.column_names))  # chunking does not change the catalogue
+    assert whole.equals(
+        chunked.select(whole.column_names)
+    )  # chunking does not change the catalogue
     for table in ("impressions", "orders", "clicks"):
         a = pq.read_table(tmp_path / "chunked" / table)
         assert a.equals(pq.read_table(tmp_path / "whole" / table)), table
@@ -62,7 +72,13 @@ def test_truth_expected_clicks_match_logged_clicks(raw: Path) -> None:
     sd = np.sqrt((exp.p_click * (1 - exp.p_click)).sum())
     assert abs(observed - expected) < 4 * sd, (observed, expected, sd)
     # and per slot: position bias is in the logs the way the truth says
-    by_slot = clicks.merge(pq.read_table(raw / "impressions").to_pandas(), on=["request_id", "listing_id"]).groupby("slot").size()
+    by_slot = (
+        clicks.merge(
+            pq.read_table(raw / "impressions").to_pandas(), on=["request_id", "listing_id"]
+        )
+        .groupby("slot")
+        .size()
+    )
     assert by_slot.loc[0] > by_slot.loc[5]
 
 
@@ -92,7 +108,10 @@ def test_logged_propensities_are_exact_marginals() -> None:
             freq = shown.mean()
             logged = np.unique(prop[shown, slot]) if shown.any() else np.array([0.3 / 12])
             assert len(logged) == 1  # one propensity per (context, listing, slot)
-            assert abs(freq - logged[0]) < 4 * np.sqrt(logged[0] * (1 - logged[0]) / n) + 1e-9, (slot, j)
+            assert abs(freq - logged[0]) < 4 * np.sqrt(logged[0] * (1 - logged[0]) / n) + 1e-9, (
+                slot,
+                j,
+            )
     assert (prop >= 0.3 / 12 - 1e-12).all() and (prop <= 1).all()
 
 
@@ -106,8 +125,12 @@ def test_seasonality_knob_zero_is_quiet() -> None:
 
 
 def test_inventory_events_consistent(raw: Path) -> None:
-    inv = pq.read_table(raw / "inventory_events").to_pandas().sort_values(["listing_id", "sequence"])
-    assert (inv.groupby("listing_id").event_timestamp.apply(lambda s: s.is_monotonic_increasing)).all()
+    inv = (
+        pq.read_table(raw / "inventory_events").to_pandas().sort_values(["listing_id", "sequence"])
+    )
+    assert (
+        inv.groupby("listing_id").event_timestamp.apply(lambda s: s.is_monotonic_increasing)
+    ).all()
     assert (inv.groupby("listing_id").sequence.apply(lambda s: s.is_unique)).all()
     first = inv.groupby("listing_id").first()
     assert (first.event_type == "listed").all()
@@ -123,7 +146,9 @@ def test_new_sellers_exist_and_some_have_linked_history(raw: Path) -> None:
     start = SimConfig().start
     new = sellers.joined_at > (start - np.timedelta64(30, "D"))
     assert new.any() and (~new).any()
-    assert sellers.loc[new, "linked_history"].any() and not sellers.loc[~new, "linked_history"].any()
+    assert (
+        sellers.loc[new, "linked_history"].any() and not sellers.loc[~new, "linked_history"].any()
+    )
     assert sellers.loc[new & ~sellers.linked_history, "rating"].isna().all()
     assert set(pq.read_table(raw / "impressions").to_pandas().policy) == {"heuristic_v0"}
 

@@ -23,8 +23,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def answers(training_run: dict[str, Any], training_run_raw: Path, tmp_path_factory: pytest.TempPathFactory
-            ) -> dict[str, Any]:
+def answers(
+    training_run: dict[str, Any], training_run_raw: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
     bundle = Path(training_run["output"])
     artifacts = Path(training_run["arguments"]["artifact_root"])
     checkouts = demo.sample_checkouts(training_run_raw, 5, seed=3, bundle=bundle)
@@ -48,7 +49,9 @@ def test_answers_are_live_catalogue_listings_never_the_basket(answers: dict[str,
         assert not set(a["ids"]) & set(a["basket"]), a
 
 
-def test_known_users_are_ranked_by_the_model_and_unknown_users_fall_back(answers: dict[str, Any]) -> None:
+def test_known_users_are_ranked_by_the_model_and_unknown_users_fall_back(
+    answers: dict[str, Any],
+) -> None:
     by_note: dict[str, list[dict[str, Any]]] = {}
     for a in answers["answers"]:
         by_note.setdefault(a["note"], []).append(a)
@@ -57,11 +60,16 @@ def test_known_users_are_ranked_by_the_model_and_unknown_users_fall_back(answers
     # Real users with Feast rows are answered by the ranker, unless the predictor missed its
     # deadline on a loaded machine, which the response must then say.
     for a in by_note["checkout"]:
-        assert a["policy"] == "ranker" or a["fallback_reason"] in {"predictor_timeout", "unknown_user"}, a
+        assert a["policy"] == "ranker" or a["fallback_reason"] in {
+            "predictor_timeout",
+            "unknown_user",
+        }, a
     assert any(a["policy"] == "ranker" for a in by_note["checkout"]), by_note["checkout"]
 
 
-def test_a_checkout_past_the_snapshot_sla_is_answered_by_the_fallback(answers: dict[str, Any]) -> None:
+def test_a_checkout_past_the_snapshot_sla_is_answered_by_the_fallback(
+    answers: dict[str, Any],
+) -> None:
     manifest = json.loads((answers["bundle"] / "index" / "manifest.json").read_text())
     assert manifest["snapshot_time"]  # the index records when its listing features were taken
     (stale,) = [a for a in answers["answers"] if a["note"] == "stale snapshot"]
@@ -69,7 +77,9 @@ def test_a_checkout_past_the_snapshot_sla_is_answered_by_the_fallback(answers: d
     assert len(set(stale["ids"])) == 6
 
 
-def test_drift_report_is_written_with_a_verdict(training_run: dict[str, Any], tmp_path: Path) -> None:
+def test_drift_report_is_written_with_a_verdict(
+    training_run: dict[str, Any], tmp_path: Path
+) -> None:
     ts = demo.training_set_path(Path(training_run["pipeline_root"]))
     html = demo.drift_halves(ts, tmp_path / "drift", Console(quiet=True))
     assert html.read_text().lstrip().lower().startswith("<")
@@ -77,7 +87,9 @@ def test_drift_report_is_written_with_a_verdict(training_run: dict[str, Any], tm
     assert isinstance(summary["drift_detected"], bool) and summary["columns"]
 
 
-def test_malformed_checkouts_get_a_4xx_with_a_reason(training_run: dict[str, Any], tmp_path: Path) -> None:
+def test_malformed_checkouts_get_a_4xx_with_a_reason(
+    training_run: dict[str, Any], tmp_path: Path
+) -> None:
     from inference.launch import running_servers
 
     bundle = Path(training_run["output"])
@@ -88,8 +100,10 @@ def test_malformed_checkouts_get_a_4xx_with_a_reason(training_run: dict[str, Any
         {"instances": []},
         {"nothing": 1},
     ]
-    with running_servers(bundle, log_dir=tmp_path, transformer_args=["--switches", "none"]) as s, \
-            httpx.Client(timeout=30) as http:
+    with (
+        running_servers(bundle, log_dir=tmp_path, transformer_args=["--switches", "none"]) as s,
+        httpx.Client(timeout=30) as http,
+    ):
         for body in bad_bodies:
             r = http.post(s.v1_url, json=body)
             assert 400 <= r.status_code < 500, (body, r.status_code, r.text)

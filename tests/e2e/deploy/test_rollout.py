@@ -14,7 +14,10 @@ from checkout_recs.deploy.kube import DeployError, IsvcRef, KubeApi
 from checkout_recs.deploy.metrics import MetricsSpec, PrometheusQuerySource
 from checkout_recs.deploy.rollout import RampPlan, Rollout, storage_uri
 from checkout_recs.evaluation.experiments.guardrails import GuardrailConfig
-from tests.fixtures_ops_servers import OPS_REDIS_URL, TrafficSimulator, fake_kube, ops_redis, staging_docs  # noqa: F401
+from tests.fixtures_ops_servers import (
+    OPS_REDIS_URL,
+    TrafficSimulator,
+)  # noqa: F401
 from tests.fixtures_prometheus import kube_prometheus  # noqa: F401
 
 pytestmark = pytest.mark.e2e
@@ -26,8 +29,12 @@ LIMITS = GuardrailConfig(min_requests=20, max_error_rate=0.02)
 SPEC = MetricsSpec(matchers=f'namespace="{REF.namespace}"')
 
 
-def _rollout(host: str, prometheus_url: str = "http://127.0.0.1:9", plan: RampPlan = FAST) -> Rollout:
-    return Rollout(KubeApi(host=host), REF, PrometheusQuerySource(prometheus_url, SPEC), plan, LIMITS)
+def _rollout(
+    host: str, prometheus_url: str = "http://127.0.0.1:9", plan: RampPlan = FAST
+) -> Rollout:
+    return Rollout(
+        KubeApi(host=host), REF, PrometheusQuerySource(prometheus_url, SPEC), plan, LIMITS
+    )
 
 
 def _percents(fake) -> list:  # noqa: ANN001
@@ -36,7 +43,11 @@ def _percents(fake) -> list:  # noqa: ANN001
     out = []
     for body in fake.patches():
         spec = body.get("spec", {})
-        values = {c: spec[c].get("canaryTrafficPercent", "absent") for c in ("transformer", "predictor") if c in spec}
+        values = {
+            c: spec[c].get("canaryTrafficPercent", "absent")
+            for c in ("transformer", "predictor")
+            if c in spec
+        }
         assert len(set(values.values())) == 1, values  # the components present move together
         out.append(next(iter(values.values())))
     return out
@@ -56,13 +67,18 @@ def test_healthy_ramp_reaches_100(kube_prometheus):  # noqa: F811
     assert storage_uri(isvc) == NEW
     assert list(fake.traffic(REF.namespace, REF.name).values()) == [100]
     watches = [h for h in fake.history if h["query"].get("watch", "").lower() == "true"]
-    assert watches and all(h["query"]["fieldSelector"] == "metadata.name=checkout-recs" for h in watches)
+    assert watches and all(
+        h["query"]["fieldSelector"] == "metadata.name=checkout-recs" for h in watches
+    )
 
 
 def test_error_jump_at_25_rolls_back_to_champion(kube_prometheus):  # noqa: F811
     fake, host, set_metrics, prom = kube_prometheus
-    set_metrics(TrafficSimulator(fake, REF.namespace, REF.name,
-                                 error_rate=lambda pct: 0.002 if pct < 25 else 0.08))
+    set_metrics(
+        TrafficSimulator(
+            fake, REF.namespace, REF.name, error_rate=lambda pct: 0.002 if pct < 25 else 0.08
+        )
+    )
     before = fake.traffic(REF.namespace, REF.name)
     result = _rollout(host, prom.url).run(NEW)
     assert result.outcome == "rolled_back"
@@ -89,9 +105,13 @@ def test_guardrail_figures_read_in_promql_match_the_simulated_traffic(kube_prome
     w = source.window(1.5)[canary]
     assert w.requests > 20 and w.errors / w.requests == pytest.approx(0.08, rel=1e-6)
     assert w.fallbacks / w.answers == pytest.approx(0.02 / 0.92, rel=1e-6)  # answers are the 2xx
-    assert w.p95_ms == pytest.approx(10 + 40 * (0.95 - 0.485) / (0.97 - 0.485), rel=1e-3)  # interpolated in (10, 50]
+    assert w.p95_ms == pytest.approx(
+        10 + 40 * (0.95 - 0.485) / (0.97 - 0.485), rel=1e-3
+    )  # interpolated in (10, 50]
     assert w.gmv / w.sessions == pytest.approx(1.5, rel=1e-6)
-    other = PrometheusQuerySource(prom.url, MetricsSpec(matchers='namespace="elsewhere"')).window(1.5)
+    other = PrometheusQuerySource(prom.url, MetricsSpec(matchers='namespace="elsewhere"')).window(
+        1.5
+    )
     assert other == {}  # the namespace matcher keeps other namespaces' revisions out
 
 
@@ -126,16 +146,28 @@ def test_kill_switch_sets_configmap_and_the_redis_key_serving_reads(fake_kube, o
     from checkout_recs.serving.switches import KILL_SWITCH_KEY, Switches
 
     fake, host, _ = fake_kube
-    res = set_kill_switch(KubeApi(host=host), REF, True, who="oncall", reason="bad slates", redis=ops_redis)
-    assert res.effective and res.configmap["kill_switch"] == "true" and res.configmap["kill_switch_by"] == "oncall"
-    assert "policy.json" in res.configmap and "max_per_seller" in res.configmap["policy.json"]  # knobs untouched
+    res = set_kill_switch(
+        KubeApi(host=host), REF, True, who="oncall", reason="bad slates", redis=ops_redis
+    )
+    assert (
+        res.effective
+        and res.configmap["kill_switch"] == "true"
+        and res.configmap["kill_switch_by"] == "oncall"
+    )
+    assert (
+        "policy.json" in res.configmap and "max_per_seller" in res.configmap["policy.json"]
+    )  # knobs untouched
     patch = [h for h in fake.history if h["method"] == "PATCH" and "/configmaps/" in h["path"]][-1]
     assert patch["content_type"] == "application/json-patch+json"
     assert {"op": "add", "path": "/data/kill_switch", "value": "true"} in patch["body"]
     assert json.loads(ops_redis.get(KILL_SWITCH_KEY))["who"] == "oncall"
-    seen = asyncio.run(Switches(OPS_REDIS_URL, ttl_s=0, timeout_s=1.0).state())  # what serving reads
+    seen = asyncio.run(
+        Switches(OPS_REDIS_URL, ttl_s=0, timeout_s=1.0).state()
+    )  # what serving reads
     assert seen.read_ok and seen.kill_switch
-    off = set_kill_switch(KubeApi(host=host), REF, False, who="oncall", reason="fixed", redis=ops_redis)
+    off = set_kill_switch(
+        KubeApi(host=host), REF, False, who="oncall", reason="fixed", redis=ops_redis
+    )
     assert off.configmap["kill_switch"] == "false" and ops_redis.get(KILL_SWITCH_KEY) is None
 
 
@@ -144,7 +176,9 @@ def test_kill_switch_reports_each_failed_write():
         def set(self, *a):  # noqa: ANN002
             raise ConnectionError("redis down")
 
-    res = set_kill_switch(KubeApi(host="http://127.0.0.1:9"), REF, True, "oncall", "x", redis=Down())
+    res = set_kill_switch(
+        KubeApi(host="http://127.0.0.1:9"), REF, True, "oncall", "x", redis=Down()
+    )
     assert not res.effective and "redis down" in res.redis_error
     assert res.configmap is None and "configmap" in res.configmap_error
 
@@ -178,19 +212,54 @@ def test_cli_canary_status_rollback_and_kill_switch(kube_prometheus, ops_redis, 
     common = ["--host", host, "--namespace", REF.namespace]
     limits = tmp_path / "limits.yaml"
     limits.write_text("min_requests: 20\nmax_error_rate: 0.02\n")
-    res = CliRunner().invoke(app, ["deploy", "canary", NEW, "--prometheus-url", prom.url, *common,
-                                   "--steps", "5,100", "--hold-s", "1", "--poll-s", "0.25", "--max-hold-s", "6",
-                                   "--guardrails", str(limits), "--result-json", str(tmp_path / "r.json")])
+    res = CliRunner().invoke(
+        app,
+        [
+            "deploy",
+            "canary",
+            NEW,
+            "--prometheus-url",
+            prom.url,
+            *common,
+            "--steps",
+            "5,100",
+            "--hold-s",
+            "1",
+            "--poll-s",
+            "0.25",
+            "--max-hold-s",
+            "6",
+            "--guardrails",
+            str(limits),
+            "--result-json",
+            str(tmp_path / "r.json"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "r.json").read_text())["outcome"] == "promoted"
     res = CliRunner().invoke(app, ["deploy", "rollback", "--reason", "drill", *common])
     assert res.exit_code == 0, res.output
     status = CliRunner().invoke(app, ["deploy", "status", *common])
     assert status.exit_code == 0 and "rolled-back" in status.output
-    ks = CliRunner().invoke(app, ["deploy", "kill-switch", "on", "--who", "me", "--reason", "drill",
-                                  "--redis-url", OPS_REDIS_URL, *common])
+    ks = CliRunner().invoke(
+        app,
+        [
+            "deploy",
+            "kill-switch",
+            "on",
+            "--who",
+            "me",
+            "--reason",
+            "drill",
+            "--redis-url",
+            OPS_REDIS_URL,
+            *common,
+        ],
+    )
     assert ks.exit_code == 0, ks.output
     assert ops_redis.exists("checkout_recs:kill_switch")
     assert fake.configmaps[(REF.namespace, "checkout-recs-policy")]["data"]["kill_switch"] == "true"
-    bad = CliRunner().invoke(app, ["deploy", "kill-switch", "maybe", "--who", "me", "--reason", "x", *common])
+    bad = CliRunner().invoke(
+        app, ["deploy", "kill-switch", "maybe", "--who", "me", "--reason", "x", *common]
+    )
     assert bad.exit_code == 2

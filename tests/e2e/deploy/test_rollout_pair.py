@@ -48,10 +48,17 @@ def test_canary_promote_rollback_patch_one_revision_holding_transformer_and_rank
     rollout = Rollout(KubeApi(host=host), REF, plan=PLAN)
     assert rollout.wait_for(25, rollout.start(NEW, 25)) is not None
     (body,) = fake.patches()
-    assert set(body["spec"]) == {"predictor"} and body["spec"]["predictor"]["canaryTrafficPercent"] == 25
+    assert (
+        set(body["spec"]) == {"predictor"}
+        and body["spec"]["predictor"]["canaryTrafficPercent"] == 25
+    )
     isvc = fake.isvcs[KEY]
-    assert storage_uri(isvc) == NEW  # the one STORAGE_URI: the ranker container's, mounted into both
-    assert transformer_container(isvc) == transformer_before  # no STORAGE_URI of its own, args untouched
+    assert (
+        storage_uri(isvc) == NEW
+    )  # the one STORAGE_URI: the ranker container's, mounted into both
+    assert (
+        transformer_container(isvc) == transformer_before
+    )  # no STORAGE_URI of its own, args untouched
     assert set(isvc["status"]["components"]) == {"predictor"}  # one revision per bundle: one split
     assert sorted(fake.traffic(*KEY).values()) == [25, 75]
     assert rollout.status()["layout"] == "collocated"
@@ -77,12 +84,18 @@ def test_the_api_refuses_a_storage_uri_in_the_transformer_container(fake_kube): 
         KubeApi(host=host).patch_isvc(REF, {"spec": {"predictor": {"containers": containers}}})
 
 
-@pytest.mark.parametrize("fixture, layout_name", [("fake_kube", "collocated"), ("fake_kube_split", "split")])
-def test_attribution_keeps_the_served_pairs_and_counts_the_mismatched(fixture, layout_name, request, tmp_path):
+@pytest.mark.parametrize(
+    "fixture, layout_name", [("fake_kube", "collocated"), ("fake_kube_split", "split")]
+)
+def test_attribution_keeps_the_served_pairs_and_counts_the_mismatched(
+    fixture, layout_name, request, tmp_path
+):
     fake, host, _ = request.getfixturevalue(fixture)
     champion = storage_uri(fake.isvcs[KEY])
     store = LocalArtifactStore(tmp_path / "store")
-    traffic = DecisionTraffic(fake, *KEY, store, tmp_path / "logs", ARMS, lambda arm, pct: 0.3, per_tick=2000)
+    traffic = DecisionTraffic(
+        fake, *KEY, store, tmp_path / "logs", ARMS, lambda arm, pct: 0.3, per_tick=2000
+    )
     notes: list[str] = []
     rollout = Rollout(KubeApi(host=host), REF, plan=PLAN, log=notes.append)
     since = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
@@ -93,13 +106,20 @@ def test_attribution_keeps_the_served_pairs_and_counts_the_mismatched(fixture, l
     assert any("split layout" in n for n in notes) == (layout_name == "split")
     traffic()
     traffic()
-    gmv = DecisionLogGmv(store, folder_outcomes(tmp_path / "logs"), min_sessions=50,
-                         resolve_arm={NEW: ARMS["canary"], champion: ARMS["champion"]}.__getitem__)
+    gmv = DecisionLogGmv(
+        store,
+        folder_outcomes(tmp_path / "logs"),
+        min_sessions=50,
+        resolve_arm={NEW: ARMS["canary"], champion: ARMS["champion"]}.__getitem__,
+    )
     r = gmv.compare(NEW, champion, since)
     assert r.mismatched_answers == traffic.mismatched
     assert r.canary_sessions + r.champion_sessions + r.mismatched_answers == 4000
     if layout_name == "collocated":
-        assert r.mismatched_answers == 0 and set(r.served_pairs) == {"idx-new -> idx-new", "idx-champ -> idx-champ"}
+        assert r.mismatched_answers == 0 and set(r.served_pairs) == {
+            "idx-new -> idx-new",
+            "idx-champ -> idx-champ",
+        }
     else:  # 2p(1-p) = 37.5 % of the answers at 25 %: one bundle's transformer, the other's ranker
         assert 0.3 * 4000 < r.mismatched_answers < 0.45 * 4000 and "left out" in r.note
         assert {"idx-new -> idx-champ", "idx-champ -> idx-new"} <= set(r.served_pairs)

@@ -32,9 +32,23 @@ def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("secure")
     bundle = make_serving_bundle(root / "bundle")
     policy = root / "policy"
-    publish_configmap(policy, {POLICY_FILE: json.dumps({"max_per_seller": 1}), KILL_SWITCH_FILE: "false"}, 1)
-    targs = ["--switches", "none", "--policy_dir", str(policy), "--policy_poll_s", "0.2", "--deadline_ms", "2000",
-             "--model_name", TRANSFORMER_NAME, "--workers", "1"]
+    publish_configmap(
+        policy, {POLICY_FILE: json.dumps({"max_per_seller": 1}), KILL_SWITCH_FILE: "false"}, 1
+    )
+    targs = [
+        "--switches",
+        "none",
+        "--policy_dir",
+        str(policy),
+        "--policy_poll_s",
+        "0.2",
+        "--deadline_ms",
+        "2000",
+        "--model_name",
+        TRANSFORMER_NAME,
+        "--workers",
+        "1",
+    ]
     with running_servers(bundle, transformer_args=targs, log_dir=root / "logs") as s:
         yield {"s": s, "policy": policy}
 
@@ -73,8 +87,11 @@ def test_model_repository_is_closed_on_both_servers_and_the_model_still_serves(e
         with grpc.insecure_channel(target) as ch:
             stub = pb_grpc.GRPCInferenceServiceStub(ch)
             call = stub.RepositoryModelUnload if verb == "unload" else stub.RepositoryModelLoad
-            req = (pb.RepositoryModelUnloadRequest if verb == "unload" else pb.RepositoryModelLoadRequest)(
-                model_name=TRANSFORMER_NAME)
+            req = (
+                pb.RepositoryModelUnloadRequest
+                if verb == "unload"
+                else pb.RepositoryModelLoadRequest
+            )(model_name=TRANSFORMER_NAME)
             with pytest.raises(grpc.RpcError) as exc:
                 call(req, timeout=5)
             assert exc.value.code() == grpc.StatusCode.UNIMPLEMENTED
@@ -82,24 +99,51 @@ def test_model_repository_is_closed_on_both_servers_and_the_model_still_serves(e
 
 def test_the_transformer_answers_under_the_inferenceservice_name_only(env):
     s = env["s"]
-    assert s.v1_url.endswith(f"/v1/models/{TRANSFORMER_NAME}:predict") and TRANSFORMER_NAME == "checkout-recs"
+    assert (
+        s.v1_url.endswith(f"/v1/models/{TRANSFORMER_NAME}:predict")
+        and TRANSFORMER_NAME == "checkout-recs"
+    )
     r = httpx.post(f"{s.transformer_url}/v1/models/recommender:predict", json=BODY, timeout=5)
     assert r.status_code == 404
 
 
 def test_policy_configmap_changes_apply_and_a_bad_one_is_refused(env):
-    assert _wait(lambda: _metric(env, "checkout_recs_policy_config_valid") == ["checkout_recs_policy_config_valid 1.0"])
+    assert _wait(
+        lambda: (
+            _metric(env, "checkout_recs_policy_config_valid")
+            == ["checkout_recs_policy_config_valid 1.0"]
+        )
+    )
     (before,) = _metric(env, "checkout_recs_policy_config_info")
-    publish_configmap(env["policy"], {POLICY_FILE: json.dumps({"max_per_seller": 2}), KILL_SWITCH_FILE: "false"}, 2)
+    publish_configmap(
+        env["policy"],
+        {POLICY_FILE: json.dumps({"max_per_seller": 2}), KILL_SWITCH_FILE: "false"},
+        2,
+    )
     assert _wait(lambda: _metric(env, "checkout_recs_policy_config_info") != [before])
     (good,) = _metric(env, "checkout_recs_policy_config_info")
-    publish_configmap(env["policy"], {POLICY_FILE: '{"max_per_seller": 0}', KILL_SWITCH_FILE: "false"}, 3)
-    assert _wait(lambda: _metric(env, "checkout_recs_policy_config_valid") == ["checkout_recs_policy_config_valid 0.0"])
-    assert _metric(env, "checkout_recs_policy_config_info") == [good]  # the last good config still serves
+    publish_configmap(
+        env["policy"], {POLICY_FILE: '{"max_per_seller": 0}', KILL_SWITCH_FILE: "false"}, 3
+    )
+    assert _wait(
+        lambda: (
+            _metric(env, "checkout_recs_policy_config_valid")
+            == ["checkout_recs_policy_config_valid 0.0"]
+        )
+    )
+    assert _metric(env, "checkout_recs_policy_config_info") == [
+        good
+    ]  # the last good config still serves
     assert _predict(env)["policy"] == "ranker"
     log = (env["s"].log_dir / "transformer.log").read_text()
     assert "refused" in log and "max_per_seller" in log
-    publish_configmap(env["policy"], {POLICY_FILE: json.dumps({"max_per_seller": 2}), KILL_SWITCH_FILE: "true"}, 4)
+    publish_configmap(
+        env["policy"], {POLICY_FILE: json.dumps({"max_per_seller": 2}), KILL_SWITCH_FILE: "true"}, 4
+    )
     assert _wait(lambda: _predict(env)["fallback_reason"] == "kill_switch")
-    publish_configmap(env["policy"], {POLICY_FILE: json.dumps({"max_per_seller": 2}), KILL_SWITCH_FILE: "false"}, 5)
+    publish_configmap(
+        env["policy"],
+        {POLICY_FILE: json.dumps({"max_per_seller": 2}), KILL_SWITCH_FILE: "false"},
+        5,
+    )
     assert _wait(lambda: _predict(env)["policy"] == "ranker")

@@ -48,13 +48,19 @@ def documented_curls() -> list[tuple[str, str, int, str | None]]:
                 if "curl " not in line or DOC_BASE not in line:
                     continue
                 m = _EXPECT.search(line)
-                assert m, f"{doc.name}: a curl example must end with '# → STATUS[, answer file]': {line}"
+                assert m, (
+                    f"{doc.name}: a curl example must end with '# → STATUS[, answer file]': {line}"
+                )
                 out.append((doc.name, line[: m.start()].strip(), int(m.group(1)), m.group(2)))
     return out
 
 
 def schema_for(url_path: str, status: int) -> dict:
-    name = "error" if status != 200 else ("v1-response" if url_path.startswith("/v1/") else "v2-response")
+    name = (
+        "error"
+        if status != 200
+        else ("v1-response" if url_path.startswith("/v1/") else "v2-response")
+    )
     return json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text())
 
 
@@ -63,8 +69,12 @@ def base(tmp_path_factory):
     root = tmp_path_factory.mktemp("examples")
     bundle = make_serving_bundle(root / "bundle")
     with running_servers(bundle, log_dir=root / "logs") as s:
-        for _ in range(5):  # warm: the first calls of a fresh server are cold, and a budgeted example could shed
-            httpx.post(s.v1_url, json={"user_id": 7, "region": "north"}, timeout=10).raise_for_status()
+        for _ in range(
+            5
+        ):  # warm: the first calls of a fresh server are cold, and a budgeted example could shed
+            httpx.post(
+                s.v1_url, json={"user_id": 7, "region": "north"}, timeout=10
+            ).raise_for_status()
         yield s.v1_url.split("/v1/")[0]
 
 
@@ -77,11 +87,19 @@ def test_the_docs_have_the_examples():
     assert {s for _, _, s, _ in CURLS} >= {200, 400, 413, 415, 503}
 
 
-@pytest.mark.parametrize(("doc", "command", "status", "answer"), CURLS,
-                         ids=[f"{d}:{s}:{i}" for i, (d, _, s, _) in enumerate(CURLS)])
+@pytest.mark.parametrize(
+    ("doc", "command", "status", "answer"),
+    CURLS,
+    ids=[f"{d}:{s}:{i}" for i, (d, _, s, _) in enumerate(CURLS)],
+)
 def test_documented_curl(base, tmp_path, doc, command, status, answer):
-    cmd = command.replace(DOC_BASE, base) + f" -o {shlex.quote(str(tmp_path / 'body'))} -w '%{{http_code}}'"
-    run = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    cmd = (
+        command.replace(DOC_BASE, base)
+        + f" -o {shlex.quote(str(tmp_path / 'body'))} -w '%{{http_code}}'"
+    )
+    run = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", cmd], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
     assert run.returncode == 0, run.stderr
     body = json.loads((tmp_path / "body").read_text())
     assert int(run.stdout.strip()) == status, body
@@ -100,8 +118,11 @@ def test_documented_curl(base, tmp_path, doc, command, status, answer):
     elif "predictions" in body:
         for got, want in zip(body["predictions"], recorded["predictions"], strict=True):
             assert got.keys() == want.keys()
-            assert (got["request_id"], got["policy"], got["fallback_reason"]) == \
-                   (want["request_id"], want["policy"], want["fallback_reason"])
+            assert (got["request_id"], got["policy"], got["fallback_reason"]) == (
+                want["request_id"],
+                want["policy"],
+                want["fallback_reason"],
+            )
             assert len({it["listing_id"] for it in got["items"]}) == 6
     else:
         assert [o["name"] for o in body["outputs"]] == [o["name"] for o in recorded["outputs"]]
@@ -115,7 +136,14 @@ def test_documented_curl(base, tmp_path, doc, command, status, answer):
 def test_a_repeated_request_id_is_answered_again_not_replayed(base):
     """docs/integrating.md, *Idempotency*: no deduplication; each call is a new decision."""
     body = json.loads((ROOT / "inference/examples/v1-request.json").read_text())
-    first, second = (httpx.post(f"{base}/v1/models/checkout-recs:predict", json=body, timeout=10) for _ in range(2))
+    first, second = (
+        httpx.post(f"{base}/v1/models/checkout-recs:predict", json=body, timeout=10)
+        for _ in range(2)
+    )
     assert first.status_code == second.status_code == 200
     rid = body["instances"][0]["request_id"]
-    assert first.json()["predictions"][0]["request_id"] == second.json()["predictions"][0]["request_id"] == rid
+    assert (
+        first.json()["predictions"][0]["request_id"]
+        == second.json()["predictions"][0]["request_id"]
+        == rid
+    )

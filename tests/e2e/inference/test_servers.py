@@ -45,9 +45,26 @@ def env(tmp_path_factory):
     bundle = make_serving_bundle(root / "bundle")
     (root / "policy.json").write_text(json.dumps({"switch_cache_ttl_s": 0.0}))
     keys = {"kill": f"test_serving_{tag}:kill_switch", "drift": f"test_serving_{tag}:drift_flag"}
-    targs = ["--inventory", "redis", "--redis_url", REDIS_URL, "--redis_prefix", f"test_serving_{tag}",
-             "--kill_key", keys["kill"], "--drift_key", keys["drift"], "--policy_config", str(root / "policy.json"),
-             "--deadline_ms", "2000", "--decision_log", str(root / "store"), "--decision_log_rotate_s", "0.3"]
+    targs = [
+        "--inventory",
+        "redis",
+        "--redis_url",
+        REDIS_URL,
+        "--redis_prefix",
+        f"test_serving_{tag}",
+        "--kill_key",
+        keys["kill"],
+        "--drift_key",
+        keys["drift"],
+        "--policy_config",
+        str(root / "policy.json"),
+        "--deadline_ms",
+        "2000",
+        "--decision_log",
+        str(root / "store"),
+        "--decision_log_rotate_s",
+        "0.3",
+    ]
     inv = RedisInventoryStore(REDIS_URL, prefix=f"test_serving_{tag}", timeout_s=1.0)
     with running_servers(bundle, transformer_args=targs, log_dir=root / "logs") as servers:
         yield {"s": servers, "redis": r, "keys": keys, "inv": inv, "store": root / "store"}
@@ -56,7 +73,11 @@ def env(tmp_path_factory):
 
 
 def ask(env, user=KNOWN_USER, items=(1000, 1001), region="north", **extra) -> dict:
-    body = {"instances": [{"user_id": user, "purchased_item_ids": list(items), "region": region, **extra}]}
+    body = {
+        "instances": [
+            {"user_id": user, "purchased_item_ids": list(items), "region": region, **extra}
+        ]
+    }
     r = httpx.post(env["s"].v1_url, json=body, timeout=10)
     assert r.status_code == 200, r.text
     return r.json()["predictions"][0]
@@ -105,11 +126,14 @@ def test_switch_on_turns_serving_to_the_fallback(env, switch, reason):
 
 
 def test_v2_rest_json_answers_tensors(env):
-    body = {"inputs": [
-        {"name": "user_id", "datatype": "INT64", "shape": [1], "data": [KNOWN_USER]},
-        {"name": "purchased_item_ids", "datatype": "INT64", "shape": [0], "data": []},
-        {"name": "region", "datatype": "BYTES", "shape": [1], "data": ["south"]},
-        {"name": "device", "datatype": "BYTES", "shape": [1], "data": ["ios"]}]}
+    body = {
+        "inputs": [
+            {"name": "user_id", "datatype": "INT64", "shape": [1], "data": [KNOWN_USER]},
+            {"name": "purchased_item_ids", "datatype": "INT64", "shape": [0], "data": []},
+            {"name": "region", "datatype": "BYTES", "shape": [1], "data": ["south"]},
+            {"name": "device", "datatype": "BYTES", "shape": [1], "data": ["ios"]},
+        ]
+    }
     r = httpx.post(env["s"].v2_url, json=body, timeout=10)
     assert r.status_code == 200, r.text
     out = {o["name"]: o for o in r.json()["outputs"]}
@@ -119,8 +143,12 @@ def test_v2_rest_json_answers_tensors(env):
 
 
 def _triton_inputs(mod):
-    ins = [mod.InferInput("user_id", [1], "INT64"), mod.InferInput("purchased_item_ids", [2], "INT64"),
-           mod.InferInput("region", [1], "BYTES"), mod.InferInput("device", [1], "BYTES")]
+    ins = [
+        mod.InferInput("user_id", [1], "INT64"),
+        mod.InferInput("purchased_item_ids", [2], "INT64"),
+        mod.InferInput("region", [1], "BYTES"),
+        mod.InferInput("device", [1], "BYTES"),
+    ]
     ins[0].set_data_from_numpy(np.array([KNOWN_USER], np.int64))
     ins[1].set_data_from_numpy(np.array([1000, 1002], np.int64))
     ins[2].set_data_from_numpy(np.array([b"east"], dtype=object))
@@ -132,8 +160,14 @@ def test_tritonclient_http_binary_works_unchanged(env):
     import tritonclient.http as th
 
     c = th.InferenceServerClient(url=env["s"].transformer_url.removeprefix("http://"))
-    res = c.infer(TRANSFORMER_NAME, _triton_inputs(th),
-                  outputs=[th.InferRequestedOutput(n, binary_data=True) for n in ("item_ids", "propensities", "policy")])
+    res = c.infer(
+        TRANSFORMER_NAME,
+        _triton_inputs(th),
+        outputs=[
+            th.InferRequestedOutput(n, binary_data=True)
+            for n in ("item_ids", "propensities", "policy")
+        ],
+    )
     ids = res.as_numpy("item_ids")
     assert ids.dtype == np.int64 and len(set(ids.tolist())) == 6
     assert res.as_numpy("policy")[0] in (b"ranker", "ranker")
@@ -156,8 +190,12 @@ print(json.dumps({"ids": res.as_numpy("item_ids").tolist(), "p": res.as_numpy("p
 
 def test_tritonclient_grpc_works_unchanged(env):
     # tritonclient's and kserve's gRPC protos register the same symbols: a client process of its own
-    out = subprocess.run([sys.executable, "-c", _TRITON_GRPC, env["s"].transformer_grpc], capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", _TRITON_GRPC, env["s"].transformer_grpc],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert len(set(res["ids"])) == 6
@@ -165,11 +203,20 @@ def test_tritonclient_grpc_works_unchanged(env):
 
 
 def test_kserve_clients_rest_and_grpc_work_unchanged(env):
-    from kserve import InferenceGRPCClient, InferenceRESTClient, InferInput, InferRequest, RESTConfig
+    from kserve import (
+        InferenceGRPCClient,
+        InferenceRESTClient,
+        InferInput,
+        InferRequest,
+        RESTConfig,
+    )
 
     def request() -> InferRequest:
-        ins = [InferInput("user_id", [1], "INT64"), InferInput("purchased_item_ids", [1], "INT64"),
-               InferInput("region", [1], "BYTES")]
+        ins = [
+            InferInput("user_id", [1], "INT64"),
+            InferInput("purchased_item_ids", [1], "INT64"),
+            InferInput("region", [1], "BYTES"),
+        ]
         ins[0].set_data_from_numpy(np.array([KNOWN_USER], np.int64), binary_data=False)
         ins[1].set_data_from_numpy(np.array([1000], np.int64), binary_data=False)
         ins[2].set_data_from_numpy(np.array(["west"], dtype=object), binary_data=False)
@@ -190,18 +237,34 @@ def test_kserve_clients_rest_and_grpc_work_unchanged(env):
         assert len(set(out["item_ids"].as_numpy().tolist())) == 6
 
 
-@pytest.mark.parametrize("body,fragment", [
-    (b"{not json", "Unrecognized request format"),
-    (b"", "Unrecognized request format"),
-    (json.dumps({"instances": []}).encode(), "non-empty list"),
-    (json.dumps({"instances": [{"user_id": "abc", "region": "north"}]}).encode(), "user_id"),
-    (json.dumps({"instances": [{"user_id": 1, "region": "north", "typo": 1}]}).encode(), "typo"),
-    (json.dumps({"instances": [{"user_id": 1, "region": "north", "purchased_item_ids": list(range(51))}]}).encode(),
-     "purchased_item_ids"),
-    (json.dumps([1, 2]).encode(), "JSON object"),
-])
+@pytest.mark.parametrize(
+    "body,fragment",
+    [
+        (b"{not json", "Unrecognized request format"),
+        (b"", "Unrecognized request format"),
+        (json.dumps({"instances": []}).encode(), "non-empty list"),
+        (json.dumps({"instances": [{"user_id": "abc", "region": "north"}]}).encode(), "user_id"),
+        (
+            json.dumps({"instances": [{"user_id": 1, "region": "north", "typo": 1}]}).encode(),
+            "typo",
+        ),
+        (
+            json.dumps(
+                {
+                    "instances": [
+                        {"user_id": 1, "region": "north", "purchased_item_ids": list(range(51))}
+                    ]
+                }
+            ).encode(),
+            "purchased_item_ids",
+        ),
+        (json.dumps([1, 2]).encode(), "JSON object"),
+    ],
+)
 def test_malformed_requests_get_4xx_with_a_reason(env, body, fragment):
-    r = httpx.post(env["s"].v1_url, content=body, headers={"content-type": "application/json"}, timeout=10)
+    r = httpx.post(
+        env["s"].v1_url, content=body, headers={"content-type": "application/json"}, timeout=10
+    )
     assert r.status_code == 400
     assert fragment in r.json()["error"]
 
@@ -212,26 +275,49 @@ def test_oversized_body_is_refused_with_413(env):
 
 
 def test_v2_wrongly_typed_tensor_is_a_400(env):
-    body = {"inputs": [{"name": "user_id", "datatype": "FP32", "shape": [1], "data": [1.5]},
-                       {"name": "region", "datatype": "BYTES", "shape": [1], "data": ["north"]}]}
+    body = {
+        "inputs": [
+            {"name": "user_id", "datatype": "FP32", "shape": [1], "data": [1.5]},
+            {"name": "region", "datatype": "BYTES", "shape": [1], "data": ["north"]},
+        ]
+    }
     r = httpx.post(env["s"].v2_url, json=body, timeout=10)
     assert r.status_code == 400 and "INT64" in r.json()["error"]
 
 
-_json = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False, allow_infinity=False)
-                     | st.text(max_size=20), lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=12), c,
-                                                                                                   max_size=4), max_leaves=12)
-_instance = st.fixed_dictionaries({}, optional={
-    "user_id": st.one_of(st.integers(-5, 2**64), st.text(max_size=5), st.none()),
-    "purchased_item_ids": st.one_of(st.lists(st.integers(-3, 5000), max_size=60), st.text(max_size=3)),
-    "region": st.one_of(st.sampled_from(["north", "south", "x", "", "NORTH", "a" * 40]), st.integers()),
-    "device": st.one_of(st.sampled_from(["web", "ios", "android", "fax"]), st.none()),
-    "timestamp": st.one_of(st.sampled_from(["2026-11-22T10:00:00Z", "yesterday", "2026-11-22"]), st.integers()),
-})
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=12), c, max_size=4),
+    max_leaves=12,
+)
+_instance = st.fixed_dictionaries(
+    {},
+    optional={
+        "user_id": st.one_of(st.integers(-5, 2**64), st.text(max_size=5), st.none()),
+        "purchased_item_ids": st.one_of(
+            st.lists(st.integers(-3, 5000), max_size=60), st.text(max_size=3)
+        ),
+        "region": st.one_of(
+            st.sampled_from(["north", "south", "x", "", "NORTH", "a" * 40]), st.integers()
+        ),
+        "device": st.one_of(st.sampled_from(["web", "ios", "android", "fax"]), st.none()),
+        "timestamp": st.one_of(
+            st.sampled_from(["2026-11-22T10:00:00Z", "yesterday", "2026-11-22"]), st.integers()
+        ),
+    },
+)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-@given(payload=st.one_of(_json, st.fixed_dictionaries({"instances": st.lists(_instance, min_size=0, max_size=3)})))
+@given(
+    payload=st.one_of(
+        _json, st.fixed_dictionaries({"instances": st.lists(_instance, min_size=0, max_size=3)})
+    )
+)
 def test_random_requests_never_get_a_5xx(env, payload):
     r = httpx.post(env["s"].v1_url, json=payload, timeout=10)
     assert r.status_code < 500, r.text
@@ -253,7 +339,9 @@ def test_explain_finds_the_logged_decision(env):
     assert rec["item_ids"] == six(pred)
     assert rec["propensities"] == [it["propensity"] for it in pred["items"]]
     assert rec["policy"] == pred["policy"] and len(rec["snapshot_ids"]) > 0
-    if rec["policy"] == "ranker":  # the ranker that scored it answered with this bundle's version: a served pair
+    if (
+        rec["policy"] == "ranker"
+    ):  # the ranker that scored it answered with this bundle's version: a served pair
         assert rec["predictor_version"] == rec["index_version"] and rec["index_version"]
 
 
@@ -269,8 +357,11 @@ def test_metrics_expose_stage_histograms_and_fallbacks(env):
 def test_predictor_hop_protocols_agree(env):
     from inference.predictor_client import PredictorClient
 
-    d = len(json.loads((env["s"].log_dir.parent / "bundle" / "model" / "ranker" / "config.json").read_text())
-            ["feature_names"])
+    d = len(
+        json.loads(
+            (env["s"].log_dir.parent / "bundle" / "model" / "ranker" / "config.json").read_text()
+        )["feature_names"]
+    )
     x = np.random.default_rng(0).normal(size=(40, d)).astype(np.float32)
 
     async def score(proto: str):
@@ -286,7 +377,9 @@ def test_predictor_hop_protocols_agree(env):
         np.testing.assert_allclose(outs[p][1], outs["rest-json"][1], rtol=1e-6)
     assert outs["grpc"][0].shape == (40,)
     # every hop says which bundle's ranker answered
-    assert {o.bundle_version for o in outs.values()} == {bundle_version(env["s"].log_dir.parent / "bundle")}
+    assert {o.bundle_version for o in outs.values()} == {
+        bundle_version(env["s"].log_dir.parent / "bundle")
+    }
 
 
 def test_tritonclient_http_binary_against_the_predictor_fast_route(env):
@@ -296,18 +389,28 @@ def test_tritonclient_http_binary_against_the_predictor_fast_route(env):
 
     from inference.predictor_client import PredictorClient
 
-    d = len(json.loads((env["s"].log_dir.parent / "bundle" / "model" / "ranker" / "config.json").read_text())
-            ["feature_names"])
+    d = len(
+        json.loads(
+            (env["s"].log_dir.parent / "bundle" / "model" / "ranker" / "config.json").read_text()
+        )["feature_names"]
+    )
     x = np.random.default_rng(1).normal(size=(25, d)).astype(np.float32)
     c = th.InferenceServerClient(url=env["s"].predictor_url.removeprefix("http://"))
     inp = th.InferInput("features", list(x.shape), "FP32")
     inp.set_data_from_numpy(x, binary_data=True)
-    res = c.infer("ranker", [inp], outputs=[th.InferRequestedOutput(n, binary_data=True)
-                                            for n in ("p_click", "p_purchase")])
-    assert [o["parameters"]["binary_data_size"] for o in res.get_response()["outputs"]] == [4 * len(x)] * 2
+    res = c.infer(
+        "ranker",
+        [inp],
+        outputs=[th.InferRequestedOutput(n, binary_data=True) for n in ("p_click", "p_purchase")],
+    )
+    assert [o["parameters"]["binary_data_size"] for o in res.get_response()["outputs"]] == [
+        4 * len(x)
+    ] * 2
 
     async def plain() -> tuple[np.ndarray, np.ndarray]:
-        client = PredictorClient(env["s"].predictor_url, protocol="rest-json")  # through kserve's own route
+        client = PredictorClient(
+            env["s"].predictor_url, protocol="rest-json"
+        )  # through kserve's own route
         try:
             return await client.score(x, 10.0)
         finally:

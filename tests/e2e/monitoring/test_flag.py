@@ -18,9 +18,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 def test_seasonal_shift_sets_flag_and_serving_falls_back(tmp_path: Path, redis_flag) -> None:
     from checkout_recs import contract
-    from checkout_recs.serving.switches import Switches
-    from checkout_recs.serving.recommender import Recommender, TableUserFeatures
     from checkout_recs.serving.bundle import ServingBundle
+    from checkout_recs.serving.recommender import Recommender, TableUserFeatures
+    from checkout_recs.serving.switches import Switches
     from tests.fixtures_serving import make_serving_bundle
 
     client, key = redis_flag
@@ -36,7 +36,9 @@ def test_seasonal_shift_sets_flag_and_serving_falls_back(tmp_path: Path, redis_f
     flag = read_drift_flag(client, key)
     assert flag is not None and flag.who == "monitoring-job" and "features" in flag.why
 
-    bundle = ServingBundle.load(make_serving_bundle(tmp_path / "bundle", n_listings=400, with_model=False))
+    bundle = ServingBundle.load(
+        make_serving_bundle(tmp_path / "bundle", n_listings=400, with_model=False)
+    )
     switches = Switches(REDIS_URL, ttl_s=0.0, drift_key=key, kill_key=key + "_kill")
     rec = Recommender(bundle, TableUserFeatures(bundle.users), switches=switches)
     req = contract.PostCheckoutRequest(user_id=1, purchased_item_ids=[1000], region="north")

@@ -39,7 +39,9 @@ from tests.fixtures_serving import make_serving_bundle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-REVISION = "checkout-recs-transformer-00001"  # what Knative's pod label gives the scrape in a cluster
+REVISION = (
+    "checkout-recs-transformer-00001"  # what Knative's pod label gives the scrape in a cluster
+)
 KNOWN, UNKNOWN = 3, 987_654_321
 
 
@@ -47,10 +49,24 @@ def _drift_run(root: Path) -> Path:
     """A real ``checkout-recs drift`` run on two small tables (the current one shifted in price)."""
     rng = np.random.default_rng(0)
     for name, shift in (("reference", 0.0), ("current", 1.0)):
-        pd.DataFrame({"price": rng.normal(20 + 10 * shift, 5, 400),
-                      "category": rng.choice(["a", "b", "c"], 400)}).to_parquet(root / f"{name}.parquet")
-    res = CliRunner().invoke(app, ["drift", "--reference", str(root / "reference.parquet"), "--current",
-                                   str(root / "current.parquet"), "--out", str(root / "drift")])
+        pd.DataFrame(
+            {
+                "price": rng.normal(20 + 10 * shift, 5, 400),
+                "category": rng.choice(["a", "b", "c"], 400),
+            }
+        ).to_parquet(root / f"{name}.parquet")
+    res = CliRunner().invoke(
+        app,
+        [
+            "drift",
+            "--reference",
+            str(root / "reference.parquet"),
+            "--current",
+            str(root / "current.parquet"),
+            "--out",
+            str(root / "drift"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert (root / "drift" / TEXTFILE_NAME).exists()
     return root / "drift"
@@ -80,18 +96,39 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     store.publish("drift", "drift-1", _drift_run(root))
     exporter = make_server(DriftMetrics(store, refresh_s=1.0))
     threading.Thread(target=exporter.serve_forever, daemon=True).start()
-    targs = ["--inventory", "memory", "--switches", "none", "--decision_log", str(root / "decisions"),
-             "--decision_log_rotate_s", "0.5", "--log_format", "json"]
-    with running_servers(bundle, transformer_args=targs, predictor_args=["--log_format", "json"],
-                         log_dir=root / "logs") as servers:
-        targets = [ScrapeTarget("transformer", address_of(servers.transformer_url),
-                                labels={"revision_name": REVISION}),
-                   ScrapeTarget("predictor", address_of(servers.predictor_url)),
-                   ScrapeTarget("drift-exporter", f"127.0.0.1:{exporter.server_address[1]}")]
+    targs = [
+        "--inventory",
+        "memory",
+        "--switches",
+        "none",
+        "--decision_log",
+        str(root / "decisions"),
+        "--decision_log_rotate_s",
+        "0.5",
+        "--log_format",
+        "json",
+    ]
+    with running_servers(
+        bundle,
+        transformer_args=targs,
+        predictor_args=["--log_format", "json"],
+        log_dir=root / "logs",
+    ) as servers:
+        targets = [
+            ScrapeTarget(
+                "transformer",
+                address_of(servers.transformer_url),
+                labels={"revision_name": REVISION},
+            ),
+            ScrapeTarget("predictor", address_of(servers.predictor_url)),
+            ScrapeTarget("drift-exporter", f"127.0.0.1:{exporter.server_address[1]}"),
+        ]
         with running_prometheus(targets, root / "prometheus") as prom:
             prom.wait_targets_up(3)
             ask(servers.v1_url, KNOWN)  # every series exists before the measured window: a counter
-            ask(servers.v1_url, UNKNOWN)  # born inside a window loses its first increment to increase()
+            ask(
+                servers.v1_url, UNKNOWN
+            )  # born inside a window loses its first increment to increase()
             prom.wait_for("checkout_recs_fallback_total", lambda r: len(r) == 1)
             time.sleep(1.0)  # one more scrape of the baseline
             before = time.time()
@@ -101,9 +138,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                     ask(servers.v1_url, UNKNOWN, f"stack-unknown-{i}")
             prom.wait_for("checkout_recs:fallback:rate5m", lambda r: len(r) >= 1)
             prom.wait_for("checkout_recs:stage_seconds:p95_5m", lambda r: len(r) >= 1)
-            prom.wait_for('checkout_recs_answers_total{policy="fallback"}', lambda r: float(r[0]["value"][1]) >= 11)
-            yield {"servers": servers, "prom": prom, "bundle": bundle, "since": before,
-                   "exporter": f"http://127.0.0.1:{exporter.server_address[1]}/metrics", "logs": root / "logs"}
+            prom.wait_for(
+                'checkout_recs_answers_total{policy="fallback"}',
+                lambda r: float(r[0]["value"][1]) >= 11,
+            )
+            yield {
+                "servers": servers,
+                "prom": prom,
+                "bundle": bundle,
+                "since": before,
+                "exporter": f"http://127.0.0.1:{exporter.server_address[1]}/metrics",
+                "logs": root / "logs",
+            }
     exporter.shutdown()
     exporter.server_close()
 
@@ -112,35 +158,55 @@ def test_prometheus_scrapes_both_servers_and_the_drift_exporter(stack) -> None:
     up = {r["metric"]["job"]: r["value"][1] for r in stack["prom"].query("up")}
     assert up == {"transformer": "1", "predictor": "1", "drift-exporter": "1"}
     scores = stack["prom"].query('checkout_recs_drift_score{feature="price"}')
-    assert scores and float(scores[0]["value"][1]) > 0.1  # the shifted column, as the job measured it
+    assert (
+        scores and float(scores[0]["value"][1]) > 0.1
+    )  # the shifted column, as the job measured it
 
 
 def test_every_dashboard_query_names_a_metric_the_live_stack_has(stack) -> None:
     s = stack["servers"]
-    live = live_names(f"{s.transformer_url}/metrics") | live_names(f"{s.predictor_url}/metrics") \
+    live = (
+        live_names(f"{s.transformer_url}/metrics")
+        | live_names(f"{s.predictor_url}/metrics")
         | live_names(stack["exporter"])
-    recorded = {r["record"] for src in RULE_SOURCES for g in load_groups(REPO / src.source) for r in g["rules"]
-                if "record" in r}
+    )
+    recorded = {
+        r["record"]
+        for src in RULE_SOURCES
+        for g in load_groups(REPO / src.source)
+        for r in g["rules"]
+        if "record" in r
+    }
     held = stack["prom"].metric_names()  # what Prometheus has: scraped series and evaluated rules
     queries = panel_queries(load())
     assert len(queries) >= 15
     for title, expr in queries:
         for name in metric_names(expr):
-            assert name in live or name in recorded, f"panel {title!r}: {name} is on no live /metrics nor recorded"
+            assert name in live or name in recorded, (
+                f"panel {title!r}: {name} is on no live /metrics nor recorded"
+            )
             assert name in held, f"panel {title!r}: Prometheus holds no {name}"
 
 
 def test_the_recording_rules_match_what_the_servers_counted(stack) -> None:
     ratio = stack["prom"].query("checkout_recs:fallback:ratio_rate5m")
     assert 0 < float(ratio[0]["value"][1]) < 1
-    stages = {r["metric"]["stage"] for r in stack["prom"].query("checkout_recs:stage_seconds:p95_5m")}
+    stages = {
+        r["metric"]["stage"] for r in stack["prom"].query("checkout_recs:stage_seconds:p95_5m")
+    }
     assert {"total", "policy"} <= stages
 
 
 def test_promql_guardrails_read_the_transformers_own_histogram(stack) -> None:
-    spec = MetricsSpec(requests_metric="checkout_recs_answers_total", latency_histogram="checkout_recs_stage_seconds",
-                       latency_matchers='stage="total"', latency_unit_ms=1000)
-    w = PrometheusQuerySource(stack["prom"].url, spec).window(time.time() - stack["since"] + 2)[REVISION]
+    spec = MetricsSpec(
+        requests_metric="checkout_recs_answers_total",
+        latency_histogram="checkout_recs_stage_seconds",
+        latency_matchers='stage="total"',
+        latency_unit_ms=1000,
+    )
+    w = PrometheusQuerySource(stack["prom"].url, spec).window(time.time() - stack["since"] + 2)[
+        REVISION
+    ]
     assert w.answers == pytest.approx(30, rel=0.35)  # increase() extrapolates to the window's edges
     assert w.fallbacks / w.answers == pytest.approx(1 / 3, abs=0.01)  # both from the same scrapes
     assert 0 < w.p95_ms < 2000 and w.errors == 0
@@ -150,9 +216,13 @@ def test_every_server_log_line_is_json_with_the_bundle_version(stack) -> None:
     version = bundle_version(stack["bundle"])
     for name in ("transformer", "predictor"):
         text = (stack["logs"] / f"{name}.log").read_text().splitlines()
-        lines = [json.loads(line) for line in text if line.strip()]  # raises on a line that is not JSON
+        lines = [
+            json.loads(line) for line in text if line.strip()
+        ]  # raises on a line that is not JSON
         assert lines, f"{name}: no log line"
-        assert all(line["bundle_version"] == version and "request_id" in line for line in lines), name
+        assert all(line["bundle_version"] == version and "request_id" in line for line in lines), (
+            name
+        )
 
 
 def test_a_log_line_written_while_serving_carries_the_request_id(stack) -> None:
@@ -166,11 +236,17 @@ def test_a_log_line_written_while_serving_carries_the_request_id(stack) -> None:
     deadline = time.monotonic() + 10
     hits: list[dict] = []
     while not hits and time.monotonic() < deadline:
-        hits = [json.loads(x) for x in log.read_text().splitlines()
-                if x.startswith("{") and "stack-log-check" in x]
+        hits = [
+            json.loads(x)
+            for x in log.read_text().splitlines()
+            if x.startswith("{") and "stack-log-check" in x
+        ]
         time.sleep(0.2)
     assert hits, "no log line of the failed hop"
     line = hits[0]
     assert line["request_id"] == "stack-log-check" and line["level"] == "WARNING"
-    assert line["bundle_version"] == bundle_version(stack["bundle"]) and line["failure"] == "predictor_error"
+    assert (
+        line["bundle_version"] == bundle_version(stack["bundle"])
+        and line["failure"] == "predictor_error"
+    )
     assert list(line)[:6] == ["ts", "level", "logger", "message", "request_id", "bundle_version"]

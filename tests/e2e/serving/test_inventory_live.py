@@ -45,7 +45,14 @@ from checkout_recs.serving.inventory_stream import (
 from checkout_recs.serving.recommender import Recommender, TableUserFeatures
 from inference.launch import running_servers
 from inference.transformer import CheckoutTransformer
-from tests.fixtures_inventory import REDIS_URL, ev, free_port, inv_prefix, kill_redis, private_redis, wait_for  # noqa: F401
+from tests.fixtures_inventory import (
+    REDIS_URL,
+    ev,
+    free_port,
+    kill_redis,
+    private_redis,
+    wait_for,
+)  # noqa: F401
 from tests.fixtures_inventory import interleaved_history as _history
 from tests.fixtures_serving import make_serving_bundle
 
@@ -72,7 +79,11 @@ def _transformer(bundle: ServingBundle, inventory) -> CheckoutTransformer:
 
 
 def _body(user: int, basket=BASKET) -> dict:
-    return {"instances": [{"user_id": user, "purchased_item_ids": basket, "region": "north", "device": "web"}]}
+    return {
+        "instances": [
+            {"user_id": user, "purchased_item_ids": basket, "region": "north", "device": "web"}
+        ]
+    }
 
 
 async def _answer(t: CheckoutTransformer, body: dict) -> dict:
@@ -92,10 +103,13 @@ class LiveInventory:
         self.r = redis.Redis.from_url(url)
         self.stream = stream_key(prefix)
         src = RedisStreamSource(url, self.stream, consumer="test", claim_idle_ms=0)
-        self.consumer = InventoryConsumer(src, RedisInventoryStore(url, prefix=prefix, timeout_s=2.0), block_ms=50)
+        self.consumer = InventoryConsumer(
+            src, RedisInventoryStore(url, prefix=prefix, timeout_s=2.0), block_ms=50
+        )
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.consumer.run, args=(self.stop,), kwargs={"retry_s": 0.1},
-                                       daemon=True)
+        self.thread = threading.Thread(
+            target=self.consumer.run, args=(self.stop,), kwargs={"retry_s": 0.1}, daemon=True
+        )
         self.thread.start()
         self.replica = ReplicaInventoryStore(url, prefix=prefix, block_ms=50, **replica_kw).start()
         assert self.replica.wait_ready(20)
@@ -140,7 +154,9 @@ def test_burst_of_300_right_after_four_sales_shows_none_of_them(bundle, inv_pref
         answers = asyncio.run(burst())
         assert len(answers) == 300 and all(len(set(_ids(p))) == 6 for p in answers)
         assert sum(bool(set(sold) & set(_ids(p))) for p in answers) == 0
-        assert {p["policy"] for p in answers} == {"ranker"}  # known buyers, current replica: the ranker answers
+        assert {p["policy"] for p in answers} == {
+            "ranker"
+        }  # known buyers, current replica: the ranker answers
     finally:
         live.close()
 
@@ -150,10 +166,30 @@ async def _gather(t: CheckoutTransformer, users: list[int]) -> list[dict]:
 
 
 def _consumer_proc(prefix: str, name: str, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "inference.inventory_consumer", "--redis_url", REDIS_URL,
-                             "--redis_prefix", prefix, "--consumer", name, "--batch", "100", "--block_ms", "100",
-                             "--progress_every_s", "0.5", *extra], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "inference.inventory_consumer",
+            "--redis_url",
+            REDIS_URL,
+            "--redis_prefix",
+            prefix,
+            "--consumer",
+            name,
+            "--batch",
+            "100",
+            "--block_ms",
+            "100",
+            "--progress_every_s",
+            "0.5",
+            *extra,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def test_consumer_killed_mid_stream_loses_nothing_and_applies_nothing_twice(inv_prefix):  # noqa: F811
@@ -175,18 +211,24 @@ def test_consumer_killed_mid_stream_loses_nothing_and_applies_nothing_twice(inv_
     done_before = entries_read()
     assert 0 < done_before < len(events)  # killed mid-stream
     port = free_port()
-    second = _consumer_proc(inv_prefix, "second", "--claim_idle_ms", "0", "--metrics_port", str(port))
+    second = _consumer_proc(
+        inv_prefix, "second", "--claim_idle_ms", "0", "--metrics_port", str(port)
+    )
     src = RedisStreamSource(REDIS_URL, stream_key(inv_prefix), consumer="observer")
     try:
         assert wait_for(lambda: src.lag().entries == 0, 120, every_s=0.2)
-        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()  # noqa: S310
+        metrics = (
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        )  # noqa: S310
         assert "checkout_recs_inventory_consumer_lag_entries 0.0" in metrics
     finally:
         os.killpg(second.pid, signal.SIGTERM)
         assert second.wait(20) == 0
     ref = MemoryInventoryStore(clock=time.time)
     ref.apply_batch(events)
-    assert {int(k): int(v) for k, v in r.hgetall(f"{inv_prefix}:seq").items()} == ref._seq  # last sequence each
+    assert {
+        int(k): int(v) for k, v in r.hgetall(f"{inv_prefix}:seq").items()
+    } == ref._seq  # last sequence each
     ids = np.arange(1, 1001)
     store = RedisInventoryStore(REDIS_URL, prefix=inv_prefix, timeout_s=2.0)
     np.testing.assert_array_equal(store.unavailable(ids), ref.unavailable(ids))
@@ -213,9 +255,18 @@ def test_stale_replica_says_so_and_shows_only_known_state(bundle):
         live = LiveInventory(url, "cr", max_lag_s=0.5, in_play_s=60.0)
         try:
             t = _transformer(bundle, live.replica)
-            fb = _ids(asyncio.run(_answer(t, _body(UNKNOWN_USER))))  # what the fallback shows this basket
-            live.publish([ev(fb[0], "sold", 1), ev(fb[1], "locked", 1, ttl=600), ev(fb[1], "unlocked", 2),
-                          ev(fb[2], "listed", 1), ev(fb[3], "locked", 1, ttl=1)])
+            fb = _ids(
+                asyncio.run(_answer(t, _body(UNKNOWN_USER)))
+            )  # what the fallback shows this basket
+            live.publish(
+                [
+                    ev(fb[0], "sold", 1),
+                    ev(fb[1], "locked", 1, ttl=600),
+                    ev(fb[1], "unlocked", 2),
+                    ev(fb[2], "listed", 1),
+                    ev(fb[3], "locked", 1, ttl=1),
+                ]
+            )
             assert wait_for(lambda: live.replica.report.read >= 5, 5)
             kill_redis(proc)
             assert wait_for(live.replica.stale, 5)
@@ -231,13 +282,31 @@ def test_stale_replica_says_so_and_shows_only_known_state(bundle):
 
 
 def test_server_is_ready_only_with_a_current_replica(bundle_dir, inv_prefix):  # noqa: F811
-    args = ["--inventory", "replica", "--redis_prefix", inv_prefix, "--switches", "none", "--scoring", "inprocess",
-            "--huge_pages", "off"]
-    with pytest.raises(RuntimeError, match="not ready"), \
-            running_servers(bundle_dir, transformer_args=[*args, "--redis_url", "redis://127.0.0.1:1/0"],
-                            start_predictor=False, ready_timeout_s=8):
+    args = [
+        "--inventory",
+        "replica",
+        "--redis_prefix",
+        inv_prefix,
+        "--switches",
+        "none",
+        "--scoring",
+        "inprocess",
+        "--huge_pages",
+        "off",
+    ]
+    with (
+        pytest.raises(RuntimeError, match="not ready"),
+        running_servers(
+            bundle_dir,
+            transformer_args=[*args, "--redis_url", "redis://127.0.0.1:1/0"],
+            start_predictor=False,
+            ready_timeout_s=8,
+        ),
+    ):
         pass
-    with running_servers(bundle_dir, transformer_args=[*args, "--redis_url", REDIS_URL], start_predictor=False) as s:
+    with running_servers(
+        bundle_dir, transformer_args=[*args, "--redis_url", REDIS_URL], start_predictor=False
+    ) as s:
         base = s.transformer_url
         assert urllib.request.urlopen(f"{base}/v2/health/ready", timeout=5).status == 200  # noqa: S310
         metrics = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()  # noqa: S310

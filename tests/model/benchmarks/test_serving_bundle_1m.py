@@ -27,7 +27,9 @@ def test_scaled_snapshot_has_contract_feature_columns_and_sane_rates():
     from checkout_recs.simulate.taxonomy import build_taxonomy
 
     snap = retrieval_scale.scaled_snapshot(3000)
-    need = (set(contract.field_names(contract.LISTING_FEATURES)) | set(contract.field_names(contract.SELLER_FEATURES)))
+    need = set(contract.field_names(contract.LISTING_FEATURES)) | set(
+        contract.field_names(contract.SELLER_FEATURES)
+    )
     assert need - {"event_timestamp"} <= set(snap.columns)
     for c in ("ctr_smoothed", "cvr_smoothed"):
         assert snap[c].between(0, 1, inclusive="neither").all()
@@ -50,23 +52,29 @@ def test_feature_tables_conform_to_the_contract(tmp_path):
     users = make_users(20).assign(recent_listing_ids=[[1, 2]] * 20)
     pairs, _ = make_pairs()
     write_feature_tables(snap, users, pairs, tmp_path)
-    for name, schema in (("listing", contract.LISTING_FEATURES), ("seller", contract.SELLER_FEATURES),
-                         ("user", contract.USER_FEATURES), ("category_pair", contract.CATEGORY_PAIR_FEATURES)):
+    for name, schema in (
+        ("listing", contract.LISTING_FEATURES),
+        ("seller", contract.SELLER_FEATURES),
+        ("user", contract.USER_FEATURES),
+        ("category_pair", contract.CATEGORY_PAIR_FEATURES),
+    ):
         frame = pd.read_parquet(tmp_path / f"{name}.parquet")
         assert list(frame.columns) == contract.field_names(schema), name
         assert frame.notna().all().all(), name
     assert len(pd.read_parquet(tmp_path / "listing.parquet")) == len(snap)
-    assert pd.read_parquet(tmp_path / "user.parquet")["recent_listing_ids"].map(list).tolist()[0] == [1, 2]
+    assert pd.read_parquet(tmp_path / "user.parquet")["recent_listing_ids"].map(list).tolist()[
+        0
+    ] == [1, 2]
 
 
 @pytest.mark.slow
 def test_ann_bundle_serves_six_from_the_ranker_with_ann_candidates(tmp_path):
     from benchmarks.serving_bundle_1m import build_ann_bundle, bundle_requests
     from checkout_recs import contract
-    from checkout_recs.serving.inventory import MemoryInventoryStore
     from checkout_recs.models.ranker import RankerModel
-    from checkout_recs.serving.recommender import Recommender, TableUserFeatures
     from checkout_recs.serving.bundle import GeneratorCandidates, ServingBundle
+    from checkout_recs.serving.inventory import MemoryInventoryStore
+    from checkout_recs.serving.recommender import Recommender, TableUserFeatures
 
     bundle_dir = build_ann_bundle(tmp_path, 30_000, log=lambda m: None)
     assert build_ann_bundle(tmp_path, 30_000, log=lambda m: None) == bundle_dir  # cached

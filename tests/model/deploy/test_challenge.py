@@ -38,7 +38,9 @@ def two_models(tmp_path_factory) -> dict:  # noqa: ANN001
 
 
 def test_both_models_are_scored_on_the_same_rows_and_the_better_one_passes(two_models, tmp_path):
-    res = evaluate_side_by_side(two_models["good"], two_models["held_out"], tmp_path, two_models["bad"], "3")
+    res = evaluate_side_by_side(
+        two_models["good"], two_models["held_out"], tmp_path, two_models["bad"], "3"
+    )
     chal, champ = res["challenger"], res["champion"]
     assert champ is not None and res["champion_version"] == "3"
     assert chal["n_rows"] == champ["n_rows"] == len(two_models["held_out"])
@@ -54,7 +56,9 @@ def test_both_models_are_scored_on_the_same_rows_and_the_better_one_passes(two_m
 
 
 def test_a_worse_challenger_is_refused_against_the_champion(two_models, tmp_path):
-    res = evaluate_side_by_side(two_models["bad"], two_models["held_out"], tmp_path, two_models["good"], "3")
+    res = evaluate_side_by_side(
+        two_models["bad"], two_models["held_out"], tmp_path, two_models["good"], "3"
+    )
     decision = challenger_gate(res, tolerance=0.005)
     assert not decision.promote
     assert any("auc_click" in r and "<" in r for r in decision.reasons)
@@ -65,15 +69,24 @@ def test_first_model_is_gated_against_the_logged_policy(two_models, tmp_path):
     assert res["champion"] is None and "logged policy" in res["champion_note"]
     chal = res["challenger"]
     default = challenger_gate(res, min_ess=1.0)  # a first model: OPE reported, not gated
-    assert default.compared == {} and default.promote == (chal["auc_click"] > 0.5 and chal["auc_purchase"] > 0.5)
-    assert any("ope_dr_purchase" in r and "not gated for a first model" in r for r in default.reasons)
+    assert default.compared == {} and default.promote == (
+        chal["auc_click"] > 0.5 and chal["auc_purchase"] > 0.5
+    )
+    assert any(
+        "ope_dr_purchase" in r and "not gated for a first model" in r for r in default.reasons
+    )
     decision = challenger_gate(res, ope_tolerance=0.5, min_ess=1.0, first_model_ope=True)  # opt in
     assert set(decision.compared) == {"ope_dr_purchase"}
-    assert decision.compared["ope_dr_purchase"] == (chal["ope_dr_purchase"], chal["ope_logged_purchase"])
+    assert decision.compared["ope_dr_purchase"] == (
+        chal["ope_dr_purchase"],
+        chal["ope_logged_purchase"],
+    )
     ope_ok = chal["ope_dr_purchase"] >= chal["ope_logged_purchase"] * 0.5
     assert decision.promote == (ope_ok and chal["auc_click"] > 0.5 and chal["auc_purchase"] > 0.5)
     assert any("vs logged policy: ndcg@6" in r and "not gated" in r for r in decision.reasons)
-    noisy = challenger_gate(res, min_ess=1e9, first_model_ope=True)  # too few effective rounds: not gated
+    noisy = challenger_gate(
+        res, min_ess=1e9, first_model_ope=True
+    )  # too few effective rounds: not gated
     assert noisy.promote and "ope_dr_purchase" not in noisy.compared
     assert any("not gated (ESS" in r for r in noisy.reasons)
     chance = challenger_gate({**res, "challenger": {**chal, "auc_purchase": 0.49}}, min_ess=1e9)
@@ -81,7 +94,9 @@ def test_first_model_is_gated_against_the_logged_policy(two_models, tmp_path):
 
 
 def test_unscorable_champion_falls_back_to_its_logged_metrics(two_models, tmp_path):
-    res = evaluate_side_by_side(two_models["good"], two_models["held_out"], tmp_path, tmp_path / "missing", "4")
+    res = evaluate_side_by_side(
+        two_models["good"], two_models["held_out"], tmp_path, tmp_path / "missing", "4"
+    )
     assert res["champion"] is None and "could not be scored" in res["champion_note"]
     better = {k: v * 2 for k, v in res["challenger"].items()}
     refused = challenger_gate(res, champion_fallback=better)

@@ -30,9 +30,17 @@ def bundle(tmp_path_factory) -> Path:
 
 
 def test_bundle_layout_and_metrics(bundle):
-    for rel in ("model/ranker/weights.safetensors", "model/ranker/config.json", "model/ranker.pt",
-                "model/two_tower/weights.safetensors", "index/index.faiss", "index/ids.npy",
-                "index/snapshot.parquet", "index/manifest.json", "candidates/category_pairs.parquet"):
+    for rel in (
+        "model/ranker/weights.safetensors",
+        "model/ranker/config.json",
+        "model/ranker.pt",
+        "model/two_tower/weights.safetensors",
+        "index/index.faiss",
+        "index/ids.npy",
+        "index/snapshot.parquet",
+        "index/manifest.json",
+        "candidates/category_pairs.parquet",
+    ):
         assert (bundle / rel).exists(), rel
     m = json.loads((bundle / "model/metrics.json").read_text())
     # the synthetic clicks depend on listing quality: the click head must find it
@@ -101,21 +109,29 @@ def test_same_seed_same_model(tmp_path):
 @pytest.mark.parametrize("source", ["model", "saved weights, no torch"])
 def test_fast_user_encoder_matches_torch_tower(bundle, source):
     _, tt = load_models(bundle / "model")
-    enc = FastUserEncoder.from_model(tt) if source == "model" else FastUserEncoder.from_dir(bundle / "model" / "two_tower")
+    enc = (
+        FastUserEncoder.from_model(tt)
+        if source == "model"
+        else FastUserEncoder.from_dir(bundle / "model" / "two_tower")
+    )
     for seq in ([1002, 1003], list(range(1000, 1030)), []):
         for region, device in (("eu", "ios"), ("us", "web"), ("nowhere", "fridge")):
             fast = enc.encode(seq, region, device, 13.5)
-            ref = tt.embed_users(np.array([seq[-20:] or [-1]]), [region], [device], np.array([13.5]))[0]
+            ref = tt.embed_users(
+                np.array([seq[-20:] or [-1]]), [region], [device], np.array([13.5])
+            )[0]
             np.testing.assert_allclose(fast, ref, atol=1e-5)
 
 
 def test_serving_bundle_loads_without_torch(bundle):
     """The transformer's bundle (index, candidate generator with the user encoder, catalogue) needs no
     torch: the process stays ~185 MiB smaller."""
-    code = ("import sys; from checkout_recs.serving.bundle import ServingBundle; "
-            f"b = ServingBundle.load({str(bundle)!r}, candidates='auto'); "
-            "assert type(b.candidates).__name__ == 'GeneratorCandidates', type(b.candidates); "
-            "print('torch' in sys.modules)")
+    code = (
+        "import sys; from checkout_recs.serving.bundle import ServingBundle; "
+        f"b = ServingBundle.load({str(bundle)!r}, candidates='auto'); "
+        "assert type(b.candidates).__name__ == 'GeneratorCandidates', type(b.candidates); "
+        "print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "False"
@@ -128,10 +144,12 @@ def test_predictor_serves_the_student_without_torch(bundle):
 
     student = RankerModel.load(bundle / "model" / "student")
     X = np.random.default_rng(0).normal(size=(5, len(student.feature_names))).astype(np.float32)
-    code = ("import sys, json, numpy as np; from inference.predictor import RankerPredictor; "
-            f"p = RankerPredictor({str(bundle)!r}); p.load(); "
-            f"pc, pp = p.score(np.asarray({X.tolist()!r}, np.float32)); "
-            "print(json.dumps(['torch' in sys.modules, p.version, pc.tolist(), pp.tolist()]))")
+    code = (
+        "import sys, json, numpy as np; from inference.predictor import RankerPredictor; "
+        f"p = RankerPredictor({str(bundle)!r}); p.load(); "
+        f"pc, pp = p.score(np.asarray({X.tolist()!r}, np.float32)); "
+        "print(json.dumps(['torch' in sys.modules, p.version, pc.tolist(), pp.tolist()]))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     torch_loaded, version, pc, pp = json.loads(out.stdout.strip().splitlines()[-1])

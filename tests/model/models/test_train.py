@@ -38,17 +38,31 @@ def runs(tmp_path_factory) -> dict:
     retrieval = train_retrieval_stage(paths["labels"], paths["features"], tmp / "retrieval", cfg)
     merged = merge_model_dirs([tmp / "ranker", tmp / "retrieval"], tmp / "merged", cfg)
     whole = train_all(paths["training_set"], paths["labels"], paths["features"], tmp / "whole", cfg)
-    return {"tmp": tmp, "paths": paths, "ranker": ranker, "student": student,
-            "retrieval": retrieval, "merged": merged, "whole": whole}
+    return {
+        "tmp": tmp,
+        "paths": paths,
+        "ranker": ranker,
+        "student": student,
+        "retrieval": retrieval,
+        "merged": merged,
+        "whole": whole,
+    }
 
 
 def test_stage_outputs_land_where_the_bundle_expects_them(runs):
     tmp = runs["tmp"]
-    for rel in ("ranker/weights.safetensors", "ranker.pt", "student/config.json",
-                "two_tower/weights.safetensors", "metrics.json"):
+    for rel in (
+        "ranker/weights.safetensors",
+        "ranker.pt",
+        "student/config.json",
+        "two_tower/weights.safetensors",
+        "metrics.json",
+    ):
         assert (tmp / "merged" / rel).exists(), rel
         assert (tmp / "whole" / rel).exists(), rel
-    assert not (tmp / "retrieval" / "ranker").exists() and not (tmp / "ranker" / "two_tower").exists()
+    assert (
+        not (tmp / "retrieval" / "ranker").exists() and not (tmp / "ranker" / "two_tower").exists()
+    )
     assert runs["merged"]["mlflow_run_id"] is None  # no tracking URI in the config
 
 
@@ -57,7 +71,9 @@ def test_stages_give_train_all_metrics_keys_and_the_same_ranker(runs):
     whole = json.loads((tmp / "whole" / "metrics.json").read_text())
     merged = json.loads((tmp / "merged" / "metrics.json").read_text())
     assert set(whole) - {"train_all_seconds"} == set(merged)
-    assert set(runs["student"]["metrics"]) <= set(merged) and any(k.startswith("student_") for k in merged)
+    assert set(runs["student"]["metrics"]) <= set(merged) and any(
+        k.startswith("student_") for k in merged
+    )
     assert any(k.startswith("two_tower_") for k in runs["retrieval"]["metrics"])
     assert runs["whole"].ranker_version == runs["ranker"]["version"]
     frame = pd.read_parquet(runs["paths"]["training_set"]).head(200)

@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 from checkout_recs.policy.catalog import ItemCatalog
-from checkout_recs.policy.config import ExplorationConfig, ExposureConfig, LedgerConfig, PolicyConfig
+from checkout_recs.policy.config import (
+    ExplorationConfig,
+    ExposureConfig,
+    LedgerConfig,
+    PolicyConfig,
+)
 from checkout_recs.policy.engine import PolicyEngine
 from tests.fixtures_ledger import LEDGER_REDIS_URL, ledger_prefix  # noqa: F401
 from tests.fixtures_serving import make_prepared, make_snapshot
@@ -29,14 +34,23 @@ def ledger(request) -> LedgerConfig:
     if request.param == "local":
         return LedgerConfig(backend="local")
     prefix = request.getfixturevalue("ledger_prefix")
-    return LedgerConfig(backend="redis", url=LEDGER_REDIS_URL, prefix=prefix, timeout_ms=250)  # loaded CI box
+    return LedgerConfig(
+        backend="redis", url=LEDGER_REDIS_URL, prefix=prefix, timeout_ms=250
+    )  # loaded CI box
 
 
 @pytest.mark.slow
 def test_logged_propensities_equal_empirical_slot_frequencies(catalog, ledger):
-    cfg = PolicyConfig(exploration=ExplorationConfig(epsilon={"returning": 0.5}, min_daily_budget=1e9,
-                                                     pool_size=8, temperature=0.3, ledger=ledger),
-                       exposure=ExposureConfig(enabled=False))
+    cfg = PolicyConfig(
+        exploration=ExplorationConfig(
+            epsilon={"returning": 0.5},
+            min_daily_budget=1e9,
+            pool_size=8,
+            temperature=0.3,
+            ledger=ledger,
+        ),
+        exposure=ExposureConfig(enabled=False),
+    )
     eng = PolicyEngine(catalog, cfg, seed=11)
     rng = np.random.default_rng(0)
     rows = rng.choice(len(catalog), 120, replace=False)
@@ -60,9 +74,15 @@ def test_logged_propensities_equal_empirical_slot_frequencies(catalog, ledger):
 
 
 def test_exploration_spend_never_exceeds_its_cap_over_a_simulated_day(catalog, ledger):
-    cfg = PolicyConfig(exploration=ExplorationConfig(epsilon={"returning": 0.5, "new_user": 0.5, "high_value": 0.5},
-                                                     daily_share=0.01, pool_size=20, ledger=ledger),
-                       exposure=ExposureConfig(enabled=False))
+    cfg = PolicyConfig(
+        exploration=ExplorationConfig(
+            epsilon={"returning": 0.5, "new_user": 0.5, "high_value": 0.5},
+            daily_share=0.01,
+            pool_size=20,
+            ledger=ledger,
+        ),
+        exposure=ExposureConfig(enabled=False),
+    )
     eng = PolicyEngine(catalog, cfg, seed=3)
     rng = np.random.default_rng(1)
     start = dt.datetime(2026, 11, 22, tzinfo=dt.UTC)
@@ -78,14 +98,18 @@ def test_exploration_spend_never_exceeds_its_cap_over_a_simulated_day(catalog, l
             days_spent.append(prev)
         assert ledger.spent <= ledger.cap(cfg.exploration) + 1e-9
         prev = (ledger.spent, ledger.served, ledger.explored)
-    assert ledger.explored > 0 and days_spent and days_spent[0][2] > 10  # the cap binds but does not forbid
+    assert (
+        ledger.explored > 0 and days_spent and days_spent[0][2] > 10
+    )  # the cap binds but does not forbid
     spent, served, _ = days_spent[0]
     assert spent <= 0.01 * served + 1e-9
 
 
 def test_exploration_is_off_for_the_fallback_and_when_disabled(catalog):
-    cfg = PolicyConfig(exploration=ExplorationConfig(enabled=False, min_daily_budget=1e12),
-                       exposure=ExposureConfig(enabled=False))
+    cfg = PolicyConfig(
+        exploration=ExplorationConfig(enabled=False, min_daily_budget=1e12),
+        exposure=ExposureConfig(enabled=False),
+    )
     eng = PolicyEngine(catalog, cfg)
     rng = np.random.default_rng(2)
     rows = rng.choice(len(catalog), 60, replace=False)
@@ -106,9 +130,12 @@ def test_min_share_for_new_sellers_holds_when_quality_allows(catalog):
     is_new = catalog.seller_is_new | catalog.cold
 
     def run(enabled: bool) -> float:
-        cfg = PolicyConfig(exploration=ExplorationConfig(enabled=False),
-                           exposure=ExposureConfig(enabled=enabled, min_new_seller_share=0.15, min_quality=0.0,
-                                                   skew_penalty=0.0))
+        cfg = PolicyConfig(
+            exploration=ExplorationConfig(enabled=False),
+            exposure=ExposureConfig(
+                enabled=enabled, min_new_seller_share=0.15, min_quality=0.0, skew_penalty=0.0
+            ),
+        )
         eng = PolicyEngine(catalog, cfg)
         out = []
         for _ in range(400):
@@ -123,9 +150,15 @@ def test_min_share_for_new_sellers_holds_when_quality_allows(catalog):
 
 
 def test_max_share_per_seller_is_enforced(catalog):
-    cfg = PolicyConfig(exploration=ExplorationConfig(enabled=False),
-                       exposure=ExposureConfig(max_seller_share=0.05, seller_share_min_slots=60,
-                                               min_new_seller_share=0.0, skew_penalty=0.0))
+    cfg = PolicyConfig(
+        exploration=ExplorationConfig(enabled=False),
+        exposure=ExposureConfig(
+            max_seller_share=0.05,
+            seller_share_min_slots=60,
+            min_new_seller_share=0.0,
+            skew_penalty=0.0,
+        ),
+    )
     eng = PolicyEngine(catalog, cfg)
     rng = np.random.default_rng(5)
     star = int(catalog.seller_id[0])
@@ -134,7 +167,9 @@ def test_max_share_per_seller_is_enforced(catalog):
     for _ in range(300):
         rows = np.unique(np.concatenate([star_rows, rng.choice(len(catalog), 80, replace=False)]))
         pc, pp = _scores(rng, len(rows))
-        pc = np.where(catalog.seller_id[rows] == star, 0.99, pc)  # the star seller always scores best
+        pc = np.where(
+            catalog.seller_id[rows] == star, 0.99, pc
+        )  # the star seller always scores best
         shown.append(eng.choose(make_prepared(catalog, rows), (pc, pp)).rows)
     all_rows = np.concatenate(shown)
     share = float((catalog.seller_id[all_rows] == star).mean())
@@ -143,9 +178,15 @@ def test_max_share_per_seller_is_enforced(catalog):
 
 
 def test_audit_bucket_skew_is_penalised(catalog):
-    cfg = PolicyConfig(exploration=ExplorationConfig(enabled=False),
-                       exposure=ExposureConfig(min_new_seller_share=0.0, skew_penalty=2.0, audit_buckets=4,
-                                               seller_share_min_slots=10_000))
+    cfg = PolicyConfig(
+        exploration=ExplorationConfig(enabled=False),
+        exposure=ExposureConfig(
+            min_new_seller_share=0.0,
+            skew_penalty=2.0,
+            audit_buckets=4,
+            seller_share_min_slots=10_000,
+        ),
+    )
     eng = PolicyEngine(catalog, cfg)
     buckets = eng.exposure.bucket(catalog.seller_id)
     rng = np.random.default_rng(6)
@@ -160,6 +201,10 @@ def test_audit_bucket_skew_is_penalised(catalog):
             out.append(engine.choose(make_prepared(catalog, rows), (pc, pp)).rows)
         return float(favoured[np.concatenate(out)].mean())
 
-    base = PolicyEngine(catalog, PolicyConfig(exploration=ExplorationConfig(enabled=False),
-                                              exposure=ExposureConfig(enabled=False)))
+    base = PolicyEngine(
+        catalog,
+        PolicyConfig(
+            exploration=ExplorationConfig(enabled=False), exposure=ExposureConfig(enabled=False)
+        ),
+    )
     assert share(eng) < share(base) - 0.05

@@ -41,7 +41,9 @@ def test_cf_residual_adds_what_the_tower_misses(setup):
     far = _far_items(emb, snap, vec, 3)
     recent = [1500]
     # item-kNN says: after 1500 come three listings the tower ranks last, and one it ranks first
-    knn = pd.DataFrame({"listing_a": 1500, "listing_b": [*far, ann_top[0]], "similarity": [0.9, 0.8, 0.7, 0.95]})
+    knn = pd.DataFrame(
+        {"listing_a": 1500, "listing_b": [*far, ann_top[0]], "similarity": [0.9, 0.8, 0.7, 0.95]}
+    )
     gen = CandidateGenerator(index, item_knn=knn)
     c = gen.generate(CandidateRequest(region="eu", recent_listing_ids=recent, user_vector=vec))
     src = dict(zip(c.ids.tolist(), c.sources.tolist(), strict=True))
@@ -53,8 +55,13 @@ def test_cf_residual_adds_what_the_tower_misses(setup):
 def test_complement_searches_complement_categories_with_the_user_vector(setup):
     index, emb, snap = setup
     basket = [1000 + 8 * 5 + 1]  # category 1, region 'us' (rows 40..47 are 'us')
-    assert snap.set_index("listing_id").loc[basket[0], ["category_id", "region"]].tolist() == [1, "us"]
-    pairs = pd.DataFrame({"category_a": [1, 1, 1], "category_b": [4, 6, 1], "co_purchase_strength": [0.9, 0.5, 1.0]})
+    assert snap.set_index("listing_id").loc[basket[0], ["category_id", "region"]].tolist() == [
+        1,
+        "us",
+    ]
+    pairs = pd.DataFrame(
+        {"category_a": [1, 1, 1], "category_b": [4, 6, 1], "co_purchase_strength": [0.9, 0.5, 1.0]}
+    )
     cfg = CandidateConfig(ann=0, popular=0, cold_start=0, complement=30, complement_categories=2)
     gen = CandidateGenerator(index, category_pairs=pairs, cfg=cfg)
     vec = emb[7]
@@ -83,13 +90,22 @@ def test_without_user_vector_complement_falls_back_to_popular_in_category(setup)
 def test_no_source_returns_a_sold_listing_or_the_basket(setup):
     index, emb, snap = setup
     vec = emb[3]
-    knn = pd.DataFrame({"listing_a": 1200, "listing_b": _far_items(emb, snap, vec, 20), "similarity": 0.5})
+    knn = pd.DataFrame(
+        {"listing_a": 1200, "listing_b": _far_items(emb, snap, vec, 20), "similarity": 0.5}
+    )
     co = pd.DataFrame({"listing_a": 1001, "listing_b": np.arange(1100, 1130), "strength": 1.0})
     pairs = pd.DataFrame({"category_a": [1], "category_b": [4], "co_purchase_strength": [0.9]})
     gen = CandidateGenerator(index, co_purchase=co, category_pairs=pairs, item_knn=knn)
     req = CandidateRequest(region="eu", basket=[1001], recent_listing_ids=[1200], user_vector=vec)
     first = gen.generate(req)
-    assert set(first.counts()) == {"ann", "cf_residual", "co_purchase", "complement", "popular", "cold_start"}
+    assert set(first.counts()) == {
+        "ann",
+        "cf_residual",
+        "co_purchase",
+        "complement",
+        "popular",
+        "cold_start",
+    }
     sold = np.concatenate([first.ids[first.sources == s][:5] for s in first.counts()])
     index.remove(sold)
     again = gen.generate(req)
@@ -102,9 +118,14 @@ def test_candidate_tables_include_item_knn_from_interactions(tmp_path):
 
     labels = tmp_path / "labels"
     labels.mkdir()
-    pd.DataFrame({"user_id": [1, 1, 2, 2, 3], "listing_id": [10, 11, 10, 11, 12],
-                  "event_timestamp": pd.Timestamp("2026-10-01", tz="UTC"), "kind": "order"}
-                 ).to_parquet(labels / "interactions.parquet")
+    pd.DataFrame(
+        {
+            "user_id": [1, 1, 2, 2, 3],
+            "listing_id": [10, 11, 10, 11, 12],
+            "event_timestamp": pd.Timestamp("2026-10-01", tz="UTC"),
+            "kind": "order",
+        }
+    ).to_parquet(labels / "interactions.parquet")
     tables = candidate_tables(labels, tmp_path / "no_features")
     knn = tables["item_knn"]
     assert len(knn) == 2  # 10 ↔ 11 (two shared users); 12 has no neighbour

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from checkout_recs import contract
+from checkout_recs.serving.bundle import GeneratorCandidates, ServingBundle
 from checkout_recs.serving.inventory import MemoryInventoryStore
 from checkout_recs.serving.recommender import Recommender, TableUserFeatures
-from checkout_recs.serving.bundle import GeneratorCandidates, ServingBundle
 
 pytestmark = pytest.mark.slow
 
@@ -40,19 +40,24 @@ def test_ranker_answers_six_with_ann_candidates_and_never_a_sold_item(demo):
     basket = bundle.catalog.listing_id[:2].tolist()
     seen_sources: set[str] = set()
     for uid in users["user_id"].head(8).tolist():
-        d = rec.recommend(contract.PostCheckoutRequest(user_id=uid, purchased_item_ids=basket, region=region),
-                          ranker.predict)
+        d = rec.recommend(
+            contract.PostCheckoutRequest(user_id=uid, purchased_item_ids=basket, region=region),
+            ranker.predict,
+        )
         ids = [i.listing_id for i in d.response.items]
         assert d.response.policy == "ranker" and len(set(ids)) == 6 and not set(ids) & set(basket)
         seen_sources |= set(d.prepared.cand_sources.tolist())
         for lid in ids[:2]:
             inv.mark(lid, "sold")
         sold = set(inv._state)
-        nxt = rec.recommend(contract.PostCheckoutRequest(user_id=uid, purchased_item_ids=basket, region=region),
-                            ranker.predict)
+        nxt = rec.recommend(
+            contract.PostCheckoutRequest(user_id=uid, purchased_item_ids=basket, region=region),
+            ranker.predict,
+        )
         assert not sold & {i.listing_id for i in nxt.response.items}
     assert "ann" in seen_sources
     fast = d.prepared.matrix
-    ref = bundle.ranker_input_reference(d.prepared.request, d.prepared.user, d.prepared.cand_rows,
-                                        d.prepared.basket_rows)
+    ref = bundle.ranker_input_reference(
+        d.prepared.request, d.prepared.user, d.prepared.cand_rows, d.prepared.basket_rows
+    )
     np.testing.assert_array_equal(fast, ref)

@@ -47,6 +47,7 @@ def test_same_requests_for_every_policy_and_region_filter(world: SimWorld) -> No
         def policy(ctx: RequestContext, cands: CandidateSet) -> tuple[np.ndarray, np.ndarray]:
             seen[k].append((ctx.request_id, ctx.region, tuple(cands.listing_id[:3])))
             return cands.listing_id[:6], np.ones(6)
+
         return policy
 
     evaluate_policy(spy(0), [1], ["north"], world=world, requests_per_day=40)

@@ -145,12 +145,19 @@ def test_sasrec_early_stopping_keeps_the_best_checkpoint():
         states.append({k: v.clone() for k, v in m.net.state_dict().items()})
         return next(values)
 
-    cfg = SASRecConfig(dim=8, max_len=6, epochs=10, eval_every=1, patience=2, batch_size=8)
+    cfg = SASRecConfig(dim=8, max_len=6, epochs=10, eval_every=1, patience=2, batch_size=8, smooth=1)
     m = SASRec(cfg).fit(seqs, 12, seed=0, monitor=monitor)
     assert m.epochs_run == 4 and m.best_epoch == 2 and [e for e, _ in m.history] == [1, 2, 3, 4]
     for k, v in m.net.state_dict().items():
         assert torch.equal(v, states[1][k]), k
     assert m.score(seqs).shape == (20, 12)
+    # smoothed over 3 calls: the plateau (epochs 4-6) wins over the lone spike at epoch 2
+    values = iter([0.1, 0.4, 0.1, 0.3, 0.3, 0.3, 0.0, 0.0, 0.0, 0.0])
+    states.clear()
+    m = SASRec(SASRecConfig(**{**cfg.__dict__, "smooth": 3})).fit(seqs, 12, seed=0, monitor=monitor)
+    assert m.epochs_run == 8 and m.best_epoch == 5
+    for k, v in m.net.state_dict().items():
+        assert torch.equal(v, states[4][k]), k
     fixed = SASRec(SASRecConfig(dim=8, max_len=6, epochs=3, batch_size=8)).fit(seqs, 12, seed=0)
     assert fixed.epochs_run == fixed.best_epoch == 3 and fixed.history == []
 

@@ -13,7 +13,11 @@ from checkout_recs.evaluation.ope.estimators import (
     bootstrap_ratio_interval,
     tabular_reward_model,
 )
-from checkout_recs.evaluation.ope.estimators_slate import IndependentIPS, PositionBasedIPS, estimate_examination
+from checkout_recs.evaluation.ope.estimators_slate import (
+    IndependentIPS,
+    PositionBasedIPS,
+    estimate_examination,
+)
 
 
 def _toy() -> dict:
@@ -38,17 +42,23 @@ def test_formulas_by_hand() -> None:
     # DR = 0.6 + mean(w * (r - q(a))) = 0.6 + (2*0.4 + 4*(-0.6))/4 = 0.2
     assert DoublyRobust().estimate_policy_value(**d) == pytest.approx(0.2)
     assert InverseProbabilityWeighting(lambda_=3.0).estimate_policy_value(**d) == pytest.approx(0.5)
-    assert InverseProbabilityWeighting(lambda_=1.0).estimate_policy_value(**d) == pytest.approx(0.25)
+    assert InverseProbabilityWeighting(lambda_=1.0).estimate_policy_value(**d) == pytest.approx(
+        0.25
+    )
 
 
 def test_bad_input_is_refused() -> None:
     d = _toy()
     with pytest.raises(ValueError, match="pscore"):
-        InverseProbabilityWeighting().estimate_policy_value(**{**d, "pscore": np.array([0.5, 0, 0.5, 0.5])})
+        InverseProbabilityWeighting().estimate_policy_value(
+            **{**d, "pscore": np.array([0.5, 0, 0.5, 0.5])}
+        )
     with pytest.raises(ValueError, match="action_dist"):
         SelfNormalizedIPS().estimate_policy_value(**{**d, "action_dist": d["action_dist"][:2]})
     with pytest.raises(ValueError, match="shape"):
-        DirectMethod().estimate_policy_value(**{**d, "estimated_rewards_by_reg_model": np.zeros((4, 3, 1))})
+        DirectMethod().estimate_policy_value(
+            **{**d, "estimated_rewards_by_reg_model": np.zeros((4, 3, 1))}
+        )
     with pytest.raises(ValueError):
         bootstrap_ratio_interval(np.array([]))
 

@@ -41,7 +41,9 @@ def obd() -> dict:
         random_state=12345,
     )
     action_dist = bts.compute_batch_action_dist(n_sim=10_000, n_rounds=bf["n_rounds"])
-    q_hat = tabular_reward_model(bf["reward"], bf["action"], bf["position"], ds.n_actions, ds.len_list)
+    q_hat = tabular_reward_model(
+        bf["reward"], bf["action"], bf["position"], ds.n_actions, ds.len_list
+    )
     truth = OpenBanditDataset.calc_on_policy_policy_value_estimate(
         behavior_policy="bts", campaign="all", data_path=path
     )
@@ -77,7 +79,9 @@ OURS = {
 def test_equals_obp_to_relative_1e6(obd: dict, name: str) -> None:
     theirs = _obp_estimators()[name]
     accepted = inspect.signature(theirs.estimate_policy_value).parameters
-    expected = theirs.estimate_policy_value(**{k: v for k, v in obd["data"].items() if k in accepted})
+    expected = theirs.estimate_policy_value(
+        **{k: v for k, v in obd["data"].items() if k in accepted}
+    )
     got = OURS[name].estimate_policy_value(**obd["data"])
     assert expected > 0
     assert got == pytest.approx(expected, rel=1e-6)
@@ -86,7 +90,9 @@ def test_equals_obp_to_relative_1e6(obd: dict, name: str) -> None:
 @pytest.mark.parametrize("name", ["ipw", "snipw", "dr"])
 def test_bts_value_from_random_logs_covers_on_policy_truth(obd: dict, name: str) -> None:
     iv = OURS[name].estimate_interval(n_bootstrap_samples=500, random_state=1, **obd["data"])
-    print(f"{name}: estimate {iv.estimate:.5f} CI [{iv.lower:.5f}, {iv.upper:.5f}] truth {obd['truth']:.5f}")
+    print(
+        f"{name}: estimate {iv.estimate:.5f} CI [{iv.lower:.5f}, {iv.upper:.5f}] truth {obd['truth']:.5f}"
+    )
     assert iv.lower < iv.estimate < iv.upper
     assert iv.covers(obd["truth"])
 

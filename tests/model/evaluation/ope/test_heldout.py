@@ -17,14 +17,16 @@ def _logs(n_req: int = 4000, k: int = 6, seed: int = 0) -> tuple[pd.DataFrame, n
     order = np.argsort(rng.random((n_req, k)), axis=1)  # order[r, s] = item shown at slot s
     q_shown = np.take_along_axis(quality, order, axis=1)
     clicked = rng.random((n_req, k)) < q_shown * bias
-    frame = pd.DataFrame({
-        "request_id": np.repeat([f"r{i}" for i in range(n_req)], k),
-        "slot": np.tile(np.arange(k), n_req),
-        "propensity": 1.0 / k,  # a random permutation puts an item at a slot with prob 1/k
-        "clicked": clicked.ravel().astype(int),
-        "purchased": (clicked & (rng.random((n_req, k)) < 0.3)).ravel().astype(int),
-        "quality": q_shown.ravel(),
-    })
+    frame = pd.DataFrame(
+        {
+            "request_id": np.repeat([f"r{i}" for i in range(n_req)], k),
+            "slot": np.tile(np.arange(k), n_req),
+            "propensity": 1.0 / k,  # a random permutation puts an item at a slot with prob 1/k
+            "clicked": clicked.ravel().astype(int),
+            "purchased": (clicked & (rng.random((n_req, k)) < 0.3)).ravel().astype(int),
+            "quality": q_shown.ravel(),
+        }
+    )
     true_greedy = float((np.sort(quality, axis=1)[:, ::-1] * bias).mean())
     return frame.sample(frac=1.0, random_state=1), true_greedy  # shuffled rows: order-free input
 
@@ -45,8 +47,11 @@ def test_greedy_by_true_quality_is_valued_near_truth_and_above_logging():
 
 def test_reproducing_the_logged_order_gives_the_logged_value():
     frame, _ = _logs(n_req=300)
-    got = greedy_ope(frame, -frame["slot"].to_numpy(float), {"click": np.full(len(frame), 0.1),
-                                                             "purchase": np.zeros(len(frame))})
+    got = greedy_ope(
+        frame,
+        -frame["slot"].to_numpy(float),
+        {"click": np.full(len(frame), 0.1), "purchase": np.zeros(len(frame))},
+    )
     assert got["ope_match_share"] == 1.0 and got["ope_ess"] == pytest.approx(len(frame))
     for r in ("click", "purchase"):
         assert got[f"ope_snips_{r}"] == pytest.approx(got[f"ope_logged_{r}"])

@@ -10,11 +10,11 @@ import pytest
 from typer.testing import CliRunner
 
 from checkout_recs import contract
-from checkout_recs.serving.decisions import DecisionLog, decision_record
 from checkout_recs.evaluation.ranking.replay import ReplayInputError, read_decisions, replay
 from checkout_recs.policy.config import PolicyConfig
-from checkout_recs.serving.recommender import Recommender, TableUserFeatures
 from checkout_recs.serving.bundle import ServingBundle
+from checkout_recs.serving.decisions import DecisionLog, decision_record
+from checkout_recs.serving.recommender import Recommender, TableUserFeatures
 from tests.fixtures_serving import make_serving_bundle
 
 N_REQUESTS = 16
@@ -43,9 +43,13 @@ def logged(tmp_path_factory):
     t0 = dt.datetime(2026, 11, 20, 12, tzinfo=dt.UTC)
     for k in range(N_REQUESTS):
         basket = bundle.catalog.listing_id[rng.integers(0, 1200, 2)].tolist()
-        req = contract.PostCheckoutRequest(user_id=int(rng.integers(0, 60)), purchased_item_ids=basket,
-                                           region=bundle.catalog.regions[k % len(bundle.catalog.regions)],
-                                           timestamp=t0 + dt.timedelta(minutes=k), request_id=f"req-{k}")
+        req = contract.PostCheckoutRequest(
+            user_id=int(rng.integers(0, 60)),
+            purchased_item_ids=basket,
+            region=bundle.catalog.regions[k % len(bundle.catalog.regions)],
+            timestamp=t0 + dt.timedelta(minutes=k),
+            request_id=f"req-{k}",
+        )
         assert log.submit(decision_record(rec.recommend(req, scorer)))
     log.flush()
     log.close()
@@ -54,9 +58,16 @@ def logged(tmp_path_factory):
 
 def _clicks(decisions: pd.DataFrame) -> pd.DataFrame:
     """A click on the first two slots of every other request (a clicks table)."""
-    rows = [{"request_id": r, "user_id": u, "listing_id": int(ids[j]), "event_timestamp": ts}
-            for n, (r, u, ids, ts) in enumerate(decisions[["request_id", "user_id", "item_ids", "event_timestamp"]]
-                                              .itertuples(index=False)) if n % 2 == 0 for j in (0, 1)]
+    rows = [
+        {"request_id": r, "user_id": u, "listing_id": int(ids[j]), "event_timestamp": ts}
+        for n, (r, u, ids, ts) in enumerate(
+            decisions[["request_id", "user_id", "item_ids", "event_timestamp"]].itertuples(
+                index=False
+            )
+        )
+        if n % 2 == 0
+        for j in (0, 1)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -133,12 +144,16 @@ def test_cli_writes_json_report(logged, tmp_path):
 
     store, champion, _ = logged
     out = tmp_path / "replay.json"
-    res = CliRunner().invoke(app, ["replay", "--decisions", str(store), "--bundle", f"file://{champion}",
-                                   "--out", str(out)])
+    res = CliRunner().invoke(
+        app,
+        ["replay", "--decisions", str(store), "--bundle", f"file://{champion}", "--out", str(out)],
+    )
     assert res.exit_code == 0, res.output
     body = json.loads(out.read_text())
     assert body["mean_overlap"] == 1.0 and body["n_replayed"] == N_REQUESTS
-    bad = CliRunner().invoke(app, ["replay", "--decisions", str(tmp_path / "nowhere"), "--bundle", str(champion)])
+    bad = CliRunner().invoke(
+        app, ["replay", "--decisions", str(tmp_path / "nowhere"), "--bundle", str(champion)]
+    )
     assert bad.exit_code == 1 and "no decision log" in bad.output
 
 
