@@ -16,7 +16,9 @@ import typer
 
 from cli.common import fail, usage_error, write_results
 
-experiment_app = typer.Typer(help="Online experiments: design, analyze, simulate (geo holdout + DiD), reproduce.")
+experiment_app = typer.Typer(
+    help="Online experiments: design, analyze, simulate (geo holdout + DiD), reproduce."
+)
 
 
 def _sessions(run: Path):  # noqa: ANN202 - pandas imported lazily
@@ -37,14 +39,21 @@ def design(
         Path, typer.Option(help="Run folder with labels/ (pre-period data for balance and power).")
     ],
     out: Annotated[Path, typer.Option(help="Design JSON to write.")],
-    unit: Annotated[str, typer.Option(help="'user' (hash split) or 'region' (geo holdout).")] = "user",
-    treatment_share: Annotated[float, typer.Option(help="Share of users (or regions) treated.")] = 0.5,
+    unit: Annotated[
+        str, typer.Option(help="'user' (hash split) or 'region' (geo holdout).")
+    ] = "user",
+    treatment_share: Annotated[
+        float, typer.Option(help="Share of users (or regions) treated.")
+    ] = 0.5,
     seed: Annotated[int, typer.Option(help="Seed of the region draw.")] = 7,
 ) -> None:
     """Assignment rule, arms and minimum detectable effects from pre-period data."""
     import pandas as pd
 
-    from checkout_recs.evaluation.experiments.ab import design_geo_holdout, minimum_detectable_effect
+    from checkout_recs.evaluation.experiments.ab import (
+        design_geo_holdout,
+        minimum_detectable_effect,
+    )
 
     if unit not in ("user", "region"):
         raise usage_error(f"--unit must be 'user' or 'region', got {unit!r}")
@@ -56,9 +65,16 @@ def design(
     gmv_unit = per_unit["gmv"]
     mde = {f"n_per_arm={n}": minimum_detectable_effect(gmv_unit.mean(), gmv_unit.std(), n) for n in
            sorted({min(n_treated, n_units - n_treated), 1_000, 10_000, 100_000})}  # fmt: skip
-    spec: dict = {"name": name, "unit": unit, "treatment_share": treatment_share, "mde_gmv_per_unit": mde}
+    spec: dict = {
+        "name": name,
+        "unit": unit,
+        "treatment_share": treatment_share,
+        "mde_gmv_per_unit": mde,
+    }
     if unit == "region":
-        spec["arms"] = design_geo_holdout(per_unit["gmv"], holdout_share=1 - treatment_share, seed=seed)
+        spec["arms"] = design_geo_holdout(
+            per_unit["gmv"], holdout_share=1 - treatment_share, seed=seed
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(spec, indent=2))
     typer.echo(pd.Series(spec, dtype=object).to_string())
@@ -67,10 +83,14 @@ def design(
 
 @experiment_app.command("analyze")
 def analyze(
-    design_file: Annotated[Path, typer.Option("--design", help="Design JSON from `experiment design`.")],
+    design_file: Annotated[
+        Path, typer.Option("--design", help="Design JSON from `experiment design`.")
+    ],
     run: Annotated[Path, typer.Option(help="Run folder with labels/ covering the experiment.")],
     out: Annotated[Path, typer.Option(help="Folder for report.html and results.json.")],
-    start: Annotated[str | None, typer.Option(help="Region designs: first treated day (YYYY-MM-DD).")] = None,
+    start: Annotated[
+        str | None, typer.Option(help="Region designs: first treated day (YYYY-MM-DD).")
+    ] = None,
 ) -> None:
     """Lifts with delta-method and bootstrap intervals (user designs) or DiD (region designs)."""
     import numpy as np
@@ -83,7 +103,9 @@ def analyze(
     spec = json.loads(design_file.read_text())
     s = _sessions(run)
     if spec["unit"] == "user":
-        treated = assign_by_user_hash(s["user_id"].to_numpy(), spec["name"], spec["treatment_share"])
+        treated = assign_by_user_hash(
+            s["user_id"].to_numpy(), spec["name"], spec["treatment_share"]
+        )
         res = analyze_ab(s.assign(arm=np.where(treated, "treatment", "control")))
         path = ab_report(res, out / "report.html", f"Experiment {spec['name']}")
         (out / "results.json").write_text(res.to_json(orient="records", indent=2))
@@ -114,33 +136,43 @@ def analyze(
 
 @experiment_app.command("simulate")
 def simulate(
-    out: Annotated[Path, typer.Option(help="Folder for report.html, results.json and panel.parquet.")],
+    out: Annotated[
+        Path, typer.Option(help="Folder for report.html, results.json and panel.parquet.")
+    ],
     treated: Annotated[
         str,
         typer.Option(
             help="Treated policy: 'serving' (our policy; needs --bundle) or 'oracle' (upper bound)."
         ),
     ] = "serving",
-    bundle: Annotated[Path | None, typer.Option(help="Serving bundle folder for --treated serving.")] = None,
+    bundle: Annotated[
+        Path | None, typer.Option(help="Serving bundle folder for --treated serving.")
+    ] = None,
     users: Annotated[
         Path | None, typer.Option(help="User feature table (default: found in the bundle).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Simulator seed.")] = 5,
     pre_days: Annotated[int, typer.Option(help="Days with every region on the heuristic.")] = 14,
-    test_days: Annotated[int, typer.Option(help="Days with treated regions on the new policy.")] = 14,
+    test_days: Annotated[
+        int, typer.Option(help="Days with treated regions on the new policy.")
+    ] = 14,
     holdout: Annotated[list[str] | None, typer.Option(help="Holdout region (repeat).")] = None,
     requests_per_day: Annotated[
         int | None, typer.Option(help="Checkouts per day, all regions (default: the world's).")
     ] = None,
     raw: Annotated[
         Path | None,
-        typer.Option(help="Simulated raw folder whose world is used (the bundle's training run: its "
-                     "pre-period, see checkout_recs.simulate.pre_period)."),
+        typer.Option(
+            help="Simulated raw folder whose world is used (the bundle's training run: its "
+            "pre-period, see checkout_recs.simulate.pre_period)."
+        ),
     ] = None,
     policy_config: Annotated[
         Path | None, typer.Option(help="PolicyConfig JSON for the treated serving policy.")
     ] = None,
-    results: Annotated[Path | None, typer.Option(help="Also write the figures to this JSON file.")] = None,
+    results: Annotated[
+        Path | None, typer.Option(help="Also write the figures to this JSON file.")
+    ] = None,
 ) -> None:
     """Geo holdout in the simulator: DiD incremental GMV next to the true uplift, cold start, exposure."""
     from rich.console import Console
@@ -152,7 +184,9 @@ def simulate(
                         test_days=test_days, holdout=tuple(holdout or ()), requests_per_day=requests_per_day,
                         policy_config=policy_config)  # fmt: skip
     with Progress() as bar:
-        task = bar.add_task("simulating days (experiment, then counterfactual)", total=2 * (pre_days + test_days))
+        task = bar.add_task(
+            "simulating days (experiment, then counterfactual)", total=2 * (pre_days + test_days)
+        )
         try:
             payload, table = simulate_experiment(spec, out, _command(), _day_progress(bar, task))
         except ValueError as exc:
@@ -168,7 +202,9 @@ def simulate(
 
 @experiment_app.command("world")
 def world(
-    out: Annotated[Path, typer.Option(help="Raw folder to write (the simulated logs of the whole run).")],
+    out: Annotated[
+        Path, typer.Option(help="Raw folder to write (the simulated logs of the whole run).")
+    ],
     seed: Annotated[int, typer.Option(help="Simulator seed.")] = 5,
     days: Annotated[int, typer.Option(help="Simulated days (pre-period + test period).")] = 28,
 ) -> None:
@@ -199,9 +235,16 @@ def pre_period(
 
 @experiment_app.command("train")
 def train(
-    raw: Annotated[Path, typer.Option(help="Raw folder to learn from (the pre-period of `experiment pre-period`).")],
-    out: Annotated[Path, typer.Option(help="Work folder: ingested/, labels/, features/, model/, bundle/.")],
-    seed: Annotated[int, typer.Option(help="Seed of the models (the `train` command's default).")] = 7,
+    raw: Annotated[
+        Path,
+        typer.Option(help="Raw folder to learn from (the pre-period of `experiment pre-period`)."),
+    ],
+    out: Annotated[
+        Path, typer.Option(help="Work folder: ingested/, labels/, features/, model/, bundle/.")
+    ],
+    seed: Annotated[
+        int, typer.Option(help="Seed of the models (the `train` command's default).")
+    ] = 7,
 ) -> None:
     """Train the treated system on a raw folder: ingest, label, features, training set, train, bundle."""
     from rich.progress import Progress
@@ -213,24 +256,46 @@ def train(
         trained = train_bundle(raw, out, seed, _step_progress(bar, task, TRAIN_STEPS))
         bar.update(task, completed=len(TRAIN_STEPS))
     typer.echo(json.dumps(trained.seconds, indent=2))
-    typer.echo(f"bundle: {trained.bundle} (users: {trained.users}; {trained.training_rows} training rows)")
+    typer.echo(
+        f"bundle: {trained.bundle} (users: {trained.users}; {trained.training_rows} training rows)"
+    )
 
 
 @experiment_app.command("reproduce")
 def reproduce(
-    out: Annotated[Path, typer.Option(help="Folder for everything: raw/, pre_raw/, run/, report.html, results.json.")],
-    seed: Annotated[int, typer.Option(help="World seed (the committed figures: 5, and 6 for the replication).")] = 5,
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Folder for everything: raw/, pre_raw/, run/, report.html, results.json."
+        ),
+    ],
+    seed: Annotated[
+        int, typer.Option(help="World seed (the committed figures: 5, and 6 for the replication).")
+    ] = 5,
     policy_config: Annotated[
-        Path | None, typer.Option(help="Treated PolicyConfig JSON (default: the shipped cold-start programme).")
+        Path | None,
+        typer.Option(help="Treated PolicyConfig JSON (default: the shipped cold-start programme)."),
     ] = None,
     serving_defaults: Annotated[
-        bool, typer.Option("--serving-defaults", help="Treat with the serving defaults instead (the README's headline row).")
+        bool,
+        typer.Option(
+            "--serving-defaults",
+            help="Treat with the serving defaults instead (the README's headline row).",
+        ),
     ] = False,
     days: Annotated[int, typer.Option(help="Simulated days, pre-period + test period.")] = 28,
-    pre_days: Annotated[int, typer.Option(help="Pre-period days (training data, every region on the heuristic).")] = 14,
-    results: Annotated[Path | None, typer.Option(help="Also write the figures to this JSON file.")] = None,
+    pre_days: Annotated[
+        int, typer.Option(help="Pre-period days (training data, every region on the heuristic).")
+    ] = 14,
+    results: Annotated[
+        Path | None, typer.Option(help="Also write the figures to this JSON file.")
+    ] = None,
     world_overrides: Annotated[
-        str, typer.Option(hidden=True, help="JSON of SimConfig fields replacing the world recipe's (small test worlds).")
+        str,
+        typer.Option(
+            hidden=True,
+            help="JSON of SimConfig fields replacing the world recipe's (small test worlds).",
+        ),
     ] = "{}",
 ) -> None:
     """The seed's results table in one command: world -> pre-period -> training -> simulate.
@@ -252,7 +317,9 @@ def reproduce(
                          world_overrides=json.loads(world_overrides))  # fmt: skip
     with Progress() as bar:
         steps = bar.add_task("steps", total=len(STEPS))
-        days_task = bar.add_task("simulating days (experiment, then counterfactual)", total=2 * days)
+        days_task = bar.add_task(
+            "simulating days (experiment, then counterfactual)", total=2 * days
+        )
         payload, table = run_reproduce(out, spec, _command(), _step_progress(bar, steps, STEPS),
                                        _day_progress(bar, days_task))  # fmt: skip
         bar.update(steps, completed=len(STEPS))
@@ -269,7 +336,9 @@ def reproduce(
         typer.echo(f"against the committed figures (seed {seed}, {rep['profile']}): "
                    f"{len(rep['committed']) - len(differ)} of {len(rep['committed'])} identical")  # fmt: skip
         for r in differ:
-            typer.echo(f"  differs: {r['figure']}: reproduced {r['reproduced']}, committed {r['committed']}")
+            typer.echo(
+                f"  differs: {r['figure']}: reproduced {r['reproduced']}, committed {r['committed']}"
+            )
     typer.echo(f"report: {out / 'report.html'}")
 
 
@@ -329,12 +398,17 @@ def _day_progress(bar, task):  # noqa: ANN001, ANN202 - rich Progress and its ta
 def ope_coverage(
     seeds: Annotated[int, typer.Option(help="Number of seeds.")] = 50,
     world: Annotated[
-        str, typer.Option(help="'simulator' (the marketplace simulator) or 'standin' (small position-based world).")
+        str,
+        typer.Option(
+            help="'simulator' (the marketplace simulator) or 'standin' (small position-based world)."
+        ),
     ] = "simulator",
     results: Annotated[Path, typer.Option(help="JSON file for the figures.")] = Path(
         "benchmarks/results/ope_coverage.json"
     ),
-    report: Annotated[Path | None, typer.Option(help="Also write an HTML report with plots here.")] = None,
+    report: Annotated[
+        Path | None, typer.Option(help="Also write an HTML report with plots here.")
+    ] = None,
 ) -> None:
     """Share of seeds whose 95% interval covers the true value, for every OPE estimator."""
     from rich.progress import Progress
@@ -346,7 +420,9 @@ def ope_coverage(
         if world == "simulator":
             from checkout_recs.studies.ope_sim_coverage import sim_coverage_study
 
-            r = sim_coverage_study(n_seeds=seeds, progress=lambda d, n: bar.update(task, completed=d))
+            r = sim_coverage_study(
+                n_seeds=seeds, progress=lambda d, n: bar.update(task, completed=d)
+            )
         else:
             from checkout_recs.studies.ope_coverage import coverage_study
 
@@ -357,7 +433,14 @@ def ope_coverage(
         flag = "ok" if cov >= 0.9 else "BELOW 90%"
         typer.echo(f"  {name:6s} coverage {cov:5.0%}  mean estimate {r['mean_estimate'][name]:.4f}  "
                    f"mean width {r['mean_width'][name]:.4f}  {flag}")  # fmt: skip
-    write_results(results, {"world_kind": world, "command": f"checkout-recs ope-coverage --seeds {seeds} --world {world}", **r})
+    write_results(
+        results,
+        {
+            "world_kind": world,
+            "command": f"checkout-recs ope-coverage --seeds {seeds} --world {world}",
+            **r,
+        },
+    )
     if report is not None:
         from checkout_recs.studies.ope_sim_coverage import coverage_report
 
@@ -366,9 +449,12 @@ def ope_coverage(
 
 def fairness(
     run: Annotated[
-        Path, typer.Option(help="Run folder: raw/ (or ingested/validated/) tables, labels/ optional.")
+        Path,
+        typer.Option(help="Run folder: raw/ (or ingested/validated/) tables, labels/ optional."),
     ],
-    out: Annotated[Path, typer.Option(help="Folder for fairness_report.html and fairness_summary.json.")],
+    out: Annotated[
+        Path, typer.Option(help="Folder for fairness_report.html and fairness_summary.json.")
+    ],
 ) -> None:
     """Exposure and clicks by seller cohort and proxy audit bucket, disparity over time."""
     import pandas as pd

@@ -65,8 +65,12 @@ class SASRecNet(nn.Module):
         super().__init__()
         self.item = nn.Embedding(n_items + 1, cfg.dim, padding_idx=0)  # index 0 pads; item i → i+1
         self.pos = nn.Embedding(cfg.max_len, cfg.dim)
-        self.blocks = nn.ModuleList([AttentionBlock(cfg.dim, cfg.heads, 2 * cfg.dim, cfg.dropout, norm_first=True)
-                                     for _ in range(cfg.blocks)])
+        self.blocks = nn.ModuleList(
+            [
+                AttentionBlock(cfg.dim, cfg.heads, 2 * cfg.dim, cfg.dropout, norm_first=True)
+                for _ in range(cfg.blocks)
+            ]
+        )
         self.norm = nn.LayerNorm(cfg.dim)
         self.drop = nn.Dropout(cfg.dropout)
         if cfg.init == "xavier":
@@ -107,8 +111,10 @@ def _bf16_autocast(cfg: SASRecConfig) -> bool:
     if not cfg.bf16 or torch.device(cfg.device).type != "cpu":
         return False
     cpu = torch.cpu
-    return bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
-                or getattr(cpu, "_is_amx_tile_supported", lambda: False)())
+    return bool(
+        getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
+        or getattr(cpu, "_is_amx_tile_supported", lambda: False)()
+    )
 
 
 class SASRec:
@@ -124,9 +130,14 @@ class SASRec:
         self.epochs_run = self.best_epoch = 0
         self.history: list[tuple[int, float]] = []
 
-    def fit(self, seqs: list[np.ndarray], n_items: int, seed: int = 0,
-            monitor: Callable[[SASRec], float] | None = None,
-            on_epoch: Callable[[int], None] | None = None) -> SASRec:
+    def fit(
+        self,
+        seqs: list[np.ndarray],
+        n_items: int,
+        seed: int = 0,
+        monitor: Callable[[SASRec], float] | None = None,
+        on_epoch: Callable[[int], None] | None = None,
+    ) -> SASRec:
         """Train next-item prediction at every position of every sequence (full softmax).
 
         ``monitor(self) -> float`` (higher is better), when given, is called every
@@ -172,8 +183,8 @@ class SASRec:
                 continue
             self.net.eval()
             self.history.append((epoch, float(monitor(self))))
-            recent = [*recent, (epoch, copy.deepcopy(self.net.state_dict()))][-max(1, cfg.smooth):]
-            value = float(np.mean([v for _, v in self.history[-len(recent):]]))
+            recent = [*recent, (epoch, copy.deepcopy(self.net.state_dict()))][-max(1, cfg.smooth) :]
+            value = float(np.mean([v for _, v in self.history[-len(recent) :]]))
             if value > best:
                 best, stale = value, 0
                 self.best_epoch, best_state = recent[(len(recent) - 1) // 2]

@@ -60,8 +60,9 @@ class GeoSimResult:
 def _panel(rec, regions: list[str], n_days: int) -> pd.DataFrame:  # noqa: ANN001 - a MarketRecord
     e = rec.expected()
     e = e.assign(gmv=e["exp_gmv"], gmv_realised=e["purchased"] * e["price"])
-    g = e.groupby(["region", "day"]).agg(gmv=("gmv", "sum"), gmv_realised=("gmv_realised", "sum"),
-                                          requests=("request", "nunique"))
+    g = e.groupby(["region", "day"]).agg(
+        gmv=("gmv", "sum"), gmv_realised=("gmv_realised", "sum"), requests=("request", "nunique")
+    )
     full = pd.MultiIndex.from_product([regions, range(n_days)], names=["region", "day"])
     return g.reindex(full, fill_value=0).reset_index()
 
@@ -112,7 +113,9 @@ def run_geo_experiment(
         return None if progress is None else (lambda d, n: progress(offset + d, 2 * total))
 
     rec = run_policy_market(world, real, total, requests_per_day, n_candidates, step(0))
-    cf = run_policy_market(world, lambda day, region: everywhere, total, requests_per_day, n_candidates, step(total))
+    cf = run_policy_market(
+        world, lambda day, region: everywhere, total, requests_per_day, n_candidates, step(total)
+    )
     panel = _panel(rec, regions, total)
     did = diff_in_diff(panel, arms, start=pre_days, value="gmv")
     did_realised = diff_in_diff(panel, arms, start=pre_days, value="gmv_realised", scale="level")
@@ -125,9 +128,13 @@ def run_geo_experiment(
     cf_arms = {r: ("counterfactual" if a == "treatment" else "unused") for r, a in arms.items()}
     cf_shown, cf_offered = (_with_arm(world, f, cf_arms, pre_days) for f in (cf.shown, cf.offered))
     shown_all = pd.concat([shown, cf_shown[cf_shown["arm"] == "counterfactual"]], ignore_index=True)
-    offered_all = pd.concat([offered, cf_offered[cf_offered["arm"] == "counterfactual"]], ignore_index=True)
+    offered_all = pd.concat(
+        [offered, cf_offered[cf_offered["arm"] == "counterfactual"]], ignore_index=True
+    )
     table = results_table(shown_all, offered_all, did, did_realised, true_uplift)
-    return GeoSimResult(did, did_realised, true_uplift, panel, arms, pre_days, table, shown, offered, cf_panel)
+    return GeoSimResult(
+        did, did_realised, true_uplift, panel, arms, pre_days, table, shown, offered, cf_panel
+    )
 
 
 def _with_arm(world, df: pd.DataFrame, arms: dict[str, str], pre_days: int) -> pd.DataFrame:  # noqa: ANN001
@@ -138,11 +145,15 @@ def _with_arm(world, df: pd.DataFrame, arms: dict[str, str], pre_days: int) -> p
     return df.assign(
         arm=np.where(df["day"] < pre_days, "pre", df["region"].map(arms)),
         listed_at=world.cat.listed_at[idx],
-        cohort=np.where(age < 30, "new", np.where(world.sellers.incumbent[seller], "incumbent", "regular")),
+        cohort=np.where(
+            age < 30, "new", np.where(world.sellers.incumbent[seller], "incumbent", "regular")
+        ),
     )
 
 
-def cold_start_impressions(shown: pd.DataFrame, offered: pd.DataFrame, first_day_us: int) -> pd.DataFrame:
+def cold_start_impressions(
+    shown: pd.DataFrame, offered: pd.DataFrame, first_day_us: int
+) -> pd.DataFrame:
     """Per arm: median and mean first-week impressions of cold-start listings.
 
     Cold-start listings: listed at or after ``first_day_us`` and offered as a candidate within
@@ -172,12 +183,18 @@ def exposure_gap(shown: pd.DataFrame, offered: pd.DataFrame) -> pd.DataFrame:
         o = offered[offered["arm"] == arm]["cohort"].value_counts(normalize=True)
         r_new = s.get("new", 0.0) / o.get("new", np.nan)
         r_inc = s.get("incumbent", 0.0) / o.get("incumbent", np.nan)
-        out.append({"arm": arm, "ratio_new": r_new, "ratio_incumbent": r_inc, "gap": 1 - r_new / r_inc})
+        out.append(
+            {"arm": arm, "ratio_new": r_new, "ratio_incumbent": r_inc, "gap": 1 - r_new / r_inc}
+        )
     return pd.DataFrame(out)
 
 
 def results_table(
-    shown: pd.DataFrame, offered: pd.DataFrame, did: DidResult, did_realised: DidResult, true_uplift: float
+    shown: pd.DataFrame,
+    offered: pd.DataFrame,
+    did: DidResult,
+    did_realised: DidResult,
+    true_uplift: float,
 ) -> pd.DataFrame:
     """The seed's results table from arm-labelled frames (``ARMS``; ``pre`` rows are ignored).
 
@@ -186,7 +203,9 @@ def results_table(
     """
     test = shown[shown["arm"] != "pre"]
     off = offered[offered["arm"] != "pre"]
-    first_test_us = int(test["t_us"].min()) - (int(test["t_us"].min()) % US_PER_DAY) if len(test) else 0
+    first_test_us = (
+        int(test["t_us"].min()) - (int(test["t_us"].min()) % US_PER_DAY) if len(test) else 0
+    )
     cold = cold_start_impressions(test, off, first_test_us).set_index("arm")
     gap = exposure_gap(test, off).set_index("arm")
     explore = test.assign(x=test["propensity"] < 1).groupby("arm")["x"].mean()
@@ -195,8 +214,13 @@ def results_table(
         return f"{col['treatment'] / col[base] - 1:+.0%}" if col[base] else "base is 0"
 
     def did_row(name: str, d: DidResult) -> tuple:
-        return (name, f"{d.uplift:+.1%} [{d.lower:+.1%}, {d.upper:+.1%}]", "", f"{true_uplift:+.1%} (true)",
-                f"truth in CI: {d.lower <= true_uplift <= d.upper}")
+        return (
+            name,
+            f"{d.uplift:+.1%} [{d.lower:+.1%}, {d.upper:+.1%}]",
+            "",
+            f"{true_uplift:+.1%} (true)",
+            f"truth in CI: {d.lower <= true_uplift <= d.upper}",
+        )
 
     def arm_row(name: str, col: pd.Series, note: str = "") -> tuple:
         return (name, col["treatment"], col["control"], col["counterfactual"], note)
@@ -224,12 +248,21 @@ def results_table(
 
 
 #: The world recipe of ``experiment simulate`` (``geo_world_config``): see its docstring.
-GEO_WORLD: dict[str, object] = {"n_sellers": 1_500, "n_listings": 50_000, "n_users": 4_000, "checkouts_per_day": 1_500,
-             "initial_listing_share": 0.2, "regions": ("north", "south", "east", "west")}
+GEO_WORLD: dict[str, object] = {
+    "n_sellers": 1_500,
+    "n_listings": 50_000,
+    "n_users": 4_000,
+    "checkouts_per_day": 1_500,
+    "initial_listing_share": 0.2,
+    "regions": ("north", "south", "east", "west"),
+}
 
 
 def geo_world_config(
-    seed: int, days: int, checkouts_per_day: int | None = None, overrides: dict[str, object] | None = None
+    seed: int,
+    days: int,
+    checkouts_per_day: int | None = None,
+    overrides: dict[str, object] | None = None,
 ) -> SimConfig:
     """The simulated world of ``experiment simulate``: four regions, a busy marketplace whose
     stock turns over in about a week, with inventory near steady state.
@@ -253,12 +286,17 @@ def geo_world_config(
     """
     from checkout_recs.simulate.config import SimConfig
 
-    recipe = {**GEO_WORLD, **({} if checkouts_per_day is None else {"checkouts_per_day": checkouts_per_day}),
-              **(overrides or {})}
+    recipe = {
+        **GEO_WORLD,
+        **({} if checkouts_per_day is None else {"checkouts_per_day": checkouts_per_day}),
+        **(overrides or {}),
+    }
     return SimConfig.model_validate({"seed": seed, "days": days, **recipe})
 
 
-def with_cap_row(table: pd.DataFrame, ledger: dict[str, dict[str, float]], cap: float | None = None) -> pd.DataFrame:
+def with_cap_row(
+    table: pd.DataFrame, ledger: dict[str, dict[str, float]], cap: float | None = None
+) -> pd.DataFrame:
     """``table`` plus the exploration-cap row: the worst day's expected revenue given up to
     exploration as a share of expected revenue served (``ledger``: ``ServingStats.ledger``),
     against ``cap`` (default ``ExplorationConfig.daily_share``)."""
@@ -267,9 +305,18 @@ def with_cap_row(table: pd.DataFrame, ledger: dict[str, dict[str, float]], cap: 
     cap = PolicyConfig().exploration.daily_share if cap is None else cap
     shares = [d["spent"] / d["served"] for d in ledger.values() if d["served"] > 0]
     worst = max(shares, default=0.0)
-    row = {"quantity": "exploration spend, worst day (share of expected revenue)", "treated": round(worst, 4),
-           "holdout": "", "counterfactual": "", "note": f"cap {cap:.0%}: {'holds' if worst <= cap else 'BROKEN'}"}
-    return pd.concat([table, pd.DataFrame([row])], ignore_index=True) if len(table) else pd.DataFrame([row])
+    row = {
+        "quantity": "exploration spend, worst day (share of expected revenue)",
+        "treated": round(worst, 4),
+        "holdout": "",
+        "counterfactual": "",
+        "note": f"cap {cap:.0%}: {'holds' if worst <= cap else 'BROKEN'}",
+    }
+    return (
+        pd.concat([table, pd.DataFrame([row])], ignore_index=True)
+        if len(table)
+        else pd.DataFrame([row])
+    )
 
 
 def with_floor_row(table: pd.DataFrame, floors: dict[str, dict[str, float]]) -> pd.DataFrame:
@@ -281,7 +328,11 @@ def with_floor_row(table: pd.DataFrame, floors: dict[str, dict[str, float]]) -> 
     given_up = sum(f["given_up"] for f in floors.values())
     served = sum(f["served"] for f in floors.values())
     share = given_up / (served + given_up) if served + given_up > 0 else 0.0
-    row = {"quantity": "exposure floors: expected revenue given up (model's estimate, share)",
-           "treated": round(share, 4), "holdout": "", "counterfactual": "",
-           "note": f"{int(reserved)} reserved slots over {len(floors)} days"}
+    row = {
+        "quantity": "exposure floors: expected revenue given up (model's estimate, share)",
+        "treated": round(share, 4),
+        "holdout": "",
+        "counterfactual": "",
+        "note": f"{int(reserved)} reserved slots over {len(floors)} days",
+    }
     return pd.concat([table, pd.DataFrame([row])], ignore_index=True)

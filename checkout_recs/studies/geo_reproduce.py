@@ -68,7 +68,9 @@ DayProgress = Callable[[int, int], None]
 StepProgress = Callable[[str], None]
 
 
-def write_world(out: Path, seed: int, days: int, overrides: dict[str, object] | None = None) -> SimSummary:
+def write_world(
+    out: Path, seed: int, days: int, overrides: dict[str, object] | None = None
+) -> SimSummary:
     """``experiment world``: simulate ``geo_world_config(seed, days)`` (plus ``overrides``) into ``out``.
 
     Returns the simulator's ``SimSummary`` (rows per raw table, wall seconds).
@@ -93,7 +95,9 @@ def run_end(raw: Path) -> dt.datetime:
     return dt.datetime.fromisoformat(cfg["start"]) + dt.timedelta(days=int(cfg["days"]))
 
 
-def train_bundle(raw: Path, work: Path, seed: int = 7, on_step: StepProgress | None = None) -> TrainedBundle:
+def train_bundle(
+    raw: Path, work: Path, seed: int = 7, on_step: StepProgress | None = None
+) -> TrainedBundle:
     """``experiment train``: the training pipeline's steps on the raw logs ``raw``, on this machine.
 
     Writes under ``work``: ``ingested/`` (``ingest``, future timestamps judged against the end of
@@ -111,7 +115,9 @@ def train_bundle(raw: Path, work: Path, seed: int = 7, on_step: StepProgress | N
     seconds: dict[str, float] = {}
     ing, labels, feats = work / "ingested", work / "labels", work / "features"
     tset, model, bundle = work / "training_set.parquet", work / "model", work / "bundle"
-    cfg = TrainConfig(ranker=RankerConfig(seed=seed), two_tower=TwoTowerConfig(seed=seed), seed=seed)
+    cfg = TrainConfig(
+        ranker=RankerConfig(seed=seed), two_tower=TwoTowerConfig(seed=seed), seed=seed
+    )
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("ingest", lambda: ingest(str(raw), ing, now=run_end(raw))),
         ("label", lambda: build_labels(ing, labels)),
@@ -193,8 +199,11 @@ def simulate_experiment(
     (payload, table). Raises ``ValueError`` for options that do not fit together.
     """
     out = Path(out)
-    world = SimWorld.from_raw(spec.raw) if spec.raw is not None else SimWorld.build(
-        geo_world_config(spec.seed, spec.pre_days + spec.test_days))
+    world = (
+        SimWorld.from_raw(spec.raw)
+        if spec.raw is not None
+        else SimWorld.build(geo_world_config(spec.seed, spec.pre_days + spec.test_days))
+    )
     regions = tuple(world.cfg.regions)
     if not spec.holdout and not set(DEFAULT_HOLDOUT) < set(regions):
         raise ValueError(f"the world's regions are {regions}: pass --holdout")
@@ -205,10 +214,20 @@ def simulate_experiment(
         progress=progress,
     )  # fmt: skip
     serving: ServingStats | None = stats.get("serving")
-    table = res.table if serving is None else with_floor_row(with_cap_row(res.table, serving.ledger), serving.floors)
+    table = (
+        res.table
+        if serving is None
+        else with_floor_row(with_cap_row(res.table, serving.ledger), serving.floors)
+    )
     inference = geo_inference(res.panel, res.arms, res.start_day, value="gmv")
-    realised = geo_inference(res.panel, res.arms, res.start_day, value="gmv_realised", scale="level")
-    label = "our serving policy" if spec.treated == "serving" else "ORACLE (reads the hidden truth: an upper bound)"
+    realised = geo_inference(
+        res.panel, res.arms, res.start_day, value="gmv_realised", scale="level"
+    )
+    label = (
+        "our serving policy"
+        if spec.treated == "serving"
+        else "ORACLE (reads the hidden truth: an upper bound)"
+    )
     extra = [("Results table", table_html(table)), *inference_sections(realised, "realised GMV")]
     geo_report(res.panel, res.arms, res.start_day, res.did, out / "report.html", f"Simulated geo holdout: {label}",
                extra=extra, inference=inference)  # fmt: skip
@@ -287,9 +306,14 @@ def reproduce(
         if on_step is not None:
             on_step(f"training: {name}")
 
-    step("world", lambda: write_world(out / "raw", spec.seed, spec.days, spec.world_overrides or None))
+    step(
+        "world",
+        lambda: write_world(out / "raw", spec.seed, spec.days, spec.world_overrides or None),
+    )
     step("pre-period", lambda: pre_period_raw(out / "raw", out / "pre_raw", spec.pre_days))
-    trained: TrainedBundle = step("training", lambda: train_bundle(out / "pre_raw", out / "run", spec.train_seed, sub))
+    trained: TrainedBundle = step(
+        "training", lambda: train_bundle(out / "pre_raw", out / "run", spec.train_seed, sub)
+    )
     sim = SimulateSpec(bundle=trained.bundle, users=trained.users, raw=out / "raw", seed=spec.seed,
                        pre_days=spec.pre_days, test_days=spec.days - spec.pre_days,
                        requests_per_day=spec.requests_per_day, policy_config=spec.policy_config)  # fmt: skip
@@ -312,7 +336,9 @@ def profile_name(policy_config: Path | None) -> str:
     """``"programme"`` for the shipped cold-start programme, ``"defaults"`` for None, else the path."""
     if policy_config is None:
         return "defaults"
-    return "programme" if Path(policy_config).resolve() == PROGRAMME.resolve() else str(policy_config)
+    return (
+        "programme" if Path(policy_config).resolve() == PROGRAMME.resolve() else str(policy_config)
+    )
 
 
 def committed_figures(seed: int, profile: str, path: Path = COMMITTED) -> dict | None:

@@ -68,14 +68,18 @@ def hash_fraction(ids: np.ndarray, experiment: str) -> np.ndarray:
     return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
-def assign_by_user_hash(user_ids: np.ndarray, experiment: str, treatment_share: float = 0.5) -> np.ndarray:
+def assign_by_user_hash(
+    user_ids: np.ndarray, experiment: str, treatment_share: float = 0.5
+) -> np.ndarray:
     """(n,) bool: True for users in treatment. Deterministic; ``treatment_share`` in (0, 1)."""
     if not 0 < treatment_share < 1:
         raise ValueError("treatment_share must be in (0, 1)")
     return hash_fraction(user_ids, experiment) < treatment_share
 
 
-def design_geo_holdout(region_gmv: pd.Series, holdout_share: float = 0.5, seed: int = 7) -> dict[str, str]:
+def design_geo_holdout(
+    region_gmv: pd.Series, holdout_share: float = 0.5, seed: int = 7
+) -> dict[str, str]:
     """Choose holdout (control) regions, matched on pre-period GMV.
 
     Regions are sorted by ``region_gmv`` and cut into consecutive groups of ``round(1/share)``;
@@ -174,7 +178,9 @@ def _ratio_and_var(num: np.ndarray, den: np.ndarray) -> tuple[float, float]:
     return my / mx, float(var)
 
 
-def compare_delta(units: pd.DataFrame, metric: str, alpha: float = 0.05, arm: str = "arm") -> MetricResult:
+def compare_delta(
+    units: pd.DataFrame, metric: str, alpha: float = 0.05, arm: str = "arm"
+) -> MetricResult:
     """Delta-method comparison of ``metric`` between arms ``control`` and ``treatment``.
 
     ``units``: one row per randomisation unit with ``arm`` and the columns of ``METRICS[metric]``.
@@ -184,7 +190,8 @@ def compare_delta(units: pd.DataFrame, metric: str, alpha: float = 0.05, arm: st
     num_col, den_col = METRICS[metric]
     parts = {a: units[units[arm] == a] for a in ("control", "treatment")}
     (c, vc), (t, vt) = (
-        _ratio_and_var(p[num_col].to_numpy(float), p[den_col].to_numpy(float)) for p in parts.values()
+        _ratio_and_var(p[num_col].to_numpy(float), p[den_col].to_numpy(float))
+        for p in parts.values()
     )
     lift = t / c - 1 if c else float("nan")
     se = abs(t / c) * np.sqrt(vt / t**2 + vc / c**2) if c and t else float("nan")
@@ -264,7 +271,11 @@ def minimum_detectable_effect(
 
 
 def required_units_per_arm(
-    baseline_mean: float, baseline_sd: float, relative_mde: float, alpha: float = 0.05, power: float = 0.8
+    baseline_mean: float,
+    baseline_sd: float,
+    relative_mde: float,
+    alpha: float = 0.05,
+    power: float = 0.8,
 ) -> int:
     """Units per arm needed to detect ``relative_mde`` (inverse of ``minimum_detectable_effect``)."""
     if relative_mde <= 0:

@@ -70,7 +70,9 @@ class DidResult:
     boot_lower: float
     boot_upper: float
     p_value: float
-    incremental_total: float  # treated post-period total minus its counterfactual, summed over regions
+    incremental_total: (
+        float  # treated post-period total minus its counterfactual, summed over regions
+    )
     n_pre_days: int
     n_post_days: int
     treated_regions: list[str]
@@ -87,12 +89,16 @@ def region_day_matrix(panel: pd.DataFrame, value: str, day: str = "day") -> pd.D
 
     Missing region-days count as 0 (no sales that day); region names become strings.
     """
-    wide = panel.pivot_table(index=day, columns="region", values=value, aggfunc="sum", fill_value=0.0)
+    wide = panel.pivot_table(
+        index=day, columns="region", values=value, aggfunc="sum", fill_value=0.0
+    )
     wide.columns = [str(c) for c in wide.columns]
     return wide.sort_index()
 
 
-def daily_arm_means(panel: pd.DataFrame, arms: dict[str, str], value: str, day: str = "day") -> pd.DataFrame:
+def daily_arm_means(
+    panel: pd.DataFrame, arms: dict[str, str], value: str, day: str = "day"
+) -> pd.DataFrame:
     """(days, 2) frame of the mean ``value`` per region in ``control`` and ``treatment``, by day.
 
     ``panel`` has one row per (region, day); missing region-days count as 0 (no sales that day).
@@ -111,7 +117,9 @@ def daily_arm_means(panel: pd.DataFrame, arms: dict[str, str], value: str, day: 
 def _diffs(daily: pd.DataFrame, scale: str) -> pd.Series:
     if scale == "log":
         if (daily <= 0).any().any():
-            raise ValueError("log-scale DiD needs a positive daily mean in every arm; use scale='level'")
+            raise ValueError(
+                "log-scale DiD needs a positive daily mean in every arm; use scale='level'"
+            )
         return np.log(daily["treatment"]) - np.log(daily["control"])
     if scale == "level":
         return daily["treatment"] - daily["control"]
@@ -137,7 +145,9 @@ def _delta(d: pd.Series, post: np.ndarray) -> tuple[float, float]:
     return float(post_d.mean() - pre_d.mean()), float(se)
 
 
-def _boot(d: pd.Series, daily: pd.DataFrame, post: np.ndarray, scale: str, n: int, seed: int, alpha: float):
+def _boot(
+    d: pd.Series, daily: pd.DataFrame, post: np.ndarray, scale: str, n: int, seed: int, alpha: float
+):
     """Day-block bootstrap (blocks of 7 days, or fewer in a short period) of the uplift."""
     rng = np.random.default_rng(seed)
     pre_idx, post_idx = np.flatnonzero(~post), np.flatnonzero(post)
@@ -147,7 +157,9 @@ def _boot(d: pd.Series, daily: pd.DataFrame, post: np.ndarray, scale: str, n: in
         is_post = np.isin(rows, post_idx)
         delta = d.iloc[rows[is_post]].mean() - d.iloc[rows[~is_post]].mean()
         reps[b] = _uplift(delta, daily.iloc[rows[is_post]], scale)
-    return float(np.percentile(reps, 100 * alpha / 2)), float(np.percentile(reps, 100 * (1 - alpha / 2)))
+    return float(np.percentile(reps, 100 * alpha / 2)), float(
+        np.percentile(reps, 100 * (1 - alpha / 2))
+    )
 
 
 def _block_sample(rng: np.random.Generator, idx: np.ndarray, block: int = 7) -> np.ndarray:
@@ -175,7 +187,12 @@ def parallel_trends_check(
     hi = _uplift(delta + z * se, daily_pre[placebo_post], scale)
     passed = bool(fit.pvalue > alpha and lo <= 0 <= hi)
     return ParallelTrends(
-        float(fit.slope), float(fit.pvalue), _uplift(delta, daily_pre[placebo_post], scale), lo, hi, passed
+        float(fit.slope),
+        float(fit.pvalue),
+        _uplift(delta, daily_pre[placebo_post], scale),
+        lo,
+        hi,
+        passed,
     )
 
 
@@ -214,7 +231,9 @@ def diff_in_diff(
     daily = daily_arm_means(panel, arms, value, day)
     post = np.asarray(daily.index >= start)
     if post.sum() < 2 or (~post).sum() < 2:
-        raise ValueError(f"need >= 2 pre and >= 2 post days; got {(~post).sum()} pre, {post.sum()} post")
+        raise ValueError(
+            f"need >= 2 pre and >= 2 post days; got {(~post).sum()} pre, {post.sum()} post"
+        )
     d = _diffs(daily, scale)
     delta, se = _delta(d, post)
     z = stats.norm.ppf(1 - alpha / 2)
@@ -330,7 +349,9 @@ def _arm_regions(wide: pd.DataFrame, arms: dict[str, str]) -> tuple[list[str], l
     return treated, control
 
 
-def _delta_of(wide: pd.DataFrame, treated: Sequence[str], post: np.ndarray, scale: str) -> tuple[float, float]:
+def _delta_of(
+    wide: pd.DataFrame, treated: Sequence[str], post: np.ndarray, scale: str
+) -> tuple[float, float]:
     """(delta, treated post-period mean per region-day) for ``treated`` against the other columns."""
     t_mean = wide[list(treated)].mean(axis=1)
     c_mean = wide[[c for c in wide.columns if c not in set(treated)]].mean(axis=1)
@@ -396,13 +417,20 @@ def region_permutation_test(
     wide = wide[sorted(treated + control)]
     post = np.asarray(wide.index >= start)
     observed = tuple(treated)
-    sets, exhaustive = _treated_sets(list(wide.columns), len(treated), observed, max_assignments, seed)
+    sets, exhaustive = _treated_sets(
+        list(wide.columns), len(treated), observed, max_assignments, seed
+    )
     deltas = np.empty(len(sets))
     rows = []
     for i, chosen in enumerate(sets):
         deltas[i], t_post = _delta_of(wide, chosen, post, scale)
-        rows.append({"treated": list(chosen), "uplift": _relative(deltas[i], t_post, scale),
-                     "observed": chosen == observed})
+        rows.append(
+            {
+                "treated": list(chosen),
+                "uplift": _relative(deltas[i], t_post, scale),
+                "observed": chosen == observed,
+            }
+        )
     i_obs = sets.index(observed)
     d_obs = float(deltas[i_obs])
     tol = 1e-12 * max(1.0, abs(d_obs))
@@ -546,13 +574,19 @@ def cluster_interval(
     region = np.tile(np.arange(n_regions), n_days)
     day_idx = np.repeat(np.arange(n_days), n_regions)
     did = (np.isin(region, np.arange(len(treated))) & post[day_idx]).astype(float)
-    x = np.column_stack([did, np.ones(y.size), np.eye(n_regions)[region][:, 1:], np.eye(n_days)[day_idx][:, 1:]])
+    x = np.column_stack(
+        [did, np.ones(y.size), np.eye(n_regions)[region][:, 1:], np.eye(n_days)[day_idx][:, 1:]]
+    )
     fit = OLS(y.reshape(-1), x).fit(cov_type="cluster", cov_kwds={"groups": region}, use_t=True)
     t_post = float(wide[treated].to_numpy()[post].mean())
-    return _robust(fit, 0, t_post, scale, alpha, f"two-way FE, clustered by region ({n_regions} clusters)")
+    return _robust(
+        fit, 0, t_post, scale, alpha, f"two-way FE, clustered by region ({n_regions} clusters)"
+    )
 
 
-def _robust(fit, col: int, treated_post_mean: float, scale: str, alpha: float, method: str) -> RobustInterval:  # noqa: ANN001
+def _robust(
+    fit, col: int, treated_post_mean: float, scale: str, alpha: float, method: str
+) -> RobustInterval:  # noqa: ANN001
     """A ``RobustInterval`` from coefficient ``col`` of a fitted statsmodels OLS result."""
     lo, hi = np.asarray(fit.conf_int(alpha))[col]
     delta = float(fit.params[col])
@@ -680,7 +714,13 @@ def _placebo_margin(panel: pd.DataFrame, start: object, day: str) -> int:
 
 
 def _power_model(
-    panel: pd.DataFrame, arms: dict[str, str], start: object, value: str, day: str, scale: str, rows: pd.DataFrame
+    panel: pd.DataFrame,
+    arms: dict[str, str],
+    start: object,
+    value: str,
+    day: str,
+    scale: str,
+    rows: pd.DataFrame,
 ) -> dict:
     """The noise model behind the power table, and its standard error against the DiD's own."""
     wide = region_day_matrix(panel, value, day)
@@ -694,7 +734,6 @@ def _power_model(
     now = rows.loc[rows["regions"] == n_now, "se_delta"]
     return {"s2": s2, "rho": rho, "n_regions_now": n_now, "welch_se": welch,
             "model_se": float(now.iloc[0]) if len(now) else float("nan")}  # fmt: skip
-
 
 
 def _plain(x: object) -> object:

@@ -37,12 +37,16 @@ def lift_plot(results: pd.DataFrame) -> str:
         fmt="o", capsize=3,
     )  # fmt: skip
     ax.axvline(0, color="grey", lw=1, ls="--")
-    ax.set_yticks(y, [f"{m} ({k})" for m, k in zip(results["metric"], results["method"], strict=True)])
+    ax.set_yticks(
+        y, [f"{m} ({k})" for m, k in zip(results["metric"], results["method"], strict=True)]
+    )
     ax.set_xlabel("relative lift, % (95% interval)")
     return figure_tag(fig, "lifts")
 
 
-def ab_report(results: pd.DataFrame, out: Path, title: str, power: pd.DataFrame | None = None) -> Path:
+def ab_report(
+    results: pd.DataFrame, out: Path, title: str, power: pd.DataFrame | None = None
+) -> Path:
     """Write the A/B report to ``out`` (an .html path); returns it."""
     sig = results[(results["method"] == "delta") & (results["lift_lower"] > 0)]["metric"].tolist()
     verdict = f"significant gains: {', '.join(sig)}" if sig else "no metric significantly improved"
@@ -54,7 +58,9 @@ def ab_report(results: pd.DataFrame, out: Path, title: str, power: pd.DataFrame 
     return out
 
 
-def did_plots(panel: pd.DataFrame, arms: dict[str, str], start: object, value: str, result: DidResult) -> str:
+def did_plots(
+    panel: pd.DataFrame, arms: dict[str, str], start: object, value: str, result: DidResult
+) -> str:
     """Two panels: daily means treated vs control, and the log-ratio with pre-period trend."""
     plt = _plt()
     daily = daily_arm_means(panel, arms, value)
@@ -115,7 +121,10 @@ def geo_report(
     verdict = f"DiD uplift {result.uplift:+.1%} [{result.lower:+.1%}, {result.upper:+.1%}]"
     if not pt.passed:
         verdict += " - parallel trends FAILED: do not trust"
-    sections = [("Estimate", table_html(rows)), ("Trends", did_plots(panel, arms, start, value, result))]
+    sections = [
+        ("Estimate", table_html(rows)),
+        ("Trends", did_plots(panel, arms, start, value, result)),
+    ]
     sections += [] if inference is None else inference_sections(inference, value)
     sections += extra or []
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -145,19 +154,25 @@ def inference_sections(inf: GeoInference, what: str) -> list[tuple[str, str]]:
                               for r in (inf.hac, inf.cluster) if r is not None])  # fmt: skip
     perm = pd.DataFrame([{"treated": ", ".join(a["treated"]), "uplift": a["uplift"],
                           "ran": "yes" if a["observed"] else ""} for a in p.assignments])  # fmt: skip
-    perm_note = (f"<p class='note'>{p.n_assignments} assignments ({'all' if p.exhaustive else 'random draws'}); "
-                 f"p one-sided {p.p_one_sided:.3f}, two-sided {p.p_two_sided:.3f}. With these regions no p-value can be "
-                 f"below {p.min_p_one_sided:.3f} one-sided or {p.min_p_two_sided:.3f} two-sided, whatever the effect.</p>")
+    perm_note = (
+        f"<p class='note'>{p.n_assignments} assignments ({'all' if p.exhaustive else 'random draws'}); "
+        f"p one-sided {p.p_one_sided:.3f}, two-sided {p.p_two_sided:.3f}. With these regions no p-value can be "
+        f"below {p.min_p_one_sided:.3f} one-sided or {p.min_p_two_sided:.3f} two-sided, whatever the effect.</p>"
+    )
     placebo = pd.DataFrame({"placebo start": [str(s) for s in pl.starts], "uplift": pl.uplifts,
                             "lower": pl.lowers, "upper": pl.uppers})  # fmt: skip
-    placebo_note = (f"<p class='note'>Pre-period only, nothing treated: mean {pl.mean_uplift:+.3f}, largest "
-                    f"|uplift| {pl.max_abs_uplift:.3f}; {pl.share_covering_zero:.0%} of the intervals cover 0; "
-                    f"share of placebo estimates as large as the real one {pl.p_in_time:.2f}.</p>")
+    placebo_note = (
+        f"<p class='note'>Pre-period only, nothing treated: mean {pl.mean_uplift:+.3f}, largest "
+        f"|uplift| {pl.max_abs_uplift:.3f}; {pl.share_covering_zero:.0%} of the intervals cover 0; "
+        f"share of placebo estimates as large as the real one {pl.p_in_time:.2f}.</p>"
+    )
     m = inf.power_model
-    power_note = (f"<p class='note'>Pre-period two-way FE residuals: variance {m['s2']:.4g} per region-day, "
-                  f"lag-1 autocorrelation {m['rho']:.2f}; the model's standard error for the design that ran "
-                  f"{m['model_se']:.4g} against the DiD's {m['welch_se']:.4g}. MDE: two-sided 5%, power 80%; "
-                  "'same size' adds regions as large as today's, 'same traffic' cuts today's traffic finer.</p>")
+    power_note = (
+        f"<p class='note'>Pre-period two-way FE residuals: variance {m['s2']:.4g} per region-day, "
+        f"lag-1 autocorrelation {m['rho']:.2f}; the model's standard error for the design that ran "
+        f"{m['model_se']:.4g} against the DiD's {m['welch_se']:.4g}. MDE: two-sided 5%, power 80%; "
+        "'same size' adds regions as large as today's, 'same traffic' cuts today's traffic finer.</p>"
+    )
     return [
         (f"Intervals beside the day-level one ({what})", table_html(intervals)),
         (f"Permutation over region assignments ({what})", table_html(perm) + perm_note),

@@ -74,8 +74,10 @@ class ItemKNN:
             rows.append(np.full(len(s), u))
             cols.append(s)
             vals.append(self.decay ** np.arange(len(s))[::-1])
-        return sp.csr_matrix((np.concatenate(vals).astype(np.float32), (np.concatenate(rows), np.concatenate(cols))),
-                             shape=(len(seqs), self.sim.shape[0]))
+        return sp.csr_matrix(
+            (np.concatenate(vals).astype(np.float32), (np.concatenate(rows), np.concatenate(cols))),
+            shape=(len(seqs), self.sim.shape[0]),
+        )
 
     def score(self, seqs: list[np.ndarray]) -> np.ndarray:
         return np.asarray(self.weights(seqs) @ self.sim, dtype=np.float32)
@@ -99,7 +101,9 @@ class Markov1:
         self.trans.sum_duplicates()
         if self.beta:
             counts = np.bincount(np.concatenate(seqs), minlength=n_items).astype(np.float64)
-            self.trans = sp.csr_matrix(self.trans.multiply(np.maximum(counts, 1.0)[None, :] ** -self.beta))
+            self.trans = sp.csr_matrix(
+                self.trans.multiply(np.maximum(counts, 1.0)[None, :] ** -self.beta)
+            )
         return self
 
     def score(self, seqs: list[np.ndarray]) -> np.ndarray:
@@ -136,10 +140,16 @@ GRIDS: dict[str, list[dict[str, Any]]] = {
     "popularity": [{}],
     "item_knn": [{"k": k, "decay": d} for k in (50, 100, 200) for d in (0.25, 0.5, 0.75, 1.0)],
     "markov1": [{"beta": b} for b in (0.0, 0.25, 0.5, 1.0)],
-    "als": [{"factors": f, "regularization": r, "alpha": 1.0, "iterations": 15}
-            for f in (64, 128) for r in (0.01, 0.1, 1.0)],
-    "bpr": [{"factors": 128, "learning_rate": lr, "regularization": r, "iterations": 100}
-            for lr in (0.01, 0.05) for r in (0.001, 0.01)],
+    "als": [
+        {"factors": f, "regularization": r, "alpha": 1.0, "iterations": 15}
+        for f in (64, 128)
+        for r in (0.01, 0.1, 1.0)
+    ],
+    "bpr": [
+        {"factors": 128, "learning_rate": lr, "regularization": r, "iterations": 100}
+        for lr in (0.01, 0.05)
+        for r in (0.001, 0.01)
+    ],
 }
 #: Baselines whose fit depends on the seed (reported as mean ± s.d. over seeds).
 STOCHASTIC = frozenset({"als", "bpr"})
@@ -147,8 +157,10 @@ STOCHASTIC = frozenset({"als", "bpr"})
 #: the CG solver (the library's defaults); BPR verifies negative samples and runs on one thread
 #: (its multi-threaded SGD is not reproducible run to run; the protocol states one thread).
 #: ALS's result does not depend on its thread count; one thread suits the worker processes.
-MF_FIXED: dict[str, dict[str, Any]] = {"als": {"num_threads": 1},
-                                       "bpr": {"verify_negative_samples": True, "num_threads": 1}}
+MF_FIXED: dict[str, dict[str, Any]] = {
+    "als": {"num_threads": 1},
+    "bpr": {"verify_negative_samples": True, "num_threads": 1},
+}
 
 
 def make_baseline(name: str, params: dict[str, Any]) -> Any:

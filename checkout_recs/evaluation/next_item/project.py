@@ -29,8 +29,17 @@ from checkout_recs.models.sequence import SASRec, SASRecConfig
 
 RETRIEVAL_K = 300
 #: SASRec settings shared by every tuning point; ``epochs`` is the early-stopping ceiling.
-SASREC_BASE: dict[str, Any] = {"dim": 64, "max_len": 50, "blocks": 2, "heads": 1, "batch_size": 64,
-                               "lr": 2e-3, "epochs": 100, "eval_every": 5, "patience": 4}
+SASREC_BASE: dict[str, Any] = {
+    "dim": 64,
+    "max_len": 50,
+    "blocks": 2,
+    "heads": 1,
+    "batch_size": 64,
+    "lr": 2e-3,
+    "epochs": 100,
+    "eval_every": 5,
+    "patience": 4,
+}
 SASREC_GRID: list[dict[str, Any]] = [{"dropout": 0.2}, {"dropout": 0.5}]
 #: Seeds of each tuning point: validation figures are their means (one seed's choice of epoch and
 #: blend is mostly its noise: on MovieLens-100K the best blend of seed 0 is 0.0075 below the best
@@ -41,8 +50,13 @@ A_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 BC_GRID = (0.0, 0.25, 0.5, 1.0)
 #: ``--no-tune``: the choice that ``evaluate-offline`` made on MovieLens-100K validation
 #: (docs/models.md); ``sasrec.epochs`` is the early-stopped epoch count.
-DEFAULT_CHOICE: dict[str, Any] = {"sasrec": {**SASREC_BASE, "dropout": 0.2, "epochs": 30},
-                                  "knn_decay": 0.6, "a": 0.5, "b": 1.0, "c": 0.25}
+DEFAULT_CHOICE: dict[str, Any] = {
+    "sasrec": {**SASREC_BASE, "dropout": 0.2, "epochs": 30},
+    "knn_decay": 0.6,
+    "a": 0.5,
+    "b": 1.0,
+    "c": 0.25,
+}
 
 
 def zscore(s: np.ndarray) -> np.ndarray:
@@ -52,7 +66,9 @@ def zscore(s: np.ndarray) -> np.ndarray:
     return ((s - s.mean(1, keepdims=True)) / np.where(sd > 0, sd, 1.0)).astype(np.float32)
 
 
-def two_stage(retr: np.ndarray, rank: np.ndarray, seqs: list[np.ndarray], k: int = RETRIEVAL_K) -> np.ndarray:
+def two_stage(
+    retr: np.ndarray, rank: np.ndarray, seqs: list[np.ndarray], k: int = RETRIEVAL_K
+) -> np.ndarray:
     """Scores whose order is: retrieval's top-k (excluding fit items) by ``rank``, then the rest by
     ``retr``. Both inputs (U, I); returns (U, I) float64."""
     r = retr.astype(np.float64).copy()
@@ -67,7 +83,9 @@ def two_stage(retr: np.ndarray, rank: np.ndarray, seqs: list[np.ndarray], k: int
     return np.where(in_top, base, rest)
 
 
-def project_scores(comp: dict, seqs: list[np.ndarray], a: float, b: float, c: float) -> tuple[np.ndarray, np.ndarray]:
+def project_scores(
+    comp: dict, seqs: list[np.ndarray], a: float, b: float, c: float
+) -> tuple[np.ndarray, np.ndarray]:
     """(retrieval scores, two-stage scores) from the components ``sasrec``, ``knn``, ``markov``."""
     retr = a * comp["sasrec"] + (1 - a) * comp["knn"]
     rank = comp["sasrec"] + b * comp["knn"] + c * comp["markov"]
@@ -91,8 +109,9 @@ def sasrec_config(params: dict[str, Any], device: str) -> SASRecConfig:
     return SASRecConfig(**{**params, "device": device})
 
 
-def train_sasrec(split: Split, params: dict[str, Any], device: str, seed: int,
-                 base: dict[str, Any] | None = None) -> dict:
+def train_sasrec(
+    split: Split, params: dict[str, Any], device: str, seed: int, base: dict[str, Any] | None = None
+) -> dict:
     """Task: SASRec at ``base | params`` (default base ``SASREC_BASE``) trained on train with
     early stopping on its validation NDCG@6. Returns its z-scored validation scores (float32
     (U, I)), the chosen epoch, the early-stopping history and its own validation metrics."""
@@ -106,9 +125,15 @@ def train_sasrec(split: Split, params: dict[str, Any], device: str, seed: int,
     tick(cfg.epochs - model.epochs_run)  # the epochs early stopping saved
     scores = model.score(seqs)
     alone = evaluate_scores(split, "val", scores)
-    return {"scores": zscore(scores), "best_epoch": model.best_epoch, "epochs_run": model.epochs_run,
-            "history": model.history, "fit_seconds": model.fit_seconds, "seed": seed,
-            "sasrec_alone_val": {k: v for k, v in alone.items() if k != "untied"}}
+    return {
+        "scores": zscore(scores),
+        "best_epoch": model.best_epoch,
+        "epochs_run": model.epochs_run,
+        "history": model.history,
+        "fit_seconds": model.fit_seconds,
+        "seed": seed,
+        "sasrec_alone_val": {k: v for k, v in alone.items() if k != "untied"},
+    }
 
 
 def blend_grid(split: Split, sasrec: list[np.ndarray], decay: float) -> dict:
@@ -118,21 +143,37 @@ def blend_grid(split: Split, sasrec: list[np.ndarray], decay: float) -> dict:
     (b, c) in ``BC_GRID``² gets the mean over the seeds of its validation metrics."""
     seqs = split.fit_seqs("val")
     knn, markov = knn_component(split, "val", decay), markov_component(split, "val")
-    hr = {a: float(np.mean([evaluate_scores(split, "val", a * z + (1 - a) * knn)["hr@300"] for z in sasrec]))
-          for a in A_GRID}
+    hr = {
+        a: float(
+            np.mean(
+                [evaluate_scores(split, "val", a * z + (1 - a) * knn)["hr@300"] for z in sasrec]
+            )
+        )
+        for a in A_GRID
+    }
     a = max(A_GRID, key=lambda x: (hr[x], -A_GRID.index(x)))
     rows = []
     for b, c in itertools.product(BC_GRID, BC_GRID):
-        runs = [evaluate_scores(split, "val", project_scores({"sasrec": z, "knn": knn, "markov": markov},
-                                                             seqs, a, b, c)[1]) for z in sasrec]
+        runs = [
+            evaluate_scores(
+                split,
+                "val",
+                project_scores({"sasrec": z, "knn": knn, "markov": markov}, seqs, a, b, c)[1],
+            )
+            for z in sasrec
+        ]
         keys = [k for k, v in runs[0].items() if isinstance(v, float)]
         rows.append({"b": b, "c": c, **{k: float(np.mean([r[k] for r in runs])) for k in keys}})
         tick()
     return {"knn_decay": decay, "a": a, "retrieval_hr@300_by_a": hr, "bc": rows}
 
 
-def pick_project(points: list[dict[str, Any]], trained: list[list[dict]], blends: list[list[dict]],
-                 base: dict[str, Any] | None = None) -> dict:
+def pick_project(
+    points: list[dict[str, Any]],
+    trained: list[list[dict]],
+    blends: list[list[dict]],
+    base: dict[str, Any] | None = None,
+) -> dict:
     """The choice with the best mean validation NDCG@6 over the tuning seeds (first on a tie).
 
     ``trained[i]`` are the SASRec runs (one per seed) of ``points[i]``, ``blends[i]`` its
@@ -146,20 +187,39 @@ def pick_project(points: list[dict[str, Any]], trained: list[list[dict]], blends
         epochs = max(every, int(round(np.mean([r["best_epoch"] for r in runs]) / every)) * every)
         for bl in blends[i]:
             for row in bl["bc"]:
-                table.append(({"sasrec": {**base, **p, "epochs": epochs}, "knn_decay": bl["knn_decay"], "a": bl["a"],
-                               "b": row["b"], "c": row["c"]}, row))
+                table.append(
+                    (
+                        {
+                            "sasrec": {**base, **p, "epochs": epochs},
+                            "knn_decay": bl["knn_decay"],
+                            "a": bl["a"],
+                            "b": row["b"],
+                            "c": row["c"],
+                        },
+                        row,
+                    )
+                )
     best = max(range(len(table)), key=lambda j: (table[j][1]["ndcg@6"], -j))
     choice, val = table[best]
-    summary = [{"sasrec": p, "seeds": [r["seed"] for r in trained[i]],
-                "best_epochs": [r["best_epoch"] for r in trained[i]],
-                "epochs_run": [r["epochs_run"] for r in trained[i]],
-                "histories": [r["history"] for r in trained[i]],
-                "sasrec_alone_val_ndcg@6": [r["sasrec_alone_val"]["ndcg@6"] for r in trained[i]],
-                "best_val_ndcg@6": max(row["ndcg@6"] for bl in blends[i] for row in bl["bc"]),
-                "a_by_decay": {str(bl["knn_decay"]): bl["a"] for bl in blends[i]}}
-               for i, p in enumerate(points)]
-    return {"choice": choice, "val": {k: v for k, v in val.items() if k not in ("b", "c")},
-            "points": summary, "trials": len(table)}
+    summary = [
+        {
+            "sasrec": p,
+            "seeds": [r["seed"] for r in trained[i]],
+            "best_epochs": [r["best_epoch"] for r in trained[i]],
+            "epochs_run": [r["epochs_run"] for r in trained[i]],
+            "histories": [r["history"] for r in trained[i]],
+            "sasrec_alone_val_ndcg@6": [r["sasrec_alone_val"]["ndcg@6"] for r in trained[i]],
+            "best_val_ndcg@6": max(row["ndcg@6"] for bl in blends[i] for row in bl["bc"]),
+            "a_by_decay": {str(bl["knn_decay"]): bl["a"] for bl in blends[i]},
+        }
+        for i, p in enumerate(points)
+    ]
+    return {
+        "choice": choice,
+        "val": {k: v for k, v in val.items() if k not in ("b", "c")},
+        "points": summary,
+        "trials": len(table),
+    }
 
 
 def refit_seed(split: Split, choice: dict, device: str, seed: int) -> dict:
@@ -168,8 +228,14 @@ def refit_seed(split: Split, choice: dict, device: str, seed: int) -> dict:
     seqs = split.fit_seqs("test")
     cfg = sasrec_config(choice["sasrec"], device)
     model = SASRec(cfg).fit(seqs, split.n_items, seed, on_epoch=lambda _: tick())
-    comp = {"sasrec": zscore(model.score(seqs)), "knn": knn_component(split, "test", choice["knn_decay"]),
-            "markov": markov_component(split, "test")}
+    comp = {
+        "sasrec": zscore(model.score(seqs)),
+        "knn": knn_component(split, "test", choice["knn_decay"]),
+        "markov": markov_component(split, "test"),
+    }
     retr, final = project_scores(comp, seqs, choice["a"], choice["b"], choice["c"])
-    return {"retrieval": evaluate_scores(split, "test", retr), "two_stage": evaluate_scores(split, "test", final),
-            "sasrec_fit_seconds": model.fit_seconds}
+    return {
+        "retrieval": evaluate_scores(split, "test", retr),
+        "two_stage": evaluate_scores(split, "test", final),
+        "sasrec_fit_seconds": model.fit_seconds,
+    }

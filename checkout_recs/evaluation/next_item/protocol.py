@@ -70,7 +70,9 @@ def read_atomic(dataset: Path) -> pd.DataFrame:
     missing = {"user_id", "item_id", "timestamp"} - set(df.columns)
     if missing:
         raise ValueError(f"{files[0]} lacks columns {sorted(missing)}")
-    return df[["user_id", "item_id", "timestamp"]].astype({"item_id": np.int64, "timestamp": np.float64})
+    return df[["user_id", "item_id", "timestamp"]].astype(
+        {"item_id": np.int64, "timestamp": np.float64}
+    )
 
 
 def split_protocol(df: pd.DataFrame) -> Split:
@@ -93,11 +95,20 @@ def split_protocol(df: pd.DataFrame) -> Split:
 
 def fit_counts(seqs: list[np.ndarray], n_items: int) -> np.ndarray:
     """Interactions per item in the fit data, (I,) int64."""
-    return np.bincount(np.concatenate(seqs), minlength=n_items) if seqs else np.zeros(n_items, np.int64)
+    return (
+        np.bincount(np.concatenate(seqs), minlength=n_items)
+        if seqs
+        else np.zeros(n_items, np.int64)
+    )
 
 
-def rank_and_top(scores: np.ndarray, seqs: list[np.ndarray], targets: np.ndarray,
-                 counts: np.ndarray, top: int = 6) -> tuple[np.ndarray, np.ndarray]:
+def rank_and_top(
+    scores: np.ndarray,
+    seqs: list[np.ndarray],
+    targets: np.ndarray,
+    counts: np.ndarray,
+    top: int = 6,
+) -> tuple[np.ndarray, np.ndarray]:
     """Rank of each target (1-based) and each user's top-``top`` items under the tie rules.
 
     Parameters
@@ -127,7 +138,9 @@ def rank_and_top(scores: np.ndarray, seqs: list[np.ndarray], targets: np.ndarray
     return ranks, tops
 
 
-def metrics_from_ranks(ranks: np.ndarray, tops: np.ndarray, counts: np.ndarray, n_items: int) -> dict[str, float]:
+def metrics_from_ranks(
+    ranks: np.ndarray, tops: np.ndarray, counts: np.ndarray, n_items: int
+) -> dict[str, float]:
     """HR@K, NDCG@6, MRR@6, coverage@6, tail@6 (see module docstring)."""
     out = {f"hr@{k}": float((ranks <= k).mean()) for k in KS}
     out["ndcg@6"] = float(np.where(ranks <= 6, 1 / np.log2(ranks + 1), 0).mean())

@@ -85,8 +85,15 @@ class StageClock:
 class Runner:
     """Runs tasks on ``workers`` processes (or in this process when ``workers == 1``)."""
 
-    def __init__(self, split: Split, workers: int = 1, threads: int = 1, progress: bool = True) -> None:
-        self.split, self.workers, self.threads, self.progress = split, max(1, workers), max(1, threads), progress
+    def __init__(
+        self, split: Split, workers: int = 1, threads: int = 1, progress: bool = True
+    ) -> None:
+        self.split, self.workers, self.threads, self.progress = (
+            split,
+            max(1, workers),
+            max(1, threads),
+            progress,
+        )
         self._pool: ProcessPoolExecutor | None = None
         self._ticks: Any = None
 
@@ -106,10 +113,16 @@ class Runner:
             ctx = mp.get_context("spawn")
             self._ticks = ctx.Queue()
             saved = {k: os.environ.get(k) for k in _THREAD_VARS}
-            os.environ.update({k: str(self.threads) for k in _THREAD_VARS})  # inherited by the workers
+            os.environ.update(
+                {k: str(self.threads) for k in _THREAD_VARS}
+            )  # inherited by the workers
             try:
-                self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
-                                                 initargs=(self.split, self.threads, self._ticks))
+                self._pool = ProcessPoolExecutor(
+                    self.workers,
+                    mp_context=ctx,
+                    initializer=_init_worker,
+                    initargs=(self.split, self.threads, self._ticks),
+                )
                 for f in [self._pool.submit(time.sleep, 0) for _ in range(self.workers)]:
                     f.result()  # start every worker now, with the environment above
             finally:
@@ -120,12 +133,16 @@ class Runner:
                         os.environ[k] = v
         return self._pool
 
-    def run(self, tasks: list[tuple[Callable[..., Any], tuple]], units: int, desc: str) -> list[TaskResult]:
+    def run(
+        self, tasks: list[tuple[Callable[..., Any], tuple]], units: int, desc: str
+    ) -> list[TaskResult]:
         """Run ``tasks`` (longest first is best), showing a bar of ``units`` ticks; results in task order."""
         from tqdm.auto import tqdm
 
         global _SPLIT, _TICK
-        bar = tqdm(total=units, desc=desc, disable=not self.progress, dynamic_ncols=True, leave=True)
+        bar = tqdm(
+            total=units, desc=desc, disable=not self.progress, dynamic_ncols=True, leave=True
+        )
         try:
             if not self.in_workers:
                 import torch
@@ -170,7 +187,10 @@ def children_cpu_s() -> float:
 
 def cpu_count() -> int:
     """CPUs this process may run on."""
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    return max(
+        1,
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
+    )
 
 
 def default_workers(workers: int | None = None, n_cpus: int | None = None) -> tuple[int, int]:

@@ -114,8 +114,9 @@ def baselines_fingerprint(names: list[str]) -> str:
     """Code fingerprint of the baselines' tuning (modules, grids of ``names``)."""
     import sys
 
-    return code_fingerprint(_baselines, _protocol, sys.modules[__name__],
-                            extra={n: GRIDS[n] for n in names})
+    return code_fingerprint(
+        _baselines, _protocol, sys.modules[__name__], extra={n: GRIDS[n] for n in names}
+    )
 
 
 def fit_score(split: Split, name: str, params: dict[str, Any], stage: str, seed: int) -> dict:
@@ -133,16 +134,25 @@ def grid_tasks(names: list[str]) -> list[tuple[str, dict[str, Any]]]:
     return [(n, p) for n in order for p in GRIDS[n]]
 
 
-def choose(names: list[str], points: list[tuple[str, dict[str, Any]]], results: list[dict],
-           seconds: list[float]) -> dict[str, dict[str, Any]]:
+def choose(
+    names: list[str],
+    points: list[tuple[str, dict[str, Any]]],
+    results: list[dict],
+    seconds: list[float],
+) -> dict[str, dict[str, Any]]:
     """name → {choice, val (its validation metrics), grid (every point's validation NDCG@6 / HR@300)}."""
     out: dict[str, dict[str, Any]] = {}
     for n in names:
         rows = [(p, r, s) for (m, p), r, s in zip(points, results, seconds, strict=True) if m == n]
         best = max(range(len(rows)), key=lambda i: (rows[i][1]["ndcg@6"], -i))
         p, r, _ = rows[best]
-        out[n] = {"choice": p, "val": {k: v for k, v in r.items() if k != "untied"},
-                  "grid": [{"params": q, "val_ndcg@6": x["ndcg@6"], "val_hr@300": x["hr@300"], "seconds": s}
-                           for q, x, s in rows],
-                  "seed": 0 if n in STOCHASTIC else None}
+        out[n] = {
+            "choice": p,
+            "val": {k: v for k, v in r.items() if k != "untied"},
+            "grid": [
+                {"params": q, "val_ndcg@6": x["ndcg@6"], "val_hr@300": x["hr@300"], "seconds": s}
+                for q, x, s in rows
+            ],
+            "seed": 0 if n in STOCHASTIC else None,
+        }
     return out

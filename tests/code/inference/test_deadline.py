@@ -202,10 +202,13 @@ def test_a_call_past_its_deadline_is_refused_and_counts_nowhere(bundle):
 
 def test_a_deadline_passing_in_the_stages_computes_no_answer(bundle):
     t, log = _transformer(bundle, "refuse", scorer_sleep_s=0.08)
-    before, shed0 = _state(t, log), _shed("before_decide", "refused")
-    with pytest.raises(Shed, match="deadline"):
+    # the 80 ms scorer outlives the 50 ms budget: the call is refused at the check before the policy,
+    # or earlier when a loaded host already spent the budget (either way, nothing is computed)
+    points = ("admission", "before_predict", "before_decide")
+    before, shed0 = _state(t, log), sum(_shed(p, "refused") for p in points)
+    with pytest.raises(Shed):
         asyncio.run(_ask(t, RequestClock(time.perf_counter(), client_budget_s=0.05)))
-    assert _state(t, log) == before and _shed("before_decide", "refused") == shed0 + 1
+    assert _state(t, log) == before and sum(_shed(p, "refused") for p in points) == shed0 + 1
     assert t.admission.inflight == 0  # the slot came back
 
 

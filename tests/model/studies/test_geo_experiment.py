@@ -22,7 +22,12 @@ def geo():
                     regions=("north", "south", "east", "west"))  # fmt: skip
     world = SimWorld.build(cfg)
     return run_geo_experiment(
-        world, lambda: oracle_policy(world), lambda: heuristic_policy(world, 0), ["north", "west"], 8, 8
+        world,
+        lambda: oracle_policy(world),
+        lambda: heuristic_policy(world, 0),
+        ["north", "west"],
+        8,
+        8,
     )
 
 
@@ -45,16 +50,23 @@ def test_results_table_rows(geo) -> None:
     shown = t.loc["cold-start listings shown at least once in first week (share)"]
     assert all(0.0 <= float(shown[c]) <= 1.0 for c in ("treated", "holdout", "counterfactual"))
     median = t.loc["cold-start first-week impressions, median"]
-    assert all((float(median[c]) >= 1) == (float(shown[c]) > 0.5) for c in ("treated", "holdout", "counterfactual"))
+    assert all(
+        (float(median[c]) >= 1) == (float(shown[c]) > 0.5)
+        for c in ("treated", "holdout", "counterfactual")
+    )
     explore = t.loc["share of slots with propensity < 1 (randomised)"]
-    assert float(explore["treated"]) == 0.0 and float(explore["counterfactual"]) == 1.0  # oracle deterministic
+    assert (
+        float(explore["treated"]) == 0.0 and float(explore["counterfactual"]) == 1.0
+    )  # oracle deterministic
 
 
 def test_counterfactual_run_is_the_control_policy_on_the_same_checkouts(geo) -> None:
     """Pre-period rows are identical in the experiment and its counterfactual (same streams, same
     policy), so the true uplift compares like with like."""
     pre = geo.panel["day"] < geo.start_day
-    assert geo.panel.loc[pre, "gmv"].to_numpy() == pytest.approx(geo.counterfactual_panel.loc[pre, "gmv"].to_numpy())
+    assert geo.panel.loc[pre, "gmv"].to_numpy() == pytest.approx(
+        geo.counterfactual_panel.loc[pre, "gmv"].to_numpy()
+    )
     post = ~pre & geo.panel["region"].map(geo.arms).eq("treatment")
     assert geo.panel.loc[post, "gmv"].sum() > geo.counterfactual_panel.loc[post, "gmv"].sum()
     assert set(geo.shown["arm"]) == {"pre", "treatment", "control"}
@@ -77,4 +89,8 @@ def test_results_record_the_treated_policy_config(tmp_path: Path) -> None:
     f = tmp_path / "pc.json"
     f.write_text('{"exposure": {"min_cold_share": 0.5, "cold_slots": 3}}')
     got = _policy_config(f)["exposure"]
-    assert (got["min_cold_share"], got["cold_slots"], got["min_new_seller_share"]) == (0.5, 3, default["min_new_seller_share"])
+    assert (got["min_cold_share"], got["cold_slots"], got["min_new_seller_share"]) == (
+        0.5,
+        3,
+        default["min_new_seller_share"],
+    )

@@ -49,10 +49,28 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict, Path]:
     a, b = base / "a", base / "b"
     _cli("experiment", "reproduce", "--out", str(a), "--seed", str(SEED), "--days", str(DAYS),
          "--pre-days", str(PRE_DAYS), "--world-overrides", json.dumps(SMALL))  # fmt: skip
-    run_simulation(geo_world_config(SEED, DAYS, overrides=SMALL), b / "raw")  # = `experiment world` at this size
-    _cli("experiment", "pre-period", "--raw", str(b / "raw"), "--out", str(b / "pre_raw"), "--days", str(PRE_DAYS))
+    run_simulation(
+        geo_world_config(SEED, DAYS, overrides=SMALL), b / "raw"
+    )  # = `experiment world` at this size
+    _cli(
+        "experiment",
+        "pre-period",
+        "--raw",
+        str(b / "raw"),
+        "--out",
+        str(b / "pre_raw"),
+        "--days",
+        str(PRE_DAYS),
+    )
     r = b / "run"
-    _cli("ingest", str(b / "pre_raw"), "--out", str(r / "ingested"), "--now", run_end(b / "raw").isoformat())
+    _cli(
+        "ingest",
+        str(b / "pre_raw"),
+        "--out",
+        str(r / "ingested"),
+        "--now",
+        run_end(b / "raw").isoformat(),
+    )
     _cli("label", str(r / "ingested"), "--out", str(r / "labels"))
     _cli("features", "build", "--validated", str(r / "ingested"), "--labels", str(r / "labels"),
          "--out", str(r / "features"))  # fmt: skip
@@ -65,31 +83,63 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict, Path]:
     _cli("experiment", "simulate", "--out", str(b / "sim"), "--bundle", str(r / "bundle"), "--users",
          str(r / "features" / "user.parquet"), "--raw", str(b / "raw"), "--seed", str(SEED), "--pre-days",
          str(PRE_DAYS), "--test-days", str(DAYS - PRE_DAYS), "--policy-config", str(PROGRAMME))  # fmt: skip
-    return (json.loads((a / "results.json").read_text()), json.loads((b / "sim" / "results.json").read_text()), a)
+    return (
+        json.loads((a / "results.json").read_text()),
+        json.loads((b / "sim" / "results.json").read_text()),
+        a,
+    )
 
 
-FIGURES = ("true_uplift", "did", "did_realised", "inference", "inference_realised", "table", "policy_config",
-           "serving_stats", "exploration_ledger", "exposure_floors", "world")
+FIGURES = (
+    "true_uplift",
+    "did",
+    "did_realised",
+    "inference",
+    "inference_realised",
+    "table",
+    "policy_config",
+    "serving_stats",
+    "exploration_ledger",
+    "exposure_floors",
+    "world",
+)
 
 
 def test_reproduce_gives_the_figures_of_the_manual_steps(runs) -> None:
     got, manual, _ = runs
     for key in FIGURES:
         assert got[key] == manual[key], key
-    assert got["policy_config"]["exposure"]["min_cold_share"] == 1.0  # the programme profile by default
+    assert (
+        got["policy_config"]["exposure"]["min_cold_share"] == 1.0
+    )  # the programme profile by default
     assert got["serving_stats"]["requests"] > 0
 
 
 def test_reproduce_records_steps_timings_and_the_report(runs) -> None:
     got, _, out = runs
     rep = got["reproduce"]
-    assert list(rep["seconds"]) == [*STEPS, "total"] and all(v >= 0 for v in rep["seconds"].values())
-    assert set(rep["training_seconds"]) == {"ingest", "label", "features", "training set", "train", "bundle"}
-    assert rep["profile"] == "programme" and rep["committed"] is None  # a small world was never committed
+    assert list(rep["seconds"]) == [*STEPS, "total"] and all(
+        v >= 0 for v in rep["seconds"].values()
+    )
+    assert set(rep["training_seconds"]) == {
+        "ingest",
+        "label",
+        "features",
+        "training set",
+        "train",
+        "bundle",
+    }
+    assert (
+        rep["profile"] == "programme" and rep["committed"] is None
+    )  # a small world was never committed
     assert rep["world_overrides"] == SMALL and got["world"]["n_listings"] == SMALL["n_listings"]
     html = (out / "report.html").read_text()
-    for heading in ("Permutation over region assignments (gmv)", "Placebo periods (realised GMV)",
-                    "Power by number of regions", "Results table"):
+    for heading in (
+        "Permutation over region assignments (gmv)",
+        "Placebo periods (realised GMV)",
+        "Power by number of regions",
+        "Results table",
+    ):
         assert heading in html
     perm = got["inference"]["permutation"]
     assert perm["n_assignments"] == 6 and perm["min_p_two_sided"] == pytest.approx(1 / 3)
@@ -100,11 +150,15 @@ def test_committed_figures_are_found_for_seed_5_and_6() -> None:
     assert programme is not None and programme["did"]["uplift"] == pytest.approx(0.3898, abs=1e-4)
     defaults = committed_figures(5, "defaults")
     assert defaults is not None and defaults["true_uplift"] == pytest.approx(0.4914, abs=1e-4)
-    assert committed_figures(6, "defaults") is not None and committed_figures(7, "programme") is None
+    assert (
+        committed_figures(6, "defaults") is not None and committed_figures(7, "programme") is None
+    )
 
 
-@pytest.mark.skipif(os.environ.get("CHECKOUT_RECS_SEED5") != "1",
-                    reason="20-40 min at full size: set CHECKOUT_RECS_SEED5=1 (kept out of `make test`)")
+@pytest.mark.skipif(
+    os.environ.get("CHECKOUT_RECS_SEED5") != "1",
+    reason="20-40 min at full size: set CHECKOUT_RECS_SEED5=1 (kept out of `make test`)",
+)
 @pytest.mark.timeout(7200)
 def test_seed5_reproduces_the_committed_figures(tmp_path: Path) -> None:
     payload, _ = reproduce(tmp_path, ReproduceSpec(seed=5))

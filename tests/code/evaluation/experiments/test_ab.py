@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 from pydantic import ValidationError
 
-from checkout_recs.evaluation.experiments.did import diff_in_diff
 from checkout_recs.evaluation.experiments.ab import (
     analyze_ab,
     assign_by_user_hash,
@@ -19,6 +18,7 @@ from checkout_recs.evaluation.experiments.ab import (
     sessions_from_impressions,
     unit_totals,
 )
+from checkout_recs.evaluation.experiments.did import diff_in_diff
 from checkout_recs.evaluation.experiments.guardrails import evaluate_guardrails
 from tests.fixtures_measure import ab_sessions, geo_panel
 
@@ -142,7 +142,9 @@ def test_guardrails_continue_hold_rollback() -> None:
     assert evaluate_guardrails({**ok, "fallback_rate": 0.5}).action == "rollback"
     doubtful = evaluate_guardrails({**ok, "gmv_ratio": 0.95, "gmv_ratio_upper": 1.01})
     assert doubtful.action == "hold" and "floor" in doubtful.summary()
-    assert evaluate_guardrails({**ok, "gmv_ratio": 0.9, "gmv_ratio_upper": 0.95}).action == "rollback"
+    assert (
+        evaluate_guardrails({**ok, "gmv_ratio": 0.9, "gmv_ratio_upper": 0.95}).action == "rollback"
+    )
     assert evaluate_guardrails({**ok, "requests": 10}).action == "hold"
     assert evaluate_guardrails(ok, {"max_p95_latency_ms": 30}).action == "rollback"
     with pytest.raises(ValidationError):

@@ -34,7 +34,9 @@ def test_four_regions_give_six_assignments_and_a_floor_on_the_p_value() -> None:
     # a clear +14.3% effect is the most extreme assignment, yet p cannot go below the floor
     assert p.p_one_sided == pytest.approx(1 / 6) and p.p_two_sided == pytest.approx(2 / 6)
     assert sum(a["observed"] for a in p.assignments) == 1
-    assert p.observed_uplift == pytest.approx(diff_in_diff(panel, arms, 14, n_bootstrap_samples=10).uplift)
+    assert p.observed_uplift == pytest.approx(
+        diff_in_diff(panel, arms, 14, n_bootstrap_samples=10).uplift
+    )
     # each assignment's mirror (arms swapped) has the opposite log effect
     by_set = {tuple(a["treated"]): np.log1p(a["uplift"]) for a in p.assignments}
     regions = sorted(arms)
@@ -69,7 +71,11 @@ def test_hac_keeps_the_did_estimate_and_cluster_matches_it_on_the_level_scale() 
     did = diff_in_diff(panel, arms, 28, n_bootstrap_samples=10)
     hac = hac_interval(panel, arms, 28)
     assert hac.uplift == pytest.approx(did.uplift, rel=1e-9) and hac.lower < hac.uplift < hac.upper
-    assert hac.df == 56 - 2 and newey_west_lags(56) == 3 and f"{newey_west_lags(56)} lags" in hac.method
+    assert (
+        hac.df == 56 - 2
+        and newey_west_lags(56) == 3
+        and f"{newey_west_lags(56)} lags" in hac.method
+    )
     assert hac.lower < 0.143 < hac.upper
     level = diff_in_diff(panel, arms, 28, scale="level", n_bootstrap_samples=10)
     cl = cluster_interval(panel, arms, 28, scale="level")
@@ -92,7 +98,12 @@ def test_cluster_regression_is_skipped_with_a_reason_when_logs_cannot_be_taken()
 def test_power_table_by_number_of_regions() -> None:
     panel, arms = _panel(seed=6, uplift=0.0, days=14)
     table = region_power_table(panel, arms, start=14, n_regions=(4, 8, 16, 32))
-    assert list(table["regions"]) == [4, 8, 16, 32] and list(table["assignments"]) == [6, 70, 12870, 601080390]
+    assert list(table["regions"]) == [4, 8, 16, 32] and list(table["assignments"]) == [
+        6,
+        70,
+        12870,
+        601080390,
+    ]
     same_size = table["mde_same_size"].to_numpy()
     assert (np.diff(same_size) < 0).all()
     assert same_size[1] / same_size[0] == pytest.approx(np.sqrt(0.5), rel=0.02)  # 1/sqrt(n) in se
@@ -115,8 +126,16 @@ def test_power_table_mde_is_detected_about_as_often_as_promised() -> None:
 def test_geo_report_shows_the_checks(tmp_path: Path) -> None:
     panel, arms = _panel()
     did = diff_in_diff(panel, arms, 14, n_bootstrap_samples=10)
-    path = geo_report(panel, arms, 14, did, tmp_path / "r.html", "t", inference=geo_inference(panel, arms, 14))
+    path = geo_report(
+        panel, arms, 14, did, tmp_path / "r.html", "t", inference=geo_inference(panel, arms, 14)
+    )
     html = path.read_text()
-    for heading in ("Permutation over region assignments", "Placebo periods", "Power by number of regions",
-                    "HAC (Newey-West", "clustered by region (4 clusters)", "smallest possible"):
+    for heading in (
+        "Permutation over region assignments",
+        "Placebo periods",
+        "Power by number of regions",
+        "HAC (Newey-West",
+        "clustered by region (4 clusters)",
+        "smallest possible",
+    ):
         assert heading in html

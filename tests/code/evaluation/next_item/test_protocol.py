@@ -19,9 +19,16 @@ from checkout_recs.evaluation.next_item.protocol import (
 
 def _inter(tmp_path) -> pd.DataFrame:
     rows = [  # user, item, timestamp
-        (1, 10, 1), (1, 5, 2), (1, 7, 2), (1, 3, 3),  # ties at t=2 broken by item id: 5 then 7
-        (2, 5, 1), (2, 5, 2), (2, 10, 3), (2, 11, 3),  # repeated (2, 5): first kept; last two tied
-        (3, 4, 1), (3, 5, 2),  # fewer than 3 distinct items: dropped
+        (1, 10, 1),
+        (1, 5, 2),
+        (1, 7, 2),
+        (1, 3, 3),  # ties at t=2 broken by item id: 5 then 7
+        (2, 5, 1),
+        (2, 5, 2),
+        (2, 10, 3),
+        (2, 11, 3),  # repeated (2, 5): first kept; last two tied
+        (3, 4, 1),
+        (3, 5, 2),  # fewer than 3 distinct items: dropped
     ]
     df = pd.DataFrame(rows, columns=["user_id:token", "item_id:token", "timestamp:float"])
     path = tmp_path / "tiny.inter"
@@ -84,7 +91,13 @@ def test_two_stage_keeps_retrieval_set_and_reorders_inside():
 
 
 def test_markov_beta_damps_popular_successors():
-    seqs = [np.array([0, 1]), np.array([0, 1]), np.array([0, 2]), np.array([3, 1]), np.array([3, 1])]
+    seqs = [
+        np.array([0, 1]),
+        np.array([0, 1]),
+        np.array([0, 2]),
+        np.array([3, 1]),
+        np.array([3, 1]),
+    ]
     raw = Markov1().fit(seqs, 4).score([np.array([0])])[0]
     assert list(raw) == [0, 2, 1, 0]  # 0 → 1 twice, 0 → 2 once
     lift = Markov1(beta=1.0).fit(seqs, 4).score([np.array([0])])[0]
@@ -109,8 +122,12 @@ def test_choose_takes_the_best_validation_ndcg_first_on_ties():
     from checkout_recs.evaluation.next_item.tuning import choose
 
     points = [("m", {"x": 1}), ("m", {"x": 2}), ("m", {"x": 3}), ("p", {})]
-    res = [{"ndcg@6": 0.1, "hr@300": 0.5}, {"ndcg@6": 0.2, "hr@300": 0.4}, {"ndcg@6": 0.2, "hr@300": 0.9},
-           {"ndcg@6": 0.0, "hr@300": 0.0}]
+    res = [
+        {"ndcg@6": 0.1, "hr@300": 0.5},
+        {"ndcg@6": 0.2, "hr@300": 0.4},
+        {"ndcg@6": 0.2, "hr@300": 0.9},
+        {"ndcg@6": 0.0, "hr@300": 0.0},
+    ]
     out = choose(["m", "p"], points, res, [1.0, 1.0, 1.0, 1.0])
     assert out["m"]["choice"] == {"x": 2} and out["p"]["choice"] == {}
     assert [g["val_ndcg@6"] for g in out["m"]["grid"]] == [0.1, 0.2, 0.2]
@@ -145,7 +162,9 @@ def test_sasrec_early_stopping_keeps_the_best_checkpoint():
         states.append({k: v.clone() for k, v in m.net.state_dict().items()})
         return next(values)
 
-    cfg = SASRecConfig(dim=8, max_len=6, epochs=10, eval_every=1, patience=2, batch_size=8, smooth=1)
+    cfg = SASRecConfig(
+        dim=8, max_len=6, epochs=10, eval_every=1, patience=2, batch_size=8, smooth=1
+    )
     m = SASRec(cfg).fit(seqs, 12, seed=0, monitor=monitor)
     assert m.epochs_run == 4 and m.best_epoch == 2 and [e for e, _ in m.history] == [1, 2, 3, 4]
     for k, v in m.net.state_dict().items():
@@ -170,7 +189,8 @@ def _tiny_dataset(path, n_users: int = 40, n_items: int = 30):
             rows.append((u, int(i) + 1, t))
     path.mkdir()
     pd.DataFrame(rows, columns=["user_id:token", "item_id:token", "timestamp:float"]).to_csv(
-        path / "tiny.inter", sep="\t", index=False)
+        path / "tiny.inter", sep="\t", index=False
+    )
     return path
 
 
@@ -178,7 +198,13 @@ def test_run_protocol_baselines_tuned_per_data_set_timed_and_cached(tmp_path):
     from checkout_recs.evaluation.next_item.evaluate import run_protocol
 
     data = _tiny_dataset(tmp_path / "tiny")
-    kw = {"n_seeds": 2, "project": False, "workers": 1, "cache_dir": tmp_path / "cache", "progress": False}
+    kw = {
+        "n_seeds": 2,
+        "project": False,
+        "workers": 1,
+        "cache_dir": tmp_path / "cache",
+        "progress": False,
+    }
     first = run_protocol(data, tmp_path / "a.json", **kw)
     tuned = first["tuning"]["baselines"]
     assert set(tuned) >= {"popularity", "item_knn", "markov1"}
@@ -200,8 +226,15 @@ def test_run_protocol_with_the_project_on_two_worker_processes(tmp_path):
     from checkout_recs.evaluation.next_item.evaluate import run_protocol
 
     data = _tiny_dataset(tmp_path / "tiny")
-    res = run_protocol(data, tmp_path / "p.json", n_seeds=2, workers=2, cache_dir=None, progress=False,
-                       sasrec={"dim": 8, "epochs": 2, "eval_every": 1, "patience": 1})
+    res = run_protocol(
+        data,
+        tmp_path / "p.json",
+        n_seeds=2,
+        workers=2,
+        cache_dir=None,
+        progress=False,
+        sasrec={"dim": 8, "epochs": 2, "eval_every": 1, "patience": 1},
+    )
     p = res["project"]
     assert p["two_stage"]["seeds"] == 2 and 1 <= p["choice"]["sasrec"]["epochs"] <= 2
     assert res["machine"]["workers"] == 2 and res["timing"]["test"]["task_cpu_s"] > 0
