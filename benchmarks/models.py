@@ -51,8 +51,11 @@ SIM_SCALE = 16
 #: default) and the shrunk cvr logit. The other ``ranker_ablation.ABLATION`` rows (fixed-epoch
 #: losses, FM term, 16 knots) were measured at 4x (``docs/models.md``) and cost ~2 min per run
 #: each at 16x.
-BENCH_ABLATION = ("procedure/default (warm start + early stopping)", "procedure/linear wide (no spline)",
-                  "purchase/cvr_l2=9")
+BENCH_ABLATION = (
+    "procedure/default (warm start + early stopping)",
+    "procedure/linear wide (no spline)",
+    "purchase/cvr_l2=9",
+)
 
 
 def sim_config(days: int, seed: int = 7, scale: int = SIM_SCALE) -> Any:
@@ -60,9 +63,14 @@ def sim_config(days: int, seed: int = 7, scale: int = SIM_SCALE) -> Any:
     from checkout_recs.simulate.config import SimConfig
 
     base = SimConfig()
-    return SimConfig(days=days, seed=seed, checkouts_per_day=base.checkouts_per_day * scale,
-                     n_listings=base.n_listings * scale, n_users=base.n_users * scale,
-                     n_sellers=base.n_sellers * scale)
+    return SimConfig(
+        days=days,
+        seed=seed,
+        checkouts_per_day=base.checkouts_per_day * scale,
+        n_listings=base.n_listings * scale,
+        n_users=base.n_users * scale,
+        n_sellers=base.n_sellers * scale,
+    )
 
 
 def _sim_run(work: Path, days: int, seed: int = 7, scale: int = SIM_SCALE) -> Path:
@@ -112,9 +120,13 @@ def bench_sim(work: Path, days: int = 14, ablation_seeds: tuple[int, ...] = (7, 
     run = _sim_run(work, days, cfg.seed)
     _progress(f"sim pipeline {time.perf_counter() - t0:.0f}s")
     t1 = time.perf_counter()
-    summary = train_all(run / "train.parquet", run / "labels", run / "features", run / "model", TrainConfig())
+    summary = train_all(
+        run / "train.parquet", run / "labels", run / "features", run / "model", TrainConfig()
+    )
     bundle = run / "bundle"
-    assemble_bundle(run / "model", run / "labels", run / "features", bundle, mlflow_run_id=summary.mlflow_run_id)
+    assemble_bundle(
+        run / "model", run / "labels", run / "features", bundle, mlflow_run_id=summary.mlflow_run_id
+    )
     layout = BundleLayout(bundle)
     train_s = time.perf_counter() - t1
     metrics = json.loads(layout.metrics_path.read_text())
@@ -127,9 +139,15 @@ def bench_sim(work: Path, days: int = 14, ablation_seeds: tuple[int, ...] = (7, 
     truth = logged_expectations(SimWorld.from_raw(run / "raw"), run / "raw")
     truth_aucs = truth_auc_vs_logistic(teacher, tr, te, truth)
     student_aucs = head_auc_vs_logistic(student, tr, te, n_boot=0)["all"]
-    student_aucs.update({f"{h}_vs_teacher": student_aucs[f"auc_{h}"] - aucs["all"][f"auc_{h}"]
-                         for h in ("click", "purchase")})
-    _progress(f"teacher vs LR: {json.dumps({s: {h: round(r[f'{h}_ci']['diff'], 4) for h in ('click', 'purchase')} for s, r in aucs.items()})}")
+    student_aucs.update(
+        {
+            f"{h}_vs_teacher": student_aucs[f"auc_{h}"] - aucs["all"][f"auc_{h}"]
+            for h in ("click", "purchase")
+        }
+    )
+    _progress(
+        f"teacher vs LR: {json.dumps({s: {h: round(r[f'{h}_ci']['diff'], 4) for h in ('click', 'purchase')} for s, r in aucs.items()})}"
+    )
     X = ranker_matrix(te, teacher.feature_names)
     X300 = np.resize(X, (300, X.shape[1])).astype(np.float32)
     import torch
@@ -141,10 +159,12 @@ def bench_sim(work: Path, days: int = 14, ablation_seeds: tuple[int, ...] = (7, 
         with torch.inference_mode():
             return qnet(torch.from_numpy(x))
 
-    latency = {"teacher_torch_ms": median_latency_ms(teacher.predict, X300),
-               "student_torch_ms": median_latency_ms(student.predict, X300),
-               "student_numpy_ms": median_latency_ms(NumpyScorer.from_model(student).predict, X300),
-               "student_int8_torch_ms": median_latency_ms(q, X300)}
+    latency = {
+        "teacher_torch_ms": median_latency_ms(teacher.predict, X300),
+        "student_torch_ms": median_latency_ms(student.predict, X300),
+        "student_numpy_ms": median_latency_ms(NumpyScorer.from_model(student).predict, X300),
+        "student_int8_torch_ms": median_latency_ms(q, X300),
+    }
     cand = bench_candidates(bundle)
     _progress(f"candidates: {cand}")
     last = list(range(max(0, days - 3), days))
@@ -154,13 +174,30 @@ def bench_sim(work: Path, days: int = 14, ablation_seeds: tuple[int, ...] = (7, 
     for seed in ablation_seeds:
         r = run if seed == cfg.seed else _sim_run(work, days, seed)
         a, b = split_by_time(pd.read_parquet(r / "train.parquet"), 0.2)
-        runs.append((a, attach_truth(b, logged_expectations(SimWorld.from_raw(r / "raw"), r / "raw"))))
+        runs.append(
+            (a, attach_truth(b, logged_expectations(SimWorld.from_raw(r / "raw"), r / "raw")))
+        )
     configs = {name: ABLATION[name] for name in BENCH_ABLATION}
-    ablation = {"sim_seeds": list(ablation_seeds), **run_ablation(runs, configs, progress=_progress)}
-    return {"sim_config": cfg.model_dump(mode="json"), "train_metrics": metrics, "train_seconds": train_s,
-            "auc_vs_logistic": aucs, "auc_vs_logistic_truth": truth_aucs, "student": {"auc": student_aucs, "latency_300_candidates": latency,
-                                                  "n_params": student.metrics.get("n_params")},
-            "candidates": cand, "revenue_days": last, "revenue": revenue, "ranker_ablation": ablation}
+    ablation = {
+        "sim_seeds": list(ablation_seeds),
+        **run_ablation(runs, configs, progress=_progress),
+    }
+    return {
+        "sim_config": cfg.model_dump(mode="json"),
+        "train_metrics": metrics,
+        "train_seconds": train_s,
+        "auc_vs_logistic": aucs,
+        "auc_vs_logistic_truth": truth_aucs,
+        "student": {
+            "auc": student_aucs,
+            "latency_300_candidates": latency,
+            "n_params": student.metrics.get("n_params"),
+        },
+        "candidates": cand,
+        "revenue_days": last,
+        "revenue": revenue,
+        "ranker_ablation": ablation,
+    }
 
 
 def bench_candidates(bundle: Path, n: int = 300) -> dict:
@@ -178,8 +215,14 @@ def bench_candidates(bundle: Path, n: int = 300) -> dict:
     reqs = []
     for i in range(n):
         u = users.iloc[i % len(users)]
-        reqs.append(CandidateRequest(region=str(u["region"]), basket=rng.choice(live, 2).tolist(),
-                                     recent_listing_ids=list(u["recent_listing_ids"]), hour=float(i % 24)))
+        reqs.append(
+            CandidateRequest(
+                region=str(u["region"]),
+                basket=rng.choice(live, 2).tolist(),
+                recent_listing_ids=list(u["recent_listing_ids"]),
+                hour=float(i % 24),
+            )
+        )
     return _time_candidates(gen, reqs)
 
 
@@ -201,9 +244,13 @@ def _time_candidates(gen: Any, reqs: list) -> dict:
             sizes.append(len(c))
             for k, v in c.counts().items():
                 sources[k] = sources.get(k, 0) + v
-    return {"n_requests": len(reqs), "median_ms": float(np.median(times) * 1e3),
-            "p95_ms": float(np.percentile(times, 95) * 1e3), "mean_candidates": float(np.mean(sizes)),
-            "by_source": {k: v / len(reqs) for k, v in sorted(sources.items())}}
+    return {
+        "n_requests": len(reqs),
+        "median_ms": float(np.median(times) * 1e3),
+        "p95_ms": float(np.percentile(times, 95) * 1e3),
+        "mean_candidates": float(np.mean(sizes)),
+        "by_source": {k: v / len(reqs) for k, v in sorted(sources.items())},
+    }
 
 
 def _clustered(n: int, d: int, seed: int = 0) -> np.ndarray:
@@ -223,8 +270,14 @@ def _exact_top(emb: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:
     return flat.search(np.ascontiguousarray(q, np.float32), k)[1]
 
 
-def _sweep(index: Any, q: np.ndarray, exact_ids: np.ndarray, nprobes: tuple[int, ...], k: int = 300,
-           region: str | None = None) -> list[dict]:
+def _sweep(
+    index: Any,
+    q: np.ndarray,
+    exact_ids: np.ndarray,
+    nprobes: tuple[int, ...],
+    k: int = 300,
+    region: str | None = None,
+) -> list[dict]:
     """recall@k vs exact and single-query latency (one thread) of ``index.search`` per nprobe."""
     import faiss
     from threadpoolctl import threadpool_limits
@@ -244,8 +297,14 @@ def _sweep(index: Any, q: np.ndarray, exact_ids: np.ndarray, nprobes: tuple[int,
                 r, _ = index.search(q[i : i + 1], k, region=region)
                 times.append(time.perf_counter() - t)
                 res.append(r[0])
-        rows.append({"nprobe": nprobe, f"recall@{k}": overlap_recall(np.array(res), exact_ids),
-                     "median_ms": float(np.median(times) * 1e3), "p95_ms": float(np.percentile(times, 95) * 1e3)})
+        rows.append(
+            {
+                "nprobe": nprobe,
+                f"recall@{k}": overlap_recall(np.array(res), exact_ids),
+                "median_ms": float(np.median(times) * 1e3),
+                "p95_ms": float(np.percentile(times, 95) * 1e3),
+            }
+        )
         _progress(f"  nprobe={nprobe}: {rows[-1]}")
     return rows
 
@@ -254,11 +313,15 @@ def _loaded_rss_bytes(index_dir: Path) -> int:
     """Resident memory added by ``RetrievalIndex.load(index_dir)`` in a fresh process, bytes."""
     import subprocess
 
-    code = ("import re,sys; from pathlib import Path; import faiss, numpy, pandas, pyarrow\n"
-            "from checkout_recs.retrieval.index import RetrievalIndex\n"
-            "rss=lambda: int(re.search(r'VmRSS:\\s+(\\d+)', open('/proc/self/status').read()).group(1))*1024\n"
-            "a=rss(); ix=RetrievalIndex.load(Path(sys.argv[1])); print(rss()-a)")
-    out = subprocess.run([sys.executable, "-c", code, str(index_dir)], check=True, capture_output=True, text=True)
+    code = (
+        "import re,sys; from pathlib import Path; import faiss, numpy, pandas, pyarrow\n"
+        "from checkout_recs.retrieval.index import RetrievalIndex\n"
+        "rss=lambda: int(re.search(r'VmRSS:\\s+(\\d+)', open('/proc/self/status').read()).group(1))*1024\n"
+        "a=rss(); ix=RetrievalIndex.load(Path(sys.argv[1])); print(rss()-a)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(index_dir)], check=True, capture_output=True, text=True
+    )
     return int(out.stdout.strip().splitlines()[-1])
 
 
@@ -316,12 +379,20 @@ def _bench_faiss(work: Path, n: int, n_queries: int) -> dict:
     index = RetrievalIndex.from_embeddings(ids, emb, snap, cfg)
     build_s = time.perf_counter() - t0
     _progress(f"build {build_s:.1f}s (global + {len(index.indexes) - 1} region indexes, 2 threads)")
-    out: dict = {"data": {"n_items": len(ids), "dim": int(emb.shape[1]), "trained_listings": int(len(tt.known_ids)),
-                          "source": "demo simulation (seed 7) listings + simulator-drawn listings, embedded by "
-                                    "the trained item tower (content only for listings unseen in training)",
-                          "queries": f"{n_queries} user-tower vectors of demo users (recent items, region, hour)"},
-                 "embed_seconds": embed_s, "kind": index.manifest.kind, "config": cfg.model_dump(),
-                 "build_seconds": build_s}
+    out: dict = {
+        "data": {
+            "n_items": len(ids),
+            "dim": int(emb.shape[1]),
+            "trained_listings": int(len(tt.known_ids)),
+            "source": "demo simulation (seed 7) listings + simulator-drawn listings, embedded by "
+            "the trained item tower (content only for listings unseen in training)",
+            "queries": f"{n_queries} user-tower vectors of demo users (recent items, region, hour)",
+        },
+        "embed_seconds": embed_s,
+        "kind": index.manifest.kind,
+        "config": cfg.model_dump(),
+        "build_seconds": build_s,
+    }
     faiss.omp_set_num_threads(2)
     ex_ids = ids[_exact_top(emb, q, 300)]
     out["sweep_global"] = _sweep(index, q, ex_ids, (8, 16, 24, 32, 48, 64))
@@ -336,15 +407,30 @@ def _bench_faiss(work: Path, n: int, n_queries: int) -> dict:
         out["disk_bytes"] = sum(p.stat().st_size for p in Path(tmp).iterdir())
         out["memory_bytes_loaded"] = _loaded_rss_bytes(Path(tmp))
     _progress(f"memory when loaded {out['memory_bytes_loaded'] / 1e9:.2f} GB")
-    c = {name: pd.read_parquet(candidate_table_path(paths["candidates"], name)) for name in CANDIDATE_TABLES}
-    gen = CandidateGenerator(index, tt, c["co_purchase_items"], c["category_pairs"], item_knn=c["item_knn"])
-    cand_reqs = [CandidateRequest(region=r["region"], basket=r["basket"], recent_listing_ids=r["recent_listing_ids"],
-                                  hour=r["hour"]) for r in user_requests(paths["model"], paths["features"], 300, seed=1)]
+    c = {
+        name: pd.read_parquet(candidate_table_path(paths["candidates"], name))
+        for name in CANDIDATE_TABLES
+    }
+    gen = CandidateGenerator(
+        index, tt, c["co_purchase_items"], c["category_pairs"], item_knn=c["item_knn"]
+    )
+    cand_reqs = [
+        CandidateRequest(
+            region=r["region"],
+            basket=r["basket"],
+            recent_listing_ids=r["recent_listing_ids"],
+            hour=r["hour"],
+        )
+        for r in user_requests(paths["model"], paths["features"], 300, seed=1)
+    ]
     out["candidates"] = _time_candidates(gen, cand_reqs)
     _progress(f"candidates at {len(ids)}: {out['candidates']}")
     out["add_remove"] = _bench_add_remove(index, tt, snap, q, ex_ids)
     out["diffuse_synthetic"] = _bench_diffuse(n, int(emb.shape[1]))
-    out["load_average_1m_start_end"] = [load0, os.getloadavg()[0]]  # the machine is shared: timings are noisy
+    out["load_average_1m_start_end"] = [
+        load0,
+        os.getloadavg()[0],
+    ]  # the machine is shared: timings are noisy
     _scale_inputs().faiss_report(out, RESULTS / "faiss_1m.html")
     return out
 
@@ -355,8 +441,9 @@ def _set_nprobe(index: Any, nprobe: int) -> None:
             ix.nprobe = nprobe
 
 
-def _bench_region(index: Any, snap: Any, emb: np.ndarray, q: np.ndarray, regions: list[str],
-                  nprobe: int) -> dict:
+def _bench_region(
+    index: Any, snap: Any, emb: np.ndarray, q: np.ndarray, regions: list[str], nprobe: int
+) -> dict:
     """Region index (what candidates use) vs exact search inside the region, at ``nprobe``."""
     reg = snap["region"].astype(str).to_numpy()
     ids = snap["listing_id"].to_numpy(np.int64)
@@ -365,7 +452,10 @@ def _bench_region(index: Any, snap: Any, emb: np.ndarray, q: np.ndarray, regions
         sel = np.flatnonzero(np.array(regions) == r)
         rows = np.flatnonzero(reg == r)
         ex = ids[rows][_exact_top(emb[rows], q[sel], 300)]
-        out[r] = _sweep(index, q[sel], ex, (nprobe,), region=r)[0] | {"n_queries": len(sel), "n_items": len(rows)}
+        out[r] = _sweep(index, q[sel], ex, (nprobe,), region=r)[0] | {
+            "n_queries": len(sel),
+            "n_items": len(rows),
+        }
     return out
 
 
@@ -395,11 +485,18 @@ def _bench_category(index: Any, snap: Any, emb: np.ndarray, reqs: list[dict], k:
             got.append(a[0])
             wide, _ = index.search(v, 1000, region=r["region"])
             keep = np.isin(wide[0], ids[rows])
-            post.append(np.pad(wide[0][keep][:k], (0, max(0, k - int(keep.sum()))), constant_values=-1))
-    return {"k": k, "n_queries": len(reqs), "median_items_in_category_region": float(np.median(sizes)),
-            "recall_vs_exact": overlap_recall(np.array(got), np.array(exact)),
-            "post_filtered_ann_1000_recall": overlap_recall(np.array(post), np.array(exact)),
-            "median_ms": float(np.median(times) * 1e3), "p95_ms": float(np.percentile(times, 95) * 1e3)}
+            post.append(
+                np.pad(wide[0][keep][:k], (0, max(0, k - int(keep.sum()))), constant_values=-1)
+            )
+    return {
+        "k": k,
+        "n_queries": len(reqs),
+        "median_items_in_category_region": float(np.median(sizes)),
+        "recall_vs_exact": overlap_recall(np.array(got), np.array(exact)),
+        "post_filtered_ann_1000_recall": overlap_recall(np.array(post), np.array(exact)),
+        "median_ms": float(np.median(times) * 1e3),
+        "p95_ms": float(np.percentile(times, 95) * 1e3),
+    }
 
 
 def _bench_add_remove(index: Any, tt: Any, snap: Any, q: np.ndarray, ex_ids: np.ndarray) -> dict:
@@ -412,8 +509,12 @@ def _bench_add_remove(index: Any, tt: Any, snap: Any, q: np.ndarray, ex_ids: np.
     index.add(new["listing_id"].to_numpy(), tt.embed_items(new), new)
     seconds = time.perf_counter() - t
     after = np.concatenate([index.search(q, 300)[0], index.search(q, 300, region="north")[0]])
-    return {"removed": int(len(sold)), "added": 1000, "seconds": seconds,
-            "sold_returned_after_removal": int(np.isin(sold, after).sum())}
+    return {
+        "removed": int(len(sold)),
+        "added": 1000,
+        "seconds": seconds,
+        "sold_returned_after_removal": int(np.isin(sold, after).sum()),
+    }
 
 
 def _bench_diffuse(n: int, d: int, n_queries: int = 100) -> dict:
@@ -428,13 +529,18 @@ def _bench_diffuse(n: int, d: int, n_queries: int = 100) -> dict:
     ids = np.arange(n, dtype=np.int64) + 1
     faiss.omp_set_num_threads(2)
     t = time.perf_counter()
-    index = RetrievalIndex.from_embeddings(ids, emb, pd.DataFrame({"listing_id": ids}), IndexConfig(per_region=False))
+    index = RetrievalIndex.from_embeddings(
+        ids, emb, pd.DataFrame({"listing_id": ids}), IndexConfig(per_region=False)
+    )
     build_s = time.perf_counter() - t
     q = _clustered(n_queries, d, seed=9)
     ex = ids[_exact_top(emb, q, 300)]
     _progress(f"diffuse synthetic: build {build_s:.1f}s")
-    return {"what": "2,000 Gaussian centres + N(0, 0.6²) noise per dim, unit-normalised", "build_seconds": build_s,
-            "sweep": _sweep(index, q, ex, (32, 64, 128, 192))}
+    return {
+        "what": "2,000 Gaussian centres + N(0, 0.6²) noise per dim, unit-normalised",
+        "build_seconds": build_s,
+        "sweep": _sweep(index, q, ex, (32, 64, 128, 192)),
+    }
 
 
 def bench_ml100k(project: bool, seeds: int) -> dict:
@@ -443,8 +549,9 @@ def bench_ml100k(project: bool, seeds: int) -> dict:
     from checkout_recs.evaluation.next_item.evaluate import run_protocol
 
     dataset = ROOT / "data" / "external" / "ml-100k"
-    return run_protocol(dataset, RESULTS / "ml100k.json", n_seeds=seeds, tune=True, project=project,
-                        cache_dir=None)
+    return run_protocol(
+        dataset, RESULTS / "ml100k.json", n_seeds=seeds, tune=True, project=project, cache_dir=None
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -469,10 +576,18 @@ def main(argv: list[str] | None = None) -> int:
             results["faiss"] = bench_faiss(args.faiss_n)
         if "ml100k" in args.only:
             r = bench_ml100k(not args.ml100k_baselines_only, args.seeds)
-            results["ml100k"] = {"summary": r["summary"], "data": r["data"], "machine": r["machine"],
-                                 "timing": r["timing"],
-                                 "versus_published": {k: v.get("versus_published") for k, v in r["baselines"].items()}}
-    results["command"] = "python benchmarks/models.py " + " ".join(sys.argv[1:] if argv is None else argv)
+            results["ml100k"] = {
+                "summary": r["summary"],
+                "data": r["data"],
+                "machine": r["machine"],
+                "timing": r["timing"],
+                "versus_published": {
+                    k: v.get("versus_published") for k, v in r["baselines"].items()
+                },
+            }
+    results["command"] = "python benchmarks/models.py " + " ".join(
+        sys.argv[1:] if argv is None else argv
+    )
     path.write_text(json.dumps(results, indent=2, default=float))
     _progress(f"wrote {path}")
     return 0

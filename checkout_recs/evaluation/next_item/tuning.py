@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from checkout_recs.evaluation.next_item import baselines as _baselines
-from checkout_recs.evaluation.next_item import protocol as _protocol
+import checkout_recs.evaluation.next_item.baselines as _baselines
+import checkout_recs.evaluation.next_item.protocol as _protocol
 from checkout_recs.evaluation.next_item.baselines import GRIDS, STOCHASTIC, make_baseline
 from checkout_recs.evaluation.next_item.protocol import Split, evaluate_scores
 from checkout_recs.evaluation.next_item.runner import tick

@@ -17,7 +17,10 @@ from checkout_recs.evaluation.experiments.guardrails import GuardrailConfig
 from tests.fixtures_ops_servers import (
     OPS_REDIS_URL,
     TrafficSimulator,
-)  # noqa: F401
+    fake_kube,
+    ops_redis,
+    staging_docs,
+)
 from tests.fixtures_prometheus import kube_prometheus  # noqa: F401
 
 pytestmark = pytest.mark.e2e

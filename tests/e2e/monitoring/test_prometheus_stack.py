@@ -208,7 +208,8 @@ def test_promql_guardrails_read_the_transformers_own_histogram(stack) -> None:
         REVISION
     ]
     assert w.answers == pytest.approx(30, rel=0.35)  # increase() extrapolates to the window's edges
-    assert w.fallbacks / w.answers == pytest.approx(1 / 3, abs=0.01)  # both from the same scrapes
+    # both from the same scrapes; the launcher's warm-up answers (ranker) may share the window
+    assert w.fallbacks / w.answers == pytest.approx(1 / 3, abs=0.03)
     assert 0 < w.p95_ms < 2000 and w.errors == 0
 
 

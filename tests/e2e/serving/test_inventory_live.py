@@ -49,10 +49,11 @@ from tests.fixtures_inventory import (
     REDIS_URL,
     ev,
     free_port,
+    inv_prefix,
     kill_redis,
     private_redis,
     wait_for,
-)  # noqa: F401
+)
 from tests.fixtures_inventory import interleaved_history as _history
 from tests.fixtures_serving import make_serving_bundle
 

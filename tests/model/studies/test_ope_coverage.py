@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import pytest
 
-from checkout_recs.studies.ope_coverage import CoverageWorld, coverage_study, simulate_logs, true_value
+from checkout_recs.studies.ope_coverage import (
+    CoverageWorld,
+    coverage_study,
+    simulate_logs,
+    true_value,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -34,13 +39,20 @@ def test_every_estimator_covers_the_truth() -> None:
     # IPS and IIPS are the same estimator written per round and per slate
     assert r["mean_estimate"]["ips"] == pytest.approx(r["mean_estimate"]["iips"])
     # the model-based estimators are the tightest
-    assert r["mean_width"]["dm"] < r["mean_width"]["ips"] and r["mean_width"]["pbm"] < r["mean_width"]["ips"]
+    assert (
+        r["mean_width"]["dm"] < r["mean_width"]["ips"]
+        and r["mean_width"]["pbm"] < r["mean_width"]["ips"]
+    )
 
 
 def test_every_estimator_covers_the_truth_on_the_simulator(tmp_path) -> None:  # noqa: ANN001
     """The marketplace simulator itself: exact logged propensities (checked inside ``seed_logs``),
     a known evaluation policy's true value from the hidden truth, intervals that cover it."""
-    from checkout_recs.studies.ope_sim_coverage import SimCoverage, coverage_report, sim_coverage_study
+    from checkout_recs.studies.ope_sim_coverage import (
+        SimCoverage,
+        coverage_report,
+        sim_coverage_study,
+    )
 
     r = sim_coverage_study(n_seeds=8, cov=SimCoverage(n_truth_seeds=3, n_boot=60))
     print({k: f"{v:.0%}" for k, v in r["coverage"].items()}, "truth", round(r["truth"], 4))
