@@ -6,9 +6,10 @@ training commands one by one (``ingest``, ``label``, ``features build``, ``featu
 training-set --join pandas``, ``train``, ``build-bundle``) and ``experiment simulate`` with the
 programme profile. Every figure must be identical.
 
-The seed-5 run at full size (``test_seed5_reproduces_the_committed_figures``) takes about 20-40
-minutes on the shared 2-core box, so it runs only with ``CHECKOUT_RECS_SEED5=1`` (it is not
-part of ``make test``); ``checkout-recs experiment reproduce --out DIR --seed 5`` is the same run.
+The seed-5 run at full size (``test_seed5_reproduces_the_committed_figures``) took 43.5 minutes
+on the shared 2-core box at load 8-15 (about 10 on a quiet one), so it runs only with
+``CHECKOUT_RECS_SEED5=1`` (it is not part of ``make test``); ``checkout-recs experiment reproduce
+--out DIR --seed 5`` is the same run.
 """
 
 from __future__ import annotations
@@ -147,9 +148,9 @@ def test_reproduce_records_steps_timings_and_the_report(runs) -> None:
 
 def test_committed_figures_are_found_for_seed_5_and_6() -> None:
     programme = committed_figures(5, "programme")
-    assert programme is not None and programme["did"]["uplift"] == pytest.approx(0.3898, abs=1e-4)
+    assert programme is not None and programme["did"]["uplift"] == pytest.approx(0.3817, abs=1e-4)
     defaults = committed_figures(5, "defaults")
-    assert defaults is not None and defaults["true_uplift"] == pytest.approx(0.4914, abs=1e-4)
+    assert defaults is not None and defaults["true_uplift"] == pytest.approx(0.4899, abs=1e-4)
     assert (
         committed_figures(6, "defaults") is not None and committed_figures(7, "programme") is None
     )
@@ -157,7 +158,7 @@ def test_committed_figures_are_found_for_seed_5_and_6() -> None:
 
 @pytest.mark.skipif(
     os.environ.get("CHECKOUT_RECS_SEED5") != "1",
-    reason="20-40 min at full size: set CHECKOUT_RECS_SEED5=1 (kept out of `make test`)",
+    reason="44 min at full size on the loaded 2-core box: set CHECKOUT_RECS_SEED5=1 (not in `make test`)",
 )
 @pytest.mark.timeout(7200)
 def test_seed5_reproduces_the_committed_figures(tmp_path: Path) -> None:
