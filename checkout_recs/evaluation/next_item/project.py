@@ -51,8 +51,8 @@ BC_GRID = (0.0, 0.25, 0.5, 1.0)
 #: ``--no-tune``: the choice that ``evaluate-offline`` made on MovieLens-100K validation
 #: (docs/models.md); ``sasrec.epochs`` is the early-stopped epoch count.
 DEFAULT_CHOICE: dict[str, Any] = {
-    "sasrec": {**SASREC_BASE, "dropout": 0.2, "epochs": 30},
-    "knn_decay": 0.6,
+    "sasrec": {**SASREC_BASE, "dropout": 0.2, "epochs": 50},
+    "knn_decay": 0.8,
     "a": 0.5,
     "b": 1.0,
     "c": 0.25,
