@@ -300,9 +300,7 @@ def reproduce(
 ) -> None:
     """The seed's results table in one command: world -> pre-period -> training -> simulate.
 
-    Uses the functions of `experiment world`, `pre-period`, `train` and `simulate`; writes
-    report.html and results.json (with seconds per step, and the committed figures of the same
-    seed and profile beside the reproduced ones) into OUT.
+    Calls the functions of `experiment world`, `pre-period`, `train` and `simulate`.
     """
     from rich.console import Console
     from rich.progress import Progress
