@@ -82,7 +82,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict, Path]:
     _cli("build-bundle", "--model", str(r / "model"), "--labels", str(r / "labels"), "--features",
          str(r / "features"), "--out", str(r / "bundle"))  # fmt: skip
     _cli("experiment", "simulate", "--out", str(b / "sim"), "--bundle", str(r / "bundle"), "--users",
-         str(r / "features" / "user.parquet"), "--raw", str(b / "raw"), "--seed", str(SEED), "--pre-days",
+         str(r / "features" / "user.parquet"), "--raw", str(b / "raw"), "--pre-days",
          str(PRE_DAYS), "--test-days", str(DAYS - PRE_DAYS), "--policy-config", str(PROGRAMME))  # fmt: skip
     return (
         json.loads((a / "results.json").read_text()),
