@@ -318,20 +318,10 @@ def drift_exporter(
 ) -> None:
     """Serve the newest published drift figures on /metrics for Prometheus; Ctrl-C stops."""
     from checkout_recs.storage import open_store
-    from monitoring.exporter import DriftMetrics, make_server
+    from monitoring.exporter import serve
 
-    server = make_server(
-        DriftMetrics(open_store(artifact_root, s3_endpoint_url), refresh_s), host, port
-    )
-    typer.echo(
-        f"drift metrics of {artifact_root} on http://{host}:{server.server_address[1]}/metrics"
-    )
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    typer.echo(f"drift metrics of {artifact_root} on http://{host}:{port}/metrics")
+    serve(open_store(artifact_root, s3_endpoint_url), host, port, refresh_s)
 
 
 def register(app: typer.Typer) -> None:

@@ -37,6 +37,7 @@ RUN --mount=type=bind,from=wheels,target=/wheels \
       if [ -d "$p" ]; then find "$p" -type d -name tests -prune -exec rm -rf {} +; fi; done
 COPY checkout_recs /opt/app/checkout_recs
 COPY inference /opt/app/inference
+COPY monitoring /opt/app/monitoring
 COPY feature_repo /opt/app/feature_repo
 RUN find /opt/app -name __pycache__ -prune -exec rm -rf {} + \
  && python3 -m compileall -q --invalidation-mode unchecked-hash /opt/app

@@ -1,5 +1,6 @@
 """Plain ASGI helpers shared by the servers' routes: header lookup, whole responses, reading a
-body under a limit (413 with a reason over it), the body-limit middleware, and ``NeverRaise``.
+body under a limit (413 with a reason over it), the body-limit middleware, ``NeverRaise`` and
+``RequestIdScope`` (the ``x-request-id`` header as the id of every log line of its request).
 
 ``inference.server`` installs ``BodyLimit`` on kserve's app and ``NeverRaise`` outermost; the fast
 routes (``inference.fast_route``, ``inference.fast_infer``) read and answer with the same helpers.
@@ -9,13 +10,20 @@ No kserve here: these modules import this one, never each other.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import orjson
 
+from checkout_recs.contract import REQUEST_ID_PATTERN
+from checkout_recs.log_format import REQUEST_ID
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024
+#: The header that carries a request's id between hops (Envoy's and Istio's tracing header).
+REQUEST_ID_HEADER = "x-request-id"
+_REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
 
 
 def header(scope: dict, name: bytes) -> bytes | None:
@@ -147,3 +155,32 @@ class NeverRaise:
                     orjson.dumps({"error": f"internal error ({type(exc).__name__})"}),
                     [(b"content-type", b"application/json")],
                 )
+
+
+def valid_request_id(value: bytes | str | None) -> str | None:
+    """``value`` as a request id when it matches ``contract.REQUEST_ID_PATTERN`` (1..64 visible
+    ASCII characters), else None: a malformed header is ignored, never echoed into the logs."""
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    return value if value is not None and _REQUEST_ID.match(value) else None
+
+
+class RequestIdScope:
+    """Outermost ASGI middleware: the request's ``x-request-id`` header (when valid) is the
+    ``request_id`` of every log line written while it is served, access and error lines
+    included. The transformer then narrows it to the body's resolved id in ``preprocess``; the
+    predictor gets the transformer's id through this header on its hop."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        rid = valid_request_id(header(scope, REQUEST_ID_HEADER.encode()))
+        if scope["type"] != "http" or rid is None:
+            await self.app(scope, receive, send)
+            return
+        token = REQUEST_ID.set(rid)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            REQUEST_ID.reset(token)

@@ -26,6 +26,7 @@ metrics) goes on to kserve's app unchanged. The body limit applies here too.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from typing import Any
@@ -35,6 +36,7 @@ from kserve.errors import InvalidInput, ModelNotFound, ModelNotReady
 from kserve.protocol.rest.v2_datamodels import InferenceResponse
 from starlette.requests import Request
 
+from checkout_recs.log_format import Throttle
 from inference.asgi import header, read_body_or_refuse, send_response
 from inference.codec import decode_v2_rest, printable
 from inference.deadline import (
@@ -47,6 +49,9 @@ from inference.deadline import (
     set_clock,
 )
 
+log = logging.getLogger(__name__)
+#: One refusal line per status a second (a flood of bad requests must not flood the log).
+_REFUSALS = Throttle(every_s=1.0)
 V1_PREDICT = re.compile(r"/v1/models/([^/:]+):predict")
 V2_INFER = re.compile(r"/v2/models/([^/]+)/infer")
 HEADER_LENGTH = "inference-header-content-length"
@@ -173,6 +178,7 @@ class FastPredictRoute:
             else next((code for cls, code in _STATUS if isinstance(exc, cls)), None)
         )
         if status is not None:
+            _log_refusal(scope, status, exc)
             extra = [(b"retry-after", str(RETRY_AFTER_S).encode())] if isinstance(exc, Shed) else []
             await send_response(
                 send, status, orjson.dumps({"error": printable(str(exc))}), [_JSON, *extra]
@@ -189,6 +195,23 @@ class FastPredictRoute:
         await send_response(
             send, 500, orjson.dumps({"error": printable(f"{type(exc).__name__} : {exc}")}), [_JSON]
         )
+
+
+def _log_refusal(scope: dict, status: int, exc: Exception) -> None:
+    """One line for a refused call (INFO for 4xx, WARNING for 5xx), at most one per status a
+    second, with the count held back since; it carries the request id of its scope."""
+    held = _REFUSALS.allow(str(status))
+    if held is None:
+        return
+    log.log(
+        logging.WARNING if status >= 500 else logging.INFO,
+        "refused %s %s with %d: %s",
+        scope.get("method"),
+        scope.get("path"),
+        status,
+        printable(str(exc))[:200],
+        extra={"status": status, "held_back": held},
+    )
 
 
 def _v1_body(body: bytes, content_type: str | None) -> Any:

@@ -26,9 +26,16 @@ from kserve import Model
 from kserve.errors import InvalidInput
 from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
-from checkout_recs.log_format import add_log_format_argument, configure_logging, set_bundle_version
+from checkout_recs.log_format import (
+    REQUEST_ID,
+    add_log_format_argument,
+    configure_logging,
+    set_bundle_version,
+    set_request_id,
+)
 from checkout_recs.models.numpy_scorer import NumpyScorer
 from checkout_recs.serving.bundle_layout import BundleLayout
+from inference.asgi import REQUEST_ID_HEADER, valid_request_id
 from inference.server import LoopbackModelServer
 
 PREDICTOR_NAME = "ranker"
@@ -131,7 +138,17 @@ class RankerPredictor(Model):
         headers: dict[str, str] | None = None,
         response_headers: dict[str, str] | None = None,
     ) -> InferResponse:
-        """Score the ``features`` tensor; answers in the request's binary/JSON form."""
+        """Score the ``features`` tensor; answers in the request's binary/JSON form. Log lines
+        written meanwhile carry the caller's ``x-request-id`` (gRPC metadata or REST header)."""
+        rid = valid_request_id((headers or {}).get(REQUEST_ID_HEADER))
+        token = set_request_id(rid) if rid is not None else None
+        try:
+            return self._predict_v2(payload)
+        finally:
+            if token is not None:
+                REQUEST_ID.reset(token)
+
+    def _predict_v2(self, payload: Any) -> InferResponse:
         if not isinstance(payload, InferRequest):
             raise InvalidInput(
                 "the ranker predictor speaks v2 only: send an FP32 tensor 'features'"

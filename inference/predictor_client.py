@@ -24,6 +24,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import orjson
 
+from checkout_recs.log_format import REQUEST_ID
+from inference.asgi import REQUEST_ID_HEADER
 from inference.hop_http import HopClient
 
 PROTOCOLS = ("rest-json", "rest-binary", "grpc")
@@ -78,7 +80,12 @@ class PredictorClient:
         self._channel: Any = None
 
     async def _post(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, str | None]:
-        """POST ``body`` to the model's v2 infer route: (status, body, inference-header-content-length)."""
+        """POST ``body`` to the model's v2 infer route: (status, body, inference-header-content-length).
+        The request id of the calling context travels as ``x-request-id`` (the predictor's log lines
+        carry it)."""
+        rid = REQUEST_ID.get()
+        if rid is not None:
+            headers = {**headers, REQUEST_ID_HEADER: rid}
         status, content, head = await self._http.post(
             f"/v2/models/{self.model}/infer", body, headers
         )
@@ -178,8 +185,15 @@ class PredictorClient:
             ],
             raw_input_contents=[x.astype("<f4").tobytes()],
         )
+        rid = REQUEST_ID.get()
+        if rid is not None:
+            req.id = rid
         try:
-            resp = await self._stub.ModelInfer(req, timeout=deadline_s)
+            resp = await self._stub.ModelInfer(
+                req,
+                timeout=deadline_s,
+                metadata=((REQUEST_ID_HEADER, rid),) if rid is not None else None,
+            )
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise PredictorTimeout(

@@ -41,7 +41,7 @@ from kserve.protocol.grpc.interceptors import LoggingInterceptor
 from kserve.protocol.grpc.server import GRPCServer
 from kserve.protocol.rest.server import RESTServer
 
-from inference.asgi import DEFAULT_MAX_BODY_BYTES, BodyLimit, NeverRaise
+from inference.asgi import DEFAULT_MAX_BODY_BYTES, BodyLimit, NeverRaise, RequestIdScope
 from inference.fast_infer import FastInferRoute
 from inference.fast_route import FastPredictRoute
 from inference.grpc_guard import GuardedServicer, GuardInterceptor
@@ -232,8 +232,8 @@ class LoopbackModelServer(ModelServer):
             timeout_keep_alive=self.timeout_keep_alive,
         )
         # uvicorn serves the fast routes, which hand the rest to kserve's app; no error escapes to uvicorn
-        self._rest_server.config.app = ClosedRepository(
-            NeverRaise(self._fast_routes(app, models) if self.fast_route else app)
+        self._rest_server.config.app = RequestIdScope(
+            ClosedRepository(NeverRaise(self._fast_routes(app, models) if self.fast_route else app))
         )
         self._rest_server.config.host = self.host  # the one change: no 0.0.0.0
         if self.enable_grpc:

@@ -134,3 +134,15 @@ def test_the_policy_configmap_is_one_policyconfig_with_the_code_defaults(rendere
             "ledger" not in doc["exploration"]
         )  # serving derives it (shared in the inventory's Redis)
         assert parse_policy(data[POLICY_FILE]) == PolicyConfig(), target
+
+
+def test_a_bad_drift_exporter_flag_or_a_missing_store_fails(rendered):  # noqa: F811
+    docs = copy.deepcopy(rendered["overlays/production"])
+    dep = find(docs, "Deployment", "checkout-recs-drift-exporter")
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    container["args"].append("--scrape_interval=15")
+    assert any("monitoring.exporter refuses" in m for m in _messages(docs))
+    container["args"].pop()
+    assert _messages(docs) == []
+    container["env"] = []  # --artifact_root=$(CHECKOUT_RECS_ARTIFACT_ROOT) expands to nothing
+    assert _messages(docs) != []

@@ -110,9 +110,11 @@ def test_production_uses_elasticache_and_no_plain_secret(rendered):  # noqa: F81
         svc["spec"]["type"] == "ExternalName"
         and "cache.amazonaws.com" in svc["spec"]["externalName"]
     )
-    # no in-cluster Redis: the only Deployment is the inventory consumer (test_inventory_consumer_manifest.py)
-    assert [d["metadata"]["name"] for d in docs if d["kind"] == "Deployment"] == [
-        "checkout-recs-inventory-consumer"
+    # no in-cluster Redis: the only Deployments are the inventory consumer
+    # (test_inventory_consumer_manifest.py) and the drift exporter (tests/e2e/monitoring/test_exporter.py)
+    assert sorted(d["metadata"]["name"] for d in docs if d["kind"] == "Deployment") == [
+        "checkout-recs-drift-exporter",
+        "checkout-recs-inventory-consumer",
     ]
     c = transformer_container(find(docs, "InferenceService"))
     token = next(e for e in c["env"] if e["name"] == "CHECKOUT_RECS_REDIS_PASSWORD")

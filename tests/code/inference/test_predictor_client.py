@@ -35,6 +35,8 @@ class _Ranker(_servicer_base()):  # type: ignore[misc]
         import grpc
         from kserve.protocol.grpc import grpc_predict_v2_pb2 as pb
 
+        self.metadata = dict(context.invocation_metadata())
+        self.request_id = request.id
         await asyncio.sleep(self.delay_s)
         if self.fail:
             await context.abort(grpc.StatusCode.INTERNAL, "boom")
@@ -111,3 +113,19 @@ def test_grpc_failure_is_a_predictor_error_not_a_timeout():
     with pytest.raises(PredictorError) as info:
         asyncio.run(_score(_Ranker(fail=True), 5.0))
     assert not isinstance(info.value, PredictorTimeout) and "INTERNAL" in str(info.value)
+
+
+def test_the_calling_request_id_travels_as_grpc_metadata_and_the_request_id():
+    from checkout_recs.log_format import set_request_id
+
+    ranker = _Ranker()
+
+    async def call() -> Scored:
+        set_request_id("hop-7")  # as the transformer's preprocess does
+        return await _score(ranker, 5.0)
+
+    asyncio.run(call())
+    assert ranker.metadata["x-request-id"] == "hop-7" and ranker.request_id == "hop-7"
+    plain = _Ranker()
+    asyncio.run(_score(plain, 5.0))
+    assert "x-request-id" not in plain.metadata and plain.request_id == ""

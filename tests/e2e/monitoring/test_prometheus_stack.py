@@ -226,6 +226,32 @@ def test_every_server_log_line_is_json_with_the_bundle_version(stack) -> None:
         )
 
 
+def test_the_predictors_lines_carry_the_request_id_of_its_hop(stack) -> None:
+    """A request refused by the predictor is logged with the ``x-request-id`` it came with (the
+    header the transformer's hop sends)."""
+    s = stack["servers"]
+    r = httpx.post(
+        f"{s.predictor_url}/v2/models/ranker/infer",
+        json={"inputs": [{"name": "features", "shape": [1, 2], "datatype": "FP32", "data": [1]}]},
+        headers={"x-request-id": "pred-log-check"},
+        timeout=10,
+    )
+    assert r.status_code == 400, r.text
+    log = stack["logs"] / "predictor.log"
+    deadline = time.monotonic() + 10
+    hits: list[dict] = []
+    while not hits and time.monotonic() < deadline:
+        hits = [
+            json.loads(x)
+            for x in log.read_text().splitlines()
+            if x.startswith("{") and "pred-log-check" in x
+        ]
+        time.sleep(0.2)
+    assert hits, "the predictor logged nothing for the refused request"
+    assert all(h["request_id"] == "pred-log-check" for h in hits)
+    assert hits[0]["bundle_version"] == bundle_version(stack["bundle"])
+
+
 def test_a_log_line_written_while_serving_carries_the_request_id(stack) -> None:
     """Runs last in this module: it stops the predictor, so the transformer's hop fails and logs."""
     s = stack["servers"]
