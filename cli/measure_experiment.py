@@ -97,7 +97,8 @@ def analyze(
     import pandas as pd
 
     from checkout_recs.evaluation.experiments.ab import analyze_ab, assign_by_user_hash
-    from checkout_recs.evaluation.experiments.did import diff_in_diff, geo_inference
+    from checkout_recs.evaluation.experiments.did import diff_in_diff
+    from checkout_recs.evaluation.experiments.did_inference import geo_inference
     from checkout_recs.evaluation.experiments.report import ab_report, geo_report
 
     spec = json.loads(design_file.read_text())

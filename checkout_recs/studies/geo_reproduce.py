@@ -31,7 +31,7 @@ import pandas as pd
 
 from checkout_recs.data.ingest import ingest
 from checkout_recs.data.labels import build_labels
-from checkout_recs.evaluation.experiments.did import geo_inference
+from checkout_recs.evaluation.experiments.did_inference import geo_inference
 from checkout_recs.evaluation.experiments.report import geo_report, inference_sections
 from checkout_recs.evaluation.html_report import table_html
 from checkout_recs.features.build import build_feature_tables

@@ -2,7 +2,8 @@
 the guardrails that stop a ramp, and their HTML reports.
 
 ``ab`` (assignment, per-arm lifts with delta-method and bootstrap intervals, power / MDE),
-``did`` (difference-in-differences with a parallel-trends check), ``guardrails`` (latency,
+``did`` (difference-in-differences with a parallel-trends check), ``did_inference``
+(permutation and placebo tests, HAC and clustered intervals, the regions' power table), ``guardrails`` (latency,
 errors, fallback rate, GMV floor), ``report`` (HTML).
 """
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from checkout_recs.evaluation.experiments.did import DidResult, GeoInference, daily_arm_means
+from checkout_recs.evaluation.experiments.did import DidResult, daily_arm_means
+from checkout_recs.evaluation.experiments.did_inference import GeoInference
 from checkout_recs.evaluation.html_report import figure_tag, page, table_html
 
 

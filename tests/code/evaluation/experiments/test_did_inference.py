@@ -1,5 +1,5 @@
 """Geo DiD checks beside the day-level intervals: permutation over region assignments, placebo
-periods, HAC and region-clustered intervals, power by number of regions, and their report."""
+periods, HAC and region-clustered intervals, and their report (the power table: test_geo_power.py)."""
 
 from __future__ import annotations
 
@@ -8,15 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from checkout_recs.evaluation.experiments.did import (
+from checkout_recs.evaluation.experiments.did import diff_in_diff
+from checkout_recs.evaluation.experiments.did_inference import (
     cluster_interval,
-    diff_in_diff,
     geo_inference,
     hac_interval,
     newey_west_lags,
     placebo_periods,
     region_permutation_test,
-    region_power_table,
 )
 from checkout_recs.evaluation.experiments.report import geo_report
 from tests.fixtures_measure import geo_panel
@@ -93,34 +92,6 @@ def test_cluster_regression_is_skipped_with_a_reason_when_logs_cannot_be_taken()
     assert inf.cluster is not None
     inf_level = geo_inference(panel, arms, 14, scale="level")
     assert inf_level.cluster is not None and inf_level.cluster_note == ""
-
-
-def test_power_table_by_number_of_regions() -> None:
-    panel, arms = _panel(seed=6, uplift=0.0, days=14)
-    table = region_power_table(panel, arms, start=14, n_regions=(4, 8, 16, 32))
-    assert list(table["regions"]) == [4, 8, 16, 32] and list(table["assignments"]) == [
-        6,
-        70,
-        12870,
-        601080390,
-    ]
-    same_size = table["mde_same_size"].to_numpy()
-    assert (np.diff(same_size) < 0).all()
-    assert same_size[1] / same_size[0] == pytest.approx(np.sqrt(0.5), rel=0.02)  # 1/sqrt(n) in se
-    assert np.allclose(table["mde_same_traffic"], table["mde_same_traffic"].iloc[0])
-    assert table["min_p_two_sided"].iloc[1] == pytest.approx(2 / 70)
-    inf = geo_inference(panel, arms, 14)
-    m = inf.power_model
-    assert 0.5 < m["model_se"] / m["welch_se"] < 2.0  # the noise model fits the design that ran
-
-
-def test_power_table_mde_is_detected_about_as_often_as_promised() -> None:
-    """A planted effect of the MDE (16 regions, same-size) is detected in roughly 80% of seeds."""
-    panel, arms = _panel(seed=0, uplift=0.0, n_regions=16)
-    mde = region_power_table(panel, arms, start=14, n_regions=(16,))["mde_same_size"].iloc[0]
-    hits = [diff_in_diff(*_panel(seed=s, uplift=mde, n_regions=16), 14, n_bootstrap_samples=10).lower > 0
-            for s in range(1, 41)]  # fmt: skip
-    assert 0.55 <= np.mean(hits) <= 0.97
 
 
 def test_geo_report_shows_the_checks(tmp_path: Path) -> None:
