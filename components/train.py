@@ -8,16 +8,30 @@ from components._base import component
 
 @component
 def train_ranker_op(
-    training_set: Input[Dataset], seed: int, model: Output[Model], metrics: Output[Metrics]
+    training_set: Input[Dataset],
+    seed: int,
+    model: Output[Model],
+    metrics: Output[Metrics],
+    workers: int = 1,
+    artifact_root: str = "",
+    s3_endpoint_url: str = "",
+    k8s_host: str = "",
+    training_namespace: str = "checkout-recs-training",
 ) -> str:
-    """``train_ranker_stage``: the multi-task ranker (click, purchase heads). Returns its version."""
+    """``train_ranker_stage``: the multi-task ranker (click, purchase heads). Returns its version.
+    ``workers`` >= 2: trained by a ``PyTorchJob`` of that many processes
+    (``checkout_recs.deploy.training_job``) through ``artifact_root``; else in this pod."""
     from pathlib import Path
 
-    from checkout_recs.models.train import TrainConfig, train_ranker_stage
+    from checkout_recs.deploy.training_job import Cluster, train_stage
+    from checkout_recs.models.train import TrainConfig
     from checkout_recs.tracking import finite_metrics
+    from components._base import COMPONENT_IMAGE
 
-    out = train_ranker_stage(
-        Path(training_set.path) / "training_set.parquet", Path(model.path), TrainConfig(seed=seed)
+    cluster = Cluster(workers, artifact_root, COMPONENT_IMAGE, training_namespace, k8s_host,
+                      s3_endpoint_url)  # fmt: skip
+    out = train_stage(
+        "ranker", Path(training_set.path), Path(model.path), TrainConfig(seed=seed), cluster
     )
     for k, v in finite_metrics(out["metrics"]).items():
         metrics.log_metric(k, v)
@@ -56,16 +70,29 @@ def train_retrieval_op(
     seed: int,
     model: Output[Model],
     metrics: Output[Metrics],
+    workers: int = 1,
+    artifact_root: str = "",
+    s3_endpoint_url: str = "",
+    k8s_host: str = "",
+    training_namespace: str = "checkout-recs-training",
 ) -> str:
-    """``train_retrieval_stage``: the two-tower retrieval model. Returns its version."""
+    """``train_retrieval_stage``: the two-tower retrieval model. Returns its version.
+    ``workers`` >= 2: trained by a ``PyTorchJob``, as ``train_ranker_op``."""
+    import tempfile
     from pathlib import Path
 
-    from checkout_recs.models.train import TrainConfig, train_retrieval_stage
+    from checkout_recs.deploy.training_job import Cluster, link_inputs, train_stage
+    from checkout_recs.models.train import TrainConfig
     from checkout_recs.tracking import finite_metrics
+    from components._base import COMPONENT_IMAGE
 
-    out = train_retrieval_stage(
-        Path(labels.path), Path(features.path), Path(model.path), TrainConfig(seed=seed)
-    )
+    cluster = Cluster(workers, artifact_root, COMPONENT_IMAGE, training_namespace, k8s_host,
+                      s3_endpoint_url)  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="retrieval-input-") as tmp:
+        inputs = link_inputs(
+            Path(tmp), {"labels": Path(labels.path), "features": Path(features.path)}
+        )
+        out = train_stage("retrieval", inputs, Path(model.path), TrainConfig(seed=seed), cluster)
     for k, v in finite_metrics(out["metrics"]).items():
         metrics.log_metric(k, v)
     model.metadata["two_tower_version"] = out["version"]

@@ -44,6 +44,7 @@ COPY kfp_pipelines /opt/app/kfp_pipelines
 COPY monitoring /opt/app/monitoring
 COPY feature_repo /opt/app/feature_repo
 COPY inference /opt/app/inference
+COPY manifests/training /opt/app/manifests/training
 RUN find /opt/app -name __pycache__ -prune -exec rm -rf {} + \
  && python3 -m compileall -q --invalidation-mode unchecked-hash /opt/app
 

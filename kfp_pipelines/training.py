@@ -51,6 +51,8 @@ def training_pipeline(
     ramp_hold_s: float = 600.0,
     guardrails_json: str = "{}",
     outcomes_dir: str = "",
+    training_workers: int = 1,
+    training_namespace: str = "checkout-recs-training",
 ) -> str:
     """Parameters: ``source`` empty = simulate (demo); else a raw-log folder or ``s3://`` prefix.
     ``training_join``: ``feast`` (historical retrieval) or ``pandas`` (the same point-in-time
@@ -60,6 +62,10 @@ def training_pipeline(
     ``outcomes_dir``: clicks/purchases/listings the canary's GMV guardrail joins to the decision
     log in ``artifact_root`` (empty: the exporter's GMV counters in Prometheus). ``metrics_url``:
     the Prometheus the canary's guardrails query (PromQL, ``checkout_recs.deploy.metrics``).
+    ``training_workers`` >= 2: the ranker and the two-tower model are each trained by a Kubeflow
+    ``PyTorchJob`` of that many processes in ``training_namespace`` (input and output through
+    ``artifact_root``, which must then be ``s3://``); 1 (the default, and the local run): in the
+    step's own pod.
 
     Returns the published bundle URI (empty when the gate refused the model).
     """
@@ -117,8 +123,22 @@ def training_pipeline(
         "4Gi",
     )
     tset.set_display_name("training-set")
+    distributed = {
+        "workers": training_workers,
+        "artifact_root": artifact_root,
+        "s3_endpoint_url": s3_endpoint_url,
+        "k8s_host": k8s_host,
+        "training_namespace": training_namespace,
+    }
     ranker = _resources(
-        train_ranker_op(training_set=tset.outputs["training_set"], seed=seed), "2", "8Gi", retries=0
+        train_ranker_op(
+            training_set=tset.outputs["training_set"],
+            seed=seed,
+            **distributed,
+        ),
+        "2",
+        "8Gi",
+        retries=0,
     ).set_display_name("train-ranker")
     distil = _resources(
         distil_op(
@@ -130,7 +150,10 @@ def training_pipeline(
     ).set_display_name("distil-student")
     retrieval = _resources(
         train_retrieval_op(
-            labels=lab.outputs["labels"], features=feats.outputs["features"], seed=seed
+            labels=lab.outputs["labels"],
+            features=feats.outputs["features"],
+            seed=seed,
+            **distributed,
         ),
         "2",
         "8Gi",

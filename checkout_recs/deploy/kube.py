@@ -1,5 +1,6 @@
 """A small wrapper of the kubernetes client for what the rollout does: read, patch and watch one
-InferenceService, and read and patch the policy ConfigMap.
+InferenceService, and read and patch the policy ConfigMap; and for the training pipeline's
+distributed step: create and read a custom object (a ``PyTorchJob``).
 
 The API host is injectable (``KubeApi(host="http://127.0.0.1:PORT")``) so tests run against an
 in-process fake API server; without a host the in-cluster config is tried, then ``~/.kube/config``.
@@ -146,6 +147,34 @@ class KubeApi:
             if found is not None:
                 return found
         return None
+
+    def create_custom(
+        self, group: str, version: str, namespace: str, plural: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Create a custom object (a ``PyTorchJob``...); returns it as the server stored it."""
+        return self._call(
+            f"create {plural} {namespace}/{body.get('metadata', {}).get('name')}",
+            self.custom.create_namespaced_custom_object,
+            group,
+            version,
+            namespace,
+            plural,
+            body,
+        )
+
+    def get_custom(
+        self, group: str, version: str, namespace: str, plural: str, name: str
+    ) -> dict[str, Any]:
+        """A custom object as a dict. Raises ``DeployError`` (404 when it does not exist)."""
+        return self._call(
+            f"get {plural} {namespace}/{name}",
+            self.custom.get_namespaced_custom_object,
+            group,
+            version,
+            namespace,
+            plural,
+            name,
+        )
 
     def get_configmap_data(self, namespace: str, name: str) -> dict[str, str]:
         """``data`` of a ConfigMap (empty dict when it has none)."""

@@ -18,7 +18,9 @@
 * Istio ``ALLOW`` rules name their callers (a rule without ``from`` admits anyone);
 * references resolve (service accounts, config maps, role bindings, ``$(VAR)`` in env and
   args) and RBAC is least
-  privilege (no wildcards, no secrets, no create/delete).
+  privilege (no wildcards, no secrets, no create/delete; the one exception is ``create`` on
+  ``kubeflow.org`` ``pytorchjobs``, which the training pipeline's distributed step needs, in the
+  training namespace, whose only service account is the pipeline's own).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ _VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 _URL_PASSWORD = re.compile(r"://[^/@\s]*:(?!\$\()[^@/\s]+@")
 _WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "ReplicaSet"}
 _DANGEROUS_VERBS = {"create", "delete", "deletecollection", "escalate", "bind", "impersonate", "*"}
+#: (apiGroup, resource) a Role may grant ``create`` on: the distributed training step's job.
+_CREATE_ALLOWED = {("kubeflow.org", "pytorchjobs")}
 _ISVC_COMPONENTS = ("predictor", "transformer", "explainer")
 _LOOPBACK = ("127.0.0.1", "localhost")
 
@@ -285,6 +289,11 @@ def _rbac_findings(doc: dict[str, Any], names: dict[str, set[str]]) -> Iterator[
             if "secrets" in (rule.get("resources") or []):
                 yield Finding(who, "rbac", "grants access to secrets")
             bad = _DANGEROUS_VERBS & set(rule.get("verbs") or [])
+            targets = {
+                (g, r) for g in rule.get("apiGroups") or [] for r in rule.get("resources") or []
+            }
+            if bad == {"create"} and targets and targets <= _CREATE_ALLOWED:
+                bad = set()
             if bad:
                 yield Finding(who, "rbac", f"grants {sorted(bad)}")
     elif kind in ("RoleBinding", "ClusterRoleBinding"):

@@ -1,81 +1,102 @@
-"""Distributed training of the ranker with torch DDP (gloo), the same code as ``train_ranker``.
+"""Distributed training of one training-pipeline stage with torch DDP (gloo): the stage's own code
+(``train_ranker_stage`` or ``train_retrieval_stage``), each rank on its share of the data.
 
-Run on one machine with two processes::
+A job reads its input from the artifact store and publishes its output there (kind
+``train-input`` / ``train-output``, version = the job's name; ``checkout_recs.deploy.training_job``
+puts the input and fetches the output), so the pods need no shared volume::
 
-    torchrun --nproc_per_node 2 -m checkout_recs.models.ddp \\
-        --training-set runs/x/training_set.parquet --out runs/x/model_ddp
+    torchrun --nproc-per-node 2 -m checkout_recs.models.ddp \\
+        --stage ranker --artifact_root s3://bucket --job train-20261207-1200
 
-or as a Kubeflow ``PyTorchJob`` (``torchrun`` sets ``RANK``/``WORLD_SIZE``/``MASTER_ADDR``).
-Each rank trains on the requests whose hash falls in its shard; DDP averages gradients;
-feature statistics are all-reduced; rank 0 writes the model (safetensors + config.json) and
-``metrics.json``.
+``torchrun`` sets ``RANK``/``WORLD_SIZE``/``MASTER_ADDR`` (a Kubeflow ``PyTorchJob`` sets its
+``PET_*`` variables, which torchrun reads). Input layout: ``train_config.json`` (the
+``TrainConfig`` the pipeline would train with in-process; defaults when absent) and, for
+``ranker``, ``training_set.parquet``; for ``retrieval``, ``labels/`` and ``features/``. The ranker shards whole requests by hash
+(``distributed.shard_requests``), feature statistics are all-reduced; the two-tower model takes
+an equal share of every epoch's permutation; gradients are averaged. Rank 0 publishes the
+stage's output folder, with ``world_size`` in its ``metrics.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import zlib
+import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
+if TYPE_CHECKING:  # the models import torch: only at run time, inside the functions
+    from checkout_recs.models.train import TrainConfig
 
-
-def shard(df: pd.DataFrame, rank: int, world: int) -> pd.DataFrame:
-    """The rows of ``df`` whose ``request_id`` (whole requests) hashes to ``rank`` of ``world``."""
-    if world <= 1:
-        return df
-    key = (
-        df["request_id"].astype(str)
-        if "request_id" in df
-        else pd.Series(np.arange(len(df)).astype(str))
-    )
-    h = np.array([zlib.crc32(k.encode()) % world for k in key.to_numpy()])
-    return df[h == rank]
+STAGES = ("ranker", "retrieval")
+INPUT_KIND, OUTPUT_KIND = "train-input", "train-output"
+CONFIG_FILE = "train_config.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Flags of the ``torchrun -m checkout_recs.models.ddp`` entry point (manifests/training)."""
+    """Flags of ``torchrun -m checkout_recs.models.ddp`` (manifests/training/pytorchjob.yaml)."""
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--training-set", required=True, type=Path)
-    ap.add_argument("--out", required=True, type=Path)
-    ap.add_argument("--epochs", type=int, default=6)
-    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--stage", required=True, choices=STAGES, help="which stage to train")
+    ap.add_argument("--artifact_root", required=True, help="artifact store (folder or s3://)")
+    ap.add_argument("--job", required=True, help="version of the job's input and output")
     return ap
+
+
+def load_config(input_dir: Path) -> TrainConfig:
+    """The job's ``TrainConfig`` (``train_config.json`` of its input; defaults when absent)."""
+    from checkout_recs.models.train import TrainConfig  # lazy: torch is heavy to import
+
+    path = Path(input_dir) / CONFIG_FILE
+    return TrainConfig.model_validate_json(path.read_text()) if path.exists() else TrainConfig()
+
+
+def run_stage(stage: str, input_dir: Path, out_dir: Path, cfg: TrainConfig) -> dict:
+    """Train ``stage`` from ``input_dir`` (the layout above) into ``out_dir``, as the in-process
+    pipeline step does; the stage function's result (``version``, ``metrics``)."""
+    from checkout_recs.models.train import (  # lazy: torch and the models are heavy to import
+        train_ranker_stage,
+        train_retrieval_stage,
+    )
+
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    if stage == "ranker":
+        return train_ranker_stage(Path(input_dir) / "training_set.parquet", out_dir, cfg)
+    return train_retrieval_stage(
+        Path(input_dir) / "labels", Path(input_dir) / "features", out_dir, cfg
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point for ``torchrun``; returns a process exit code."""
-    import torch.distributed as dist  # lazy: torch is optional on the serving path (the transformer and numpy predictor run without it)
+    import torch.distributed as dist  # lazy: torch is optional on the serving path
 
-    from checkout_recs.models.ranker import (  # lazy: keeps torch out of this module's import
-        RankerConfig,
-        train_ranker,
-    )
-    from checkout_recs.models.train import (  # lazy: keeps scipy, torch out of this module's import
-        ranker_metrics,
-        split_by_time,
-    )
+    from checkout_recs.storage import open_store
 
     args = build_parser().parse_args(argv)
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
+    store = open_store(args.artifact_root)
     try:
-        df = pd.read_parquet(args.training_set)
-        train, val = split_by_time(df, 0.2)
-        model = train_ranker(
-            shard(train, rank, world), RankerConfig(epochs=args.epochs, seed=args.seed)
-        )
-        if rank == 0:
-            model.metrics.update(ranker_metrics(model, val))
-            model.metrics["world_size"] = world
-            model.save(args.out / "ranker")
-            (args.out / "metrics.json").write_text(
-                json.dumps(model.metrics, indent=2, default=float)
-            )
-            print(json.dumps(model.metrics, default=float))
-        dist.barrier()
+        with tempfile.TemporaryDirectory(prefix=f"ddp-{rank}-") as tmp:
+            inputs = store.fetch(INPUT_KIND, args.job, Path(tmp) / "input")
+            out = Path(tmp) / "output"
+            result = run_stage(args.stage, inputs, out, load_config(inputs))
+            if rank == 0:
+                metrics_path = out / "metrics.json"
+                metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+                metrics[f"{args.stage}_world_size"] = world
+                metrics_path.write_text(json.dumps(metrics, indent=2, default=float))
+                (out / "stage.json").write_text(
+                    json.dumps({"stage": args.stage, "version": result["version"]})
+                )
+                store.publish(OUTPUT_KIND, args.job, out)
+                print(
+                    json.dumps(
+                        {"job": args.job, "world_size": world, **result["metrics"]}, default=float
+                    )
+                )
+            dist.barrier()
     finally:
         dist.destroy_process_group()
     return 0

@@ -35,6 +35,7 @@ from pydantic import BaseModel, Field
 from torch import nn
 
 from checkout_recs.models import ranker_fit as fit
+from checkout_recs.models.distributed import shard_requests
 from checkout_recs.models.optim import Adam
 from checkout_recs.models.piecewise import PiecewiseLinear
 from checkout_recs.models.ranker_features import available_features, ranker_matrix
@@ -338,6 +339,7 @@ def train_ranker(
         When the frame is empty or carries no usable feature.
     """
     cfg = cfg or RankerConfig()
+    train_df = shard_requests(train_df)  # under DDP: this rank's whole slates (else all rows)
     if len(train_df) == 0:
         raise ValueError("train_ranker: empty training frame")
     names = list(feature_names) if feature_names is not None else available_features(train_df)

@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from checkout_recs.models.distributed import distributed
 from checkout_recs.models.optim import Adam
 
 
@@ -110,11 +111,6 @@ def pairwise_loss(
     if len(i) == 0:
         return s.sum() * 0.0
     return -nn.functional.logsigmoid(s[i] - s[j]).mean()
-
-
-def distributed() -> bool:
-    """Whether a ``torch.distributed`` process group is up (DDP training)."""
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 def all_ranks(flag: bool) -> bool:

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from checkout_recs.models.attention import AttentionBlock
+from checkout_recs.models.distributed import average_gradients, broadcast_parameters, rank_slice
 from checkout_recs.models.optim import Adam
 from checkout_recs.models.tower_inputs import (
     DEVICES,
@@ -355,9 +356,10 @@ def _fit_two_tower(
 ) -> float:
     opt = Adam(net.parameters(), lr=cfg.lr)
     net.train()
+    broadcast_parameters(net)  # under DDP every rank starts from rank 0's weights
     last = float("nan")
     for _ in range(cfg.epochs):
-        perm = rng.permutation(len(t_rows))
+        perm = rank_slice(rng.permutation(len(t_rows)))  # every rank draws alike, takes its share
         for s in range(0, len(perm), cfg.batch_size):
             b = torch.from_numpy(perm[s : s + cfg.batch_size])
             rows = torch.from_numpy(t_rows[b.numpy()])
@@ -370,6 +372,7 @@ def _fit_two_tower(
             loss = nn.functional.cross_entropy(logits, torch.arange(len(rows)))
             opt.zero_grad()
             loss.backward()
+            average_gradients(net)  # under DDP: the mean over ranks (a larger effective batch)
             opt.step()
             last = float(loss.item())
     net.eval()

@@ -199,13 +199,3 @@ def test_student_distils_teacher_and_numpy_scorer_agrees(tmp_path):
     assert isinstance(getattr(fast_predict(student), "__self__", None), NumpyScorer)
     assert getattr(fast_predict(teacher), "__self__", None) is teacher
     np.testing.assert_allclose(fast_predict(student)(Xt)[0], student.predict(Xt)[0], atol=1e-5)
-
-
-def test_ddp_shard_partitions_whole_requests():
-    from checkout_recs.models.ddp import shard
-
-    f = _frame(600)
-    parts = [shard(f, r, 2) for r in range(2)]
-    assert sum(len(p) for p in parts) == len(f)
-    assert not set(parts[0]["request_id"]) & set(parts[1]["request_id"])
-    assert all(len(p) % 6 == 0 for p in parts)  # whole slates
