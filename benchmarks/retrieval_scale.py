@@ -5,6 +5,9 @@
 ``scaled_snapshot`` ``n`` listings drawn by the simulator's own catalogue generator (same
                     taxonomy, title words, price model and sellers as the demo run, scaled up),
                     as a snapshot frame the item tower embeds from content alone.
+``embedded_catalogue``  ``n`` listings (demo's + drawn) embedded chunk by chunk, cached in a
+                    folder: the index benchmark's input at 1M and 18M (``faiss_scale.py``).
+``new_listings``    listings no catalogue holds (added in place by the benchmark).
 ``user_requests``   requests of the demo run's users (basket, recent items, region, hour) with
                     their user-tower vectors.
 
@@ -66,8 +69,8 @@ def scaled_snapshot(
 
     Columns: ``listing_id, seller_id, category_id, top_category_id, region, title, price,
     take_rate, age_days, views_decayed, clicks_decayed, purchases_decayed, ctr_smoothed,
-    cvr_smoothed, seller_rating, seller_is_new, seller_age_days, seller_linked_history,
-    seller_sales_velocity`` (the contract's listing + seller feature columns; the smoothed rates
+    cvr_smoothed, ctr_lift, cvr_lift, seller_rating, seller_is_new, seller_age_days,
+    seller_linked_history, seller_sales_velocity`` (the contract's listing + seller feature columns; the smoothed rates
     use the feature pipeline's fitted Beta priors, sales velocity is the seller's decayed
     purchases per day over ``days``). Deterministic for ``seed``; one seller per
     ``listings_per_seller``.
@@ -117,24 +120,13 @@ def scaled_snapshot(
 
 
 def _add_rates(snap: pd.DataFrame, days: int) -> None:
-    """Smoothed CTR / CVR (the feature pipeline's priors) and seller sales velocity, in place."""
-    from checkout_recs.features.priors import (
-        DEFAULT_CTR_PRIOR,
-        DEFAULT_CVR_PRIOR,
-        fit_beta_prior,
-        smoothed_rate,
-    )
+    """Smoothed CTR / CVR and their lifts (the feature pipeline's priors and formulas,
+    ``item_views.snapshot_rate_columns``) and seller sales velocity, in place."""
+    from checkout_recs.features.item_views import snapshot_rate_columns
 
-    views, clicks, buys = (
-        snap[c].to_numpy(np.float64)
-        for c in ("views_decayed", "clicks_decayed", "purchases_decayed")
-    )
-    snap["ctr_smoothed"] = smoothed_rate(
-        clicks, views, fit_beta_prior(clicks, views, DEFAULT_CTR_PRIOR)
-    )
-    snap["cvr_smoothed"] = smoothed_rate(
-        buys, clicks, fit_beta_prior(buys, clicks, DEFAULT_CVR_PRIOR, min_trials=2.0)
-    )
+    rates = snapshot_rate_columns(snap)
+    for c in ("ctr_smoothed", "cvr_smoothed", "ctr_lift", "cvr_lift"):
+        snap[c] = rates[c]
     snap["seller_linked_history"] = np.zeros(len(snap), np.int8)
     snap["seller_sales_velocity"] = snap.groupby("seller_id")["purchases_decayed"].transform(
         "sum"
@@ -151,6 +143,150 @@ def scaled_catalogue(paths: dict[str, Path], n: int) -> pd.DataFrame:
     more = scaled_snapshot(n - len(demo))
     more["listing_id"] += int(demo["listing_id"].max())
     return pd.concat([demo[[c for c in more.columns if c in demo]], more], ignore_index=True)
+
+
+#: Snapshot columns the retrieval index keeps (``RetrievalIndex`` + ``CandidateGenerator``).
+INDEX_COLUMNS = (
+    "listing_id",
+    "category_id",
+    "region",
+    "age_days",
+    "views_decayed",
+    "clicks_decayed",
+    "purchases_decayed",
+)
+
+
+def embedded_catalogue(
+    paths: dict[str, Path], n: int, work: Path, seed: int = 7
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """An ``n``-listing catalogue embedded by the item tower, built chunk by chunk.
+
+    The demo run's listings (``demo_tower`` ``paths``) then simulator-drawn ones (ids after the
+    demo's), generated one simulator chunk at a time as ``scaled_snapshot`` draws them (same
+    columns the tower reads: title, category, price, region, seller features) and embedded
+    before the next chunk, so memory holds one chunk's full rows at a time. Listings listed after
+    the snapshot time are dropped, so slightly fewer than ``n`` rows come back.
+
+    Written to ``work`` (and reused from it when complete: ``catalogue.parquet`` and
+    ``embeddings.npy``). Returns the ``INDEX_COLUMNS`` frame (region as a pandas categorical) and
+    the float32 (rows, d) unit embeddings, memory-mapped read-only.
+    """
+    from checkout_recs.models.inputs import listing_snapshot
+    from checkout_recs.models.two_tower import TwoTowerModel
+    from checkout_recs.simulate.config import SimConfig
+    from checkout_recs.simulate.taxonomy import build_taxonomy
+    from checkout_recs.simulate.world import US_PER_DAY, chunk_bounds, make_sellers, start_us
+
+    work = Path(work)
+    cat_path, emb_path = work / "catalogue.parquet", work / "embeddings.npy"
+    if cat_path.exists() and emb_path.exists():
+        return _compact(pd.read_parquet(cat_path)), np.load(emb_path, mmap_mode="r")
+    work.mkdir(parents=True, exist_ok=True)
+    tt = TwoTowerModel.load(paths["model"] / "two_tower")
+    demo = listing_snapshot(paths["features"], labels_dir=paths["labels"])
+    demo = demo.astype({"listing_id": np.int64, "category_id": np.int32})
+    m = n - len(demo)
+    days = 14
+    cfg = SimConfig(seed=seed, days=days, n_listings=m, n_sellers=max(1, m // 50))
+    tax, sellers = build_taxonomy(), make_sellers(cfg)
+    now = start_us(cfg) + days * US_PER_DAY
+    offset = int(demo["listing_id"].max())
+    rating_prior = float(np.nanmean(sellers.rating))
+    tmp = work / "embeddings.f32"  # raw rows first: the count is known only at the end
+    with open(tmp, "wb") as f:
+        f.write(np.ascontiguousarray(tt.embed_items(demo), np.float32).tobytes())
+        parts, row, t0 = [_compact(demo[list(INDEX_COLUMNS)])], len(demo), time.perf_counter()
+        for first, end in chunk_bounds(cfg):
+            df = _chunk_frame(cfg, tax, sellers, first, end, now, rating_prior, seed)
+            df["listing_id"] += offset
+            f.write(np.ascontiguousarray(tt.embed_items(df), np.float32).tobytes())
+            parts.append(_compact(df[list(INDEX_COLUMNS)]))
+            row += len(df)
+            if len(parts) % 5 == 0 or end == m:
+                rate_s = (row - len(demo)) / max(time.perf_counter() - t0, 1e-9)
+                _progress(f"catalogue: {row:,} of ~{n:,} listings embedded ({rate_s:,.0f}/s)")
+    _raw_to_npy(tmp, emb_path, (row, tt.dim))
+    cat = _compact(pd.concat(parts, ignore_index=True))
+    cat.to_parquet(cat_path, index=False)  # region stays categorical (a dictionary column)
+    return cat, np.load(emb_path, mmap_mode="r")
+
+
+def new_listings(paths: dict[str, Path], m: int, first_id: int, seed: int = 107) -> pd.DataFrame:
+    """``m`` listings no catalogue of ``embedded_catalogue`` holds (the simulator's generator
+    under another seed), ids ``first_id ..``: what the tower embeds plus ``INDEX_COLUMNS``."""
+    from checkout_recs.simulate.config import SimConfig
+    from checkout_recs.simulate.taxonomy import build_taxonomy
+    from checkout_recs.simulate.world import US_PER_DAY, chunk_bounds, make_sellers, start_us
+
+    cfg = SimConfig(seed=seed, days=14, n_listings=m, n_sellers=max(1, m // 50))
+    tax, sellers = build_taxonomy(), make_sellers(cfg)
+    now, prior = start_us(cfg) + 14 * US_PER_DAY, float(np.nanmean(sellers.rating))
+    df = pd.concat(
+        [_chunk_frame(cfg, tax, sellers, a, b, now, prior, seed) for a, b in chunk_bounds(cfg)],
+        ignore_index=True,
+    )
+    df["listing_id"] = np.arange(first_id, first_id + len(df), dtype=np.int64)
+    return df
+
+
+def _chunk_frame(
+    cfg: object,
+    tax: object,
+    sellers: object,
+    first: int,
+    end: int,
+    now: int,
+    rating_prior: float,
+    seed: int,
+) -> pd.DataFrame:
+    """Listings ``first .. end`` of the simulator's catalogue as ``scaled_snapshot`` draws them
+    (content, behavioural counts from the hidden quality, seller columns; no smoothed rates),
+    listed at or before ``now`` (µs)."""
+    from checkout_recs.simulate.world import US_PER_DAY, listing_chunk_table, make_listing_chunk
+
+    chunk = make_listing_chunk(cfg, tax, sellers, first, end - first)  # type: ignore[arg-type]
+    df = listing_chunk_table(cfg, tax, chunk, first).to_pandas()  # type: ignore[arg-type]
+    df["age_days"] = (now - chunk.listed_at) / US_PER_DAY
+    rate = np.exp(chunk.quality.astype(np.float64))
+    rng = np.random.default_rng([seed, first])
+    df["views_decayed"] = rng.poisson(20 * rate).astype(np.float64)
+    df["clicks_decayed"] = rng.poisson(rate).astype(np.float64)
+    df["purchases_decayed"] = rng.poisson(0.1 * rate).astype(np.float64)
+    s = df["seller_id"].to_numpy() - 1
+    rating = sellers.rating[s]  # type: ignore[attr-defined]
+    df["seller_rating"] = np.where(np.isnan(rating), rating_prior, rating)
+    df["seller_is_new"] = sellers.new[s].astype(np.int8)  # type: ignore[attr-defined]
+    joined = sellers.joined_at[s]  # type: ignore[attr-defined]
+    df["seller_age_days"] = np.maximum((now - joined) / US_PER_DAY, 0.0)
+    return df[df["age_days"] >= 0].reset_index(drop=True)
+
+
+def _raw_to_npy(raw: Path, out: Path, shape: tuple[int, int]) -> None:
+    """Copy raw float32 rows ``raw`` into an ``.npy`` file of ``shape`` with plain reads and writes
+    (no memory map, so the copy adds page cache, not resident memory), then delete ``raw``."""
+    with open(out, "wb") as f, open(raw, "rb") as src:
+        np.lib.format.write_array_header_1_0(
+            f, {"descr": "<f4", "fortran_order": False, "shape": shape}
+        )
+        while block := src.read(64 << 20):
+            f.write(block)
+    raw.unlink()
+
+
+def _compact(frame: pd.DataFrame) -> pd.DataFrame:
+    """``INDEX_COLUMNS`` with compact dtypes: ids int64, category int32, region categorical,
+    the rest float32."""
+    out = pd.DataFrame(
+        {
+            "listing_id": frame["listing_id"].to_numpy(np.int64),
+            "category_id": frame["category_id"].to_numpy(np.int32),
+            "region": pd.Categorical(frame["region"].astype(str)),
+        }
+    )
+    for c in INDEX_COLUMNS[3:]:
+        out[c] = frame[c].to_numpy(np.float32)
+    return out
 
 
 def user_requests(model_dir: Path, features_dir: Path, n: int, seed: int = 0) -> list[dict]:
@@ -182,93 +318,3 @@ def user_requests(model_dir: Path, features_dir: Path, n: int, seed: int = 0) ->
             }
         )
     return out
-
-
-def faiss_report(section: dict, out: Path) -> Path:
-    """Render the ``faiss`` section of ``models.json`` as one HTML page (recall vs latency plot,
-    sweeps, category search, candidates); returns ``out``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from checkout_recs.evaluation.html_report import figure_tag, page, table_html
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for label, rows in (
-        ("item-tower embeddings (global)", section["sweep_global"]),
-        ("diffuse synthetic (global)", section["diffuse_synthetic"]["sweep"]),
-    ):
-        ax.plot([r["median_ms"] for r in rows], [r["recall@300"] for r in rows], "o-", label=label)
-        for r in rows:
-            ax.annotate(
-                str(r["nprobe"]),
-                (r["median_ms"], r["recall@300"]),
-                fontsize=8,
-                xytext=(3, -10),
-                textcoords="offset points",
-            )
-    ax.axhline(0.95, color="grey", ls="--", lw=1)
-    ax.axvline(2.0, color="grey", ls=":", lw=1)
-    ax.set(
-        xlabel="median ms per single query (one thread)",
-        ylabel="recall@300 vs exact",
-        title=f"IVF-Flat, {section['data']['n_items']:,} listings (labels: nprobe)",
-    )
-    ax.legend(loc="lower right")
-    regions = pd.DataFrame([{"region": k, **v} for k, v in section["region"].items()])
-    cand = section["candidates"]
-    facts = pd.DataFrame(
-        [
-            {
-                "figure": "build seconds (global + region indexes, 2 threads)",
-                "value": section["build_seconds"],
-            },
-            {"figure": "memory when loaded, GB", "value": section["memory_bytes_loaded"] / 1e9},
-            {
-                "figure": "exact (category, region) search, median ms",
-                "value": section["category"]["median_ms"],
-            },
-            {
-                "figure": "exact (category, region) search, recall vs float32",
-                "value": section["category"]["recall_vs_exact"],
-            },
-            {
-                "figure": "post-filtered global ANN (top 1000), recall",
-                "value": section["category"]["post_filtered_ann_1000_recall"],
-            },
-            {"figure": "candidates per request, median ms", "value": cand["median_ms"]},
-            {"figure": "candidates per request, p95 ms", "value": cand["p95_ms"]},
-            {
-                "figure": "sold listings returned after removal",
-                "value": section["add_remove"]["sold_returned_after_removal"],
-            },
-        ]
-    )
-    sources = pd.DataFrame(
-        [{"source": k, "mean per request": v} for k, v in cand["by_source"].items()]
-    )
-    ok = section["at_config"]["recall@300"] >= 0.95 and section["at_config"]["median_ms"] <= 2.0
-    html_text = page(
-        f"Retrieval index at {section['data']['n_items']:,} listings",
-        [
-            (
-                "Recall vs latency",
-                figure_tag(fig, "recall vs latency")
-                + f"<p class='note'>{section['data']['source']}; queries: {section['data']['queries']}. "
-                f"1-min load average {section.get('load_average_1m_start_end')}.</p>",
-            ),
-            (
-                "Global sweep (item-tower embeddings)",
-                table_html(pd.DataFrame(section["sweep_global"])),
-            ),
-            ("Region indexes at the configured nprobe", table_html(regions)),
-            ("Figures", table_html(facts)),
-            ("Candidate sources at this scale", table_html(sources)),
-        ],
-        verdict=f"recall@300 {section['at_config']['recall@300']:.3f} at {section['at_config']['median_ms']:.2f} ms "
-        f"(nprobe {section['at_config']['nprobe']})",
-        ok=ok,
-    )
-    Path(out).write_text(html_text)
-    return Path(out)

@@ -334,6 +334,8 @@ LISTING_FEATURES = pa.schema(
         pa.field("purchases_decayed", pa.float64(), nullable=False),
         pa.field("ctr_smoothed", pa.float64(), nullable=False),
         pa.field("cvr_smoothed", pa.float64(), nullable=False),
+        pa.field("ctr_lift", pa.float64(), nullable=False),  # log(ctr_smoothed / snapshot prior)
+        pa.field("cvr_lift", pa.float64(), nullable=False),  # log(cvr_smoothed / snapshot prior)
         pa.field(
             "category_ctr_lift", pa.float64(), nullable=False
         ),  # log(top-category CTR / all), recent

@@ -40,6 +40,8 @@ _LISTING_SCHEMA = [
     Field(name="purchases_decayed", dtype=Float64),
     Field(name="ctr_smoothed", dtype=Float64),
     Field(name="cvr_smoothed", dtype=Float64),
+    Field(name="ctr_lift", dtype=Float64),
+    Field(name="cvr_lift", dtype=Float64),
     Field(name="category_ctr_lift", dtype=Float64),
     Field(name="price_vs_category", dtype=Float64),
 ]

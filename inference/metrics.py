@@ -20,6 +20,13 @@
   ``checkout_recs_inventory_replica_unavailable`` — listings it holds sold / delisted / locked,
   ``checkout_recs_inventory_replica_events`` — stream entries it read (all read when the scrape
   happens, nothing on the request path);
+* ``checkout_recs_inventory_fence_lookups_total{outcome}`` — async lookups behind the replica's read
+  fence (``serving/inventory_fence.py``): ``proven`` (a read sent after the request arrived had
+  already proven the replica current: no wait), ``fenced`` (waited for a fence read),
+  ``timed_out`` / ``failed`` (the read was late / failed: the lag rule answered, reason
+  ``inventory_stale``); ``checkout_recs_inventory_fence_reads_total{result=ok|error}`` — fence
+  reads made; ``checkout_recs_inventory_fence_wait_seconds`` — histogram of the waits of the lookups
+  not already proven current (counted by the fence, exported at scrape time);
 * ``checkout_recs_shed_total{point,answer}`` — calls not served by the full path because of their
   deadline (``inference.deadline``): ``point`` ``admission`` (could not start in time),
   ``before_predict`` / ``before_decide`` (deadline passed in the stages), ``disconnected`` (the
@@ -29,9 +36,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+
+from checkout_recs.serving.inventory_fence import WAIT_BUCKETS_S
 
 _BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0)
 
@@ -116,6 +127,51 @@ def watch_inventory_replica(replica: Any) -> None:
     REPLICA_STALE.set_function(lambda: float(replica.stale()))
     REPLICA_UNAVAILABLE.set_function(replica.held)
     REPLICA_EVENTS.set_function(lambda: replica.report.read)
+    if replica.fence is not None:
+        _FENCE.stats = replica.fence.stats
+
+
+class _FenceCollector:
+    """The read fence's counts (``FenceStats``) as Prometheus counters and a histogram, at scrape time."""
+
+    def __init__(self) -> None:
+        self.stats: Any = None  # the watched replica's ``FenceStats`` (None: no fence)
+
+    def collect(self) -> Iterator[Metric]:
+        """The three fence families (empty until a replica with a fence is watched)."""
+        st = self.stats
+        lookups = CounterMetricFamily(
+            "checkout_recs_inventory_fence_lookups_total",
+            "Replica lookups behind the read fence, by outcome",
+            labels=["outcome"],
+        )
+        reads = CounterMetricFamily(
+            "checkout_recs_inventory_fence_reads_total",
+            "Fence reads of the inventory stream, by result",
+            labels=["result"],
+        )
+        if st is not None:
+            for outcome in ("proven", "fenced", "timed_out", "failed"):
+                lookups.add_metric([outcome], getattr(st, outcome))
+            reads.add_metric(["ok"], st.reads - st.read_errors)
+            reads.add_metric(["error"], st.read_errors)
+        yield lookups
+        yield reads
+        if st is not None:
+            cum, buckets = 0, []
+            for edge, n in zip((*WAIT_BUCKETS_S, float("inf")), st.wait_hist, strict=True):
+                cum += n
+                buckets.append(("+Inf" if edge == float("inf") else repr(edge), cum))
+            yield HistogramMetricFamily(
+                "checkout_recs_inventory_fence_wait_seconds",
+                "Seconds replica lookups that were not already proven current waited for their fence read",
+                buckets=buckets,
+                sum_value=st.wait_s,
+            )
+
+
+_FENCE = _FenceCollector()
+REGISTRY.register(_FENCE)
 
 
 def observe_shed(point: str, answer: str) -> None:

@@ -61,6 +61,8 @@ from checkout_recs.serving.bundle import ServingBundle
 from checkout_recs.serving.bundle_layout import BundleLayout
 from checkout_recs.serving.decisions import DecisionLog, decision_record
 from checkout_recs.serving.inventory import open_inventory
+from checkout_recs.serving.inventory_fence import reset_window as reset_fence_window
+from checkout_recs.serving.inventory_fence import set_window as set_fence_window
 from checkout_recs.serving.inventory_replica import ReplicaInventoryStore
 from checkout_recs.serving.policy_source import PolicyDir, PolicyReloader, parse_policy
 from checkout_recs.serving.recommender import (
@@ -200,15 +202,23 @@ class CheckoutTransformer(Model):
     ) -> Any:
         """kserve's preprocess -> predict -> postprocess under the call's deadline; the admission slot
         (or cheap-path place) is given back however the call ends."""
-        if self.admission is None:
-            return await super().__call__(body, headers=headers, verb=verb)
         clock = current_clock() or RequestClock(time.perf_counter())
-        call = _Call(clock, clock.deadline(self.request_deadline_s, self.deadline_reserve_s))
+        deadline = clock.deadline(self.request_deadline_s, self.deadline_reserve_s)
+        # the inventory replica's read fence: every event in the stream at arrival is applied before
+        # the lookup, waiting no longer than the deadline (serving/inventory_fence.py)
+        window = set_fence_window(clock.received, deadline)
+        if self.admission is None:
+            try:
+                return await super().__call__(body, headers=headers, verb=verb)
+            finally:
+                reset_fence_window(window)
+        call = _Call(clock, deadline)
         token = _CALL.set(call)
         try:
             return await super().__call__(body, headers=headers, verb=verb)
         finally:
             _CALL.reset(token)
+            reset_fence_window(window)
             now = time.perf_counter()
             if call.admitted_at is not None:
                 self.admission.leave()
@@ -522,7 +532,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["memory", "redis", "replica"],
         help="memory (this process), redis (one MGET per request), or replica: the whole unavailable "
         "set in memory, bootstrapped from Redis and tailed from the inventory stream; lookups "
-        "never leave the process (serving/inventory_replica.py)",
+        "read memory once it holds every event there when the request arrived (a read fence, "
+        "--inventory_fence_ms; serving/inventory_replica.py)",
     )
     p.add_argument(
         "--inventory_max_lag_s",
@@ -535,6 +546,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=900.0,
         help="replica, while stale: listings with an inventory event this recent are not shown",
+    )
+    p.add_argument(
+        "--inventory_fence_ms",
+        type=float,
+        default=500.0,
+        help="replica: longest a lookup waits for its read fence (every stream entry there when the "
+        "request arrived applied first), ms, never past the call's deadline; not read in time -> "
+        "'inventory_stale' (known state only); 0: no fence",
     )
     p.add_argument(
         "--inventory_group",
@@ -742,6 +761,7 @@ def build_transformer(args: argparse.Namespace) -> CheckoutTransformer:
             group=args.inventory_group,
             max_lag_s=args.inventory_max_lag_s,
             in_play_s=args.inventory_in_play_s,
+            fence_max_wait_s=args.inventory_fence_ms / 1e3,
         ).start()
         metrics.watch_inventory_replica(inventory)
     else:

@@ -101,6 +101,10 @@ def _features(
         cvr_smoothed=0.2 + 0.05 * np.tanh(q),
         event_timestamp=ts,
     )
+    for rate in ("ctr", "cvr"):  # against the snapshot's pooled level, as the listing view does
+        listing[f"{rate}_lift"] = np.log(
+            listing[f"{rate}_smoothed"] / listing[f"{rate}_smoothed"].mean()
+        )
     sellers = pd.DataFrame(
         {
             "seller_id": np.arange(40, dtype=np.int64),
@@ -243,7 +247,7 @@ def make_demo_bundle(tmp_path: Path, seed: int = 7) -> Path:
 
 
 #: The three features ``make_slates`` fills (standard normal each).
-SLATE_FEATURES = ["ctr_smoothed", "seller_rating", "cvr_smoothed"]
+SLATE_FEATURES = ["ctr_lift", "seller_rating", "cvr_lift"]
 
 
 def make_slates(n_requests: int, seed: int, interaction: bool) -> pd.DataFrame:

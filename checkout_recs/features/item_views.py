@@ -5,6 +5,13 @@ snapshot, so a snapshot at ``t`` contains only events at or before ``t``. Smooth
 conversion use a Beta prior fitted per snapshot (``priors.fit_beta_prior``), so a listing never
 shown gets the population's rate rather than 0 or NaN.
 
+``ctr_lift`` and ``cvr_lift`` are the listing's smoothed rates relative to their snapshot's
+prior, ``log(rate / prior mean)``: with a few clicks per listing the prior dominates, so
+``cvr_smoothed`` (and, once the CTR prior grows strong, ``ctr_smoothed``) is mostly the day's
+pooled rate, which moves between days more than between listings; the lift keeps the listing's
+own evidence and drops the day's level (0 = the prior, e.g. a listing never shown or clicked).
+Same snapshot, same prior: no event after the snapshot enters.
+
 Two listing columns describe the listing's *category* as of the snapshot:
 ``category_ctr_lift`` (log of the top category's recent smoothed CTR over the recent CTR of all
 listings, half-life ``CATEGORY_HALF_LIFE_DAYS``: seasonal swings of a category's demand) and
@@ -21,6 +28,7 @@ from checkout_recs import contract
 from checkout_recs.features.priors import (
     DEFAULT_CTR_PRIOR,
     DEFAULT_CVR_PRIOR,
+    BetaPrior,
     fit_beta_prior,
     smoothed_rate,
 )
@@ -31,6 +39,9 @@ HALF_LIFE_DAYS = 14.0
 CATEGORY_HALF_LIFE_DAYS = 2.0
 #: Pseudo-impressions of the pooled CTR added to each category's recent counts.
 CATEGORY_PRIOR_VIEWS = 20.0
+#: (default prior, least trials of a listing in the fit) of the CTR and conversion priors.
+CTR_PRIOR_FIT: tuple[BetaPrior, float] = (DEFAULT_CTR_PRIOR, 5.0)
+CVR_PRIOR_FIT: tuple[BetaPrior, float] = (DEFAULT_CVR_PRIOR, 2.0)
 #: A seller younger than this is "new" (``seller_is_new``).
 NEW_SELLER_DAYS = 30.0
 #: Rating of an unrated seller when no seller is rated at all.
@@ -90,7 +101,9 @@ def build_listing_view(
     pd.DataFrame
         ``contract.LISTING_FEATURES`` columns, one row per (listing, snapshot at or after
         ``listed_at``). ``views/clicks/purchases_decayed`` are decayed counts; ``ctr_smoothed =
-        (clicks + a) / (views + a + b)``, ``cvr_smoothed = (purchases + a') / (clicks + a' + b')``.
+        (clicks + a) / (views + a + b)``, ``cvr_smoothed = (purchases + a') / (clicks + a' + b')``,
+        ``ctr_lift = log(ctr_smoothed / (a / (a + b)))`` and ``cvr_lift`` likewise
+        (``listing_rates``), with the Beta priors fitted on the listings live at each snapshot.
     """
     lst = listings.assign(listed_at=utc(listings["listed_at"])).reset_index(drop=True)
     top = categories.set_index("category_id")["top_category_id"]
@@ -98,13 +111,11 @@ def build_listing_view(
     views = _decayed(lst["listing_id"], impressions, "listing_id", grid)
     clk = _decayed(lst["listing_id"], clicks, "listing_id", grid)
     buy = _decayed(lst["listing_id"], purchases, "listing_id", grid)
-    ctr, cvr = np.zeros_like(views), np.zeros_like(views)
+    ctr, cvr, ctr_lift, cvr_lift = (np.zeros_like(views) for _ in range(4))
     for d in range(len(grid)):
         live = (lst["listed_at"] <= grid[d]).to_numpy()
-        p_ctr = fit_beta_prior(clk[live, d], views[live, d], DEFAULT_CTR_PRIOR)
-        p_cvr = fit_beta_prior(buy[live, d], clk[live, d], DEFAULT_CVR_PRIOR, min_trials=2.0)
-        ctr[:, d] = smoothed_rate(clk[:, d], views[:, d], p_ctr)
-        cvr[:, d] = smoothed_rate(buy[:, d], clk[:, d], p_cvr)
+        ctr[:, d], ctr_lift[:, d] = listing_rates(clk[:, d], views[:, d], *CTR_PRIOR_FIT, live)
+        cvr[:, d], cvr_lift[:, d] = listing_rates(buy[:, d], clk[:, d], *CVR_PRIOR_FIT, live)
     out = _expand(lst, "listing_id", "listed_at", grid)
     r, d = out["_row"].to_numpy(), out["_day"].to_numpy()
     out["age_days"] = (out["event_timestamp"] - out["listed_at"]) / DAY
@@ -114,6 +125,8 @@ def build_listing_view(
         ("purchases_decayed", buy),
         ("ctr_smoothed", ctr),
         ("cvr_smoothed", cvr),
+        ("ctr_lift", ctr_lift),
+        ("cvr_lift", cvr_lift),
         ("category_ctr_lift", category_ctr_lift(lst, impressions, clicks, grid)),
         ("price_vs_category", price_vs_category(lst, grid)),
     ):
@@ -121,6 +134,33 @@ def build_listing_view(
     return out.sort_values(["listing_id", "event_timestamp"])[
         contract.field_names(contract.LISTING_FEATURES)
     ]
+
+
+def listing_rates(
+    successes: np.ndarray,
+    trials: np.ndarray,
+    default: BetaPrior,
+    min_trials: float,
+    live: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Smoothed rate and its log lift over the prior, for one snapshot.
+
+    Parameters
+    ----------
+    successes, trials : (n,) decayed counts (clicks / views, or purchases / clicks).
+    default, min_trials : ``fit_beta_prior``'s (``CTR_PRIOR_FIT``, ``CVR_PRIOR_FIT``).
+    live : (n,) bool, listings the prior is fitted on (listed by the snapshot); all when None.
+
+    Returns
+    -------
+    (rate, lift), float64 (n,) each: ``rate = (s + a) / (n + a + b)`` in (0, 1) and
+    ``lift = log(rate / (a / (a + b)))`` (natural log; 0 for a listing without trials).
+    """
+    s, n = np.asarray(successes, np.float64), np.asarray(trials, np.float64)
+    mask = np.ones(len(s), bool) if live is None else np.asarray(live, bool)
+    prior = fit_beta_prior(s[mask], n[mask], default, min_trials=min_trials)
+    rate = smoothed_rate(s, n, prior)
+    return rate, np.log(rate / prior.mean)
 
 
 def category_ctr_lift(
@@ -206,6 +246,23 @@ def snapshot_category_columns(snap: pd.DataFrame) -> pd.DataFrame:
             lp, snap["category_id"].to_numpy(), np.ones(len(snap), bool)
         ),
     )
+
+
+def snapshot_rate_columns(snap: pd.DataFrame) -> pd.DataFrame:
+    """``ctr_smoothed``, ``cvr_smoothed``, ``ctr_lift``, ``cvr_lift`` for a one-off snapshot frame.
+
+    For catalogues made as a single snapshot (``snapshot_category_columns``' case): ``snap``
+    (n rows) with ``views_decayed``, ``clicks_decayed``, ``purchases_decayed``. The daily view's
+    formulas (``listing_rates``), the priors fitted on every listing of the snapshot. Returns
+    ``snap`` with the four float64 columns added (replaced when present).
+    """
+    views, clicks, buys = (
+        snap[c].to_numpy(np.float64)
+        for c in ("views_decayed", "clicks_decayed", "purchases_decayed")
+    )
+    ctr, ctr_lift = listing_rates(clicks, views, *CTR_PRIOR_FIT)
+    cvr, cvr_lift = listing_rates(buys, clicks, *CVR_PRIOR_FIT)
+    return snap.assign(ctr_smoothed=ctr, cvr_smoothed=cvr, ctr_lift=ctr_lift, cvr_lift=cvr_lift)
 
 
 def seller_sales(

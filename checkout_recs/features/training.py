@@ -50,6 +50,8 @@ VIEW_DEFAULTS: dict[str, dict[str, object]] = {
         "purchases_decayed": 0.0,
         "ctr_smoothed": DEFAULT_CTR_PRIOR.mean,
         "cvr_smoothed": DEFAULT_CVR_PRIOR.mean,
+        "ctr_lift": 0.0,
+        "cvr_lift": 0.0,
         "category_ctr_lift": 0.0,
         "price_vs_category": 0.0,
         "age_days": 0.0,

@@ -4,12 +4,12 @@ Training (rows of the training set) and serving (candidates joined with user fea
 snapshot and on-demand features) both call :func:`ranker_matrix`, so the two can never disagree
 on a column, a transform or an order.
 
-Feature names are the numeric columns of the contract's user / listing / seller views (ids
-and ``price`` excluded), the features engineer's ``on_demand.REQUEST_FEATURES`` and
+Feature names are the numeric columns of the contract's user / listing / seller views (ids,
+``price`` and the pooled-level rates ``LEVEL_COLUMNS`` excluded), the features engineer's ``on_demand.REQUEST_FEATURES`` and
 ``INTERACTION_FEATURES``, and a few features *derived* here (``log_price``, ``hour_sin``,
 ``device_ios``, ``same_top_category_as_user`` ...). Serving frames carry view columns by their
 contract names; the training set (``features.training``) prefixes them (``user_n_purchases``,
-``listing_ctr_smoothed``): both are accepted, the exact name first.
+``listing_ctr_lift``): both are accepted, the exact name first.
 """
 
 from __future__ import annotations
@@ -33,10 +33,16 @@ _ID_COLUMNS = frozenset(
     {"user_id", "listing_id", "seller_id", "category_id", "top_category_id", "price"}
 )
 
+#: Pooled levels the ranker does not take: ``ctr_smoothed`` / ``cvr_smoothed`` are mostly the
+#: day's pooled rate (the snapshot's prior dominates a listing's few views or clicks), so their
+#: values sort rows by day and leave the training range on later days. The ranker takes
+#: ``ctr_lift`` / ``cvr_lift`` instead: the same listing's rate against that prior.
+LEVEL_COLUMNS = frozenset({"ctr_smoothed", "cvr_smoothed"})
+
 #: Numeric columns of the contract's feature views (``price`` enters as ``log_price``).
 VIEW_FEATURES: list[str] = (
     _numeric_fields(contract.USER_FEATURES, _ID_COLUMNS)
-    + _numeric_fields(contract.LISTING_FEATURES, _ID_COLUMNS)
+    + _numeric_fields(contract.LISTING_FEATURES, _ID_COLUMNS | LEVEL_COLUMNS)
     + _numeric_fields(contract.SELLER_FEATURES, _ID_COLUMNS)
 )
 

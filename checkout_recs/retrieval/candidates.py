@@ -126,11 +126,11 @@ class CandidateGenerator:
         ranked = snap.iloc[np.argsort(-_popularity(snap), kind="stable")]
         self._popular = {
             str(r): g["listing_id"].to_numpy(np.int64)[: 4 * self.cfg.popular]
-            for r, g in ranked.groupby("region", sort=False)
+            for r, g in ranked.groupby("region", sort=False, observed=True)
         }
         self._by_cat = {
             int(c): g["listing_id"].to_numpy(np.int64)[:200]
-            for c, g in ranked.groupby("category_id")
+            for c, g in ranked.groupby("category_id", observed=True)
         }
         self._cold = self._cold_pool(snap)
         self._co = NeighbourTable.from_frame(co_purchase, "listing_a", "listing_b", "strength", 100)
@@ -147,7 +147,7 @@ class CandidateGenerator:
             young = snap.iloc[0:0]
         return {
             str(r): g["listing_id"].to_numpy(np.int64)[: 4 * self.cfg.cold_start]
-            for r, g in young.groupby("region", sort=False)
+            for r, g in young.groupby("region", sort=False, observed=True)
         }
 
     def _complement_categories(self, pairs: pd.DataFrame | None) -> dict[int, np.ndarray]:

@@ -1,56 +1,64 @@
-"""Building the retrieval index's FAISS part: which FAISS index a catalogue gets, how it is trained
-and filled, and the (category, region) layout of the exact store. ``RetrievalIndex``
-(``retrieval.index``) builds on it; ``build_index`` / ``publish_index`` live there.
+"""Building the retrieval index's FAISS part: one shard per region, its kind, training and filling.
+``RetrievalIndex`` (``retrieval.index``) builds on it; ``build_index`` / ``publish_index`` live
+there, the exact-scoring row store in ``retrieval.index_store``.
 
-Exact inner product (``IDMap2(FlatIP)``) below ``IndexConfig.exact_below`` items; above it an
-inverted file (IVF) with ``nlist`` k-means lists:
+A catalogue is split into **shards**, one per region (one shard ``""`` without a region column or
+with ``per_region=False``); every listing is in exactly one shard, so a region's query reads one
+shard and a query without a region reads them all and merges. A shard below
+``IndexConfig.exact_below`` listings is exact (``IDMap2(FlatIP)``); above it an inverted file
+(IVF) with ``nlist`` k-means lists, trained on a sample of the shard (``train_sample`` vectors):
 
-``ivf_flat`` (default)  lists hold the float32 vectors: every scanned item is scored exactly,
-                        so nothing needs re-ranking; 4·d bytes an item.
-``ivf_sq8``             lists hold 8-bit scalar-quantised vectors (d bytes an item); the top
-                        ``rerank`` hits are re-scored exactly from the float32 store. For
-                        catalogues whose float32 vectors would not fit in memory.
+``ivf_sq8`` (default)  lists hold 8-bit scalar-quantised codes (d bytes + an 8-byte id a
+                       listing); the best ``rerank`` hits are re-scored exactly from the row
+                       store's float16 vectors. At 18M listings, d = 32: 0.72 GB of lists.
+``ivf_flat``           lists hold the float32 vectors (4·d bytes + id): every scanned listing is
+                       scored exactly, nothing is re-ranked; 2.6 GB of lists at 18M.
 
-The coarse quantiser is trained once (k-means on a sample) and every IVF index of a build (the
-global one and one per region) is a copy of that trained empty index, filled from one shared
-list assignment: a region index costs no second k-means and no second assignment.
+FAISS ids are listing ids, so ``remove`` is ``remove_ids`` and ``add`` is ``add_with_ids`` on the
+listing's shard: neither retrains nor rebuilds anything.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import re
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
-_SAFE = re.compile(r"^[A-Za-z0-9_-]+$")  # region names that may become file names
+#: Rows handed to FAISS per ``add_with_ids`` call while a shard is filled (progress granularity).
+ADD_CHUNK = 1_000_000
 
 
 class IndexConfig(BaseModel):
     """How the index is built and searched."""
 
-    exact_below: int = Field(default=50_000, description="Exact search below this many items.")
-    kind: Literal["ivf_flat", "ivf_sq8"] = Field(
-        default="ivf_flat", description="ANN kind above exact_below."
+    exact_below: int = Field(
+        default=50_000, description="A shard below this many items is exact (flat)."
     )
-    nlist: int | None = Field(default=None, description="IVF lists; None: sqrt(n).")
-    nprobe: int = Field(default=32, ge=1, description="IVF lists probed per query.")
-    rerank: int = Field(default=1000, description="ivf_sq8: ANN hits re-scored exactly per query.")
+    kind: Literal["ivf_sq8", "ivf_flat"] = Field(
+        default="ivf_sq8", description="ANN kind of a shard above exact_below."
+    )
+    nlist: int | None = Field(default=None, description="IVF lists per shard; None: sqrt(n).")
+    nprobe: int = Field(default=48, ge=1, description="IVF lists probed per query.")
+    rerank: int = Field(
+        default=500, ge=1, description="ivf_sq8: ANN hits per shard re-scored exactly."
+    )
     selective_below: int = Field(
-        default=100_000,
-        description="Exact category search up to this many items (~0.5 ms at 100k, d=32).",
+        default=1_000_000,
+        description="Category search scans the 8-bit codes of a (category, region) group of up to "
+        "this many items, then re-ranks exactly (~1 ms per 150k at d=32); above it: filtered ANN.",
     )
     train_sample: int = Field(
-        default=100_000, description="Vectors used to train the IVF lists (k-means)."
+        default=100_000, description="Vectors of a shard used to train its lists (k-means)."
     )
     kmeans_iters: int = Field(
         default=10, ge=1, description="k-means iterations when training the lists."
     )
-    per_region: bool = Field(default=True, description="Build one index per region too.")
+    per_region: bool = Field(default=True, description="One shard per region (else one shard).")
 
 
 class IndexManifest(BaseModel):
@@ -66,6 +74,10 @@ class IndexManifest(BaseModel):
     model_version: str | None = None
     build_seconds: float = 0.0
     config: dict = Field(default_factory=dict)
+    shards: list[str] = Field(
+        default_factory=list, description="Shard keys (region, or '') in file order."
+    )
+    format: int = Field(default=2, description="2: one FAISS file per shard (shard.<i>.faiss).")
 
 
 def faiss_module() -> Any:
@@ -80,11 +92,30 @@ def needs_rerank(index: Any) -> bool:
     return isinstance(index, faiss_module().IndexIVFScalarQuantizer)
 
 
-def train_ivf(emb: np.ndarray, cfg: IndexConfig) -> Any:
-    """A trained, empty IVF index (inner product) for ``emb`` (n, d) float32; see module docstring."""
+def shard_keys(snapshot: pd.DataFrame, cfg: IndexConfig) -> tuple[np.ndarray, list[str]]:
+    """The shard of every snapshot row: int codes (n,) into the returned keys (region names, or
+    ``[""]`` when the catalogue is one shard)."""
+    if not cfg.per_region or "region" not in snapshot:
+        return np.zeros(len(snapshot), np.int32), [""]
+    codes, names = region_codes(snapshot["region"])
+    return codes, names
+
+
+def region_codes(region: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """int32 codes (n,) of a region column and the names they index (categorical: its codes)."""
+    if isinstance(region.dtype, pd.CategoricalDtype):
+        return region.cat.codes.to_numpy(np.int32), [str(c) for c in region.cat.categories]
+    codes, names = pd.factorize(region.astype(str))
+    return codes.astype(np.int32), [str(r) for r in names]
+
+
+def train_ivf(emb: np.ndarray, rows: np.ndarray, cfg: IndexConfig) -> Any:
+    """A trained, empty IVF index (inner product) for the shard ``emb[rows]`` (``emb`` (n, d)
+    float32 or a memory map, ``rows`` int64): k-means on ``train_sample`` rows drawn without
+    replacement (only the sample is copied)."""
     faiss = faiss_module()
-    n, d = emb.shape
-    nlist = cfg.nlist or max(1, int(np.sqrt(n)))
+    d = emb.shape[1]
+    nlist = cfg.nlist or max(1, int(np.sqrt(len(rows))))
     quant = faiss.IndexFlatIP(d)
     if cfg.kind == "ivf_flat":
         index = faiss.IndexIVFFlat(quant, d, nlist, faiss.METRIC_INNER_PRODUCT)
@@ -95,28 +126,9 @@ def train_ivf(emb: np.ndarray, cfg: IndexConfig) -> Any:
     index.cp.niter = cfg.kmeans_iters
     index.cp.min_points_per_centroid = 1  # a small sample per list is enough to place the lists
     rng = np.random.default_rng(0)
-    sample = emb[np.sort(rng.choice(n, min(n, max(cfg.train_sample, 4 * nlist)), replace=False))]
-    index.train(np.ascontiguousarray(sample, dtype=np.float32))
+    pick = rng.choice(len(rows), min(len(rows), max(cfg.train_sample, 4 * nlist)), replace=False)
+    index.train(np.ascontiguousarray(emb[rows[np.sort(pick)]], dtype=np.float32))
     index.nprobe = cfg.nprobe
-    return index
-
-
-def assign_lists(trained: Any, emb: np.ndarray) -> np.ndarray:
-    """List of every row of ``emb`` (n, d) in ``trained``'s coarse quantiser → int64 (n,)."""
-    _, lists = trained.quantizer.search(np.ascontiguousarray(emb, np.float32), 1)
-    return lists[:, 0].astype(np.int64)
-
-
-def fill_ivf(trained: Any, emb: np.ndarray, ids: np.ndarray, lists: np.ndarray) -> Any:
-    """A copy of ``trained`` holding ``emb`` (m, d) with external ``ids`` (m,) in ``lists`` (m,)."""
-    faiss = faiss_module()
-    index = faiss.clone_index(trained)
-    x = np.ascontiguousarray(emb, np.float32)
-    xid = np.ascontiguousarray(ids, np.int64)
-    lst = np.ascontiguousarray(lists, np.int64)
-    if len(x):
-        index.add_core(len(x), faiss.swig_ptr(x), faiss.swig_ptr(xid), faiss.swig_ptr(lst))
-    index.nprobe = trained.nprobe
     return index
 
 
@@ -129,36 +141,31 @@ def flat_index(emb: np.ndarray, ids: np.ndarray) -> Any:
     return index
 
 
-def make_faiss_indexes(
-    emb: np.ndarray, ids: np.ndarray, groups: dict[str, np.ndarray], cfg: IndexConfig
-) -> tuple[dict[str, Any], str]:
-    """The global index (key ``""``) and one index per entry of ``groups`` (name → bool mask (n,)).
-
-    Parameters
-    ----------
-    emb : float32 (n, d) unit vectors; ids : int64 (n,) external ids.
-    groups : region name → row mask; each gets its own index (exact when it is small).
-
-    Returns
-    -------
-    (indexes, kind) with kind ``"flat"``, ``"ivf_flat"`` or ``"ivf_sq8"`` for the global index.
-    """
-    emb = np.ascontiguousarray(emb, np.float32)
-    ids = np.asarray(ids, np.int64)
-    if len(emb) < cfg.exact_below:
-        out = {"": flat_index(emb, ids)}
-        out.update({g: flat_index(emb[m], ids[m]) for g, m in groups.items()})
-        return out, "flat"
-    trained = train_ivf(emb, cfg)
-    lists = assign_lists(trained, emb)
-    out = {"": fill_ivf(trained, emb, ids, lists)}
-    for g, m in groups.items():
-        out[g] = (
-            fill_ivf(trained, emb[m], ids[m], lists[m])
-            if m.sum() >= cfg.exact_below
-            else flat_index(emb[m], ids[m])
-        )
-    return out, cfg.kind
+def build_shard(
+    emb: np.ndarray,
+    rows: np.ndarray,
+    ids: np.ndarray,
+    cfg: IndexConfig,
+    progress: Callable[[str], None] | None = None,
+    name: str = "",
+) -> Any:
+    """One shard over ``emb[rows]`` (``emb`` (n, d) float32 or a memory map, ``rows`` int64
+    (m,)) with listing ``ids`` (m,): exact below ``cfg.exact_below`` rows, else a trained IVF
+    filled ``ADD_CHUNK`` rows at a time (no float32 copy of the whole shard)."""
+    if len(rows) < cfg.exact_below:
+        return flat_index(np.asarray(emb[rows], np.float32), ids)
+    t0 = time.perf_counter()
+    index = train_ivf(emb, rows, cfg)
+    if progress:
+        progress(f"shard {name!r}: {index.nlist} lists trained in {time.perf_counter() - t0:.1f}s")
+    for a in range(0, len(rows), ADD_CHUNK):
+        b = min(len(rows), a + ADD_CHUNK)
+        index.add_with_ids(np.ascontiguousarray(emb[rows[a:b]], np.float32), ids[a:b])
+        if progress:
+            progress(
+                f"shard {name!r}: {b:,} / {len(rows):,} added ({time.perf_counter() - t0:.0f}s)"
+            )
+    return index
 
 
 def build_faiss(
@@ -168,56 +175,72 @@ def build_faiss(
     cfg: IndexConfig,
     version: str = "adhoc",
     model_version: str | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> tuple[dict[str, Any], IndexManifest]:
-    """Every FAISS index of a catalogue (global ``""`` + one per region) and its manifest.
+    """Every shard of a catalogue (see module docstring) and its manifest.
 
-    ``emb`` float32 (n, d) unit vectors, ``ids`` int64 (n,), ``snapshot`` aligned rows (its
-    ``region`` column picks the region indexes; ``snapshot_time`` / ``event_timestamp`` dates it).
+    ``emb`` float32 (n, d) unit vectors (a memory map is read shard by shard), ``ids`` int64
+    (n,), ``snapshot`` aligned rows (its ``region`` column picks the shards; ``snapshot_time`` /
+    ``event_timestamp`` dates it); ``progress`` receives a line per trained shard and added chunk.
     """
     t0 = time.perf_counter()
-    emb = np.ascontiguousarray(emb, np.float32)
     ids = np.asarray(ids, np.int64)
+    codes, keys = shard_keys(snapshot, cfg)
+    indexes: dict[str, Any] = {}
+    kinds = set()
+    for i, key in enumerate(keys):
+        rows = np.flatnonzero(codes == i) if len(keys) > 1 else np.arange(len(ids))
+        shard = build_shard(emb, rows, ids[rows], cfg, progress, key)
+        indexes[key] = shard
+        kinds.add("flat" if isinstance(shard, faiss_module().IndexIDMap2) else cfg.kind)
     regions: dict[str, int] = {}
-    groups: dict[str, np.ndarray] = {}
     if "region" in snapshot:
-        reg = snapshot["region"].astype(str).to_numpy()
-        for r in sorted(pd.unique(reg)):
-            m = reg == r
-            regions[str(r)] = int(m.sum())
-            if cfg.per_region and _SAFE.match(str(r)):
-                groups[str(r)] = m
-    indexes, kind = make_faiss_indexes(emb, ids, groups, cfg)
+        rc, names = region_codes(snapshot["region"])
+        counts = np.bincount(rc[rc >= 0], minlength=len(names))
+        regions = {n: int(c) for n, c in sorted(zip(names, counts.tolist(), strict=True)) if c}
     snap_time = None
     time_col = next((c for c in ("snapshot_time", "event_timestamp") if c in snapshot), None)
     if time_col is not None and len(snapshot) and snapshot[time_col].notna().any():
         snap_time = str(pd.to_datetime(snapshot[time_col], utc=True).max())
     manifest = IndexManifest(
         version=version,
-        kind=kind,
+        kind=cfg.kind if cfg.kind in kinds else "flat",
         n_items=len(ids),
-        dim=emb.shape[1],
+        dim=int(emb.shape[1]),
         regions=regions,
         built_at=dt.datetime.now(dt.UTC).isoformat(),
         snapshot_time=snap_time,
         model_version=model_version,
         build_seconds=time.perf_counter() - t0,
         config=cfg.model_dump(),
+        shards=list(indexes),
     )
     return indexes, manifest
+
+
+def faiss_bytes(index: Any) -> int:
+    """Bytes an index holds in memory: its lists' codes and ids plus the coarse centroids (IVF),
+    or its vectors and ids (flat)."""
+    faiss = faiss_module()
+    if isinstance(index, faiss.IndexIVF):
+        inv = faiss.extract_index_ivf(index).invlists
+        n = sum(inv.list_size(i) for i in range(inv.nlist))
+        return int(n * (inv.code_size + 8) + index.nlist * index.d * 4)
+    return int(index.ntotal * (index.d * 4 + 8))
 
 
 def group_order(
     category: np.ndarray | None, region: np.ndarray | None, n: int
 ) -> tuple[np.ndarray, dict[tuple[int, int], tuple[int, int]]]:
-    """Rows sorted by (category, region), and each group's [start, end) in that order.
+    """Rows sorted by (category, region) as int32 (n,), and each group's [start, end) in it.
 
     Keys: (category, region code), and (category, -1) for the category in every region. Without
     a category column the order is the identity and there are no groups.
     """
     if category is None or n == 0:
-        return np.arange(n, dtype=np.int64), {}
+        return np.arange(n, dtype=np.int32), {}
     reg = region if region is not None else np.zeros(n, np.int32)
-    order = np.lexsort((reg, category)).astype(np.int64)
+    order = np.lexsort((reg, category)).astype(np.int32)
     c, r = category[order], reg[order]
     new_c = np.r_[True, c[1:] != c[:-1]]
     groups: dict[tuple[int, int], tuple[int, int]] = {}

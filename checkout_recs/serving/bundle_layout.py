@@ -8,7 +8,7 @@ bundle's root. A bundle is a folder (``artifacts/bundle/<version>/`` in the arti
     bundle.json                 BundleInfo: model / index versions, item count, candidate rows, MLflow run
     model/                      the ``train_all`` folder: ranker/ (safetensors + config.json),
                                 student/, ranker.pt, two_tower/, metrics.json
-    index/                      ``RetrievalIndex.save``: index*.faiss, ids.npy, embeddings.npy,
+    index/                      ``RetrievalIndex.save``: shard.<i>.faiss, ids.npy, embeddings.npy,
                                 snapshot.parquet (listing + seller features, aligned), manifest.json;
                                 a catalogue-only bundle (no two-tower model) holds only
                                 snapshot.parquet + manifest.json and serves built-in candidates

@@ -1,9 +1,11 @@
-"""A replica of the live inventory in every transformer: the request path never calls the network.
+"""A replica of the live inventory in every transformer: lookups answered from memory.
 
 ``ReplicaInventoryStore`` keeps the whole unavailable set in this process (sold and delisted
 ids, locks with their expiry time) and answers ``unavailable`` / ``unavailable_async`` from
-memory, at once: no network call and no timeout on the request path, whatever the event loop's
-load. A background thread keeps it current:
+memory: the request path makes no lookup call of its own and has no timeout on the event loop's
+clock; the async lookup only waits, when needed, for the replica to be proven current after its
+request arrived (3, the read fence: one small call from a thread, shared by concurrent requests).
+Background threads keep it current:
 
 1. **bootstrap** — take the stream position ``P`` up to which the consumer group has applied
    everything to the authoritative state (the group's last delivered id, or just before its
@@ -17,10 +19,19 @@ load. A background thread keeps it current:
 2. **tail** — ``XREAD BLOCK`` from ``P``, apply each batch in sequence order per listing
    (``InventoryStore.apply_batch``: a lock ends at its event time plus its TTL, evaluated
    locally on every lookup). A read that returns less than a full batch proves the replica
-   *current* as of the moment it was sent (``current_at``).
+   *current* as of the moment it was sent (``current_at``, wall clock; ``proven_pc``, the same
+   moment in ``perf_counter`` seconds);
+3. **read fence** (``serving/inventory_fence.py``) — an async lookup (the request path) first makes
+   sure the replica holds every entry that was in the stream when its request arrived: at once when
+   a tail read sent after the arrival already proved it current, else after one coalesced fence
+   read — the stream's last id (``XREVRANGE … COUNT 1``), then a wait until the tail has applied
+   up to it — bounded by the request's deadline and ``fence_max_wait_s``. When that fails or is
+   late, the lookup raises ``InventoryStale``: the lag rule below answers. Only the tail reads and
+   applies entries (one lock, a condition the fence waits on).
 
 **Stale rule.** The replica is stale when it has not been proven current for ``max_lag_s``
-(Redis down or slow, the thread starved). A stale replica raises ``InventoryStale`` on lookup and
+(Redis down or slow, the thread starved), and a lookup whose fence could not be read is answered
+as if it were. A stale replica raises ``InventoryStale`` on lookup and
 the recommender answers with the fallback, reason ``inventory_stale``, filtered by
 ``last_known_unavailable``: only listings whose state is *known* remain, i.e. listings that were
 available at ``current_at`` **and** had no inventory event in the ``in_play_s`` seconds before it.
@@ -53,6 +64,7 @@ from checkout_recs.serving.inventory import (
     InventoryUnavailable,
     MemoryInventoryStore,
 )
+from checkout_recs.serving.inventory_fence import ReadFence
 from checkout_recs.serving.inventory_stream import DEFAULT_GROUP, decode_event, entry_ms, stream_key
 
 log = logging.getLogger(__name__)
@@ -80,6 +92,9 @@ class ReplicaInventoryStore(MemoryInventoryStore):
     batch : entries per ``XREAD``.
     clock : wall clock, Unix seconds (lock expiry times are wall-clock times).
     on_applied : called after each applied batch (benchmarks measure event → excluded with it).
+    fence_max_wait_s : longest an async lookup waits for its read fence, seconds; 0: no fence
+        (lookups read memory at once, current to within the tail's delay and ``max_lag_s``).
+    fence_reserve_s : kept back from a request's deadline for the rest of its answer, seconds.
     """
 
     def __init__(
@@ -93,8 +108,12 @@ class ReplicaInventoryStore(MemoryInventoryStore):
         batch: int = 2000,
         clock: Callable[[], float] = time.time,
         on_applied: AppliedHook | None = None,
+        fence_max_wait_s: float = 0.5,
+        fence_reserve_s: float = 0.02,
     ) -> None:
         import redis  # lazy: the Redis backend is optional (memory backend needs nothing)
+        from redis.backoff import NoBackoff  # lazy: as above
+        from redis.retry import Retry  # lazy: as above
 
         super().__init__(clock=clock)
         self.prefix, self.stream, self.group = prefix, stream_key(prefix), group
@@ -106,10 +125,22 @@ class ReplicaInventoryStore(MemoryInventoryStore):
             socket_timeout=block_ms / 1e3 + 2.0,
             socket_connect_timeout=2.0,
         )
+        # the fence's own connection: a failed read is answered at once (lag rule), never retried
+        self._fence_r: Any = redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=max(2.0, 4 * fence_max_wait_s),
+            socket_connect_timeout=max(0.5, fence_max_wait_s),
+            retry=Retry(NoBackoff(), 0),
+        )
         self._errors = (redis.RedisError, OSError)
         self._touched: dict[int, float] = {}  # listing id -> stream time (Unix s) of its last event
         self.position = "0-0"
         self.current_at = float("-inf")  # clock time the replica was last proven current
+        self.proven_pc = float("-inf")  # the same moment, perf_counter seconds (the fence's clock)
+        self.fence_max_wait_s = fence_max_wait_s
+        self._cond = threading.Condition()  # position, applies, proofs, bootstrap swaps
+        self._gen = 0  # bumped by every bootstrap: a read sent before one proves nothing after it
         self.bootstrapped = False
         self._rebootstrap = False  # set when entries after the position were trimmed away
         self._ever_current = False
@@ -118,7 +149,13 @@ class ReplicaInventoryStore(MemoryInventoryStore):
         self.bootstraps = 0
         self.errors = 0
         self._stop = threading.Event()
+        self._wake = threading.Event()  # cuts the tail's back-off short: a fence waits for it
         self._thread: threading.Thread | None = None
+        self.fence: ReadFence | None = (
+            ReadFence(self._fence_read, lambda: self.proven_pc, fence_max_wait_s, fence_reserve_s)
+            if fence_max_wait_s > 0
+            else None
+        )
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> ReplicaInventoryStore:
@@ -126,6 +163,8 @@ class ReplicaInventoryStore(MemoryInventoryStore):
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="inventory-replica", daemon=True)
             self._thread.start()
+            if self.fence is not None:
+                self.fence.start()
         return self
 
     def wait_ready(self, timeout_s: float = 30.0) -> bool:
@@ -136,11 +175,15 @@ class ReplicaInventoryStore(MemoryInventoryStore):
         return self.ready()
 
     def close(self) -> None:
-        """Stop the thread and close the client."""
+        """Stop the threads and close the clients."""
         self._stop.set()
+        self._wake.set()
+        if self.fence is not None:
+            self.fence.close()
         if self._thread is not None:
             self._thread.join(timeout=self.block_ms / 1e3 + 3.0)
         self._r.close()
+        self._fence_r.close()
 
     # ------------------------------------------------------------------ request path (memory only)
     def ready(self) -> bool:
@@ -156,8 +199,9 @@ class ReplicaInventoryStore(MemoryInventoryStore):
         return self.age_s() > self.max_lag_s
 
     def unavailable(self, listing_ids: np.ndarray) -> np.ndarray:
-        """See ``InventoryStore.unavailable``; raises ``InventoryStale`` when stale, and
-        ``InventoryUnavailable`` before the bootstrap."""
+        """See ``InventoryStore.unavailable`` (memory only, no fence: current to within the tail's
+        delay); raises ``InventoryStale`` when stale, and ``InventoryUnavailable`` before the
+        bootstrap."""
         if not self.bootstrapped:
             raise InventoryUnavailable("inventory replica not bootstrapped yet")
         if self.stale():
@@ -167,8 +211,22 @@ class ReplicaInventoryStore(MemoryInventoryStore):
         return self._mask(listing_ids, self._clock())
 
     async def unavailable_async(self, listing_ids: np.ndarray) -> np.ndarray:
-        """``unavailable`` (memory only: nothing to wait for)."""
-        return self.unavailable(listing_ids)
+        """``unavailable`` behind the read fence (module docstring, 3): the mask, bool (n,), holds
+        every event that was in the stream when the request arrived. Raises ``InventoryStale`` when
+        the replica is stale or the fence could not be read in time (the lag rule answers)."""
+        if not self.bootstrapped:
+            raise InventoryUnavailable("inventory replica not bootstrapped yet")
+        if self.stale():
+            raise InventoryStale(
+                f"inventory replica {self.age_s():.1f} s behind (bound {self.max_lag_s} s)"
+            )
+        if self.fence is not None:
+            since, until = self.fence.bounds()
+            if not await self.fence.wait(since, until):
+                raise InventoryStale(
+                    "inventory fence not read in time (Redis slow or down): known state only"
+                )
+        return self._mask(listing_ids, self._clock())
 
     def last_known_unavailable(self, listing_ids: np.ndarray, keep_at_least: int = 0) -> np.ndarray:
         """bool (n,): True unless the listing's state is known available (module docstring, stale rule).
@@ -205,6 +263,7 @@ class ReplicaInventoryStore(MemoryInventoryStore):
             "bootstraps": self.bootstraps,
             "errors": self.errors,
             "events": self.report.as_dict(),
+            "fence": None if self.fence is None else self.fence.stats.as_dict(),
         }
 
     # ------------------------------------------------------------------ background thread
@@ -224,7 +283,9 @@ class ReplicaInventoryStore(MemoryInventoryStore):
                     backoff,
                     exc_info=not isinstance(exc, self._errors),
                 )
-                self._stop.wait(backoff)
+                self._wake.clear()
+                if not self._stop.is_set():
+                    self._wake.wait(backoff)
                 backoff = min(backoff * 2, 2.0)
                 self._recover()
 
@@ -253,8 +314,12 @@ class ReplicaInventoryStore(MemoryInventoryStore):
         pos = self._applied_position()
         seqs, state = self._snapshot()
         touched = self._history(pos)
-        self._seq, self._state, self._touched = seqs, state, touched
-        self.position, self.bootstrapped, self._rebootstrap = pos, True, False
+        with self._cond:
+            self._seq, self._state, self._touched = seqs, state, touched
+            self.position, self.bootstrapped, self._rebootstrap = pos, True, False
+            self._gen += 1
+            self.proven_pc = float("-inf")  # the entries after ``pos`` are to be read again
+            self._cond.notify_all()
         self.bootstraps += 1
         log.info(
             "inventory replica bootstrapped at %s: %d listings with a sequence, %d unavailable",
@@ -321,14 +386,57 @@ class ReplicaInventoryStore(MemoryInventoryStore):
         return touched
 
     def _tail_once(self) -> None:
-        sent = self._clock()
-        resp = self._r.xread({self.stream: self.position}, count=self.batch, block=self.block_ms)
+        """One tail read (``XREAD BLOCK``) from the position, applied; one that returns fewer entries
+        than ``batch`` proves the replica current as of when it was sent (an empty one: until it came
+        back). Wakes the fence waiting for the tail (``_fence_read``)."""
+        with self._cond:
+            pos, gen = self.position, self._gen
+        sent_pc, sent = time.perf_counter(), self._clock()
+        resp = self._r.xread({self.stream: pos}, count=self.batch, block=self.block_ms)
         entries = resp[0][1] if resp else []
-        if entries:
-            self._apply(entries)
-        if len(entries) < self.batch:  # everything up to when the read was sent is applied
-            self.current_at = sent if entries else self._clock()
-            self._ever_current = True
+        with self._cond:
+            if gen != self._gen:  # a bootstrap (tests) replaced the state while the read was out
+                return
+            if entries:
+                self._apply(entries)
+            if len(entries) < self.batch:
+                self.current_at = max(self.current_at, sent if entries else self._clock())
+                self.proven_pc = max(self.proven_pc, sent_pc)
+                self._ever_current = True
+            self._cond.notify_all()
+
+    def _fence_read(self) -> float:
+        """One fence read (the fence's thread): the stream's last entry id (``XREVRANGE … COUNT 1``,
+        one small round trip), then a wait until the tail has applied up to it. The tail's blocking
+        ``XREAD`` returns as soon as entries exist past its position, so it is reading them already;
+        reading them a second time here would only double the parse work when the process is
+        behind (it did: p99 event → excluded went from 53 ms to 5.5 s on a loaded box). Returns the
+        ``perf_counter`` time the call was sent, as of which the replica is then proven current.
+        Raises when Redis does not answer, a bootstrap intervenes, or the tail does not get there
+        within ``fence_max_wait_s``."""
+        if not self.bootstrapped:
+            raise InventoryUnavailable("inventory replica not bootstrapped yet")
+        with self._cond:
+            gen = self._gen
+        sent_pc, sent = time.perf_counter(), self._clock()
+        last = self._fence_r.xrevrange(self.stream, count=1)
+        target = _id_key(last[0][0]) if last else (0, 0)
+        end = time.monotonic() + self.fence_max_wait_s
+        self._wake.set()  # Redis answers: a tail backing off after an error may read again now
+        with self._cond:
+            # done when the tail holds the last entry, or one of its reads sent after ours proved it
+            while _id_key(self.position) < target and self.proven_pc < sent_pc:
+                left = end - time.monotonic()
+                if self._gen != gen or left <= 0 or self._stop.is_set():
+                    break
+                self._cond.wait(left)
+            if self._gen != gen or (_id_key(self.position) < target and self.proven_pc < sent_pc):
+                raise InventoryUnavailable(
+                    "the replica's tail did not reach the stream's end in time"
+                )
+            self.current_at = max(self.current_at, sent)
+            self.proven_pc = max(self.proven_pc, sent_pc)
+        return sent_pc
 
     def _apply(self, entries: list[tuple[str, dict[str, str]]]) -> None:
         events, rejected = [], 0

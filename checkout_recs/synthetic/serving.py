@@ -30,7 +30,8 @@ N_CATEGORIES = 24
 def make_snapshot(
     n_listings: int = 3000, n_sellers: int | None = None, seed: int = 0
 ) -> pd.DataFrame:
-    """Synthetic item snapshot: one row per listing, contract listing + seller feature columns."""
+    """Synthetic item snapshot: one row per listing, contract listing + seller feature columns
+    (less ``category_ctr_lift`` and ``price_vs_category``)."""
     rng = np.random.default_rng(seed)
     n_sellers = n_sellers or max(n_listings // 4, 10)
     seller = rng.integers(0, n_sellers, n_listings)
@@ -38,7 +39,7 @@ def make_snapshot(
     seller_new = (np.arange(n_sellers) % 7 == 0).astype(np.int8)
     ctr = rng.beta(2, 30, n_listings)
     views = rng.gamma(1.0, 40.0, n_listings)
-    return pd.DataFrame(
+    snap = pd.DataFrame(
         {
             "listing_id": np.arange(1000, 1000 + n_listings, dtype=np.int64),
             "seller_id": seller.astype(np.int64),
@@ -60,6 +61,11 @@ def make_snapshot(
             "seller_sales_velocity": rng.exponential(0.5, n_listings),
         }
     )
+    # the rates against their pooled mean (the feature view's lifts; no draw, so seeds keep values)
+    for rate in ("ctr", "cvr"):
+        r = snap[f"{rate}_smoothed"]
+        snap[f"{rate}_lift"] = np.log(r / r.mean())
+    return snap
 
 
 def make_users(n_users: int = 200, seed: int = 0) -> pd.DataFrame:

@@ -1,10 +1,13 @@
 """The shared next-item protocol (``../shared/protocols/offline-next-item.md``).
 
 ``protocol`` (split: leave-last-two-out, full catalogue; metrics), ``baselines`` (popularity,
-item-kNN, Markov-1, ALS, BPR, and their grids), ``tuning`` (per-data-set tuning of the
-baselines on validation, the tuning cache), ``project`` (the project's two-stage model:
-SASRec-lite with early stopping, item-kNN, Markov-1), ``runner`` (worker processes, progress,
-stage clock), ``evaluate`` (``evaluate-offline``: every model on one split, in one run).
+item-kNN, Markov-1, ALS, BPR, and their grids), ``sequential`` (SASRec with full cross-entropy
+and gSASRec, tuned with early stopping), ``tuning`` (per-data-set tuning of the baselines on
+validation, the tuning cache), ``project`` (the project's two-stage model over the sequential
+baselines, item-kNN and Markov-1), ``paired`` and ``report`` (per-user paired differences with
+bootstrap intervals; the JSON rows), ``published`` (the protocol's MovieLens-100K table),
+``runner`` (worker processes, progress, stage clock), ``evaluate`` (``evaluate-offline``:
+every model on one split, in one run).
 """
 
 from __future__ import annotations
@@ -18,13 +21,8 @@ from checkout_recs.evaluation.next_item.baselines import (
     make_baseline,
     user_item_matrix,
 )
-from checkout_recs.evaluation.next_item.evaluate import (
-    PUBLISHED,
-    PUBLISHED_SD,
-    TOLERANCE,
-    run_protocol,
-    summary_table,
-)
+from checkout_recs.evaluation.next_item.evaluate import run_protocol
+from checkout_recs.evaluation.next_item.paired import paired_difference
 from checkout_recs.evaluation.next_item.project import (
     DEFAULT_CHOICE,
     RETRIEVAL_K,
@@ -36,12 +34,16 @@ from checkout_recs.evaluation.next_item.protocol import (
     KS,
     Split,
     evaluate_scores,
+    evaluate_with_ranks,
     fit_counts,
     metrics_from_ranks,
     rank_and_top,
     read_atomic,
     split_protocol,
 )
+from checkout_recs.evaluation.next_item.published import PUBLISHED, PUBLISHED_SD, TOLERANCE
+from checkout_recs.evaluation.next_item.report import summary_table
+from checkout_recs.evaluation.next_item.sequential import SEQ_GRIDS, SEQ_NAMES
 from checkout_recs.evaluation.next_item.tuning import TABLE_CHOICE, split_hash
 
 __all__ = [
@@ -53,6 +55,7 @@ __all__ = [
     "rank_and_top",
     "metrics_from_ranks",
     "evaluate_scores",
+    "evaluate_with_ranks",
     "user_item_matrix",
     "Popularity",
     "ItemKNN",
@@ -60,6 +63,8 @@ __all__ = [
     "ImplicitMF",
     "GRIDS",
     "make_baseline",
+    "SEQ_NAMES",
+    "SEQ_GRIDS",
     "TABLE_CHOICE",
     "split_hash",
     "RETRIEVAL_K",
@@ -70,6 +75,7 @@ __all__ = [
     "zscore",
     "two_stage",
     "project_scores",
+    "paired_difference",
     "run_protocol",
     "summary_table",
 ]

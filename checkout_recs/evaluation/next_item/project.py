@@ -1,18 +1,28 @@
 """The project's two-stage model under the offline protocol.
 
-* retrieval: ``a·z(SASRec) + (1−a)·z(item-kNN, per-candidate neighbours)``; its top 300 are the
-  candidate set (HR@300 is the retrieval recall);
-* ranking: inside those 300, ``z(SASRec) + b·z(item-kNN) + c·z(Markov-1)``; items outside keep
-  their retrieval order below every candidate.
+Components, each z-scored per user: the two sequential baselines (``sequential.py``: SASRec
+with full cross-entropy, gSASRec), each as the checkpoint ensemble of its own training run (the
+mean of its last three checkpoints' standardised scores, ``sequential.snapshot_epochs``),
+item-kNN with per-candidate neighbours, Markov-1 and EASE (``components.py``). The project
+trains no network of its own: seed ``s`` of the project uses the runs of seed ``s`` of the
+sequential baselines.
 
-``z`` standardises each user's score vector. Tuning, on the validation target only: for each
-SASRec point of ``SASREC_GRID`` (dropout) and each of ``TUNING_SEEDS``, SASRec is trained on
-train with early stopping on its own validation NDCG@6 (a check every ``eval_every`` epochs,
-smoothed over 3 checks, at most ``epochs``); each seed's kept model is blended with item-kNN
-(decay in ``KNN_DECAYS``) and Markov-1: ``a`` chosen for validation HR@300, then ``b, c`` for
-validation NDCG@6, both as means over the seeds. The best (SASRec point, decay, a, b, c) is
-refit on train + validation for the mean early-stopped epoch count and evaluated on test once
-per seed.
+* retrieval: ``z(sasrec_ce) + g·z(gsasrec) + k·z(item-kNN) + e·z(EASE)``; its top
+  ``RETRIEVAL_K`` (300) items are the candidate set (HR@300 is the retrieval recall);
+* ranking: inside those 300, ``z(sasrec_ce) + g'·z(gsasrec) + k'·z(item-kNN) + m·z(Markov-1)``;
+  items outside keep their retrieval order below every candidate (``two_stage``).
+
+Tuning, on the validation target only, with the validation scores of the sequential baselines'
+chosen configurations (trained on train, tuning seed). EASE's λ is the one of ``EASE_LAMBDAS``
+with the best validation HR@300 of EASE alone. For each item-kNN decay of ``KNN_DECAYS``: the
+retrieval weights (``RETRIEVAL_GRID``) by validation HR@300, then the ranking weights
+(``RANKING_GRID``) by validation NDCG@6 of the two stages, over every decay. Each choice follows
+the one-standard-error rule (``one_se_pick``): among the points whose validation figure is
+within one paired standard error (over users) of the best, the one with the least total weight
+on components other than SASRec-CE (then the first in grid order). On MovieLens-100K one
+validation NDCG@6 figure moves by ±0.005-0.008 between neighbouring blends, and the plain argmax
+of a 36-point grid mostly picks that noise (docs/models.md). Nothing here depends on the data
+set: the same grids run on any atomic-format data.
 """
 
 from __future__ import annotations
@@ -22,48 +32,55 @@ from typing import Any
 
 import numpy as np
 
-from checkout_recs.evaluation.next_item.baselines import ItemKNN, Markov1
-from checkout_recs.evaluation.next_item.protocol import Split, evaluate_scores
+from checkout_recs.evaluation.next_item.components import (
+    EASE_LAMBDAS,
+    ease_component,
+    knn_component,
+    markov_component,
+    zscore,
+)
+from checkout_recs.evaluation.next_item.paired import per_user
+from checkout_recs.evaluation.next_item.protocol import Split, evaluate_with_ranks
 from checkout_recs.evaluation.next_item.runner import tick
-from checkout_recs.models.sequence import SASRec, SASRecConfig
 
 RETRIEVAL_K = 300
-#: SASRec settings shared by every tuning point; ``epochs`` is the early-stopping ceiling.
-SASREC_BASE: dict[str, Any] = {
-    "dim": 64,
-    "max_len": 50,
-    "blocks": 2,
-    "heads": 1,
-    "batch_size": 64,
-    "lr": 2e-3,
-    "epochs": 100,
-    "eval_every": 5,
-    "patience": 4,
+KNN_DECAYS = (0.7, 0.8, 0.9)
+#: Weights of the retrieval blend (sasrec_ce's weight is 1).
+RETRIEVAL_GRID: dict[str, tuple[float, ...]] = {
+    "gsasrec": (0.0, 0.5, 1.0),
+    "knn": (0.0, 0.25, 0.5, 1.0),
+    "ease": (0.0, 0.5, 1.0),
 }
-SASREC_GRID: list[dict[str, Any]] = [{"dropout": 0.2}, {"dropout": 0.5}]
-#: Seeds of each tuning point: validation figures are their means (one seed's choice of epoch and
-#: blend is mostly its noise: on MovieLens-100K the best blend of seed 0 is 0.0075 below the best
-#: for seed 1 on seed 1's validation NDCG@6).
-TUNING_SEEDS = (0, 1)
-KNN_DECAYS = (0.6, 0.7, 0.8, 0.9)
-A_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
-BC_GRID = (0.0, 0.25, 0.5, 1.0)
-#: ``--no-tune``: the choice that ``evaluate-offline`` made on MovieLens-100K validation
-#: (docs/models.md); ``sasrec.epochs`` is the early-stopped epoch count.
+#: Weights of the ranking blend inside the candidates (sasrec_ce's weight is 1).
+RANKING_GRID: dict[str, tuple[float, ...]] = {
+    "gsasrec": (0.0, 0.5, 1.0),
+    "knn": (0.0, 0.25, 0.5, 1.0),
+    "markov": (0.0, 0.25, 0.5),
+}
+#: ``--no-tune``: the choice ``evaluate-offline`` made on MovieLens-100K validation
+#: (docs/models.md).
 DEFAULT_CHOICE: dict[str, Any] = {
-    "sasrec": {**SASREC_BASE, "dropout": 0.2, "epochs": 50},
     "knn_decay": 0.8,
-    "a": 0.5,
-    "b": 1.0,
-    "c": 0.25,
+    "ease_lambda": 300.0,
+    "retrieval": {"gsasrec": 0.5, "knn": 0.5, "ease": 0.5},
+    "ranking": {"gsasrec": 0.5, "knn": 0.25, "markov": 0.0},
 }
 
-
-def zscore(s: np.ndarray) -> np.ndarray:
-    """Standardise each row of (U, I) scores (rows with zero spread become 0)."""
-    s = s.astype(np.float64)
-    sd = s.std(1, keepdims=True)
-    return ((s - s.mean(1, keepdims=True)) / np.where(sd > 0, sd, 1.0)).astype(np.float32)
+__all__ = [
+    "RETRIEVAL_K",
+    "KNN_DECAYS",
+    "RETRIEVAL_GRID",
+    "RANKING_GRID",
+    "DEFAULT_CHOICE",
+    "zscore",
+    "two_stage",
+    "blend",
+    "project_scores",
+    "one_se_pick",
+    "tune_project",
+    "pick_project",
+    "project_test",
+]
 
 
 def two_stage(
@@ -83,159 +100,162 @@ def two_stage(
     return np.where(in_top, base, rest)
 
 
+def blend(comp: dict[str, np.ndarray], weights: dict[str, float]) -> np.ndarray:
+    """``comp["sasrec_ce"] + Σ weights[c]·comp[c]`` over (U, I) components (0: skipped)."""
+    out = comp["sasrec_ce"].astype(np.float32).copy()
+    for name, w in weights.items():
+        if w:
+            out += np.float32(w) * comp[name]
+    return out
+
+
 def project_scores(
-    comp: dict, seqs: list[np.ndarray], a: float, b: float, c: float
+    comp: dict[str, np.ndarray], seqs: list[np.ndarray], choice: dict[str, Any]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(retrieval scores, two-stage scores) from the components ``sasrec``, ``knn``, ``markov``."""
-    retr = a * comp["sasrec"] + (1 - a) * comp["knn"]
-    rank = comp["sasrec"] + b * comp["knn"] + c * comp["markov"]
-    return retr, two_stage(retr, rank, seqs)
+    """(retrieval scores, two-stage scores) (U, I) of ``choice`` from the z-scored (U, I)
+    components ``sasrec_ce``, ``gsasrec``, ``knn``, ``markov``, ``ease``."""
+    retr = blend(comp, choice["retrieval"])
+    return retr, two_stage(retr, blend(comp, choice["ranking"]), seqs)
 
 
-def knn_component(split: Split, stage: str, decay: float) -> np.ndarray:
-    """z(item-kNN with per-candidate neighbours) on ``stage``'s fit data."""
-    seqs = split.fit_seqs(stage)
-    return zscore(ItemKNN(100, decay, truncate="col").fit(seqs, split.n_items).score(seqs))
+def one_se_pick(values: list[np.ndarray], complexity: list[float]) -> int:
+    """The one-standard-error rule: ``values[j]`` (U,) per-user figures of point ``j``.
+
+    The best point has the highest mean (first on a tie); the candidates are the points whose
+    mean is within one standard error of the paired per-user difference from the best; the
+    pick is the candidate with the least ``complexity`` (then the lowest index)."""
+    means = [float(v.mean()) for v in values]
+    best = max(range(len(values)), key=lambda j: (means[j], -j))
+    n = len(values[best])
+
+    def close(j: int) -> bool:
+        se = float(np.std(values[best] - values[j])) / np.sqrt(max(1, n))
+        return means[best] - means[j] <= se + 1e-12
+
+    return min((j for j in range(len(values)) if close(j)), key=lambda j: (complexity[j], j))
 
 
-def markov_component(split: Split, stage: str) -> np.ndarray:
-    """z(log(1 + Markov-1 counts)) on ``stage``'s fit data."""
-    seqs = split.fit_seqs(stage)
-    return zscore(np.log1p(Markov1().fit(seqs, split.n_items).score(seqs)))
+def _points(grid: dict[str, tuple[float, ...]]) -> list[dict[str, float]]:
+    return [dict(zip(grid, ws, strict=True)) for ws in itertools.product(*grid.values())]
 
 
-def sasrec_config(params: dict[str, Any], device: str) -> SASRecConfig:
-    """SASRecConfig from a choice's ``sasrec`` entry (unknown keys are an error)."""
-    return SASRecConfig(**{**params, "device": device})
-
-
-def train_sasrec(
-    split: Split, params: dict[str, Any], device: str, seed: int, base: dict[str, Any] | None = None
-) -> dict:
-    """Task: SASRec at ``base | params`` (default base ``SASREC_BASE``) trained on train with
-    early stopping on its validation NDCG@6. Returns its z-scored validation scores (float32
-    (U, I)), the chosen epoch, the early-stopping history and its own validation metrics."""
-    cfg = sasrec_config({**(SASREC_BASE if base is None else base), **params}, device)
-    seqs = split.fit_seqs("val")
-
-    def monitor(m: SASRec) -> float:
-        return evaluate_scores(split, "val", m.score(seqs))["ndcg@6"]
-
-    model = SASRec(cfg).fit(seqs, split.n_items, seed, monitor=monitor, on_epoch=lambda _: tick())
-    tick(cfg.epochs - model.epochs_run)  # the epochs early stopping saved
-    scores = model.score(seqs)
-    alone = evaluate_scores(split, "val", scores)
+def _components(
+    split: Split, stage: str, seq: dict[str, np.ndarray], decay: float, lam: float
+) -> dict[str, np.ndarray]:
     return {
-        "scores": zscore(scores),
-        "best_epoch": model.best_epoch,
-        "epochs_run": model.epochs_run,
-        "history": model.history,
-        "fit_seconds": model.fit_seconds,
-        "seed": seed,
-        "sasrec_alone_val": {k: v for k, v in alone.items() if k != "untied"},
+        **seq,
+        "knn": knn_component(split, stage, decay),
+        "markov": markov_component(split, stage),
+        "ease": ease_component(split, stage, lam),
     }
 
 
-def blend_grid(split: Split, sasrec: list[np.ndarray], decay: float) -> dict:
-    """Task: the blend at item-kNN ``decay`` for SASRec validation scores of several seeds.
+def _strip(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k != "untied"}
 
-    ``a`` is chosen for the mean validation HR@300 of retrieval over the seeds; then every
-    (b, c) in ``BC_GRID``² gets the mean over the seeds of its validation metrics."""
+
+def tune_project(split: Split, seq_val: dict[str, np.ndarray], decay: float) -> dict:
+    """Task: the project's weights at item-kNN ``decay`` on validation.
+
+    ``seq_val``: z-scored validation scores (U, I) of ``sasrec_ce`` and ``gsasrec`` (their chosen
+    configurations). EASE's λ by its own validation HR@300; the retrieval weights by
+    ``one_se_pick`` on validation HR@300; then every ranking point's validation metrics and
+    per-user NDCG@6 (``"ndcg_users"``, (U,), for ``pick_project``)."""
     seqs = split.fit_seqs("val")
-    knn, markov = knn_component(split, "val", decay), markov_component(split, "val")
-    hr = {
-        a: float(
-            np.mean(
-                [evaluate_scores(split, "val", a * z + (1 - a) * knn)["hr@300"] for z in sasrec]
-            )
-        )
-        for a in A_GRID
+    ease_hr = {
+        lam: evaluate_with_ranks(split, "val", ease_component(split, "val", lam))[0]["hr@300"]
+        for lam in EASE_LAMBDAS
     }
-    a = max(A_GRID, key=lambda x: (hr[x], -A_GRID.index(x)))
-    rows = []
-    for b, c in itertools.product(BC_GRID, BC_GRID):
-        runs = [
-            evaluate_scores(
-                split,
-                "val",
-                project_scores({"sasrec": z, "knn": knn, "markov": markov}, seqs, a, b, c)[1],
-            )
-            for z in sasrec
-        ]
-        keys = [k for k, v in runs[0].items() if isinstance(v, float)]
-        rows.append({"b": b, "c": c, **{k: float(np.mean([r[k] for r in runs])) for k in keys}})
+    lam = max(EASE_LAMBDAS, key=lambda x: (ease_hr[x], -EASE_LAMBDAS.index(x)))
+    comp = _components(split, "val", seq_val, decay, lam)
+    retr_points = _points(RETRIEVAL_GRID)
+    retr_res = []
+    for w in retr_points:
+        retr_res.append(evaluate_with_ranks(split, "val", blend(comp, w)))
         tick()
-    return {"knn_decay": decay, "a": a, "retrieval_hr@300_by_a": hr, "bc": rows}
-
-
-def pick_project(
-    points: list[dict[str, Any]],
-    trained: list[list[dict]],
-    blends: list[list[dict]],
-    base: dict[str, Any] | None = None,
-) -> dict:
-    """The choice with the best mean validation NDCG@6 over the tuning seeds (first on a tie).
-
-    ``trained[i]`` are the SASRec runs (one per seed) of ``points[i]``, ``blends[i]`` its
-    ``blend_grid`` results (one per decay). The chosen epoch count is the mean of the seeds'
-    early-stopped epochs (rounded to ``eval_every``)."""
-    base = SASREC_BASE if base is None else base
-    table = []
-    for i, p in enumerate(points):
-        runs = trained[i]
-        every = int({**base, **p}["eval_every"])
-        epochs = max(every, int(round(np.mean([r["best_epoch"] for r in runs]) / every)) * every)
-        for bl in blends[i]:
-            for row in bl["bc"]:
-                table.append(
-                    (
-                        {
-                            "sasrec": {**base, **p, "epochs": epochs},
-                            "knn_decay": bl["knn_decay"],
-                            "a": bl["a"],
-                            "b": row["b"],
-                            "c": row["c"],
-                        },
-                        row,
-                    )
-                )
-    best = max(range(len(table)), key=lambda j: (table[j][1]["ndcg@6"], -j))
-    choice, val = table[best]
-    summary = [
-        {
-            "sasrec": p,
-            "seeds": [r["seed"] for r in trained[i]],
-            "best_epochs": [r["best_epoch"] for r in trained[i]],
-            "epochs_run": [r["epochs_run"] for r in trained[i]],
-            "histories": [r["history"] for r in trained[i]],
-            "sasrec_alone_val_ndcg@6": [r["sasrec_alone_val"]["ndcg@6"] for r in trained[i]],
-            "best_val_ndcg@6": max(row["ndcg@6"] for bl in blends[i] for row in bl["bc"]),
-            "a_by_decay": {str(bl["knn_decay"]): bl["a"] for bl in blends[i]},
-        }
-        for i, p in enumerate(points)
-    ]
+    j = one_se_pick(
+        [per_user(r, "hr@300") for _, r in retr_res], [sum(w.values()) for w in retr_points]
+    )
+    retr = blend(comp, retr_points[j])
+    rows = []
+    for w in _points(RANKING_GRID):
+        res, ranks = evaluate_with_ranks(split, "val", two_stage(retr, blend(comp, w), seqs))
+        rows.append({"weights": w, "val": _strip(res), "ndcg_users": per_user(ranks, "ndcg@6")})
+        tick()
     return {
-        "choice": choice,
-        "val": {k: v for k, v in val.items() if k not in ("b", "c")},
-        "points": summary,
+        "knn_decay": decay,
+        "ease_lambda": lam,
+        "ease_val_hr@300": ease_hr,
+        "retrieval": retr_points[j],
+        "retrieval_val": _strip(retr_res[j][0]),
+        "retrieval_grid": [
+            {"weights": w, "val_hr@300": r[0]["hr@300"]}
+            for w, r in zip(retr_points, retr_res, strict=True)
+        ],
+        "ranking": rows,
+    }
+
+
+def tune_units() -> int:
+    """Progress units of one ``tune_project`` task."""
+    return len(_points(RETRIEVAL_GRID)) + len(_points(RANKING_GRID))
+
+
+def pick_project(tuned: list[dict]) -> dict:
+    """The choice over every decay's ``tune_project`` result by ``one_se_pick`` on validation
+    NDCG@6 (complexity: the ranking's total weight off SASRec-CE), its validation metrics, the
+    plain argmax for comparison, and a per-decay summary (JSON-ready: no per-user arrays)."""
+    table = [(t, row) for t in tuned for row in t["ranking"]]
+    j = one_se_pick(
+        [row["ndcg_users"] for _, row in table], [sum(row["weights"].values()) for _, row in table]
+    )
+    best = max(range(len(table)), key=lambda i: (table[i][1]["val"]["ndcg@6"], -i))
+
+    def choice(i: int) -> dict[str, Any]:
+        t, row = table[i]
+        return {
+            "knn_decay": t["knn_decay"],
+            "ease_lambda": t["ease_lambda"],
+            "retrieval": t["retrieval"],
+            "ranking": row["weights"],
+        }
+
+    return {
+        "choice": choice(j),
+        "val": table[j][1]["val"],
+        "retrieval_val": table[j][0]["retrieval_val"],
+        "argmax": {"choice": choice(best), "val_ndcg@6": table[best][1]["val"]["ndcg@6"]},
+        "by_decay": [
+            {
+                "knn_decay": t["knn_decay"],
+                "ease_lambda": t["ease_lambda"],
+                "ease_val_hr@300": t["ease_val_hr@300"],
+                "retrieval": t["retrieval"],
+                "retrieval_val_hr@300": t["retrieval_val"]["hr@300"],
+                "retrieval_grid": t["retrieval_grid"],
+                "ranking_grid": [
+                    {"weights": r["weights"], "val_ndcg@6": r["val"]["ndcg@6"]}
+                    for r in t["ranking"]
+                ],
+            }
+            for t in tuned
+        ],
+        "rule": "one standard error (paired, over users) of the best; least weight off SASRec-CE",
         "trials": len(table),
     }
 
 
-def refit_seed(split: Split, choice: dict, device: str, seed: int) -> dict:
-    """Task: the chosen configuration refit on train + validation with ``seed``; test metrics of
-    the retrieval stage and of the two stages."""
+def project_test(split: Split, choice: dict[str, Any], seq_test: dict[str, np.ndarray]) -> dict:
+    """Task: test metrics and per-user target ranks (``ranks``, (U,)) of the project's retrieval
+    and two stages, given one seed's z-scored test scores (U, I) of ``sasrec_ce`` and
+    ``gsasrec``."""
     seqs = split.fit_seqs("test")
-    cfg = sasrec_config(choice["sasrec"], device)
-    model = SASRec(cfg).fit(seqs, split.n_items, seed, on_epoch=lambda _: tick())
-    comp = {
-        "sasrec": zscore(model.score(seqs)),
-        "knn": knn_component(split, "test", choice["knn_decay"]),
-        "markov": markov_component(split, "test"),
-    }
-    retr, final = project_scores(comp, seqs, choice["a"], choice["b"], choice["c"])
+    comp = _components(split, "test", seq_test, choice["knn_decay"], choice["ease_lambda"])
+    retr, final = project_scores(comp, seqs, choice)
+    r_metrics, r_ranks = evaluate_with_ranks(split, "test", retr)
+    f_metrics, f_ranks = evaluate_with_ranks(split, "test", final)
+    tick()
     return {
-        "retrieval": evaluate_scores(split, "test", retr),
-        "two_stage": evaluate_scores(split, "test", final),
-        "sasrec_fit_seconds": model.fit_seconds,
+        "retrieval": {**r_metrics, "ranks": r_ranks},
+        "two_stage": {**f_metrics, "ranks": f_ranks},
     }

@@ -151,12 +151,18 @@ def metrics_from_ranks(
     return out
 
 
-def evaluate_scores(split: Split, stage: str, scores: np.ndarray) -> dict:
-    """Protocol metrics of ``scores`` (U, I) at ``stage``, overall and on untied users."""
+def evaluate_with_ranks(split: Split, stage: str, scores: np.ndarray) -> tuple[dict, np.ndarray]:
+    """Protocol metrics of ``scores`` (U, I) at ``stage``, overall and on untied users
+    (``"untied"``), and every user's target rank (int64 (U,), 1-based: paired comparisons)."""
     seqs = split.fit_seqs(stage)
     counts = fit_counts(seqs, split.n_items)
     ranks, tops = rank_and_top(scores, seqs, split.targets(stage), counts)
     res: dict[str, Any] = dict(metrics_from_ranks(ranks, tops, counts, split.n_items))
     m = ~split.tied
     res["untied"] = metrics_from_ranks(ranks[m], tops[m], counts, split.n_items)
-    return res
+    return res, ranks
+
+
+def evaluate_scores(split: Split, stage: str, scores: np.ndarray) -> dict:
+    """Protocol metrics of ``scores`` (U, I) at ``stage``, overall and on untied users."""
+    return evaluate_with_ranks(split, stage, scores)[0]

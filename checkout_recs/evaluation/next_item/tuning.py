@@ -25,7 +25,7 @@ import numpy as np
 import checkout_recs.evaluation.next_item.baselines as _baselines
 import checkout_recs.evaluation.next_item.protocol as _protocol
 from checkout_recs.evaluation.next_item.baselines import GRIDS, STOCHASTIC, make_baseline
-from checkout_recs.evaluation.next_item.protocol import Split, evaluate_scores
+from checkout_recs.evaluation.next_item.protocol import Split, evaluate_with_ranks
 from checkout_recs.evaluation.next_item.runner import tick
 
 #: The protocol table's configuration for MovieLens-100K (``--no-tune`` uses it on any data set).
@@ -96,6 +96,32 @@ class Cache:
         except (OSError, ValueError):
             return None
 
+    def get_arrays(self, kind: str, data_key: str, code_key: str) -> dict[str, np.ndarray] | None:
+        """Arrays stored with ``put_arrays`` (an ``.npz`` beside the JSON), or None."""
+        p = self.path(kind, data_key, code_key)
+        if p is None or not p.with_suffix(".npz").exists():
+            return None
+        try:
+            with np.load(p.with_suffix(".npz")) as z:
+                return {k: z[k] for k in z.files}
+        except (OSError, ValueError):
+            return None
+
+    def put_arrays(
+        self, kind: str, data_key: str, code_key: str, arrays: dict[str, np.ndarray]
+    ) -> None:
+        """Store ``arrays`` as an ``.npz`` beside ``kind``'s JSON (a failure only loses it)."""
+        p = self.path(kind, data_key, code_key)
+        if p is None:
+            return
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            tmp = p.with_suffix(f".{os.getpid()}.tmp.npz")
+            np.savez(tmp, **arrays)  # type: ignore[arg-type]
+            tmp.replace(p.with_suffix(".npz"))
+        except OSError:
+            pass
+
     def put(self, kind: str, data_key: str, code_key: str, value: dict) -> None:
         """Store ``value`` (atomically; a failure to write only loses the cache)."""
         p = self.path(kind, data_key, code_key)
@@ -120,12 +146,13 @@ def baselines_fingerprint(names: list[str]) -> str:
 
 
 def fit_score(split: Split, name: str, params: dict[str, Any], stage: str, seed: int) -> dict:
-    """Task: fit baseline ``name`` at ``params`` on ``stage``'s fit data, its metrics there."""
+    """Task: fit baseline ``name`` at ``params`` on ``stage``'s fit data; its metrics there and
+    ``ranks`` (int64 (U,), each user's target rank)."""
     seqs = split.fit_seqs(stage)
     model = make_baseline(name, params).fit(seqs, split.n_items, seed)
-    res = evaluate_scores(split, stage, model.score(seqs))
+    res, ranks = evaluate_with_ranks(split, stage, model.score(seqs))
     tick()
-    return res
+    return {**res, "ranks": ranks}
 
 
 def grid_tasks(names: list[str]) -> list[tuple[str, dict[str, Any]]]:
@@ -148,7 +175,7 @@ def choose(
         p, r, _ = rows[best]
         out[n] = {
             "choice": p,
-            "val": {k: v for k, v in r.items() if k != "untied"},
+            "val": {k: v for k, v in r.items() if k not in ("untied", "ranks")},
             "grid": [
                 {"params": q, "val_ndcg@6": x["ndcg@6"], "val_hr@300": x["hr@300"], "seconds": s}
                 for q, x, s in rows

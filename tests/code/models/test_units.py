@@ -30,6 +30,7 @@ def _frame(n: int = 300, seed: int = 0) -> pd.DataFrame:
             "price": rng.uniform(5, 100, n),
             "take_rate": 0.1,
             "ctr_smoothed": 1 / (1 + np.exp(-q)),
+            "ctr_lift": q,  # the ranker takes the lift, not the pooled level
             "seller_rating": 4.0,
             "device": rng.choice(["web", "ios"], n),
             "event_timestamp": pd.Timestamp("2026-03-01", tz="UTC")
@@ -61,7 +62,10 @@ def test_ranker_matrix_missing_feature_raises_with_name():
 def test_ranker_features_come_from_contract_views():
     from checkout_recs.features.on_demand import INTERACTION_FEATURES, REQUEST_FEATURES
 
-    assert "ctr_smoothed" in RANKER_FEATURES and "seller_rating" in RANKER_FEATURES
+    assert "ctr_lift" in RANKER_FEATURES and "seller_rating" in RANKER_FEATURES
+    assert "cvr_lift" in RANKER_FEATURES and not {"ctr_smoothed", "cvr_smoothed"} & set(
+        RANKER_FEATURES
+    )  # pooled levels out (``LEVEL_COLUMNS``)
     assert set(REQUEST_FEATURES) <= set(RANKER_FEATURES) and set(INTERACTION_FEATURES) <= set(
         RANKER_FEATURES
     )

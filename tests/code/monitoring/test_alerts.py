@@ -77,7 +77,11 @@ def test_rendered_runbook_urls_are_absolute_under_one_configurable_base(monkeypa
 
 
 def test_serving_and_the_monitoring_job_export_the_checkout_recs_metrics_the_rules_use() -> None:
-    exporters = (ROOT / "inference" / "metrics.py", ROOT / "monitoring" / "drift_metrics.py")
+    exporters = (
+        ROOT / "inference" / "metrics.py",
+        ROOT / "inference" / "inventory_consumer.py",
+        ROOT / "monitoring" / "drift_metrics.py",
+    )
     exported = {
         m for f in exporters for m in re.findall(r'"(checkout_recs_[a-z_]+)"', f.read_text())
     }

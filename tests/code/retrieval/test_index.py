@@ -1,8 +1,10 @@
-"""Units of the retrieval index: IVF-Flat kind, shared region lists, exact in-category blocks,
-neighbour tables and the item-kNN table."""
+"""Units of the retrieval index: 8-bit shards with exact re-rank, IVF-Flat, one shard per region,
+exact in-category search, add/remove without a rebuild, format-1 folders, neighbour tables and
+the item-kNN table."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -11,47 +13,60 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from fixtures_retrieval import brute_force, synthetic_index  # noqa: E402
+from fixtures_retrieval import brute_force, synthetic_catalogue, synthetic_index  # noqa: E402
 
 from checkout_recs.retrieval.index import RetrievalIndex  # noqa: E402
 from checkout_recs.retrieval.index_build import IndexConfig  # noqa: E402
 from checkout_recs.retrieval.neighbours import NeighbourTable, item_knn_table  # noqa: E402
 
 IVF = IndexConfig(exact_below=1000, nlist=48, nprobe=16)
+#: Every list probed: the 8-bit scan then sees every listing and the re-rank makes it exact.
+ALL_LISTS = IndexConfig(exact_below=1000, nlist=24, nprobe=24, rerank=200)
 
 
 def _recall(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean([len(np.intersect1d(x, y)) / len(y) for x, y in zip(a, b, strict=True)]))
 
 
-def test_ivf_flat_is_default_scores_exactly_and_finds_the_exact_neighbours(tmp_path):
-    idx, emb, snap = synthetic_index(6000, cfg=IVF)
-    assert idx.manifest.kind == "ivf_flat" and not any(idx._needs_rerank.values())
+def test_sq8_with_exact_rerank_returns_the_exact_top_k_when_every_list_is_probed(tmp_path):
+    idx, emb, snap = synthetic_index(6000, cfg=ALL_LISTS)
+    assert idx.manifest.kind == "ivf_sq8" and all(idx._needs_rerank.values())
+    ids_all, reg = snap["listing_id"].to_numpy(), snap["region"].to_numpy()
     q = emb[:20]
     ids, sc = idx.search(q, 50)
-    assert _recall(ids, brute_force(emb, snap["listing_id"].to_numpy(), q, 50)) >= 0.95
-    # every returned score is the exact inner product of the returned listing
-    np.testing.assert_allclose(sc, np.einsum("qd,qkd->qk", q, emb[ids - 1000]), atol=1e-5)
+    np.testing.assert_array_equal(ids, brute_force(emb, ids_all, q, 50))
+    # the scores are the exact inner products with the stored (float16) vectors
+    e16 = emb.astype(np.float16).astype(np.float32)
+    np.testing.assert_allclose(sc, np.einsum("qd,qkd->qk", q, e16[ids - 1000]), atol=1e-5)
+    for r in ("eu", "us"):
+        got, _ = idx.search(q, 50, region=r)
+        np.testing.assert_array_equal(got, brute_force(emb[reg == r], ids_all[reg == r], q, 50))
     idx.save(tmp_path)
     loaded = RetrievalIndex.load(tmp_path)
     np.testing.assert_array_equal(loaded.search(q, 50)[0], ids)
 
 
-def test_region_indexes_reuse_the_global_lists_and_stay_in_region():
+def test_ivf_flat_scores_exactly_and_finds_the_exact_neighbours():
+    idx, emb, snap = synthetic_index(6000, cfg=IVF.model_copy(update={"kind": "ivf_flat"}))
+    assert idx.manifest.kind == "ivf_flat" and not any(idx._needs_rerank.values())
+    q = emb[:20]
+    ids, sc = idx.search(q, 50)
+    assert _recall(ids, brute_force(emb, snap["listing_id"].to_numpy(), q, 50)) >= 0.95
+    np.testing.assert_allclose(sc, np.einsum("qd,qkd->qk", q, emb[ids - 1000]), atol=1e-5)
+
+
+def test_one_shard_per_region_holds_each_listing_once_and_answers_in_region():
     idx, emb, snap = synthetic_index(6000, cfg=IVF)
-    assert set(idx.indexes) == {"", "eu", "us"}
+    assert set(idx.indexes) == {"eu", "us"} and idx.manifest.shards == ["eu", "us"]
+    assert sum(ix.ntotal for ix in idx.indexes.values()) == len(snap)
     for r in ("eu", "us"):
         ix = idx.indexes[r]
-        assert ix.nlist == idx.indexes[""].nlist and ix.ntotal == int((snap["region"] == r).sum())
+        assert ix.nlist == 48 and ix.ntotal == int((snap["region"] == r).sum())
         rows = np.flatnonzero(snap["region"].to_numpy() == r)
         ids, _ = idx.search(emb[rows[:10]], 40, region=r)
         assert np.isin(ids, snap["listing_id"].to_numpy()[rows]).all()
         exact = brute_force(emb[rows], snap["listing_id"].to_numpy()[rows], emb[rows[:10]], 40)
         assert _recall(ids, exact) >= 0.9
-    np.testing.assert_array_equal(
-        idx.indexes["eu"].quantizer.reconstruct_n(0, 48),
-        idx.indexes[""].quantizer.reconstruct_n(0, 48),
-    )
 
 
 def test_category_search_is_exact_inside_category_and_region_after_remove_and_add():
@@ -72,6 +87,63 @@ def test_category_search_is_exact_inside_category_and_region_after_remove_and_ad
     idx.add(np.array([99_999]), q[:1], new)
     assert idx.search(q[:1], 3, region="us", category=3)[0][0, 0] == 99_999
     assert idx.categories_of(np.array([99_999, 1003, -5])).tolist() == [3, 3, -1]
+    batch = idx.search_categories(q[0], 25, [3, 2], region="us")
+    np.testing.assert_array_equal(batch[0], idx.search(q[:1], 25, region="us", category=3)[0][0])
+
+
+def test_add_and_remove_without_rebuild_answer_as_a_fresh_build_of_the_same_set(tmp_path):
+    emb, snap = synthetic_catalogue(6000, seed=3)
+    ids_all = snap["listing_id"].to_numpy()
+    first = np.arange(6000) < 5000  # built from 5,000; 1,000 added later; 300 removed
+    idx = RetrievalIndex.from_embeddings(ids_all[first], emb[first], snap[first], ALL_LISTS)
+    idx.add(ids_all[~first], emb[~first], snap[~first])
+    gone = ids_all[::20]
+    assert idx.remove(gone) == len(gone) and idx.remove(gone) == 0
+    keep = ~np.isin(ids_all, gone)
+    fresh = RetrievalIndex.from_embeddings(ids_all[keep], emb[keep], snap[keep], ALL_LISTS)
+    idx.save(tmp_path)
+    loaded = RetrievalIndex.load(tmp_path)
+    q = emb[1:40:3]
+    for other in (idx, loaded):
+        for region in (None, "eu", "us"):
+            np.testing.assert_array_equal(
+                other.search(q, 30, region=region)[0], fresh.search(q, 30, region=region)[0]
+            )
+        for c in (0, 5):
+            np.testing.assert_array_equal(
+                other.search(q, 20, region="eu", category=c)[0],
+                fresh.search(q, 20, region="eu", category=c)[0],
+            )
+    assert not idx.is_live(gone).any() and idx.is_live(ids_all[keep]).all()
+    assert sorted(loaded.live_ids.tolist()) == sorted(ids_all[keep].tolist())
+    assert loaded.manifest.n_items == int(keep.sum())
+
+
+def test_large_sparse_ids_add_and_remove_like_dense_ones():
+    emb, snap = synthetic_catalogue(3000, seed=4)
+    snap["listing_id"] += 10**12
+    ids = snap["listing_id"].to_numpy()
+    idx = RetrievalIndex.from_embeddings(ids[:2500], emb[:2500], snap[:2500], ALL_LISTS)
+    idx.add(ids[2500:], emb[2500:], snap[2500:])
+    idx.remove(ids[:100])
+    got, _ = idx.search(emb[2600:2605], 5, region=None)
+    assert (got[:, 0] == ids[2600:2605]).all()  # each added listing is its own nearest neighbour
+    assert not idx.is_live(ids[:100]).any() and idx.is_live(ids[100:]).all()
+
+
+def test_a_format_1_folder_loads_its_region_files_as_shards(tmp_path):
+    idx, emb, _ = synthetic_index(3000, cfg=IVF)
+    idx.save(tmp_path)
+    man = json.loads((tmp_path / "manifest.json").read_text())
+    for i, r in enumerate(man.pop("shards")):
+        (tmp_path / f"shard.{i}.faiss").rename(tmp_path / f"index.{r}.faiss")
+    man.pop("format")
+    (tmp_path / "manifest.json").write_text(json.dumps(man))
+    loaded = RetrievalIndex.load(tmp_path)
+    assert set(loaded.indexes) == {"eu", "us"}
+    np.testing.assert_array_equal(
+        loaded.search(emb[:3], 10, region="eu")[0], idx.search(emb[:3], 10, region="eu")[0]
+    )
 
 
 def test_unselective_category_falls_back_to_filtered_ann():

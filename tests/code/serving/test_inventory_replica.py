@@ -1,9 +1,12 @@
 """The in-process inventory replica (real Redis): bootstrap consistent with a consumer caught
-mid-stream, lookups from memory only (no await, no network), local lock expiry, readiness, and
-the stale rule when Redis goes away after the bootstrap."""
+mid-stream, lookups from memory (no await once proven current after the request's arrival), the
+read fence delivering what the tail has not, local lock expiry, readiness, and the stale rule when
+Redis goes away after the bootstrap."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
 
 import numpy as np
@@ -16,6 +19,7 @@ from checkout_recs.serving.inventory import (
     MemoryInventoryStore,
     RedisInventoryStore,
 )
+from checkout_recs.serving.inventory_fence import reset_window, set_window
 from checkout_recs.serving.inventory_replica import ReplicaInventoryStore
 from checkout_recs.serving.inventory_stream import (
     InventoryConsumer,
@@ -80,10 +84,17 @@ def test_lookups_never_wait_and_locks_expire_locally(inv_prefix):  # noqa: F811
     assert replica.wait_ready(20) and wait_for(lambda: replica.report.read == 3)
     replica.close()  # no thread, no client: what follows is memory only
     ids = np.array([1, 2, 3, 4])
-    coro = replica.unavailable_async(ids)
-    with pytest.raises(StopIteration) as done:  # finishes on its first step: no await, no timeout
-        coro.send(None)
+    token = set_window(replica.proven_pc - 0.5)  # the request arrived before the last proof
+    try:
+        coro = replica.unavailable_async(ids)
+        with pytest.raises(StopIteration) as done:  # finishes on its first step: no await
+            coro.send(None)
+    finally:
+        reset_window(token)
     assert done.value.value.tolist() == [True, True, False, False]
+    # a request arriving now needs a fence read, and a closed replica cannot make one: stale
+    with pytest.raises(InventoryStale):
+        asyncio.run(replica.unavailable_async(ids))
     time.sleep(1.05)
     assert replica.unavailable(ids).tolist() == [
         True,
@@ -91,6 +102,68 @@ def test_lookups_never_wait_and_locks_expire_locally(inv_prefix):  # noqa: F811
         False,
         False,
     ]  # the lock ended by its own clock
+
+
+def test_the_fence_waits_until_the_tail_holds_what_the_stream_held_at_arrival(inv_prefix):  # noqa: F811
+    r = redis.Redis.from_url(REDIS_URL)
+    replica = ReplicaInventoryStore(
+        REDIS_URL, prefix=inv_prefix, block_ms=50, max_lag_s=3600, fence_max_wait_s=2.0
+    ).start()
+    try:
+        assert replica.wait_ready(20)
+        gate, real = threading.Event(), replica._r.xread
+
+        def slow_xread(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - the tail stalls
+            assert gate.wait(10)
+            return real(*args, **kwargs)
+
+        replica._r.xread = slow_xread
+        time.sleep(0.2)  # the tail's read in flight returns; the next one waits at the gate
+        publish_events(r, stream_key(inv_prefix), [ev(5, "sold", 1), ev(6, "locked", 1, ttl=60)])
+        ids = np.array([5, 6, 7])
+
+        async def lookup() -> np.ndarray:
+            task = asyncio.ensure_future(replica.unavailable_async(ids))
+            await asyncio.sleep(0.3)
+            assert not task.done()  # waiting for the tail: memory does not hold the sale yet
+            assert not replica.unavailable(ids).any()
+            gate.set()
+            return await task
+
+        assert asyncio.run(lookup()).tolist() == [True, True, False]
+        st = replica.fence.stats
+        assert (st.reads, st.fenced, st.timed_out) == (1, 1, 0)
+        token = set_window(replica.proven_pc - 0.001)  # arrived before that proof: no second read
+        try:
+            assert asyncio.run(replica.unavailable_async(ids)).tolist() == [True, True, False]
+        finally:
+            reset_window(token)
+        assert (st.reads, st.proven) == (1, 1)
+    finally:
+        gate.set()
+        replica.close()
+
+
+def test_a_tail_that_does_not_catch_up_in_time_makes_the_lookup_stale(inv_prefix):  # noqa: F811
+    replica = ReplicaInventoryStore(
+        REDIS_URL, prefix=inv_prefix, block_ms=50, max_lag_s=3600, fence_max_wait_s=0.2
+    ).start()
+    gate = threading.Event()
+    try:
+        assert replica.wait_ready(20)
+        real = replica._r.xread
+        replica._r.xread = lambda *a, **k: (gate.wait(10), real(*a, **k))[1]
+        time.sleep(0.2)
+        publish_events(redis.Redis.from_url(REDIS_URL), stream_key(inv_prefix), [ev(5, "sold", 1)])
+        t0 = time.perf_counter()
+        with pytest.raises(InventoryStale):
+            asyncio.run(replica.unavailable_async(np.array([5])))
+        assert 0.19 <= time.perf_counter() - t0 < 1.5  # the fence's bound, not the replica's
+        assert replica.fence.stats.timed_out + replica.fence.stats.failed == 1
+        assert not replica.stale()  # within its lag bound: only this lookup falls back
+    finally:
+        gate.set()
+        replica.close()
 
 
 def test_not_ready_before_the_bootstrap():
@@ -226,5 +299,6 @@ def test_entries_trimmed_behind_the_replica_make_it_bootstrap_again(inv_prefix):
         assert replica.unavailable(np.array([1, 10, 11])).tolist() == [True, True, False]
         replica._bootstrap()
         assert replica.bootstraps == 2 and not replica._rebootstrap
+        assert replica.proven_pc == float("-inf")  # no read sent before it proves anything now
     finally:
         replica.close()

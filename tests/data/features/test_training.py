@@ -53,6 +53,13 @@ def test_listing_ranges(demo_features):  # noqa: F811
     assert set(df["listing_id"]) <= set(listings["listing_id"])
     # category context: a log lift around 0 (shrunk to the pooled CTR), a price centred per category
     assert df["category_ctr_lift"].abs().max() < 3 and df["category_ctr_lift"].std() > 0
+    # rate lifts: the listing against its snapshot's prior, exactly 0 without evidence
+    assert np.isfinite(df[["ctr_lift", "cvr_lift"]]).all().all() and df["cvr_lift"].std() > 0
+    assert (df.loc[df["views_decayed"] == 0, "ctr_lift"] == 0).all()
+    assert (df.loc[df["clicks_decayed"] == 0, "cvr_lift"] == 0).all()
+    day_level = df.groupby("event_timestamp")["cvr_smoothed"].median()
+    day_lift = df.groupby("event_timestamp")["cvr_lift"].median()
+    assert np.ptp(day_lift) <= np.ptp(np.log(day_level))  # the day's level drops out
     last = df[df["event_timestamp"] == df["event_timestamp"].max()]
     assert last.groupby("category_id")["price_vs_category"].median().abs().max() < 1e-9
     assert np.allclose(

@@ -107,6 +107,28 @@ def test_online_read_equals_offline_point_in_time_row(feast_run):
             assert np.allclose(np.array(got, dtype=float), np.array(want, dtype=float)), name
 
 
+def test_online_listing_lifts_equal_the_offline_point_in_time_row(feast_run):
+    listings = pd.read_parquet(feast_run["features"] / "listing.parquet")
+    ids = sorted(listings["listing_id"].unique().tolist())[:80]
+    online = feast_run["store"].online_features("listing", "listing_id", ids)
+    ent = pd.DataFrame(
+        {
+            "row_id": range(len(ids)),
+            "user_id": 0,
+            "listing_id": ids,
+            "seller_id": 0,
+            "event_timestamp": pd.Timestamp(DAY6),
+        }
+    )
+    offline = pit_join_views(feast_run["features"])(ent)
+    assert online["listing_id"] == ids
+    for name in ("ctr_lift", "cvr_lift"):
+        got = np.array([np.nan if v is None else v for v in online[name]], dtype=float)
+        want = offline[f"listing_{name}"].to_numpy(dtype=float)
+        assert np.array_equal(np.isnan(got), np.isnan(want)) and (~np.isnan(got)).sum() > 40
+        assert np.allclose(got[~np.isnan(got)], want[~np.isnan(want)]), name
+
+
 def test_historical_retrieval_counts_rows_feast_drops_and_matches_pandas(feast_run):
     imp = pd.read_parquet(feast_run["labels"] / "impressions_labelled.parquet")
     ent = _entity_rows(imp, pd.read_parquet(feast_run["validated"] / "listings"))
@@ -126,6 +148,8 @@ def test_historical_retrieval_counts_rows_feast_drops_and_matches_pandas(feast_r
         "user_n_purchases",
         "user_avg_price_paid",
         "listing_ctr_smoothed",
+        "listing_ctr_lift",
+        "listing_cvr_lift",
         "listing_views_decayed",
         "seller_sales_velocity",
         "seller_rating",

@@ -3,7 +3,13 @@ the transformer.
 
 * the burst race: four listings sold through the stream, then at once 300 concurrent checkouts
   through the transformer's stages (preprocess → predict → postprocess) on an event loop kept
-  saturated — not one answer shows a sold listing;
+  saturated — not one answer shows a sold listing; and again through ``CheckoutTransformer.__call__``
+  (arrival stamped as the REST route does) with the replica's tail slowed by 300 ms a read (the
+  issue's propagation delay, made certain), so that only the read fence keeps the sales out:
+  none shown, the ranker answers, a fence read or two for the burst;
+* the fence unavailable: Redis stopped (SIGSTOP) — the answer comes at the fence's bound, says
+  ``inventory_stale`` and shows only listings of known state, and the ranker answers again once
+  Redis resumes; Redis killed — the same, without waiting for the bound;
 * the consumer process killed (SIGKILL) mid-stream and restarted under another name: every event
   applied, the state equals the events' last sequence per listing, nothing left pending, lag 0 on
   its ``/metrics``;
@@ -19,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -30,6 +37,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import redis
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from checkout_recs import contract
 from checkout_recs.models.ranker import RankerModel
@@ -43,6 +52,7 @@ from checkout_recs.serving.inventory_stream import (
     stream_key,
 )
 from checkout_recs.serving.recommender import Recommender, TableUserFeatures
+from inference.deadline import RequestClock, reset_clock, set_clock
 from inference.launch import running_servers
 from inference.transformer import CheckoutTransformer
 from tests.fixtures_inventory import (
@@ -91,6 +101,17 @@ async def _answer(t: CheckoutTransformer, body: dict) -> dict:
     job = await t.preprocess(body)
     job = await t.predict(job)
     return (await t.postprocess(job))["predictions"][0]
+
+
+async def _call(t: CheckoutTransformer, body: dict, arrived: float) -> dict:
+    """Through ``CheckoutTransformer.__call__`` (kserve's ``Model.__call__``), arrived at ``arrived``
+    (perf_counter s) as the REST route stamps it."""
+    token = set_clock(RequestClock(arrived))
+    try:
+        resp, _ = await t(body)
+        return resp["predictions"][0]
+    finally:
+        reset_clock(token)
 
 
 def _ids(pred: dict) -> list[int]:
@@ -162,6 +183,80 @@ def test_burst_of_300_right_after_four_sales_shows_none_of_them(bundle, inv_pref
         live.close()
 
 
+def test_burst_right_after_sales_is_fenced_even_with_a_slow_tail(bundle, inv_prefix):  # noqa: F811
+    live = LiveInventory(REDIS_URL, inv_prefix, max_lag_s=30.0)
+    try:
+        t = _transformer(bundle, live.replica)
+        users = list(range(10))
+        before = asyncio.run(_gather(t, users))
+        shown = collections.Counter(lid for p in before for lid in _ids(p))
+        sold = [lid for lid, _ in shown.most_common(4)]
+        real = live.replica._r.xread
+
+        def slow_xread(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            time.sleep(0.3)  # every tail read is sent 300 ms late: the sales reach memory late
+            return real(*args, **kwargs)
+
+        live.replica._r.xread = slow_xread
+        time.sleep(0.4)
+        reads0, lookups0 = live.replica.fence.stats.reads, live.replica.fence.stats.lookups
+
+        async def burst() -> list[dict]:
+            live.publish([ev(lid, "sold", 10) for lid in sold])  # then at once:
+            arrived = time.perf_counter()
+            stop = asyncio.Event()
+            hogs = [asyncio.ensure_future(_saturate(stop)) for _ in range(4)]
+            out = await asyncio.gather(
+                *(_call(t, _body(users[i % 10]), arrived) for i in range(300))
+            )
+            stop.set()
+            await asyncio.gather(*hogs)
+            return list(out)
+
+        answers = asyncio.run(burst())
+        assert len(answers) == 300 and all(len(set(_ids(p))) == 6 for p in answers)
+        assert sum(bool(set(sold) & set(_ids(p))) for p in answers) == 0
+        assert {p["policy"] for p in answers} == {"ranker"}  # fenced, not the stale fallback
+        st = live.replica.fence.stats
+        # coalesced: a read or two for the burst (none when a slow tail read happened to be sent
+        # after the arrival and proved it first, as on a loaded box)
+        assert st.reads - reads0 <= 2 and st.lookups - lookups0 == 300
+        assert live.replica.unavailable(np.array(sold)).all()
+    finally:
+        live.close()
+
+
+def test_fence_unavailable_answers_from_known_state_then_recovers(bundle):
+    with private_redis() as (url, proc):
+        live = LiveInventory(url, "cr", max_lag_s=30.0, in_play_s=60.0, fence_max_wait_s=0.2)
+        try:
+            t = _transformer(bundle, live.replica)
+            assert asyncio.run(_answer(t, _body(3)))["policy"] == "ranker"
+            os.kill(proc.pid, signal.SIGSTOP)  # Redis stalls: the fence read cannot come back
+            try:
+                t0 = time.perf_counter()
+                pred = asyncio.run(_answer(t, _body(3)))
+                waited = time.perf_counter() - t0
+            finally:
+                os.kill(proc.pid, signal.SIGCONT)
+            assert pred["policy"] == "fallback" and pred["fallback_reason"] == "inventory_stale"
+            assert 0.19 <= waited < 2.0  # the fence's bound, then the lag rule at once
+            assert len(set(_ids(pred))) == 6
+            assert not live.replica.last_known_unavailable(np.array(_ids(pred))).any()
+            assert live.replica.fence.stats.timed_out == 1 and not live.replica.stale()
+            assert wait_for(
+                lambda: asyncio.run(_answer(t, _body(3)))["policy"] == "ranker", 10, 0.1
+            )  # Redis resumed: fenced again
+            kill_redis(proc)  # Redis gone: the fence read fails (refused, no retry)
+            st = live.replica.fence.stats
+            errors = st.read_errors
+            pred = asyncio.run(_answer(t, _body(UNKNOWN_USER)))
+            assert pred["fallback_reason"] == "inventory_stale" and len(set(_ids(pred))) == 6
+            assert st.read_errors > errors
+        finally:
+            live.close()
+
+
 async def _gather(t: CheckoutTransformer, users: list[int]) -> list[dict]:
     return list(await asyncio.gather(*(_answer(t, _body(u)) for u in users)))
 
@@ -222,6 +317,7 @@ def test_consumer_killed_mid_stream_loses_nothing_and_applies_nothing_twice(inv_
             urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
         )  # noqa: S310
         assert "checkout_recs_inventory_consumer_lag_entries 0.0" in metrics
+        assert _alert_metrics("consumer") <= _sample_names(metrics)  # what its alerts read
     finally:
         os.killpg(second.pid, signal.SIGTERM)
         assert second.wait(20) == 0
@@ -313,3 +409,18 @@ def test_server_is_ready_only_with_a_current_replica(bundle_dir, inv_prefix):  #
         metrics = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()  # noqa: S310
         assert "checkout_recs_inventory_replica_age_seconds" in metrics
         assert "checkout_recs_inventory_replica_stale 0.0" in metrics
+        assert _alert_metrics("replica", "fence") <= _sample_names(metrics)  # what the alerts read
+
+
+def _alert_metrics(*kinds: str) -> set[str]:
+    """Metric names the inventory alerts (``monitoring/alerts/prometheus-rules.yaml``) read, of
+    ``checkout_recs_inventory_<kind>_*``."""
+    doc = yaml.safe_load((ROOT / "monitoring" / "alerts" / "prometheus-rules.yaml").read_text())
+    exprs = " ".join(r["expr"] for g in doc["groups"] for r in g["rules"] if "alert" in r)
+    names = set(re.findall(r"checkout_recs_inventory_[a-z_]+", exprs))
+    assert names, "no inventory alert found"
+    return {n for n in names if any(n.startswith(f"checkout_recs_inventory_{k}_") for k in kinds)}
+
+
+def _sample_names(metrics_text: str) -> set[str]:
+    return {s.name for fam in text_string_to_metric_families(metrics_text) for s in fam.samples}

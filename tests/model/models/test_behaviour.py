@@ -35,7 +35,7 @@ def test_bundle_layout_and_metrics(bundle):
         "model/ranker/config.json",
         "model/ranker.pt",
         "model/two_tower/weights.safetensors",
-        "index/index.faiss",
+        "index/shard.0.faiss",
         "index/ids.npy",
         "index/snapshot.parquet",
         "index/manifest.json",

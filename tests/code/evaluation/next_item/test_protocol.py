@@ -194,8 +194,13 @@ def _tiny_dataset(path, n_users: int = 40, n_items: int = 30):
     return path
 
 
+#: Sequential models small enough for tiny data and a unit test's time.
+TINY_SEQ = {"dim": 8, "epochs": 2, "eval_every": 1, "patience": 1, "batch_tokens": 64}
+
+
 def test_run_protocol_baselines_tuned_per_data_set_timed_and_cached(tmp_path):
     from checkout_recs.evaluation.next_item.evaluate import run_protocol
+    from checkout_recs.evaluation.next_item.sequential import SEQ_NAMES
 
     data = _tiny_dataset(tmp_path / "tiny")
     kw = {
@@ -204,18 +209,28 @@ def test_run_protocol_baselines_tuned_per_data_set_timed_and_cached(tmp_path):
         "workers": 1,
         "cache_dir": tmp_path / "cache",
         "progress": False,
+        "sasrec": TINY_SEQ,
     }
     first = run_protocol(data, tmp_path / "a.json", **kw)
-    tuned = first["tuning"]["baselines"]
-    assert set(tuned) >= {"popularity", "item_knn", "markov1"}
+    tuned = {**first["tuning"]["baselines"], **first["tuning"]["sequential"]}
+    assert set(tuned) >= {"popularity", "item_knn", "markov1", *SEQ_NAMES}
     for name, row in first["baselines"].items():
         assert row["choice"] == tuned[name]["choice"]  # the test row uses this data set's choice
         assert "versus_published" not in row  # the table is MovieLens-100K's only
+    for name in SEQ_NAMES:
+        assert first["baselines"][name]["seeds"] == 2
+        assert 1 <= tuned[name]["choice"]["epochs"] <= 2  # early-stopped epoch count
+        assert len(tuned[name]["grid"]) >= 2
     for stage in ("split", "tuning", "test", "total"):
         assert first["timing"][stage]["wall_s"] >= 0 and first["timing"][stage]["cpu_s"] >= 0
-    assert first["timing"]["tuning"]["cached"] == {"baselines": False, "project": None}
+    assert first["timing"]["tuning"]["cached"] == {
+        "baselines": False,
+        "sequential": False,
+        "project": None,
+    }
     second = run_protocol(data, tmp_path / "b.json", **kw)
     assert second["timing"]["tuning"]["cached"]["baselines"] is True
+    assert second["timing"]["tuning"]["cached"]["sequential"] is True
     assert second["summary"] == first["summary"]
     assert (tmp_path / "b.json").exists()
 
@@ -231,11 +246,35 @@ def test_run_protocol_with_the_project_on_two_worker_processes(tmp_path):
         tmp_path / "p.json",
         n_seeds=2,
         workers=2,
-        cache_dir=None,
+        cache_dir=tmp_path / "cache",
         progress=False,
-        sasrec={"dim": 8, "epochs": 2, "eval_every": 1, "patience": 1},
+        sasrec=TINY_SEQ,
     )
     p = res["project"]
-    assert p["two_stage"]["seeds"] == 2 and 1 <= p["choice"]["sasrec"]["epochs"] <= 2
+    assert p["two_stage"]["seeds"] == 2 and p["retrieval"]["seeds"] == 2
+    assert set(p["choice"]) == {"knn_decay", "ease_lambda", "retrieval", "ranking"}
     assert res["machine"]["workers"] == 2 and res["timing"]["test"]["task_cpu_s"] > 0
-    assert len(res["tuning"]["project"]["points"]) == 2
+    assert res["timing"]["project"]["wall_s"] >= 0
+    paired = res["paired"]
+    for key in ("project_two_stage ndcg@6", "project_retrieval hr@300"):
+        for name in ("sasrec_ce", "gsasrec", "item_knn"):
+            d = paired[key][name]
+            assert d["all"]["lo"] <= d["all"]["diff"] <= d["all"]["hi"]
+            assert d["untied"]["users"] == int((~_tied(data)).sum())
+    # a second run finds all three tunings cached and gives the same figures
+    again = run_protocol(
+        data,
+        tmp_path / "q.json",
+        n_seeds=2,
+        workers=1,
+        cache_dir=tmp_path / "cache",
+        progress=False,
+        sasrec=TINY_SEQ,
+    )
+    assert all(again["timing"]["tuning"]["cached"].values())
+    assert "blend" not in again["timing"]
+    assert again["summary"] == res["summary"]
+
+
+def _tied(data):
+    return split_protocol(read_atomic(data)).tied

@@ -89,7 +89,7 @@ def test_truth_auc_ranks_the_true_probability_highest():
     )
     test = test.assign(slot=np.tile(np.arange(6), len(test) // 6))
     p = 1 / (
-        1 + np.exp(-(1.5 * test["ctr_smoothed"] - test["seller_rating"] - 1.5))
+        1 + np.exp(-(1.5 * test["ctr_lift"] - test["seller_rating"] - 1.5))
     )  # make_slates' truth
     truth = test[["request_id", "slot"]].assign(p_click=p, p_purchase=0.3)
     model = train_ranker(train, RankerConfig(), SLATE_FEATURES)

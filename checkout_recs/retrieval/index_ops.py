@@ -1,0 +1,83 @@
+"""Array helpers of the retrieval index: top-k selection, padding, row-sliced ``.npy`` writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def top_k(sc: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k largest scores of a 1-d array, best first (ties: lower index first)."""
+    if len(sc) > k:
+        part = np.argpartition(sc, len(sc) - k)[len(sc) - k :]
+        part.sort()  # ties then resolve by index, as a stable sort of the whole array would
+        return part[np.argsort(-sc[part], kind="stable")]
+    return np.argsort(-sc, kind="stable")
+
+
+def pad(ids: np.ndarray, sc: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """FAISS results (q, <=k) → ids int64 (q, k) with -1 padding, scores float32 with -inf."""
+    ids = np.asarray(ids, np.int64)
+    sc = np.asarray(sc, np.float32).copy()
+    sc[ids < 0] = -np.inf
+    if ids.shape[1] < k:
+        extra = k - ids.shape[1]
+        ids = np.pad(ids, ((0, 0), (0, extra)), constant_values=-1)
+        sc = np.pad(sc, ((0, 0), (0, extra)), constant_values=-np.inf)
+    return ids, sc
+
+
+def top_per_query(ids: np.ndarray, sc: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Merge exact results of several shards: per row of ids / scores (q, m), the k best
+    (missing ids, -1, last; equal scores: earlier column first) → (q, min(k, m)) each."""
+    sc = np.where(ids >= 0, sc, -np.inf).astype(np.float32)
+    order = np.argsort(-sc, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(ids, order, 1), np.take_along_axis(sc, order, 1)
+
+
+def save_rows(path: Path, arr: np.ndarray, rows: np.ndarray, block: int = 1 << 20) -> None:
+    """Write ``arr[rows]`` (rows int64, increasing) as an ``.npy`` file, ``block`` rows at a time
+    (no copy of the whole selection in memory)."""
+    shape = (len(rows), *arr.shape[1:])
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(
+            f,
+            {
+                "descr": np.lib.format.dtype_to_descr(arr.dtype),
+                "fortran_order": False,
+                "shape": shape,
+            },
+        )
+        for a in range(0, len(rows), block):
+            f.write(np.ascontiguousarray(arr[rows[a : a + block]]).tobytes())
+
+
+def concat_rows(base: pd.DataFrame, added: list[pd.DataFrame]) -> pd.DataFrame:
+    """``base`` with the ``added`` frames' rows appended (index 0..n-1); a categorical column of
+    ``base`` stays categorical (categories united) instead of turning into Python objects, and a
+    numeric column keeps ``base``'s dtype (float32 stays float32)."""
+    added = [
+        f.astype(
+            {
+                c: base[c].dtype
+                for c in f.columns
+                if c in base
+                and pd.api.types.is_numeric_dtype(base[c].dtype)
+                and pd.api.types.is_numeric_dtype(f[c].dtype)
+                and not f[c].isna().any()
+            }
+        )
+        for f in added
+    ]
+    frames = [base, *added]
+    for c in base.columns:
+        if isinstance(base[c].dtype, pd.CategoricalDtype):
+            cats = pd.Index(base[c].cat.categories)
+            for f in added:
+                if c in f:
+                    cats = cats.union(pd.Index(pd.unique(f[c].dropna())), sort=False)
+            dtype = pd.CategoricalDtype(cats)
+            frames = [f.assign(**{c: f[c].astype(dtype)}) if c in f else f for f in frames]
+    return pd.concat(frames, ignore_index=True)
