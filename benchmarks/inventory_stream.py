@@ -184,10 +184,17 @@ class Bench:
     """Redis, the publisher, the replica and the transformer, and the phases run on them."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        import redis
-
         self.args = args
         self.url, self.proc = start_redis()
+        try:
+            self._start(args)
+        except BaseException:
+            kill_redis(self.proc)  # no private redis-server left behind by a failed start
+            raise
+
+    def _start(self, args: argparse.Namespace) -> None:
+        import redis
+
         self.r = redis.Redis.from_url(self.url, decode_responses=True, socket_timeout=10.0)
         self.stream = stream_key(PREFIX)
         workdir = Path(tempfile.mkdtemp(prefix="bench-inv-"))
