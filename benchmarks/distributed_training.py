@@ -29,8 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from checkout_recs.deploy.training_job import link_inputs  # noqa: E402
-from checkout_recs.models.ddp import CONFIG_FILE, INPUT_KIND, OUTPUT_KIND, run_stage  # noqa: E402
+from checkout_recs.deploy.training_job import link_inputs, stage_input  # noqa: E402
+from checkout_recs.models.ddp import INPUT_KIND, OUTPUT_KIND, run_stage  # noqa: E402
 from checkout_recs.models.train import TrainConfig  # noqa: E402
 from checkout_recs.storage import LocalArtifactStore  # noqa: E402
 
@@ -82,10 +82,7 @@ def main() -> None:
             local = run_stage(stage, inputs, work / f"{stage}-local", cfg)
             one = {"wall_s": time.perf_counter() - t0, "cpu_s": _cpu() - c0}
             staged = work / f"{stage}-staged"
-            staged.mkdir()
-            for p in inputs.iterdir():
-                (staged / p.name).symlink_to(p.resolve())
-            (staged / CONFIG_FILE).write_text(cfg.model_dump_json())
+            stage_input(inputs, staged, cfg.model_dump_json())
             store.publish(INPUT_KIND, f"bench-{stage}", staged)
             print(
                 f"[{time.strftime('%H:%M:%S')}] {stage}: torchrun, {args.workers} processes",

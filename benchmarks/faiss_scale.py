@@ -324,10 +324,9 @@ def _bench_candidates(index: Any, paths: dict, n: int = 300) -> dict:
     """``CandidateGenerator.generate`` over this index (the demo's candidate tables and user
     tower; ANN in the request's shard + complement categories + popular + cold start): ms per
     request on one thread after 20 warm-up calls, candidates per request by source."""
-    import faiss
     import pandas as pd
-    from threadpoolctl import threadpool_limits
 
+    from benchmarks.models import generate_timings
     from checkout_recs.models.two_tower import TwoTowerModel
     from checkout_recs.retrieval.candidates import CandidateGenerator, CandidateRequest
     from checkout_recs.serving.bundle_layout import CANDIDATE_TABLES, candidate_table_path
@@ -350,21 +349,7 @@ def _bench_candidates(index: Any, paths: dict, n: int = 300) -> dict:
         )
         for r in rs.user_requests(paths["model"], paths["features"], n, seed=1)
     ]
-    faiss.omp_set_num_threads(1)
-    times: list[float] = []
-    sizes: list[int] = []
-    sources: dict[str, int] = {}
-    with threadpool_limits(1):
-        for r in reqs[:20]:
-            gen.generate(r)
-        for r in reqs:
-            t = time.perf_counter()
-            c = gen.generate(r)
-            times.append(time.perf_counter() - t)
-            sizes.append(len(c))
-            for k, v in c.counts().items():
-                sources[k] = sources.get(k, 0) + v
-    faiss.omp_set_num_threads(2)
+    times, sizes, sources = generate_timings(gen, reqs)
     return (
         {"n_requests": n, "generator_init_s": init_s, "mean_candidates": float(np.mean(sizes))}
         | _pcts(times)

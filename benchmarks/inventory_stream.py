@@ -85,19 +85,17 @@ from benchmarks.inventory_stream_parts import (  # noqa: E402
     Truth,
     build_bundle,
     compare_state,
-    free_port,
-    kill_redis,
     load_avg,
     make_bodies,
     metric_value,
     numpy_scorer,
     publisher,
     stall_redis,
-    start_redis,
     summarize,
     write_html,
     xrange_all,
 )
+from benchmarks.redis_server import kill_redis_server, start_redis_server  # noqa: E402
 from checkout_recs.serving.inventory import (  # noqa: E402
     InventoryEvent,
     MemoryInventoryStore,
@@ -110,6 +108,7 @@ from checkout_recs.serving.inventory_stream import (  # noqa: E402
 )
 from checkout_recs.serving.recommender import Recommender, TableUserFeatures  # noqa: E402
 from inference.deadline import RequestClock, Shed, reset_clock, set_clock  # noqa: E402
+from inference.launch import free_port  # noqa: E402
 from inference.transformer import CheckoutTransformer  # noqa: E402
 
 GROUP = "inventory-appliers"
@@ -185,11 +184,11 @@ class Bench:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.url, self.proc = start_redis()
+        self.url, self.proc = start_redis_server(extra_args=("--enable-debug-command", "yes"))
         try:
             self._start(args)
         except BaseException:
-            kill_redis(self.proc)  # no private redis-server left behind by a failed start
+            kill_redis_server(self.proc)  # no private redis-server left behind by a failed start
             raise
 
     def _start(self, args: argparse.Namespace) -> None:
@@ -250,7 +249,7 @@ class Bench:
     def close(self) -> None:
         """Stop the publisher, Redis and the replica."""
         self.stop.set()
-        kill_redis(self.proc)
+        kill_redis_server(self.proc)
         self.replica.close()
 
     def fence_delta(self, before: dict[str, Any]) -> dict[str, Any]:
@@ -545,7 +544,7 @@ class Bench:
         final = adversarial_events(last, collections.deque())
         publish_events(self.r, self.stream, final, maxlen=0, extra={"bench_adv": "1"})
         self.truth.read(self.r, self.stream)  # sold just before the outage ...
-        kill_redis(self.proc)  # ... and Redis is gone right after
+        kill_redis_server(self.proc)  # ... and Redis is gone right after
         self.redis_alive = False
         out = self.phase_bursts("down", self.args.answers_down, publish=False)
         out["sold_right_before_the_kill"] = [e.listing_id for e in final]

@@ -14,9 +14,7 @@ import heapq
 import html
 import json
 import os
-import signal
 import socket
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,52 +31,6 @@ PREFIX = "bench_inv"
 REGIONS = ("north", "south", "east", "west")
 _BG_TYPES = ("locked", "unlocked", "sold", "listed", "delisted")
 _BG_WEIGHTS = (0.35, 0.25, 0.15, 0.2, 0.05)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_redis() -> tuple[str, subprocess.Popen]:
-    """A private redis-server on a free port: (URL, process)."""
-    import redis
-
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--enable-debug-command",
-            "yes",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    r = redis.Redis.from_url(url)
-    for _ in range(100):
-        with contextlib.suppress(redis.RedisError):
-            if r.ping():
-                return url, proc
-        time.sleep(0.05)
-    raise RuntimeError("private redis-server did not start")
-
-
-def kill_redis(proc: subprocess.Popen) -> None:
-    """SIGKILL the private server."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=5)
 
 
 def publisher(

@@ -225,24 +225,37 @@ def bench_candidates(bundle: Path, n: int = 300) -> dict:
     return _time_candidates(gen, reqs)
 
 
-def _time_candidates(gen: Any, reqs: list) -> dict:
-    """Median/p95 ms of ``gen.generate`` over ``reqs`` on one thread (after 20 warm-up calls),
-    mean candidates and mean count per source."""
+def generate_timings(gen: Any, reqs: list) -> tuple[list[float], list[int], dict[str, int]]:
+    """``gen.generate`` over ``reqs`` on one thread (FAISS and BLAS) after 20 warm-up calls:
+    seconds per call, candidates per call, and candidates per source summed over the calls."""
     import faiss
     from threadpoolctl import threadpool_limits
 
+    threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
-    times, sizes, sources = [], [], {}
-    with threadpool_limits(1):
-        for r in reqs[:20]:
-            gen.generate(r)
-        for r in reqs:
-            t = time.perf_counter()
-            c = gen.generate(r)
-            times.append(time.perf_counter() - t)
-            sizes.append(len(c))
-            for k, v in c.counts().items():
-                sources[k] = sources.get(k, 0) + v
+    times: list[float] = []
+    sizes: list[int] = []
+    sources: dict[str, int] = {}
+    try:
+        with threadpool_limits(1):
+            for r in reqs[:20]:
+                gen.generate(r)
+            for r in reqs:
+                t = time.perf_counter()
+                c = gen.generate(r)
+                times.append(time.perf_counter() - t)
+                sizes.append(len(c))
+                for k, v in c.counts().items():
+                    sources[k] = sources.get(k, 0) + v
+    finally:
+        faiss.omp_set_num_threads(threads)
+    return times, sizes, sources
+
+
+def _time_candidates(gen: Any, reqs: list) -> dict:
+    """Median/p95 ms of ``gen.generate`` over ``reqs`` (``generate_timings``), mean candidates
+    and mean count per source."""
+    times, sizes, sources = generate_timings(gen, reqs)
     return {
         "n_requests": len(reqs),
         "median_ms": float(np.median(times) * 1e3),

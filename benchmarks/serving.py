@@ -59,6 +59,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import serving_load  # noqa: E402
 from benchmarks.host_probe import cold_penalty  # noqa: E402
+from benchmarks.redis_server import kill_redis_server, start_redis_server  # noqa: E402
 from benchmarks.serving_bundle_1m import build_ann_bundle, bundle_requests, write_feature_tables  # noqa: E402
 from checkout_recs.deploy.manifests import build as render_overlay  # noqa: E402
 from checkout_recs.serving.bundle_layout import BundleLayout  # noqa: E402
@@ -171,36 +172,11 @@ def materialize_feast(bundle: Path, work: Path) -> str:
 @contextlib.contextmanager
 def private_redis(port: int = PRIVATE_REDIS_PORT):
     """A throw-away redis-server on 127.0.0.1:port (the fault run stops it; 6379 is never touched)."""
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    import redis
-
-    r = redis.Redis(port=port)
-    for _ in range(50):
-        with contextlib.suppress(redis.RedisError):
-            if r.ping():
-                break
-        time.sleep(0.1)
+    _, proc = start_redis_server(port)
     try:
         yield proc
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=5)
+        kill_redis_server(proc)
 
 
 def make_requests(n: int, users: int, listings: int, seed: int = 0) -> list[dict]:

@@ -7,10 +7,7 @@ redis-server that a test may kill, and event builders.
 from __future__ import annotations
 
 import contextlib
-import os
 import random
-import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -18,6 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from benchmarks.redis_server import kill_redis_server, start_redis_server
 from checkout_recs.serving.inventory import InventoryEvent
 
 #: DB 13 + a per-test prefix: nothing else on the shared Redis is touched.
@@ -45,51 +43,18 @@ def inv_prefix() -> Iterator[str]:
     r.close()
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def private_redis() -> Iterator[tuple[str, subprocess.Popen]]:
     """A throw-away redis-server on a free loopback port: ``(url, process)``; killed at exit."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    r = _client(url)
-    for _ in range(100):
-        with contextlib.suppress(Exception):
-            if r.ping():
-                break
-        time.sleep(0.05)
+    url, proc = start_redis_server()
     try:
         yield url, proc
     finally:
         kill_redis(proc)
 
 
-def kill_redis(proc: subprocess.Popen) -> None:
-    """SIGKILL the private server (idempotent)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=5)
+#: SIGKILL the private server (idempotent).
+kill_redis = kill_redis_server
 
 
 def ev(

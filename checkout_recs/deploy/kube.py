@@ -86,14 +86,13 @@ class KubeApi:
 
     def get_isvc(self, ref: IsvcRef) -> dict[str, Any]:
         """The InferenceService as a dict. Raises ``DeployError`` (404 when it does not exist)."""
-        return self._call(
-            f"get isvc {ref.namespace}/{ref.name}",
-            self.custom.get_namespaced_custom_object,
+        return self.get_custom(
             GROUP,
             VERSION,
             ref.namespace,
             PLURAL,
             ref.name,
+            what=f"get isvc {ref.namespace}/{ref.name}",
         )
 
     def patch_isvc(self, ref: IsvcRef, body: dict[str, Any]) -> dict[str, Any]:
@@ -163,11 +162,18 @@ class KubeApi:
         )
 
     def get_custom(
-        self, group: str, version: str, namespace: str, plural: str, name: str
+        self,
+        group: str,
+        version: str,
+        namespace: str,
+        plural: str,
+        name: str,
+        what: str | None = None,
     ) -> dict[str, Any]:
-        """A custom object as a dict. Raises ``DeployError`` (404 when it does not exist)."""
+        """A custom object as a dict (``what``: how an error names the call). Raises
+        ``DeployError`` (404 when it does not exist)."""
         return self._call(
-            f"get {plural} {namespace}/{name}",
+            what or f"get {plural} {namespace}/{name}",
             self.custom.get_namespaced_custom_object,
             group,
             version,

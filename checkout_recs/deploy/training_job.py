@@ -173,7 +173,7 @@ def train_on_cluster(
     name = spec.job_name()
     with tempfile.TemporaryDirectory(prefix=f"{name}-") as tmp:
         staged = Path(tmp) / "input"
-        _stage_input(Path(input_dir), staged, train_config_json)
+        stage_input(Path(input_dir), staged, train_config_json)
         store.publish(INPUT_KIND, name, staged)
     job = job_manifest(template or load_template(), spec, name)
     api.create_custom(GROUP, VERSION, spec.namespace, PLURAL, job)
@@ -190,8 +190,10 @@ def train_on_cluster(
     }
 
 
-def _stage_input(src: Path, dest: Path, train_config_json: str) -> None:
-    """``src``'s files and folders (links followed) plus ``train_config.json`` in ``dest``."""
+def stage_input(src: Path, dest: Path, train_config_json: str) -> None:
+    """``dest`` as the job's input: a link to each of ``src``'s files (the store's ``publish``
+    copies them once, through the link), a copy of each folder (``publish`` of an S3 store does
+    not descend into linked folders), and ``train_config.json``."""
     import shutil
 
     if dest.exists():
@@ -201,7 +203,7 @@ def _stage_input(src: Path, dest: Path, train_config_json: str) -> None:
         if p.is_dir():
             shutil.copytree(p, dest / p.name)
         else:
-            shutil.copy2(p, dest / p.name)
+            (dest / p.name).symlink_to(p.resolve())
     (dest / CONFIG_FILE).write_text(train_config_json)
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,17 +14,12 @@ from pathlib import Path
 
 from checkout_recs.deploy.entrypoints import command_line, image_entrypoints
 from checkout_recs.storage import LocalArtifactStore
+from inference.launch import free_port
 from monitoring.drift_metrics import write_drift_metrics
 from tests.code.monitoring.test_drift_metrics import _table
 from tests.fixtures_ops import find, rendered  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[3]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_the_deployments_command_serves_the_newest_report(rendered, tmp_path):  # noqa: F811
@@ -41,7 +35,7 @@ def test_the_deployments_command_serves_the_newest_report(rendered, tmp_path):  
     folder.mkdir()
     write_drift_metrics(_table(True), folder)
     store.publish("drift", "drift-1", folder)
-    port = _free_port()
+    port = free_port()
     # the pod's command line, with the store and the address of this machine
     args = [
         a

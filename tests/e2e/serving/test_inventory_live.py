@@ -53,12 +53,11 @@ from checkout_recs.serving.inventory_stream import (
 )
 from checkout_recs.serving.recommender import Recommender, TableUserFeatures
 from inference.deadline import RequestClock, reset_clock, set_clock
-from inference.launch import running_servers
+from inference.launch import free_port, running_servers
 from inference.transformer import CheckoutTransformer
 from tests.fixtures_inventory import (
     REDIS_URL,
     ev,
-    free_port,
     inv_prefix,
     kill_redis,
     private_redis,
