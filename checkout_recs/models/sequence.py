@@ -2,8 +2,14 @@
 
 Used by the offline protocol (MovieLens and any atomic-format data set), where the catalogue
 is small enough for a full softmax over every item at every position (Kang & McAuley, 2018,
-"Self-Attentive Sequential Recommendation", trained here with full cross-entropy instead of
-one sampled negative). The same encoder shape as the two-tower user tower, on item indices.
+"Self-Attentive Sequential Recommendation"; ``loss="ce"``: full cross-entropy, Klenitskiy &
+Vasilev 2023; ``loss="gbce"``: gSASRec's gBCE, Petrov & Macdonald 2023; ``sequence_loss.py``).
+The same encoder shape as the two-tower user tower, on item indices.
+
+Attention masks padding keys (a real item attends exactly to the real items up to itself) and
+position embeddings count from the right, so a batch cut to its longest row gives every real
+item the same output as the full width: training uses every item of every history
+(``windows``) in length-bucketed batches of about ``batch_tokens`` positions.
 
 Training cost on a CPU (issue #20): every weight matrix starts Xavier-normal (as the reference
 SASRec implementation; ``init="torch"`` keeps PyTorch's N(0, 1) embeddings, which with the √dim
@@ -39,7 +45,10 @@ class SASRecConfig:
     Xavier-normal) or "torch" (PyTorch's defaults); bf16: bfloat16 autocast for training on a CPU
     with native bf16; eval_every, patience, smooth: early stopping (a monitor call every
     ``eval_every`` epochs; criterion: the mean of the last ``smooth`` calls; stop after
-    ``patience`` calls without a new best).
+    ``patience`` calls without a new best); loss: "ce" or "gbce", negatives and gbce_t its k
+    and t; windows: train on every item (``training_rows``); batch_tokens: positions per
+    length-bucketed batch (0: ``batch_size`` rows in random order, ``epoch_batches``); tied:
+    output item embeddings = input ones.
     """
 
     dim: int = 64

@@ -60,10 +60,10 @@ RANKING_GRID: dict[str, tuple[float, ...]] = {
 #: ``--no-tune``: the choice ``evaluate-offline`` made on MovieLens-100K validation
 #: (docs/models.md).
 DEFAULT_CHOICE: dict[str, Any] = {
-    "knn_decay": 0.8,
+    "knn_decay": 0.7,
     "ease_lambda": 300.0,
-    "retrieval": {"gsasrec": 0.5, "knn": 0.5, "ease": 0.5},
-    "ranking": {"gsasrec": 0.5, "knn": 0.25, "markov": 0.0},
+    "retrieval": {"gsasrec": 0.0, "knn": 0.5, "ease": 0.5},
+    "ranking": {"gsasrec": 0.0, "knn": 0.25, "markov": 0.0},
 }
 
 __all__ = [
