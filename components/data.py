@@ -84,3 +84,41 @@ def label_op(ingested: Input[Dataset], labels: Output[Dataset], metrics: Output[
     metrics.log_metric("purchase_rate", summary.purchase_rate)
     for name, n in summary.rows.items():
         metrics.log_metric(f"rows_{name}", n)
+
+
+@component
+def label_impressions_op(
+    ingested: Input[Dataset],
+    workers: int,
+    buckets: int,
+    namespace: str,
+    k8s_host: str,
+    labelled: Output[Dataset],
+    metrics: Output[Metrics],
+) -> None:
+    """Labelled impressions out of core (``checkout_recs.data.engine``): part files in ``labelled``.
+
+    ``workers`` 0: in this pod with the engine's ``local`` runner (one of ``buckets`` partitions of
+    the users in memory at a time); >= 1: a KubeRay ``RayJob`` of that many Ray workers in
+    ``namespace`` (``manifests/training/rayjob.yaml``), reading ``ingested.uri`` and writing
+    ``labelled.uri`` (``s3://`` on a cluster). ``k8s_host``: API URL, or ``""`` / ``in-cluster``.
+    Not in a pipeline yet: ``label_op`` (whole-table pandas) stays the default until the engine
+    path is proven on production data; the rows are the same (tests/code/data/test_engine.py).
+    """
+    from pathlib import Path
+
+    from checkout_recs.data.engine import EngineConfig
+    from checkout_recs.deploy.ray_job import DataCluster, run_data_step
+    from components._base import COMPONENT_IMAGE
+
+    remote = workers >= 1
+    cluster = DataCluster(workers, COMPONENT_IMAGE, buckets, namespace, k8s_host)
+    src, out = (ingested.uri, labelled.uri) if remote else (ingested.path, labelled.path)
+    Path(labelled.path).parent.mkdir(parents=True, exist_ok=True)
+    result = run_data_step(
+        "labels", src, out, cluster if remote else None, EngineConfig(buckets=buckets)
+    )
+    labelled.metadata.update({k: v for k, v in result.items() if isinstance(v, int | str)})
+    for key in ("rows", "seconds", "workers"):
+        if key in result:
+            metrics.log_metric(key, result[key])

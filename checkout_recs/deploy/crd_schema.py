@@ -115,16 +115,18 @@ def load_crd_dir(crd_dir: Path) -> CrdSchemas:
         return out
     for path in sorted(crd_dir.glob("*.yaml")):
         for doc in yaml.load_all(path.read_text(), Loader=_LOADER):
-            if not doc or doc.get("kind") != "CustomResourceDefinition":
-                continue
-            group, kind = doc["spec"]["group"], doc["spec"]["names"]["kind"]
-            for version in doc["spec"]["versions"]:
-                schema = version.get("schema", {}).get("openAPIV3Schema")
-                if schema:
-                    out.add(
-                        f"{group}/{version['name']}", kind, strict_schema(schema), f"crd:{path}"
-                    )
+            if doc and doc.get("kind") == "CustomResourceDefinition":
+                _add_crd(out, doc, f"crd:{path}")
     return out
+
+
+def _add_crd(out: CrdSchemas, doc: dict[str, Any], source: str) -> None:
+    """Every version of one ``CustomResourceDefinition`` document, made strict, into ``out``."""
+    group, kind = doc["spec"]["group"], doc["spec"]["names"]["kind"]
+    for version in doc["spec"]["versions"]:
+        schema = version.get("schema", {}).get("openAPIV3Schema")
+        if schema:
+            out.add(f"{group}/{version['name']}", kind, strict_schema(schema), source)
 
 
 def load_schema_files(schema_dir: Path) -> CrdSchemas:
@@ -132,13 +134,17 @@ def load_schema_files(schema_dir: Path) -> CrdSchemas:
 
     Each file holds ``apiVersion``, ``kind``, ``source`` (a sentence on where it comes from)
     and ``schema`` (an ``openAPIV3Schema``-style document). Used for CRDs whose upstream
-    definition is not vendored (PyTorchJob, PrometheusRule).
+    definition is not vendored (PyTorchJob, PrometheusRule). A file holding a real
+    ``CustomResourceDefinition`` (the KubeRay RayJob's) is read like ``load_crd_dir`` reads one.
     """
     out = CrdSchemas()
     if not schema_dir.is_dir():
         return out
     for path in sorted(schema_dir.glob("*.yaml")):
-        doc = yaml.safe_load(path.read_text())
+        doc = yaml.load(path.read_text(), Loader=_LOADER)
+        if doc.get("kind") == "CustomResourceDefinition":
+            _add_crd(out, doc, f"crd:{path.name}")
+            continue
         out.add(
             doc["apiVersion"],
             doc["kind"],

@@ -178,8 +178,15 @@ def _isvc_component(pod: PodLike) -> str | None:
 def invocations(
     docs: list[dict[str, Any]], entrypoints: Mapping[str, ImageDefaults]
 ) -> Iterator[Invocation]:
-    """Every container of our images in ``docs``, as it will run (init containers included)."""
+    """Every container of our images in ``docs``, as it will run (init containers included).
+
+    A KubeRay ``RayJob`` runs its ``spec.entrypoint`` (on the head, with the head container's
+    environment); its pods' own commands are the operator's (``ray start``, ``ray job submit``).
+    """
     for doc in docs:
+        if doc.get("kind") == "RayJob":
+            yield from _rayjob_invocation(doc)
+            continue
         for pod in pod_specs(doc):
             comp = _isvc_component(pod)
             for i, c in enumerate(pod.containers):
@@ -201,6 +208,20 @@ def invocations(
                     env,
                     frozenset(refs),
                 )
+
+
+def _rayjob_invocation(doc: dict[str, Any]) -> Iterator[Invocation]:
+    """The ``RayJob``'s entrypoint as an invocation of its head container's image and env."""
+    spec = doc.get("spec", {}) or {}
+    head = (spec.get("rayClusterSpec") or {}).get("headGroupSpec") or {}
+    containers = ((head.get("template") or {}).get("spec") or {}).get("containers") or [{}]
+    repo = image_repository(str(containers[0].get("image") or ""))
+    if not repo.startswith(OUR_IMAGES):
+        return
+    env, refs = _env_values(containers[0])
+    argv = [_expand(a, env) for a in shlex.split(str(spec.get("entrypoint") or ""))]
+    owner = f"{doc.get('kind')}/{(doc.get('metadata') or {}).get('name')}"
+    yield Invocation(owner, "spec.entrypoint", repo, tuple(argv), env, frozenset(refs))
 
 
 def check_invocation(inv: Invocation, load: Callable[[str], EntryPoint]) -> list[Finding]:

@@ -1,6 +1,7 @@
 """A small wrapper of the kubernetes client for what the rollout does: read, patch and watch one
 InferenceService, and read and patch the policy ConfigMap; and for the training pipeline's
-distributed step: create and read a custom object (a ``PyTorchJob``).
+distributed step and the out-of-core data steps: create and read a custom object (a
+``PyTorchJob``, a KubeRay ``RayJob``).
 
 The API host is injectable (``KubeApi(host="http://127.0.0.1:PORT")``) so tests run against an
 in-process fake API server; without a host the in-cluster config is tried, then ``~/.kube/config``.
@@ -150,7 +151,7 @@ class KubeApi:
     def create_custom(
         self, group: str, version: str, namespace: str, plural: str, body: dict[str, Any]
     ) -> dict[str, Any]:
-        """Create a custom object (a ``PyTorchJob``...); returns it as the server stored it."""
+        """Create a custom object (a ``PyTorchJob``, a ``RayJob``); returns it as stored."""
         return self._call(
             f"create {plural} {namespace}/{body.get('metadata', {}).get('name')}",
             self.custom.create_namespaced_custom_object,

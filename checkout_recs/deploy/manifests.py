@@ -7,7 +7,7 @@ Three layers, each reported per resource:
    warning.
 2. **custom resources** against strict schemas: the real KServe CRDs
    (``../shared/conformance/kserve-crds``), hand-written subsets for PyTorchJob and
-   PrometheusRule (``manifests/schemas``), or a fallback the caller passes (derived from the
+   PrometheusRule and the real KubeRay RayJob CRD (``manifests/schemas``), or a fallback the caller passes (derived from the
    kserve SDK). Their ``metadata`` and embedded pod templates are checked as core objects.
    A custom kind with no schema at all is a failure.
 3. **semantics** (``checkout_recs/deploy/semantics.py``): selectors, pinned images, resources,
@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from checkout_recs.deploy.crd_schema import CrdSchemas
-from checkout_recs.deploy.semantics import Finding, semantic_findings
+from checkout_recs.deploy.semantics import Finding, rayjob_pod_templates, semantic_findings
 
 #: Kubernetes version whose schemas core kinds are validated against.
 K8S_VERSION = "1.37.0"
@@ -114,6 +114,8 @@ def validate_core(doc: dict[str, Any], version: str = K8S_VERSION) -> list[str]:
 
 
 def _pod_templates(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    if doc.get("kind") == "RayJob":
+        return rayjob_pod_templates(doc)
     if doc.get("kind") != "PyTorchJob":
         return []
     specs = doc.get("spec", {}).get("pytorchReplicaSpecs", {}) or {}

@@ -18,9 +18,9 @@
 * Istio ``ALLOW`` rules name their callers (a rule without ``from`` admits anyone);
 * references resolve (service accounts, config maps, role bindings, ``$(VAR)`` in env and
   args) and RBAC is least
-  privilege (no wildcards, no secrets, no create/delete; the one exception is ``create`` on
-  ``kubeflow.org`` ``pytorchjobs``, which the training pipeline's distributed step needs, in the
-  training namespace, whose only service account is the pipeline's own).
+  privilege (no wildcards, no secrets, no create/delete; the exceptions are ``create`` on
+  ``kubeflow.org`` ``pytorchjobs`` and ``ray.io`` ``rayjobs``, which the pipeline's distributed
+  steps need, in the training namespace, whose only service account is the pipeline's own).
 """
 
 from __future__ import annotations
@@ -38,8 +38,9 @@ _VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 _URL_PASSWORD = re.compile(r"://[^/@\s]*:(?!\$\()[^@/\s]+@")
 _WORKLOADS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "ReplicaSet"}
 _DANGEROUS_VERBS = {"create", "delete", "deletecollection", "escalate", "bind", "impersonate", "*"}
-#: (apiGroup, resource) a Role may grant ``create`` on: the distributed training step's job.
-_CREATE_ALLOWED = {("kubeflow.org", "pytorchjobs")}
+#: (apiGroup, resource) a Role may grant ``create`` on: the distributed steps' jobs (training's
+#: PyTorchJob, the out-of-core data steps' RayJob).
+_CREATE_ALLOWED = {("kubeflow.org", "pytorchjobs"), ("ray.io", "rayjobs")}
 _ISVC_COMPONENTS = ("predictor", "transformer", "explainer")
 _LOOPBACK = ("127.0.0.1", "localhost")
 
@@ -92,8 +93,26 @@ def pod_specs(doc: dict[str, Any]) -> Iterator[PodLike]:
             tpl = rs.get("template", {})
             path = f"spec.pytorchReplicaSpecs.{role}.template.spec"
             yield _pod(owner, path, tpl.get("spec", {}), tpl.get("metadata", {}))
+    elif kind == "RayJob":
+        for path, tpl in rayjob_pod_templates(doc):
+            yield _pod(owner, f"{path}.spec", tpl.get("spec", {}), tpl.get("metadata", {}))
     elif kind == "InferenceService":
         yield from _isvc_pods(doc)
+
+
+def rayjob_pod_templates(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(path, pod template) of a KubeRay ``RayJob``: the head, each worker group, the submitter."""
+    spec = doc.get("spec", {}) or {}
+    cluster = spec.get("rayClusterSpec", {}) or {}
+    out = [("spec.rayClusterSpec.headGroupSpec.template", cluster.get("headGroupSpec", {}))]
+    out = [(p, g.get("template", {})) for p, g in out if g]
+    out += [
+        (f"spec.rayClusterSpec.workerGroupSpecs.{i}.template", g.get("template", {}))
+        for i, g in enumerate(cluster.get("workerGroupSpecs") or [])
+    ]
+    if spec.get("submitterPodTemplate"):
+        out.append(("spec.submitterPodTemplate", spec["submitterPodTemplate"]))
+    return out
 
 
 def _pod(owner: str, path: str, spec: dict[str, Any], meta: dict[str, Any]) -> PodLike:

@@ -337,3 +337,15 @@ def test_cli_validate_passes_and_says_when_crds_are_missing(tmp_path):
         ],
     )
     assert missing.exit_code == 1
+
+
+def test_the_rayjob_is_checked_against_the_real_kuberay_crd(rendered, kserve_schemas):  # noqa: F811
+    report = validate_resources("training", rendered["training"], kserve_schemas)
+    assert report.schema_sources["RayJob/checkout-recs-data"] == "crd:ray.io_rayjobs.yaml"
+    job = copy.deepcopy(find(rendered["training"], "RayJob"))
+    job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["maxReplica"] = 4  # not in the CRD
+    job["spec"]["backoffLimit"] = "two"  # an integer in the CRD
+    others = [d for d in rendered["training"] if d["kind"] != "RayJob"]
+    bad = validate_resources("training", [*others, job], kserve_schemas)
+    messages = " ".join(f.message for f in bad.findings)
+    assert "'maxReplica' was unexpected" in messages and "'two' is not of type" in messages
