@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 CLI := $(VENV)/bin/checkout-recs
 
-.PHONY: venv demo test test-fast lint bench bench-serving validate-manifests lock requirements images base-image compile-pipelines services clean stack-up stack-down stack-smoke
+.PHONY: venv demo test test-fast lint bench bench-serving bench-scale validate-manifests lock requirements images base-image compile-pipelines services clean stack-up stack-down stack-smoke
 
 venv:
 	@bash scripts/bootstrap.sh
@@ -34,6 +34,14 @@ bench: venv services
 
 bench-serving: venv services
 	@$(PY) benchmarks/serving.py
+
+# Scale ladder (#21): simulate → serve through the CLI at each rung; resumable (runs/scale/<rung>/steps/).
+# e.g. `make bench-scale SCALE_RUNGS=1M SCALE_MAX_RSS_GB=8`, `SCALE_ARGS="--from-step train"`.
+SCALE_RUNGS ?= 1M 5M 18M
+SCALE_MAX_RSS_GB ?= 0
+SCALE_ARGS ?=
+bench-scale: venv services ## -> benchmarks/results/scale.json + scale.html
+	@$(PY) benchmarks/scale.py --rungs $(SCALE_RUNGS) --max-rss-gb $(SCALE_MAX_RSS_GB) $(SCALE_ARGS)
 
 validate-manifests: venv
 	@$(CLI) manifests validate
