@@ -29,17 +29,56 @@ position has no target; they return the mean loss over the positions with a targ
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 LOSSES = ("ce", "gbce")
+
+
+class _SoftmaxCE(torch.autograd.Function):
+    """Mean softmax cross-entropy of (P, I) logits (any float dtype; computed in float32) and
+    (P,) targets, in one buffer: the forward pass turns a float32 copy of the logits into the
+    softmax in place and keeps it; the backward pass turns that into ``(softmax − onehot) / P``
+    in place. The same value and gradient as ``cross_entropy(logits.float(), target)``
+    (float32 rounding aside) without its (P, I) log-softmax output, zero-filled one-hot
+    gradient and separate backward pass (those were ~40 % of a profiled SASRec-CE epoch on a
+    2-core CPU; this version's epoch measured ~4 % less CPU, the matrix products remaining)."""
+
+    @staticmethod
+    def forward(ctx: Any, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        x = logits.float()
+        if x.data_ptr() == logits.data_ptr():  # already float32: do not overwrite the input
+            x = x.clone()
+        x.sub_(x.amax(1, keepdim=True))
+        picked = x.gather(1, target[:, None])
+        x.exp_()
+        total = x.sum(1, keepdim=True)
+        loss = (total.log() - picked).mean()
+        x.div_(total)
+        ctx.save_for_backward(x, target)
+        ctx.dtype = logits.dtype
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor, None]:
+        # in place: a second backward through the same graph (``retain_graph``) fails loudly
+        # (autograd's saved-tensor version check) rather than reading a spent buffer
+        prob, target = ctx.saved_tensors
+        grad = prob
+        grad[torch.arange(len(target), device=grad.device), target] -= 1.0
+        grad.mul_(grads[0] / max(1, len(target)))
+        return grad.to(ctx.dtype), None
 
 
 def full_ce(h: torch.Tensor, items: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean softmax cross-entropy over the whole catalogue (see the module docstring)."""
     keep = target >= 0
     logits = h[keep] @ items.T  # (P, I)
-    return nn.functional.cross_entropy(logits.float(), target[keep])
+    return _SoftmaxCE.apply(logits, target[keep])
 
 
 def gbce_beta(n_items: int, k: int, t: float) -> float:

@@ -12,8 +12,10 @@ Stages (each timed, wall and CPU, in the JSON's ``timing``):
    the same data and code skips stages 2-3.
 4. ``test``: each chosen configuration refit on train + validation and evaluated once on test;
    stochastic models (ALS, BPR, SASRec-CE, gSASRec) over ``n_seeds`` seeds.
-5. ``project``: seed ``s`` of the project from seed ``s`` of the sequential baselines; then the
-   paired per-user comparisons (``report.paired_comparisons``).
+5. ``project``: seed ``s`` of the project from seed ``s`` of the sequential baselines its
+   chosen blend weighs (``project.sequential_used``; the others are listed as not used in
+   ``project.sequential_components`` and not counted in its seconds); then the paired per-user
+   comparisons (``report.paired_comparisons``).
 
 Tasks run on worker processes (``runner``); a progress bar shows fits and epochs.
 """
@@ -43,6 +45,7 @@ from checkout_recs.evaluation.next_item.project import (
     RETRIEVAL_K,
     pick_project,
     project_test,
+    sequential_used,
     tune_project,
     tune_units,
     two_stage,
@@ -309,12 +312,13 @@ def run_protocol(
         }
 
         if project:
+            used = sequential_used(proj_choice, SEQ_NAMES)
             with clock.stage("project", in_workers=runner.in_workers) as st:
                 res_p = runner.run(
                     [
                         (
                             project_test,
-                            (proj_choice, {n: seq_res[n][s].value["scores"] for n in SEQ_NAMES}),
+                            (proj_choice, {n: seq_res[n][s].value["scores"] for n in used}),
                         )
                         for s in range(n_seeds)
                     ],
@@ -332,7 +336,12 @@ def run_protocol(
     for n, row in result["baselines"].items():
         _log(f"{n}: NDCG@6={row['ndcg@6']:.4f} HR@300={row['hr@300']:.4f}")
     if project:
-        result["project"], proj_ranks = project_rows(res_p, seq_res, proj_choice)
+        result["project"], proj_ranks = project_rows(
+            res_p,
+            {n: seq_res[n] for n in used},
+            proj_choice,
+            [n for n in SEQ_NAMES if n not in used],
+        )
         ranks.update(proj_ranks)
         p = result["project"]
         _log(

@@ -5,7 +5,9 @@ with full cross-entropy, gSASRec), each as the checkpoint ensemble of its own tr
 mean of its last three checkpoints' standardised scores, ``sequential.snapshot_epochs``),
 item-kNN with per-candidate neighbours, Markov-1 and EASE (``components.py``). The project
 trains no network of its own: seed ``s`` of the project uses the runs of seed ``s`` of the
-sequential baselines.
+sequential baselines that its chosen blend weighs (``sequential_used``; a sequential baseline
+with weight 0 in both blends is trained for its baseline row only, and the JSON's
+``project.sequential_components`` says so).
 
 * retrieval: ``z(sasrec_ce) + g·z(gsasrec) + k·z(item-kNN) + e·z(EASE)``; its top
   ``RETRIEVAL_K`` (300) items are the candidate set (HR@300 is the retrieval recall);
@@ -62,7 +64,7 @@ RANKING_GRID: dict[str, tuple[float, ...]] = {
 DEFAULT_CHOICE: dict[str, Any] = {
     "knn_decay": 0.7,
     "ease_lambda": 300.0,
-    "retrieval": {"gsasrec": 0.0, "knn": 0.5, "ease": 0.5},
+    "retrieval": {"gsasrec": 0.0, "knn": 0.25, "ease": 0.5},
     "ranking": {"gsasrec": 0.0, "knn": 0.25, "markov": 0.0},
 }
 
@@ -79,6 +81,7 @@ __all__ = [
     "one_se_pick",
     "tune_project",
     "pick_project",
+    "sequential_used",
     "project_test",
 ]
 
@@ -245,10 +248,22 @@ def pick_project(tuned: list[dict]) -> dict:
     }
 
 
+def sequential_used(choice: dict[str, Any], names: tuple[str, ...] | list[str]) -> list[str]:
+    """The sequential components of ``names`` that ``choice`` uses: SASRec-CE (weight 1 in both
+    blends) and every other one with a non-zero weight in the retrieval or the ranking blend.
+    A component outside it changes no score of the project (``blend`` skips zero weights): its
+    runs are not passed to ``project_test`` nor counted in the project's seconds."""
+    return [
+        n
+        for n in names
+        if n == "sasrec_ce" or choice["retrieval"].get(n, 0.0) or choice["ranking"].get(n, 0.0)
+    ]
+
+
 def project_test(split: Split, choice: dict[str, Any], seq_test: dict[str, np.ndarray]) -> dict:
     """Task: test metrics and per-user target ranks (``ranks``, (U,)) of the project's retrieval
-    and two stages, given one seed's z-scored test scores (U, I) of ``sasrec_ce`` and
-    ``gsasrec``."""
+    and two stages, given one seed's z-scored test scores (U, I) of ``sasrec_ce`` and of every
+    other sequential component that ``choice`` weighs (``sequential_used``)."""
     seqs = split.fit_seqs("test")
     comp = _components(split, "test", seq_test, choice["knn_decay"], choice["ease_lambda"])
     retr, final = project_scores(comp, seqs, choice)

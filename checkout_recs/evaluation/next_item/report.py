@@ -112,10 +112,17 @@ def baseline_rows(
 
 
 def project_rows(
-    results: list[TaskResult], sequential: dict[str, list[TaskResult]], choice: dict
+    results: list[TaskResult],
+    sequential: dict[str, list[TaskResult]],
+    choice: dict,
+    unused: tuple[str, ...] | list[str] = (),
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """The project's rows (retrieval, two_stage, choice) from its per-seed ``project_test``
-    tasks, and their ranks. A seed's seconds include its sequential models' fits."""
+    """The project's rows (retrieval, two_stage, choice, sequential_components) from its
+    per-seed ``project_test`` tasks, and their ranks. ``sequential``: the runs of the sequential
+    components the project uses (``project.sequential_used``); a seed's seconds include their
+    fits. ``unused``: the sequential baselines whose chosen weight is 0 in both blends: not
+    passed to the project, not counted in its seconds, and listed as such in
+    ``sequential_components`` (their runs are their baseline rows' only)."""
     secs = [
         r.wall_s + sum(sequential[n][s].wall_s for n in sequential) for s, r in enumerate(results)
     ]
@@ -125,6 +132,14 @@ def project_rows(
         "retrieval": _row(retr, secs, choice),
         "two_stage": _row(final, secs, choice),
         "choice": choice,
+        "sequential_components": {
+            **{n: "used: the runs of its baseline row, seed for seed" for n in sequential},
+            **{
+                n: "not used: weight 0 in both blends; trained for its baseline row only, "
+                "not counted in the project's seconds"
+                for n in unused
+            },
+        },
     }
     ranks = {
         "project_retrieval": np.stack([r["ranks"] for r in retr]),

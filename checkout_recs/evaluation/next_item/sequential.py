@@ -58,8 +58,8 @@ TUNING_SEED = 0
 SNAPSHOTS = 3
 #: ``--no-tune``: the points (and early-stopped epochs) chosen on MovieLens-100K validation.
 DEFAULT_SEQ_CHOICE: dict[str, dict[str, Any]] = {
-    "sasrec_ce": {"loss": "ce", "dropout": 0.2, "epochs": 50},
-    "gsasrec": {"loss": "gbce", "negatives": 256, "gbce_t": 0.75, "dropout": 0.2, "epochs": 50},
+    "sasrec_ce": {"loss": "ce", "dropout": 0.2, "epochs": 60},
+    "gsasrec": {"loss": "gbce", "negatives": 256, "gbce_t": 0.5, "dropout": 0.2, "epochs": 50},
 }
 
 

@@ -8,10 +8,12 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from checkout_recs.models.sequence import (  # noqa: E402
+    BitDropout,
     SASRec,
     SASRecConfig,
     _pad_left,
     blocked_mask,
+    dropout_noise,
     epoch_batches,
     training_rows,
 )
@@ -100,3 +102,44 @@ def test_monitor_checks_are_saved_within_the_window():
     m = SASRec(cfg).fit(seqs, 20, seed=0, monitor=lambda _: next(values))
     assert m.best_epoch == 3 and m.epochs_run == 5
     assert {1, 2, 3} <= set(m.saved)  # the best and the two checks before it
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("p", [0.2, 0.5])
+def test_bit_dropout_noise_has_nn_dropouts_distribution(dtype, p):
+    noise = dropout_noise(np.random.default_rng(0), (400, 500), dtype, p)
+    assert noise.dtype == dtype and noise.shape == (400, 500)
+    values = set(noise.unique().tolist())
+    assert values == {0.0, float(torch.tensor(1 / (1 - p), dtype=dtype))}
+    dropped = float((noise == 0).double().mean())
+    assert dropped == pytest.approx(p, abs=4 * (p * (1 - p) / noise.numel()) ** 0.5)
+    again = dropout_noise(np.random.default_rng(0), (400, 500), dtype, p)
+    assert torch.equal(noise, again)  # the generator's stream: the same seed, the same mask
+
+
+def test_bit_dropout_scales_kept_elements_passes_gradients_and_is_off_in_eval():
+    drop = BitDropout(0.5)
+    drop.rng = np.random.default_rng(1)
+    x = torch.ones(50, 40, requires_grad=True)
+    y = drop(x)
+    assert set(y.unique().tolist()) == {0.0, 2.0}
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, y.detach())  # d(x·noise)/dx = noise
+    drop.eval()
+    assert drop(x) is x
+    drop.train()
+    drop.rng = None  # no generator: torch's own dropout
+    assert set(drop(x).unique().tolist()) <= {0.0, 2.0}
+    with pytest.raises(ValueError):
+        BitDropout(1.0)
+
+
+def test_fit_draws_dropout_from_the_seed():
+    seqs = _seqs()
+    cfg = SASRecConfig(dim=8, max_len=10, epochs=2, dropout=0.3, windows=True, batch_tokens=40)
+    m = SASRec(cfg).fit(seqs, 20, seed=5)
+    drops = [mod for mod in m.net.modules() if isinstance(mod, BitDropout)]
+    assert len(drops) == 1 + cfg.blocks  # the input's and each block's
+    assert all(d.rng is not None for d in drops)
+    np.testing.assert_array_equal(SASRec(cfg).fit(seqs, 20, seed=5).score(seqs), m.score(seqs))
+    assert not np.array_equal(SASRec(cfg).fit(seqs, 20, seed=6).score(seqs), m.score(seqs))

@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from checkout_recs.models.sequence_loss import full_ce, gbce, gbce_beta  # noqa: E402
+from checkout_recs.models.sequence_loss import _SoftmaxCE, full_ce, gbce, gbce_beta  # noqa: E402
 
 
 def test_gbce_beta_spans_bce_to_calibrated():
@@ -52,3 +52,39 @@ def test_gbce_matches_the_formula_position_by_position():
             loss += sum(sp(s[int(j)] + offset) for j in neg[n] if int(j) != tg)
             losses.append(loss)
     assert got.item() == pytest.approx(float(np.mean(losses)), rel=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_full_ce_value_and_gradients_match_pytorch_cross_entropy(dtype):
+    g = torch.Generator().manual_seed(2)
+    h0, items0 = torch.randn(3, 5, 8, generator=g), torch.randn(40, 8, generator=g)
+    target = torch.randint(40, (3, 5), generator=g)
+    target[0, :2] = -1  # positions without a target
+
+    def run(loss_fn):
+        h, items = h0.clone().to(dtype).requires_grad_(), items0.clone().to(dtype).requires_grad_()
+        loss = loss_fn(h, items)
+        loss.backward()
+        return loss.item(), h.grad.float(), items.grad.float()
+
+    def reference(h, items):
+        keep = target >= 0
+        return torch.nn.functional.cross_entropy((h[keep] @ items.T).float(), target[keep])
+
+    got, want = run(lambda h, items: full_ce(h, items, target)), run(reference)
+    assert got[0] == pytest.approx(want[0], rel=1e-5)
+    tol = 1e-5 if dtype == torch.float32 else 1e-2  # bf16 gradients: the same up to rounding
+    for a, b in zip(got[1:], want[1:], strict=True):
+        torch.testing.assert_close(a, b, atol=tol * float(b.abs().max()), rtol=0)
+    logits = torch.randn(4, 6, generator=g)
+    kept = logits.clone()
+    _SoftmaxCE.apply(logits.requires_grad_(), torch.tensor([0, 1, 2, 5]))
+    torch.testing.assert_close(logits.detach(), kept)  # float32 logits: not overwritten in place
+
+
+def test_full_ce_refuses_a_second_backward_through_its_spent_buffer():
+    h = torch.randn(2, 3, 4, requires_grad=True)
+    loss = full_ce(h, torch.randn(6, 4), torch.tensor([[0, 1, 2], [3, 4, 5]]))
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError):
+        loss.backward()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from checkout_recs.evaluation.next_item.components import ease_scores
 from checkout_recs.evaluation.next_item.project import (
+    DEFAULT_CHOICE,
     RANKING_GRID,
     RETRIEVAL_GRID,
     blend,
@@ -13,6 +15,7 @@ from checkout_recs.evaluation.next_item.project import (
     pick_project,
     project_scores,
     project_test,
+    sequential_used,
     tune_project,
     two_stage,
 )
@@ -83,3 +86,31 @@ def test_tune_and_pick_choose_on_validation_and_score_the_test():
     comp["ease"] = comp["knn"]
     retr, final = project_scores(comp, split.fit_seqs("val"), picked["choice"])
     assert retr.shape == final.shape == (30, 25)
+
+
+def test_sequential_used_drops_components_weighted_zero_in_both_blends():
+    names = ("sasrec_ce", "gsasrec")
+    zero = {"retrieval": {"gsasrec": 0.0, "knn": 0.5}, "ranking": {"gsasrec": 0.0, "knn": 0.25}}
+    assert sequential_used(zero, names) == ["sasrec_ce"]  # SASRec-CE: weight 1 in both
+    assert sequential_used(DEFAULT_CHOICE, names) == ["sasrec_ce"]
+    in_ranking = {**zero, "ranking": {"gsasrec": 0.5, "knn": 0.25}}
+    assert sequential_used(in_ranking, names) == ["sasrec_ce", "gsasrec"]
+    in_retrieval = {**zero, "retrieval": {"gsasrec": 1.0}}
+    assert sequential_used(in_retrieval, names) == ["sasrec_ce", "gsasrec"]
+
+
+def test_project_test_without_an_unused_component_gives_the_same_scores():
+    split = _split()
+    rng = np.random.default_rng(2)
+    seq = {n: rng.standard_normal((30, 25)).astype(np.float32) for n in ("sasrec_ce", "gsasrec")}
+    choice = {**DEFAULT_CHOICE, "knn_decay": 0.7, "ease_lambda": 100.0}
+    used = sequential_used(choice, tuple(seq))
+    assert used == ["sasrec_ce"]
+    full = project_test(split, choice, seq)
+    only = project_test(split, choice, {n: seq[n] for n in used})
+    for stage in ("retrieval", "two_stage"):
+        np.testing.assert_array_equal(full[stage]["ranks"], only[stage]["ranks"])
+        assert full[stage]["ndcg@6"] == only[stage]["ndcg@6"]
+    weighted = {**choice, "ranking": {**choice["ranking"], "gsasrec": 0.5}}
+    with pytest.raises(KeyError):  # a weighted component cannot be left out
+        project_test(split, weighted, {n: seq[n] for n in used})

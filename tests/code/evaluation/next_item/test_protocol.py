@@ -253,6 +253,11 @@ def test_run_protocol_with_the_project_on_two_worker_processes(tmp_path):
     p = res["project"]
     assert p["two_stage"]["seeds"] == 2 and p["retrieval"]["seeds"] == 2
     assert set(p["choice"]) == {"knn_decay", "ease_lambda", "retrieval", "ranking"}
+    # every sequential baseline is either used by the chosen blend or listed as not used
+    comps = p["sequential_components"]
+    assert set(comps) == {"sasrec_ce", "gsasrec"} and comps["sasrec_ce"].startswith("used")
+    weighted = p["choice"]["retrieval"]["gsasrec"] or p["choice"]["ranking"]["gsasrec"]
+    assert comps["gsasrec"].startswith("used" if weighted else "not used")
     assert res["machine"]["workers"] == 2 and res["timing"]["test"]["task_cpu_s"] > 0
     assert res["timing"]["project"]["wall_s"] >= 0
     paired = res["paired"]
