@@ -9,10 +9,12 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import pytest
@@ -573,6 +575,51 @@ def fake_kfp() -> Iterator[tuple[str, list[dict]]]:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}", requests
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
+def custom_jobs_api(op: Any, jobs: re.Pattern[str]) -> Iterator[str]:
+    """A fake Kubernetes API server on loopback for one plural of custom objects (a
+    ``PyTorchJob``, a ``RayJob``) whose operator is ``op``: ``POST`` to the collection of
+    ``jobs`` (groups: namespace, name) creates through ``op.create(namespace, obj)``, ``GET`` of
+    an object returns ``op.jobs[(namespace, name)]`` read under ``op.lock``; anything else 404.
+    Yields the server's URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def _send(self, code: int, obj: object) -> None:
+            body = json.dumps(obj).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            m = jobs.fullmatch(self.path.split("?")[0])
+            if m is None or m.group(2):
+                return self._send(404, {"kind": "Status", "code": 404, "reason": "NotFound"})
+            obj = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            self._send(201, op.create(m.group(1), obj))
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            m = jobs.fullmatch(self.path.split("?")[0])
+            with op.lock:
+                obj = op.jobs.get((m.group(1), m.group(2))) if m else None
+                body = json.loads(json.dumps(obj)) if obj else None
+            if body is None:
+                return self._send(404, {"kind": "Status", "code": 404, "reason": "NotFound"})
+            self._send(200, body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()

@@ -17,21 +17,15 @@ run it against a fake API server on loopback whose operator runs the job's entry
 from __future__ import annotations
 
 import copy
-import datetime as dt
 import shlex
-import time
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from checkout_recs.data.engine import STEPS, EngineConfig, run_step, step_for
-from checkout_recs.deploy.training_job import IN_CLUSTER, CustomObjects
+from checkout_recs.deploy import custom_job
+from checkout_recs.deploy.custom_job import IN_CLUSTER, CustomObjects, JobKind
 
-GROUP, VERSION, PLURAL = "ray.io", "v1", "rayjobs"
 TEMPLATE = Path(__file__).resolve().parents[2] / "manifests" / "training" / "rayjob.yaml"
 MODULE = "checkout_recs.data.engine"
 #: Final ``jobDeploymentStatus`` values of KubeRay v1.
@@ -69,15 +63,12 @@ class RayJobSpec:
 
     def job_name(self) -> str:
         """``name``, or ``data-<step>-<UTC time>-<6 hex>`` (a valid DNS-1123 name)."""
-        if self.name:
-            return self.name
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
-        return f"data-{self.step}-{stamp}-{uuid.uuid4().hex[:6]}"
+        return custom_job.job_name(f"data-{self.step}", self.name)
 
 
 def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
     """The ``RayJob`` of ``manifests/training/rayjob.yaml`` (YAML anchors resolved)."""
-    return yaml.safe_load(Path(path).read_text())
+    return custom_job.load_template(path)
 
 
 def entrypoint(spec: RayJobSpec) -> str:
@@ -135,28 +126,8 @@ def job_state(obj: dict[str, Any]) -> tuple[str | None, str]:
     return "Failed", message
 
 
-def wait_for_job(
-    api: CustomObjects,
-    namespace: str,
-    name: str,
-    timeout_s: float,
-    poll_s: float = 10.0,
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
-) -> dict[str, Any]:
-    """Poll the job every ``poll_s`` s until it succeeds (returns it); ``RayJobFailed`` when it
-    fails or ``timeout_s`` passes."""
-    deadline = clock() + timeout_s
-    while True:
-        obj = api.get_custom(GROUP, VERSION, namespace, PLURAL, name)
-        state, message = job_state(obj)
-        if state == "Succeeded":
-            return obj
-        if state == "Failed":
-            raise RayJobFailed(f"RayJob {namespace}/{name} failed: {message}")
-        if clock() >= deadline:
-            raise RayJobFailed(f"RayJob {namespace}/{name} did not finish in {timeout_s:.0f} s")
-        sleep(poll_s)
+#: KubeRay's ``RayJob``.
+KIND = JobKind("RayJob", "ray.io", "v1", "rayjobs", job_state, RayJobFailed)
 
 
 def run_on_cluster(
@@ -174,14 +145,8 @@ def run_on_cluster(
     (KubeRay's ``status.jobId``).
     """
     name = spec.job_name()
-    api.create_custom(
-        GROUP,
-        VERSION,
-        spec.namespace,
-        PLURAL,
-        job_manifest(template or load_template(), spec, name),
-    )
-    done = wait_for_job(api, spec.namespace, name, timeout_s, poll_s)
+    job = job_manifest(template or load_template(), spec, name)
+    done = custom_job.run_job(api, KIND, job, timeout_s, poll_s)
     return {
         "job": name,
         "workers": spec.workers,

@@ -14,44 +14,26 @@ loopback whose operator runs the job's own command line with ``torchrun`` on thi
 from __future__ import annotations
 
 import copy
-import datetime as dt
 import json
 import tempfile
-import time
-import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-import yaml
-
+from checkout_recs.deploy import custom_job
+from checkout_recs.deploy.custom_job import IN_CLUSTER, CustomObjects, JobKind
 from checkout_recs.models.ddp import CONFIG_FILE, INPUT_KIND, OUTPUT_KIND, run_stage
 from checkout_recs.storage import ArtifactStore, open_store
 
 if TYPE_CHECKING:  # the models import torch: only where a stage is trained
     from checkout_recs.models.train import TrainConfig
 
-GROUP, VERSION, PLURAL = "kubeflow.org", "v1", "pytorchjobs"
 TEMPLATE = Path(__file__).resolve().parents[2] / "manifests" / "training" / "pytorchjob.yaml"
 STAGE_FLAGS = ("--stage", "--artifact_root", "--job")
-IN_CLUSTER = "in-cluster"
 
 
 class TrainingJobFailed(RuntimeError):
     """The job failed, or did not finish in time; the message has the operator's reason."""
-
-
-class CustomObjects(Protocol):
-    """What the launcher needs of ``KubeApi``."""
-
-    def create_custom(
-        self, group: str, version: str, namespace: str, plural: str, body: dict[str, Any]
-    ) -> dict[str, Any]: ...
-
-    def get_custom(
-        self, group: str, version: str, namespace: str, plural: str, name: str
-    ) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -75,15 +57,12 @@ class JobSpec:
 
     def job_name(self) -> str:
         """``name``, or ``train-<stage>-<UTC time>-<6 hex>`` (a valid DNS-1123 name)."""
-        if self.name:
-            return self.name
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
-        return f"train-{self.stage}-{stamp}-{uuid.uuid4().hex[:6]}"
+        return custom_job.job_name(f"train-{self.stage}", self.name)
 
 
 def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
     """The ``PyTorchJob`` of ``manifests/training/pytorchjob.yaml`` (YAML anchors resolved)."""
-    return yaml.safe_load(Path(path).read_text())
+    return custom_job.load_template(path)
 
 
 def job_manifest(template: dict[str, Any], spec: JobSpec, name: str) -> dict[str, Any]:
@@ -120,30 +99,8 @@ def job_state(obj: dict[str, Any]) -> tuple[str | None, str]:
     return None, ""
 
 
-def wait_for_job(
-    api: CustomObjects,
-    namespace: str,
-    name: str,
-    timeout_s: float,
-    poll_s: float = 10.0,
-    sleep: Callable[[float], None] = time.sleep,
-    clock: Callable[[], float] = time.monotonic,
-) -> dict[str, Any]:
-    """Poll the job every ``poll_s`` s until it succeeds (returns it); ``TrainingJobFailed``
-    when it fails or ``timeout_s`` passes."""
-    deadline = clock() + timeout_s
-    while True:
-        obj = api.get_custom(GROUP, VERSION, namespace, PLURAL, name)
-        state, message = job_state(obj)
-        if state == "Succeeded":
-            return obj
-        if state == "Failed":
-            raise TrainingJobFailed(f"PyTorchJob {namespace}/{name} failed: {message}")
-        if clock() >= deadline:
-            raise TrainingJobFailed(
-                f"PyTorchJob {namespace}/{name} did not finish in {timeout_s:.0f} s"
-            )
-        sleep(poll_s)
+#: The Kubeflow training operator's ``PyTorchJob``.
+KIND = JobKind("PyTorchJob", "kubeflow.org", "v1", "pytorchjobs", job_state, TrainingJobFailed)
 
 
 def train_on_cluster(
@@ -175,9 +132,9 @@ def train_on_cluster(
         staged = Path(tmp) / "input"
         stage_input(Path(input_dir), staged, train_config_json)
         store.publish(INPUT_KIND, name, staged)
-    job = job_manifest(template or load_template(), spec, name)
-    api.create_custom(GROUP, VERSION, spec.namespace, PLURAL, job)
-    wait_for_job(api, spec.namespace, name, timeout_s, poll_s)
+    custom_job.run_job(
+        api, KIND, job_manifest(template or load_template(), spec, name), timeout_s, poll_s
+    )
     got = store.fetch(OUTPUT_KIND, name, Path(out_dir))
     metrics_path, stage_path = Path(got) / "metrics.json", Path(got) / "stage.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}

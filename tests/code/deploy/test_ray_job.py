@@ -9,14 +9,15 @@ import pytest
 import yaml
 
 from checkout_recs.data.engine import build_parser
+from checkout_recs.deploy.custom_job import wait_for_job
 from checkout_recs.deploy.manifests import validate_custom
 from checkout_recs.deploy.ray_job import (
+    KIND,
     RayJobFailed,
     RayJobSpec,
     job_manifest,
     job_state,
     load_template,
-    wait_for_job,
 )
 from checkout_recs.deploy.semantics import semantic_findings
 from cli.manifest_contract import contract_findings
@@ -114,10 +115,12 @@ def test_waiting_returns_on_success_and_raises_on_failure_or_timeout():
     clock = [0.0]
     sleep = lambda s: clock.__setitem__(0, clock[0] + s)  # noqa: E731
     api = _Api([_job(), _job("Running", "RUNNING"), _job("Complete", "SUCCEEDED")])
-    done = wait_for_job(api, "ns", "j", 100, 10, sleep, lambda: clock[0])
+    done = wait_for_job(api, KIND, "ns", "j", 100, 10, sleep, lambda: clock[0])
     assert job_state(done)[0] == "Succeeded" and api.calls == 3
     with pytest.raises(RayJobFailed, match="failed: oom"):
-        wait_for_job(_Api([_job("Failed", message="oom")]), "ns", "j", 100, 10, sleep, clock.pop)
+        wait_for_job(
+            _Api([_job("Failed", message="oom")]), KIND, "ns", "j", 100, 10, sleep, clock.pop
+        )
     clock[:] = [0.0]
     with pytest.raises(RayJobFailed, match="did not finish in 30 s"):
-        wait_for_job(_Api([_job("Running")]), "ns", "j", 30, 10, sleep, lambda: clock[0])
+        wait_for_job(_Api([_job("Running")]), KIND, "ns", "j", 30, 10, sleep, lambda: clock[0])

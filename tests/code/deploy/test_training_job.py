@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import pytest
 
+from checkout_recs.deploy.custom_job import wait_for_job
 from checkout_recs.deploy.manifests import validate_custom
 from checkout_recs.deploy.training_job import (
+    KIND,
     JobSpec,
     TrainingJobFailed,
     job_manifest,
     job_state,
     load_template,
-    wait_for_job,
 )
 from cli.manifest_contract import contract_findings
 from tests.fixtures_ops import kserve_schemas  # noqa: F401
@@ -82,10 +83,13 @@ def test_waiting_returns_on_success_and_raises_on_failure_or_timeout():
     sleep = lambda s: clock.__setitem__(0, clock[0] + s)  # noqa: E731
     api = _Api([_job(), _job(("Running", "True")), _job(("Succeeded", "True"))])
     assert (
-        job_state(wait_for_job(api, "ns", "j", 100, 10, sleep, lambda: clock[0]))[0] == "Succeeded"
+        job_state(wait_for_job(api, KIND, "ns", "j", 100, 10, sleep, lambda: clock[0]))[0]
+        == "Succeeded"
     )
     assert api.calls == 3
     with pytest.raises(TrainingJobFailed, match="failed: failed"):
-        wait_for_job(_Api([_job(("Failed", "True"))]), "ns", "j", 100, 10, sleep, lambda: clock[0])
+        wait_for_job(
+            _Api([_job(("Failed", "True"))]), KIND, "ns", "j", 100, 10, sleep, lambda: clock[0]
+        )
     with pytest.raises(TrainingJobFailed, match="did not finish in 30 s"):
-        wait_for_job(_Api([_job()]), "ns", "j", 30, 10, sleep, lambda: clock[0])
+        wait_for_job(_Api([_job()]), KIND, "ns", "j", 30, 10, sleep, lambda: clock[0])

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from checkout_recs.deploy.training_job import (
 )
 from checkout_recs.models.ranker import RankerModel
 from tests.fixtures_models import make_model_inputs, tiny_train_config
+from tests.fixtures_ops_servers import custom_jobs_api
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[3]
@@ -76,40 +76,8 @@ class FakeTrainingOperator:
 @pytest.fixture(scope="module")
 def fake_api() -> Iterator[tuple[str, FakeTrainingOperator]]:
     op = FakeTrainingOperator()
-
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def _send(self, code: int, obj: object) -> None:
-            body = json.dumps(obj).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
-            m = JOBS.fullmatch(self.path.split("?")[0])
-            if m is None or m.group(2):
-                return self._send(404, {"kind": "Status", "code": 404, "reason": "NotFound"})
-            obj = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            self._send(201, op.create(m.group(1), obj))
-
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            m = JOBS.fullmatch(self.path.split("?")[0])
-            with op.lock:
-                obj = op.jobs.get((m.group(1), m.group(2))) if m else None
-                body = json.loads(json.dumps(obj)) if obj else None
-            if body is None:
-                return self._send(404, {"kind": "Status", "code": 404, "reason": "NotFound"})
-            self._send(200, body)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", op
-    server.shutdown()
-    server.server_close()
+    with custom_jobs_api(op, JOBS) as url:
+        yield url, op
 
 
 @pytest.fixture(scope="module")
