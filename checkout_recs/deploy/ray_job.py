@@ -159,13 +159,15 @@ def run_on_cluster(
 @dataclass(frozen=True)
 class DataCluster:
     """Where a pipeline step sends an out-of-core data step: ``k8s_host`` an API URL, or
-    ``"in-cluster"`` / empty for the pod's service account."""
+    ``"in-cluster"`` / empty for the pod's service account; ``poll_s`` how often the job's status
+    is read, seconds."""
 
     workers: int
     image: str
     buckets: int = 64
     namespace: str = "checkout-recs-training"
     k8s_host: str = ""
+    poll_s: float = 10.0
 
 
 def run_data_step(
@@ -199,4 +201,4 @@ def run_data_step(
         cluster.namespace,
     )
     host = None if cluster.k8s_host in ("", IN_CLUSTER) else cluster.k8s_host
-    return run_on_cluster(KubeApi(host=host), spec)
+    return run_on_cluster(KubeApi(host=host), spec, poll_s=cluster.poll_s)

@@ -83,7 +83,7 @@ def _sorted(path: Path) -> pd.DataFrame:
 def test_the_rayjob_labels_what_pandas_labels(fake_api, tmp_path):
     url, op = fake_api
     run = make_demo_dataset(tmp_path, TINY)
-    cluster = DataCluster(2, IMAGE, buckets=3, namespace="data-ns", k8s_host=url)
+    cluster = DataCluster(2, IMAGE, buckets=3, namespace="data-ns", k8s_host=url, poll_s=0.5)
     out = run_data_step("labels", str(run / "ingested"), str(tmp_path / "ooc"), cluster)
     assert out["job"].startswith("data-labels-") and out["ray_job_id"] == f"{out['job']}-1"
     ((ns, name), obj), *_ = op.jobs.items()
@@ -100,6 +100,6 @@ def test_a_failing_job_is_an_error_with_the_reason(fake_api, tmp_path):
     bad = tmp_path / "ingested" / "validated" / "impressions"
     bad.mkdir(parents=True)
     (bad / "part-0.parquet").write_text("not parquet")
-    cluster = DataCluster(1, IMAGE, buckets=2, namespace="data-ns", k8s_host=url)
+    cluster = DataCluster(1, IMAGE, buckets=2, namespace="data-ns", k8s_host=url, poll_s=0.5)
     with pytest.raises(RayJobFailed, match="failed"):
         run_data_step("labels", str(tmp_path / "ingested"), str(tmp_path / "out"), cluster)
