@@ -11,7 +11,7 @@ listing alone. ``RankerInputPlan`` splits the model's feature names into
 * **pair** features (interaction features, ``price_to_user_avg``, ``same_top_category_as_user``):
   ``ranker_matrix`` over a narrow frame of the candidates only.
 
-Every column is still produced by ``ranker_matrix``; ``tests/code/test_serving_ranker_input.py``
+Every column is still produced by ``ranker_matrix``; ``tests/code/serving/test_ranker_input.py``
 checks the result equals ``ranker_matrix`` on the full frame.
 """
 
@@ -49,8 +49,6 @@ class RankerInputPlan:
     """
 
     def __init__(self, names: Sequence[str], snapshot: pd.DataFrame) -> None:
-        pass
-
         req_od, pair_od = _on_demand_sets()
         user_cols = {f.name for f in contract.USER_FEATURES} - _USER_SKIP
         request = req_od | _REQUEST_DERIVED | (user_cols - set(snapshot.columns))
@@ -70,6 +68,23 @@ class RankerInputPlan:
         self._top = (
             snapshot["top_category_id"].to_numpy() if "top_category_id" in snapshot else None
         )
+        self._prepare_columns()
+
+    def _prepare_columns(self) -> None:
+        """What ``build`` would otherwise work out per request: column positions as a slice or an
+        index array, which request / pair columns are plain or derived, and which take log1p."""
+        names, derived = self.names, self._derived
+        self._item_cols = _columns(self.item_idx)
+        self._req_plain = [j for j in self.request_idx if names[j] not in derived]
+        self._req_plain_names = [names[j] for j in self._req_plain]
+        self._req_plain_log = np.array([names[j] in LOG_FEATURES for j in self._req_plain], bool)
+        self._req_derived = [j for j in self.request_idx if names[j] in derived]
+        self._req_cols = np.array(self._req_plain + self._req_derived, np.intp)
+        self._pair_plain = [j for j in self.pair_idx if names[j] not in derived]
+        self._pair_plain_names = [names[j] for j in self._pair_plain]
+        self._pair_plain_log = np.array([names[j] in LOG_FEATURES for j in self._pair_plain], bool)
+        self._pair_plain_cols = np.array(self._pair_plain, np.intp)
+        self._pair_derived = [j for j in self.pair_idx if names[j] in derived]
 
     def build(
         self,
@@ -89,31 +104,32 @@ class RankerInputPlan:
         """
         n = len(rows)
         out = np.empty((n, len(self.names)), dtype=np.float32)
-        out[:, self.item_idx] = self.item_block[rows]
+        out[:, self._item_cols] = self.item_block[rows]
         one: dict[str, Any] = dict(request_feats)
         for k, v in (user or {}).items():
             if k not in _USER_SKIP and not isinstance(v, list | np.ndarray):
                 one["user_top_category_id" if k == "top_category_id" else k] = v
         minute = int(ts.value // 60_000_000_000)
-        for j in self.request_idx:
-            name = self.names[j]
-            out[:, j] = (
-                self._derived_request(name, device, minute)
-                if name in self._derived
-                else _plain(name, one.get(name))
-            )
-        derived_pairs = [j for j in self.pair_idx if self.names[j] in self._derived]
-        for j in self.pair_idx:
-            if self.names[j] not in self._derived:
-                out[:, j] = _plain(self.names[j], pair_feats.get(self.names[j], 0.0))
+        row = _plain_block(
+            np.array([_zero(one.get(k)) for k in self._req_plain_names], np.float32),
+            self._req_plain_log,
+        )
+        derived = [self._derived_request(self.names[j], device, minute) for j in self._req_derived]
+        out[:, self._req_cols] = np.concatenate([row, np.array(derived, np.float32)])
+        if self._pair_plain:
+            block = np.empty((n, len(self._pair_plain)), np.float32)
+            for i, k in enumerate(self._pair_plain_names):
+                block[:, i] = _zero(pair_feats.get(k, 0.0))
+            out[:, self._pair_plain_cols] = _plain_block(block, self._pair_plain_log)
         slow = [
             j
-            for j in derived_pairs
-            if self.names[j] not in _FAST_PAIR or not _FAST_PAIR_NEEDS[self.names[j]] <= set(one)
+            for j in self._pair_derived
+            if self.names[j] not in _FAST_PAIR or not _FAST_PAIR_NEEDS[self.names[j]] <= one.keys()
         ]
-        for j in derived_pairs:
-            if j not in slow:
-                out[:, j] = _FAST_PAIR[self.names[j]](self, rows, one)
+        for j in self._pair_derived:
+            if j not in slow:  # the only columns that can come out non-finite
+                x = _FAST_PAIR[self.names[j]](self, rows, one)
+                out[:, j] = np.where(np.isfinite(x), x, np.float32(0.0))
         if slow:
             frame: dict[str, Any] = {
                 "price": self._price[rows],
@@ -126,7 +142,6 @@ class RankerInputPlan:
             if self._top is not None:
                 frame["top_category_id"] = self._top[rows]
             out[:, slow] = self._ranker_matrix(pd.DataFrame(frame), [self.names[j] for j in slow])
-        out[~np.isfinite(out)] = 0.0
         return out
 
     def _derived_request(self, name: str, device: str, minute: int) -> float:
@@ -177,3 +192,25 @@ def _plain(name: str, value: Any) -> Any:
     if name in LOG_FEATURES:
         x = np.log1p(np.maximum(x, np.float32(0.0)))
     return x
+
+
+def _zero(value: Any) -> Any:
+    """``_plain``'s None -> 0.0."""
+    return 0.0 if value is None else value
+
+
+def _plain_block(x: np.ndarray, log: np.ndarray) -> np.ndarray:
+    """``_plain`` of several columns at once: x float32 (..., k), ``log`` bool (k,) marks the
+    ``LOG_FEATURES`` columns; the same float32 operations, element by element."""
+    x = np.where(np.isfinite(x), x, np.float32(0.0))
+    if log.any():
+        x[..., log] = np.log1p(np.maximum(x[..., log], np.float32(0.0)))
+    return x
+
+
+def _columns(idx: list[int]) -> slice | np.ndarray:
+    """Column positions ``idx`` as a slice when they are consecutive (a view, no gather), else as
+    an index array."""
+    if idx and idx == list(range(idx[0], idx[0] + len(idx))):
+        return slice(idx[0], idx[0] + len(idx))
+    return np.array(idx, np.intp)
