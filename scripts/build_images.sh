@@ -33,11 +33,12 @@ smoke_code() {
 assert 'torch' not in sys.modules, 'the predictor imported torch'" ;;
     transformer) echo "import sys, inference.transformer, inference.server, inference.user_features, checkout_recs.serving.bundle
 import inference.inventory_consumer, checkout_recs.retrieval.candidates, checkout_recs.storage
-import feast, faiss, redis, boto3, scipy.sparse, feature_repo.store
+import feast, faiss, redis, boto3, scipy.sparse, feature_repo.store, monitoring.exporter
 assert 'torch' not in sys.modules, 'the transformer imported torch'" ;;
     components) echo "import torch, torch.distributed.run, kfp.dsl.executor_main, kfp.kubernetes, mlflow, evidently, feast, implicit
 import checkout_recs.models.train, checkout_recs.models.ddp, components.train, components.bundle, components.deploy
-import kfp_pipelines.training, kfp_pipelines.monitoring, kfp_pipelines.index_refresh, monitoring.drift, cli.app" ;;
+import kfp_pipelines.training, kfp_pipelines.monitoring, kfp_pipelines.index_refresh, monitoring.drift, cli.app
+import ray.data, checkout_recs.data.engine, checkout_recs.deploy.ray_job, checkout_recs.deploy.training_job" ;;
   esac
 }
 
