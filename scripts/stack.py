@@ -350,12 +350,15 @@ def _stop(pid: int, name: str) -> None:
     if name not in cmdline:
         log(f"pid {pid} is no longer {name}: left alone")
         return
-    os.killpg(pid, signal.SIGTERM)
-    for _ in range(50):
-        if not Path(f"/proc/{pid}").exists():
-            return
-        time.sleep(0.1)
-    os.killpg(pid, signal.SIGKILL)
+    try:
+        os.killpg(pid, signal.SIGTERM)
+        for _ in range(50):
+            if not Path(f"/proc/{pid}").exists():
+                return
+            time.sleep(0.1)
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:  # the group is gone (its leader may linger as an unreaped zombie)
+        return
 
 
 def down(_: argparse.Namespace) -> None:
