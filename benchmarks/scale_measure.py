@@ -25,6 +25,7 @@ from pathlib import Path
 import psutil
 
 from benchmarks.scale_steps import CLEAN_BEFORE, CLI, ROOT, Rung, Step, parquet_rows
+from inference.launch import free_port, is_ready
 
 
 class TreeSampler(threading.Thread):
@@ -120,14 +121,6 @@ def alive(proc: subprocess.Popen) -> bool:
         return False
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def serve_driver(rung: Rung, n_requests: int, ports: tuple[int, int], timeout_s: float) -> Callable:
     """What runs while ``checkout-recs serve`` does: wait until ready, send ``n_requests`` real
     checkouts (``cli.demo.sample_checkouts``, at the bundle's serving clock) one at a time over
@@ -139,7 +132,7 @@ def serve_driver(rung: Rung, n_requests: int, ports: tuple[int, int], timeout_s:
     def drive(proc: subprocess.Popen) -> dict:
         t0 = time.perf_counter()
         ready = f"{url}/v1/models/checkout-recs"
-        while not _answers(ready):
+        while not is_ready(ready):
             if not alive(proc) or time.perf_counter() - t0 > timeout_s:
                 raise RuntimeError(f"serve not ready after {time.perf_counter() - t0:.0f} s")
             time.sleep(0.3)
@@ -166,14 +159,6 @@ def serve_driver(rung: Rung, n_requests: int, ports: tuple[int, int], timeout_s:
         }
 
     return drive
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1.0) as r:  # noqa: S310 - loopback only
-            return r.status == 200
-    except OSError:
-        return False
 
 
 def _post(url: str, body: str) -> dict:

@@ -69,7 +69,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _ready(url: str) -> bool:
+def is_ready(url: str) -> bool:
+    """Whether ``url`` answers 200 within 1 s (a readiness probe on loopback)."""
     try:
         with urllib.request.urlopen(url, timeout=1.0) as r:  # noqa: S310 - loopback only
             return r.status == 200
@@ -166,7 +167,7 @@ def _wait_ready(h: ServerHandles, checks: dict[str, str], timeout_s: float) -> N
             proc = h.processes[name]
             if proc.poll() is not None:
                 raise RuntimeError(f"{name} exited with {proc.returncode}:\n{h.log_tail(name)}")
-            if _ready(url):
+            if is_ready(url):
                 pending.pop(name)
         if time.monotonic() > deadline:
             raise RuntimeError(

@@ -623,3 +623,45 @@ def custom_jobs_api(op: Any, jobs: re.Pattern[str]) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+class FakeJobOperator:
+    """The custom-object part of an API server for one kind of job, and its operator:
+    ``create`` stores the object with ``initial_status`` and runs the job (``run``, a subclass's)
+    on a thread; ``jobs`` and ``lock`` are what ``custom_jobs_api`` reads."""
+
+    initial_status: dict[str, Any] = {}
+
+    def __init__(self) -> None:
+        self.jobs: dict[tuple[str, str], dict[str, Any]] = {}
+        self.lock = threading.Lock()
+
+    def create(self, namespace: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """Store ``obj`` as created in ``namespace`` and start running it; the stored object."""
+        name = obj["metadata"]["name"]
+        obj = {**obj, "status": copy.deepcopy(self.initial_status)}
+        with self.lock:
+            self.jobs[(namespace, name)] = obj
+        threading.Thread(target=self.run, args=(namespace, name), daemon=True).start()
+        return obj
+
+    def run(self, namespace: str, name: str) -> None:
+        """Run the job and set its final status (under ``lock``)."""
+        raise NotImplementedError
+
+
+class ScriptedJobs:
+    """A ``CustomObjects`` whose ``get_custom`` returns ``states`` one call after another (the
+    last one from then on); ``expect``: the (group, version, plural) every call must name."""
+
+    def __init__(self, states: list[dict], expect: tuple[str, str, str] | None = None) -> None:
+        self.states, self.expect, self.calls = states, expect, 0
+
+    def create_custom(self, *args: Any) -> dict:
+        raise AssertionError("not used")
+
+    def get_custom(self, group: str, version: str, namespace: str, plural: str, name: str) -> dict:
+        if self.expect is not None:
+            assert (group, version, plural) == self.expect
+        self.calls += 1
+        return self.states[min(self.calls, len(self.states)) - 1]

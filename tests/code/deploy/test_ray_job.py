@@ -22,7 +22,9 @@ from checkout_recs.deploy.ray_job import (
 from checkout_recs.deploy.semantics import semantic_findings
 from cli.manifest_contract import contract_findings
 from tests.fixtures_ops import MANIFESTS, kserve_schemas  # noqa: F401
+from tests.fixtures_ops_servers import ScriptedJobs
 
+EXPECT = ("ray.io", "v1", "rayjobs")
 SERVICE_ACCOUNT = yaml.safe_load((MANIFESTS / "training" / "serviceaccount.yaml").read_text())
 IMAGE = "ghcr.io/checkout-recs/components:1.2.3"
 SPEC = RayJobSpec("labels", "s3://b/ingested", "s3://b/out/x", IMAGE, 20, 128, 3600, "data-ns")
@@ -98,29 +100,32 @@ def test_job_state_follows_kuberay_status(obj, expected):
     assert job_state(obj) == expected
 
 
-class _Api:
-    def __init__(self, states: list[dict]) -> None:
-        self.states, self.calls = states, 0
-
-    def create_custom(self, *args):  # noqa: ANN002, ANN201
-        raise AssertionError("not used")
-
-    def get_custom(self, group, version, namespace, plural, name):  # noqa: ANN001, ANN201
-        assert (group, version, plural) == ("ray.io", "v1", "rayjobs")
-        self.calls += 1
-        return self.states[min(self.calls, len(self.states)) - 1]
-
-
 def test_waiting_returns_on_success_and_raises_on_failure_or_timeout():
     clock = [0.0]
     sleep = lambda s: clock.__setitem__(0, clock[0] + s)  # noqa: E731
-    api = _Api([_job(), _job("Running", "RUNNING"), _job("Complete", "SUCCEEDED")])
+    api = ScriptedJobs([_job(), _job("Running", "RUNNING"), _job("Complete", "SUCCEEDED")], EXPECT)
     done = wait_for_job(api, KIND, "ns", "j", 100, 10, sleep, lambda: clock[0])
     assert job_state(done)[0] == "Succeeded" and api.calls == 3
     with pytest.raises(RayJobFailed, match="failed: oom"):
         wait_for_job(
-            _Api([_job("Failed", message="oom")]), KIND, "ns", "j", 100, 10, sleep, clock.pop
+            ScriptedJobs([_job("Failed", message="oom")], EXPECT),
+            KIND,
+            "ns",
+            "j",
+            100,
+            10,
+            sleep,
+            clock.pop,
         )
     clock[:] = [0.0]
     with pytest.raises(RayJobFailed, match="did not finish in 30 s"):
-        wait_for_job(_Api([_job("Running")]), KIND, "ns", "j", 30, 10, sleep, lambda: clock[0])
+        wait_for_job(
+            ScriptedJobs([_job("Running")], EXPECT),
+            KIND,
+            "ns",
+            "j",
+            30,
+            10,
+            sleep,
+            lambda: clock[0],
+        )

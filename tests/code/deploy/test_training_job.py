@@ -17,6 +17,7 @@ from checkout_recs.deploy.training_job import (
 )
 from cli.manifest_contract import contract_findings
 from tests.fixtures_ops import kserve_schemas  # noqa: F401
+from tests.fixtures_ops_servers import ScriptedJobs
 
 SPEC = JobSpec("retrieval", 4, "s3://bucket", "ghcr.io/checkout-recs/components:1.2.3", "train-ns")
 
@@ -66,22 +67,10 @@ def test_job_state_follows_the_operators_conditions():
     assert job_state(_job(("Failed", "True"))) == ("Failed", "failed")
 
 
-class _Api:
-    def __init__(self, states: list[dict]) -> None:
-        self.states, self.calls = states, 0
-
-    def create_custom(self, *args):  # noqa: ANN002, ANN201
-        raise AssertionError("not used")
-
-    def get_custom(self, group, version, namespace, plural, name):  # noqa: ANN001, ANN201
-        self.calls += 1
-        return self.states[min(self.calls, len(self.states)) - 1]
-
-
 def test_waiting_returns_on_success_and_raises_on_failure_or_timeout():
     clock = [0.0]
     sleep = lambda s: clock.__setitem__(0, clock[0] + s)  # noqa: E731
-    api = _Api([_job(), _job(("Running", "True")), _job(("Succeeded", "True"))])
+    api = ScriptedJobs([_job(), _job(("Running", "True")), _job(("Succeeded", "True"))])
     assert (
         job_state(wait_for_job(api, KIND, "ns", "j", 100, 10, sleep, lambda: clock[0]))[0]
         == "Succeeded"
@@ -89,7 +78,14 @@ def test_waiting_returns_on_success_and_raises_on_failure_or_timeout():
     assert api.calls == 3
     with pytest.raises(TrainingJobFailed, match="failed: failed"):
         wait_for_job(
-            _Api([_job(("Failed", "True"))]), KIND, "ns", "j", 100, 10, sleep, lambda: clock[0]
+            ScriptedJobs([_job(("Failed", "True"))]),
+            KIND,
+            "ns",
+            "j",
+            100,
+            10,
+            sleep,
+            lambda: clock[0],
         )
     with pytest.raises(TrainingJobFailed, match="did not finish in 30 s"):
-        wait_for_job(_Api([_job()]), KIND, "ns", "j", 30, 10, sleep, lambda: clock[0])
+        wait_for_job(ScriptedJobs([_job()]), KIND, "ns", "j", 30, 10, sleep, lambda: clock[0])

@@ -23,7 +23,7 @@ import pytest
 from checkout_recs import contract
 from checkout_recs.deploy.ray_job import DataCluster, RayJobFailed, run_data_step
 from tests.fixtures_data import TINY, make_demo_dataset
-from tests.fixtures_ops_servers import custom_jobs_api
+from tests.fixtures_ops_servers import FakeJobOperator, custom_jobs_api
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[3]
@@ -31,22 +31,12 @@ JOBS = re.compile(r"/apis/ray\.io/v1/namespaces/([^/]+)/rayjobs(?:/([^/?]+))?")
 IMAGE = "ghcr.io/checkout-recs/components:test"
 
 
-class FakeKubeRay:
+class FakeKubeRay(FakeJobOperator):
     """The RayJob part of an API server, and an operator that runs each job's entrypoint here."""
 
-    def __init__(self) -> None:
-        self.jobs: dict[tuple[str, str], dict[str, Any]] = {}
-        self.lock = threading.Lock()
+    initial_status = {"jobDeploymentStatus": "Initializing"}
 
-    def create(self, namespace: str, obj: dict[str, Any]) -> dict[str, Any]:
-        name = obj["metadata"]["name"]
-        obj = {**obj, "status": {"jobDeploymentStatus": "Initializing"}}
-        with self.lock:
-            self.jobs[(namespace, name)] = obj
-        threading.Thread(target=self._run, args=(namespace, name), daemon=True).start()
-        return obj
-
-    def _run(self, namespace: str, name: str) -> None:
+    def run(self, namespace: str, name: str) -> None:
         obj = self.jobs[(namespace, name)]
         argv = shlex.split(obj["spec"]["entrypoint"])
         assert argv[0] == "python"

@@ -26,30 +26,20 @@ from checkout_recs.deploy.training_job import (
 )
 from checkout_recs.models.ranker import RankerModel
 from tests.fixtures_models import make_model_inputs, tiny_train_config
-from tests.fixtures_ops_servers import custom_jobs_api
+from tests.fixtures_ops_servers import FakeJobOperator, custom_jobs_api
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[3]
 JOBS = re.compile(r"/apis/kubeflow\.org/v1/namespaces/([^/]+)/pytorchjobs(?:/([^/?]+))?")
 
 
-class FakeTrainingOperator:
+class FakeTrainingOperator(FakeJobOperator):
     """The PyTorchJob part of an API server, and an operator that runs each job's Master
     container command with ``torchrun --standalone``, one process per replica."""
 
-    def __init__(self) -> None:
-        self.jobs: dict[tuple[str, str], dict[str, Any]] = {}
-        self.lock = threading.Lock()
+    initial_status = {"conditions": [{"type": "Created", "status": "True"}]}
 
-    def create(self, namespace: str, obj: dict[str, Any]) -> dict[str, Any]:
-        name = obj["metadata"]["name"]
-        obj = {**obj, "status": {"conditions": [{"type": "Created", "status": "True"}]}}
-        with self.lock:
-            self.jobs[(namespace, name)] = obj
-        threading.Thread(target=self._run, args=(namespace, name), daemon=True).start()
-        return obj
-
-    def _run(self, namespace: str, name: str) -> None:
+    def run(self, namespace: str, name: str) -> None:
         obj = self.jobs[(namespace, name)]
         specs = obj["spec"]["pytorchReplicaSpecs"]
         world = sum(int(s.get("replicas", 1)) for s in specs.values())
