@@ -211,7 +211,9 @@ class Bench:
             on_applied=self._on_applied,
         ).start()
         assert self.replica.wait_ready(30), "replica not ready"
-        rec = Recommender(self.bundle, TableUserFeatures(self.bundle.users), self.replica)
+        rec = Recommender(
+            self.bundle, TableUserFeatures(self.bundle.users), self.replica, unproven=args.unproven
+        )
         self.t = CheckoutTransformer(rec, None, numpy_scorer())
         self.bodies = make_bodies(3000, args.users, np.asarray(self.listing_ids), seed=1)
         self.truth = Truth()
@@ -605,6 +607,13 @@ def main() -> None:
     ap.add_argument("--progress_s", type=float, default=30.0)
     ap.add_argument("--max_lag_s", type=float, default=1.0)
     ap.add_argument("--fence_ms", type=float, default=500.0)
+    ap.add_argument(
+        "--unproven",
+        default="known",
+        choices=["known", "refuse"],
+        help="the transformer's --inventory_unproven: answer stale lookups from the known state, "
+        "or refuse them (503); refused calls count in 'answers' and 'refused', never as shown",
+    )
     ap.add_argument("--phases", default=",".join(PHASES))
     ap.add_argument("--resume", action="store_true", help="keep the phases already in --out")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/inventory_stream.json")
@@ -639,7 +648,7 @@ def main() -> None:
             "request_path": "CheckoutTransformer.__call__ in-process (kserve Model.__call__ -> "
             "preprocess/predict/postprocess), one asyncio loop, arrival stamped as the REST route does",
             "inventory": f"--inventory replica, max_lag_s={args.max_lag_s}, in_play_s=900, "
-            f"fence {args.fence_ms:g} ms",
+            f"fence {args.fence_ms:g} ms, --inventory_unproven {args.unproven}",
             "admission": "latency and fence_cost phases: --overload refuse (the manifests'); burst "
             "phases: --overload off (every call answered), deadline 1000 ms bounding the fence",
             "events": "latency phase random; answer phases the checkout flow (CheckoutFlow)",

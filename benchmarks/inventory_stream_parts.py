@@ -328,6 +328,8 @@ class PhaseCheck:
         """JSON-ready figures."""
         return {
             "answers": self.answers,
+            "refused": self.reasons["shed"],  # 503 + Retry-After: no listing shown
+            "answered": self.answers - self.reasons["shed"] - self.reasons["error"],
             "bursts": self.bursts,
             "wall_s": round(wall_s, 1),
             "answers_per_s": round(self.answers / wall_s, 1) if wall_s else None,

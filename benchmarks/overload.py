@@ -19,11 +19,17 @@ client timeouts, answers by the cheap path, and **computed but unsent**: the ser
 counts come from ``checkout_recs_shed_total``.
 
 The bundle is synthetic (``checkout_recs.synthetic.serving``: ``--listings`` listings, built-in
-candidates, a tiny ranker); inventory in memory, no switches: the figures are the request path's
-and the servers', on whatever cores the machine has (shared ones say so in ``host``).
+candidates, a tiny ranker); no switches. Inventory: ``--inventory memory`` (this process's dict),
+or ``replica`` as the manifests run it — a private ``redis-server``, the transformer's replica
+with its read fence tailing the stream, and a thread of this process publishing checkout-flow
+events (lock, then sold or unlocked; relisted later) at ``--bg_events_per_s`` all along, so lookups
+pay for fences and applies under overload (``--inventory_unproven`` as the server's). The figures
+are the request path's and the servers', on whatever cores the machine has (shared ones say so in
+``host``).
 
     .venv/bin/python benchmarks/overload.py [--deadline_ms 250 --factor 2 --duration 30]
         [--sustainable RPS]   # skip the calibration
+        [--inventory replica --bg_events_per_s 100 --inventory_unproven known|refuse]
 
 Writes ``benchmarks/results/overload.json`` (``--out``) and prints a table.
 """
@@ -32,14 +38,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
 import shlex
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +57,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.inventory_stream_parts import CheckoutFlow  # noqa: E402
+from benchmarks.redis_server import kill_redis_server, start_redis_server  # noqa: E402
 from benchmarks.serving_load import _pct, _until, encode_bodies, run  # noqa: E402
+from checkout_recs.serving.inventory_stream import publish_events, stream_key  # noqa: E402
 from inference.launch import running_servers  # noqa: E402
+
+PREFIX = "bench_overload"
 
 MODES = ("off", "refuse", "fallback")
 
@@ -104,6 +118,17 @@ def make_bodies(bundle: Path, n: int, seed: int = 0) -> list[dict]:
         }
         for u in users.itertuples()
     ]
+
+
+def listing_ids(bundle: Path) -> list[int]:
+    """The catalogue's listing ids (the background inventory events' listings)."""
+    import pyarrow.parquet as pq
+
+    from checkout_recs.serving.bundle_layout import BundleLayout
+
+    return pq.read_table(BundleLayout(bundle).snapshot, columns=["listing_id"])[
+        "listing_id"
+    ].to_pylist()
 
 
 async def open_loop(
@@ -191,6 +216,53 @@ def scrape(metrics_url: str) -> dict[str, float]:
     return out
 
 
+@contextlib.contextmanager
+def inventory_args(
+    args: argparse.Namespace, listing_ids: list[int]
+) -> Iterator[tuple[list[str], dict[str, int]]]:
+    """The transformer's inventory flags for the ``with`` block, and the count of background events
+    sent (``{"events": n}``): ``memory``; or ``replica`` on a private Redis whose stream gets
+    checkout-flow events at ``--bg_events_per_s`` from a thread of this process until the block ends."""
+    sent = {"events": 0}
+    if args.inventory == "memory":
+        yield ["--inventory", "memory"], sent
+        return
+    import redis
+
+    url, proc = start_redis_server()
+    stop = threading.Event()
+
+    def publish() -> None:
+        r = redis.Redis.from_url(url, decode_responses=True)
+        flow = CheckoutFlow(listing_ids, np.random.default_rng(3))
+        stream, tick, owed = stream_key(PREFIX), time.perf_counter(), 0.0
+        while not stop.wait(0.01):
+            now = time.perf_counter()
+            owed += (now - tick) * args.bg_events_per_s
+            tick = now
+            if owed >= 1:
+                events = flow.step(int(owed))
+                owed -= int(owed)
+                with contextlib.suppress(redis.RedisError):
+                    publish_events(r, stream, events)
+                    sent["events"] += len(events)
+
+    thread = threading.Thread(target=publish, daemon=True)
+    thread.start()
+    try:
+        yield (
+            [
+                *("--inventory", "replica", "--redis_url", url, "--redis_prefix", PREFIX),
+                *("--inventory_unproven", args.inventory_unproven),
+            ],
+            sent,
+        )
+    finally:
+        stop.set()
+        thread.join(5)
+        kill_redis_server(proc)
+
+
 def run_mode(
     bundle: Path,
     mode: str,
@@ -200,10 +272,25 @@ def run_mode(
     args: argparse.Namespace,
     log_dir: Path,
 ) -> dict[str, Any]:
-    """Fresh servers in ``mode``; ``rate`` calls/s for ``duration`` s; the server-side counts around it."""
+    """Fresh servers (and inventory) in ``mode``; ``rate`` calls/s for ``duration`` s; the
+    server-side counts around it."""
+    with inventory_args(args, listing_ids(bundle)) as (inv, sent):
+        return _run_mode(bundle, mode, bodies, rate, duration, args, log_dir, inv, sent)
+
+
+def _run_mode(
+    bundle: Path,
+    mode: str,
+    bodies: list[dict],
+    rate: float,
+    duration: float,
+    args: argparse.Namespace,
+    log_dir: Path,
+    inv: list[str],
+    sent: dict[str, int],
+) -> dict[str, Any]:
     targs = [
-        "--inventory",
-        "memory",
+        *inv,
         "--switches",
         "none",
         "--overload",
@@ -223,9 +310,10 @@ def run_mode(
             open_loop(s.v1_url, bodies, rate / 4, 3.0, args.deadline_ms)
         )  # warm-up at a quarter rate
         time.sleep(1.0)
-        before = scrape(metrics_url)
+        before, events0 = scrape(metrics_url), sent["events"]
         load0 = os.getloadavg()[0]
         res = run(open_loop(s.v1_url, bodies, rate, duration, args.deadline_ms))
+        events = sent["events"] - events0
         time.sleep(
             max(2.0, args.deadline_ms / 1e3 * 4)
         )  # let the server finish what it still holds
@@ -241,6 +329,7 @@ def run_mode(
             if k.startswith("shed:") and after[k] - before.get(k, 0.0) > 0
         },
         load_avg_1m_at_start=round(load0, 2),
+        inventory_events_during=events,
     )
     return res
 
@@ -249,9 +338,15 @@ def calibrate(
     bundle: Path, bodies: list[dict], args: argparse.Namespace, log_dir: Path
 ) -> tuple[float, list[dict]]:
     """The highest rate (``--overload off``) whose calls were all answered, p99 <= ``--sustainable_p99_ms``."""
-    targs = ["--inventory", "memory", "--switches", "none", "--overload", "off"]
     steps, best = [], 0.0
-    with running_servers(bundle, transformer_args=targs, log_dir=log_dir / "calibrate") as s:
+    with (
+        inventory_args(args, listing_ids(bundle)) as (inv, _),
+        running_servers(
+            bundle,
+            transformer_args=[*inv, "--switches", "none", "--overload", "off"],
+            log_dir=log_dir / "calibrate",
+        ) as s,
+    ):
         run(open_loop(s.v1_url, bodies, 20, 3.0, args.deadline_ms))
         rate = args.start_rps
         while rate <= args.max_rps:
@@ -313,6 +408,19 @@ def main() -> None:
     p.add_argument("--listings", type=int, default=20000)
     p.add_argument("--users", type=int, default=2000)
     p.add_argument("--modes", default=",".join(MODES))
+    p.add_argument("--inventory", default="memory", choices=["memory", "replica"])
+    p.add_argument(
+        "--bg_events_per_s",
+        type=float,
+        default=100.0,
+        help="replica: checkout-flow inventory events per second on the stream meanwhile",
+    )
+    p.add_argument(
+        "--inventory_unproven",
+        default="known",
+        choices=["known", "refuse"],
+        help="replica: the transformer's --inventory_unproven",
+    )
     p.add_argument(
         "--nice",
         type=int,
@@ -360,7 +468,10 @@ def main() -> None:
         "setup": {
             "bundle_listings": args.listings,
             "users": args.users,
-            "inventory": "memory",
+            "inventory": args.inventory
+            if args.inventory == "memory"
+            else f"replica (fence 500 ms, bound 1 s), --inventory_unproven "
+            f"{args.inventory_unproven}, {args.bg_events_per_s:g} checkout-flow events/s",
             "switches": "none",
             "client_deadline_ms": args.deadline_ms,
             "server_request_deadline_ms": args.server_deadline_ms,

@@ -30,7 +30,8 @@
 * ``checkout_recs_shed_total{point,answer}`` — calls not served by the full path because of their
   deadline (``inference.deadline``): ``point`` ``admission`` (could not start in time),
   ``before_predict`` / ``before_decide`` (deadline passed in the stages), ``disconnected`` (the
-  client left before the policy stage); ``answer`` ``fallback`` (the cheap path answered) or
+  client left before the policy stage), ``inventory_unproven`` (the inventory lookup could not be
+  proven current and ``--inventory_unproven refuse`` is set); ``answer`` ``fallback`` (the cheap path answered) or
   ``refused`` (503 / UNAVAILABLE, nothing computed, logged or counted as exposure).
 """
 

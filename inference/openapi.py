@@ -188,7 +188,12 @@ def _errors() -> dict[str, Any]:
         "400": _error("malformed request (the reason says what)"),
         "413": _error("body over --max_body_bytes"),
         "415": _error("v1: the body is not application/json"),
-        "503": _error("shed: the call could not be answered within its deadline", retry=True),
+        "503": _error(
+            "shed: the call could not be answered within its deadline, fewer than six in-stock "
+            "listings are known, or (--inventory_unproven refuse) the listings' stock cannot be "
+            "proven now",
+            retry=True,
+        ),
     }
 
 

@@ -66,7 +66,9 @@ from checkout_recs.serving.inventory_fence import set_window as set_fence_window
 from checkout_recs.serving.inventory_replica import ReplicaInventoryStore
 from checkout_recs.serving.policy_source import PolicyDir, PolicyReloader, parse_policy
 from checkout_recs.serving.recommender import (
+    UNPROVEN_ANSWERS,
     Decision,
+    InventoryUnproven,
     Prepared,
     Recommender,
     TableUserFeatures,
@@ -342,12 +344,28 @@ class CheckoutTransformer(Model):
         headers: dict[str, str] | None = None,
         response_headers: dict[str, str] | None = None,
     ) -> _Job:
-        """Score each prepared request (remote or in-process); failures become fallback reasons."""
+        """Score each prepared request (remote or in-process); failures become fallback reasons.
+        ``Shed`` when an inventory lookup could not be proven current and the recommender refuses
+        then (``--inventory_unproven refuse``): the whole call, nothing logged."""
         self._check_deadline("before_predict", job)
-        results = await asyncio.gather(*(self._score(p) for p in job.prepared))
-        job.scores = [r[0] for r in results]
-        job.failures = [r[1] for r in results]
-        job.rank_ms = [r[2] for r in results]
+        results = await asyncio.gather(
+            *(self._score(p) for p in job.prepared), return_exceptions=True
+        )
+        unproven = next((r for r in results if isinstance(r, InventoryUnproven)), None)
+        if unproven is not None:
+            for p in job.prepared:
+                if p.pending is not None:
+                    p.pending.cancel()
+            metrics.observe_shed("inventory_unproven", "refused")
+            raise Shed(self.name, str(unproven)) from unproven
+        scored: list[tuple[Any, str | None, float]] = []
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+            scored.append(r)
+        job.scores = [r[0] for r in scored]
+        job.failures = [r[1] for r in scored]
+        job.rank_ms = [r[2] for r in scored]
         return job
 
     async def _score(self, prep: Prepared) -> tuple[Any, str | None, float]:
@@ -360,7 +378,11 @@ class CheckoutTransformer(Model):
         # the unfiltered matrix goes with the call: an inventory that answers at once (memory, replica)
         # settles, and filters ``prep.matrix``, before the call task has started
         call = asyncio.ensure_future(self._call(prep, prep.matrix))
-        keep = await self.recommender.settle_inventory(prep)
+        try:
+            keep = await self.recommender.settle_inventory(prep)
+        except BaseException:
+            call.cancel()  # refused (``InventoryUnproven``) or cancelled: no score is wanted
+            raise
         if (
             prep.fallback_reason is not None
         ):  # inventory down or nothing left: the answer is the fallback
@@ -556,6 +578,15 @@ def build_parser() -> argparse.ArgumentParser:
         "'inventory_stale' (known state only); 0: no fence",
     )
     p.add_argument(
+        "--inventory_unproven",
+        default=None,
+        choices=list(UNPROVEN_ANSWERS),
+        help="when a lookup cannot be proven current (replica stale or fence unread, redis backend "
+        "down): known (default) = answer from the last known state with that fallback reason (the "
+        "stale rule, docs/serving.md), refuse = 503 + Retry-After (gRPC UNAVAILABLE), never an "
+        "unproven listing; env CHECKOUT_RECS_INVENTORY_UNPROVEN",
+    )
+    p.add_argument(
         "--inventory_group",
         default="inventory-appliers",
         help="replica: consumer group of the inventory consumer (its bootstrap position)",
@@ -677,6 +708,7 @@ def resolve_settings(
         "feast_work_dir",
         "feast_project",
         "inventory",
+        "inventory_unproven",
         "decision_log",
         "policy_dir",
         "policy_config",
@@ -726,8 +758,6 @@ def build_transformer(args: argparse.Namespace) -> CheckoutTransformer:
         cfg = parse_policy(args.policy_config.read_text()) if args.policy_config else PolicyConfig()
     cfg = serving_policy(cfg, args)
     if args.users == "feast":
-        pass
-
         registry = (
             settings.feast_registry_url.get_secret_value() if settings.feast_registry_url else None
         )
@@ -741,8 +771,6 @@ def build_transformer(args: argparse.Namespace) -> CheckoutTransformer:
             registry_url=registry,
         )
     elif args.users == "table" or args.user_table:
-        pass
-
         users = TableUserFeatures(pd.read_parquet(args.user_table))
     else:
         users = TableUserFeatures(bundle.users)
@@ -753,8 +781,6 @@ def build_transformer(args: argparse.Namespace) -> CheckoutTransformer:
         drift_key=args.drift_key,
     )
     if args.inventory == "replica":
-        pass
-
         inventory: Any = ReplicaInventoryStore(
             args.redis_url,
             prefix=args.redis_prefix,
@@ -768,7 +794,14 @@ def build_transformer(args: argparse.Namespace) -> CheckoutTransformer:
         inventory = open_inventory(args.inventory, args.redis_url, prefix=args.redis_prefix)
     max_age = dt.timedelta(hours=args.max_snapshot_age_h) if args.max_snapshot_age_h > 0 else None
     rec = Recommender(
-        bundle, users, inventory, cfg, switches, seed=args.seed, max_snapshot_age=max_age
+        bundle,
+        users,
+        inventory,
+        cfg,
+        switches,
+        seed=args.seed,
+        max_snapshot_age=max_age,
+        unproven=args.inventory_unproven,
     )
     scorer, client = None, None
     if args.scoring == "inprocess":
@@ -786,8 +819,6 @@ def build_transformer(args: argparse.Namespace) -> CheckoutTransformer:
         )
     log = None
     if args.decision_log:
-        pass
-
         log = DecisionLog(
             open_store(args.decision_log),
             rotate_s=args.decision_log_rotate_s,
@@ -817,8 +848,6 @@ def build_transformer(args: argparse.Namespace) -> CheckoutTransformer:
         t.policy_reloader.apply(first)
         t.policy_poll_s = settings.policy_poll_s
     if args.naive:
-        pass
-
         t.naive = NaiveItemFeatures(users.adapter, bundle)
     else:
         bundle.prepare_plan()  # precompute the item block now, not on the first request
@@ -841,8 +870,6 @@ def main(argv: list[str] | None = None) -> None:
     model = build_transformer(args)
     set_bundle_version(model.recommender.bundle.index_version)
     if args.huge_pages == "collapse":
-        pass
-
         log.info("huge pages: %s", collapse_large_mappings())
     server = LoopbackModelServer(
         host=args.host,

@@ -137,6 +137,26 @@ class TooFewInStock(RuntimeError):
         self.found = found
 
 
+class InventoryUnproven(RuntimeError):
+    """The inventory lookup could not be proven current (the replica stale or its read fence unread,
+    the Redis backend down) and the recommender was built with ``unproven="refuse"``: no answer is
+    made, rather than one from the last known state (the transformer refuses the call with 503 +
+    ``Retry-After``; nothing is logged or counted as exposure). ``reason`` is the fallback reason
+    the answer would have carried (``inventory_stale`` / ``inventory_unavailable``)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            f"{reason}: the listings' stock cannot be proven now (the inventory stream is not "
+            "readable), and this server refuses rather than answer from the last known state; "
+            "retry after a while"
+        )
+        self.reason = reason
+
+
+#: What an answer does when its inventory lookup cannot be proven current (``Recommender.unproven``).
+UNPROVEN_ANSWERS = ("known", "refuse")
+
+
 class Recommender:
     """Request-path core: ``prepare`` -> (scorer) -> ``decide``.
 
@@ -151,6 +171,11 @@ class Recommender:
     switches : kill switch / drift flag reader (None: both off).
     seed : seed of the exploration random stream.
     max_snapshot_age : staleness SLA of the listing snapshot (None: not checked).
+    unproven : when the inventory lookup cannot be proven current (``InventoryUnavailable``:
+        the replica stale or its fence unread, the Redis backend down): ``"known"`` answers from
+        the store's last known state with that fallback reason (``last_known_unavailable``; its
+        residual risk is in docs/serving.md, *The stale rule*), ``"refuse"`` raises
+        ``InventoryUnproven`` from ``settle_inventory`` (no answer, nothing logged).
     """
 
     def __init__(
@@ -162,7 +187,11 @@ class Recommender:
         switches: Switches | None = None,
         seed: int = 7,
         max_snapshot_age: dt.timedelta | None = None,
+        unproven: str = "known",
     ) -> None:
+        if unproven not in UNPROVEN_ANSWERS:
+            raise ValueError(f"unproven must be one of {UNPROVEN_ANSWERS}, got {unproven!r}")
+        self.unproven = unproven
         self.bundle = bundle
         self.users = users
         self.inventory = inventory or MemoryInventoryStore()
@@ -296,7 +325,8 @@ class Recommender:
         Filters ``cand_rows`` / ``cand_sources`` / ``matrix`` and the fallback pool in place; sets
         ``fallback_reason`` to the store's failure (``inventory_unavailable``: store down;
         ``inventory_stale``: replica behind its bound; either replaces any reason but the operators'
-        switches) or ``too_few_candidates`` (nothing left). Returns the keep mask, bool (n,), over the
+        switches) or ``too_few_candidates`` (nothing left); with ``unproven="refuse"`` a store
+        failure raises ``InventoryUnproven`` instead (the candidates are left as they were). Returns the keep mask, bool (n,), over the
         candidates as they were before (all True when already settled), to align scores computed on
         the unfiltered matrix.
         """
@@ -309,6 +339,8 @@ class Recommender:
         ) = await prep.pending  # other tasks (the scorer) run meanwhile: CPU counted after
         c0 = time.thread_time()
         prep.pending = None
+        if inv_failure is not None and self.unproven == "refuse":
+            raise InventoryUnproven(inv_failure)
         n = len(prep.cand_rows)
         keep_c, keep_f = ~gone[:n], ~gone[n:]
         prep.cand_rows, prep.cand_sources = prep.cand_rows[keep_c], prep.cand_sources[keep_c]

@@ -37,6 +37,7 @@ ENV: dict[str, str] = {
     "feast_project": "CHECKOUT_RECS_FEAST_PROJECT",
     "feast_registry_url": "CHECKOUT_RECS_FEAST_REGISTRY_URL",
     "inventory": "CHECKOUT_RECS_INVENTORY_BACKEND",
+    "inventory_unproven": "CHECKOUT_RECS_INVENTORY_UNPROVEN",
     "redis_url": "CHECKOUT_RECS_REDIS_URL",
     "redis_password": "CHECKOUT_RECS_REDIS_PASSWORD",
     "decision_log": "CHECKOUT_RECS_DECISION_LOG",
@@ -109,6 +110,14 @@ class ServingSettings(BaseModel):
         min_length=1,
         description="Live inventory backend, one of the transformer's --inventory choices ('memory' keeps "
         "sold/locked state in the process: local runs only).",
+    )
+    inventory_unproven: Literal["known", "refuse"] = Field(
+        default="known",
+        description="When a call's inventory lookup cannot be proven current (the replica stale or its "
+        "read fence unread, the redis backend down): 'known' answers from the last known state, "
+        "saying inventory_stale / inventory_unavailable (docs/serving.md, The stale rule: a residual "
+        "risk remains for an event the replica never heard of); 'refuse' answers 503 + Retry-After "
+        "and never shows a listing whose stock is unproven.",
     )
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0",

@@ -65,3 +65,16 @@ def test_an_answer_with_two_unavailable_listings_counts_once():
     (v,) = fig["violations"]
     assert v["event_age_ms"] == 700.0 and v["replica_applied_after_arrival_ms"] is None
     assert v["state"] == "sold" and v["arrived_in_a_stall_event_ms_before_it"] is None
+
+
+def test_refused_calls_count_as_calls_never_as_answers_shown():
+    t = _truth()
+    chk = PhaseCheck(bound_s=1.0)
+    refused = {"error": "shed: inventory_stale", "items": [], "fallback_reason": "shed"}
+    good = [{"listing_id": lid} for lid in (5, 6, 7, 8, 9, 10)]
+    chk.add(1000.9, [(refused, 1000.91), (refused, 1000.92)])
+    chk.add(1000.9, [({"items": good, "fallback_reason": None}, 1000.95)])
+    chk.check(t, applied={})
+    fig = chk.figures(wall_s=1.0)
+    assert (fig["answers"], fig["refused"], fig["answered"]) == (3, 2, 1)
+    assert fig["with_unavailable_shown"] == 0

@@ -72,13 +72,21 @@ def test_consumer_uses_the_transformers_redis_url(target, rendered):  # noqa: F8
         assert "secretKeyRef" in ce["CHECKOUT_RECS_REDIS_PASSWORD"]["valueFrom"]
 
 
-def test_transformers_use_the_replica(rendered):  # noqa: F811
+def test_transformers_use_the_replica_and_refuse_unproven_stock(rendered):  # noqa: F811
+    """Every overlay's transformer tails the replica and, when the stock cannot be proven (Redis
+    stalled or down), refuses (503) rather than answer from the known state; the settings the
+    transformer resolves from that environment say so."""
+    from checkout_recs.serving.settings import ServingSettings
+
     for target in OVERLAYS:
         isvc = find(rendered[target], "InferenceService")["spec"]
-        backends = [
-            _env(x).get("CHECKOUT_RECS_INVENTORY_BACKEND", {}).get("value")
+        envs = [
+            {k: e.get("value") for k, e in _env(x).items()}
             for comp in ("transformer", "predictor")
             for x in isvc.get(comp, {}).get("containers", [])
             if "transformer" in x["image"]
         ]
-        assert backends == ["replica"], target
+        assert [e.get("CHECKOUT_RECS_INVENTORY_BACKEND") for e in envs] == ["replica"], target
+        plain = {k: v for k, v in envs[0].items() if v is not None}
+        s = ServingSettings.from_sources({}, plain)
+        assert (s.inventory, s.inventory_unproven) == ("replica", "refuse"), target

@@ -50,6 +50,21 @@ def test_env_fills_what_flags_leave_and_the_password_stays_out_of_the_flags():
     assert args.redis_url == "rediss://:tok@r:6379/0" and s.redis_url == "rediss://r:6379/0"
 
 
+def test_unproven_inventory_answer_comes_from_env_or_flag_and_is_checked():
+    parse = build_parser().parse_args
+    assert resolve_settings(parse(["--bundle", "b"]), {}).inventory_unproven == "known"
+    env = {"CHECKOUT_RECS_INVENTORY_UNPROVEN": "refuse"}
+    args = parse(["--bundle", "b"])
+    assert resolve_settings(args, env).inventory_unproven == "refuse"
+    assert args.inventory_unproven == "refuse"  # what build_transformer hands the recommender
+    args = parse(["--bundle", "b", "--inventory_unproven", "known"])
+    assert resolve_settings(args, env).inventory_unproven == "known"  # the flag wins
+    with pytest.raises(ValueError, match="inventory_unproven"):
+        resolve_settings(parse(["--bundle", "b"]), {"CHECKOUT_RECS_INVENTORY_UNPROVEN": "guess"})
+    with pytest.raises(SystemExit):
+        parse(["--bundle", "b", "--inventory_unproven", "guess"])
+
+
 def test_a_cluster_deployment_without_its_settings_does_not_start(monkeypatch):
     monkeypatch.setenv("CHECKOUT_RECS_DEPLOYMENT", "cluster")
     for var in ("CHECKOUT_RECS_USERS", "CHECKOUT_RECS_DECISION_LOG", "CHECKOUT_RECS_POLICY_DIR"):

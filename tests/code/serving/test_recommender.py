@@ -15,8 +15,18 @@ from kserve.protocol.infer_type import InferInput, InferRequest
 from checkout_recs import contract
 from checkout_recs.serving.bundle import ServingBundle
 from checkout_recs.serving.decisions import DecisionLog, decision_record, find_decision
-from checkout_recs.serving.inventory import MemoryInventoryStore, RedisInventoryStore
-from checkout_recs.serving.recommender import Recommender, TableUserFeatures, TooFewInStock
+from checkout_recs.serving.inventory import (
+    InventoryStale,
+    InventoryUnavailable,
+    MemoryInventoryStore,
+    RedisInventoryStore,
+)
+from checkout_recs.serving.recommender import (
+    InventoryUnproven,
+    Recommender,
+    TableUserFeatures,
+    TooFewInStock,
+)
 from checkout_recs.serving.switches import Switches
 from inference import codec
 from inference.predictor_client import PredictorClient
@@ -236,3 +246,62 @@ def test_fewer_than_six_in_stock_is_refused_never_a_short_list(bundle):
     t = _transformer(bundle, inventory=inv)
     with pytest.raises(Shed, match="fewer than 6"):
         _call(t, {"instances": [_req().model_dump(mode="json")]})
+
+
+class _UnprovenInventory(MemoryInventoryStore):
+    """A store whose lookups cannot be proven current (``exc``), and whose last known state holds
+    ``known_gone`` unavailable."""
+
+    def __init__(self, exc: Exception, known_gone: set[int]) -> None:
+        super().__init__()
+        self.exc, self.known_gone = exc, known_gone
+
+    async def unavailable_async(self, listing_ids):
+        raise self.exc
+
+    def last_known_unavailable(self, listing_ids, keep_at_least=0):
+        return np.isin(np.asarray(listing_ids), list(self.known_gone))
+
+
+@pytest.mark.parametrize(
+    "exc", [InventoryStale("replica 3 s behind"), InventoryUnavailable("redis down")]
+)
+def test_unproven_inventory_answers_known_state_or_is_refused(bundle, exc, monkeypatch):
+    """``unproven="known"``: the fallback from the last known state, with the store's reason;
+    ``"refuse"``: ``InventoryUnproven`` from ``settle_inventory``, and the transformer sheds the
+    whole call (503 + Retry-After) without scoring, deciding or counting exposure."""
+    from prometheus_client import REGISTRY
+
+    from inference.deadline import Shed
+
+    gone = {int(x) for x in bundle.catalog.listing_id[:200].tolist()}
+    body = {"instances": [_req().model_dump(mode="json"), _req(user_id=7).model_dump(mode="json")]}
+    known = _transformer(bundle, inventory=_UnprovenInventory(exc, gone))
+    preds = _call(known, body)["predictions"]
+    for pred in preds:
+        assert pred["policy"] == "fallback" and pred["fallback_reason"] == exc.reason
+        assert len({i["listing_id"] for i in pred["items"]}) == 6
+        assert not gone & {i["listing_id"] for i in pred["items"]}
+
+    rec = Recommender(
+        bundle,
+        TableUserFeatures(bundle.users),
+        _UnprovenInventory(exc, gone),
+        unproven="refuse",
+    )
+    prep = asyncio.run(rec.prepare(_req(), defer_inventory=True))
+    with pytest.raises(InventoryUnproven, match=exc.reason) as err:
+        asyncio.run(rec.settle_inventory(prep))
+    assert err.value.reason == exc.reason and prep.pending is None
+    labels = {"point": "inventory_unproven", "answer": "refused"}
+    before = REGISTRY.get_sample_value("checkout_recs_shed_total", labels) or 0.0
+    decided: list = []
+    monkeypatch.setattr(rec, "decide", lambda *a, **k: decided.append(a))
+    t = CheckoutTransformer(rec, PredictorClient("http://127.0.0.1:1", protocol="rest-json"))
+    with pytest.raises(Shed, match="cannot be proven"):
+        _call(t, body)
+    # one call refused, however many instances; nothing decided (no exposure, no decision row)
+    assert REGISTRY.get_sample_value("checkout_recs_shed_total", labels) == before + 1
+    assert decided == []
+    with pytest.raises(ValueError, match="unproven"):
+        Recommender(bundle, TableUserFeatures(bundle.users), unproven="maybe")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import os
 import re
 import signal
@@ -31,8 +32,10 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -423,3 +426,57 @@ def _alert_metrics(*kinds: str) -> set[str]:
 
 def _sample_names(metrics_text: str) -> set[str]:
     return {s.name for fam in text_string_to_metric_families(metrics_text) for s in fam.samples}
+
+
+def _post(url: str, body: dict) -> tuple[int, Any, dict]:
+    """(status, headers (case-insensitive), JSON body) of a v1 call."""
+    req = urllib.request.Request(  # noqa: S310 - loopback
+        url, json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
+            return resp.status, resp.headers, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers, json.loads(err.read())
+
+
+def test_served_with_unproven_refuse_a_stalled_redis_gets_503_never_a_guess(bundle_dir):
+    """``checkout-recs serve --inventory replica --inventory_unproven refuse`` (the served process):
+    Redis stalled (SIGSTOP) → the fence is unread → 503 with ``Retry-After`` and a reason, counted
+    on ``/metrics``; the ranker answers again once Redis resumes; Redis killed → 503 again."""
+    with private_redis() as (url, proc):
+        args = [
+            *("--inventory", "replica", "--redis_url", url, "--redis_prefix", "cr"),
+            *("--inventory_unproven", "refuse", "--inventory_fence_ms", "200"),
+            *("--switches", "none", "--scoring", "inprocess", "--huge_pages", "off"),
+        ]
+        with running_servers(bundle_dir, transformer_args=args, start_predictor=False) as s:
+            code, _, out = _post(s.v1_url, _body(3))
+            assert code == 200 and out["predictions"][0]["policy"] == "ranker"
+            os.kill(proc.pid, signal.SIGSTOP)
+            try:
+                code, headers, out = _post(s.v1_url, _body(3))
+            finally:
+                os.kill(proc.pid, signal.SIGCONT)
+            assert code == 503 and "inventory_stale" in out["error"]
+            assert int(headers.get("Retry-After")) >= 1
+            metrics = urllib.request.urlopen(f"{s.transformer_url}/metrics", timeout=5).read()  # noqa: S310
+            refused = [
+                smp.value
+                for fam in text_string_to_metric_families(metrics.decode())
+                for smp in fam.samples
+                if smp.name == "checkout_recs_shed_total"
+                and smp.labels.get("point") == "inventory_unproven"
+            ]
+            assert refused == [1.0]
+            assert wait_for(
+                lambda: (
+                    _post(s.v1_url, _body(3))[2].get("predictions", [{}])[0].get("policy")
+                    == "ranker"
+                ),
+                10,
+                0.2,
+            )
+            kill_redis(proc)
+            code, _, out = _post(s.v1_url, _body(UNKNOWN_USER))
+            assert code == 503 and "inventory_stale" in out["error"]
