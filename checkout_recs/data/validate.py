@@ -284,8 +284,6 @@ def check_foreign_keys(
         vals = df[col]
         present = vals.notna().to_numpy()
         if isinstance(vals.dtype, pd.StringDtype):
-            pass
-
             value_set = pa.array(known.dropna().unique(), pa.string())
             member = pc.is_in(pa.array(vals, pa.string()), value_set=value_set).to_numpy(
                 zero_copy_only=False

@@ -118,8 +118,6 @@ class CandidateGenerator:
         self.index = index
         self._user_enc = user_encoder
         if two_tower is not None and user_encoder is None:
-            pass
-
             self._user_enc = FastUserEncoder.from_model(two_tower)
         self.cfg = cfg or CandidateConfig()
         snap = index.snapshot

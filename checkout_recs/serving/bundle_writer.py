@@ -77,8 +77,6 @@ def assemble_bundle(
     if snapshot is None:
         snapshot = listing_snapshot(Path(features_dir), labels_dir=Path(labels_dir))
     if layout.two_tower_dir.is_dir():
-        pass
-
         manifest = build_index(
             layout.two_tower_dir, snapshot, layout.index_dir, index_cfg, version=index_version
         )
