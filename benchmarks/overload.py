@@ -275,63 +275,49 @@ def run_mode(
     """Fresh servers (and inventory) in ``mode``; ``rate`` calls/s for ``duration`` s; the
     server-side counts around it."""
     with inventory_args(args, listing_ids(bundle)) as (inv, sent):
-        return _run_mode(bundle, mode, bodies, rate, duration, args, log_dir, inv, sent)
-
-
-def _run_mode(
-    bundle: Path,
-    mode: str,
-    bodies: list[dict],
-    rate: float,
-    duration: float,
-    args: argparse.Namespace,
-    log_dir: Path,
-    inv: list[str],
-    sent: dict[str, int],
-) -> dict[str, Any]:
-    targs = [
-        *inv,
-        "--switches",
-        "none",
-        "--overload",
-        mode,
-        "--request_deadline_ms",
-        str(args.server_deadline_ms),
-        "--max_inflight",
-        str(args.max_inflight),
-        "--max_queue_ms",
-        str(args.max_queue_ms),
-        "--deadline_reserve_ms",
-        str(args.reserve_ms),
-    ]
-    with running_servers(bundle, transformer_args=targs, log_dir=log_dir / mode) as s:
-        metrics_url = s.v1_url.split("/v1/")[0] + "/metrics"
-        run(
-            open_loop(s.v1_url, bodies, rate / 4, 3.0, args.deadline_ms)
-        )  # warm-up at a quarter rate
-        time.sleep(1.0)
-        before, events0 = scrape(metrics_url), sent["events"]
-        load0 = os.getloadavg()[0]
-        res = run(open_loop(s.v1_url, bodies, rate, duration, args.deadline_ms))
-        events = sent["events"] - events0
-        time.sleep(
-            max(2.0, args.deadline_ms / 1e3 * 4)
-        )  # let the server finish what it still holds
-        after = scrape(metrics_url)
-    computed = after["answers"] - before["answers"]
-    res.update(
-        mode=mode,
-        server_answers_computed=int(computed),
-        computed_but_unsent=int(computed - res["answered"]),
-        shed={
-            k[5:]: int(after[k] - before.get(k, 0.0))
-            for k in after
-            if k.startswith("shed:") and after[k] - before.get(k, 0.0) > 0
-        },
-        load_avg_1m_at_start=round(load0, 2),
-        inventory_events_during=events,
-    )
-    return res
+        targs = [
+            *inv,
+            "--switches",
+            "none",
+            "--overload",
+            mode,
+            "--request_deadline_ms",
+            str(args.server_deadline_ms),
+            "--max_inflight",
+            str(args.max_inflight),
+            "--max_queue_ms",
+            str(args.max_queue_ms),
+            "--deadline_reserve_ms",
+            str(args.reserve_ms),
+        ]
+        with running_servers(bundle, transformer_args=targs, log_dir=log_dir / mode) as s:
+            metrics_url = s.v1_url.split("/v1/")[0] + "/metrics"
+            run(
+                open_loop(s.v1_url, bodies, rate / 4, 3.0, args.deadline_ms)
+            )  # warm-up at a quarter rate
+            time.sleep(1.0)
+            before, events0 = scrape(metrics_url), sent["events"]
+            load0 = os.getloadavg()[0]
+            res = run(open_loop(s.v1_url, bodies, rate, duration, args.deadline_ms))
+            events = sent["events"] - events0
+            time.sleep(
+                max(2.0, args.deadline_ms / 1e3 * 4)
+            )  # let the server finish what it still holds
+            after = scrape(metrics_url)
+        computed = after["answers"] - before["answers"]
+        res.update(
+            mode=mode,
+            server_answers_computed=int(computed),
+            computed_but_unsent=int(computed - res["answered"]),
+            shed={
+                k[5:]: int(after[k] - before.get(k, 0.0))
+                for k in after
+                if k.startswith("shed:") and after[k] - before.get(k, 0.0) > 0
+            },
+            load_avg_1m_at_start=round(load0, 2),
+            inventory_events_during=events,
+        )
+        return res
 
 
 def calibrate(
