@@ -141,6 +141,22 @@ def collect(workdir: Path) -> dict[str, dict]:
     return rungs
 
 
+def keep_earlier(rungs: dict[str, dict], previous: Path) -> dict[str, dict]:
+    """``rungs`` plus the rungs of an earlier ``scale.json`` whose folders are not in this
+    workdir (a rung re-run here replaces its earlier record); each kept one is marked with
+    ``earlier_run``: that file's command and commit, so its figures are not taken for this run's.
+    Ordered by catalogue size."""
+    if previous.exists():
+        old = json.loads(previous.read_text())
+        for name, rung in old.get("rungs", {}).items():
+            if name not in rungs:
+                mark = rung.get("earlier_run") or {
+                    k: old.get(k) for k in ("command", "commit", "measured_at", "finished_at")
+                }
+                rungs[name] = {**rung, "earlier_run": mark}
+    return dict(sorted(rungs.items(), key=lambda kv: kv[1]["listings"]))
+
+
 def _observed(manifest: Path) -> dict | None:
     """Rows the simulator wrote (checkout traffic) and the click / purchase rates it drew."""
     if not manifest.exists():
@@ -191,7 +207,7 @@ def main(argv: list[str] | None = None) -> dict:
         rung = prepare_rung(name, args.workdir, model)
         print(f"[{name}] {rung.sim}", flush=True)
         run_rung(rung, args.from_step, args.requests, args.max_rss_gb * 1024)
-    rungs = collect(args.workdir)
+    rungs = keep_earlier(collect(args.workdir), args.out_dir / "scale.json")
     why = dict(item.split("=", 1) for item in args.not_run)
     not_run = {
         n: why.get(n, "not requested in this invocation")

@@ -31,6 +31,7 @@ from feast import FeatureStore, RepoConfig
 from checkout_recs.features.freshness import FreshnessReport, view_freshness
 from checkout_recs.features.pit import VIEW_KEYS, training_column, view_feature_names
 from feature_repo.definitions import PROJECT, make_definitions
+from feature_repo.online_writes import RANGE_ROWS, newest_rows, write_online
 
 ENV_DIR = Path(__file__).parent / "environments"
 VIEWS = ("user", "listing", "seller", "category_pair")
@@ -155,8 +156,10 @@ class FeatureStoreAdapter:
         end: dt.datetime,
         views: list[str] | None = None,
         progress: Callable[[str], None] | None = None,
+        range_rows: int | None = RANGE_ROWS,
     ) -> list[dict]:
-        """Load feature rows with ``start < event_timestamp <= end`` into the online store.
+        """Load each entity's newest feature row with ``start <= event_timestamp <= end`` into
+        the online store.
 
         Parameters
         ----------
@@ -170,6 +173,12 @@ class FeatureStoreAdapter:
             seller rows ship in the index snapshot), so a fast path may materialize just that.
         progress : callable, optional
             Called with each view's name before it is materialized (the CLI's progress).
+        range_rows : int or None
+            Bounded memory (default): the view's file is scanned a range of entity keys of about
+            ``range_rows`` rows at a time and each range's newest rows are written through
+            ``FeatureStore.write_to_online_store`` (``online_writes``), then the window is logged
+            in the registry as ``FeatureStore.materialize`` logs it. None: Feast's
+            ``materialize`` (reads the whole window of a view at once). Same online rows.
 
         Returns
         -------
@@ -200,19 +209,32 @@ class FeatureStoreAdapter:
                 )
                 continue
             t0 = dt.datetime.now(dt.UTC)
-            self.store.materialize(lo, end, feature_views=[view])
-            records.append(
-                {
-                    "view": view,
-                    "start": lo.isoformat(),
-                    "end": end.isoformat(),
-                    "seconds": (dt.datetime.now(dt.UTC) - t0).total_seconds(),
-                }
-            )
+            record: dict[str, Any] = {"view": view, "start": lo.isoformat(), "end": end.isoformat()}
+            if range_rows is None:
+                self.store.materialize(lo, end, feature_views=[view])
+            else:
+                record["rows"] = self._materialize_in_ranges(view, lo, end, range_rows)
+            record["seconds"] = (dt.datetime.now(dt.UTC) - t0).total_seconds()
+            records.append(record)
         with (self.work_dir / "materializations.jsonl").open("a") as fh:
             for r in records:
                 fh.write(json.dumps({**r, "at": dt.datetime.now(dt.UTC).isoformat()}) + "\n")
         return records
+
+    def _materialize_in_ranges(
+        self, view: str, start: dt.datetime, end: dt.datetime, range_rows: int
+    ) -> int:
+        """``online_writes`` for one view, then the window logged in the registry; rows written."""
+        fv = self._view(view)
+        uri = f"{self.source_uri.rstrip('/')}/{view}.parquet"
+        filesystem = None
+        if "://" in uri:
+            filesystem, uri = pafs.FileSystem.from_uri(uri)
+        keys = list(fv.join_keys)
+        frames = newest_rows(uri, keys, start, end, range_rows, filesystem=filesystem)
+        rows = write_online(self.store, view, frames)
+        self.store.registry.apply_materialization(fv, self.cfg.project, start, end)
+        return rows
 
     # --------------------------------------------------------------------------- online reads
     def online_user_features(self, user_ids: list[int]) -> dict[str, list]:

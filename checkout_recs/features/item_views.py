@@ -180,6 +180,18 @@ def category_ctr_lift(
     smoothed towards the pooled one with ``CATEGORY_PRIOR_VIEWS`` pseudo-impressions, so a
     category never shown gets 0 (no lift).
     """
+    codes, by_top = category_ctr_lift_by_top(lst, impressions, clicks, grid)
+    if not len(by_top):
+        return np.zeros((len(lst), len(grid)))
+    return by_top[codes]
+
+
+def category_ctr_lift_by_top(
+    lst: pd.DataFrame, impressions: pd.DataFrame, clicks: pd.DataFrame, grid: pd.DatetimeIndex
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`category_ctr_lift` per top category: ``(codes, lift)``, ``codes`` int (n,) the row
+    of each listing's top category in ``lift``, float64 (n_top, D); ``lift[codes]`` is
+    ``category_ctr_lift``'s matrix. ``lift`` has no rows when there is no listing."""
     codes, _ = pd.factorize(lst["top_category_id"])
     top_of = pd.Series(codes, index=lst["listing_id"].to_numpy())
     n_top = int(codes.max()) + 1 if len(codes) else 0
@@ -196,8 +208,8 @@ def category_ctr_lift(
         )
 
     if not n_top:
-        return np.zeros((len(lst), len(grid)))
-    return _ctr_lift(decayed(clicks), decayed(impressions))[codes]
+        return codes, np.zeros((0, len(grid)))
+    return codes, _ctr_lift(decayed(clicks), decayed(impressions))
 
 
 def _ctr_lift(clicks: np.ndarray, views: np.ndarray) -> np.ndarray:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
 
 from checkout_recs import contract
 from checkout_recs.features.sla import FEATURE_SLAS
@@ -80,11 +82,26 @@ def point_in_time_join(
     return out.drop(columns=["_row", "_t", "_ft"]), found
 
 
-def pit_join_views(features_dir: Path, ttls: dict[str, pd.Timedelta] | None = None):
+#: Entity rows per chunk of ``pit_join_views``' join (each reads only its entities' rows).
+JOIN_CHUNK_ROWS = 100_000
+
+
+def pit_join_views(
+    features_dir: Path,
+    ttls: dict[str, pd.Timedelta] | None = None,
+    chunk_rows: int = JOIN_CHUNK_ROWS,
+):
     """A ``join`` for ``build_training_set`` that reads ``features_dir/<view>.parquet``.
 
     ``ttls`` defaults to the views' staleness SLAs (``sla.FEATURE_SLAS``, also the Feast TTLs):
     a value older than its SLA is not used, as serving would not use it.
+
+    Each view is joined ``chunk_rows`` entity rows at a time, in the order of the view's key,
+    reading only the feature rows of that chunk's entities within the chunk's time span (TTL
+    included): a parquet scan with the filter pushed down (a chunk is a key range, so the row
+    groups outside it are skipped), so the feature rows in memory follow the chunk, not the
+    view's size (``n_entities * D`` rows). Each entity row's result depends only on its own
+    entity's rows, so the answer is the whole-table join's.
 
     Returns
     -------
@@ -94,16 +111,57 @@ def pit_join_views(features_dir: Path, ttls: dict[str, pd.Timedelta] | None = No
         where a view has no eligible row.
     """
     ttls = {v: pd.Timedelta(t) for v, t in FEATURE_SLAS.items()} if ttls is None else ttls
-    tables = {v: pd.read_parquet(Path(features_dir) / f"{v}.parquet") for v in VIEW_KEYS}
+
+    def join_view(entity_df: pd.DataFrame, view: str, key: str) -> pd.DataFrame:
+        """The view's columns for every entity row (same index), ``chunk_rows`` rows at a time
+        in the order of ``key`` (a chunk is a range of keys: the file's row groups outside it
+        are skipped, the views being sorted by key)."""
+        cols = [training_column(view, c) for c in view_feature_names(view)]
+        keys = entity_df[key].to_numpy()
+        order = np.argsort(keys, kind="stable")
+        t = utc(entity_df["event_timestamp"])
+        pieces = []
+        for a in range(0, len(order), max(1, chunk_rows)):
+            rows = order[a : a + chunk_rows]
+            chunk = entity_df.iloc[rows][[key, "event_timestamp"]]
+            feat = view_rows(
+                Path(features_dir) / f"{view}.parquet",
+                key,
+                chunk[key].unique(),
+                t.iloc[rows].min() - ttls[view] if view in ttls else None,
+                t.iloc[rows].max(),
+            )
+            feat = feat.rename(columns=dict(zip(view_feature_names(view), cols, strict=True)))
+            joined, _ = point_in_time_join(chunk, feat, key, cols, ttl=ttls.get(view))
+            pieces.append(joined[cols].set_axis(entity_df.index[rows]))
+        if not pieces:  # no entity rows
+            return pd.DataFrame({c: pd.Series(dtype=float) for c in cols})
+        return pd.concat(pieces).loc[entity_df.index]
 
     def join(entity_df: pd.DataFrame) -> pd.DataFrame:
-        out = entity_df
-        for view, key in VIEW_KEYS.items():
-            cols = view_feature_names(view)
-            feat = tables[view].rename(columns={c: training_column(view, c) for c in cols})
-            out, _ = point_in_time_join(
-                out, feat, key, [training_column(view, c) for c in cols], ttl=ttls.get(view)
-            )
-        return out
+        out = entity_df.reset_index(drop=True)
+        views = [join_view(out, view, key) for view, key in VIEW_KEYS.items()]
+        return pd.concat([out, *views], axis=1)
 
     return join
+
+
+def view_rows(
+    path: Path,
+    key: str,
+    keys: np.ndarray,
+    since: pd.Timestamp | None,
+    until: pd.Timestamp,
+) -> pd.DataFrame:
+    """The rows of a feature view file whose ``key`` is in ``keys`` (shape ``(k,)``) and whose
+    ``event_timestamp`` is in ``[since, until]`` (no lower bound when ``since`` is None), in file
+    order; the filter is applied while the file is scanned."""
+    key_type = pa.int64()
+    where = ds.field(key).isin(pa.array(keys, type=key_type))
+    if len(keys):  # a range too: the row groups outside it are skipped (min/max statistics)
+        lo, hi = pa.scalar(int(keys.min()), key_type), pa.scalar(int(keys.max()), key_type)
+        where = (ds.field(key) >= lo) & (ds.field(key) <= hi) & where
+    where = where & (ds.field("event_timestamp") <= pa.scalar(until, pa.timestamp("us", "UTC")))
+    if since is not None:
+        where = where & (ds.field("event_timestamp") >= pa.scalar(since, pa.timestamp("us", "UTC")))
+    return ds.dataset(path, format="parquet").to_table(filter=where).to_pandas()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.scale import main
+from benchmarks.scale import keep_earlier, main
 from benchmarks.scale_report import exponent, exponents
 from benchmarks.scale_steps import STEP_NAMES, TrafficModel, parse_size
 
@@ -127,3 +127,32 @@ def test_a_failed_step_holds_back_only_the_steps_that_need_it(
     # label re-runs and fails; features and training_set are done (kept); materialize re-runs
     assert scale.run_rung(rung, None, 1, 0.0) == ["label", "materialize"]
     assert scale.collect(tmp_path)["3k"]["status"] == "failed at label, materialize"
+
+
+def test_rungs_of_an_earlier_result_are_kept_and_marked(tmp_path: Path) -> None:
+    """A rung re-run in this workdir replaces its earlier record; the others are kept, marked."""
+    earlier = {
+        "command": "python benchmarks/scale.py --rungs 100k 1M",
+        "commit": "abc1234",
+        "measured_at": "2026-12-01T00:00:00Z",
+        "finished_at": "2026-12-01T01:00:00Z",
+        "rungs": {
+            "100k": {"listings": 100_000, "status": "complete", "steps": {"label": {}}},
+            "1M": {"listings": 1_000_000, "status": "failed at features", "steps": {}},
+        },
+    }
+    (tmp_path / "scale.json").write_text(json.dumps(earlier))
+    now = {"1M": {"listings": 1_000_000, "status": "complete", "steps": {"label": {}}}}
+    rungs = keep_earlier(dict(now), tmp_path / "scale.json")
+    assert list(rungs) == ["100k", "1M"]  # by catalogue size
+    assert rungs["1M"] == now["1M"]  # re-run here: this run's record, unmarked
+    assert rungs["100k"]["earlier_run"]["commit"] == "abc1234"
+    assert rungs["100k"]["steps"] == {"label": {}}
+    kept_again = keep_earlier({}, _write(tmp_path / "again.json", {"rungs": rungs, "commit": "x"}))
+    assert kept_again["100k"]["earlier_run"]["commit"] == "abc1234"  # the first mark stays
+    assert keep_earlier(dict(now), tmp_path / "absent.json") == now
+
+
+def _write(path: Path, body: dict) -> Path:
+    path.write_text(json.dumps(body))
+    return path
