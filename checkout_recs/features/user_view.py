@@ -109,6 +109,13 @@ def build_user_view(
         ``contract.USER_FEATURES`` columns; one row per (user, snapshot) for every user signed
         up (or with a purchase) by the snapshot. Defaults (``USER_DEFAULTS``) where no purchase.
     """
+    return user_snapshots(user_spans(users, events), events, grid)
+
+
+def user_spans(users: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
+    """One row per user signed up or with a purchase: ``user_id, region, device, signup_at,
+    first_ts`` (first purchase) and ``since`` (the earlier of the two: snapshots start there).
+    ``users``: ``contract.USERS`` rows; ``events``: from :func:`purchase_events`."""
     users = users.assign(signup_at=utc(users["signup_at"]))
     known = pd.DataFrame({"user_id": pd.unique(events["user_id"])})
     first = events.groupby("user_id")["event_timestamp"].min().rename("first_ts").reset_index()
@@ -116,12 +123,23 @@ def build_user_view(
     u = u.merge(first, on="user_id", how="left")
     u["since"] = u["signup_at"].fillna(u["first_ts"])
     u["since"] = u[["since", "first_ts"]].min(axis=1)
-    grid_df = pd.DataFrame({"event_timestamp": grid})
-    snap = u.merge(grid_df, how="cross")
+    return u
+
+
+def user_snapshots(
+    spans: pd.DataFrame, events: pd.DataFrame, grid: pd.DatetimeIndex
+) -> pd.DataFrame:
+    """``contract.USER_FEATURES`` rows of the users in ``spans`` (from :func:`user_spans`), one
+    per user and snapshot time of ``grid`` (shape ``(D,)``) from their ``since`` on, built from
+    ``events`` (:func:`purchase_events`, time order; events of other users may be left out:
+    each user's columns depend on that user's events only)."""
+    snap = spans.merge(pd.DataFrame({"event_timestamp": grid}), how="cross")
     snap = snap[snap["event_timestamp"] >= snap["since"]].sort_values(
         "event_timestamp", kind="stable"
     )
-    state = _running_state(events).rename(columns={"event_timestamp": "last_ts"})
+    state = _running_state(events.reset_index(drop=True)).rename(
+        columns={"event_timestamp": "last_ts"}
+    )
     state = state.drop(columns=["listing_id", "category_id", "is_mobile"]).rename(
         columns={"price": "last_price_paid"}
     )

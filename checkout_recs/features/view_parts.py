@@ -44,7 +44,7 @@ from checkout_recs.features.item_views import (
     listing_rates,
 )
 from checkout_recs.features.tables import DAY, decayed_by_day, utc
-from checkout_recs.features.user_view import _finish_user, _running_state
+from checkout_recs.features.user_view import user_snapshots, user_spans
 
 #: Entities per frame by default (x D rows: 350k rows at D = 14; a user row with its lists
 #: is ~1 KB in pandas, a listing row ~0.3 KB).
@@ -204,34 +204,8 @@ def user_view_parts(
     (``user_id``, then ``event_timestamp``), ``contract.USER_FEATURES`` columns; ``events``
     from ``user_view.purchase_events`` (sorted by time). Each range of users is built from its
     users' events only: every column of the view is a function of one user's events."""
-    users = users.assign(signup_at=utc(users["signup_at"]))
-    known = pd.DataFrame({"user_id": pd.unique(events["user_id"])})
-    first = events.groupby("user_id")["event_timestamp"].min().rename("first_ts").reset_index()
-    u = users[["user_id", "region", "device", "signup_at"]].merge(known, on="user_id", how="outer")
-    u = u.merge(first, on="user_id", how="left")
-    u["since"] = u["signup_at"].fillna(u["first_ts"])
-    u["since"] = u[["since", "first_ts"]].min(axis=1)
-    u = u.sort_values("user_id", kind="stable").reset_index(drop=True)
-    grid_df = pd.DataFrame({"event_timestamp": grid})
+    u = user_spans(users, events).sort_values("user_id", kind="stable").reset_index(drop=True)
     ev_user = events["user_id"].to_numpy()
     for a, b in key_ranges(u["user_id"].to_numpy(), per_chunk):
         part = u.iloc[a:b]
-        snap = part.merge(grid_df, how="cross")
-        snap = snap[snap["event_timestamp"] >= snap["since"]].sort_values(
-            "event_timestamp", kind="stable"
-        )
-        mine = events[np.isin(ev_user, part["user_id"].to_numpy())]
-        state = _running_state(mine.reset_index(drop=True))
-        state = state.rename(columns={"event_timestamp": "last_ts"})
-        state = state.drop(columns=["listing_id", "category_id", "is_mobile"]).rename(
-            columns={"price": "last_price_paid"}
-        )
-        out = pd.merge_asof(
-            snap,
-            state,
-            left_on="event_timestamp",
-            right_on="last_ts",
-            by="user_id",
-            allow_exact_matches=True,
-        )
-        yield _finish_user(out)
+        yield user_snapshots(part, events[np.isin(ev_user, part["user_id"].to_numpy())], grid)
