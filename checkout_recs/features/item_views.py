@@ -299,11 +299,26 @@ def build_seller_view(
         ``joined_at``). ``seller_sales_velocity`` is sales/day: the decayed count times the decay
         rate ``ln 2 / HALF_LIFE_DAYS``. An unrated seller gets the mean rating of rated sellers.
     """
+    s, prior, vel = seller_inputs(sellers, sales, grid)
+    return seller_rows(_expand(s, "seller_id", "joined_at", grid), prior, vel)
+
+
+def seller_inputs(
+    sellers: pd.DataFrame, sales: pd.DataFrame, grid: pd.DatetimeIndex
+) -> tuple[pd.DataFrame, float, np.ndarray]:
+    """What every seller row needs: the sellers (``joined_at`` in UTC, index 0..n-1), the rating
+    prior (mean rating of rated sellers) and the sales velocity, sales/day, float (n, D)."""
     s = sellers.assign(joined_at=utc(sellers["joined_at"])).reset_index(drop=True)
     rated = s["rating"].dropna()
     prior = float(rated.mean()) if len(rated) else DEFAULT_RATING
     vel = _decayed(s["seller_id"], sales, "seller_id", grid) * (np.log(2.0) / HALF_LIFE_DAYS)
-    out = _expand(s, "seller_id", "joined_at", grid)
+    return s, prior, vel
+
+
+def seller_rows(out: pd.DataFrame, prior: float, vel: np.ndarray) -> pd.DataFrame:
+    """``contract.SELLER_FEATURES`` rows of expanded (seller, snapshot) rows ``out`` (with ``_row``
+    into ``vel`` and ``_day``), sorted by seller then time; ``prior`` and ``vel`` from
+    :func:`seller_inputs`."""
     out["seller_age_days"] = (out["event_timestamp"] - out["joined_at"]) / DAY
     out["seller_rating"] = out["rating"].fillna(prior).astype(float)
     out["seller_is_new"] = (out["seller_age_days"] < NEW_SELLER_DAYS).astype(np.int8)

@@ -34,14 +34,13 @@ from checkout_recs.features.day_spill import DaySpill
 from checkout_recs.features.item_views import (
     CTR_PRIOR_FIT,
     CVR_PRIOR_FIT,
-    DEFAULT_RATING,
     HALF_LIFE_DAYS,
-    NEW_SELLER_DAYS,
-    _decayed,
     _index,
     _minus_category_median,
     category_ctr_lift_by_top,
     listing_rates,
+    seller_inputs,
+    seller_rows,
 )
 from checkout_recs.features.tables import DAY, decayed_by_day, utc
 from checkout_recs.features.user_view import user_snapshots, user_spans
@@ -178,20 +177,10 @@ def seller_view_parts(
     """``build_seller_view``'s rows as frames of about ``per_chunk`` sellers each, in its order
     (``seller_id``, then ``event_timestamp``), ``contract.SELLER_FEATURES`` columns; ``sales``
     from ``item_views.seller_sales``."""
-    s = sellers.assign(joined_at=utc(sellers["joined_at"])).reset_index(drop=True)
-    rated = s["rating"].dropna()
-    prior = float(rated.mean()) if len(rated) else DEFAULT_RATING
-    vel = _decayed(s["seller_id"], sales, "seller_id", grid) * (np.log(2.0) / HALF_LIFE_DAYS)
+    s, prior, vel = seller_inputs(sellers, sales, grid)
     order = np.argsort(s["seller_id"].to_numpy(), kind="stable")
-    cols = contract.field_names(contract.SELLER_FEATURES)
     for a, b in key_ranges(s["seller_id"].to_numpy()[order], per_chunk):
-        out = _expand_rows(s, order[a:b], "joined_at", grid)
-        out["seller_age_days"] = (out["event_timestamp"] - out["joined_at"]) / DAY
-        out["seller_rating"] = out["rating"].fillna(prior).astype(float)
-        out["seller_is_new"] = (out["seller_age_days"] < NEW_SELLER_DAYS).astype(np.int8)
-        out["seller_linked_history"] = out["linked_history"].astype(np.int8)
-        out["seller_sales_velocity"] = vel[out["_row"].to_numpy(), out["_day"].to_numpy()]
-        yield out.sort_values(["seller_id", "event_timestamp"])[cols]
+        yield seller_rows(_expand_rows(s, order[a:b], "joined_at", grid), prior, vel)
 
 
 def user_view_parts(
