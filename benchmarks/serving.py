@@ -61,6 +61,7 @@ from benchmarks import serving_load  # noqa: E402
 from benchmarks.host_probe import cold_penalty  # noqa: E402
 from benchmarks.redis_server import kill_redis_server, start_redis_server  # noqa: E402
 from benchmarks.serving_bundle_1m import build_ann_bundle, bundle_requests, write_feature_tables  # noqa: E402
+from benchmarks.serving_throughput import closed_loop_wrk, throughput_runs  # noqa: E402
 from checkout_recs.deploy.manifests import build as render_overlay  # noqa: E402
 from checkout_recs.serving.bundle_layout import BundleLayout  # noqa: E402
 from checkout_recs.synthetic.serving import (  # noqa: E402
@@ -295,11 +296,25 @@ def main() -> None:
     ap.add_argument("--sweep-duration", type=float, default=15.0)
     ap.add_argument("--fault-duration", type=float, default=30.0)
     ap.add_argument(
+        "--throughput_rates",
+        default="150,200,250,300",
+        help="throughput scenario: offered rates (requests/s), ascending",
+    )
+    ap.add_argument("--throughput_duration", type=float, default=30.0)
+    ap.add_argument(
+        "--wrk_connections",
+        type=int,
+        default=8,
+        help="throughput scenario: a closed-loop wrk run with this many requests in flight "
+        "after the open-loop runs, when wrk is installed (0: none)",
+    )
+    ap.add_argument(
         "--scenarios",
         default="profile,design,design_grpc,naive,inprocess",
         help="which paths to run (design: the REST binary hop, design_grpc: the gRPC hop); also "
         "design_log (design + decision log) and design_inline_ledger (design with the "
-        "exploration lease renewed inline), for A/B runs",
+        "exploration lease renewed inline), for A/B runs, and throughput (the shipped path's "
+        "highest rate at p99 <= 25 ms: serving_throughput.py)",
     )
     ap.add_argument(
         "--decision_log_rotate_s", type=float, default=30.0, help="design_log: part rotation (s)"
@@ -370,6 +385,7 @@ def main() -> None:
             "design_inline_ledger",
             ["--ranker_protocol", "rest-binary", "--ledger_renewal", "inline"],
         ),
+        ("throughput", ["--ranker_protocol", "rest-binary"]),
     ]
     order = {n: i for i, n in enumerate(wanted)}  # scenarios run in the order asked (A/B/A/B)
     scenarios = sorted([sc for sc in scenarios if sc[0] in order], key=lambda sc: order[sc[0]])
@@ -394,6 +410,17 @@ def main() -> None:
                 log_dir=args.workdir / f"logs-{name}",
             ) as s:
                 con.print(f"[bold]{name}[/]: servers ready in {time.perf_counter() - t:.0f} s")
+                if name == "throughput":
+                    rates = [float(r) for r in args.throughput_rates.split(",")]
+                    res[name] = throughput_runs(
+                        s, bodies, rates, args.throughput_duration, con.print
+                    )
+                    if args.wrk_connections:
+                        res[name]["wrk"] = wrk = closed_loop_wrk(
+                            s, bodies, args.wrk_connections, args.throughput_duration
+                        )
+                        con.print({"wrk": wrk or "wrk not installed: no closed-loop run"})
+                    continue
                 res[name] = run_scenario(name, s, bodies, args, con)
                 if name == "design_log":
                     res[name]["decision_log_rows"] = serving_load.decision_log_rows(

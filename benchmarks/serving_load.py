@@ -23,9 +23,17 @@ lateness it still has is reported (``send_late_p50_ms`` / ``send_late_p95_ms``).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,6 +43,8 @@ import pandas as pd
 #: Before each scheduled send the generator stops sleeping this early and yields until due (s).
 SPIN_S = 0.0015
 _JSON = {"content-type": "application/json"}
+
+ROOT = Path(__file__).resolve().parents[1]
 
 STAGES = ("features", "retrieval", "inventory", "rank_input", "rank", "policy", "total")
 
@@ -62,8 +72,14 @@ async def open_loop(
     duration: float,
     on_tick: Callable[[float], None] | None = None,
     timeout_s: float = 10.0,
+    spin_s: float = SPIN_S,
 ) -> dict[str, Any]:
     """Send ``rate`` requests/s for ``duration`` s to a v1 URL regardless of answers.
+
+    ``spin_s``: how long before each send the generator stops sleeping and yields until due
+    (``_until``); the spinning costs the generator about that much CPU per request, so a
+    throughput run, where the generator's CPU is taken from the servers, uses 0 (sends up to ~1 ms
+    late, charged to the server's latency: conservative).
 
     Returns sent / ok / errors / http_5xx counts, throughput (answers/s), p50/p95/p99/max latency
     in ms from the scheduled send time (answered requests only), the share answered by the
@@ -100,7 +116,7 @@ async def open_loop(
 
         tasks = []
         for i in range(n):
-            await _until(t0 + i / rate)
+            await _until(t0 + i / rate, spin_s)
             if on_tick is not None:
                 on_tick(i / rate)
             tasks.append(asyncio.create_task(one(i)))
@@ -147,10 +163,10 @@ def encode_bodies(bodies: list[dict]) -> list[bytes]:
     return [json.dumps(b).encode() for b in bodies]
 
 
-async def _until(when: float) -> None:
-    """Return at ``when`` (``time.perf_counter`` seconds): sleep until ``SPIN_S`` before, then yield
+async def _until(when: float, spin_s: float = SPIN_S) -> None:
+    """Return at ``when`` (``time.perf_counter`` seconds): sleep until ``spin_s`` before, then yield
     to the loop (other sends and answers run) until due."""
-    delay = when - time.perf_counter() - SPIN_S
+    delay = when - time.perf_counter() - spin_s
     if delay > 0:
         await asyncio.sleep(delay)
     while time.perf_counter() < when:
@@ -272,3 +288,90 @@ def cpu_s(pid: int) -> float:
 
     p = psutil.Process(pid)
     return sum(sum(q.cpu_times()[:2]) for q in [p, *p.children(recursive=True)])
+
+
+def open_loop_process(
+    url: str,
+    bodies: list[dict],
+    rate: float,
+    duration: float,
+    spin_s: float = 0.0,
+    timeout_s: float = 10.0,
+) -> dict[str, Any]:
+    """``open_loop`` run by a process of its own (``python -m benchmarks.serving_load``), so the
+    generator's CPU is measured apart from the caller's and the servers'.
+
+    Returns ``open_loop``'s dict plus ``generator``: its CPU seconds during the sends and answers,
+    CPU ms per request sent, and its share of one core (CPU s / wall s).
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        body_file, out = Path(tmp) / "bodies.json", Path(tmp) / "result.json"
+        body_file.write_bytes(orjson.dumps(bodies))
+        cmd = [
+            sys.executable,
+            "-m",
+            "benchmarks.serving_load",
+            "--url",
+            url,
+            "--bodies",
+            str(body_file),
+            "--rate",
+            str(rate),
+            "--duration",
+            str(duration),
+            "--spin_ms",
+            str(spin_s * 1e3),
+            "--timeout_s",
+            str(timeout_s),
+            "--out",
+            str(out),
+        ]
+        subprocess.run(cmd, check=True, cwd=ROOT)
+        result: dict[str, Any] = json.loads(out.read_text())
+    return result
+
+
+def _cpu_self_s() -> float:
+    """CPU seconds (user + system) of this process so far."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``open_loop_process``: one open-loop run, its result (with the generator's own
+    CPU) written as JSON to ``--out``."""
+    ap = argparse.ArgumentParser(description="open-loop load from a process of its own")
+    ap.add_argument("--url", required=True)
+    ap.add_argument("--bodies", type=Path, required=True, help="JSON list of v1 request bodies")
+    ap.add_argument("--rate", type=float, required=True, help="requests per second")
+    ap.add_argument("--duration", type=float, required=True, help="seconds")
+    ap.add_argument("--spin_ms", type=float, default=0.0)
+    ap.add_argument("--timeout_s", type=float, default=10.0)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    bodies = orjson.loads(args.bodies.read_bytes())
+    c0, t0 = _cpu_self_s(), time.perf_counter()
+    res = run(
+        open_loop(
+            args.url,
+            bodies,
+            args.rate,
+            args.duration,
+            timeout_s=args.timeout_s,
+            spin_s=args.spin_ms / 1e3,
+        )
+    )
+    cpu, wall = _cpu_self_s() - c0, time.perf_counter() - t0
+    res["generator"] = {
+        "pid": os.getpid(),
+        "cpu_s": cpu,
+        "wall_s": wall,
+        "cpu_ms_per_request": cpu * 1e3 / max(res["sent"], 1),
+        "core_share": cpu / wall,
+        "spin_ms": args.spin_ms,
+    }
+    args.out.write_text(json.dumps(res, default=float))
+
+
+if __name__ == "__main__":
+    main()
