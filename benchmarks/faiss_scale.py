@@ -425,6 +425,9 @@ def main(argv: list[str] | None = None) -> int:
         "status": "running",
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         "cpus": os.cpu_count(),
+        # the CPUs this process may run on (``taskset``): one core of its own gives the latency a
+        # serving pod with dedicated CPU sees; a shared core adds other tasks' time slices
+        "cpu_affinity": sorted(os.sched_getaffinity(0)),
         "load_1m_start": _load(),
     }
     path.write_text(json.dumps(out, indent=2))
