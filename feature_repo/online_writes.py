@@ -14,13 +14,14 @@ in batches of ``batch_rows``. Same rows in the online store as Feast's ``materia
 from __future__ import annotations
 
 import datetime as dt
-import math
 from collections.abc import Iterator
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
+
+from checkout_recs.features.view_latest import key_range_filters
 
 #: Feature rows per range scanned (the range's newest rows are at most this many).
 RANGE_ROWS = 2_000_000
@@ -30,25 +31,6 @@ BATCH_ROWS = 20_000
 
 def _dataset(uri: str, filesystem: pafs.FileSystem | None) -> ds.Dataset:
     return ds.dataset(uri, format="parquet", filesystem=filesystem)
-
-
-def _key_bounds(dataset: ds.Dataset, key: str) -> tuple[int, int] | None:
-    """Smallest and largest ``key`` from the parquet row-group statistics (no data read);
-    None when the file has no rows or a row group lacks statistics."""
-    lo, hi = None, None
-    for frag in dataset.get_fragments():
-        meta = frag.metadata
-        col = meta.schema.to_arrow_schema().get_field_index(key)
-        for g in range(meta.num_row_groups):
-            rg = meta.row_group(g)
-            if rg.num_rows == 0:
-                continue
-            stats = rg.column(col).statistics
-            if stats is None or not stats.has_min_max:
-                return None
-            lo = stats.min if lo is None else min(lo, stats.min)
-            hi = stats.max if hi is None else max(hi, stats.max)
-    return None if lo is None or hi is None else (int(lo), int(hi))
 
 
 def newest_rows(
@@ -78,17 +60,8 @@ def newest_rows(
     window = (ts >= pa.scalar(start, pa.timestamp("us", "UTC"))) & (
         ts <= pa.scalar(end, pa.timestamp("us", "UTC"))
     )
-    rows = sum(f.metadata.num_rows for f in dataset.get_fragments())
-    bounds = _key_bounds(dataset, keys[0]) if rows else None
-    n_ranges = max(1, math.ceil(rows / max(1, range_rows)))
-    if bounds is None or n_ranges == 1:
-        filters = [window]
-    else:
-        lo, hi = bounds
-        step = max(1, math.ceil((hi - lo + 1) / n_ranges))
-        k = ds.field(keys[0])
-        filters = [window & (k >= a) & (k < a + step) for a in range(lo, hi + 1, step)]
-    for where in filters:
+    ranges = key_range_filters(dataset, keys[0], range_rows)
+    for where in (window if r is None else window & r for r in ranges):
         df = dataset.to_table(filter=where).to_pandas()
         if len(df):
             df = df.sort_values("event_timestamp", ascending=False, kind="stable")

@@ -2,7 +2,8 @@
 
 Feature tables hold daily snapshots (``event_timestamp``); the models want the latest row per
 entity. Listing content (title) lives in the validated ``listings`` table, so the listing
-snapshot joins validated listings with the latest listing and seller features.
+snapshot joins validated listings with the latest listing and seller features; it reads those
+views a key range at a time (``features.view_latest.latest_rows``), never whole.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.dataset as ds
+
+from checkout_recs.features.view_latest import latest_rows
 
 
 def read_table(path: Path) -> pd.DataFrame:
@@ -18,6 +22,16 @@ def read_table(path: Path) -> pd.DataFrame:
     if not path.exists():
         raise FileNotFoundError(f"missing input table: {path}")
     return pd.read_parquet(path)
+
+
+def read_columns(path: Path, columns: list[str]) -> pd.DataFrame:
+    """The ``columns`` a parquet file or folder of parts holds (in that order), not the others;
+    raises FileNotFoundError when absent."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"missing input table: {path}")
+    names = ds.dataset(path, format="parquet", partitioning="hive").schema.names
+    return pd.read_parquet(path, columns=[c for c in columns if c in names])
 
 
 def latest_per_entity(frame: pd.DataFrame, key: str) -> pd.DataFrame:
@@ -58,10 +72,11 @@ def listing_snapshot(
     -------
     DataFrame with ``listing_id, seller_id, category_id, top_category_id, region, title, price,
     take_rate``, the listing/seller feature columns and ``snapshot_time`` (UTC, the newest
-    feature time; the same on every row); sorted by ``listing_id``.
+    feature time; the same on every row); sorted by ``listing_id``. Memory: one key range of a
+    view (``view_latest.RANGE_ROWS`` rows) plus the result, not the views' ``n * D`` rows.
     """
     features_dir = Path(features_dir)
-    feats = latest_per_entity(read_table(features_dir / "listing.parquet"), "listing_id")
+    feats = latest_rows(features_dir / "listing.parquet", "listing_id")
     # The time the features were taken: serving checks the snapshot's age against its SLA.
     snapshot_time = (
         pd.to_datetime(feats["event_timestamp"], utc=True).max() if len(feats) else pd.NaT
@@ -69,7 +84,8 @@ def listing_snapshot(
     feats = feats.drop(columns=["event_timestamp"], errors="ignore")
     if listings is None:
         found = find_validated_listings(features_dir, *(p for p in [labels_dir] if p is not None))
-        listings = read_table(found) if found is not None else None
+        content = ["listing_id", "title", "quantity", "listed_at"]
+        listings = read_columns(found, content) if found is not None else None
     if listings is not None:
         extra = [c for c in ("title", "quantity", "listed_at") if c in listings]
         feats = feats.merge(
@@ -82,9 +98,11 @@ def listing_snapshot(
     feats["title"] = feats["title"].fillna("")
     seller_path = features_dir / "seller.parquet"
     if seller_path.exists():
-        sellers = latest_per_entity(read_table(seller_path), "seller_id").drop(
+        sellers = latest_rows(seller_path, "seller_id").drop(
             columns=["event_timestamp"], errors="ignore"
         )
         feats = feats.merge(sellers, on="seller_id", how="left")
     feats["snapshot_time"] = snapshot_time
-    return feats.sort_values("listing_id").reset_index(drop=True)
+    if not feats["listing_id"].is_monotonic_increasing:  # latest_rows and left merges keep it
+        feats = feats.sort_values("listing_id")
+    return feats.reset_index(drop=True)

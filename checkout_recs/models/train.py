@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
-from checkout_recs.models.inputs import latest_per_entity, listing_snapshot, read_table
+from checkout_recs.features.view_latest import latest_rows
+from checkout_recs.models.inputs import listing_snapshot, read_table
 from checkout_recs.models.metrics import auc
 from checkout_recs.models.ranker import RankerConfig, RankerModel, train_ranker
 from checkout_recs.models.student import StudentConfig, distill
@@ -90,8 +91,9 @@ def _load_interactions(labels_dir: Path) -> pd.DataFrame:
 
 
 def _users(features_dir: Path) -> pd.DataFrame | None:
+    """Each user's newest row of the user view (by ``user_id``), read a key range at a time."""
     p = Path(features_dir) / "user.parquet"
-    return latest_per_entity(read_table(p), "user_id") if p.exists() else None
+    return latest_rows(p, "user_id") if p.exists() else None
 
 
 def _merge_metrics(out_dir: Path, new: dict[str, float]) -> dict[str, float]:

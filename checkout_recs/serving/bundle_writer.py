@@ -16,7 +16,8 @@ from typing import Any
 
 import pandas as pd
 
-from checkout_recs.models.inputs import latest_per_entity, listing_snapshot, read_table
+from checkout_recs.features.view_latest import latest_rows
+from checkout_recs.models.inputs import listing_snapshot
 from checkout_recs.retrieval.index import build_index
 from checkout_recs.serving.bundle_layout import (
     CANDIDATE_TABLES,
@@ -167,13 +168,14 @@ def _write_catalogue(
 
 
 def _write_users(features_dir: Path, layout: BundleLayout) -> None:
-    """``features/user.parquet``: the latest row per user of ``features_dir/user.parquet`` (if any)."""
+    """``features/user.parquet``: the latest row per user of ``features_dir/user.parquet`` (if any),
+    by ``user_id``, read a key range at a time (``view_latest.latest_rows``)."""
 
     src = features_dir / "user.parquet"
     if not src.exists():
         return
     layout.features_dir.mkdir(parents=True, exist_ok=True)
-    latest_per_entity(read_table(src), "user_id").to_parquet(layout.user_features, index=False)
+    latest_rows(src, "user_id").to_parquet(layout.user_features, index=False)
 
 
 def _version(model_dir: Path) -> str | None:

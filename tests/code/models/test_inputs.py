@@ -1,0 +1,52 @@
+"""``listing_snapshot`` reads the listing and seller views a key range at a time; its frame is
+the whole-view path's (each view read whole, ``latest_per_entity``), value for value, dtype for
+dtype, row for row, on the demo's feature views."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from checkout_recs.features import view_latest
+from checkout_recs.models.inputs import (
+    find_validated_listings,
+    latest_per_entity,
+    listing_snapshot,
+    read_table,
+)
+from tests.fixtures_features import demo_features  # noqa: F401
+
+
+def whole_view_snapshot(features_dir: Path, labels_dir: Path) -> pd.DataFrame:
+    """The reference: ``listing_snapshot`` as it was, every view read whole."""
+    feats = latest_per_entity(read_table(features_dir / "listing.parquet"), "listing_id")
+    snapshot_time = pd.to_datetime(feats["event_timestamp"], utc=True).max()
+    feats = feats.drop(columns=["event_timestamp"])
+    found = find_validated_listings(features_dir, labels_dir)
+    assert found is not None
+    listings = read_table(found)
+    extra = [c for c in ("title", "quantity", "listed_at") if c in listings]
+    feats = feats.merge(
+        listings[["listing_id", *extra]].drop_duplicates("listing_id"), on="listing_id", how="left"
+    )
+    feats["title"] = feats["title"].fillna("")
+    sellers = latest_per_entity(read_table(features_dir / "seller.parquet"), "seller_id")
+    feats = feats.merge(sellers.drop(columns=["event_timestamp"]), on="seller_id", how="left")
+    feats["snapshot_time"] = snapshot_time
+    return feats.sort_values("listing_id").reset_index(drop=True)
+
+
+@pytest.mark.parametrize("range_rows", [1_000, view_latest.RANGE_ROWS])
+def test_listing_snapshot_equals_the_whole_view_path(
+    demo_features,
+    monkeypatch: pytest.MonkeyPatch,
+    range_rows: int,  # noqa: F811
+) -> None:
+    monkeypatch.setattr(view_latest, "RANGE_ROWS", range_rows)
+    features, labels = demo_features["features"], demo_features["labels"]
+    got = listing_snapshot(features, labels_dir=labels)
+    expected = whole_view_snapshot(features, labels)
+    assert len(got) > 1000 and got["title"].ne("").all()
+    pd.testing.assert_frame_equal(got, expected)
