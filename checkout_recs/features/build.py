@@ -18,6 +18,7 @@ import pyarrow as pa
 from checkout_recs import contract
 from checkout_recs.features.item_views import build_listing_view, build_seller_view, seller_sales
 from checkout_recs.features.tables import (
+    LISTING_COLUMNS,
     read_labels,
     read_raw,
     snapshot_grid,
@@ -37,15 +38,7 @@ from checkout_recs.features.view_parts import (
 _COLUMNS: dict[str, list[str]] = {
     "categories": ["category_id", "top_category_id"],
     "sellers": ["seller_id", "joined_at", "rating", "linked_history"],
-    "listings": [
-        "listing_id",
-        "seller_id",
-        "category_id",
-        "region",
-        "price",
-        "take_rate",
-        "listed_at",
-    ],
+    "listings": LISTING_COLUMNS,
     "users": ["user_id", "region", "device", "signup_at"],
     "orders": ["user_id", "listing_id", "price", "device", "event_timestamp"],
     "impressions": ["listing_id", "event_timestamp"],
@@ -114,19 +107,32 @@ def build_feature_tables(
     )
     buys = purchase_events(t["orders"], t["purchases"], listing_cats)
     sales = seller_sales(t["orders"], t["purchases"], t["listings"])
-    events = (t["listings"], t["categories"], t["impressions"], t["clicks"], t["purchases"])
+    del listing_cats, t["orders"]  # no view reads them again
     report: dict = {"views": {}, "snapshots": len(grid)}
     if per_chunk is None:
+        events = (t["listings"], t["categories"], t["impressions"], t["clicks"], t["purchases"])
         views = {
             "user": build_user_view(t["users"], buys, grid),
             "listing": build_listing_view(*events, grid),
             "seller": build_seller_view(t["sellers"], sales, grid),
         }
     else:
+        # each table is handed over (popped): the generator that takes it holds the only
+        # reference, so e.g. the listings frame is freed once the listing view has its copy
+        listing_parts = listing_view_parts(
+            t.pop("listings"),
+            t["categories"],
+            t.pop("impressions"),
+            t.pop("clicks"),
+            t.pop("purchases"),
+            grid,
+            per_chunk,
+            spill_dir=out_dir,
+        )
         for name, parts in (
-            ("user", user_view_parts(t["users"], buys, grid, per_chunk)),
-            ("listing", listing_view_parts(*events, grid, per_chunk, spill_dir=out_dir)),
-            ("seller", seller_view_parts(t["sellers"], sales, grid, per_chunk)),
+            ("user", user_view_parts(t.pop("users"), buys, grid, per_chunk)),
+            ("listing", listing_parts),
+            ("seller", seller_view_parts(t.pop("sellers"), sales, grid, per_chunk)),
         ):
             path = out_dir / f"{name}.parquet"
             key = contract.field_names(contract.FEATURE_TABLES[name])[0]

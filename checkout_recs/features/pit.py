@@ -17,7 +17,7 @@ import pyarrow.dataset as ds
 
 from checkout_recs import contract
 from checkout_recs.features.sla import FEATURE_SLAS
-from checkout_recs.features.tables import utc
+from checkout_recs.features.tables import scan, utc
 
 #: Entity key of each feature view.
 VIEW_KEYS: dict[str, str] = {"user": "user_id", "listing": "listing_id", "seller": "seller_id"}
@@ -83,7 +83,7 @@ def point_in_time_join(
 
 
 #: Entity rows per chunk of ``pit_join_views``' join (each reads only its entities' rows).
-JOIN_CHUNK_ROWS = 100_000
+JOIN_CHUNK_ROWS = 50_000
 
 
 def pit_join_views(
@@ -164,4 +164,4 @@ def view_rows(
     where = where & (ds.field("event_timestamp") <= pa.scalar(until, pa.timestamp("us", "UTC")))
     if since is not None:
         where = where & (ds.field("event_timestamp") >= pa.scalar(since, pa.timestamp("us", "UTC")))
-    return ds.dataset(path, format="parquet").to_table(filter=where).to_pandas()
+    return scan(path, where).to_pandas()

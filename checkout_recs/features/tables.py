@@ -6,12 +6,14 @@ column that drifts from the contract fails here rather than in a downstream join
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from checkout_recs import contract
@@ -24,6 +26,15 @@ def resolve_validated_dir(validated_dir: Path) -> Path:
     validated_dir = Path(validated_dir)
     inner = validated_dir / "validated"
     return inner if inner.is_dir() else validated_dir
+
+
+def _raw_path(validated_dir: Path, table: str) -> Path | None:
+    """Where validated table ``table`` lives (a folder of parts or one file); None if absent."""
+    base = resolve_validated_dir(validated_dir)
+    for path in (base / table, base / f"{table}.parquet"):
+        if path.exists():
+            return path
+    return None
 
 
 def read_raw(validated_dir: Path, table: str, columns: list[str] | None = None) -> pd.DataFrame:
@@ -40,14 +51,72 @@ def read_raw(validated_dir: Path, table: str, columns: list[str] | None = None) 
     """
     schema = contract.RAW_TABLES[table]
     names = contract.field_names(schema) if columns is None else list(columns)
-    base = resolve_validated_dir(validated_dir)
-    for path in (base / table, base / f"{table}.parquet"):
-        if path.exists():
-            if columns is not None:
-                return pq.read_table(path, columns=names).to_pandas()[names]
-            df = pq.read_table(path).to_pandas()
-            return df[[c for c in names if c in df.columns]]
-    return contract.empty_table(schema).select(names).to_pandas()
+    path = _raw_path(validated_dir, table)
+    if path is None:
+        return contract.empty_table(schema).select(names).to_pandas()
+    if columns is not None:
+        return to_frame(pq.read_table(path, columns=names))[names]
+    df = to_frame(pq.read_table(path))
+    return df[[c for c in names if c in df.columns]]
+
+
+#: Columns of the validated listings that the feature views and the training set read.
+LISTING_COLUMNS = [
+    "listing_id",
+    "seller_id",
+    "category_id",
+    "region",
+    "price",
+    "take_rate",
+    "listed_at",
+]
+
+
+#: String columns with a handful of distinct values (read as one Python string per value).
+SHARED_STRINGS = frozenset({"region", "device", "policy"})
+
+
+def to_frame(table: pa.Table) -> pd.DataFrame:
+    """``table.to_pandas()``, the same values and dtypes, with each string column of
+    :data:`SHARED_STRINGS` (without nulls) an object column of one Python string per distinct
+    value instead of one per row (~60 bytes a row: 300 MB for 5M listings' regions)."""
+    dtypes = table.slice(0, 0).to_pandas().dtypes  # what to_pandas gives (pandas metadata)
+    shared = []
+    for i, f in enumerate(table.schema):
+        col = table.column(i)
+        if f.name in SHARED_STRINGS and pa.types.is_string(f.type) and col.null_count == 0:
+            table = table.set_column(i, f.name, pc.dictionary_encode(col))
+            shared.append(f.name)
+    df = table.to_pandas()
+    for name in shared:  # a categorical's values in that dtype: its categories, shared
+        df[name] = df[name].astype(dtypes[name])
+    return df
+
+
+def read_raw_rows(
+    validated_dir: Path, table: str, columns: list[str], key: str, values: np.ndarray | pd.Series
+) -> pd.DataFrame:
+    """:func:`read_raw` of ``columns`` restricted to the rows whose ``key`` is in ``values``.
+
+    The filter is applied while the parquet is scanned, so memory follows the rows kept (e.g. the
+    listings of one chunk of impressions), not the table. Rows in file order, same dtypes as
+    :func:`read_raw`; null ``values`` match nothing.
+    """
+    schema = contract.RAW_TABLES[table]
+    path = _raw_path(validated_dir, table)
+    if path is None:
+        return contract.empty_table(schema).select(list(columns)).to_pandas()
+    keys = pa.array(pd.Series(values).dropna().unique(), type=schema.field(key).type)
+    return to_frame(scan(path, ds.field(key).isin(keys), list(columns)))[list(columns)]
+
+
+def scan(path: Path, where: ds.Expression, columns: list[str] | None = None) -> pa.Table:
+    """The rows of a parquet file or folder of parts matching ``where`` (``columns``, default
+    all; file order), filtered while it is read, one batch read ahead: memory follows the rows
+    kept and a row group or two, not the file (the default read-ahead, 16 batches, holds
+    hundreds of MB of decoded row groups of a large file)."""
+    data = ds.dataset(path, format="parquet", partitioning="hive")
+    return data.to_table(columns=columns, filter=where, batch_readahead=1, fragment_readahead=1)
 
 
 def read_labels(labels_dir: Path, name: str) -> pd.DataFrame | None:
@@ -85,22 +154,65 @@ def write_contract_parts(
         Rows written, and the sum over frames of the distinct ``key`` values of each frame
         (the distinct keys of the file when no key spans two frames).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rows = entities = 0
-    writer: pq.ParquetWriter | None = None
-    try:
+    counts = [0, 0]
+
+    def tables() -> Iterator[pa.Table]:
         for df in parts:
             table = to_contract(df, schema)
-            if writer is None:  # the first frame's pandas metadata, as ``write_contract`` keeps
+            counts[0] += table.num_rows
+            counts[1] += int(df[key].nunique())
+            yield table
+
+    _write_tables(tables(), path, lambda: to_contract(pd.DataFrame(columns=schema.names), schema))
+    return counts[0], counts[1]
+
+
+def write_frames(
+    frames: Iterable[pd.DataFrame], path: Path, types: dict[str, pa.DataType] | None = None
+) -> int:
+    """Write consecutive frames (at least one) as one parquet file, holding one at a time.
+
+    The file holds the table ``pd.concat(frames).to_parquet(path, index=False)`` would write: the
+    arrow schema and pandas metadata inferred from the first frame, except the columns in
+    ``types`` (a type a frame cannot tell, e.g. a list column whose lists are all empty in the
+    first frame); the later frames are converted to that schema. Returns the rows written.
+    """
+    state: dict[str, pa.Schema | None] = {"schema": None}
+
+    def tables() -> Iterator[pa.Table]:
+        for df in frames:
+            if state["schema"] is None:
+                inferred = pa.Schema.from_pandas(df, preserve_index=False)
+                for name, typ in (types or {}).items():
+                    i = inferred.get_field_index(name)
+                    inferred = inferred.set(i, inferred.field(i).with_type(typ))
+                state["schema"] = inferred
+            yield pa.Table.from_pandas(df, schema=state["schema"], preserve_index=False)
+
+    def no_frames() -> pa.Table:
+        raise ValueError(f"no frames to write to {path}")
+
+    return _write_tables(tables(), path, no_frames)
+
+
+def _write_tables(tables: Iterable[pa.Table], path: Path, empty: Callable[[], pa.Table]) -> int:
+    """Write ``tables`` (same columns and types) to one parquet file with the first one's schema
+    metadata; ``empty()`` is written when there is none. Returns the number of rows written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = 0
+    writer: pq.ParquetWriter | None = None
+    try:
+        for table in tables:
+            if writer is None:  # the first table's pandas metadata, as ``write_contract`` keeps
                 writer = pq.ParquetWriter(path, table.schema)
             writer.write_table(table.replace_schema_metadata(writer.schema.metadata))
-            rows, entities = rows + table.num_rows, entities + int(df[key].nunique())
+            rows += table.num_rows
         if writer is None:
-            pq.write_table(to_contract(pd.DataFrame(columns=schema.names), schema), path)
+            pq.write_table(empty(), path)
     finally:
         if writer is not None:
             writer.close()
-    return rows, entities
+    return rows
 
 
 def utc(series: pd.Series) -> pd.Series:

@@ -6,18 +6,27 @@ listing, seller) are joined as of the impression time by ``join`` (pure pandas b
 computed by ``on_demand`` exactly as serving computes them, with lookup tables as of the start of
 the impression's UTC day (the newest labels snapshot serving had that day). Rows whose entity has no feature row at or before the
 impression are counted per view and filled with ``VIEW_DEFAULTS``; no row is dropped.
+
+The labelled impressions are processed ``TRAINING_CHUNK_ROWS`` at a time (whole requests), each
+chunk reading only its own listings, sellers, users and orders and written as soon as it is
+built, so memory follows the chunk, not the traffic or the catalogue; every row depends only on
+its own impression, request and entities, so the file equals the one built at once
+(``tests/code/features/test_pit_chunks.py``). The cost: each chunk's join scans the view files
+once (``pit.view_rows``), so fewer, larger chunks are faster.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from checkout_recs import contract
 from checkout_recs.features.item_views import DEFAULT_RATING, NEW_SELLER_DAYS
@@ -36,9 +45,22 @@ from checkout_recs.features.pit import (
     view_feature_names,
 )
 from checkout_recs.features.priors import DEFAULT_CTR_PRIOR, DEFAULT_CVR_PRIOR
-from checkout_recs.features.tables import epoch_us, read_labels, read_raw, utc
+from checkout_recs.features.tables import (
+    LISTING_COLUMNS,
+    epoch_us,
+    read_labels,
+    read_raw,
+    read_raw_rows,
+    scan,
+    utc,
+    write_frames,
+)
 from checkout_recs.features.user_view import USER_DEFAULTS
 
+#: Labelled impressions per chunk of ``build_training_set`` (a training row is ~1 KB in pandas).
+TRAINING_CHUNK_ROWS = 200_000
+#: Columns of the validated orders the training set reads (listings: ``tables.LISTING_COLUMNS``).
+_ORDER_COLUMNS = ["order_id", "listing_id", "price"]
 #: Columns of ``labels/co_purchase_items.parquet`` (written by the labels stage).
 CO_PURCHASE_COLUMNS = ("listing_a", "listing_b", "strength", "event_timestamp")
 #: Values used when an entity has no feature row at or before the impression time.
@@ -77,6 +99,13 @@ VIEW_FEATURE_COLUMNS: tuple[str, ...] = tuple(
 TRAINING_FEATURE_COLUMNS: tuple[str, ...] = (
     VIEW_FEATURE_COLUMNS + REQUEST_FEATURES + INTERACTION_FEATURES
 )
+#: Arrow types of the list columns (a chunk whose users have no purchase cannot tell them).
+_LIST_TYPES: dict[str, pa.DataType] = {
+    training_column(v, f.name): f.type
+    for v in VIEW_KEYS
+    for f in contract.FEATURE_TABLES[v]
+    if pa.types.is_list(f.type) and f.name in view_feature_names(v)
+}
 #: The non-numeric ones (lists of ids, region strings): for sequence models, not for a tabular ranker.
 NON_NUMERIC_FEATURE_COLUMNS: tuple[str, ...] = (
     "user_recent_listing_ids",
@@ -122,17 +151,29 @@ def _entity_rows(imp: pd.DataFrame, listings: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _static_fallback(entities: pd.DataFrame, validated_dir: Path) -> pd.DataFrame:
+def _static_fallback(
+    entities: pd.DataFrame, validated_dir: Path, listings: pd.DataFrame
+) -> pd.DataFrame:
     """Attributes known without any event (from the validated entity tables), per entity row.
 
     Used before the constant defaults when a view has no row at the impression time, so a
-    listing listed today still carries its own price, category and age.
+    listing listed today still carries its own price, category and age. ``listings``: at least
+    the rows of ``entities``' listings (:data:`LISTING_COLUMNS`); the users and sellers are read
+    for ``entities``' keys only.
     """
     t = utc(pd.Series(entities["event_timestamp"]))
-    lst = read_raw(validated_dir, "listings").set_index("listing_id")
+    lst = listings.set_index("listing_id")
     top = read_raw(validated_dir, "categories").set_index("category_id")["top_category_id"]
-    sel = read_raw(validated_dir, "sellers").set_index("seller_id")
-    users = read_raw(validated_dir, "users").set_index("user_id")
+    sel = read_raw_rows(
+        validated_dir,
+        "sellers",
+        ["seller_id", "joined_at", "rating", "linked_history"],
+        "seller_id",
+        entities["seller_id"],
+    ).set_index("seller_id")
+    users = read_raw_rows(
+        validated_dir, "users", ["user_id", "region"], "user_id", entities["user_id"]
+    ).set_index("user_id")
     lid, sid = entities["listing_id"], entities["seller_id"]
     cat = lid.map(lst["category_id"])
     age = (t - utc(lid.map(lst["listed_at"]))) / pd.Timedelta(days=1)
@@ -194,6 +235,32 @@ def _labels_or_empty(labels_dir: Path, name: str, columns: list[str]) -> pd.Data
     return df if df is not None else pd.DataFrame({c: [] for c in columns})
 
 
+class _CoPurchase:
+    """``labels/co_purchase_items.parquet`` read a chunk at a time: only the rows the chunk's
+    baskets can look up (``InteractionTables.co_purchase_sum`` looks up basket listings as
+    ``listing_a``), plus every row of one ``listing_a`` per snapshot (its smallest), so each
+    snapshot is still there and ``InteractionTables.from_frames`` picks the same one for each
+    day as with the whole file; the rows of a listing no basket asks for change nothing."""
+
+    def __init__(self, labels_dir: Path) -> None:
+        self.path = Path(labels_dir) / "co_purchase_items.parquet"
+        self.keep = np.array([], dtype=np.int64)
+        if self.path.exists() and "event_timestamp" in pq.read_schema(self.path).names:
+            snaps = pq.read_table(self.path, columns=["listing_a", "event_timestamp"])
+            firsts = snaps.group_by("event_timestamp").aggregate([("listing_a", "min")])
+            self.keep = firsts.column("listing_a_min").to_numpy()
+
+    def rows_for(self, basket_listings: pd.Series) -> pd.DataFrame:
+        """The rows whose ``listing_a`` is one of ``basket_listings`` (or a snapshot's kept
+        head), in file order; an empty frame when there is no file."""
+        if not self.path.exists():
+            return pd.DataFrame({c: [] for c in CO_PURCHASE_COLUMNS})
+        heads = np.union1d(basket_listings.to_numpy(np.int64), self.keep)
+        return scan(
+            self.path, ds.field("listing_a").isin(pa.array(heads, type=pa.int64()))
+        ).to_pandas()
+
+
 def _runs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Start and end of each run of equal consecutive ``keys``; shapes ``(r,)``."""
     if len(keys) == 0:
@@ -218,20 +285,23 @@ def _baskets(orders: pd.DataFrame) -> dict[str, Basket]:
 
 def _request_rows(
     imp: pd.DataFrame,
-    validated_dir: Path,
-    labels_dir: Path,
+    orders: pd.DataFrame,
     listings: pd.DataFrame,
     categories: pd.DataFrame,
+    lookups: tuple[pd.DataFrame, pd.DataFrame],
 ) -> pd.DataFrame:
     """Request and interaction features for each impression row (same functions as serving).
 
     Impressions are grouped by request (one basket, one time, one device); lookup tables are
-    rebuilt when the cut-off day changes.
+    rebuilt when the cut-off day changes. ``orders``: at least the order lines of ``imp``'s
+    orders (:data:`_ORDER_COLUMNS`); ``listings``: at least the rows of the impressions' and
+    those orders' listings; ``lookups``: the labels' category pairs and co-purchase items
+    (at least the rows of those orders' listings, :class:`_CoPurchase`).
     """
     top = categories.set_index("category_id")["top_category_id"]
     lst = listings.set_index("listing_id")
     lst = lst.assign(top_category_id=lst["category_id"].map(top).fillna(lst["category_id"]))
-    orders = read_raw(validated_dir, "orders").assign(
+    orders = orders.assign(
         category_id=lambda d: d["listing_id"].map(lst["category_id"]).fillna(-1),
         top_category_id=lambda d: d["listing_id"].map(lst["top_category_id"]).fillna(-1),
     )
@@ -239,10 +309,7 @@ def _request_rows(
     empty = Basket(
         np.array([], np.int64), np.array([], np.int64), np.array([], np.int64), np.array([])
     )
-    cat_pairs = _labels_or_empty(
-        labels_dir, "category_pairs", list(contract.field_names(contract.CATEGORY_PAIR_FEATURES))
-    )
-    co_items = _labels_or_empty(labels_dir, "co_purchase_items", list(CO_PURCHASE_COLUMNS))
+    cat_pairs, co_items = lookups
     ts = utc(imp["event_timestamp"])
     order = np.lexsort((imp["request_id"].to_numpy(), epoch_us(ts)))
     as_of = epoch_us(_as_of_snapshot(ts))[order]
@@ -269,12 +336,76 @@ def _request_rows(
     return pd.DataFrame(out, columns=list(REQUEST_FEATURES + INTERACTION_FEATURES))
 
 
+def _request_chunks(path: Path, chunk_rows: int | None) -> Iterator[pd.DataFrame]:
+    """The labelled impressions in file order, about ``chunk_rows`` rows at a time (all at once
+    when None), never splitting a run of rows of one request; at least one (maybe empty) frame,
+    each indexed ``0..k-1``."""
+    pf = pq.ParquetFile(path)
+    rows = pf.metadata.num_rows
+    carry: pd.DataFrame | None = None
+    for batch in pf.iter_batches(batch_size=max(1, chunk_rows or rows or 1)):
+        df = pa.Table.from_batches([batch]).to_pandas()
+        df = df if carry is None else pd.concat([carry, df], ignore_index=True)
+        cut = _runs(df["request_id"].to_numpy())[0][-1]  # the last request may go on
+        if cut == 0:
+            carry = df
+            continue
+        yield df.iloc[:cut].reset_index(drop=True)
+        carry = df.iloc[cut:].reset_index(drop=True)
+    if carry is not None or not rows:
+        yield carry if carry is not None else pf.schema_arrow.empty_table().to_pandas()
+
+
+def _training_rows(
+    imp: pd.DataFrame,
+    first_row: int,
+    validated_dir: Path,
+    categories: pd.DataFrame,
+    lookups: tuple[pd.DataFrame, _CoPurchase],
+    join: Callable[[pd.DataFrame], pd.DataFrame],
+    report: TrainingSetReport,
+) -> pd.DataFrame:
+    """The training set's rows of the labelled impressions ``imp`` (rows ``first_row`` on of the
+    file): only their listings, sellers, users and orders are read. Adds to ``report``'s
+    counts."""
+    orders = read_raw_rows(validated_dir, "orders", _ORDER_COLUMNS, "order_id", imp["order_id"])
+    listings = read_raw_rows(
+        validated_dir,
+        "listings",
+        LISTING_COLUMNS,
+        "listing_id",
+        pd.concat([imp["listing_id"], orders["listing_id"]]),
+    )
+    entities = _entity_rows(imp, listings).assign(row_id=lambda d: d["row_id"] + first_row)
+    joined = join(entities)
+    report.returned_by_join += int(joined["row_id"].nunique())
+    for view, n in joined.attrs.get("feast_dropped", {}).items():
+        report.dropped_by_join[view] = report.dropped_by_join.get(view, 0) + n
+    static = _static_fallback(entities, validated_dir, listings)
+    joined, missing = _fill_defaults(joined, entities, static)
+    for view, n in missing.items():
+        report.missing_by_view[view] = report.missing_by_view.get(view, 0) + n
+    cat_pairs, co_purchase = lookups
+    co_items = co_purchase.rows_for(orders["listing_id"])
+    req = _request_rows(imp, orders, listings, categories, (cat_pairs, co_items))
+    report.rows_in += len(imp)
+    return pd.concat(
+        [
+            imp[contract.field_names(contract.LABELLED_IMPRESSIONS)],
+            joined[list(VIEW_FEATURE_COLUMNS)],
+            req,
+        ],
+        axis=1,
+    )
+
+
 def build_training_set(
     labels_dir: Path,
     features_dir: Path,
     validated_dir: Path,
     out_path: Path,
     join: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+    chunk_rows: int | None = TRAINING_CHUNK_ROWS,
 ) -> TrainingSetReport:
     """Write the point-in-time training set to ``out_path`` (parquet).
 
@@ -291,45 +422,40 @@ def build_training_set(
         event_timestamp`` in, the same rows with ``VIEW_FEATURE_COLUMNS`` out (rows may be
         missing or have NaN features: both are counted and defaulted). Defaults to the pure
         pandas ``pit_join_views(features_dir)``; ``feature_repo.store`` gives a Feast one.
+    chunk_rows : int or None
+        Labelled impressions per chunk (whole requests): each chunk is read, joined (``join`` is
+        called once per chunk) and written on its own, reading only its listings, sellers, users
+        and orders, so peak memory follows the chunk, not the traffic or the catalogue. None:
+        one chunk. The file is the same either way.
 
     Returns
     -------
     TrainingSetReport
         Rows in and out (equal), rows defaulted per view, rows the join returned.
     """
-    imp = read_labels(labels_dir, "impressions_labelled")
-    if imp is None:
+    path = Path(labels_dir) / "impressions_labelled.parquet"
+    if not path.exists():
         raise FileNotFoundError(f"{labels_dir}/impressions_labelled.parquet not found")
-    imp = imp.reset_index(drop=True)
-    listings, categories = (
-        read_raw(validated_dir, "listings"),
-        read_raw(validated_dir, "categories"),
+    join = join or pit_join_views(features_dir)
+    categories = read_raw(validated_dir, "categories")
+    cat_pairs = _labels_or_empty(
+        labels_dir, "category_pairs", list(contract.field_names(contract.CATEGORY_PAIR_FEATURES))
     )
-    entities = _entity_rows(imp, listings)
-    joined = (join or pit_join_views(features_dir))(entities)
-    returned = int(joined["row_id"].nunique())
-    dropped = dict(joined.attrs.get("feast_dropped", {}))
-    joined, missing = _fill_defaults(joined, entities, _static_fallback(entities, validated_dir))
-    req = _request_rows(imp, validated_dir, labels_dir, listings, categories)
-    out = pd.concat(
-        [
-            imp[contract.field_names(contract.LABELLED_IMPRESSIONS)],
-            joined[list(VIEW_FEATURE_COLUMNS)],
-            req,
-        ],
-        axis=1,
-    )
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out.to_parquet(out_path, index=False)
+    lookups = (cat_pairs, _CoPurchase(labels_dir))
     report = TrainingSetReport(
-        rows_in=len(imp),
-        rows_out=len(out),
-        missing_by_view=missing,
-        returned_by_join=returned,
-        dropped_by_join=dropped,
-        path=str(out_path),
-        feature_columns=list(TRAINING_FEATURE_COLUMNS),
+        rows_in=0, rows_out=0, feature_columns=list(TRAINING_FEATURE_COLUMNS)
     )
+    first = 0
+
+    def parts() -> Iterator[pd.DataFrame]:
+        nonlocal first
+        for imp in _request_chunks(path, chunk_rows):
+            yield _training_rows(imp, first, validated_dir, categories, lookups, join, report)
+            first += len(imp)
+
+    out_path = Path(out_path)
+    report.rows_out = write_frames(parts(), out_path, _LIST_TYPES)
+    report.path = str(out_path)
+    report.missing_by_view = {v: report.missing_by_view.get(v, 0) for v in VIEW_KEYS}
     out_path.with_suffix(".report.json").write_text(json.dumps(asdict(report), indent=2))
     return report

@@ -35,9 +35,9 @@ from checkout_recs.features.item_views import (
     CTR_PRIOR_FIT,
     CVR_PRIOR_FIT,
     HALF_LIFE_DAYS,
-    _index,
     _minus_category_median,
     category_ctr_lift_by_top,
+    listed_and_grid_us,
     listing_rates,
     seller_inputs,
     seller_rows,
@@ -88,31 +88,53 @@ def _expand_rows(
     return out[out["event_timestamp"] >= out[since_col]].reset_index(drop=True)
 
 
+def sorted_rows_of(sorted_ids: np.ndarray, order: np.ndarray, keys: pd.Series) -> np.ndarray:
+    """Row of each key among the entities, -1 when absent: ``item_views._index`` by a binary
+    search in the sorted ids instead of a hash table of the catalogue. ``sorted_ids`` (n,) are
+    the (unique) ids in ascending order, ``order`` (n,) their rows; int64 of shape
+    ``(len(keys),)``."""
+    k = keys.to_numpy()
+    if not len(sorted_ids):
+        return np.full(len(k), -1, dtype=np.int64)
+    pos = np.searchsorted(sorted_ids, k).clip(max=len(sorted_ids) - 1)
+    return np.where(sorted_ids[pos] == k, order[pos], -1).astype(np.int64)
+
+
 def _decayed_days(
-    entity_ids: pd.Series, events: pd.DataFrame, key: str, grid: pd.DatetimeIndex
+    rows: np.ndarray, events: pd.DataFrame, n: int, grid: pd.DatetimeIndex
 ) -> Iterator[np.ndarray]:
-    """``item_views._decayed`` one snapshot at a time (``(n,)`` float64 per day)."""
-    idx = _index(entity_ids, events[key])
-    ok = idx >= 0
-    yield from decayed_by_day(
-        idx[ok], events.loc[ok, "event_timestamp"], grid, len(entity_ids), HALF_LIFE_DAYS
+    """``item_views._decayed`` one snapshot at a time (``(n,)`` float64 per day) of the events
+    whose entity rows are ``rows`` (-1: not an entity; :func:`sorted_rows_of`)."""
+    ok = rows >= 0
+    yield from decayed_by_day(rows[ok], events.loc[ok, "event_timestamp"], grid, n, HALF_LIFE_DAYS)
+
+
+def _spill_listing_days(
+    lst: pd.DataFrame,
+    events: dict[str, pd.DataFrame],
+    grid: pd.DatetimeIndex,
+    spill: DaySpill,
+    sorted_ids: np.ndarray,
+) -> None:
+    """Every ``_DAILY_LISTING`` column of every listing, snapshot by snapshot, into ``spill``
+    (``sorted_ids``: ``lst``'s ids in ``spill.order``)."""
+
+    def rows_of(keys: pd.Series) -> np.ndarray:
+        return sorted_rows_of(sorted_ids, spill.order, keys)
+
+    codes, by_top = category_ctr_lift_by_top(
+        lst, events["impressions"], events["clicks"], grid, rows_of
     )
-
-
-def _spill_listing_days(lst: pd.DataFrame, events: dict[str, pd.DataFrame], grid, spill) -> None:
-    """Every ``_DAILY_LISTING`` column of every listing, snapshot by snapshot, into ``spill``."""
-    ids = lst["listing_id"]
-    codes, by_top = category_ctr_lift_by_top(lst, events["impressions"], events["clicks"], grid)
     lp = np.log(lst["price"].clip(lower=0.01).to_numpy(np.float64))
-    cat, listed = lst["category_id"].to_numpy(), lst["listed_at"].to_numpy()
-    grid_t = grid.to_numpy()
+    cat = lst["category_id"].to_numpy()
+    listed, grid_us = listed_and_grid_us(lst, grid)
     counts = (
-        _decayed_days(ids, events[name], "listing_id", grid)
+        _decayed_days(rows_of(events[name]["listing_id"]), events[name], len(lst), grid)
         for name in ("impressions", "clicks", "purchases")
     )
     for d, (views, clk, buy) in enumerate(zip(*counts, strict=True)):
         # each column is spilled as soon as it is computed: a few (n,) vectors alive at once
-        live = (lst["listed_at"] <= grid[d]).to_numpy()
+        live = listed <= grid_us[d]
         for name, col in zip(_DAILY_LISTING[:3], (views, clk, buy), strict=True):
             spill.put(name, d, col)
         rate, lift = listing_rates(clk, views, *CTR_PRIOR_FIT, live)
@@ -121,11 +143,11 @@ def _spill_listing_days(lst: pd.DataFrame, events: dict[str, pd.DataFrame], grid
         rate, lift = listing_rates(buy, clk, *CVR_PRIOR_FIT, live)
         spill.put("cvr_smoothed", d, rate)
         spill.put("cvr_lift", d, lift)
-        del rate, lift, views, clk, buy, live
+        del rate, lift, views, clk, buy
         cat_lift = by_top[codes, d] if len(by_top) else np.zeros(len(lst))
         spill.put("category_ctr_lift", d, cat_lift)
         del cat_lift
-        spill.put("price_vs_category", d, _minus_category_median(lp, cat, listed <= grid_t[d]))
+        spill.put("price_vs_category", d, _minus_category_median(lp, cat, live))
 
 
 def listing_view_parts(
@@ -151,6 +173,7 @@ def listing_view_parts(
         at the end; ``8 * 9 * n * D`` bytes); default the system's temporary folder.
     """
     lst = listings.assign(listed_at=utc(listings["listed_at"])).reset_index(drop=True)
+    del listings  # freed here when the caller handed it over (``build_feature_tables``)
     top = categories.set_index("category_id")["top_category_id"]
     lst["top_category_id"] = lst["category_id"].map(top).fillna(lst["category_id"]).astype(np.int32)
     order = np.argsort(lst["listing_id"].to_numpy(), kind="stable")
@@ -158,8 +181,9 @@ def listing_view_parts(
     cols = contract.field_names(contract.LISTING_FEATURES)
     with tempfile.TemporaryDirectory(prefix="listing-days-", dir=spill_dir) as tmp:
         spill = DaySpill(Path(tmp), order, len(grid))
-        _spill_listing_days(lst, events, grid, spill)
-        for a, b in key_ranges(lst["listing_id"].to_numpy()[order], per_chunk):
+        sorted_ids = lst["listing_id"].to_numpy()[order]
+        _spill_listing_days(lst, events, grid, spill, sorted_ids)
+        for a, b in key_ranges(sorted_ids, per_chunk):
             out = _expand_rows(lst, order[a:b], "listed_at", grid)
             p, d = out["_pos"].to_numpy(), out["_day"].to_numpy()
             out["age_days"] = (out["event_timestamp"] - out["listed_at"]) / DAY

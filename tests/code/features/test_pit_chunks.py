@@ -87,3 +87,28 @@ def test_chunked_join_equals_the_whole_table_join_on_poisoned_views(synthetic_fe
     want = whole_table_join(tmp_path / "features", ent)
     got = pit_join_views(tmp_path / "features", chunk_rows=3)(ent)
     pd.testing.assert_frame_equal(got, want)
+
+
+@pytest.mark.parametrize("chunk_rows", [997, 4_001])
+def test_training_set_built_by_chunks_of_impressions_equals_the_one_built_at_once(
+    demo_run, tmp_path, chunk_rows
+):
+    """Chunks of labelled impressions (whole requests each, the lookups read for the chunk only)
+    write the same file and report as one chunk; a join is called once per chunk."""
+    labels, feats, val = demo_run / "labels", demo_run / "features", demo_run / "ingested"
+    whole = build_training_set(labels, feats, val, tmp_path / "whole.parquet", chunk_rows=None)
+    calls: list[int] = []
+
+    def join(entities: pd.DataFrame) -> pd.DataFrame:
+        calls.append(len(entities))
+        return pit_join_views(feats)(entities)
+
+    got = build_training_set(
+        labels, feats, val, tmp_path / "chunks.parquet", join=join, chunk_rows=chunk_rows
+    )
+    a, b = (pq.read_table(tmp_path / f"{n}.parquet") for n in ("chunks", "whole"))
+    assert a.num_rows == whole.rows_in > 10_000
+    assert a.schema.metadata == b.schema.metadata and a.equals(b)
+    assert len(calls) >= whole.rows_in // chunk_rows and sum(calls) == whole.rows_in
+    assert max(calls) < chunk_rows + 50  # a chunk ends at the end of a request
+    assert {**vars(got), "path": ""} == {**vars(whole), "path": ""}

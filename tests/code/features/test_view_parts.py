@@ -14,8 +14,9 @@ import pytest
 
 from checkout_recs.features.build import build_feature_tables
 from checkout_recs.features.day_spill import DaySpill
+from checkout_recs.features.item_views import _index
 from checkout_recs.features.tables import decayed_by_day, decayed_daily, snapshot_grid
-from checkout_recs.features.view_parts import key_ranges
+from checkout_recs.features.view_parts import key_ranges, sorted_rows_of
 from checkout_recs.simulate import SimConfig
 from tests.fixtures_data import make_demo_dataset
 from tests.fixtures_features import make_feature_inputs
@@ -106,3 +107,14 @@ def test_day_spill_reads_back_ranges_in_the_write_order(tmp_path):
     spill.put("x", 0, np.array([10.0, 11.0, 12.0, 13.0]))
     spill.put("x", 1, np.array([20.0, 21.0, 22.0, 23.0]))
     assert np.array_equal(spill.block("x", 1, 3), [[10.0, 20.0], [13.0, 23.0]])
+
+
+def test_sorted_rows_of_finds_the_rows_the_hash_index_finds():
+    rng = np.random.default_rng(5)
+    ids = pd.Series(rng.permutation(np.arange(0, 3_000, 3)))  # unique, unsorted
+    keys = pd.Series(rng.integers(-5, 3_010, 2_000))  # some absent, below and above every id
+    order = np.argsort(ids.to_numpy(), kind="stable")
+    got = sorted_rows_of(ids.to_numpy()[order], order, keys)
+    assert np.array_equal(got, _index(ids, keys)) and (got == -1).any() and (got >= 0).any()
+    none = sorted_rows_of(np.array([], np.int64), np.array([], np.int64), keys)
+    assert np.array_equal(none, np.full(len(keys), -1))
