@@ -50,7 +50,7 @@ NEW_SELLER_DAYS = 30.0
 DEFAULT_RATING = 4.5
 
 
-def _index(ids: pd.Series, keys: pd.Series) -> np.ndarray:
+def row_index(ids: pd.Series, keys: pd.Series) -> np.ndarray:
     """Row of each key in ``ids`` (-1 when absent); shape ``(len(keys),)``."""
     pos = pd.Index(ids).get_indexer(keys)
     return np.asarray(pos)
@@ -73,7 +73,7 @@ def _decayed(
     grid: pd.DatetimeIndex,
     weights: np.ndarray | None = None,
 ) -> np.ndarray:
-    idx = _index(entity_ids, events[key])
+    idx = row_index(entity_ids, events[key])
     ok = idx >= 0
     w = None if weights is None else np.asarray(weights)[ok]
     return decayed_daily(
@@ -199,10 +199,10 @@ def category_ctr_lift_by_top(
     of each listing's top category in ``lift``, float64 (n_top, D); ``lift[codes]`` is
     ``category_ctr_lift``'s matrix. ``lift`` has no rows when there is no listing.
     ``rows_of(listing_ids)``: the row in ``lst`` of each id, -1 when absent (default
-    :func:`_index`, a hash table of ``lst``'s ids)."""
+    :func:`row_index`, a hash table of ``lst``'s ids)."""
     codes, _ = pd.factorize(lst["top_category_id"])
     n_top = int(codes.max()) + 1 if len(codes) else 0
-    rows_of = rows_of or (lambda keys: _index(lst["listing_id"], keys))
+    rows_of = rows_of or (lambda keys: row_index(lst["listing_id"], keys))
 
     def decayed(events: pd.DataFrame) -> np.ndarray:
         rows = rows_of(events["listing_id"])
@@ -237,7 +237,7 @@ def price_vs_category(lst: pd.DataFrame, grid: pd.DatetimeIndex) -> np.ndarray:
     listed, grid_us = listed_and_grid_us(lst, grid)
     out = np.zeros((len(lst), len(grid)))
     for d, t in enumerate(grid_us):
-        out[:, d] = _minus_category_median(lp, cat, listed <= t)
+        out[:, d] = minus_category_median(lp, cat, listed <= t)
     return out
 
 
@@ -249,7 +249,7 @@ def listed_and_grid_us(lst: pd.DataFrame, grid: pd.DatetimeIndex) -> tuple[np.nd
     return epoch_us(lst["listed_at"]), epoch_us(pd.Series(grid))
 
 
-def _minus_category_median(lp: np.ndarray, cat: np.ndarray, live: np.ndarray) -> np.ndarray:
+def minus_category_median(lp: np.ndarray, cat: np.ndarray, live: np.ndarray) -> np.ndarray:
     """lp (n,) minus the median of ``lp[live]`` within each category (n,); 0 where none is live."""
     med = pd.Series(lp[live]).groupby(cat[live]).median()
     return lp - pd.Series(cat).map(med).fillna(pd.Series(lp)).to_numpy(np.float64)
@@ -270,7 +270,7 @@ def snapshot_category_columns(snap: pd.DataFrame) -> pd.DataFrame:
     lp = np.log(snap["price"].clip(lower=0.01).to_numpy(np.float64))
     return snap.assign(
         category_ctr_lift=_ctr_lift(c, v)[codes, 0] if n_top else 0.0,
-        price_vs_category=_minus_category_median(
+        price_vs_category=minus_category_median(
             lp, snap["category_id"].to_numpy(), np.ones(len(snap), bool)
         ),
     )

@@ -35,10 +35,10 @@ from checkout_recs.features.item_views import (
     CTR_PRIOR_FIT,
     CVR_PRIOR_FIT,
     HALF_LIFE_DAYS,
-    _minus_category_median,
     category_ctr_lift_by_top,
     listed_and_grid_us,
     listing_rates,
+    minus_category_median,
     seller_inputs,
     seller_rows,
 )
@@ -89,7 +89,7 @@ def _expand_rows(
 
 
 def sorted_rows_of(sorted_ids: np.ndarray, order: np.ndarray, keys: pd.Series) -> np.ndarray:
-    """Row of each key among the entities, -1 when absent: ``item_views._index`` by a binary
+    """Row of each key among the entities, -1 when absent: ``item_views.row_index`` by a binary
     search in the sorted ids instead of a hash table of the catalogue. ``sorted_ids`` (n,) are
     the (unique) ids in ascending order, ``order`` (n,) their rows; int64 of shape
     ``(len(keys),)``."""
@@ -147,7 +147,7 @@ def _spill_listing_days(
         cat_lift = by_top[codes, d] if len(by_top) else np.zeros(len(lst))
         spill.put("category_ctr_lift", d, cat_lift)
         del cat_lift
-        spill.put("price_vs_category", d, _minus_category_median(lp, cat, live))
+        spill.put("price_vs_category", d, minus_category_median(lp, cat, live))
 
 
 def listing_view_parts(

@@ -14,7 +14,7 @@ import pytest
 
 from checkout_recs.features.build import build_feature_tables
 from checkout_recs.features.day_spill import DaySpill
-from checkout_recs.features.item_views import _index
+from checkout_recs.features.item_views import row_index
 from checkout_recs.features.tables import decayed_by_day, decayed_daily, snapshot_grid
 from checkout_recs.features.view_parts import key_ranges, sorted_rows_of
 from checkout_recs.simulate import SimConfig
@@ -115,6 +115,6 @@ def test_sorted_rows_of_finds_the_rows_the_hash_index_finds():
     keys = pd.Series(rng.integers(-5, 3_010, 2_000))  # some absent, below and above every id
     order = np.argsort(ids.to_numpy(), kind="stable")
     got = sorted_rows_of(ids.to_numpy()[order], order, keys)
-    assert np.array_equal(got, _index(ids, keys)) and (got == -1).any() and (got >= 0).any()
+    assert np.array_equal(got, row_index(ids, keys)) and (got == -1).any() and (got >= 0).any()
     none = sorted_rows_of(np.array([], np.int64), np.array([], np.int64), keys)
     assert np.array_equal(none, np.full(len(keys), -1))
