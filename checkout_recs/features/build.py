@@ -19,6 +19,7 @@ from checkout_recs import contract
 from checkout_recs.features.item_views import build_listing_view, build_seller_view, seller_sales
 from checkout_recs.features.tables import (
     LISTING_COLUMNS,
+    SELLER_COLUMNS,
     read_labels,
     read_raw,
     snapshot_grid,
@@ -37,7 +38,7 @@ from checkout_recs.features.view_parts import (
 #: Columns of each validated table the views read (the bounded path reads no other).
 _COLUMNS: dict[str, list[str]] = {
     "categories": ["category_id", "top_category_id"],
-    "sellers": ["seller_id", "joined_at", "rating", "linked_history"],
+    "sellers": SELLER_COLUMNS,
     "listings": LISTING_COLUMNS,
     "users": ["user_id", "region", "device", "signup_at"],
     "orders": ["user_id", "listing_id", "price", "device", "event_timestamp"],

@@ -60,7 +60,8 @@ def read_raw(validated_dir: Path, table: str, columns: list[str] | None = None) 
     return df[[c for c in names if c in df.columns]]
 
 
-#: Columns of the validated listings that the feature views and the training set read.
+#: Columns of the validated listings and sellers that the feature views and the training set read.
+SELLER_COLUMNS = ["seller_id", "joined_at", "rating", "linked_history"]
 LISTING_COLUMNS = [
     "listing_id",
     "seller_id",
@@ -277,18 +278,37 @@ def decayed_daily(
     out = np.zeros((n_entities, n_days), dtype=np.float64)
     if n_days == 0 or len(entity_idx) == 0:
         return out
-    lam = np.log(2.0) / half_life_days
-    t_ns = epoch_us(utc(ts))
-    g_us = epoch_us(pd.Series(grid))
-    day = np.searchsorted(g_us, t_ns, side="left")  # first snapshot at or after the event
-    keep = day < n_days
-    age_days = (g_us[day[keep]] - t_ns[keep]) / 86_400e6
-    w = np.ones(len(entity_idx)) if weights is None else np.asarray(weights, dtype=np.float64)
-    np.add.at(out, (np.asarray(entity_idx)[keep], day[keep]), w[keep] * np.exp(-lam * age_days))
-    step = np.exp(-lam * (np.diff(g_us) / 86_400e6)) if n_days > 1 else np.array([])
+    ent, day, vals, step = _decayed_events(entity_idx, ts, grid, half_life_days, weights)
+    np.add.at(out, (ent, day), vals)
     for d in range(1, n_days):
         out[:, d] += out[:, d - 1] * step[d - 1]
     return out
+
+
+def _decayed_events(
+    entity_idx: np.ndarray,
+    ts: pd.Series,
+    grid: pd.DatetimeIndex,
+    half_life_days: float,
+    weights: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The events :func:`decayed_daily` counts, each at the first snapshot at or after it:
+    entity rows (m,), snapshot index (m,), weight decayed to that snapshot (m,), in input order
+    (events after the last snapshot dropped); and the decay factor between consecutive snapshots
+    (D - 1,)."""
+    n_days = len(grid)
+    lam = np.log(2.0) / half_life_days
+    g_us = epoch_us(pd.Series(grid))
+    step = np.exp(-lam * (np.diff(g_us) / 86_400e6)) if n_days > 1 else np.array([])
+    ent = np.asarray(entity_idx)
+    if len(ent) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), step
+    t_ns = epoch_us(utc(ts))
+    day = np.searchsorted(g_us, t_ns, side="left")  # first snapshot at or after the event
+    keep = day < n_days
+    age_days = (g_us[day[keep]] - t_ns[keep]) / 86_400e6
+    w = np.ones(len(ent)) if weights is None else np.asarray(weights, dtype=np.float64)
+    return ent[keep], day[keep], w[keep] * np.exp(-lam * age_days), step
 
 
 def decayed_by_day(
@@ -306,19 +326,7 @@ def decayed_by_day(
     n_days = len(grid)
     if n_days == 0:
         return
-    lam = np.log(2.0) / half_life_days
-    ent = np.asarray(entity_idx)
-    vals, days = np.zeros(0), np.zeros(0, dtype=np.int64)
-    if len(ent):
-        t_ns = epoch_us(utc(ts))
-        g_us = epoch_us(pd.Series(grid))
-        day = np.searchsorted(g_us, t_ns, side="left")
-        keep = day < n_days
-        age_days = (g_us[day[keep]] - t_ns[keep]) / 86_400e6
-        w = np.ones(len(ent)) if weights is None else np.asarray(weights, dtype=np.float64)
-        vals, days, ent = w[keep] * np.exp(-lam * age_days), day[keep], ent[keep]
-    g_us = epoch_us(pd.Series(grid))
-    step = np.exp(-lam * (np.diff(g_us) / 86_400e6)) if n_days > 1 else np.array([])
+    ent, days, vals, step = _decayed_events(entity_idx, ts, grid, half_life_days, weights)
     order = np.argsort(days, kind="stable")  # each day's events in their input order
     bounds = np.searchsorted(days[order], np.arange(n_days + 1), side="left")
     prev = None

@@ -47,6 +47,7 @@ from checkout_recs.features.pit import (
 from checkout_recs.features.priors import DEFAULT_CTR_PRIOR, DEFAULT_CVR_PRIOR
 from checkout_recs.features.tables import (
     LISTING_COLUMNS,
+    SELLER_COLUMNS,
     epoch_us,
     read_labels,
     read_raw,
@@ -167,7 +168,7 @@ def _static_fallback(
     sel = read_raw_rows(
         validated_dir,
         "sellers",
-        ["seller_id", "joined_at", "rating", "linked_history"],
+        SELLER_COLUMNS,
         "seller_id",
         entities["seller_id"],
     ).set_index("seller_id")

@@ -15,6 +15,9 @@ import pyarrow.dataset as ds
 
 from checkout_recs.features.view_latest import latest_rows
 
+#: The validated listings' columns the snapshot takes (listing content, not features).
+_CONTENT = ("title", "quantity", "listed_at")
+
 
 def read_table(path: Path) -> pd.DataFrame:
     """Read a parquet file or a folder of parquet parts; raises FileNotFoundError when absent."""
@@ -84,10 +87,9 @@ def listing_snapshot(
     feats = feats.drop(columns=["event_timestamp"], errors="ignore")
     if listings is None:
         found = find_validated_listings(features_dir, *(p for p in [labels_dir] if p is not None))
-        content = ["listing_id", "title", "quantity", "listed_at"]
-        listings = read_columns(found, content) if found is not None else None
+        listings = read_columns(found, ["listing_id", *_CONTENT]) if found is not None else None
     if listings is not None:
-        extra = [c for c in ("title", "quantity", "listed_at") if c in listings]
+        extra = [c for c in _CONTENT if c in listings]
         feats = feats.merge(
             listings[["listing_id", *extra]].drop_duplicates("listing_id"),
             on="listing_id",
