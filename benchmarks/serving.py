@@ -246,12 +246,10 @@ def run_scenario(name: str, s, bodies: list[dict], args: argparse.Namespace, con
     con.print(
         f"  sequential, {gap * 1e3:.0f} ms apart: p50 {idle['p50_ms']:.2f} ms, p95 {idle['p95_ms']:.2f} ms"
     )
-    cpu0 = {k: serving_load.cpu_s(p) for k, p in s.pids().items()}
+    cpu0 = serving_load.cpu_of(s.pids())
     st0 = serving_load.stage_totals(metrics_url)
     res = serving_load.run(serving_load.open_loop(s.v1_url, bodies, args.rate, args.duration))
-    res["cpu_ms_per_request"] = {
-        k: (serving_load.cpu_s(p) - cpu0[k]) * 1e3 / max(res["ok"], 1) for k, p in s.pids().items()
-    }
+    res["cpu_ms_per_request"] = serving_load.cpu_ms_per_request(s.pids(), cpu0, res["ok"])
     res["stage_wall_ms_mean"] = serving_load.stage_means_ms(
         st0, serving_load.stage_totals(metrics_url)
     )

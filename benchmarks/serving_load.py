@@ -186,7 +186,7 @@ async def sequential(
         for b in payloads[:20]:  # warm connections
             async with client.post(url, data=b, headers=_JSON) as r:
                 await r.read()
-        cpu0 = {k: cpu_s(p) for k, p in pids.items()}
+        cpu0 = cpu_of(pids)
         ms = []
         for i in range(n):
             t = time.perf_counter()
@@ -194,7 +194,7 @@ async def sequential(
                 await r.read()
             ms.append((time.perf_counter() - t) * 1e3)
             await asyncio.sleep(gap_s)
-        cpu = {k: (cpu_s(p) - cpu0[k]) * 1e3 / n for k, p in pids.items()}
+        cpu = cpu_ms_per_request(pids, cpu0, n)
     return {"requests": n, **_pct(np.asarray(ms)), "cpu_ms_per_request": cpu}
 
 
@@ -288,6 +288,17 @@ def cpu_s(pid: int) -> float:
 
     p = psutil.Process(pid)
     return sum(sum(q.cpu_times()[:2]) for q in [p, *p.children(recursive=True)])
+
+
+def cpu_of(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds used so far by each named process tree (``cpu_s``)."""
+    return {k: cpu_s(p) for k, p in pids.items()}
+
+
+def cpu_ms_per_request(pids: dict[str, int], before: dict[str, float], n: int) -> dict[str, float]:
+    """CPU ms per request of each named process tree since ``before`` (``cpu_of``), over ``n``
+    requests (at least 1)."""
+    return {k: (cpu_s(p) - before[k]) * 1e3 / max(n, 1) for k, p in pids.items()}
 
 
 def open_loop_process(

@@ -62,12 +62,10 @@ def throughput_runs(
     runs = []
     for rate in rates:
         pids = s.pids()
-        cpu0 = {k: serving_load.cpu_s(p) for k, p in pids.items()}
+        cpu0 = serving_load.cpu_of(pids)
         st0 = serving_load.stage_totals(metrics_url)
         r = serving_load.open_loop_process(s.v1_url, bodies, rate, duration_s)
-        r["cpu_ms_per_request"] = {
-            k: (serving_load.cpu_s(p) - cpu0[k]) * 1e3 / max(r["sent"], 1) for k, p in pids.items()
-        }
+        r["cpu_ms_per_request"] = serving_load.cpu_ms_per_request(pids, cpu0, r["sent"])
         r["stage_wall_ms_mean"] = serving_load.stage_means_ms(
             st0, serving_load.stage_totals(metrics_url)
         )
@@ -149,7 +147,7 @@ def closed_loop_wrk(
         body_file = Path(tmp) / "bodies.jsonl"
         body_file.write_bytes(b"\n".join(orjson.dumps(b) for b in bodies) + b"\n")
         pids = s.pids()
-        cpu0 = {k: serving_load.cpu_s(p) for k, p in pids.items()}
+        cpu0 = serving_load.cpu_of(pids)
         child0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         cmd = [wrk, "-t1", f"-c{connections}", f"-d{int(duration_s)}s", "--latency", "-s"]
         cmd += [str(WRK_SCRIPT), s.v1_url, "--", str(body_file)]
@@ -160,9 +158,7 @@ def closed_loop_wrk(
     wrk_cpu = (child1.ru_utime + child1.ru_stime) - (child0.ru_utime + child0.ru_stime)
     r["connections"] = connections
     r["duration_s"] = duration_s
-    r["cpu_ms_per_request"] = {
-        k: (serving_load.cpu_s(p) - cpu0[k]) * 1e3 / n for k, p in pids.items()
-    }
+    r["cpu_ms_per_request"] = serving_load.cpu_ms_per_request(pids, cpu0, n)
     r["wrk_cpu_ms_per_request"] = wrk_cpu * 1e3 / n
     r["wrk_core_share"] = wrk_cpu / duration_s
     r["rss_mb"] = {k: serving_load.rss_mb(p) for k, p in pids.items()}
