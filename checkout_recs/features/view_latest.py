@@ -131,11 +131,15 @@ def latest_rows(
         for where in key_range_filters(dataset, key, range_rows or RANGE_ROWS)
     ]
     table = pa.concat_tables(parts) if parts else dataset.schema.empty_table()
-    frame = table.to_pandas()
+    del parts  # the table holds the kept rows' buffers; each is freed once converted
+    frame = table.to_pandas(self_destruct=True)
+    del table
+    pa.default_memory_pool().release_unused()
     prone = _null_prone_columns(dataset)
     if prone:  # the dtype each gets in pandas when it holds a null (the whole file's dtype)
         schema = dataset.schema
         with_null = pa.table([pa.nulls(1, schema.field(c).type) for c in prone], names=prone)
         dtypes = with_null.replace_schema_metadata(schema.metadata).to_pandas().dtypes
-        frame = frame.astype(dtypes.to_dict())
+        changed = {c: t for c, t in dtypes.items() if frame[c].dtype != t}
+        frame = frame.astype(changed, copy=False)  # the other columns are not copied
     return frame

@@ -44,6 +44,21 @@ def latest_per_entity(frame: pd.DataFrame, key: str) -> pd.DataFrame:
     return frame.drop_duplicates(key, keep="last").reset_index(drop=True)
 
 
+def left_join_columns(frame: pd.DataFrame, right: pd.DataFrame, key: str) -> None:
+    """Append ``right``'s columns (but ``key``) to ``frame`` in place, row by row on ``key``:
+    ``frame.merge(right, on=key, how="left")``'s values and dtypes (a key ``right`` lacks gets
+    missing values, which turns integer columns to float64 and booleans to object, as the merge
+    does) and its row order, without copying ``frame``'s columns. ``right``'s ``key`` must be
+    unique (many-to-one); (n,) rows in, the same n rows out."""
+    clash = sorted(set(right.columns).intersection(frame.columns) - {key})
+    if clash:
+        raise ValueError(f"both frames hold {clash}: a merge would suffix them, not join them")
+    aligned = right.set_index(key).reindex(pd.Index(frame[key]))
+    aligned.index = frame.index
+    for col in aligned.columns:
+        frame[col] = aligned[col]
+
+
 def find_validated_listings(*roots: Path) -> Path | None:
     """Locate the validated ``listings`` table near the given working folders, or None."""
     for root in roots:
@@ -84,17 +99,17 @@ def listing_snapshot(
     snapshot_time = (
         pd.to_datetime(feats["event_timestamp"], utc=True).max() if len(feats) else pd.NaT
     )
-    feats = feats.drop(columns=["event_timestamp"], errors="ignore")
+    if "event_timestamp" in feats:
+        del feats["event_timestamp"]  # in place: no copy of the other columns
     if listings is None:
         found = find_validated_listings(features_dir, *(p for p in [labels_dir] if p is not None))
         listings = read_columns(found, ["listing_id", *_CONTENT]) if found is not None else None
     if listings is not None:
         extra = [c for c in _CONTENT if c in listings]
-        feats = feats.merge(
-            listings[["listing_id", *extra]].drop_duplicates("listing_id"),
-            on="listing_id",
-            how="left",
-        )
+        content = listings[["listing_id", *extra]].drop_duplicates("listing_id")
+        del listings
+        left_join_columns(feats, content, "listing_id")
+        del content
     if "title" not in feats:
         feats["title"] = ""
     feats["title"] = feats["title"].fillna("")
@@ -103,8 +118,11 @@ def listing_snapshot(
         sellers = latest_rows(seller_path, "seller_id").drop(
             columns=["event_timestamp"], errors="ignore"
         )
-        feats = feats.merge(sellers, on="seller_id", how="left")
+        left_join_columns(feats, sellers, "seller_id")
+        del sellers
     feats["snapshot_time"] = snapshot_time
-    if not feats["listing_id"].is_monotonic_increasing:  # latest_rows and left merges keep it
-        feats = feats.sort_values("listing_id")
-    return feats.reset_index(drop=True)
+    if feats["listing_id"].is_monotonic_increasing and feats.index.equals(
+        pd.RangeIndex(len(feats))
+    ):
+        return feats  # latest_rows's order and index, kept by the in-place joins: no copy
+    return feats.sort_values("listing_id").reset_index(drop=True)

@@ -460,6 +460,7 @@ def build_index(
         version=version,
         model_version=tt.cfg.version,
     )
+    del emb  # the row store holds its float16 copy: free the float32 one before writing
     return index.save(out_dir)
 
 

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from checkout_recs.retrieval.index_build import IndexConfig, IndexManifest, faiss_module
 from checkout_recs.retrieval.index_categories import CategoryLists
-from checkout_recs.retrieval.index_ops import save_rows
+from checkout_recs.retrieval.index_ops import save_frame_rows, save_rows
 
 
 def write_folder(
@@ -40,8 +40,9 @@ def write_folder(
     out_dir.mkdir(parents=True, exist_ok=True)
     np.save(out_dir / "ids.npy", ids[keep], allow_pickle=False)
     save_rows(out_dir / "embeddings.npy", vectors, keep)
-    snap = snapshot if len(keep) == len(snapshot) else snapshot.iloc[keep]
-    snap.reset_index(drop=True).to_parquet(out_dir / "snapshot.parquet", index=False)
+    save_frame_rows(  # a block at a time: the whole frame is never copied to Arrow
+        out_dir / "snapshot.parquet", snapshot, None if len(keep) == len(snapshot) else keep
+    )
     for p in out_dir.glob("*.faiss"):
         p.unlink()
     for i, index in enumerate(indexes.values()):

@@ -54,6 +54,35 @@ def save_rows(path: Path, arr: np.ndarray, rows: np.ndarray, block: int = 1 << 2
             f.write(np.ascontiguousarray(arr[rows[a : a + block]]).tobytes())
 
 
+def save_frame_rows(
+    path: Path, frame: pd.DataFrame, rows: np.ndarray | None = None, block: int = 1 << 20
+) -> None:
+    """Write ``frame``'s rows ``rows`` (int64, increasing; None: all) as one parquet file,
+    ``block`` rows converted to Arrow at a time (one block's copy in memory, not the frame's).
+
+    The file reads back as ``frame.iloc[rows].reset_index(drop=True).to_parquet(path,
+    index=False)`` would have written it: every column's Arrow type follows from its dtype, the
+    schema (with its pandas metadata) is the selection's, and ``block`` (2^20) is pyarrow's
+    default row-group size. A frame with an ``object`` column (its Arrow type is inferred from
+    the values it holds) is written that way, whole.
+    """
+    import pyarrow as pa  # lazy: pyarrow is already loaded wherever a frame is written
+    import pyarrow.parquet as pq
+
+    if any(pd.api.types.is_object_dtype(t) for t in frame.dtypes):
+        sel = frame if rows is None else frame.iloc[rows]
+        sel.reset_index(drop=True).to_parquet(path, index=False)
+        return
+    n = len(frame) if rows is None else len(rows)
+    schema = pa.Schema.from_pandas(frame.iloc[:0], preserve_index=False)
+    with pq.ParquetWriter(path, schema) as writer:
+        if n == 0:
+            writer.write_table(schema.empty_table())
+        for a in range(0, n, block):
+            part = frame.iloc[a : a + block] if rows is None else frame.iloc[rows[a : a + block]]
+            writer.write_table(pa.Table.from_pandas(part, schema=schema, preserve_index=False))
+
+
 def concat_rows(base: pd.DataFrame, added: list[pd.DataFrame]) -> pd.DataFrame:
     """``base`` with the ``added`` frames' rows appended (index 0..n-1); a categorical column of
     ``base`` stays categorical (categories united) instead of turning into Python objects, and a

@@ -50,3 +50,44 @@ def test_listing_snapshot_equals_the_whole_view_path(
     expected = whole_view_snapshot(features, labels)
     assert len(got) > 1000 and got["title"].ne("").all()
     pd.testing.assert_frame_equal(got, expected)
+
+
+def test_left_join_columns_is_a_left_merge_in_place() -> None:
+    """Values, dtypes and row order of ``merge(how="left")`` on a many-to-one key: matched rows,
+    a key the right side lacks (int → float64, bool → object, nullable and datetime missing), a
+    key repeated on the left, left rows not in key order."""
+    from checkout_recs.models.inputs import left_join_columns
+
+    left = pd.DataFrame(
+        {"seller_id": pd.array([3, 1, 7, 3, 1], dtype="Int64"), "x": [0.5, 1.5, 2.5, 3.5, 4.5]}
+    )
+    right = pd.DataFrame(
+        {
+            "seller_id": pd.array([1, 3, 5], dtype="Int64"),
+            "n": [10, 30, 50],
+            "flag": [True, False, True],
+            "score": pd.array([1, None, 5], dtype="Int64"),
+            "since": pd.to_datetime(["2026-01-01", "2026-02-01", "2026-03-01"], utc=True),
+            "name": pd.array(["a", "c", "e"], dtype="string"),
+        }
+    )
+    expected = left.merge(right, on="seller_id", how="left")
+    got = left.copy()
+    left_join_columns(got, right, "seller_id")
+    pd.testing.assert_frame_equal(got, expected)
+    assert got["n"].dtype == "float64" and got["flag"].dtype == object  # key 7 is missing
+
+    every = left[left["seller_id"] != 7].reset_index(drop=True)
+    expected = every.merge(right, on="seller_id", how="left")
+    left_join_columns(every, right, "seller_id")
+    pd.testing.assert_frame_equal(every, expected)
+    assert every["n"].dtype == "int64" and every["flag"].dtype == bool  # every key matched
+
+
+def test_left_join_columns_refuses_a_column_both_frames_hold() -> None:
+    from checkout_recs.models.inputs import left_join_columns
+
+    left = pd.DataFrame({"k": [1, 2], "v": [1.0, 2.0]})
+    with pytest.raises(ValueError, match="v"):
+        left_join_columns(left, pd.DataFrame({"k": [1], "v": [3.0]}), "k")
+    assert list(left.columns) == ["k", "v"]
