@@ -61,7 +61,7 @@ from benchmarks import serving_load  # noqa: E402
 from benchmarks.host_probe import cold_penalty  # noqa: E402
 from benchmarks.redis_server import kill_redis_server, start_redis_server  # noqa: E402
 from benchmarks.serving_bundle_1m import build_ann_bundle, bundle_requests, write_feature_tables  # noqa: E402
-from benchmarks.serving_throughput import closed_loop_wrk, throughput_runs  # noqa: E402
+from benchmarks.serving_throughput import throughput_runs, wrk_sweep  # noqa: E402
 from checkout_recs.deploy.manifests import build as render_overlay  # noqa: E402
 from checkout_recs.serving.bundle_layout import BundleLayout  # noqa: E402
 from checkout_recs.synthetic.serving import (  # noqa: E402
@@ -301,10 +301,9 @@ def main() -> None:
     ap.add_argument("--throughput_duration", type=float, default=30.0)
     ap.add_argument(
         "--wrk_connections",
-        type=int,
-        default=8,
-        help="throughput scenario: a closed-loop wrk run with this many requests in flight "
-        "after the open-loop runs, when wrk is installed (0: none)",
+        default="1,2,4,8",
+        help="throughput scenario: closed-loop wrk runs with these numbers of requests in flight "
+        "(comma-separated) after the open-loop runs, when wrk is installed ('' or 0: none)",
     )
     ap.add_argument(
         "--scenarios",
@@ -413,11 +412,11 @@ def main() -> None:
                     res[name] = throughput_runs(
                         s, bodies, rates, args.throughput_duration, con.print
                     )
-                    if args.wrk_connections:
-                        res[name]["wrk"] = wrk = closed_loop_wrk(
-                            s, bodies, args.wrk_connections, args.throughput_duration
+                    conns = [int(c) for c in args.wrk_connections.split(",") if c.strip()]
+                    if any(conns):
+                        res[name].update(
+                            wrk_sweep(s, bodies, conns, args.throughput_duration, con.print)
                         )
-                        con.print({"wrk": wrk or "wrk not installed: no closed-loop run"})
                     continue
                 res[name] = run_scenario(name, s, bodies, args, con)
                 if name == "design_log":

@@ -164,3 +164,41 @@ def closed_loop_wrk(
     r["rss_mb"] = {k: serving_load.rss_mb(p) for k, p in pids.items()}
     r["load_avg"] = os.getloadavg()
     return r
+
+
+def wrk_sweep(
+    s: Any,
+    bodies: list[dict],
+    connections: list[int],
+    duration_s: float,
+    say: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """``closed_loop_wrk`` at each number of requests in flight (ascending, 0s skipped) for
+    ``duration_s`` s each.
+
+    With one in flight the transformer never waits for work between requests (no idle gaps in
+    which a shared host's caches go cold) and never queues: its CPU ms per request there is the
+    path's cost when busy. More in flight finds the saturation throughput.
+
+    Returns ``wrk_runs`` (one ``closed_loop_wrk`` dict per count; empty when ``wrk`` is not
+    installed), ``wrk`` (the run that answered the most per second, None without runs) and
+    ``wrk_saturation_rps`` (its answers/s, None without runs).
+    """
+    runs = []
+    for c in sorted(c for c in connections if c > 0):
+        r = closed_loop_wrk(s, bodies, c, duration_s)
+        if r is None:
+            say("wrk not installed: no closed-loop run")
+            break
+        runs.append(r)
+        say(
+            f"wrk, {c} in flight: {r.get('rps', 0):.1f} answers/s, p50 {r.get('p50_ms', 0):.1f} / "
+            f"p99 {r.get('p99_ms', 0):.1f} ms, non-2xx {r['non_2xx']}; CPU ms/request "
+            + ", ".join(f"{k} {v:.2f}" for k, v in r["cpu_ms_per_request"].items())
+        )
+    best = max(runs, key=lambda r: r.get("rps", 0.0)) if runs else None
+    return {
+        "wrk_runs": runs,
+        "wrk": best,
+        "wrk_saturation_rps": best.get("rps") if best else None,
+    }

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from benchmarks.serving_load import open_loop_process
-from benchmarks.serving_throughput import closed_loop_wrk, meets_target, parse_wrk
+from benchmarks.serving_throughput import closed_loop_wrk, meets_target, parse_wrk, wrk_sweep
 
 
 def _handler(status: int, policy: str) -> type[BaseHTTPRequestHandler]:
@@ -114,3 +114,26 @@ def test_wrk_output_is_read_with_units_statuses_and_errors() -> None:
 def test_without_wrk_there_is_no_closed_loop_run(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("benchmarks.serving_throughput.shutil.which", lambda _: None)
     assert closed_loop_wrk(object(), [{}], 4, 1.0) is None
+
+
+def test_wrk_sweep_runs_each_count_ascending_and_reports_the_busiest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[int] = []
+
+    def fake(s: object, bodies: list[dict], c: int, duration_s: float) -> dict:
+        seen.append(c)
+        rps = {1: 150.0, 2: 210.0, 8: 190.0}[c]
+        return {"rps": rps, "non_2xx": 0, "cpu_ms_per_request": {"transformer": 1e3 / rps}}
+
+    monkeypatch.setattr("benchmarks.serving_throughput.closed_loop_wrk", fake)
+    res = wrk_sweep(object(), [{}], [8, 0, 1, 2], 1.0, say=lambda _: None)
+    assert seen == [1, 2, 8]
+    assert [r["rps"] for r in res["wrk_runs"]] == [150.0, 210.0, 190.0]
+    assert res["wrk_saturation_rps"] == 210.0 and res["wrk"] is res["wrk_runs"][1]
+
+
+def test_wrk_sweep_without_wrk_has_no_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("benchmarks.serving_throughput.shutil.which", lambda _: None)
+    res = wrk_sweep(object(), [{}], [1, 4], 1.0, say=lambda _: None)
+    assert res == {"wrk_runs": [], "wrk": None, "wrk_saturation_rps": None}
