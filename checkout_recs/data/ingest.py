@@ -20,22 +20,28 @@ folder is read as parquet whatever its extension, except hidden ones (a path par
 
 Re-running on the same input gives the same files: the run id is a hash of the input files, not
 of the clock, and rows keep their input order (files sorted by name).
+
+Memory: no file is held whole. Files are read in record batches of ``batch_rows`` rows
+(``raw_parts``) and each table is validated in two passes (``validate_batched``): row-level checks
+per batch, with the rows passing them spilled to disk, then the table-wide checks (duplicates,
+foreign keys, inventory order) on the key columns only; the parents' key columns are all that is
+kept from one table to the next. An s3 source is downloaded object by object to a temporary
+folder next to ``out_dir`` first (spill files go there too; it is removed at the end).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import os
-import warnings
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import boto3
 import botocore.exceptions
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -44,7 +50,13 @@ from tqdm import tqdm
 
 from checkout_recs import contract
 from checkout_recs.data.publish import atomic_dir
-from checkout_recs.data.validate import TABLE_ORDER, Verdict, validate_table
+from checkout_recs.data.raw_parts import RawPart, probe_part, table_layout, type_problem
+from checkout_recs.data.validate import TABLE_ORDER
+from checkout_recs.data.validate_batched import check_table, write_quarantine, write_validated
+
+#: Rows per record batch read and validated at a time (pyarrow's default row group size: a
+#: validated file has row groups of this size where its raw files are larger).
+BATCH_ROWS = 1 << 20
 
 
 class SourceError(RuntimeError):
@@ -101,12 +113,21 @@ class IngestReport(BaseModel):
 
 @dataclass(frozen=True)
 class RawFile:
-    """One source file of a table: ``data`` is None when fetching it failed (``error`` says why)."""
+    """One source file of a table: ``path`` (a local file: the source's, or the downloaded copy of
+    an s3 object) and ``digest`` (sha256 of its bytes) are None when reading it failed (``error``
+    says why)."""
 
     name: str  # "<table>/<path>" for a folder, the key for s3
     rel: str  # path below the table's folder, "/"-separated
-    data: bytes | None
+    path: Path | None
+    digest: bytes | None = None
     error: str | None = None
+
+
+def _digest(path: Path) -> bytes:
+    """sha256 of a file's bytes, read in blocks."""
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").digest()
 
 
 @dataclass
@@ -148,9 +169,9 @@ def _list_folder(root: Path) -> Listing:
                 out.ignored[table].append(f"{table}/{rel}")
                 continue
             try:
-                out.files[table].append(RawFile(f"{table}/{rel}", rel, path.read_bytes()))
+                out.files[table].append(RawFile(f"{table}/{rel}", rel, path, _digest(path)))
             except OSError as e:
-                out.files[table].append(RawFile(f"{table}/{rel}", rel, None, _one_line(e)))
+                out.files[table].append(RawFile(f"{table}/{rel}", rel, None, None, _one_line(e)))
     return out
 
 
@@ -173,16 +194,23 @@ def _list_keys(client: Any, bucket: str, prefix: str, source: str) -> list[str]:
         raise SourceError(f"cannot list {source}: {_one_line(e)}") from e
 
 
-def _fetch(client: Any, bucket: str, key: str, rel: str) -> RawFile:
-    """One object's bytes; a failed read gives a ``RawFile`` without data (quarantined later)."""
+def _fetch(client: Any, bucket: str, key: str, rel: str, local: Path) -> RawFile:
+    """One object downloaded to ``local`` (streamed, in blocks); a failed read gives a
+    ``RawFile`` without a path (quarantined later)."""
     try:
-        return RawFile(key, rel, client.get_object(Bucket=bucket, Key=key)["Body"].read())
+        local.parent.mkdir(parents=True, exist_ok=True)
+        body = client.get_object(Bucket=bucket, Key=key)["Body"]
+        with open(local, "wb") as fh:
+            shutil.copyfileobj(body, fh, 1 << 20)
+        return RawFile(key, rel, local, _digest(local))
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, OSError) as e:
-        return RawFile(key, rel, None, _one_line(e))
+        local.unlink(missing_ok=True)
+        return RawFile(key, rel, None, None, _one_line(e))
 
 
-def _list_s3(source: str, endpoint_url: str | None) -> Listing:
-    """Files of each table under ``s3://bucket/prefix``; ``SourceError`` when nothing is there."""
+def _list_s3(source: str, endpoint_url: str | None, download: Path) -> Listing:
+    """Files of each table under ``s3://bucket/prefix``, downloaded below ``download``;
+    ``SourceError`` when nothing is there."""
     bucket, _, prefix = source[len("s3://") :].partition("/")
     base = prefix.strip("/") + "/" if prefix.strip("/") else ""
     client = _s3_client(endpoint_url)
@@ -197,176 +225,66 @@ def _list_s3(source: str, endpoint_url: str | None) -> Listing:
         if _hidden(rel):
             out.ignored[table].append(key)
         else:
-            out.files[table].append(_fetch(client, bucket, key, rel))
+            local = download / f"{len(out.files[table]):06d}-{table}"
+            out.files[table].append(_fetch(client, bucket, key, rel, local))
     return out
 
 
-def _list_sources(source: str, endpoint_url: str | None) -> Listing:
-    """The files of every table of ``source`` (a folder or an s3:// prefix), sorted by name."""
+def _list_sources(source: str, endpoint_url: str | None, download: Path) -> Listing:
+    """The files of every table of ``source`` (a folder or an s3:// prefix, whose objects are
+    downloaded below ``download``), sorted by name."""
     return (
-        _list_s3(source, endpoint_url) if source.startswith("s3://") else _list_folder(Path(source))
+        _list_s3(source, endpoint_url, download)
+        if source.startswith("s3://")
+        else _list_folder(Path(source))
     )
 
 
-def _pandas_type(t: pa.DataType) -> object:
-    """Nullable pandas dtype for an Arrow type (keeps ints exact with nulls, strings typed)."""
-    if pa.types.is_integer(t):
-        return pd.api.types.pandas_dtype(f"Int{t.bit_width}")
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
-        return pd.StringDtype("pyarrow")
-    if pa.types.is_boolean(t):
-        return pd.BooleanDtype()
-    return None
-
-
-def _family(t: pa.DataType) -> str:
-    """Kind of an Arrow type (dictionaries by their values): number, string, bool, timestamp, null..."""
-    t = t.value_type if pa.types.is_dictionary(t) else t
-    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
-        return "number"
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
-        return "string"
-    if pa.types.is_boolean(t):
-        return "bool"
-    if pa.types.is_null(t):
-        return "null"
-    return "timestamp" if pa.types.is_timestamp(t) else str(t)
-
-
-#: Kinds of column a contract kind is read from, value by value where the kind differs (a string
-#: "12.5" is a price, 6.5 is no id: such values are row-level ``wrong_type``). Any other kind is a
-#: mistyped file (``wrong_column_type``): every value would fail, so the file is quarantined whole.
-_READ_FROM: dict[str, tuple[str, ...]] = {
-    "number": ("number", "string", "null"),
-    "string": ("string", "null"),
-    "bool": ("bool", "null"),
-    "timestamp": ("timestamp", "string", "null"),
-}
-
-
-def _type_problem(t: pa.Table, schema: pa.Schema) -> str | None:
-    """``"sequence: timestamp[us] is not castable to int64; ..."`` for contract columns of ``t``
-    whose type cannot hold the contract's values, or None when every column can be read."""
-    bad = [
-        f"{f.name}: {t.schema.field(f.name).type} is not castable to {f.type}"
-        for f in schema
-        if f.name in t.column_names
-        and _family(t.schema.field(f.name).type) not in _READ_FROM[_family(f.type)]
-    ]
-    return "; ".join(bad) or None
-
-
-def _safe_cast(col: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray | None:
-    """``col`` cast losslessly within its family (int32 -> int64, naive/ns -> UTC us...), else None.
-
-    Naive timestamps are taken as UTC. None sends the column to the value-by-value path.
-    """
-    if col.type == target:
-        return col
-    if _family(col.type) != _family(target):
-        return None
-    try:
-        return col.cast(target, safe=True)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
-
-
-def _footer_rows(data: bytes) -> int | None:
+def _footer_rows(path: Path) -> int | None:
     """Rows a parquet footer announces, or None when the footer itself is unreadable."""
     try:
-        return int(pq.ParquetFile(pa.BufferReader(data)).metadata.num_rows)
+        return int(pq.ParquetFile(path).metadata.num_rows)
     except Exception:  # noqa: BLE001 - any footer failure means "unknown"
         return None
 
 
-@dataclass(frozen=True)
-class Decoded:
-    """One readable file: its name, its columns as written, its rows as a contract frame."""
-
-    name: str
-    columns: list[str]
-    frame: pd.DataFrame  # (rows, contract columns), from ``_columns``
-
-
-def _load(table: str, f: RawFile) -> Decoded | QuarantinedFile:
-    """The file decoded, or why it is quarantined whole (``unreadable`` or ``wrong_column_type``)."""
-    if f.data is None:
+def _load(table: str, f: RawFile, batch_rows: int) -> RawPart | QuarantinedFile:
+    """The file probed (read once, batch by batch: ``raw_parts.probe_part``), or why it is
+    quarantined whole (``unreadable`` or ``wrong_column_type``)."""
+    if f.path is None:
         return QuarantinedFile(
             name=f.name, reason="unreadable", detail=f.error or "could not be fetched"
         )
     schema = contract.RAW_TABLES[table]
+    size: int | None = None
     try:
-        t = pq.read_table(pa.BufferReader(f.data))
-        problem = _type_problem(t, schema)
+        size = f.path.stat().st_size
+        part = probe_part(table, f.name, f.path, batch_rows)
+        problem = type_problem(pq.ParquetFile(f.path).schema_arrow, schema)
         if problem:
             return QuarantinedFile(
                 name=f.name,
                 reason="wrong_column_type",
                 detail=problem,
-                size_bytes=len(f.data),
-                rows=t.num_rows,
+                size_bytes=size,
+                rows=part.rows,
             )
-        return Decoded(f.name, t.column_names, _columns(t, schema))
+        return part
     except Exception as e:  # noqa: BLE001 - whatever fails to decode one file quarantines that file, not the run
         return QuarantinedFile(
             name=f.name,
             reason="unreadable",
             detail=_one_line(e),
-            size_bytes=len(f.data),
-            rows=_footer_rows(f.data),
+            size_bytes=size,
+            rows=_footer_rows(f.path),
         )
 
 
-def _columns(t: pa.Table, schema: pa.Schema) -> pd.DataFrame:
-    """(rows, contract columns) frame of one file; missing columns are all None.
-
-    Columns whose Arrow type is the contract's (or casts to it losslessly) come through typed;
-    any other column comes through as Python objects, to be cast value by value in
-    ``validate.coerce``.
-    """
-    cols = {}
-    for f in schema:
-        if f.name not in t.column_names:
-            cols[f.name] = pd.Series([None] * t.num_rows, dtype=object)
-            continue
-        col = _safe_cast(t[f.name], f.type)
-        if col is not None:
-            cols[f.name] = col.to_pandas(types_mapper=_pandas_type)
-        else:
-            cols[f.name] = pd.Series(t[f.name].to_pylist(), dtype=object)
-    return pd.DataFrame(cols)
-
-
-def _frame(table: str, files: list[Decoded]) -> tuple[pd.DataFrame, Verdict]:
-    """Rows of the decoded files of ``table`` concatenated; rows of a file missing contract
-    columns are pre-marked ``schema`` in the verdict."""
-    names = contract.field_names(contract.RAW_TABLES[table])
-    with (
-        warnings.catch_warnings()
-    ):  # all-null columns: either pandas behaviour gives a correct (maybe object) dtype
-        warnings.simplefilter("ignore", FutureWarning)
-        df = (
-            pd.concat([d.frame for d in files], ignore_index=True)
-            if files
-            else pd.DataFrame({c: pd.Series([], dtype=object) for c in names})
-        )
-    v = Verdict(len(df))
-    start = 0
-    for d in files:
-        missing = ", ".join(c for c in names if c not in d.columns)
-        if missing:
-            bad = np.zeros(len(df), bool)
-            bad[start : start + len(d.frame)] = True
-            v.mark(bad, "schema", f"missing columns: {missing}")
-        start += len(d.frame)
-    return df, v
-
-
-def _extra_columns(table: str, files: list[Decoded]) -> dict[str, list[str]]:
+def _extra_columns(table: str, parts: list[RawPart]) -> dict[str, list[str]]:
     """{column not in the contract: names of the files carrying it}, columns sorted."""
     known = set(contract.field_names(contract.RAW_TABLES[table]))
     out: dict[str, list[str]] = {}
-    for d in files:
+    for d in parts:
         for c in d.columns:
             if c not in known:
                 out.setdefault(c, []).append(d.name)
@@ -379,36 +297,18 @@ def _run_id(files: dict[str, list[RawFile]]) -> str:
     for table in sorted(files):
         for f in files[table]:
             h.update(f.name.encode())
-            h.update(
-                hashlib.sha256(f.data if f.data is not None else (f.error or "").encode()).digest()
-            )
+            h.update(f.digest or hashlib.sha256((f.error or "").encode()).digest())
     return h.hexdigest()[:16]
 
 
-def _quarantine(table: str, raw: pd.DataFrame, v: Verdict, run_id: str) -> pa.Table:
-    """``contract.QUARANTINE`` rows of the rejected rows of ``raw``."""
-    bad = ~v.ok
-    rows = raw.loc[bad].to_dict(orient="records")
-    return pa.table(
-        {
-            "table": [table] * len(rows),
-            "reason": v.reason[bad].tolist(),
-            "detail": v.detail[bad].tolist(),
-            "row_json": [json.dumps(r, default=str, sort_keys=True) for r in rows],
-            "ingest_run_id": [run_id] * len(rows),
-        },
-        schema=contract.QUARANTINE,
-    )
-
-
 def _set_aside(table: str, f: RawFile, q: QuarantinedFile, tmp: Path) -> QuarantinedFile:
-    """Copy a quarantined file's bytes to ``quarantine/files/<table>/<rel>`` under ``tmp``."""
-    if f.data is None:
+    """Copy a quarantined file to ``quarantine/files/<table>/<rel>`` under ``tmp``."""
+    if f.path is None:
         return q
     parts = [p for p in PurePosixPath(f.rel).parts if p not in ("", ".", "..", "/")] or ["unnamed"]
     rel = PurePosixPath("quarantine", "files", table, *parts)
     (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-    (tmp / rel).write_bytes(f.data)
+    shutil.copyfile(f.path, tmp / rel)
     return q.model_copy(update={"copied_to": rel.as_posix()})
 
 
@@ -431,13 +331,6 @@ def _files_manifest(reports: dict[str, TableReport], run_id: str) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=contract.QUARANTINE_FILES)
 
 
-def _to_contract(table: str, typed: pd.DataFrame) -> pa.Table:
-    """Accepted rows as an Arrow table of exactly ``contract.RAW_TABLES[table]``."""
-    return pa.Table.from_pandas(
-        typed.reset_index(drop=True), schema=contract.RAW_TABLES[table], preserve_index=False
-    )
-
-
 def _ingest_table(
     table: str,
     listing: Listing,
@@ -445,35 +338,42 @@ def _ingest_table(
     accepted: dict[str, pd.DataFrame],
     run_id: str,
     tmp: Path,
+    spill: Path,
+    batch_rows: int = BATCH_ROWS,
 ) -> TableReport:
-    """Decode, validate and write one table under ``tmp``; adds its accepted rows to ``accepted``."""
-    decoded: list[Decoded] = []
+    """Validate one table batch by batch and write it under ``tmp`` (``validate_batched``); adds
+    its accepted rows' parent columns to ``accepted`` and uses ``spill`` for its spill file."""
+    parts: list[RawPart] = []
     set_aside: list[QuarantinedFile] = []
     for f in listing.files[table]:
-        got = _load(table, f)
+        got = _load(table, f, batch_rows)
         if isinstance(got, QuarantinedFile):
             set_aside.append(_set_aside(table, f, got, tmp))
         else:
-            decoded.append(got)
-    raw, pre = _frame(table, decoded)
-    typed, v = validate_table(table, raw, now, accepted, pre)
-    accepted[table] = typed.loc[v.ok]
+            parts.append(got)
+    layout = table_layout(table, parts)
+    checked = check_table(
+        table, parts, layout, now, accepted, spill / f"{table}.parquet", batch_rows
+    )
     folder = tmp / "validated" / table
     folder.mkdir(parents=True)
-    pq.write_table(_to_contract(table, accepted[table]), folder / "part-00000.parquet")
-    pq.write_table(_quarantine(table, raw, v, run_id), tmp / "quarantine" / f"{table}.parquet")
-    reasons = pd.Series(v.reason[~v.ok]).value_counts().sort_index()
+    write_validated(checked, folder / "part-00000.parquet", batch_rows)
+    q_path = tmp / "quarantine" / f"{table}.parquet"
+    write_quarantine(table, parts, layout, checked, run_id, q_path, batch_rows)
+    v = checked.verdict
+    ok = v.ok
+    reasons = pd.Series(v.reason[~ok]).value_counts().sort_index()
     return TableReport(
-        read=len(raw),
-        accepted=int(v.ok.sum()),
-        quarantined=int((~v.ok).sum()),
+        read=checked.rows,
+        accepted=int(ok.sum()),
+        quarantined=int((~ok).sum()),
         by_reason={str(k): int(c) for k, c in reasons.items()},
         files=[f.name for f in listing.files[table]],
         files_in=len(listing.files[table]),
-        files_ok=len(decoded),
+        files_ok=len(parts),
         files_quarantined=len(set_aside),
         quarantined_files=set_aside,
-        extra_columns=_extra_columns(table, decoded),
+        extra_columns=_extra_columns(table, parts),
         ignored=listing.ignored[table],
     )
 
@@ -484,6 +384,7 @@ def ingest(
     now: dt.datetime | None = None,
     endpoint_url: str | None = None,
     progress: bool = False,
+    batch_rows: int = BATCH_ROWS,
 ) -> IngestReport:
     """Validate every raw table of ``source`` and publish accepted rows, quarantine and report.
 
@@ -494,6 +395,7 @@ def ingest(
     now : timestamps after it are quarantined as ``future_timestamp``; the wall clock when None.
     endpoint_url : S3-compatible endpoint for ``s3://`` sources (else ``AWS_ENDPOINT_URL_S3``).
     progress : show a progress bar over the tables.
+    batch_rows : rows read and validated at a time (memory follows it; the output does not).
 
     Returns
     -------
@@ -504,17 +406,25 @@ def ingest(
     """
     now = now or dt.datetime.now(dt.UTC)
     now = now if now.tzinfo else now.replace(tzinfo=dt.UTC)
-    listing = _list_sources(str(source), endpoint_url)
-    run_id = _run_id(listing.files)
-    accepted: dict[str, pd.DataFrame] = {}
-    reports: dict[str, TableReport] = {}
-    with atomic_dir(Path(out_dir)) as tmp:
-        (tmp / "quarantine").mkdir()
-        for table in tqdm(TABLE_ORDER, desc="ingest tables", disable=not progress):
-            reports[table] = _ingest_table(table, listing, now, accepted, run_id, tmp)
-        pq.write_table(_files_manifest(reports, run_id), tmp / "quarantine" / "files.parquet")
-        report = IngestReport(run_id=run_id, source=str(source), now=now, tables=reports)
-        (tmp / "ingest_report.json").write_text(report.model_dump_json(indent=2))
+    Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
+    # spill files and downloaded objects, next to the output (a rename moves a spill file there)
+    with tempfile.TemporaryDirectory(
+        prefix=".ingest-spill-", dir=Path(out_dir).parent
+    ) as spill_dir:
+        spill = Path(spill_dir)
+        listing = _list_sources(str(source), endpoint_url, spill / "download")
+        run_id = _run_id(listing.files)
+        accepted: dict[str, pd.DataFrame] = {}  # {table: accepted rows' parent columns}
+        reports: dict[str, TableReport] = {}
+        with atomic_dir(Path(out_dir)) as tmp:
+            (tmp / "quarantine").mkdir()
+            for table in tqdm(TABLE_ORDER, desc="ingest tables", disable=not progress):
+                reports[table] = _ingest_table(
+                    table, listing, now, accepted, run_id, tmp, spill, batch_rows
+                )
+            pq.write_table(_files_manifest(reports, run_id), tmp / "quarantine" / "files.parquet")
+            report = IngestReport(run_id=run_id, source=str(source), now=now, tables=reports)
+            (tmp / "ingest_report.json").write_text(report.model_dump_json(indent=2))
     return report
 
 

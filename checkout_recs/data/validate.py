@@ -16,6 +16,7 @@ increasing per listing in time order).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -90,6 +91,16 @@ class Verdict:
             detail if isinstance(detail, str) else np.asarray(detail, dtype=object)[new]
         )
         self._ok &= ~new
+
+    def mark_rows(self, rows: np.ndarray, reasons: np.ndarray, details: np.ndarray) -> None:
+        """Give row positions ``rows`` (k,) int the reasons and details (k,) found elsewhere (one
+        batch's row-level verdict, say); rows that already have a reason keep it."""
+        rows = np.asarray(rows, np.int64)
+        new = self._ok[rows]
+        rows = rows[new]
+        self.reason[rows] = np.asarray(reasons, dtype=object)[new]
+        self.detail[rows] = np.asarray(details, dtype=object)[new]
+        self._ok[rows] = False
 
     @property
     def ok(self) -> np.ndarray:
@@ -244,29 +255,83 @@ def check_future(df: pd.DataFrame, schema: pa.Schema, now: dt.datetime, v: Verdi
             )
 
 
-def _codes(col: pd.Series) -> np.ndarray:
-    """Integer codes of a key column (strings dictionary-encoded in Arrow: fast at millions of rows)."""
-    if isinstance(col.dtype, pd.StringDtype):
-        enc = pa.chunked_array([pa.array(col, pa.string())]).combine_chunks().dictionary_encode()
-        return enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    return col.to_numpy(dtype=np.int64, na_value=-1)
+def _first_seen(col: pd.Series | np.ndarray) -> np.ndarray:
+    """(n,) int64 code of each value of ``col``, values numbered 0, 1, ... in the order they first
+    appear (a hash table: one pass, no sort; nulls share one code). Strings are hashed in Arrow
+    (``pd.factorize`` would make a Python object of each), numbers by ``pd.factorize``."""
+    if isinstance(col, pd.Series) and isinstance(col.dtype, pd.StringDtype):
+        enc = pc.dictionary_encode(pa.array(col, pa.large_string()), null_encoding="encode")
+        chunks = enc.chunks if isinstance(enc, pa.ChunkedArray) else [enc]
+        parts = [c.indices.to_numpy(zero_copy_only=False).astype(np.int64) for c in chunks]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    return pd.factorize(col, use_na_sentinel=False)[0].astype(np.int64, copy=False)
 
 
-def check_duplicates(table: str, df: pd.DataFrame, v: Verdict) -> None:
-    """Second and later rows with the same primary key (among rows still accepted) -> ``duplicate``."""
-    keys = list(contract.PRIMARY_KEYS[table])
-    idx = np.flatnonzero(v.ok)
-    if len(idx) < 2:
+def _key_codes(cols: list[pd.Series]) -> np.ndarray:
+    """(n,) int64 code of each row's key tuple (the values of ``cols``), tuples numbered in the
+    order they first appear."""
+    code = _first_seen(cols[0])
+    for col in cols[1:]:
+        other = _first_seen(col)
+        width = int(other.max()) + 1 if len(other) else 1
+        code = _first_seen(code * width + other)  # < n * n: fits in int64
+    return code
+
+
+def _value_ranges(col: pd.Series, passes: int) -> Iterator[np.ndarray]:
+    """``passes`` boolean masks (n,) over the rows of ``col``, one per range of its values (split
+    at quantiles of a sample; nulls in the first): equal values always share a mask."""
+    if passes <= 1:
+        yield np.ones(len(col), bool)
         return
-    codes = [_codes(df[k].iloc[idx]) for k in keys]
-    order = np.lexsort(
-        (idx, *reversed(codes))
-    )  # by key, then by position: the first occurrence first
-    same = np.ones(len(idx) - 1, bool)
-    for c in codes:
-        same &= c[order][1:] == c[order][:-1]
+    arr = pa.array(col)
+    step = max(1, len(col) // 100_000)
+    sample = pc.drop_null(arr.take(pa.array(np.arange(0, len(col), step))))
+    if len(sample) == 0:
+        yield np.ones(len(col), bool)
+        return
+    ordered = sample.take(pc.sort_indices(sample))
+    bounds: list[pa.Scalar] = []
+    for j in range(1, passes):
+        q = ordered[len(ordered) * j // passes]
+        if not bounds or q.as_py() != bounds[-1].as_py():
+            bounds.append(q)
+    edges = [None, *bounds, None]
+    for j in range(len(edges) - 1):
+        lo, hi = edges[j], edges[j + 1]
+        mask = pc.is_valid(arr)
+        if lo is not None:
+            mask = pc.and_(mask, pc.greater_equal(arr, lo))
+        if hi is not None:
+            mask = pc.and_(mask, pc.less(arr, hi))
+        if j == 0:
+            mask = pc.or_(mask, pc.is_null(arr))
+        yield np.asarray(mask.to_numpy(zero_copy_only=False), bool)
+
+
+def check_duplicates(
+    table: str, df: pd.DataFrame, v: Verdict, rows_per_pass: int = 1 << 21
+) -> None:
+    """Second and later rows with the same primary key (among rows still accepted) -> ``duplicate``.
+
+    Key tuples are numbered in the order they first appear, so a row repeats an earlier key
+    exactly when its number is not above every number before it (a running maximum; no sort).
+    Rows are taken in passes over ranges of the first key column of about ``rows_per_pass`` rows
+    each (a key's repeats share its range), so the hash table follows a pass, not the table.
+    """
+    keys = list(contract.PRIMARY_KEYS[table])
+    ok = v.ok
+    if ok.sum() < 2:
+        return
     dup = np.zeros(len(df), bool)
-    dup[idx[order[1:][same]]] = True
+    passes = -(-int(ok.sum()) // rows_per_pass)
+    for in_range in _value_ranges(df[keys[0]], passes):
+        idx = np.flatnonzero(in_range & ok)
+        if len(idx) < 2:
+            continue
+        code = _key_codes([df[k].iloc[idx] for k in keys])
+        seen = np.maximum.accumulate(code)
+        dup[idx[np.r_[False, code[1:] <= seen[:-1]]]] = True
     v.mark(dup, "duplicate", f"duplicate key {tuple(keys)}")
 
 
@@ -288,22 +353,61 @@ def check_foreign_keys(
             member = pc.is_in(pa.array(vals, pa.string()), value_set=value_set).to_numpy(
                 zero_copy_only=False
             )
+        elif pd.api.types.is_integer_dtype(vals) and pd.api.types.is_integer_dtype(known):
+            member = _among(vals, known)
         else:
             member = vals.isin(known.dropna().unique()).to_numpy()
         bad = present & ~np.asarray(member, bool)
         v.mark(bad, "unknown_foreign_key", f"{col} not in {parent}.{pcol}")
 
 
-def check_inventory_order(df: pd.DataFrame, v: Verdict) -> None:
-    """Per listing, in (event_timestamp, sequence) order, ``sequence`` must strictly increase."""
-    idx = np.flatnonzero(v.ok)
-    bad = np.zeros(len(df), bool)
-    if len(idx) < 2:
+def _among(vals: pd.Series, known: pd.Series, rows_per_pass: int = 1 << 22) -> np.ndarray:
+    """(n,) bool: integer ``vals`` present among ``known``'s values (nulls never are), by binary
+    search in ``known``'s sorted distinct values (a sorted int64 copy instead of a hash table of
+    them), ``rows_per_pass`` values at a time, each pass's values searched in sorted order (in
+    order, the searches walk the table once instead of jumping about it)."""
+    table = np.sort(known.dropna().to_numpy(np.int64))
+    table = table[np.r_[True, table[1:] != table[:-1]]] if len(table) else table
+    out = np.zeros(len(vals), bool)
+    if len(table) == 0:
+        return out
+    for start in range(0, len(vals), rows_per_pass):
+        part = vals.iloc[start : start + rows_per_pass]
+        x = part.to_numpy(np.int64, na_value=0)
+        order = np.argsort(x, kind="stable")
+        xs = x[order]
+        found = np.empty(len(x), bool)
+        found[order] = table[np.minimum(np.searchsorted(table, xs), len(table) - 1)] == xs
+        out[start : start + len(x)] = found & part.notna().to_numpy(bool)
+    return out
+
+
+def check_inventory_order(df: pd.DataFrame, v: Verdict, rows_per_pass: int = 1 << 21) -> None:
+    """Per listing, in (event_timestamp, sequence) order, ``sequence`` must strictly increase.
+
+    Listings are independent, so the rows are checked in passes over listing ids ``% passes``
+    of about ``rows_per_pass`` rows each (memory follows a pass, not the table).
+    """
+    idx_all = np.flatnonzero(v.ok)
+    if len(idx_all) < 2:
         return
-    listing = df["listing_id"].iloc[idx].to_numpy(np.int64)
+    bad = np.zeros(len(df), bool)
+    listing_all = df["listing_id"].to_numpy(np.int64, na_value=-1)
+    passes = -(-len(idx_all) // rows_per_pass)
+    for j in range(passes):
+        idx = idx_all[listing_all[idx_all] % passes == j] if passes > 1 else idx_all
+        bad[_out_of_order(df, idx, listing_all[idx])] = True
+    v.mark(bad, "out_of_order", "sequence not increasing for this listing")
+
+
+def _out_of_order(df: pd.DataFrame, idx: np.ndarray, listing: np.ndarray) -> np.ndarray:
+    """Positions (k,) among rows ``idx`` (m,) of ``df`` (whose listing ids are ``listing``, (m,))
+    whose ``sequence`` does not exceed every earlier one of their listing in (event_timestamp,
+    sequence, position) order."""
     ts = df["event_timestamp"].iloc[idx].dt.as_unit("us").astype("int64").to_numpy()
     seq = df["sequence"].iloc[idx].to_numpy(np.int64)
     order = np.lexsort((idx, seq, ts, listing))
+    del ts
     listing, seq = listing[order], seq[order]
     start = np.r_[True, listing[1:] != listing[:-1]]  # first event of each listing
     group = np.cumsum(start)
@@ -311,13 +415,82 @@ def check_inventory_order(df: pd.DataFrame, v: Verdict) -> None:
         start, np.iinfo(np.int64).min, np.r_[0, seq[:-1]]
     )  # the row before, same listing
     prev_max = _group_cummax(previous, group)  # max sequence seen so far for this listing
-    bad[idx[order[seq <= prev_max]]] = True
-    v.mark(bad, "out_of_order", "sequence not increasing for this listing")
+    return idx[order[seq <= prev_max]]
 
 
 def _group_cummax(x: np.ndarray, group: np.ndarray) -> np.ndarray:
     """Running maximum of ``x`` (n,) restarting at each new value of sorted ``group`` (n,)."""
     return pd.Series(x).groupby(group, sort=False).cummax().to_numpy()
+
+
+def key_columns(table: str) -> list[str]:
+    """Columns of ``table`` the table-wide checks (:func:`validate_keys`) read: its primary key,
+    its foreign-key columns, the parent columns of a self-reference, and for inventory events the
+    ordering columns; contract order."""
+    need = set(contract.PRIMARY_KEYS[table])
+    for col, parent, pcol in FOREIGN_KEYS[table]:
+        need.add(col)
+        if parent == table:
+            need.add(pcol)
+    if table == "inventory_events":
+        need |= {"listing_id", "event_timestamp", "sequence"}
+    return [c for c in contract.field_names(contract.RAW_TABLES[table]) if c in need]
+
+
+def parent_columns(table: str) -> list[str]:
+    """Columns of ``table`` that other tables' foreign keys point at (what later tables need of
+    its accepted rows); contract order."""
+    need = {pcol for fks in FOREIGN_KEYS.values() for _, parent, pcol in fks if parent == table}
+    return [c for c in contract.field_names(contract.RAW_TABLES[table]) if c in need]
+
+
+def validate_rows(
+    table: str, df: pd.DataFrame, now: dt.datetime, pre: Verdict | None = None
+) -> tuple[pd.DataFrame, Verdict]:
+    """The row-level checks of one raw table (or any slice of its rows): type, null, range, time.
+
+    Each row's verdict depends on that row alone (and on the frame's dtypes), so a table checked
+    batch by batch gets the verdicts it would get whole.
+
+    Parameters
+    ----------
+    table : name in ``contract.RAW_TABLES``.
+    df : (n rows) raw values, every contract column present.
+    now : timestamps after it are rejected.
+    pre : verdict carrying reasons found while reading (``schema``), or None.
+
+    Returns
+    -------
+    typed : (n rows) the values cast to contract types (rejected rows may hold nulls).
+    verdict : reason and detail per row (None where accepted so far).
+    """
+    schema = contract.RAW_TABLES[table]
+    v = pre or Verdict(len(df))
+    typed = coerce(df, schema, v)
+    check_nulls(typed, schema, v)
+    check_ranges(table, typed, v)
+    check_future(typed, schema, now, v)
+    return typed, v
+
+
+def validate_keys(
+    table: str, keys: pd.DataFrame, accepted: dict[str, pd.DataFrame], v: Verdict
+) -> None:
+    """The table-wide checks of one raw table, in order: duplicate keys, foreign keys, inventory
+    order, among the rows ``v`` still accepts.
+
+    Parameters
+    ----------
+    table : name in ``contract.RAW_TABLES``.
+    keys : (n rows, at least :func:`key_columns`) typed values of the whole table, in row order.
+    accepted : {parent table: frame holding its accepted rows' columns that ``table``'s foreign
+        keys point at} (:func:`parent_columns`; unique values suffice).
+    v : (n rows) verdict of the row-level checks, completed in place.
+    """
+    check_duplicates(table, keys, v)
+    check_foreign_keys(table, keys, accepted, v)
+    if table == "inventory_events":
+        check_inventory_order(keys, v)
 
 
 def validate_table(
@@ -327,7 +500,8 @@ def validate_table(
     accepted: dict[str, pd.DataFrame],
     pre: Verdict | None = None,
 ) -> tuple[pd.DataFrame, Verdict]:
-    """Type, null, range, time, duplicate, foreign-key and order checks of one raw table.
+    """Type, null, range, time, duplicate, foreign-key and order checks of one whole raw table
+    (:func:`validate_rows` then :func:`validate_keys`).
 
     Parameters
     ----------
@@ -343,14 +517,6 @@ def validate_table(
     typed : (n rows) the values cast to contract types (rejected rows may hold nulls).
     verdict : reason and detail per row (None where accepted).
     """
-    schema = contract.RAW_TABLES[table]
-    v = pre or Verdict(len(df))
-    typed = coerce(df, schema, v)
-    check_nulls(typed, schema, v)
-    check_ranges(table, typed, v)
-    check_future(typed, schema, now, v)
-    check_duplicates(table, typed, v)
-    check_foreign_keys(table, typed, accepted, v)
-    if table == "inventory_events":
-        check_inventory_order(typed, v)
+    typed, v = validate_rows(table, df, now, pre)
+    validate_keys(table, typed, accepted, v)
     return typed, v
