@@ -428,8 +428,11 @@ def ingest(
     return report
 
 
-def read_validated(ingested_dir: Path, table: str) -> pd.DataFrame:
-    """Accepted rows of ``table`` from an ingested folder (or its ``validated/`` child) as pandas."""
+def read_validated(
+    ingested_dir: Path, table: str, columns: list[str] | None = None
+) -> pd.DataFrame:
+    """Accepted rows of ``table`` from an ingested folder (or its ``validated/`` child) as pandas:
+    every contract column, or only ``columns`` (in that order; the others are not read)."""
     d = Path(ingested_dir)
     d = d / "validated" if (d / "validated").is_dir() else d
-    return pq.read_table(d / table, schema=contract.RAW_TABLES[table]).to_pandas()
+    return pq.read_table(d / table, schema=contract.RAW_TABLES[table], columns=columns).to_pandas()

@@ -188,6 +188,15 @@ def decayed_snapshots(
     )
 
 
+def _instants(times: pd.Series) -> np.ndarray:
+    """datetime64[ns] (n,) of a datetime column, tz-aware (converted to UTC) or naive (taken as
+    UTC): ordered as the timestamps are, without the object array of ``Timestamp``s that
+    ``to_numpy()`` makes of a tz-aware column (~100 bytes a row)."""
+    if times.dt.tz is not None:
+        times = times.dt.tz_convert("UTC").dt.tz_localize(None)
+    return times.to_numpy("datetime64[ns]")
+
+
 def negative_samples(
     positives: pd.DataFrame, listings: pd.DataFrame, users: pd.DataFrame, k: int, seed: int
 ) -> pd.DataFrame:
@@ -210,8 +219,8 @@ def negative_samples(
     out = []
     for region, group in pos.groupby("region", sort=True):
         cand = listings[listings["region"] == region].sort_values(["listed_at", "listing_id"])
-        ids, times = cand["listing_id"].to_numpy(), cand["listed_at"].to_numpy()
-        n_ok = np.searchsorted(times, group["event_timestamp"].to_numpy(), side="right")
+        ids, times = cand["listing_id"].to_numpy(), _instants(cand["listed_at"])
+        n_ok = np.searchsorted(times, _instants(group["event_timestamp"]), side="right")
         idx = (rng.random((len(group), k)) * n_ok[:, None]).astype(np.int64)
         neg = (
             ids[np.minimum(idx, max(len(ids) - 1, 0))]
@@ -253,6 +262,13 @@ def user_sequences(buys: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+#: The columns ``build_labels`` reads of the tables it does not read whole.
+_LABEL_COLUMNS = {
+    "listings": ["listing_id", "price", "take_rate", "category_id", "region", "listed_at"],
+    "users": ["user_id", "region"],
+}
+
+
 def build_labels(
     validated_dir: Path, out_dir: Path, cfg: LabelConfig | None = None
 ) -> LabelSummary:
@@ -270,17 +286,36 @@ def build_labels(
     """
     cfg, out = cfg or LabelConfig(), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    t = {
-        n: read_validated(Path(validated_dir), n)
+    t = {  # of listings and users only the columns read below: not the titles of every listing
+        n: read_validated(Path(validated_dir), n, _LABEL_COLUMNS.get(n))
         for n in ("listings", "users", "orders", "impressions", "clicks", "purchases")
     }
+    rows: dict[str, int] = {}
+
+    def emit(name: str, frame: pd.DataFrame, schema: pa.Schema) -> None:
+        """Write one label table as soon as it is built (the others are not held beside it)."""
+        table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+        pq.write_table(table, out / f"{name}.parquet")
+        rows[name] = table.num_rows
+
     lab = label_impressions(
-        t["impressions"], t["clicks"], t["purchases"], t["listings"], cfg.purchase_window_s
+        t.pop("impressions"), t["clicks"], t["purchases"], t["listings"], cfg.purchase_window_s
     )
-    inter = interactions(t["orders"], t["clicks"], t["purchases"])
+    emit("impressions_labelled", lab, contract.LABELLED_IMPRESSIONS)
+    n = max(len(lab), 1)
+    click_rate, purchase_rate = float(lab["clicked"].sum() / n), float(lab["purchased"].sum() / n)
+    del lab
+    inter = interactions(t.pop("orders"), t.pop("clicks"), t.pop("purchases"))
+    emit("interactions", inter, INTERACTIONS)
     buys = inter[inter["kind"] != "click"]
     events = co_purchase_events(buys, cfg.co_purchase_window_days)
     items = decayed_snapshots(events, cfg.half_life_days, cfg.min_strength)
+    emit(
+        "co_purchase_items",
+        items.set_axis(["listing_a", "listing_b", "strength", "event_timestamp"], axis=1),
+        CO_PURCHASE_ITEMS,
+    )
+    del items
     cat_of = t["listings"].set_index("listing_id")["category_id"]
     cat_events = pd.DataFrame(
         {
@@ -289,39 +324,24 @@ def build_labels(
             "event_timestamp": events["event_timestamp"],
         }
     )
+    del events, cat_of
     cats = decayed_snapshots(cat_events, cfg.half_life_days, cfg.min_strength)
-    tables = {
-        "impressions_labelled": pa.Table.from_pandas(
-            lab, schema=contract.LABELLED_IMPRESSIONS, preserve_index=False
-        ),
-        "interactions": pa.Table.from_pandas(inter, schema=INTERACTIONS, preserve_index=False),
-        "co_purchase_items": pa.Table.from_pandas(
-            items.set_axis(["listing_a", "listing_b", "strength", "event_timestamp"], axis=1),
-            schema=CO_PURCHASE_ITEMS,
-            preserve_index=False,
-        ),
-        "category_pairs": pa.Table.from_pandas(
-            cats.set_axis(contract.field_names(contract.CATEGORY_PAIR_FEATURES), axis=1),
-            schema=contract.CATEGORY_PAIR_FEATURES,
-            preserve_index=False,
-        ),
-        "user_sequences": pa.Table.from_pandas(
-            user_sequences(buys), schema=USER_SEQUENCES, preserve_index=False
-        ),
-        "negatives": pa.Table.from_pandas(
-            negative_samples(
-                inter, t["listings"], t["users"], cfg.negatives_per_positive, cfg.seed
-            ),
-            schema=NEGATIVES,
-            preserve_index=False,
-        ),
-    }
-    for name, table in tables.items():
-        pq.write_table(table, out / f"{name}.parquet")
-    n = max(len(lab), 1)
+    emit(
+        "category_pairs",
+        cats.set_axis(contract.field_names(contract.CATEGORY_PAIR_FEATURES), axis=1),
+        contract.CATEGORY_PAIR_FEATURES,
+    )
+    del cats, cat_events
+    emit("user_sequences", user_sequences(buys), USER_SEQUENCES)
+    del buys
+    emit(
+        "negatives",
+        negative_samples(inter, t["listings"], t["users"], cfg.negatives_per_positive, cfg.seed),
+        NEGATIVES,
+    )
     return LabelSummary(
-        rows={k: v.num_rows for k, v in tables.items()},
-        click_rate=float(lab["clicked"].sum() / n),
-        purchase_rate=float(lab["purchased"].sum() / n),
+        rows=rows,
+        click_rate=click_rate,
+        purchase_rate=purchase_rate,
         out_dir=str(out),
     )

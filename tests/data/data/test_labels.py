@@ -17,6 +17,7 @@ from checkout_recs.data.labels import (
     co_purchase_events,
     decayed_snapshots,
     label_impressions,
+    negative_samples,
 )
 from tests.fixtures_data import make_demo_dataset
 
@@ -169,3 +170,25 @@ def test_negatives_are_point_in_time_same_region_and_never_the_positive(run: Pat
     assert (m.listed_at <= m.event_timestamp).all()
     assert (m.region_listing == m.region_user).all()
     assert (neg.listing_id != neg.negative_listing_id).all()
+
+
+def test_negatives_include_a_listing_listed_at_the_event_instant_whatever_the_time_units() -> None:
+    """``side="right"``: listed at the positive's very instant counts as listed before it; the
+    listings' times in microseconds and the positives' in nanoseconds, one in another zone."""
+    listed = pd.Series(
+        [T0 - pd.Timedelta(hours=1), T0, T0 + pd.Timedelta(seconds=1), T0 - pd.Timedelta(days=1)]
+    ).dt.as_unit("us")
+    listings = pd.DataFrame(
+        {"listing_id": [1, 2, 3, 4], "region": ["eu", "eu", "eu", "us"], "listed_at": listed}
+    )
+    users = pd.DataFrame({"user_id": [9], "region": ["eu"]})
+    positives = pd.DataFrame(
+        {
+            "user_id": [9],
+            "listing_id": [1],
+            "event_timestamp": pd.Series([T0]).dt.tz_convert("Europe/Paris").dt.as_unit("ns"),
+        }
+    )
+    neg = negative_samples(positives, listings, users, k=40, seed=3)
+    assert set(neg["negative_listing_id"]) == {2}  # 1 is the positive, 3 comes later, 4 is "us"
+    assert len(neg) == 40
