@@ -39,16 +39,25 @@ def shard_requests(
     slates stay on one rank. Defaults: this process' rank and world; ``df`` itself when world is 1.
     Without a ``request_id`` column the row number is the key."""
     r, w = rank_world()
-    rank, world = (r if rank is None else rank), (w if world is None else world)
+    world = w if world is None else world
     if world <= 1:
         return df
+    return df[shard_mask(df, rank, world)]
+
+
+def shard_mask(df: pd.DataFrame, rank: int | None = None, world: int | None = None) -> np.ndarray:
+    """bool (n,): the rows of ``df`` that ``shard_requests`` keeps (all True when world is 1)."""
+    r, w = rank_world()
+    rank, world = (r if rank is None else rank), (w if world is None else world)
+    if world <= 1:
+        return np.ones(len(df), bool)
     key = (
         df["request_id"].astype(str)
         if "request_id" in df
         else pd.Series(np.arange(len(df)).astype(str))
     )
     h = np.fromiter((zlib.crc32(k.encode()) % world for k in key.to_numpy()), np.int64, len(key))
-    return df[h == rank]
+    return h == rank
 
 
 def rank_slice(perm: np.ndarray) -> np.ndarray:

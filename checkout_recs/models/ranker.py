@@ -37,7 +37,7 @@ from torch import nn
 from checkout_recs.models import ranker_fit as fit
 from checkout_recs.models.distributed import shard_requests
 from checkout_recs.models.optim import Adam
-from checkout_recs.models.piecewise import PiecewiseLinear
+from checkout_recs.models.piecewise import CompactWideInput, PiecewiseLinear
 from checkout_recs.models.ranker_features import available_features, ranker_matrix
 
 
@@ -89,6 +89,16 @@ class RankerConfig(BaseModel):
     listwise_weight: float = Field(default=0.0, ge=0, description="Weight of the listwise loss.")
     pairwise_weight: float = Field(
         default=0.0, ge=0, description="Weight of the pairwise (BPR in a slate) loss."
+    )
+    warm_start_max_gb: float = Field(
+        default=4.0,
+        ge=0,
+        description="Largest dense wide input (n × d·(1 + spline_knots) float32, GB) "
+        "the linear warm start holds; above it the input is held compactly "
+        "(``piecewise.CompactWideInput``, 5 bytes a row and feature instead of "
+        "4·(1 + spline_knots); the same loss and gradients up to float rounding, ~3x slower "
+        "a step; the 300 full-batch Adam steps carry rounding differences far along poorly "
+        "determined directions: not the dense path's weights).",
     )
     linear_warm_start: bool = Field(
         default=True,
@@ -181,6 +191,18 @@ class RankerNet(nn.Module):
         ramps of the raw ``x`` (n, d·k) when ``spline_knots`` > 0."""
         return z if self.spline is None else torch.cat([z, self.spline(x)], 1)
 
+    def wide_matrix(self, X: torch.Tensor, chunk_rows: int = fit.CHUNK_ROWS) -> torch.Tensor:
+        """The wide layer's input for raw rows ``X`` (n, d) float32: (n, d·(1 + k)) float32,
+        ``wide_input(X, (X − mean) / std)`` written ``chunk_rows`` rows at a time into one
+        preallocated matrix (the same numbers; only a chunk's temporaries besides it)."""
+        width = self.wide.in_features if self.wide is not None else X.shape[1]
+        out = torch.empty(len(X), width, dtype=torch.float32)
+        with torch.no_grad():
+            for sl in fit.row_chunks(len(X), chunk_rows):
+                x = X[sl]
+                out[sl] = self.wide_input(x, (x - self.mean) / self.std)
+        return out
+
 
 def build_net(d_in: int, cfg: RankerConfig) -> RankerNet:
     """The (untrained) ``RankerNet`` that ``cfg`` describes, for ``d_in`` features."""
@@ -259,9 +281,9 @@ class RankerModel:
         """
         if X.ndim != 2 or X.shape[1] != len(self.feature_names):
             raise ValueError(f"expected X of shape (n, {len(self.feature_names)}), got {X.shape}")
+        a, b = fit.logits(self.net, torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)))
         with torch.inference_mode():
-            a, b = self.net(torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)))
-        return torch.sigmoid(a).numpy(), torch.sigmoid(b).numpy()
+            return torch.sigmoid(a).numpy(), torch.sigmoid(b).numpy()
 
     def predict_frame(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """``predict(ranker_matrix(frame, self.feature_names))``."""
@@ -346,10 +368,46 @@ def train_ranker(
     if not names:
         raise ValueError("train_ranker: the frame carries none of the ranker features")
     t0 = time.perf_counter()
-    X = ranker_matrix(train_df, names)
     y_click, y_buy = fit.labels(train_df)
-    groups = fit.group_codes(train_df)
-    hold = fit.holdout_mask(train_df, cfg.early_stopping_share)
+    rows = fit.RankerRows(
+        X=ranker_matrix(train_df, names),
+        y_click=y_click,
+        y_buy=y_buy,
+        groups=fit.group_codes(train_df),
+        hold=fit.holdout_mask(train_df, cfg.early_stopping_share),
+    )
+    return train_ranker_rows(rows, names, cfg, started=t0)
+
+
+def train_ranker_rows(
+    rows: fit.RankerRows,
+    names: Sequence[str],
+    cfg: RankerConfig | None = None,
+    started: float | None = None,
+) -> RankerModel:
+    """Train the multi-task ranker on rows already turned into arrays (``train_ranker``'s
+    procedure after ``ranker_matrix``; ``train.read_ranker_split`` builds them from a parquet
+    file a batch at a time).
+
+    Parameters
+    ----------
+    rows : ``ranker_fit.RankerRows`` of n rows: X (n, d) float32 with the columns ``names``,
+        labels, request index and early-stopping hold-out mask (this rank's rows under DDP).
+    names : the d feature names, in the order of ``rows.X``'s columns.
+    cfg : RankerConfig, optional
+    started : ``time.perf_counter()`` at which ``train_seconds`` starts (default: now).
+
+    Returns
+    -------
+    RankerModel, as ``train_ranker``. Raises ValueError for no rows or no feature.
+    """
+    cfg = cfg or RankerConfig()
+    t0 = time.perf_counter() if started is None else started
+    if len(rows.X) == 0:
+        raise ValueError("train_ranker: empty training frame")
+    if not names or rows.X.shape[1] != len(names):
+        raise ValueError("train_ranker: the frame carries none of the ranker features")
+    X, y_click, y_buy, groups, hold = rows.X, rows.y_click, rows.y_buy, rows.groups, rows.hold
     epochs, curve = cfg.epochs, list[float]()
     with fit.torch_threads(1):
         if fit.all_ranks(bool(hold.any() and (~hold).any())):
@@ -367,13 +425,13 @@ def train_ranker(
         net, _ = _fit_once(X, y_click, y_buy, groups, cfg, epochs)
     metrics = {
         "train_seconds": time.perf_counter() - t0,
-        "n_rows": len(train_df),
+        "n_rows": len(X),
         "click_rate": float(y_click.mean()),
         "purchase_rate": float(y_buy.mean()),
         "deep_epochs": float(epochs),
     }
     metrics.update({f"heldout_loss_epoch_{i}": v for i, v in enumerate(curve)})
-    return RankerModel(net, names, cfg, metrics)
+    return RankerModel(net, list(names), cfg, metrics)
 
 
 def _fit_once(
@@ -446,10 +504,15 @@ def _warm_start(
 ) -> None:
     """Start ``net`` as the converged linear model: wide weights and head biases from
     ``fit_linear``, deep head weights zero; the wide weights are then frozen."""
-    with torch.no_grad():
-        z = net.wide_input(Xt, (Xt - net.mean) / net.std)
-    lin = fit.fit_linear(z, yc, yb, cfg.ctcvr_weight, cvr_l2=cfg.cvr_l2)
     assert net.wide is not None
+    dense_gb = len(Xt) * net.wide.in_features * 4 / 1e9
+    z: torch.Tensor | CompactWideInput
+    if net.spline is None or dense_gb <= cfg.warm_start_max_gb:
+        z = net.wide_matrix(Xt)
+    else:
+        z = CompactWideInput(Xt, net.mean, net.std, net.spline)
+    lin = fit.fit_linear(z, yc, yb, cfg.ctcvr_weight, cvr_l2=cfg.cvr_l2)
+    del z
     with torch.no_grad():
         net.wide.weight.copy_(lin.weight)
         for j, head in enumerate((net.click_head, net.cvr_head)):

@@ -218,3 +218,31 @@ def ranker_matrix(frame: pd.DataFrame, names: Sequence[str] = RANKER_FEATURES) -
         out[:, j] = col
     out[~np.isfinite(out)] = 0.0
     return out
+
+
+def ranker_columns(columns: Sequence[str], names: Sequence[str] = RANKER_FEATURES) -> list[str]:
+    """The columns among ``columns`` that ``ranker_matrix`` reads for ``available_features``.
+
+    Parameters
+    ----------
+    columns : sequence of str
+        Column names of a frame or parquet schema (e.g. the training set's).
+    names : sequence of str
+        Candidate feature names (default: every ``RANKER_FEATURES`` name).
+
+    Returns
+    -------
+    list of str, in the order of ``columns``: every column that holds an available feature or
+    that a derived feature may read (e.g. ``event_timestamp`` or ``hour`` for ``hour_sin``). A
+    frame of these columns only gives the same ``available_features`` and ``ranker_matrix``.
+    """
+    frame = pd.DataFrame(columns=list(columns))
+    used: set[str] = set()
+    for name in available_features(frame, names):
+        src = _source(frame, name)
+        if src is not None:
+            used.add(src)
+            continue
+        for need in _DERIVED_NEEDS[name]:
+            used.update(s for a in need.split("|") if (s := _source(frame, a)) is not None)
+    return [c for c in columns if c in used]

@@ -22,9 +22,10 @@ are averaged over ranks so every rank takes the same decisions.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -122,17 +123,69 @@ def all_ranks(flag: bool) -> bool:
     return bool(t.item())
 
 
-def feature_stats(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std (d,) float32 of the rows of ``X`` (n, d), over every rank under DDP."""
-    s = torch.from_numpy(
-        np.stack(
-            [
-                X.sum(0),
-                (X.astype(np.float64) ** 2).sum(0).astype(np.float32),
-                np.full(X.shape[1], len(X), np.float32),
-            ]
-        )
-    )
+#: Rows per chunk of the ranker's whole-matrix passes (statistics, encodings, forward passes):
+#: 65,536 rows x 360 float32 columns (40 features x 9) is ~0.09 GB.
+CHUNK_ROWS = 65_536
+
+
+def row_chunks(n: int, chunk_rows: int = CHUNK_ROWS) -> Iterator[slice]:
+    """``slice``s of ``chunk_rows`` rows (the last one shorter) covering ``range(n)``."""
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    for s in range(0, n, chunk_rows):
+        yield slice(s, min(s + chunk_rows, n))
+
+
+def column_sums(chunks: Iterable[np.ndarray], d: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Column sums of the rows of ``chunks`` (each (m, d) float32), as ``X.sum(0)`` of their
+    concatenation ``X`` would give them.
+
+    numpy sums a C-ordered matrix over axis 0 row after row, so carrying the running sum in as
+    the first row of the next chunk adds in the same order: the result is bit for bit the
+    whole-matrix one, for any chunking. A single column (``d == 1``) is contiguous and numpy
+    sums it pairwise, so its chunks are joined first (4 bytes a row).
+
+    Returns
+    -------
+    (sum (d,) float32, sum of squares (d,) float64 (accumulated in float64), rows (int)).
+    """
+    tot, sq, n = np.zeros(d, np.float32), np.zeros(d, np.float64), 0
+    if d == 1:
+        chunks = [
+            np.concatenate(
+                [np.zeros((0, 1), np.float32)]
+                + [np.asarray(c, np.float32).reshape(-1, 1) for c in chunks]
+            )
+        ]
+    for c in chunks:
+        c = np.asarray(c, np.float32)
+        if len(c) == 0:
+            continue
+        tot = (c.sum(0) if n == 0 else np.concatenate([tot[None], c]).sum(0)).astype(np.float32)
+        c2 = c.astype(np.float64) ** 2
+        sq = c2.sum(0) if n == 0 else np.concatenate([sq[None], c2]).sum(0)
+        n += len(c)
+    return tot, sq, n
+
+
+def feature_stats(
+    X: np.ndarray | Iterable[np.ndarray], d: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std (d,) float32 of the rows of ``X`` (n, d) float32 (other dtypes are summed
+    as float32), over every rank under DDP.
+
+    ``X`` may also be an iterable of row chunks ((m, d) float32 each; give ``d``): the
+    statistics are bit for bit those of the concatenated matrix (``column_sums``), without it.
+    """
+    if isinstance(X, np.ndarray):
+        d = X.shape[1]
+        chunks: Iterable[np.ndarray] = [X[sl] for sl in row_chunks(len(X))]
+    elif d is None:
+        raise ValueError("feature_stats: give d with an iterable of chunks")
+    else:
+        chunks = X
+    tot, sq, n = column_sums(chunks, d)
+    s = torch.from_numpy(np.stack([tot, sq.astype(np.float32), np.full(d, n, np.float32)]))
     if distributed():
         torch.distributed.all_reduce(s)
     tot, sq, n = s.double().numpy()
@@ -152,16 +205,49 @@ def holdout_mask(df: pd.DataFrame, share: float) -> np.ndarray:
     """bool (n,): rows of the latest ``share`` of requests (by first ``event_timestamp``).
 
     All False when ``share`` is 0, the frame has no timestamps, or fewer than 10 requests
-    would be held out (too few to choose anything on).
+    would be held out (too few to choose anything on). ``holdout_rows`` on the frame's columns.
     """
     if share <= 0 or "event_timestamp" not in df:
         return np.zeros(len(df), bool)
-    groups = group_codes(df)
-    first = pd.Series(df["event_timestamp"].to_numpy()).groupby(groups).min()
+    return holdout_rows(group_codes(df), df["event_timestamp"].to_numpy(), share)
+
+
+def holdout_rows(groups: np.ndarray, timestamps: np.ndarray, share: float) -> np.ndarray:
+    """bool (n,): rows of the latest ``share`` of requests, from arrays.
+
+    Parameters
+    ----------
+    groups : (n,) int64, request index per row (``group_codes``: 0, 1, ... in order of first
+        appearance).
+    timestamps : (n,) the rows' ``event_timestamp`` values: ``Series.to_numpy()``'s array or
+        a pandas datetime array (``pd.Series(timestamps)`` must give the dtype the frame's
+        ``to_numpy()`` would: tz-aware Timestamps become ``datetime64[ns, tz]``).
+    share : latest share of requests (by their first timestamp) to hold out.
+
+    Returns
+    -------
+    bool (n,); all False when ``share`` is 0 or fewer than 10 requests would be held out.
+    """
+    if share <= 0:
+        return np.zeros(len(groups), bool)
+    first = pd.Series(timestamps).groupby(groups).min()
     if len(first) * share < 10:
-        return np.zeros(len(df), bool)
+        return np.zeros(len(groups), bool)
     cut = first.quantile(1 - share)
     return np.asarray((first > cut).reindex(groups).to_numpy(), bool)
+
+
+@dataclass
+class RankerRows:
+    """The ranker's training rows as arrays: what ``ranker.train_ranker`` builds from a frame
+    (``ranker_matrix``, ``labels``, ``group_codes``, ``holdout_mask``) and
+    ``ranker.train_ranker_rows`` trains on."""
+
+    X: np.ndarray  # (n, d) float32 raw features, ``ranker_matrix`` order
+    y_click: np.ndarray  # (n,) float32 0/1
+    y_buy: np.ndarray  # (n,) float32 0/1 (a purchase without a click is 0)
+    groups: np.ndarray  # (n,) int64 request index per row (order of first appearance)
+    hold: np.ndarray  # (n,) bool: the early-stopping hold-out (latest requests)
 
 
 @dataclass
@@ -208,8 +294,32 @@ def _wrap(module: nn.Module) -> nn.Module:
     return module
 
 
+class WideInput(Protocol):
+    """A matrix z (n, D) a linear layer can be fitted on without holding it densely
+    (``piecewise.CompactWideInput``)."""
+
+    shape: tuple[int, int]
+
+    def logits(self, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """``z @ weight.T + bias``: weight (2, D), bias (2,) → (n, 2), differentiable."""
+        ...
+
+
+class _WideLinear(nn.Module):
+    """``lin`` applied to a dense z (n, D) or to a ``WideInput`` (so DDP sees one forward)."""
+
+    def __init__(self, lin: nn.Linear) -> None:
+        super().__init__()
+        self.lin = lin
+
+    def forward(self, z: torch.Tensor | WideInput) -> torch.Tensor:
+        if isinstance(z, torch.Tensor):
+            return self.lin(z)
+        return z.logits(self.lin.weight, self.lin.bias)
+
+
 def fit_linear(
-    z: torch.Tensor,
+    z: torch.Tensor | WideInput,
     y_click: torch.Tensor,
     y_buy: torch.Tensor,
     ctcvr_weight: float = 1.0,
@@ -222,18 +332,21 @@ def fit_linear(
     outputs are the (click, cvr) logits, fitted full-batch to convergence with L2 on the weights
     ``||w_click||² / (2 n C) + cvr_l2 · ||w_cvr||² / (2 n C)`` (with ``cvr_l2 = 1`` the penalty of
     scikit-learn's ``LogisticRegression(C=c)``; ``cvr_l2 > 1`` shrinks the cvr logit, which only
-    the few purchases inform, harder towards its bias)."""
+    the few purchases inform, harder towards its bias).
+
+    ``z`` is a dense float32 tensor or a ``WideInput`` (the same fit on a matrix held compactly;
+    equal up to float rounding)."""
     lin = nn.Linear(z.shape[1], 2)
     nn.init.zeros_(lin.weight)
     with torch.no_grad():
         rate = y_click.mean().clamp(1e-4, 1 - 1e-4)
         cvr = (y_buy.sum() / y_click.sum().clamp(min=1)).clamp(1e-4, 1 - 1e-4)
         lin.bias.copy_(torch.stack([torch.logit(rate), torch.logit(cvr)]))
-    n = torch.tensor([float(len(z))])
+    n = torch.tensor([float(z.shape[0])])
     if distributed():
         torch.distributed.all_reduce(n)
     head_l2 = torch.tensor([[1.0], [float(cvr_l2)]])  # (2, 1): per-head L2 multiplier
-    module = _wrap(lin)
+    module = _wrap(lin) if isinstance(z, torch.Tensor) else _wrap(_WideLinear(lin))
     opt = Adam(lin.parameters(), lr=lr)
     for _ in range(steps):
         out = module(z)
@@ -245,12 +358,27 @@ def fit_linear(
     return lin
 
 
+def logits(
+    net: nn.Module, X: torch.Tensor, chunk_rows: int = CHUNK_ROWS
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``net(X)`` for raw rows X (n, d) float32: the click and cvr logits, (n,) float32 each,
+    computed ``chunk_rows`` rows at a time under ``inference_mode`` so that the wide part's
+    (m, d·k) encoding exists for one chunk only. A row's logits do not depend on the other rows;
+    for chunks of a few rows BLAS may pick another kernel (differences ~1e-7)."""
+    with torch.inference_mode():
+        if len(X) <= chunk_rows:
+            return net(X)
+        parts = [net(X[sl]) for sl in row_chunks(len(X), chunk_rows)]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
 def heldout_loss(
     net: nn.Module, X: torch.Tensor, y_click: torch.Tensor, y_buy: torch.Tensor, ctcvr_weight: float
 ) -> float:
-    """ESMM loss of ``net`` on held-out rows (mean over every rank's rows under DDP)."""
+    """ESMM loss of ``net`` on held-out rows (mean over every rank's rows under DDP); the
+    logits are computed a chunk of rows at a time (``logits``), the loss on all of them."""
+    a, b = logits(net, X)
     with torch.inference_mode():
-        a, b = net(X)
         s = torch.tensor(
             [float(esmm_loss(a, b, y_click, y_buy, ctcvr_weight)) * len(X), float(len(X))]
         )

@@ -23,6 +23,7 @@ from checkout_recs.models.optim import Adam
 from checkout_recs.models.ranker import RankerConfig, RankerModel, build_net
 from checkout_recs.models.ranker_features import ranker_matrix
 from checkout_recs.models.ranker_fit import esmm_loss, labels, torch_threads
+from checkout_recs.models.ranker_fit import logits as fit_logits
 
 
 class StudentConfig(BaseModel):
@@ -49,14 +50,39 @@ def distill(
         return _distill(teacher, train_df, cfg)
 
 
+def distill_rows(
+    teacher: RankerModel,
+    X: np.ndarray,
+    y_click: np.ndarray,
+    y_buy: np.ndarray,
+    cfg: StudentConfig | None = None,
+) -> RankerModel:
+    """``distill`` on arrays: X (n, d) float32 in ``teacher.feature_names`` order (the
+    teacher's raw features, ``ranker_matrix``), ``y_click`` and ``y_buy`` (n,) float32 0/1
+    (``ranker_fit.labels``). Returns the student ``RankerModel``."""
+    cfg = cfg or StudentConfig()
+    with torch_threads(1):
+        return _distill_rows(teacher, X, y_click, y_buy, cfg)
+
+
 def _distill(teacher: RankerModel, train_df: pd.DataFrame, cfg: StudentConfig) -> RankerModel:
+    y_click, y_buy = labels(train_df)
+    return _distill_rows(
+        teacher, ranker_matrix(train_df, teacher.feature_names), y_click, y_buy, cfg
+    )
+
+
+def _distill_rows(
+    teacher: RankerModel,
+    X: np.ndarray,
+    y_click: np.ndarray,
+    y_buy: np.ndarray,
+    cfg: StudentConfig,
+) -> RankerModel:
     t0 = time.perf_counter()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    X = ranker_matrix(train_df, teacher.feature_names)
-    with torch.inference_mode():
-        t_click, t_cvr = teacher.net(torch.from_numpy(X))
-    y_click, y_buy = labels(train_df)
+    t_click, t_cvr = fit_logits(teacher.net, torch.from_numpy(X))  # a chunk of rows at a time
     rcfg = RankerConfig(
         hidden=[cfg.hidden],
         seed=cfg.seed,

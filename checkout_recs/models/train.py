@@ -12,17 +12,23 @@ import json
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
 from pydantic import BaseModel, Field
 
 from checkout_recs.features.view_latest import latest_rows
+from checkout_recs.models.distributed import rank_world, shard_mask
 from checkout_recs.models.inputs import listing_snapshot, read_table
 from checkout_recs.models.metrics import auc
-from checkout_recs.models.ranker import RankerConfig, RankerModel, train_ranker
-from checkout_recs.models.student import StudentConfig, distill
+from checkout_recs.models.ranker import RankerConfig, RankerModel, train_ranker_rows
+from checkout_recs.models.ranker_features import available_features, ranker_columns, ranker_matrix
+from checkout_recs.models.ranker_fit import RankerRows, holdout_rows, labels
+from checkout_recs.models.student import StudentConfig, distill_rows
 from checkout_recs.models.two_tower import TwoTowerConfig, TwoTowerModel, train_two_tower
 from checkout_recs.tracking import log_training_run
 
@@ -54,34 +60,191 @@ class TrainSummary(BaseModel):
     mlflow_run_id: str | None = None
 
 
-def split_by_time(df: pd.DataFrame, share: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Hold out the latest ``share`` of requests (whole requests, by ``event_timestamp``)."""
-    if share <= 0 or "event_timestamp" not in df:
-        return df, df.iloc[:0]
+def validation_mask(df: pd.DataFrame, share: float) -> np.ndarray:
+    """bool (n,): the rows ``split_by_time`` holds out (the latest ``share`` of requests, whole
+    requests, by their first ``event_timestamp``); all False for ``share`` 0 or no timestamps.
+
+    Needs only ``request_id`` (when present) and ``event_timestamp``.
+    """
+    if share <= 0 or "event_timestamp" not in df or len(df) == 0:
+        return np.zeros(len(df), bool)
     key = "request_id" if "request_id" in df else None
     first = df.groupby(key)["event_timestamp"].min() if key else df["event_timestamp"]
-    cut = first.quantile(1 - share) if len(first) else None
+    cut = first.quantile(1 - share)
     if key:
         val_ids = first.index[first > cut]
         is_val = df[key].isin(val_ids)
     else:
         is_val = df["event_timestamp"] > cut
+    return np.asarray(is_val.to_numpy(), bool)
+
+
+def split_by_time(df: pd.DataFrame, share: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Hold out the latest ``share`` of requests (whole requests, by ``event_timestamp``)."""
+    if share <= 0 or "event_timestamp" not in df:
+        return df, df.iloc[:0]
+    is_val = validation_mask(df, share)
     return df[~is_val], df[is_val]
+
+
+#: Rows of the training set that ``read_ranker_split`` turns into features at a time.
+READ_BATCH_ROWS = 100_000
+
+#: Columns of the training set the ranker reads besides its features.
+LABEL_COLUMNS = ("clicked", "purchased")
+KEY_COLUMNS = ("request_id", "event_timestamp")
+
+
+@dataclass
+class RankerSplit:
+    """The training set as the ranker stage uses it: the train part as ``RankerRows``, the
+    held-out part as its feature matrix and labels (``read_ranker_split``)."""
+
+    names: list[str]  # the d feature names, ``ranker_matrix`` column order
+    train: RankerRows  # n_train rows (this rank's slates under DDP)
+    val_X: np.ndarray  # (n_val, d) float32
+    val_clicked: np.ndarray  # (n_val,) the ``clicked`` column as stored
+    val_purchased: np.ndarray  # (n_val,) the ``purchased`` column as stored
+
+
+def _request_keys(dataset: ds.Dataset) -> pd.DataFrame:
+    """``request_id`` and ``event_timestamp`` of every row (those present), as the split needs
+    them: the ids as int32 codes in order of first appearance (``pd.factorize``'s codes, from
+    Arrow's dictionary encoding: no Python string per row), the timestamps as pandas reads them.
+    Ids with nulls are kept as strings (``pd.factorize`` would drop them from the groups)."""
+    names = dataset.schema.names
+    table = dataset.to_table(columns=[c for c in KEY_COLUMNS if c in names])
+    keys = pd.DataFrame(index=pd.RangeIndex(table.num_rows))
+    if "request_id" in names:
+        ids = table.column("request_id").combine_chunks()
+        keys["request_id"] = (
+            pc.dictionary_encode(ids).indices.to_numpy() if ids.null_count == 0 else ids.to_pandas()
+        )
+    if "event_timestamp" in names:
+        keys["event_timestamp"] = table.column("event_timestamp").to_pandas()
+    return keys
+
+
+def read_ranker_split(
+    training_set_path: Path,
+    share: float,
+    early_stopping_share: float,
+    names: list[str] | None = None,
+    shard: bool = True,
+    batch_rows: int = READ_BATCH_ROWS,
+) -> RankerSplit:
+    """Read the ranker's rows of a training set, split by time, without the whole frame.
+
+    The same arrays as ``split_by_time(read_table(path), share)`` followed by ``train_ranker``'s
+    ``ranker_matrix`` / ``labels`` / ``group_codes`` / ``holdout_mask`` (and ``shard_requests``
+    on the train part under DDP when ``shard``), but: only the columns the ranker reads
+    (``ranker_columns``, the labels, ``request_id``, ``event_timestamp``) are read, the split is
+    decided on ``request_id`` and ``event_timestamp`` alone, and the features are computed
+    ``batch_rows`` rows at a time into preallocated float32 matrices (4·d bytes a row).
+
+    Parameters
+    ----------
+    training_set_path : parquet file (or folder of parts) of labelled impressions.
+    share : latest share of requests held out for validation (``TrainConfig.validation_share``).
+    early_stopping_share : ``RankerConfig.early_stopping_share``, for ``train.hold``.
+    names : features to build (e.g. a teacher's); default: every available ranker feature.
+    shard : keep this rank's requests only in the train part under DDP (as ``train_ranker``).
+    batch_rows : rows per batch.
+
+    Returns
+    -------
+    RankerSplit. Raises FileNotFoundError when the path is missing.
+    """
+    path = Path(training_set_path)
+    if not path.exists():
+        raise FileNotFoundError(f"missing input table: {path}")
+    dataset = ds.dataset(path, format="parquet", partitioning="hive")
+    schema = dataset.schema.names
+    if names is None:
+        names = available_features(pd.DataFrame(columns=schema))
+    keys = _request_keys(dataset)
+    is_val = validation_mask(keys, share)
+    train_idx, val_idx = np.flatnonzero(~is_val), np.flatnonzero(is_val)
+    if shard and rank_world()[1] > 1:  # CRC-32 of the ids as written: read them as strings
+        ids = pd.read_parquet(path, columns=[c for c in ("request_id",) if c in schema])
+        train_idx = train_idx[shard_mask(ids.iloc[train_idx])]
+        del ids
+    if "request_id" in keys:
+        groups = pd.factorize(keys["request_id"].to_numpy()[train_idx])[0].astype(np.int64)
+    else:
+        groups = np.arange(len(train_idx), dtype=np.int64)
+    hold = (
+        holdout_rows(
+            groups,
+            keys["event_timestamp"].dt.as_unit("ns").array[train_idx],
+            early_stopping_share,
+        )
+        if "event_timestamp" in keys
+        else np.zeros(len(train_idx), bool)
+    )
+    del keys
+    d = len(names)
+    X_tr, X_val = np.empty((len(train_idx), d), np.float32), np.empty((len(val_idx), d), np.float32)
+    yc_tr, yb_tr = np.empty(len(train_idx), np.float32), np.empty(len(train_idx), np.float32)
+    clicked_val: list[np.ndarray] = []
+    purchased_val: list[np.ndarray] = []
+    columns = ranker_columns(schema, names) + [c for c in LABEL_COLUMNS if c in schema]
+    offset = 0
+    for batch in dataset.to_batches(columns=columns, batch_size=batch_rows):
+        frame = batch.to_pandas()
+        end = offset + len(frame)
+        X = ranker_matrix(frame, names)
+        lo, hi = np.searchsorted(train_idx, [offset, end])
+        rows = train_idx[lo:hi] - offset
+        X_tr[lo:hi] = X[rows]
+        yc, yb = labels(frame)
+        yc_tr[lo:hi], yb_tr[lo:hi] = yc[rows], yb[rows]
+        lo, hi = np.searchsorted(val_idx, [offset, end])
+        rows = val_idx[lo:hi] - offset
+        X_val[lo:hi] = X[rows]
+        clicked_val.append(frame["clicked"].to_numpy()[rows])
+        purchased_val.append(frame["purchased"].to_numpy()[rows])
+        offset = end
+    if offset != len(is_val):
+        raise ValueError(f"read_ranker_split: read {offset} rows of {len(is_val)}")
+    return RankerSplit(
+        names=list(names),
+        train=RankerRows(X=X_tr, y_click=yc_tr, y_buy=yb_tr, groups=groups, hold=hold),
+        val_X=X_val,
+        val_clicked=np.concatenate(clicked_val) if clicked_val else np.zeros(0, np.int8),
+        val_purchased=np.concatenate(purchased_val) if purchased_val else np.zeros(0, np.int8),
+    )
 
 
 def ranker_metrics(model: RankerModel, val: pd.DataFrame) -> dict[str, float]:
     """AUC of the click head (all rows) and of P(purchase | click) (clicked rows) on ``val``."""
     if len(val) == 0:
         return {}
-    p_click, p_cvr = model.predict_frame(val)
-    clicked = val["clicked"].to_numpy()
+    return ranker_metrics_rows(
+        model,
+        ranker_matrix(val, model.feature_names),
+        val["clicked"].to_numpy(),
+        val["purchased"].to_numpy(),
+    )
+
+
+def ranker_metrics_rows(
+    model: RankerModel, X: np.ndarray, clicked: np.ndarray, purchased: np.ndarray
+) -> dict[str, float]:
+    """``ranker_metrics`` on arrays: X (n, d) float32 in ``model.feature_names`` order, the
+    0/1 labels ``clicked`` and ``purchased`` (n,). Returns {} for no rows, else the AUCs
+    ``auc_click``, ``auc_purchase`` (of p_click · p_cvr) and, with clicks,
+    ``auc_cvr_given_click``."""
+    if len(X) == 0:
+        return {}
+    p_click, p_cvr = model.predict(X)
     out = {
         "auc_click": auc(clicked, p_click),
-        "auc_purchase": auc(val["purchased"].to_numpy(), p_click * p_cvr),
+        "auc_purchase": auc(purchased, p_click * p_cvr),
     }
     if clicked.sum() > 0:
         m = clicked > 0
-        out["auc_cvr_given_click"] = auc(val["purchased"].to_numpy()[m], p_cvr[m])
+        out["auc_cvr_given_click"] = auc(purchased[m], p_cvr[m])
     return out
 
 
@@ -105,12 +268,6 @@ def _merge_metrics(out_dir: Path, new: dict[str, float]) -> dict[str, float]:
     return merged
 
 
-def _split_training_set(
-    training_set_path: Path, cfg: TrainConfig
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    return split_by_time(read_table(Path(training_set_path)), cfg.validation_share)
-
-
 def train_ranker_stage(
     training_set_path: Path, out_dir: Path, cfg: TrainConfig | None = None
 ) -> dict:
@@ -131,10 +288,12 @@ def train_ranker_stage(
     cfg = cfg or TrainConfig()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    train, val = _split_training_set(training_set_path, cfg)
-    ranker = train_ranker(train, cfg.ranker)
+    split = read_ranker_split(
+        training_set_path, cfg.validation_share, cfg.ranker.early_stopping_share
+    )
+    ranker = train_ranker_rows(split.train, split.names, cfg.ranker)
     metrics = {f"ranker_{k}": float(v) for k, v in ranker.metrics.items()}
-    metrics.update(ranker_metrics(ranker, val))
+    metrics.update(ranker_metrics_rows(ranker, split.val_X, split.val_clicked, split.val_purchased))
     ranker.metrics = metrics
     ranker.save(out_dir / "ranker")
     ranker.export_torchscript(out_dir / "ranker.pt")
@@ -156,9 +315,13 @@ def distil_stage(model_dir: Path, training_set_path: Path, cfg: TrainConfig | No
     cfg = cfg or TrainConfig()
     model_dir = Path(model_dir)
     ranker = RankerModel.load(model_dir / "ranker")
-    train, val = _split_training_set(training_set_path, cfg)
-    student = distill(ranker, train, cfg.student_cfg)
-    st = ranker_metrics(student, val)
+    split = read_ranker_split(
+        training_set_path, cfg.validation_share, 0.0, names=ranker.feature_names, shard=False
+    )
+    student = distill_rows(
+        ranker, split.train.X, split.train.y_click, split.train.y_buy, cfg.student_cfg
+    )
+    st = ranker_metrics_rows(student, split.val_X, split.val_clicked, split.val_purchased)
     student.metrics.update(st)
     student.save(model_dir / "student")
     metrics = {f"student_{k}": float(v) for k, v in st.items()}
