@@ -216,23 +216,11 @@ def read_ranker_split(
     )
 
 
-def ranker_metrics(model: RankerModel, val: pd.DataFrame) -> dict[str, float]:
-    """AUC of the click head (all rows) and of P(purchase | click) (clicked rows) on ``val``."""
-    if len(val) == 0:
-        return {}
-    return ranker_metrics_rows(
-        model,
-        ranker_matrix(val, model.feature_names),
-        val["clicked"].to_numpy(),
-        val["purchased"].to_numpy(),
-    )
-
-
 def ranker_metrics_rows(
     model: RankerModel, X: np.ndarray, clicked: np.ndarray, purchased: np.ndarray
 ) -> dict[str, float]:
-    """``ranker_metrics`` on arrays: X (n, d) float32 in ``model.feature_names`` order, the
-    0/1 labels ``clicked`` and ``purchased`` (n,). Returns {} for no rows, else the AUCs
+    """Held-out metrics of the ranker on arrays: X (n, d) float32 in ``model.feature_names``
+    order, the 0/1 labels ``clicked`` and ``purchased`` (n,). Returns {} for no rows, else the AUCs
     ``auc_click``, ``auc_purchase`` (of p_click · p_cvr) and, with clicks,
     ``auc_cvr_given_click``."""
     if len(X) == 0:
