@@ -33,7 +33,6 @@ from pydantic import BaseModel, Field
 
 from checkout_recs import contract
 from checkout_recs.data.ingest import read_validated
-from checkout_recs.features.tables import epoch_us
 
 INTERACTIONS = pa.schema(
     [
@@ -189,6 +188,15 @@ def decayed_snapshots(
     )
 
 
+def _instants(times: pd.Series) -> np.ndarray:
+    """datetime64[ns] (n,) of a datetime column, tz-aware (converted to UTC) or naive (taken as
+    UTC): ordered as the timestamps are, without the object array of ``Timestamp``s that
+    ``to_numpy()`` makes of a tz-aware column (~100 bytes a row)."""
+    if times.dt.tz is not None:
+        times = times.dt.tz_convert("UTC").dt.tz_localize(None)
+    return times.to_numpy("datetime64[ns]")
+
+
 def negative_samples(
     positives: pd.DataFrame, listings: pd.DataFrame, users: pd.DataFrame, k: int, seed: int
 ) -> pd.DataFrame:
@@ -211,8 +219,8 @@ def negative_samples(
     out = []
     for region, group in pos.groupby("region", sort=True):
         cand = listings[listings["region"] == region].sort_values(["listed_at", "listing_id"])
-        ids, times = cand["listing_id"].to_numpy(), epoch_us(cand["listed_at"])
-        n_ok = np.searchsorted(times, epoch_us(group["event_timestamp"]), side="right")
+        ids, times = cand["listing_id"].to_numpy(), _instants(cand["listed_at"])
+        n_ok = np.searchsorted(times, _instants(group["event_timestamp"]), side="right")
         idx = (rng.random((len(group), k)) * n_ok[:, None]).astype(np.int64)
         neg = (
             ids[np.minimum(idx, max(len(ids) - 1, 0))]
