@@ -1,7 +1,12 @@
 """The retrieval index at scale → ``benchmarks/results/faiss_<size>.json`` and ``.html``.
 
-    python benchmarks/faiss_scale.py --listings 1000000
-    nice -n 5 python benchmarks/faiss_scale.py --listings 18000000 --work /tmp/faiss18m
+    taskset -c 0 python benchmarks/faiss_scale.py --listings 1000000 --work /tmp/faiss1m
+    taskset -c 0 python benchmarks/faiss_scale.py --listings 18000000 --work /tmp/faiss18m
+
+(``taskset -c 0``: the benchmark on a core of its own, other jobs on the other one; ``--config``
+benchmarks other ``IndexConfig`` fields, e.g. the earlier ``'{"nlist_factor": 1, "nprobe": 48,
+"rerank": 500, "train_per_list": 4}'``, into ``--out``; the file of record keeps the runs it
+replaces under ``previous_runs``.)
 
 Inputs (``benchmarks/retrieval_scale.py``): the demo simulation's trained item tower, a catalogue
 of ``--listings`` (the demo's 5,000 + simulator-drawn listings, embedded chunk by chunk; reused
@@ -40,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import retrieval_scale as rs  # noqa: E402
 from benchmarks.faiss_report import report, targets  # noqa: E402
+from checkout_recs.retrieval.index_ops import MappedRows  # noqa: E402
 
 K = 300
 CHANGED = 10_000
@@ -60,23 +66,6 @@ def _peak_rss() -> int:
 def label(n: int) -> str:
     """``1m`` for 1,000,000 listings, ``18m`` for 18,000,000, else the count."""
     return f"{n // 1_000_000}m" if n % 1_000_000 == 0 else str(n)
-
-
-class MappedRows:
-    """Rows of an ``.npy`` file, each access through a short-lived memory map: once the map is
-    dropped the file's pages are page cache, not this process's resident memory (a map held for
-    the whole run would add the 2.3 GB file at 18M to the benchmark's RSS)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        m = np.load(self.path, mmap_mode="r")
-        self.shape, self.dtype = m.shape, m.dtype
-
-    def __len__(self) -> int:
-        return int(self.shape[0])
-
-    def __getitem__(self, idx: Any) -> np.ndarray:
-        return np.array(np.load(self.path, mmap_mode="r")[idx])
 
 
 def region_codes(snap: Any) -> tuple[np.ndarray, dict[str, int]]:
@@ -165,8 +154,16 @@ def loaded_rss(index_dir: Path) -> dict[str, int]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def bench(n: int, work: Path, n_queries: int, nprobes: tuple[int, ...], out: dict) -> dict:
-    """Fill ``out`` with every figure of the module docstring for an ``n``-listing catalogue."""
+def bench(
+    n: int,
+    work: Path,
+    n_queries: int,
+    nprobes: tuple[int, ...],
+    out: dict,
+    config: dict | None = None,
+) -> dict:
+    """Fill ``out`` with every figure of the module docstring for an ``n``-listing catalogue;
+    ``config``: ``IndexConfig`` fields that differ from the shipped defaults (None: the defaults)."""
     import faiss
 
     from checkout_recs.retrieval.index import RetrievalIndex
@@ -181,7 +178,7 @@ def bench(n: int, work: Path, n_queries: int, nprobes: tuple[int, ...], out: dic
     c0 = time.process_time()
     snap, mapped = rs.embedded_catalogue(paths, n, cat_dir)
     del mapped
-    emb = MappedRows(cat_dir / "embeddings.npy")
+    emb = MappedRows.npy(cat_dir / "embeddings.npy")
     out["catalogue"] = {
         "rows": len(snap),
         "dim": int(emb.shape[1]),
@@ -197,9 +194,13 @@ def bench(n: int, work: Path, n_queries: int, nprobes: tuple[int, ...], out: dic
     qreg = [str(r["region"]) for r in reqs]
     ids_all = snap["listing_id"].to_numpy(np.int64)
     reg, code = region_codes(snap)
-    cfg = IndexConfig()
+    cfg = IndexConfig(**(config or {}))
     out["config"] = cfg.model_dump()
-    out["nlist_rule"] = "per shard sqrt(listings in the shard)"
+    out["nlist_rule"] = (
+        f"per shard {cfg.nlist}"
+        if cfg.nlist
+        else f"per shard {cfg.nlist_factor:g} * sqrt(listings in the shard)"
+    )
 
     gc.collect()
     rss0, load0, t, c0 = _peak_rss(), _load(), time.perf_counter(), time.process_time()
@@ -407,6 +408,37 @@ def _bench_add_remove(
     } | {f"after_{k}": v for k, v in lat.items()}
 
 
+#: Keys of an earlier run kept in ``previous_runs`` (its headline figures, not every detail).
+PREVIOUS_KEYS = (
+    "note",
+    "cpu_note",
+    "command",
+    "started",
+    "cpu_affinity",
+    "load_1m_start",
+    "config",
+    "nlist_rule",
+    "build",
+    "memory_bytes",
+    "sweep_region",
+    "at_config",
+    "no_region",
+    "targets",
+)
+
+
+def previous_runs(path: Path) -> list[dict]:
+    """The runs an existing ``faiss_<size>.json`` records, newest first: its own headline figures
+    (``PREVIOUS_KEYS``, when it finished) followed by its ``previous_runs``; [] without a file."""
+    if not path.exists():
+        return []
+    old = json.loads(path.read_text())
+    runs = list(old.get("previous_runs", []))
+    if old.get("status") == "done":
+        runs.insert(0, {k: old[k] for k in PREVIOUS_KEYS if k in old})
+    return runs
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``bench`` for ``--listings``; write ``faiss_<size>.json`` (the command first, then the
     figures) and ``faiss_scale.html`` over every size's JSON; returns 0."""
@@ -414,11 +446,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--listings", type=int, default=1_000_000)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--work", type=Path, default=None, help="Cache of tower + catalogue.")
-    ap.add_argument("--nprobe", type=int, nargs="*", default=[16, 24, 32, 48, 64])
+    ap.add_argument("--nprobe", type=int, nargs="*", default=[32, 48, 64, 80, 96, 128])
+    ap.add_argument(
+        "--config",
+        type=json.loads,
+        default=None,
+        help='IndexConfig fields as JSON, e.g. \'{"nlist_factor": 1, "nprobe": 48}\' '
+        "(default: the shipped IndexConfig()).",
+    )
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON to write (default benchmarks/results/faiss_<size>.json, which also "
+        "rewrites faiss_scale.html).",
+    )
     args = ap.parse_args(argv)
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"faiss_{label(args.listings)}.json"
+    record = RESULTS / f"faiss_{label(args.listings)}.json"
+    path = args.out or record
     out: dict = {
         "command": "python benchmarks/faiss_scale.py "
         + " ".join(sys.argv[1:] if argv is None else argv),
@@ -430,11 +477,12 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_affinity": sorted(os.sched_getaffinity(0)),
         "load_1m_start": _load(),
     }
-    path.write_text(json.dumps(out, indent=2))
+    earlier = previous_runs(path)  # kept at the end of the file, through this run's writes
+    path.write_text(json.dumps(out | {"previous_runs": earlier}, indent=2))
     work = args.work or Path(tempfile.mkdtemp(prefix="faiss_scale_"))
     work.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
-    bench(args.listings, work, args.queries, tuple(args.nprobe), out)
+    bench(args.listings, work, args.queries, tuple(args.nprobe), out, args.config)
     out |= {
         "status": "done",
         "wall_s": time.perf_counter() - t,
@@ -442,14 +490,17 @@ def main(argv: list[str] | None = None) -> int:
         "load_1m_end": _load(),
     }
     out["targets"] = targets(out)
+    out["previous_runs"] = earlier
     path.write_text(json.dumps(out, indent=2, default=float))
-    sizes = {
-        p.stem.removeprefix("faiss_"): json.loads(p.read_text())
-        for p in sorted(RESULTS.glob("faiss_*.json"))
-    }
-    sizes = {k: v for k, v in sizes.items() if v.get("status") == "done"}
-    report(sizes, RESULTS / "faiss_scale.html")
-    _progress(f"wrote {path} and faiss_scale.html; targets {out['targets']}")
+    if path == record:
+        sizes = {
+            p.stem.removeprefix("faiss_"): json.loads(p.read_text())
+            for p in sorted(RESULTS.glob("faiss_*.json"))
+        }
+        sizes = {k: v for k, v in sizes.items() if v.get("status") == "done"}
+        report(sizes, RESULTS / "faiss_scale.html")
+    html = " and faiss_scale.html" if path == record else ""
+    _progress(f"wrote {path}{html}; targets {out['targets']}")
     return 0
 
 

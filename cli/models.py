@@ -78,14 +78,11 @@ def build_index_cmd(
     ] = None,
 ) -> None:
     """Embed every listing and build the FAISS index + snapshot."""
-    from checkout_recs.models.inputs import listing_snapshot
     from checkout_recs.retrieval.index import build_index, publish_index
 
     with progress("build-index") as shown:
-        shown.stage("listing snapshot")
-        snapshot = listing_snapshot(features, labels_dir=labels)
-        shown.stage(f"embedding {len(snapshot):,} listings and building the index")
-        manifest = build_index(model, snapshot, out)
+        shown.stage("embedding the listings a block at a time and building the index")
+        manifest = build_index(model, features, out, labels_dir=labels)
         if artifact_root:
             shown.stage("publishing")
             uri = publish_index(out, artifact_root)

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -326,3 +327,28 @@ def s3_features(synthetic_features):  # noqa: ANN001, ANN201
             yield "s3://features/runs/r1/features", endpoint
         finally:
             server.stop()
+
+
+def missing_joined_rows(demo_features: dict[str, Path], dest: Path) -> tuple[Path, Path]:
+    """A copy of the demo's listing and seller views and validated listings where the last
+    listings lose their content and the last three a seller with feature rows; returns (features,
+    labels) folders (labels empty: the validated listings are found next to the features)."""
+    from checkout_recs.models.inputs import find_validated_listings
+
+    features = dest / "features"
+    features.mkdir(parents=True)
+    listing = pd.read_parquet(demo_features["features"] / "listing.parquet")
+    tail = listing["listing_id"] >= listing["listing_id"].drop_duplicates().nlargest(3).min()
+    listing.loc[tail, "seller_id"] = listing["seller_id"].max() + 1  # a seller without rows
+    listing.to_parquet(features / "listing.parquet", index=False)
+    shutil.copy(demo_features["features"] / "seller.parquet", features / "seller.parquet")
+    content = pd.read_parquet(
+        find_validated_listings(demo_features["features"], demo_features["labels"])
+    )
+    last = content["listing_id"].nlargest(5)
+    (dest / "validated" / "listings").mkdir(parents=True)
+    content[~content["listing_id"].isin(last)].to_parquet(
+        dest / "validated" / "listings" / "part-0.parquet", index=False
+    )
+    (dest / "labels").mkdir()
+    return features, dest / "labels"

@@ -17,6 +17,7 @@ only the row order differs: ``latest_rows`` returns them by key
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,33 @@ def _null_prone_columns(dataset: ds.Dataset) -> list[str]:
     return [n for n in dataset.schema.names if n in prone]
 
 
+def whole_file_dtypes(dataset: ds.Dataset) -> dict[str, object]:
+    """The pandas dtype of each integer or boolean column that holds a null somewhere in
+    ``dataset``'s files (``_null_prone_columns``): the dtype ``pd.read_parquet`` of the whole
+    file gives it (float64 / object unless the pandas metadata names a nullable dtype), which a
+    frame of rows without that null must be cast to. Empty when no column is null-prone."""
+    prone = _null_prone_columns(dataset)
+    if not prone:
+        return {}
+    schema = dataset.schema
+    with_null = pa.table([pa.nulls(1, schema.field(c).type) for c in prone], names=prone)
+    return dict(with_null.replace_schema_metadata(schema.metadata).to_pandas().dtypes)
+
+
+def as_whole_file(frame: pd.DataFrame, dtypes: dict[str, object]) -> pd.DataFrame:
+    """``frame`` with its columns named in ``dtypes`` (``whole_file_dtypes``) whose dtype differs
+    cast to it (the others not copied)."""
+    changed = {c: t for c, t in dtypes.items() if c in frame and frame[c].dtype != t}
+    return frame.astype(changed, copy=False) if changed else frame
+
+
+def _open_view(path: Path | str, filesystem: pafs.FileSystem | None) -> ds.Dataset:
+    """The view's parquet dataset; ``FileNotFoundError`` when a local ``path`` is absent."""
+    if filesystem is None and not Path(path).exists():
+        raise FileNotFoundError(f"missing input table: {path}")
+    return ds.dataset(str(path), format="parquet", filesystem=filesystem)
+
+
 def latest_rows(
     path: Path | str,
     key: str,
@@ -123,9 +151,7 @@ def latest_rows(
         index ``0..n-1``; dtypes as ``pd.read_parquet`` of the whole file gives them. Raises
         ``FileNotFoundError`` when ``path`` does not exist.
     """
-    if filesystem is None and not Path(path).exists():
-        raise FileNotFoundError(f"missing input table: {path}")
-    dataset = ds.dataset(str(path), format="parquet", filesystem=filesystem)
+    dataset = _open_view(path, filesystem)
     parts = [
         _newest_in(dataset.to_table(filter=where), key)
         for where in key_range_filters(dataset, key, range_rows or RANGE_ROWS)
@@ -135,11 +161,25 @@ def latest_rows(
     frame = table.to_pandas(self_destruct=True)
     del table
     pa.default_memory_pool().release_unused()
-    prone = _null_prone_columns(dataset)
-    if prone:  # the dtype each gets in pandas when it holds a null (the whole file's dtype)
-        schema = dataset.schema
-        with_null = pa.table([pa.nulls(1, schema.field(c).type) for c in prone], names=prone)
-        dtypes = with_null.replace_schema_metadata(schema.metadata).to_pandas().dtypes
-        changed = {c: t for c, t in dtypes.items() if frame[c].dtype != t}
-        frame = frame.astype(changed, copy=False)  # the other columns are not copied
-    return frame
+    return as_whole_file(frame, whole_file_dtypes(dataset))
+
+
+def iter_latest_rows(
+    path: Path | str,
+    key: str,
+    range_rows: int | None = None,
+    filesystem: pafs.FileSystem | None = None,
+) -> Iterator[pd.DataFrame]:
+    """``latest_rows`` one scanned key range at a time: frames whose concatenation is
+    ``latest_rows(path, key, range_rows)``'s rows (ascending ``key``, no key in two frames), each
+    with that frame's dtypes and its own index ``0..m-1``; a range without rows yields nothing.
+    Memory: one range of the file and its newest rows, never the ``n`` result rows."""
+    dataset = _open_view(path, filesystem)
+    dtypes = whole_file_dtypes(dataset)
+    for where in key_range_filters(dataset, key, range_rows or RANGE_ROWS):
+        part = _newest_in(dataset.to_table(filter=where), key)
+        if part.num_rows == 0:
+            continue
+        frame = part.to_pandas(self_destruct=True)
+        del part
+        yield as_whole_file(frame, dtypes)

@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 
 from checkout_recs.features.view_latest import latest_rows
 from checkout_recs.models.distributed import rank_world, shard_mask
-from checkout_recs.models.inputs import listing_snapshot, read_table
+from checkout_recs.models.inputs import iter_listing_snapshot, listing_snapshot, read_table
 from checkout_recs.models.metrics import auc
 from checkout_recs.models.ranker import RankerConfig, RankerModel, train_ranker_rows
 from checkout_recs.models.ranker_features import available_features, ranker_columns, ranker_matrix
@@ -241,6 +241,26 @@ def _load_interactions(labels_dir: Path) -> pd.DataFrame:
     return inter[["user_id", "listing_id", "event_timestamp"]]
 
 
+def interacted_listings(
+    features_dir: Path, labels_dir: Path | None, listing_ids: pd.Series | np.ndarray
+) -> pd.DataFrame:
+    """The rows of ``listing_snapshot(features_dir, labels_dir=labels_dir)`` whose listing is in
+    ``listing_ids`` (any length, repeats allowed), by ``listing_id``: what ``train_two_tower``
+    reads (its item tower sees the interacted listings only, each row on its own), read a block
+    of the snapshot at a time (``iter_listing_snapshot``) instead of the whole catalogue.
+    Columns as the snapshot's; a joined column is float64 / object when a kept block has a
+    listing missing its joined row."""
+    wanted = np.unique(np.asarray(listing_ids, np.int64))
+    kept = [
+        block[np.isin(block["listing_id"].to_numpy(np.int64), wanted)]
+        for block in iter_listing_snapshot(features_dir, labels_dir=labels_dir)
+    ]
+    kept = [k for k in kept if len(k)] or kept[:1]
+    if not kept:
+        return listing_snapshot(features_dir, labels_dir=labels_dir)  # no listing: its columns
+    return pd.concat(kept, ignore_index=True)
+
+
 def _users(features_dir: Path) -> pd.DataFrame | None:
     """Each user's newest row of the user view (by ``user_id``), read a key range at a time."""
     p = Path(features_dir) / "user.parquet"
@@ -335,9 +355,12 @@ def train_retrieval_stage(
     cfg = cfg or TrainConfig()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    snapshot = listing_snapshot(features_dir, labels_dir=labels_dir)
+    interactions = _load_interactions(labels_dir)
     tt = train_two_tower(
-        _load_interactions(labels_dir), snapshot, cfg.two_tower, _users(features_dir)
+        interactions,
+        interacted_listings(features_dir, labels_dir, interactions["listing_id"]),
+        cfg.two_tower,
+        _users(features_dir),
     )
     tt.save(out_dir / "two_tower")
     metrics = {f"two_tower_{k}": float(v) for k, v in tt.metrics.items()}

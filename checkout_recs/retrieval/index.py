@@ -28,6 +28,7 @@ Folder (``save``, format 2): ``shard.<i>.faiss`` (manifest ``shards[i]`` names i
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from checkout_recs.models.inputs import listing_snapshot
+from checkout_recs.models.inputs import iter_listing_snapshot, listing_snapshot
 from checkout_recs.retrieval.index_build import (
     IndexConfig,
     IndexManifest,
@@ -48,8 +49,9 @@ from checkout_recs.retrieval.index_build import (
 )
 from checkout_recs.retrieval.index_categories import CategoryLists
 from checkout_recs.retrieval.index_io import read_folder, write_folder
-from checkout_recs.retrieval.index_ops import concat_rows, pad, top_k, top_per_query
+from checkout_recs.retrieval.index_ops import MappedRows, concat_rows, pad, top_per_query
 from checkout_recs.retrieval.index_store import RowStore
+from checkout_recs.retrieval.snapshot_file import SnapshotParts
 from checkout_recs.storage import new_version, open_store
 
 _EMPTY = np.empty(0, np.int64)
@@ -61,7 +63,7 @@ class RetrievalIndex:
     def __init__(
         self,
         ids: np.ndarray,
-        emb: np.ndarray,
+        emb: np.ndarray | MappedRows,
         snapshot: pd.DataFrame,
         cfg: IndexConfig,
         indexes: dict[str, Any],
@@ -134,7 +136,7 @@ class RetrievalIndex:
     def from_embeddings(
         cls,
         ids: np.ndarray,
-        emb: np.ndarray,
+        emb: np.ndarray | MappedRows,
         snapshot: pd.DataFrame,
         cfg: IndexConfig | None = None,
         version: str = "adhoc",
@@ -273,9 +275,8 @@ class RetrievalIndex:
             rows = np.sort(self._store.live_rows(c[c >= 0]))  # distinct: one list holds an id
             if len(rows) == 0:
                 continue
-            sc = self._store.vectors(rows) @ q[i]
-            top = top_k(sc, k)
-            out_i[i, : len(top)], out_s[i, : len(top)] = self.ids[rows[top]], sc[top]
+            best, sc = self._store.best(rows, q[i], k)
+            out_i[i, : len(best)], out_s[i, : len(best)] = self.ids[best], sc
         return out_i, out_s
 
     def _ann(self, q: np.ndarray, k: int, region: str | None) -> tuple[np.ndarray, np.ndarray]:
@@ -380,8 +381,14 @@ class RetrievalIndex:
             "snapshot": int(self.snapshot.memory_usage(deep=True).sum()),
         }
 
-    def save(self, out_dir: Path, version: str | None = None) -> IndexManifest:
-        """Write the folder (format 2), compacting removed rows out of the store and snapshot."""
+    def save(
+        self, out_dir: Path, version: str | None = None, snapshot_written: bool = False
+    ) -> IndexManifest:
+        """Write the folder (format 2), compacting removed rows out of the store and snapshot.
+
+        ``snapshot_written``: ``out_dir/snapshot.parquet`` already holds the full snapshot of
+        every row (``build_index`` streamed it; ``self.snapshot`` keeps only the index's own
+        columns); it is kept, not rewritten. Nothing may have been removed."""
         keep = np.flatnonzero(self.alive)
         regions = {}
         if self._region_names:
@@ -402,7 +409,7 @@ class RetrievalIndex:
             self.ids,
             self._store.vec.a,
             keep,
-            self.snapshot,
+            None if snapshot_written else self.snapshot,
             self.indexes,
             m,
             self._cats if self._store.has_category else None,
@@ -420,19 +427,31 @@ class RetrievalIndex:
         return cls(*read_folder(Path(index_dir), snapshot))
 
 
+#: Listings per snapshot block of a build from a features folder: a multiple of the item tower's
+#: batch (65,536), so every listing is embedded in the batch the whole frame puts it in.
+SNAPSHOT_BLOCK_ROWS = 1 << 20
+
+
 def build_index(
     model_dir: Path,
     snapshot: pd.DataFrame | Path,
     out_dir: Path,
     cfg: IndexConfig | None = None,
     version: str | None = None,
+    labels_dir: Path | None = None,
 ) -> IndexManifest:
     """Embed every listing of ``snapshot`` with the item tower and write the index folder.
 
     Parameters
     ----------
     model_dir : ``train_all`` output (holding ``two_tower/``) or the ``two_tower`` folder.
-    snapshot : listing snapshot frame (``models.inputs.listing_snapshot``) or a features folder.
+    snapshot : listing snapshot frame (``models.inputs.listing_snapshot``), or a features folder:
+        then the snapshot is read a block of 2^20 listings at a time
+        (``models.inputs.iter_listing_snapshot``, content found next to it or ``labels_dir``),
+        each block embedded and written to ``snapshot.parquet`` as it comes, and only the
+        index's columns (``listing_id, region, category_id, snapshot_time``) and the float32
+        embeddings (a scratch file in ``out_dir``, read through short-lived maps:
+        ``index_ops.MappedRows``) are kept for the build. Same folder either way.
     out_dir : receives the index folder (see module docstring).
 
     Returns
@@ -447,11 +466,27 @@ def build_index(
     tt = TwoTowerModel.load(
         model_dir / "two_tower" if (model_dir / "two_tower").is_dir() else model_dir
     )
-    if not isinstance(snapshot, pd.DataFrame):
-        snapshot = listing_snapshot(Path(snapshot))
+    version = version or new_version("idx-")
+    if isinstance(snapshot, pd.DataFrame):
+        return _build_from_frame(tt, snapshot, Path(out_dir), cfg, version)
+    out_dir = Path(out_dir)
+    try:
+        manifest = _build_streamed(tt, Path(snapshot), labels_dir, out_dir, cfg, version)
+    finally:  # the scratch files never stay in the folder, whatever happened
+        (out_dir / ".embeddings.f32").unlink(missing_ok=True)
+        shutil.rmtree(out_dir / ".snapshot-parts", ignore_errors=True)
+    if manifest is None:  # no listing: the frame path writes the empty folder
+        empty = listing_snapshot(Path(snapshot), labels_dir=labels_dir)
+        return _build_from_frame(tt, empty, out_dir, cfg, version)
+    return manifest
+
+
+def _build_from_frame(
+    tt: Any, snapshot: pd.DataFrame, out_dir: Path, cfg: IndexConfig | None, version: str
+) -> IndexManifest:
+    """``build_index`` over a snapshot frame held whole."""
     snapshot = snapshot.drop_duplicates("listing_id").reset_index(drop=True)
     emb = tt.embed_items(snapshot)
-    version = version or new_version("idx-")
     index = RetrievalIndex.from_embeddings(
         snapshot["listing_id"].to_numpy(),
         emb,
@@ -462,6 +497,67 @@ def build_index(
     )
     del emb  # the row store holds its float16 copy: free the float32 one before writing
     return index.save(out_dir)
+
+
+def _build_streamed(
+    tt: Any,
+    features_dir: Path,
+    labels_dir: Path | None,
+    out_dir: Path,
+    cfg: IndexConfig | None,
+    version: str,
+) -> IndexManifest | None:
+    """``build_index`` over a features folder, the snapshot a block at a time (see there); None
+    when the listing view holds no listing (nothing written)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    parts = SnapshotParts(out_dir / ".snapshot-parts")
+    scratch = out_dir / ".embeddings.f32"
+    slim: list[pd.DataFrame] = []
+    regions: dict[str, int] = {}
+    with open(scratch, "wb") as f:
+        blocks = iter_listing_snapshot(
+            features_dir, labels_dir=labels_dir, block_rows=SNAPSHOT_BLOCK_ROWS
+        )
+        for block in blocks:
+            f.write(np.ascontiguousarray(tt.embed_items(block), np.float32).tobytes())
+            slim.append(_index_columns(block, regions))
+            parts.add(block)
+            del block
+    n = parts.rows
+    if n == 0:
+        return None
+    parts.finish(out_dir / "snapshot.parquet")
+    keys = pd.concat(slim, ignore_index=True) if slim else pd.DataFrame({"listing_id": []})
+    del slim
+    if "region" in keys:
+        keys["region"] = pd.Categorical.from_codes(keys["region"], list(regions))
+    emb = MappedRows(scratch, np.float32, (n, tt.dim))  # read a shard / block at a time
+    index = RetrievalIndex.from_embeddings(
+        keys["listing_id"].to_numpy(np.int64),
+        emb,
+        keys,
+        cfg,
+        version=version,
+        model_version=tt.cfg.version,
+    )
+    del emb
+    return index.save(out_dir, snapshot_written=True)
+
+
+def _index_columns(block: pd.DataFrame, regions: dict[str, int]) -> pd.DataFrame:
+    """The columns of a snapshot block the index is built from: ``listing_id``, ``region`` as
+    int32 codes into ``regions`` (names in order of first appearance across blocks, grown in
+    place: ``pd.factorize`` of the whole column as text), ``category_id``, ``snapshot_time``."""
+    out = pd.DataFrame({"listing_id": block["listing_id"].to_numpy(np.int64)})
+    if "region" in block:
+        text = block["region"].astype(str)
+        for r in text.drop_duplicates():
+            regions.setdefault(r, len(regions))
+        out["region"] = text.map(regions).to_numpy(np.int32)
+    for col in ("category_id", "snapshot_time"):
+        if col in block:
+            out[col] = block[col].to_numpy(copy=True) if col == "category_id" else block[col]
+    return out
 
 
 def publish_index(index_dir: Path, store_root: str, version: str | None = None) -> str:

@@ -28,21 +28,26 @@ def write_folder(
     ids: np.ndarray,
     vectors: np.ndarray,
     keep: np.ndarray,
-    snapshot: pd.DataFrame,
+    snapshot: pd.DataFrame | None,
     indexes: dict[str, Any],
     manifest: IndexManifest,
     categories: CategoryLists | None = None,
 ) -> None:
     """Write rows ``keep`` (int64, increasing) of ``ids`` (n,), float16 ``vectors`` (n, d) and
     ``snapshot``, every shard of ``indexes`` (in their order) and ``manifest``; shard files of an
-    earlier save in ``out_dir`` are deleted first."""
+    earlier save in ``out_dir`` are deleted first. ``snapshot`` None: ``snapshot.parquet`` was
+    written already (every row kept; ``retrieval.snapshot_file``) and is left as it is."""
     faiss = faiss_module()
     out_dir.mkdir(parents=True, exist_ok=True)
     np.save(out_dir / "ids.npy", ids[keep], allow_pickle=False)
     save_rows(out_dir / "embeddings.npy", vectors, keep)
-    save_frame_rows(  # a block at a time: the whole frame is never copied to Arrow
-        out_dir / "snapshot.parquet", snapshot, None if len(keep) == len(snapshot) else keep
-    )
+    if snapshot is None:
+        if len(keep) != len(ids) or not (out_dir / "snapshot.parquet").exists():
+            raise ValueError("snapshot.parquet must already hold every row when no frame is given")
+    else:
+        save_frame_rows(  # a block at a time: the whole frame is never copied to Arrow
+            out_dir / "snapshot.parquet", snapshot, None if len(keep) == len(snapshot) else keep
+        )
     for p in out_dir.glob("*.faiss"):
         p.unlink()
     for i, index in enumerate(indexes.values()):

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from checkout_recs.retrieval.index_ops import MappedRows
+
 
 class Grow:
     """A numpy array that grows along axis 0 with amortised O(appended) appends."""
@@ -100,6 +102,8 @@ class IdLookup:
         """Row of each id (int64, same shape), -1 where absent."""
         ids = np.asarray(ids, np.int64)
         if self._table is not None:
+            if ids.size and ids.min() >= 0 and ids.max() < len(self._table):
+                return self._table[ids].astype(np.int64)  # every id inside: one gather
             inside = (ids >= 0) & (ids < len(self._table))
             return np.where(inside, self._table[np.where(inside, ids, 0)], -1).astype(np.int64)
         if len(self._sorted) == 0:
@@ -120,7 +124,7 @@ class RowStore:
     def __init__(
         self,
         ids: np.ndarray,
-        vectors: np.ndarray,
+        vectors: np.ndarray | MappedRows,
         region: np.ndarray | None,
         category: np.ndarray | None,
     ) -> None:
@@ -164,10 +168,19 @@ class RowStore:
         """float32 (r, d) vectors of ``rows`` (int64)."""
         return self.vec.a[np.asarray(rows, np.int64)].astype(np.float32)
 
+    def best(self, rows: np.ndarray, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best of ``rows`` (int64 (r,), increasing) by exact inner product with ``q``
+        (float32 (d,)) over the float16 vectors → (rows int64 (<= k,), scores float32 (<= k,)),
+        best first, equal scores in row order."""
+        sc = self.vectors(rows) @ q
+        top = best_first(sc, k)
+        return rows[top], sc[top]
+
     def live_rows(self, ids: np.ndarray) -> np.ndarray:
         """Rows (int64) of the ids that are present and alive, in the order of ``ids``."""
         rows = self.lookup.rows(ids)
-        rows = rows[rows >= 0]
+        if rows.size and rows.min() < 0:
+            rows = rows[rows >= 0]
         return rows[self.alive.a[rows]]
 
     @property
@@ -175,3 +188,19 @@ class RowStore:
         """Bytes held by the arrays (filled parts) and the id lookup."""
         arrays = (self.ids.a, self.alive.a, self.region.a, self.category.a, self.vec.a)
         return int(sum(x.nbytes for x in arrays) + self.lookup.nbytes)
+
+
+def best_first(scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` largest of ``scores`` (1-d), best first, equal scores by position
+    (exactly a stable sort's first k, ties at the k-th score included). Up to 2k scores (the
+    re-rank of a few hundred ANN hits): one stable sort; more: a partition finds the k-th score,
+    then the positions above it and the first ones equal to it are sorted."""
+    if k <= 0:
+        return np.empty(0, np.int64)
+    if len(scores) <= 2 * k:
+        return np.argsort(-scores, kind="stable")[:k]
+    kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+    above = np.flatnonzero(scores > kth)
+    sel = np.concatenate([above, np.flatnonzero(scores == kth)[: k - len(above)]])
+    sel.sort()
+    return sel[np.argsort(-scores[sel], kind="stable")]

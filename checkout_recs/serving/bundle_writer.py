@@ -57,7 +57,8 @@ def assemble_bundle(
         The bundle folder (created; files already there are overwritten).
     snapshot : DataFrame, optional
         One row per listing (``models.inputs.listing_snapshot`` columns); default: built from
-        ``features_dir`` (+ validated listings found next to ``labels_dir``).
+        ``features_dir`` (+ validated listings found next to ``labels_dir``), a block at a time
+        when the bundle has a two-tower (``retrieval.index.build_index``).
     index_cfg : retrieval.index.IndexConfig, optional
         How the FAISS index is built; default ``IndexConfig()``.
     index_version : str, optional
@@ -75,14 +76,19 @@ def assemble_bundle(
     layout = BundleLayout(out_dir)
     layout.root.mkdir(parents=True, exist_ok=True)
     shutil.copytree(model_dir, layout.model_dir, dirs_exist_ok=True)
-    if snapshot is None:
-        snapshot = listing_snapshot(Path(features_dir), labels_dir=Path(labels_dir))
     if layout.two_tower_dir.is_dir():
         manifest = build_index(
-            layout.two_tower_dir, snapshot, layout.index_dir, index_cfg, version=index_version
+            layout.two_tower_dir,
+            Path(features_dir) if snapshot is None else snapshot,
+            layout.index_dir,
+            index_cfg,
+            version=index_version,
+            labels_dir=Path(labels_dir),
         )
         index_version, n_items = manifest.version, manifest.n_items
     else:
+        if snapshot is None:
+            snapshot = listing_snapshot(Path(features_dir), labels_dir=Path(labels_dir))
         index_version, n_items = _write_catalogue(snapshot, layout, index_version)
     tables = write_candidate_tables(labels_dir, features_dir, layout.candidates_dir)
     _write_users(Path(features_dir), layout)

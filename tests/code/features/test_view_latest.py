@@ -14,7 +14,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from checkout_recs.features.view_latest import key_range_filters, latest_rows
+from checkout_recs.features.view_latest import iter_latest_rows, key_range_filters, latest_rows
 from checkout_recs.models.inputs import latest_per_entity
 from tests.fixtures_features import demo_features  # noqa: F401
 
@@ -62,6 +62,12 @@ def test_latest_rows_equal_the_whole_file_path(
     want = ("Int64", "boolean") if pandas_metadata else (np.float64, object)
     assert (expected["count"].dtype, expected["flag"].dtype) == want
     assert expected["count"].notna().all() and (got["value"] == -1.0).sum() == 5
+    parts = list(iter_latest_rows(path, "entity_id", range_rows=range_rows))
+    assert (len(parts) == 1) if range_rows > 10**6 else (len(parts) > 1)
+    for part in parts:  # each range has the whole file's dtypes, not its own rows'
+        pd.testing.assert_series_equal(part.dtypes, expected.dtypes)
+        assert part.index.equals(pd.RangeIndex(len(part)))
+    pd.testing.assert_frame_equal(pd.concat(parts, ignore_index=True), expected)
 
 
 def test_latest_rows_of_a_folder_of_parts(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from fixtures_retrieval import brute_force, synthetic_catalogue, synthetic_index  # noqa: E402
 
 from checkout_recs.retrieval.index import RetrievalIndex  # noqa: E402
-from checkout_recs.retrieval.index_build import IndexConfig  # noqa: E402
+from checkout_recs.retrieval.index_build import IndexConfig, shard_nlist  # noqa: E402
 from checkout_recs.retrieval.neighbours import NeighbourTable, item_knn_table  # noqa: E402
 
 IVF = IndexConfig(exact_below=1000, nlist=48, nprobe=16)
@@ -44,6 +44,44 @@ def test_sq8_with_exact_rerank_returns_the_exact_top_k_when_every_list_is_probed
     idx.save(tmp_path)
     loaded = RetrievalIndex.load(tmp_path)
     np.testing.assert_array_equal(loaded.search(q, 50)[0], ids)
+
+
+def test_default_lists_are_nlist_factor_sqrt_n_per_shard_and_an_explicit_nlist_wins():
+    cfg = IndexConfig(exact_below=1000)
+    assert shard_nlist(6_051_920, cfg) == int(4 * np.sqrt(6_051_920)) == 9840
+    assert shard_nlist(3, cfg.model_copy(update={"nlist_factor": 16.0})) == 3  # at most n
+    assert shard_nlist(10**6, cfg.model_copy(update={"nlist": 77})) == 77
+    idx, emb, snap = synthetic_index(6000, cfg=cfg)
+    for key, shard in idx.indexes.items():
+        assert shard.nlist == int(4 * np.sqrt(shard.ntotal)), key
+    q = emb[:20]
+    assert (
+        _recall(idx.search(q, 50)[0], brute_force(emb, snap["listing_id"].to_numpy(), q, 50))
+        >= 0.95
+    )
+
+
+def test_equal_scores_rank_the_lower_row_first_whether_the_rerank_sorts_or_partitions():
+    """The re-rank sorts up to 2k candidates whole and partitions more: both give the exact
+    top-k with equal scores in row order."""
+    emb, snap = synthetic_catalogue(300)
+    # multiples of 1/8: float16 holds them and every inner product is exact in float32, so
+    # equal vectors score equal whatever order BLAS sums in
+    emb = (np.round(emb * 8) / 8).astype(np.float32)
+    emb[1::3] = emb[0::3]  # every vector three times: ties at every rank
+    emb[2::3] = emb[0::3]
+    ids_all, q = snap["listing_id"].to_numpy(), emb[:10]
+    # one IVF shard, every list probed, every listing re-ranked
+    cfg = IndexConfig(exact_below=100, nlist=8, nprobe=8, rerank=300, per_region=False)
+    idx = RetrievalIndex.from_embeddings(ids_all, emb, snap, cfg)
+    assert all(idx._needs_rerank.values())
+    for k in (150, 40):  # 300 candidates: whole sort (<= 2k), partition (> 2k)
+        ids, sc = idx.search(q, k)
+        np.testing.assert_array_equal(ids, brute_force(emb, ids_all, q, k))
+        for row_ids, row_sc in zip(ids, sc, strict=True):  # equal scores: ids (rows) increase
+            for v in np.unique(row_sc):
+                assert (np.diff(row_ids[row_sc == v]) > 0).all()
+        assert (sc[:, :-1] == sc[:, 1:]).any()  # the test has ties to order
 
 
 def test_ivf_flat_scores_exactly_and_finds_the_exact_neighbours():
@@ -183,3 +221,22 @@ def test_item_knn_table_is_cosine_over_users_top_k():
         rtol=1e-6,
     )
     assert item_knn_table(inter.iloc[0:0]).empty
+
+
+def test_a_folder_saved_before_nlist_factor_loads_with_its_own_nprobe_and_rerank(tmp_path):
+    """A format-2 folder written before ``nlist_factor`` / ``train_per_list`` existed (its
+    manifest config: sqrt(n) lists, nprobe 48, re-rank 500) loads and searches with its own
+    settings, not the new defaults."""
+    cfg = IndexConfig(exact_below=1000, nlist=40, nprobe=48, rerank=500)
+    idx, emb, snap = synthetic_index(6000, cfg=cfg)
+    idx.save(tmp_path)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    for field in ("nlist_factor", "train_per_list"):
+        manifest["config"].pop(field)
+    manifest["config"]["nlist"] = None
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    loaded = RetrievalIndex.load(tmp_path)
+    assert loaded.cfg.nprobe == 48 and loaded.cfg.rerank == 500
+    assert all(ix.nprobe == 48 for ix in loaded.indexes.values())
+    q = emb[:20]
+    np.testing.assert_array_equal(loaded.search(q, 50)[0], idx.search(q, 50)[0])

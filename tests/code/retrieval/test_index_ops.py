@@ -10,7 +10,13 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from checkout_recs.retrieval.index_ops import concat_rows, save_frame_rows, save_rows, top_per_query
+from checkout_recs.retrieval.index_ops import (
+    MappedRows,
+    concat_rows,
+    save_frame_rows,
+    save_rows,
+    top_per_query,
+)
 
 
 def test_top_per_query_merges_shards_best_first_missing_last():
@@ -86,3 +92,24 @@ def test_save_frame_rows_writes_a_frame_with_object_columns_whole(tmp_path: Path
         pd.read_parquet(tmp_path / "f.parquet"), pd.read_parquet(tmp_path / "e.parquet")
     )
     assert pd.read_parquet(tmp_path / "f.parquet")["flag"].dtype == object  # only Nones: inferred
+
+
+def test_mapped_rows_read_what_the_file_holds(tmp_path):
+    """``MappedRows`` gives the rows of a raw file and of an ``.npy`` file as copies, for an int,
+    a slice and an array of rows, and holds no map between reads."""
+    arr = np.random.default_rng(0).normal(size=(1000, 8)).astype(np.float32)
+    arr.tofile(tmp_path / "raw.f32")
+    np.save(tmp_path / "a.npy", arr)
+    rows = np.array([999, 3, 3, 500])
+    for m in (
+        MappedRows(tmp_path / "raw.f32", np.float32, arr.shape),
+        MappedRows.npy(tmp_path / "a.npy"),
+    ):
+        assert len(m) == 1000 and m.shape == arr.shape and m.dtype == np.float32
+        np.testing.assert_array_equal(m[rows], arr[rows])
+        np.testing.assert_array_equal(m[10:20], arr[10:20])
+        np.testing.assert_array_equal(m[7], arr[7])
+        out = m[:5]
+        assert isinstance(out, np.ndarray) and not isinstance(out, np.memmap)
+        out[:] = 0  # a copy: the file is untouched
+        np.testing.assert_array_equal(m[:5], arr[:5])

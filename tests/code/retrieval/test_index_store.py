@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from checkout_recs.retrieval.index_store import Grow, IdLookup, RowStore
+from checkout_recs.retrieval.index_store import Grow, IdLookup, RowStore, best_first
 
 
 def test_grow_appends_without_losing_rows_and_keeps_headroom():
@@ -43,3 +43,28 @@ def test_row_store_keeps_float16_vectors_in_row_order_across_appends():
     )
     s.alive.a[1] = False  # what RetrievalIndex.remove does before the re-added 101 arrives
     assert s.live_rows(np.array([101, 200, 999])).tolist() == [7, 6]
+
+
+def test_id_lookup_answers_the_same_whether_every_id_is_in_the_table_or_not():
+    lk = IdLookup(np.array([5, 7, 9, 2]))
+    inside = np.array([9, 2, 5, 7, 9])
+    assert lk.rows(inside).tolist() == [2, 3, 0, 1, 2] and lk.rows(inside).dtype == np.int64
+    assert lk.rows(np.array([9, 3, 2])).tolist() == [2, -1, 3]  # 3: inside, never added
+    assert lk.rows(np.array([9, -1, 2, 10**6])).tolist() == [2, -1, 3, -1]
+    assert lk.rows(np.array([], np.int64)).tolist() == []
+    s = RowStore(np.array([5, 7, 9]), np.zeros((3, 2)), None, None)
+    s.alive.a[1] = False
+    assert s.live_rows(np.array([9, 7, 5])).tolist() == [2, 0]  # every id present, one dead
+    assert s.live_rows(np.array([9, 8, 5])).tolist() == [2, 0]
+
+
+def test_best_first_is_a_stable_sorts_first_k_with_ties_at_the_kth_score():
+    rng = np.random.default_rng(1)
+    assert best_first(np.ones(5, np.float32), 0).tolist() == []
+    for n, k in ((10, 3), (500, 300), (1000, 40), (50, 50), (7, 20)):
+        sc = rng.integers(0, 6, n).astype(np.float32)  # many ties, at the k-th score too
+        ref = np.argsort(-sc, kind="stable")[:k]
+        np.testing.assert_array_equal(best_first(sc, k), ref)
+    s = RowStore(np.arange(4), np.array([[1, 0], [2, 0], [1, 0], [3, 0]]), None, None)
+    rows, sc = s.best(np.array([0, 1, 2, 3]), np.array([1.0, 0.0], np.float32), 3)
+    assert rows.tolist() == [3, 1, 0] and sc.tolist() == [3.0, 2.0, 1.0]

@@ -103,3 +103,32 @@ def test_greedy_ope_of_the_trained_ranker_on_held_out_slates(runs):
     got_bad = ranker_greedy_ope(model, bad)  # a bad request is left out, not fatal
     n_first = int((val["request_id"] == first).sum())
     assert got_bad["ope_dropped_rows"] == n_first and got_bad["ope_n_rounds"] == len(val) - n_first
+
+
+def test_two_tower_stage_reads_only_the_interacted_listings_and_trains_the_same_model(runs):
+    """The stage keeps the snapshot rows of interacted listings only (``interacted_listings``,
+    a block at a time); the item tower sees each row on its own, so the weights are those of
+    ``train_two_tower`` over the whole catalogue, byte for byte."""
+    from checkout_recs.models.inputs import listing_snapshot
+    from checkout_recs.models.train import interacted_listings
+    from checkout_recs.models.two_tower import train_two_tower
+
+    paths, tmp = runs["paths"], runs["tmp"]
+    inter = pd.read_parquet(paths["labels"] / "interactions.parquet")
+    whole = listing_snapshot(paths["features"], labels_dir=paths["labels"])
+    kept = interacted_listings(paths["features"], paths["labels"], inter["listing_id"])
+    assert 0 < len(kept) < len(whole)
+    assert set(kept["listing_id"]) == set(whole["listing_id"]) & set(inter["listing_id"])
+    expected = whole[whole["listing_id"].isin(kept["listing_id"])].reset_index(drop=True)
+    pd.testing.assert_frame_equal(kept, expected)
+    users = pd.read_parquet(paths["features"] / "user.parquet")
+    users = users.sort_values("event_timestamp").drop_duplicates("user_id", keep="last")
+    reference = train_two_tower(
+        inter[["user_id", "listing_id", "event_timestamp"]],
+        whole,
+        tiny_train_config(7).two_tower,
+        users.sort_values("user_id").reset_index(drop=True),
+    )
+    reference.save(tmp / "reference_two_tower")
+    got = (tmp / "retrieval" / "two_tower" / "weights.safetensors").read_bytes()
+    assert got == (tmp / "reference_two_tower" / "weights.safetensors").read_bytes()
