@@ -527,7 +527,7 @@ def _build_streamed(
     if n == 0:
         return None
     parts.finish(out_dir / "snapshot.parquet")
-    keys = pd.concat(slim, ignore_index=True) if slim else pd.DataFrame({"listing_id": []})
+    keys = pd.concat(slim, ignore_index=True)  # n > 0: at least one block
     del slim
     if "region" in keys:
         keys["region"] = pd.Categorical.from_codes(keys["region"], list(regions))
